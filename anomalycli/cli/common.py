@@ -1,0 +1,51 @@
+"""What every verb shares: user errors become one line and an exit code; logs go to stderr."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import typer
+from rich.logging import RichHandler
+
+from anomalycli.errors import UserError
+from anomalycli.render import err_console
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        return f"[yellow]warning:[/yellow] {message}" if record.levelno >= logging.WARNING else message
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("anomalycli")
+    if not logger.handlers:
+        handler = RichHandler(console=err_console, show_time=False, show_level=False, show_path=False, markup=True)
+        handler.setFormatter(_OneLine())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def user_errors(command):
+    """Turn a ``UserError`` into 'error: ...' and its exit code; Ctrl-C into exit 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        _setup_logging()
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            raise fail(str(exc).replace("[", r"\["), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", EXIT_INTERRUPTED) from None
+
+    return wrapper

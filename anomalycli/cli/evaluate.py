@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from anomalycli.cli.common import user_errors
+from anomalycli.data import attach_masks, discover
+from anomalycli.errors import UsageError
+from anomalycli.inference import evaluate
+from anomalycli.methods import AnomalyModel
+from anomalycli.render import confusion_table, console, defect_table, metrics_table, write_json
+
+
+@user_errors
+def eval_command(
+    model_path: Path = typer.Argument(..., metavar="MODEL", help="model.safetensors written by train."),
+    data: Path = typer.Argument(..., help="Labelled data folder."),
+    labels: Optional[Path] = typer.Option(None, help="Labels CSV (filename,label[,defect_type]) for a flat folder."),
+    manifest: Optional[Path] = typer.Option(None, help="Manifest CSV from 'anomaly split'."),
+    split: Optional[str] = typer.Option(None, help="Evaluate only this split (default: test if there is one, else all)."),
+    masks: Optional[Path] = typer.Option(None, help="Folder of defect masks (<name>_mask.png): adds pixel AUROC."),
+    threshold: Optional[float] = typer.Option(None, help="Decision threshold on the 0..1 score (default: the model's, 0.5)."),
+    batch_size: int = typer.Option(32, help="Images per batch."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --json file."),
+) -> None:
+    """Confusion matrix, accuracy, precision, recall, F1, AUROC (with 95% CIs), recall per defect type."""
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise UsageError(f"--threshold is on the 0..1 score scale (got {threshold})")
+    model = AnomalyModel.load(model_path)
+    dataset = discover(data, model.config["normal_class"], labels, manifest)
+    samples = dataset.samples
+    chosen = split or ("test" if dataset.in_split("test") else None)
+    if chosen:
+        samples = dataset.in_split(chosen)
+        if not samples:
+            raise UsageError(f"no images in split {chosen!r}; splits here: {', '.join(dataset.splits) or 'none'}")
+    if masks is not None:
+        samples = attach_masks(samples, masks)
+    report, _ = evaluate(model, samples, batch_size, 0.5 if threshold is None else threshold, with_masks=any(s.mask for s in samples))
+    report["split"] = chosen or "all"
+    console.print(f"{model.method} model on {len(samples)} images ({'split ' + chosen if chosen else 'all splits'}) of {dataset.root}")
+    console.print(confusion_table(report, model.config["class_names"]))
+    console.print(metrics_table(report))
+    if report["per_defect_type"]:
+        console.print(defect_table(report))
+    cal = report["calibration"]
+    console.print(f"threshold calibrated on {cal['n_normal']} normal and {cal['n_anomaly']} anomalous validation images")
+    if report["n_unreadable"]:
+        console.print(f"[yellow]{report['n_unreadable']} unreadable image(s) left out[/yellow]")
+    if json_out:
+        write_json(json_out, report, overwrite)
+        console.print(f"metrics written to {json_out}")

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from anomalycli.cli.common import user_errors
+from anomalycli.data import discover
+from anomalycli.inspection import inspect_dataset
+from anomalycli.render import console, inspection_tables, write_json
+
+
+@user_errors
+def inspect_command(
+    data: Path = typer.Argument(..., help="Data folder: class folders, split/class folders or MVTec AD."),
+    normal_class: str = typer.Option("good", help="Class name of good parts; every other class is an anomaly."),
+    labels: Optional[Path] = typer.Option(None, help="Labels CSV (filename,label[,defect_type]) for a flat folder."),
+    manifest: Optional[Path] = typer.Option(None, help="Manifest CSV written by 'anomaly split'."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the facts to this JSON file."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --json file."),
+) -> None:
+    """What is in a data set: counts, imbalance, defect types, sizes, unreadable files, duplicates."""
+    facts = inspect_dataset(discover(data, normal_class, labels, manifest))
+    for table in inspection_tables(facts):
+        console.print(table)
+    if facts["skipped_files"]:
+        console.print(f"skipped {len(facts['skipped_files'])} file(s) that are not images")
+    if json_out:
+        write_json(json_out, facts, overwrite)
+        console.print(f"facts written to {json_out}")

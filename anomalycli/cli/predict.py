@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from anomalycli.cli.common import user_errors
+from anomalycli.data import list_images, load_image
+from anomalycli.errors import UsageError, UserError
+from anomalycli.inference import iter_scores
+from anomalycli.methods import AnomalyModel
+from anomalycli.render import console, heatmap_overlay, prediction_table, save_png, write_rows
+
+
+@user_errors
+def predict_command(
+    model_path: Path = typer.Argument(..., metavar="MODEL", help="model.safetensors written by train."),
+    folder: Path = typer.Argument(..., help="Folder of images (searched recursively)."),
+    output: Optional[Path] = typer.Option(None, help="Write the rows to FILE.csv or FILE.json."),
+    heatmaps: Optional[Path] = typer.Option(None, help="Write a heat-map overlay PNG per image here (patchcore)."),
+    threshold: Optional[float] = typer.Option(None, help="Decision threshold on the 0..1 score (default: the model's, 0.5)."),
+    batch_size: int = typer.Option(32, help="Images per batch."),
+    overwrite: bool = typer.Option(False, help="Replace existing --output and heat-map files."),
+) -> None:
+    """A score in [0, 1] and a verdict for every image; heat maps where the method has them."""
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise UsageError(f"--threshold is on the 0..1 score scale (got {threshold})")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
+    if output is not None:
+        if output.suffix.lower() not in (".csv", ".json"):
+            raise UsageError(f"--output must end in .csv or .json (got {output.name})")
+        if output.exists() and not overwrite:
+            raise UserError(f"{output} already exists; choose another name or pass --overwrite to replace it")
+    model = AnomalyModel.load(model_path)
+    if heatmaps is not None and not model.has_maps:
+        raise UsageError(f"a {model.method} model has no anomaly maps; --heatmaps needs a patchcore model")
+    paths, skipped = list_images(folder)
+    if not paths:
+        raise UserError(f"no images found in {folder}")
+    rows = []
+    cal = model.calibration
+    for scored in iter_scores(model, paths, batch_size, 0.5 if threshold is None else threshold, with_maps=heatmaps is not None):
+        rel = scored.path.relative_to(folder)
+        rows.append({"path": str(scored.path), "score": scored.score, "raw_score": scored.raw, "verdict": scored.verdict, "error": scored.error})
+        if heatmaps is not None and scored.map is not None:
+            overlay = heatmap_overlay(load_image(scored.path), scored.map, cal.low, cal.high)
+            save_png(overlay, heatmaps / rel.with_suffix(".png"), overwrite)
+    console.print(prediction_table(rows))
+    n_anomaly = sum(r["verdict"] == "anomaly" for r in rows)
+    n_bad = sum(r["verdict"] == "unreadable" for r in rows)
+    summary = f"{n_anomaly} of {len(rows)} images flagged as anomalies"
+    if n_bad:
+        summary += f"; {n_bad} unreadable"
+    if skipped:
+        summary += f"; {len(skipped)} non-image file(s) skipped"
+    console.print(summary)
+    if output:
+        write_rows(output, rows, overwrite)
+        console.print(f"rows written to {output}")
+    if heatmaps:
+        console.print(f"heat maps written to {heatmaps}")

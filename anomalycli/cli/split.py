@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from anomalycli.cli.common import user_errors
+from anomalycli.data import discover, write_manifest
+from anomalycli.render import console
+from anomalycli.splits import k_folds, train_val_split
+
+
+@user_errors
+def split_command(
+    data: Path = typer.Argument(..., help="Data folder to split (no image is copied)."),
+    out: Path = typer.Option(Path("split.csv"), help="Manifest CSV to write: path,label,defect_type,split (or fold)."),
+    val_ratio: float = typer.Option(0.1, help="Share of images held out for validation."),
+    folds: Optional[int] = typer.Option(None, help="Write K stratified folds (column 'fold') instead of train/val."),
+    seed: int = typer.Option(0, help="Random seed."),
+    normal_class: str = typer.Option("good", help="Class name of good parts."),
+    labels: Optional[Path] = typer.Option(None, help="Labels CSV for a flat folder."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out file."),
+) -> None:
+    """Stratified (by class and defect type) train/validation split or k folds, as a manifest CSV."""
+    dataset = discover(data, normal_class, labels)
+    samples = dataset.samples
+    if folds is not None:
+        samples = k_folds(samples, folds, seed)
+        column, groups = "fold", [str(f) for f in range(folds)]
+    else:
+        train, val = train_val_split(samples, val_ratio, seed)
+        samples, column, groups = train + val, "split", ["train", "val"]
+    write_manifest(out, dataset.root, samples, column, overwrite)
+
+    keys = sorted({(s.class_name, s.defect_type or "") for s in samples})
+    table = Table(title=f"{len(samples)} images from {dataset.root} ({dataset.layout})")
+    table.add_column("class")
+    table.add_column("defect type")
+    for g in groups:
+        table.add_column(f"{column} {g}" if column == "fold" else g, justify="right")
+    for class_name, defect in keys:
+        counts = [sum(1 for s in samples if (s.class_name, s.defect_type or "") == (class_name, defect) and str(getattr(s, column)) == g) for g in groups]
+        table.add_row(class_name, defect, *map(str, counts))
+    console.print(table)
+    console.print(f"manifest written to {out}; use it with --manifest {out} {data}")

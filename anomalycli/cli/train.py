@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from anomalycli import backbones
+from anomalycli.cli.common import user_errors
+from anomalycli.render import console, curves_png, err_console
+from anomalycli.train import CHECKPOINT_NAME, TrainOptions, train
+
+DEFAULTS = {f.name: f.default for f in fields(TrainOptions)}
+CLASSIFIER_ONLY = ("epochs", "lr", "weight_decay", "weighted_loss", "sampler", "select", "patience")
+
+BACKBONE_HELP = "Backbone. " + "; ".join(
+    f"{b.name}: {'works offline' if b.offline else 'needs internet once'} ({b.weights_source})" for b in backbones.BACKBONES.values()
+)
+
+
+@user_errors
+def train_command(
+    ctx: typer.Context,
+    data: Optional[Path] = typer.Argument(None, help="Data folder (class folders, split folders, MVTec AD, or flat with --labels)."),
+    method: Optional[str] = typer.Option(None, help="patchcore (good images only; the default) or classifier. A classifier-only option implies classifier."),
+    backbone: str = typer.Option(DEFAULTS["backbone"], help=BACKBONE_HELP),
+    weights: str = typer.Option("imagenet", help="imagenet, none (random) or PATH to a state dict."),
+    image_size: int = typer.Option(224, help="Images are resized to this square size."),
+    normal_class: str = typer.Option("good", help="Class name of good parts; every other class is an anomaly."),
+    labels: Optional[Path] = typer.Option(None, help="Labels CSV (filename,label[,defect_type]) for a flat folder."),
+    manifest: Optional[Path] = typer.Option(None, help="Manifest CSV from 'anomaly split' (its split column picks validation)."),
+    val_ratio: float = typer.Option(0.1, help="Validation share when the data has no val split."),
+    seed: int = typer.Option(0, help="Random seed (same seed, same data, same CPU: same model)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    max_fpr: float = typer.Option(0.01, help="Share of normal images flagged when validation has no anomalies."),
+    epochs: int = typer.Option(60, help="[classifier] Epochs at most."),
+    batch_size: int = typer.Option(64, help="Batch size."),
+    lr: float = typer.Option(1e-4, help="[classifier] AdamW learning rate."),
+    weight_decay: float = typer.Option(1e-3, help="[classifier] AdamW weight decay."),
+    weighted_loss: bool = typer.Option(False, "--weighted-loss", help="[classifier] Class weights 'balanced' in the loss."),
+    sampler: str = typer.Option("shuffle", help="[classifier] shuffle, or balanced (WeightedRandomSampler)."),
+    select: str = typer.Option("auroc", help="[classifier] Keep the epoch best by validation auroc, f1 or loss."),
+    patience: int = typer.Option(10, help="[classifier] Stop after this many epochs without improvement."),
+    coreset_ratio: float = typer.Option(DEFAULTS["coreset_ratio"], help="[patchcore] Share of patches kept in the memory bank."),
+    reweight: bool = typer.Option(False, "--reweight", help="[patchcore] The paper's re-weighting of the image score."),
+    run_dir: Optional[Path] = typer.Option(None, help="Run folder to create (default runs/train-N; never overwritten)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue an interrupted classifier run from its folder."),
+) -> None:
+    """Train a detector and calibrate its threshold; writes a run folder with model.safetensors."""
+    if resume is not None:
+        result = _run(None, resume)
+    else:
+        if data is None:
+            raise typer.BadParameter("give the DATA folder (or --resume RUN_DIR)", param_hint="DATA")
+        given = {k for k in CLASSIFIER_ONLY if ctx.get_parameter_source(k).name != "DEFAULT"}
+        if method is None:
+            method = "classifier" if given else DEFAULTS["method"]
+        elif method == "patchcore" and given:
+            err_console.print(f"[yellow]warning:[/yellow] {', '.join('--' + g.replace('_', '-') for g in sorted(given))} only apply to the classifier; ignored")
+        options = TrainOptions(
+            data=str(data), method=method, backbone=backbone, weights=weights, image_size=image_size,
+            normal_class=normal_class, labels=str(labels) if labels else None, manifest=str(manifest) if manifest else None,
+            val_ratio=val_ratio, seed=seed, device=device, max_fpr=max_fpr, epochs=epochs, batch_size=batch_size,
+            lr=lr, weight_decay=weight_decay, weighted_loss=weighted_loss, sampler=sampler, select=select,
+            patience=patience, coreset_ratio=coreset_ratio, reweight=reweight, run_dir=str(run_dir) if run_dir else None,
+        )
+        result = _run(options, None)
+    if result.history:
+        curves_png(result.history, result.run_dir / "curves.png")
+    cal = result.model.calibration
+    console.print(
+        f"trained {result.model.method} on {result.n_train} images; validation: {result.n_val} images from {result.validation}\n"
+        f"threshold by {cal.rule}\nmodel: {result.model_path}"
+    )
+
+
+def _run(options, resume):
+    try:
+        return train(options, resume=resume)
+    except KeyboardInterrupt:
+        from anomalycli.errors import UserError
+
+        raise UserError(
+            f"interrupted; the last finished epoch is saved in the run folder's {CHECKPOINT_NAME}: "
+            "continue with anomaly train --resume RUN_DIR"
+        ) from None

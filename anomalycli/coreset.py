@@ -1,0 +1,91 @@
+"""Coreset samplers (one ``run()`` each) and chunked nearest-neighbour search.
+
+Both work in float32 matrix products over chunks, so memory stays bounded for millions
+of patches and no (N x M) distance matrix is ever held whole.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+ProgressFn = Callable[[int], None]
+
+
+def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int = 4096, bank_sq: torch.Tensor | None = None):
+    """Euclidean distances (and indices) of each query's ``k`` nearest bank rows.
+
+    Uses |q|^2 - 2 q.b + |b|^2 with one matrix product per chunk of queries, instead of cdist.
+    """
+    bank = bank.float()
+    if bank_sq is None:
+        bank_sq = bank.pow(2).sum(1)
+    dists, indices = [], []
+    for start in range(0, queries.shape[0], chunk):
+        q = queries[start : start + chunk].float()
+        d2 = torch.addmm(bank_sq.unsqueeze(0), q, bank.T, alpha=-2).add_(q.pow(2).sum(1, keepdim=True))
+        values, idx = d2.topk(k, dim=1, largest=False)
+        dists.append(values.clamp_min_(0).sqrt_())
+        indices.append(idx)
+    return torch.cat(dists), torch.cat(indices)
+
+
+class RandomSampler:
+    """Keep a uniform random subset: the cheap baseline."""
+
+    def __init__(self, ratio: float, seed: int = 0):
+        self.ratio, self.seed = ratio, seed
+
+    def run(self, features: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor:
+        n_keep = max(1, int(round(self.ratio * features.shape[0])))
+        generator = torch.Generator().manual_seed(self.seed)
+        return torch.randperm(features.shape[0], generator=generator)[:n_keep].sort().values
+
+
+class ApproximateGreedyCoresetSampler:
+    """Greedy k-center selection (PatchCore's coreset) on a random projection of the features.
+
+    Each step adds the patch farthest from everything chosen so far; distances are updated
+    against the one new centre only, in the projected space, chunk by chunk.
+    """
+
+    def __init__(self, ratio: float, seed: int = 0, projection_dim: int = 64, chunk: int = 1 << 20):
+        self.ratio, self.seed, self.projection_dim, self.chunk = ratio, seed, projection_dim, chunk
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        dim = features.shape[1]
+        if dim <= self.projection_dim:
+            return features.float()
+        generator = torch.Generator().manual_seed(self.seed)
+        matrix = torch.randn(dim, self.projection_dim, generator=generator) / self.projection_dim**0.5
+        return torch.cat([features[i : i + self.chunk].float() @ matrix for i in range(0, features.shape[0], self.chunk)])
+
+    def run(self, features: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor:
+        n = features.shape[0]
+        n_keep = max(1, int(round(self.ratio * n)))
+        if n_keep >= n:
+            return torch.arange(n)
+        projected = self.project(features)
+        squared = projected.pow(2).sum(1)
+        generator = torch.Generator().manual_seed(self.seed)
+        chosen = torch.empty(n_keep, dtype=torch.long)
+        chosen[0] = torch.randint(n, (1,), generator=generator).item()
+        min_d2 = torch.full((n,), float("inf"))
+        for step in range(1, n_keep + 1):
+            centre = projected[chosen[step - 1]]
+            for i in range(0, n, self.chunk):
+                part = slice(i, i + self.chunk)
+                d2 = torch.addmv(squared[part] + centre.dot(centre), projected[part], centre, alpha=-2)
+                torch.minimum(min_d2[part], d2, out=min_d2[part])
+            if step == n_keep:
+                break
+            chosen[step] = torch.argmax(min_d2)
+            if progress and step % 256 == 0:
+                progress(256)
+        if progress:
+            progress(n_keep % 256)
+        return chosen
+
+
+SAMPLERS = {"greedy": ApproximateGreedyCoresetSampler, "random": RandomSampler}

@@ -1,0 +1,399 @@
+"""Where the images are: data-set layouts, samples, labels CSVs, manifests, image loading.
+
+Every verb starts here. ``discover`` turns a folder (plus an optional labels CSV or
+manifest) into a list of ``Sample``; ``load_image`` reads any common image file into RGB.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from anomalycli.errors import UserError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+MASK_FOLDERS = {"ground_truth", "masks"}
+LABELS_HEADER = ("filename", "label")
+MANIFEST_HEADER = ("path", "label", "defect_type")
+
+
+class ImageError(UserError):
+    """An image file that cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    class_name: str
+    label: int  # 0 = normal, 1 = anomaly
+    defect_type: str | None = None  # None for normal images
+    split: str | None = None  # train | val | test, when the layout says so
+    fold: int | None = None
+    mask: Path | None = None
+
+
+@dataclass
+class Dataset:
+    root: Path
+    layout: str
+    samples: list[Sample]
+    normal_class: str
+    skipped: list[Path] = field(default_factory=list)  # files that are not images
+
+    def in_split(self, split: str) -> list[Sample]:
+        return [s for s in self.samples if s.split == split]
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted({s.split for s in self.samples if s.split})
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def is_mask(path: Path, root: Path | None = None) -> bool:
+    parts = path.relative_to(root).parts if root else path.parts
+    return path.stem.endswith("_mask") or any(p in MASK_FOLDERS for p in parts[:-1])
+
+
+def walk_files(folder: Path) -> list[Path]:
+    """All files under ``folder``, sorted; follows symlinks but never loops."""
+    seen: set[str] = set()
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files += [Path(dirpath) / f for f in sorted(filenames)]
+    return files
+
+
+def list_images(folder: str | Path) -> tuple[list[Path], list[Path]]:
+    """Images under ``folder`` (recursive, masks left out) and the other files skipped."""
+    folder = _existing_folder(folder)
+    images, skipped = [], []
+    for path in walk_files(folder):
+        if not path.is_file() and not path.is_symlink():
+            continue
+        if is_image_file(path):
+            if not is_mask(path, folder):
+                images.append(path)
+        else:
+            skipped.append(path)
+    return images, skipped
+
+
+def defect_type_from_name(stem: str) -> str | None:
+    """``scratch_head001`` -> ``scratch_head``; a name that is only a number gives None."""
+    match = re.match(r"^(.*?)[\s_\-.]*\d+$", stem)
+    prefix = match.group(1) if match else stem
+    return prefix or None
+
+
+def _existing_folder(folder: str | Path) -> Path:
+    folder = Path(folder)
+    if not folder.exists():
+        raise UserError(f"{folder} does not exist; check the path")
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder; pass the folder that holds the images")
+    return folder
+
+
+def _mask_index(root: Path) -> dict[tuple[tuple[str, ...], str], Path]:
+    index = {}
+    for name in MASK_FOLDERS:
+        mask_root = root / name
+        if mask_root.is_dir():
+            for path in walk_files(mask_root):
+                if is_image_file(path):
+                    stem = path.stem[: -len("_mask")] if path.stem.endswith("_mask") else path.stem
+                    index[(path.relative_to(mask_root).parent.parts, stem)] = path
+    return index
+
+
+def _find_mask(index, root: Path, path: Path) -> Path | None:
+    folder = path.relative_to(root).parent.parts
+    # Masks mirror the image tree, with or without its split folder (MVTec AD drops it).
+    return index.get((folder, path.stem)) or index.get((folder[1:], path.stem))
+
+
+def _class_folder(root, class_dir: Path, normal_class: str, split, masks) -> tuple[list[Sample], list[Path]]:
+    class_name = class_dir.name
+    label = int(class_name != normal_class)
+    samples, skipped = [], []
+    for path in walk_files(class_dir):
+        if not is_image_file(path):
+            skipped.append(path)
+            continue
+        if is_mask(path, root):
+            continue
+        defect = None
+        if label:
+            sub = path.relative_to(class_dir).parts
+            defect = sub[0] if len(sub) > 1 else (defect_type_from_name(path.stem) or class_name)
+        samples.append(Sample(path, class_name, label, defect, split, mask=_find_mask(masks, root, path)))
+    return samples, skipped
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in MASK_FOLDERS)
+
+
+def discover(
+    data: str | Path,
+    normal_class: str = "good",
+    labels: str | Path | None = None,
+    manifest: str | Path | None = None,
+) -> Dataset:
+    """Find the labelled images under ``data`` and say which layout they are in."""
+    root = _existing_folder(data)
+    if manifest is not None:
+        return read_manifest(root, manifest, normal_class)
+    if labels is not None:
+        return read_labels_csv(root, labels, normal_class)
+
+    masks = _mask_index(root)
+    folders = _subfolders(root)
+    split_folders = [f for f in folders if f.name.lower() in SPLIT_FOLDERS]
+    samples, skipped = [], []
+    if split_folders:
+        layout = "MVTec AD (split folders with ground_truth masks)" if masks else "split folders (split/class/)"
+        for split_dir in split_folders:
+            for class_dir in _subfolders(split_dir):
+                found, other = _class_folder(root, class_dir, normal_class, SPLIT_FOLDERS[split_dir.name.lower()], masks)
+                samples += found
+                skipped += other
+    elif folders:
+        layout = "class folders (class/)"
+        for class_dir in folders:
+            found, other = _class_folder(root, class_dir, normal_class, None, masks)
+            samples += found
+            skipped += other
+    else:
+        images, _ = list_images(root)
+        if images:
+            raise UserError(
+                f"{root} holds images but no class folders; put them in {root}/{normal_class}/ and "
+                f"{root}/<defect class>/, or pass --labels CSV with columns filename,label"
+            )
+        raise UserError(f"no images found in {root}; point DATA at the folder with the class folders")
+    if not samples:
+        raise UserError(f"no images found in {root}; supported files: {', '.join(sorted(IMAGE_EXTENSIONS))}")
+    return Dataset(root, layout, samples, normal_class, skipped)
+
+
+def _read_csv(path: str | Path, required: tuple[str, ...], what: str) -> list[dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist; check the path")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"{what} {path} is not a readable CSV file ({exc})") from None
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise UserError(
+            f"{what} {path} has header {','.join(header) or '(empty)'}; it needs the columns "
+            f"{','.join(required)}"
+        )
+    if not rows:
+        raise UserError(f"{what} {path} has a header but no rows")
+    return rows
+
+
+def _sample_from_row(root: Path, rel: str, row: dict, normal_class: str, csv_path, line: int, masks) -> Sample:
+    label_name = row["label"]
+    if not label_name:
+        raise UserError(f"{csv_path} line {line}: empty label for {rel}; every row needs a class name")
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise UserError(f"{csv_path} line {line}: {rel} points outside {root}; paths must stay inside DATA")
+    label = int(label_name != normal_class)
+    defect = (row.get("defect_type") or defect_type_from_name(path.stem) or label_name) if label else None
+    fold = row.get("fold")
+    try:
+        fold_number = int(fold) if fold not in (None, "") else None
+    except ValueError:
+        raise UserError(f"{csv_path} line {line}: fold {fold!r} is not a whole number") from None
+    split = SPLIT_FOLDERS.get((row.get("split") or "").lower()) if row.get("split") else None
+    if row.get("split") and split is None:
+        raise UserError(f"{csv_path} line {line}: split {row['split']!r} is not one of train, val, test")
+    sample_path = root / rel
+    return Sample(sample_path, label_name, label, defect, split, fold_number, _find_mask(masks, root, sample_path))
+
+
+def _samples_from_rows(root, rows, key, csv_path, normal_class, what) -> list[Sample]:
+    masks = _mask_index(root)
+    seen: dict[str, int] = {}
+    samples, missing = [], []
+    for line, row in enumerate(rows, start=2):
+        rel = row[key]
+        if rel in seen:
+            raise UserError(f"{csv_path} line {line}: {rel} is listed twice (first on line {seen[rel]}); keep one row per image")
+        seen[rel] = line
+        sample = _sample_from_row(root, rel, row, normal_class, csv_path, line, masks)
+        if not sample.path.is_file():
+            missing.append(rel)
+            continue
+        samples.append(sample)
+    if missing:
+        raise UserError(
+            f"{what} {csv_path}: {len(missing)} listed file(s) are missing from {root}, first: {missing[0]}; "
+            "fix the CSV or the DATA folder"
+        )
+    if not any(s.label == 0 for s in samples):
+        labels = sorted({s.class_name for s in samples})
+        raise UserError(
+            f"{csv_path} has no image labelled {normal_class!r} (labels found: {', '.join(labels)}); "
+            "pass --normal-class NAME to say which label means a good part"
+        )
+    return samples
+
+
+def read_labels_csv(root: Path, labels: str | Path, normal_class: str) -> Dataset:
+    rows = _read_csv(labels, LABELS_HEADER, "labels CSV")
+    samples = _samples_from_rows(root, rows, "filename", labels, normal_class, "labels CSV")
+    return Dataset(root, f"flat folder with labels CSV {labels}", samples, normal_class)
+
+
+def read_manifest(root: Path, manifest: str | Path, normal_class: str) -> Dataset:
+    rows = _read_csv(manifest, MANIFEST_HEADER, "manifest")
+    samples = _samples_from_rows(root, rows, "path", manifest, normal_class, "manifest")
+    return Dataset(root, f"manifest {manifest}", samples, normal_class)
+
+
+def write_manifest(path: str | Path, root: Path, samples: list[Sample], column: str, overwrite: bool = True) -> None:
+    """Write ``path,label,defect_type,<column>`` with paths relative to ``root``; column is split or fold."""
+    from anomalycli.io import atomic_path
+
+    with atomic_path(path, overwrite) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow([*MANIFEST_HEADER, column])
+            for s in samples:
+                writer.writerow([s.path.relative_to(root).as_posix(), s.class_name, s.defect_type or "", getattr(s, column)])
+
+
+def with_split(samples: list[Sample], split: str) -> list[Sample]:
+    return [replace(s, split=split) for s in samples]
+
+
+# --- reading pixels -------------------------------------------------------------------
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open any common image file as RGB with its EXIF orientation applied."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                image = ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(
+            f"{path}: image is too large to open safely (over {Image.MAX_IMAGE_PIXELS:,} pixels); downscale it first"
+        ) from None
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied; make the file readable") from None
+    except UnidentifiedImageError:
+        size = path.stat().st_size if path.exists() else 0
+        problem = "empty file (0 bytes)" if size == 0 else "not an image Pillow can read"
+        raise ImageError(f"{path}: {problem}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: damaged or truncated image ({exc})") from None
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB the same way: 16-bit and float images are scaled, not clipped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+def image_to_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
+    """RGB image -> uint8 tensor (3, S, S), resized with antialiasing."""
+    if image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), Image.BILINEAR, reducing_gap=3.0)
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def load_mask(path: Path, size: int) -> torch.Tensor:
+    with Image.open(path) as mask:
+        mask = mask.convert("L").resize((size, size), Image.NEAREST)
+        return torch.from_numpy(np.array(mask) > 127)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Images as uint8 tensors for a DataLoader; an unreadable file gives its error, not an exception."""
+
+    def __init__(self, paths: list[Path], image_size: int):
+        self.paths = paths
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            return image_to_tensor(load_image(self.paths[index]), self.image_size), index, ""
+        except ImageError as exc:
+            return torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8), index, str(exc)
+
+
+def load_all(samples: list[Sample], image_size: int) -> tuple[torch.Tensor, list[Sample], list[str]]:
+    """Decode and resize every sample once: (uint8 N x 3 x S x S, samples kept, errors of those dropped)."""
+    tensors, kept, errors = [], [], []
+    for sample in samples:
+        try:
+            tensors.append(image_to_tensor(load_image(sample.path), image_size))
+            kept.append(sample)
+        except ImageError as exc:
+            errors.append(str(exc))
+    stacked = torch.stack(tensors) if tensors else torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8)
+    return stacked, kept, errors
+
+
+def attach_masks(samples: list[Sample], mask_dir: str | Path) -> list[Sample]:
+    """Give each sample the mask in ``mask_dir`` named ``<stem>_mask.*`` or ``<stem>.*``, if any."""
+    mask_dir = _existing_folder(mask_dir)
+    by_stem = {}
+    for path in walk_files(mask_dir):
+        if is_image_file(path):
+            stem = path.stem[: -len("_mask")] if path.stem.endswith("_mask") else path.stem
+            by_stem.setdefault(stem, path)
+    return [replace(s, mask=by_stem.get(s.path.stem, s.mask)) for s in samples]

@@ -1,0 +1,111 @@
+"""Scoring many images with a trained model: streamed in batches, memory flat in their number."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from anomalycli.data import ImageFiles, Sample, load_mask
+from anomalycli.metrics import binary_report, pixel_auroc
+from anomalycli.methods import AnomalyModel
+
+
+@dataclass
+class Scored:
+    path: Path
+    raw: float  # the method's own score (nan when unreadable)
+    score: float  # calibrated to [0, 1], threshold at 0.5
+    verdict: str  # anomaly | normal | unreadable
+    error: str = ""
+    map: np.ndarray | None = None  # anomaly map at the model's input size, raw units
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def default_workers() -> int:
+    # One decoding worker overlaps PNG decoding with the network on a small CPU.
+    return min(4, max(1, (os.cpu_count() or 2) // 2))
+
+
+def iter_scores(
+    model: AnomalyModel,
+    paths: list[Path],
+    batch_size: int = 32,
+    threshold: float = 0.5,
+    with_maps: bool = False,
+    num_workers: int | None = None,
+    show_progress: bool = True,
+) -> Iterator[Scored]:
+    """Yield one ``Scored`` per path, in order. ``threshold`` is on the calibrated [0, 1] scale."""
+    workers = default_workers() if num_workers is None else num_workers
+    loader = DataLoader(
+        ImageFiles(paths, model.config["image_size"]),
+        batch_size=batch_size,
+        num_workers=workers,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
+    with tqdm(total=len(paths), desc="scoring", unit="img", disable=not show_progress) as bar:
+        for images, indices, errors in loader:
+            ok = torch.tensor([not e for e in errors])
+            raw = torch.full((len(errors),), float("nan"))
+            maps = None
+            if ok.any():
+                batch_raw, batch_maps = model.score(images[ok])
+                raw[ok] = batch_raw.float().cpu()
+                if with_maps and batch_maps is not None:
+                    maps = torch.zeros(len(errors), *batch_maps.shape[1:])
+                    maps[ok] = batch_maps.float().cpu()
+            calibrated = model.calibration.normalise(raw.numpy())
+            for j, index in enumerate(indices.tolist()):
+                if errors[j]:
+                    yield Scored(paths[index], float("nan"), float("nan"), "unreadable", errors[j])
+                    continue
+                verdict = "anomaly" if calibrated[j] >= threshold else "normal"
+                yield Scored(paths[index], float(raw[j]), float(calibrated[j]), verdict, map=None if maps is None else maps[j].numpy())
+            bar.update(len(errors))
+
+
+def evaluate(model: AnomalyModel, samples: list[Sample], batch_size: int = 32, threshold: float = 0.5, with_masks: bool = False, n_boot: int = 1000, show_progress: bool = True) -> tuple[dict, list[Scored]]:
+    """Score labelled samples and report every metric; pixel AUROC where masks are given."""
+    want_maps = with_masks and model.has_maps
+    rows, pixel_truth, pixel_scores = [], [], []
+    for sample, scored in zip(samples, iter_scores(model, [s.path for s in samples], batch_size, threshold, want_maps, show_progress=show_progress)):
+        scored.map, map_ = None, scored.map  # keep memory flat: maps are used here and dropped
+        rows.append(scored)
+        # An anomaly without a mask says nothing about which of its pixels are defective.
+        if want_maps and map_ is not None and (sample.mask or sample.label == 0):
+            size = map_.shape[-1]
+            truth = load_mask(sample.mask, size) if sample.mask else torch.zeros(size, size, dtype=torch.bool)
+            # Subsample pixels on a fixed grid: AUROC over every pixel of every image is not needed.
+            pixel_truth.append(truth.numpy()[::4, ::4].ravel())
+            pixel_scores.append(map_[::4, ::4].ravel())
+    readable = [(s, r) for s, r in zip(samples, rows) if r.verdict != "unreadable"]
+    labels = [s.label for s, _ in readable]
+    report = binary_report(
+        labels,
+        [r.raw for _, r in readable],
+        [int(r.verdict == "anomaly") for _, r in readable],
+        [s.defect_type for s, _ in readable],
+        n_boot=n_boot,
+    )
+    report["n_unreadable"] = len(rows) - len(readable)
+    report["pixel_auroc"] = pixel_auroc(np.concatenate(pixel_truth), np.concatenate(pixel_scores)) if pixel_scores else None
+    report["threshold"] = threshold
+    report["calibration"] = model.calibration.to_dict()
+    return report, rows

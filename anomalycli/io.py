@@ -1,0 +1,47 @@
+"""Atomic file output: a crash or Ctrl-C never leaves a half-written file under the real name."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from anomalycli.errors import UserError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` once the block succeeds."""
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise UserError(f"{path} already exists; choose another name or pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str, overwrite: bool = True) -> None:
+    with atomic_path(path, overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def new_run_dir(parent: str | Path = "runs", prefix: str = "train") -> Path:
+    """Create ``parent/prefix-N`` with the first free N; never reuses an existing folder."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        candidate = parent / f"{prefix}-{n}"
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1

@@ -1,0 +1,58 @@
+"""Detection methods behind one small interface.
+
+Each method module provides ``build_net(config) -> nn.Module`` whose ``forward`` maps a
+preprocessed batch to ``(raw scores [N], anomaly maps [N, H, W] or None)``. ``AnomalyModel``
+adds what every method shares: preprocessing, calibration and the model file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from anomalycli import backbones, modelfile
+from anomalycli.errors import UserError
+from anomalycli.metrics import Calibration
+from anomalycli.methods import classifier, patchcore
+
+METHODS = {"classifier": classifier.build_net, "patchcore": patchcore.build_net}
+
+
+@dataclass
+class AnomalyModel:
+    method: str
+    net: nn.Module
+    config: dict  # backbone, image_size, normal_class, class_names and the method's own settings
+    calibration: Calibration
+
+    @property
+    def has_maps(self) -> bool:
+        return self.method != "classifier"
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 N x 3 x S x S -> raw scores [N] and maps [N, S, S] (or None)."""
+        self.net.eval()
+        device = next(self.net.parameters(), torch.empty(0)).device
+        return self.net(backbones.preprocess(images.to(device), self.config["backbone"]))
+
+    def save(self, path: str | Path, overwrite: bool = True) -> Path:
+        meta = {"method": self.method, "config": self.config, "calibration": self.calibration.to_dict()}
+        return modelfile.save(path, self.net.state_dict(), meta, overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "AnomalyModel":
+        tensors, meta = modelfile.load(path)
+        method = meta.get("method")
+        if method not in METHODS:
+            raise UserError(f"{path} is a model of method {method!r}, which this anomalycli does not know ({', '.join(METHODS)})")
+        try:
+            net = METHODS[method](meta["config"])
+            net.load_state_dict(tensors, strict=True)
+            calibration = Calibration(**meta["calibration"])
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise UserError(f"{path} is an anomalycli {method} model with missing or mismatched parts ({type(exc).__name__}); retrain it") from None
+        return cls(method, net.eval(), meta["config"], calibration)

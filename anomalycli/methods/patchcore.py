@@ -1,0 +1,103 @@
+"""PatchCore (Roth et al., CVPR 2022): a memory bank of good-patch features.
+
+An image's anomaly map is each patch's distance to its nearest good patch; its score is
+the largest of those, optionally re-weighted as in the paper. ``fit`` sees good images only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anomalycli import backbones
+from anomalycli.coreset import SAMPLERS, nearest_distances
+
+
+class PatchCore(nn.Module):
+    def __init__(self, extractor: backbones.FeatureExtractor, bank: torch.Tensor, reweight: bool = False, neighbours: int = 9):
+        super().__init__()
+        self.extractor = extractor
+        self.register_buffer("bank", bank.float())
+        self.reweight = reweight
+        self.neighbours = neighbours
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Locally aware patch features: (N, h*w, C) on the stride-8 grid, and (h, w)."""
+        maps = self.extractor(x)
+        size = maps[0].shape[-2:]
+        # 3x3 neighbourhood average, then the coarser map brought onto the finer grid.
+        maps = [F.avg_pool2d(m, 3, stride=1, padding=1) for m in maps]
+        maps = [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
+        features = torch.cat(maps, dim=1)
+        return features.flatten(2).transpose(1, 2), (int(size[0]), int(size[1]))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features, (h, w) = self.embed(x)
+        n = features.shape[0]
+        flat = features.reshape(-1, features.shape[-1])
+        bank_sq = self.bank.pow(2).sum(1)
+        dist, idx = nearest_distances(flat, self.bank, bank_sq=bank_sq)
+        patch_scores = dist[:, 0].view(n, h * w)
+        scores, worst = patch_scores.max(dim=1)
+        if self.reweight and self.bank.shape[0] > 1:
+            scores = scores * self._weights(features[torch.arange(n), worst], idx.view(n, h * w)[torch.arange(n), worst], bank_sq)
+        maps = F.interpolate(patch_scores.view(n, 1, h, w), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return scores, _gaussian_blur(maps, sigma=4.0).squeeze(1)
+
+    def _weights(self, worst_patch: torch.Tensor, nearest: torch.Tensor, bank_sq: torch.Tensor) -> torch.Tensor:
+        """Paper eq. 7: down-weight a far patch whose nearest good patch sits in a dense region."""
+        k = min(self.neighbours, self.bank.shape[0])
+        _, around = nearest_distances(self.bank[nearest], self.bank, k=k, bank_sq=bank_sq)
+        to_neighbours = torch.linalg.vector_norm(worst_patch.unsqueeze(1) - self.bank[around], dim=2)
+        # softmax over neighbours of the distance to the nearest one; 1 - that is the weight.
+        return 1 - torch.softmax(to_neighbours, dim=1)[:, 0]
+
+
+def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = int(math.ceil(3 * sigma))
+    kernel = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=maps.dtype) / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(maps.device)
+    maps = F.conv2d(F.pad(maps, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(maps, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+
+
+def build_net(config: dict) -> PatchCore:
+    extractor = backbones.FeatureExtractor(config["backbone"], backbones.build(config["backbone"], "none"))
+    bank = torch.zeros(config["bank_size"], sum(extractor.channels))
+    return PatchCore(extractor, bank, reweight=config.get("reweight", False))
+
+
+@torch.no_grad()
+def fit(
+    extractor: backbones.FeatureExtractor,
+    batches: Iterable[torch.Tensor],
+    n_images: int,
+    coreset_ratio: float = 0.01,
+    sampler: str = "greedy",
+    reweight: bool = False,
+    seed: int = 0,
+    on_features: Callable[[int], None] | None = None,
+    on_coreset: Callable[[int], None] | None = None,
+) -> PatchCore:
+    """Build the memory bank from preprocessed batches of good images."""
+    model = PatchCore(extractor.eval(), torch.zeros(0, sum(extractor.channels)), reweight=reweight)
+    bank = None
+    filled = 0
+    for batch in batches:
+        features, _ = model.embed(batch)
+        features = features.reshape(-1, features.shape[-1])
+        if bank is None:
+            # One half-precision buffer for all patches: 10,000 images of 784 patches fit in a few GiB.
+            bank = torch.empty(n_images * features.shape[0] // batch.shape[0], features.shape[1], dtype=torch.float16)
+        bank[filled : filled + features.shape[0]] = features.cpu().half()
+        filled += features.shape[0]
+        if on_features:
+            on_features(batch.shape[0])
+    bank = bank[:filled]
+    chosen = SAMPLERS[sampler](coreset_ratio, seed=seed).run(bank, progress=on_coreset)
+    model.bank = bank[chosen].float().to(next(extractor.parameters()).device)
+    return model

@@ -1,0 +1,61 @@
+"""One model file: safetensors tensors plus JSON metadata. Opening it never runs code from it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from anomalycli import __version__
+from anomalycli.errors import UserError
+from anomalycli.io import atomic_path
+
+FORMAT_VERSION = 1
+SUFFIX = ".safetensors"
+_META_KEY = "anomalycli"
+
+
+def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict, overwrite: bool = True) -> Path:
+    meta = {**meta, "format_version": FORMAT_VERSION, "package_version": __version__}
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    with atomic_path(path, overwrite) as tmp:
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})
+    return Path(path)
+
+
+def read_meta(path: str | Path) -> dict:
+    return _open(path, with_tensors=False)[1]
+
+
+def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    return _open(path, with_tensors=True)
+
+
+def _open(path: str | Path, with_tensors: bool):
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist; pass the model.safetensors that train printed")
+    not_a_model = f"{path} is not an anomalycli model file (or it is damaged)"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(_META_KEY)
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{not_a_model}: {reason}") from None
+    if raw is None:
+        raise UserError(f"{not_a_model}: it has no anomalycli metadata")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise UserError(f"{not_a_model}: its metadata is not valid JSON") from None
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise UserError(
+            f"{path} has model format version {version}, newer than this anomalycli reads ({FORMAT_VERSION}); "
+            "upgrade anomalycli (pip install -U anomalycli)"
+        )
+    return tensors, meta

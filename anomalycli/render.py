@@ -1,0 +1,191 @@
+"""Everything a person sees: Rich tables, curve plots and heat-map overlays. Imported by cli/ only."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from anomalycli import io
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def write_json(path: str | Path, data, overwrite: bool) -> None:
+    io.write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", overwrite)
+
+
+# --- inspect -----------------------------------------------------------------------------
+
+
+def inspection_tables(facts: dict) -> list:
+    classes = sorted({c for counts in facts["counts"].values() for c in counts})
+    counts = Table(title=f"{facts['root']}: {facts['layout']}")
+    counts.add_column("split")
+    for c in classes:
+        counts.add_column(c + (" (normal)" if c == facts["normal_class"] else ""), justify="right")
+    counts.add_column("total", justify="right")
+    for split, row in facts["counts"].items():
+        counts.add_row(split, *[str(row.get(c, 0)) for c in classes], str(sum(row.values())))
+    ratio = facts["imbalance_ratio"]
+    counts.caption = f"imbalance {ratio:.1f}:1 — {facts['imbalance_verdict']}" if ratio else facts["imbalance_verdict"]
+    tables = [counts]
+
+    if facts["defect_types"]:
+        types = Table(title="defect types")
+        types.add_column("type")
+        types.add_column("images", justify="right")
+        for name, n in facts["defect_types"].items():
+            types.add_row(name, str(n))
+        tables.append(types)
+
+    images = Table(title="image sizes and modes")
+    images.add_column("size")
+    images.add_column("images", justify="right")
+    for size, n in facts["image_sizes"].items():
+        images.add_row(size, str(n))
+    images.caption = "modes: " + ", ".join(f"{m} ({n})" for m, n in facts["image_modes"].items()) + f"; masks found: {facts['masks']}"
+    tables.append(images)
+
+    if facts["unreadable"]:
+        bad = Table(title=f"unreadable files ({len(facts['unreadable'])})", title_style="bold red")
+        bad.add_column("problem")
+        for item in facts["unreadable"]:
+            bad.add_row(item["error"])
+        tables.append(bad)
+    if facts["duplicates"]:
+        dup = Table(title=f"exact duplicates ({len(facts['duplicates'])} groups)")
+        dup.add_column("files")
+        dup.add_column("splits")
+        for group in facts["duplicates"]:
+            style = "bold red" if group["leak"] or group["conflicting_labels"] else None
+            note = " LEAK between splits" if group["leak"] else ""
+            note += " CONFLICTING labels" if group["conflicting_labels"] else ""
+            dup.add_row("\n".join(group["paths"]), ", ".join(group["splits"]) + note, style=style)
+        tables.append(dup)
+    return tables
+
+
+# --- eval --------------------------------------------------------------------------------
+
+
+def confusion_table(report: dict, class_names: list[str]) -> Table:
+    cm = report["confusion_matrix"]
+    table = Table(title="confusion matrix (rows actual, columns predicted)")
+    table.add_column("")
+    table.add_column(f"predicted {class_names[0]}", justify="right")
+    table.add_column(f"predicted {class_names[1]}", justify="right")
+    table.add_row(f"actual {class_names[0]}", str(cm["tn"]), f"[red]{cm['fp']}[/red]")
+    table.add_row(f"actual {class_names[1]}", f"[red]{cm['fn']}[/red]", str(cm["tp"]))
+    return table
+
+
+def metrics_table(report: dict) -> Table:
+    table = Table(title=f"metrics on {report['n_images']} images (anomaly = positive)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    cis = {"f1": report.get("f1_ci"), "auroc": report.get("auroc_ci")}
+    for key in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc", "average_precision", "pixel_auroc"):
+        if key == "pixel_auroc" and report.get(key) is None:
+            continue
+        ci = cis.get(key)
+        table.add_row(key, _fmt(report.get(key)), f"{ci[0]:.3f} – {ci[1]:.3f}" if ci else "")
+    cal = report["calibration"]
+    table.caption = f"threshold chosen by {cal['rule']}"
+    return table
+
+
+def defect_table(report: dict) -> Table:
+    table = Table(title="recall per defect type")
+    table.add_column("type")
+    table.add_column("images", justify="right")
+    table.add_column("recall", justify="right")
+    for kind, row in report["per_defect_type"].items():
+        table.add_row(kind, str(row["n"]), _fmt(row["recall"]))
+    return table
+
+
+# --- predict -----------------------------------------------------------------------------
+
+
+def prediction_table(rows: list[dict], limit: int = 200) -> Table:
+    table = Table(title=f"{len(rows)} images" + (f" (first {limit} shown; use --output for all)" if len(rows) > limit else ""))
+    table.add_column("path", overflow="fold")
+    table.add_column("score", justify="right")
+    table.add_column("verdict")
+    for row in rows[:limit]:
+        style = {"anomaly": "bold red", "unreadable": "yellow"}.get(row["verdict"])
+        table.add_row(row["path"], _fmt(row["score"]), row["verdict"] if not row["error"] else row["error"], style=style)
+    return table
+
+
+def write_rows(path: str | Path, rows: list[dict], overwrite: bool) -> None:
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        write_json(path, rows, overwrite)
+        return
+    with io.atomic_path(path, overwrite) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path", "score", "raw_score", "verdict", "error"])
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def heatmap_overlay(image: Image.Image, anomaly_map: np.ndarray, low: float, high: float, alpha: float = 0.5) -> Image.Image:
+    """The map in the jet colour scale over the image; low..high (raw units) spans the colours."""
+    from matplotlib import colormaps
+
+    scaled = np.clip((anomaly_map - low) / max(high - low, 1e-12), 0, 1)
+    colours = (colormaps["jet"](scaled)[..., :3] * 255).astype(np.uint8)
+    heat = Image.fromarray(colours).resize(image.size, Image.BILINEAR)
+    return Image.blend(image.convert("RGB"), heat, alpha)
+
+
+def save_png(image: Image.Image, path: Path, overwrite: bool = True) -> None:
+    with io.atomic_path(path, overwrite) as tmp:
+        image.save(tmp, format="PNG")
+
+
+# --- train -------------------------------------------------------------------------------
+
+
+def curves_png(history: list[dict], path: Path) -> None:
+    """Loss, accuracy and per-class validation accuracy per epoch, as the seed script showed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    per_class = [k for k in history[0] if k.startswith("val_acc_")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    axes[0].plot(epochs, [r["train_loss"] for r in history], label="train")
+    axes[0].plot(epochs, [r["val_loss"] for r in history], label="val")
+    axes[0].set_title("loss")
+    axes[1].plot(epochs, [r["train_acc"] for r in history], label="train")
+    axes[1].plot(epochs, [r["val_acc"] for r in history], label="val")
+    axes[1].set_title("accuracy")
+    for key in per_class:
+        axes[2].plot(epochs, [r[key] for r in history], label=key.removeprefix("val_acc_"))
+    axes[2].set_title("validation accuracy per class")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)

@@ -1,0 +1,255 @@
+"""``anomaly train`` without the terminal: pick the data, fit a method, calibrate, save a run folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from anomalycli import backbones, io
+from anomalycli.data import Dataset, Sample, discover, load_all
+from anomalycli.errors import UsageError, UserError
+from anomalycli.inference import resolve_device
+from anomalycli.methods import AnomalyModel, classifier, patchcore
+from anomalycli.metrics import calibrate
+from anomalycli.splits import train_val_split
+from anomalycli.training import ClassifierSettings, fit_classifier
+
+log = logging.getLogger("anomalycli")
+
+MODEL_NAME = "model" + ".safetensors"
+CHECKPOINT_NAME = "checkpoint.pt"
+METHOD_NAMES = ("classifier", "patchcore")
+
+
+@dataclass
+class TrainOptions:
+    data: str
+    method: str = "patchcore"
+    backbone: str = backbones.DEFAULT_BACKBONE
+    weights: str = "imagenet"
+    image_size: int = 224
+    normal_class: str = "good"
+    labels: str | None = None
+    manifest: str | None = None
+    val_ratio: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    max_fpr: float = 0.01
+    # classifier
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 1e-3
+    weighted_loss: bool = False
+    sampler: str = "shuffle"
+    select: str = "auroc"
+    patience: int = 10
+    # patchcore
+    coreset_ratio: float = 0.01
+    coreset_sampler: str = "greedy"
+    reweight: bool = False
+    run_dir: str | None = None
+
+    def validate(self) -> None:
+        checks = [
+            (self.method in METHOD_NAMES, f"--method must be one of {', '.join(METHOD_NAMES)} (got {self.method})"),
+            (self.image_size >= 32, f"--image-size must be at least 32 pixels (got {self.image_size})"),
+            (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
+            (self.lr > 0, f"--lr must be positive (got {self.lr})"),
+            (self.weight_decay >= 0, f"--weight-decay must be 0 or more (got {self.weight_decay})"),
+            (0 < self.val_ratio < 1, f"--val-ratio must be between 0 and 1 (got {self.val_ratio})"),
+            (0 < self.coreset_ratio <= 1, f"--coreset-ratio must be in (0, 1] (got {self.coreset_ratio})"),
+            (0 < self.max_fpr < 1, f"--max-fpr must be between 0 and 1 (got {self.max_fpr})"),
+            (self.patience >= 1, f"--patience must be at least 1 (got {self.patience})"),
+            (self.sampler in ("shuffle", "balanced"), f"--sampler must be shuffle or balanced (got {self.sampler})"),
+            (self.select in ("auroc", "f1", "loss"), f"--select must be auroc, f1 or loss (got {self.select})"),
+            (self.device in ("auto", "cpu", "cuda", "mps"), f"--device must be auto, cpu, cuda or mps (got {self.device})"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+        backbones.get(self.backbone)
+
+    def classifier_settings(self) -> ClassifierSettings:
+        names = {f.name for f in fields(ClassifierSettings)}
+        return ClassifierSettings(**{k: v for k, v in asdict(self).items() if k in names})
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_path: Path
+    model: AnomalyModel
+    validation: str  # where validation data came from, in words
+    n_train: int
+    n_val: int
+    history: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def choose_validation(dataset: Dataset, val_ratio: float, seed: int) -> tuple[list[Sample], list[Sample], str]:
+    """Train and validation samples, and a sentence saying where validation came from."""
+    if dataset.in_split("val"):
+        source = "the val split folder" if not dataset.layout.startswith("manifest") else "the manifest's split column"
+        return dataset.in_split("train"), dataset.in_split("val"), source
+    pool = dataset.in_split("train") or [s for s in dataset.samples if s.split is None]
+    if not pool:
+        raise UserError(f"{dataset.root} has no training images (no train split); add DATA/train/<class>/ folders")
+    train, val = train_val_split(pool, val_ratio, seed)
+    return train, val, f"a stratified {val_ratio:g} split of the training images made now (seed {seed})"
+
+
+def prepare_run_dir(run_dir: str | None) -> Path:
+    if run_dir is None:
+        return io.new_run_dir("runs", "train")
+    path = Path(run_dir)
+    if path.exists() and any(path.iterdir()):
+        raise UserError(f"run folder {path} already holds a run; choose a new --run-dir or leave it out for runs/train-N")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _check_classes(train: list[Sample], val: list[Sample], method: str, normal_class: str) -> None:
+    if not any(s.label == 0 for s in train):
+        raise UserError(f"no {normal_class!r} (normal) images in the training data; pass --normal-class NAME if good parts are named otherwise")
+    if method == "classifier" and not any(s.label == 1 for s in train):
+        raise UserError("the classifier needs anomalous images in the training data, and there are none; use --method patchcore, which learns from good images only")
+    if not val:
+        raise UserError("no validation images; add a val split or lower --val-ratio's rounding by adding images")
+
+
+def train(options: TrainOptions, resume: str | None = None, show_progress: bool = True) -> TrainResult:
+    state = None
+    if resume is not None:
+        options, state, run_dir = load_resume(resume)
+    else:
+        options.validate()
+    dataset = discover(options.data, options.normal_class, options.labels, options.manifest)
+    log.info(f"data: {dataset.root} ({dataset.layout}), {len(dataset.samples)} images")
+    train_samples, val_samples, source = choose_validation(dataset, options.val_ratio, options.seed)
+    _check_classes(train_samples, val_samples, options.method, options.normal_class)
+    log.info(f"validation: {len(val_samples)} images from {source}")
+    if resume is None:
+        run_dir = prepare_run_dir(options.run_dir)
+        io.write_text(run_dir / "args.json", json.dumps(asdict(options), indent=2))
+    device = resolve_device(options.device)
+    torch.manual_seed(options.seed)
+    class_names = (options.normal_class, next((s.class_name for s in train_samples + val_samples if s.label == 1), "anomaly"))
+    config = {
+        "backbone": options.backbone,
+        "image_size": options.image_size,
+        "normal_class": options.normal_class,
+        "class_names": list(class_names),
+    }
+    if options.method == "classifier":
+        model, history, notes = _train_classifier(options, config, train_samples, val_samples, device, run_dir, state, show_progress)
+    else:
+        model, history, notes = _train_patchcore(options, config, train_samples, val_samples, device, show_progress)
+    model_path = model.save(run_dir / MODEL_NAME)
+    return TrainResult(run_dir, model_path, model, source, len(train_samples), len(val_samples), history, notes)
+
+
+def _load_split(samples: list[Sample], image_size: int, what: str, notes: list[str]):
+    images, kept, errors = load_all(samples, image_size)
+    for error in errors:
+        log.warning(f"skipped unreadable {what} image: {error}")
+    if errors:
+        notes.append(f"{len(errors)} unreadable {what} image(s) skipped")
+    return images, torch.tensor([s.label for s in kept]), kept
+
+
+def _calibrate(model: AnomalyModel, images: torch.Tensor, labels: torch.Tensor, max_fpr: float, batch_size: int, notes: list[str]):
+    scores = torch.cat([model.score(images[i : i + batch_size])[0].cpu() for i in range(0, len(images), batch_size)])
+    model.calibration, warning = calibrate(labels.numpy(), scores.numpy(), max_fpr)
+    if warning:
+        log.warning(warning)
+        notes.append(warning)
+
+
+def _train_classifier(options, config, train_samples, val_samples, device, run_dir: Path, state, show_progress):
+    notes: list[str] = []
+    train_images, train_labels, _ = _load_split(train_samples, options.image_size, "training", notes)
+    val_images, val_labels, _ = _load_split(val_samples, options.image_size, "validation", notes)
+    net = classifier.new_net(options.backbone, "none" if state else options.weights)
+    settings = options.classifier_settings()
+
+    def save_epoch(checkpoint: dict, row: dict) -> None:
+        with io.atomic_path(run_dir / CHECKPOINT_NAME) as tmp:
+            torch.save(checkpoint, tmp)
+        write_history(run_dir / "history.csv", checkpoint["history"])
+        log.info(
+            f"epoch {row['epoch']}/{settings.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}  "
+            f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} auroc {row['val_auroc']:.3f} f1 {row['val_f1']:.3f}  "
+            f"{row['seconds']:.1f}s"
+        )
+
+    checkpoint = fit_classifier(
+        net.model, settings, train_images, train_labels, val_images, val_labels, device,
+        tuple(config["class_names"]), state, save_epoch, show_progress,
+    )
+    log.info(f"best epoch {checkpoint['best_epoch']} by validation {settings.select}")
+    config = {**config, "best_epoch": checkpoint["best_epoch"], "select": settings.select}
+    model = AnomalyModel("classifier", net.to(device), config, calibration=None)
+    _calibrate(model, val_images, val_labels, options.max_fpr, options.batch_size, notes)
+    return model, checkpoint["history"], notes
+
+
+def _train_patchcore(options, config, train_samples, val_samples, device, show_progress):
+    from tqdm import tqdm
+
+    notes: list[str] = []
+    good = [s for s in train_samples if s.label == 0]
+    # Anomalies outside the fitted images never touch the memory bank, so all of them can
+    # inform the threshold alongside the held-out good images.
+    calibration_samples = val_samples + [s for s in train_samples if s.label == 1]
+    extractor = backbones.FeatureExtractor(options.backbone, backbones.build(options.backbone, options.weights)).to(device).eval()
+    good_images, _, _ = _load_split(good, options.image_size, "training", notes)
+    batch = 32
+    with tqdm(total=len(good_images), desc="features", unit="img", disable=not show_progress) as bar1, tqdm(
+        desc="coreset", unit="patch", disable=not show_progress
+    ) as bar2:
+        batches = (backbones.preprocess(good_images[i : i + batch].to(device), options.backbone) for i in range(0, len(good_images), batch))
+        net = patchcore.fit(
+            extractor, batches, len(good_images), options.coreset_ratio, options.coreset_sampler, options.reweight,
+            options.seed, on_features=bar1.update, on_coreset=bar2.update,
+        )
+    log.info(f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {len(good_images)} good images")
+    config = {**config, "bank_size": int(net.bank.shape[0]), "reweight": options.reweight, "coreset_ratio": options.coreset_ratio}
+    model = AnomalyModel("patchcore", net, config, calibration=None)
+    cal_images, cal_labels, _ = _load_split(calibration_samples, options.image_size, "calibration", notes)
+    _calibrate(model, cal_images, cal_labels, options.max_fpr, batch, notes)
+    return model, [], notes
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    with io.atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+
+
+def load_resume(run_dir: str | Path) -> tuple[TrainOptions, dict, Path]:
+    run_dir = Path(run_dir)
+    args_path, checkpoint_path = run_dir / "args.json", run_dir / CHECKPOINT_NAME
+    if not args_path.is_file():
+        raise UserError(f"{run_dir} is not a run folder (no args.json); pass the folder train created")
+    if (run_dir / MODEL_NAME).exists():
+        raise UserError(f"{run_dir} already finished ({MODEL_NAME} is there); nothing to resume")
+    if not checkpoint_path.is_file():
+        raise UserError(f"{run_dir} has no {CHECKPOINT_NAME} (stopped before the first epoch ended); start a new run")
+    try:
+        options = TrainOptions(**json.loads(args_path.read_text()))
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{run_dir} holds a damaged run ({type(exc).__name__}); start a new run") from None
+    if options.method != "classifier":
+        raise UserError("only classifier runs can be resumed; patchcore fits in minutes, so start it again")
+    log.info(f"resuming {run_dir} after epoch {state['epoch']}")
+    return options, state, run_dir
