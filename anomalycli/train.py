@@ -138,6 +138,24 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
     if resume is None:
         run_dir = prepare_run_dir(options.run_dir)
         io.write_text(run_dir / "args.json", json.dumps(asdict(options), indent=2))
+    model, history, notes = fit(options, train_samples, val_samples, run_dir, state, show_progress)
+    model_path = model.save(run_dir / MODEL_NAME)
+    return TrainResult(run_dir, model_path, model, source, len(train_samples), len(val_samples), history, notes)
+
+
+def fit(
+    options: TrainOptions,
+    train_samples: list[Sample],
+    val_samples: list[Sample],
+    run_dir: Path | None = None,
+    state: dict | None = None,
+    show_progress: bool = True,
+) -> tuple[AnomalyModel, list[dict], list[str]]:
+    """Fit ``options.method`` on ``train_samples`` and calibrate it; the benchmark calls this per fold.
+
+    Returns the model, the classifier's per-epoch history (empty for patchcore) and warnings.
+    With a ``run_dir`` the classifier saves a checkpoint there after every epoch.
+    """
     device = resolve_device(options.device)
     torch.manual_seed(options.seed)
     class_names = (options.normal_class, next((s.class_name for s in train_samples + val_samples if s.label == 1), "anomaly"))
@@ -148,11 +166,8 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
         "class_names": list(class_names),
     }
     if options.method == "classifier":
-        model, history, notes = _train_classifier(options, config, train_samples, val_samples, device, run_dir, state, show_progress)
-    else:
-        model, history, notes = _train_patchcore(options, config, train_samples, val_samples, device, show_progress)
-    model_path = model.save(run_dir / MODEL_NAME)
-    return TrainResult(run_dir, model_path, model, source, len(train_samples), len(val_samples), history, notes)
+        return _train_classifier(options, config, train_samples, val_samples, device, run_dir, state, show_progress)
+    return _train_patchcore(options, config, train_samples, val_samples, device, show_progress)
 
 
 def _load_split(samples: list[Sample], image_size: int, what: str, notes: list[str]):
@@ -172,7 +187,7 @@ def _calibrate(model: AnomalyModel, images: torch.Tensor, labels: torch.Tensor, 
         notes.append(warning)
 
 
-def _train_classifier(options, config, train_samples, val_samples, device, run_dir: Path, state, show_progress):
+def _train_classifier(options, config, train_samples, val_samples, device, run_dir: Path | None, state, show_progress):
     notes: list[str] = []
     train_images, train_labels, _ = _load_split(train_samples, options.image_size, "training", notes)
     val_images, val_labels, _ = _load_split(val_samples, options.image_size, "validation", notes)
@@ -180,9 +195,10 @@ def _train_classifier(options, config, train_samples, val_samples, device, run_d
     settings = options.classifier_settings()
 
     def save_epoch(checkpoint: dict, row: dict) -> None:
-        with io.atomic_path(run_dir / CHECKPOINT_NAME) as tmp:
-            torch.save(checkpoint, tmp)
-        write_history(run_dir / "history.csv", checkpoint["history"])
+        if run_dir is not None:
+            with io.atomic_path(run_dir / CHECKPOINT_NAME) as tmp:
+                torch.save(checkpoint, tmp)
+            write_history(run_dir / "history.csv", checkpoint["history"])
         log.info(
             f"epoch {row['epoch']}/{settings.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}  "
             f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} auroc {row['val_auroc']:.3f} f1 {row['val_f1']:.3f}  "
