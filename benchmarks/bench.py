@@ -1,0 +1,502 @@
+#!/usr/bin/env python
+"""The project's benchmark: cross-validated accuracy and speed on a labelled image folder.
+
+    python benchmarks/bench.py                      # full run on ../shared/data/screws -> BENCHMARKS.md
+    python benchmarks/bench.py --quick              # 2 folds, one config, tiny speed runs (< 3 min)
+    python benchmarks/bench.py --quick --data DIR --out /tmp/bench.md   # any class-folder data set
+
+Accuracy protocol (the same for every config): stratified k-fold CV over all images
+(``splits.k_folds(samples, k, seed=0)``). For fold k the other folds are the training part;
+``splits.train_val_split(part, 0.2, seed=0)`` cuts it into a fit part and a calibration part,
+``train.fit`` fits on the first and sets the threshold on the second, and
+``inference.evaluate`` scores fold k. So every fold's threshold comes from its own training
+part only. Reported: mean and std over folds of image AUROC, F1, precision, recall, accuracy,
+pixel AUROC (methods with maps, data with masks), per-defect-type recall and fit seconds.
+
+Speed: raw backbone forward throughput, PatchCore fit wall time on all good images, predict
+throughput (``inference.iter_scores``) at the data's own resolution and on 1024x1024 PNG copies,
+and peak RSS; each speed stage runs in a fresh child process so its peak RSS is its own.
+
+The data set must never be copied into the repository; this script only reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from anomalycli import backbones, inference, splits, train
+from anomalycli.data import Sample, discover
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "screws"
+DEFAULT_OUT = REPO / "BENCHMARKS.md"
+METRICS = ("auroc", "f1", "precision", "recall", "accuracy", "pixel_auroc")
+
+
+# --- configurations ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """One row of the accuracy table: a method and the settings that differ from TrainOptions'."""
+
+    name: str
+    method: str = "patchcore"
+    backbone: str = "efficientnet_lite0"
+    image_size: int = 224
+    coreset_ratio: float = 0.01
+    reweight: bool = False
+    # classifier only
+    epochs: int = 15
+    batch_size: int = 32
+    patience: int = 5
+    weighted_loss: bool = True
+
+    def options(self, data: str | Path, device: str) -> train.TrainOptions:
+        return train.TrainOptions(
+            data=str(data), method=self.method, backbone=self.backbone, image_size=self.image_size,
+            coreset_ratio=self.coreset_ratio, reweight=self.reweight, device=device, epochs=self.epochs,
+            batch_size=self.batch_size, patience=self.patience, weighted_loss=self.weighted_loss,
+        )
+
+    def describe(self) -> str:
+        if self.method == "classifier":
+            return f"{self.backbone}, {self.image_size}px, {self.epochs} epochs, batch {self.batch_size}, patience {self.patience}, weighted loss {'on' if self.weighted_loss else 'off'}"
+        return f"{self.backbone}, {self.image_size}px, coreset {self.coreset_ratio:g}, reweight {'on' if self.reweight else 'off'}"
+
+
+def patchcore(backbone="efficientnet_lite0", image_size=224, coreset_ratio=0.01, reweight=False) -> Config:
+    short = backbone.replace("efficientnet_", "")
+    name = f"patchcore {short} {image_size}px c{coreset_ratio:g}{' rw' if reweight else ''}"
+    return Config(name, "patchcore", backbone, image_size, coreset_ratio, reweight)
+
+
+CLASSIFIER = Config("classifier lite0 224px", method="classifier", epochs=15, batch_size=32, patience=5, weighted_loss=True)
+
+# The full run: the current defaults first, then one lever at a time, then the chosen settings.
+FULL_CONFIGS = [
+    patchcore(),  # the shipped defaults
+    patchcore(image_size=256),
+    patchcore(image_size=320),
+    patchcore(coreset_ratio=0.05),
+    patchcore(coreset_ratio=0.1),
+    patchcore(reweight=True),
+    patchcore(backbone="efficientnet_lite1"),
+    patchcore(backbone="efficientnet_lite2"),
+]
+QUICK_CONFIGS = [patchcore()]
+
+
+def parse_config(text: str) -> Config:
+    """``key=value,key=value`` over Config's fields, e.g. ``image_size=256,coreset_ratio=0.1,reweight=1``."""
+    types = {f.name: f.type for f in fields(Config)}
+    values: dict = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in types or key == "name":
+            raise SystemExit(f"--config: unknown key {key!r}; use {', '.join(k for k in types if k != 'name')}")
+        kind = types[key]
+        if kind in ("bool", bool):
+            values[key] = value.strip().lower() in ("1", "true", "yes", "on")
+        elif kind in ("int", int):
+            values[key] = int(value)
+        elif kind in ("float", float):
+            values[key] = float(value)
+        else:
+            values[key] = value.strip()
+    if values.get("method", "patchcore") == "classifier":
+        return replace(CLASSIFIER, **values, name=f"classifier {text}")
+    return patchcore(**{k: v for k, v in values.items() if k in ("backbone", "image_size", "coreset_ratio", "reweight")})
+
+
+# --- accuracy: k-fold cross-validation -------------------------------------------------
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    n_fit: int
+    n_calib: int
+    n_test: int
+    fit_seconds: float
+    eval_seconds: float
+    metrics: dict  # METRICS -> value or None
+    per_defect: dict  # defect type -> recall
+    bank_size: int | None = None
+    threshold: float | None = None
+    warnings: list = field(default_factory=list)
+
+
+@dataclass
+class CVResult:
+    config: Config
+    folds: list[FoldResult]
+
+    def values(self, key: str) -> list[float]:
+        return [f.metrics[key] for f in self.folds if f.metrics.get(key) is not None]
+
+    def stat(self, key: str) -> tuple[float | None, float | None]:
+        return mean_std(self.values(key))
+
+    def fit_seconds(self) -> tuple[float | None, float | None]:
+        return mean_std([f.fit_seconds for f in self.folds])
+
+    def defect_types(self) -> list[str]:
+        return sorted({k for f in self.folds for k in f.per_defect})
+
+    def defect_stat(self, kind: str) -> tuple[float | None, float | None]:
+        return mean_std([f.per_defect[kind] for f in self.folds if kind in f.per_defect])
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return float(np.mean(values)), (float(statistics.stdev(values)) if len(values) > 1 else 0.0)
+
+
+def fold_parts(samples: list[Sample], k: int, seed: int = 0) -> list[tuple[list[Sample], list[Sample], list[Sample]]]:
+    """For each fold: (fit part, calibration part, held-out fold)."""
+    assigned = splits.k_folds(samples, k, seed=seed)
+    parts = []
+    for fold in range(k):
+        held_out = [s for s in assigned if s.fold == fold]
+        training = [s for s in assigned if s.fold != fold]
+        fit_part, calib_part = splits.train_val_split(training, val_ratio=0.2, seed=seed)
+        parts.append((fit_part, calib_part, held_out))
+    return parts
+
+
+def fit_model(config: Config, data: Path, fit_part, calib_part, device: str):
+    """The default fit: ``train.fit`` as ``anomaly train`` runs it. Prototypes pass their own."""
+    model, _history, notes = train.fit(config.options(data, device), fit_part, calib_part, show_progress=False)
+    return model, notes
+
+
+def run_cv(config: Config, data: Path, samples: list[Sample], k: int, device: str = "cpu", fit_fn=fit_model, log=print) -> CVResult:
+    folds = []
+    for fold, (fit_part, calib_part, held_out) in enumerate(fold_parts(samples, k)):
+        start = time.perf_counter()
+        model, notes = fit_fn(config, data, fit_part, calib_part, device)
+        fit_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        report, _rows = inference.evaluate(model, held_out, with_masks=True, n_boot=0, show_progress=False)
+        eval_seconds = time.perf_counter() - start
+        metrics = {key: report.get(key) for key in METRICS}
+        per_defect = {kind: v["recall"] for kind, v in report["per_defect_type"].items()}
+        result = FoldResult(
+            fold, len(fit_part), len(calib_part), len(held_out), fit_seconds, eval_seconds, metrics, per_defect,
+            model.config.get("bank_size"), model.calibration.threshold, list(notes),
+        )
+        folds.append(result)
+        log(
+            f"  fold {fold}: auroc {fmt(metrics['auroc'])} f1 {fmt(metrics['f1'])} pixel {fmt(metrics['pixel_auroc'])} "
+            f"fit {fit_seconds:.1f}s eval {eval_seconds:.1f}s" + (f"  ({'; '.join(notes)})" if notes else "")
+        )
+        del model
+    return CVResult(config, folds)
+
+
+def time_one_fold(config: Config, data: Path, samples: list[Sample], k: int, device: str) -> float:
+    """Seconds to fit fold 0 (used to decide whether the slow classifier fits the time budget)."""
+    fit_part, calib_part, _ = fold_parts(samples, k)[0]
+    start = time.perf_counter()
+    fit_model(config, data, fit_part, calib_part, device)
+    return time.perf_counter() - start
+
+
+# --- speed ------------------------------------------------------------------------------
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (and of any finished children, e.g. loader workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return max(own, children) * scale / 2**20
+
+
+def stage_backbone(args) -> dict:
+    """Raw forward throughput of the feature extractor PatchCore uses (no memory bank)."""
+    extractor = backbones.FeatureExtractor(args.backbone, backbones.build(args.backbone, "imagenet")).eval()
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    times = []
+    with torch.inference_mode():
+        for _ in range(args.warmup):
+            extractor(x)
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            extractor(x)
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"images_per_s": args.batch / median, "median_batch_s": median, "repeats": args.repeats}
+
+
+def _good_samples(data: Path, limit: int | None) -> list[Sample]:
+    good = [s for s in discover(data).samples if s.label == 0]
+    return good[:limit] if limit else good
+
+
+def _fit_all_good(args, good: list[Sample]):
+    """PatchCore on all good images, calibrated on a few of them (no anomalies needed)."""
+    config = patchcore(args.backbone, args.size, args.coreset_ratio, args.reweight)
+    calib = good[: max(2, len(good) // 10)]
+    model, _, _ = train.fit(config.options(args.data, "cpu"), good, calib, show_progress=False)
+    return model
+
+
+def stage_fit(args) -> dict:
+    good = _good_samples(Path(args.data), args.limit)
+    start = time.perf_counter()
+    model = _fit_all_good(args, good)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "n_images": len(good), "bank_size": model.config["bank_size"]}
+
+
+def stage_predict(args) -> dict:
+    """iter_scores throughput at the files' own resolution, or on 1024x1024 PNG copies of them."""
+    from PIL import Image
+
+    from anomalycli.data import load_image
+
+    good = _good_samples(Path(args.data), args.limit)
+    model = _fit_all_good(args, good)
+    paths = [s.path for s in discover(args.data).samples][: args.n_predict]
+    with tempfile.TemporaryDirectory(prefix="bench-1024-") as tmp:
+        if args.upscale:
+            copies = []
+            for i, path in enumerate(paths):
+                copy = Path(tmp) / f"{i:04d}.png"
+                load_image(path).resize((args.upscale, args.upscale), Image.BICUBIC).save(copy)
+                copies.append(copy)
+            paths = copies
+        before = peak_rss_mib()
+        # Warm-up on one batch, then the timed pass.
+        for _ in inference.iter_scores(model, paths[: args.batch], batch_size=args.batch, show_progress=False):
+            pass
+        start = time.perf_counter()
+        n = sum(1 for _ in inference.iter_scores(model, paths, batch_size=args.batch, show_progress=False))
+        seconds = time.perf_counter() - start
+    return {"images_per_s": n / seconds, "n_images": n, "seconds": seconds, "rss_before_mib": before}
+
+
+STAGES = {"backbone": stage_backbone, "fit": stage_fit, "predict": stage_predict}
+
+
+def run_stage(stage: str, **settings) -> dict:
+    """One speed stage in a fresh interpreter, so its peak RSS is its own."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--_stage", stage]
+    for key, value in settings.items():
+        if value is None:
+            continue
+        command += [f"--_{key}", str(value)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"speed stage {stage} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def stage_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--_stage", dest="stage", required=True)
+    parser.add_argument("--_data", dest="data", default=str(DEFAULT_DATA))
+    parser.add_argument("--_backbone", dest="backbone", default="efficientnet_lite0")
+    parser.add_argument("--_size", dest="size", type=int, default=224)
+    parser.add_argument("--_batch", dest="batch", type=int, default=32)
+    parser.add_argument("--_warmup", dest="warmup", type=int, default=2)
+    parser.add_argument("--_repeats", dest="repeats", type=int, default=5)
+    parser.add_argument("--_coreset_ratio", dest="coreset_ratio", type=float, default=0.01)
+    parser.add_argument("--_reweight", dest="reweight", type=lambda v: v == "True", default=False)
+    parser.add_argument("--_limit", dest="limit", type=int, default=None)
+    parser.add_argument("--_n_predict", dest="n_predict", type=int, default=None)
+    parser.add_argument("--_upscale", dest="upscale", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.disable(logging.WARNING)
+    result = STAGES[args.stage](args)
+    result["peak_rss_mib"] = peak_rss_mib()
+    print(json.dumps(result))
+
+
+def run_speed(data: Path, config: Config, quick: bool, log=print) -> list[dict]:
+    """Rows of the speed table."""
+    rows = []
+    common = dict(data=data, backbone=config.backbone, size=config.image_size, coreset_ratio=config.coreset_ratio, reweight=config.reweight)
+    batch = 8 if quick else 32
+    bb = run_stage("backbone", backbone=config.backbone, size=224, batch=batch, warmup=1 if quick else 3, repeats=2 if quick else 10)
+    rows.append({"what": f"backbone forward ({config.backbone}, 224px, batch {batch}, median of {bb['repeats']})", "value": f"{bb['images_per_s']:.1f} images/s", "rss": bb["peak_rss_mib"]})
+    log(f"  {rows[-1]['what']}: {rows[-1]['value']}")
+    limit = 16 if quick else None
+    fit = run_stage("fit", limit=limit, **common)
+    rows.append({"what": f"PatchCore fit on {fit['n_images']} good images ({config.describe()}; features + coreset + calibration)", "value": f"{fit['seconds']:.1f} s (bank {fit['bank_size']} patches)", "rss": fit["peak_rss_mib"]})
+    log(f"  {rows[-1]['what']}: {rows[-1]['value']}")
+    n_predict = 16 if quick else None
+    for upscale in (None, 1024):
+        pred = run_stage("predict", limit=limit, n_predict=n_predict, upscale=upscale, batch=batch, **common)
+        source = f"{upscale}x{upscale} PNG copies" if upscale else "files as they are"
+        rows.append({"what": f"predict (iter_scores, batch {batch}, 1 loader worker) on {pred['n_images']} {source}", "value": f"{pred['images_per_s']:.1f} images/s", "rss": pred["peak_rss_mib"]})
+        log(f"  {rows[-1]['what']}: {rows[-1]['value']}")
+    return rows
+
+
+# --- report -----------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def pm(stat: tuple[float | None, float | None], digits: int = 3) -> str:
+    mean, std = stat
+    return "-" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown(args, data: Path, samples: list[Sample], results: list[CVResult], speed: list[dict], notes: list[str]) -> str:
+    n_anomaly = sum(s.label for s in samples)
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `{' '.join(['python', 'benchmarks/bench.py', *map(shlex.quote, args.argv)])}` on "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} threads), device {args.device}.",
+        "",
+        f"Data: `{data.name}`, {len(samples)} images ({len(samples) - n_anomaly} normal, {n_anomaly} anomalous)"
+        + (f", {sum(1 for s in samples if s.mask)} with masks." if any(s.mask for s in samples) else ", no masks."),
+        "",
+        "## Accuracy",
+        "",
+        f"Stratified {args.folds}-fold cross-validation (`splits.k_folds(samples, {args.folds}, seed=0)`). For each fold the "
+        "other folds are cut by `splits.train_val_split(part, 0.2, seed=0)` into a fit part and a calibration part; "
+        "`train.fit` fits on the first and sets the threshold (best F1) on the second, and `inference.evaluate` scores "
+        "the held-out fold. Mean ± std over folds. Fit seconds = `train.fit` wall time per fold (features, coreset, calibration).",
+        "",
+        "| config | image AUROC | F1 | precision | recall | accuracy | pixel AUROC | fit s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.config.name} | {pm(r.stat('auroc'))} | {pm(r.stat('f1'))} | {pm(r.stat('precision'))} | {pm(r.stat('recall'))} "
+            f"| {pm(r.stat('accuracy'))} | {pm(r.stat('pixel_auroc'))} | {pm(r.fit_seconds(), 1)} |"
+        )
+    kinds = sorted({k for r in results for k in r.defect_types()})
+    if kinds:
+        lines += ["", "Recall per defect type (mean over folds):", "", "| config | " + " | ".join(kinds) + " |", "| --- |" + " --- |" * len(kinds)]
+        for r in results:
+            lines.append(f"| {r.config.name} | " + " | ".join(fmt(r.defect_stat(k)[0], 2) for k in kinds) + " |")
+    lines += ["", "Configs:", ""] + [f"- **{r.config.name}**: {r.config.method}, {r.config.describe()}" for r in results]
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
+    if speed:
+        lines += [
+            "",
+            "## Speed",
+            "",
+            "Each stage runs in a fresh process; peak RSS is that process's (and its loader workers') high-water mark.",
+            "",
+            "| what | result | peak RSS MiB |",
+            "| --- | --- | --- |",
+        ] + [f"| {row['what']} | {row['value']} | {row['rss']:.0f} |" for row in speed]
+    return "\n".join(lines) + "\n"
+
+
+def to_json(results: list[CVResult], speed: list[dict]) -> dict:
+    return {
+        "accuracy": [
+            {
+                "config": asdict(r.config),
+                "summary": {key: r.stat(key) for key in METRICS} | {"fit_seconds": r.fit_seconds()},
+                "per_defect_recall": {k: r.defect_stat(k) for k in r.defect_types()},
+                "folds": [asdict(f) for f in r.folds],
+            }
+            for r in results
+        ],
+        "speed": speed,
+    }
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--_stage":
+        stage_main(argv)
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 folds, one config, tiny speed runs (under 3 minutes)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"labelled image folder (default {DEFAULT_DATA})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown report to write (default BENCHMARKS.md)")
+    parser.add_argument("--json", type=Path, default=None, help="also write every fold's numbers as JSON here")
+    parser.add_argument("--folds", type=int, default=None, help="CV folds (default 5; 2 with --quick)")
+    parser.add_argument("--config", action="append", default=[], metavar="K=V,...",
+                        help="run this config instead of the built-in list, e.g. image_size=256,coreset_ratio=0.1,reweight=1 (repeatable)")
+    parser.add_argument("--classifier", choices=("auto", "on", "off"), default=None,
+                        help="also cross-validate the classifier: auto = only if one fold fits in --classifier-budget (default auto; off with --quick)")
+    parser.add_argument("--classifier-budget", type=float, default=240.0, help="seconds one classifier fold may take for --classifier auto")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed section")
+    parser.add_argument("--no-accuracy", action="store_true", help="skip the accuracy section")
+    parser.add_argument("--device", default="cpu", help="device for fitting and scoring (default cpu)")
+    args = parser.parse_args(argv)
+    args.argv = argv
+    args.folds = args.folds or (2 if args.quick else 5)
+    classifier_mode = args.classifier or ("off" if args.quick else "auto")
+    logging.basicConfig(level=logging.ERROR, format="%(message)s")
+    warnings.filterwarnings("ignore")
+
+    data = args.data.resolve()
+    samples = discover(data).samples
+    configs = [parse_config(c) for c in args.config] or (QUICK_CONFIGS if args.quick else FULL_CONFIGS)
+    print(f"data {data}: {len(samples)} images; {args.folds} folds; {len(configs)} config(s)", flush=True)
+
+    results: list[CVResult] = []
+    notes: list[str] = []
+    if not args.no_accuracy:
+        for config in configs:
+            print(f"{config.name}", flush=True)
+            results.append(run_cv(config, data, samples, args.folds, args.device))
+        if classifier_mode != "off" and not any(c.method == "classifier" for c in configs):
+            run_it = True
+            if classifier_mode == "auto":
+                seconds = time_one_fold(CLASSIFIER, data, samples, args.folds, args.device)
+                run_it = seconds <= args.classifier_budget
+                print(f"classifier: one fold fits in {seconds:.0f}s", flush=True)
+                if not run_it:
+                    notes.append(f"classifier skipped: one fold took {seconds:.0f}s, over the {args.classifier_budget:.0f}s budget (--classifier on to run it)")
+            if run_it:
+                print(CLASSIFIER.name, flush=True)
+                results.append(run_cv(CLASSIFIER, data, samples, args.folds, args.device))
+    speed: list[dict] = []
+    if not args.no_speed:
+        print("speed", flush=True)
+        speed_config = next((c for c in configs if c.method == "patchcore"), QUICK_CONFIGS[0])
+        speed = run_speed(data, speed_config, args.quick)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(markdown(args, data, samples, results, speed, notes))
+    if args.json:
+        args.json.write_text(json.dumps(to_json(results, speed), indent=2, default=str))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

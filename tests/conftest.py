@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from anomalycli.cli import app
+from anomalycli.synthetic import make_dataset
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def parts(tmp_path_factory):
+    """Class folders good/ (24) and not-good/ (scratch and spot, 6 each), 64 px, with masks."""
+    return make_dataset(tmp_path_factory.mktemp("data") / "parts", n_good=24, n_per_defect=6, size=64, masks=True)
+
+
+def run_cli(*args: str, expect: int | None = 0):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if expect is not None:
+        assert result.exit_code == expect, result.output + repr(result.exception)
+    return result
+
+
+def one_clear_line(result) -> str:
+    """The error output: exactly one 'error:' line and no traceback."""
+    text = result.output
+    assert "Traceback" not in text
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, text
+    return re.sub(r"\s+", " ", text[text.index("error:"):])
+
+
+@pytest.fixture(scope="session")
+def patchcore_model(parts, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "pc"
+    run_cli("train", parts, "--image-size", "64", "--run-dir", run, "--coreset-ratio", "0.1")
+    return run / "model.safetensors"
+
+
+@pytest.fixture(scope="session")
+def classifier_model(parts, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "clf"
+    run_cli("train", parts, "--method", "classifier", "--weights", "none", "--image-size", "64", "--epochs", "2",
+            "--batch-size", "16", "--run-dir", run)
+    return run / "model.safetensors"

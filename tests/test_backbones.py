@@ -1,0 +1,54 @@
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from sklearn.datasets import load_sample_images
+
+from anomalycli import backbones
+from anomalycli.data import image_to_tensor
+from anomalycli.errors import UserError
+
+
+def test_bundled_lite0_weights_are_imagenet():
+    """The flower photo sklearn ships is a daisy (ImageNet class 985) only with real weights and the right preprocessing."""
+    model = backbones.build("efficientnet_lite0", "imagenet").eval()
+    flower = Image.fromarray(load_sample_images().images[1])
+    x = backbones.preprocess(image_to_tensor(flower, 224).unsqueeze(0), "efficientnet_lite0")
+    with torch.no_grad():
+        assert model(x).argmax(1).item() == 985
+
+
+@pytest.mark.parametrize("name", list(backbones.BACKBONES))
+def test_feature_maps_have_strides_8_and_16(name):
+    extractor = backbones.FeatureExtractor(name, backbones.build(name, "none")).eval()
+    with torch.no_grad():
+        maps = extractor(torch.zeros(1, 3, 64, 64))
+    assert [m.shape[1] for m in maps] == list(backbones.get(name).feature_channels)
+    assert [m.shape[-1] for m in maps] == [8, 4]
+
+
+def test_offline_download_failure_is_one_clear_message(monkeypatch):
+    def no_network(self, *args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", no_network)
+    with pytest.raises(UserError, match="--backbone efficientnet_lite0"):
+        backbones.build("resnet18", "imagenet")
+
+
+def test_weights_from_a_path(tmp_path):
+    reference = backbones.build("resnet18", "none")
+    torch.save(reference.state_dict(), tmp_path / "w.pt")
+    loaded = backbones.build("resnet18", str(tmp_path / "w.pt"))
+    assert torch.equal(loaded.fc.weight, reference.fc.weight)
+    torch.save({"nonsense": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises(UserError, match="does not fit resnet18"):
+        backbones.build("resnet18", str(tmp_path / "bad.pt"))
+
+
+def test_unknown_backbone():
+    with pytest.raises(UserError, match="unknown backbone"):
+        backbones.get("vgg")

@@ -1,0 +1,113 @@
+import csv
+import json
+
+import pytest
+
+from conftest import one_clear_line, run_cli
+
+EVAL_KEYS = {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc", "average_precision",
+             "confusion_matrix", "per_defect_type", "n_images", "f1_ci", "auroc_ci"}
+
+
+def test_inspect_counts_and_json(parts, tmp_path):
+    out = tmp_path / "facts.json"
+    result = run_cli("inspect", parts, "--json", out)
+    assert "not-good" in result.output and "imbalance 2.0:1" in result.output
+    facts = json.loads(out.read_text())
+    assert facts["n_normal"] == 24 and facts["defect_types"] == {"scratch": 6, "spot": 6}
+    assert facts["masks"] == 12 and facts["unreadable"] == [] and facts["duplicates"] == []
+
+
+def test_inspect_flags_unreadable_files_and_leaks(tmp_path):
+    from anomalycli.synthetic import make_dataset
+
+    for split in ("train", "test"):
+        make_dataset(tmp_path / split, n_good=3, n_per_defect=1, size=32, seed=0)
+    (tmp_path / "train/good/broken.png").write_bytes(b"\x89PNG\r\n")
+    run = run_cli("inspect", tmp_path, "--json", tmp_path / "f.json")
+    facts = json.loads((tmp_path / "f.json").read_text())
+    assert [u["path"].endswith("broken.png") for u in facts["unreadable"]] == [True]
+    assert facts["duplicates"] and all(d["leak"] for d in facts["duplicates"])
+    assert "LEAK" in run.output
+
+
+def test_split_writes_a_stratified_manifest(parts, tmp_path):
+    out = tmp_path / "split.csv"
+    run_cli("split", parts, "--val-ratio", "0.2", "--out", out)
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 36 and {r["split"] for r in rows} == {"train", "val"}
+    assert {r["defect_type"] for r in rows if r["split"] == "val"} >= {"scratch", "spot"}
+    one_clear_line(run_cli("split", parts, "--out", out, expect=1))  # refuses to overwrite
+    run_cli("split", parts, "--folds", "3", "--out", out, "--overwrite")
+    assert {r["fold"] for r in csv.DictReader(out.open())} == {"0", "1", "2"}
+
+
+def test_train_patchcore_eval_predict(parts, patchcore_model, tmp_path):
+    run_dir = patchcore_model.parent
+    assert (run_dir / "args.json").exists()
+    out = tmp_path / "metrics.json"
+    result = run_cli("eval", patchcore_model, parts, "--json", out)
+    assert "confusion matrix" in result.output
+    report = json.loads(out.read_text())
+    assert EVAL_KEYS <= set(report)
+    assert report["auroc"] > 0.9 and report["pixel_auroc"] > 0.8
+    assert set(report["per_defect_type"]) == {"scratch", "spot"}
+
+    rows_csv, heat = tmp_path / "p.csv", tmp_path / "heat"
+    run_cli("predict", patchcore_model, parts / "not-good", "--output", rows_csv, "--heatmaps", heat)
+    rows = list(csv.DictReader(rows_csv.open()))
+    assert len(rows) == 12 and all(0 <= float(r["score"]) <= 1 for r in rows)
+    assert sum(r["verdict"] == "anomaly" for r in rows) >= 10
+    assert len(list(heat.glob("*.png"))) == 12
+
+
+def test_classifier_round_trip_and_same_eval_keys(parts, classifier_model, tmp_path):
+    run_dir = classifier_model.parent
+    assert {"history.csv", "curves.png", "args.json", "checkpoint.pt"} <= {p.name for p in run_dir.iterdir()}
+    out = tmp_path / "m.json"
+    run_cli("eval", classifier_model, parts, "--json", out)
+    assert EVAL_KEYS <= set(json.loads(out.read_text()))
+    rows = tmp_path / "p.json"
+    run_cli("predict", classifier_model, parts / "good", "--output", rows)
+    assert len(json.loads(rows.read_text())) == 24
+    one_clear_line(run_cli("predict", classifier_model, parts, "--heatmaps", tmp_path / "h", expect=2))
+
+
+def test_classifier_only_option_implies_the_classifier(parts, tmp_path):
+    run_cli("train", parts, "--weighted-loss", "--weights", "none", "--image-size", "32", "--epochs", "1",
+            "--run-dir", tmp_path / "r")
+    from anomalycli.modelfile import read_meta
+
+    assert read_meta(tmp_path / "r/model.safetensors")["method"] == "classifier"
+
+
+def test_runs_are_never_overwritten(parts, patchcore_model):
+    one_clear_line(run_cli("train", parts, "--run-dir", patchcore_model.parent, expect=1))
+
+
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["train", "{tmp}/missing"], 1, "does not exist"),
+        (["train", "{parts}", "--backbone", "vgg"], 1, "unknown backbone"),
+        (["train", "{parts}", "--coreset-ratio", "-0.5"], 2, "--coreset-ratio"),
+        (["train", "{parts}", "--epochs", "0", "--method", "classifier"], 2, "--epochs"),
+        (["train", "{parts}", "--image-size", "0"], 2, "--image-size"),
+        (["train", "{parts}/good"], 1, "no class folders"),
+        (["eval", "{tmp}/nothing.safetensors", "{parts}"], 1, "does not exist"),
+        (["predict", "{parts}/good/good001.png", "{parts}"], 1, "not an anomalycli model"),
+        (["inspect", "{tmp}"], 1, "no images"),
+    ],
+)
+def test_user_errors_are_one_line(parts, tmp_path, args, code, words):
+    args = [a.format(tmp=tmp_path, parts=parts) for a in args]
+    message = one_clear_line(run_cli(*args, expect=code))
+    assert words in message
+
+
+def test_one_class_only_for_the_classifier(parts, tmp_path):
+    import shutil
+
+    shutil.copytree(parts / "good", tmp_path / "only/good")
+    message = one_clear_line(run_cli("train", tmp_path / "only", "--method", "classifier", expect=1))
+    assert "patchcore" in message

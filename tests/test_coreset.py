@@ -1,0 +1,41 @@
+import torch
+
+from anomalycli.coreset import ApproximateGreedyCoresetSampler, RandomSampler, nearest_distances
+
+
+def test_greedy_picks_the_farthest_points():
+    torch.manual_seed(0)
+    cluster = torch.randn(200, 4) * 0.01
+    outliers = torch.tensor([[10.0, 0, 0, 0], [0, 10.0, 0, 0], [0, 0, 10.0, 0]])
+    features = torch.cat([cluster, outliers])
+    chosen = ApproximateGreedyCoresetSampler(ratio=4 / 203, seed=0, projection_dim=4).run(features)
+    assert {200, 201, 202} <= set(chosen.tolist())
+
+
+def test_greedy_is_deterministic_for_a_seed():
+    features = torch.randn(2000, 64)
+    a = ApproximateGreedyCoresetSampler(0.05, seed=3, projection_dim=16).run(features)
+    b = ApproximateGreedyCoresetSampler(0.05, seed=3, projection_dim=16).run(features)
+    c = ApproximateGreedyCoresetSampler(0.05, seed=4, projection_dim=16).run(features)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert len(set(a.tolist())) == 100
+
+
+def test_greedy_chunks_give_the_same_result():
+    features = torch.randn(3000, 32)
+    whole = ApproximateGreedyCoresetSampler(0.02, seed=0, projection_dim=8).run(features)
+    chunked = ApproximateGreedyCoresetSampler(0.02, seed=0, projection_dim=8, chunk=257).run(features)
+    assert torch.equal(whole, chunked)
+
+
+def test_chunked_nearest_neighbours_equal_cdist():
+    torch.manual_seed(1)
+    queries, bank = torch.randn(1000, 40), torch.randn(300, 40)
+    dist, idx = nearest_distances(queries, bank, k=3, chunk=77)
+    reference = torch.cdist(queries, bank).topk(3, dim=1, largest=False)
+    torch.testing.assert_close(dist, reference.values, atol=1e-4, rtol=1e-4)
+    assert torch.equal(idx[:, 0], reference.indices[:, 0])
+
+
+def test_random_sampler_size():
+    assert len(RandomSampler(0.1, seed=0).run(torch.randn(500, 3))) == 50

@@ -1,0 +1,49 @@
+import numpy as np
+import torch
+
+from anomalycli import backbones
+from anomalycli.methods import patchcore
+from anomalycli.synthetic import make_part
+
+
+def _batch(defect=None, n=1, seed=0):
+    rng = np.random.default_rng(seed)
+    images, masks = [], []
+    for _ in range(n):
+        image, mask = make_part(64, rng, defect)
+        images.append(torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1))
+        masks.append(torch.from_numpy(np.array(mask) > 0))
+    return backbones.preprocess(torch.stack(images), "efficientnet_lite0"), torch.stack(masks)
+
+
+def _fitted(reweight=False):
+    extractor = backbones.FeatureExtractor("efficientnet_lite0", backbones.build("efficientnet_lite0", "imagenet"))
+    good, _ = _batch(n=20, seed=1)
+    return patchcore.fit(extractor, [good[:10], good[10:]], 20, coreset_ratio=0.25, reweight=reweight).eval()
+
+
+def test_obvious_defect_scores_above_every_normal_and_map_peaks_on_it():
+    model = _fitted()
+    normal, _ = _batch(n=10, seed=2)
+    defective, masks = _batch("spot", n=4, seed=3)
+    with torch.no_grad():
+        normal_scores, _ = model(normal)
+        defect_scores, maps = model(defective)
+    assert defect_scores.min() > normal_scores.max()
+    for anomaly_map, mask in zip(maps, masks):
+        peak = np.unravel_index(anomaly_map.argmax().item(), anomaly_map.shape)
+        assert mask[max(peak[0] - 4, 0) : peak[0] + 5, max(peak[1] - 4, 0) : peak[1] + 5].any()
+
+
+def test_reweighting_keeps_the_ranking_on_an_obvious_defect():
+    model = _fitted(reweight=True)
+    normal, _ = _batch(n=10, seed=2)
+    defective, _ = _batch("scratch", n=4, seed=3)
+    with torch.no_grad():
+        assert model(defective)[0].min() > model(normal)[0].max()
+
+
+def test_bank_holds_the_chosen_share_of_patches():
+    model = _fitted()
+    # 20 images x (64/8)^2 patches, a quarter kept.
+    assert model.bank.shape == (320, sum(backbones.get("efficientnet_lite0").feature_channels))
