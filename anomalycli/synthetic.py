@@ -39,19 +39,26 @@ def make_part(size: int, rng: np.random.Generator, defect: str | None = None) ->
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "L"), mask
 
 
-def make_dataset(root: str | Path, n_good: int = 40, n_per_defect: int = 6, size: int = 64, seed: int = 0, masks: bool = False) -> Path:
-    """Write ``root/good/good001.png ...`` and ``root/not-good/<type>001.png ...``; masks optional."""
+def make_dataset(
+    root: str | Path, n_good: int = 40, n_per_defect: int = 6, size: int = 64, seed: int = 0, masks: bool = False, split: str | None = None
+) -> Path:
+    """Write ``root/[split/]good/good001.png ...`` and ``root/[split/]not-good/<type>001.png ...``.
+
+    Masks, if asked for, go to ``root/ground_truth/[split/]not-good/<name>_mask.png``.
+    """
     root = Path(root)
+    images = root / split if split else root
+    mask_dir = root / "ground_truth" / (split or "") / "not-good"
     rng = np.random.default_rng(seed)
-    (root / "good").mkdir(parents=True, exist_ok=True)
-    (root / "not-good").mkdir(parents=True, exist_ok=True)
+    (images / "good").mkdir(parents=True, exist_ok=True)
+    (images / "not-good").mkdir(parents=True, exist_ok=True)
     for i in range(1, n_good + 1):
-        make_part(size, rng)[0].save(root / "good" / f"good{i:03d}.png")
+        make_part(size, rng)[0].save(images / "good" / f"good{i:03d}.png")
     for defect in DEFECT_TYPES:
         for i in range(1, n_per_defect + 1):
             image, mask = make_part(size, rng, defect)
-            image.save(root / "not-good" / f"{defect}{i:03d}.png")
+            image.save(images / "not-good" / f"{defect}{i:03d}.png")
             if masks:
-                (root / "ground_truth" / "not-good").mkdir(parents=True, exist_ok=True)
-                mask.save(root / "ground_truth" / "not-good" / f"{defect}{i:03d}_mask.png")
+                mask_dir.mkdir(parents=True, exist_ok=True)
+                mask.save(mask_dir / f"{defect}{i:03d}_mask.png")
     return root

@@ -87,7 +87,7 @@ class TrainResult:
     model_path: Path
     model: AnomalyModel
     validation: str  # where validation data came from, in words
-    n_train: int
+    n_fit: int  # images the model was fitted on
     n_val: int
     history: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -140,7 +140,9 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
         io.write_text(run_dir / "args.json", json.dumps(asdict(options), indent=2))
     model, history, notes = fit(options, train_samples, val_samples, run_dir, state, show_progress)
     model_path = model.save(run_dir / MODEL_NAME)
-    return TrainResult(run_dir, model_path, model, source, len(train_samples), len(val_samples), history, notes)
+    # PatchCore fits the good training images only.
+    n_fit = sum(s.label == 0 for s in train_samples) if options.method == "patchcore" else len(train_samples)
+    return TrainResult(run_dir, model_path, model, source, n_fit, len(val_samples), history, notes)
 
 
 def fit(
@@ -217,8 +219,6 @@ def _train_classifier(options, config, train_samples, val_samples, device, run_d
 
 
 def _train_patchcore(options, config, train_samples, val_samples, device, show_progress):
-    from tqdm import tqdm
-
     notes: list[str] = []
     good = [s for s in train_samples if s.label == 0]
     # Anomalies outside the fitted images never touch the memory bank, so all of them can
@@ -227,14 +227,11 @@ def _train_patchcore(options, config, train_samples, val_samples, device, show_p
     extractor = backbones.FeatureExtractor(options.backbone, backbones.build(options.backbone, options.weights)).to(device).eval()
     good_images, _, _ = _load_split(good, options.image_size, "training", notes)
     batch = 32
-    with tqdm(total=len(good_images), desc="features", unit="img", disable=not show_progress) as bar1, tqdm(
-        desc="coreset", unit="patch", disable=not show_progress
-    ) as bar2:
-        batches = (backbones.preprocess(good_images[i : i + batch].to(device), options.backbone) for i in range(0, len(good_images), batch))
-        net = patchcore.fit(
-            extractor, batches, len(good_images), options.coreset_ratio, options.coreset_sampler, options.reweight,
-            options.seed, on_features=bar1.update, on_coreset=bar2.update,
-        )
+    batches = (backbones.preprocess(good_images[i : i + batch].to(device), options.backbone) for i in range(0, len(good_images), batch))
+    net = patchcore.fit(
+        extractor, batches, len(good_images), options.coreset_ratio, options.coreset_sampler, options.reweight,
+        options.seed, show_progress,
+    )
     log.info(f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {len(good_images)} good images")
     config = {**config, "bank_size": int(net.bank.shape[0]), "reweight": options.reweight, "coreset_ratio": options.coreset_ratio}
     model = AnomalyModel("patchcore", net, config, calibration=None)

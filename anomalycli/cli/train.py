@@ -70,7 +70,7 @@ def train_command(
         curves_png(result.history, result.run_dir / "curves.png")
     cal = result.model.calibration
     console.print(
-        f"trained {result.model.method} on {result.n_train} images; validation: {result.n_val} images from {result.validation}\n"
+        f"trained {result.model.method} on {result.n_fit} images; validation: {result.n_val} images from {result.validation}\n"
         f"threshold by {cal.rule}\nmodel: {result.model_path}"
     )
 

@@ -7,11 +7,12 @@ the largest of those, optionally re-weighted as in the paper. ``fit`` sees good 
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from anomalycli import backbones
 from anomalycli.coreset import SAMPLERS, nearest_distances
@@ -80,13 +81,13 @@ def fit(
     sampler: str = "greedy",
     reweight: bool = False,
     seed: int = 0,
-    on_features: Callable[[int], None] | None = None,
-    on_coreset: Callable[[int], None] | None = None,
+    show_progress: bool = False,
 ) -> PatchCore:
     """Build the memory bank from preprocessed batches of good images."""
     model = PatchCore(extractor.eval(), torch.zeros(0, sum(extractor.channels)), reweight=reweight)
     bank = None
     filled = 0
+    bar = tqdm(total=n_images, desc="features", unit="img", disable=not show_progress)
     for batch in batches:
         features, _ = model.embed(batch)
         features = features.reshape(-1, features.shape[-1])
@@ -95,9 +96,10 @@ def fit(
             bank = torch.empty(n_images * features.shape[0] // batch.shape[0], features.shape[1], dtype=torch.float16)
         bank[filled : filled + features.shape[0]] = features.cpu().half()
         filled += features.shape[0]
-        if on_features:
-            on_features(batch.shape[0])
+        bar.update(batch.shape[0])
+    bar.close()
     bank = bank[:filled]
-    chosen = SAMPLERS[sampler](coreset_ratio, seed=seed).run(bank, progress=on_coreset)
+    with tqdm(total=max(1, round(coreset_ratio * filled)), desc="coreset", unit="patch", disable=not show_progress) as bar:
+        chosen = SAMPLERS[sampler](coreset_ratio, seed=seed).run(bank, progress=bar.update)
     model.bank = bank[chosen].float().to(next(extractor.parameters()).device)
     return model
