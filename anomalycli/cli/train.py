@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from anomalycli import backbones
-from anomalycli.cli.common import user_errors
+from anomalycli.cli.common import EXIT_INTERRUPTED, fail, user_errors
 from anomalycli.render import console, curves_png, err_console
 from anomalycli.train import CHECKPOINT_NAME, TrainOptions, train
 
@@ -79,9 +79,8 @@ def _run(options, resume):
     try:
         return train(options, resume=resume)
     except KeyboardInterrupt:
-        from anomalycli.errors import UserError
-
-        raise UserError(
-            f"interrupted; the last finished epoch is saved in the run folder's {CHECKPOINT_NAME}: "
-            "continue with anomaly train --resume RUN_DIR"
+        raise fail(
+            f"interrupted; the last finished epoch is kept in the run folder's {CHECKPOINT_NAME}: "
+            "continue with anomaly train --resume RUN_DIR",
+            EXIT_INTERRUPTED,
         ) from None
