@@ -8,13 +8,14 @@ import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from anomalycli import backbones, io
 from anomalycli.data import Dataset, Sample, discover, load_all
 from anomalycli.errors import UsageError, UserError
 from anomalycli.inference import resolve_device
-from anomalycli.methods import AnomalyModel, classifier, patchcore
+from anomalycli.methods import AnomalyModel, classifier, hybrid, patchcore
 from anomalycli.metrics import calibrate
 from anomalycli.splits import train_val_split
 from anomalycli.training import ClassifierSettings, fit_classifier
@@ -23,7 +24,7 @@ log = logging.getLogger("anomalycli")
 
 MODEL_NAME = "model" + ".safetensors"
 CHECKPOINT_NAME = "checkpoint.pt"
-METHOD_NAMES = ("classifier", "patchcore")
+METHOD_NAMES = ("classifier", "patchcore", "hybrid")
 
 
 @dataclass
@@ -53,6 +54,8 @@ class TrainOptions:
     coreset_ratio: float = 0.01
     coreset_sampler: str = "greedy"
     reweight: bool = False
+    # hybrid
+    cv_folds: int = 5
     run_dir: str | None = None
 
     def validate(self) -> None:
@@ -66,6 +69,7 @@ class TrainOptions:
             (0 < self.val_ratio < 1, f"--val-ratio must be between 0 and 1 (got {self.val_ratio})"),
             (0 < self.coreset_ratio <= 1, f"--coreset-ratio must be in (0, 1] (got {self.coreset_ratio})"),
             (0 < self.max_fpr < 1, f"--max-fpr must be between 0 and 1 (got {self.max_fpr})"),
+            (self.cv_folds >= 2, f"--cv-folds must be at least 2 (got {self.cv_folds})"),
             (self.patience >= 1, f"--patience must be at least 1 (got {self.patience})"),
             (self.sampler in ("shuffle", "balanced"), f"--sampler must be shuffle or balanced (got {self.sampler})"),
             (self.select in ("auroc", "f1", "loss"), f"--select must be auroc, f1 or loss (got {self.select})"),
@@ -141,7 +145,9 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
     model, history, notes = fit(options, train_samples, val_samples, run_dir, state, show_progress)
     model_path = model.save(run_dir / MODEL_NAME)
     # PatchCore fits the good training images only.
-    n_fit = sum(s.label == 0 for s in train_samples) if options.method == "patchcore" else len(train_samples)
+    n_fit = {"patchcore": sum(s.label == 0 for s in train_samples), "hybrid": len(train_samples) + len(val_samples)}.get(options.method, len(train_samples))
+    if options.method == "hybrid":
+        source = f"none held out: threshold and fusion weight cross-fitted over {options.cv_folds} folds"
     return TrainResult(run_dir, model_path, model, source, n_fit, len(val_samples), history, notes)
 
 
@@ -169,6 +175,8 @@ def fit(
     }
     if options.method == "classifier":
         return _train_classifier(options, config, train_samples, val_samples, device, run_dir, state, show_progress)
+    if options.method == "hybrid":
+        return _train_hybrid(options, config, train_samples + val_samples, device, show_progress)
     return _train_patchcore(options, config, train_samples, val_samples, device, show_progress)
 
 
@@ -237,6 +245,30 @@ def _train_patchcore(options, config, train_samples, val_samples, device, show_p
     model = AnomalyModel("patchcore", net, config, calibration=None)
     cal_images, cal_labels, _ = _load_split(calibration_samples, options.image_size, "calibration", notes)
     _calibrate(model, cal_images, cal_labels, options.max_fpr, batch, notes)
+    return model, [], notes
+
+
+def _train_hybrid(options, config, samples, device, show_progress):
+    # Cross-fitting replaces a validation split: every labelled image is fitted on in some folds
+    # and scored, out of fold, for the fusion weight and the threshold.
+    from anomalycli.splits import k_folds
+
+    notes: list[str] = []
+    images, labels, kept = _load_split(samples, options.image_size, "training", notes)
+    if not (labels == 1).any():
+        raise UserError("the hybrid method needs labelled anomalous images, and there are none; use --method patchcore")
+    folds = np.array([s.fold for s in k_folds(kept, options.cv_folds, options.seed)])
+    extractor = backbones.FeatureExtractor(options.backbone, backbones.build(options.backbone, options.weights)).to(device).eval()
+    batch = 32
+    batches = (backbones.preprocess(images[i : i + batch].to(device), options.backbone) for i in range(0, len(images), batch))
+    features = patchcore.embed_all(extractor, batches, len(images), show_progress)
+    net, out_of_fold = hybrid.fit(extractor, features, labels, folds, options.coreset_ratio, options.seed)
+    log.info(f"hybrid: one-class weight {float(net.alpha):.2f}, memory bank {net.patchcore.bank.shape[0]} patches, "
+             f"cross-fitted over {options.cv_folds} folds of {len(kept)} images")
+    config = {**config, "bank_size": int(net.patchcore.bank.shape[0]), "coreset_ratio": options.coreset_ratio, "cv_folds": options.cv_folds}
+    model = AnomalyModel("hybrid", net, config, calibration=None)
+    model.calibration, warning = calibrate(labels.numpy(), out_of_fold.numpy(), options.max_fpr)
+    model.calibration.rule = "max F1 on out-of-fold scores (" + model.calibration.rule.removeprefix("max F1 on ").replace(" validation images", " images") + ")"
     return model, [], notes
 
 

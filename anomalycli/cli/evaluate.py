@@ -47,7 +47,7 @@ def eval_command(
     if report["per_defect_type"]:
         console.print(defect_table(report))
     cal = report["calibration"]
-    console.print(f"threshold calibrated on {cal['n_normal']} normal and {cal['n_anomaly']} anomalous validation images")
+    console.print(f"the threshold rests on {cal['n_normal']} normal and {cal['n_anomaly']} anomalous calibration images")
     if report["n_unreadable"]:
         console.print(f"[yellow]{report['n_unreadable']} unreadable image(s) left out[/yellow]")
     if json_out:

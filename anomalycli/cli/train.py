@@ -23,7 +23,7 @@ BACKBONE_HELP = "Backbone. " + "; ".join(
 def train_command(
     ctx: typer.Context,
     data: Optional[Path] = typer.Argument(None, help="Data folder (class folders, split folders, MVTec AD, or flat with --labels)."),
-    method: Optional[str] = typer.Option(None, help="patchcore (good images only; the default) or classifier. A classifier-only option implies classifier."),
+    method: Optional[str] = typer.Option(None, help="patchcore (good images only; the default), classifier, or hybrid (patchcore plus a head trained on the labelled defects). A classifier-only option implies classifier."),
     backbone: str = typer.Option(DEFAULTS["backbone"], help=BACKBONE_HELP),
     weights: str = typer.Option("imagenet", help="imagenet, none (random) or PATH to a state dict."),
     image_size: int = typer.Option(224, help="Images are resized to this square size."),
@@ -42,8 +42,9 @@ def train_command(
     sampler: str = typer.Option("shuffle", help="[classifier] shuffle, or balanced (WeightedRandomSampler)."),
     select: str = typer.Option("auroc", help="[classifier] Keep the epoch best by validation auroc, f1 or loss."),
     patience: int = typer.Option(10, help="[classifier] Stop after this many epochs without improvement."),
-    coreset_ratio: float = typer.Option(DEFAULTS["coreset_ratio"], help="[patchcore] Share of patches kept in the memory bank."),
+    coreset_ratio: float = typer.Option(DEFAULTS["coreset_ratio"], help="[patchcore, hybrid] Share of patches kept in the memory bank."),
     reweight: bool = typer.Option(False, "--reweight", help="[patchcore] The paper's re-weighting of the image score."),
+    cv_folds: int = typer.Option(5, help="[hybrid] Cross-fitting folds for the fusion weight and threshold."),
     run_dir: Optional[Path] = typer.Option(None, help="Run folder to create (default runs/train-N; never overwritten)."),
     resume: Optional[Path] = typer.Option(None, help="Continue an interrupted classifier run from its folder."),
 ) -> None:
@@ -63,14 +64,15 @@ def train_command(
             normal_class=normal_class, labels=str(labels) if labels else None, manifest=str(manifest) if manifest else None,
             val_ratio=val_ratio, seed=seed, device=device, max_fpr=max_fpr, epochs=epochs, batch_size=batch_size,
             lr=lr, weight_decay=weight_decay, weighted_loss=weighted_loss, sampler=sampler, select=select,
-            patience=patience, coreset_ratio=coreset_ratio, reweight=reweight, run_dir=str(run_dir) if run_dir else None,
+            patience=patience, coreset_ratio=coreset_ratio, reweight=reweight, cv_folds=cv_folds, run_dir=str(run_dir) if run_dir else None,
         )
         result = _run(options, None)
     if result.history:
         curves_png(result.history, result.run_dir / "curves.png")
     cal = result.model.calibration
     console.print(
-        f"trained {result.model.method} on {result.n_fit} images; validation: {result.n_val} images from {result.validation}\n"
+        f"trained {result.model.method} on {result.n_fit} images; validation: "
+        f"{result.validation if result.model.method == 'hybrid' else f'{result.n_val} images from {result.validation}'}\n"
         f"threshold by {cal.rule}\nmodel: {result.model_path}"
     )
 

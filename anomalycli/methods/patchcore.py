@@ -37,8 +37,12 @@ class PatchCore(nn.Module):
         return features.flatten(2).transpose(1, 2), (int(size[0]), int(size[1]))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features, (h, w) = self.embed(x)
-        n = features.shape[0]
+        features, grid = self.embed(x)
+        return self.score_features(features, grid, x.shape[-2:])
+
+    def score_features(self, features: torch.Tensor, grid: tuple[int, int], image_size=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Image scores [N] and blurred anomaly maps [N, H, W] (None without ``image_size``) from patch features (N, h*w, C)."""
+        (h, w), n = grid, features.shape[0]
         flat = features.reshape(-1, features.shape[-1])
         bank_sq = self.bank.pow(2).sum(1)
         dist, idx = nearest_distances(flat, self.bank, bank_sq=bank_sq)
@@ -46,7 +50,9 @@ class PatchCore(nn.Module):
         scores, worst = patch_scores.max(dim=1)
         if self.reweight and self.bank.shape[0] > 1:
             scores = scores * self._weights(features[torch.arange(n), worst], idx.view(n, h * w)[torch.arange(n), worst], bank_sq)
-        maps = F.interpolate(patch_scores.view(n, 1, h, w), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if image_size is None:
+            return scores, None
+        maps = F.interpolate(patch_scores.view(n, 1, h, w), size=tuple(image_size), mode="bilinear", align_corners=False)
         return scores, _gaussian_blur(maps, sigma=4.0).squeeze(1)
 
     def _weights(self, worst_patch: torch.Tensor, nearest: torch.Tensor, bank_sq: torch.Tensor) -> torch.Tensor:
@@ -73,6 +79,30 @@ def build_net(config: dict) -> PatchCore:
 
 
 @torch.no_grad()
+def embed_all(extractor: backbones.FeatureExtractor, batches: Iterable[torch.Tensor], n_images: int, show_progress: bool = False) -> torch.Tensor:
+    """Patch features of every image, (n_images, h*w, C) in half precision: 10,000 images fit in a few GiB."""
+    model = PatchCore(extractor.eval(), torch.zeros(0, sum(extractor.channels)))
+    out = None
+    filled = 0
+    with tqdm(total=n_images, desc="features", unit="img", disable=not show_progress) as bar:
+        for batch in batches:
+            features, _ = model.embed(batch)
+            if out is None:
+                out = torch.empty(n_images, *features.shape[1:], dtype=torch.float16)
+            out[filled : filled + len(features)] = features.cpu().half()
+            filled += len(features)
+            bar.update(len(features))
+    return out[:filled]
+
+
+def build_bank(patches: torch.Tensor, coreset_ratio: float, sampler: str = "greedy", seed: int = 0, show_progress: bool = False) -> torch.Tensor:
+    """Coreset of good patches (M, C) in float32, from patches (N, C) in any precision."""
+    with tqdm(total=max(1, round(coreset_ratio * len(patches))), desc="coreset", unit="patch", disable=not show_progress) as bar:
+        chosen = SAMPLERS[sampler](coreset_ratio, seed=seed).run(patches, progress=bar.update)
+    return patches[chosen].float()
+
+
+@torch.no_grad()
 def fit(
     extractor: backbones.FeatureExtractor,
     batches: Iterable[torch.Tensor],
@@ -84,22 +114,7 @@ def fit(
     show_progress: bool = False,
 ) -> PatchCore:
     """Build the memory bank from preprocessed batches of good images."""
-    model = PatchCore(extractor.eval(), torch.zeros(0, sum(extractor.channels)), reweight=reweight)
-    bank = None
-    filled = 0
-    bar = tqdm(total=n_images, desc="features", unit="img", disable=not show_progress)
-    for batch in batches:
-        features, _ = model.embed(batch)
-        features = features.reshape(-1, features.shape[-1])
-        if bank is None:
-            # One half-precision buffer for all patches: 10,000 images of 784 patches fit in a few GiB.
-            bank = torch.empty(n_images * features.shape[0] // batch.shape[0], features.shape[1], dtype=torch.float16)
-        bank[filled : filled + features.shape[0]] = features.cpu().half()
-        filled += features.shape[0]
-        bar.update(batch.shape[0])
-    bar.close()
-    bank = bank[:filled]
-    with tqdm(total=max(1, round(coreset_ratio * filled)), desc="coreset", unit="patch", disable=not show_progress) as bar:
-        chosen = SAMPLERS[sampler](coreset_ratio, seed=seed).run(bank, progress=bar.update)
-    model.bank = bank[chosen].float().to(next(extractor.parameters()).device)
-    return model
+    features = embed_all(extractor, batches, n_images, show_progress)
+    bank = build_bank(features.reshape(-1, features.shape[-1]), coreset_ratio, sampler, seed, show_progress)
+    device = next(extractor.parameters()).device
+    return PatchCore(extractor.eval(), bank.to(device), reweight=reweight)

@@ -1,0 +1,47 @@
+import numpy as np
+import torch
+
+from anomalycli import backbones
+from anomalycli.methods import hybrid, patchcore
+from anomalycli.synthetic import make_part
+
+
+def _images(kinds, seed):
+    rng = np.random.default_rng(seed)
+    batch = [torch.from_numpy(np.array(make_part(64, rng, kind)[0].convert("RGB"))).permute(2, 0, 1) for kind in kinds]
+    return backbones.preprocess(torch.stack(batch), "efficientnet_lite0")
+
+
+def _extractor():
+    return backbones.FeatureExtractor("efficientnet_lite0", backbones.build("efficientnet_lite0", "imagenet")).eval()
+
+
+def test_seen_defects_caught_and_unseen_kind_still_scored_above_normals():
+    extractor = _extractor()
+    kinds = [None] * 24 + ["scratch"] * 8  # spots are never seen in training
+    images = _images(kinds, seed=0)
+    labels = torch.tensor([int(k is not None) for k in kinds])
+    features = patchcore.embed_all(extractor, [images], len(images))
+    folds = np.arange(len(kinds)) % 4
+    model, out_of_fold = hybrid.fit(extractor, features, labels, folds, coreset_ratio=0.25)
+    assert 0.25 <= float(model.alpha) <= 1.0
+    with torch.no_grad():
+        normal = model(_images([None] * 8, seed=1))[0]
+        scratches = model(_images(["scratch"] * 6, seed=2))[0]
+        spots = model(_images(["spot"] * 6, seed=3))[0]
+    assert scratches.min() > normal.max()
+    assert spots.min() > normal.max(), "a defect kind never seen in training must still stand out"
+
+
+def test_cross_fitting_never_scores_an_image_with_a_model_fitted_on_it():
+    extractor = _extractor()
+    kinds = [None] * 12 + ["spot"] * 6
+    images = _images(kinds, seed=4)
+    labels = torch.tensor([int(k is not None) for k in kinds])
+    features = patchcore.embed_all(extractor, [images], len(images))
+    folds = np.arange(len(kinds)) % 3
+    _, _, used = hybrid.cross_fit(extractor, features, labels, folds, coreset_ratio=0.25)
+    scored_all = np.concatenate([scored for _, scored in used])
+    assert sorted(scored_all.tolist()) == list(range(len(kinds)))
+    for fitted, scored in used:
+        assert not set(fitted.tolist()) & set(scored.tolist())
