@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from anomalycli.data import ImageFiles, Sample, load_mask
+from anomalycli.data import Sample, image_batches, load_mask
 from anomalycli.metrics import binary_report, pixel_auroc
 from anomalycli.methods import AnomalyModel
 
@@ -37,11 +35,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def default_workers() -> int:
-    # One decoding worker overlaps PNG decoding with the network on a small CPU.
-    return min(4, max(1, (os.cpu_count() or 2) // 2))
-
-
 def iter_scores(
     model: AnomalyModel,
     paths: list[Path],
@@ -52,16 +45,8 @@ def iter_scores(
     show_progress: bool = True,
 ) -> Iterator[Scored]:
     """Yield one ``Scored`` per path, in order. ``threshold`` is on the calibrated [0, 1] scale."""
-    workers = default_workers() if num_workers is None else num_workers
-    loader = DataLoader(
-        ImageFiles(paths, model.config["image_size"]),
-        batch_size=batch_size,
-        num_workers=workers,
-        persistent_workers=False,
-        prefetch_factor=4 if workers else None,
-    )
     with tqdm(total=len(paths), desc="scoring", unit="img", disable=not show_progress) as bar:
-        for images, indices, errors in loader:
+        for images, indices, errors in image_batches(paths, model.config["image_size"], batch_size, num_workers):
             ok = torch.tensor([not e for e in errors])
             raw = torch.full((len(errors),), float("nan"))
             maps = None

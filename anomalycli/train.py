@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from anomalycli import backbones, io
-from anomalycli.data import Dataset, Sample, discover, load_all
+from anomalycli.data import Dataset, Sample, discover, image_batches, load_all
 from anomalycli.errors import UsageError, UserError
 from anomalycli.inference import resolve_device
 from anomalycli.methods import AnomalyModel, classifier, hybrid, patchcore
@@ -233,14 +233,26 @@ def _train_patchcore(options, config, train_samples, val_samples, device, show_p
     # inform the threshold alongside the held-out good images.
     calibration_samples = val_samples + [s for s in train_samples if s.label == 1]
     extractor = backbones.FeatureExtractor(options.backbone, backbones.build(options.backbone, options.weights)).to(device).eval()
-    good_images, _, _ = _load_split(good, options.image_size, "training", notes)
     batch = 32
-    batches = (backbones.preprocess(good_images[i : i + batch].to(device), options.backbone) for i in range(0, len(good_images), batch))
+    unreadable: list[str] = []
+
+    def readable_batches():
+        # Streamed, so fitting thousands of images never holds their pixels, only their patch features.
+        for images, _, errors in image_batches([s.path for s in good], options.image_size, batch):
+            unreadable.extend(e for e in errors if e)
+            ok = torch.tensor([not e for e in errors])
+            if ok.any():
+                yield backbones.preprocess(images[ok].to(device), options.backbone)
+
     net = patchcore.fit(
-        extractor, batches, len(good_images), options.coreset_ratio, options.coreset_sampler, options.reweight,
+        extractor, readable_batches(), len(good), options.coreset_ratio, options.coreset_sampler, options.reweight,
         options.seed, show_progress,
     )
-    log.info(f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {len(good_images)} good images")
+    for error in unreadable:
+        log.warning(f"skipped unreadable training image: {error}")
+    if unreadable:
+        notes.append(f"{len(unreadable)} unreadable training image(s) skipped")
+    log.info(f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {len(good) - len(unreadable)} good images")
     config = {**config, "bank_size": int(net.bank.shape[0]), "reweight": options.reweight, "coreset_ratio": options.coreset_ratio}
     model = AnomalyModel("patchcore", net, config, calibration=None)
     cal_images, cal_labels, _ = _load_split(calibration_samples, options.image_size, "calibration", notes)
