@@ -96,23 +96,34 @@ class Calibration:
         return asdict(self)
 
 
-def best_f1_threshold(labels, scores) -> float:
-    """The score cut that maximises F1; ties go to the stricter (higher) cut."""
-    precision, recall, thresholds = skm.precision_recall_curve(labels, scores)
+def best_f1_threshold(labels, scores, sample_weight=None) -> float:
+    """The score cut that maximises (weighted) F1; ties go to the stricter (higher) cut."""
+    precision, recall, thresholds = skm.precision_recall_curve(labels, scores, sample_weight=sample_weight)
     f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
     best = np.flatnonzero(f1 == f1.max())[-1]
     return float(thresholds[best])
 
 
-def calibrate(labels, scores, max_fpr: float = 0.01) -> tuple[Calibration, str | None]:
-    """Pick the threshold on validation scores. Returns it and a warning for the user, if any."""
+def calibrate(labels, scores, max_fpr: float = 0.01, prevalence: float | None = None) -> tuple[Calibration, str | None]:
+    """Pick the threshold on validation scores. Returns it and a warning for the user, if any.
+
+    F1 depends on the share of anomalies: when the calibration set holds more of them than the
+    data does (PatchCore calibrates on every unfitted anomaly), ``prevalence`` re-weights the
+    normal images so the F1 maximised is the one expected on data like the training set.
+    """
     labels = np.asarray(labels, dtype=int)
     scores = np.asarray(scores, dtype=np.float64)
     normal, anomaly = scores[labels == 0], scores[labels == 1]
     warning = None
     if len(anomaly) and len(normal):
-        threshold = best_f1_threshold(labels, scores)
+        weights = None
+        if prevalence is not None and 0 < prevalence < 1:
+            normal_weight = len(anomaly) * (1 - prevalence) / prevalence / len(normal)
+            weights = np.where(labels == 0, normal_weight, 1.0)
+        threshold = best_f1_threshold(labels, scores, weights)
         rule = f"max F1 on {len(normal)} normal and {len(anomaly)} anomalous validation images"
+        if weights is not None:
+            rule += f" (weighted to {100 * prevalence:.0f}% anomalies, as in the training data)"
     elif len(normal):
         # With no anomalies to pick from, a "best F1" threshold would flag everything.
         threshold = float(np.quantile(normal, 1 - max_fpr, method="higher")) + 1e-9

@@ -189,9 +189,9 @@ def _load_split(samples: list[Sample], image_size: int, what: str, notes: list[s
     return images, torch.tensor([s.label for s in kept]), kept
 
 
-def _calibrate(model: AnomalyModel, images: torch.Tensor, labels: torch.Tensor, max_fpr: float, batch_size: int, notes: list[str]):
+def _calibrate(model: AnomalyModel, images, labels, max_fpr: float, batch_size: int, notes: list[str], prevalence=None):
     scores = torch.cat([model.score(images[i : i + batch_size])[0].cpu() for i in range(0, len(images), batch_size)])
-    model.calibration, warning = calibrate(labels.numpy(), scores.numpy(), max_fpr)
+    model.calibration, warning = calibrate(labels.numpy(), scores.numpy(), max_fpr, prevalence)
     if warning:
         log.warning(warning)
         notes.append(warning)
@@ -256,7 +256,9 @@ def _train_patchcore(options, config, train_samples, val_samples, device, show_p
     config = {**config, "bank_size": int(net.bank.shape[0]), "reweight": options.reweight, "coreset_ratio": options.coreset_ratio}
     model = AnomalyModel("patchcore", net, config, calibration=None)
     cal_images, cal_labels, _ = _load_split(calibration_samples, options.image_size, "calibration", notes)
-    _calibrate(model, cal_images, cal_labels, options.max_fpr, batch, notes)
+    everything = train_samples + val_samples
+    prevalence = sum(s.label for s in everything) / len(everything)
+    _calibrate(model, cal_images, cal_labels, options.max_fpr, batch, notes, prevalence)
     return model, [], notes
 
 

@@ -40,3 +40,13 @@ def test_no_anomalies_in_validation_uses_a_percentile_and_warns():
     calibration, warning = calibrate(np.zeros(200), scores, max_fpr=0.05)
     assert "no anomalous images" in warning
     assert np.mean(scores >= calibration.threshold) <= 0.05
+
+
+def test_prevalence_weighting_makes_the_threshold_stricter_when_anomalies_are_overrepresented():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(40, int), np.ones(40, int)]
+    scores = np.r_[rng.normal(0, 1, 40), rng.normal(2, 1, 40)]
+    plain, _ = calibrate(labels, scores)
+    weighted, _ = calibrate(labels, scores, prevalence=0.1)
+    assert weighted.threshold > plain.threshold
+    assert "weighted to 10% anomalies" in weighted.rule
