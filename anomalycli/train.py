@@ -25,6 +25,9 @@ log = logging.getLogger("anomalycli")
 MODEL_NAME = "model" + ".safetensors"
 CHECKPOINT_NAME = "checkpoint.pt"
 METHOD_NAMES = ("classifier", "patchcore", "hybrid")
+# Screw defects are a few pixels wide: patch features see them better at 320 px (BENCHMARKS.md);
+# the classifier keeps the ImageNet size, which fine-tuning on a CPU can afford.
+DEFAULT_IMAGE_SIZE = {"classifier": 224, "patchcore": 320, "hybrid": 320}
 
 
 @dataclass
@@ -33,7 +36,7 @@ class TrainOptions:
     method: str = "patchcore"
     backbone: str = backbones.DEFAULT_BACKBONE
     weights: str = "imagenet"
-    image_size: int = 224
+    image_size: int | None = None  # None: the method's default (DEFAULT_IMAGE_SIZE)
     normal_class: str = "good"
     labels: str | None = None
     manifest: str | None = None
@@ -59,6 +62,8 @@ class TrainOptions:
     run_dir: str | None = None
 
     def validate(self) -> None:
+        if self.image_size is None and self.method in DEFAULT_IMAGE_SIZE:
+            self.image_size = DEFAULT_IMAGE_SIZE[self.method]
         checks = [
             (self.method in METHOD_NAMES, f"--method must be one of {', '.join(METHOD_NAMES)} (got {self.method})"),
             (self.image_size >= 32, f"--image-size must be at least 32 pixels (got {self.image_size})"),

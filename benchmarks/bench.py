@@ -60,11 +60,11 @@ class Config:
     """One row of the accuracy table: a method and the settings that differ from TrainOptions'."""
 
     name: str
-    method: str = "patchcore"
+    method: str = "patchcore"  # patchcore | hybrid | classifier
     backbone: str = "efficientnet_lite0"
     image_size: int = 224
-    coreset_ratio: float = 0.01
-    reweight: bool = False
+    coreset_ratio: float = 0.01  # patchcore, hybrid
+    reweight: bool = False  # patchcore
     # classifier only
     epochs: int = 15
     batch_size: int = 32
@@ -81,18 +81,27 @@ class Config:
     def describe(self) -> str:
         if self.method == "classifier":
             return f"{self.backbone}, {self.image_size}px, {self.epochs} epochs, batch {self.batch_size}, patience {self.patience}, weighted loss {'on' if self.weighted_loss else 'off'}"
+        if self.method == "hybrid":
+            return f"{self.backbone}, {self.image_size}px, coreset {self.coreset_ratio:g}, 5 cross-fitting folds"
         return f"{self.backbone}, {self.image_size}px, coreset {self.coreset_ratio:g}, reweight {'on' if self.reweight else 'off'}"
 
 
-def patchcore(backbone="efficientnet_lite0", image_size=224, coreset_ratio=0.01, reweight=False) -> Config:
+def make(method="patchcore", backbone="efficientnet_lite0", image_size=224, coreset_ratio=0.01, reweight=False, **classifier) -> Config:
     short = backbone.replace("efficientnet_", "")
-    name = f"patchcore {short} {image_size}px c{coreset_ratio:g}{' rw' if reweight else ''}"
-    return Config(name, "patchcore", backbone, image_size, coreset_ratio, reweight)
+    if method == "classifier":
+        settings = {**dict(epochs=15, batch_size=32, patience=5, weighted_loss=True), **classifier}
+        return Config(f"classifier {short} {image_size}px {settings['epochs']}ep", method, backbone, image_size, **settings)
+    name = f"{method} {short} {image_size}px c{coreset_ratio:g}{' rw' if reweight else ''}"
+    return Config(name, method, backbone, image_size, coreset_ratio, reweight)
 
 
-CLASSIFIER = Config("classifier lite0 224px", method="classifier", epochs=15, batch_size=32, patience=5, weighted_loss=True)
+def patchcore(backbone="efficientnet_lite0", image_size=224, coreset_ratio=0.01, reweight=False) -> Config:
+    return make("patchcore", backbone, image_size, coreset_ratio, reweight)
 
-# The full run: the current defaults first, then one lever at a time, then the chosen settings.
+
+CLASSIFIER = make("classifier")
+
+# The full run: the shipped defaults first, then one lever at a time, then the recommended settings.
 FULL_CONFIGS = [
     patchcore(),  # the shipped defaults
     patchcore(image_size=256),
@@ -100,8 +109,11 @@ FULL_CONFIGS = [
     patchcore(coreset_ratio=0.05),
     patchcore(coreset_ratio=0.1),
     patchcore(reweight=True),
-    patchcore(backbone="efficientnet_lite1"),
-    patchcore(backbone="efficientnet_lite2"),
+    patchcore("efficientnet_lite1", 320),
+    patchcore("efficientnet_lite2", 320),
+    patchcore("efficientnet_lite1", 320, coreset_ratio=0.05),
+    make("hybrid"),
+    make("hybrid", "efficientnet_lite1", 320),
 ]
 QUICK_CONFIGS = [patchcore()]
 
@@ -124,9 +136,9 @@ def parse_config(text: str) -> Config:
             values[key] = float(value)
         else:
             values[key] = value.strip()
-    if values.get("method", "patchcore") == "classifier":
-        return replace(CLASSIFIER, **values, name=f"classifier {text}")
-    return patchcore(**{k: v for k, v in values.items() if k in ("backbone", "image_size", "coreset_ratio", "reweight")})
+    if values.get("method", "patchcore") not in train.METHOD_NAMES:
+        raise SystemExit(f"--config: method must be one of {', '.join(train.METHOD_NAMES)}")
+    return make(**values)
 
 
 # --- accuracy: k-fold cross-validation -------------------------------------------------
@@ -192,7 +204,11 @@ def fit_model(config: Config, data: Path, fit_part, calib_part, device: str):
     return model, notes
 
 
-def run_cv(config: Config, data: Path, samples: list[Sample], k: int, device: str = "cpu", fit_fn=fit_model, log=print) -> CVResult:
+def run_cv(
+    config: Config, data: Path, samples: list[Sample], k: int, device: str = "cpu", fit_fn=fit_model, log=print,
+    fold_budget: float | None = None,
+) -> CVResult:
+    """k-fold CV of one config; with ``fold_budget`` (seconds), stop after fold 0 if fitting it took longer."""
     folds = []
     for fold, (fit_part, calib_part, held_out) in enumerate(fold_parts(samples, k)):
         start = time.perf_counter()
@@ -213,26 +229,30 @@ def run_cv(config: Config, data: Path, samples: list[Sample], k: int, device: st
             f"fit {fit_seconds:.1f}s eval {eval_seconds:.1f}s" + (f"  ({'; '.join(notes)})" if notes else "")
         )
         del model
+        if fold_budget is not None and fit_seconds > fold_budget:
+            log(f"  stopping after fold {fold}: fitting took {fit_seconds:.0f}s, over the {fold_budget:.0f}s budget")
+            break
     return CVResult(config, folds)
-
-
-def time_one_fold(config: Config, data: Path, samples: list[Sample], k: int, device: str) -> float:
-    """Seconds to fit fold 0 (used to decide whether the slow classifier fits the time budget)."""
-    fit_part, calib_part, _ = fold_parts(samples, k)[0]
-    start = time.perf_counter()
-    fit_model(config, data, fit_part, calib_part, device)
-    return time.perf_counter() - start
 
 
 # --- speed ------------------------------------------------------------------------------
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process (and of any finished children, e.g. loader workers)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
-    return max(own, children) * scale / 2**20
+    """Peak resident memory of this process, in MiB.
+
+    Linux's VmHWM (in /proc/self/status) is the high-water mark of this process's own memory;
+    getrusage's ru_maxrss is not usable in a child, since Linux carries it across exec from
+    the parent (so every stage would report the parent's peak).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def stage_backbone(args) -> dict:
@@ -269,6 +289,8 @@ def stage_fit(args) -> dict:
     start = time.perf_counter()
     model = _fit_all_good(args, good)
     seconds = time.perf_counter() - start
+    if args.save:
+        model.save(args.save)
     return {"seconds": seconds, "n_images": len(good), "bank_size": model.config["bank_size"]}
 
 
@@ -277,9 +299,9 @@ def stage_predict(args) -> dict:
     from PIL import Image
 
     from anomalycli.data import load_image
+    from anomalycli.methods import AnomalyModel
 
-    good = _good_samples(Path(args.data), args.limit)
-    model = _fit_all_good(args, good)
+    model = AnomalyModel.load(args.model)  # the one the fit stage saved
     paths = [s.path for s in discover(args.data).samples][: args.n_predict]
     with tempfile.TemporaryDirectory(prefix="bench-1024-") as tmp:
         if args.upscale:
@@ -289,14 +311,13 @@ def stage_predict(args) -> dict:
                 load_image(path).resize((args.upscale, args.upscale), Image.BICUBIC).save(copy)
                 copies.append(copy)
             paths = copies
-        before = peak_rss_mib()
         # Warm-up on one batch, then the timed pass.
         for _ in inference.iter_scores(model, paths[: args.batch], batch_size=args.batch, show_progress=False):
             pass
         start = time.perf_counter()
         n = sum(1 for _ in inference.iter_scores(model, paths, batch_size=args.batch, show_progress=False))
         seconds = time.perf_counter() - start
-    return {"images_per_s": n / seconds, "n_images": n, "seconds": seconds, "rss_before_mib": before}
+    return {"images_per_s": n / seconds, "n_images": n, "seconds": seconds}
 
 
 STAGES = {"backbone": stage_backbone, "fit": stage_fit, "predict": stage_predict}
@@ -330,6 +351,8 @@ def stage_main(argv: list[str]) -> None:
     parser.add_argument("--_limit", dest="limit", type=int, default=None)
     parser.add_argument("--_n_predict", dest="n_predict", type=int, default=None)
     parser.add_argument("--_upscale", dest="upscale", type=int, default=None)
+    parser.add_argument("--_save", dest="save", default=None)
+    parser.add_argument("--_model", dest="model", default=None)
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
     result = STAGES[args.stage](args)
@@ -346,15 +369,17 @@ def run_speed(data: Path, config: Config, quick: bool, log=print) -> list[dict]:
     rows.append({"what": f"backbone forward ({config.backbone}, 224px, batch {batch}, median of {bb['repeats']})", "value": f"{bb['images_per_s']:.1f} images/s", "rss": bb["peak_rss_mib"]})
     log(f"  {rows[-1]['what']}: {rows[-1]['value']}")
     limit = 16 if quick else None
-    fit = run_stage("fit", limit=limit, **common)
-    rows.append({"what": f"PatchCore fit on {fit['n_images']} good images ({config.describe()}; features + coreset + calibration)", "value": f"{fit['seconds']:.1f} s (bank {fit['bank_size']} patches)", "rss": fit["peak_rss_mib"]})
-    log(f"  {rows[-1]['what']}: {rows[-1]['value']}")
     n_predict = 16 if quick else None
-    for upscale in (None, 1024):
-        pred = run_stage("predict", limit=limit, n_predict=n_predict, upscale=upscale, batch=batch, **common)
-        source = f"{upscale}x{upscale} PNG copies" if upscale else "files as they are"
-        rows.append({"what": f"predict (iter_scores, batch {batch}, 1 loader worker) on {pred['n_images']} {source}", "value": f"{pred['images_per_s']:.1f} images/s", "rss": pred["peak_rss_mib"]})
+    with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
+        model_path = Path(tmp) / "model.safetensors"
+        fit = run_stage("fit", limit=limit, save=model_path, **common)
+        rows.append({"what": f"PatchCore fit on {fit['n_images']} good images ({config.describe()}; load, features, coreset, calibration)", "value": f"{fit['seconds']:.1f} s (bank {fit['bank_size']} patches)", "rss": fit["peak_rss_mib"]})
         log(f"  {rows[-1]['what']}: {rows[-1]['value']}")
+        for upscale in (None, 1024):
+            pred = run_stage("predict", model=model_path, data=data, n_predict=n_predict, upscale=upscale, batch=batch)
+            source = f"{upscale}x{upscale} PNG copies" if upscale else "files as they are"
+            rows.append({"what": f"predict ({config.image_size}px model, iter_scores, batch {batch}, default loader workers) on {pred['n_images']} {source}", "value": f"{pred['images_per_s']:.1f} images/s", "rss": pred["peak_rss_mib"]})
+            log(f"  {rows[-1]['what']}: {rows[-1]['value']}")
     return rows
 
 
@@ -410,7 +435,7 @@ def markdown(args, data: Path, samples: list[Sample], results: list[CVResult], s
             "",
             "## Speed",
             "",
-            "Each stage runs in a fresh process; peak RSS is that process's (and its loader workers') high-water mark.",
+            "Each stage runs in a fresh process; peak RSS is that process's high-water mark (VmHWM; the one image-decoding loader worker of predict is a separate process, not counted).",
             "",
             "| what | result | peak RSS MiB |",
             "| --- | --- | --- |",
@@ -450,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", action="append", default=[], metavar="K=V,...",
                         help="run this config instead of the built-in list, e.g. image_size=256,coreset_ratio=0.1,reweight=1 (repeatable)")
     parser.add_argument("--classifier", choices=("auto", "on", "off"), default=None,
-                        help="also cross-validate the classifier: auto = only if one fold fits in --classifier-budget (default auto; off with --quick)")
+                        help="also cross-validate the classifier: auto = stop after fold 0 if it took over --classifier-budget (default auto; off with --quick)")
     parser.add_argument("--classifier-budget", type=float, default=240.0, help="seconds one classifier fold may take for --classifier auto")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed section")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the accuracy section")
@@ -473,17 +498,19 @@ def main(argv: list[str] | None = None) -> int:
         for config in configs:
             print(f"{config.name}", flush=True)
             results.append(run_cv(config, data, samples, args.folds, args.device))
-        if classifier_mode != "off" and not any(c.method == "classifier" for c in configs):
-            run_it = True
-            if classifier_mode == "auto":
-                seconds = time_one_fold(CLASSIFIER, data, samples, args.folds, args.device)
-                run_it = seconds <= args.classifier_budget
-                print(f"classifier: one fold fits in {seconds:.0f}s", flush=True)
-                if not run_it:
-                    notes.append(f"classifier skipped: one fold took {seconds:.0f}s, over the {args.classifier_budget:.0f}s budget (--classifier on to run it)")
-            if run_it:
-                print(CLASSIFIER.name, flush=True)
-                results.append(run_cv(CLASSIFIER, data, samples, args.folds, args.device))
+        # With --config, the classifier runs only when asked for (--classifier on/auto).
+        wanted = classifier_mode == "on" or (classifier_mode == "auto" and (args.classifier == "auto" or not args.config))
+        if wanted and not any(c.method == "classifier" for c in configs):
+            print(CLASSIFIER.name, flush=True)
+            budget = args.classifier_budget if classifier_mode == "auto" else None
+            result = run_cv(CLASSIFIER, data, samples, args.folds, args.device, fold_budget=budget)
+            results.append(result)
+            if len(result.folds) < args.folds:
+                notes.append(
+                    f"{CLASSIFIER.name}: {len(result.folds)} of {args.folds} folds only (fitting fold {result.folds[-1].fold} took "
+                    f"{result.folds[-1].fit_seconds:.0f}s, over the {args.classifier_budget:.0f}s --classifier-budget; "
+                    "--classifier on runs every fold)"
+                )
     speed: list[dict] = []
     if not args.no_speed:
         print("speed", flush=True)

@@ -2,10 +2,11 @@
 """Fast PatchCore exploration on cached features: the levers anomalycli does not have yet.
 
 Same protocol as ``bench.py`` (k_folds seed 0, train_val_split 0.2 seed 0, best-F1 threshold
-on the calibration part = val + the fit part's anomalies, metrics from ``metrics.binary_report``),
+weighted to the training anomaly share on the calibration part = val + the fit part's anomalies,
+as ``train._train_patchcore`` does; metrics from ``metrics.binary_report``),
 but every image is embedded once per (backbone, size, layers, augmentation) and each fold only
-re-runs the coreset and the nearest-neighbour search. ``--check`` compares a plain config with
-``bench.run_cv`` on the real ``train.fit`` path.
+re-runs the coreset and the nearest-neighbour search. With the default levers it reproduces
+``bench.py`` fold for fold (same memory bank, same AUROC and F1 per fold), minutes faster.
 
     python benchmarks/explore.py --size 256 --coreset 0.1 --aug rot4 --layers 2,4
 
@@ -113,6 +114,15 @@ def features_for(samples, backbone: str, size: int, stages: tuple[int, ...], gri
     return copies, side
 
 
+def weighted_f1_threshold(labels, scores, weights=None) -> float:
+    """metrics.best_f1_threshold with sample weights (ties go to the higher cut)."""
+    from sklearn import metrics as skm
+
+    precision, recall, thresholds = skm.precision_recall_curve(labels, scores, sample_weight=weights)
+    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+    return float(thresholds[np.flatnonzero(f1 == f1.max())[-1]])
+
+
 class Scorer:
     """PatchCore.forward on precomputed features."""
 
@@ -158,7 +168,10 @@ def cv(samples, args, log=print) -> dict:
         scorer = Scorer(bank[chosen], args.reweight, args.score, args.knn)
         calibration_samples = calib_part + [s for s in fit_part if s.label == 1]
         cal_scores, _ = scorer(torch.stack([plain[0][s.path] for s in calibration_samples]), side, args.size, False)
-        calibration, _ = calibrate(np.array([s.label for s in calibration_samples]), cal_scores.numpy(), 0.01)
+        training = fit_part + calib_part
+        prevalence = sum(s.label for s in training) / len(training)
+        # As train._train_patchcore: max F1 weighted to the training data's anomaly share.
+        calibration, _ = calibrate(np.array([s.label for s in calibration_samples]), cal_scores.numpy(), 0.01, prevalence)
         fit_seconds = time.perf_counter() - start
         test_scores, maps = scorer(torch.stack([plain[0][s.path] for s in held_out]), side, args.size, True)
         raw = test_scores.numpy()
@@ -172,11 +185,25 @@ def cv(samples, args, log=print) -> dict:
                 truth.append(t.numpy()[::4, ::4].ravel())
                 pix.append(m.numpy()[::4, ::4].ravel())
         report["pixel_auroc"] = pixel_auroc(np.concatenate(truth), np.concatenate(pix)) if truth else None
-        folds.append({"fold": fold, "fit_seconds": fit_seconds, "bank": int(len(chosen)), **{k: report[k] for k in bench.METRICS},
+        # Threshold variants (diagnostics): the calibration part only; every calibration image unweighted
+        # (anomalycli before 1da28aa); and the best threshold on the test fold itself (an upper bound on F1).
+        cal_labels = np.array([s.label for s in calibration_samples])
+        cal_raw = cal_scores.numpy()
+        variants = {}
+        n_val = len(calib_part)
+        variants["val"] = weighted_f1_threshold(cal_labels[:n_val], cal_raw[:n_val])
+        variants["unweighted"] = weighted_f1_threshold(cal_labels, cal_raw)
+        variants["oracle"] = weighted_f1_threshold(np.array(labels), raw)
+        extra = {}
+        for name, threshold in variants.items():
+            r = binary_report(labels, raw, (raw >= threshold).astype(int), n_boot=0)
+            extra[f"f1_{name}"], extra[f"precision_{name}"], extra[f"recall_{name}"] = r["f1"], r["precision"], r["recall"]
+        folds.append({"fold": fold, "fit_seconds": fit_seconds, "bank": int(len(chosen)), **{k: report[k] for k in bench.METRICS}, **extra,
                       "per_defect": {k: v["recall"] for k, v in report["per_defect_type"].items()}})
         if args.verbose:
             log(f"  fold {fold}: auroc {report['auroc']:.3f} f1 {report['f1']:.3f} pixel {report['pixel_auroc']:.3f} bank {len(chosen)} {fit_seconds:.1f}s")
-    summary = {k: bench.mean_std([f[k] for f in folds if f[k] is not None]) for k in (*bench.METRICS, "fit_seconds")}
+    extra_keys = [k for k in folds[0] if k.startswith(("f1_", "precision_", "recall_"))]
+    summary = {k: bench.mean_std([f[k] for f in folds if f[k] is not None]) for k in (*bench.METRICS, "fit_seconds", *extra_keys)}
     kinds = sorted({k for f in folds for k in f["per_defect"]})
     summary["per_defect"] = {k: float(np.mean([f["per_defect"][k] for f in folds if k in f["per_defect"]])) for k in kinds}
     return {"folds": folds, "summary": summary}
@@ -214,6 +241,7 @@ def run(argv: list[str], samples=None) -> dict:
     name = label(args)
     print(f"{name:70s} auroc {bench.pm(s['auroc'])} f1 {bench.pm(s['f1'])} pixel {bench.pm(s['pixel_auroc'])} "
           f"fit {bench.pm(s['fit_seconds'], 1)}s  [{time.perf_counter() - start:.0f}s]  "
+          f"f1 val/unweighted/oracle {s['f1_val'][0]:.3f}/{s['f1_unweighted'][0]:.3f}/{s['f1_oracle'][0]:.3f}  P/R {s['precision'][0]:.2f}/{s['recall'][0]:.2f}  "
           + " ".join(f"{k[:6]}={v:.2f}" for k, v in s["per_defect"].items()), flush=True)
     with open(args.log, "a") as f:
         f.write(json.dumps({"name": name, "argv": argv, **result}) + "\n")

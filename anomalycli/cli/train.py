@@ -26,7 +26,7 @@ def train_command(
     method: Optional[str] = typer.Option(None, help="patchcore (good images only; the default), classifier, or hybrid (patchcore plus a head trained on the labelled defects). A classifier-only option implies classifier."),
     backbone: str = typer.Option(DEFAULTS["backbone"], help=BACKBONE_HELP),
     weights: str = typer.Option("imagenet", help="imagenet, none (random) or PATH to a state dict."),
-    image_size: int = typer.Option(224, help="Images are resized to this square size."),
+    image_size: Optional[int] = typer.Option(None, help="Images are resized to this square size (default: 320 for patchcore and hybrid, 224 for the classifier)."),
     normal_class: str = typer.Option("good", help="Class name of good parts; every other class is an anomaly."),
     labels: Optional[Path] = typer.Option(None, help="Labels CSV (filename,label[,defect_type]) for a flat folder."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV from 'anomaly split' (its split column picks validation)."),
