@@ -50,16 +50,26 @@ def _round_filters(filters: int, width: float) -> int:
 
 
 class SameConv2d(nn.Conv2d):
-    """Conv2d with TensorFlow's "SAME" padding, computed for whatever size comes in."""
+    """Conv2d with TensorFlow's "SAME" padding, computed for whatever size comes in.
+
+    With stride 1 and an odd kernel that is plain symmetric padding, which Conv2d does itself;
+    only the few strided convolutions need the explicit (possibly asymmetric) pad.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.strided = any(s > 1 for s in self.stride)
+        if not self.strided:
+            self.padding = tuple(k // 2 for k in self.kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.strided:
+            return super().forward(x)
         pads = []
         for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
             total = max((math.ceil(size / s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
-        if any(pads):
-            x = F.pad(x, pads)
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
