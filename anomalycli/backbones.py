@@ -107,7 +107,9 @@ BACKBONES: dict[str, Backbone] = {
         _resnet("resnet50", (512, 1024), 2048),
     ]
 }
-DEFAULT_BACKBONE = "efficientnet_lite0"
+# Per method: the fine-tuned classifier is cheapest on Lite0; PatchCore's patch features are
+# best on Lite1 (5-fold CV on screws, BENCHMARKS.md). Both ship their weights with pip.
+DEFAULT_BACKBONE = {"classifier": "efficientnet_lite0", "patchcore": "efficientnet_lite1", "hybrid": "efficientnet_lite1"}
 
 
 def get(name: str) -> Backbone:

@@ -34,7 +34,7 @@ DEFAULT_IMAGE_SIZE = {"classifier": 224, "patchcore": 320, "hybrid": 320}
 class TrainOptions:
     data: str
     method: str = "patchcore"
-    backbone: str = backbones.DEFAULT_BACKBONE
+    backbone: str | None = None  # None: the method's default (backbones.DEFAULT_BACKBONE)
     weights: str = "imagenet"
     image_size: int | None = None  # None: the method's default (DEFAULT_IMAGE_SIZE)
     normal_class: str = "good"
@@ -54,7 +54,7 @@ class TrainOptions:
     select: str = "auroc"
     patience: int = 10
     # patchcore
-    coreset_ratio: float = 0.01
+    coreset_ratio: float = 0.05
     coreset_sampler: str = "greedy"
     reweight: bool = False
     # hybrid
@@ -62,8 +62,9 @@ class TrainOptions:
     run_dir: str | None = None
 
     def validate(self) -> None:
-        if self.image_size is None and self.method in DEFAULT_IMAGE_SIZE:
-            self.image_size = DEFAULT_IMAGE_SIZE[self.method]
+        if self.method in DEFAULT_IMAGE_SIZE:
+            self.image_size = self.image_size or DEFAULT_IMAGE_SIZE[self.method]
+            self.backbone = self.backbone or backbones.DEFAULT_BACKBONE[self.method]
         checks = [
             (self.method in METHOD_NAMES, f"--method must be one of {', '.join(METHOD_NAMES)} (got {self.method})"),
             (self.image_size >= 32, f"--image-size must be at least 32 pixels (got {self.image_size})"),

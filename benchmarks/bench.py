@@ -411,8 +411,10 @@ def markdown(args, data: Path, samples: list[Sample], results: list[CVResult], s
         "",
         f"Stratified {args.folds}-fold cross-validation (`splits.k_folds(samples, {args.folds}, seed=0)`). For each fold the "
         "other folds are cut by `splits.train_val_split(part, 0.2, seed=0)` into a fit part and a calibration part; "
-        "`train.fit` fits on the first and sets the threshold (best F1) on the second, and `inference.evaluate` scores "
-        "the held-out fold. Mean ± std over folds. Fit seconds = `train.fit` wall time per fold (features, coreset, calibration).",
+        "`train.fit` fits on the first and sets the threshold on the second by its own rule (PatchCore: max F1 weighted to the "
+        "training data's anomaly share, over the calibration part plus the fit part's anomalies; hybrid: cross-fitted over "
+        "both parts), and `inference.evaluate` scores the held-out fold. Mean ± std over folds. Fit seconds = `train.fit` "
+        "wall time per fold (image loading, features, coreset, calibration).",
         "",
         "| config | image AUROC | F1 | precision | recall | accuracy | pixel AUROC | fit s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -14,7 +14,7 @@ from anomalycli.train import CHECKPOINT_NAME, TrainOptions, train
 DEFAULTS = {f.name: f.default for f in fields(TrainOptions)}
 CLASSIFIER_ONLY = ("epochs", "lr", "weight_decay", "weighted_loss", "sampler", "select", "patience")
 
-BACKBONE_HELP = "Backbone. " + "; ".join(
+BACKBONE_HELP = "Backbone (default: efficientnet_lite1 for patchcore and hybrid, efficientnet_lite0 for the classifier). " + "; ".join(
     f"{b.name}: {'works offline' if b.offline else 'needs internet once'} ({b.weights_source})" for b in backbones.BACKBONES.values()
 )
 
@@ -24,7 +24,7 @@ def train_command(
     ctx: typer.Context,
     data: Optional[Path] = typer.Argument(None, help="Data folder (class folders, split folders, MVTec AD, or flat with --labels)."),
     method: Optional[str] = typer.Option(None, help="patchcore (good images only; the default), classifier, or hybrid (patchcore plus a head trained on the labelled defects). A classifier-only option implies classifier."),
-    backbone: str = typer.Option(DEFAULTS["backbone"], help=BACKBONE_HELP),
+    backbone: Optional[str] = typer.Option(None, help=BACKBONE_HELP),
     weights: str = typer.Option("imagenet", help="imagenet, none (random) or PATH to a state dict."),
     image_size: Optional[int] = typer.Option(None, help="Images are resized to this square size (default: 320 for patchcore and hybrid, 224 for the classifier)."),
     normal_class: str = typer.Option("good", help="Class name of good parts; every other class is an anomaly."),

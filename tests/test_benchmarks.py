@@ -1,0 +1,20 @@
+"""The benchmark is not a test, but its --quick mode runs here so the script cannot rot."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from anomalycli.synthetic import make_dataset
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+
+
+def test_quick_benchmark_runs_on_a_tiny_synthetic_set(tmp_path):
+    data = make_dataset(tmp_path / "tiny", n_good=12, n_per_defect=3, size=64, seed=0)
+    out = tmp_path / "BENCH.md"
+    result = subprocess.run([sys.executable, str(BENCH), "--quick", "--data", str(data), "--out", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = out.read_text()
+    assert "## Accuracy" in report and "## Speed" in report
+    assert "image AUROC" in report and "images/s" in report
