@@ -214,7 +214,7 @@ def _wait_for(path, process, timeout=120):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_training_keeps_a_consistent_run_and_resumes(parts, tmp_path, sig):
     run_dir = tmp_path / "run"
-    process = _train_process(parts, run_dir, epochs=20)
+    process = _train_process(parts, run_dir, epochs=10)
     _wait_for(run_dir / "checkpoint.pt", process)
     process.send_signal(sig)
     output = process.communicate(timeout=120)[0]
@@ -223,10 +223,10 @@ def test_interrupted_training_keeps_a_consistent_run_and_resumes(parts, tmp_path
     assert not list(run_dir.glob("*.tmp")) and not (run_dir / "model.safetensors").exists()
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     history = list(csv.DictReader((run_dir / "history.csv").open()))
-    assert 1 <= state["epoch"] < 20 and len(history) == state["epoch"]
+    assert 1 <= state["epoch"] < 10 and len(history) == state["epoch"]
 
     run_cli("train", "--resume", run_dir)
     final = list(csv.DictReader((run_dir / "history.csv").open()))
-    assert [int(r["epoch"]) for r in final] == list(range(1, 21))
+    assert [int(r["epoch"]) for r in final] == list(range(1, 11))
     assert final[: len(history)] == history
     assert (run_dir / "model.safetensors").exists()
