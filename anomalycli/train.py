@@ -54,7 +54,7 @@ class TrainOptions:
     select: str = "auroc"
     patience: int = 10
     # patchcore
-    coreset_ratio: float = 0.05
+    coreset_ratio: float = 0.01
     coreset_sampler: str = "greedy"
     reweight: bool = False
     # hybrid

@@ -34,7 +34,7 @@ import torchvision.transforms.v2.functional as TF
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
 
-from anomalycli import backbones, splits  # noqa: E402
+from anomalycli import backbones  # noqa: E402
 from anomalycli.coreset import SAMPLERS, nearest_distances  # noqa: E402
 from anomalycli.data import discover, load_all, load_mask  # noqa: E402
 from anomalycli.methods.patchcore import PatchCore, _gaussian_blur  # noqa: E402
