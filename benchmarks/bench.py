@@ -146,9 +146,15 @@ def parse_config(text: str) -> Config:
             values[key] = float(value)
         else:
             values[key] = value.strip()
-    if values.get("method", "patchcore") not in train.METHOD_NAMES:
+    method = values.get("method", "patchcore")
+    if method not in train.METHOD_NAMES:
         raise SystemExit(f"--config: method must be one of {', '.join(train.METHOD_NAMES)}")
-    return make(**values)
+    # Keys left out take the method's shipped defaults, as `anomaly train` would.
+    base = shipped(method)
+    defaults = {"backbone": base.backbone, "image_size": base.image_size, "coreset_ratio": base.coreset_ratio, "reweight": base.reweight}
+    if method == "classifier":
+        defaults.update(epochs=CLASSIFIER.epochs, batch_size=CLASSIFIER.batch_size, patience=CLASSIFIER.patience, weighted_loss=CLASSIFIER.weighted_loss)
+    return make(**{**defaults, **values})
 
 
 # --- accuracy: k-fold cross-validation -------------------------------------------------
@@ -500,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-images", type=int, default=None,
                         help=f"cross-validate a stratified subset of this many images (default all; {QUICK_MAX_IMAGES} with --quick)")
     parser.add_argument("--config", action="append", default=[], metavar="K=V,...",
-                        help="run this config instead of the built-in list, e.g. image_size=256,coreset_ratio=0.1,reweight=1 (repeatable)")
+                        help="run this config instead of the built-in list, e.g. method=patchcore,backbone=efficientnet_lite0,image_size=256,coreset_ratio=0.1,reweight=1; "
+                             "keys left out take the method's shipped defaults (repeatable)")
     parser.add_argument("--classifier", choices=("auto", "on", "off"), default=None,
                         help="also cross-validate the classifier: auto = stop after fold 0 if it took over --classifier-budget (default auto; off with --quick)")
     parser.add_argument("--classifier-budget", type=float, default=240.0, help="seconds one classifier fold may take for --classifier auto")
