@@ -63,7 +63,7 @@ class TrainOptions:
 
     def validate(self) -> None:
         if self.method in DEFAULT_IMAGE_SIZE:
-            self.image_size = self.image_size or DEFAULT_IMAGE_SIZE[self.method]
+            self.image_size = DEFAULT_IMAGE_SIZE[self.method] if self.image_size is None else self.image_size
             self.backbone = self.backbone or backbones.DEFAULT_BACKBONE[self.method]
         checks = [
             (self.method in METHOD_NAMES, f"--method must be one of {', '.join(METHOD_NAMES)} (got {self.method})"),

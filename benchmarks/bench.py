@@ -326,7 +326,6 @@ def stage_predict(args) -> dict:
     """iter_scores throughput at the files' own resolution, or on 1024x1024 PNG copies of them."""
     from PIL import Image
 
-    from anomalycli.data import load_image
     from anomalycli.methods import AnomalyModel
 
     model = AnomalyModel.load(args.model)  # the one the fit stage saved
@@ -336,7 +335,8 @@ def stage_predict(args) -> dict:
             copies = []
             for i, path in enumerate(paths):
                 copy = Path(tmp) / f"{i:04d}.png"
-                load_image(path).resize((args.upscale, args.upscale), Image.BICUBIC).save(copy)
+                with Image.open(path) as image:  # keep the file's mode: grayscale stays grayscale, as a camera writes it
+                    image.resize((args.upscale, args.upscale), Image.BICUBIC).save(copy)
                 copies.append(copy)
             paths = copies
         # Warm-up on one batch, then the timed pass.
