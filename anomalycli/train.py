@@ -15,16 +15,16 @@ from anomalycli import backbones, io
 from anomalycli.data import Dataset, Sample, discover, image_batches, load_all
 from anomalycli.errors import UsageError, UserError
 from anomalycli.inference import resolve_device
-from anomalycli.methods import AnomalyModel, classifier, hybrid, patchcore
+from anomalycli.methods import METHODS, AnomalyModel, classifier, hybrid, patchcore
 from anomalycli.metrics import calibrate
-from anomalycli.splits import train_val_split
+from anomalycli.splits import k_folds, train_val_split
 from anomalycli.training import ClassifierSettings, fit_classifier
 
 log = logging.getLogger("anomalycli")
 
 MODEL_NAME = "model" + ".safetensors"
 CHECKPOINT_NAME = "checkpoint.pt"
-METHOD_NAMES = ("classifier", "patchcore", "hybrid")
+METHOD_NAMES = tuple(METHODS)
 # Screw defects are a few pixels wide: patch features see them better at 320 px (BENCHMARKS.md);
 # the classifier keeps the ImageNet size, which fine-tuning on a CPU can afford.
 DEFAULT_IMAGE_SIZE = {"classifier": 224, "patchcore": 320, "hybrid": 320}
@@ -271,8 +271,6 @@ def _train_patchcore(options, config, train_samples, val_samples, device, show_p
 def _train_hybrid(options, config, samples, device, show_progress):
     # Cross-fitting replaces a validation split: every labelled image is fitted on in some folds
     # and scored, out of fold, for the fusion weight and the threshold.
-    from anomalycli.splits import k_folds
-
     notes: list[str] = []
     images, labels, kept = _load_split(samples, options.image_size, "training", notes)
     if not (labels == 1).any():

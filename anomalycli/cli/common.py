@@ -8,7 +8,7 @@ import logging
 import typer
 from rich.logging import RichHandler
 
-from anomalycli.errors import UserError
+from anomalycli.errors import UsageError, UserError
 from anomalycli.render import err_console
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -33,6 +33,15 @@ def _setup_logging() -> None:
 def fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
     err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True, soft_wrap=True)
     return typer.Exit(code)
+
+
+def check_threshold(threshold: float | None) -> float:
+    """The decision threshold on the calibrated 0..1 scale: the option's value or the model's 0.5."""
+    if threshold is None:
+        return 0.5
+    if not 0 <= threshold <= 1:
+        raise UsageError(f"--threshold is on the 0..1 score scale (got {threshold})")
+    return threshold
 
 
 def user_errors(command):

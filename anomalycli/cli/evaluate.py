@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import user_errors
+from anomalycli.cli.common import check_threshold, user_errors
 from anomalycli.data import attach_masks, discover
 from anomalycli.errors import UsageError
 from anomalycli.inference import evaluate
@@ -27,8 +27,7 @@ def eval_command(
     overwrite: bool = typer.Option(False, help="Replace an existing --json file."),
 ) -> None:
     """Confusion matrix, accuracy, precision, recall, F1, AUROC (with 95% CIs), recall per defect type."""
-    if threshold is not None and not 0 <= threshold <= 1:
-        raise UsageError(f"--threshold is on the 0..1 score scale (got {threshold})")
+    threshold = check_threshold(threshold)
     model = AnomalyModel.load(model_path)
     dataset = discover(data, model.config["normal_class"], labels, manifest)
     samples = dataset.samples
@@ -39,7 +38,7 @@ def eval_command(
             raise UsageError(f"no images in split {chosen!r}; splits here: {', '.join(dataset.splits) or 'none'}")
     if masks is not None:
         samples = attach_masks(samples, masks)
-    report, _ = evaluate(model, samples, batch_size, 0.5 if threshold is None else threshold, with_masks=any(s.mask for s in samples))
+    report, _ = evaluate(model, samples, batch_size, threshold, with_masks=any(s.mask for s in samples))
     report["split"] = chosen or "all"
     console.print(f"{model.method} model on {len(samples)} images ({'split ' + chosen if chosen else 'all splits'}) of {dataset.root}")
     console.print(confusion_table(report, model.config["class_names"]))

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import user_errors
+from anomalycli.cli.common import check_threshold, user_errors
 from anomalycli.data import list_images, load_image
 from anomalycli.errors import UsageError, UserError
 from anomalycli.inference import iter_scores
@@ -24,8 +24,7 @@ def predict_command(
     overwrite: bool = typer.Option(False, help="Replace existing --output and heat-map files."),
 ) -> None:
     """A score in [0, 1] and a verdict for every image; heat maps where the method has them."""
-    if threshold is not None and not 0 <= threshold <= 1:
-        raise UsageError(f"--threshold is on the 0..1 score scale (got {threshold})")
+    threshold = check_threshold(threshold)
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
     if output is not None:
@@ -41,7 +40,7 @@ def predict_command(
         raise UserError(f"no images found in {folder}")
     rows = []
     cal = model.calibration
-    for scored in iter_scores(model, paths, batch_size, 0.5 if threshold is None else threshold, with_maps=heatmaps is not None):
+    for scored in iter_scores(model, paths, batch_size, threshold, with_maps=heatmaps is not None):
         rel = scored.path.relative_to(folder)
         rows.append({"path": str(scored.path), "score": scored.score, "raw_score": scored.raw, "verdict": scored.verdict, "error": scored.error})
         if heatmaps is not None and scored.map is not None:
