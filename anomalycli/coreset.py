@@ -6,6 +6,7 @@ of patches and no (N x M) distance matrix is ever held whole.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -48,10 +49,16 @@ class ApproximateGreedyCoresetSampler:
 
     Each step adds the patch farthest from everything chosen so far; distances are updated
     against the one new centre only, in the projected space, chunk by chunk.
+
+    Greedy selection costs (patches x kept patches), which grows with the square of the number
+    of images. Beyond ``part_size`` patches the features are cut into equal consecutive parts
+    (whole images, as features arrive image by image) and the greedy runs on each part: the
+    union of the parts' k-center coresets is a composable coreset of the whole (Indyk et al.,
+    PODS 2014), and fitting time grows linearly with the number of images.
     """
 
-    def __init__(self, ratio: float, seed: int = 0, projection_dim: int = 64, chunk: int = 1 << 20):
-        self.ratio, self.seed, self.projection_dim, self.chunk = ratio, seed, projection_dim, chunk
+    def __init__(self, ratio: float, seed: int = 0, projection_dim: int = 64, chunk: int = 1 << 20, part_size: int = 1 << 19):
+        self.ratio, self.seed, self.projection_dim, self.chunk, self.part_size = ratio, seed, projection_dim, chunk, part_size
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         dim = features.shape[1]
@@ -62,6 +69,12 @@ class ApproximateGreedyCoresetSampler:
         return torch.cat([features[i : i + self.chunk].float() @ matrix for i in range(0, features.shape[0], self.chunk)])
 
     def run(self, features: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor:
+        n = features.shape[0]
+        n_parts = math.ceil(n / self.part_size)
+        bounds = [round(i * n / n_parts) for i in range(n_parts + 1)]
+        return torch.cat([self.run_part(features[a:b], progress) + a for a, b in zip(bounds[:-1], bounds[1:])])
+
+    def run_part(self, features: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor:
         n = features.shape[0]
         n_keep = max(1, int(round(self.ratio * n)))
         if n_keep >= n:

@@ -300,11 +300,27 @@ def with_split(samples: list[Sample], split: str) -> list[Sample]:
 
 def load_image(path: str | Path) -> Image.Image:
     """Open any common image file as RGB with its EXIF orientation applied."""
+    return to_rgb(open_image(path))
+
+
+def read_image_tensor(path: str | Path, image_size: int) -> torch.Tensor:
+    """The file at ``path`` as a uint8 tensor (3, S, S): the fast path every verb reads images through.
+
+    A JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale still at least ``image_size``, and a
+    grey image is resized before it becomes RGB (a third of the work).
+    """
+    return image_to_tensor(open_image(path, draft_size=image_size), image_size)
+
+
+def open_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
+    """Decode an image file in its own mode, EXIF orientation applied; any failure is one ImageError line."""
     path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                if draft_size:
+                    image.draft(None, (draft_size, draft_size))  # a no-op for formats other than JPEG
                 image.load()
                 image = ImageOps.exif_transpose(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -321,11 +337,15 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageError(f"{path}: {problem}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: damaged or truncated image ({exc})") from None
-    return to_rgb(image)
+    return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB the same way: 16-bit and float images are scaled, not clipped."""
+    return to_grey_or_rgb(image).convert("RGB")
+
+
+def to_grey_or_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode as 'L' (grey) or 'RGB', the same way: 16-bit and float images are scaled, not clipped."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
@@ -334,14 +354,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, image)
-    return image.convert("RGB")
+    if image.mode in ("L", "RGB"):
+        return image
+    return image.convert("L" if image.mode == "1" else "RGB")
 
 
 def image_to_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
-    """RGB image -> uint8 tensor (3, S, S), resized with antialiasing."""
+    """Image of any mode -> uint8 RGB tensor (3, S, S), resized with antialiasing."""
+    image = to_grey_or_rgb(image)
     if image.size != (image_size, image_size):
         image = image.resize((image_size, image_size), Image.BILINEAR, reducing_gap=3.0)
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+    return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
 
 
 def load_mask(path: Path, size: int) -> torch.Tensor:
@@ -370,7 +393,7 @@ class ImageFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         try:
-            return image_to_tensor(load_image(self.paths[index]), self.image_size), index, ""
+            return read_image_tensor(self.paths[index], self.image_size), index, ""
         except ImageError as exc:
             return torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8), index, str(exc)
 
@@ -398,7 +421,7 @@ def load_all(samples: list[Sample], image_size: int) -> tuple[torch.Tensor, list
     tensors, kept, errors = [], [], []
     for sample in samples:
         try:
-            tensors.append(image_to_tensor(load_image(sample.path), image_size))
+            tensors.append(read_image_tensor(sample.path, image_size))
             kept.append(sample)
         except ImageError as exc:
             errors.append(str(exc))

@@ -12,9 +12,12 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
 def test_quick_benchmark_runs_on_a_tiny_synthetic_set(tmp_path):
     data = make_dataset(tmp_path / "tiny", n_good=12, n_per_defect=3, size=64, seed=0)
     out = tmp_path / "BENCH.md"
-    result = subprocess.run([sys.executable, str(BENCH), "--quick", "--data", str(data), "--out", str(out)],
+    result = subprocess.run([sys.executable, str(BENCH), "--quick", "--data", str(data), "--out", str(out), "--peer-python", str(tmp_path / "none")],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     report = out.read_text()
     assert "## Accuracy" in report and "## Speed" in report
     assert "image AUROC" in report and "images/s" in report
+    assert "leave one type out" in report and "| patchcore lite0 224px c0.01 |" in report
+    assert "fit on 64 good images" in report and "predict 64 images" in report
+    assert "anomalib peer skipped" in report

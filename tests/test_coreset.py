@@ -39,3 +39,25 @@ def test_chunked_nearest_neighbours_equal_cdist():
 
 def test_random_sampler_size():
     assert len(RandomSampler(0.1, seed=0).run(torch.randn(500, 3))) == 50
+
+
+def test_greedy_on_parts_keeps_each_parts_farthest_points_and_the_ratio():
+    torch.manual_seed(0)
+    parts = []
+    for offset in (0.0, 100.0, 200.0):
+        cluster = torch.randn(300, 4) * 0.01 + offset
+        outlier = torch.full((1, 4), offset + 10.0)
+        parts.append(torch.cat([cluster, outlier]))
+    features = torch.cat(parts)  # 903 rows: three parts of 301
+    sampler = ApproximateGreedyCoresetSampler(ratio=0.01, seed=0, projection_dim=4, part_size=301)
+    chosen = sampler.run(features)
+    assert len(chosen) == 9 and len(set(chosen.tolist())) == 9
+    assert {300, 601, 902} <= set(chosen.tolist()), "every part's own outlier is kept"
+    for start in (0, 301, 602):
+        assert sum(start <= i < start + 301 for i in chosen.tolist()) == 3
+
+
+def test_greedy_with_one_part_is_the_plain_greedy():
+    features = torch.randn(3000, 32)
+    plain = ApproximateGreedyCoresetSampler(0.02, seed=0, projection_dim=8).run_part(features)
+    assert torch.equal(ApproximateGreedyCoresetSampler(0.02, seed=0, projection_dim=8, part_size=3000).run(features), plain)

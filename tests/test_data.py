@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomalycli.data import ImageError, defect_type_from_name, discover, list_images, load_image, read_manifest, write_manifest
+from anomalycli.data import (
+    ImageError, defect_type_from_name, discover, image_to_tensor, list_images, load_image, read_image_tensor, read_manifest,
+    write_manifest,
+)
 from anomalycli.errors import UserError
 from anomalycli.synthetic import make_part
 
@@ -115,6 +118,36 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # rotate 90 degrees
     image.save(tmp_path / "r.jpg", exif=exif)
     assert load_image(tmp_path / "r.jpg").size == (20, 40)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "CMYK", "I;16", "LA", "1"])
+def test_fast_read_matches_rgb_then_resize(tmp_path, mode):
+    rng = np.random.default_rng(0)
+    path = tmp_path / f"x.{'tif' if mode == 'CMYK' else 'png'}"
+    if mode == "I;16":
+        Image.fromarray(rng.integers(0, 65535, (96, 96), dtype=np.uint16)).save(path)
+    else:
+        Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).convert(mode).save(path)
+    expected = np.asarray(load_image(path).resize((40, 40), Image.BILINEAR, reducing_gap=3.0))
+    fast = read_image_tensor(path, 40).permute(1, 2, 0).numpy()
+    assert fast.shape == (40, 40, 3) and fast.dtype == np.uint8
+    # Grey images are resized before they become RGB; rounding may differ by one level, nothing more.
+    assert np.abs(fast.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_fast_read_of_a_large_jpeg_decodes_at_reduced_scale_and_stays_faithful(tmp_path):
+    yy, xx = np.mgrid[0:1024, 0:768]
+    smooth = np.stack([xx / 3, yy / 4, (xx + yy) / 7], axis=-1).astype(np.uint8)
+    image = Image.fromarray(smooth)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees: orientation survives the reduced-scale decode
+    image.save(tmp_path / "big.jpg", quality=95, exif=exif)
+    with Image.open(tmp_path / "big.jpg") as opened:
+        assert opened.draft(None, (64, 64)) is not None, "Pillow no longer decodes this JPEG at reduced scale"
+    full = image_to_tensor(load_image(tmp_path / "big.jpg"), 64).float()
+    fast = read_image_tensor(tmp_path / "big.jpg", 64).float()
+    assert fast.shape == full.shape == (3, 64, 64)
+    assert (fast - full).abs().mean() < 2.0
 
 
 def test_broken_files_name_the_file(tmp_path):

@@ -45,3 +45,39 @@ def test_cross_fitting_never_scores_an_image_with_a_model_fitted_on_it():
     assert sorted(scored_all.tolist()) == list(range(len(kinds)))
     for fitted, scored in used:
         assert not set(fitted.tolist()) & set(scored.tolist())
+
+
+def test_head_folds_standardisation_into_its_weights():
+    torch.manual_seed(0)
+    features = torch.randn(5, 300, 12) * 3 + 1
+    head = hybrid.PatchHead(12)
+    head.mean.copy_(torch.randn(12))
+    head.std.copy_(torch.rand(12) + 0.5)
+    plain = head.linear((features - head.mean) / head.std).squeeze(-1)
+    assert torch.allclose(head.patch_logits(features), plain, atol=1e-4)
+    assert torch.allclose(head(features), plain.topk(3, dim=1).values.mean(1), atol=1e-4)
+
+
+def test_head_learns_which_patches_make_an_image_defective():
+    torch.manual_seed(0)
+    features = torch.randn(40, 200, 6)
+    labels = torch.tensor([0] * 30 + [1] * 10)
+    features[30:, :3, 2] += 6.0  # a defect is a few unusual patches, not a whole image
+    head = hybrid.train_head(features, labels)
+    with torch.no_grad():
+        scores = head(features)
+    assert scores[30:].min() > scores[:30].max()
+
+
+def test_each_fold_coreset_holds_only_good_patches_of_its_own_fold():
+    torch.manual_seed(0)
+    features = torch.randn(12, 16, 8).half()
+    labels = torch.tensor([0] * 9 + [1] * 3)
+    folds = np.arange(12) % 3
+    coresets = hybrid.fold_coresets(features, labels, folds, coreset_ratio=0.5)
+    assert sorted(coresets) == [0, 1, 2]
+    for fold, bank in coresets.items():
+        own = features[np.flatnonzero((folds == fold) & (labels.numpy() == 0))].reshape(-1, 8).float()
+        others = features[np.flatnonzero(folds != fold)].reshape(-1, 8).float()
+        assert torch.cdist(bank, own).min(1).values.max() < 1e-6
+        assert torch.cdist(bank, others).min() > 1e-3
