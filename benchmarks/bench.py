@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomalycli import backbones, inference, splits, train
+from anomalycli import backbones, inference, io, splits, train
 from anomalycli.data import Sample, discover
 
 REPO = Path(__file__).resolve().parents[1]
@@ -257,7 +257,8 @@ def run_cv(
         folds.append(result)
         log(
             f"  fold {fold}: auroc {fmt(metrics['auroc'])} f1 {fmt(metrics['f1'])} pixel {fmt(metrics['pixel_auroc'])} "
-            f"fit {fit_seconds:.1f}s eval {eval_seconds:.1f}s" + (f"  ({'; '.join(notes)})" if notes else "")
+            f"fit {fit_seconds:.1f}s eval {eval_seconds:.1f}s recall by type {json.dumps({k: round(v, 2) for k, v in per_defect.items()})}"
+            + (f"  ({'; '.join(notes)})" if notes else "")
         )
         del model
         if fold_budget is not None and fit_seconds > fold_budget:
@@ -490,21 +491,27 @@ def run_speed(data: Path, config: Config, quick: bool, log=print) -> list[dict]:
 
 
 def run_scale(data: Path, config: Config, quick: bool, log=print) -> list[dict]:
-    """Fit and predict on 1,000 and 5,000 images (the data's files, cycled): per-image time and peak memory."""
+    """Fit and predict on 1,000 and 5,000 images (the data's files, cycled): per-image time and peak memory.
+
+    Predict uses a model fitted on the data's own good images: the memory bank grows with the
+    images fitted (coreset ratio), and a bank fitted on 5,000 copies would time the search, not
+    whether predicting many images stays flat.
+    """
     rows = []
     sizes = (32, 64) if quick else (1000, 5000)
     common = dict(data=data, backbone=config.backbone, size=config.image_size, coreset_ratio=config.coreset_ratio, reweight=config.reweight)
+    for n in sizes:
+        fit = run_stage("fit", repeat_to=n, **common)
+        rows.append({"what": f"fit on {n} good images", "n": n, "seconds": fit["seconds"], "ms_per_image": 1000 * fit["seconds"] / n,
+                     "rss": fit["peak_rss_mib"], "bank_size": fit["bank_size"]})
+        log(f"  fit {n}: {fit['seconds']:.1f} s, {rows[-1]['ms_per_image']:.1f} ms/image, bank {fit['bank_size']}, peak {fit['peak_rss_mib']:.0f} MiB")
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         model_path = Path(tmp) / "model.safetensors"
+        own = run_stage("fit", save=model_path, limit=16 if quick else None, **common)
         for n in sizes:
-            fit = run_stage("fit", repeat_to=n, save=model_path, **common)
-            rows.append({"what": f"fit on {n} good images", "n": n, "seconds": fit["seconds"], "ms_per_image": 1000 * fit["seconds"] / n,
-                         "rss": fit["peak_rss_mib"], "bank_size": fit["bank_size"]})
-            log(f"  fit {n}: {fit['seconds']:.1f} s, {rows[-1]['ms_per_image']:.1f} ms/image, bank {fit['bank_size']}, peak {fit['peak_rss_mib']:.0f} MiB")
-        for n in sizes:  # the model fitted on the largest set: the bank a user with that many images would have
             pred = run_stage("predict", model=model_path, data=data, repeat_to=n, batch=8 if quick else 32, repeats=1)
             rows.append({"what": f"predict {n} images", "n": n, "seconds": pred["seconds"], "ms_per_image": 1000 * pred["seconds"] / n,
-                         "rss": pred["peak_rss_mib"], "bank_size": fit["bank_size"]})
+                         "rss": pred["peak_rss_mib"], "bank_size": own["bank_size"]})
             log(f"  predict {n}: {pred['images_per_s']:.1f} images/s, peak {pred['peak_rss_mib']:.0f} MiB")
     return rows
 
@@ -639,8 +646,9 @@ def markdown(args, data: Path, samples: list[Sample], results: list[CVResult], l
             "",
             "### Scale",
             "",
-            "The data set's files cycled to N paths (copies, not new images). Fit: greedy coreset over parts of at most "
-            "524,288 patches, so its time per image stays flat; predict uses the model fitted on the largest set. One run each.",
+            "The data set's files cycled to N paths (copies, not new images). Fit: the memory bank keeps the coreset ratio of "
+            "all patches, so it grows with N; the greedy coreset runs over parts of at most 524,288 patches, so its time per "
+            "image levels off once the parts are full. Predict: the model fitted on the data's own good images. One run each.",
             "",
             "| what | seconds | ms per image | memory bank | peak RSS MiB |",
             "| --- | --- | --- | --- | --- |",
@@ -741,6 +749,18 @@ def main(argv: list[str] | None = None) -> int:
     results: list[CVResult] = []
     loto: list[LotoResult] = []
     notes: list[str] = []
+    speed: list[dict] = []
+    scale: list[dict] = []
+    peer = None
+    speed_config = next((c for c in configs if c.method == "patchcore"), SPEED) if args.config else SPEED
+
+    def save() -> None:
+        """Write what is measured so far: a long run that stops early keeps its finished sections."""
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        io.write_text(args.out, markdown(args, data, samples, results, loto, speed, scale, peer, speed_config, notes))
+        if args.json:
+            io.write_text(args.json, json.dumps(to_json(results, loto, speed, scale, peer), indent=2, default=str))
+
     # With --config, the classifier runs only when asked for (--classifier on/auto).
     wanted = classifier_mode == "on" or (classifier_mode == "auto" and (args.classifier == "auto" or not args.config))
     if wanted and not any(c.method == "classifier" for c in configs):
@@ -751,6 +771,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{config.name}", flush=True)
             result = run_cv(config, data, samples, args.folds, args.device, fold_budget=budget if config.method == "classifier" else None)
             results.append(result)
+            save()
             if len(result.folds) < args.folds:
                 notes.append(
                     f"{config.name}: {len(result.folds)} of {args.folds} folds only (fitting fold {result.folds[-1].fold} took "
@@ -764,32 +785,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"leave one type out: {config.name}", flush=True)
             result = run_loto(config, data, samples, args.device, type_budget=budget if config.method == "classifier" else None)
             loto.append(result)
-    speed_config = next((c for c in configs if c.method == "patchcore"), SPEED) if args.config else SPEED
-    speed: list[dict] = []
-    scale: list[dict] = []
-    peer = None
+            save()
     if not args.no_speed:
         print("speed", flush=True)
         speed = run_speed(data, speed_config, args.quick)
+        save()
         if not args.no_scale:
             print("scale", flush=True)
             scale = run_scale(data, speed_config, args.quick)
+            save()
         peer_python = args.peer_python or os.environ.get("ANOMALIB_PYTHON") or str(REPO.parent / "peer-venv" / "bin" / "python")
         if args.no_peer:
             pass
         elif not Path(peer_python).exists():
-            notes.append(f"anomalib peer skipped: no Python at {peer_python} (see BENCHMARKS.md for how to make its environment)")
+            notes.append(f"anomalib peer skipped: no Python at {peer_python} (README.md, Benchmarks, says how to make its environment)")
         else:
             print("peer: anomalib", flush=True)
             peer = run_peer(data, speed_config, peer_python, args.quick)
             if peer is None:
                 notes.append(f"anomalib peer skipped: {peer_python} has no anomalib")
 
-    report = markdown(args, data, samples, results, loto, speed, scale, peer, speed_config, notes)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    if args.json:
-        args.json.write_text(json.dumps(to_json(results, loto, speed, scale, peer), indent=2, default=str))
+    save()
     print(f"wrote {args.out}")
     return 0
 
