@@ -122,3 +122,10 @@ def test_hybrid_trains_and_reports_like_the_others(parts, tmp_path):
     assert "12 anomalous calibration images" in result.output
     run_cli("predict", tmp_path / "h/model.safetensors", parts / "not-good", "--heatmaps", tmp_path / "heat")
     assert len(list((tmp_path / "heat").glob("*.png"))) == 12
+
+
+def test_default_patchcore_suggests_the_hybrid_only_when_defects_are_labelled(parts, tmp_path):
+    by_default = run_cli("train", parts, "--image-size", "64", "--coreset-ratio", "0.1", "--run-dir", tmp_path / "a")
+    assert "--method hybrid also learns from them" in " ".join(by_default.output.split())
+    chosen = run_cli("train", parts, "--method", "patchcore", "--image-size", "64", "--coreset-ratio", "0.1", "--run-dir", tmp_path / "b")
+    assert "--method hybrid" not in chosen.output
