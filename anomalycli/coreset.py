@@ -70,7 +70,7 @@ class ApproximateGreedyCoresetSampler:
 
     def run(self, features: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor:
         n = features.shape[0]
-        n_parts = math.ceil(n / self.part_size)
+        n_parts = max(1, math.ceil(n / self.part_size))
         bounds = [round(i * n / n_parts) for i in range(n_parts + 1)]
         return torch.cat([self.run_part(features[a:b], progress) + a for a, b in zip(bounds[:-1], bounds[1:])])
 

@@ -57,6 +57,10 @@ def test_greedy_on_parts_keeps_each_parts_farthest_points_and_the_ratio():
         assert sum(start <= i < start + 301 for i in chosen.tolist()) == 3
 
 
+def test_greedy_on_no_patches_keeps_none():
+    assert len(ApproximateGreedyCoresetSampler(0.1).run(torch.zeros(0, 8))) == 0
+
+
 def test_greedy_with_one_part_is_the_plain_greedy():
     features = torch.randn(3000, 32)
     plain = ApproximateGreedyCoresetSampler(0.02, seed=0, projection_dim=8).run_part(features)
