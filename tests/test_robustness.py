@@ -201,7 +201,9 @@ def test_same_seed_same_scores(parts, tmp_path):
 def _train_process(parts, run_dir, epochs):
     args = [sys.executable, "-m", "anomalycli", "train", str(parts), "--method", "classifier", "--weights", "none",
             "--image-size", "32", "--batch-size", "8", "--epochs", str(epochs), "--patience", "100", "--run-dir", str(run_dir)]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A terminal's Ctrl-C: a child started from a background job would inherit SIGINT ignored.
+    restore_ctrl_c = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=restore_ctrl_c)
 
 
 def _wait_for(path, process, timeout=120):
