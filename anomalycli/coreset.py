@@ -97,7 +97,7 @@ class ApproximateGreedyCoresetSampler:
             if progress and step % 256 == 0:
                 progress(256)
         if progress:
-            progress(n_keep % 256)
+            progress(n_keep - 256 * ((n_keep - 1) // 256))  # what the loop has not reported yet
         return chosen
 
 

@@ -65,3 +65,10 @@ def test_greedy_with_one_part_is_the_plain_greedy():
     features = torch.randn(3000, 32)
     plain = ApproximateGreedyCoresetSampler(0.02, seed=0, projection_dim=8).run_part(features)
     assert torch.equal(ApproximateGreedyCoresetSampler(0.02, seed=0, projection_dim=8, part_size=3000).run(features), plain)
+
+
+def test_greedy_reports_every_kept_patch_to_the_progress_bar():
+    for n_keep in (1, 256, 257, 512):
+        reported = []
+        ApproximateGreedyCoresetSampler(n_keep / 2000, projection_dim=8).run(torch.randn(2000, 16), progress=reported.append)
+        assert sum(reported) == n_keep
