@@ -287,8 +287,7 @@ class LotoResult:
     types: list[HeldOutType]
 
     def mean(self, key: str) -> float | None:
-        values = [getattr(t, key) for t in self.types if getattr(t, key) is not None]
-        return float(np.mean(values)) if values else None
+        return mean_std([getattr(t, key) for t in self.types if getattr(t, key) is not None])[0]
 
 
 def loto_parts(samples: list[Sample], seed: int = 0):
@@ -460,6 +459,11 @@ def stage_main(argv: list[str]) -> None:
     print(json.dumps(result))
 
 
+def fit_settings(data: Path, config: Config) -> dict:
+    """What the fit stage needs to know of a config."""
+    return dict(data=data, backbone=config.backbone, size=config.image_size, coreset_ratio=config.coreset_ratio, reweight=config.reweight)
+
+
 def run_speed(data: Path, config: Config, quick: bool, log=print) -> list[dict]:
     """Rows of the speed table: raw forward, fit, predict at the files' size and from 1024 px PNGs."""
     rows = []
@@ -468,7 +472,7 @@ def run_speed(data: Path, config: Config, quick: bool, log=print) -> list[dict]:
         rows.append({"what": what, "value": value, "rss": rss, **extra})
         log(f"  {what}: {value}")
 
-    common = dict(data=data, backbone=config.backbone, size=config.image_size, coreset_ratio=config.coreset_ratio, reweight=config.reweight)
+    common = fit_settings(data, config)
     batch = 8 if quick else 32
     bb = run_stage("backbone", backbone=config.backbone, size=config.image_size, batch=batch, warmup=1 if quick else 3, repeats=2 if quick else 10)
     add(f"backbone forward ({config.backbone}, {config.image_size}px, batch {batch}, median of {bb['repeats']})", f"{bb['images_per_s']:.1f} images/s", bb["peak_rss_mib"], images_per_s=bb["images_per_s"])
@@ -499,7 +503,7 @@ def run_scale(data: Path, config: Config, quick: bool, log=print) -> list[dict]:
     """
     rows = []
     sizes = (32, 64) if quick else (1000, 5000)
-    common = dict(data=data, backbone=config.backbone, size=config.image_size, coreset_ratio=config.coreset_ratio, reweight=config.reweight)
+    common = fit_settings(data, config)
     for n in sizes:
         fit = run_stage("fit", repeat_to=n, **common)
         rows.append({"what": f"fit on {n} good images", "n": n, "seconds": fit["seconds"], "ms_per_image": 1000 * fit["seconds"] / n,
@@ -526,7 +530,7 @@ def run_peer(data: Path, config: Config, python: str, quick: bool, log=print) ->
     ratios; the coreset time is linear in the number of centres picked, and a straight line through
     the two runs gives its time at the config's ratio (stated as extrapolated in the report).
     """
-    good = [s for s in discover(data).samples if s.label == 0]
+    good = _good_samples(data, None)
     folder = good[0].path.parent
     n_fit = 16 if quick else len(good)
     ratios = (0.01, 0.02) if quick else (0.001, 0.002)
