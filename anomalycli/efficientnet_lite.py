@@ -96,8 +96,8 @@ class MBConvBlock(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         x = inputs
         if self.expand:
-            x = F.relu6(self._bn0(self._expand_conv(x)))
-        x = F.relu6(self._bn1(self._depthwise_conv(x)))
+            x = F.relu6(self._bn0(self._expand_conv(x)), inplace=True)
+        x = F.relu6(self._bn1(self._depthwise_conv(x)), inplace=True)
         x = self._bn2(self._project_conv(x))
         if self.residual:
             if self.training and self.drop_connect > 0:
@@ -143,7 +143,7 @@ class EfficientNetLite(nn.Module):
 
     def stages(self, x: torch.Tensor, last_stage: int | None = None):
         """Yield (stage index, output) at the end of each stage, up to ``last_stage``."""
-        x = F.relu6(self._bn0(self._conv_stem(x)))
+        x = F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
         stage = 0
         for idx, block in enumerate(self._blocks):
             x = block(x)
@@ -156,6 +156,6 @@ class EfficientNetLite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for _, x in self.stages(x):
             pass
-        x = F.relu6(self._bn1(self._conv_head(x)))
+        x = F.relu6(self._bn1(self._conv_head(x)), inplace=True)
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self._fc(self._dropout(x))

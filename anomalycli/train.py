@@ -259,7 +259,10 @@ def _train_patchcore(options, config, train_samples, val_samples, device, show_p
     if unreadable:
         notes.append(f"{len(unreadable)} unreadable training image(s) skipped")
     log.info(f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {len(good) - len(unreadable)} good images")
-    config = {**config, "bank_size": int(net.bank.shape[0]), "reweight": options.reweight, "coreset_ratio": options.coreset_ratio}
+    config = {
+        **config, "bank_size": int(net.bank.shape[0]), "reweight": options.reweight, "coreset_ratio": options.coreset_ratio,
+        "batch_norm_folded": extractor.folded,
+    }
     model = AnomalyModel("patchcore", net, config, calibration=None)
     cal_images, cal_labels, _ = _load_split(calibration_samples, options.image_size, "calibration", notes)
     everything = train_samples + val_samples
@@ -283,7 +286,10 @@ def _train_hybrid(options, config, samples, device, show_progress):
     net, out_of_fold = hybrid.fit(extractor, features, labels, folds, options.coreset_ratio, options.seed)
     log.info(f"hybrid: one-class weight {float(net.alpha):.2f}, memory bank {net.patchcore.bank.shape[0]} patches, "
              f"cross-fitted over {options.cv_folds} folds of {len(kept)} images")
-    config = {**config, "bank_size": int(net.patchcore.bank.shape[0]), "coreset_ratio": options.coreset_ratio, "cv_folds": options.cv_folds}
+    config = {
+        **config, "bank_size": int(net.patchcore.bank.shape[0]), "coreset_ratio": options.coreset_ratio, "cv_folds": options.cv_folds,
+        "batch_norm_folded": extractor.folded,
+    }
     model = AnomalyModel("hybrid", net, config, calibration=None)
     model.calibration, warning = calibrate(labels.numpy(), out_of_fold.numpy(), options.max_fpr)
     model.calibration.rule = "max F1 on out-of-fold scores (" + model.calibration.rule.removeprefix("max F1 on ").replace(" validation images", " images") + ")"

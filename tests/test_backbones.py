@@ -1,3 +1,4 @@
+import copy
 import urllib.error
 
 import numpy as np
@@ -28,6 +29,25 @@ def test_feature_maps_have_strides_8_and_16(name):
         maps = extractor(torch.zeros(1, 3, 64, 64))
     assert [m.shape[1] for m in maps] == list(backbones.get(name).feature_channels)
     assert [m.shape[-1] for m in maps] == [8, 4]
+
+
+@pytest.mark.parametrize("name", list(backbones.BACKBONES))
+def test_folding_batch_norm_keeps_the_features(name):
+    torch.manual_seed(0)
+    model = backbones.build(name, "none").eval()
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        # Statistics far from the identity, so a convolution paired with the wrong norm shows.
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    plain = backbones.FeatureExtractor(name, copy.deepcopy(model), fold=False)
+    folded = backbones.FeatureExtractor(name, model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for expected, got in zip(plain(x), folded(x)):
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
 
 
 def test_offline_download_failure_is_one_clear_message(monkeypatch):

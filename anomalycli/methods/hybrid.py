@@ -100,7 +100,7 @@ class Hybrid(nn.Module):
 
 
 def build_net(config: dict) -> Hybrid:
-    extractor = backbones.FeatureExtractor(config["backbone"], backbones.build(config["backbone"], "none"))
+    extractor = backbones.extractor_for(config)
     channels = sum(extractor.channels)
     patchcore = PatchCore(extractor, torch.zeros(config["bank_size"], channels))
     return Hybrid(patchcore, PatchHead(channels), torch.ones(4), 1.0)

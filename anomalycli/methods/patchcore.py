@@ -73,7 +73,7 @@ def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def build_net(config: dict) -> PatchCore:
-    extractor = backbones.FeatureExtractor(config["backbone"], backbones.build(config["backbone"], "none"))
+    extractor = backbones.extractor_for(config)
     bank = torch.zeros(config["bank_size"], sum(extractor.channels))
     return PatchCore(extractor, bank, reweight=config.get("reweight", False))
 
