@@ -14,10 +14,11 @@ import torch
 ProgressFn = Callable[[int], None]
 
 
-def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int = 4096, bank_sq: torch.Tensor | None = None):
+def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int = 1024, bank_sq: torch.Tensor | None = None):
     """Euclidean distances (and indices) of each query's ``k`` nearest bank rows.
 
-    Uses |q|^2 - 2 q.b + |b|^2 with one matrix product per chunk of queries, instead of cdist.
+    Uses |q|^2 - 2 q.b + |b|^2 with one matrix product per chunk of queries, instead of cdist;
+    chunks of about a thousand queries keep each distance block in cache (faster than 4096 here).
     """
     bank = bank.float()
     if bank_sq is None:

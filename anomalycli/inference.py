@@ -51,7 +51,7 @@ def iter_scores(
             raw = torch.full((len(errors),), float("nan"))
             maps = None
             if ok.any():
-                batch_raw, batch_maps = model.score(images[ok])
+                batch_raw, batch_maps = model.score(images[ok], with_maps)
                 raw[ok] = batch_raw.float().cpu()
                 if with_maps and batch_maps is not None:
                     maps = torch.zeros(len(errors), *batch_maps.shape[1:])

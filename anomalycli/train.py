@@ -196,7 +196,7 @@ def _load_split(samples: list[Sample], image_size: int, what: str, notes: list[s
 
 
 def _calibrate(model: AnomalyModel, images, labels, max_fpr: float, batch_size: int, notes: list[str], prevalence=None):
-    scores = torch.cat([model.score(images[i : i + batch_size])[0].cpu() for i in range(0, len(images), batch_size)])
+    scores = torch.cat([model.score(images[i : i + batch_size], with_maps=False)[0].cpu() for i in range(0, len(images), batch_size)])
     model.calibration, warning = calibrate(labels.numpy(), scores.numpy(), max_fpr, prevalence)
     if warning:
         log.warning(warning)

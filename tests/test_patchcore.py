@@ -47,3 +47,13 @@ def test_bank_holds_the_chosen_share_of_patches():
     model = _fitted()
     # 20 images x (64/8)^2 patches, a quarter kept.
     assert model.bank.shape == (320, sum(backbones.get("efficientnet_lite0").feature_channels))
+
+
+def test_maps_are_made_only_when_asked_and_scores_do_not_depend_on_them():
+    model = _fitted()
+    images, _ = _batch("spot", n=3, seed=4)
+    with torch.no_grad():
+        scores, maps = model(images)
+        scores_only, no_maps = model(images, with_maps=False)
+    assert maps.shape == (3, 64, 64) and no_maps is None
+    assert torch.equal(scores, scores_only)

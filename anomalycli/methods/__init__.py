@@ -1,7 +1,8 @@
 """Detection methods behind one small interface.
 
-Each method module provides ``build_net(config) -> nn.Module`` whose ``forward`` maps a
-preprocessed batch to ``(raw scores [N], anomaly maps [N, H, W] or None)``. ``AnomalyModel``
+Each method module provides ``build_net(config) -> nn.Module`` whose ``forward(x, with_maps)``
+maps a preprocessed batch to ``(raw scores [N], anomaly maps [N, H, W] or None)``; maps cost
+time, so they are made only ``with_maps``. ``AnomalyModel``
 adds what every method shares: preprocessing, calibration and the model file.
 """
 
@@ -33,11 +34,11 @@ class AnomalyModel:
         return self.method != "classifier"
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def score(self, images: torch.Tensor, with_maps: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """uint8 N x 3 x S x S -> raw scores [N] and maps [N, S, S] (or None)."""
         self.net.eval()
         device = next(self.net.parameters(), torch.empty(0)).device
-        return self.net(backbones.preprocess(images.to(device), self.config["backbone"]))
+        return self.net(backbones.preprocess(images.to(device), self.config["backbone"]), with_maps)
 
     def save(self, path: str | Path, overwrite: bool = True) -> Path:
         meta = {"method": self.method, "config": self.config, "calibration": self.calibration.to_dict()}

@@ -16,7 +16,7 @@ class ClassifierNet(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def forward(self, x: torch.Tensor, with_maps: bool = True) -> tuple[torch.Tensor, None]:
         # Score = probability of the anomaly class (index 1).
         return self.model(x).softmax(dim=1)[:, 1], None
 

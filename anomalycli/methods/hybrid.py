@@ -100,9 +100,9 @@ class Hybrid(nn.Module):
         m0, s0, m1, s1 = self.stats
         return self.alpha * (one_class - m0) / s0 + (1 - self.alpha) * (supervised - m1) / s1
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, with_maps: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         features, grid = self.patchcore.embed(x)
-        one_class, maps = self.patchcore.score_features(features, grid, x.shape[-2:])
+        one_class, maps = self.patchcore.score_features(features, grid, x.shape[-2:] if with_maps else None)
         return self.fuse(one_class, self.head(features)), maps
 
 

@@ -36,9 +36,9 @@ class PatchCore(nn.Module):
         features = torch.cat(maps, dim=1)
         return features.flatten(2).transpose(1, 2), (int(size[0]), int(size[1]))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, with_maps: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         features, grid = self.embed(x)
-        return self.score_features(features, grid, x.shape[-2:])
+        return self.score_features(features, grid, x.shape[-2:] if with_maps else None)
 
     def score_features(self, features: torch.Tensor, grid: tuple[int, int], image_size=None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Image scores [N] and blurred anomaly maps [N, H, W] (None without ``image_size``) from patch features (N, h*w, C)."""
