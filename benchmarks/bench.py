@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """The project's benchmark: cross-validated accuracy and speed on a labelled image folder.
 
-    python benchmarks/bench.py                      # full run on ../shared/data/screws (about 30 min on 2 cores)
-    python benchmarks/bench.py --quick              # 2 folds, one config, tiny speed runs (< 3 min)
+    python benchmarks/bench.py                      # full run on ../shared/data/screws (under 30 min on 2 cores)
+    python benchmarks/bench.py --loto               # ... and leave-one-type-out (about 15 min more)
+    python benchmarks/bench.py --quick              # 2 folds, one config, tiny speed runs, with leave-one-type-out (< 3 min)
     python benchmarks/bench.py --quick --data DIR --out /tmp/bench.md   # any class-folder data set
 
 Accuracy protocol (the same for every config): stratified k-fold CV over all images
@@ -12,8 +13,8 @@ Accuracy protocol (the same for every config): stratified k-fold CV over all ima
 ``inference.evaluate`` scores fold k. So every fold's threshold comes from its own training
 part only. Reported: mean and std over folds of image AUROC, F1, precision, recall, accuracy,
 pixel AUROC (methods with maps, data with masks), per-defect-type recall and fit seconds.
-Leave-one-type-out: each defect type in turn is withheld from fitting and calibration and
-scored against held-out normal images (``loto_parts``).
+Leave-one-type-out (``--loto``): each defect type in turn is withheld from fitting and
+calibration and scored against held-out normal images (``loto_parts``).
 
 Speed: raw backbone forward throughput, PatchCore fit wall time on all good images, predict
 throughput (``inference.iter_scores``) at the data's own resolution and on 1024x1024 PNG copies,
@@ -726,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also cross-validate the classifier: auto = stop after fold 0 if it took over --classifier-budget (default auto; off with --quick)")
     parser.add_argument("--classifier-budget", type=float, default=240.0, help="seconds one classifier fold may take for --classifier auto")
     parser.add_argument("--levers", action="store_true", help="also cross-validate one patchcore lever at a time (about an hour more)")
-    parser.add_argument("--no-loto", action="store_true", help="skip leave-one-defect-type-out")
+    parser.add_argument("--loto", action="store_true", help="also hold out each defect type in turn (leave-one-type-out; always on with --quick)")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed section (and scale and peer)")
     parser.add_argument("--no-scale", action="store_true", help="skip fit and predict on 1,000 and 5,000 images")
     parser.add_argument("--no-peer", action="store_true", help="skip anomalib's PatchCore")
@@ -782,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{result.folds[-1].fit_seconds:.0f}s, over the {args.classifier_budget:.0f}s --classifier-budget; "
                     "--classifier on runs every fold)"
                 )
-    if not args.no_loto and any(s.label for s in samples):
+    if (args.loto or args.quick) and any(s.label for s in samples):
         for config in configs:
             if config == SPEED and SHIPPED in configs and config != SHIPPED:
                 continue  # one patchcore is enough to see what a never-seen defect does
