@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomalycli import backbones, inference, io, splits, train
+from anomalycli import backbones, inference, io, runtime, splits, train
 from anomalycli.data import Sample, discover
 
 REPO = Path(__file__).resolve().parents[1]
@@ -709,6 +709,7 @@ def to_json(results: list[CVResult], loto: list[LotoResult], speed: list[dict], 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    runtime.keep_memory_flat()  # as the anomaly command does
     if argv and argv[0] == "--_stage":
         stage_main(argv)
         return 0

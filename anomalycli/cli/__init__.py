@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from anomalycli import runtime
 from anomalycli.cli import evaluate, inspect, predict, split, train
 
 app = typer.Typer(
@@ -20,4 +21,5 @@ app.command("predict")(predict.predict_command)
 
 
 def main() -> None:
+    runtime.keep_memory_flat()
     app(prog_name="anomaly")
