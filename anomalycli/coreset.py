@@ -50,7 +50,8 @@ class ApproximateGreedyCoresetSampler:
     """Greedy k-center selection (PatchCore's coreset) on a random projection of the features.
 
     Each step adds the patch farthest from everything chosen so far; distances are updated
-    against the one new centre only, in the projected space, chunk by chunk.
+    against the one new centre only, in the projected space (one part at a time, so memory
+    stays bounded by the part size).
 
     Greedy selection costs (patches x kept patches), which grows with the square of the number
     of images. Beyond ``part_size`` patches the features are cut into equal consecutive parts
