@@ -9,7 +9,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from anomalycli import __version__
+from anomalycli import __version__, project
 from anomalycli.errors import UserError
 from anomalycli.io import atomic_path
 
@@ -35,7 +35,7 @@ def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def _open(path: str | Path, with_tensors: bool):
-    path = Path(path)
+    path = project.model_file(path)
     if not path.is_file():
         raise UserError(f"model file {path} does not exist; pass the model.safetensors that train printed")
     not_a_model = f"{path} is not an anomalycli model file (or it is damaged)"

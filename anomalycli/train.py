@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomalycli import backbones, io
+from anomalycli import backbones, io, project
 from anomalycli.data import Dataset, Sample, discover, image_batches, load_all
 from anomalycli.errors import UsageError, UserError
 from anomalycli.inference import resolve_device
@@ -22,7 +22,7 @@ from anomalycli.training import ClassifierSettings, fit_classifier
 
 log = logging.getLogger("anomalycli")
 
-MODEL_NAME = "model" + ".safetensors"
+MODEL_NAME = project.MODEL_NAME
 CHECKPOINT_NAME = "checkpoint.pt"
 METHOD_NAMES = tuple(METHODS)
 # Screw defects are a few pixels wide: patch features see them better at 320 px (BENCHMARKS.md);
@@ -117,7 +117,7 @@ def choose_validation(dataset: Dataset, val_ratio: float, seed: int) -> tuple[li
 
 def prepare_run_dir(run_dir: str | None) -> Path:
     if run_dir is None:
-        return io.new_run_dir("runs", "train")
+        return io.new_run_dir(project.RUNS, project.RUN_PREFIX)
     path = Path(run_dir)
     if path.exists() and any(path.iterdir()):
         raise UserError(f"run folder {path} already holds a run; choose a new --run-dir or leave it out for runs/train-N")

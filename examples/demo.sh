@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The five verbs end to end on a synthetic data set, offline, in a few minutes on a CPU.
+# The five verbs end to end on a synthetic data set, offline, in a few minutes on a CPU,
+# typed as a user would in a project folder that holds data/ (runs go to runs/train-N).
 set -euo pipefail
 cd "$(dirname "$0")"
-rm -rf tiny-screws demo-out
-python make_tiny_screws.py tiny-screws
-anomaly inspect tiny-screws
-anomaly split tiny-screws --out demo-out/split.csv
-anomaly train tiny-screws --method patchcore --run-dir demo-out/patchcore
-anomaly eval demo-out/patchcore/model.safetensors tiny-screws --json demo-out/metrics.json
-anomaly predict demo-out/patchcore/model.safetensors tiny-screws/test/not-good --heatmaps demo-out/heatmaps --output demo-out/predictions.csv
+rm -rf demo-project
+mkdir demo-project
+cd demo-project
+python ../make_tiny_screws.py data
+anomaly inspect
+anomaly split --out split.csv
+anomaly train
+anomaly eval --json metrics.json
+anomaly predict data/test/not-good --heatmaps heatmaps --output predictions.csv

@@ -129,3 +129,70 @@ def test_default_patchcore_suggests_the_hybrid_only_when_defects_are_labelled(pa
     assert "--method hybrid also learns from them" in " ".join(by_default.output.split())
     chosen = run_cli("train", parts, "--method", "patchcore", "--image-size", "64", "--coreset-ratio", "0.1", "--run-dir", tmp_path / "b")
     assert "--method hybrid" not in chosen.output
+
+
+# --- the short forms: a project folder holding data/ and runs/ ------------------------------
+
+
+@pytest.fixture
+def project_dir(parts, tmp_path, monkeypatch):
+    (tmp_path / "data").symlink_to(parts, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_short_forms_train_eval_predict_in_a_project_folder(project_dir):
+    trained = run_cli("train", "--image-size", "64", "--coreset-ratio", "0.1")
+    assert "data: ./data (no DATA given)" in trained.output
+    assert (project_dir / "runs/train-1/model.safetensors").is_file()
+    run_cli("inspect")
+    evaluated = run_cli("eval", "--json", "m.json")
+    assert "model: runs/train-1/model.safetensors (the newest run" in evaluated.output
+    assert json.loads((project_dir / "m.json").read_text())["n_images"] == 36
+    predicted = run_cli("predict", "data/not-good", "--output", "p.csv")
+    assert "model: runs/train-1/model.safetensors (the newest run" in predicted.output
+    assert len(list(csv.DictReader((project_dir / "p.csv").open()))) == 12
+    # The two-argument form, a run folder as MODEL, and --model still work.
+    run_cli("predict", "runs/train-1/model.safetensors", "data/good", "--output", "two.csv")
+    run_cli("predict", "runs/train-1", "data/good", "--output", "folder.csv")
+    run_cli("eval", "--model", "runs/train-1", "data")
+    assert (project_dir / "two.csv").read_bytes() == (project_dir / "folder.csv").read_bytes()
+
+
+def test_short_form_weighted_loss_trains_the_classifier_on_data(project_dir):
+    run_cli("train", "--weighted-loss", "--weights", "none", "--image-size", "32", "--epochs", "1")
+    from anomalycli.modelfile import read_meta
+
+    assert read_meta(project_dir / "runs/train-1/model.safetensors")["method"] == "classifier"
+
+
+def test_eval_and_predict_pick_the_newest_run_by_number(project_dir, patchcore_model, classifier_model):
+    import os
+    import shutil
+
+    for name, model in (("train-2", classifier_model), ("train-10", patchcore_model)):
+        (project_dir / "runs" / name).mkdir(parents=True)
+        shutil.copy(model, project_dir / "runs" / name / "model.safetensors")
+    os.utime(project_dir / "runs/train-10/model.safetensors", (1_000_000_000, 1_000_000_000))  # older file, higher N
+    result = run_cli("eval")
+    assert "model: runs/train-10/model.safetensors" in result.output and "patchcore model on" in result.output
+    assert "classifier model on" in run_cli("eval", "runs/train-2").output
+
+
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["train"], 2, "give the DATA folder, or create data/"),
+        (["inspect"], 2, "give the DATA folder, or create data/"),
+        (["predict", "imgs"], 1, "no trained model in runs/ yet; train one first"),
+        (["eval", "imgs"], 1, "no trained model in runs/ yet; train one first"),
+        (["predict", "--model", "."], 1, "is a folder without model.safetensors"),
+    ],
+)
+def test_short_form_errors_are_one_line(tmp_path, monkeypatch, args, code, words):
+    monkeypatch.chdir(tmp_path)
+    assert words in one_clear_line(run_cli(*args, expect=code))
+
+
+def test_predict_with_only_a_model_asks_for_the_folder(patchcore_model):
+    assert "give the FOLDER of images" in one_clear_line(run_cli("predict", patchcore_model.parent, expect=2))

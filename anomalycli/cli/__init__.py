@@ -9,6 +9,10 @@ from anomalycli.cli import evaluate, inspect, predict, split, train
 
 app = typer.Typer(
     help="Find defective parts in images: inspect a data set, split it, train a detector, evaluate it, predict.",
+    epilog=(
+        "In a project folder that holds data/: anomaly inspect, anomaly train, anomaly eval, anomaly predict FOLDER. "
+        "Each run is saved as runs/train-N; eval and predict use the newest one unless MODEL or --model names another."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import Path
 
 import typer
 from rich.logging import RichHandler
 
+from anomalycli import project
 from anomalycli.errors import UsageError, UserError
 from anomalycli.render import err_console
 
@@ -42,6 +44,22 @@ def check_threshold(threshold: float | None) -> float:
     if not 0 <= threshold <= 1:
         raise UsageError(f"--threshold is on the 0..1 score scale (got {threshold})")
     return threshold
+
+
+def data_folder(data: Path | None) -> Path:
+    """DATA as given, or ./data when it was left out (said on stderr, so JSON on stdout stays clean)."""
+    data, defaulted = project.resolve_data(data)
+    if defaulted:
+        err_console.print(f"data: ./{data} (no DATA given)", highlight=False)
+    return data
+
+
+def model_and_target(args: list[Path] | None, model: Path | None, target: str) -> tuple[Path, Path | None]:
+    """``[MODEL] TARGET`` and ``--model``: the model file (the newest run's when none is named) and the target."""
+    path, chosen, newest = project.model_and_target(list(args or []), model, target)
+    if newest:
+        err_console.print(f"model: {path} (the newest run; --model PATH picks another)", highlight=False)
+    return path, chosen
 
 
 def user_errors(command):

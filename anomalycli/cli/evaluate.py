@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import check_threshold, user_errors
+from anomalycli.cli.common import check_threshold, data_folder, model_and_target, user_errors
 from anomalycli.data import attach_masks, discover
 from anomalycli.errors import UsageError
 from anomalycli.inference import evaluate
@@ -15,8 +15,11 @@ from anomalycli.render import confusion_table, console, defect_table, metrics_ta
 
 @user_errors
 def eval_command(
-    model_path: Path = typer.Argument(..., metavar="MODEL", help="model.safetensors written by train."),
-    data: Path = typer.Argument(..., help="Labelled data folder."),
+    args: Optional[list[Path]] = typer.Argument(
+        None, metavar="[MODEL] [DATA]",
+        help="Model file or run folder (default: the newest runs/train-N), then the labelled data folder (default: ./data).",
+    ),
+    model_option: Optional[Path] = typer.Option(None, "--model", help="Model file or run folder to evaluate (default: the newest runs/train-N)."),
     labels: Optional[Path] = typer.Option(None, help="Labels CSV (filename,label[,defect_type]) for a flat folder."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV from 'anomaly split'."),
     split: Optional[str] = typer.Option(None, help="Evaluate only this split (default: test if there is one, else all)."),
@@ -26,8 +29,13 @@ def eval_command(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
     overwrite: bool = typer.Option(False, help="Replace an existing --json file."),
 ) -> None:
-    """Confusion matrix, accuracy, precision, recall, F1, AUROC (with 95% CIs), recall per defect type."""
+    """Confusion matrix, accuracy, precision, recall, F1, AUROC (with 95% CIs), recall per defect type.
+
+    Short form, in a folder holding data/ and runs/: anomaly eval (or anomaly eval DATA).
+    """
     threshold = check_threshold(threshold)
+    model_path, data = model_and_target(args, model_option, "DATA")
+    data = data_folder(data)
     model = AnomalyModel.load(model_path)
     dataset = discover(data, model.config["normal_class"], labels, manifest)
     samples = dataset.samples

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import user_errors
+from anomalycli.cli.common import data_folder, user_errors
 from anomalycli.data import discover
 from anomalycli.inspection import inspect_dataset
 from anomalycli.render import console, inspection_tables, write_json
@@ -13,7 +13,7 @@ from anomalycli.render import console, inspection_tables, write_json
 
 @user_errors
 def inspect_command(
-    data: Path = typer.Argument(..., help="Data folder: class folders, split/class folders or MVTec AD."),
+    data: Optional[Path] = typer.Argument(None, help="Data folder: class folders, split/class folders or MVTec AD (default: ./data)."),
     normal_class: str = typer.Option("good", help="Class name of good parts; every other class is an anomaly."),
     labels: Optional[Path] = typer.Option(None, help="Labels CSV (filename,label[,defect_type]) for a flat folder."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV written by 'anomaly split'."),
@@ -21,6 +21,7 @@ def inspect_command(
     overwrite: bool = typer.Option(False, help="Replace an existing --json file."),
 ) -> None:
     """What is in a data set: counts, imbalance, defect types, sizes, unreadable files, duplicates."""
+    data = data_folder(data)
     facts = inspect_dataset(discover(data, normal_class, labels, manifest))
     for table in inspection_tables(facts):
         console.print(table)

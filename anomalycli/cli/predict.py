@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import check_threshold, user_errors
+from anomalycli.cli.common import check_threshold, model_and_target, user_errors
 from anomalycli.data import list_images, load_image
 from anomalycli.errors import UsageError, UserError
 from anomalycli.inference import iter_scores
@@ -15,16 +15,25 @@ from anomalycli.render import console, heatmap_overlay, prediction_table, save_p
 
 @user_errors
 def predict_command(
-    model_path: Path = typer.Argument(..., metavar="MODEL", help="model.safetensors written by train."),
-    folder: Path = typer.Argument(..., help="Folder of images (searched recursively)."),
+    args: Optional[list[Path]] = typer.Argument(
+        None, metavar="[MODEL] FOLDER",
+        help="Model file or run folder (default: the newest runs/train-N), then the folder of images (searched recursively).",
+    ),
+    model_option: Optional[Path] = typer.Option(None, "--model", help="Model file or run folder to use (default: the newest runs/train-N)."),
     output: Optional[Path] = typer.Option(None, help="Write the rows to FILE.csv or FILE.json."),
     heatmaps: Optional[Path] = typer.Option(None, help="Write a heat-map overlay PNG per image here (patchcore)."),
     threshold: Optional[float] = typer.Option(None, help="Decision threshold on the 0..1 score (default: the model's, 0.5)."),
     batch_size: int = typer.Option(32, help="Images per batch."),
     overwrite: bool = typer.Option(False, help="Replace existing --output and heat-map files."),
 ) -> None:
-    """A score in [0, 1] and a verdict for every image; heat maps where the method has them."""
+    """A score in [0, 1] and a verdict for every image; heat maps where the method has them.
+
+    Short form, in a folder holding runs/: anomaly predict FOLDER (the newest run's model).
+    """
     threshold = check_threshold(threshold)
+    model_path, folder = model_and_target(args, model_option, "FOLDER")
+    if folder is None:
+        raise UsageError("give the FOLDER of images to score: anomaly predict [MODEL] FOLDER")
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
     if output is not None:

@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from anomalycli.cli.common import user_errors
+from anomalycli.cli.common import data_folder, user_errors
 from anomalycli.data import discover, write_manifest
 from anomalycli.render import console
 from anomalycli.splits import k_folds, train_val_split
@@ -14,7 +14,7 @@ from anomalycli.splits import k_folds, train_val_split
 
 @user_errors
 def split_command(
-    data: Path = typer.Argument(..., help="Data folder to split (no image is copied)."),
+    data: Optional[Path] = typer.Argument(None, help="Data folder to split (no image is copied; default: ./data)."),
     out: Path = typer.Option(Path("split.csv"), help="Manifest CSV to write: path,label,defect_type,split (or fold)."),
     val_ratio: float = typer.Option(0.1, help="Share of images held out for validation."),
     folds: Optional[int] = typer.Option(None, help="Write K stratified folds (column 'fold') instead of train/val."),
@@ -24,6 +24,7 @@ def split_command(
     overwrite: bool = typer.Option(False, help="Replace an existing --out file."),
 ) -> None:
     """Stratified (by class and defect type) train/validation split or k folds, as a manifest CSV."""
+    data = data_folder(data)
     dataset = discover(data, normal_class, labels)
     samples = dataset.samples
     if folds is not None:

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from anomalycli import backbones
-from anomalycli.cli.common import EXIT_INTERRUPTED, fail, user_errors
+from anomalycli.cli.common import EXIT_INTERRUPTED, data_folder, fail, user_errors
 from anomalycli.render import console, curves_png, err_console
 from anomalycli.train import CHECKPOINT_NAME, TrainOptions, train
 
@@ -22,7 +22,7 @@ BACKBONE_HELP = "Backbone (default: efficientnet_lite1 for patchcore and hybrid,
 @user_errors
 def train_command(
     ctx: typer.Context,
-    data: Optional[Path] = typer.Argument(None, help="Data folder (class folders, split folders, MVTec AD, or flat with --labels)."),
+    data: Optional[Path] = typer.Argument(None, help="Data folder (class folders, split folders, MVTec AD, or flat with --labels; default: ./data)."),
     method: Optional[str] = typer.Option(None, help="patchcore (good images only; the default), classifier, or hybrid (patchcore plus a head trained on the labelled defects). A classifier-only option implies classifier."),
     backbone: Optional[str] = typer.Option(None, help=BACKBONE_HELP),
     weights: str = typer.Option("imagenet", help="imagenet, none (random) or PATH to a state dict."),
@@ -48,13 +48,15 @@ def train_command(
     run_dir: Optional[Path] = typer.Option(None, help="Run folder to create (default runs/train-N; never overwritten)."),
     resume: Optional[Path] = typer.Option(None, help="Continue an interrupted classifier run from its folder."),
 ) -> None:
-    """Train a detector and calibrate its threshold; writes a run folder with model.safetensors."""
+    """Train a detector and calibrate its threshold; writes a run folder with model.safetensors.
+
+    Short form, in a folder holding data/: anomaly train (then anomaly eval, anomaly predict FOLDER).
+    """
     method_defaulted = False
     if resume is not None:
         result = _run(None, resume)
     else:
-        if data is None:
-            raise typer.BadParameter("give the DATA folder (or --resume RUN_DIR)", param_hint="DATA")
+        data = data_folder(data)
         given = {k for k in CLASSIFIER_ONLY if ctx.get_parameter_source(k).name != "DEFAULT"}
         if method is None:
             method_defaulted = not given
