@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from anomalycli.data import Sample, image_batches, load_mask
-from anomalycli.metrics import binary_report, pixel_auroc
+from anomalycli.metrics import binary_report, operating_point, pixel_auroc, trade_off
 from anomalycli.methods import AnomalyModel
 
 
@@ -92,5 +92,8 @@ def evaluate(model: AnomalyModel, samples: list[Sample], batch_size: int = 32, t
     report["n_unreadable"] = len(rows) - len(readable)
     report["pixel_auroc"] = pixel_auroc(np.concatenate(pixel_truth), np.concatenate(pixel_scores)) if pixel_scores else None
     report["threshold"] = threshold
-    report["calibration"] = model.calibration.to_dict()
+    raw_threshold = model.calibration.raw_threshold(threshold)
+    report["operating_point"] = {"threshold": threshold, **operating_point(labels, [r.raw for _, r in readable], raw_threshold)}
+    report["trade_off"] = trade_off(labels, [r.raw for _, r in readable], model.calibration)
+    report["calibration"] = model.calibration.summary()
     return report, rows

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from scipy.stats import binomtest
 from sklearn import metrics as skm
 
 
@@ -74,26 +75,66 @@ def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float | None:
 
 # --- the decision threshold -----------------------------------------------------------
 
+# With no anomalies to calibrate on, the threshold flags this share of good images.
+NO_ANOMALY_FPR = 0.01
+TRADE_OFF_FPRS = (0.0, 0.01, 0.05, 0.10)
 
-@dataclass
-class Calibration:
-    """Raw score -> [0, 1] with the threshold at 0.5 (min-max on each side, clipped)."""
 
-    threshold: float
-    low: float  # raw score mapped to 0
-    high: float  # raw score mapped to 1
-    rule: str  # how the threshold was chosen, in words
-    n_normal: int = 0
-    n_anomaly: int = 0
+@dataclass(frozen=True)
+class OperatingRule:
+    """How the threshold is chosen on calibration scores, in a quality engineer's terms.
 
-    def normalise(self, raw):
-        raw = np.asarray(raw, dtype=np.float64)
-        below = 0.5 * (raw - self.low) / max(self.threshold - self.low, 1e-12)
-        above = 0.5 + 0.5 * (raw - self.threshold) / max(self.high - self.threshold, 1e-12)
-        return np.clip(np.where(raw < self.threshold, below, above), 0.0, 1.0)
+    balanced: the largest balanced accuracy (Youden's J = recall - false-alarm rate), which does
+    not depend on how many defects happened to be collected; recall: catch at least ``value`` of
+    the defects; fpr: flag at most ``value`` of good parts; f1: the largest F1 at a defect rate
+    of ``value`` on the line.
+    """
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    name: str = "balanced"
+    value: float | None = None
+
+    def describe(self) -> str:
+        if self.name == "balanced":
+            return "max balanced accuracy (mean of recall and good-part accuracy)"
+        what = {"recall": "recall >= {:g} (--target-recall)", "fpr": "false-alarm rate <= {:g} (--max-fpr)", "f1": "max F1 at a {:g} defect rate (--defect-rate)"}
+        return what[self.name].format(self.value)
+
+
+def wilson_interval(k: int, n: int, level: float = 0.95) -> list[float] | None:
+    """Wilson score interval of a proportion k/n (None for n = 0)."""
+    if n == 0:
+        return None
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return [float(ci.low), float(ci.high)]
+
+
+def operating_point(labels, scores, threshold: float) -> dict:
+    """Recall and false-alarm rate at ``threshold`` (score >= threshold is an anomaly), with 95 % intervals."""
+    labels = np.asarray(labels, dtype=int)
+    flagged = np.asarray(scores, dtype=np.float64) >= threshold
+    n_anomaly, n_normal = int((labels == 1).sum()), int((labels == 0).sum())
+    caught, false_alarms = int(flagged[labels == 1].sum()), int(flagged[labels == 0].sum())
+    return {
+        "recall": caught / n_anomaly if n_anomaly else None,
+        "recall_ci": wilson_interval(caught, n_anomaly),
+        "false_alarm_rate": false_alarms / n_normal if n_normal else None,
+        "false_alarm_rate_ci": wilson_interval(false_alarms, n_normal),
+        "n_normal": n_normal,
+        "n_anomaly": n_anomaly,
+    }
+
+
+def _below(scores: np.ndarray, cut: float) -> float:
+    """A threshold just under ``cut``: halfway to the next lower score, so ``cut`` stays flagged
+    and a new image scoring a little under it (as out-of-sample ones do) is treated the same."""
+    lower = scores[scores < cut]
+    return float((cut + lower.max()) / 2) if len(lower) else float(cut)
+
+
+def _above(scores: np.ndarray, cut: float) -> float:
+    """A threshold just over ``cut``, halfway to the next higher score: ``cut`` is not flagged."""
+    higher = scores[scores > cut]
+    return float((cut + higher.min()) / 2) if len(higher) else float(np.nextafter(cut, np.inf))
 
 
 def best_f1_threshold(labels, scores, sample_weight=None) -> float:
@@ -104,36 +145,111 @@ def best_f1_threshold(labels, scores, sample_weight=None) -> float:
     return float(thresholds[best])
 
 
-def calibrate(labels, scores, max_fpr: float = 0.01, prevalence: float | None = None) -> tuple[Calibration, str | None]:
-    """Pick the threshold on validation scores. Returns it and a warning for the user, if any.
+def choose_threshold(labels, scores, rule: OperatingRule) -> float:
+    """The threshold ``rule`` picks on scores of both classes (score >= threshold is an anomaly)."""
+    labels = np.asarray(labels, dtype=int)
+    scores = np.asarray(scores, dtype=np.float64)
+    normal, anomaly = scores[labels == 0], scores[labels == 1]
+    if rule.name == "fpr":
+        # The most defects caught with at most value x n good images flagged, at the highest cut that does it.
+        fpr, tpr, thresholds = skm.roc_curve(labels, scores, drop_intermediate=False)
+        allowed = fpr <= rule.value + 1e-12
+        best = np.flatnonzero(allowed & (tpr == tpr[allowed].max()))[0]
+        return _above(scores, scores.max()) if np.isinf(thresholds[best]) else _below(scores, float(thresholds[best]))
+    if rule.name == "recall":
+        # The highest cut that still flags ceil(value x n) defects.
+        needed = max(1, int(np.ceil(rule.value * len(anomaly) - 1e-9)))
+        return _below(scores, np.sort(anomaly)[::-1][needed - 1])
+    if rule.name == "f1":
+        weights = np.where(labels == 0, len(anomaly) * (1 - rule.value) / rule.value / len(normal), 1.0)
+        return _below(scores, best_f1_threshold(labels, scores, weights))
+    fpr, tpr, thresholds = skm.roc_curve(labels, scores, drop_intermediate=False)
+    j = tpr - fpr
+    # Among equally good cuts, the middle one: it leaves the most room on both sides.
+    tied = np.flatnonzero(np.isclose(j, j.max()))
+    return _below(scores, float(thresholds[tied[len(tied) // 2]]))
 
-    F1 depends on the share of anomalies: when the calibration set holds more of them than the
-    data does (PatchCore calibrates on every unfitted anomaly), ``prevalence`` re-weights the
-    normal images so the F1 maximised is the one expected on data like the training set.
+
+@dataclass
+class Calibration:
+    """Raw score -> [0, 1] with the threshold at 0.5 (min-max on each side, clipped).
+
+    It keeps the scores it was chosen on (out of fold where the method cross-fits), so the
+    operating point can be moved later without images (``anomaly calibrate``).
+    """
+
+    threshold: float
+    low: float  # raw score mapped to 0
+    high: float  # raw score mapped to 1
+    rule: str  # how the threshold was chosen, in words
+    n_normal: int = 0
+    n_anomaly: int = 0
+    expected: dict | None = None  # operating_point() on the calibration scores
+    source: str = ""  # what the scores are: out-of-fold, validation, or a folder's path
+    scores: list[float] = field(default_factory=list, repr=False)
+    labels: list[int] = field(default_factory=list, repr=False)
+
+    def normalise(self, raw):
+        raw = np.asarray(raw, dtype=np.float64)
+        below = 0.5 * (raw - self.low) / max(self.threshold - self.low, 1e-12)
+        above = 0.5 + 0.5 * (raw - self.threshold) / max(self.high - self.threshold, 1e-12)
+        return np.clip(np.where(raw < self.threshold, below, above), 0.0, 1.0)
+
+    def raw_threshold(self, threshold: float) -> float:
+        """The raw score that ``normalise`` maps to ``threshold`` (inside the clipped range)."""
+        if threshold < 0.5:
+            return self.low + 2 * threshold * (self.threshold - self.low)
+        return self.threshold + 2 * (threshold - 0.5) * (self.high - self.threshold)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> dict:
+        """Everything but the scores themselves (for reports)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("scores", "labels")}
+
+
+def calibrate(labels, scores, rule: OperatingRule = OperatingRule(), source: str = "validation") -> tuple[Calibration, str | None]:
+    """Pick the threshold on calibration scores by ``rule``. Returns it and a warning for the user, if any.
+
+    ``source`` says in words what the scores are ("validation", "out-of-fold").
     """
     labels = np.asarray(labels, dtype=int)
     scores = np.asarray(scores, dtype=np.float64)
     normal, anomaly = scores[labels == 0], scores[labels == 1]
     warning = None
-    if len(anomaly) and len(normal):
-        weights = None
-        if prevalence is not None and 0 < prevalence < 1:
-            normal_weight = len(anomaly) * (1 - prevalence) / prevalence / len(normal)
-            weights = np.where(labels == 0, normal_weight, 1.0)
-        threshold = best_f1_threshold(labels, scores, weights)
-        rule = f"max F1 on {len(normal)} normal and {len(anomaly)} anomalous validation images"
-        if weights is not None:
-            rule += f" (weighted to {100 * prevalence:.0f}% anomalies, as in the training data)"
-    elif len(normal):
-        # With no anomalies to pick from, a "best F1" threshold would flag everything.
-        threshold = float(np.quantile(normal, 1 - max_fpr, method="higher")) + 1e-9
-        rule = f"{100 * (1 - max_fpr):g}th percentile of {len(normal)} normal validation scores (--max-fpr {max_fpr:g})"
-        warning = (
-            f"validation data has no anomalous images: threshold set so about {100 * max_fpr:g}% of normal "
-            "images are flagged (--max-fpr); add labelled defects to validation for a better threshold"
-        )
+    if not len(normal):
+        raise ValueError("calibration needs at least one normal score")
+    if len(anomaly):
+        threshold = choose_threshold(labels, scores, rule)
+        rule_text = f"{rule.describe()} on {len(normal)} normal and {len(anomaly)} anomalous images ({source} scores)"
     else:
-        raise ValueError("calibration needs at least one normal validation score")
+        # With no anomalies, only the false-alarm rate can be chosen.
+        max_fpr = rule.value if rule.name == "fpr" else NO_ANOMALY_FPR
+        threshold = float(np.quantile(normal, 1 - max_fpr, method="higher")) + 1e-9
+        rule_text = f"{100 * (1 - max_fpr):g}th percentile of {len(normal)} normal images ({source} scores)"
+        warning = (
+            f"the calibration data has no anomalous images: threshold set so about {100 * max_fpr:g}% of good "
+            "images are flagged (--max-fpr); add labelled defects for a threshold that knows what a defect scores"
+        )
     low, high = float(scores.min()), float(scores.max())
-    calibration = Calibration(threshold, min(low, threshold), max(high, threshold), rule, len(normal), len(anomaly))
+    calibration = Calibration(
+        threshold, min(low, threshold), max(high, threshold), rule_text, len(normal), len(anomaly),
+        operating_point(labels, scores, threshold), source, scores.tolist(), labels.tolist(),
+    )
     return calibration, warning
+
+
+def trade_off(labels, scores, calibration: Calibration, fprs=TRADE_OFF_FPRS) -> list[dict]:
+    """Recall at each false-alarm rate on these scores, and the threshold (0..1 scale) that gives it."""
+    labels = np.asarray(labels, dtype=int)
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(set(labels.tolist())) < 2:
+        return []
+    rows = []
+    for fpr in fprs:
+        raw = choose_threshold(labels, scores, OperatingRule("fpr", fpr))
+        point = operating_point(labels, scores, raw)
+        rows.append({"max_false_alarm_rate": fpr, "threshold": float(calibration.normalise(raw)), "raw_threshold": raw,
+                     "recall": point["recall"], "false_alarm_rate": point["false_alarm_rate"]})
+    return rows

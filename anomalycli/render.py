@@ -109,6 +109,36 @@ def metrics_table(report: dict) -> Table:
     return table
 
 
+def _rate(value, interval) -> str:
+    text = f"{100 * value:.1f}%"
+    return text + (f" (95% CI {100 * interval[0]:.1f}-{100 * interval[1]:.1f}%)" if interval else "")
+
+
+def operating_point_text(point: dict | None, when: str) -> str:
+    """'recall 91.0% (95% CI ...), false alarms 4.1% (...), on 320 good and 50 defective images'."""
+    if not point:
+        return "no expected recall or false-alarm rate: the model file predates them (anomaly calibrate adds them)"
+    parts = []
+    if point["recall"] is not None:
+        parts.append(f"defects caught {_rate(point['recall'], point['recall_ci'])}")
+    if point["false_alarm_rate"] is not None:
+        parts.append(f"good parts flagged {_rate(point['false_alarm_rate'], point['false_alarm_rate_ci'])}")
+    return f"{when}: " + ", ".join(parts) + f"; from {point['n_normal']} good and {point['n_anomaly']} defective images"
+
+
+def trade_off_table(rows: list[dict], model_point: dict) -> Table:
+    """Recall at fixed false-alarm rates on the evaluated images, beside the model's own point."""
+    table = Table(title="trade-off on these images: recall at a false-alarm rate")
+    table.add_column("false alarms at most", justify="right")
+    table.add_column("recall", justify="right")
+    table.add_column("false alarms", justify="right")
+    table.add_column("--threshold", justify="right")
+    for row in rows:
+        table.add_row(f"{100 * row['max_false_alarm_rate']:g}%", _fmt(row["recall"]), _fmt(row["false_alarm_rate"]), f"{row['threshold']:.3f}")
+    table.add_row("model's point", _fmt(model_point["recall"]), _fmt(model_point["false_alarm_rate"]), f"{model_point['threshold']:.3f}", style="bold")
+    return table
+
+
 def defect_table(report: dict) -> Table:
     table = Table(title="recall per defect type")
     table.add_column("type")

@@ -44,12 +44,17 @@ def train_val_split(samples: list[Sample], val_ratio: float, seed: int = 0) -> t
     return train, val
 
 
-def k_folds(samples: list[Sample], k: int, seed: int = 0) -> list[Sample]:
-    """Assign each sample a fold 0..k-1, stratified by class and defect type."""
+def k_folds(samples: list[Sample], k: int, seed: int = 0, small_classes: bool = False) -> list[Sample]:
+    """Assign each sample a fold 0..k-1, stratified by class and defect type.
+
+    With ``small_classes`` a class with fewer than k images is spread over as many folds as it
+    has images (cross-fitting needs every image scored, not every fold to hold every class).
+    """
     if k < 2:
         raise UsageError(f"--folds must be at least 2 (got {k})")
     keys = strata(samples, min_count=k)
-    smallest = min(Counter(s.class_name for s in samples).values())
+    counts = Counter(s.class_name for s in samples)
+    smallest = min(counts.values()) if not small_classes else max(counts.values())
     if smallest < k:
         raise UserError(f"a class has only {smallest} images, too few for {k} folds; use --folds {max(smallest, 2)} or fewer")
     folds = [0] * len(samples)

@@ -16,7 +16,7 @@ from anomalycli.data import Dataset, Sample, discover, image_batches, load_all
 from anomalycli.errors import UsageError, UserError
 from anomalycli.inference import resolve_device
 from anomalycli.methods import METHODS, AnomalyModel, classifier, hybrid, patchcore
-from anomalycli.metrics import calibrate
+from anomalycli.metrics import OperatingRule, calibrate
 from anomalycli.splits import k_folds, train_val_split
 from anomalycli.training import ClassifierSettings, fit_classifier
 
@@ -25,6 +25,8 @@ log = logging.getLogger("anomalycli")
 MODEL_NAME = project.MODEL_NAME
 CHECKPOINT_NAME = "checkpoint.pt"
 METHOD_NAMES = tuple(METHODS)
+# Methods whose calibration scores come from cross-fitting over every labelled image, not a validation split.
+CROSS_FITTED = ("patchcore", "hybrid")
 # Screw defects are a few pixels wide: patch features see them better at 320 px (BENCHMARKS.md);
 # the classifier keeps the ImageNet size, which fine-tuning on a CPU can afford.
 DEFAULT_IMAGE_SIZE = {"classifier": 224, "patchcore": 320, "hybrid": 320}
@@ -43,7 +45,10 @@ class TrainOptions:
     val_ratio: float = 0.1
     seed: int = 0
     device: str = "auto"
-    max_fpr: float = 0.01
+    # The operating point: at most one of these; none gives the max balanced accuracy.
+    target_recall: float | None = None
+    max_fpr: float | None = None
+    defect_rate: float | None = None
     # classifier
     epochs: int = 60
     batch_size: int = 64
@@ -57,7 +62,7 @@ class TrainOptions:
     coreset_ratio: float = 0.01
     coreset_sampler: str = "greedy"
     reweight: bool = False
-    # hybrid
+    # patchcore and hybrid: cross-fitting folds for the calibration scores (and the hybrid's fusion)
     cv_folds: int = 5
     run_dir: str | None = None
 
@@ -74,7 +79,6 @@ class TrainOptions:
             (self.weight_decay >= 0, f"--weight-decay must be 0 or more (got {self.weight_decay})"),
             (0 < self.val_ratio < 1, f"--val-ratio must be between 0 and 1 (got {self.val_ratio})"),
             (0 < self.coreset_ratio <= 1, f"--coreset-ratio must be in (0, 1] (got {self.coreset_ratio})"),
-            (0 < self.max_fpr < 1, f"--max-fpr must be between 0 and 1 (got {self.max_fpr})"),
             (self.cv_folds >= 2, f"--cv-folds must be at least 2 (got {self.cv_folds})"),
             (self.patience >= 1, f"--patience must be at least 1 (got {self.patience})"),
             (self.sampler in ("shuffle", "balanced"), f"--sampler must be shuffle or balanced (got {self.sampler})"),
@@ -84,11 +88,32 @@ class TrainOptions:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        self.operating_rule()
         backbones.get(self.backbone)
+
+    def operating_rule(self) -> OperatingRule:
+        return operating_rule(self.target_recall, self.max_fpr, self.defect_rate)
 
     def classifier_settings(self) -> ClassifierSettings:
         names = {f.name for f in fields(ClassifierSettings)}
         return ClassifierSettings(**{k: v for k, v in asdict(self).items() if k in names})
+
+
+def operating_rule(target_recall: float | None, max_fpr: float | None, defect_rate: float | None) -> OperatingRule:
+    """The rule the options name: --target-recall, --max-fpr or --defect-rate (one at most), else balanced."""
+    checks = [
+        (target_recall is None or 0 < target_recall <= 1, f"--target-recall must be in (0, 1] (got {target_recall})"),
+        (max_fpr is None or 0 <= max_fpr < 1, f"--max-fpr must be in [0, 1) (got {max_fpr})"),
+        (defect_rate is None or 0 < defect_rate < 1, f"--defect-rate must be between 0 and 1 (got {defect_rate})"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    given = {"recall": target_recall, "fpr": max_fpr, "f1": defect_rate}
+    chosen = {name: value for name, value in given.items() if value is not None}
+    if len(chosen) > 1:
+        raise UsageError("give one of --target-recall, --max-fpr and --defect-rate: each sets the threshold on its own")
+    return OperatingRule(*next(iter(chosen.items()))) if chosen else OperatingRule()
 
 
 @dataclass
@@ -144,16 +169,18 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
     log.info(f"data: {dataset.root} ({dataset.layout}), {len(dataset.samples)} images")
     train_samples, val_samples, source = choose_validation(dataset, options.val_ratio, options.seed)
     _check_classes(train_samples, val_samples, options.method, options.normal_class)
-    log.info(f"validation: {len(val_samples)} images from {source}")
+    if options.method in CROSS_FITTED:
+        source = f"none held out: every image scored out of fold over {options.cv_folds} folds"
+    else:
+        log.info(f"validation: {len(val_samples)} images from {source}")
     if resume is None:
         run_dir = prepare_run_dir(options.run_dir)
         io.write_text(run_dir / "args.json", json.dumps(asdict(options), indent=2))
     model, history, notes = fit(options, train_samples, val_samples, run_dir, state, show_progress)
     model_path = model.save(run_dir / MODEL_NAME)
-    # PatchCore fits the good training images only.
-    n_fit = {"patchcore": sum(s.label == 0 for s in train_samples), "hybrid": len(train_samples) + len(val_samples)}.get(options.method, len(train_samples))
-    if options.method == "hybrid":
-        source = f"none held out: threshold and fusion weight cross-fitted over {options.cv_folds} folds"
+    everything = train_samples + val_samples
+    # PatchCore's bank holds the good images only.
+    n_fit = {"patchcore": sum(s.label == 0 for s in everything), "hybrid": len(everything)}.get(options.method, len(train_samples))
     return TrainResult(run_dir, model_path, model, source, n_fit, len(val_samples), history, notes)
 
 
@@ -183,7 +210,7 @@ def fit(
         return _train_classifier(options, config, train_samples, val_samples, device, run_dir, state, show_progress)
     if options.method == "hybrid":
         return _train_hybrid(options, config, train_samples + val_samples, device, show_progress)
-    return _train_patchcore(options, config, train_samples, val_samples, device, show_progress)
+    return _train_patchcore(options, config, train_samples + val_samples, device, show_progress)
 
 
 def _load_split(samples: list[Sample], image_size: int, what: str, notes: list[str]):
@@ -195,12 +222,15 @@ def _load_split(samples: list[Sample], image_size: int, what: str, notes: list[s
     return images, torch.tensor([s.label for s in kept]), kept
 
 
-def _calibrate(model: AnomalyModel, images, labels, max_fpr: float, batch_size: int, notes: list[str], prevalence=None):
-    scores = torch.cat([model.score(images[i : i + batch_size], with_maps=False)[0].cpu() for i in range(0, len(images), batch_size)])
-    model.calibration, warning = calibrate(labels.numpy(), scores.numpy(), max_fpr, prevalence)
+def _calibrate(model: AnomalyModel, labels: torch.Tensor, scores: torch.Tensor, rule: OperatingRule, source: str, notes: list[str]) -> None:
+    model.calibration, warning = calibrate(labels.numpy(), scores.numpy(), rule, source)
     if warning:
         log.warning(warning)
         notes.append(warning)
+
+
+def _scores(model: AnomalyModel, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([model.score(images[i : i + batch_size], with_maps=False)[0].cpu() for i in range(0, len(images), batch_size)])
 
 
 def _train_classifier(options, config, train_samples, val_samples, device, run_dir: Path | None, state, show_progress):
@@ -228,61 +258,65 @@ def _train_classifier(options, config, train_samples, val_samples, device, run_d
     log.info(f"best epoch {checkpoint['best_epoch']} by validation {settings.select}")
     config = {**config, "best_epoch": checkpoint["best_epoch"], "select": settings.select}
     model = AnomalyModel("classifier", net.to(device), config, calibration=None)
-    _calibrate(model, val_images, val_labels, options.max_fpr, options.batch_size, notes)
+    _calibrate(model, val_labels, _scores(model, val_images, options.batch_size), options.operating_rule(), "validation", notes)
     return model, checkpoint["history"], notes
 
 
-def _train_patchcore(options, config, train_samples, val_samples, device, show_progress):
-    notes: list[str] = []
-    good = [s for s in train_samples if s.label == 0]
-    # Anomalies outside the fitted images never touch the memory bank, so all of them can
-    # inform the threshold alongside the held-out good images.
-    calibration_samples = val_samples + [s for s in train_samples if s.label == 1]
-    extractor = backbones.FeatureExtractor(options.backbone, backbones.build(options.backbone, options.weights)).to(device).eval()
-    batch = 32
-    unreadable: list[str] = []
+def _embed(options, extractor, samples: list[Sample], device, show_progress, notes: list[str]):
+    """Patch features of every readable sample, streamed (pixels are never all held), and the samples kept."""
+    readable: list[int] = []
 
-    def readable_batches():
-        # Streamed, so fitting thousands of images never holds their pixels, only their patch features.
-        for images, _, errors in image_batches([s.path for s in good], options.image_size, batch):
-            unreadable.extend(e for e in errors if e)
+    def batches():
+        for images, indices, errors in image_batches([s.path for s in samples], options.image_size, 32):
+            for error in filter(None, errors):
+                log.warning(f"skipped unreadable training image: {error}")
             ok = torch.tensor([not e for e in errors])
+            readable.extend(indices[ok].tolist())
             if ok.any():
                 yield backbones.preprocess(images[ok].to(device), options.backbone)
 
-    net = patchcore.fit(
-        extractor, readable_batches(), len(good), options.coreset_ratio, options.coreset_sampler, options.reweight,
-        options.seed, show_progress,
+    features = patchcore.embed_all(extractor, batches(), len(samples), show_progress)
+    if len(readable) < len(samples):
+        notes.append(f"{len(samples) - len(readable)} unreadable training image(s) skipped")
+    kept = [samples[i] for i in readable]
+    return features, torch.tensor([s.label for s in kept]), kept
+
+
+def _cross_fit_folds(options, kept: list[Sample]) -> np.ndarray:
+    n_good = sum(s.label == 0 for s in kept)
+    if n_good < 2:
+        raise UserError(f"only {n_good} readable good image(s); cross-fitting needs at least 2 (add good images)")
+    # A few defects are spread over fewer folds; fewer good images than folds lowers the fold count.
+    return np.array([s.fold for s in k_folds(kept, min(options.cv_folds, n_good), options.seed, small_classes=True)])
+
+
+def _train_patchcore(options, config, samples, device, show_progress):
+    # Cross-fitting replaces a validation split: every good image is in the bank of the final
+    # model and scored, out of fold, by the banks of the other folds; defects are scored alike.
+    notes: list[str] = []
+    extractor = backbones.FeatureExtractor(options.backbone, backbones.build(options.backbone, options.weights)).to(device).eval()
+    features, labels, kept = _embed(options, extractor, samples, device, show_progress, notes)
+    folds = _cross_fit_folds(options, kept)
+    net, out_of_fold = patchcore.cross_fit(
+        extractor, features, labels, folds, options.coreset_ratio, options.coreset_sampler, options.reweight, options.seed, show_progress,
     )
-    for error in unreadable:
-        log.warning(f"skipped unreadable training image: {error}")
-    if unreadable:
-        notes.append(f"{len(unreadable)} unreadable training image(s) skipped")
-    log.info(f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {len(good) - len(unreadable)} good images")
+    log.info(f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {int((labels == 0).sum())} good images")
     config = {
         **config, "bank_size": int(net.bank.shape[0]), "reweight": options.reweight, "coreset_ratio": options.coreset_ratio,
-        "batch_norm_folded": extractor.folded,
+        "cv_folds": options.cv_folds, "batch_norm_folded": extractor.folded,
     }
     model = AnomalyModel("patchcore", net, config, calibration=None)
-    cal_images, cal_labels, _ = _load_split(calibration_samples, options.image_size, "calibration", notes)
-    everything = train_samples + val_samples
-    prevalence = sum(s.label for s in everything) / len(everything)
-    _calibrate(model, cal_images, cal_labels, options.max_fpr, batch, notes, prevalence)
+    _calibrate(model, labels, out_of_fold, options.operating_rule(), "out-of-fold", notes)
     return model, [], notes
 
 
 def _train_hybrid(options, config, samples, device, show_progress):
-    # Cross-fitting replaces a validation split: every labelled image is fitted on in some folds
-    # and scored, out of fold, for the fusion weight and the threshold.
     notes: list[str] = []
-    images, labels, kept = _load_split(samples, options.image_size, "training", notes)
+    extractor = backbones.FeatureExtractor(options.backbone, backbones.build(options.backbone, options.weights)).to(device).eval()
+    features, labels, kept = _embed(options, extractor, samples, device, show_progress, notes)
     if not (labels == 1).any():
         raise UserError("the hybrid method needs labelled anomalous images, and there are none; use --method patchcore")
-    folds = np.array([s.fold for s in k_folds(kept, options.cv_folds, options.seed)])
-    extractor = backbones.FeatureExtractor(options.backbone, backbones.build(options.backbone, options.weights)).to(device).eval()
-    batch = 32
-    batches = (backbones.preprocess(images[i : i + batch].to(device), options.backbone) for i in range(0, len(images), batch))
-    features = patchcore.embed_all(extractor, batches, len(images), show_progress)
+    folds = _cross_fit_folds(options, kept)
     net, out_of_fold = hybrid.fit(extractor, features, labels, folds, options.coreset_ratio, options.seed)
     log.info(f"hybrid: one-class weight {float(net.alpha):.2f}, memory bank {net.patchcore.bank.shape[0]} patches, "
              f"cross-fitted over {options.cv_folds} folds of {len(kept)} images")
@@ -291,8 +325,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
         "batch_norm_folded": extractor.folded,
     }
     model = AnomalyModel("hybrid", net, config, calibration=None)
-    model.calibration, warning = calibrate(labels.numpy(), out_of_fold.numpy(), options.max_fpr)
-    model.calibration.rule = "max F1 on out-of-fold scores (" + model.calibration.rule.removeprefix("max F1 on ").replace(" validation images", " images") + ")"
+    _calibrate(model, labels, out_of_fold, options.operating_rule(), "out-of-fold", notes)
     return model, [], notes
 
 

@@ -2,6 +2,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from conftest import one_clear_line, run_cli
 
@@ -196,3 +197,61 @@ def test_short_form_errors_are_one_line(tmp_path, monkeypatch, args, code, words
 
 def test_predict_with_only_a_model_asks_for_the_folder(patchcore_model):
     assert "give the FOLDER of images" in one_clear_line(run_cli("predict", patchcore_model.parent, expect=2))
+
+
+# --- the operating point: rules at train, what it means at eval, calibrate without refitting --
+
+
+def test_train_with_a_target_recall_reports_what_it_costs(parts, tmp_path):
+    result = run_cli("train", parts, "--target-recall", "0.9", "--image-size", "64", "--coreset-ratio", "0.1", "--run-dir", tmp_path / "r")
+    text = " ".join(result.output.split())
+    assert "recall >= 0.9 (--target-recall) on 24 normal and 12 anomalous images (out-of-fold scores)" in text
+    assert "expected on new images: defects caught" in text and "good parts flagged" in text
+    from anomalycli.methods import AnomalyModel
+
+    expected = AnomalyModel.load(tmp_path / "r").calibration.expected
+    assert expected["recall"] >= 0.9 and expected["n_normal"] == 24 and expected["n_anomaly"] == 12
+
+
+def test_eval_reports_the_trade_off_and_the_models_point(parts, patchcore_model, tmp_path):
+    out = tmp_path / "m.json"
+    result = run_cli("eval", patchcore_model, parts, "--json", out)
+    report = json.loads(out.read_text())
+    assert [row["max_false_alarm_rate"] for row in report["trade_off"]] == [0.0, 0.01, 0.05, 0.1]
+    point, cm = report["operating_point"], report["confusion_matrix"]
+    assert point["recall"] == pytest.approx(cm["tp"] / (cm["tp"] + cm["fn"]))
+    assert point["false_alarm_rate"] == pytest.approx(cm["fp"] / (cm["fp"] + cm["tn"]))
+    assert "scores" not in report["calibration"] and report["calibration"]["expected"]["n_normal"] == 24
+    assert "trade-off on these images" in result.output and "calibration expected" in result.output
+
+
+def test_calibrate_writes_a_new_model_and_leaves_the_old_one_byte_identical(parts, patchcore_model, tmp_path, monkeypatch):
+    from anomalycli.methods import AnomalyModel
+
+    before = patchcore_model.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("calibrate", patchcore_model, "--target-recall", "1.0")
+    assert patchcore_model.read_bytes() == before
+    assert "which is unchanged" in result.output
+    new = AnomalyModel.load(tmp_path / "runs/train-1")
+    old = AnomalyModel.load(patchcore_model)
+    assert new.calibration.expected["recall"] == 1.0 and new.calibration.scores == old.calibration.scores
+    assert torch.equal(new.net.bank, old.net.bank)
+    # New labelled images: the threshold is chosen on their scores.
+    run_cli("calibrate", "--model", patchcore_model, parts, "--max-fpr", "0.05", "--out", "line.safetensors")
+    line = AnomalyModel.load(tmp_path / "line.safetensors").calibration
+    assert line.n_normal == 24 and line.expected["false_alarm_rate"] <= 0.05 and str(parts) in line.rule
+    assert patchcore_model.read_bytes() == before
+    # A later eval and predict use the recalibrated run: it is the newest.
+    assert "runs/train-1/model.safetensors" in run_cli("predict", parts / "good").output
+
+
+def test_calibrate_errors_are_one_line(parts, patchcore_model, tmp_path):
+    from anomalycli.methods import AnomalyModel
+
+    model = AnomalyModel.load(patchcore_model)
+    model.calibration.scores, model.calibration.labels = [], []
+    model.save(tmp_path / "old.safetensors")
+    assert "keeps no calibration scores" in one_clear_line(run_cli("calibrate", tmp_path / "old.safetensors", expect=1))
+    assert "calibrate never replaces it" in one_clear_line(run_cli("calibrate", patchcore_model, "--out", patchcore_model, expect=1))
+    assert "give one of" in one_clear_line(run_cli("calibrate", patchcore_model, "--max-fpr", "0.1", "--defect-rate", "0.1", expect=2))

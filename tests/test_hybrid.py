@@ -67,17 +67,3 @@ def test_head_learns_which_patches_make_an_image_defective():
     with torch.no_grad():
         scores = head(features)
     assert scores[30:].min() > scores[:30].max()
-
-
-def test_each_fold_coreset_holds_only_good_patches_of_its_own_fold():
-    torch.manual_seed(0)
-    features = torch.randn(12, 16, 8).half()
-    labels = torch.tensor([0] * 9 + [1] * 3)
-    folds = np.arange(12) % 3
-    coresets = hybrid.fold_coresets(features, labels, folds, coreset_ratio=0.5)
-    assert sorted(coresets) == [0, 1, 2]
-    for fold, bank in coresets.items():
-        own = features[np.flatnonzero((folds == fold) & (labels.numpy() == 0))].reshape(-1, 8).float()
-        others = features[np.flatnonzero(folds != fold)].reshape(-1, 8).float()
-        assert torch.cdist(bank, own).min(1).values.max() < 1e-6
-        assert torch.cdist(bank, others).min() > 1e-3

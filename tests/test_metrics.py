@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from anomalycli.metrics import binary_report, calibrate
+from anomalycli.metrics import NO_ANOMALY_FPR, OperatingRule, binary_report, calibrate, operating_point, trade_off
 
 
 def test_report_matches_scikit_learn():
@@ -23,30 +23,85 @@ def test_report_matches_scikit_learn():
     assert low < report["auroc"] < high and high - low < 0.5
 
 
-def test_threshold_maximises_f1_and_maps_to_one_half():
-    labels = np.array([0, 0, 0, 0, 1, 1])
-    scores = np.array([0.1, 0.2, 0.3, 0.6, 0.5, 0.9])
+def _draw(n_normal, n_anomaly, seed, shift=2.0):
+    rng = np.random.default_rng(seed)
+    return np.r_[np.zeros(n_normal, int), np.ones(n_anomaly, int)], np.r_[rng.normal(0, 1, n_normal), rng.normal(shift, 1, n_anomaly)]
+
+
+def test_default_threshold_maximises_balanced_accuracy_and_maps_to_one_half():
+    labels, scores = _draw(300, 40, seed=0)
     calibration, warning = calibrate(labels, scores)
-    assert warning is None
-    predicted = scores >= calibration.threshold
-    assert skm.f1_score(labels, predicted) == pytest.approx(max(skm.f1_score(labels, scores >= t) for t in scores))
+    assert warning is None and "balanced accuracy" in calibration.rule
+    achieved = skm.balanced_accuracy_score(labels, scores >= calibration.threshold)
+    assert achieved == pytest.approx(max(skm.balanced_accuracy_score(labels, scores >= t) for t in scores))
     assert calibration.normalise(calibration.threshold) == pytest.approx(0.5)
     normalised = calibration.normalise(scores)
     assert np.all(np.diff(normalised[np.argsort(scores)]) >= 0) and normalised.min() >= 0 and normalised.max() <= 1
+    assert calibration.expected["n_normal"] == 300 and calibration.expected["n_anomaly"] == 40
+    assert calibration.scores == pytest.approx(scores.tolist()) and calibration.labels == labels.tolist()
 
 
-def test_no_anomalies_in_validation_uses_a_percentile_and_warns():
+def test_the_default_does_not_depend_on_how_many_defects_were_collected():
+    labels, scores = _draw(400, 400, seed=1)
+    few = np.r_[np.arange(400), 400 + np.arange(0, 400, 10)]  # the same good parts, a tenth of the defects
+    everything, _ = calibrate(labels, scores)
+    sampled, _ = calibrate(labels[few], scores[few])
+    assert abs(everything.threshold - sampled.threshold) < 0.4
+    f1_few = calibrate(labels[few], scores[few], OperatingRule("f1", 40 / 440))[0]
+    assert f1_few.threshold > sampled.threshold  # F1 at a low defect share is stricter: what issue 13 saw
+
+
+@pytest.mark.parametrize("target", [0.8, 0.9, 0.95])
+def test_target_recall_is_met_and_holds_on_held_out_data_within_its_interval(target):
+    labels, scores = _draw(300, 100, seed=2)
+    calibration, _ = calibrate(labels, scores, OperatingRule("recall", target))
+    assert calibration.expected["recall"] >= target
+    low, high = calibration.expected["recall_ci"]
+    held_labels, held_scores = _draw(20000, 20000, seed=3)
+    held_out = operating_point(held_labels, held_scores, calibration.threshold)
+    assert low <= held_out["recall"] <= high
+    assert "--target-recall" in calibration.rule
+
+
+@pytest.mark.parametrize("max_fpr", [0.0, 0.01, 0.05, 0.1])
+def test_max_false_alarm_rate_is_met_with_the_most_recall_it_allows(max_fpr):
+    labels, scores = _draw(300, 60, seed=4)
+    calibration, _ = calibrate(labels, scores, OperatingRule("fpr", max_fpr))
+    flagged = scores >= calibration.threshold
+    assert flagged[labels == 0].mean() <= max_fpr
+    best = max(flagged_at[labels == 1].mean() for flagged_at in (scores >= t for t in scores) if flagged_at[labels == 0].mean() <= max_fpr)
+    assert flagged[labels == 1].mean() == pytest.approx(best)
+    held_labels, held_scores = _draw(20000, 10, seed=5)
+    if max_fpr:
+        low, high = calibration.expected["false_alarm_rate_ci"]
+        assert low <= operating_point(held_labels, held_scores, calibration.threshold)["false_alarm_rate"] <= high
+
+
+def test_no_anomalies_gives_a_percentile_threshold_and_a_warning():
     scores = np.linspace(0, 1, 200)
-    calibration, warning = calibrate(np.zeros(200), scores, max_fpr=0.05)
-    assert "no anomalous images" in warning
-    assert np.mean(scores >= calibration.threshold) <= 0.05
+    for rule in (OperatingRule(), OperatingRule("recall", 0.9)):
+        calibration, warning = calibrate(np.zeros(200), scores, rule)
+        assert "no anomalous images" in warning
+        assert np.mean(scores >= calibration.threshold) <= NO_ANOMALY_FPR
+    calibration, _ = calibrate(np.zeros(200), scores, OperatingRule("fpr", 0.05))
+    assert 0.04 <= np.mean(scores >= calibration.threshold) <= 0.05
 
 
-def test_prevalence_weighting_makes_the_threshold_stricter_when_anomalies_are_overrepresented():
-    rng = np.random.default_rng(0)
-    labels = np.r_[np.zeros(40, int), np.ones(40, int)]
-    scores = np.r_[rng.normal(0, 1, 40), rng.normal(2, 1, 40)]
-    plain, _ = calibrate(labels, scores)
-    weighted, _ = calibrate(labels, scores, prevalence=0.1)
-    assert weighted.threshold > plain.threshold
-    assert "weighted to 10% anomalies" in weighted.rule
+def test_operating_point_counts_and_wilson_intervals():
+    point = operating_point([0, 0, 0, 0, 1, 1], [0.1, 0.2, 0.6, 0.3, 0.7, 0.4], threshold=0.5)
+    assert point["recall"] == 0.5 and point["false_alarm_rate"] == 0.25
+    assert point["recall_ci"][0] < 0.5 < point["recall_ci"][1]
+    assert point["false_alarm_rate_ci"] == pytest.approx([0.0456, 0.6994], abs=1e-3)  # Wilson, 1 of 4
+
+
+def test_trade_off_rows_and_raw_threshold_round_trip():
+    labels, scores = _draw(200, 50, seed=6)
+    calibration, _ = calibrate(labels, scores)
+    rows = trade_off(labels, scores, calibration)
+    assert [r["max_false_alarm_rate"] for r in rows] == [0.0, 0.01, 0.05, 0.1]
+    assert all(r["false_alarm_rate"] <= r["max_false_alarm_rate"] for r in rows)
+    assert [r["recall"] for r in rows] == sorted(r["recall"] for r in rows)
+    for row in rows:
+        assert calibration.raw_threshold(row["threshold"]) == pytest.approx(row["raw_threshold"])
+        flagged = calibration.normalise(scores) >= row["threshold"]
+        assert flagged[labels == 1].mean() == pytest.approx(row["recall"])

@@ -57,3 +57,32 @@ def test_maps_are_made_only_when_asked_and_scores_do_not_depend_on_them():
         scores_only, no_maps = model(images, with_maps=False)
     assert maps.shape == (3, 64, 64) and no_maps is None
     assert torch.equal(scores, scores_only)
+
+
+def test_each_fold_coreset_holds_only_good_patches_of_its_own_fold():
+    torch.manual_seed(0)
+    features = torch.randn(12, 16, 8).half()
+    labels = torch.tensor([0] * 9 + [1] * 3)
+    folds = np.arange(12) % 3
+    coresets = patchcore.fold_coresets(features, labels, folds, coreset_ratio=0.5)
+    assert sorted(coresets) == [0, 1, 2]
+    for fold, bank in coresets.items():
+        own = features[np.flatnonzero((folds == fold) & (labels.numpy() == 0))].reshape(-1, 8).float()
+        others = features[np.flatnonzero(folds != fold)].reshape(-1, 8).float()
+        assert torch.cdist(bank, own).min(1).values.max() < 1e-6
+        assert torch.cdist(bank, others).min() > 1e-3
+
+
+def test_cross_fitting_scores_every_image_without_its_own_patches():
+    extractor = backbones.FeatureExtractor("efficientnet_lite0", backbones.build("efficientnet_lite0", "imagenet"))
+    good, _ = _batch(n=12, seed=4)
+    defective, _ = _batch("scratch", n=3, seed=5)
+    features = patchcore.embed_all(extractor, [good, defective], 15)
+    labels = torch.tensor([0] * 12 + [1] * 3)
+    folds = np.arange(15) % 3
+    # Every patch kept: an image whose own patches are in the bank scores 0.
+    model, out_of_fold = patchcore.cross_fit(extractor, features, labels, folds, coreset_ratio=1.0)
+    final = patchcore.score_all(model, features)
+    assert model.bank.shape[0] == 12 * features.shape[1]
+    assert final[:12].max() < 0.01 * out_of_fold[:12].min()  # 0 but for the rounding of the distance
+    assert out_of_fold[12:].min() > out_of_fold[:12].max()  # the scratches rank above every good part

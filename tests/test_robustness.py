@@ -171,6 +171,9 @@ def test_model_files_that_are_not_models(parts, patchcore_model, tmp_path):
     [
         (["--val-ratio", "-0.1"], "--val-ratio"),
         (["--max-fpr", "2"], "--max-fpr"),
+        (["--target-recall", "0"], "--target-recall"),
+        (["--defect-rate", "1"], "--defect-rate"),
+        (["--target-recall", "0.9", "--max-fpr", "0.01"], "give one of --target-recall, --max-fpr and --defect-rate"),
         (["--batch-size", "0"], "--batch-size"),
         (["--sampler", "magic", "--method", "classifier"], "--sampler"),
         (["--device", "tpu"], "--device"),

@@ -10,7 +10,7 @@ from anomalycli.data import attach_masks, discover
 from anomalycli.errors import UsageError
 from anomalycli.inference import evaluate
 from anomalycli.methods import AnomalyModel
-from anomalycli.render import confusion_table, console, defect_table, metrics_table, write_json
+from anomalycli.render import confusion_table, console, defect_table, metrics_table, operating_point_text, trade_off_table, write_json
 
 
 @user_errors
@@ -55,6 +55,10 @@ def eval_command(
         console.print(defect_table(report))
     cal = report["calibration"]
     console.print(f"the threshold rests on {cal['n_normal']} normal and {cal['n_anomaly']} anomalous calibration images")
+    console.print(operating_point_text(cal.get("expected"), "calibration expected"))
+    console.print(operating_point_text(report["operating_point"], f"measured here at threshold {threshold:g}"))
+    if report["trade_off"]:
+        console.print(trade_off_table(report["trade_off"], report["operating_point"]))
     if report["n_unreadable"]:
         console.print(f"[yellow]{report['n_unreadable']} unreadable image(s) left out[/yellow]")
     if json_out:

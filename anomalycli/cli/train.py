@@ -8,8 +8,8 @@ import typer
 
 from anomalycli import backbones
 from anomalycli.cli.common import EXIT_INTERRUPTED, data_folder, fail, user_errors
-from anomalycli.render import console, curves_png, err_console
-from anomalycli.train import CHECKPOINT_NAME, TrainOptions, train
+from anomalycli.render import console, curves_png, err_console, operating_point_text
+from anomalycli.train import CHECKPOINT_NAME, CROSS_FITTED, TrainOptions, train
 
 DEFAULTS = {f.name: f.default for f in fields(TrainOptions)}
 CLASSIFIER_ONLY = ("epochs", "lr", "weight_decay", "weighted_loss", "sampler", "select", "patience")
@@ -33,7 +33,9 @@ def train_command(
     val_ratio: float = typer.Option(0.1, help="Validation share when the data has no val split."),
     seed: int = typer.Option(0, help="Random seed (same seed, same data, same CPU: same model)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
-    max_fpr: float = typer.Option(0.01, help="Share of normal images flagged when validation has no anomalies."),
+    target_recall: Optional[float] = typer.Option(None, help="Operating point: catch at least this share of the defects (e.g. 0.95); the false-alarm rate it costs is reported."),
+    max_fpr: Optional[float] = typer.Option(None, help="Operating point: flag at most this share of good parts (e.g. 0.01); the recall left is reported. Also the rule when there are no labelled defects (default 0.01 then)."),
+    defect_rate: Optional[float] = typer.Option(None, help="Operating point: the largest F1 at this defect rate on the line (e.g. 0.05)."),
     epochs: int = typer.Option(60, help="[classifier] Epochs at most."),
     batch_size: int = typer.Option(64, help="Batch size."),
     lr: float = typer.Option(1e-4, help="[classifier] AdamW learning rate."),
@@ -44,7 +46,7 @@ def train_command(
     patience: int = typer.Option(10, help="[classifier] Stop after this many epochs without improvement."),
     coreset_ratio: float = typer.Option(DEFAULTS["coreset_ratio"], help="[patchcore, hybrid] Share of patches kept in the memory bank."),
     reweight: bool = typer.Option(False, "--reweight", help="[patchcore] The paper's re-weighting of the image score."),
-    cv_folds: int = typer.Option(5, help="[hybrid] Cross-fitting folds for the fusion weight and threshold."),
+    cv_folds: int = typer.Option(5, help="[patchcore, hybrid] Cross-fitting folds: every labelled image is scored by a model that never saw it, for the threshold (and the hybrid's fusion weight)."),
     run_dir: Optional[Path] = typer.Option(None, help="Run folder to create (default runs/train-N; never overwritten)."),
     resume: Optional[Path] = typer.Option(None, help="Continue an interrupted classifier run from its folder."),
 ) -> None:
@@ -66,7 +68,7 @@ def train_command(
         options = TrainOptions(
             data=str(data), method=method, backbone=backbone, weights=weights, image_size=image_size,
             normal_class=normal_class, labels=str(labels) if labels else None, manifest=str(manifest) if manifest else None,
-            val_ratio=val_ratio, seed=seed, device=device, max_fpr=max_fpr, epochs=epochs, batch_size=batch_size,
+            val_ratio=val_ratio, seed=seed, device=device, target_recall=target_recall, max_fpr=max_fpr, defect_rate=defect_rate, epochs=epochs, batch_size=batch_size,
             lr=lr, weight_decay=weight_decay, weighted_loss=weighted_loss, sampler=sampler, select=select,
             patience=patience, coreset_ratio=coreset_ratio, reweight=reweight, cv_folds=cv_folds, run_dir=str(run_dir) if run_dir else None,
         )
@@ -76,9 +78,11 @@ def train_command(
     cal = result.model.calibration
     console.print(
         f"trained {result.model.method} on {result.n_fit} images; validation: "
-        f"{result.validation if result.model.method == 'hybrid' else f'{result.n_val} images from {result.validation}'}\n"
-        f"threshold by {cal.rule}\nmodel: {result.model_path}"
+        f"{result.validation if result.model.method in CROSS_FITTED else f'{result.n_val} images from {result.validation}'}\n"
+        f"threshold by {cal.rule}"
     )
+    console.print(operating_point_text(cal.expected, "expected on new images"))
+    console.print(f"model: {result.model_path}")
     if method_defaulted and result.model.method == "patchcore" and cal.n_anomaly >= DEFAULTS["cv_folds"]:
         console.print(
             f"tip: the {cal.n_anomaly} defective images only set the threshold; --method hybrid also learns from them "

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from anomalycli import backbones
-from anomalycli.methods.patchcore import PatchCore, build_bank
+from anomalycli.methods.patchcore import PatchCore, fold_coresets, out_of_fold_scores
 
 FUSION_WEIGHTS = np.linspace(0.25, 1.0, 7)  # weight of the one-class score
 
@@ -113,42 +113,20 @@ def build_net(config: dict) -> Hybrid:
     return Hybrid(patchcore, PatchHead(channels), torch.ones(4), 1.0)
 
 
-def _one_class_scores(patchcore: PatchCore, features: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    side = int(round(features.shape[1] ** 0.5))  # images are resized to squares
-    return torch.cat([patchcore.score_features(features[i : i + batch].float(), (side, side))[0] for i in range(0, len(features), batch)])
-
-
 @torch.no_grad()
 def _head_scores(head: PatchHead, features: torch.Tensor, batch: int = 64) -> torch.Tensor:
     return torch.cat([head(features[i : i + batch]) for i in range(0, len(features), batch)])
 
 
-def fold_coresets(features: torch.Tensor, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, seed: int = 0) -> dict:
-    """One coreset of the good patches of each fold; any union of them is the bank of those folds.
-
-    Sharing them makes cross-fitting cost a fifth of one PatchCore coreset instead of five
-    coresets over four fifths of the data (greedy coreset time grows with patches x bank size).
-    """
-    channels = features.shape[-1]
-    good = labels.numpy() == 0
-    return {
-        int(f): build_bank(features[np.flatnonzero((folds == f) & good)].reshape(-1, channels), coreset_ratio, seed=seed)
-        for f in np.unique(folds)
-    }
-
-
 def cross_fit(extractor, features: torch.Tensor, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, seed: int = 0, coresets: dict | None = None):
     """Out-of-fold (one-class, supervised) scores of every image, and the (fit, scored) index sets used."""
-    coresets = fold_coresets(features, labels, folds, coreset_ratio, seed) if coresets is None else coresets
-    one_class = torch.empty(len(labels))
+    coresets = fold_coresets(features, labels, folds, coreset_ratio, seed=seed) if coresets is None else coresets
+    one_class = out_of_fold_scores(extractor, features, folds, coresets)
     supervised = torch.empty(len(labels))
     used = []
     for fold in np.unique(folds):
         scored = np.flatnonzero(folds == fold)
         fitted = np.flatnonzero(folds != fold)
-        bank = torch.cat([coreset for f, coreset in coresets.items() if f != fold])
-        with torch.no_grad():
-            one_class[scored] = _one_class_scores(PatchCore(extractor, bank), features[scored])
         head = train_head(features[fitted], labels[fitted], seed)
         supervised[scored] = _head_scores(head, features[scored])
         used.append((fitted, scored))
@@ -168,7 +146,7 @@ def choose_fusion(one_class: torch.Tensor, supervised: torch.Tensor, labels: tor
 
 def fit(extractor, features: torch.Tensor, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, seed: int = 0):
     """The final model (bank from every fold's coreset, head on every image) and out-of-fold fused scores."""
-    coresets = fold_coresets(features, labels, folds, coreset_ratio, seed)
+    coresets = fold_coresets(features, labels, folds, coreset_ratio, seed=seed)
     one_class, supervised, _ = cross_fit(extractor, features, labels, folds, coreset_ratio, seed, coresets)
     stats, alpha = choose_fusion(one_class, supervised, labels)
     bank = torch.cat(list(coresets.values()))

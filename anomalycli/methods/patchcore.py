@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -95,11 +96,70 @@ def embed_all(extractor: backbones.FeatureExtractor, batches: Iterable[torch.Ten
     return out[:filled]
 
 
-def build_bank(patches: torch.Tensor, coreset_ratio: float, sampler: str = "greedy", seed: int = 0, show_progress: bool = False) -> torch.Tensor:
-    """Coreset of good patches (M, C) in float32, from patches (N, C) in any precision."""
-    with tqdm(total=max(1, round(coreset_ratio * len(patches))), desc="coreset", unit="patch", disable=not show_progress) as bar:
-        chosen = SAMPLERS[sampler](coreset_ratio, seed=seed).run(patches, progress=bar.update)
+def coreset_bar(total: int, show_progress: bool) -> tqdm:
+    return tqdm(total=max(1, total), desc="coreset", unit="patch", disable=not show_progress)
+
+
+def build_bank(patches: torch.Tensor, coreset_ratio: float, sampler: str = "greedy", seed: int = 0, show_progress: bool = False, bar: tqdm | None = None) -> torch.Tensor:
+    """Coreset of good patches (M, C) in float32, from patches (N, C) in any precision; ``bar`` is a shared progress bar."""
+    with coreset_bar(round(coreset_ratio * len(patches)), show_progress and bar is None) as own:
+        chosen = SAMPLERS[sampler](coreset_ratio, seed=seed).run(patches, progress=(bar or own).update)
     return patches[chosen].float()
+
+
+def fold_coresets(features: torch.Tensor, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, sampler: str = "greedy", seed: int = 0, show_progress: bool = False) -> dict:
+    """One coreset of the good patches of each fold; any union of them is the bank of those folds.
+
+    Sharing them makes cross-fitting cost a fifth of one coreset instead of k coresets over
+    (k-1)/k of the data (greedy coreset time grows with patches x bank size); their union is a
+    composable coreset of every good image, the final bank.
+    """
+    channels = features.shape[-1]
+    good = labels.numpy() == 0
+    parts = {int(f): np.flatnonzero((folds == f) & good) for f in np.unique(folds)}
+    total = sum(round(coreset_ratio * len(index) * features.shape[1]) for index in parts.values())
+    with coreset_bar(total, show_progress) as bar:
+        return {f: build_bank(features[index].reshape(-1, channels), coreset_ratio, sampler, seed, bar=bar) for f, index in parts.items()}
+
+
+@torch.no_grad()
+def score_all(model: PatchCore, features: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Image scores of cached patch features (N, h*w, C) of square images."""
+    side = int(round(features.shape[1] ** 0.5))
+    return torch.cat([model.score_features(features[i : i + batch].float(), (side, side))[0] for i in range(0, len(features), batch)])
+
+
+def out_of_fold_scores(extractor, features: torch.Tensor, folds: np.ndarray, coresets: dict, reweight: bool = False) -> torch.Tensor:
+    """Every image scored by the bank of the folds it is not in: its good patches never score it."""
+    scores = torch.empty(len(features))
+    for fold in np.unique(folds):
+        scored = np.flatnonzero(folds == fold)
+        bank = torch.cat([coreset for f, coreset in coresets.items() if f != fold])
+        scores[scored] = score_all(PatchCore(extractor, bank, reweight=reweight), features[scored])
+    return scores
+
+
+@torch.no_grad()
+def cross_fit(
+    extractor: backbones.FeatureExtractor,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    folds: np.ndarray,
+    coreset_ratio: float = 0.01,
+    sampler: str = "greedy",
+    reweight: bool = False,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> tuple[PatchCore, torch.Tensor]:
+    """The final model (the union of every fold's coreset) and out-of-fold scores of every image.
+
+    Anomalous images never enter a bank; they are scored out of fold like the good ones, by a
+    bank of the same size, so both classes' calibration scores come from one distribution of models.
+    """
+    coresets = fold_coresets(features, labels, folds, coreset_ratio, sampler, seed, show_progress)
+    scores = out_of_fold_scores(extractor, features, folds, coresets, reweight)
+    device = next(extractor.parameters()).device
+    return PatchCore(extractor.eval(), torch.cat(list(coresets.values())).to(device), reweight=reweight), scores
 
 
 @torch.no_grad()
@@ -113,7 +173,7 @@ def fit(
     seed: int = 0,
     show_progress: bool = False,
 ) -> PatchCore:
-    """Build the memory bank from preprocessed batches of good images."""
+    """Build the memory bank from preprocessed batches of good images (no calibration scores)."""
     features = embed_all(extractor, batches, n_images, show_progress)
     bank = build_bank(features.reshape(-1, features.shape[-1]), coreset_ratio, sampler, seed, show_progress)
     device = next(extractor.parameters()).device
