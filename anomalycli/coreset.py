@@ -34,6 +34,20 @@ def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chu
     return torch.cat(dists), torch.cat(indices)
 
 
+def nearest_per_part(queries: torch.Tensor, bank: torch.Tensor, part_sizes: list[int], chunk: int = 1024, bank_sq: torch.Tensor | None = None) -> torch.Tensor:
+    """Distance of each query to its nearest row in each consecutive part of ``bank``: (Q, parts)."""
+    bank = bank.float()
+    if bank_sq is None:
+        bank_sq = bank.pow(2).sum(1)
+    bounds = [0, *torch.tensor(part_sizes).cumsum(0).tolist()]
+    out = []
+    for start in range(0, queries.shape[0], chunk):
+        q = queries[start : start + chunk].float()
+        d2 = torch.addmm(bank_sq.unsqueeze(0), q, bank.T, alpha=-2).add_(q.pow(2).sum(1, keepdim=True))
+        out.append(torch.stack([d2[:, a:b].amin(dim=1) for a, b in zip(bounds[:-1], bounds[1:])], dim=1))
+    return torch.cat(out).clamp_min_(0).sqrt_()
+
+
 class RandomSampler:
     """Keep a uniform random subset: the cheap baseline."""
 

@@ -9,8 +9,8 @@
 Accuracy protocol (the same for every config): stratified k-fold CV over all images
 (``splits.k_folds(samples, k, seed=0)``). For fold k the other folds are the training part;
 ``splits.train_val_split(part, 0.2, seed=0)`` cuts it into a fit part and a calibration part,
-``train.fit`` fits on the first and sets the threshold on the second, and
-``inference.evaluate`` scores fold k. So every fold's threshold comes from its own training
+``train.fit`` fits on them (patchcore and hybrid cross-fit over both parts together; the
+classifier fits on the first and calibrates on the second), and ``inference.evaluate`` scores fold k. So every fold's threshold comes from its own training
 part only. Reported: mean and std over folds of image AUROC, F1, precision, recall, accuracy,
 pixel AUROC (methods with maps, data with masks), per-defect-type recall and fit seconds.
 Leave-one-type-out (``--loto``): each defect type in turn is withheld from fitting and
@@ -596,9 +596,9 @@ def markdown(args, data: Path, samples: list[Sample], results: list[CVResult], l
             "",
             f"Stratified {args.folds}-fold cross-validation (`splits.k_folds(samples, {args.folds}, seed=0)`). For each fold the "
             "other folds are cut by `splits.train_val_split(part, 0.2, seed=0)` into a fit part and a calibration part; "
-            "`train.fit` fits on the first and sets the threshold on the second by its own rule (PatchCore: max F1 weighted to the "
-            "training data's anomaly share, over the calibration part plus the fit part's anomalies; hybrid: cross-fitted over "
-            "both parts; classifier: max F1 on the calibration part), and `inference.evaluate` scores the held-out fold. "
+            "`train.fit` fits and sets the threshold by the default rule, max balanced accuracy (patchcore and hybrid: on "
+            "out-of-fold scores cross-fitted over both parts together; classifier: fitted on the first part, calibrated on the "
+            "second), and `inference.evaluate` scores the held-out fold. "
             "Mean ± std over folds. Fit seconds = `train.fit` wall time per fold (image loading, features, coreset or training, calibration).",
             "",
             "| config | folds | image AUROC | F1 | precision | recall | accuracy | pixel AUROC | fit s |",

@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Fast PatchCore exploration on cached features: the levers anomalycli does not have yet.
 
-Same protocol as ``bench.py`` (k_folds seed 0, train_val_split 0.2 seed 0, best-F1 threshold
-weighted to the training anomaly share on the calibration part = val + the fit part's anomalies,
-as ``train._train_patchcore`` does; metrics from ``metrics.binary_report``),
+The protocol ``bench.py`` had before cross-fitting (k_folds seed 0, train_val_split 0.2 seed 0,
+best-F1 threshold weighted to the training anomaly share on the calibration part = val + the fit
+part's anomalies; metrics from ``metrics.binary_report``): a tool for comparing levers by AUROC,
+not for the threshold, which ``operating_point.py`` measures,
 but every image is embedded once per (backbone, size, layers, augmentation) and each fold only
 re-runs the coreset and the nearest-neighbour search. With the default levers it reproduces
 ``bench.py`` fold for fold (same memory bank, same AUROC and F1 per fold), minutes faster.
@@ -38,7 +39,7 @@ from anomalycli import backbones  # noqa: E402
 from anomalycli.coreset import SAMPLERS, nearest_distances  # noqa: E402
 from anomalycli.data import discover, load_all, load_mask  # noqa: E402
 from anomalycli.methods.patchcore import PatchCore, _gaussian_blur  # noqa: E402
-from anomalycli.metrics import binary_report, calibrate, pixel_auroc  # noqa: E402
+from anomalycli.metrics import OperatingRule, binary_report, calibrate, pixel_auroc  # noqa: E402
 
 FEATURE_CACHE: dict = {}
 
@@ -171,7 +172,7 @@ def cv(samples, args, log=print) -> dict:
         training = fit_part + calib_part
         prevalence = sum(s.label for s in training) / len(training)
         # As train._train_patchcore: max F1 weighted to the training data's anomaly share.
-        calibration, _ = calibrate(np.array([s.label for s in calibration_samples]), cal_scores.numpy(), 0.01, prevalence)
+        calibration, _ = calibrate(np.array([s.label for s in calibration_samples]), cal_scores.numpy(), OperatingRule("f1", prevalence))
         fit_seconds = time.perf_counter() - start
         test_scores, maps = scorer(torch.stack([plain[0][s.path] for s in held_out]), side, args.size, True)
         raw = test_scores.numpy()

@@ -21,3 +21,21 @@ def test_quick_benchmark_runs_on_a_tiny_synthetic_set(tmp_path):
     assert "leave one type out" in report and "| patchcore lite0 224px c0.01 |" in report
     assert "fit on 64 good images" in report and "predict 64 images" in report
     assert "anomalib peer skipped" in report
+
+
+def test_quick_operating_point_benchmark_reports_the_threshold_and_its_transfer(tmp_path):
+    data = make_dataset(tmp_path / "tiny", n_good=16, n_per_defect=4, size=48, seed=0)
+    out, raw = tmp_path / "OP.md", tmp_path / "op.json"
+    script = BENCH.parent / "operating_point.py"
+    result = subprocess.run([sys.executable, str(script), "--quick", "--data", str(data), "--methods", "patchcore", "--out", str(out), "--json", str(raw)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = out.read_text()
+    assert "## Operating point" in report and "| tiny (33 % defects) | patchcore |" in report
+    assert "balanced (default)" in report and "Leave-one-type-out" in report
+    import json
+
+    (run,) = json.loads(raw.read_text())
+    assert len(run["cv"]) == 2 and {f["kind"] for f in run["loto"]} == {"scratch", "spot"}
+    for fold in run["cv"]:
+        assert 0 <= fold["measured"]["recall"] <= 1 and fold["best"]["balanced_accuracy"] >= fold["measured"]["balanced_accuracy"] - 1e-9

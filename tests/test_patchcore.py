@@ -73,16 +73,34 @@ def test_each_fold_coreset_holds_only_good_patches_of_its_own_fold():
         assert torch.cdist(bank, others).min() > 1e-3
 
 
-def test_cross_fitting_scores_every_image_without_its_own_patches():
+def _cross_fitted(coreset_ratio):
     extractor = backbones.FeatureExtractor("efficientnet_lite0", backbones.build("efficientnet_lite0", "imagenet"))
     good, _ = _batch(n=12, seed=4)
     defective, _ = _batch("scratch", n=3, seed=5)
     features = patchcore.embed_all(extractor, [good, defective], 15)
     labels = torch.tensor([0] * 12 + [1] * 3)
     folds = np.arange(15) % 3
-    # Every patch kept: an image whose own patches are in the bank scores 0.
-    model, out_of_fold = patchcore.cross_fit(extractor, features, labels, folds, coreset_ratio=1.0)
-    final = patchcore.score_all(model, features)
-    assert model.bank.shape[0] == 12 * features.shape[1]
-    assert final[:12].max() < 0.01 * out_of_fold[:12].min()  # 0 but for the rounding of the distance
+    model, out_of_fold = patchcore.cross_fit(extractor, features, labels, folds, coreset_ratio=coreset_ratio)
+    return extractor, features, folds, model, out_of_fold
+
+
+def test_cross_fitting_scores_every_image_without_its_own_patches():
+    _, features, _, model, out_of_fold = _cross_fitted(coreset_ratio=1.0)
+    assert model.bank.shape[0] == 12 * features.shape[1] and model.part_sizes == [4 * features.shape[1]] * 3
     assert out_of_fold[12:].min() > out_of_fold[:12].max()  # the scratches rank above every good part
+    # Every patch kept, so a bank holding an image's own patches scores it 0: the deployed model's
+    # score of a training image is its out-of-fold score (the one part without it) over 3 parts.
+    final = patchcore.score_all(model, features)
+    assert torch.allclose(final[:12], out_of_fold[:12] / 3, rtol=0.02)
+
+
+def test_a_cross_fitted_model_scores_new_images_as_calibration_did():
+    extractor, features, folds, model, _ = _cross_fitted(coreset_ratio=0.25)
+    new, _ = _batch(n=4, seed=9)
+    new_features = patchcore.embed_all(extractor, [new], 4)
+    bounds = np.cumsum([0] + model.part_sizes)
+    leave_one_out = []
+    for f in range(3):
+        others = torch.cat([model.bank[bounds[g] : bounds[g + 1]] for g in range(3) if g != f])
+        leave_one_out.append(patchcore.score_all(patchcore.PatchCore(extractor, others), new_features))
+    assert torch.allclose(patchcore.score_all(model, new_features), torch.stack(leave_one_out).mean(0), rtol=1e-4)

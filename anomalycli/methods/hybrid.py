@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from anomalycli import backbones
-from anomalycli.methods.patchcore import PatchCore, fold_coresets, out_of_fold_scores
+from anomalycli.methods.patchcore import PatchCore, fold_coresets, out_of_fold_scores, union_of
 
 FUSION_WEIGHTS = np.linspace(0.25, 1.0, 7)  # weight of the one-class score
 
@@ -109,7 +109,7 @@ class Hybrid(nn.Module):
 def build_net(config: dict) -> Hybrid:
     extractor = backbones.extractor_for(config)
     channels = sum(extractor.channels)
-    patchcore = PatchCore(extractor, torch.zeros(config["bank_size"], channels))
+    patchcore = PatchCore(extractor, torch.zeros(config["bank_size"], channels), part_sizes=config.get("bank_parts"))
     return Hybrid(patchcore, PatchHead(channels), torch.ones(4), 1.0)
 
 
@@ -149,6 +149,5 @@ def fit(extractor, features: torch.Tensor, labels: torch.Tensor, folds: np.ndarr
     coresets = fold_coresets(features, labels, folds, coreset_ratio, seed=seed)
     one_class, supervised, _ = cross_fit(extractor, features, labels, folds, coreset_ratio, seed, coresets)
     stats, alpha = choose_fusion(one_class, supervised, labels)
-    bank = torch.cat(list(coresets.values()))
-    model = Hybrid(PatchCore(extractor, bank.to(next(extractor.parameters()).device)), train_head(features, labels, seed), stats, alpha)
+    model = Hybrid(union_of(extractor, coresets), train_head(features, labels, seed), stats, alpha)
     return model, model.fuse(one_class, supervised).detach()

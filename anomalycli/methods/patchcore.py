@@ -2,6 +2,12 @@
 
 An image's anomaly map is each patch's distance to its nearest good patch; its score is
 the largest of those, optionally re-weighted as in the paper. ``fit`` sees good images only.
+
+A bank cross-fitted in k parts (one coreset per fold of the good images) scores an image as the
+mean, over the parts, of its score against the bank without that part. Each of those is scored
+exactly as the out-of-fold calibration scores were (a bank of k-1 parts, an image it never saw),
+so the threshold chosen on them holds for new images; the whole bank would score new images
+lower than calibration expects, and the threshold would miss defects.
 """
 
 from __future__ import annotations
@@ -16,16 +22,17 @@ from torch import nn
 from tqdm import tqdm
 
 from anomalycli import backbones
-from anomalycli.coreset import SAMPLERS, nearest_distances
+from anomalycli.coreset import SAMPLERS, nearest_distances, nearest_per_part
 
 
 class PatchCore(nn.Module):
-    def __init__(self, extractor: backbones.FeatureExtractor, bank: torch.Tensor, reweight: bool = False, neighbours: int = 9):
+    def __init__(self, extractor: backbones.FeatureExtractor, bank: torch.Tensor, reweight: bool = False, neighbours: int = 9, part_sizes: list[int] | None = None):
         super().__init__()
         self.extractor = extractor
         self.register_buffer("bank", bank.float())
         self.reweight = reweight
         self.neighbours = neighbours
+        self.part_sizes = list(part_sizes) if part_sizes and len(part_sizes) > 1 else None
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Locally aware patch features: (N, h*w, C) on the stride-8 grid, and (h, w)."""
@@ -46,15 +53,30 @@ class PatchCore(nn.Module):
         (h, w), n = grid, features.shape[0]
         flat = features.reshape(-1, features.shape[-1])
         bank_sq = self.bank.pow(2).sum(1)
-        dist, idx = nearest_distances(flat, self.bank, bank_sq=bank_sq)
-        patch_scores = dist[:, 0].view(n, h * w)
-        scores, worst = patch_scores.max(dim=1)
+        if self.part_sizes:
+            patch_scores, scores = self._leave_one_part_out(flat, bank_sq, n)
+            worst = patch_scores.argmax(dim=1)
+        else:
+            dist, _ = nearest_distances(flat, self.bank, bank_sq=bank_sq)
+            patch_scores = dist[:, 0].view(n, h * w)
+            scores, worst = patch_scores.max(dim=1)
         if self.reweight and self.bank.shape[0] > 1:
-            scores = scores * self._weights(features[torch.arange(n), worst], idx.view(n, h * w)[torch.arange(n), worst], bank_sq)
+            worst_patch = features[torch.arange(n), worst].float()
+            _, nearest = nearest_distances(worst_patch, self.bank, bank_sq=bank_sq)
+            scores = scores * self._weights(worst_patch, nearest[:, 0], bank_sq)
         if image_size is None:
             return scores, None
         maps = F.interpolate(patch_scores.view(n, 1, h, w), size=tuple(image_size), mode="bilinear", align_corners=False)
         return scores, _gaussian_blur(maps, sigma=4.0).squeeze(1)
+
+    def _leave_one_part_out(self, flat: torch.Tensor, bank_sq: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch scores (N, P) and image scores [N], each the mean over parts of the bank without that part."""
+        per_part = nearest_per_part(flat, self.bank, self.part_sizes, bank_sq=bank_sq)  # (N*P, parts)
+        two = per_part.topk(2, dim=1, largest=False)
+        # Without part f, the nearest is the nearest of all unless that lay in f; then the second nearest.
+        nearest_is_f = F.one_hot(two.indices[:, 0], per_part.shape[1]).bool()
+        without = torch.where(nearest_is_f, two.values[:, 1:2], two.values[:, 0:1]).view(n, -1, per_part.shape[1])
+        return without.mean(dim=2), without.amax(dim=1).mean(dim=1)
 
     def _weights(self, worst_patch: torch.Tensor, nearest: torch.Tensor, bank_sq: torch.Tensor) -> torch.Tensor:
         """Paper eq. 7: down-weight a far patch whose nearest good patch sits in a dense region."""
@@ -76,7 +98,7 @@ def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
 def build_net(config: dict) -> PatchCore:
     extractor = backbones.extractor_for(config)
     bank = torch.zeros(config["bank_size"], sum(extractor.channels))
-    return PatchCore(extractor, bank, reweight=config.get("reweight", False))
+    return PatchCore(extractor, bank, reweight=config.get("reweight", False), part_sizes=config.get("bank_parts"))
 
 
 @torch.no_grad()
@@ -158,8 +180,14 @@ def cross_fit(
     """
     coresets = fold_coresets(features, labels, folds, coreset_ratio, sampler, seed, show_progress)
     scores = out_of_fold_scores(extractor, features, folds, coresets, reweight)
+    return union_of(extractor, coresets, reweight), scores
+
+
+def union_of(extractor: backbones.FeatureExtractor, coresets: dict, reweight: bool = False) -> PatchCore:
+    """The deployed model of a cross-fit: every fold's coreset in one bank, scored part by part (see the module doc)."""
     device = next(extractor.parameters()).device
-    return PatchCore(extractor.eval(), torch.cat(list(coresets.values())).to(device), reweight=reweight), scores
+    parts = list(coresets.values())
+    return PatchCore(extractor.eval(), torch.cat(parts).to(device), reweight=reweight, part_sizes=[len(p) for p in parts])
 
 
 @torch.no_grad()
