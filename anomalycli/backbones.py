@@ -106,6 +106,9 @@ BACKBONES: dict[str, Backbone] = {
         _resnet("resnet18", (128, 256), 512),
         _resnet("resnet34", (128, 256), 512),
         _resnet("resnet50", (512, 1024), 2048),
+        # The PatchCore paper's backbone (layers 2 and 3, as FeatureExtractor takes them); its
+        # weights are a download, so offline it needs --weights PATH.
+        _resnet("wide_resnet50_2", (512, 1024), 2048),
     ]
 }
 # Per method: the fine-tuned classifier is cheapest on Lite0; PatchCore's patch features are

@@ -192,9 +192,10 @@ def fit(
     state: dict | None = None,
     show_progress: bool = True,
 ) -> tuple[AnomalyModel, list[dict], list[str]]:
-    """Fit ``options.method`` on ``train_samples`` and calibrate it; the benchmark calls this per fold.
+    """Fit ``options.method`` and calibrate it; the benchmark calls this per fold.
 
-    Returns the model, the classifier's per-epoch history (empty for patchcore) and warnings.
+    Patchcore and the hybrid fit and cross-fit on both lists together (nothing is held out);
+    the classifier fits on ``train_samples`` and calibrates on ``val_samples``. Returns the model, the classifier's per-epoch history (empty for patchcore) and warnings.
     With a ``run_dir`` the classifier saves a checkpoint there after every epoch.
     """
     device = resolve_device(options.device)
@@ -321,7 +322,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
     log.info(f"hybrid: one-class weight {float(net.alpha):.2f}, memory bank {net.patchcore.bank.shape[0]} patches, "
              f"cross-fitted over {options.cv_folds} folds of {len(kept)} images")
     config = {
-        **config, "bank_size": int(net.patchcore.bank.shape[0]), "bank_parts": net.patchcore.part_sizes,
+        **config, "bank_size": int(net.patchcore.bank.shape[0]), "bank_parts": net.patchcore.part_sizes, "head_folds": len(net.head.heads),
         "coreset_ratio": options.coreset_ratio, "cv_folds": options.cv_folds, "batch_norm_folded": extractor.folded,
     }
     model = AnomalyModel("hybrid", net, config, calibration=None)

@@ -373,10 +373,9 @@ def _good_samples(data: Path, limit: int | None, repeat_to: int | None = None) -
 
 
 def _fit_all_good(args, good: list[Sample]):
-    """PatchCore on all good images, calibrated on a few of them (no anomalies needed)."""
+    """PatchCore on all good images, calibrated on their out-of-fold scores (no anomalies needed)."""
     config = patchcore(args.backbone, args.size, args.coreset_ratio, args.reweight)
-    calib = good[: min(32, max(2, len(good) // 10))]
-    model, _, _ = train.fit(config.options(args.data, "cpu"), good, calib, show_progress=False)
+    model, _, _ = train.fit(config.options(args.data, "cpu"), good, [], show_progress=False)
     return model
 
 

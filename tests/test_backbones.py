@@ -72,3 +72,16 @@ def test_weights_from_a_path(tmp_path):
 def test_unknown_backbone():
     with pytest.raises(UserError, match="unknown backbone"):
         backbones.get("vgg")
+
+
+def test_wide_resnet_trains_offline_from_a_weights_file(parts, tmp_path):
+    """The paper's backbone cannot be downloaded here: a state dict on disk is how an air-gapped PC gets it."""
+    from conftest import run_cli
+
+    from anomalycli.methods import AnomalyModel
+
+    torch.save(backbones.build("wide_resnet50_2", "none").state_dict(), tmp_path / "wrn.pt")
+    run_cli("train", parts, "--backbone", "wide_resnet50_2", "--weights", tmp_path / "wrn.pt", "--image-size", "64",
+            "--coreset-ratio", "0.1", "--run-dir", tmp_path / "r")
+    model = AnomalyModel.load(tmp_path / "r")
+    assert model.config["backbone"] == "wide_resnet50_2" and model.net.bank.shape[1] == 512 + 1024

@@ -40,11 +40,36 @@ def test_cross_fitting_never_scores_an_image_with_a_model_fitted_on_it():
     labels = torch.tensor([int(k is not None) for k in kinds])
     features = patchcore.embed_all(extractor, [images], len(images))
     folds = np.arange(len(kinds)) % 3
-    _, _, used = hybrid.cross_fit(extractor, features, labels, folds, coreset_ratio=0.25)
+    _, supervised, heads, used = hybrid.cross_fit(extractor, features, labels, folds, coreset_ratio=0.25)
     scored_all = np.concatenate([scored for _, scored in used])
     assert sorted(scored_all.tolist()) == list(range(len(kinds)))
-    for fitted, scored in used:
+    for head, (fitted, scored) in zip(heads, used):
         assert not set(fitted.tolist()) & set(scored.tolist())
+        with torch.no_grad():
+            assert torch.allclose(head(features[scored]), supervised[scored])
+
+
+def test_the_deployed_head_is_the_mean_of_the_fold_heads_and_old_single_head_files_load(tmp_path):
+    from anomalycli.methods import AnomalyModel
+    from anomalycli.metrics import calibrate
+
+    extractor = _extractor()
+    kinds = [None] * 12 + ["spot"] * 6
+    images = _images(kinds, seed=5)
+    labels = torch.tensor([int(k is not None) for k in kinds])
+    features = patchcore.embed_all(extractor, [images], len(images))
+    model, out_of_fold = hybrid.fit(extractor, features, labels, np.arange(len(kinds)) % 3, coreset_ratio=0.25)
+    with torch.no_grad():
+        assert torch.allclose(model.head(features), torch.stack([h(features) for h in model.head.heads]).mean(0))
+    calibration, _ = calibrate(labels.numpy(), out_of_fold.numpy())
+    config = {"backbone": "efficientnet_lite0", "image_size": 64, "normal_class": "good", "class_names": ["good", "bad"],
+              "bank_size": int(model.patchcore.bank.shape[0]), "batch_norm_folded": True}
+    # A file from before the fold heads and bank parts: one head, one bank, neither in the config.
+    old = hybrid.Hybrid(patchcore.PatchCore(extractor, model.patchcore.bank), model.head.heads[0], model.stats, float(model.alpha))
+    AnomalyModel("hybrid", old, config, calibration).save(tmp_path / "old.safetensors")
+    loaded = AnomalyModel.load(tmp_path / "old.safetensors")
+    with torch.no_grad():
+        assert torch.allclose(loaded.net(images[:4], False)[0], old(images[:4], False)[0], rtol=1e-4)
 
 
 def test_head_folds_standardisation_into_its_weights():

@@ -87,8 +87,19 @@ def train_head(features: torch.Tensor, labels: torch.Tensor, seed: int = 0, step
     return head.eval()
 
 
+class FoldHeads(nn.Module):
+    """The cross-fitting folds' heads; an image scores their mean, as each head scored its own fold out of fold."""
+
+    def __init__(self, heads: list[PatchHead]):
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.stack([head(features) for head in self.heads]).mean(0)
+
+
 class Hybrid(nn.Module):
-    def __init__(self, patchcore: PatchCore, head: PatchHead, stats: torch.Tensor, alpha: float):
+    def __init__(self, patchcore: PatchCore, head: PatchHead | FoldHeads, stats: torch.Tensor, alpha: float):
         super().__init__()
         self.patchcore = patchcore
         self.head = head
@@ -110,7 +121,10 @@ def build_net(config: dict) -> Hybrid:
     extractor = backbones.extractor_for(config)
     channels = sum(extractor.channels)
     patchcore = PatchCore(extractor, torch.zeros(config["bank_size"], channels), part_sizes=config.get("bank_parts"))
-    return Hybrid(patchcore, PatchHead(channels), torch.ones(4), 1.0)
+    # Model files from before the fold heads hold one head trained on every image.
+    n_heads = config.get("head_folds")
+    head = FoldHeads([PatchHead(channels) for _ in range(n_heads)]) if n_heads else PatchHead(channels)
+    return Hybrid(patchcore, head, torch.ones(4), 1.0)
 
 
 @torch.no_grad()
@@ -119,18 +133,18 @@ def _head_scores(head: PatchHead, features: torch.Tensor, batch: int = 64) -> to
 
 
 def cross_fit(extractor, features: torch.Tensor, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, seed: int = 0, coresets: dict | None = None):
-    """Out-of-fold (one-class, supervised) scores of every image, and the (fit, scored) index sets used."""
+    """Out-of-fold (one-class, supervised) scores of every image, the fold heads, and the (fit, scored) index sets used."""
     coresets = fold_coresets(features, labels, folds, coreset_ratio, seed=seed) if coresets is None else coresets
     one_class = out_of_fold_scores(extractor, features, folds, coresets)
     supervised = torch.empty(len(labels))
-    used = []
+    heads, used = [], []
     for fold in np.unique(folds):
         scored = np.flatnonzero(folds == fold)
         fitted = np.flatnonzero(folds != fold)
-        head = train_head(features[fitted], labels[fitted], seed)
-        supervised[scored] = _head_scores(head, features[scored])
+        heads.append(train_head(features[fitted], labels[fitted], seed))
+        supervised[scored] = _head_scores(heads[-1], features[scored])
         used.append((fitted, scored))
-    return one_class, supervised, used
+    return one_class, supervised, heads, used
 
 
 def choose_fusion(one_class: torch.Tensor, supervised: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -145,9 +159,15 @@ def choose_fusion(one_class: torch.Tensor, supervised: torch.Tensor, labels: tor
 
 
 def fit(extractor, features: torch.Tensor, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, seed: int = 0):
-    """The final model (bank from every fold's coreset, head on every image) and out-of-fold fused scores."""
+    """The final model and out-of-fold fused scores.
+
+    Like PatchCore's bank parts, the deployed head is the mean of the fold heads, not one head
+    trained on every image: a new image is then scored as the out-of-fold scores were, so the
+    fusion statistics and the threshold chosen on them hold (one head on all the data scored new
+    good parts higher, and flagged up to twice the false alarms calibration expected).
+    """
     coresets = fold_coresets(features, labels, folds, coreset_ratio, seed=seed)
-    one_class, supervised, _ = cross_fit(extractor, features, labels, folds, coreset_ratio, seed, coresets)
+    one_class, supervised, heads, _ = cross_fit(extractor, features, labels, folds, coreset_ratio, seed, coresets)
     stats, alpha = choose_fusion(one_class, supervised, labels)
-    model = Hybrid(union_of(extractor, coresets), train_head(features, labels, seed), stats, alpha)
+    model = Hybrid(union_of(extractor, coresets), FoldHeads(heads), stats, alpha)
     return model, model.fuse(one_class, supervised).detach()
