@@ -82,9 +82,10 @@ def evaluate(model: AnomalyModel, samples: list[Sample], batch_size: int = 32, t
             pixel_scores.append(map_[::4, ::4].ravel())
     readable = [(s, r) for s, r in zip(samples, rows) if r.verdict != "unreadable"]
     labels = [s.label for s, _ in readable]
+    raw = [r.raw for _, r in readable]
     report = binary_report(
         labels,
-        [r.raw for _, r in readable],
+        raw,
         [int(r.verdict == "anomaly") for _, r in readable],
         [s.defect_type for s, _ in readable],
         n_boot=n_boot,
@@ -93,7 +94,7 @@ def evaluate(model: AnomalyModel, samples: list[Sample], batch_size: int = 32, t
     report["pixel_auroc"] = pixel_auroc(np.concatenate(pixel_truth), np.concatenate(pixel_scores)) if pixel_scores else None
     report["threshold"] = threshold
     raw_threshold = model.calibration.raw_threshold(threshold)
-    report["operating_point"] = {"threshold": threshold, **operating_point(labels, [r.raw for _, r in readable], raw_threshold)}
-    report["trade_off"] = trade_off(labels, [r.raw for _, r in readable], model.calibration)
+    report["operating_point"] = {"threshold": threshold, **operating_point(labels, raw, raw_threshold)}
+    report["trade_off"] = trade_off(labels, raw, model.calibration)
     report["calibration"] = model.calibration.summary()
     return report, rows

@@ -117,7 +117,7 @@ def _rate(value, interval) -> str:
 def operating_point_text(point: dict | None, when: str) -> str:
     """'recall 91.0% (95% CI ...), false alarms 4.1% (...), on 320 good and 50 defective images'."""
     if not point:
-        return "no expected recall or false-alarm rate: the model file predates them (anomaly calibrate adds them)"
+        return "no expected recall or false-alarm rate: the model file predates them (anomaly calibrate MODEL DATA adds them)"
     parts = []
     if point["recall"] is not None:
         parts.append(f"defects caught {_rate(point['recall'], point['recall_ci'])}")
