@@ -14,8 +14,8 @@ import torch
 ProgressFn = Callable[[int], None]
 
 
-def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int = 1024, bank_sq: torch.Tensor | None = None):
-    """Euclidean distances (and indices) of each query's ``k`` nearest bank rows.
+def _squared_distances(queries: torch.Tensor, bank: torch.Tensor, chunk: int, bank_sq: torch.Tensor | None):
+    """Yield squared distances (chunk x M) of each chunk of queries to every bank row.
 
     Uses |q|^2 - 2 q.b + |b|^2 with one matrix product per chunk of queries, instead of cdist;
     chunks of about a thousand queries keep each distance block in cache (faster than 4096 here).
@@ -23,10 +23,15 @@ def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chu
     bank = bank.float()
     if bank_sq is None:
         bank_sq = bank.pow(2).sum(1)
-    dists, indices = [], []
     for start in range(0, queries.shape[0], chunk):
         q = queries[start : start + chunk].float()
-        d2 = torch.addmm(bank_sq.unsqueeze(0), q, bank.T, alpha=-2).add_(q.pow(2).sum(1, keepdim=True))
+        yield torch.addmm(bank_sq.unsqueeze(0), q, bank.T, alpha=-2).add_(q.pow(2).sum(1, keepdim=True))
+
+
+def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int = 1024, bank_sq: torch.Tensor | None = None):
+    """Euclidean distances (and indices) of each query's ``k`` nearest bank rows."""
+    dists, indices = [], []
+    for d2 in _squared_distances(queries, bank, chunk, bank_sq):
         # min is several times cheaper than topk for the usual single neighbour.
         values, idx = d2.min(dim=1, keepdim=True) if k == 1 else d2.topk(k, dim=1, largest=False)
         dists.append(values.clamp_min_(0).sqrt_())
@@ -36,15 +41,11 @@ def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chu
 
 def nearest_per_part(queries: torch.Tensor, bank: torch.Tensor, part_sizes: list[int], chunk: int = 1024, bank_sq: torch.Tensor | None = None) -> torch.Tensor:
     """Distance of each query to its nearest row in each consecutive part of ``bank``: (Q, parts)."""
-    bank = bank.float()
-    if bank_sq is None:
-        bank_sq = bank.pow(2).sum(1)
     bounds = [0, *torch.tensor(part_sizes).cumsum(0).tolist()]
-    out = []
-    for start in range(0, queries.shape[0], chunk):
-        q = queries[start : start + chunk].float()
-        d2 = torch.addmm(bank_sq.unsqueeze(0), q, bank.T, alpha=-2).add_(q.pow(2).sum(1, keepdim=True))
-        out.append(torch.stack([d2[:, a:b].amin(dim=1) for a, b in zip(bounds[:-1], bounds[1:])], dim=1))
+    out = [
+        torch.stack([d2[:, a:b].amin(dim=1) for a, b in zip(bounds[:-1], bounds[1:])], dim=1)
+        for d2 in _squared_distances(queries, bank, chunk, bank_sq)
+    ]
     return torch.cat(out).clamp_min_(0).sqrt_()
 
 
