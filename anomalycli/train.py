@@ -263,8 +263,10 @@ def _train_classifier(options, config, train_samples, val_samples, device, run_d
     return model, checkpoint["history"], notes
 
 
-def _embed(options, extractor, samples: list[Sample], device, show_progress, notes: list[str]):
-    """Patch features of every readable sample, streamed (pixels are never all held), and the samples kept."""
+def _embed(options, samples: list[Sample], device, show_progress, notes: list[str]):
+    """The frozen extractor, the patch features of every readable sample (streamed: pixels are
+    never all held), their labels, and the samples kept."""
+    extractor = backbones.FeatureExtractor(options.backbone, backbones.build(options.backbone, options.weights)).to(device).eval()
     readable: list[int] = []
 
     def batches():
@@ -280,7 +282,7 @@ def _embed(options, extractor, samples: list[Sample], device, show_progress, not
     if len(readable) < len(samples):
         notes.append(f"{len(samples) - len(readable)} unreadable training image(s) skipped")
     kept = [samples[i] for i in readable]
-    return features, torch.tensor([s.label for s in kept]), kept
+    return extractor, features, torch.tensor([s.label for s in kept]), kept
 
 
 def _cross_fit_folds(options, kept: list[Sample]) -> np.ndarray:
@@ -295,8 +297,7 @@ def _train_patchcore(options, config, samples, device, show_progress):
     # Cross-fitting replaces a validation split: every good image is in the bank of the final
     # model and scored, out of fold, by the banks of the other folds; defects are scored alike.
     notes: list[str] = []
-    extractor = backbones.FeatureExtractor(options.backbone, backbones.build(options.backbone, options.weights)).to(device).eval()
-    features, labels, kept = _embed(options, extractor, samples, device, show_progress, notes)
+    extractor, features, labels, kept = _embed(options, samples, device, show_progress, notes)
     folds = _cross_fit_folds(options, kept)
     net, out_of_fold = patchcore.cross_fit(
         extractor, features, labels, folds, options.coreset_ratio, options.coreset_sampler, options.reweight, options.seed, show_progress,
@@ -313,8 +314,7 @@ def _train_patchcore(options, config, samples, device, show_progress):
 
 def _train_hybrid(options, config, samples, device, show_progress):
     notes: list[str] = []
-    extractor = backbones.FeatureExtractor(options.backbone, backbones.build(options.backbone, options.weights)).to(device).eval()
-    features, labels, kept = _embed(options, extractor, samples, device, show_progress, notes)
+    extractor, features, labels, kept = _embed(options, samples, device, show_progress, notes)
     if not (labels == 1).any():
         raise UserError("the hybrid method needs labelled anomalous images, and there are none; use --method patchcore")
     folds = _cross_fit_folds(options, kept)
