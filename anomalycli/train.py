@@ -304,7 +304,7 @@ def _train_patchcore(options, config, samples, device, show_progress):
     )
     log.info(f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {int((labels == 0).sum())} good images")
     config = {
-        **config, "bank_size": int(net.bank.shape[0]), "bank_parts": net.part_sizes, "reweight": options.reweight,
+        **config, "bank_size": int(net.bank.shape[0]), "bank_parts": net.part_sizes, "score_blur": net.score_blur, "reweight": options.reweight,
         "coreset_ratio": options.coreset_ratio, "cv_folds": options.cv_folds, "batch_norm_folded": extractor.folded,
     }
     model = AnomalyModel("patchcore", net, config, calibration=None)
@@ -322,7 +322,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
     log.info(f"hybrid: one-class weight {float(net.alpha):.2f}, memory bank {net.patchcore.bank.shape[0]} patches, "
              f"cross-fitted over {options.cv_folds} folds of {len(kept)} images")
     config = {
-        **config, "bank_size": int(net.patchcore.bank.shape[0]), "bank_parts": net.patchcore.part_sizes, "head_folds": len(net.head.heads),
+        **config, "bank_size": int(net.patchcore.bank.shape[0]), "bank_parts": net.patchcore.part_sizes, "score_blur": net.patchcore.score_blur, "head_folds": len(net.head.heads),
         "coreset_ratio": options.coreset_ratio, "cv_folds": options.cv_folds, "batch_norm_folded": extractor.folded,
     }
     model = AnomalyModel("hybrid", net, config, calibration=None)

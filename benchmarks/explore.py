@@ -15,7 +15,7 @@ Prototype levers (not in anomalycli):
   --layers  which EfficientNet-Lite stages feed the patch features (default 2,4 = anomalycli's)
   --aug     extra copies of the fit part's good images in the memory bank:
             none | flip (h, v) | rot4 (0/90/180/270) | d8 (rot4 x hflip) | rotN (N evenly spaced angles)
-  --score   image score: max (anomalycli) | blurmax (max of the blurred map) | topK (mean of the K largest patches)
+  --score   image score: max (anomalycli) | blurmax (max of the blurred map) | gridblurS (max of the patch grid blurred with sigma S patches) | topK (mean of the K largest patches)
 """
 
 from __future__ import annotations
@@ -143,6 +143,9 @@ class Scorer:
             maps = _gaussian_blur(maps, sigma=4.0).squeeze(1)
         if self.score == "blurmax":
             scores = maps.flatten(1).max(1).values
+        elif self.score.startswith("gridblur"):
+            sigma = float(self.score[8:])
+            scores = _gaussian_blur(patch.view(n, 1, side, side), sigma=sigma).flatten(1).max(1).values
         elif self.score.startswith("top"):
             scores = patch.topk(int(self.score[3:]), dim=1).values.mean(1)
         else:

@@ -64,8 +64,8 @@ def test_the_deployed_head_is_the_mean_of_the_fold_heads_and_old_single_head_fil
     calibration, _ = calibrate(labels.numpy(), out_of_fold.numpy())
     config = {"backbone": "efficientnet_lite0", "image_size": 64, "normal_class": "good", "class_names": ["good", "bad"],
               "bank_size": int(model.patchcore.bank.shape[0]), "batch_norm_folded": True}
-    # A file from before the fold heads and bank parts: one head, one bank, neither in the config.
-    old = hybrid.Hybrid(patchcore.PatchCore(extractor, model.patchcore.bank), model.head.heads[0], model.stats, float(model.alpha))
+    # A file from before the fold heads, bank parts and blurred score: one head, one bank, plain max.
+    old = hybrid.Hybrid(patchcore.PatchCore(extractor, model.patchcore.bank, score_blur=0.0), model.head.heads[0], model.stats, float(model.alpha))
     AnomalyModel("hybrid", old, config, calibration).save(tmp_path / "old.safetensors")
     loaded = AnomalyModel.load(tmp_path / "old.safetensors")
     with torch.no_grad():

@@ -104,3 +104,21 @@ def test_a_cross_fitted_model_scores_new_images_as_calibration_did():
         others = torch.cat([model.bank[bounds[g] : bounds[g + 1]] for g in range(3) if g != f])
         leave_one_out.append(patchcore.score_all(patchcore.PatchCore(extractor, others), new_features))
     assert torch.allclose(patchcore.score_all(model, new_features), torch.stack(leave_one_out).mean(0), rtol=1e-4)
+
+
+def test_blurred_score_ranks_a_patch_cluster_above_one_stray_patch_and_old_files_keep_the_plain_max():
+    # One zero vector in the bank: a patch's score is its feature norm.
+    grid = torch.zeros(2, 6, 6, 4)
+    grid[0, 2, 2, 0] = 1.0  # one stray far patch
+    grid[1, 1:4, 1:4, 0] = 1.0  # a 3x3 cluster as far away
+    features = grid.reshape(2, 36, 4)
+    blurred = patchcore.PatchCore(None, torch.zeros(1, 4))
+    plain = patchcore.PatchCore(None, torch.zeros(1, 4), score_blur=0.0)
+    stray, cluster = blurred.score_features(features, (6, 6))[0]
+    assert blurred.score_blur == patchcore.SCORE_BLUR > 0
+    assert cluster > stray and cluster < 1.0
+    assert torch.equal(plain.score_features(features, (6, 6))[0], torch.ones(2))
+    # A config written before the blurred score (no "score_blur") rebuilds the plain maximum.
+    config = {"backbone": "efficientnet_lite0", "bank_size": 1, "batch_norm_folded": True}
+    assert patchcore.build_net(config).score_blur == 0.0
+    assert patchcore.build_net({**config, "score_blur": 1.0}).score_blur == 1.0

@@ -120,7 +120,7 @@ class Hybrid(nn.Module):
 def build_net(config: dict) -> Hybrid:
     extractor = backbones.extractor_for(config)
     channels = sum(extractor.channels)
-    patchcore = PatchCore(extractor, torch.zeros(config["bank_size"], channels), part_sizes=config.get("bank_parts"))
+    patchcore = PatchCore(extractor, torch.zeros(config["bank_size"], channels), part_sizes=config.get("bank_parts"), score_blur=config.get("score_blur", 0.0))
     # Model files from before the fold heads hold one head trained on every image.
     n_heads = config.get("head_folds")
     head = FoldHeads([PatchHead(channels) for _ in range(n_heads)]) if n_heads else PatchHead(channels)
