@@ -23,8 +23,10 @@ def _squared_distances(queries: torch.Tensor, bank: torch.Tensor, chunk: int, ba
     bank = bank.float()
     if bank_sq is None:
         bank_sq = bank.pow(2).sum(1)
-    for start in range(0, queries.shape[0], chunk):
-        q = queries[start : start + chunk].float()
+    # An exported ONNX graph takes any batch size: one block, not a loop unrolled at trace time.
+    blocks = [queries] if torch.onnx.is_in_onnx_export() else (queries[i : i + chunk] for i in range(0, queries.shape[0], chunk))
+    for q in blocks:
+        q = q.float()
         yield torch.addmm(bank_sq.unsqueeze(0), q, bank.T, alpha=-2).add_(q.pow(2).sum(1, keepdim=True))
 
 

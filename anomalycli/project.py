@@ -52,7 +52,7 @@ def model_file(path: str | Path) -> Path:
 
 
 def is_model_path(path: Path) -> bool:
-    return path.suffix == ".safetensors" or (path.is_dir() and (path / MODEL_NAME).is_file())
+    return path.suffix in (".safetensors", ".onnx") or (path.is_dir() and (path / MODEL_NAME).is_file())
 
 
 def model_and_target(args: list[Path], model: Path | None, target: str) -> tuple[Path, Path | None, bool]:

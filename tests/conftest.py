@@ -48,3 +48,10 @@ def classifier_model(parts, tmp_path_factory):
     run_cli("train", parts, "--method", "classifier", "--weights", "none", "--image-size", "64", "--epochs", "2",
             "--batch-size", "16", "--run-dir", run)
     return run / "model.safetensors"
+
+
+@pytest.fixture(scope="session")
+def hybrid_model(parts, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "hybrid"
+    run_cli("train", parts, "--method", "hybrid", "--image-size", "64", "--cv-folds", "3", "--coreset-ratio", "0.1", "--run-dir", run)
+    return run / "model.safetensors"

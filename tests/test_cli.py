@@ -114,14 +114,13 @@ def test_one_class_only_for_the_classifier(parts, tmp_path):
     assert "patchcore" in message
 
 
-def test_hybrid_trains_and_reports_like_the_others(parts, tmp_path):
-    run_cli("train", parts, "--method", "hybrid", "--image-size", "64", "--cv-folds", "3", "--coreset-ratio", "0.1", "--run-dir", tmp_path / "h")
+def test_hybrid_trains_and_reports_like_the_others(parts, hybrid_model, tmp_path):
     out = tmp_path / "m.json"
-    result = run_cli("eval", tmp_path / "h/model.safetensors", parts, "--json", out)
+    result = run_cli("eval", hybrid_model, parts, "--json", out)
     report = json.loads(out.read_text())
     assert EVAL_KEYS <= set(report) and report["calibration"]["n_anomaly"] == 12
     assert "12 anomalous calibration images" in result.output
-    run_cli("predict", tmp_path / "h/model.safetensors", parts / "not-good", "--heatmaps", tmp_path / "heat")
+    run_cli("predict", hybrid_model, parts / "not-good", "--heatmaps", tmp_path / "heat")
     assert len(list((tmp_path / "heat").glob("*.png"))) == 12
 
 

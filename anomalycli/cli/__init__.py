@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from anomalycli import runtime
-from anomalycli.cli import calibrate, evaluate, inspect, predict, split, train
+from anomalycli.cli import calibrate, evaluate, export, inspect, predict, split, train
 
 app = typer.Typer(
     help="Find defective parts in images: inspect a data set, split it, train a detector, evaluate it, predict.",
@@ -23,6 +23,7 @@ app.command("train")(train.train_command)
 app.command("eval")(evaluate.eval_command)
 app.command("predict")(predict.predict_command)
 app.command("calibrate")(calibrate.calibrate_command)
+app.command("export")(export.export_command)
 
 
 def main() -> None:

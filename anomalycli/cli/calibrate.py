@@ -44,6 +44,8 @@ def calibrate_command(
     """
     rule = operating_rule(target_recall, max_fpr, defect_rate)
     model_path, data = model_and_target(args, model_option, "DATA")
+    if model_path.suffix.lower() == ".onnx":
+        raise UsageError(f"{model_path.name} is an ONNX export; calibrate the .safetensors model it came from, then export it again")
     model = AnomalyModel.load(model_path)
     samples, source = None, ""
     if data is not None:

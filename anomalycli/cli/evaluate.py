@@ -8,8 +8,8 @@ import typer
 from anomalycli.cli.common import check_threshold, data_folder, model_and_target, user_errors
 from anomalycli.data import attach_masks, discover
 from anomalycli.errors import UsageError
+from anomalycli.engines import ENGINES, load_model
 from anomalycli.inference import evaluate
-from anomalycli.methods import AnomalyModel
 from anomalycli.render import confusion_table, console, defect_table, metrics_table, operating_point_text, trade_off_table, write_json
 
 
@@ -28,6 +28,7 @@ def eval_command(
     batch_size: int = typer.Option(32, help="Images per batch."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
     overwrite: bool = typer.Option(False, help="Replace an existing --json file."),
+    engine: str = typer.Option("auto", help=f"Where the model runs: {', '.join(ENGINES)} (auto: ONNX Runtime when installed, else PyTorch)."),
 ) -> None:
     """Confusion matrix, accuracy, precision, recall, F1, AUROC (with 95% CIs), recall per defect type.
 
@@ -36,7 +37,7 @@ def eval_command(
     threshold = check_threshold(threshold)
     model_path, data = model_and_target(args, model_option, "DATA")
     data = data_folder(data)
-    model = AnomalyModel.load(model_path)
+    model = load_model(model_path, engine)
     dataset = discover(data, model.config["normal_class"], labels, manifest)
     samples = dataset.samples
     chosen = split or ("test" if dataset.in_split("test") else None)

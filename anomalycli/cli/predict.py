@@ -8,8 +8,8 @@ import typer
 from anomalycli.cli.common import check_threshold, model_and_target, user_errors
 from anomalycli.data import list_images, load_image
 from anomalycli.errors import UsageError, UserError
+from anomalycli.engines import ENGINES, load_model
 from anomalycli.inference import iter_scores
-from anomalycli.methods import AnomalyModel
 from anomalycli.render import console, heatmap_overlay, prediction_table, save_png, write_rows
 
 
@@ -25,6 +25,7 @@ def predict_command(
     threshold: Optional[float] = typer.Option(None, help="Decision threshold on the 0..1 score (default: the model's, 0.5)."),
     batch_size: int = typer.Option(32, help="Images per batch."),
     overwrite: bool = typer.Option(False, help="Replace existing --output and heat-map files."),
+    engine: str = typer.Option("auto", help=f"Where the model runs: {', '.join(ENGINES)} (auto: ONNX Runtime when installed, else PyTorch)."),
 ) -> None:
     """A score in [0, 1] and a verdict for every image; heat maps where the method has them.
 
@@ -41,7 +42,7 @@ def predict_command(
             raise UsageError(f"--output must end in .csv or .json (got {output.name})")
         if output.exists() and not overwrite:
             raise UserError(f"{output} already exists; choose another name or pass --overwrite to replace it")
-    model = AnomalyModel.load(model_path)
+    model = load_model(model_path, engine, with_maps=heatmaps is not None)
     if heatmaps is not None and not model.has_maps:
         raise UsageError(f"a {model.method} model has no anomaly maps; --heatmaps needs a patchcore model")
     paths, skipped = list_images(folder)
@@ -55,9 +56,11 @@ def predict_command(
         if heatmaps is not None and scored.map is not None:
             overlay = heatmap_overlay(load_image(scored.path), scored.map, cal.low, cal.high)
             save_png(overlay, heatmaps / rel.with_suffix(".png"), overwrite)
+    n_bad = sum(r["verdict"] == "unreadable" for r in rows)
+    if n_bad == len(rows):
+        raise UserError(f"none of the {n_bad} image file(s) in {folder} could be read (first: {rows[0]['error']}); check that they are images")
     console.print(prediction_table(rows))
     n_anomaly = sum(r["verdict"] == "anomaly" for r in rows)
-    n_bad = sum(r["verdict"] == "unreadable" for r in rows)
     summary = f"{n_anomaly} of {len(rows)} images flagged as anomalies"
     if n_bad:
         summary += f"; {n_bad} unreadable"

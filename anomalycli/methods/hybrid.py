@@ -36,7 +36,9 @@ class PatchHead(nn.Module):
 
     def patch_logits(self, features: torch.Tensor) -> torch.Tensor:
         weight, bias = self.folded()
-        return features.float() @ weight + bias
+        # A matrix, not a vector, on the right: ONNX Runtime 1.32's MatmulTransposeFusion miscomputes
+        # a transposed (N, P, C) input times a vector, so the exported graph would score wrongly.
+        return (features.float() @ weight.unsqueeze(1)).squeeze(-1) + bias
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         logits = self.patch_logits(features)

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from anomalycli import export
+from anomalycli.cli.common import model_and_target, user_errors
+from anomalycli.errors import UsageError
+from anomalycli.methods import AnomalyModel
+from anomalycli.render import console
+
+FORMATS = ("onnx",)
+
+
+@user_errors
+def export_command(
+    args: Optional[list[Path]] = typer.Argument(None, metavar="[MODEL]", help="Model file or run folder (default: the newest runs/train-N)."),
+    out: Optional[Path] = typer.Option(None, help="File to write (default: model.onnx beside the model file)."),
+    format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out file."),
+) -> None:
+    """Write the model as one self-contained ONNX file for the line PC: no anomalycli or PyTorch needed there.
+
+    It takes uint8 RGB images at the model's size and returns the score (anomaly at >= 0.5), the raw
+    score and, for patchcore and hybrid, the anomaly map; predict and eval accept it as MODEL.
+    """
+    if format not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)} (got {format})")
+    if args and len(args) > 1:
+        raise UsageError("too many arguments: give [MODEL] and --out FILE")
+    model_path, _ = model_and_target(None, args[0] if args else None, "MODEL")
+    if model_path.suffix.lower() == ".onnx":
+        raise UsageError(f"{model_path.name} is already an ONNX export; pass the .safetensors model it came from")
+    out = out or model_path.with_name(f"{model_path.stem}.onnx")
+    if out.suffix.lower() != ".onnx":
+        raise UsageError(f"--out must end in .onnx (got {out.name})")
+    model = AnomalyModel.load(model_path)
+    export.export_onnx(model, out, overwrite)
+    size = model.config["image_size"]
+    console.print(f"{model.method} model exported to {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    console.print(f"input: images, uint8 N x 3 x {size} x {size} RGB; outputs: {', '.join(export.output_names(model))}")

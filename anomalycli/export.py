@@ -1,0 +1,111 @@
+"""ONNX export: one self-contained file that scores uint8 images with no anomalycli or PyTorch.
+
+The graph holds all that scoring a batch takes: preprocessing, the frozen backbone, the patch
+features, the nearest-neighbour search against the memory bank (part by part, as the PyTorch
+model scores) and the calibrated score. The model file's metadata travels in the ONNX metadata
+properties, so the exported file alone is a model that ``predict`` and ``eval`` accept.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from anomalycli import __version__, backbones, modelfile
+from anomalycli.errors import UserError
+from anomalycli.io import atomic_path
+from anomalycli.methods import AnomalyModel
+
+INPUT = "images"
+SCORE, RAW_SCORE, ANOMALY_MAP = "score", "raw_score", "anomaly_map"
+META_KEY = "anomalycli"  # the same JSON a model file keeps
+OPSET = 17
+INSTALL_HINT = "pip install 'anomalycli[onnx]'"
+
+
+class ScoringGraph(nn.Module):
+    """uint8 images N x 3 x S x S (RGB) -> calibrated score [N], raw score [N] and, where the
+    method has them, anomaly maps [N, S, S] in raw units."""
+
+    def __init__(self, model: AnomalyModel, with_maps: bool = True):
+        super().__init__()
+        self.net = model.net.eval()
+        self.with_maps = with_maps and model.has_maps
+        mean, std = backbones.normaliser(model.config["backbone"])
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        cal = model.calibration
+        self.low, self.threshold, self.high = float(cal.low), float(cal.threshold), float(cal.high)
+
+    def calibrated(self, raw: torch.Tensor) -> torch.Tensor:
+        """Calibration.normalise inside the graph: the threshold maps to 0.5."""
+        below = 0.5 * (raw - self.low) / max(self.threshold - self.low, 1e-12)
+        above = 0.5 + 0.5 * (raw - self.threshold) / max(self.high - self.threshold, 1e-12)
+        return torch.where(raw < self.threshold, below, above).clamp(0.0, 1.0)
+
+    def forward(self, images: torch.Tensor):
+        x = (images.float() / 255.0 - self.mean) / self.std
+        raw, maps = self.net(x, self.with_maps)
+        return (self.calibrated(raw), raw, maps) if self.with_maps else (self.calibrated(raw), raw)
+
+
+def output_names(model: AnomalyModel, with_maps: bool = True) -> list[str]:
+    return [SCORE, RAW_SCORE, ANOMALY_MAP] if with_maps and model.has_maps else [SCORE, RAW_SCORE]
+
+
+def onnx_bytes(model: AnomalyModel, with_maps: bool = True) -> bytes:
+    """The model's scoring graph as a serialised ONNX model (no metadata), any batch size."""
+    graph = ScoringGraph(model, with_maps).eval()
+    device = next(graph.parameters()).device
+    size = model.config["image_size"]
+    names = output_names(model, with_maps)
+    buffer = io.BytesIO()
+    # The tracer warns about every Python int it bakes in (shapes fixed by the image size); the
+    # parity tests, not those warnings, say whether the graph scores as the model does.
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph, (torch.zeros(2, 3, size, size, dtype=torch.uint8, device=device),), buffer,
+            dynamo=False, opset_version=OPSET, input_names=[INPUT], output_names=names,
+            dynamic_axes={name: {0: "batch"} for name in [INPUT, *names]},
+        )
+    return buffer.getvalue()
+
+
+def metadata(model: AnomalyModel) -> dict[str, str]:
+    """The ONNX metadata properties: anomalycli's own JSON, and the facts a line program needs, readable."""
+    cal = model.calibration
+    own = {"method": model.method, "config": model.config, "calibration": cal.to_dict(),
+           "format_version": modelfile.FORMAT_VERSION, "package_version": __version__}
+    size = model.config["image_size"]
+    return {
+        META_KEY: json.dumps(own),
+        "method": model.method,
+        "input": f"{INPUT}: uint8 N x 3 x {size} x {size}, RGB (resize to {size} x {size} first)",
+        "outputs": f"{SCORE} (0..1, anomaly at >= 0.5), {RAW_SCORE}" + (f", {ANOMALY_MAP} (N x {size} x {size}, raw units)" if model.has_maps else ""),
+        "image_size": str(size),
+        "raw_threshold": repr(float(cal.threshold)),
+        "calibration": json.dumps(cal.summary()),
+        "class_names": json.dumps(model.config["class_names"]),
+        "package_version": __version__,
+    }
+
+
+def export_onnx(model: AnomalyModel, path: str | Path, overwrite: bool = False) -> Path:
+    """Write ``model`` as one ONNX file with its metadata, atomically."""
+    try:
+        import onnx
+    except ImportError:
+        raise UserError(f"exporting to ONNX needs the onnx package; run: {INSTALL_HINT}") from None
+    proto = onnx.load_from_string(onnx_bytes(model))
+    for key, value in metadata(model).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    with atomic_path(path, overwrite) as tmp:
+        onnx.save(proto, str(tmp))
+    return Path(path)
