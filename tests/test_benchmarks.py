@@ -39,3 +39,16 @@ def test_quick_operating_point_benchmark_reports_the_threshold_and_its_transfer(
     assert len(run["cv"]) == 2 and {f["kind"] for f in run["loto"]} == {"scratch", "spot"}
     for fold in run["cv"]:
         assert 0 <= fold["measured"]["recall"] <= 1 and fold["best"]["balanced_accuracy"] >= fold["measured"]["balanced_accuracy"] - 1e-9
+
+
+def test_engines_benchmark_times_each_stage_and_both_engines(tmp_path):
+    data = make_dataset(tmp_path / "tiny", n_good=8, n_per_defect=2, size=48, seed=0)
+    out = tmp_path / "ENGINES.md"
+    script = BENCH.parent / "engines.py"
+    result = subprocess.run([sys.executable, str(script), "--data", str(data), "--images", "4", "--image-size", "64", "--repeats", "1", "--out", str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = out.read_text()
+    for row in ("decode + resize alone", "ONNX Runtime (batch 16)", "**floor**", "predict, PyTorch", "`anomaly predict --engine onnx` process"):
+        assert row in report
+    assert "ONNX Runtime / PyTorch, predict" in report

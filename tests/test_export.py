@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,11 @@ from anomalycli.methods import AnomalyModel
 from conftest import one_clear_line, run_cli
 
 pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def onnx_file(patchcore_model, tmp_path_factory):
+    return export.export_onnx(AnomalyModel.load(patchcore_model), tmp_path_factory.mktemp("onnx") / "m.onnx")
 
 
 def _images(parts, size):
@@ -44,30 +50,25 @@ def test_exported_file_scores_as_the_model_does(fixture, parts, tmp_path, reques
         assert {"anomaly", "normal"} <= set(verdicts)
 
 
-def test_exported_file_runs_in_a_bare_onnxruntime_session(patchcore_model, parts, tmp_path):
-    model = AnomalyModel.load(patchcore_model)
-    export.export_onnx(model, tmp_path / "m.onnx")
-    images = _images(parts, 64)[:5]
-    expected = model.calibration.normalise(model.score(images, with_maps=False)[0].numpy())
-    np.save(tmp_path / "images.npy", images.numpy())
-    # The README's recipe, in a fresh interpreter that never imports anomalycli or torch.
-    script = f"""
-import json, sys
-import numpy as np, onnxruntime
-session = onnxruntime.InferenceSession({str(tmp_path / 'm.onnx')!r})
-meta = session.get_modelmeta().custom_metadata_map
-score, raw = session.run(["score", "raw_score"], {{"images": np.load({str(tmp_path / 'images.npy')!r})}})
-assert "anomalycli" not in sys.modules and "torch" not in sys.modules
-print(json.dumps({{"score": score.tolist(), "method": meta["method"], "threshold": float(meta["raw_threshold"])}}))
-"""
-    out = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path).stdout)
-    assert out["method"] == "patchcore" and out["threshold"] == model.calibration.threshold
-    assert np.allclose(out["score"], expected, atol=1e-4)
+def test_the_readme_recipe_runs_the_file_in_a_bare_onnxruntime_session(patchcore_model, onnx_file, parts, tmp_path):
+    import re
+    import shutil
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    recipe = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "onnxruntime.InferenceSession" in block)
+    image = next((parts / "not-good").glob("*.png"))
+    shutil.copy(image, tmp_path / "part.png")
+    shutil.copy(onnx_file, tmp_path / "model.onnx")
+    # A fresh interpreter that never imports anomalycli or torch.
+    script = recipe + "\nimport sys\nassert 'anomalycli' not in sys.modules and 'torch' not in sys.modules\n"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    verdict, score = done.stdout.split()
+    (expected,) = iter_scores(AnomalyModel.load(patchcore_model), [image], show_progress=False)
+    assert verdict == expected.verdict and abs(float(score) - expected.score) < 1e-4
 
 
-def test_predict_and_eval_take_the_exported_file_and_agree_with_torch(parts, patchcore_model, tmp_path):
-    onnx_file = tmp_path / "m.onnx"
-    run_cli("export", patchcore_model, "--out", onnx_file)
+def test_predict_and_eval_take_the_exported_file_and_agree_with_torch(parts, patchcore_model, onnx_file, tmp_path):
     for engine_args, name in [((onnx_file,), "file"), ((patchcore_model, "--engine", "torch"), "torch"), ((patchcore_model, "--engine", "onnx"), "memory")]:
         run_cli("predict", *engine_args[:1], parts / "not-good", *engine_args[1:], "--output", tmp_path / f"{name}.json")
     rows = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("file", "torch", "memory")}
@@ -92,12 +93,11 @@ def test_export_writes_beside_the_model_and_never_replaces_unasked(patchcore_mod
     assert not list((tmp_path / "run").glob(".*tmp"))
 
 
-def test_damaged_and_foreign_onnx_files_get_one_line(parts, patchcore_model, tmp_path):
+def test_damaged_and_foreign_onnx_files_get_one_line(parts, onnx_file, tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    good = tmp_path / "m.onnx"
-    run_cli("export", patchcore_model, "--out", good)
+    good = onnx_file
     damaged = tmp_path / "damaged.onnx"
     damaged.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     foreign = tmp_path / "foreign.onnx"
@@ -120,9 +120,7 @@ def test_damaged_and_foreign_onnx_files_get_one_line(parts, patchcore_model, tmp
         (["calibrate", "{onnx}", "--target-recall", "0.9"], 2, "calibrate the .safetensors model"),
     ],
 )
-def test_engine_and_export_mistakes_are_one_line(parts, patchcore_model, tmp_path, args, code, words):
-    onnx_file = tmp_path / "m.onnx"
-    export.export_onnx(AnomalyModel.load(patchcore_model), onnx_file)
+def test_engine_and_export_mistakes_are_one_line(parts, patchcore_model, onnx_file, tmp_path, args, code, words):
     args = [a.format(model=patchcore_model, onnx=onnx_file, parts=parts, tmp=tmp_path) for a in args]
     assert words in one_clear_line(run_cli(*args, expect=code))
 
