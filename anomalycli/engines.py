@@ -1,8 +1,8 @@
 """Where a model scores images: PyTorch, or ONNX Runtime running the exported graph.
 
 On a CPU, ONNX Runtime runs the same graph about twice as fast as PyTorch (BENCHMARKS.md), so
-``auto`` picks it when it is installed and the model would run on the CPU; a model file is then
-exported in memory when loaded (about two seconds), and an exported ``.onnx`` file runs as it is.
+``auto`` picks it when it is installed, the model runs on the CPU and there are enough images to
+pay for exporting the model in memory (about two seconds); an exported ``.onnx`` file runs as it is.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ ONNX_SUFFIX = ".onnx"
 # Images per ONNX Runtime call: the exported search holds one (patches x bank) distance block per
 # call, about 33 MB an image at 320 px, so a few images at a time keep memory flat.
 ONNX_BATCH = 8
+# Exporting in memory takes about 2 s, which ONNX Runtime wins back after about this many images.
+AUTO_ONNX_MIN_IMAGES = 64
 
 
 def onnxruntime_installed() -> bool:
@@ -107,15 +109,26 @@ def _session(model: bytes | str):
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def load_model(path: str | Path, engine: str = "auto", with_maps: bool = True) -> AnomalyModel | OnnxModel:
-    """The model at ``path`` (a model file, a run folder or an exported ``.onnx``) on the engine asked for."""
+def load_model(path: str | Path, engine: str = "auto") -> AnomalyModel | OnnxModel:
+    """The model at ``path``: a model file or run folder (on PyTorch until ``on_engine``), or an exported ``.onnx``."""
     resolve_engine(engine)  # the option's mistakes first, whatever the file
     path = project.model_file(path)
     if path.suffix.lower() == ONNX_SUFFIX:
         if engine == "torch":
             raise UsageError(f"{path.name} is an exported ONNX model, which runs on ONNX Runtime only; drop --engine torch or pass the .safetensors model")
         return OnnxModel.load(path)
-    model = AnomalyModel.load(path)
-    if resolve_engine(engine) == "onnx":
+    return AnomalyModel.load(path)
+
+
+def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_maps: bool = True) -> AnomalyModel | OnnxModel:
+    """``model`` where ``engine`` says it runs for ``n_images`` images.
+
+    ``auto`` keeps PyTorch for fewer than ``AUTO_ONNX_MIN_IMAGES``: exporting costs more than
+    ONNX Runtime would save on them.
+    """
+    if isinstance(model, OnnxModel):
+        return model
+    chosen = resolve_engine(engine)
+    if chosen == "onnx" and (engine == "onnx" or n_images >= AUTO_ONNX_MIN_IMAGES):
         return OnnxModel.from_model(model, with_maps)
     return model

@@ -125,12 +125,17 @@ def test_engine_and_export_mistakes_are_one_line(parts, patchcore_model, onnx_fi
     assert words in one_clear_line(run_cli(*args, expect=code))
 
 
-def test_without_onnxruntime_auto_runs_on_torch_and_onnx_says_how_to_install(parts, patchcore_model, tmp_path, monkeypatch):
+def test_auto_exports_for_many_images_and_without_onnxruntime_runs_on_torch(parts, patchcore_model, tmp_path, monkeypatch):
     from anomalycli import engines
 
+    model = engines.load_model(patchcore_model)
+    assert isinstance(engines.on_engine(model, "auto", engines.AUTO_ONNX_MIN_IMAGES), OnnxModel)
+    # A few images do not pay for the export; --engine onnx exports whatever the number.
+    assert engines.on_engine(model, "auto", engines.AUTO_ONNX_MIN_IMAGES - 1) is model
+    assert isinstance(engines.on_engine(model, "onnx", 1), OnnxModel)
     monkeypatch.setattr(engines, "onnxruntime_installed", lambda: False)
     assert engines.resolve_engine("auto") == "torch"
-    assert isinstance(engines.load_model(patchcore_model), AnomalyModel)
+    assert engines.on_engine(model, "auto", 10_000) is model
     message = one_clear_line(run_cli("predict", patchcore_model, parts / "good", "--engine", "onnx", expect=2))
     assert "pip install 'anomalycli[onnx]'" in message
 

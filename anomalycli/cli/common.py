@@ -9,11 +9,15 @@ from pathlib import Path
 import typer
 from rich.logging import RichHandler
 
-from anomalycli import project
+from anomalycli import engines, project
 from anomalycli.errors import UsageError, UserError
 from anomalycli.render import err_console
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+ENGINE_HELP = (
+    f"Where the model runs: {', '.join(engines.ENGINES)} (auto: ONNX Runtime when it is installed and there are "
+    f"{engines.AUTO_ONNX_MIN_IMAGES} images or more, else PyTorch)."
+)
 
 
 class _OneLine(logging.Formatter):

@@ -5,10 +5,10 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import check_threshold, data_folder, model_and_target, user_errors
+from anomalycli.cli.common import ENGINE_HELP, check_threshold, data_folder, model_and_target, user_errors
 from anomalycli.data import attach_masks, discover
 from anomalycli.errors import UsageError
-from anomalycli.engines import ENGINES, load_model
+from anomalycli.engines import load_model, on_engine
 from anomalycli.inference import evaluate
 from anomalycli.render import confusion_table, console, defect_table, metrics_table, operating_point_text, trade_off_table, write_json
 
@@ -28,7 +28,7 @@ def eval_command(
     batch_size: int = typer.Option(32, help="Images per batch."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
     overwrite: bool = typer.Option(False, help="Replace an existing --json file."),
-    engine: str = typer.Option("auto", help=f"Where the model runs: {', '.join(ENGINES)} (auto: ONNX Runtime when installed, else PyTorch)."),
+    engine: str = typer.Option("auto", help=ENGINE_HELP),
 ) -> None:
     """Confusion matrix, accuracy, precision, recall, F1, AUROC (with 95% CIs), recall per defect type.
 
@@ -47,6 +47,7 @@ def eval_command(
             raise UsageError(f"no images in split {chosen!r}; splits here: {', '.join(dataset.splits) or 'none'}")
     if masks is not None:
         samples = attach_masks(samples, masks)
+    model = on_engine(model, engine, len(samples))
     report, _ = evaluate(model, samples, batch_size, threshold, with_masks=any(s.mask for s in samples))
     report["split"] = chosen or "all"
     console.print(f"{model.method} model on {len(samples)} images ({'split ' + chosen if chosen else 'all splits'}) of {dataset.root}")

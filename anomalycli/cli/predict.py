@@ -5,10 +5,10 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import check_threshold, model_and_target, user_errors
+from anomalycli.cli.common import ENGINE_HELP, check_threshold, model_and_target, user_errors
 from anomalycli.data import list_images, load_image
 from anomalycli.errors import UsageError, UserError
-from anomalycli.engines import ENGINES, load_model
+from anomalycli.engines import load_model, on_engine
 from anomalycli.inference import iter_scores
 from anomalycli.render import console, heatmap_overlay, prediction_table, save_png, write_rows
 
@@ -25,7 +25,7 @@ def predict_command(
     threshold: Optional[float] = typer.Option(None, help="Decision threshold on the 0..1 score (default: the model's, 0.5)."),
     batch_size: int = typer.Option(32, help="Images per batch."),
     overwrite: bool = typer.Option(False, help="Replace existing --output and heat-map files."),
-    engine: str = typer.Option("auto", help=f"Where the model runs: {', '.join(ENGINES)} (auto: ONNX Runtime when installed, else PyTorch)."),
+    engine: str = typer.Option("auto", help=ENGINE_HELP),
 ) -> None:
     """A score in [0, 1] and a verdict for every image; heat maps where the method has them.
 
@@ -42,12 +42,13 @@ def predict_command(
             raise UsageError(f"--output must end in .csv or .json (got {output.name})")
         if output.exists() and not overwrite:
             raise UserError(f"{output} already exists; choose another name or pass --overwrite to replace it")
-    model = load_model(model_path, engine, with_maps=heatmaps is not None)
+    model = load_model(model_path, engine)
     if heatmaps is not None and not model.has_maps:
         raise UsageError(f"a {model.method} model has no anomaly maps; --heatmaps needs a patchcore model")
     paths, skipped = list_images(folder)
     if not paths:
         raise UserError(f"no images found in {folder}")
+    model = on_engine(model, engine, len(paths), with_maps=heatmaps is not None)
     rows = []
     cal = model.calibration
     for scored in iter_scores(model, paths, batch_size, threshold, with_maps=heatmaps is not None):
