@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter, defaultdict
 
 from PIL import Image
 
 from anomalycli.data import Dataset, ImageError, file_sha256, load_image
+from anomalycli.train import DEFAULT_IMAGE_SIZE
+
+MOST_COMMON_SIZES = 3
+# Areas further apart than this count as sizes that "vary a lot" (a 2x difference in each side).
+AREA_SPREAD = 4.0
 
 
 def imbalance_verdict(ratio: float | None) -> str:
@@ -17,6 +23,47 @@ def imbalance_verdict(ratio: float | None) -> str:
     if ratio < 5:
         return "moderately imbalanced: use --weighted-loss or --sampler balanced for the classifier"
     return "heavily imbalanced: prefer patchcore, or the classifier with --weighted-loss / --sampler balanced"
+
+
+def size_summary(sizes: Counter) -> dict | None:
+    """What the image sizes come to, in a few numbers: ``sizes`` counts images per (width, height)."""
+    if not sizes:
+        return None
+    widths = [w for (w, _), n in sizes.items() for _ in range(n)]
+    heights = [h for (_, h), n in sizes.items() for _ in range(n)]
+    aspects = [w / h for w, h in sizes]
+    common = sizes.most_common(MOST_COMMON_SIZES)
+    return {
+        "n_images": len(widths),
+        "n_distinct": len(sizes),
+        "width": {"min": min(widths), "median": statistics.median(widths), "max": max(widths)},
+        "height": {"min": min(heights), "median": statistics.median(heights), "max": max(heights)},
+        "aspect": {"min": min(aspects), "max": max(aspects)},
+        "square_share": sum(n for (w, h), n in sizes.items() if w == h) / len(widths),
+        "most_common": [{"size": f"{w}x{h}", "images": n} for (w, h), n in common],
+        "n_other_sizes": len(sizes) - len(common),
+    }
+
+
+def resize_note(summary: dict | None) -> str | None:
+    """One line on what training does to these images, when they are not all square and alike."""
+    if summary is None:
+        return None
+    areas = [summary["width"][k] * summary["height"][k] for k in ("min", "max")]
+    squashed = summary["square_share"] < 1
+    spread = areas[1] / max(areas[0], 1) > AREA_SPREAD
+    if not squashed and not spread:
+        return None
+    size, classifier = DEFAULT_IMAGE_SIZE["patchcore"], DEFAULT_IMAGE_SIZE["classifier"]
+    what = []
+    if squashed:
+        aspect = summary["aspect"]
+        what.append(f"images that are not square are squashed (width / height {aspect['min']:.2f} to {aspect['max']:.2f} here)")
+    if spread:
+        width = summary["width"]
+        what.append(f"widths from {width['min']} to {width['max']} px all come to the same size")
+    return (f"training resizes every image to {size} x {size} px (patchcore, hybrid; the classifier {classifier} x {classifier}): "
+            f"{' and '.join(what)}; --image-size sets that size, and no option keeps the aspect ratio yet")
 
 
 def inspect_dataset(dataset: Dataset) -> dict:
@@ -33,7 +80,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
             defect_types[s.defect_type] += 1
         try:
             with Image.open(s.path) as im:
-                sizes[f"{im.width}x{im.height}"] += 1
+                sizes[(im.width, im.height)] += 1
                 modes[im.mode] += 1
             load_image(s.path)  # a full decode: truncated files fail only here
         except ImageError as exc:
@@ -46,6 +93,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
     n_normal = sum(1 for s in dataset.samples if s.label == 0)
     n_anomaly = len(dataset.samples) - n_normal
     ratio = (max(n_normal, n_anomaly) / min(n_normal, n_anomaly)) if n_normal and n_anomaly else None
+    summary = size_summary(sizes)
     duplicates = []
     for digest, group in by_hash.items():
         if len(group) > 1:
@@ -70,7 +118,9 @@ def inspect_dataset(dataset: Dataset) -> dict:
         "imbalance_ratio": ratio,
         "imbalance_verdict": imbalance_verdict(ratio),
         "defect_types": dict(sorted(defect_types.items())),
-        "image_sizes": dict(sizes.most_common()),
+        "image_sizes": {f"{w}x{h}": n for (w, h), n in sizes.most_common()},
+        "size_summary": summary,
+        "resize_note": resize_note(summary),
         "image_modes": dict(modes.most_common()),
         "masks": sum(1 for s in dataset.samples if s.mask),
         "unreadable": unreadable,

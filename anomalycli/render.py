@@ -7,10 +7,10 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from anomalycli import io
 
@@ -31,9 +31,19 @@ def write_json(path: str | Path, data, overwrite: bool) -> None:
 # --- inspect -----------------------------------------------------------------------------
 
 
+def _heading(text: str, style: str = "bold") -> Text:
+    """A heading on a line of its own: a table's title would wrap inside the table's width."""
+    return Text(text, style=style)
+
+
+def _note(text: str) -> Text:
+    return Text(text, style="dim")
+
+
 def inspection_tables(facts: dict) -> list:
+    """What ``anomaly inspect`` prints: headings and notes as lines of their own, tables between."""
     classes = sorted({c for counts in facts["counts"].values() for c in counts})
-    counts = Table(title=f"{facts['root']}: {facts['layout']}")
+    counts = Table()
     counts.add_column("split")
     for c in classes:
         counts.add_column(c + (" (normal)" if c == facts["normal_class"] else ""), justify="right")
@@ -41,33 +51,27 @@ def inspection_tables(facts: dict) -> list:
     for split, row in facts["counts"].items():
         counts.add_row(split, *[str(row.get(c, 0)) for c in classes], str(sum(row.values())))
     ratio = facts["imbalance_ratio"]
-    counts.caption = f"imbalance {ratio:.1f}:1 — {facts['imbalance_verdict']}" if ratio else facts["imbalance_verdict"]
-    tables = [counts]
+    imbalance = f"imbalance {ratio:.1f}:1 — {facts['imbalance_verdict']}" if ratio else facts["imbalance_verdict"]
+    out = [_heading(f"{facts['root']}: {facts['layout']}"), counts, Text(imbalance)]
 
     if facts["defect_types"]:
-        types = Table(title="defect types")
-        types.add_column("type")
+        types = Table()
+        types.add_column("defect type")
         types.add_column("images", justify="right")
         for name, n in facts["defect_types"].items():
             types.add_row(name, str(n))
-        tables.append(types)
+        out += [_heading("defect types"), types]
 
-    images = Table(title="image sizes and modes")
-    images.add_column("size")
-    images.add_column("images", justify="right")
-    for size, n in facts["image_sizes"].items():
-        images.add_row(size, str(n))
-    images.caption = "modes: " + ", ".join(f"{m} ({n})" for m, n in facts["image_modes"].items()) + f"; masks found: {facts['masks']}"
-    tables.append(images)
+    out += [_heading("image sizes"), *size_lines(facts)]
 
     if facts["unreadable"]:
-        bad = Table(title=f"unreadable files ({len(facts['unreadable'])})", title_style="bold red")
+        bad = Table()
         bad.add_column("problem")
         for item in facts["unreadable"]:
             bad.add_row(item["error"])
-        tables.append(bad)
+        out += [_heading(f"unreadable files ({len(facts['unreadable'])})", "bold red"), bad]
     if facts["duplicates"]:
-        dup = Table(title=f"exact duplicates ({len(facts['duplicates'])} groups)")
+        dup = Table()
         dup.add_column("files")
         dup.add_column("splits")
         for group in facts["duplicates"]:
@@ -75,8 +79,38 @@ def inspection_tables(facts: dict) -> list:
             note = " LEAK between splits" if group["leak"] else ""
             note += " CONFLICTING labels" if group["conflicting_labels"] else ""
             dup.add_row("\n".join(group["paths"]), ", ".join(group["splits"]) + note, style=style)
-        tables.append(dup)
-    return tables
+        out += [_heading(f"exact duplicates ({len(facts['duplicates'])} groups)"), dup]
+    return out
+
+
+def size_lines(facts: dict) -> list:
+    """The sizes section: a few lines whatever the number of sizes (``--json`` lists every one)."""
+    summary = facts["size_summary"]
+    modes = "modes: " + ", ".join(f"{m} ({n})" for m, n in facts["image_modes"].items()) + f"; masks found: {facts['masks']}"
+    if summary is None:
+        return [Text("no readable images"), Text(modes)]
+    if summary["n_distinct"] == 1:
+        lines = [Text(f"{summary['most_common'][0]['size']}, all {summary['n_images']} images")]
+    else:
+        grid = Table.grid(padding=(0, 2))
+        for _ in range(4):
+            grid.add_column(justify="right")
+        grid.add_row("", "min", "median", "max")
+        for side in ("width", "height"):
+            grid.add_row(side, *(f"{summary[side][k]:g}" for k in ("min", "median", "max")))
+        aspect = summary["aspect"]
+        common = ", ".join(f"{c['size']} ({c['images']})" for c in summary["most_common"])
+        others = f"; {summary['n_other_sizes']} other sizes" if summary["n_other_sizes"] else ""
+        lines = [
+            Text(f"{summary['n_distinct']} distinct sizes over {summary['n_images']} images"),
+            grid,
+            Text(f"width / height {aspect['min']:.2f} to {aspect['max']:.2f}; {summary['square_share']:.0%} square"),
+            Text(f"most common: {common}{others}"),
+        ]
+    lines.append(Text(modes))
+    if facts.get("resize_note"):
+        lines.append(_note(facts["resize_note"]))
+    return lines
 
 
 # --- eval --------------------------------------------------------------------------------
@@ -173,16 +207,6 @@ def write_rows(path: str | Path, rows: list[dict], overwrite: bool) -> None:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path", "score", "raw_score", "verdict", "error"])
             writer.writeheader()
             writer.writerows(rows)
-
-
-def heatmap_overlay(image: Image.Image, anomaly_map: np.ndarray, low: float, high: float, alpha: float = 0.5) -> Image.Image:
-    """The map in the jet colour scale over the image; low..high (raw units) spans the colours."""
-    from matplotlib import colormaps
-
-    scaled = np.clip((anomaly_map - low) / max(high - low, 1e-12), 0, 1)
-    colours = (colormaps["jet"](scaled)[..., :3] * 255).astype(np.uint8)
-    heat = Image.fromarray(colours).resize(image.size, Image.BILINEAR)
-    return Image.blend(image.convert("RGB"), heat, alpha)
 
 
 def save_png(image: Image.Image, path: Path, overwrite: bool = True) -> None:

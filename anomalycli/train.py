@@ -323,6 +323,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
              f"cross-fitted over {options.cv_folds} folds of {len(kept)} images")
     config = {
         **config, "bank_size": int(net.patchcore.bank.shape[0]), "bank_parts": net.patchcore.part_sizes, "score_blur": net.patchcore.score_blur, "head_folds": len(net.head.heads),
+        "fusion": [*net.stats.tolist(), float(net.alpha)],
         "coreset_ratio": options.coreset_ratio, "cv_folds": options.cv_folds, "batch_norm_folded": extractor.folded,
     }
     model = AnomalyModel("hybrid", net, config, calibration=None)

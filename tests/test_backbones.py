@@ -1,7 +1,6 @@
 import copy
 import urllib.error
 
-import numpy as np
 import pytest
 import torch
 import torchvision

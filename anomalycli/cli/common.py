@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import shlex
+import sys
 from pathlib import Path
 
 import typer
@@ -39,6 +41,11 @@ def _setup_logging() -> None:
 def fail(message: str, code: int = EXIT_FAILURE) -> typer.Exit:
     err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True, soft_wrap=True)
     return typer.Exit(code)
+
+
+def command_line() -> str:
+    """The command as the user typed it, for reports to say what made them."""
+    return shlex.join(["anomaly", *sys.argv[1:]])
 
 
 def check_threshold(threshold: float | None) -> float:

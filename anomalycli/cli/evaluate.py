@@ -1,15 +1,17 @@
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import ENGINE_HELP, check_threshold, data_folder, model_and_target, user_errors
+from anomalycli.cli.common import ENGINE_HELP, command_line, check_threshold, data_folder, model_and_target, user_errors
 from anomalycli.data import attach_masks, discover
 from anomalycli.errors import UsageError
-from anomalycli.engines import load_model, on_engine
+from anomalycli.engines import OnnxModel, load_model, on_engine
 from anomalycli.inference import evaluate
+from anomalycli.report import check_folder, write_report
 from anomalycli.render import confusion_table, console, defect_table, metrics_table, operating_point_text, trade_off_table, write_json
 
 
@@ -27,7 +29,8 @@ def eval_command(
     threshold: Optional[float] = typer.Option(None, help="Decision threshold on the 0..1 score (default: the model's, 0.5)."),
     batch_size: int = typer.Option(32, help="Images per batch."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
-    overwrite: bool = typer.Option(False, help="Replace an existing --json file."),
+    report_dir: Optional[Path] = typer.Option(None, "--report", help="Also write an HTML report (plots, a gallery of mistakes and close calls) into this folder."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --json file or --report folder."),
     engine: str = typer.Option("auto", help=ENGINE_HELP),
 ) -> None:
     """Confusion matrix, accuracy, precision, recall, F1, AUROC (with 95% CIs), recall per defect type.
@@ -37,6 +40,8 @@ def eval_command(
     threshold = check_threshold(threshold)
     model_path, data = model_and_target(args, model_option, "DATA")
     data = data_folder(data)
+    if report_dir is not None:
+        check_folder(report_dir, overwrite)
     model = load_model(model_path, engine)
     dataset = discover(data, model.config["normal_class"], labels, manifest)
     samples = dataset.samples
@@ -48,7 +53,7 @@ def eval_command(
     if masks is not None:
         samples = attach_masks(samples, masks)
     model = on_engine(model, engine, len(samples))
-    report, _ = evaluate(model, samples, batch_size, threshold, with_masks=any(s.mask for s in samples))
+    report, rows = evaluate(model, samples, batch_size, threshold, with_masks=any(s.mask for s in samples))
     report["split"] = chosen or "all"
     console.print(f"{model.method} model on {len(samples)} images ({'split ' + chosen if chosen else 'all splits'}) of {dataset.root}")
     console.print(confusion_table(report, model.config["class_names"]))
@@ -66,3 +71,12 @@ def eval_command(
     if json_out:
         write_json(json_out, report, overwrite)
         console.print(f"metrics written to {json_out}")
+    if report_dir:
+        about = {
+            "model": model_path, "method": model.method, "backbone": model.config["backbone"], "image size": model.config["image_size"],
+            "engine": "ONNX Runtime" if isinstance(model, OnnxModel) else "PyTorch", "data": dataset.root,
+            "split": chosen or "all", "threshold": f"{threshold:g} on the 0..1 score", "command": command_line(),
+            "made": datetime.now().isoformat(timespec="seconds"),
+        }
+        page = write_report(report_dir, report, samples, rows, model, about, overwrite)
+        console.print(f"report written to {page}")

@@ -10,7 +10,8 @@ from anomalycli.data import list_images, load_image
 from anomalycli.errors import UsageError, UserError
 from anomalycli.engines import load_model, on_engine
 from anomalycli.inference import iter_scores
-from anomalycli.render import console, heatmap_overlay, prediction_table, save_png, write_rows
+from anomalycli.heatmaps import map_scale, overlay, panel
+from anomalycli.render import console, prediction_table, save_png, write_rows
 
 
 @user_errors
@@ -21,7 +22,8 @@ def predict_command(
     ),
     model_option: Optional[Path] = typer.Option(None, "--model", help="Model file or run folder to use (default: the newest runs/train-N)."),
     output: Optional[Path] = typer.Option(None, help="Write the rows to FILE.csv or FILE.json."),
-    heatmaps: Optional[Path] = typer.Option(None, help="Write a heat-map overlay PNG per image here (patchcore)."),
+    heatmaps: Optional[Path] = typer.Option(None, help="Write a heat-map overlay PNG per image here (patchcore, hybrid)."),
+    side_by_side: bool = typer.Option(False, "--side-by-side", help="Heat maps as a panel: the image, then the overlay."),
     threshold: Optional[float] = typer.Option(None, help="Decision threshold on the 0..1 score (default: the model's, 0.5)."),
     batch_size: int = typer.Option(32, help="Images per batch."),
     overwrite: bool = typer.Option(False, help="Replace existing --output and heat-map files."),
@@ -50,13 +52,14 @@ def predict_command(
         raise UserError(f"no images found in {folder}")
     model = on_engine(model, engine, len(paths), with_maps=heatmaps is not None)
     rows = []
-    cal = model.calibration
+    scale = map_scale(model) if heatmaps is not None else None
     for scored in iter_scores(model, paths, batch_size, threshold, with_maps=heatmaps is not None):
         rel = scored.path.relative_to(folder)
         rows.append({"path": str(scored.path), "score": scored.score, "raw_score": scored.raw, "verdict": scored.verdict, "error": scored.error})
         if heatmaps is not None and scored.map is not None:
-            overlay = heatmap_overlay(load_image(scored.path), scored.map, cal.low, cal.high)
-            save_png(overlay, heatmaps / rel.with_suffix(".png"), overwrite)
+            image = load_image(scored.path)
+            heat = overlay(image, scored.map, scale)
+            save_png(panel(image, heat) if side_by_side else heat, heatmaps / rel.with_suffix(".png"), overwrite)
     n_bad = sum(r["verdict"] == "unreadable" for r in rows)
     if n_bad == len(rows):
         raise UserError(f"none of the {n_bad} image file(s) in {folder} could be read (first: {rows[0]['error']}); check that they are images")
@@ -72,4 +75,4 @@ def predict_command(
         write_rows(output, rows, overwrite)
         console.print(f"rows written to {output}")
     if heatmaps:
-        console.print(f"heat maps written to {heatmaps}")
+        console.print(f"heat maps written to {heatmaps}: {scale.describe()}")

@@ -1,0 +1,100 @@
+"""Heat maps a person can read: heat only where it matters, the flagged region outlined.
+
+A map is in the method's raw units (a patch's distance to its nearest good patch). One
+``MapScale`` per model fixes what the colours mean for every image of a run:
+
+- ``floor``: what good parts usually score; below it the image is shown untouched;
+- ``threshold``: the level at which a region alone would flag the image; the region above it
+  is outlined, and the colour is fully opaque from there on;
+- ``top``: the far end of the colour scale (twice as far above the floor as the threshold).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+COLOURS = "inferno"
+REGION_COLOUR = (0, 255, 255)  # cyan: the region above the threshold
+MASK_COLOUR = (0, 255, 0)  # green: the ground-truth defect, where a mask is known
+MAX_ALPHA = 0.65
+
+
+@dataclass(frozen=True)
+class MapScale:
+    floor: float
+    threshold: float
+    top: float
+
+    def describe(self) -> str:
+        return (f"heat from {self.floor:.3g} (good parts' median) to {self.top:.3g}; "
+                f"outlined where it exceeds {self.threshold:.3g}, the level that alone flags an image")
+
+
+def map_scale(model) -> MapScale:
+    """The scale of ``model``'s maps, from its calibration (and, for the hybrid, its fusion).
+
+    A patchcore image scores the largest value of its blurred map, so the image threshold is a
+    map level. A hybrid's threshold is on its fused score; in map (one-class) units it is the
+    one-class score that crosses the threshold when the supervised head sees nothing unusual.
+    """
+    cal = model.calibration
+    scores, labels = np.asarray(cal.scores, dtype=float), np.asarray(cal.labels, dtype=int)
+    good = scores[labels == 0] if len(scores) else np.array([cal.low])
+    floor, threshold = float(np.median(good)), float(cal.threshold)
+    fusion = _fusion(model)
+    if fusion is not None:
+        m0, s0, _, _, alpha = fusion
+        floor, threshold = m0, m0 + s0 * threshold / max(alpha, 1e-6)
+    threshold = max(threshold, floor + 1e-6)
+    return MapScale(floor, threshold, floor + 2 * (threshold - floor))
+
+
+def _fusion(model) -> list[float] | None:
+    """A hybrid's [one-class mean, std, head mean, std, one-class weight]; files from before the
+    config kept them have them in the network only."""
+    if model.method != "hybrid":
+        return None
+    if "fusion" in model.config:
+        return model.config["fusion"]
+    net = getattr(model, "net", None)
+    return [*net.stats.tolist(), float(net.alpha)] if net is not None else None
+
+
+def _outline(mask: np.ndarray, width: int = 2) -> np.ndarray:
+    """The boundary pixels of a boolean mask, ``width`` pixels wide."""
+    image = Image.fromarray(mask.astype(np.uint8) * 255)
+    eroded = np.asarray(image.filter(ImageFilter.MinFilter(2 * width + 1))) > 0
+    return mask & ~eroded
+
+
+def overlay(image: Image.Image, anomaly_map: np.ndarray, scale: MapScale, truth: np.ndarray | None = None) -> Image.Image:
+    """``image`` with heat where the map is above the floor, the region above the threshold
+    outlined in cyan, and ``truth`` (a defect mask at any size) outlined in green."""
+    from matplotlib import colormaps
+
+    rgb = image.convert("RGB")
+    size = rgb.size
+    level = np.asarray(Image.fromarray(anomaly_map.astype(np.float32)).resize(size, Image.BILINEAR))
+    position = np.clip((level - scale.floor) / (scale.top - scale.floor), 0, 1)
+    colours = colormaps[COLOURS](0.25 + 0.75 * position)[..., :3] * 255
+    alpha = MAX_ALPHA * np.clip((level - scale.floor) / (scale.threshold - scale.floor), 0, 1)[..., None]
+    pixels = np.asarray(rgb, dtype=np.float32)
+    blended = pixels * (1 - alpha) + colours * alpha
+    width = max(1, round(max(size) / 200))
+    blended[_outline(level >= scale.threshold, width)] = REGION_COLOUR
+    if truth is not None:
+        mask = np.asarray(Image.fromarray(truth.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+        blended[_outline(mask, width)] = MASK_COLOUR
+    return Image.fromarray(blended.round().astype(np.uint8))
+
+
+def panel(image: Image.Image, heat: Image.Image, gap: int = 8) -> Image.Image:
+    """The image and its overlay side by side."""
+    width, height = image.size
+    out = Image.new("RGB", (2 * width + gap, height), (255, 255, 255))
+    out.paste(image.convert("RGB"), (0, 0))
+    out.paste(heat, (width + gap, 0))
+    return out

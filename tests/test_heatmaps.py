@@ -1,0 +1,44 @@
+import numpy as np
+from PIL import Image
+
+from anomalycli.heatmaps import MASK_COLOUR, REGION_COLOUR, MapScale, map_scale, overlay, panel
+from anomalycli.methods import AnomalyModel
+
+
+def _grey(size=64, value=128):
+    return Image.new("L", (size, size), value)
+
+
+def test_heat_only_above_the_floor_and_the_flagged_region_outlined():
+    anomaly_map = np.zeros((64, 64), dtype=np.float32)
+    anomaly_map[20:40, 20:40] = 3.0  # above the threshold
+    anomaly_map[50:60, 5:15] = 1.5  # above the floor, below the threshold
+    out = np.asarray(overlay(_grey(), anomaly_map, MapScale(floor=1.0, threshold=2.0, top=3.0)))
+    assert (out[:10, 40:] == 128).all(), "below the floor the image is untouched"
+    assert (out[55, 10] != 128).any() and not (out[55, 10] == REGION_COLOUR).all(), "heat, but no outline, below the threshold"
+    assert (out[20, 30] == REGION_COLOUR).all() and (out[30, 20] == REGION_COLOUR).all()
+    assert not (out[30, 30] == REGION_COLOUR).all(), "an outline, not a filled square"
+
+
+def test_ground_truth_outlined_and_panel_puts_the_image_first():
+    truth = np.zeros((16, 16), dtype=bool)
+    truth[4:12, 4:12] = True  # at another size than the image: scaled to it
+    image = _grey()
+    out = overlay(image, np.zeros((64, 64), dtype=np.float32), MapScale(1.0, 2.0, 3.0), truth=truth)
+    assert (np.asarray(out)[16, 32] == MASK_COLOUR).all()
+    both = panel(image, out)
+    assert both.size == (64 * 2 + 8, 64) and np.asarray(both)[32, 10].tolist() == [128, 128, 128]
+
+
+def test_the_scale_comes_from_the_models_calibration(patchcore_model, hybrid_model):
+    model = AnomalyModel.load(patchcore_model)
+    cal = model.calibration
+    scale = map_scale(model)
+    good = [s for s, label in zip(cal.scores, cal.labels) if label == 0]
+    assert scale.floor == float(np.median(good)) and scale.threshold == cal.threshold
+    assert scale.top - scale.floor == 2 * (scale.threshold - scale.floor)
+    hybrid = AnomalyModel.load(hybrid_model)
+    m0, s0, _, _, alpha = hybrid.config["fusion"]
+    assert np.allclose([float(hybrid.net.alpha), *hybrid.net.stats.tolist()[:2]], [alpha, m0, s0])
+    scale = map_scale(hybrid)
+    assert scale.floor == m0 and np.isclose(scale.threshold, m0 + s0 * hybrid.calibration.threshold / alpha)

@@ -1,0 +1,59 @@
+import json
+from collections import Counter
+
+import numpy as np
+from PIL import Image
+
+from anomalycli import render
+from anomalycli.inspection import resize_note, size_summary
+from conftest import run_cli
+
+
+def test_size_summary_counts_images_not_sizes():
+    summary = size_summary(Counter({(100, 100): 3, (200, 50): 1}))
+    assert summary["n_distinct"] == 2 and summary["n_images"] == 4
+    assert summary["width"] == {"min": 100, "median": 100, "max": 200}
+    assert summary["aspect"] == {"min": 1.0, "max": 4.0} and summary["square_share"] == 0.75
+    assert summary["most_common"][0] == {"size": "100x100", "images": 3} and summary["n_other_sizes"] == 0
+
+
+def test_resize_note_only_when_images_are_not_square_or_vary_a_lot():
+    assert resize_note(size_summary(Counter({(128, 128): 10}))) is None
+    assert resize_note(size_summary(Counter({(100, 100): 1, (150, 150): 1}))) is None
+    squashed = resize_note(size_summary(Counter({(100, 400): 1})))
+    assert "squashed" in squashed and "0.25 to 0.25" in squashed and "--image-size" in squashed
+    assert "from 50 to 400 px" in resize_note(size_summary(Counter({(50, 50): 1, (400, 400): 1})))
+
+
+def _random_sizes(root, n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    sizes = set()
+    for i in range(n):
+        w, h = (int(v) for v in rng.integers(40, 400, size=2))
+        folder = root / ("good" if i % 5 else "bad")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (w, h), int(rng.integers(0, 255))).save(folder / f"{i:03d}.png")
+        sizes.add(f"{w}x{h}")
+    return sizes
+
+
+def test_many_sizes_fit_on_a_screen_and_json_keeps_every_size(tmp_path, monkeypatch):
+    sizes = _random_sizes(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(render.console, "width", 80)
+    result = run_cli("inspect", "--json", "facts.json")
+    lines = result.output.splitlines()
+    section = lines[lines.index("image sizes") + 1 : next(i for i, line in enumerate(lines) if line.startswith("facts written"))]
+    assert len(section) < 15, "\n".join(section)
+    assert "200 images" in section[0] and any("squashed" in line for line in section)
+    facts = json.loads((tmp_path / "facts.json").read_text())
+    assert set(facts["image_sizes"]) == sizes and sum(facts["image_sizes"].values()) == 200
+    # The layout heading is a line of its own, whole, and nothing is wider than the terminal.
+    assert "data: class folders (class/)" in lines
+    assert all(len(line) <= 80 for line in lines)
+
+
+def test_one_size_is_one_line(parts):
+    result = run_cli("inspect", parts)
+    lines = result.output.splitlines()
+    assert lines[lines.index("image sizes") + 1] == "64x64, all 36 images"
