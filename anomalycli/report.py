@@ -146,7 +146,7 @@ h1 { font-size: 1.5em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; 
 table { border-collapse: collapse; margin: .5em 0; } td, th { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 .plots img { max-width: 32%; margin-right: 1%; } .wide img { max-width: 60%; }
-.gallery { display: flex; flex-wrap: wrap; gap: 12px; } figure { margin: 0; width: 660px; }
+.gallery { display: flex; flex-wrap: wrap; gap: 16px; } figure { margin: 0; width: 520px; }
 figure img { max-width: 100%; border: 1px solid #ccc; } figcaption { font-size: .9em; }
 .missed, .alarm { color: #b00020; font-weight: bold; } .settings td { text-align: left; } code { background: #f3f3f3; padding: 0 .3em; }
 """

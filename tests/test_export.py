@@ -153,3 +153,22 @@ def test_predict_fails_when_no_image_can_be_read_and_lists_some_unreadable(parts
     result = run_cli("predict", patchcore_model, folder, "--output", tmp_path / "rows.json")
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert [r["verdict"] for r in rows].count("unreadable") == 2 and "2 unreadable" in result.output
+
+
+def test_a_model_file_from_before_this_version_exports_with_parity(parts, patchcore_model, tmp_path):
+    """No bank parts, no blurred score, batch norm not folded: the oldest files still export."""
+    from anomalycli import backbones
+    from anomalycli.methods.patchcore import PatchCore
+
+    new = AnomalyModel.load(patchcore_model)
+    name = new.config["backbone"]
+    old_net = PatchCore(backbones.FeatureExtractor(name, backbones.build(name, "imagenet"), fold=False), new.net.bank, score_blur=0.0)
+    old_config = {k: v for k, v in new.config.items() if k not in ("batch_norm_folded", "bank_parts", "score_blur")}
+    old_file = AnomalyModel("patchcore", old_net, old_config, new.calibration).save(tmp_path / "old.safetensors")
+    old = AnomalyModel.load(old_file)
+    assert old.net.part_sizes is None and old.net.score_blur == 0.0
+    run_cli("export", old_file)
+    images = _images(parts, 64)
+    raw, _ = old.score(images, with_maps=False)
+    raw_onnx, _ = OnnxModel.load(tmp_path / "old.onnx").score(images, with_maps=False)
+    assert torch.allclose(raw_onnx, raw, rtol=1e-4, atol=1e-4 * float(raw.abs().max()))
