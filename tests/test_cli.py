@@ -254,3 +254,14 @@ def test_calibrate_errors_are_one_line(parts, patchcore_model, tmp_path):
     assert "keeps no calibration scores" in one_clear_line(run_cli("calibrate", tmp_path / "old.safetensors", expect=1))
     assert "calibrate never replaces it" in one_clear_line(run_cli("calibrate", patchcore_model, "--out", patchcore_model, expect=1))
     assert "give one of" in one_clear_line(run_cli("calibrate", patchcore_model, "--max-fpr", "0.1", "--defect-rate", "0.1", expect=2))
+
+
+def test_fast_trains_lite0_at_224_unless_a_size_is_given(parts, tmp_path):
+    from anomalycli.train import TrainOptions
+
+    options = TrainOptions(data=str(parts), fast=True)
+    options.validate()
+    assert (options.backbone, options.image_size) == ("efficientnet_lite0", 224)
+    run_cli("train", parts, "--fast", "--image-size", "64", "--coreset-ratio", "0.1", "--run-dir", tmp_path / "fast")
+    config = json.loads((tmp_path / "fast" / "args.json").read_text())
+    assert config["fast"] and config["backbone"] == "efficientnet_lite0" and config["image_size"] == 64
