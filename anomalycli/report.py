@@ -171,6 +171,10 @@ def page(report: dict, plots: dict[str, str], items: list[GalleryItem], pictures
     per_type = _table(["defect type", "images", "recall"], [
         [html.escape(name), str(v["n"]), _fmt(v["recall"])] for name, v in report["per_defect_type"].items()
     ]) if report["per_defect_type"] else ""
+    trade = _table(["false alarms at most", "recall", "false alarms", "--threshold"], [
+        [f"{100 * row['max_false_alarm_rate']:g} %", _fmt(row["recall"]), _fmt(row["false_alarm_rate"]), f"{row['threshold']:.3f}"]
+        for row in report["trade_off"]
+    ] + [["<b>the model's point</b>", _fmt(point["recall"]), _fmt(point["false_alarm_rate"]), f"{point['threshold']:.3f}"]]) if report["trade_off"] else ""
     settings = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in about.items())
     figures = []
     for item, picture in zip(items, pictures):
@@ -193,6 +197,7 @@ def page(report: dict, plots: dict[str, str], items: list[GalleryItem], pictures
 <h2>Headline</h2>{headline}
 <h2>Confusion matrix</h2>{confusion}
 {"<h2>Recall per defect type</h2>" + per_type if per_type else ""}
+{"<h2>Trade-off on these images</h2><p>Recall at a false-alarm rate, and the <code>--threshold</code> that gives it (predict and eval take it; <code>anomaly calibrate</code> makes it the model's own).</p>" + trade if trade else ""}
 <h2>Curves</h2><div class="plots">{plot_html}</div>
 {f'<div class="wide"><img src="{plots["scores"]}" alt="score histogram"></div>' if "scores" in plots else ""}
 <h2>Gallery</h2>

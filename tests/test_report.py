@@ -41,6 +41,7 @@ def test_eval_report_is_offline_complete_and_agrees_with_json(parts, patchcore_m
     assert page.count('class="missed"') + page.count('class="alarm"') == mistakes
     assert len([s for s in sources if s.startswith("gallery/")]) >= mistakes + 2
     assert f"anomaly eval {patchcore_model}" in page and str(parts) in page
+    assert "Trade-off on these images" in page and f"{report['trade_off'][0]['threshold']:.3f}" in page
 
 
 def test_report_never_replaces_a_folder_unasked(parts, patchcore_model, tmp_path):
