@@ -52,7 +52,6 @@ class OnnxModel:
     config: dict
     calibration: Calibration
     session: object = field(repr=False)  # onnxruntime.InferenceSession
-    engine: str = "onnx"
 
     @property
     def has_maps(self) -> bool:
