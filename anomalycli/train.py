@@ -30,7 +30,7 @@ CROSS_FITTED = ("patchcore", "hybrid")
 # Screw defects are a few pixels wide: patch features see them better at 320 px (BENCHMARKS.md);
 # the classifier keeps the ImageNet size, which fine-tuning on a CPU can afford.
 DEFAULT_IMAGE_SIZE = {"classifier": 224, "patchcore": 320, "hybrid": 320}
-# --fast: the backbone and size patchcore and the hybrid had before the 320 px default, about three
+# --fast: the backbone and size patchcore and the hybrid had before the 320 px default, about 2.5x
 # times faster to predict for a few points of AUROC less (BENCHMARKS.md).
 FAST_BACKBONE, FAST_IMAGE_SIZE = "efficientnet_lite0", 224
 
