@@ -89,13 +89,10 @@ class OnnxModel:
             raise UserError(f"{not_a_model}: it has no anomalycli metadata")
         try:
             meta = json.loads(raw)
-            version = meta["format_version"]
-            model = cls(meta["method"], meta["config"], Calibration(**meta["calibration"]), session)
-        except (json.JSONDecodeError, KeyError, TypeError):
+            modelfile.check_version(path, meta)
+            return cls(meta["method"], meta["config"], Calibration(**meta["calibration"]), session)
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise UserError(f"{not_a_model}: its metadata is incomplete") from None
-        if not isinstance(version, int) or version > modelfile.FORMAT_VERSION:
-            raise UserError(f"{path} has model format version {version}, newer than this anomalycli reads; upgrade anomalycli (pip install -U anomalycli)")
-        return model
 
 
 def _session(model: bytes | str):

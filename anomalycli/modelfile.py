@@ -52,10 +52,15 @@ def _open(path: str | Path, with_tensors: bool):
         meta = json.loads(raw)
     except json.JSONDecodeError:
         raise UserError(f"{not_a_model}: its metadata is not valid JSON") from None
+    check_version(path, meta)
+    return tensors, meta
+
+
+def check_version(path: Path, meta: dict) -> None:
+    """Refuse metadata of a format newer than this anomalycli reads (model files and ONNX exports alike)."""
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise UserError(
             f"{path} has model format version {version}, newer than this anomalycli reads ({FORMAT_VERSION}); "
             "upgrade anomalycli (pip install -U anomalycli)"
         )
-    return tensors, meta
