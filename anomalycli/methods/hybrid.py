@@ -14,8 +14,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from anomalycli import backbones
 from anomalycli.methods.patchcore import PatchCore, fold_coresets, out_of_fold_scores, union_of
+from anomalycli.methods.patchcore import build_net as build_patchcore
 
 FUSION_WEIGHTS = np.linspace(0.25, 1.0, 7)  # weight of the one-class score
 
@@ -120,13 +120,12 @@ class Hybrid(nn.Module):
 
 
 def build_net(config: dict) -> Hybrid:
-    extractor = backbones.extractor_for(config)
-    channels = sum(extractor.channels)
-    patchcore = PatchCore(extractor, torch.zeros(config["bank_size"], channels), part_sizes=config.get("bank_parts"), score_blur=config.get("score_blur", 0.0))
+    one_class = build_patchcore(config)  # its old-file rules (no bank parts, plain max) hold here too
+    channels = one_class.bank.shape[1]
     # Model files from before the fold heads hold one head trained on every image.
     n_heads = config.get("head_folds")
     head = FoldHeads([PatchHead(channels) for _ in range(n_heads)]) if n_heads else PatchHead(channels)
-    return Hybrid(patchcore, head, torch.ones(4), 1.0)
+    return Hybrid(one_class, head, torch.ones(4), 1.0)
 
 
 @torch.no_grad()
