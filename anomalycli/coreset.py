@@ -12,6 +12,8 @@ from typing import Callable
 import torch
 
 ProgressFn = Callable[[int], None]
+# Patches per greedy coreset part: 327 images at 320 px. A part is also one Ray task of a fit.
+PART_SIZE = 1 << 19
 
 
 def _squared_distances(queries: torch.Tensor, bank: torch.Tensor, chunk: int, bank_sq: torch.Tensor | None):
@@ -57,6 +59,13 @@ class RandomSampler:
     def __init__(self, ratio: float, seed: int = 0):
         self.ratio, self.seed = ratio, seed
 
+    def part_bounds(self, n: int) -> list[int]:
+        """One part: a random subset of parts is not a random subset of the whole."""
+        return [0, n]
+
+    def run_part(self, features: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor:
+        return self.run(features, progress)
+
     def run(self, features: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor:
         n_keep = max(1, int(round(self.ratio * features.shape[0])))
         generator = torch.Generator().manual_seed(self.seed)
@@ -77,8 +86,9 @@ class ApproximateGreedyCoresetSampler:
     PODS 2014), and fitting time grows linearly with the number of images.
     """
 
-    def __init__(self, ratio: float, seed: int = 0, projection_dim: int = 64, chunk: int = 1 << 20, part_size: int = 1 << 19):
-        self.ratio, self.seed, self.projection_dim, self.chunk, self.part_size = ratio, seed, projection_dim, chunk, part_size
+    def __init__(self, ratio: float, seed: int = 0, projection_dim: int = 64, chunk: int = 1 << 20, part_size: int | None = None):
+        self.ratio, self.seed, self.projection_dim, self.chunk = ratio, seed, projection_dim, chunk
+        self.part_size = part_size or PART_SIZE
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         dim = features.shape[1]
@@ -88,10 +98,13 @@ class ApproximateGreedyCoresetSampler:
         matrix = torch.randn(dim, self.projection_dim, generator=generator) / self.projection_dim**0.5
         return torch.cat([features[i : i + self.chunk].float() @ matrix for i in range(0, features.shape[0], self.chunk)])
 
-    def run(self, features: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor:
-        n = features.shape[0]
+    def part_bounds(self, n: int) -> list[int]:
+        """Where the parts of ``n`` patches begin and end: equal parts of at most ``part_size``."""
         n_parts = max(1, math.ceil(n / self.part_size))
-        bounds = [round(i * n / n_parts) for i in range(n_parts + 1)]
+        return [round(i * n / n_parts) for i in range(n_parts + 1)]
+
+    def run(self, features: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor:
+        bounds = self.part_bounds(features.shape[0])
         return torch.cat([self.run_part(features[a:b], progress) + a for a, b in zip(bounds[:-1], bounds[1:])])
 
     def run_part(self, features: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor:

@@ -97,6 +97,33 @@ def list_images(folder: str | Path) -> tuple[list[Path], list[Path]]:
     return images, skipped
 
 
+# A SOURCE that is a file lists the images to score, one path a line.
+PATH_LIST_SUFFIXES = (".txt", ".lst")
+
+
+def list_source(source: str | Path) -> tuple[list[Path], list[Path], Path]:
+    """The images a SOURCE names, the non-image files skipped, and the folder their paths are
+    relative to: a folder (searched as ``list_images``) or a text file of paths, one a line.
+
+    A list keeps its order and repeats; relative lines are relative to the list's folder, blank
+    lines and lines starting with ``#`` are skipped, and a listed file that is missing or not an
+    image is kept, to be reported as unreadable like any other.
+    """
+    source = Path(source)
+    if source.is_file():
+        if source.suffix.lower() not in PATH_LIST_SUFFIXES:
+            raise UserError(f"{source} is a file; give a folder of images or a .txt list of image paths, one a line")
+        try:
+            lines = source.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read the path list {source} ({type(exc).__name__}); it must be UTF-8 text, one path a line") from None
+        base = source.parent
+        paths = [base / line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        return paths, [], base
+    images, skipped = list_images(source)
+    return images, skipped, source
+
+
 def defect_type_from_name(stem: str) -> str | None:
     """``scratch_head001`` -> ``scratch_head``; a name that is only a number gives None."""
     match = re.match(r"^(.*?)[\s_\-.]*\d+$", stem)

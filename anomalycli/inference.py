@@ -47,23 +47,32 @@ def iter_scores(
     """Yield one ``Scored`` per path, in order. ``threshold`` is on the calibrated [0, 1] scale."""
     with tqdm(total=len(paths), desc="scoring", unit="img", disable=not show_progress) as bar:
         for images, indices, errors in image_batches(paths, model.config["image_size"], batch_size, num_workers):
-            ok = torch.tensor([not e for e in errors])
-            raw = torch.full((len(errors),), float("nan"))
-            maps = None
-            if ok.any():
-                batch_raw, batch_maps = model.score(images[ok], with_maps)
-                raw[ok] = batch_raw.float().cpu()
-                if with_maps and batch_maps is not None:
-                    maps = torch.zeros(len(errors), *batch_maps.shape[1:])
-                    maps[ok] = batch_maps.float().cpu()
+            raw, maps = score_batch(model, images, errors, with_maps)
             calibrated = model.calibration.normalise(raw.numpy())
             for j, index in enumerate(indices.tolist()):
-                if errors[j]:
-                    yield Scored(paths[index], float("nan"), float("nan"), "unreadable", errors[j])
-                    continue
-                verdict = "anomaly" if calibrated[j] >= threshold else "normal"
-                yield Scored(paths[index], float(raw[j]), float(calibrated[j]), verdict, map=None if maps is None else maps[j].numpy())
+                yield scored_row(paths[index], float(raw[j]), float(calibrated[j]), errors[j], threshold, None if maps is None else maps[j].numpy())
             bar.update(len(errors))
+
+
+def score_batch(model: AnomalyModel, images: torch.Tensor, errors: list[str], with_maps: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Raw scores [B] (nan where ``errors`` has a message) and maps (zeros there) of a decoded batch."""
+    ok = torch.tensor([not e for e in errors])
+    raw = torch.full((len(errors),), float("nan"))
+    maps = None
+    if ok.any():
+        batch_raw, batch_maps = model.score(images[ok], with_maps)
+        raw[ok] = batch_raw.float().cpu()
+        if with_maps and batch_maps is not None:
+            maps = torch.zeros(len(errors), *batch_maps.shape[1:])
+            maps[ok] = batch_maps.float().cpu()
+    return raw, maps
+
+
+def scored_row(path: Path, raw: float, score: float, error: str, threshold: float, map_: np.ndarray | None = None) -> Scored:
+    """One image's result; the verdict is the calibrated ``score`` against ``threshold``."""
+    if error:
+        return Scored(path, float("nan"), float("nan"), "unreadable", error)
+    return Scored(path, raw, score, "anomaly" if score >= threshold else "normal", map=map_)
 
 
 def evaluate(model: AnomalyModel, samples: list[Sample], batch_size: int = 32, threshold: float = 0.5, with_masks: bool = False, n_boot: int = 1000, show_progress: bool = True) -> tuple[dict, list[Scored]]:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from anomalycli import backbones, io, project
-from anomalycli.data import Dataset, Sample, discover, image_batches, load_all
+from anomalycli.data import Dataset, Sample, discover, load_all
 from anomalycli.errors import UsageError, UserError
 from anomalycli.inference import resolve_device
 from anomalycli.methods import METHODS, AnomalyModel, classifier, hybrid, patchcore
@@ -69,6 +69,7 @@ class TrainOptions:
     cv_folds: int = 5
     run_dir: str | None = None
     fast: bool = False  # patchcore and hybrid: FAST_BACKBONE at FAST_IMAGE_SIZE unless given
+    ray: str | None = None  # patchcore and hybrid: fit on this Ray cluster ("local", "auto" or an address)
 
     def validate(self) -> None:
         if self.fast and self.method in CROSS_FITTED:
@@ -91,10 +92,15 @@ class TrainOptions:
             (self.sampler in ("shuffle", "balanced"), f"--sampler must be shuffle or balanced (got {self.sampler})"),
             (self.select in ("auroc", "f1", "loss"), f"--select must be auroc, f1 or loss (got {self.select})"),
             (self.device in ("auto", "cpu", "cuda", "mps"), f"--device must be auto, cpu, cuda or mps (got {self.device})"),
+            (self.ray is None or self.method in CROSS_FITTED, "--ray fits patchcore and hybrid models; the classifier trains on one machine (drop --ray)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        if self.ray is not None:
+            from anomalycli import cluster
+
+            cluster.check_address(self.ray)
         self.operating_rule()
         backbones.get(self.backbone)
 
@@ -272,43 +278,61 @@ def _train_classifier(options, config, train_samples, val_samples, device, run_d
 
 def _embed(options, samples: list[Sample], device, show_progress, notes: list[str]):
     """The frozen extractor, the patch features of every readable sample (streamed: pixels are
-    never all held), their labels, and the samples kept."""
+    never all held; on Ray, a ``cluster.RayFeatures`` whose parts stay on the cluster), their
+    labels, the samples kept and their cross-fitting folds.
+
+    The samples are put in fold order first, so that each fold's images are consecutive: a fold's
+    coreset parts and its out-of-fold scores then read consecutive features, on one machine or many.
+    """
     extractor = backbones.FeatureExtractor(options.backbone, backbones.build(options.backbone, options.weights)).to(device).eval()
-    readable: list[int] = []
+    all_folds = _cross_fit_folds(options, samples)
+    order = np.argsort(all_folds, kind="stable")
+    samples, all_folds = [samples[i] for i in order], all_folds[order]
+    paths = [s.path for s in samples]
+    if options.ray is not None:
+        from anomalycli import cluster
 
-    def batches():
-        for images, indices, errors in image_batches([s.path for s in samples], options.image_size, 32):
-            for error in filter(None, errors):
-                log.warning(f"skipped unreadable training image: {error}")
-            ok = torch.tensor([not e for e in errors])
-            readable.extend(indices[ok].tolist())
-            if ok.any():
-                yield backbones.preprocess(images[ok].to(device), options.backbone)
+        features, readable, errors = cluster.RayFeatures.embed(cluster.connect(options.ray), extractor, paths, options.image_size, show_progress)
+    else:
+        features, readable, errors = patchcore.embed_images(extractor, paths, options.image_size, show_progress=show_progress)
+    for error in errors:
+        log.warning(f"skipped unreadable training image: {error}")
+    if errors:
+        notes.append(f"{len(errors)} unreadable training image(s) skipped")
+    kept, folds = [samples[i] for i in readable], all_folds[readable]
+    labels = torch.tensor([s.label for s in kept])
+    lacking = sorted(set(all_folds.tolist()) - set(folds[labels.numpy() == 0].tolist()))
+    if lacking:
+        raise UserError(f"cross-fitting fold {lacking[0]} has no readable good image; remove the unreadable files or lower --cv-folds")
+    return extractor, features, labels, kept, folds
 
-    features = patchcore.embed_all(extractor, batches(), len(samples), show_progress)
-    if len(readable) < len(samples):
-        notes.append(f"{len(samples) - len(readable)} unreadable training image(s) skipped")
-    kept = [samples[i] for i in readable]
-    return extractor, features, torch.tensor([s.label for s in kept]), kept
 
-
-def _cross_fit_folds(options, kept: list[Sample]) -> np.ndarray:
-    n_good = sum(s.label == 0 for s in kept)
+def _cross_fit_folds(options, samples: list[Sample]) -> np.ndarray:
+    n_good = sum(s.label == 0 for s in samples)
     if n_good < 2:
-        raise UserError(f"only {n_good} readable good image(s); cross-fitting needs at least 2 (add good images)")
+        raise UserError(f"only {n_good} good image(s); cross-fitting needs at least 2 (add good images)")
     # A few defects are spread over fewer folds; fewer good images than folds lowers the fold count.
-    return np.array([s.fold for s in k_folds(kept, min(options.cv_folds, n_good), options.seed, small_classes=True)])
+    return np.array([s.fold for s in k_folds(samples, min(options.cv_folds, n_good), options.seed, small_classes=True)])
+
+
+def _fold_coresets(options, features, labels: torch.Tensor, folds: np.ndarray, show_progress: bool) -> dict:
+    """One coreset of each fold's good patches, here or on Ray (the same tensors either way)."""
+    if isinstance(features, torch.Tensor):
+        return patchcore.fold_coresets(features, labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
+    return features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
 
 
 def _train_patchcore(options, config, samples, device, show_progress):
     # Cross-fitting replaces a validation split: every good image is in the bank of the final
     # model and scored, out of fold, by the banks of the other folds; defects are scored alike.
     notes: list[str] = []
-    extractor, features, labels, kept = _embed(options, samples, device, show_progress, notes)
-    folds = _cross_fit_folds(options, kept)
-    net, out_of_fold = patchcore.cross_fit(
-        extractor, features, labels, folds, options.coreset_ratio, options.coreset_sampler, options.reweight, options.seed, show_progress,
-    )
+    extractor, features, labels, kept, folds = _embed(options, samples, device, show_progress, notes)
+    coresets = _fold_coresets(options, features, labels, folds, show_progress)
+    if isinstance(features, torch.Tensor):
+        out_of_fold = patchcore.out_of_fold_scores(extractor, features, folds, coresets, options.reweight)
+    else:
+        out_of_fold = features.out_of_fold_scores(folds, coresets, options.reweight, show_progress)
+    net = patchcore.union_of(extractor, coresets, options.reweight)
     log.info(f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {int((labels == 0).sum())} good images")
     config = {
         **config, "bank_size": int(net.bank.shape[0]), "bank_parts": net.part_sizes, "score_blur": net.score_blur, "reweight": options.reweight,
@@ -321,11 +345,15 @@ def _train_patchcore(options, config, samples, device, show_progress):
 
 def _train_hybrid(options, config, samples, device, show_progress):
     notes: list[str] = []
-    extractor, features, labels, kept = _embed(options, samples, device, show_progress, notes)
-    if not (labels == 1).any():
+    if not any(s.label == 1 for s in samples):
         raise UserError("the hybrid method needs labelled anomalous images, and there are none; use --method patchcore")
-    folds = _cross_fit_folds(options, kept)
-    net, out_of_fold = hybrid.fit(extractor, features, labels, folds, options.coreset_ratio, options.seed)
+    extractor, features, labels, kept, folds = _embed(options, samples, device, show_progress, notes)
+    if not (labels == 1).any():
+        raise UserError("none of the labelled anomalous images could be read, and the hybrid method needs them; use --method patchcore")
+    coresets = _fold_coresets(options, features, labels, folds, show_progress)
+    # The heads train on every image's features: on Ray they come back to this machine for that.
+    features = features if isinstance(features, torch.Tensor) else features.gather()
+    net, out_of_fold = hybrid.fit(extractor, features, labels, folds, options.coreset_ratio, options.seed, coresets)
     log.info(f"hybrid: one-class weight {float(net.alpha):.2f}, memory bank {net.patchcore.bank.shape[0]} patches, "
              f"cross-fitted over {options.cv_folds} folds of {len(kept)} images")
     config = {

@@ -421,13 +421,21 @@ def stage_predict(args) -> dict:
 STAGES = {"backbone": stage_backbone, "fit": stage_fit, "predict": stage_predict}
 
 
+# --quick runs each stage in this process: its peak memory is then not its own, but the test suite
+# saves an interpreter start (several seconds) per stage.
+STAGES_IN_PROCESS = False
+
+
 def run_stage(stage: str, **settings) -> dict:
     """One speed stage in a fresh interpreter, so its peak RSS is its own."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--_stage", stage]
+    arguments = ["--_stage", stage]
     for key, value in settings.items():
         if value is None:
             continue
-        command += [f"--_{key}", str(value)]
+        arguments += [f"--_{key}", str(value)]
+    if STAGES_IN_PROCESS:
+        return stage_result(arguments)
+    command = [sys.executable, str(Path(__file__).resolve()), *arguments]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -436,6 +444,10 @@ def run_stage(stage: str, **settings) -> dict:
 
 
 def stage_main(argv: list[str]) -> None:
+    print(json.dumps(stage_result(argv)))
+
+
+def stage_result(argv: list[str]) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--_stage", dest="stage", required=True)
     parser.add_argument("--_data", dest="data", default=str(DEFAULT_DATA))
@@ -456,7 +468,7 @@ def stage_main(argv: list[str]) -> None:
     logging.disable(logging.WARNING)
     result = STAGES[args.stage](args)
     result["peak_rss_mib"] = peak_rss_mib()
-    print(json.dumps(result))
+    return result
 
 
 def fit_settings(data: Path, config: Config) -> dict:
@@ -738,6 +750,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     args.folds = args.folds or (2 if args.quick else 5)
+    global STAGES_IN_PROCESS
+    STAGES_IN_PROCESS = args.quick
     classifier_mode = args.classifier or ("off" if args.quick else "auto")
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     warnings.filterwarnings("ignore")

@@ -195,7 +195,7 @@ def test_short_form_errors_are_one_line(tmp_path, monkeypatch, args, code, words
 
 
 def test_predict_with_only_a_model_asks_for_the_folder(patchcore_model):
-    assert "give the FOLDER of images" in one_clear_line(run_cli("predict", patchcore_model.parent, expect=2))
+    assert "give the images to score" in one_clear_line(run_cli("predict", patchcore_model.parent, expect=2))
 
 
 # --- the operating point: rules at train, what it means at eval, calibrate without refitting --

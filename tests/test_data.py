@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -180,3 +182,17 @@ def test_synthetic_defect_is_drawn_where_its_mask_is():
     image, mask = make_part(64, np.random.default_rng(0), "spot")
     pixels, inside = np.asarray(image, dtype=float), np.asarray(mask) > 0
     assert inside.any() and pixels[inside].mean() < 100
+
+
+def test_a_path_list_keeps_its_order_and_repeats_and_skips_comments(tmp_path):
+    from anomalycli.data import list_source
+
+    (tmp_path / "lists").mkdir()
+    listed = tmp_path / "lists" / "tonight.txt"
+    listed.write_text("# archive, line 3\n\nb.png\n  /abs/a.png  \nb.png\nsub/c.jpg\n")
+    paths, skipped, base = list_source(listed)
+    assert paths == [tmp_path / "lists/b.png", Path("/abs/a.png"), tmp_path / "lists/b.png", tmp_path / "lists/sub/c.jpg"]
+    assert skipped == [] and base == tmp_path / "lists"
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(UserError, match="give a folder of images or a .txt list"):
+        list_source(tmp_path / "model.safetensors")

@@ -6,6 +6,7 @@ import typer
 
 from anomalycli import runtime
 from anomalycli.cli import calibrate, evaluate, export, inspect, predict, split, train
+from anomalycli.cli.common import OptionalRayAddress
 
 app = typer.Typer(
     help="Find defective parts in images: inspect a data set, split it, train a detector, evaluate it, predict.",
@@ -19,9 +20,9 @@ app = typer.Typer(
 )
 app.command("inspect")(inspect.inspect_command)
 app.command("split")(split.split_command)
-app.command("train")(train.train_command)
+app.command("train", cls=OptionalRayAddress)(train.train_command)
 app.command("eval")(evaluate.eval_command)
-app.command("predict")(predict.predict_command)
+app.command("predict", cls=OptionalRayAddress)(predict.predict_command)
 app.command("calibrate")(calibrate.calibrate_command)
 app.command("export")(export.export_command)
 

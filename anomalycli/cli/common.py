@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 from rich.logging import RichHandler
+from typer.core import TyperCommand
 
 from anomalycli import engines, project
 from anomalycli.errors import UsageError, UserError
@@ -20,6 +21,35 @@ ENGINE_HELP = (
     f"Where the model runs: {', '.join(engines.ENGINES)} (auto: ONNX Runtime when it is installed and there are "
     f"{engines.AUTO_ONNX_MIN_IMAGES} images or more, else PyTorch)."
 )
+
+
+RAY_HELP = (
+    "Run on a Ray cluster: --ray alone starts Ray on this machine; --ray auto joins the cluster this machine "
+    "belongs to; --ray HOST:PORT (or ray://HOST:PORT) names one. Needs: pip install \"anomalycli[ray]\"."
+)
+
+
+class OptionalRayAddress(TyperCommand):
+    """A command whose ``--ray`` takes an optional ADDRESS (a Click option takes a value or none, not either)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, with_ray_address(args))
+
+
+def with_ray_address(args: list[str]) -> list[str]:
+    """``args`` with ``local`` after a bare ``--ray``: one that is last, or before another option or a
+    word that is no address (such as a folder). An address is ``local``, ``auto`` or holds a colon."""
+    given = []
+    for i, arg in enumerate(args):
+        given.append(arg)
+        following = args[i + 1] if i + 1 < len(args) else None
+        if arg == "--ray" and (following is None or not _is_address(following)):
+            given.append("local")
+    return given
+
+
+def _is_address(word: str) -> bool:
+    return word in ("local", "auto") or (":" in word and not word.startswith("-") and not Path(word).exists())
 
 
 class _OneLine(logging.Formatter):

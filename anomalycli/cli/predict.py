@@ -5,8 +5,10 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import ENGINE_HELP, check_threshold, model_and_target, user_errors
-from anomalycli.data import list_images, load_image
+from anomalycli import project
+from anomalycli.cli.common import ENGINE_HELP, RAY_HELP, check_threshold, model_and_target, user_errors
+from anomalycli.cluster import check_address, connect, score_paths
+from anomalycli.data import list_source, load_image
 from anomalycli.errors import UsageError, UserError
 from anomalycli.engines import load_model, on_engine
 from anomalycli.inference import iter_scores
@@ -17,8 +19,8 @@ from anomalycli.render import console, prediction_table, save_png, write_rows
 @user_errors
 def predict_command(
     args: Optional[list[Path]] = typer.Argument(
-        None, metavar="[MODEL] FOLDER",
-        help="Model file or run folder (default: the newest runs/train-N), then the folder of images (searched recursively).",
+        None, metavar="[MODEL] SOURCE",
+        help="Model file or run folder (default: the newest runs/train-N), then the images: a folder (searched recursively) or a .txt file listing image paths, one a line.",
     ),
     model_option: Optional[Path] = typer.Option(None, "--model", help="Model file or run folder to use (default: the newest runs/train-N)."),
     output: Optional[Path] = typer.Option(None, help="Write the rows to FILE.csv or FILE.json."),
@@ -28,17 +30,22 @@ def predict_command(
     batch_size: int = typer.Option(32, help="Images per batch."),
     overwrite: bool = typer.Option(False, help="Replace existing --output and heat-map files."),
     engine: str = typer.Option("auto", help=ENGINE_HELP),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help=RAY_HELP + " Every node must read SOURCE's paths."),
 ) -> None:
     """A score in [0, 1] and a verdict for every image; heat maps where the method has them.
 
-    Short form, in a folder holding runs/: anomaly predict FOLDER (the newest run's model).
+    Short form, in a folder holding runs/: anomaly predict SOURCE (the newest run's model).
     """
     threshold = check_threshold(threshold)
-    model_path, folder = model_and_target(args, model_option, "FOLDER")
-    if folder is None:
-        raise UsageError("give the FOLDER of images to score: anomaly predict [MODEL] FOLDER")
+    model_path, source = model_and_target(args, model_option, "SOURCE")
+    if source is None:
+        raise UsageError("give the images to score, a FOLDER or a .txt list of paths: anomaly predict [MODEL] SOURCE")
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
+    if ray is not None:
+        if heatmaps is not None:
+            raise UsageError("--heatmaps is not available with --ray (maps stay on the workers); score with --ray, then draw heat maps without it for the images you look at")
+        check_address(ray)
     if output is not None:
         if output.suffix.lower() not in (".csv", ".json"):
             raise UsageError(f"--output must end in .csv or .json (got {output.name})")
@@ -47,22 +54,25 @@ def predict_command(
     model = load_model(model_path, engine)
     if heatmaps is not None and not model.has_maps:
         raise UsageError(f"a {model.method} model has no anomaly maps; --heatmaps needs a patchcore model")
-    paths, skipped = list_images(folder)
+    paths, skipped, base = list_source(source)
     if not paths:
-        raise UserError(f"no images found in {folder}")
-    model = on_engine(model, engine, len(paths), with_maps=heatmaps is not None)
+        raise UserError(f"no images found in {source}")
+    if ray is not None:
+        scored_rows = score_paths(connect(ray), project.model_file(model_path), paths, engine, threshold, batch_size)
+    else:
+        model = on_engine(model, engine, len(paths), with_maps=heatmaps is not None)
+        scored_rows = iter_scores(model, paths, batch_size, threshold, with_maps=heatmaps is not None)
     rows = []
     scale = map_scale(model) if heatmaps is not None else None
-    for scored in iter_scores(model, paths, batch_size, threshold, with_maps=heatmaps is not None):
-        rel = scored.path.relative_to(folder)
+    for scored in scored_rows:
         rows.append({"path": str(scored.path), "score": scored.score, "raw_score": scored.raw, "verdict": scored.verdict, "error": scored.error})
         if heatmaps is not None and scored.map is not None:
             image = load_image(scored.path)
             heat = overlay(image, scored.map, scale)
-            save_png(panel(image, heat) if side_by_side else heat, heatmaps / rel.with_suffix(".png"), overwrite)
+            save_png(panel(image, heat) if side_by_side else heat, heatmaps / _relative(scored.path, base).with_suffix(".png"), overwrite)
     n_bad = sum(r["verdict"] == "unreadable" for r in rows)
     if n_bad == len(rows):
-        raise UserError(f"none of the {n_bad} image file(s) in {folder} could be read (first: {rows[0]['error']}); check that they are images")
+        raise UserError(f"none of the {n_bad} image file(s) in {source} could be read (first: {rows[0]['error']}); check that they are images")
     console.print(prediction_table(rows))
     n_anomaly = sum(r["verdict"] == "anomaly" for r in rows)
     summary = f"{n_anomaly} of {len(rows)} images flagged as anomalies"
@@ -76,3 +86,13 @@ def predict_command(
         console.print(f"rows written to {output}")
     if heatmaps:
         console.print(f"heat maps written to {heatmaps}: {scale.describe()}")
+
+
+def _relative(path: Path, base: Path) -> Path:
+    """Where an image's heat map goes under --heatmaps: its path below SOURCE (a listed file
+    elsewhere: its name)."""
+    try:
+        relative = path.relative_to(base)
+    except ValueError:
+        return Path(path.name)
+    return Path(path.name) if ".." in relative.parts else relative

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from anomalycli import backbones
-from anomalycli.cli.common import EXIT_INTERRUPTED, data_folder, fail, user_errors
+from anomalycli.cli.common import EXIT_INTERRUPTED, RAY_HELP, data_folder, fail, user_errors
 from anomalycli.render import console, curves_png, err_console, operating_point_text
 from anomalycli.train import CHECKPOINT_NAME, CROSS_FITTED, TrainOptions, train
 
@@ -50,6 +50,7 @@ def train_command(
     cv_folds: int = typer.Option(5, help="[patchcore, hybrid] Cross-fitting folds: every labelled image is scored by a model that never saw it, for the threshold (and the hybrid's fusion weight)."),
     run_dir: Optional[Path] = typer.Option(None, help="Run folder to create (default runs/train-N; never overwritten)."),
     resume: Optional[Path] = typer.Option(None, help="Continue an interrupted classifier run from its folder."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help="[patchcore, hybrid] " + RAY_HELP + " Every node must read DATA; the model is the one this machine would fit."),
 ) -> None:
     """Train a detector and calibrate its threshold; writes a run folder with model.safetensors.
 
@@ -71,7 +72,7 @@ def train_command(
             normal_class=normal_class, labels=str(labels) if labels else None, manifest=str(manifest) if manifest else None,
             val_ratio=val_ratio, seed=seed, device=device, target_recall=target_recall, max_fpr=max_fpr, defect_rate=defect_rate, epochs=epochs, batch_size=batch_size,
             lr=lr, weight_decay=weight_decay, weighted_loss=weighted_loss, sampler=sampler, select=select,
-            patience=patience, coreset_ratio=coreset_ratio, reweight=reweight, cv_folds=cv_folds, run_dir=str(run_dir) if run_dir else None, fast=fast,
+            patience=patience, coreset_ratio=coreset_ratio, reweight=reweight, cv_folds=cv_folds, run_dir=str(run_dir) if run_dir else None, fast=fast, ray=ray,
         )
         result = _run(options, None)
     if result.history:

@@ -159,7 +159,7 @@ def choose_fusion(one_class: torch.Tensor, supervised: torch.Tensor, labels: tor
     return stats, float(FUSION_WEIGHTS[int(np.argmax(aurocs))])
 
 
-def fit(extractor, features: torch.Tensor, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, seed: int = 0):
+def fit(extractor, features: torch.Tensor, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, seed: int = 0, coresets: dict | None = None):
     """The final model and out-of-fold fused scores.
 
     Like PatchCore's bank parts, the deployed head is the mean of the fold heads, not one head
@@ -167,7 +167,7 @@ def fit(extractor, features: torch.Tensor, labels: torch.Tensor, folds: np.ndarr
     fusion statistics and the threshold chosen on them hold (one head on all the data scored new
     good parts higher, and flagged up to twice the false alarms calibration expected).
     """
-    coresets = fold_coresets(features, labels, folds, coreset_ratio, seed=seed)
+    coresets = fold_coresets(features, labels, folds, coreset_ratio, seed=seed) if coresets is None else coresets
     one_class, supervised, heads, _ = cross_fit(extractor, features, labels, folds, coreset_ratio, seed, coresets)
     stats, alpha = choose_fusion(one_class, supervised, labels)
     model = Hybrid(union_of(extractor, coresets), FoldHeads(heads), stats, alpha)

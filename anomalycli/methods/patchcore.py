@@ -26,9 +26,13 @@ from tqdm import tqdm
 
 from anomalycli import backbones
 from anomalycli.coreset import SAMPLERS, nearest_distances, nearest_per_part
+from anomalycli.data import image_batches
 
 # Gaussian sigma, in patches, of the blur before the image score's maximum (see the module doc).
 SCORE_BLUR = 1.0
+# Images per backbone call when fitting, and per scoring call on cached features. Part of what
+# makes a fit reproducible: a distributed fit cuts its work on these boundaries (cluster.py).
+EMBED_BATCH, SCORE_BATCH = 32, 64
 
 
 class PatchCore(nn.Module):
@@ -146,6 +150,27 @@ def embed_all(extractor: backbones.FeatureExtractor, batches: Iterable[torch.Ten
     return out[:filled]
 
 
+@torch.no_grad()
+def embed_images(extractor: backbones.FeatureExtractor, paths: list, image_size: int, num_workers: int | None = None, show_progress: bool = False) -> tuple[torch.Tensor, list[int], list[str]]:
+    """Patch features of the readable images among ``paths`` (as ``embed_all``), their indices, and
+    the errors of the others. Batches of ``EMBED_BATCH`` from the first path: the same paths give
+    the same features wherever they are embedded."""
+    readable: list[int] = []
+    errors: list[str] = []
+    device = next(extractor.parameters()).device
+
+    def batches():
+        for images, indices, batch_errors in image_batches(paths, image_size, EMBED_BATCH, num_workers):
+            errors.extend(filter(None, batch_errors))
+            ok = torch.tensor([not e for e in batch_errors])
+            readable.extend(indices[ok].tolist())
+            if ok.any():
+                yield backbones.preprocess(images[ok].to(device), extractor.name)
+
+    features = embed_all(extractor, batches(), len(paths), show_progress)
+    return features, readable, errors
+
+
 def coreset_bar(total: int, show_progress: bool) -> tqdm:
     return tqdm(total=max(1, total), desc="coreset", unit="patch", disable=not show_progress)
 
@@ -173,7 +198,7 @@ def fold_coresets(features: torch.Tensor, labels: torch.Tensor, folds: np.ndarra
 
 
 @torch.no_grad()
-def score_all(model: PatchCore, features: torch.Tensor, batch: int = 64) -> torch.Tensor:
+def score_all(model: PatchCore, features: torch.Tensor, batch: int = SCORE_BATCH) -> torch.Tensor:
     """Image scores of cached patch features (N, h*w, C) of square images."""
     side = int(round(features.shape[1] ** 0.5))
     return torch.cat([model.score_features(features[i : i + batch].float(), (side, side))[0] for i in range(0, len(features), batch)])
