@@ -78,9 +78,13 @@ def connect(address: str = LOCAL):
         except (ConnectionError, RuntimeError, ValueError) as exc:
             reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
             raise UserError(f"cannot reach a Ray cluster at {address} ({reason}); start one with 'ray start --head' or check the address") from None
-    # Ray Data logs a failed run's traces to the console as well as to its log files; the user
-    # gets one line from score_paths instead, and the traces stay in /tmp/ray/session_latest/logs.
-    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    import ray.data  # sets up its logging as it is imported
+
+    # Ray Data logs each run's plan, and a failed run's traces, to the console as well as to its log
+    # files: the console gets our progress bar and one line instead; /tmp/ray/session_latest/logs keeps all.
+    for handler in logging.getLogger("ray.data").handlers:
+        if not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.CRITICAL)
     return ray
 
 
