@@ -104,9 +104,10 @@ class _Scorer:
 
         from anomalycli.engines import load_model, on_engine
 
-        path = Path(tempfile.mkdtemp(prefix="anomalycli-")) / name
-        path.write_bytes(ray.get(model_ref[0]))
-        self.model = on_engine(load_model(path, engine), engine, n_images, with_maps=False)
+        with tempfile.TemporaryDirectory(prefix="anomalycli-") as folder:  # loaded whole, then removed
+            path = Path(folder) / name
+            path.write_bytes(ray.get(model_ref[0]))
+            self.model = on_engine(load_model(path, engine), engine, n_images, with_maps=False)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         files = data.ImageFiles([Path(p) for p in batch["path"]], self.model.config["image_size"])

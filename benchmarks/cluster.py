@@ -10,6 +10,7 @@ hard links) plus DATA's defective ones, and a list of N paths over all of DATA's
              here, ``cluster.score_paths`` on Ray; engine auto (ONNX Runtime) in both
 
     python benchmarks/cluster.py --data ../shared/data/magtiles --out /tmp/cluster.md
+    python benchmarks/cluster.py --unit-costs      # what the 100-machine plan in BENCHMARKS.md multiplies
 
 One process uses torch's 2 threads; Ray runs 2 single-thread workers (so the banks may differ:
 the JSON's same_bank; with one thread here they are equal, tests/test_cluster.py). Repeated
@@ -83,6 +84,29 @@ def run(data: Path, sizes: list[int], image_size: int, work: Path) -> dict:
     return out
 
 
+def unit_costs() -> dict:
+    """What the 100-machine plan multiplies: one greedy coreset part, and the bank search per 320 px
+    image against banks of two sizes (random features: the cost depends on the shapes only)."""
+    from anomalycli import backbones
+    from anomalycli.coreset import PART_SIZE, ApproximateGreedyCoresetSampler
+    from anomalycli.methods.patchcore import PatchCore
+
+    extractor = backbones.FeatureExtractor("efficientnet_lite1", backbones.build("efficientnet_lite1", "none"))
+    queries = torch.randn(8, 1600, 152)
+    out = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        features = torch.randn(PART_SIZE, 152).half()
+        for ratio in (0.01, 0.001):
+            _, out[f"greedy_part_ratio{ratio}_threads{threads}_s"] = timed(lambda: ApproximateGreedyCoresetSampler(ratio).run_part(features))
+        for bank in (5120, 51200):
+            model = PatchCore(extractor, torch.randn(bank, 152), part_sizes=[bank // 5] * 5)
+            model.score_features(queries, (40, 40))
+            _, seconds = timed(lambda: model.score_features(queries, (40, 40)))
+            out[f"search_bank{bank}_threads{threads}_ms_per_image"] = 1000 * seconds / len(queries)
+    return out
+
+
 def markdown(out: dict) -> str:
     lines = [
         f"Data {out['data']}, patchcore at {out['image_size']} px, {out['workers']} Ray workers; "
@@ -108,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--image-size", type=int, default=128, help="model input size (the 320 px default fits 10,000 images in hours here)")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here (and the JSON beside it)")
+    parser.add_argument("--unit-costs", action="store_true", help="only time one coreset part and the bank search (the plan's inputs)")
     args = parser.parse_args(argv)
+    if args.unit_costs:
+        print(json.dumps(unit_costs(), indent=2))
+        return 0
     logging.getLogger("anomalycli").setLevel(logging.WARNING)
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as work:
