@@ -6,8 +6,12 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binomtest, rankdata
 from sklearn import metrics as skm
+
+
+# Bootstrap resamples computed at once: memory is this many times the number of images.
+BOOTSTRAP_BLOCK = 100
 
 
 def _auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -19,16 +23,28 @@ def _f1(labels: np.ndarray, predicted: np.ndarray) -> float:
 
 
 def bootstrap_ci(labels, scores, predicted, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
-    """Percentile bootstrap over images for F1 and AUROC: {'f1_ci': [lo, hi], 'auroc_ci': [lo, hi]}."""
+    """Percentile bootstrap over images for F1 and AUROC: {'f1_ci': [lo, hi], 'auroc_ci': [lo, hi]}.
+
+    The resamples are computed together in blocks, AUROC from average ranks (the Mann-Whitney
+    form of scikit-learn's ``roc_auc_score``, ties included): a thousand ``f1_score`` and
+    ``roc_auc_score`` calls cost seconds of argument checking alone.
+    """
+    labels, scores, predicted = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float), np.asarray(predicted, dtype=int)
     rng = np.random.default_rng(seed)
     n = len(labels)
     f1s, aurocs = [], []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        f1s.append(_f1(labels[idx], predicted[idx]))
-        auroc = _auroc(labels[idx], scores[idx])
-        if auroc is not None:
-            aurocs.append(auroc)
+    for start in range(0, n_boot, BOOTSTRAP_BLOCK):
+        idx = rng.integers(0, n, (min(BOOTSTRAP_BLOCK, n_boot - start), n))
+        truth, decided = labels[idx], predicted[idx]
+        tp = (truth & decided).sum(1)
+        wrong = (truth != decided).sum(1)  # false positives and false negatives
+        f1s += np.where(2 * tp + wrong > 0, 2 * tp / np.maximum(2 * tp + wrong, 1), 0.0).tolist()
+        n_pos = truth.sum(1)
+        both = (n_pos > 0) & (n_pos < n)
+        ranks = rankdata(scores[idx[both]], axis=1)
+        positive_ranks = (ranks * truth[both]).sum(1)
+        n_pos, n_neg = n_pos[both], n - n_pos[both]
+        aurocs += ((positive_ranks - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).tolist()
     tail = (1 - level) / 2 * 100
 
     def interval(values):

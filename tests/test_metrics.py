@@ -105,3 +105,24 @@ def test_trade_off_rows_and_raw_threshold_round_trip():
         assert calibration.raw_threshold(row["threshold"]) == pytest.approx(row["raw_threshold"])
         flagged = calibration.normalise(scores) >= row["threshold"]
         assert flagged[labels == 1].mean() == pytest.approx(row["recall"])
+
+
+def test_bootstrap_intervals_match_scikit_learn_resample_by_resample():
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    from anomalycli.metrics import bootstrap_ci
+
+    rng = np.random.default_rng(3)
+    labels = (rng.random(60) < 0.25).astype(int)
+    scores = np.round(rng.random(60) + 0.4 * labels, 1)  # rounded: many ties
+    predicted = (scores >= 0.8).astype(int)
+    draws = np.random.default_rng(0)
+    f1s, aurocs = [], []
+    for _ in range(250):
+        idx = draws.integers(0, 60, 60)
+        f1s.append(f1_score(labels[idx], predicted[idx], zero_division=0))
+        if 0 < labels[idx].sum() < 60:
+            aurocs.append(roc_auc_score(labels[idx], scores[idx]))
+    got = bootstrap_ci(labels, scores, predicted, n_boot=250, seed=0)
+    assert np.allclose(got["f1_ci"], np.percentile(f1s, [2.5, 97.5]))
+    assert np.allclose(got["auroc_ci"], np.percentile(aurocs, [2.5, 97.5]))
