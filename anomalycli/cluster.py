@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,13 +56,10 @@ def _ray():
 
 
 def check_address(address: str) -> None:
-    """Refuse a value that is a path: ``--ray FOLDER`` reads FOLDER as the cluster's address."""
+    """Refuse an address that is none (such as ``--ray=images``), and a missing Ray, in one line."""
     _ray()
-    if address not in (LOCAL, "auto") and "://" not in address and ":" not in address:
-        raise UsageError(
-            f"--ray {address}: not a cluster address; give --ray local, --ray auto or --ray HOST:PORT "
-            "(a bare --ray just before a folder takes the folder as the address: put --ray last)"
-        )
+    if address not in (LOCAL, "auto") and ":" not in address:
+        raise UsageError(f"--ray {address}: not a cluster address; give --ray alone (this machine), --ray auto or --ray HOST:PORT")
 
 
 def connect(address: str = LOCAL):
@@ -70,6 +68,7 @@ def connect(address: str = LOCAL):
     check_address(address)
     ray = _ray()
     if not ray.is_initialized():
+        _check_reachable(address)
         try:
             if address == LOCAL:
                 ray.init(include_dashboard=False, logging_level=logging.ERROR)
@@ -86,6 +85,17 @@ def connect(address: str = LOCAL):
         if not isinstance(handler, logging.FileHandler):
             handler.setLevel(logging.CRITICAL)
     return ray
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A HOST:PORT nothing answers on is one line in seconds; Ray itself would retry for minutes."""
+    if address in (LOCAL, "auto"):
+        return
+    host, _, port = address.split("://")[-1].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot reach a Ray cluster at {address} ({type(exc).__name__}: {exc}); start one with 'ray start --head' or check the address") from None
 
 
 def workers(ray) -> int:

@@ -47,6 +47,13 @@ def _same_model(a, b):
     assert meta_a["config"] == meta_b["config"] and meta_a["calibration"] == meta_b["calibration"]
 
 
+def test_a_cluster_nothing_answers_at_is_one_line_at_once(parts, patchcore_model):
+    # Before the tests that start Ray here: a process already connected uses that connection.
+    pytest.importorskip("ray")
+    line = one_clear_line(run_cli("predict", patchcore_model, parts, "--ray", "127.0.0.1:1", expect=1))
+    assert "cannot reach a Ray cluster at 127.0.0.1:1" in line
+
+
 @pytest.mark.parametrize("method", ["patchcore", "hybrid"])
 def test_fit_on_ray_makes_the_model_one_process_makes(ray, parts, tmp_path, monkeypatch, method):
     # Small coreset parts, so that each fold's coreset is several Ray tasks.
