@@ -198,8 +198,8 @@ def _score_task(extractor, bank: torch.Tensor, reweight: bool, parts: list) -> t
 class RayFeatures:
     """Patch features of a fit's readable images, held in Ray's object store in chunks.
 
-    ``where[k]`` is the (chunk, row) of the k-th readable image; the methods mirror
-    ``patchcore.fold_coresets`` and ``patchcore.out_of_fold_scores``, unit for unit.
+    ``where[k]`` is the (chunk, row) of the k-th readable image. The methods are those of
+    ``patchcore.LocalFeatures``, run unit for unit as Ray tasks.
     """
 
     ray: object

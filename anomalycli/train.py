@@ -278,8 +278,8 @@ def _train_classifier(options, config, train_samples, val_samples, device, run_d
 
 def _embed(options, samples: list[Sample], device, show_progress, notes: list[str]):
     """The frozen extractor, the patch features of every readable sample (streamed: pixels are
-    never all held; on Ray, a ``cluster.RayFeatures`` whose parts stay on the cluster), their
-    labels, the samples kept and their cross-fitting folds.
+    never all held): a ``patchcore.LocalFeatures``, or on Ray a ``cluster.RayFeatures`` whose
+    parts stay on the cluster. Then their labels, the samples kept and their cross-fitting folds.
 
     The samples are put in fold order first, so that each fold's images are consecutive: a fold's
     coreset parts and its out-of-fold scores then read consecutive features, on one machine or many.
@@ -294,7 +294,8 @@ def _embed(options, samples: list[Sample], device, show_progress, notes: list[st
 
         features, readable, errors = cluster.RayFeatures.embed(cluster.connect(options.ray), extractor, paths, options.image_size, show_progress)
     else:
-        features, readable, errors = patchcore.embed_images(extractor, paths, options.image_size, show_progress=show_progress)
+        embedded, readable, errors = patchcore.embed_images(extractor, paths, options.image_size, show_progress=show_progress)
+        features = patchcore.LocalFeatures(extractor, embedded)
     for error in errors:
         log.warning(f"skipped unreadable training image: {error}")
     if errors:
@@ -315,23 +316,13 @@ def _cross_fit_folds(options, samples: list[Sample]) -> np.ndarray:
     return np.array([s.fold for s in k_folds(samples, min(options.cv_folds, n_good), options.seed, small_classes=True)])
 
 
-def _fold_coresets(options, features, labels: torch.Tensor, folds: np.ndarray, show_progress: bool) -> dict:
-    """One coreset of each fold's good patches, here or on Ray (the same tensors either way)."""
-    if isinstance(features, torch.Tensor):
-        return patchcore.fold_coresets(features, labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
-    return features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
-
-
 def _train_patchcore(options, config, samples, device, show_progress):
     # Cross-fitting replaces a validation split: every good image is in the bank of the final
     # model and scored, out of fold, by the banks of the other folds; defects are scored alike.
     notes: list[str] = []
     extractor, features, labels, kept, folds = _embed(options, samples, device, show_progress, notes)
-    coresets = _fold_coresets(options, features, labels, folds, show_progress)
-    if isinstance(features, torch.Tensor):
-        out_of_fold = patchcore.out_of_fold_scores(extractor, features, folds, coresets, options.reweight)
-    else:
-        out_of_fold = features.out_of_fold_scores(folds, coresets, options.reweight, show_progress)
+    coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
+    out_of_fold = features.out_of_fold_scores(folds, coresets, options.reweight, show_progress)
     net = patchcore.union_of(extractor, coresets, options.reweight)
     log.info(f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {int((labels == 0).sum())} good images")
     config = {
@@ -350,10 +341,9 @@ def _train_hybrid(options, config, samples, device, show_progress):
     extractor, features, labels, kept, folds = _embed(options, samples, device, show_progress, notes)
     if not (labels == 1).any():
         raise UserError("none of the labelled anomalous images could be read, and the hybrid method needs them; use --method patchcore")
-    coresets = _fold_coresets(options, features, labels, folds, show_progress)
+    coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
     # The heads train on every image's features: on Ray they come back to this machine for that.
-    features = features if isinstance(features, torch.Tensor) else features.gather()
-    net, out_of_fold = hybrid.fit(extractor, features, labels, folds, options.coreset_ratio, options.seed, coresets)
+    net, out_of_fold = hybrid.fit(extractor, features.gather(), labels, folds, options.coreset_ratio, options.seed, coresets)
     log.info(f"hybrid: one-class weight {float(net.alpha):.2f}, memory bank {net.patchcore.bank.shape[0]} patches, "
              f"cross-fitted over {options.cv_folds} folds of {len(kept)} images")
     config = {

@@ -16,6 +16,7 @@ lower than calibration expects, and the threshold would miss defects.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
@@ -212,6 +213,23 @@ def out_of_fold_scores(extractor, features: torch.Tensor, folds: np.ndarray, cor
         bank = torch.cat([coreset for f, coreset in coresets.items() if f != fold])
         scores[scored] = score_all(PatchCore(extractor, bank, reweight=reweight), features[scored])
     return scores
+
+
+@dataclass
+class LocalFeatures:
+    """Patch features of a fit's images in this process; ``cluster.RayFeatures`` is the same on Ray."""
+
+    extractor: backbones.FeatureExtractor
+    features: torch.Tensor  # (N, h*w, C), float16
+
+    def fold_coresets(self, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, sampler: str = "greedy", seed: int = 0, show_progress: bool = False) -> dict:
+        return fold_coresets(self.features, labels, folds, coreset_ratio, sampler, seed, show_progress)
+
+    def out_of_fold_scores(self, folds: np.ndarray, coresets: dict, reweight: bool = False, show_progress: bool = False) -> torch.Tensor:
+        return out_of_fold_scores(self.extractor, self.features, folds, coresets, reweight)
+
+    def gather(self) -> torch.Tensor:
+        return self.features
 
 
 @torch.no_grad()
