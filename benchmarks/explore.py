@@ -37,7 +37,8 @@ import bench  # noqa: E402
 
 from anomalycli import backbones  # noqa: E402
 from anomalycli.coreset import SAMPLERS, nearest_distances  # noqa: E402
-from anomalycli.data import discover, load_all, load_mask  # noqa: E402
+from anomalycli.data import discover, image_to_tensor, load_all, load_mask, open_image, to_grey_or_rgb  # noqa: E402
+from PIL import Image  # noqa: E402
 from anomalycli.methods.patchcore import PatchCore, _gaussian_blur  # noqa: E402
 from anomalycli.metrics import OperatingRule, binary_report, calibrate, pixel_auroc  # noqa: E402
 
@@ -100,7 +101,7 @@ def features_for(samples, backbone: str, size: int, stages: tuple[int, ...], gri
     if key in FEATURE_CACHE:
         return FEATURE_CACHE[key]
     extractor = StageExtractor(backbone, stages)
-    images, kept, errors = load_all(samples, size)
+    images, kept, errors = (letterboxed_all if LETTERBOX else load_all)(samples, size)
     assert not errors, errors
     copies = []
     for variant in augment(images, aug):
@@ -113,6 +114,29 @@ def features_for(samples, backbone: str, size: int, stages: tuple[int, ...], gri
     side = int(math.isqrt(next(iter(copies[0].values())).shape[0]))
     FEATURE_CACHE[key] = (copies, side)
     return copies, side
+
+
+# --letterbox: pad each image to a square (its own median grey) before resizing, instead of squashing it.
+LETTERBOX = False
+
+
+def letterbox(image: Image.Image, size: int, resample=Image.BILINEAR) -> Image.Image:
+    """``image`` centred on a square of its median colour, then resized to ``size``: the aspect kept."""
+    side = max(image.size)
+    fill = tuple(int(v) for v in np.median(np.asarray(image).reshape(-1, len(image.getbands())), axis=0))
+    square = Image.new(image.mode, (side, side), fill if len(fill) > 1 else fill[0])
+    square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return square.resize((size, size), resample, reducing_gap=3.0 if resample == Image.BILINEAR else None)
+
+
+def letterboxed_all(samples, size: int):
+    tensors = [image_to_tensor(letterbox(to_grey_or_rgb(open_image(s.path)), size), size) for s in samples]
+    return torch.stack(tensors), list(samples), []
+
+
+def letterboxed_mask(path, size: int) -> torch.Tensor:
+    with Image.open(path) as mask:
+        return torch.from_numpy(np.array(letterbox(mask.convert("L"), size, Image.NEAREST)) > 127)
 
 
 def weighted_f1_threshold(labels, scores, weights=None) -> float:
@@ -185,7 +209,7 @@ def cv(samples, args, log=print) -> dict:
         truth, pix = [], []
         for s, m in zip(held_out, maps):
             if s.mask or s.label == 0:
-                t = load_mask(s.mask, args.size) if s.mask else torch.zeros(args.size, args.size, dtype=torch.bool)
+                t = (letterboxed_mask if LETTERBOX else load_mask)(s.mask, args.size) if s.mask else torch.zeros(args.size, args.size, dtype=torch.bool)
                 truth.append(t.numpy()[::4, ::4].ravel())
                 pix.append(m.numpy()[::4, ::4].ravel())
         report["pixel_auroc"] = pixel_auroc(np.concatenate(truth), np.concatenate(pix)) if truth else None
@@ -215,7 +239,7 @@ def cv(samples, args, log=print) -> dict:
 
 def label(args) -> str:
     return (f"{args.backbone.replace('efficientnet_', '')} {args.size}px c{args.coreset:g}{' rw' if args.reweight else ''} "
-            f"L{args.layers.replace(',', '')}{'' if args.grid is None else f'g{args.grid}'} aug:{args.aug} score:{args.score}{'' if args.knn == 1 else f' k{args.knn}'}")
+            f"L{args.layers.replace(',', '')}{'' if args.grid is None else f'g{args.grid}'} aug:{args.aug}{' letterbox' if args.letterbox else ''} score:{args.score}{'' if args.knn == 1 else f' k{args.knn}'}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -229,6 +253,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default="2,4")
     p.add_argument("--grid", type=int, default=None, help="stage whose grid the patches live on (default: the finest of stage >= 2)")
     p.add_argument("--aug", default="none")
+    p.add_argument("--letterbox", action="store_true", help="pad images (and masks) to a square instead of squashing them")
     p.add_argument("--score", default="max")
     p.add_argument("--knn", type=int, default=1)
     p.add_argument("--verbose", action="store_true")
@@ -238,6 +263,8 @@ def parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str], samples=None) -> dict:
     args = parser().parse_args(argv)
+    global LETTERBOX
+    LETTERBOX = args.letterbox
     samples = samples or discover(args.data).samples
     start = time.perf_counter()
     result = cv(samples, args)
