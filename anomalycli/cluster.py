@@ -55,10 +55,15 @@ def _ray():
     return ray
 
 
+def is_address(word: str) -> bool:
+    """``local``, ``auto``, or anything with a colon (HOST:PORT, ray://HOST:PORT)."""
+    return word in (LOCAL, "auto") or ":" in word
+
+
 def check_address(address: str) -> None:
     """Refuse an address that is none (such as ``--ray=images``), and a missing Ray, in one line."""
     _ray()
-    if address not in (LOCAL, "auto") and ":" not in address:
+    if not is_address(address):
         raise UsageError(f"--ray {address}: not a cluster address; give --ray alone (this machine), --ray auto or --ray HOST:PORT")
 
 
@@ -75,8 +80,7 @@ def connect(address: str = LOCAL):
             else:
                 ray.init(address=address, logging_level=logging.ERROR)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-            raise UserError(f"cannot reach a Ray cluster at {address} ({reason}); start one with 'ray start --head' or check the address") from None
+            raise _unreachable(address, str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__) from None
     import ray.data  # sets up its logging as it is imported
 
     # Ray Data logs each run's plan, and a failed run's traces, to the console as well as to its log
@@ -95,7 +99,11 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot reach a Ray cluster at {address} ({type(exc).__name__}: {exc}); start one with 'ray start --head' or check the address") from None
+        raise _unreachable(address, f"{type(exc).__name__}: {exc}") from None
+
+
+def _unreachable(address: str, reason: str) -> UserError:
+    return UserError(f"cannot reach a Ray cluster at {address} ({reason}); start one with 'ray start --head' or check the address")
 
 
 def workers(ray) -> int:
@@ -120,9 +128,10 @@ class _Scorer:
             self.model = on_engine(load_model(path, engine), engine, n_images, with_maps=False)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        files = data.ImageFiles([Path(p) for p in batch["path"]], self.model.config["image_size"])
-        images, _, errors = zip(*(files[i] for i in range(len(files))))
-        raw, _ = score_batch(self.model, torch.stack(images), list(errors))
+        paths = [Path(p) for p in batch["path"]]
+        # The batch is decoded here, in the actor, as one DataLoader batch without worker processes.
+        images, _, errors = next(data.image_batches(paths, self.model.config["image_size"], len(paths), num_workers=0))
+        raw, _ = score_batch(self.model, images, errors)
         return {
             "index": batch["index"],
             "raw": raw.numpy(),

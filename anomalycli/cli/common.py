@@ -12,7 +12,7 @@ import typer
 from rich.logging import RichHandler
 from typer.core import TyperCommand
 
-from anomalycli import engines, project
+from anomalycli import cluster, engines, project
 from anomalycli.errors import UsageError, UserError
 from anomalycli.render import err_console
 
@@ -49,7 +49,8 @@ def with_ray_address(args: list[str]) -> list[str]:
 
 
 def _is_address(word: str) -> bool:
-    return word in ("local", "auto") or (":" in word and not word.startswith("-") and not Path(word).exists())
+    # A Windows path (C:\images) has a colon too: a word that names a file or folder is none.
+    return cluster.is_address(word) and not word.startswith("-") and not Path(word).exists()
 
 
 class _OneLine(logging.Formatter):
