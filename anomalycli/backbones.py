@@ -188,6 +188,8 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
 class FeatureExtractor(nn.Module):
     """Feature maps at strides 8 and 16 of a frozen backbone, computing no deeper than needed.
 
+    With ``deep`` the maps of every later stage follow (strides 16 and 32): ``pooled`` turns
+    the stride-16 map and those into one descriptor of the whole image.
     ``fold`` folds batch norm into the convolutions (the default); model files written before
     folding existed hold the unfolded weights and are rebuilt with ``fold=False``.
     """
@@ -199,14 +201,25 @@ class FeatureExtractor(nn.Module):
         self.model = fold_batch_norm(model) if fold else model
         self.channels = get(name).feature_channels
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, deep: bool = False) -> list[torch.Tensor]:
         m = self.model
         if isinstance(m, EfficientNetLite):
-            # Stage 2 ends at stride 8, stage 4 (the last before the next downsampling) at stride 16.
-            return [out for stage, out in m.stages(x, last_stage=4) if stage in (2, 4)]
+            # Stage 2 ends at stride 8, stage 4 (the last before the next downsampling) at stride 16;
+            # stages 5 and 6 are the stride-32 stages before the classifier's head.
+            wanted = (2, 4, 5, 6) if deep else (2, 4)
+            return [out for stage, out in m.stages(x, last_stage=wanted[-1]) if stage in wanted]
         x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
         stride8 = m.layer2(m.layer1(x))
-        return [stride8, m.layer3(stride8)]
+        stride16 = m.layer3(stride8)
+        return [stride8, stride16, m.layer4(stride16)] if deep else [stride8, stride16]
+
+
+def pooled(maps: list[torch.Tensor]) -> torch.Tensor:
+    """One descriptor per image (N, D): each map's mean and maximum over positions, side by side.
+
+    The mean sees a defect that changes a whole surface; the maximum, a small one.
+    """
+    return torch.cat([torch.cat([m.mean((2, 3)), m.amax((2, 3))], dim=1) for m in maps], dim=1).float()
 
 
 def extractor_for(config: dict) -> FeatureExtractor:

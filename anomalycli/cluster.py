@@ -179,10 +179,11 @@ def _reason(exc: Exception) -> str:
 # --- fit ----------------------------------------------------------------------------------------
 
 
-def _embed_task(extractor, paths: list, image_size: int) -> tuple[np.ndarray, tuple[list[int], list[str], int]]:
-    """The chunk's features (they stay in the object store) and what this machine needs of them."""
-    features, readable, errors = patchcore.embed_images(extractor, paths, image_size, num_workers=0)
-    return features.numpy(), (readable, errors, features.shape[1] if readable else 0)
+def _embed_task(extractor, paths: list, image_size: int, with_descriptors: bool) -> tuple[np.ndarray, tuple]:
+    """The chunk's patch features (they stay in the object store) and what this machine needs of
+    them: readable indices, errors, patches per image and the (small) descriptors."""
+    features, descriptors, readable, errors = patchcore.embed_images(extractor, paths, image_size, num_workers=0, with_descriptors=with_descriptors)
+    return features.numpy(), (readable, errors, features.shape[1] if readable else 0, descriptors)
 
 
 def _rows(parts: list) -> torch.Tensor:
@@ -208,7 +209,8 @@ class RayFeatures:
     """Patch features of a fit's readable images, held in Ray's object store in chunks.
 
     ``where[k]`` is the (chunk, row) of the k-th readable image. The methods are those of
-    ``patchcore.LocalFeatures``, run unit for unit as Ray tasks.
+    ``patchcore.LocalFeatures``, run unit for unit as Ray tasks; the descriptors, a few KB an
+    image, come to this machine.
     """
 
     ray: object
@@ -216,23 +218,28 @@ class RayFeatures:
     chunks: list
     where: np.ndarray
     patches_per_image: int
+    descriptors: torch.Tensor | None = None
 
     @classmethod
-    def embed(cls, ray, extractor, paths: list[Path], image_size: int, show_progress: bool = False) -> tuple["RayFeatures", list[int], list[str]]:
+    def embed(cls, ray, extractor, paths: list[Path], image_size: int, show_progress: bool = False, with_descriptors: bool = False) -> tuple["RayFeatures", list[int], list[str]]:
         """Embed ``paths`` in chunks of ``EMBED_CHUNK``; the readable indices and errors as ``embed_images``."""
         extractor_ref = ray.put(extractor.cpu())
         starts = range(0, len(paths), EMBED_CHUNK)
         task = ray.remote(num_cpus=1, num_returns=2, max_retries=MAX_RETRIES)(_embed_task)
-        refs = [task.remote(extractor_ref, paths[s : s + EMBED_CHUNK], image_size) for s in starts]
+        refs = [task.remote(extractor_ref, paths[s : s + EMBED_CHUNK], image_size, with_descriptors) for s in starts]
         _wait(ray, [meta for _, meta in refs], "features", show_progress, lambda i: f"{len(paths[starts[i] : starts[i] + EMBED_CHUNK])} images from {paths[starts[i]]} on were not embedded")
-        readable, errors, where, per_image = [], [], [], 0
+        readable, errors, where, per_image, descriptors = [], [], [], 0, []
         for c, (start, (_, meta)) in enumerate(zip(starts, refs)):
-            rows, chunk_errors, chunk_per_image = ray.get(meta)
+            rows, chunk_errors, chunk_per_image, chunk_descriptors = ray.get(meta)
             readable += [start + r for r in rows]
             errors += chunk_errors
             where += [(c, k) for k in range(len(rows))]
             per_image = per_image or chunk_per_image
-        return cls(ray, extractor_ref, [features for features, _ in refs], np.array(where, dtype=np.int64).reshape(-1, 2), per_image), readable, errors
+            if chunk_descriptors is not None:
+                descriptors.append(chunk_descriptors)
+        where = np.array(where, dtype=np.int64).reshape(-1, 2)
+        described = torch.cat(descriptors) if descriptors else None
+        return cls(ray, extractor_ref, [features for features, _ in refs], where, per_image, described), readable, errors
 
     def _parts(self, images: np.ndarray) -> list:
         """[(chunk ref, rows)] of the readable images ``images`` (indices in fit order), in their order."""
@@ -275,10 +282,6 @@ class RayFeatures:
         for index, values in zip(scored_index, self.ray.get(refs)):
             scores[index] = values
         return scores
-
-    def gather(self) -> torch.Tensor:
-        """Every readable image's features on this machine, in fit order (for the hybrid's heads)."""
-        return _rows(self._parts(np.arange(len(self.where))))
 
 
 def _wait(ray, refs: list, desc: str, show_progress: bool, missing: Callable[[int], str]) -> None:

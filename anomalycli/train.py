@@ -276,10 +276,11 @@ def _train_classifier(options, config, train_samples, val_samples, device, run_d
     return model, checkpoint["history"], notes
 
 
-def _embed(options, samples: list[Sample], device, show_progress, notes: list[str]):
+def _embed(options, samples: list[Sample], device, show_progress, notes: list[str], with_descriptors: bool = False):
     """The frozen extractor, the patch features of every readable sample (streamed: pixels are
-    never all held): a ``patchcore.LocalFeatures``, or on Ray a ``cluster.RayFeatures`` whose
-    parts stay on the cluster. Then their labels, the samples kept and their cross-fitting folds.
+    never all held) and, ``with_descriptors``, their pooled descriptors: a ``patchcore.LocalFeatures``,
+    or on Ray a ``cluster.RayFeatures`` whose patch features stay on the cluster. Then their
+    labels, the samples kept and their cross-fitting folds.
 
     The samples are put in fold order first, so that each fold's images are consecutive: a fold's
     coreset parts and its out-of-fold scores then read consecutive features, on one machine or many.
@@ -292,10 +293,10 @@ def _embed(options, samples: list[Sample], device, show_progress, notes: list[st
     if options.ray is not None:
         from anomalycli import cluster
 
-        features, readable, errors = cluster.RayFeatures.embed(cluster.connect(options.ray), extractor, paths, options.image_size, show_progress)
+        features, readable, errors = cluster.RayFeatures.embed(cluster.connect(options.ray), extractor, paths, options.image_size, show_progress, with_descriptors)
     else:
-        embedded, readable, errors = patchcore.embed_images(extractor, paths, options.image_size, show_progress=show_progress)
-        features = patchcore.LocalFeatures(extractor, embedded)
+        embedded, descriptors, readable, errors = patchcore.embed_images(extractor, paths, options.image_size, show_progress=show_progress, with_descriptors=with_descriptors)
+        features = patchcore.LocalFeatures(extractor, embedded, descriptors)
     for error in errors:
         log.warning(f"skipped unreadable training image: {error}")
     if errors:
@@ -338,16 +339,17 @@ def _train_hybrid(options, config, samples, device, show_progress):
     notes: list[str] = []
     if not any(s.label == 1 for s in samples):
         raise UserError("the hybrid method needs labelled anomalous images, and there are none; use --method patchcore")
-    extractor, features, labels, kept, folds = _embed(options, samples, device, show_progress, notes)
+    extractor, features, labels, kept, folds = _embed(options, samples, device, show_progress, notes, with_descriptors=True)
     if not (labels == 1).any():
         raise UserError("none of the labelled anomalous images could be read, and the hybrid method needs them; use --method patchcore")
     coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
-    # The heads train on every image's features: on Ray they come back to this machine for that.
-    net, out_of_fold = hybrid.fit(extractor, features.gather(), labels, folds, options.coreset_ratio, options.seed, coresets)
+    one_class = features.out_of_fold_scores(folds, coresets, False, show_progress)
+    net, out_of_fold = hybrid.fit(extractor, coresets, one_class, features.descriptors, labels, folds)
     log.info(f"hybrid: one-class weight {float(net.alpha):.2f}, memory bank {net.patchcore.bank.shape[0]} patches, "
              f"cross-fitted over {options.cv_folds} folds of {len(kept)} images")
     config = {
-        **config, "bank_size": int(net.patchcore.bank.shape[0]), "bank_parts": net.patchcore.part_sizes, "score_blur": net.patchcore.score_blur, "head_folds": len(net.head.heads),
+        **config, "bank_size": int(net.patchcore.bank.shape[0]), "bank_parts": net.patchcore.part_sizes, "score_blur": net.patchcore.score_blur,
+        "head": "global", "descriptor_size": int(net.head.weight.shape[0]),
         "fusion": [*net.stats.tolist(), float(net.alpha)],
         "coreset_ratio": options.coreset_ratio, "cv_folds": options.cv_folds, "batch_norm_folded": extractor.folded,
     }

@@ -16,14 +16,20 @@ def _extractor():
     return backbones.FeatureExtractor("efficientnet_lite0", backbones.build("efficientnet_lite0", "imagenet")).eval()
 
 
+def _fit(extractor, images, labels, folds):
+    """hybrid.fit as train.py calls it: fold coresets, their out-of-fold scores, the descriptors."""
+    features, descriptors = patchcore.embed_all(extractor, [images], len(images), with_descriptors=True)
+    coresets = patchcore.fold_coresets(features, labels, folds, 0.25)
+    one_class = patchcore.out_of_fold_scores(extractor, features, folds, coresets)
+    return hybrid.fit(extractor, coresets, one_class, descriptors, labels, folds)
+
+
 def test_seen_defects_caught_and_unseen_kind_still_scored_above_normals():
     extractor = _extractor()
     kinds = [None] * 24 + ["scratch"] * 8  # spots are never seen in training
     images = _images(kinds, seed=0)
     labels = torch.tensor([int(k is not None) for k in kinds])
-    features = patchcore.embed_all(extractor, [images], len(images))
-    folds = np.arange(len(kinds)) % 4
-    model, out_of_fold = hybrid.fit(extractor, features, labels, folds, coreset_ratio=0.25)
+    model, out_of_fold = _fit(extractor, images, labels, np.arange(len(kinds)) % 4)
     assert 0.25 <= float(model.alpha) <= 1.0
     with torch.no_grad():
         normal = model(_images([None] * 8, seed=1))[0]
@@ -33,23 +39,64 @@ def test_seen_defects_caught_and_unseen_kind_still_scored_above_normals():
     assert spots.min() > normal.max(), "a defect kind never seen in training must still stand out"
 
 
-def test_cross_fitting_never_scores_an_image_with_a_model_fitted_on_it():
+def test_descriptors_come_from_the_same_pass_as_the_patch_features():
     extractor = _extractor()
-    kinds = [None] * 12 + ["spot"] * 6
-    images = _images(kinds, seed=4)
-    labels = torch.tensor([int(k is not None) for k in kinds])
-    features = patchcore.embed_all(extractor, [images], len(images))
-    folds = np.arange(len(kinds)) % 3
-    _, supervised, heads, used = hybrid.cross_fit(extractor, features, labels, folds, coreset_ratio=0.25)
+    images = _images([None, "spot", "scratch"], seed=4)
+    features, descriptors = patchcore.embed_all(extractor, [images[:2], images[2:]], 3, with_descriptors=True)
+    plain, none = patchcore.embed_all(extractor, [images[:2], images[2:]], 3)
+    assert none is None and torch.equal(features, plain)
+    with torch.no_grad():
+        maps = extractor(images, deep=True)
+    # Lite0: stride-16 stage (112 channels) and the two stride-32 stages (192, 320), each mean and max.
+    assert descriptors.shape == (3, 2 * (112 + 192 + 320))
+    assert torch.allclose(descriptors[:, :112], maps[1].mean((2, 3)), atol=1e-5)
+    assert torch.allclose(descriptors[:, 112:224], maps[1].amax((2, 3)), atol=1e-5)
+
+
+def test_cross_fitting_never_scores_an_image_with_a_head_fitted_on_it():
+    torch.manual_seed(0)
+    descriptors = torch.randn(30, 8)
+    labels = torch.tensor([0] * 20 + [1] * 10)
+    descriptors[20:, 3] += 2.0
+    folds = np.arange(30) % 3
+    supervised, heads, used = hybrid.cross_fit(descriptors, labels, folds)
     scored_all = np.concatenate([scored for _, scored in used])
-    assert sorted(scored_all.tolist()) == list(range(len(kinds)))
+    assert sorted(scored_all.tolist()) == list(range(30))
     for head, (fitted, scored) in zip(heads, used):
         assert not set(fitted.tolist()) & set(scored.tolist())
         with torch.no_grad():
-            assert torch.allclose(head(features[scored]), supervised[scored])
+            assert torch.allclose(head(descriptors[scored]), supervised[scored])
+    # A fold's head is refitted from its training part alone: moving a scored image changes nothing.
+    moved = descriptors.clone()
+    moved[used[0][1]] += 100.0
+    with torch.no_grad():
+        assert torch.allclose(hybrid.cross_fit(moved, labels, folds)[1][0].weight, heads[0].weight)
 
 
-def test_the_deployed_head_is_the_mean_of_the_fold_heads_and_old_single_head_files_load(tmp_path):
+def test_head_is_the_regressions_decision_function_with_the_standardisation_folded_in():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, [1.0, 5.0, 0.1, 2.0], size=(60, 4))
+    y = np.array([0] * 45 + [1] * 15)
+    x[45:, 1] += 30.0  # six of its standard deviations
+    head = hybrid.train_global_head(torch.from_numpy(x).float(), torch.from_numpy(y))
+    scaler = StandardScaler().fit(x)
+    reference = LogisticRegression(C=hybrid.HEAD_C, class_weight="balanced", max_iter=1000).fit(scaler.transform(x), y)
+    with torch.no_grad():
+        ours = head(torch.from_numpy(x).float()).numpy()
+    assert np.allclose(ours, reference.decision_function(scaler.transform(x)), atol=1e-3)
+    assert ours[45:].min() > ours[:45].max()
+
+
+def test_one_class_only_gives_a_head_that_scores_zero():
+    head = hybrid.train_global_head(torch.randn(10, 5), torch.zeros(10, dtype=torch.long))
+    with torch.no_grad():
+        assert torch.equal(head(torch.randn(4, 5)), torch.zeros(4))
+
+
+def test_the_deployed_head_scores_the_mean_of_the_fold_heads(tmp_path):
     from anomalycli.methods import AnomalyModel
     from anomalycli.metrics import calibrate
 
@@ -57,22 +104,51 @@ def test_the_deployed_head_is_the_mean_of_the_fold_heads_and_old_single_head_fil
     kinds = [None] * 12 + ["spot"] * 6
     images = _images(kinds, seed=5)
     labels = torch.tensor([int(k is not None) for k in kinds])
-    features = patchcore.embed_all(extractor, [images], len(images))
-    model, out_of_fold = hybrid.fit(extractor, features, labels, np.arange(len(kinds)) % 3, coreset_ratio=0.25)
+    folds = np.arange(len(kinds)) % 3
+    model, out_of_fold = _fit(extractor, images, labels, folds)
+    _, descriptors = patchcore.embed_all(extractor, [images], len(images), with_descriptors=True)
+    _, heads, _ = hybrid.cross_fit(descriptors, labels, folds)
     with torch.no_grad():
-        assert torch.allclose(model.head(features), torch.stack([h(features) for h in model.head.heads]).mean(0))
+        assert torch.allclose(model.head(descriptors), torch.stack([h(descriptors) for h in heads]).mean(0), atol=1e-4)
     calibration, _ = calibrate(labels.numpy(), out_of_fold.numpy())
     config = {"backbone": "efficientnet_lite0", "image_size": 64, "normal_class": "good", "class_names": ["good", "bad"],
-              "bank_size": int(model.patchcore.bank.shape[0]), "batch_norm_folded": True}
-    # A file from before the fold heads, bank parts and blurred score: one head, one bank, plain max.
-    old = hybrid.Hybrid(patchcore.PatchCore(extractor, model.patchcore.bank, score_blur=0.0), model.head.heads[0], model.stats, float(model.alpha))
-    AnomalyModel("hybrid", old, config, calibration).save(tmp_path / "old.safetensors")
-    loaded = AnomalyModel.load(tmp_path / "old.safetensors")
+              "bank_size": int(model.patchcore.bank.shape[0]), "bank_parts": model.patchcore.part_sizes, "score_blur": 1.0,
+              "batch_norm_folded": True, "head": "global", "descriptor_size": int(descriptors.shape[1])}
+    AnomalyModel("hybrid", model, config, calibration).save(tmp_path / "m.safetensors")
+    loaded = AnomalyModel.load(tmp_path / "m.safetensors")
     with torch.no_grad():
-        assert torch.allclose(loaded.net(images[:4], False)[0], old(images[:4], False)[0], rtol=1e-4)
+        assert torch.equal(loaded.net(images[:4], False)[0], model(images[:4], False)[0])
 
 
-def test_head_folds_standardisation_into_its_weights():
+def test_older_hybrid_files_with_patch_heads_still_load(tmp_path):
+    """Files from before the global head: fold heads on patch features, and before those one head."""
+    from anomalycli.methods import AnomalyModel
+    from anomalycli.metrics import Calibration
+
+    torch.manual_seed(0)
+    extractor = _extractor()
+    images = _images([None, "spot", None, "scratch"], seed=6)
+    bank = patchcore.embed_all(extractor, [images], 4)[0][0].float()
+    channels = bank.shape[1]
+
+    def patch_head():
+        head = hybrid.PatchHead(channels)
+        head.mean.copy_(torch.randn(channels))
+        head.std.copy_(torch.rand(channels) + 0.5)
+        return head
+
+    calibration = Calibration(threshold=0.5, low=0.0, high=1.0, rule="test")
+    config = {"backbone": "efficientnet_lite0", "image_size": 64, "normal_class": "good", "class_names": ["good", "bad"],
+              "bank_size": int(bank.shape[0]), "batch_norm_folded": True}
+    for head, extra in ((hybrid.FoldHeads([patch_head(), patch_head()]), {"head_folds": 2}), (patch_head(), {})):
+        old = hybrid.Hybrid(patchcore.PatchCore(extractor, bank, score_blur=0.0), head, torch.tensor([1.0, 2.0, 0.5, 3.0]), 0.5)
+        AnomalyModel("hybrid", old, {**config, **extra}, calibration).save(tmp_path / "old.safetensors")
+        loaded = AnomalyModel.load(tmp_path / "old.safetensors")
+        with torch.no_grad():
+            assert torch.allclose(loaded.net(images, False)[0], old(images, False)[0], rtol=1e-4)
+
+
+def test_patch_head_folds_standardisation_into_its_weights():
     torch.manual_seed(0)
     features = torch.randn(5, 300, 12) * 3 + 1
     head = hybrid.PatchHead(12)
@@ -81,14 +157,3 @@ def test_head_folds_standardisation_into_its_weights():
     plain = head.linear((features - head.mean) / head.std).squeeze(-1)
     assert torch.allclose(head.patch_logits(features), plain, atol=1e-4)
     assert torch.allclose(head(features), plain.topk(3, dim=1).values.mean(1), atol=1e-4)
-
-
-def test_head_learns_which_patches_make_an_image_defective():
-    torch.manual_seed(0)
-    features = torch.randn(40, 200, 6)
-    labels = torch.tensor([0] * 30 + [1] * 10)
-    features[30:, :3, 2] += 6.0  # a defect is a few unusual patches, not a whole image
-    head = hybrid.train_head(features, labels)
-    with torch.no_grad():
-        scores = head(features)
-    assert scores[30:].min() > scores[:30].max()

@@ -77,7 +77,7 @@ def _cross_fitted(coreset_ratio):
     extractor = backbones.FeatureExtractor("efficientnet_lite0", backbones.build("efficientnet_lite0", "imagenet"))
     good, _ = _batch(n=12, seed=4)
     defective, _ = _batch("scratch", n=3, seed=5)
-    features = patchcore.embed_all(extractor, [good, defective], 15)
+    features, _ = patchcore.embed_all(extractor, [good, defective], 15)
     labels = torch.tensor([0] * 12 + [1] * 3)
     folds = np.arange(15) % 3
     model, out_of_fold = patchcore.cross_fit(extractor, features, labels, folds, coreset_ratio=coreset_ratio)
@@ -97,7 +97,7 @@ def test_cross_fitting_scores_every_image_without_its_own_patches():
 def test_a_cross_fitted_model_scores_new_images_as_calibration_did():
     extractor, features, folds, model, _ = _cross_fitted(coreset_ratio=0.25)
     new, _ = _batch(n=4, seed=9)
-    new_features = patchcore.embed_all(extractor, [new], 4)
+    new_features, _ = patchcore.embed_all(extractor, [new], 4)
     bounds = np.cumsum([0] + model.part_sizes)
     leave_one_out = []
     for f in range(3):

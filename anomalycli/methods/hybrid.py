@@ -1,27 +1,73 @@
-"""Hybrid: PatchCore's one-class score fused with a light supervised head on the same patch features.
+"""Hybrid: PatchCore's one-class score fused with a supervised head that has seen labelled defects.
 
-The head is linear on frozen patch features and scores an image by the mean of its top 1 %
-patch logits (multiple-instance learning with image labels only), so it trains in seconds on a
-CPU. Fusion weight and threshold come from out-of-fold scores (cross-fitting over all labelled
+The head is a logistic regression on one descriptor of the whole image: the mean and the
+maximum of the backbone's stride-16 and stride-32 feature maps (``backbones.pooled``), read in
+the same pass that gives PatchCore its patches. The patch distance finds what no good part
+looks like; the head finds what the labelled defects look like, including ones spread over the
+whole surface that no single patch shows, and the two make different mistakes (BENCHMARKS.md,
+Separation). It trains in well under a second on a CPU.
+
+Fusion weight and threshold come from out-of-fold scores (cross-fitting over all labelled
 training images): no image is scored by a model that saw it. At least a quarter of the weight
 stays on the one-class score, so a defect kind absent from training is still flagged.
+Model files from before the global head hold a linear head on patch features (``PatchHead``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from anomalycli.methods.patchcore import PatchCore, fold_coresets, out_of_fold_scores, union_of
+from anomalycli import backbones
+from anomalycli.methods.patchcore import PatchCore, embed_maps, union_of
 from anomalycli.methods.patchcore import build_net as build_patchcore
 
 FUSION_WEIGHTS = np.linspace(0.25, 1.0, 7)  # weight of the one-class score
+# Inverse L2 strength of the head's logistic regression, on standardised descriptors: 0.01, 0.1
+# and 1 were measured on both development sets, and 0.1 was best or within 0.005 of it on each.
+HEAD_C = 0.1
+
+
+class GlobalHead(nn.Module):
+    """A logistic regression's decision function on image descriptors, its standardisation folded in."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(size, 1))
+        self.register_buffer("bias", torch.zeros(1))
+
+    def forward(self, descriptors: torch.Tensor) -> torch.Tensor:
+        return (descriptors.float() @ self.weight).squeeze(1) + self.bias
+
+
+def train_global_head(descriptors: torch.Tensor, labels: torch.Tensor) -> GlobalHead:
+    """Fit the head on (N, D) descriptors, classes balanced. With one class only it scores every image 0."""
+    head = GlobalHead(descriptors.shape[1])
+    if labels.unique().numel() < 2:
+        return head
+    x, y = descriptors.double().numpy(), labels.numpy()
+    scaler = StandardScaler().fit(x)
+    regression = LogisticRegression(C=HEAD_C, class_weight="balanced", max_iter=1000).fit(scaler.transform(x), y)
+    weight = regression.coef_[0] / scaler.scale_
+    head.weight.copy_(torch.from_numpy(weight).unsqueeze(1))
+    head.bias.fill_(float(regression.intercept_[0] - scaler.mean_ @ weight))
+    return head.eval()
+
+
+def mean_head(heads: list[GlobalHead]) -> GlobalHead:
+    """One head that scores the mean of ``heads``' scores (they are linear), as each scored its own fold."""
+    head = GlobalHead(heads[0].weight.shape[0])
+    head.weight.copy_(torch.stack([h.weight for h in heads]).mean(0))
+    head.bias.copy_(torch.stack([h.bias for h in heads]).mean(0))
+    return head.eval()
 
 
 class PatchHead(nn.Module):
-    """Linear patch classifier on standardised features; image logit = mean of the top-k patch logits."""
+    """(Model files from before the global head.) Linear patch classifier on standardised features; image logit = mean of the top-k patch logits."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -49,46 +95,6 @@ def top_k(n_patches: int) -> int:
     return max(1, n_patches // 100)
 
 
-def train_head(features: torch.Tensor, labels: torch.Tensor, seed: int = 0, steps: int = 200, lr: float = 1e-2) -> PatchHead:
-    """Fit the head on (N, P, C) features and image labels, full batch, anomalies up-weighted.
-
-    Each step finds every image's top-k patches without gradients, then back-propagates through
-    those alone: the same gradient as through ``topk`` over all patches, at a fraction of the cost.
-    """
-    torch.manual_seed(seed)
-    channels = features.shape[-1]
-    head = PatchHead(channels)
-    normal = features[labels == 0].reshape(-1, channels).float()
-    head.mean.copy_(normal.mean(0))
-    head.std.copy_(normal.std(0).clamp_min(1e-6))
-    del normal
-    # Start from the direction in which defective images' patches differ on average: top-k pooling
-    # from a random start can lock onto patches that say nothing about the defect.
-    if (labels == 1).any():
-        shift = (features[labels == 1].reshape(-1, channels).float().mean(0) - head.mean) / head.std
-        with torch.no_grad():
-            head.linear.weight.copy_(shift.unsqueeze(0) / shift.norm().clamp_min(1e-6))
-            head.linear.bias.zero_()
-    labels = labels.float()
-    n_pos = labels.sum().clamp_min(1)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=(len(labels) - n_pos) / n_pos)
-    optimizer = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-4)
-    # One column per patch: the selection's matrix-vector product streams it faster than rows.
-    columns = torch.empty(channels, features.shape[0] * features.shape[1])
-    columns.copy_(features.reshape(-1, channels).T)
-    k = top_k(features.shape[1])
-    for _ in range(steps):
-        with torch.no_grad():
-            weight, bias = head.folded()
-            top = (weight @ columns + bias).view(features.shape[:2]).topk(k, dim=1).indices
-        selected = features[torch.arange(len(features)).unsqueeze(1), top].float()
-        loss = loss_fn(head.patch_logits(selected).mean(1), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return head.eval()
-
-
 class FoldHeads(nn.Module):
     """The cross-fitting folds' heads; an image scores their mean, as each head scored its own fold out of fold."""
 
@@ -101,7 +107,7 @@ class FoldHeads(nn.Module):
 
 
 class Hybrid(nn.Module):
-    def __init__(self, patchcore: PatchCore, head: PatchHead | FoldHeads, stats: torch.Tensor, alpha: float):
+    def __init__(self, patchcore: PatchCore, head: GlobalHead | PatchHead | FoldHeads, stats: torch.Tensor, alpha: float):
         super().__init__()
         self.patchcore = patchcore
         self.head = head
@@ -114,38 +120,38 @@ class Hybrid(nn.Module):
         return self.alpha * (one_class - m0) / s0 + (1 - self.alpha) * (supervised - m1) / s1
 
     def forward(self, x: torch.Tensor, with_maps: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        features, grid = self.patchcore.embed(x)
-        one_class, maps = self.patchcore.score_features(features, grid, x.shape[-2:] if with_maps else None)
-        return self.fuse(one_class, self.head(features)), maps
+        global_head = isinstance(self.head, GlobalHead)
+        maps = self.patchcore.extractor(x, deep=global_head)
+        features, grid = embed_maps(maps)
+        one_class, anomaly_maps = self.patchcore.score_features(features, grid, x.shape[-2:] if with_maps else None)
+        supervised = self.head(backbones.pooled(maps[1:])) if global_head else self.head(features)
+        return self.fuse(one_class, supervised), anomaly_maps
 
 
 def build_net(config: dict) -> Hybrid:
     one_class = build_patchcore(config)  # its old-file rules (no bank parts, plain max) hold here too
-    channels = one_class.bank.shape[1]
-    # Model files from before the fold heads hold one head trained on every image.
-    n_heads = config.get("head_folds")
-    head = FoldHeads([PatchHead(channels) for _ in range(n_heads)]) if n_heads else PatchHead(channels)
+    if config.get("head") == "global":
+        head = GlobalHead(config["descriptor_size"])
+    else:
+        # Older files: fold heads on patch features, or before those one head trained on every image.
+        channels = one_class.bank.shape[1]
+        n_heads = config.get("head_folds")
+        head = FoldHeads([PatchHead(channels) for _ in range(n_heads)]) if n_heads else PatchHead(channels)
     return Hybrid(one_class, head, torch.ones(4), 1.0)
 
 
-@torch.no_grad()
-def _head_scores(head: PatchHead, features: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    return torch.cat([head(features[i : i + batch]) for i in range(0, len(features), batch)])
-
-
-def cross_fit(extractor, features: torch.Tensor, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, seed: int = 0, coresets: dict | None = None):
-    """Out-of-fold (one-class, supervised) scores of every image, the fold heads, and the (fit, scored) index sets used."""
-    coresets = fold_coresets(features, labels, folds, coreset_ratio, seed=seed) if coresets is None else coresets
-    one_class = out_of_fold_scores(extractor, features, folds, coresets)
+def cross_fit(descriptors: torch.Tensor, labels: torch.Tensor, folds: np.ndarray):
+    """Out-of-fold head scores of every image, the fold heads, and the (fit, scored) index sets used."""
     supervised = torch.empty(len(labels))
     heads, used = [], []
     for fold in np.unique(folds):
         scored = np.flatnonzero(folds == fold)
         fitted = np.flatnonzero(folds != fold)
-        heads.append(train_head(features[fitted], labels[fitted], seed))
-        supervised[scored] = _head_scores(heads[-1], features[scored])
+        heads.append(train_global_head(descriptors[fitted], labels[fitted]))
+        with torch.no_grad():
+            supervised[scored] = heads[-1](descriptors[scored])
         used.append((fitted, scored))
-    return one_class, supervised, heads, used
+    return supervised, heads, used
 
 
 def choose_fusion(one_class: torch.Tensor, supervised: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -159,16 +165,16 @@ def choose_fusion(one_class: torch.Tensor, supervised: torch.Tensor, labels: tor
     return stats, float(FUSION_WEIGHTS[int(np.argmax(aurocs))])
 
 
-def fit(extractor, features: torch.Tensor, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, seed: int = 0, coresets: dict | None = None):
-    """The final model and out-of-fold fused scores.
+def fit(extractor, coresets: dict, one_class: torch.Tensor, descriptors: torch.Tensor, labels: torch.Tensor, folds: np.ndarray):
+    """The final model and out-of-fold fused scores, from the folds' coresets, the one-class
+    out-of-fold scores they gave, and every image's descriptor.
 
     Like PatchCore's bank parts, the deployed head is the mean of the fold heads, not one head
     trained on every image: a new image is then scored as the out-of-fold scores were, so the
     fusion statistics and the threshold chosen on them hold (one head on all the data scored new
     good parts higher, and flagged up to twice the false alarms calibration expected).
     """
-    coresets = fold_coresets(features, labels, folds, coreset_ratio, seed=seed) if coresets is None else coresets
-    one_class, supervised, heads, _ = cross_fit(extractor, features, labels, folds, coreset_ratio, seed, coresets)
+    supervised, heads, _ = cross_fit(descriptors, labels, folds)
     stats, alpha = choose_fusion(one_class, supervised, labels)
-    model = Hybrid(union_of(extractor, coresets), FoldHeads(heads), stats, alpha)
+    model = Hybrid(union_of(extractor, coresets), mean_head(heads), stats, alpha)
     return model, model.fuse(one_class, supervised).detach()

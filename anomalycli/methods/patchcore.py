@@ -56,13 +56,7 @@ class PatchCore(nn.Module):
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Locally aware patch features: (N, h*w, C) on the stride-8 grid, and (h, w)."""
-        maps = self.extractor(x)
-        size = maps[0].shape[-2:]
-        # 3x3 neighbourhood average, then the coarser map brought onto the finer grid.
-        maps = [F.avg_pool2d(m, 3, stride=1, padding=1) for m in maps]
-        maps = [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
-        features = torch.cat(maps, dim=1)
-        return features.flatten(2).transpose(1, 2), (int(size[0]), int(size[1]))
+        return embed_maps(self.extractor(x))
 
     def forward(self, x: torch.Tensor, with_maps: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         features, grid = self.embed(x)
@@ -119,6 +113,17 @@ class PatchCore(nn.Module):
         return 1 - torch.softmax(to_neighbours, dim=1)[:, 0]
 
 
+def embed_maps(maps: list[torch.Tensor]) -> tuple[torch.Tensor, tuple[int, int]]:
+    """PatchCore's patch features from the extractor's stride-8 and stride-16 maps (see ``PatchCore.embed``)."""
+    maps = maps[:2]
+    size = maps[0].shape[-2:]
+    # 3x3 neighbourhood average, then the coarser map brought onto the finer grid.
+    maps = [F.avg_pool2d(m, 3, stride=1, padding=1) for m in maps]
+    maps = [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
+    features = torch.cat(maps, dim=1)
+    return features.flatten(2).transpose(1, 2), (int(size[0]), int(size[1]))
+
+
 def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = int(math.ceil(3 * sigma))
     kernel = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=maps.dtype) / sigma) ** 2)
@@ -135,27 +140,37 @@ def build_net(config: dict) -> PatchCore:
 
 
 @torch.no_grad()
-def embed_all(extractor: backbones.FeatureExtractor, batches: Iterable[torch.Tensor], n_images: int, show_progress: bool = False) -> torch.Tensor:
-    """Patch features of every image, (n_images, h*w, C) in half precision: 10,000 images fit in a few GiB."""
-    model = PatchCore(extractor.eval(), torch.zeros(0, sum(extractor.channels)))
-    out = None
+def embed_all(
+    extractor: backbones.FeatureExtractor, batches: Iterable[torch.Tensor], n_images: int, show_progress: bool = False, with_descriptors: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Patch features of every image, (n_images, h*w, C) in half precision (10,000 images fit in a
+    few GiB), and, ``with_descriptors``, each image's pooled descriptor (n_images, D) from the same pass."""
+    features, descriptors = None, None
     filled = 0
     with tqdm(total=n_images, desc="features", unit="img", disable=not show_progress) as bar:
         for batch in batches:
-            features, _ = model.embed(batch)
-            if out is None:
-                out = torch.empty(n_images, *features.shape[1:], dtype=torch.float16)
-            out[filled : filled + len(features)] = features.cpu().half()
-            filled += len(features)
-            bar.update(len(features))
-    return out[:filled]
+            maps = extractor.eval()(batch, deep=with_descriptors)
+            patches, _ = embed_maps(maps)
+            if features is None:
+                features = torch.empty(n_images, *patches.shape[1:], dtype=torch.float16)
+            features[filled : filled + len(patches)] = patches.cpu().half()
+            if with_descriptors:
+                described = backbones.pooled(maps[1:]).cpu()
+                if descriptors is None:
+                    descriptors = torch.empty(n_images, described.shape[1])
+                descriptors[filled : filled + len(described)] = described
+            filled += len(patches)
+            bar.update(len(patches))
+    return features[:filled], None if descriptors is None else descriptors[:filled]
 
 
 @torch.no_grad()
-def embed_images(extractor: backbones.FeatureExtractor, paths: list, image_size: int, num_workers: int | None = None, show_progress: bool = False) -> tuple[torch.Tensor, list[int], list[str]]:
-    """Patch features of the readable images among ``paths`` (as ``embed_all``), their indices, and
-    the errors of the others. Batches of ``EMBED_BATCH`` from the first path: the same paths give
-    the same features wherever they are embedded."""
+def embed_images(
+    extractor: backbones.FeatureExtractor, paths: list, image_size: int, num_workers: int | None = None, show_progress: bool = False, with_descriptors: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, list[int], list[str]]:
+    """Patch features (and descriptors) of the readable images among ``paths``, as ``embed_all``;
+    their indices, and the errors of the others. Batches of ``EMBED_BATCH`` from the first path:
+    the same paths give the same features wherever they are embedded."""
     readable: list[int] = []
     errors: list[str] = []
     device = next(extractor.parameters()).device
@@ -168,8 +183,8 @@ def embed_images(extractor: backbones.FeatureExtractor, paths: list, image_size:
             if ok.any():
                 yield backbones.preprocess(images[ok].to(device), extractor.name)
 
-    features = embed_all(extractor, batches(), len(paths), show_progress)
-    return features, readable, errors
+    features, descriptors = embed_all(extractor, batches(), len(paths), show_progress, with_descriptors)
+    return features, descriptors, readable, errors
 
 
 def coreset_bar(total: int, show_progress: bool) -> tqdm:
@@ -221,15 +236,13 @@ class LocalFeatures:
 
     extractor: backbones.FeatureExtractor
     features: torch.Tensor  # (N, h*w, C), float16
+    descriptors: torch.Tensor | None = None  # (N, D), for the hybrid's head
 
     def fold_coresets(self, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, sampler: str = "greedy", seed: int = 0, show_progress: bool = False) -> dict:
         return fold_coresets(self.features, labels, folds, coreset_ratio, sampler, seed, show_progress)
 
     def out_of_fold_scores(self, folds: np.ndarray, coresets: dict, reweight: bool = False, show_progress: bool = False) -> torch.Tensor:
         return out_of_fold_scores(self.extractor, self.features, folds, coresets, reweight)
-
-    def gather(self) -> torch.Tensor:
-        return self.features
 
 
 @torch.no_grad()
@@ -273,7 +286,7 @@ def fit(
     show_progress: bool = False,
 ) -> PatchCore:
     """Build the memory bank from preprocessed batches of good images (no calibration scores)."""
-    features = embed_all(extractor, batches, n_images, show_progress)
+    features, _ = embed_all(extractor, batches, n_images, show_progress)
     bank = build_bank(features.reshape(-1, features.shape[-1]), coreset_ratio, sampler, seed, show_progress)
     device = next(extractor.parameters()).device
     return PatchCore(extractor.eval(), bank.to(device), reweight=reweight)
