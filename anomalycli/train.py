@@ -25,6 +25,7 @@ log = logging.getLogger("anomalycli")
 MODEL_NAME = project.MODEL_NAME
 CHECKPOINT_NAME = "checkpoint.pt"
 METHOD_NAMES = tuple(METHODS)
+AUTO = "auto"  # the default: hybrid with enough labelled defects (choose_method), else patchcore
 # Methods whose calibration scores come from cross-fitting over every labelled image, not a validation split.
 CROSS_FITTED = ("patchcore", "hybrid")
 # Screw defects are a few pixels wide: patch features see them better at 320 px (BENCHMARKS.md);
@@ -38,7 +39,7 @@ FAST_BACKBONE, FAST_IMAGE_SIZE = "efficientnet_lite0", 224
 @dataclass
 class TrainOptions:
     data: str
-    method: str = "patchcore"
+    method: str = AUTO
     backbone: str | None = None  # None: the method's default (backbones.DEFAULT_BACKBONE)
     weights: str = "imagenet"
     image_size: int | None = None  # None: the method's default (DEFAULT_IMAGE_SIZE)
@@ -79,7 +80,7 @@ class TrainOptions:
             self.image_size = DEFAULT_IMAGE_SIZE[self.method] if self.image_size is None else self.image_size
             self.backbone = self.backbone or backbones.DEFAULT_BACKBONE[self.method]
         checks = [
-            (self.method in METHOD_NAMES, f"--method must be one of {', '.join(METHOD_NAMES)} (got {self.method})"),
+            (self.method in METHOD_NAMES, f"--method must be one of {', '.join(METHOD_NAMES)} or {AUTO} (got {self.method})"),
             (self.image_size >= 32, f"--image-size must be at least 32 pixels (got {self.image_size})"),
             (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
             (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
@@ -141,6 +142,12 @@ class TrainResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def choose_method(samples: list[Sample], cv_folds: int) -> str:
+    """What ``--method auto`` fits: the hybrid once every cross-fitting fold can hold a labelled
+    defect to learn from, else patchcore, which needs none (BENCHMARKS.md, Separation)."""
+    return "hybrid" if sum(s.label == 1 for s in samples) >= cv_folds else "patchcore"
+
+
 def choose_validation(dataset: Dataset, val_ratio: float, seed: int) -> tuple[list[Sample], list[Sample], str]:
     """Train and validation samples, and a sentence saying where validation came from."""
     if dataset.in_split("val"):
@@ -176,9 +183,11 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
     state = None
     if resume is not None:
         options, state, run_dir = load_resume(resume)
-    else:
-        options.validate()
     dataset = discover(options.data, options.normal_class, options.labels, options.manifest)
+    if options.method == AUTO:
+        options.method = choose_method(dataset.samples, options.cv_folds)
+    if resume is None:
+        options.validate()
     log.info(f"data: {dataset.root} ({dataset.layout}), {len(dataset.samples)} images")
     train_samples, val_samples, source = choose_validation(dataset, options.val_ratio, options.seed)
     _check_classes(train_samples, val_samples, options.method, options.normal_class)

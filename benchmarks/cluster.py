@@ -67,7 +67,7 @@ def run(data: Path, sizes: list[int], image_size: int, work: Path) -> dict:
     model_path = None
     for n in sizes:
         folder = training_folder(samples, n, work / f"data-{n}")
-        options = dict(data=str(folder), image_size=image_size)
+        options = dict(data=str(folder), method="patchcore", image_size=image_size)
         row = {"n": n}
         here, row["fit_here_s"] = timed(lambda: train(TrainOptions(**options, run_dir=str(work / f"here-{n}")), show_progress=False))
         there, row["fit_ray_s"] = timed(lambda: train(TrainOptions(**options, run_dir=str(work / f"ray-{n}"), ray=cluster.LOCAL), show_progress=False))

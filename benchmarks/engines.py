@@ -60,9 +60,10 @@ def upscaled_copies(paths: list[Path], folder: Path, size: int = 1024) -> list[P
 
 
 def fit_default(data: Path, path: Path, image_size: int | None = None, fast: bool = False) -> AnomalyModel:
-    options = train.TrainOptions(data=str(data), image_size=image_size, fast=fast)
-    options.validate()
     samples = discover(data).samples
+    options = train.TrainOptions(data=str(data), image_size=image_size, fast=fast)
+    options.method = train.choose_method(samples, options.cv_folds)  # what --method auto picks
+    options.validate()
     model, _, _ = train.fit(options, samples, [], show_progress=False)
     model.save(path)
     return AnomalyModel.load(path)

@@ -38,7 +38,7 @@ def one_clear_line(result) -> str:
 @pytest.fixture(scope="session")
 def patchcore_model(parts, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "pc"
-    run_cli("train", parts, "--image-size", "64", "--run-dir", run, "--coreset-ratio", "0.1")
+    run_cli("train", parts, "--method", "patchcore", "--image-size", "64", "--run-dir", run, "--coreset-ratio", "0.1")
     return run / "model.safetensors"
 
 

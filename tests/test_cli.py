@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -107,7 +108,6 @@ def test_user_errors_are_one_line(parts, tmp_path, args, code, words):
 
 
 def test_one_class_only_for_the_classifier(parts, tmp_path):
-    import shutil
 
     shutil.copytree(parts / "good", tmp_path / "only/good")
     message = one_clear_line(run_cli("train", tmp_path / "only", "--method", "classifier", expect=1))
@@ -124,11 +124,20 @@ def test_hybrid_trains_and_reports_like_the_others(parts, hybrid_model, tmp_path
     assert len(list((tmp_path / "heat").glob("*.png"))) == 12
 
 
-def test_default_patchcore_suggests_the_hybrid_only_when_defects_are_labelled(parts, tmp_path):
+def test_the_default_method_learns_from_labelled_defects_once_every_fold_can_hold_one(parts, tmp_path):
     by_default = run_cli("train", parts, "--image-size", "64", "--coreset-ratio", "0.1", "--run-dir", tmp_path / "a")
-    assert "--method hybrid also learns from them" in " ".join(by_default.output.split())
-    chosen = run_cli("train", parts, "--method", "patchcore", "--image-size", "64", "--coreset-ratio", "0.1", "--run-dir", tmp_path / "b")
-    assert "--method hybrid" not in chosen.output
+    assert "method: hybrid, chosen because 12 defective images are labelled" in " ".join(by_default.output.split())
+    assert json.loads((tmp_path / "a/args.json").read_text())["method"] == "hybrid"
+    few = tmp_path / "few"
+    shutil.copytree(parts / "good", few / "good")
+    (few / "not-good").mkdir()
+    for path in sorted((parts / "not-good").iterdir())[:3]:
+        shutil.copy(path, few / "not-good" / path.name)
+    patchcore = run_cli("train", few, "--image-size", "64", "--coreset-ratio", "0.1", "--run-dir", tmp_path / "b")
+    assert "the 3 defective image(s) only set the threshold. With 5 or more" in " ".join(patchcore.output.split())
+    assert json.loads((tmp_path / "b/args.json").read_text())["method"] == "patchcore"
+    chosen = run_cli("train", parts, "--method", "patchcore", "--image-size", "64", "--coreset-ratio", "0.1", "--run-dir", tmp_path / "c")
+    assert "method:" not in chosen.output
 
 
 # --- the short forms: a project folder holding data/ and runs/ ------------------------------
@@ -168,7 +177,6 @@ def test_short_form_weighted_loss_trains_the_classifier_on_data(project_dir):
 
 def test_eval_and_predict_pick_the_newest_run_by_number(project_dir, patchcore_model, classifier_model):
     import os
-    import shutil
 
     for name, model in (("train-2", classifier_model), ("train-10", patchcore_model)):
         (project_dir / "runs" / name).mkdir(parents=True)
@@ -259,7 +267,7 @@ def test_calibrate_errors_are_one_line(parts, patchcore_model, tmp_path):
 def test_fast_trains_lite0_at_224_unless_a_size_is_given(parts, tmp_path):
     from anomalycli.train import TrainOptions
 
-    options = TrainOptions(data=str(parts), fast=True)
+    options = TrainOptions(data=str(parts), method="hybrid", fast=True)
     options.validate()
     assert (options.backbone, options.image_size) == ("efficientnet_lite0", 224)
     run_cli("train", parts, "--fast", "--image-size", "64", "--coreset-ratio", "0.1", "--run-dir", tmp_path / "fast")

@@ -9,7 +9,7 @@ import typer
 from anomalycli import backbones
 from anomalycli.cli.common import EXIT_INTERRUPTED, RAY_HELP, data_folder, fail, user_errors
 from anomalycli.render import console, curves_png, err_console, operating_point_text
-from anomalycli.train import CHECKPOINT_NAME, CROSS_FITTED, TrainOptions, train
+from anomalycli.train import AUTO, CHECKPOINT_NAME, CROSS_FITTED, TrainOptions, train
 
 DEFAULTS = {f.name: f.default for f in fields(TrainOptions)}
 CLASSIFIER_ONLY = ("epochs", "lr", "weight_decay", "weighted_loss", "sampler", "select", "patience")
@@ -23,7 +23,7 @@ BACKBONE_HELP = "Backbone (default: efficientnet_lite1 for patchcore and hybrid,
 def train_command(
     ctx: typer.Context,
     data: Optional[Path] = typer.Argument(None, help="Data folder (class folders, split folders, MVTec AD, or flat with --labels; default: ./data)."),
-    method: Optional[str] = typer.Option(None, help="patchcore (good images only; the default), classifier, or hybrid (patchcore plus a head trained on the labelled defects). A classifier-only option implies classifier."),
+    method: Optional[str] = typer.Option(None, help="auto (the default: hybrid when at least --cv-folds defective images are labelled, else patchcore), patchcore (learns from good images only), hybrid (patchcore fused with a head trained on the labelled defects) or classifier. A classifier-only option implies classifier."),
     backbone: Optional[str] = typer.Option(None, help=BACKBONE_HELP),
     weights: str = typer.Option("imagenet", help="imagenet, none (random) or PATH to a state dict."),
     image_size: Optional[int] = typer.Option(None, help="Images are resized to this square size (default: 320 for patchcore and hybrid, 224 for the classifier)."),
@@ -64,7 +64,7 @@ def train_command(
         given = {k for k in CLASSIFIER_ONLY if ctx.get_parameter_source(k).name != "DEFAULT"}
         if method is None:
             method_defaulted = not given
-            method = "classifier" if given else DEFAULTS["method"]
+            method = "classifier" if given else AUTO
         elif method == "patchcore" and given:
             err_console.print(f"[yellow]warning:[/yellow] {', '.join('--' + g.replace('_', '-') for g in sorted(given))} only apply to the classifier; ignored")
         options = TrainOptions(
@@ -85,11 +85,19 @@ def train_command(
     )
     console.print(operating_point_text(cal.expected, "expected on new images"))
     console.print(f"model: {result.model_path}")
-    if method_defaulted and result.model.method == "patchcore" and cal.n_anomaly >= DEFAULTS["cv_folds"]:
-        console.print(
-            f"tip: the {cal.n_anomaly} defective images only set the threshold; --method hybrid also learns from them "
-            "(slightly higher AUROC on both benchmark sets; patchcore catches new kinds of defect better, BENCHMARKS.md)"
-        )
+    if method_defaulted or method == AUTO:
+        console.print(_auto_note(result.model.method, cal.n_anomaly, result.model.config.get("cv_folds", DEFAULTS["cv_folds"])))
+
+
+def _auto_note(method: str, n_anomaly: int, folds: int) -> str:
+    """Why ``--method auto`` chose what it did, and the other choice."""
+    if method == "hybrid":
+        return (f"method: hybrid, chosen because {n_anomaly} defective images are labelled: it learns from them "
+                "(--method patchcore learns from good images only)")
+    if n_anomaly:
+        return (f"method: patchcore; the {n_anomaly} defective image(s) only set the threshold. With {folds} or more "
+                "the default also learns from them (hybrid)")
+    return "method: patchcore (no labelled defects to learn from)"
 
 
 def _run(options, resume):

@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""Which supervised head to fuse with PatchCore (issue 14): descriptors and regularisation.
+
+    python benchmarks/heads.py                 # screws and magtiles, Lite1 at 320 px
+    python benchmarks/heads.py --data DIR --size 224 --backbone efficientnet_lite0
+
+Every image is embedded once (``FeatureExtractor(deep=True)``: PatchCore's patch features and the
+pooled maps of each later stage). On the 5 folds of ``operating_point.py`` (``splits.k_folds``,
+seed 0), each held-out fold is scored by:
+
+- PatchCore as ``train`` fits it: fold coresets of the training part's good images, the
+  deployed leave-one-part-out bank;
+- a logistic regression (classes balanced) fitted on the training part's descriptors, for each
+  descriptor and each C;
+- their fusion at weight 0.5, each score z-scored on the good images' held-out scores of the
+  *other* folds, so nothing is tuned on the fold being scored. (The product chooses the weight
+  per data set from out-of-fold scores; ``operating_point.py --methods hybrid`` measures that.)
+
+It reports the mean over folds of the held-out AUROC of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from anomalycli import backbones, splits
+from anomalycli.data import discover, image_batches
+from anomalycli.methods import patchcore
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = [REPO.parent / "shared" / "data" / name for name in ("screws", "magtiles")]
+# Descriptor -> which of the deep maps it pools (index 0 is the stride-16 map PatchCore also reads).
+DESCRIPTORS = {"stride 16": [0], "stride 32 (last stage)": [-1], "stride 32 (both stages)": [1, 2], "stride 16 + 32 (shipped)": [0, 1, 2]}
+C_VALUES = (0.01, 0.1, 1.0)
+
+
+@torch.no_grad()
+def embed(paths, backbone: str, size: int):
+    """Patch features (N, P, C) fp16 and the pooled descriptor of each deep map [(N, D_i)]."""
+    extractor = backbones.FeatureExtractor(backbone, backbones.build(backbone, "imagenet")).eval()
+    features, pooled = [], []
+    for images, _, errors in image_batches(paths, size, patchcore.EMBED_BATCH):
+        assert not any(errors), errors
+        maps = extractor(backbones.preprocess(images, backbone), deep=True)
+        features.append(patchcore.embed_maps(maps)[0].half())
+        pooled.append([backbones.pooled([m]) for m in maps[1:]])
+    return extractor, torch.cat(features), [torch.cat(column) for column in zip(*pooled)]
+
+
+def patchcore_scores(extractor, features, labels, folds, cv_folds: int, seed: int = 0) -> np.ndarray:
+    """Held-out PatchCore scores, fitted as ``train`` fits it on the other folds."""
+    scores = np.zeros(len(labels))
+    for fold in range(folds.max() + 1):
+        fit = np.flatnonzero(folds != fold)
+        inner = np.arange(len(fit)) % cv_folds  # any split of the fit part: the bank is the union of its parts
+        coresets = patchcore.fold_coresets(features[fit], labels[fit], inner, 0.01, seed=seed)
+        model = patchcore.union_of(extractor, coresets)
+        scores[folds == fold] = patchcore.score_all(model, features[folds == fold]).numpy()
+    return scores
+
+
+def regression_scores(x: np.ndarray, labels: np.ndarray, folds: np.ndarray, c: float) -> np.ndarray:
+    scores = np.zeros(len(labels))
+    for fold in range(folds.max() + 1):
+        fit = folds != fold
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=1000)).fit(x[fit], labels[fit])
+        scores[~fit] = model.decision_function(x[~fit])
+    return scores
+
+
+def fused(one_class: np.ndarray, supervised: np.ndarray, labels: np.ndarray, folds: np.ndarray, weight: float = 0.5) -> np.ndarray:
+    out = np.zeros(len(labels))
+    for fold in range(folds.max() + 1):
+        reference = (folds != fold) & (labels == 0)
+        z = [(s - s[reference].mean()) / s[reference].std() for s in (one_class, supervised)]
+        out[folds == fold] = (weight * z[0] + (1 - weight) * z[1])[folds == fold]
+    return out
+
+
+def mean_auroc(labels, scores, folds) -> float:
+    return float(np.mean([roc_auc_score(labels[folds == f], scores[folds == f]) for f in range(folds.max() + 1)]))
+
+
+def run(data: Path, backbone: str, size: int, log=print) -> list[tuple[str, float, float | None]]:
+    samples = splits.k_folds(discover(data).samples, 5, seed=0)
+    labels, folds = np.array([s.label for s in samples]), np.array([s.fold for s in samples])
+    start = time.perf_counter()
+    extractor, features, pooled = embed([s.path for s in samples], backbone, size)
+    log(f"{data.name}: embedded {len(samples)} images in {time.perf_counter() - start:.0f} s")
+    one_class = patchcore_scores(extractor, features, torch.from_numpy(labels), folds, 5)
+    rows = [("patchcore alone", mean_auroc(labels, one_class, folds), None)]
+    for name, which in DESCRIPTORS.items():
+        x = torch.cat([pooled[i] for i in which], dim=1).double().numpy()
+        for c in C_VALUES:
+            supervised = regression_scores(x, labels, folds, c)
+            rows.append((f"{name}, C={c:g}", mean_auroc(labels, supervised, folds), mean_auroc(labels, fused(one_class, supervised, labels, folds), folds)))
+            log(f"  {rows[-1][0]:34s} head {rows[-1][1]:.4f}  fused {rows[-1][2]:.4f}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, action="append", help="labelled folder (repeatable; default: screws and magtiles)")
+    parser.add_argument("--backbone", default=backbones.DEFAULT_BACKBONE["hybrid"])
+    parser.add_argument("--size", type=int, default=320)
+    args = parser.parse_args(argv)
+    for data in args.data or DATA:
+        rows = run(data, args.backbone, args.size)
+        print(f"\n| {data.name}: head | head alone AUROC | fused with patchcore (weight 0.5) |\n| --- | --- | --- |")
+        for name, alone, with_patchcore in rows:
+            print(f"| {name} | {alone:.4f} | {'-' if with_patchcore is None else f'{with_patchcore:.4f}'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
