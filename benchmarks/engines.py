@@ -2,7 +2,7 @@
 """Predict on PyTorch vs ONNX Runtime (issue 15), in one run, beside the floor 2 cores allow.
 
 Makes 1024 x 1024 PNG copies of the first N images of DATA (default: 320 screws), fits the
-default patchcore on DATA's good images (or takes --model), then measures, median of --repeats:
+default method on DATA (`--method auto`: the hybrid where DATA labels enough defects) or takes --model, then measures, median of --repeats:
 
   decode     reading and resizing the PNGs alone (predict's loader, default workers)
   backbone   the frozen extractor alone on PyTorch and on ONNX Runtime (batch 16, random input)
@@ -69,12 +69,30 @@ def fit_default(data: Path, path: Path, image_size: int | None = None, fast: boo
     return AnomalyModel.load(path)
 
 
-def backbone_onnx(model: AnomalyModel, batch: torch.Tensor):
+class DeepExtractor(torch.nn.Module):
+    """The hybrid's extractor pass: PatchCore's maps and the later stages its head pools."""
+
+    def __init__(self, extractor):
+        super().__init__()
+        self.extractor = extractor
+
+    def forward(self, x):
+        return self.extractor(x, deep=True)
+
+
+def scoring_parts(model: AnomalyModel):
+    """(the backbone pass predict makes, the PatchCore whose bank it searches)."""
+    if model.method == "hybrid":
+        return DeepExtractor(model.net.patchcore.extractor), model.net.patchcore
+    return model.net.extractor, model.net
+
+
+def backbone_onnx(extractor: torch.nn.Module, batch: torch.Tensor):
     """The extractor alone as an ONNX Runtime session (what the exported graph spends in it)."""
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.net.extractor, (batch,), buffer, dynamo=False, opset_version=export.OPSET, input_names=["x"],
+        torch.onnx.export(extractor, (batch,), buffer, dynamo=False, opset_version=export.OPSET, input_names=["x"],
                           dynamic_axes={"x": {0: "batch"}})
     return _session(buffer.getvalue())
 
@@ -83,7 +101,8 @@ def measure(model_path: Path, paths: list[Path], repeats: int, batch: int = 16) 
     model = AnomalyModel.load(model_path)
     size = model.config["image_size"]
     n = len(paths)
-    out: dict = {"n_images": n, "image_size": size, "bank": int(model.config["bank_size"]), "batch": batch}
+    out: dict = {"n_images": n, "method": model.method, "image_size": size, "bank": int(model.config["bank_size"]), "batch": batch}
+    extractor, one_class = scoring_parts(model)
 
     def decode():
         for _ in image_batches(paths, size, 32):
@@ -92,11 +111,11 @@ def measure(model_path: Path, paths: list[Path], repeats: int, batch: int = 16) 
     out["decode_s"] = median_time(decode, repeats) / n
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        out["backbone_torch_s"] = median_time(lambda: model.net.extractor(x), repeats * 3) / batch
-        session = backbone_onnx(model, x)
+        out["backbone_torch_s"] = median_time(lambda: extractor(x), repeats * 3) / batch
+        session = backbone_onnx(extractor, x)
         out["backbone_onnx_s"] = median_time(lambda: session.run(None, {"x": x.numpy()}), repeats * 3) / batch
-        features, grid = model.net.embed(x)
-        out["search_s"] = median_time(lambda: model.net.score_features(features, grid), repeats * 3) / batch
+        features, grid = one_class.embed(x)
+        out["search_s"] = median_time(lambda: one_class.score_features(features, grid), repeats * 3) / batch
 
     def predict(m):
         return lambda: sum(1 for _ in iter_scores(m, paths, batch_size=32, show_progress=False))
@@ -129,7 +148,7 @@ def markdown(r: dict, command: str) -> str:
         ("whole `anomaly predict --engine torch` process", "process_torch_s"),
         ("whole `anomaly predict --engine onnx` process", "process_onnx_s"),
     ]
-    lines = [f"`{command}`", "", f"{r['n_images']} PNGs of 1024 x 1024 px, patchcore ({r['image_size']} px model), median of the repeats:", "",
+    lines = [f"`{command}`", "", f"{r['n_images']} PNGs of 1024 x 1024 px, {r.get('method', 'patchcore')} ({r['image_size']} px model), median of the repeats:", "",
              "| stage | ms per image | images/s |", "| --- | --- | --- |"]
     lines += [f"| {what} | {1000 * r[key]:.1f} | {per_s[key]:.1f} |" for what, key in rows]
     lines += ["", f"- ONNX Runtime / PyTorch, predict: **{per_s['predict_onnx_s'] / per_s['predict_torch_s']:.2f}x**; "
@@ -142,7 +161,7 @@ def markdown(r: dict, command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "screws")
-    parser.add_argument("--model", type=Path, default=None, help="model to time (default: fit the default patchcore on DATA)")
+    parser.add_argument("--model", type=Path, default=None, help="model to time (default: fit the default method on DATA)")
     parser.add_argument("--image-size", type=int, default=None, help="model input size (default: patchcore's)")
     parser.add_argument("--fast", action="store_true", help="time the model train --fast makes")
     parser.add_argument("--images", type=int, default=320, help="PNG copies to score")

@@ -16,7 +16,11 @@ seed 0), each held-out fold is scored by:
   *other* folds, so nothing is tuned on the fold being scored. (The product chooses the weight
   per data set from out-of-fold scores; ``operating_point.py --methods hybrid`` measures that.)
 
-It reports the mean over folds of the held-out AUROC of each.
+It reports the mean over folds of the held-out AUROC of each. Then, for the shipped descriptor,
+leave-one-type-out: each defect type in turn is left out of the head's training, and the AUROC
+of that type against the held-out good images is given for one-class weights 0.25 to 1 (the
+z-scores from the training part's good images): how much weight the one-class score needs for
+a defect kind never labelled.
 """
 
 from __future__ import annotations
@@ -35,13 +39,14 @@ from sklearn.preprocessing import StandardScaler
 
 from anomalycli import backbones, splits
 from anomalycli.data import discover, image_batches
-from anomalycli.methods import patchcore
+from anomalycli.methods import hybrid, patchcore
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = [REPO.parent / "shared" / "data" / name for name in ("screws", "magtiles")]
 # Descriptor -> which of the deep maps it pools (index 0 is the stride-16 map PatchCore also reads).
 DESCRIPTORS = {"stride 16": [0], "stride 32 (last stage)": [-1], "stride 32 (both stages)": [1, 2], "stride 16 + 32 (shipped)": [0, 1, 2]}
 C_VALUES = (0.01, 0.1, 1.0)
+LOTO_WEIGHTS = (0.25, 0.5, 0.75, 1.0)
 
 
 @torch.no_grad()
@@ -91,7 +96,28 @@ def mean_auroc(labels, scores, folds) -> float:
     return float(np.mean([roc_auc_score(labels[folds == f], scores[folds == f]) for f in range(folds.max() + 1)]))
 
 
-def run(data: Path, backbone: str, size: int, log=print) -> list[tuple[str, float, float | None]]:
+def unseen_types(one_class, x, labels, types, folds, log=print) -> list[tuple[str, float, list[float]]]:
+    """Per defect type left out of the head: its AUROC against held-out good images, head alone and per fusion weight."""
+    rows = []
+    for kind in sorted(set(types[labels == 1].tolist())):
+        head_auroc, fused_auroc = [], {w: [] for w in LOTO_WEIGHTS}
+        for fold in range(folds.max() + 1):
+            fit = (folds != fold) & (types != kind)
+            held_out = ((folds == fold) & (labels == 0)) | (types == kind)
+            head = hybrid.train_global_head(torch.from_numpy(x[fit]), torch.from_numpy(labels[fit]))
+            with torch.no_grad():
+                supervised = head(torch.from_numpy(x)).double().numpy()
+            reference = fit & (labels == 0)
+            z = [(s - s[reference].mean()) / s[reference].std() for s in (one_class, supervised)]
+            head_auroc.append(roc_auc_score(labels[held_out], supervised[held_out]))
+            for w in LOTO_WEIGHTS:
+                fused_auroc[w].append(roc_auc_score(labels[held_out], (w * z[0] + (1 - w) * z[1])[held_out]))
+        rows.append((kind, float(np.mean(head_auroc)), [float(np.mean(fused_auroc[w])) for w in LOTO_WEIGHTS]))
+        log(f"  without {kind:20s} head {rows[-1][1]:.3f}  " + "  ".join(f"w={w:g}: {a:.3f}" for w, a in zip(LOTO_WEIGHTS, rows[-1][2])))
+    return rows
+
+
+def run(data: Path, backbone: str, size: int, log=print) -> tuple[list, list]:
     samples = splits.k_folds(discover(data).samples, 5, seed=0)
     labels, folds = np.array([s.label for s in samples]), np.array([s.fold for s in samples])
     start = time.perf_counter()
@@ -105,7 +131,9 @@ def run(data: Path, backbone: str, size: int, log=print) -> list[tuple[str, floa
             supervised = regression_scores(x, labels, folds, c)
             rows.append((f"{name}, C={c:g}", mean_auroc(labels, supervised, folds), mean_auroc(labels, fused(one_class, supervised, labels, folds), folds)))
             log(f"  {rows[-1][0]:34s} head {rows[-1][1]:.4f}  fused {rows[-1][2]:.4f}")
-    return rows
+    shipped = torch.cat(pooled, dim=1).double().numpy()
+    types = np.array([s.defect_type or "" for s in samples])
+    return rows, unseen_types(one_class, shipped, labels, types, folds, log)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,10 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=320)
     args = parser.parse_args(argv)
     for data in args.data or DATA:
-        rows = run(data, args.backbone, args.size)
+        rows, unseen = run(data, args.backbone, args.size)
         print(f"\n| {data.name}: head | head alone AUROC | fused with patchcore (weight 0.5) |\n| --- | --- | --- |")
         for name, alone, with_patchcore in rows:
             print(f"| {name} | {alone:.4f} | {'-' if with_patchcore is None else f'{with_patchcore:.4f}'} |")
+        print(f"\n| {data.name}: type left out of the head | head alone | " + " | ".join(f"one-class weight {w:g}" for w in LOTO_WEIGHTS) + " |")
+        print("| --- " * (2 + len(LOTO_WEIGHTS)) + "|")
+        for kind, alone, fused_aurocs in unseen:
+            print(f"| {kind} | {alone:.3f} | " + " | ".join(f"{a:.3f}" for a in fused_aurocs) + " |")
     return 0
 
 

@@ -83,4 +83,6 @@ def test_wide_resnet_trains_offline_from_a_weights_file(parts, tmp_path):
     run_cli("train", parts, "--backbone", "wide_resnet50_2", "--weights", tmp_path / "wrn.pt", "--image-size", "64",
             "--coreset-ratio", "0.1", "--run-dir", tmp_path / "r")
     model = AnomalyModel.load(tmp_path / "r")
-    assert model.config["backbone"] == "wide_resnet50_2" and model.net.bank.shape[1] == 512 + 1024
+    # The default method on labelled defects: the hybrid, whose head pools layers 3 and 4.
+    assert model.config["backbone"] == "wide_resnet50_2" and model.method == "hybrid"
+    assert model.net.patchcore.bank.shape[1] == 512 + 1024 and model.config["descriptor_size"] == 2 * (1024 + 2048)

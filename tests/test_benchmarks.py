@@ -52,3 +52,14 @@ def test_engines_benchmark_times_each_stage_and_both_engines(tmp_path):
     for row in ("decode + resize alone", "ONNX Runtime (batch 16)", "**floor**", "predict, PyTorch", "`anomaly predict --engine onnx` process"):
         assert row in report
     assert "ONNX Runtime / PyTorch, predict" in report
+
+
+def test_heads_benchmark_compares_descriptors_and_one_class_weights_for_unseen_types(tmp_path):
+    data = make_dataset(tmp_path / "tiny", n_good=15, n_per_defect=5, size=48, seed=0)
+    script = BENCH.parent / "heads.py"
+    result = subprocess.run([sys.executable, str(script), "--data", str(data), "--backbone", "efficientnet_lite0", "--size", "64"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| tiny: head | head alone AUROC | fused with patchcore (weight 0.5) |" in result.stdout
+    assert "| stride 16 + 32 (shipped), C=0.1 |" in result.stdout and "| patchcore alone |" in result.stdout
+    assert "| scratch |" in result.stdout and "| spot |" in result.stdout and "one-class weight 0.5" in result.stdout

@@ -27,11 +27,13 @@ from anomalycli.methods.patchcore import PatchCore, embed_maps, union_of
 from anomalycli.methods.patchcore import build_net as build_patchcore
 
 # Weight of the one-class score. Half at least: on a defect type left out of training, a weight
-# of 0.25 ranked it far worse than 0.5 (screws' manipulated_front 0.865 vs 0.955 AUROC, magnetic
-# tiles' uneven 0.812 vs 0.915), while on the types seen the two are within 0.005 (BENCHMARKS.md).
+# of 0.25 ranked it far worse than 0.5 (screws' manipulated_front 0.836 vs 0.921 AUROC, magnetic
+# tiles' uneven 0.807 vs 0.907), while on the types seen the CV AUROC moved by 0.002 at most
+# (BENCHMARKS.md, Separation).
 FUSION_WEIGHTS = np.linspace(0.5, 1.0, 5)
 # Inverse L2 strength of the head's logistic regression, on standardised descriptors: 0.01, 0.1
-# and 1 were measured on both development sets, and 0.1 was best or within 0.005 of it on each.
+# and 1 were measured on both development sets (benchmarks/heads.py); 0.1 is within 0.001 of the
+# best fused AUROC on each.
 HEAD_C = 0.1
 
 
@@ -70,7 +72,8 @@ def mean_head(heads: list[GlobalHead]) -> GlobalHead:
 
 
 class PatchHead(nn.Module):
-    """(Model files from before the global head.) Linear patch classifier on standardised features; image logit = mean of the top-k patch logits."""
+    """Model files from before the global head: a linear patch classifier on standardised
+    features; image logit = mean of the top-k patch logits."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -174,8 +177,9 @@ def fit(extractor, coresets: dict, one_class: torch.Tensor, descriptors: torch.T
 
     Like PatchCore's bank parts, the deployed head is the mean of the fold heads, not one head
     trained on every image: a new image is then scored as the out-of-fold scores were, so the
-    fusion statistics and the threshold chosen on them hold (one head on all the data scored new
-    good parts higher, and flagged up to twice the false alarms calibration expected).
+    fusion statistics and the threshold chosen on them hold (with the earlier patch head, one
+    head on all the data scored new good parts higher and flagged up to twice the false alarms
+    calibration expected).
     """
     supervised, heads, _ = cross_fit(descriptors, labels, folds)
     stats, alpha = choose_fusion(one_class, supervised, labels)
