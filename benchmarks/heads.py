@@ -21,6 +21,10 @@ leave-one-type-out: each defect type in turn is left out of the head's training,
 of that type against the held-out good images is given for one-class weights 0.25 to 1 (the
 z-scores from the training part's good images): how much weight the one-class score needs for
 a defect kind never labelled.
+
+``--flips`` adds a lever not in anomalycli: the head also trained on the descriptors of
+flipped copies (horizontal; horizontal, vertical and both), with or without averaging its score
+over the same flips at test time (each flip is one more backbone pass per image).
 """
 
 from __future__ import annotations
@@ -47,19 +51,24 @@ DATA = [REPO.parent / "shared" / "data" / name for name in ("screws", "magtiles"
 DESCRIPTORS = {"stride 16": [0], "stride 32 (last stage)": [-1], "stride 32 (both stages)": [1, 2], "stride 16 + 32 (shipped)": [0, 1, 2]}
 C_VALUES = (0.01, 0.1, 1.0)
 LOTO_WEIGHTS = (0.25, 0.5, 0.75, 1.0)
+FLIPS = {"h": (-1,), "v": (-2,), "hv": (-1, -2)}  # image dims each flipped copy reverses
 
 
 @torch.no_grad()
-def embed(paths, backbone: str, size: int):
-    """Patch features (N, P, C) fp16 and the pooled descriptor of each deep map [(N, D_i)]."""
+def embed(paths, backbone: str, size: int, flips: bool = False):
+    """Patch features (N, P, C) fp16, the pooled descriptor of each deep map [(N, D_i)], and with
+    ``flips`` the shipped descriptor of each flipped copy {flip: (N, D)}."""
     extractor = backbones.FeatureExtractor(backbone, backbones.build(backbone, "imagenet")).eval()
-    features, pooled = [], []
+    features, pooled, flipped = [], [], {name: [] for name in FLIPS if flips}
     for images, _, errors in image_batches(paths, size, patchcore.EMBED_BATCH):
         assert not any(errors), errors
-        maps = extractor(backbones.preprocess(images, backbone), deep=True)
+        x = backbones.preprocess(images, backbone)
+        maps = extractor(x, deep=True)
         features.append(patchcore.embed_maps(maps)[0].half())
         pooled.append([backbones.pooled([m]) for m in maps[1:]])
-    return extractor, torch.cat(features), [torch.cat(column) for column in zip(*pooled)]
+        for name in flipped:
+            flipped[name].append(backbones.pooled(extractor(x.flip(FLIPS[name]), deep=True)[1:]))
+    return extractor, torch.cat(features), [torch.cat(column) for column in zip(*pooled)], {k: torch.cat(v) for k, v in flipped.items()}
 
 
 def patchcore_scores(extractor, features, labels, folds, cv_folds: int, seed: int = 0) -> np.ndarray:
@@ -74,12 +83,17 @@ def patchcore_scores(extractor, features, labels, folds, cv_folds: int, seed: in
     return scores
 
 
-def regression_scores(x: np.ndarray, labels: np.ndarray, folds: np.ndarray, c: float) -> np.ndarray:
+def regression_scores(x: np.ndarray, labels: np.ndarray, folds: np.ndarray, c: float, copies: tuple = (), test_time: bool = False) -> np.ndarray:
+    """Held-out head scores; ``copies`` (descriptors of flipped images) join each fold's training
+    part, and with ``test_time`` a held-out image scores the mean over itself and its copies."""
     scores = np.zeros(len(labels))
     for fold in range(folds.max() + 1):
         fit = folds != fold
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=1000)).fit(x[fit], labels[fit])
-        scores[~fit] = model.decision_function(x[~fit])
+        train_x = np.concatenate([x[fit], *(copy[fit] for copy in copies)])
+        train_y = np.concatenate([labels[fit]] * (1 + len(copies)))
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=1000)).fit(train_x, train_y)
+        views = [x, *copies] if test_time else [x]
+        scores[~fit] = np.mean([model.decision_function(view[~fit]) for view in views], axis=0)
     return scores
 
 
@@ -117,11 +131,11 @@ def unseen_types(one_class, x, labels, types, folds, log=print) -> list[tuple[st
     return rows
 
 
-def run(data: Path, backbone: str, size: int, log=print) -> tuple[list, list]:
+def run(data: Path, backbone: str, size: int, flips: bool = False, log=print) -> tuple[list, list]:
     samples = splits.k_folds(discover(data).samples, 5, seed=0)
     labels, folds = np.array([s.label for s in samples]), np.array([s.fold for s in samples])
     start = time.perf_counter()
-    extractor, features, pooled = embed([s.path for s in samples], backbone, size)
+    extractor, features, pooled, flipped = embed([s.path for s in samples], backbone, size, flips)
     log(f"{data.name}: embedded {len(samples)} images in {time.perf_counter() - start:.0f} s")
     one_class = patchcore_scores(extractor, features, torch.from_numpy(labels), folds, 5)
     rows = [("patchcore alone", mean_auroc(labels, one_class, folds), None)]
@@ -132,6 +146,13 @@ def run(data: Path, backbone: str, size: int, log=print) -> tuple[list, list]:
             rows.append((f"{name}, C={c:g}", mean_auroc(labels, supervised, folds), mean_auroc(labels, fused(one_class, supervised, labels, folds), folds)))
             log(f"  {rows[-1][0]:34s} head {rows[-1][1]:.4f}  fused {rows[-1][2]:.4f}")
     shipped = torch.cat(pooled, dim=1).double().numpy()
+    for names in (["h"], ["h", "v", "hv"]) if flips else ():
+        copies = tuple(flipped[name].double().numpy() for name in names)
+        for test_time in (False, True):
+            supervised = regression_scores(shipped, labels, folds, hybrid.HEAD_C, copies, test_time)
+            name = f"shipped + {'/'.join(names)} flips in training{' and at test time' if test_time else ''}"
+            rows.append((name, mean_auroc(labels, supervised, folds), mean_auroc(labels, fused(one_class, supervised, labels, folds), folds)))
+            log(f"  {rows[-1][0]:34s} head {rows[-1][1]:.4f}  fused {rows[-1][2]:.4f}")
     types = np.array([s.defect_type or "" for s in samples])
     return rows, unseen_types(one_class, shipped, labels, types, folds, log)
 
@@ -141,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, action="append", help="labelled folder (repeatable; default: screws and magtiles)")
     parser.add_argument("--backbone", default=backbones.DEFAULT_BACKBONE["hybrid"])
     parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--flips", action="store_true", help="also measure flipped copies in the head's training and at test time")
     args = parser.parse_args(argv)
     for data in args.data or DATA:
-        rows, unseen = run(data, args.backbone, args.size)
+        rows, unseen = run(data, args.backbone, args.size, args.flips)
         print(f"\n| {data.name}: head | head alone AUROC | fused with patchcore (weight 0.5) |\n| --- | --- | --- |")
         for name, alone, with_patchcore in rows:
             print(f"| {name} | {alone:.4f} | {'-' if with_patchcore is None else f'{with_patchcore:.4f}'} |")

@@ -57,9 +57,10 @@ def test_engines_benchmark_times_each_stage_and_both_engines(tmp_path):
 def test_heads_benchmark_compares_descriptors_and_one_class_weights_for_unseen_types(tmp_path):
     data = make_dataset(tmp_path / "tiny", n_good=15, n_per_defect=5, size=48, seed=0)
     script = BENCH.parent / "heads.py"
-    result = subprocess.run([sys.executable, str(script), "--data", str(data), "--backbone", "efficientnet_lite0", "--size", "64"],
+    result = subprocess.run([sys.executable, str(script), "--data", str(data), "--backbone", "efficientnet_lite0", "--size", "64", "--flips"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| tiny: head | head alone AUROC | fused with patchcore (weight 0.5) |" in result.stdout
     assert "| stride 16 + 32 (shipped), C=0.1 |" in result.stdout and "| patchcore alone |" in result.stdout
     assert "| scratch |" in result.stdout and "| spot |" in result.stdout and "one-class weight 0.5" in result.stdout
+    assert "| shipped + h/v/hv flips in training and at test time |" in result.stdout
