@@ -352,7 +352,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
     if not (labels == 1).any():
         raise UserError("none of the labelled anomalous images could be read, and the hybrid method needs them; use --method patchcore")
     coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
-    one_class = features.out_of_fold_scores(folds, coresets, False, show_progress)
+    one_class = features.out_of_fold_scores(folds, coresets, reweight=False, show_progress=show_progress)
     net, out_of_fold = hybrid.fit(extractor, coresets, one_class, features.descriptors, labels, folds)
     log.info(f"hybrid: one-class weight {float(net.alpha):.2f}, memory bank {net.patchcore.bank.shape[0]} patches, "
              f"cross-fitted over {options.cv_folds} folds of {len(kept)} images")

@@ -10,8 +10,8 @@ seed 0), each held-out fold is scored by:
 
 - PatchCore as ``train`` fits it: fold coresets of the training part's good images, the
   deployed leave-one-part-out bank;
-- a logistic regression (classes balanced) fitted on the training part's descriptors, for each
-  descriptor and each C;
+- the hybrid's head (``hybrid.train_global_head``: a logistic regression, classes balanced)
+  fitted on the training part's descriptors, for each descriptor and each C;
 - their fusion at weight 0.5, each score z-scored on the good images' held-out scores of the
   *other* folds, so nothing is tuned on the fold being scored. (The product chooses the weight
   per data set from out-of-fold scores; ``operating_point.py --methods hybrid`` measures that.)
@@ -36,10 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from anomalycli import backbones, splits
 from anomalycli.data import discover, image_batches
@@ -84,16 +81,18 @@ def patchcore_scores(extractor, features, labels, folds, cv_folds: int, seed: in
 
 
 def regression_scores(x: np.ndarray, labels: np.ndarray, folds: np.ndarray, c: float, copies: tuple = (), test_time: bool = False) -> np.ndarray:
-    """Held-out head scores; ``copies`` (descriptors of flipped images) join each fold's training
-    part, and with ``test_time`` a held-out image scores the mean over itself and its copies."""
+    """Held-out scores of the hybrid's head (``hybrid.train_global_head`` at ``c``); ``copies``
+    (descriptors of flipped images) join each fold's training part, and with ``test_time`` a
+    held-out image scores the mean over itself and its copies."""
     scores = np.zeros(len(labels))
     for fold in range(folds.max() + 1):
         fit = folds != fold
         train_x = np.concatenate([x[fit], *(copy[fit] for copy in copies)])
         train_y = np.concatenate([labels[fit]] * (1 + len(copies)))
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=1000)).fit(train_x, train_y)
+        head = hybrid.train_global_head(torch.from_numpy(train_x), torch.from_numpy(train_y), c)
         views = [x, *copies] if test_time else [x]
-        scores[~fit] = np.mean([model.decision_function(view[~fit]) for view in views], axis=0)
+        with torch.no_grad():
+            scores[~fit] = np.mean([head(torch.from_numpy(view[~fit])).double().numpy() for view in views], axis=0)
     return scores
 
 

@@ -49,14 +49,14 @@ class GlobalHead(nn.Module):
         return (descriptors.float() @ self.weight).squeeze(1) + self.bias
 
 
-def train_global_head(descriptors: torch.Tensor, labels: torch.Tensor) -> GlobalHead:
+def train_global_head(descriptors: torch.Tensor, labels: torch.Tensor, c: float = HEAD_C) -> GlobalHead:
     """Fit the head on (N, D) descriptors, classes balanced. With one class only it scores every image 0."""
     head = GlobalHead(descriptors.shape[1])
     if labels.unique().numel() < 2:
         return head
     x, y = descriptors.double().numpy(), labels.numpy()
     scaler = StandardScaler().fit(x)
-    regression = LogisticRegression(C=HEAD_C, class_weight="balanced", max_iter=1000).fit(scaler.transform(x), y)
+    regression = LogisticRegression(C=c, class_weight="balanced", max_iter=1000).fit(scaler.transform(x), y)
     weight = regression.coef_[0] / scaler.scale_
     head.weight.copy_(torch.from_numpy(weight).unsqueeze(1))
     head.bias.fill_(float(regression.intercept_[0] - scaler.mean_ @ weight))

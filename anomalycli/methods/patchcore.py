@@ -147,9 +147,10 @@ def embed_all(
     few GiB), and, ``with_descriptors``, each image's pooled descriptor (n_images, D) from the same pass."""
     features, descriptors = None, None
     filled = 0
+    extractor.eval()
     with tqdm(total=n_images, desc="features", unit="img", disable=not show_progress) as bar:
         for batch in batches:
-            maps = extractor.eval()(batch, deep=with_descriptors)
+            maps = extractor(batch, deep=with_descriptors)
             patches, _ = embed_maps(maps)
             if features is None:
                 features = torch.empty(n_images, *patches.shape[1:], dtype=torch.float16)
