@@ -73,6 +73,9 @@ class TrainOptions:
     ray: str | None = None  # patchcore and hybrid: fit on this Ray cluster ("local", "auto" or an address)
 
     def validate(self) -> None:
+        # First: the other checks rely on the method's defaults.
+        if self.method not in METHOD_NAMES:
+            raise UsageError(f"--method must be one of {', '.join(METHOD_NAMES)} or {AUTO} (got {self.method})")
         if self.fast and self.method in CROSS_FITTED:
             self.image_size = self.image_size or FAST_IMAGE_SIZE
             self.backbone = self.backbone or FAST_BACKBONE
@@ -80,7 +83,6 @@ class TrainOptions:
             self.image_size = DEFAULT_IMAGE_SIZE[self.method] if self.image_size is None else self.image_size
             self.backbone = self.backbone or backbones.DEFAULT_BACKBONE[self.method]
         checks = [
-            (self.method in METHOD_NAMES, f"--method must be one of {', '.join(METHOD_NAMES)} or {AUTO} (got {self.method})"),
             (self.image_size >= 32, f"--image-size must be at least 32 pixels (got {self.image_size})"),
             (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
             (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),

@@ -95,6 +95,7 @@ def test_runs_are_never_overwritten(parts, patchcore_model):
         (["train", "{parts}", "--coreset-ratio", "-0.5"], 2, "--coreset-ratio"),
         (["train", "{parts}", "--epochs", "0", "--method", "classifier"], 2, "--epochs"),
         (["train", "{parts}", "--image-size", "0"], 2, "--image-size"),
+        (["train", "{parts}", "--method", "foo"], 2, "--method must be one of classifier, patchcore, hybrid or auto"),
         (["train", "{parts}/good"], 1, "no class folders"),
         (["eval", "{tmp}/nothing.safetensors", "{parts}"], 1, "does not exist"),
         (["predict", "{parts}/good/good001.png", "{parts}"], 1, "not an anomalycli model"),
