@@ -188,7 +188,7 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
 class FeatureExtractor(nn.Module):
     """Feature maps at strides 8 and 16 of a frozen backbone, computing no deeper than needed.
 
-    With ``deep`` the maps of every later stage follow (strides 16 and 32): ``pooled`` turns
+    With ``deep`` the maps of every later stage follow (strides 16 and 32): ``descriptor`` turns
     the stride-16 map and those into one descriptor of the whole image.
     ``fold`` folds batch norm into the convolutions (the default); model files written before
     folding existed hold the unfolded weights and are rebuilt with ``fold=False``.
@@ -220,6 +220,11 @@ def pooled(maps: list[torch.Tensor]) -> torch.Tensor:
     The mean sees a defect that changes a whole surface; the maximum, a small one.
     """
     return torch.cat([torch.cat([m.mean((2, 3)), m.amax((2, 3))], dim=1) for m in maps], dim=1).float()
+
+
+def descriptor(deep_maps: list[torch.Tensor]) -> torch.Tensor:
+    """The hybrid head's descriptor from ``FeatureExtractor(x, deep=True)``: every map from stride 16 on, pooled."""
+    return pooled(deep_maps[1:])
 
 
 def extractor_for(config: dict) -> FeatureExtractor:

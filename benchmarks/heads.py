@@ -64,7 +64,7 @@ def embed(paths, backbone: str, size: int, flips: bool = False):
         features.append(patchcore.embed_maps(maps)[0].half())
         pooled.append([backbones.pooled([m]) for m in maps[1:]])
         for name in flipped:
-            flipped[name].append(backbones.pooled(extractor(x.flip(FLIPS[name]), deep=True)[1:]))
+            flipped[name].append(backbones.descriptor(extractor(x.flip(FLIPS[name]), deep=True)))
     return extractor, torch.cat(features), [torch.cat(column) for column in zip(*pooled)], {k: torch.cat(v) for k, v in flipped.items()}
 
 

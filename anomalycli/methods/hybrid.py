@@ -1,7 +1,7 @@
 """Hybrid: PatchCore's one-class score fused with a supervised head that has seen labelled defects.
 
 The head is a logistic regression on one descriptor of the whole image: the mean and the
-maximum of the backbone's stride-16 and stride-32 feature maps (``backbones.pooled``), read in
+maximum of the backbone's stride-16 and stride-32 feature maps (``backbones.descriptor``), read in
 the same pass that gives PatchCore its patches. The patch distance finds what no good part
 looks like; the head finds what the labelled defects look like, including ones spread over the
 whole surface that no single patch shows, and the two make different mistakes (BENCHMARKS.md,
@@ -130,7 +130,7 @@ class Hybrid(nn.Module):
         maps = self.patchcore.extractor(x, deep=global_head)
         features, grid = embed_maps(maps)
         one_class, anomaly_maps = self.patchcore.score_features(features, grid, x.shape[-2:] if with_maps else None)
-        supervised = self.head(backbones.pooled(maps[1:])) if global_head else self.head(features)
+        supervised = self.head(backbones.descriptor(maps)) if global_head else self.head(features)
         return self.fuse(one_class, supervised), anomaly_maps
 
 

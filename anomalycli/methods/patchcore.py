@@ -156,7 +156,7 @@ def embed_all(
                 features = torch.empty(n_images, *patches.shape[1:], dtype=torch.float16)
             features[filled : filled + len(patches)] = patches.cpu().half()
             if with_descriptors:
-                described = backbones.pooled(maps[1:]).cpu()
+                described = backbones.descriptor(maps).cpu()
                 if descriptors is None:
                     descriptors = torch.empty(n_images, described.shape[1])
                 descriptors[filled : filled + len(described)] = described
