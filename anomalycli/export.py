@@ -20,6 +20,7 @@ from anomalycli import __version__, backbones, modelfile
 from anomalycli.errors import UserError
 from anomalycli.io import atomic_path
 from anomalycli.methods import AnomalyModel
+from anomalycli.metrics import calibrated_score
 
 INPUT = "images"
 SCORE, RAW_SCORE, ANOMALY_MAP = "score", "raw_score", "anomaly_map"
@@ -44,9 +45,7 @@ class ScoringGraph(nn.Module):
 
     def calibrated(self, raw: torch.Tensor) -> torch.Tensor:
         """Calibration.normalise inside the graph: the threshold maps to 0.5."""
-        below = 0.5 * (raw - self.low) / max(self.threshold - self.low, 1e-12)
-        above = 0.5 + 0.5 * (raw - self.threshold) / max(self.high - self.threshold, 1e-12)
-        return torch.where(raw < self.threshold, below, above).clamp(0.0, 1.0)
+        return calibrated_score(raw, self.low, self.threshold, self.high, xp=torch)
 
     def forward(self, images: torch.Tensor):
         x = (images.float() / 255.0 - self.mean) / self.std

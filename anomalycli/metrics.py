@@ -186,17 +186,44 @@ def choose_threshold(labels, scores, rule: OperatingRule) -> float:
     return _below(scores, float(thresholds[tied[len(tied) // 2]]))
 
 
+# The 0..1 score maps the calibration scores' lowest and highest raw values to about 0.05 and 0.95.
+SCORE_TAIL = 9.0
+
+
+def calibrated_score(raw, low: float, threshold: float, high: float, xp=np):
+    """Raw score -> (0, 1), the threshold at 0.5, strictly increasing and never saturating.
+
+    On each side of the threshold the distance from 0.5 shrinks as 1 / (1 + 9 d), d the raw
+    distance in units of the calibration scores' span on that side: a heavy tail, so however far
+    above the range a new image scores (after a recalibration on a few images it can be far),
+    two different raw scores keep two different 0..1 scores and every threshold a trade-off table
+    offers is a different number. ``xp`` is ``np``, or ``torch`` inside the ONNX graph.
+    """
+    below, above = score_scales(low, threshold, high)
+    z = raw - threshold
+    tail = 0.5 / (1 + SCORE_TAIL * xp.abs(xp.where(z < 0, z / below, z / above)))
+    return xp.where(z < 0, tail, 1 - tail)
+
+
+def score_scales(low: float, threshold: float, high: float) -> tuple[float, float]:
+    """The raw spans below and above the threshold that ``calibrated_score`` maps to 0.05 and
+    0.95. A side that is (nearly) empty, such as the range above a threshold set over every
+    good image, borrows a quarter of the other side's span instead of collapsing."""
+    below, above = threshold - low, high - threshold
+    return max(below, above / 4, 1e-12), max(above, below / 4, 1e-12)
+
+
 @dataclass
 class Calibration:
-    """Raw score -> [0, 1] with the threshold at 0.5 (min-max on each side, clipped).
+    """Raw score -> (0, 1) with the threshold at 0.5 (``calibrated_score``).
 
     It keeps the scores it was chosen on (out of fold where the method cross-fits), so the
     operating point can be moved later without images (``anomaly calibrate``).
     """
 
     threshold: float
-    low: float  # raw score mapped to 0
-    high: float  # raw score mapped to 1
+    low: float  # the lowest calibration score (about 0.05 on the 0..1 scale)
+    high: float  # the highest (about 0.95)
     rule: str  # how the threshold was chosen, in words
     n_normal: int = 0
     n_anomaly: int = 0
@@ -206,16 +233,14 @@ class Calibration:
     labels: list[int] = field(default_factory=list, repr=False)
 
     def normalise(self, raw):
-        raw = np.asarray(raw, dtype=np.float64)
-        below = 0.5 * (raw - self.low) / max(self.threshold - self.low, 1e-12)
-        above = 0.5 + 0.5 * (raw - self.threshold) / max(self.high - self.threshold, 1e-12)
-        return np.clip(np.where(raw < self.threshold, below, above), 0.0, 1.0)
+        return calibrated_score(np.asarray(raw, dtype=np.float64), self.low, self.threshold, self.high)
 
     def raw_threshold(self, threshold: float) -> float:
-        """The raw score that ``normalise`` maps to ``threshold`` (inside the clipped range)."""
-        if threshold < 0.5:
-            return self.low + 2 * threshold * (self.threshold - self.low)
-        return self.threshold + 2 * (threshold - 0.5) * (self.high - self.threshold)
+        """The raw score that ``normalise`` maps to ``threshold`` (0 and 1 to finite scores far out)."""
+        threshold = min(max(threshold, 1e-12), 1 - 1e-12)
+        below, above = score_scales(self.low, self.threshold, self.high)
+        distance = (0.5 / min(threshold, 1 - threshold) - 1) / SCORE_TAIL
+        return self.threshold - below * distance if threshold < 0.5 else self.threshold + above * distance
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -257,7 +282,8 @@ def calibrate(labels, scores, rule: OperatingRule = OperatingRule(), source: str
 
 
 def trade_off(labels, scores, calibration: Calibration, fprs=TRADE_OFF_FPRS) -> list[dict]:
-    """Recall at each false-alarm rate on these scores, and the threshold (0..1 scale) that gives it."""
+    """Recall at each false-alarm rate on these scores, and the threshold (0..1 scale) that gives
+    it, with ``threshold_text``: as many digits as keep different operating points apart."""
     labels = np.asarray(labels, dtype=int)
     scores = np.asarray(scores, dtype=np.float64)
     if len(set(labels.tolist())) < 2:
@@ -268,4 +294,21 @@ def trade_off(labels, scores, calibration: Calibration, fprs=TRADE_OFF_FPRS) -> 
         point = operating_point(labels, scores, raw)
         rows.append({"max_false_alarm_rate": fpr, "threshold": float(calibration.normalise(raw)), "raw_threshold": raw,
                      "recall": point["recall"], "false_alarm_rate": point["false_alarm_rate"]})
+    for row, text in zip(rows, threshold_texts(labels, scores, calibration, [r["threshold"] for r in rows])):
+        row["threshold_text"] = text
     return rows
+
+
+def threshold_texts(labels, scores, calibration: Calibration, thresholds: list[float], min_digits: int = 3, max_digits: int = 12) -> list[str]:
+    """``thresholds`` printed with the fewest digits (at least ``min_digits``) at which each printed
+    value, typed back as ``--threshold``, flags exactly the images the value itself flags."""
+    calibrated = calibration.normalise(scores)
+    texts = []
+    for threshold in thresholds:
+        wanted = calibrated >= threshold
+        for digits in range(min_digits, max_digits + 1):
+            text = f"{threshold:.{digits}f}"
+            if np.array_equal(calibrated >= float(text), wanted):
+                break
+        texts.append(text)
+    return texts

@@ -168,7 +168,7 @@ def trade_off_table(rows: list[dict], model_point: dict) -> Table:
     table.add_column("false alarms", justify="right")
     table.add_column("--threshold", justify="right")
     for row in rows:
-        table.add_row(f"{100 * row['max_false_alarm_rate']:g}%", _fmt(row["recall"]), _fmt(row["false_alarm_rate"]), f"{row['threshold']:.3f}")
+        table.add_row(f"{100 * row['max_false_alarm_rate']:g}%", _fmt(row["recall"]), _fmt(row["false_alarm_rate"]), row["threshold_text"])
     table.add_row("model's point", _fmt(model_point["recall"]), _fmt(model_point["false_alarm_rate"]), f"{model_point['threshold']:.3f}", style="bold")
     return table
 

@@ -172,7 +172,7 @@ def page(report: dict, plots: dict[str, str], items: list[GalleryItem], pictures
         [html.escape(name), str(v["n"]), _fmt(v["recall"])] for name, v in report["per_defect_type"].items()
     ]) if report["per_defect_type"] else ""
     trade = _table(["false alarms at most", "recall", "false alarms", "--threshold"], [
-        [f"{100 * row['max_false_alarm_rate']:g} %", _fmt(row["recall"]), _fmt(row["false_alarm_rate"]), f"{row['threshold']:.3f}"]
+        [f"{100 * row['max_false_alarm_rate']:g} %", _fmt(row["recall"]), _fmt(row["false_alarm_rate"]), row["threshold_text"]]
         for row in report["trade_off"]
     ] + [["<b>the model's point</b>", _fmt(point["recall"]), _fmt(point["false_alarm_rate"]), f"{point['threshold']:.3f}"]]) if report["trade_off"] else ""
     settings = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in about.items())

@@ -107,6 +107,27 @@ def test_trade_off_rows_and_raw_threshold_round_trip():
         assert flagged[labels == 1].mean() == pytest.approx(row["recall"])
 
 
+def test_scores_far_above_a_recalibrated_threshold_keep_their_resolution():
+    # Recalibrated on a few good images only (the 'calibrate MODEL NEW_GOODS'): the
+    # threshold sits above them, and new images score far above the calibration range.
+    few_goods = np.linspace(0.0, 1.0, 10)
+    calibration, _ = calibrate(np.zeros(10, int), few_goods, OperatingRule("fpr", 0.1))
+    labels, scores = _draw(200, 50, seed=7, shift=3.0)
+    scores = scores + 3.0  # the whole line scores above every calibration score
+    calibrated = calibration.normalise(scores)
+    assert np.all(np.diff(calibrated[np.argsort(scores)]) > 0) and calibrated.max() < 1 and calibrated.min() > 0
+    rows = trade_off(labels, scores, calibration)
+    assert len({r["recall"] for r in rows}) > 1
+    for a in rows:
+        for b in rows:
+            if (a["recall"], a["false_alarm_rate"]) != (b["recall"], b["false_alarm_rate"]):
+                assert a["threshold_text"] != b["threshold_text"]
+    for row in rows:  # the printed value, typed back as --threshold, gives the row's point
+        flagged = calibrated >= float(row["threshold_text"])
+        assert flagged[labels == 1].mean() == pytest.approx(row["recall"])
+        assert flagged[labels == 0].mean() == pytest.approx(row["false_alarm_rate"])
+
+
 def test_bootstrap_intervals_match_scikit_learn_resample_by_resample():
     from sklearn.metrics import f1_score, roc_auc_score
 
