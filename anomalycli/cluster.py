@@ -182,8 +182,8 @@ def _reason(exc: Exception) -> str:
 def _embed_task(extractor, paths: list, image_size: int, with_descriptors: bool) -> tuple[np.ndarray, tuple]:
     """The chunk's patch features (they stay in the object store) and what this machine needs of
     them: readable indices, errors, patches per image and the (small) descriptors."""
-    features, descriptors, readable, errors = patchcore.embed_images(extractor, paths, image_size, num_workers=0, with_descriptors=with_descriptors)
-    return features.numpy(), (readable, errors, features.shape[1] if readable else 0, descriptors)
+    features, descriptors, stats, readable, errors = patchcore.embed_images(extractor, paths, image_size, num_workers=0, with_descriptors=with_descriptors)
+    return features.numpy(), (readable, errors, features.shape[1] if readable else 0, descriptors, stats)
 
 
 def _rows(parts: list) -> torch.Tensor:
@@ -219,6 +219,7 @@ class RayFeatures:
     where: np.ndarray
     patches_per_image: int
     descriptors: torch.Tensor | None = None
+    stats: np.ndarray | None = None  # the images' drift.image_stats, as LocalFeatures
 
     @classmethod
     def embed(cls, ray, extractor, paths: list[Path], image_size: int, show_progress: bool = False, with_descriptors: bool = False) -> tuple["RayFeatures", list[int], list[str]]:
@@ -228,9 +229,10 @@ class RayFeatures:
         task = ray.remote(num_cpus=1, num_returns=2, max_retries=MAX_RETRIES)(_embed_task)
         refs = [task.remote(extractor_ref, paths[s : s + EMBED_CHUNK], image_size, with_descriptors) for s in starts]
         _wait(ray, [meta for _, meta in refs], "features", show_progress, lambda i: f"{len(paths[starts[i] : starts[i] + EMBED_CHUNK])} images from {paths[starts[i]]} on were not embedded")
-        readable, errors, where, per_image, descriptors = [], [], [], 0, []
+        readable, errors, where, per_image, descriptors, stats = [], [], [], 0, [], []
         for c, (start, (_, meta)) in enumerate(zip(starts, refs)):
-            rows, chunk_errors, chunk_per_image, chunk_descriptors = ray.get(meta)
+            rows, chunk_errors, chunk_per_image, chunk_descriptors, chunk_stats = ray.get(meta)
+            stats.append(chunk_stats)
             readable += [start + r for r in rows]
             errors += chunk_errors
             where += [(c, k) for k in range(len(rows))]
@@ -239,7 +241,8 @@ class RayFeatures:
                 descriptors.append(chunk_descriptors)
         where = np.array(where, dtype=np.int64).reshape(-1, 2)
         described = torch.cat(descriptors) if descriptors else None
-        return cls(ray, extractor_ref, [features for features, _ in refs], where, per_image, described), readable, errors
+        chunks = [features for features, _ in refs]
+        return cls(ray, extractor_ref, chunks, where, per_image, described, np.concatenate(stats)), readable, errors
 
     def _parts(self, images: np.ndarray) -> list:
         """[(chunk ref, rows)] of the readable images ``images`` (indices in fit order), in their order."""

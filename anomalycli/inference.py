@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from anomalycli import drift
 from anomalycli.data import Sample, image_batches, load_mask
 from anomalycli.metrics import binary_report, operating_point, pixel_auroc, trade_off
 from anomalycli.methods import AnomalyModel
@@ -23,6 +24,7 @@ class Scored:
     verdict: str  # anomaly | normal | unreadable
     error: str = ""
     map: np.ndarray | None = None  # anomaly map at the model's input size, raw units
+    stats: np.ndarray | None = None  # drift.image_stats of the decoded image (None when unreadable)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -49,8 +51,11 @@ def iter_scores(
         for images, indices, errors in image_batches(paths, model.config["image_size"], batch_size, num_workers):
             raw, maps = score_batch(model, images, errors, with_maps)
             calibrated = model.calibration.normalise(raw.numpy())
+            stats = drift.image_stats(images)
             for j, index in enumerate(indices.tolist()):
-                yield scored_row(paths[index], float(raw[j]), float(calibrated[j]), errors[j], threshold, None if maps is None else maps[j].numpy())
+                row = scored_row(paths[index], float(raw[j]), float(calibrated[j]), errors[j], threshold, None if maps is None else maps[j].numpy())
+                row.stats = None if errors[j] else stats[j]
+                yield row
             bar.update(len(errors))
 
 
@@ -73,6 +78,13 @@ def scored_row(path: Path, raw: float, score: float, error: str, threshold: floa
     if error:
         return Scored(path, float("nan"), float("nan"), "unreadable", error)
     return Scored(path, raw, score, "anomaly" if score >= threshold else "normal", map=map_)
+
+
+def check_drift(model: AnomalyModel, rows: list[Scored]) -> drift.DriftReport:
+    """The drift check on the readable rows (image statistics where every row has them: not on Ray)."""
+    readable = [r for r in rows if r.verdict != "unreadable"]
+    with_stats = readable and all(r.stats is not None for r in readable)
+    return drift.check(model, np.array([r.raw for r in readable]), np.stack([r.stats for r in readable]) if with_stats else None)
 
 
 def evaluate(model: AnomalyModel, samples: list[Sample], batch_size: int = 32, threshold: float = 0.5, with_masks: bool = False, n_boot: int = 1000, show_progress: bool = True) -> tuple[dict, list[Scored]]:
@@ -106,4 +118,5 @@ def evaluate(model: AnomalyModel, samples: list[Sample], batch_size: int = 32, t
     report["operating_point"] = {"threshold": threshold, **operating_point(labels, raw, raw_threshold)}
     report["trade_off"] = trade_off(labels, raw, model.calibration)
     report["calibration"] = model.calibration.summary()
+    report["drift"] = check_drift(model, rows).to_dict()
     return report, rows

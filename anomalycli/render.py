@@ -197,10 +197,11 @@ def prediction_table(rows: list[dict], limit: int = 200) -> Table:
     return table
 
 
-def write_rows(path: str | Path, rows: list[dict], overwrite: bool) -> None:
+def write_rows(path: str | Path, rows: list[dict], overwrite: bool, about: dict | None = None) -> None:
+    """The rows as CSV, or as JSON ``{"images": rows, **about}`` (``about``: facts of the whole run)."""
     path = Path(path)
     if path.suffix.lower() == ".json":
-        write_json(path, rows, overwrite)
+        write_json(path, {"images": rows, **(about or {})}, overwrite)
         return
     with io.atomic_path(path, overwrite) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:

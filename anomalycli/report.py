@@ -194,6 +194,7 @@ def page(report: dict, plots: dict[str, str], items: list[GalleryItem], pictures
 <h1>Evaluation of {html.escape(str(about["model"]))}</h1>
 <p>{report["n_images"]} images of {html.escape(str(about["data"]))}; the model calls an image defective at a score of
 {report["threshold"]:.3f} or more ({html.escape(str(report["calibration"]["rule"]))}).</p>
+{_drift_html(report.get("drift"))}
 <h2>Headline</h2>{headline}
 <h2>Confusion matrix</h2>{confusion}
 {"<h2>Recall per defect type</h2>" + per_type if per_type else ""}
@@ -208,6 +209,16 @@ then the closest calls on each side. Left: the image; right: {html.escape(legend
 <script type="application/json" id="metrics">{metrics_json}</script>
 </body></html>
 """
+
+
+def _drift_html(drift: dict | None) -> str:
+    """The drift check's verdict, above the headline: the numbers below may not hold when it warns."""
+    if not drift:
+        return ""
+    if not drift["checked"] or not drift["drift"]:
+        text = drift["message"] or f"Drift check: these {drift['n_images']} images look like the training data (no test significant)."
+        return f"<p>{html.escape(text)}</p>"
+    return f'<p class="alarm">{html.escape(drift["message"])}</p>'
 
 
 def check_folder(folder: Path, overwrite: bool) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomalycli import backbones, io, project
+from anomalycli import backbones, drift, io, project
 from anomalycli.data import Dataset, Sample, discover, load_all
 from anomalycli.errors import UsageError, UserError
 from anomalycli.inference import resolve_device
@@ -254,6 +254,13 @@ def _calibrate(model: AnomalyModel, labels: torch.Tensor, scores: torch.Tensor, 
         notes.append(warning)
 
 
+def _drift_reference(images_or_stats, labels: torch.Tensor) -> dict:
+    """The drift check's reference (``drift.reference``) from the fitted images or their statistics."""
+    stats = drift.image_stats(images_or_stats) if isinstance(images_or_stats, torch.Tensor) else np.asarray(images_or_stats)
+    labels = labels.numpy()
+    return drift.reference(stats[labels == 0], stats[labels == 1])
+
+
 def _scores(model: AnomalyModel, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([model.score(images[i : i + batch_size], with_maps=False)[0].cpu() for i in range(0, len(images), batch_size)])
 
@@ -281,7 +288,7 @@ def _train_classifier(options, config, train_samples, val_samples, device, run_d
         tuple(config["class_names"]), state, save_epoch, show_progress,
     )
     log.info(f"best epoch {checkpoint['best_epoch']} by validation {settings.select}")
-    config = {**config, "best_epoch": checkpoint["best_epoch"], "select": settings.select}
+    config = {**config, "best_epoch": checkpoint["best_epoch"], "select": settings.select, "drift": _drift_reference(train_images, train_labels)}
     model = AnomalyModel("classifier", net.to(device), config, calibration=None)
     _calibrate(model, val_labels, _scores(model, val_images, options.batch_size), options.operating_rule(), "validation", notes)
     return model, checkpoint["history"], notes
@@ -306,8 +313,8 @@ def _embed(options, samples: list[Sample], device, show_progress, notes: list[st
 
         features, readable, errors = cluster.RayFeatures.embed(cluster.connect(options.ray), extractor, paths, options.image_size, show_progress, with_descriptors)
     else:
-        embedded, descriptors, readable, errors = patchcore.embed_images(extractor, paths, options.image_size, show_progress=show_progress, with_descriptors=with_descriptors)
-        features = patchcore.LocalFeatures(extractor, embedded, descriptors)
+        embedded, descriptors, stats, readable, errors = patchcore.embed_images(extractor, paths, options.image_size, show_progress=show_progress, with_descriptors=with_descriptors)
+        features = patchcore.LocalFeatures(extractor, embedded, descriptors, stats)
     for error in errors:
         log.warning(f"skipped unreadable training image: {error}")
     if errors:
@@ -340,6 +347,7 @@ def _train_patchcore(options, config, samples, device, show_progress):
     config = {
         **config, "bank_size": int(net.bank.shape[0]), "bank_parts": net.part_sizes, "score_blur": net.score_blur, "reweight": options.reweight,
         "coreset_ratio": options.coreset_ratio, "cv_folds": options.cv_folds, "batch_norm_folded": extractor.folded,
+        "drift": _drift_reference(features.stats, labels),
     }
     model = AnomalyModel("patchcore", net, config, calibration=None)
     _calibrate(model, labels, out_of_fold, options.operating_rule(), "out-of-fold", notes)
@@ -363,6 +371,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
         "head": "global", "descriptor_size": int(net.head.weight.shape[0]),
         "fusion": [*net.stats.tolist(), float(net.alpha)],
         "coreset_ratio": options.coreset_ratio, "cv_folds": options.cv_folds, "batch_norm_folded": extractor.folded,
+        "drift": _drift_reference(features.stats, labels),
     }
     model = AnomalyModel("hybrid", net, config, calibration=None)
     _calibrate(model, labels, out_of_fold, options.operating_rule(), "out-of-fold", notes)

@@ -71,7 +71,8 @@ def test_classifier_round_trip_and_same_eval_keys(parts, classifier_model, tmp_p
     assert EVAL_KEYS <= set(json.loads(out.read_text()))
     rows = tmp_path / "p.json"
     run_cli("predict", classifier_model, parts / "good", "--output", rows)
-    assert len(json.loads(rows.read_text())) == 24
+    written = json.loads(rows.read_text())
+    assert len(written["images"]) == 24 and written["drift"]["checked"]
     one_clear_line(run_cli("predict", classifier_model, parts, "--heatmaps", tmp_path / "h", expect=2))
 
 

@@ -71,7 +71,7 @@ def test_the_readme_recipe_runs_the_file_in_a_bare_onnxruntime_session(patchcore
 def test_predict_and_eval_take_the_exported_file_and_agree_with_torch(parts, patchcore_model, onnx_file, tmp_path):
     for engine_args, name in [((onnx_file,), "file"), ((patchcore_model, "--engine", "torch"), "torch"), ((patchcore_model, "--engine", "onnx"), "memory")]:
         run_cli("predict", *engine_args[:1], parts / "not-good", *engine_args[1:], "--output", tmp_path / f"{name}.json")
-    rows = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("file", "torch", "memory")}
+    rows = {name: json.loads((tmp_path / f"{name}.json").read_text())["images"] for name in ("file", "torch", "memory")}
     for name in ("file", "memory"):
         assert [r["verdict"] for r in rows[name]] == [r["verdict"] for r in rows["torch"]]
         assert np.allclose([r["raw_score"] for r in rows[name]], [r["raw_score"] for r in rows["torch"]], rtol=1e-4)
@@ -151,7 +151,7 @@ def test_predict_fails_when_no_image_can_be_read_and_lists_some_unreadable(parts
     assert "none of the 2 image file(s)" in message
     shutil.copy(next((parts / "good").glob("*.png")), folder / "c.png")
     result = run_cli("predict", patchcore_model, folder, "--output", tmp_path / "rows.json")
-    rows = json.loads((tmp_path / "rows.json").read_text())
+    rows = json.loads((tmp_path / "rows.json").read_text())["images"]
     assert [r["verdict"] for r in rows].count("unreadable") == 2 and "2 unreadable" in result.output
 
 

@@ -77,7 +77,7 @@ def test_broken_image_gets_a_row_naming_file_and_problem(patchcore_model, tmp_pa
     out = tmp_path.parent / f"{tmp_path.name}.json"
     result = run_cli("predict", patchcore_model, tmp_path, "--output", out)
     assert "Traceback" not in result.output and "1 unreadable" in result.output
-    rows = {os.path.basename(r["path"]): r for r in json.loads(out.read_text())}
+    rows = {os.path.basename(r["path"]): r for r in json.loads(out.read_text())["images"]}
     assert rows["ok.png"]["verdict"] in ("normal", "anomaly")
     assert rows[name]["verdict"] == "unreadable" and name in rows[name]["error"] and words in rows[name]["error"]
 

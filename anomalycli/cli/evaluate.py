@@ -12,7 +12,7 @@ from anomalycli.errors import UsageError
 from anomalycli.engines import OnnxModel, load_model, on_engine
 from anomalycli.inference import evaluate
 from anomalycli.report import check_folder, write_report
-from anomalycli.render import confusion_table, console, defect_table, metrics_table, operating_point_text, trade_off_table, write_json
+from anomalycli.render import confusion_table, console, err_console, defect_table, metrics_table, operating_point_text, trade_off_table, write_json
 
 
 @user_errors
@@ -66,6 +66,8 @@ def eval_command(
     console.print(operating_point_text(report["operating_point"], f"measured here at threshold {threshold:g}"))
     if report["trade_off"]:
         console.print(trade_off_table(report["trade_off"], report["operating_point"]))
+    if report["drift"]["message"]:
+        err_console.print(report["drift"]["message"], highlight=False, markup=False, soft_wrap=True)
     if report["n_unreadable"]:
         console.print(f"[yellow]{report['n_unreadable']} unreadable image(s) left out[/yellow]")
     if json_out:

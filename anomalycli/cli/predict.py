@@ -11,9 +11,9 @@ from anomalycli.cluster import check_address, connect, score_paths
 from anomalycli.data import list_source, load_image
 from anomalycli.errors import UsageError, UserError
 from anomalycli.engines import load_model, on_engine
-from anomalycli.inference import iter_scores
+from anomalycli.inference import check_drift, iter_scores
 from anomalycli.heatmaps import map_scale, overlay, panel
-from anomalycli.render import console, prediction_table, save_png, write_rows
+from anomalycli.render import console, err_console, prediction_table, save_png, write_rows
 
 
 @user_errors
@@ -23,7 +23,7 @@ def predict_command(
         help="Model file or run folder (default: the newest runs/train-N), then the images: a folder (searched recursively) or a .txt file listing image paths, one a line.",
     ),
     model_option: Optional[Path] = typer.Option(None, "--model", help="Model file or run folder to use (default: the newest runs/train-N)."),
-    output: Optional[Path] = typer.Option(None, help="Write the rows to FILE.csv or FILE.json."),
+    output: Optional[Path] = typer.Option(None, help="Write the rows to FILE.csv, or to FILE.json with the drift check beside them."),
     heatmaps: Optional[Path] = typer.Option(None, help="Write a heat-map overlay PNG per image here (patchcore, hybrid)."),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="Heat maps as a panel: the image, then the overlay."),
     threshold: Optional[float] = typer.Option(None, help="Decision threshold on the 0..1 score (default: the model's, 0.5)."),
@@ -62,7 +62,7 @@ def predict_command(
     else:
         model = on_engine(model, engine, len(paths), with_maps=heatmaps is not None)
         scored_rows = iter_scores(model, paths, batch_size, threshold, with_maps=heatmaps is not None)
-    rows = []
+    rows, kept = [], []
     scale = map_scale(model) if heatmaps is not None else None
     for scored in scored_rows:
         rows.append({"path": str(scored.path), "score": scored.score, "raw_score": scored.raw, "verdict": scored.verdict, "error": scored.error})
@@ -70,6 +70,8 @@ def predict_command(
             image = load_image(scored.path)
             heat = overlay(image, scored.map, scale)
             save_png(panel(image, heat) if side_by_side else heat, heatmaps / _relative(scored.path, base).with_suffix(".png"), overwrite)
+        scored.map = None  # memory stays flat in the number of images
+        kept.append(scored)
     n_bad = sum(r["verdict"] == "unreadable" for r in rows)
     if n_bad == len(rows):
         raise UserError(f"none of the {n_bad} image file(s) in {source} could be read (first: {rows[0]['error']}); check that they are images")
@@ -81,8 +83,11 @@ def predict_command(
     if skipped:
         summary += f"; {len(skipped)} non-image file(s) skipped"
     console.print(summary)
+    drift = check_drift(model, kept)
+    if drift.message:
+        err_console.print(drift.message, highlight=False, markup=False, soft_wrap=True)
     if output:
-        write_rows(output, rows, overwrite)
+        write_rows(output, rows, overwrite, {"drift": drift.to_dict()})
         console.print(f"rows written to {output}")
     if heatmaps:
         console.print(f"heat maps written to {heatmaps}: {scale.describe()}")

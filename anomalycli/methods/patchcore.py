@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from anomalycli import backbones
+from anomalycli import backbones, drift
 from anomalycli.coreset import SAMPLERS, nearest_distances, nearest_per_part
 from anomalycli.data import image_batches
 
@@ -168,12 +168,13 @@ def embed_all(
 @torch.no_grad()
 def embed_images(
     extractor: backbones.FeatureExtractor, paths: list, image_size: int, num_workers: int | None = None, show_progress: bool = False, with_descriptors: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None, list[int], list[str]]:
+) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray, list[int], list[str]]:
     """Patch features (and descriptors) of the readable images among ``paths``, as ``embed_all``;
-    their indices, and the errors of the others. Batches of ``EMBED_BATCH`` from the first path:
-    the same paths give the same features wherever they are embedded."""
+    their ``drift.image_stats``, their indices, and the errors of the others. Batches of
+    ``EMBED_BATCH`` from the first path: the same paths give the same features wherever they are embedded."""
     readable: list[int] = []
     errors: list[str] = []
+    stats: list[np.ndarray] = [np.empty((0, len(drift.STATS)))]
     device = next(extractor.parameters()).device
 
     def batches():
@@ -182,10 +183,11 @@ def embed_images(
             ok = torch.tensor([not e for e in batch_errors])
             readable.extend(indices[ok].tolist())
             if ok.any():
+                stats.append(drift.image_stats(images[ok]))
                 yield backbones.preprocess(images[ok].to(device), extractor.name)
 
     features, descriptors = embed_all(extractor, batches(), len(paths), show_progress, with_descriptors)
-    return features, descriptors, readable, errors
+    return features, descriptors, np.concatenate(stats), readable, errors
 
 
 def coreset_bar(total: int, show_progress: bool) -> tqdm:
@@ -238,6 +240,7 @@ class LocalFeatures:
     extractor: backbones.FeatureExtractor
     features: torch.Tensor  # (N, h*w, C), float16
     descriptors: torch.Tensor | None = None  # (N, D), for the hybrid's head
+    stats: np.ndarray | None = None  # (N, len(drift.STATS)), for the drift check's reference
 
     def fold_coresets(self, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, sampler: str = "greedy", seed: int = 0, show_progress: bool = False) -> dict:
         return fold_coresets(self.features, labels, folds, coreset_ratio, sampler, seed, show_progress)
