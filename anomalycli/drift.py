@@ -163,9 +163,10 @@ def stat_tests(stats: np.ndarray, ref: dict) -> list[Test]:
     return tests
 
 
-def check(model, raw: np.ndarray, stats: np.ndarray | None) -> DriftReport:
+def check(model, raw: np.ndarray, stats: np.ndarray | None, model_name: str = "MODEL") -> DriftReport:
     """Whether the readable images' raw scores (and, where given, their ``image_stats``) look
-    like the model's training data. A model file without a reference gets ``UNAVAILABLE``."""
+    like the model's training data. A model file without a reference gets ``UNAVAILABLE``.
+    ``model_name`` goes into the adapt command the message suggests."""
     ref = model.config.get("drift")
     raw = np.asarray(raw, dtype=float)
     if ref is None or not model.calibration.scores:
@@ -182,20 +183,25 @@ def check(model, raw: np.ndarray, stats: np.ndarray | None) -> DriftReport:
     drifted = [t for t in tests if t.drift]
     report = DriftReport(True, len(raw), bool(drifted), tests)
     if drifted:
-        drifted.sort(key=lambda t: t.p_value)
+        # The two surest differences, then the share flagged (significant or not: the user's cost).
+        reasons = sorted((t for t in drifted if t.what != "flagged"), key=lambda t: t.p_value)[:2]
+        flagged = next(t for t in tests if t.what == "flagged")
         report.message = (
-            f"drift: these {len(raw)} images do not look like the training data: " + "; ".join(t.sentence() for t in drifted)
-            + ". Verdicts may not hold (good parts flagged more often than announced): adapt the model to this line with "
-            "5 to 50 of its good images, anomaly adapt MODEL GOOD_IMAGES/"
+            f"drift: these {len(raw)} images do not look like the training data: "
+            + "; ".join(t.sentence() for t in [*reasons, flagged])
+            + f". Verdicts may not hold: adapt the model with 5 to 50 good images of this line: anomaly adapt {model_name} GOOD_IMAGES/"
         )
     return report
 
 
 def adapted_reference(ref: dict, new_good_stats: np.ndarray) -> dict:
-    """The reference after ``anomaly adapt``: the training goods' statistics moved by the median
-    shift the new good images show, and the new images themselves."""
+    """The reference after ``anomaly adapt``: the training images' statistics moved by the median
+    shift the new good images show (the whole line changed, defects too), and the new goods."""
     new_good_stats = np.asarray(new_good_stats, dtype=float).reshape(-1, len(STATS))
-    goods = np.stack([np.asarray(ref["good"][name], dtype=float) for name in STATS], 1)
-    moved = goods + (np.median(new_good_stats, 0) - np.median(goods, 0))
-    defects = np.stack([np.asarray(ref["defect"].get(name, []), dtype=float) for name in STATS], 1) if ref["defect"].get(STATS[0]) else None
-    return reference(np.concatenate([moved, new_good_stats]), defects)
+
+    def table(kind: str) -> np.ndarray:
+        return np.stack([np.asarray(ref[kind].get(name, []), dtype=float) for name in STATS], 1)
+
+    goods = table("good")
+    shift = np.median(new_good_stats, 0) - np.median(goods, 0)
+    return reference(np.concatenate([goods + shift, new_good_stats]), table("defect") + shift)

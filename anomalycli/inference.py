@@ -80,14 +80,15 @@ def scored_row(path: Path, raw: float, score: float, error: str, threshold: floa
     return Scored(path, raw, score, "anomaly" if score >= threshold else "normal", map=map_)
 
 
-def check_drift(model: AnomalyModel, rows: list[Scored]) -> drift.DriftReport:
+def check_drift(model: AnomalyModel, rows: list[Scored], model_name: str = "MODEL") -> drift.DriftReport:
     """The drift check on the readable rows (image statistics where every row has them: not on Ray)."""
     readable = [r for r in rows if r.verdict != "unreadable"]
     with_stats = readable and all(r.stats is not None for r in readable)
-    return drift.check(model, np.array([r.raw for r in readable]), np.stack([r.stats for r in readable]) if with_stats else None)
+    stats = np.stack([r.stats for r in readable]) if with_stats else None
+    return drift.check(model, np.array([r.raw for r in readable]), stats, model_name)
 
 
-def evaluate(model: AnomalyModel, samples: list[Sample], batch_size: int = 32, threshold: float = 0.5, with_masks: bool = False, n_boot: int = 1000, show_progress: bool = True) -> tuple[dict, list[Scored]]:
+def evaluate(model: AnomalyModel, samples: list[Sample], batch_size: int = 32, threshold: float = 0.5, with_masks: bool = False, n_boot: int = 1000, show_progress: bool = True, model_name: str = "MODEL") -> tuple[dict, list[Scored]]:
     """Score labelled samples and report every metric; pixel AUROC where masks are given."""
     want_maps = with_masks and model.has_maps
     rows, pixel_truth, pixel_scores = [], [], []
@@ -118,5 +119,5 @@ def evaluate(model: AnomalyModel, samples: list[Sample], batch_size: int = 32, t
     report["operating_point"] = {"threshold": threshold, **operating_point(labels, raw, raw_threshold)}
     report["trade_off"] = trade_off(labels, raw, model.calibration)
     report["calibration"] = model.calibration.summary()
-    report["drift"] = check_drift(model, rows).to_dict()
+    report["drift"] = check_drift(model, rows, model_name).to_dict()
     return report, rows

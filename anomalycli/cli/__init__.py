@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from anomalycli import runtime
-from anomalycli.cli import calibrate, evaluate, export, inspect, predict, split, train
+from anomalycli.cli import adapt, calibrate, evaluate, export, inspect, predict, split, train
 from anomalycli.cli.common import OptionalRayAddress
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ app.command("train", cls=OptionalRayAddress)(train.train_command)
 app.command("eval")(evaluate.eval_command)
 app.command("predict", cls=OptionalRayAddress)(predict.predict_command)
 app.command("calibrate")(calibrate.calibrate_command)
+app.command("adapt")(adapt.adapt_command)
 app.command("export")(export.export_command)
 
 

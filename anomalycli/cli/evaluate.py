@@ -53,7 +53,7 @@ def eval_command(
     if masks is not None:
         samples = attach_masks(samples, masks)
     model = on_engine(model, engine, len(samples))
-    report, rows = evaluate(model, samples, batch_size, threshold, with_masks=any(s.mask for s in samples))
+    report, rows = evaluate(model, samples, batch_size, threshold, with_masks=any(s.mask for s in samples), model_name=str(model_path))
     report["split"] = chosen or "all"
     console.print(f"{model.method} model on {len(samples)} images ({'split ' + chosen if chosen else 'all splits'}) of {dataset.root}")
     console.print(confusion_table(report, model.config["class_names"]))

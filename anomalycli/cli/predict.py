@@ -83,7 +83,7 @@ def predict_command(
     if skipped:
         summary += f"; {len(skipped)} non-image file(s) skipped"
     console.print(summary)
-    drift = check_drift(model, kept)
+    drift = check_drift(model, kept, str(model_path))
     if drift.message:
         err_console.print(drift.message, highlight=False, markup=False, soft_wrap=True)
     if output:

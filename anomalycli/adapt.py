@@ -1,0 +1,174 @@
+"""``anomaly adapt`` without the terminal: teach a trained model a changed line from a few of its
+good images, without refitting.
+
+When the line changes (lighting, focus, camera, material) good parts score higher and the
+threshold chosen at training flags far more of them than announced. Refitting on the new images
+does not fix it (the threshold still rests on mostly old images), nor does recalibrating on a
+handful of new goods (a threshold above all ten of them, and half the defects missed). Adapting:
+
+1. **The bank learns the new goods.** PatchCore's bank is a union of per-fold coresets, and
+   coresets compose: the new good images are dealt into the same folds, each fold's coreset of
+   their patches (at ``NEW_CORESET_RATIO``: a few images must be well covered) joins that fold's
+   part of the bank. Nothing else is refitted (backbone, the hybrid's head and fusion).
+2. **The new goods are scored out of fold**, each by the bank without its own fold's part, exactly
+   as training scored its images; they never meet their own patches.
+3. **The threshold is re-chosen for the new line.** A handful of new goods says where the good
+   parts now score, not how their scores spread: the training goods' out-of-fold scores are moved
+   by the median shift the new goods show (after adaptation), and pooled with the new goods;
+   against them stand the stored defect scores and any new labelled defects, scored by the adapted
+   model. The operating rule (balanced accuracy by default) then picks the threshold.
+4. **What the new point means**, with intervals: the false-alarm interval also spans the
+   uncertainty of the shift, bootstrapped over the new good images.
+
+The input model file is only read; the result is a new model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from anomalycli import drift
+from anomalycli.data import Sample
+from anomalycli.errors import UserError
+from anomalycli.methods import AnomalyModel
+from anomalycli.methods.hybrid import Hybrid
+from anomalycli.methods.patchcore import PatchCore, build_bank, embed_images, score_all
+from anomalycli.metrics import OperatingRule, calibrate, operating_point
+
+MIN_NEW_GOODS = 5
+# Share of the new goods' patches kept in the bank: ten times training's 1 %, since a few images
+# stand for a whole new session (measured in benchmarks/shift.py; the bank grows by 10 x 1,600 x
+# 0.1 = 1,600 patches for 10 new 320 px images, against about 5,000 from training).
+NEW_CORESET_RATIO = 0.1
+BOOTSTRAP = 1000
+
+
+@dataclass
+class Adapted:
+    model: AnomalyModel
+    n_good: int  # new good images used
+    n_defect: int  # new labelled defects used
+    shift: float  # median raw-score shift of the new goods over the training goods, after adaptation
+    flagged_before: float  # share of the new goods the input model flagged
+    folds: np.ndarray = field(repr=False)  # each new good's fold (its own part of the bank)
+    out_of_fold: np.ndarray = field(repr=False)  # the new goods' out-of-fold scores
+    warnings: list[str] = field(default_factory=list)
+
+
+def _one_class(model: AnomalyModel) -> PatchCore:
+    net = model.net
+    return net.patchcore if isinstance(net, Hybrid) else net
+
+
+def check_adaptable(model: AnomalyModel) -> None:
+    if model.method not in ("patchcore", "hybrid"):
+        raise UserError(f"adapt teaches a memory bank new good parts; a {model.method} model has none (train with --method patchcore or hybrid)")
+    if not _one_class(model).part_sizes:
+        raise UserError("this model file predates the cross-fitted bank that adapt extends; train it again with this anomalycli")
+    if not model.calibration.scores or 1 not in model.calibration.labels:
+        raise UserError("this model file keeps no calibration scores of defects to set the new threshold against; train it again with labelled defects")
+
+
+def _image_scores(model: AnomalyModel, one_class: torch.Tensor, descriptors: torch.Tensor | None) -> torch.Tensor:
+    """The method's raw image score from one-class scores (and, for the hybrid, descriptors)."""
+    if model.method == "hybrid":
+        return model.net.fuse(one_class, model.net.head(descriptors))
+    return one_class
+
+
+@torch.no_grad()
+def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = OperatingRule(), seed: int = 0, show_progress: bool = False) -> Adapted:
+    """A new model that knows ``samples``' good images (and, where labelled, defects) of a changed line."""
+    check_adaptable(model)
+    if sum(s.label == 0 for s in samples) < MIN_NEW_GOODS:
+        raise UserError(f"adapt needs at least {MIN_NEW_GOODS} good images from the line (got {sum(s.label == 0 for s in samples)}); 10 to 20 is better")
+    net = _one_class(model)
+    hybrid = model.method == "hybrid"
+    features, descriptors, stats, readable, errors = embed_images(
+        net.extractor, [s.path for s in samples], model.config["image_size"], show_progress=show_progress, with_descriptors=hybrid)
+    warnings = [f"skipped unreadable image: {e}" for e in errors]
+    labels = np.array([samples[i].label for i in readable], dtype=int)
+    goods, defects = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+    if len(goods) < MIN_NEW_GOODS:
+        raise UserError(f"only {len(goods)} of the good images could be read; adapt needs at least {MIN_NEW_GOODS}")
+    side = int(round(features.shape[1] ** 0.5))
+
+    def scored_by(one_class_net: PatchCore, index: np.ndarray) -> torch.Tensor:
+        one_class = score_all(one_class_net, features[index])
+        return _image_scores(model, one_class, descriptors[index] if hybrid else None)
+
+    before = scored_by(net, goods)
+    flagged_before = float((before >= model.calibration.threshold).float().mean())
+
+    # 1. Deal the new goods into the bank's folds; each fold's coreset joins its part.
+    parts = list(torch.split(net.bank.cpu(), net.part_sizes))
+    folds = np.empty(len(goods), dtype=int)
+    folds[np.random.default_rng(seed).permutation(len(goods))] = np.arange(len(goods)) % len(parts)
+    channels = features.shape[-1]
+    for f in np.unique(folds):
+        patches = features[goods[folds == f]].reshape(-1, channels)
+        parts[f] = torch.cat([parts[f], build_bank(patches, NEW_CORESET_RATIO, seed=seed)])
+
+    # 2. Each new good scored out of fold: by the bank without its own fold's part.
+    out_of_fold = torch.empty(len(goods))
+    for f in np.unique(folds):
+        bank = torch.cat([p for i, p in enumerate(parts) if i != f])
+        fold_net = PatchCore(net.extractor, bank, reweight=net.reweight, score_blur=net.score_blur)
+        out_of_fold[folds == f] = scored_by(fold_net, goods[folds == f])
+    adapted_net = PatchCore(net.extractor, torch.cat(parts), reweight=net.reweight, part_sizes=[len(p) for p in parts], score_blur=net.score_blur)
+    new_defect_scores = scored_by(adapted_net, defects).numpy() if len(defects) else np.empty(0)
+    if hybrid:
+        adapted_net = Hybrid(adapted_net, model.net.head, model.net.stats, float(model.net.alpha))
+
+    # 3. The threshold for the new line.
+    stored = model.calibration
+    old_scores, old_labels = np.asarray(stored.scores, dtype=float), np.asarray(stored.labels, dtype=int)
+    old_goods, old_defects = old_scores[old_labels == 0], old_scores[old_labels == 1]
+    new_goods = out_of_fold.numpy().astype(float)
+    shift = float(np.median(new_goods) - np.median(old_goods))
+    good_scores = np.concatenate([old_goods + shift, new_goods])
+    defect_scores = np.concatenate([old_defects, new_defect_scores])
+    scores = np.concatenate([good_scores, defect_scores])
+    pooled_labels = np.r_[np.zeros(len(good_scores), int), np.ones(len(defect_scores), int)]
+    source = (f"adapted: {len(old_goods)} training goods moved by the new goods' median shift ({shift:+.3g}), "
+              f"{len(new_goods)} new goods out of fold, {len(old_defects)} training and {len(defects)} new defects")
+    calibration, warning = calibrate(pooled_labels, scores, rule, source)
+    if warning:
+        warnings.append(warning)
+    calibration.expected = expected_point(old_goods, new_goods, defect_scores, calibration.threshold, seed)
+
+    config = {
+        **model.config,
+        "bank_size": int(sum(len(p) for p in parts)),
+        "bank_parts": [len(p) for p in parts],
+        "adapted": [*model.config.get("adapted", []), {"new_good": int(len(goods)), "new_defect": int(len(defects)), "shift": shift}],
+    }
+    if "drift" in model.config:
+        config["drift"] = drift.adapted_reference(model.config["drift"], stats[goods])
+    else:
+        config["drift"] = drift.reference(stats[goods], stats[defects])
+    new_model = replace(model, net=adapted_net.eval(), config=config, calibration=calibration)
+    return Adapted(new_model, len(goods), len(defects), shift, flagged_before, folds, new_goods, warnings)
+
+
+def expected_point(old_goods: np.ndarray, new_goods: np.ndarray, defects: np.ndarray, threshold: float, seed: int = 0) -> dict:
+    """``operating_point`` of the new line's goods (the training goods moved, and the new goods)
+    and the defects, at ``threshold``. Its false-alarm interval also covers the shift's own
+    uncertainty: the 95 % range of the rate over bootstrap resamples of the new goods."""
+    shift = np.median(new_goods) - np.median(old_goods)
+    goods = np.concatenate([old_goods + shift, new_goods])
+    labels = np.r_[np.zeros(len(goods), int), np.ones(len(defects), int)]
+    point = operating_point(labels, np.concatenate([goods, defects]), threshold)
+    rng = np.random.default_rng(seed)
+    rates = []
+    for _ in range(BOOTSTRAP):
+        resample = rng.choice(new_goods, len(new_goods))
+        moved = old_goods + (np.median(resample) - np.median(old_goods))
+        rates.append(np.mean(np.concatenate([moved, resample]) >= threshold))
+    low, high = np.percentile(rates, [2.5, 97.5])
+    wilson = point["false_alarm_rate_ci"]
+    point["false_alarm_rate_ci"] = [float(min(wilson[0], low)), float(max(wilson[1], high))]
+    return point

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from anomalycli import io, project
+from anomalycli.adapt import adapt
+from anomalycli.cli.common import model_and_target, user_errors
+from anomalycli.data import Sample, discover, list_source
+from anomalycli.errors import UsageError, UserError
+from anomalycli.methods import AnomalyModel
+from anomalycli.render import console, operating_point_text
+from anomalycli.train import operating_rule
+
+log = logging.getLogger("anomalycli")
+
+
+@user_errors
+def adapt_command(
+    args: Optional[list[Path]] = typer.Argument(
+        None, metavar="[MODEL] DATA",
+        help="Model file or run folder (default: the newest runs/train-N), then images from the changed line: a folder or a "
+        ".txt list of good images, or a folder with good/ and defect class folders (or --labels) to add labelled defects too.",
+    ),
+    model_option: Optional[Path] = typer.Option(None, "--model", help="Model file or run folder (default: the newest runs/train-N)."),
+    target_recall: Optional[float] = typer.Option(None, help="Catch at least this share of the defects (e.g. 0.95)."),
+    max_fpr: Optional[float] = typer.Option(None, help="Flag at most this share of good parts (e.g. 0.01)."),
+    defect_rate: Optional[float] = typer.Option(None, help="The largest F1 at this defect rate on the line (e.g. 0.05)."),
+    normal_class: Optional[str] = typer.Option(None, help="Class name of good parts in DATA's class folders (default: the model's)."),
+    labels: Optional[Path] = typer.Option(None, help="Labels CSV (filename,label[,defect_type]) for a flat DATA folder."),
+    out: Optional[Path] = typer.Option(None, help="Model file to write (default: a new run folder runs/train-N, which eval and predict then use)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out file."),
+    seed: int = typer.Option(0, help="Seed of the folds the new images are dealt into."),
+) -> None:
+    """Adapt a model to a changed line (light, focus, camera) with 5 to 50 of its good images, without refitting.
+
+    The new goods join the memory bank; the threshold is re-chosen on them, scored out of fold,
+    and the stored defect scores. A new model file; the old one is untouched.
+    """
+    rule = operating_rule(target_recall, max_fpr, defect_rate)
+    model_path, data = model_and_target(args, model_option, "DATA")
+    if data is None:
+        raise UsageError("give the new line's good images, a FOLDER or a .txt list: anomaly adapt [MODEL] DATA")
+    if model_path.suffix.lower() == ".onnx":
+        raise UsageError(f"{model_path.name} is an ONNX export; adapt the .safetensors model it came from, then export it again")
+    if out is not None and out.resolve() == model_path.resolve():
+        raise UserError(f"--out {out} is the model being adapted; adapt never replaces it, choose another name")
+    if out is not None and out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; choose another name or pass --overwrite to replace it")
+    model = AnomalyModel.load(model_path)
+    samples = line_samples(data, normal_class or model.config["normal_class"], labels)
+    result = adapt(model, samples, rule, seed=seed, show_progress=True)
+    for warning in result.warnings:
+        log.warning(warning)
+    if out is None:
+        run_dir = io.new_run_dir(project.RUNS, project.RUN_PREFIX)
+        out = run_dir / project.MODEL_NAME
+        made = {"adapted_from": str(model_path), "data": str(data), "rule": rule.name, "value": rule.value, "seed": seed}
+        io.write_text(run_dir / "args.json", json.dumps(made, indent=2))
+    result.model.save(out, overwrite=overwrite)
+    cal = result.model.calibration
+    console.print(
+        f"{result.n_good} new good images joined the memory bank ({result.model.config['bank_size']} patches now)"
+        + (f", {result.n_defect} new defects the threshold" if result.n_defect else "")
+        + f"; before adapting, the model flagged {100 * result.flagged_before:.0f}% of them"
+    )
+    console.print(f"threshold by {cal.rule}")
+    console.print(operating_point_text(cal.expected, "expected on the new line"))
+    console.print(f"model: {out} (adapted from {model_path}, which is unchanged)")
+
+
+def line_samples(data: Path, normal_class: str, labels: Path | None) -> list[Sample]:
+    """DATA's images: labelled where DATA has class folders or a labels CSV, else all good."""
+    folder_of_images = data.is_dir() and not any(p.is_dir() and not p.name.startswith(".") for p in data.iterdir())
+    if labels is None and (data.is_file() or folder_of_images):
+        paths, _, _ = list_source(data)
+        if not paths:
+            raise UserError(f"no images found in {data}")
+        return [Sample(path, normal_class, 0) for path in paths]
+    return discover(data, normal_class, labels).samples
