@@ -1,0 +1,64 @@
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance
+
+from anomalycli.adapt import adapt
+from anomalycli.data import Sample
+from anomalycli.methods import AnomalyModel
+from anomalycli.methods.patchcore import PatchCore, embed_images, score_all
+from anomalycli.synthetic import make_part
+from tests.conftest import one_clear_line, run_cli
+
+
+def _darker_line(folder, n, seed):
+    """New good parts of the synthetic line, photographed darker."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        ImageEnhance.Brightness(make_part(64, rng)[0]).enhance(0.6).save(folder / f"new{i:03d}.png")
+    return folder
+
+
+def test_adapt_writes_a_new_model_that_flags_fewer_new_goods_and_leaves_the_input_byte_identical(patchcore_model, parts, tmp_path):
+    before = patchcore_model.read_bytes()
+    new_goods, later = _darker_line(tmp_path / "new", 10, seed=11), _darker_line(tmp_path / "later", 20, seed=12)
+    flagged_before = run_cli("predict", patchcore_model, later, "--output", tmp_path / "before.csv").output
+    result = run_cli("adapt", patchcore_model, new_goods, "--out", tmp_path / "adapted.safetensors")
+    assert patchcore_model.read_bytes() == before
+    assert "10 new good images joined the memory bank" in result.output and "expected on the new line" in result.output
+    flagged_after = run_cli("predict", tmp_path / "adapted.safetensors", later, "--output", tmp_path / "after.csv").output
+    count = lambda text: int(text.split(" of 20 images flagged")[0].split()[-1])  # noqa: E731
+    assert count(flagged_after) < count(flagged_before)
+    assert "drift:" in flagged_before and "drift:" not in flagged_after
+    # Defects of the synthetic line are still caught by the adapted model.
+    caught = run_cli("predict", tmp_path / "adapted.safetensors", parts / "not-good").output
+    assert count(caught.replace(" of 12 images", " of 20 images")) >= 9
+
+
+def test_new_goods_are_never_scored_by_a_bank_that_holds_them(hybrid_model, tmp_path):
+    model = AnomalyModel.load(hybrid_model)
+    paths = sorted(_darker_line(tmp_path / "new", 7, seed=3).glob("*.png"))
+    result = adapt(model, [Sample(p, "good", 0) for p in paths])
+    adapted = result.model.net.patchcore
+    parts = list(torch.split(adapted.bank, result.model.config["bank_parts"]))
+    assert sum(len(p) for p in parts) > model.net.patchcore.bank.shape[0]
+    features, descriptors, _, _, _ = embed_images(adapted.extractor, paths, model.config["image_size"], with_descriptors=True)
+    head = result.model.net.head(descriptors)
+    whole_bank = score_all(PatchCore(adapted.extractor, adapted.bank, score_blur=adapted.score_blur), features)
+    for f in np.unique(result.folds):
+        mine = result.folds == f
+        without = PatchCore(adapted.extractor, torch.cat([p for i, p in enumerate(parts) if i != f]), score_blur=adapted.score_blur)
+        expected = result.model.net.fuse(score_all(without, features[mine]), head[mine])
+        assert torch.allclose(torch.from_numpy(result.out_of_fold[mine]).float(), expected.float(), atol=1e-4)
+        # The bank that holds their own patches scores them lower: it was not used.
+        fused_in_bank = result.model.net.fuse(whole_bank[mine], head[mine])
+        assert (fused_in_bank < expected - 1e-6).all()
+
+
+def test_adapt_mistakes_are_one_clear_line(patchcore_model, classifier_model, tmp_path):
+    few = _darker_line(tmp_path / "few", 3, seed=5)
+    assert "at least 5 good images" in one_clear_line(run_cli("adapt", patchcore_model, few, expect=1))
+    assert "has none" in one_clear_line(run_cli("adapt", classifier_model, few, expect=1))
+    enough = _darker_line(tmp_path / "enough", 6, seed=6)
+    assert "adapt never replaces it" in one_clear_line(run_cli("adapt", patchcore_model, enough, "--out", patchcore_model, expect=1))
+    assert "give the new line's good images" in one_clear_line(run_cli("adapt", patchcore_model, expect=2))

@@ -1,0 +1,88 @@
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageEnhance, ImageFilter
+
+from anomalycli import drift
+from anomalycli.methods import AnomalyModel
+from anomalycli.metrics import calibrate
+from tests.conftest import run_cli
+
+
+def _model(seed=0, n_good=300, n_defect=50):
+    """A model stand-in: out-of-fold scores N(0, 1) for goods and N(3, 1) for defects, image statistics N(0.5, 0.05)."""
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.zeros(n_good, int), np.ones(n_defect, int)]
+    calibration, _ = calibrate(labels, rng.normal(3.0 * labels, 1.0))
+    stats = rng.normal(0.5, 0.05, (len(labels), len(drift.STATS)))
+    return SimpleNamespace(config={"drift": drift.reference(stats[labels == 0], stats[labels == 1])}, calibration=calibration)
+
+
+def _batch(rng, n, defect_share, score_shift=0.0, brightness_shift=0.0):
+    n_defect = int(round(n * defect_share))
+    raw = np.r_[rng.normal(score_shift, 1, n - n_defect), rng.normal(3.0 + score_shift, 1, n_defect)]
+    stats = rng.normal(0.5, 0.05, (n, len(drift.STATS)))
+    stats[:, 0] += brightness_shift
+    return raw, stats
+
+
+@pytest.mark.parametrize("n", [20, 50, 200])
+def test_in_distribution_batches_with_up_to_30_percent_defects_are_rarely_called_drift(n):
+    model, rng = _model(), np.random.default_rng(1)
+    for share in (0.0, 0.1, 0.3):
+        called = [drift.check(model, *_batch(rng, n, share)).drift for _ in range(100)]
+        assert sum(called) <= 5, (n, share, sum(called))
+
+
+def test_good_parts_scoring_higher_or_darker_images_are_called_drift():
+    model, rng = _model(), np.random.default_rng(2)
+    higher = [drift.check(model, *_batch(rng, 50, 0.1, score_shift=1.5)) for _ in range(20)]
+    assert sum(r.drift for r in higher) >= 18
+    assert "scores sit higher" in higher[0].message and higher[0].message.startswith("drift: ")
+    darker = drift.check(model, *_batch(rng, 50, 0.0, brightness_shift=-0.2))
+    assert darker.drift and "darker" in darker.message and "anomaly adapt MODEL" in darker.message
+    assert "\n" not in darker.message
+
+
+def test_image_stats_tell_brightness_contrast_and_blur_apart(parts):
+    image = Image.open(next((parts / "good").glob("*.png"))).convert("RGB")
+
+    def stats(picture):
+        return drift.image_stats(torch.from_numpy(np.array(picture)).permute(2, 0, 1)[None])[0]
+
+    base = stats(image)
+    darker = stats(ImageEnhance.Brightness(image).enhance(0.6))
+    blurred = stats(image.filter(ImageFilter.GaussianBlur(2)))
+    flatter = stats(ImageEnhance.Contrast(image).enhance(0.5))
+    assert darker[0] < base[0] - 0.1
+    assert blurred[2] < 0.7 * base[2] and abs(blurred[0] - base[0]) < 0.02
+    assert flatter[1] < 0.6 * base[1] and abs(flatter[2] - base[2]) < 0.2 * base[2]
+
+
+def test_predict_warns_on_a_darker_line_and_not_on_the_training_line(parts, patchcore_model, tmp_path):
+    darker = tmp_path / "darker"
+    darker.mkdir()
+    for path in sorted((parts / "good").glob("*.png")):
+        ImageEnhance.Brightness(Image.open(path)).enhance(0.5).save(darker / path.name)
+    warned = run_cli("predict", patchcore_model, darker, "--output", tmp_path / "d.json")
+    assert "drift: these 24 images do not look like the training data" in warned.output and "darker" in warned.output
+    quiet = run_cli("predict", patchcore_model, parts / "good", "--output", tmp_path / "g.json")
+    assert "drift" not in quiet.output
+
+    report = json.loads((tmp_path / "d.json").read_text())["drift"]
+    assert report["checked"] and report["drift"] and any(t["what"] == "brightness" and t["drift"] for t in report["tests"])
+    evaluated = run_cli("eval", patchcore_model, parts, "--json", tmp_path / "e.json")
+    assert "drift:" not in evaluated.output and json.loads((tmp_path / "e.json").read_text())["drift"]["checked"]
+
+
+def test_a_model_file_from_before_the_check_predicts_and_says_it_is_unavailable(parts, patchcore_model, tmp_path):
+    old = AnomalyModel.load(patchcore_model)
+    del old.config["drift"]
+    old.save(tmp_path / "old.safetensors")
+    result = run_cli("predict", tmp_path / "old.safetensors", parts / "good")
+    assert "of 24 images flagged as anomalies" in result.output
+    lines = [line for line in result.output.splitlines() if "drift check unavailable" in line]
+    assert len(lines) == 1 and "Traceback" not in result.output
