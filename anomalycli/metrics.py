@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.stats import binomtest, rankdata
 from sklearn import metrics as skm
+from sklearn.model_selection import StratifiedKFold
 
 
 # Bootstrap resamples computed at once: memory is this many times the number of images.
@@ -250,10 +251,37 @@ class Calibration:
         return {k: v for k, v in asdict(self).items() if k not in ("scores", "labels")}
 
 
-def calibrate(labels, scores, rule: OperatingRule = OperatingRule(), source: str = "validation") -> tuple[Calibration, str | None]:
+# The announced point is cross-validated over at most this many stratified folds of the calibration scores.
+SELECTION_FOLDS = 5
+
+
+def cross_validated_point(labels, select, n_folds: int = SELECTION_FOLDS, seed: int = 0) -> dict:
+    """``operating_point`` with every choice made without the images it is judged on.
+
+    The calibration scores are cut into stratified folds; ``select(fit)`` (a boolean mask of the
+    other folds) returns the scores of every image and the threshold chosen on the ``fit`` ones
+    (a method may choose more there, such as the hybrid's fusion weight); each fold is judged by
+    its own. A threshold chosen and judged on the same few defects sits just under one of them and
+    announces a recall that new images do not reach; judged out of fold, the announced point pays
+    for that choice as new images will.
+    """
+    labels = np.asarray(labels, dtype=int)
+    n_folds = min(n_folds, int((labels == 1).sum()), int((labels == 0).sum()))
+    flagged = np.zeros(len(labels), dtype=float)
+    for fit_index, judged in StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(labels, labels):
+        fit = np.zeros(len(labels), dtype=bool)
+        fit[fit_index] = True
+        scores, threshold = select(fit)
+        flagged[judged] = np.asarray(scores, dtype=np.float64)[judged] >= threshold
+    return {**operating_point(labels, flagged, 0.5), "cross_validated_folds": n_folds}
+
+
+def calibrate(labels, scores, rule: OperatingRule = OperatingRule(), source: str = "validation", select=None) -> tuple[Calibration, str | None]:
     """Pick the threshold on calibration scores by ``rule``. Returns it and a warning for the user, if any.
 
-    ``source`` says in words what the scores are ("validation", "out-of-fold").
+    ``source`` says in words what the scores are ("validation", "out-of-fold"). The expected point
+    is ``cross_validated_point`` where there are two images of each class at least, with ``select``
+    (default: the threshold by ``rule`` on the fit part's ``scores``).
     """
     labels = np.asarray(labels, dtype=int)
     scores = np.asarray(scores, dtype=np.float64)
@@ -273,10 +301,15 @@ def calibrate(labels, scores, rule: OperatingRule = OperatingRule(), source: str
             f"the calibration data has no anomalous images: threshold set so about {100 * max_fpr:g}% of good "
             "images are flagged (--max-fpr); add labelled defects for a threshold that knows what a defect scores"
         )
+    expected = operating_point(labels, scores, threshold)
+    if len(anomaly) >= 2 and len(normal) >= 2:
+        select = select or (lambda fit: (scores, choose_threshold(labels[fit], scores[fit], rule)))
+        expected = cross_validated_point(labels, select)
+        rule_text += f"; the expected point is cross-validated over {expected['cross_validated_folds']} folds of them"
     low, high = float(scores.min()), float(scores.max())
     calibration = Calibration(
         threshold, min(low, threshold), max(high, threshold), rule_text, len(normal), len(anomaly),
-        operating_point(labels, scores, threshold), source, scores.tolist(), labels.tolist(),
+        expected, source, scores.tolist(), labels.tolist(),
     )
     return calibration, warning
 

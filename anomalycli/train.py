@@ -247,8 +247,8 @@ def _load_split(samples: list[Sample], image_size: int, what: str, notes: list[s
     return images, torch.tensor([s.label for s in kept]), kept
 
 
-def _calibrate(model: AnomalyModel, labels: torch.Tensor, scores: torch.Tensor, rule: OperatingRule, source: str, notes: list[str]) -> None:
-    model.calibration, warning = calibrate(labels.numpy(), scores.numpy(), rule, source)
+def _calibrate(model: AnomalyModel, labels: torch.Tensor, scores: torch.Tensor, rule: OperatingRule, source: str, notes: list[str], select=None) -> None:
+    model.calibration, warning = calibrate(labels.numpy(), scores.numpy(), rule, source, select)
     if warning:
         log.warning(warning)
         notes.append(warning)
@@ -363,7 +363,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
         raise UserError("none of the labelled anomalous images could be read, and the hybrid method needs them; use --method patchcore")
     coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
     one_class = features.out_of_fold_scores(folds, coresets, reweight=False, show_progress=show_progress)
-    net, out_of_fold = hybrid.fit(extractor, coresets, one_class, features.descriptors, labels, folds)
+    net, out_of_fold, supervised = hybrid.fit(extractor, coresets, one_class, features.descriptors, labels, folds)
     log.info(f"hybrid: one-class weight {float(net.alpha):.2f}, memory bank {net.patchcore.bank.shape[0]} patches, "
              f"cross-fitted over {options.cv_folds} folds of {len(kept)} images")
     config = {
@@ -374,7 +374,8 @@ def _train_hybrid(options, config, samples, device, show_progress):
         "drift": _drift_reference(features.stats, labels),
     }
     model = AnomalyModel("hybrid", net, config, calibration=None)
-    _calibrate(model, labels, out_of_fold, options.operating_rule(), "out-of-fold", notes)
+    rule = options.operating_rule()
+    _calibrate(model, labels, out_of_fold, rule, "out-of-fold", notes, hybrid.selection(one_class, supervised, labels, rule))
     return model, [], notes
 
 

@@ -55,7 +55,7 @@ def test_the_default_does_not_depend_on_how_many_defects_were_collected():
 def test_target_recall_is_met_and_holds_on_held_out_data_within_its_interval(target):
     labels, scores = _draw(300, 100, seed=2)
     calibration, _ = calibrate(labels, scores, OperatingRule("recall", target))
-    assert calibration.expected["recall"] >= target
+    assert operating_point(labels, scores, calibration.threshold)["recall"] >= target  # on the calibration scores
     low, high = calibration.expected["recall_ci"]
     held_labels, held_scores = _draw(20000, 20000, seed=3)
     held_out = operating_point(held_labels, held_scores, calibration.threshold)
@@ -147,3 +147,20 @@ def test_bootstrap_intervals_match_scikit_learn_resample_by_resample():
     got = bootstrap_ci(labels, scores, predicted, n_boot=250, seed=0)
     assert np.allclose(got["f1_ci"], np.percentile(f1s, [2.5, 97.5]))
     assert np.allclose(got["auroc_ci"], np.percentile(aurocs, [2.5, 97.5]))
+
+
+def test_the_announced_recall_pays_for_choosing_the_threshold_on_few_defects():
+    # Goods N(0, 1), 20 defects N(2, 1): the true recall at any threshold t is 1 - Phi(t - 2).
+    from scipy.stats import norm
+
+    in_sample, announced, true = [], [], []
+    for seed in range(60):
+        labels, scores = _draw(200, 20, seed=100 + seed)
+        calibration, _ = calibrate(labels, scores)
+        true.append(norm.sf(calibration.threshold - 2.0))
+        in_sample.append(operating_point(labels, scores, calibration.threshold)["recall"])
+        announced.append(calibration.expected["recall"])
+        assert calibration.expected["cross_validated_folds"] == 5
+    optimism = np.mean(in_sample) - np.mean(true)
+    assert optimism > 0.02  # the in-sample point is optimistic ...
+    assert abs(np.mean(announced) - np.mean(true)) < optimism / 2  # ... the announced one much less

@@ -23,6 +23,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from anomalycli import backbones
+from anomalycli.metrics import OperatingRule, choose_threshold
 from anomalycli.methods.patchcore import PatchCore, embed_maps, union_of
 from anomalycli.methods.patchcore import build_net as build_patchcore
 
@@ -122,8 +123,7 @@ class Hybrid(nn.Module):
         self.register_buffer("alpha", torch.tensor(float(alpha)))
 
     def fuse(self, one_class: torch.Tensor, supervised: torch.Tensor) -> torch.Tensor:
-        m0, s0, m1, s1 = self.stats
-        return self.alpha * (one_class - m0) / s0 + (1 - self.alpha) * (supervised - m1) / s1
+        return fuse(self.stats, self.alpha, one_class, supervised)
 
     def forward(self, x: torch.Tensor, with_maps: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         global_head = isinstance(self.head, GlobalHead)
@@ -160,20 +160,37 @@ def cross_fit(descriptors: torch.Tensor, labels: torch.Tensor, folds: np.ndarray
     return supervised, heads, used
 
 
+def fuse(stats: torch.Tensor, alpha, one_class: torch.Tensor, supervised: torch.Tensor) -> torch.Tensor:
+    """The fused score: ``alpha`` times the z-scored one-class score plus the rest times the z-scored head score."""
+    m0, s0, m1, s1 = stats
+    return alpha * (one_class - m0) / s0 + (1 - alpha) * (supervised - m1) / s1
+
+
 def choose_fusion(one_class: torch.Tensor, supervised: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
     """z-score statistics on normal out-of-fold scores, and the weight with the best out-of-fold AUROC."""
     normal = labels == 0
     stats = torch.stack([one_class[normal].mean(), one_class[normal].std().clamp_min(1e-6),
                          supervised[normal].mean(), supervised[normal].std().clamp_min(1e-6)])
-    z0 = (one_class - stats[0]) / stats[1]
-    z1 = (supervised - stats[2]) / stats[3]
-    aurocs = [roc_auc_score(labels.numpy(), (a * z0 + (1 - a) * z1).numpy()) for a in FUSION_WEIGHTS]
+    aurocs = [roc_auc_score(labels.numpy(), fuse(stats, a, one_class, supervised).numpy()) for a in FUSION_WEIGHTS]
     return stats, float(FUSION_WEIGHTS[int(np.argmax(aurocs))])
 
 
+def selection(one_class: torch.Tensor, supervised: torch.Tensor, labels: torch.Tensor, rule: OperatingRule):
+    """What the hybrid chooses on calibration scores, for ``metrics.cross_validated_point``: the
+    fusion statistics and weight, then the threshold, all on the ``fit`` part only."""
+
+    def select(fit: np.ndarray) -> tuple[np.ndarray, float]:
+        fit = torch.from_numpy(fit)
+        stats, alpha = choose_fusion(one_class[fit], supervised[fit], labels[fit])
+        fused = fuse(stats, alpha, one_class, supervised).numpy()
+        return fused, choose_threshold(labels.numpy()[fit.numpy()], fused[fit.numpy()], rule)
+
+    return select
+
+
 def fit(extractor, coresets: dict, one_class: torch.Tensor, descriptors: torch.Tensor, labels: torch.Tensor, folds: np.ndarray):
-    """The final model and out-of-fold fused scores, from the folds' coresets, the one-class
-    out-of-fold scores they gave, and every image's descriptor.
+    """The final model, out-of-fold fused scores and out-of-fold head scores, from the folds'
+    coresets, the one-class out-of-fold scores they gave, and every image's descriptor.
 
     Like PatchCore's bank parts, the deployed head is the mean of the fold heads, not one head
     trained on every image: a new image is then scored as the out-of-fold scores were, so the
@@ -184,4 +201,4 @@ def fit(extractor, coresets: dict, one_class: torch.Tensor, descriptors: torch.T
     supervised, heads, _ = cross_fit(descriptors, labels, folds)
     stats, alpha = choose_fusion(one_class, supervised, labels)
     model = Hybrid(union_of(extractor, coresets), mean_head(heads), stats, alpha)
-    return model, model.fuse(one_class, supervised).detach()
+    return model, model.fuse(one_class, supervised).detach(), supervised

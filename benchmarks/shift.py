@@ -1,0 +1,209 @@
+#!/usr/bin/env python
+"""When the line changes: does the drift check notice, and does ``anomaly adapt`` restore the announced point? (issue 24)
+
+    python benchmarks/shift.py                    # screws and magtiles, every shift at two levels
+    python benchmarks/shift.py --quick --data DIR # a smoke run: two shifts, one level, for the test suite
+
+Per data set: the default model (``train.fit``, ``--method auto``) is fitted on 4 of 5 stratified
+folds; the fifth is the line. Each shift (exposure, gamma, contrast, blur, sensor noise, JPEG,
+rotation, scale, crop offset; a mild and a strong level) is applied to the line's images only,
+written as PNG files and read by the product's own path (``inference.iter_scores``). For each:
+
+- before adapting: the false-alarm rate and recall at the model's threshold, against what it announced;
+- the drift check (``inference.check_drift``) on random batches of 50 with 0, 10 and 30 % defects;
+- after ``adapt.adapt`` with 5, 10 and 20 of the shifted good images: the false-alarm rate on the
+  other shifted goods (never those used to adapt) against the announced upper bound, and the recall
+  on the shifted defects against the unshifted model's recall on unshifted images.
+
+The in-distribution rate of drift warnings comes from the unshifted line: batches of 20, 50 and
+200 with 0, 10 and 30 % defects (drawn with replacement where the fold holds too few images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+from anomalycli import splits, train
+from anomalycli.adapt import adapt
+from anomalycli.data import Sample, discover, open_image, to_grey_or_rgb
+from anomalycli.inference import check_drift, iter_scores
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = [REPO.parent / "shared" / "data" / name for name in ("screws", "magtiles")]
+SHARES = (0.0, 0.1, 0.3)
+ADAPT_SIZES = (5, 10, 20)
+BATCHES = 50  # random batches per (size, defect share)
+
+
+def _noise(image: Image.Image, sigma: float) -> Image.Image:
+    pixels = np.asarray(image, dtype=np.float32)
+    noisy = pixels + np.random.default_rng(0).normal(0, sigma, pixels.shape)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), image.mode)
+
+
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return Image.open(buffer).convert(image.mode)
+
+
+def _gamma(image: Image.Image, gamma: float) -> Image.Image:
+    table = [round(255 * (i / 255) ** gamma) for i in range(256)]
+    return image.point(table * len(image.getbands()))
+
+
+def _rotate(image: Image.Image, degrees: float) -> Image.Image:
+    fill = tuple(int(v) for v in np.median(np.asarray(image).reshape(-1, len(image.getbands())), 0))
+    return image.rotate(degrees, resample=Image.BILINEAR, fillcolor=fill if len(fill) > 1 else fill[0])
+
+
+def _zoom(image: Image.Image, factor: float) -> Image.Image:
+    w, h = image.size
+    cw, ch = w / factor, h / factor
+    return image.crop(((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)).resize((w, h), Image.BILINEAR)
+
+
+def _offset(image: Image.Image, fraction: float) -> Image.Image:
+    pixels = np.asarray(image)
+    d = max(1, int(round(fraction * min(image.size))))
+    pad = ((d, d), (d, d)) + (((0, 0),) if pixels.ndim == 3 else ())
+    return Image.fromarray(np.pad(pixels, pad, mode="reflect")[2 * d :, 2 * d :][: pixels.shape[0], : pixels.shape[1]], image.mode)
+
+
+# name -> (transform, mild level, strong level)
+SHIFTS = {
+    "exposure": (lambda im, f: ImageEnhance.Brightness(im).enhance(f), 0.85, 0.65),
+    "gamma": (_gamma, 1.3, 1.8),
+    "contrast": (lambda im, f: ImageEnhance.Contrast(im).enhance(f), 0.8, 0.6),
+    "blur (defocus)": (lambda im, f: im.filter(ImageFilter.GaussianBlur(f * min(im.size))), 0.004, 0.01),
+    "sensor noise": (_noise, 4.0, 10.0),
+    "JPEG quality": (_jpeg, 60, 25),
+    "rotation (deg)": (_rotate, 3.0, 10.0),
+    "scale": (_zoom, 1.05, 1.15),
+    "crop offset": (_offset, 0.03, 0.08),
+}
+QUICK_SHIFTS = {"exposure": (SHIFTS["exposure"][0], 0.6, None), "sensor noise": (SHIFTS["sensor noise"][0], 12.0, None)}
+
+
+def shifted_copies(samples: list[Sample], transform, level, folder: Path) -> list[Sample]:
+    folder.mkdir(parents=True)
+    out = []
+    for i, sample in enumerate(samples):
+        path = folder / f"{i:04d}.png"
+        transform(to_grey_or_rgb(open_image(sample.path)), level).save(path)
+        out.append(Sample(path, sample.class_name, sample.label, sample.defect_type))
+    return out
+
+
+def rates(labels: np.ndarray, flagged: np.ndarray) -> tuple[float, float]:
+    """(false-alarm rate, recall)."""
+    return float(flagged[labels == 0].mean()), float(flagged[labels == 1].mean()) if (labels == 1).any() else float("nan")
+
+
+def score(model, samples: list[Sample]):
+    rows = list(iter_scores(model, [s.path for s in samples], show_progress=False))
+    return rows, np.array([s.label for s in samples]), np.array([r.verdict == "anomaly" for r in rows])
+
+
+def drift_rate(model, rows, labels, size: int, share: float, rng) -> float:
+    goods, defects = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+    n_defect = int(round(size * share))
+    called = 0
+    for _ in range(BATCHES):
+        pick = np.r_[rng.choice(goods, size - n_defect, replace=size - n_defect > len(goods)),
+                     rng.choice(defects, n_defect, replace=n_defect > len(defects))]
+        called += check_drift(model, [rows[i] for i in pick]).drift
+    return called / BATCHES
+
+
+def run(data: Path, shifts: dict, adapt_sizes, quick: bool, log=print) -> dict:
+    samples = discover(data).samples
+    assigned = splits.k_folds(samples, 5, seed=0)
+    line = [s for s in assigned if s.fold == 0]
+    training = [s for s in assigned if s.fold != 0]
+    if quick:
+        line = line[:40]
+    options = train.TrainOptions(data=str(data), method=train.choose_method(training, 5))
+    options.validate()
+    model, _, _ = train.fit(options, training, [], show_progress=False)
+    expected = model.calibration.expected
+    rows, labels, flagged = score(model, line)
+    fpr0, recall0 = rates(labels, flagged)
+    rng = np.random.default_rng(0)
+    out = {"data": data.name, "method": model.method, "announced": expected, "line": {"n_good": int((labels == 0).sum()), "n_defect": int((labels == 1).sum())},
+           "unshifted": {"false_alarm_rate": fpr0, "recall": recall0,
+                         "drift_rate": {f"{size}@{share:g}": drift_rate(model, rows, labels, size, share, rng) for size in (20, 50, 200) for share in SHARES}},
+           "shifts": []}
+    log(f"{data.name} ({model.method}): announced fpr {expected['false_alarm_rate']:.3f} ({expected['false_alarm_rate_ci'][1]:.3f} upper), "
+        f"unshifted fpr {fpr0:.3f} recall {recall0:.3f}; in-distribution drift rate {out['unshifted']['drift_rate']}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (transform, *levels) in shifts.items():
+            for level_name, level in zip(("mild", "strong"), levels):
+                if level is None:
+                    continue
+                moved = shifted_copies(line, transform, level, Path(tmp) / f"{name}-{level_name}".replace(" ", "_"))
+                rows, labels, flagged = score(model, moved)
+                fpr, recall = rates(labels, flagged)
+                row = {"shift": name, "level": level_name, "value": level, "fpr_before": fpr, "recall_before": recall,
+                       "drift_rate_50": {f"{share:g}": drift_rate(model, rows, labels, 50, share, rng) for share in SHARES}, "adapted": {}}
+                goods = np.flatnonzero(labels == 0)
+                for k in adapt_sizes:
+                    chosen = set(np.random.default_rng(k).choice(goods, k, replace=False).tolist())
+                    adapted = adapt(model, [moved[i] for i in sorted(chosen)]).model
+                    rest = [s for i, s in enumerate(moved) if i not in chosen]
+                    _, rest_labels, rest_flagged = score(adapted, rest)
+                    fpr_k, recall_k = rates(rest_labels, rest_flagged)
+                    point = adapted.calibration.expected
+                    row["adapted"][str(k)] = {"fpr": fpr_k, "recall": recall_k, "announced_fpr": point["false_alarm_rate"],
+                                              "announced_fpr_upper": point["false_alarm_rate_ci"][1], "announced_recall": point["recall"]}
+                out["shifts"].append(row)
+                log(f"  {name} {level_name} ({level}): fpr {fpr:.3f} recall {recall:.3f} drift@50 {row['drift_rate_50']} "
+                    f"adapted: " + ", ".join(f"{k}: fpr {v['fpr']:.3f}/{v['announced_fpr_upper']:.3f} recall {v['recall']:.3f}" for k, v in row["adapted"].items()))
+    return out
+
+
+def markdown(result: dict) -> str:
+    ann = result["announced"]
+    un = result["unshifted"]
+    lines = [
+        f"#### {result['data']} ({result['method']}): announced false alarms {100 * ann['false_alarm_rate']:.1f} % "
+        f"(upper {100 * ann['false_alarm_rate_ci'][1]:.1f} %), recall {100 * ann['recall']:.1f} %; unshifted line measured "
+        f"{100 * un['false_alarm_rate']:.1f} % and {100 * un['recall']:.1f} % ({result['line']['n_good']} good, {result['line']['n_defect']} defective)",
+        "",
+        "| shift | level | false alarms before | recall before | drift warned @50 (0/10/30 % defects) | "
+        + " | ".join(f"after adapt {k}: false alarms / announced upper / recall" for k in result["shifts"][0]["adapted"]) + " |",
+        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in result["shifts"][0]["adapted"]) + " |",
+    ]
+    for row in result["shifts"]:
+        warned = "/".join(f"{100 * v:.0f}" for v in row["drift_rate_50"].values())
+        after = " | ".join(f"{100 * v['fpr']:.1f} / {100 * v['announced_fpr_upper']:.1f} / {100 * v['recall']:.1f}" for v in row["adapted"].values())
+        lines.append(f"| {row['shift']} | {row['level']} ({row['value']}) | {100 * row['fpr_before']:.1f} % | {100 * row['recall_before']:.1f} % | {warned} % | {after} |")
+    rates_in = ", ".join(f"{k.replace('@', ' images, ')} defects: {100 * v:.0f} %" for k, v in un["drift_rate"].items())
+    lines += ["", f"Drift warnings on the unshifted line (batches of N images, defect share): {rates_in}."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, action="append", help="data set folder (repeatable; default: screws and magtiles)")
+    parser.add_argument("--quick", action="store_true", help="two shifts at one level, adapt with 5 images, 40 line images")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    results = []
+    for data in args.data or DATA:
+        results.append(run(data, QUICK_SHIFTS if args.quick else SHIFTS, (5,) if args.quick else ADAPT_SIZES, args.quick, log=lambda m: print(m, file=sys.stderr, flush=True)))
+        print(markdown(results[-1]) + "\n", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
