@@ -13,12 +13,13 @@ handful of new goods (a threshold above all ten of them, and half the defects mi
 2. **The new goods are scored out of fold**, each by the bank without its own fold's part, exactly
    as training scored its images; they never meet their own patches.
 3. **The threshold is re-chosen for the new line.** A handful of new goods says where the good
-   parts now score, not how their scores spread: the training goods' out-of-fold scores are moved
-   by the median shift the new goods show (after adaptation), and pooled with the new goods;
+   parts now score, not the shape of their tail: the training goods' out-of-fold scores are moved
+   to the new goods' median (after adaptation) and widened to their spread where that is wider
+   (``moved``), and pooled with the new goods;
    against them stand the stored defect scores and any new labelled defects, scored by the adapted
    model. The operating rule (balanced accuracy by default) then picks the threshold.
-4. **What the new point means**, with intervals: the false-alarm interval also spans the
-   uncertainty of the shift, bootstrapped over the new good images.
+4. **What the new point means**, with intervals, cross-validated as at training; the false-alarm
+   interval also spans the uncertainty of the new goods' scores, bootstrapped over them.
 
 The input model file is only read; the result is a new model.
 """
@@ -36,7 +37,7 @@ from anomalycli.errors import UserError
 from anomalycli.methods import AnomalyModel
 from anomalycli.methods.hybrid import Hybrid
 from anomalycli.methods.patchcore import PatchCore, build_bank, embed_images, score_all
-from anomalycli.metrics import OperatingRule, calibrate, operating_point
+from anomalycli.metrics import OperatingRule, calibrate
 
 MIN_NEW_GOODS = 5
 # Share of the new goods' patches kept in the bank: ten times training's 1 %, since a few images
@@ -129,7 +130,7 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     old_goods, old_defects = old_scores[old_labels == 0], old_scores[old_labels == 1]
     new_goods = out_of_fold.numpy().astype(float)
     shift = float(np.median(new_goods) - np.median(old_goods))
-    good_scores = np.concatenate([old_goods + shift, new_goods])
+    good_scores = np.concatenate([moved(old_goods, new_goods), new_goods])
     defect_scores = np.concatenate([old_defects, new_defect_scores])
     scores = np.concatenate([good_scores, defect_scores])
     pooled_labels = np.r_[np.zeros(len(good_scores), int), np.ones(len(defect_scores), int)]
@@ -138,7 +139,7 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     calibration, warning = calibrate(pooled_labels, scores, rule, source)
     if warning:
         warnings.append(warning)
-    calibration.expected = expected_point(old_goods, new_goods, defect_scores, calibration.threshold, seed)
+    calibration.expected["false_alarm_rate_ci"] = false_alarm_interval(calibration.expected, old_goods, new_goods, calibration.threshold, seed)
 
     config = {
         **model.config,
@@ -154,21 +155,22 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     return Adapted(new_model, len(goods), len(defects), shift, flagged_before, folds, new_goods, warnings)
 
 
-def expected_point(old_goods: np.ndarray, new_goods: np.ndarray, defects: np.ndarray, threshold: float, seed: int = 0) -> dict:
-    """``operating_point`` of the new line's goods (the training goods moved, and the new goods)
-    and the defects, at ``threshold``. Its false-alarm interval also covers the shift's own
-    uncertainty: the 95 % range of the rate over bootstrap resamples of the new goods."""
-    shift = np.median(new_goods) - np.median(old_goods)
-    goods = np.concatenate([old_goods + shift, new_goods])
-    labels = np.r_[np.zeros(len(goods), int), np.ones(len(defects), int)]
-    point = operating_point(labels, np.concatenate([goods, defects]), threshold)
+def moved(old_goods: np.ndarray, new_goods: np.ndarray) -> np.ndarray:
+    """The training goods' scores as the new line's goods would score: centred on the new goods'
+    median, and spread as widely as the new goods where those spread wider (a changed line is
+    often less uniform: defocus, noise); never narrower, which a handful cannot vouch for."""
+    spread = np.subtract(*np.percentile(new_goods, [75, 25])) / max(np.subtract(*np.percentile(old_goods, [75, 25])), 1e-12)
+    return (old_goods - np.median(old_goods)) * max(1.0, spread) + np.median(new_goods)
+
+
+def false_alarm_interval(expected: dict, old_goods: np.ndarray, new_goods: np.ndarray, threshold: float, seed: int = 0) -> list[float]:
+    """The expected point's false-alarm interval, widened to cover the new line's own uncertainty:
+    the 95 % range of the rate at ``threshold`` over bootstrap resamples of the few new goods."""
     rng = np.random.default_rng(seed)
     rates = []
     for _ in range(BOOTSTRAP):
         resample = rng.choice(new_goods, len(new_goods))
-        moved = old_goods + (np.median(resample) - np.median(old_goods))
-        rates.append(np.mean(np.concatenate([moved, resample]) >= threshold))
+        rates.append(np.mean(np.concatenate([moved(old_goods, resample), resample]) >= threshold))
     low, high = np.percentile(rates, [2.5, 97.5])
-    wilson = point["false_alarm_rate_ci"]
-    point["false_alarm_rate_ci"] = [float(min(wilson[0], low)), float(max(wilson[1], high))]
-    return point
+    interval = expected["false_alarm_rate_ci"]
+    return [float(min(interval[0], low)), float(max(interval[1], high))]

@@ -42,7 +42,7 @@ SIDES = {
 DEFECT_SHARE = 0.3  # a batch may hold this share of defects without being called drift
 ALPHA = 0.01  # the chance, over all tests together, of calling an in-distribution batch drift
 COVERAGE = 0.95  # the training goods' central range of each image statistic
-MIN_EFFECT = 0.05  # the least share beyond the null's bound that is called drift
+MIN_EFFECT = 0.10  # the least share beyond the null's bound that is called drift: quantile ranges from a few hundred images are themselves uncertain
 CONFIDENCE = 0.95  # of the bounds on the training rates (they are estimated from finite samples)
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
 
