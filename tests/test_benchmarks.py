@@ -64,3 +64,19 @@ def test_heads_benchmark_compares_descriptors_and_one_class_weights_for_unseen_t
     assert "| stride 16 + 32 (shipped), C=0.1 |" in result.stdout and "| patchcore alone |" in result.stdout
     assert "| scratch |" in result.stdout and "| spot |" in result.stdout and "one-class weight 0.5" in result.stdout
     assert "| shipped + h/v/hv flips in training and at test time |" in result.stdout
+
+
+def test_quick_shift_benchmark_shifts_the_line_warns_and_adapts(tmp_path):
+    data = make_dataset(tmp_path / "tiny", n_good=40, n_per_defect=6, size=64, seed=0)
+    raw = tmp_path / "shift.json"
+    result = subprocess.run([sys.executable, str(BENCH.parent / "shift.py"), "--quick", "--data", str(data), "--json", str(raw)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| exposure | mild (0.6) |" in result.stdout and "after adapt 5: false alarms / announced upper / recall" in result.stdout
+    import json
+
+    (run,) = json.loads(raw.read_text())
+    exposure = next(row for row in run["shifts"] if row["shift"] == "exposure")
+    assert exposure["drift_rate_50"]["0"] == 1.0  # a 40 % darker line is always noticed
+    assert set(exposure["adapted"]) == {"5"} and 0 <= exposure["adapted"]["5"]["fpr"] <= 1
+    assert set(run["unshifted"]["drift_rate"]) == {f"{n}@{s:g}" for n in (20, 50, 200) for s in (0.0, 0.1, 0.3)}
