@@ -86,3 +86,15 @@ def test_a_model_file_from_before_the_check_predicts_and_says_it_is_unavailable(
     assert "of 24 images flagged as anomalies" in result.output
     lines = [line for line in result.output.splitlines() if "drift check unavailable" in line]
     assert len(lines) == 1 and "Traceback" not in result.output
+
+
+def test_eval_on_a_darker_line_says_so_in_its_json_and_report(parts, patchcore_model, tmp_path):
+    darker = tmp_path / "darker"
+    for path in sorted(parts.glob("*/*.png")):
+        (darker / path.parent.name).mkdir(parents=True, exist_ok=True)
+        ImageEnhance.Brightness(Image.open(path)).enhance(0.5).save(darker / path.parent.name / path.name)
+    result = run_cli("eval", patchcore_model, darker, "--json", tmp_path / "m.json", "--report", tmp_path / "report")
+    assert "drift: these 36 images do not look like the training data" in result.output
+    assert json.loads((tmp_path / "m.json").read_text())["drift"]["drift"]
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert '<p class="alarm">drift: these 36 images' in page
