@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from anomalycli import io, project
-from anomalycli.cli.common import model_and_target, user_errors
+from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, model_and_target, user_errors
 from anomalycli.data import discover
 from anomalycli.errors import UsageError, UserError
 from anomalycli.methods import AnomalyModel
@@ -27,9 +27,9 @@ def calibrate_command(
         "(default: none, the calibration scores kept in the model file).",
     ),
     model_option: Optional[Path] = typer.Option(None, "--model", help="Model file or run folder (default: the newest runs/train-N)."),
-    target_recall: Optional[float] = typer.Option(None, help="Catch at least this share of the defects (e.g. 0.95)."),
-    max_fpr: Optional[float] = typer.Option(None, help="Flag at most this share of good parts (e.g. 0.01)."),
-    defect_rate: Optional[float] = typer.Option(None, help="The largest F1 at this defect rate on the line (e.g. 0.05)."),
+    target_recall: Optional[float] = TARGET_RECALL,
+    max_fpr: Optional[float] = MAX_FPR,
+    defect_rate: Optional[float] = DEFECT_RATE,
     normal_class: Optional[str] = typer.Option(None, help="Class name of good parts in DATA (default: the model's)."),
     labels: Optional[Path] = typer.Option(None, help="Labels CSV (filename,label[,defect_type]) for a flat DATA folder."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV from 'anomaly split'."),

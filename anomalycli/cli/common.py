@@ -23,6 +23,12 @@ ENGINE_HELP = (
 )
 
 
+# The operating-point options of the verbs that choose a threshold again (calibrate, adapt).
+TARGET_RECALL = typer.Option(None, "--target-recall", help="Catch at least this share of the defects (e.g. 0.95).")
+MAX_FPR = typer.Option(None, "--max-fpr", help="Flag at most this share of good parts (e.g. 0.01).")
+DEFECT_RATE = typer.Option(None, "--defect-rate", help="The largest F1 at this defect rate on the line (e.g. 0.05).")
+
+
 RAY_HELP = (
     "Run on a Ray cluster: --ray alone starts Ray on this machine; --ray auto joins the cluster this machine "
     "belongs to; --ray HOST:PORT (or ray://HOST:PORT) names one. Needs: pip install \"anomalycli[ray]\"."
