@@ -38,7 +38,7 @@ from anomalycli import drift
 from anomalycli.data import Sample
 from anomalycli.errors import UserError
 from anomalycli.methods import AnomalyModel
-from anomalycli.methods.hybrid import Hybrid
+from anomalycli.methods.hybrid import GlobalHead, Hybrid
 from anomalycli.methods.patchcore import PatchCore, build_bank, embed_images, score_all
 from anomalycli.metrics import OperatingRule, calibrate
 
@@ -66,8 +66,8 @@ def _one_class(model: AnomalyModel) -> PatchCore:
 def check_adaptable(model: AnomalyModel) -> None:
     if model.method not in ("patchcore", "hybrid"):
         raise UserError(f"adapt teaches a memory bank new good parts; a {model.method} model has none (train with --method patchcore or hybrid)")
-    if not _one_class(model).part_sizes:
-        raise UserError("this model file predates the cross-fitted bank that adapt extends; train it again with this anomalycli")
+    if not _one_class(model).part_sizes or (model.method == "hybrid" and not isinstance(model.net.head, GlobalHead)):
+        raise UserError("this model file predates the cross-fitted bank and head that adapt extends; train it again with this anomalycli")
     if not model.calibration.scores or 1 not in model.calibration.labels:
         raise UserError("this model file keeps no calibration scores of defects to set the new threshold against; train it again with labelled defects")
 
@@ -94,7 +94,6 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     goods, defects = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
     if len(goods) < MIN_NEW_GOODS:
         raise UserError(f"only {len(goods)} of the good images could be read; adapt needs at least {MIN_NEW_GOODS}")
-    side = int(round(features.shape[1] ** 0.5))
 
     def scored_by(one_class_net: PatchCore, index: np.ndarray) -> torch.Tensor:
         one_class = score_all(one_class_net, features[index])
