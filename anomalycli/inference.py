@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from anomalycli import drift
 from anomalycli.data import Sample, image_batches, load_mask
-from anomalycli.metrics import binary_report, operating_point, pixel_auroc, trade_off
+from anomalycli.metrics import against_announced, binary_report, operating_point, pixel_auroc, trade_off
 from anomalycli.methods import AnomalyModel
 
 
@@ -119,5 +119,6 @@ def evaluate(model: AnomalyModel, samples: list[Sample], batch_size: int = 32, t
     report["operating_point"] = {"threshold": threshold, **operating_point(labels, raw, raw_threshold)}
     report["trade_off"] = trade_off(labels, raw, model.calibration)
     report["calibration"] = model.calibration.summary()
+    report["announcement_misses"] = against_announced(model.calibration.expected, report["operating_point"]) if threshold == 0.5 else []
     report["drift"] = check_drift(model, rows, model_name).to_dict()
     return report, rows

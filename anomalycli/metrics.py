@@ -141,6 +141,23 @@ def operating_point(labels, scores, threshold: float) -> dict:
     }
 
 
+def against_announced(announced: dict | None, measured: dict, level: float = 0.05) -> list[str]:
+    """Sentences for each rate measured worse than ``announced`` beyond chance: a one-sided binomial
+    test at ``level`` (fewer defects caught, or more good parts flagged, than the announced rate
+    explains on this many images). Empty when the announcement holds or there is none."""
+    if not announced:
+        return []
+    found = []
+    for rate, count, what, worse in (("recall", "n_anomaly", "defects caught", "less"), ("false_alarm_rate", "n_normal", "good parts flagged", "greater")):
+        expected, value, n = announced.get(rate), measured.get(rate), measured.get(count, 0)
+        if expected is None or value is None or not n:
+            continue
+        p = binomtest(round(value * n), n, min(max(expected, 1e-9), 1 - 1e-9), alternative=worse).pvalue
+        if p < level:
+            found.append(f"{what} {100 * value:.1f}% of {n}, where calibration announced {100 * expected:.1f}% (binomial p={p:.2g})")
+    return found
+
+
 def _below(scores: np.ndarray, cut: float) -> float:
     """A threshold just under ``cut``: halfway to the next lower score, so ``cut`` stays flagged
     and a new image scoring a little under it (as out-of-sample ones do) is treated the same."""

@@ -164,3 +164,16 @@ def test_the_announced_recall_pays_for_choosing_the_threshold_on_few_defects():
     optimism = np.mean(in_sample) - np.mean(true)
     assert optimism > 0.02  # the in-sample point is optimistic ...
     assert abs(np.mean(announced) - np.mean(true)) < optimism / 2  # ... the announced one much less
+
+
+def test_a_measured_point_worse_than_announced_beyond_chance_is_named():
+    from anomalycli.metrics import against_announced
+
+    announced = {"recall": 0.92, "false_alarm_rate": 0.071}
+    # The two cases: 78.3 % of 69 defects caught at 512 px; 44 % of 54 good tires flagged.
+    misses = against_announced(announced, {"recall": 54 / 69, "n_anomaly": 69, "false_alarm_rate": 24 / 54, "n_normal": 54})
+    assert len(misses) == 2 and misses[0].startswith("defects caught 78.3% of 69") and "good parts flagged 44.4% of 54" in misses[1]
+    # Better than announced, or worse by what chance explains on 10 defects: nothing to say.
+    assert against_announced(announced, {"recall": 1.0, "n_anomaly": 10, "false_alarm_rate": 0.0, "n_normal": 40}) == []
+    assert against_announced(announced, {"recall": 0.8, "n_anomaly": 10, "false_alarm_rate": 0.1, "n_normal": 40}) == []
+    assert against_announced(None, {"recall": 0.1, "n_anomaly": 10}) == []

@@ -64,6 +64,9 @@ def eval_command(
     console.print(f"the threshold rests on {cal['n_normal']} normal and {cal['n_anomaly']} anomalous calibration images")
     console.print(operating_point_text(cal.get("expected"), "calibration expected"))
     console.print(operating_point_text(report["operating_point"], f"measured here at threshold {threshold:g}"))
+    if report["announcement_misses"]:
+        console.print(f"[yellow]the announced point does not hold on these images: {'; '.join(report['announcement_misses'])}; "
+                      "if they come from a changed line, see the drift check and anomaly adapt[/yellow]", highlight=False)
     if report["trade_off"]:
         console.print(trade_off_table(report["trade_off"], report["operating_point"]))
     if report["drift"]["message"]:
