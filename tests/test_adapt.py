@@ -62,3 +62,21 @@ def test_adapt_mistakes_are_one_clear_line(patchcore_model, classifier_model, tm
     enough = _darker_line(tmp_path / "enough", 6, seed=6)
     assert "adapt never replaces it" in one_clear_line(run_cli("adapt", patchcore_model, enough, "--out", patchcore_model, expect=1))
     assert "give the new line's good images" in one_clear_line(run_cli("adapt", patchcore_model, expect=2))
+
+
+def test_adapt_takes_labelled_defects_of_the_new_line_and_a_path_list(patchcore_model, tmp_path):
+    line = tmp_path / "line"
+    _darker_line(line / "good", 8, seed=21)
+    rng = np.random.default_rng(22)
+    (line / "scratch").mkdir()
+    for i in range(4):
+        ImageEnhance.Brightness(make_part(64, rng, "scratch")[0]).enhance(0.6).save(line / "scratch" / f"s{i}.png")
+    result = run_cli("adapt", patchcore_model, line, "--out", tmp_path / "a.safetensors")
+    assert "8 new good images joined the memory bank" in result.output and "4 new defects" in result.output
+    adapted = AnomalyModel.load(tmp_path / "a.safetensors")
+    assert adapted.calibration.n_anomaly == AnomalyModel.load(patchcore_model).calibration.n_anomaly + 4
+    listed = tmp_path / "goods.txt"
+    listed.write_text("\n".join(f"good/{p.name}" for p in sorted((line / "good").glob("*.png"))))
+    (tmp_path / "goods.txt").rename(line / "goods.txt")
+    result = run_cli("adapt", patchcore_model, line / "goods.txt", "--out", tmp_path / "b.safetensors")
+    assert "8 new good images joined the memory bank" in result.output

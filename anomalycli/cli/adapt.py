@@ -65,8 +65,8 @@ def adapt_command(
     cal = result.model.calibration
     console.print(
         f"{result.n_good} new good images joined the memory bank ({result.model.config['bank_size']} patches now)"
-        + (f", {result.n_defect} new defects the threshold" if result.n_defect else "")
-        + f"; before adapting, the model flagged {100 * result.flagged_before:.0f}% of them"
+        + (f", and {result.n_defect} new defects the calibration scores" if result.n_defect else "")
+        + f"; before adapting, the model flagged {100 * result.flagged_before:.0f}% of the new good images"
     )
     console.print(f"threshold by {cal.rule}")
     console.print(operating_point_text(cal.expected, "expected on the new line"))
