@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from anomalycli import data
+from anomalycli import data, drift
 from anomalycli.coreset import SAMPLERS
 from anomalycli.errors import UsageError, UserError
 from anomalycli.inference import Scored, score_batch, scored_row
@@ -137,6 +137,7 @@ class _Scorer:
             "raw": raw.numpy(),
             "score": np.asarray(self.model.calibration.normalise(raw.numpy()), dtype=np.float64),
             "error": np.array(errors, dtype=object),
+            "stats": drift.image_stats(images),  # for the drift check, as inference.iter_scores
         }
 
 
@@ -158,8 +159,8 @@ def score_paths(ray, model_path: Path, paths: list[Path], engine: str = "auto", 
     try:
         with tqdm(total=len(paths), desc="scoring on Ray", unit="img", disable=not show_progress) as bar:
             for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
-                for index, raw, score, error in zip(batch["index"], batch["raw"], batch["score"], batch["error"]):
-                    rows[int(index)] = scored_row(paths[index], float(raw), float(score), str(error), threshold)
+                for index, raw, score, error, stats in zip(batch["index"], batch["raw"], batch["score"], batch["error"], batch["stats"]):
+                    rows[int(index)] = scored_row(paths[index], float(raw), float(score), str(error), threshold, stats=stats)
                 bar.update(len(batch["index"]))
     except Exception as exc:  # Ray raises its own kinds once its retries are spent
         missing = [p for i, p in enumerate(paths) if i not in rows]

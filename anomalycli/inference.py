@@ -53,9 +53,7 @@ def iter_scores(
             calibrated = model.calibration.normalise(raw.numpy())
             stats = drift.image_stats(images)
             for j, index in enumerate(indices.tolist()):
-                row = scored_row(paths[index], float(raw[j]), float(calibrated[j]), errors[j], threshold, None if maps is None else maps[j].numpy())
-                row.stats = None if errors[j] else stats[j]
-                yield row
+                yield scored_row(paths[index], float(raw[j]), float(calibrated[j]), errors[j], threshold, None if maps is None else maps[j].numpy(), stats[j])
             bar.update(len(errors))
 
 
@@ -73,15 +71,15 @@ def score_batch(model: AnomalyModel, images: torch.Tensor, errors: list[str], wi
     return raw, maps
 
 
-def scored_row(path: Path, raw: float, score: float, error: str, threshold: float, map_: np.ndarray | None = None) -> Scored:
+def scored_row(path: Path, raw: float, score: float, error: str, threshold: float, map_: np.ndarray | None = None, stats: np.ndarray | None = None) -> Scored:
     """One image's result; the verdict is the calibrated ``score`` against ``threshold``."""
     if error:
         return Scored(path, float("nan"), float("nan"), "unreadable", error)
-    return Scored(path, raw, score, "anomaly" if score >= threshold else "normal", map=map_)
+    return Scored(path, raw, score, "anomaly" if score >= threshold else "normal", map=map_, stats=stats)
 
 
 def check_drift(model: AnomalyModel, rows: list[Scored], model_name: str = "MODEL") -> drift.DriftReport:
-    """The drift check on the readable rows (image statistics where every row has them: not on Ray)."""
+    """The drift check on the readable rows (their image statistics where every row has them)."""
     readable = [r for r in rows if r.verdict != "unreadable"]
     with_stats = readable and all(r.stats is not None for r in readable)
     stats = np.stack([r.stats for r in readable]) if with_stats else None

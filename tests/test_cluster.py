@@ -2,6 +2,7 @@
 
 import contextlib
 import csv
+import json
 import logging
 import shutil
 import sys
@@ -81,6 +82,12 @@ def test_predict_on_ray_gives_the_same_rows_in_the_same_order(ray, parts, patchc
     assert [r["path"].rsplit("/", 1)[-1] for r in rows] == ["spot001.png", "good001.png", "broken.png", "spot001.png", "gone.png"]
     assert [r["verdict"] for r in rows][2:] == ["unreadable", rows[0]["verdict"], "unreadable"]
     assert "file not found" in rows[4]["error"]
+    # The drift check sees the same images on Ray, their statistics included.
+    run_cli("predict", patchcore_model, listed, "--engine", "torch", "--output", tmp_path / "here.json")
+    run_cli("predict", patchcore_model, listed, "--engine", "torch", "--output", tmp_path / "ray.json", "--ray")
+    here, there = (json.loads((tmp_path / name).read_text())["drift"] for name in ("here.json", "ray.json"))
+    summary = lambda report: [(t["what"], t["share"], t["drift"]) for t in report["tests"]]  # noqa: E731
+    assert summary(there) == summary(here) and {t["what"] for t in there["tests"]} >= {"score", "brightness"}
 
 
 def test_predict_on_ray_retries_a_worker_that_died(ray, parts, patchcore_model, tmp_path, monkeypatch):
