@@ -403,5 +403,9 @@ def load_resume(run_dir: str | Path) -> tuple[TrainOptions, dict, Path]:
         raise UserError(f"{run_dir} holds a damaged run ({type(exc).__name__}); start a new run") from None
     if options.method != "classifier":
         raise UserError("only classifier runs can be resumed; patchcore fits in minutes, so start it again")
+    # A run killed outright (SIGKILL, power) may leave a half-written temporary file beside the
+    # complete ones that atomic writes keep; it is never read, so it goes.
+    for stale in run_dir.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
     log.info(f"resuming {run_dir} after epoch {state['epoch']}")
     return options, state, run_dir
