@@ -40,7 +40,7 @@ from anomalycli.errors import UserError
 from anomalycli.methods import AnomalyModel
 from anomalycli.methods.hybrid import GlobalHead, Hybrid
 from anomalycli.methods.patchcore import PatchCore, build_bank, embed_images, score_all
-from anomalycli.metrics import OperatingRule, calibrate
+from anomalycli.calibration import OperatingRule, calibrate
 
 MIN_NEW_GOODS = 5
 BOOTSTRAP = 1000

@@ -19,7 +19,7 @@ import torch
 from anomalycli import export, modelfile, project
 from anomalycli.errors import UsageError, UserError
 from anomalycli.methods import AnomalyModel
-from anomalycli.metrics import Calibration
+from anomalycli.calibration import Calibration
 
 ENGINES = ("auto", "torch", "onnx")
 ONNX_SUFFIX = ".onnx"

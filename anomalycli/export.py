@@ -20,7 +20,7 @@ from anomalycli import __version__, backbones, modelfile
 from anomalycli.errors import UserError
 from anomalycli.io import atomic_path
 from anomalycli.methods import AnomalyModel
-from anomalycli.metrics import calibrated_score
+from anomalycli.calibration import calibrated_score
 
 INPUT = "images"
 SCORE, RAW_SCORE, ANOMALY_MAP = "score", "raw_score", "anomaly_map"

@@ -15,7 +15,7 @@ from anomalycli.data import Sample
 from anomalycli.errors import UserError
 from anomalycli.inference import iter_scores
 from anomalycli.methods import AnomalyModel
-from anomalycli.metrics import OperatingRule, calibrate
+from anomalycli.calibration import OperatingRule, calibrate
 
 
 def recalibrate(model: AnomalyModel, rule: OperatingRule, samples: list[Sample] | None = None, source: str = "", batch_size: int = 32, show_progress: bool = True) -> tuple[AnomalyModel, str | None]:

@@ -16,7 +16,7 @@ from anomalycli.data import Dataset, Sample, discover, load_all
 from anomalycli.errors import UsageError, UserError
 from anomalycli.inference import resolve_device
 from anomalycli.methods import METHODS, AnomalyModel, classifier, hybrid, patchcore
-from anomalycli.metrics import OperatingRule, calibrate
+from anomalycli.calibration import OperatingRule, calibrate
 from anomalycli.splits import k_folds, train_val_split
 from anomalycli.training import ClassifierSettings, fit_classifier
 

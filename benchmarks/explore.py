@@ -40,7 +40,8 @@ from anomalycli.coreset import SAMPLERS, nearest_distances  # noqa: E402
 from anomalycli.data import discover, image_to_tensor, load_all, load_mask, open_image, to_grey_or_rgb  # noqa: E402
 from PIL import Image  # noqa: E402
 from anomalycli.methods.patchcore import PatchCore, _gaussian_blur  # noqa: E402
-from anomalycli.metrics import OperatingRule, binary_report, calibrate, pixel_auroc  # noqa: E402
+from anomalycli.calibration import OperatingRule, calibrate  # noqa: E402
+from anomalycli.metrics import binary_report, pixel_auroc  # noqa: E402
 
 FEATURE_CACHE: dict = {}
 

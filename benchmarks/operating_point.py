@@ -32,7 +32,8 @@ from bench import QUICK_MAX_IMAGES, fmt, loto_parts, mean_std, shipped, subsampl
 
 from anomalycli import inference, io, runtime, splits, train  # noqa: E402
 from anomalycli.data import discover  # noqa: E402
-from anomalycli.metrics import OperatingRule, choose_threshold, operating_point  # noqa: E402
+from anomalycli.calibration import OperatingRule, choose_threshold  # noqa: E402
+from anomalycli.metrics import operating_point  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = [REPO.parent / "shared" / "data" / name for name in ("screws", "magtiles")]

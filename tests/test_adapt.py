@@ -1,6 +1,6 @@
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance
+from PIL import ImageEnhance
 
 from anomalycli.adapt import adapt
 from anomalycli.data import Sample

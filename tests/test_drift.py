@@ -8,7 +8,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from anomalycli import drift
 from anomalycli.methods import AnomalyModel
-from anomalycli.metrics import calibrate
+from anomalycli.calibration import calibrate
 from tests.conftest import run_cli
 
 

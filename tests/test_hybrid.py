@@ -98,7 +98,7 @@ def test_one_class_only_gives_a_head_that_scores_zero():
 
 def test_the_deployed_head_scores_the_mean_of_the_fold_heads(tmp_path):
     from anomalycli.methods import AnomalyModel
-    from anomalycli.metrics import calibrate
+    from anomalycli.calibration import calibrate
 
     extractor = _extractor()
     kinds = [None] * 12 + ["spot"] * 6
@@ -123,7 +123,7 @@ def test_the_deployed_head_scores_the_mean_of_the_fold_heads(tmp_path):
 def test_older_hybrid_files_with_patch_heads_still_load(tmp_path):
     """Files from before the global head: fold heads on patch features, and before those one head."""
     from anomalycli.methods import AnomalyModel
-    from anomalycli.metrics import Calibration
+    from anomalycli.calibration import Calibration
 
     torch.manual_seed(0)
     extractor = _extractor()

@@ -16,7 +16,7 @@ from torch import nn
 
 from anomalycli import backbones, modelfile
 from anomalycli.errors import UserError
-from anomalycli.metrics import Calibration
+from anomalycli.calibration import Calibration
 from anomalycli.methods import classifier, hybrid, patchcore
 
 METHODS = {"classifier": classifier.build_net, "patchcore": patchcore.build_net, "hybrid": hybrid.build_net}

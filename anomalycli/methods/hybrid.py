@@ -23,7 +23,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from anomalycli import backbones
-from anomalycli.metrics import OperatingRule, choose_threshold
+from anomalycli.calibration import OperatingRule, choose_threshold
 from anomalycli.methods.patchcore import PatchCore, embed_maps, union_of
 from anomalycli.methods.patchcore import build_net as build_patchcore
 
@@ -176,7 +176,7 @@ def choose_fusion(one_class: torch.Tensor, supervised: torch.Tensor, labels: tor
 
 
 def selection(one_class: torch.Tensor, supervised: torch.Tensor, labels: torch.Tensor, rule: OperatingRule):
-    """What the hybrid chooses on calibration scores, for ``metrics.cross_validated_point``: the
+    """What the hybrid chooses on calibration scores, for ``calibration.cross_validated_point``: the
     fusion statistics and weight, then the threshold, all on the ``fit`` part only."""
 
     def select(fit: np.ndarray) -> tuple[np.ndarray, float]:
