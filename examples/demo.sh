@@ -11,4 +11,4 @@ anomaly inspect
 anomaly split --out split.csv
 anomaly train
 anomaly eval --json metrics.json
-anomaly predict data/test/not-good --heatmaps heatmaps --output predictions.csv
+anomaly predict data/test --heatmaps heatmaps --output predictions.csv
