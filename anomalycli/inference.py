@@ -11,8 +11,8 @@ import torch
 from tqdm import tqdm
 
 from anomalycli import drift
-from anomalycli.data import Sample, image_batches, load_mask
 from anomalycli.calibration import trade_off
+from anomalycli.data import Sample, image_batches, load_mask
 from anomalycli.metrics import against_announced, binary_report, operating_point, pixel_auroc
 from anomalycli.methods import AnomalyModel
 

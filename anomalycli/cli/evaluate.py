@@ -12,7 +12,7 @@ from anomalycli.errors import UsageError
 from anomalycli.engines import OnnxModel, load_model, on_engine
 from anomalycli.inference import evaluate
 from anomalycli.report import check_folder, write_report
-from anomalycli.render import confusion_table, console, err_console, defect_table, metrics_table, operating_point_text, trade_off_table, write_json
+from anomalycli.render import confusion_table, console, defect_table, err_console, metrics_table, operating_point_text, trade_off_table, write_json
 
 
 @user_errors
