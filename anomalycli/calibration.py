@@ -123,7 +123,7 @@ class Calibration:
     rule: str  # how the threshold was chosen, in words
     n_normal: int = 0
     n_anomaly: int = 0
-    expected: dict | None = None  # operating_point() on the calibration scores
+    expected: dict | None = None  # operating_point() of the calibration scores, cross-validated (cross_validated_point)
     source: str = ""  # what the scores are: out-of-fold, validation, or a folder's path
     scores: list[float] = field(default_factory=list, repr=False)
     labels: list[int] = field(default_factory=list, repr=False)
@@ -222,12 +222,12 @@ def trade_off(labels, scores, calibration: Calibration, fprs=TRADE_OFF_FPRS) -> 
         point = operating_point(labels, scores, raw)
         rows.append({"max_false_alarm_rate": fpr, "threshold": float(calibration.normalise(raw)), "raw_threshold": raw,
                      "recall": point["recall"], "false_alarm_rate": point["false_alarm_rate"]})
-    for row, text in zip(rows, threshold_texts(labels, scores, calibration, [r["threshold"] for r in rows])):
+    for row, text in zip(rows, threshold_texts(scores, calibration, [r["threshold"] for r in rows])):
         row["threshold_text"] = text
     return rows
 
 
-def threshold_texts(labels, scores, calibration: Calibration, thresholds: list[float], min_digits: int = 3, max_digits: int = 12) -> list[str]:
+def threshold_texts(scores, calibration: Calibration, thresholds: list[float], min_digits: int = 3, max_digits: int = 12) -> list[str]:
     """``thresholds`` printed with the fewest digits (at least ``min_digits``) at which each printed
     value, typed back as ``--threshold``, flags exactly the images the value itself flags."""
     calibrated = calibration.normalise(scores)

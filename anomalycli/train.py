@@ -254,9 +254,8 @@ def _calibrate(model: AnomalyModel, labels: torch.Tensor, scores: torch.Tensor, 
         notes.append(warning)
 
 
-def _drift_reference(images_or_stats, labels: torch.Tensor) -> dict:
-    """The drift check's reference (``drift.reference``) from the fitted images or their statistics."""
-    stats = drift.image_stats(images_or_stats) if isinstance(images_or_stats, torch.Tensor) else np.asarray(images_or_stats)
+def _drift_reference(stats: np.ndarray, labels: torch.Tensor) -> dict:
+    """The drift check's reference (``drift.reference``) from the fitted images' ``drift.image_stats``."""
     labels = labels.numpy()
     return drift.reference(stats[labels == 0], stats[labels == 1])
 
@@ -288,7 +287,7 @@ def _train_classifier(options, config, train_samples, val_samples, device, run_d
         tuple(config["class_names"]), state, save_epoch, show_progress,
     )
     log.info(f"best epoch {checkpoint['best_epoch']} by validation {settings.select}")
-    config = {**config, "best_epoch": checkpoint["best_epoch"], "select": settings.select, "drift": _drift_reference(train_images, train_labels)}
+    config = {**config, "best_epoch": checkpoint["best_epoch"], "select": settings.select, "drift": _drift_reference(drift.image_stats(train_images), train_labels)}
     model = AnomalyModel("classifier", net.to(device), config, calibration=None)
     _calibrate(model, val_labels, _scores(model, val_images, options.batch_size), options.operating_rule(), "validation", notes)
     return model, checkpoint["history"], notes
