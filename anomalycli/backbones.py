@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torchvision
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -42,6 +41,8 @@ class Backbone:
 
 def _torchvision_weights(name: str) -> Callable[[], dict]:
     def fetch() -> dict:
+        import torchvision  # here, not above: it takes 1.5 s to import, and only its ResNets need it
+
         weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
         try:
             return weights.get_state_dict(progress=True)
@@ -52,6 +53,12 @@ def _torchvision_weights(name: str) -> Callable[[], dict]:
             ) from None
 
     return fetch
+
+
+def _torchvision_model(name: str) -> nn.Module:
+    import torchvision
+
+    return torchvision.models.get_model(name, weights=None)
 
 
 def _lite_weights(variant: str) -> Callable[[], dict]:
@@ -72,7 +79,7 @@ def _lite_weights(variant: str) -> Callable[[], dict]:
 def _resnet(name: str, layer_channels: tuple[int, int], head: int) -> Backbone:
     return Backbone(
         name=name,
-        build=lambda: torchvision.models.get_model(name, weights=None),
+        build=lambda: _torchvision_model(name),
         imagenet_weights=_torchvision_weights(name),
         weights_source="torchvision download (IMAGENET1K_V1), cached by torch",
         offline=False,

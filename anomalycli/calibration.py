@@ -6,10 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from sklearn import metrics as skm
-from sklearn.model_selection import StratifiedKFold
 
-from anomalycli.metrics import operating_point
+from anomalycli.metrics import operating_point, sklearn_metrics
 
 # With no anomalies to calibrate on, the threshold flags this share of good images.
 NO_ANOMALY_FPR = 0.01
@@ -51,7 +49,7 @@ def _above(scores: np.ndarray, cut: float) -> float:
 
 def best_f1_threshold(labels, scores, sample_weight=None) -> float:
     """The score cut that maximises (weighted) F1; ties go to the stricter (higher) cut."""
-    precision, recall, thresholds = skm.precision_recall_curve(labels, scores, sample_weight=sample_weight)
+    precision, recall, thresholds = sklearn_metrics().precision_recall_curve(labels, scores, sample_weight=sample_weight)
     f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
     best = np.flatnonzero(f1 == f1.max())[-1]
     return float(thresholds[best])
@@ -64,7 +62,7 @@ def choose_threshold(labels, scores, rule: OperatingRule) -> float:
     normal, anomaly = scores[labels == 0], scores[labels == 1]
     if rule.name == "fpr":
         # The most defects caught with at most value x n good images flagged, at the highest cut that does it.
-        fpr, tpr, thresholds = skm.roc_curve(labels, scores, drop_intermediate=False)
+        fpr, tpr, thresholds = sklearn_metrics().roc_curve(labels, scores, drop_intermediate=False)
         allowed = fpr <= rule.value + 1e-12
         best = np.flatnonzero(allowed & (tpr == tpr[allowed].max()))[0]
         return _above(scores, scores.max()) if np.isinf(thresholds[best]) else _below(scores, float(thresholds[best]))
@@ -75,7 +73,7 @@ def choose_threshold(labels, scores, rule: OperatingRule) -> float:
     if rule.name == "f1":
         weights = np.where(labels == 0, len(anomaly) * (1 - rule.value) / rule.value / len(normal), 1.0)
         return _below(scores, best_f1_threshold(labels, scores, weights))
-    fpr, tpr, thresholds = skm.roc_curve(labels, scores, drop_intermediate=False)
+    fpr, tpr, thresholds = sklearn_metrics().roc_curve(labels, scores, drop_intermediate=False)
     j = tpr - fpr
     # Among equally good cuts, the middle one: it leaves the most room on both sides.
     tied = np.flatnonzero(np.isclose(j, j.max()))
@@ -160,6 +158,8 @@ def cross_validated_point(labels, select, n_folds: int = SELECTION_FOLDS, seed: 
     announces a recall that new images do not reach; judged out of fold, the announced point pays
     for that choice as new images will.
     """
+    from sklearn.model_selection import StratifiedKFold  # when used: predict starts without scikit-learn
+
     labels = np.asarray(labels, dtype=int)
     n_folds = min(n_folds, int((labels == 1).sum()), int((labels == 0).sum()))
     flagged = np.zeros(len(labels), dtype=float)

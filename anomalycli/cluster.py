@@ -125,7 +125,7 @@ class _Scorer:
         with tempfile.TemporaryDirectory(prefix="anomalycli-") as folder:  # loaded whole, then removed
             path = Path(folder) / name
             path.write_bytes(ray.get(model_ref[0]))
-            self.model = on_engine(load_model(path, engine), engine, n_images, with_maps=False)
+            self.model, _ = on_engine(load_model(path, engine), engine, n_images, with_maps=False)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [Path(p) for p in batch["path"]]

@@ -1,9 +1,14 @@
 """Where a model scores images: PyTorch, or ONNX Runtime running the exported graph.
 
-On a CPU, ONNX Runtime runs the same graph faster than PyTorch (1.2x for the default patchcore
-from 1024 px PNGs, where the bank search costs the same on both; 2.4x at 64 px; BENCHMARKS.md), so
-``auto`` picks it when it is installed and there are enough images to pay for exporting the model
-in memory (under a second, plus tracing's warm-up); an exported ``.onnx`` file runs as it is.
+A model fitted with an int8 backbone (``quantize.py``, the default on a CPU) runs that backbone
+on ONNX Runtime and the rest (bank search, head) on PyTorch: about twice the fp32 speed, and the
+scores its threshold was chosen on. ``onnx`` runs the whole graph ``anomaly export`` writes
+(int8 backbone included) in ONNX Runtime; ``onnx-fp32`` and ``torch`` run the fp32 backbone.
+
+A model with an fp32 backbone (older files, ``--precision fp32``, fitted on a GPU) runs, under
+``auto``, on ONNX Runtime, 1.2x PyTorch's speed from 1024 px PNGs (BENCHMARKS.md), when there are
+enough images to pay for exporting the model in memory (under a second, plus tracing's warm-up);
+an exported ``.onnx`` file runs as it is.
 """
 
 from __future__ import annotations
@@ -16,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomalycli import export, modelfile, project
+from anomalycli import export, modelfile, project, quantize
 from anomalycli.errors import UsageError, UserError
 from anomalycli.methods import AnomalyModel
 from anomalycli.calibration import Calibration
 
-ENGINES = ("auto", "torch", "onnx")
+ENGINES = ("auto", "torch", "onnx", "onnx-fp32")
 ONNX_SUFFIX = ".onnx"
 # Images per ONNX Runtime call: the exported search holds one (patches x bank) distance block per
 # call, about 33 MB an image at 320 px, so a few images at a time keep memory flat.
@@ -35,14 +40,14 @@ def onnxruntime_installed() -> bool:
 
 
 def resolve_engine(engine: str) -> str:
-    """``torch`` or ``onnx`` for the ``--engine`` the user gave (``auto``: ONNX Runtime when installed).
+    """``torch``, ``onnx`` or ``onnx-fp32`` for the ``--engine`` the user gave (``auto``: ``onnx`` when installed).
 
     predict and eval load models on the CPU, where ONNX Runtime's CPU provider is the faster one.
     """
     if engine not in ENGINES:
         raise UsageError(f"--engine must be one of {', '.join(ENGINES)} (got {engine})")
-    if engine == "onnx" and not onnxruntime_installed():
-        raise UsageError(f"--engine onnx needs ONNX Runtime, which is not installed; run: {export.INSTALL_HINT} (or use --engine torch)")
+    if engine.startswith("onnx") and not onnxruntime_installed():
+        raise UsageError(f"--engine {engine} needs ONNX Runtime, which is not installed; run: {export.INSTALL_HINT} (or use --engine torch)")
     if engine == "auto":
         return "onnx" if onnxruntime_installed() else "torch"
     return engine
@@ -101,12 +106,10 @@ class OnnxModel:
 
 def _session(model: bytes | str):
     try:
-        import onnxruntime
+        import onnxruntime  # noqa: F401  (installed? the session comes from quantize.session)
     except ImportError:
         raise UserError(f"an .onnx model runs on ONNX Runtime, which is not installed; run: {export.INSTALL_HINT}") from None
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # errors only: its warnings are not the user's business
-    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return quantize.session(model, spinning=True)  # the whole graph runs in it: nothing else needs the cores
 
 
 def load_model(path: str | Path, engine: str = "auto") -> AnomalyModel | OnnxModel:
@@ -120,15 +123,46 @@ def load_model(path: str | Path, engine: str = "auto") -> AnomalyModel | OnnxMod
     return AnomalyModel.load(path)
 
 
-def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_maps: bool = True) -> AnomalyModel | OnnxModel:
-    """``model`` where ``engine`` says it runs for ``n_images`` images.
+def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_maps: bool = True) -> tuple[AnomalyModel | OnnxModel, str]:
+    """``model`` where ``engine`` says it runs for ``n_images`` images, and one line for the user
+    where that is not the fast path the model was fitted for (else "").
 
-    ``auto`` keeps PyTorch for fewer than ``AUTO_ONNX_MIN_IMAGES``: exporting costs more than
-    ONNX Runtime would save on them.
+    An int8 model first checks, on its probe image, that this CPU's int8 kernels give the
+    features they gave at training; if not, it runs its fp32 backbone. ``auto`` keeps PyTorch for
+    fp32 models under ``AUTO_ONNX_MIN_IMAGES`` images: exporting costs more than ONNX Runtime saves.
     """
     if isinstance(model, OnnxModel):
-        return model
+        return model, ""
     chosen = resolve_engine(engine)
-    if chosen == "onnx" and (engine == "onnx" or n_images >= AUTO_ONNX_MIN_IMAGES):
-        return OnnxModel.from_model(model, with_maps)
-    return model
+    int8 = quantize.int8_of(model.net)
+    if int8 is None:
+        note = fp32_note(model) if engine == "auto" else ""
+    elif chosen in ("torch", "onnx-fp32"):
+        int8.active = False
+        note = f"--engine {engine} runs this model's fp32 backbone; its threshold was chosen on its int8 backbone's scores, which may differ slightly"
+    else:
+        mismatch = int8.probe_mismatch()
+        if mismatch <= quantize.PROBE_RTOL:
+            return (OnnxModel.from_model(model, with_maps) if engine == "onnx" else model), ""
+        int8.active = False
+        note = (f"int8 kernels on this CPU give features up to {mismatch:.1%} away from training's on the model's probe image, so "
+                "predict runs the fp32 backbone (about half the speed; scores may differ slightly from calibration)")
+    if chosen != "torch" and (engine != "auto" or n_images >= AUTO_ONNX_MIN_IMAGES):
+        return OnnxModel.from_model(model, with_maps), note
+    return model, note
+
+
+def fp32_note(model: AnomalyModel) -> str:
+    """Why a patchcore or hybrid model runs its fp32 backbone, and how to get the int8 one ("" for the classifier)."""
+    if model.method == "classifier":
+        return ""
+    why = model.config.get("precision_note", "the model file is from before int8 backbones")
+    return f"this model runs its fp32 backbone ({why}); a model trained on a CPU with --precision auto predicts about twice as fast"
+
+
+def describe(model: AnomalyModel | OnnxModel) -> str:
+    """Where ``model`` scores, in words (eval's report)."""
+    if isinstance(model, OnnxModel):
+        return "ONNX Runtime"
+    int8 = quantize.int8_of(model.net)
+    return "PyTorch, int8 backbone on ONNX Runtime" if int8 is not None and int8.active else "PyTorch"

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from anomalycli import __version__, backbones, modelfile
+from anomalycli import __version__, backbones, modelfile, quantize
 from anomalycli.errors import UserError
 from anomalycli.io import atomic_path
 from anomalycli.methods import AnomalyModel
@@ -57,23 +57,77 @@ def output_names(model: AnomalyModel, with_maps: bool = True) -> list[str]:
     return [SCORE, RAW_SCORE, ANOMALY_MAP] if with_maps and model.has_maps else [SCORE, RAW_SCORE]
 
 
-def onnx_bytes(model: AnomalyModel, with_maps: bool = True) -> bytes:
-    """The model's scoring graph as a serialised ONNX model (no metadata), any batch size."""
-    graph = ScoringGraph(model, with_maps).eval()
-    device = next(graph.parameters()).device
-    size = model.config["image_size"]
-    names = output_names(model, with_maps)
+class AfterBackbone(nn.Module):
+    """``ScoringGraph`` from the backbone's maps on: what an int8 backbone's graph is joined to."""
+
+    def __init__(self, model: AnomalyModel, with_maps: bool = True):
+        super().__init__()
+        self.scoring = ScoringGraph(model, with_maps)
+        self.image_size = model.config["image_size"]
+
+    def forward(self, *maps: torch.Tensor):
+        size = (self.image_size, self.image_size) if self.scoring.with_maps else None
+        raw, anomaly_maps = self.scoring.net.score_maps(list(maps), size)
+        calibrated = self.scoring.calibrated(raw)
+        return (calibrated, raw, anomaly_maps) if self.scoring.with_maps else (calibrated, raw)
+
+
+class Preprocess(nn.Module):
+    def __init__(self, backbone: str):
+        super().__init__()
+        mean, std = backbones.normaliser(backbone)
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() / 255.0 - self.mean) / self.std
+
+
+def _traced(module: nn.Module, inputs: tuple, input_names: list[str], output_names: list[str]) -> bytes:
     buffer = io.BytesIO()
     # The tracer warns about every Python int it bakes in (shapes fixed by the image size); the
     # parity tests, not those warnings, say whether the graph scores as the model does.
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            graph, (torch.zeros(2, 3, size, size, dtype=torch.uint8, device=device),), buffer,
-            dynamo=False, opset_version=OPSET, input_names=[INPUT], output_names=names,
-            dynamic_axes={name: {0: "batch"} for name in [INPUT, *names]},
+            module.eval(), inputs, buffer, dynamo=False, opset_version=OPSET, input_names=input_names, output_names=output_names,
+            dynamic_axes={name: {0: "batch"} for name in [*input_names, *output_names]},
         )
     return buffer.getvalue()
+
+
+def onnx_bytes(model: AnomalyModel, with_maps: bool = True) -> bytes:
+    """The model's scoring graph as a serialised ONNX model (no metadata), any batch size: with its
+    int8 backbone where it has one in use (``quantize.Int8Extractor.active``), else all in fp32."""
+    int8 = quantize.int8_of(model.net)
+    if int8 is not None and int8.active:
+        return _joined_to_int8(model, int8, with_maps).SerializeToString()
+    size = model.config["image_size"]
+    device = next(model.net.parameters()).device
+    images = torch.zeros(2, 3, size, size, dtype=torch.uint8, device=device)
+    return _traced(ScoringGraph(model, with_maps), (images,), [INPUT], output_names(model, with_maps))
+
+
+def _joined_to_int8(model: AnomalyModel, int8: quantize.Int8Extractor, with_maps: bool):
+    """Preprocessing, the int8 backbone's own graph and ``AfterBackbone``, joined into one ONNX model."""
+    import onnx
+    from onnx import compose
+
+    size = model.config["image_size"]
+    images = torch.zeros(2, 3, size, size, dtype=torch.uint8)
+    maps = tuple(int8(Preprocess(int8.name)(images), deep=int8.deep))
+    map_names = int8.output_names
+    parts = [
+        onnx.load_from_string(_traced(Preprocess(int8.name), (images,), [INPUT], [quantize.INPUT])),
+        compose.add_prefix(onnx.load_from_string(int8.graph.numpy().tobytes()), "backbone/"),
+        compose.add_prefix(onnx.load_from_string(_traced(AfterBackbone(model, with_maps), maps, map_names, output_names(model, with_maps))),
+                           "after/", rename_inputs=False, rename_outputs=False),
+    ]
+    ir_version = max(p.ir_version for p in parts)
+    for part in parts:
+        part.ir_version = ir_version
+    joined = compose.merge_models(parts[0], parts[1], io_map=[(quantize.INPUT, "backbone/" + quantize.INPUT)])
+    return compose.merge_models(joined, parts[2], io_map=[("backbone/" + name, name) for name in map_names])
 
 
 def metadata(model: AnomalyModel) -> dict[str, str]:

@@ -6,8 +6,13 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
-from scipy.stats import binomtest, rankdata
-from sklearn import metrics as skm
+
+
+def sklearn_metrics():
+    """scikit-learn's metrics, imported when first used: predict, which uses none, starts a second sooner."""
+    from sklearn import metrics
+
+    return metrics
 
 
 # Bootstrap resamples computed at once: memory is this many times the number of images.
@@ -15,11 +20,11 @@ BOOTSTRAP_BLOCK = 100
 
 
 def _auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    return float(skm.roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else None
+    return float(sklearn_metrics().roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else None
 
 
 def _f1(labels: np.ndarray, predicted: np.ndarray) -> float:
-    return float(skm.f1_score(labels, predicted, zero_division=0))
+    return float(sklearn_metrics().f1_score(labels, predicted, zero_division=0))
 
 
 def bootstrap_ci(labels, scores, predicted, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
@@ -29,6 +34,8 @@ def bootstrap_ci(labels, scores, predicted, n_boot: int = 1000, seed: int = 0, l
     form of scikit-learn's ``roc_auc_score``, ties included): a thousand ``f1_score`` and
     ``roc_auc_score`` calls cost seconds of argument checking alone.
     """
+    from scipy import stats  # imported when used, as sklearn_metrics
+
     labels, scores, predicted = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float), np.asarray(predicted, dtype=int)
     rng = np.random.default_rng(seed)
     n = len(labels)
@@ -41,7 +48,7 @@ def bootstrap_ci(labels, scores, predicted, n_boot: int = 1000, seed: int = 0, l
         f1s += np.where(2 * tp + wrong > 0, 2 * tp / np.maximum(2 * tp + wrong, 1), 0.0).tolist()
         n_pos = truth.sum(1)
         both = (n_pos > 0) & (n_pos < n)
-        ranks = rankdata(scores[idx[both]], axis=1)
+        ranks = stats.rankdata(scores[idx[both]], axis=1)
         positive_ranks = (ranks * truth[both]).sum(1)
         n_pos, n_neg = n_pos[both], n - n_pos[both]
         aurocs += ((positive_ranks - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).tolist()
@@ -58,17 +65,17 @@ def binary_report(labels, scores, predicted, defect_types=None, n_boot: int = 10
     labels = np.asarray(labels, dtype=int)
     scores = np.asarray(scores, dtype=float)
     predicted = np.asarray(predicted, dtype=int)
-    tn, fp, fn, tp = skm.confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
+    tn, fp, fn, tp = sklearn_metrics().confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
     both = len(set(labels.tolist())) == 2
     report = {
         "n_images": int(len(labels)),
-        "accuracy": float(skm.accuracy_score(labels, predicted)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(labels, predicted)) if both else None,
-        "precision": float(skm.precision_score(labels, predicted, zero_division=0)),
-        "recall": float(skm.recall_score(labels, predicted, zero_division=0)),
+        "accuracy": float(sklearn_metrics().accuracy_score(labels, predicted)),
+        "balanced_accuracy": float(sklearn_metrics().balanced_accuracy_score(labels, predicted)) if both else None,
+        "precision": float(sklearn_metrics().precision_score(labels, predicted, zero_division=0)),
+        "recall": float(sklearn_metrics().recall_score(labels, predicted, zero_division=0)),
         "f1": _f1(labels, predicted),
         "auroc": _auroc(labels, scores),
-        "average_precision": float(skm.average_precision_score(labels, scores)) if both else None,
+        "average_precision": float(sklearn_metrics().average_precision_score(labels, scores)) if both else None,
         "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
         "per_defect_type": per_defect_recall(labels, predicted, defect_types) if defect_types is not None else {},
     }
@@ -94,9 +101,11 @@ def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float | None:
 
 def wilson_interval(k: int, n: int, level: float = 0.95) -> list[float] | None:
     """Wilson score interval of a proportion k/n (None for n = 0)."""
+    from scipy import stats
+
     if n == 0:
         return None
-    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="wilson")
     return [float(ci.low), float(ci.high)]
 
 
@@ -120,6 +129,8 @@ def against_announced(announced: dict | None, measured: dict, level: float = 0.0
     """Sentences for each rate measured worse than ``announced`` beyond chance: a one-sided binomial
     test at ``level`` (fewer defects caught, or more good parts flagged, than the announced rate
     explains on this many images). Empty when the announcement holds or there is none."""
+    from scipy import stats
+
     if not announced:
         return []
     found = []
@@ -127,7 +138,7 @@ def against_announced(announced: dict | None, measured: dict, level: float = 0.0
         expected, value, n = announced.get(rate), measured.get(rate), measured.get(count, 0)
         if expected is None or value is None or not n:
             continue
-        p = binomtest(round(value * n), n, min(max(expected, 1e-9), 1 - 1e-9), alternative=worse).pvalue
+        p = stats.binomtest(round(value * n), n, min(max(expected, 1e-9), 1 - 1e-9), alternative=worse).pvalue
         if p < level:
             found.append(f"{what} {100 * value:.1f}% of {n}, where calibration announced {100 * expected:.1f}% (binomial p={p:.2g})")
     return found

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomalycli import backbones, drift, io, project
+from anomalycli import backbones, drift, io, project, quantize
 from anomalycli.data import Dataset, Sample, discover, load_all
 from anomalycli.errors import UsageError, UserError
 from anomalycli.inference import resolve_device
@@ -34,6 +34,7 @@ DEFAULT_IMAGE_SIZE = {"classifier": 224, "patchcore": 320, "hybrid": 320}
 # --fast: the backbone and size patchcore and the hybrid had before the 320 px default, about 2.5x
 # times faster to predict for a few points of AUROC less (BENCHMARKS.md).
 FAST_BACKBONE, FAST_IMAGE_SIZE = "efficientnet_lite0", 224
+PRECISIONS = ("auto", "int8", "fp32")
 
 
 @dataclass
@@ -70,6 +71,7 @@ class TrainOptions:
     cv_folds: int = 5
     run_dir: str | None = None
     fast: bool = False  # patchcore and hybrid: FAST_BACKBONE at FAST_IMAGE_SIZE unless given
+    precision: str = "auto"  # patchcore and hybrid: the backbone's, one of PRECISIONS (see _backbone)
     ray: str | None = None  # patchcore and hybrid: fit on this Ray cluster ("local", "auto" or an address)
 
     def validate(self) -> None:
@@ -95,6 +97,7 @@ class TrainOptions:
             (self.sampler in ("shuffle", "balanced"), f"--sampler must be shuffle or balanced (got {self.sampler})"),
             (self.select in ("auroc", "f1", "loss"), f"--select must be auroc, f1 or loss (got {self.select})"),
             (self.device in ("auto", "cpu", "cuda", "mps"), f"--device must be auto, cpu, cuda or mps (got {self.device})"),
+            (self.precision in PRECISIONS, f"--precision must be {', '.join(PRECISIONS)} (got {self.precision})"),
             (self.ray is None or self.method in CROSS_FITTED, "--ray fits patchcore and hybrid models; the classifier trains on one machine (drop --ray)"),
         ]
         for ok, message in checks:
@@ -293,8 +296,32 @@ def _train_classifier(options, config, train_samples, val_samples, device, run_d
     return model, checkpoint["history"], notes
 
 
-def _embed(options, samples: list[Sample], device, show_progress, notes: list[str], with_descriptors: bool = False):
-    """The frozen extractor, the patch features of every readable sample (streamed: pixels are
+def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[str]):
+    """The frozen extractor a fit takes its features from, and what the model's config records of its precision.
+
+    ``auto`` is int8 on a CPU (``quantize.py``: about twice as fast, there and at predict), unless
+    its features disagree with fp32 ones; on a GPU the fp32 backbone is the fast one.
+    """
+    extractor = backbones.FeatureExtractor(options.backbone, backbones.build(options.backbone, options.weights)).to(device).eval()
+    if options.precision == "fp32":
+        return extractor, {"precision": "fp32", "precision_note": "trained with --precision fp32"}
+    if options.precision == "auto" and device.type != "cpu":
+        return extractor, {"precision": "fp32", "precision_note": f"trained on {device.type}, where the fp32 backbone is the fast one"}
+    good = [s for s in samples if s.label == 0][: quantize.CALIBRATION_IMAGES]
+    images, _, _ = load_all(good, options.image_size)
+    int8, cosine = quantize.quantize(extractor.cpu(), images, deep)
+    if cosine < quantize.MIN_COSINE:
+        note = (f"the int8 backbone's features disagreed with fp32 ones on {len(images)} training images (median cosine "
+                f"{cosine:.3f}, below {quantize.MIN_COSINE}); fitted with the fp32 backbone")
+        log.warning(note)
+        notes.append(note)
+        return extractor.to(device), {"precision": "fp32", "precision_note": note}
+    log.info(f"int8 backbone: median cosine {cosine:.3f} to fp32 features on {len(images)} training images")
+    return int8, {"precision": "int8", **quantize.config_of(int8)}
+
+
+def _embed(options, extractor, samples: list[Sample], show_progress, notes: list[str], with_descriptors: bool = False):
+    """The patch features of every readable sample from ``extractor`` (streamed: pixels are
     never all held) and, ``with_descriptors``, their pooled descriptors: a ``patchcore.LocalFeatures``,
     or on Ray a ``cluster.RayFeatures`` whose patch features stay on the cluster. Then their
     labels, the samples kept and their cross-fitting folds.
@@ -302,7 +329,6 @@ def _embed(options, samples: list[Sample], device, show_progress, notes: list[st
     The samples are put in fold order first, so that each fold's images are consecutive: a fold's
     coreset parts and its out-of-fold scores then read consecutive features, on one machine or many.
     """
-    extractor = backbones.FeatureExtractor(options.backbone, backbones.build(options.backbone, options.weights)).to(device).eval()
     all_folds = _cross_fit_folds(options, samples)
     order = np.argsort(all_folds, kind="stable")
     samples, all_folds = [samples[i] for i in order], all_folds[order]
@@ -323,7 +349,7 @@ def _embed(options, samples: list[Sample], device, show_progress, notes: list[st
     lacking = sorted(set(all_folds.tolist()) - set(folds[labels.numpy() == 0].tolist()))
     if lacking:
         raise UserError(f"cross-fitting fold {lacking[0]} has no readable good image; remove the unreadable files or lower --cv-folds")
-    return extractor, features, labels, kept, folds
+    return features, labels, kept, folds
 
 
 def _cross_fit_folds(options, samples: list[Sample]) -> np.ndarray:
@@ -338,7 +364,8 @@ def _train_patchcore(options, config, samples, device, show_progress):
     # Cross-fitting replaces a validation split: every good image is in the bank of the final
     # model and scored, out of fold, by the banks of the other folds; defects are scored alike.
     notes: list[str] = []
-    extractor, features, labels, kept, folds = _embed(options, samples, device, show_progress, notes)
+    extractor, precision = _backbone(options, samples, device, False, notes)
+    features, labels, kept, folds = _embed(options, extractor, samples, show_progress, notes)
     coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
     out_of_fold = features.out_of_fold_scores(folds, coresets, options.reweight, show_progress)
     net = patchcore.union_of(extractor, coresets, options.reweight)
@@ -346,7 +373,7 @@ def _train_patchcore(options, config, samples, device, show_progress):
     config = {
         **config, "bank_size": int(net.bank.shape[0]), "bank_parts": net.part_sizes, "score_blur": net.score_blur, "reweight": options.reweight,
         "coreset_ratio": options.coreset_ratio, "cv_folds": options.cv_folds, "batch_norm_folded": extractor.folded,
-        "drift": _drift_reference(features.stats, labels),
+        "drift": _drift_reference(features.stats, labels), **precision,
     }
     model = AnomalyModel("patchcore", net, config, calibration=None)
     _calibrate(model, labels, out_of_fold, options.operating_rule(), "out-of-fold", notes)
@@ -357,7 +384,8 @@ def _train_hybrid(options, config, samples, device, show_progress):
     notes: list[str] = []
     if not any(s.label == 1 for s in samples):
         raise UserError("the hybrid method needs labelled anomalous images, and there are none; use --method patchcore")
-    extractor, features, labels, kept, folds = _embed(options, samples, device, show_progress, notes, with_descriptors=True)
+    extractor, precision = _backbone(options, samples, device, True, notes)
+    features, labels, kept, folds = _embed(options, extractor, samples, show_progress, notes, with_descriptors=True)
     if not (labels == 1).any():
         raise UserError("none of the labelled anomalous images could be read, and the hybrid method needs them; use --method patchcore")
     coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
@@ -370,7 +398,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
         "head": "global", "descriptor_size": int(net.head.weight.shape[0]),
         "fusion": [*net.stats.tolist(), float(net.alpha)],
         "coreset_ratio": options.coreset_ratio, "cv_folds": options.cv_folds, "batch_norm_folded": extractor.folded,
-        "drift": _drift_reference(features.stats, labels),
+        "drift": _drift_reference(features.stats, labels), **precision,
     }
     model = AnomalyModel("hybrid", net, config, calibration=None)
     rule = options.operating_rule()

@@ -75,7 +75,7 @@ def run(data: Path, sizes: list[int], image_size: int, work: Path) -> dict:
         row["same_bank"] = same_bank(here.model_path, there.model_path)
         model_path = model_path or here.model_path
         paths = [samples[i % len(samples)].path for i in range(n)]
-        model = on_engine(load_model(model_path), "auto", n, with_maps=False)
+        model, _ = on_engine(load_model(model_path), "auto", n, with_maps=False)
         _, row["predict_here_s"] = timed(lambda: list(iter_scores(model, paths, show_progress=False)))
         _, row["predict_ray_s"] = timed(lambda: cluster.score_paths(ray, model_path, paths, show_progress=False))
         out["rows"].append(row)

@@ -1,16 +1,20 @@
 #!/usr/bin/env python
-"""Predict on PyTorch vs ONNX Runtime (issue 15), in one run, beside the floor 2 cores allow.
+"""Predict's stages and the whole process, int8 against fp32, in one run (issues 15 and 25).
 
 Makes 1024 x 1024 PNG copies of the first N images of DATA (default: 320 screws), fits the
-default method on DATA (`--method auto`: the hybrid where DATA labels enough defects) or takes --model, then measures, median of --repeats:
+default method on DATA twice (the default int8 backbone, and ``--precision fp32``: the path every
+model took before), or takes --model and --fp32-model, then measures, median of --repeats:
 
   decode     reading and resizing the PNGs alone (predict's loader, default workers)
-  backbone   the frozen extractor alone on PyTorch and on ONNX Runtime (batch 16, random input)
-  search     the memory-bank search and score alone, on cached patch features
-  predict    ``inference.iter_scores`` end to end on each engine (the in-memory export's time apart)
-  process    the whole ``anomaly predict`` command on each engine, start-up included
+  backbone   the frozen extractor alone (batch 16, every map the model reads): PyTorch fp32 (the
+             raw forward, batch norm folded), ONNX Runtime fp32, and the model's int8 graph
+  search     the memory-bank search and score alone on those maps, float32 and bfloat16
+  predict    ``inference.iter_scores`` end to end: the default, and the fp32 model on ONNX Runtime
+  process    the whole ``anomaly predict`` command: the default, the fp32 model as before
+             (``--engine auto``: ONNX Runtime, fp32), and with --baseline REV the code of git
+             revision REV predicting the fp32 model (today's default before this change)
 
-    python benchmarks/engines.py --data ../shared/data/screws --out benchmarks/engines.md
+    python benchmarks/engines.py --data ../shared/data/screws --baseline 9dcc967 --out engines.md
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,9 +34,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from anomalycli import export, train
+from anomalycli import backbones, coreset, export, quantize, train
 from anomalycli.data import discover, image_batches
-from anomalycli.engines import OnnxModel, _session
+from anomalycli.engines import on_engine
 from anomalycli.inference import iter_scores
 from anomalycli.methods import AnomalyModel
 
@@ -59,14 +64,17 @@ def upscaled_copies(paths: list[Path], folder: Path, size: int = 1024) -> list[P
     return copies
 
 
-def fit_default(data: Path, path: Path, image_size: int | None = None, fast: bool = False) -> AnomalyModel:
+def fit_default(data: Path, path: Path, image_size: int | None = None, fast: bool = False, precision: str = "auto") -> float:
+    """Fit the default method on ``data`` into ``path``; the seconds the fit took."""
     samples = discover(data).samples
-    options = train.TrainOptions(data=str(data), image_size=image_size, fast=fast)
+    options = train.TrainOptions(data=str(data), image_size=image_size, fast=fast, precision=precision, device="cpu")
     options.method = train.choose_method(samples, options.cv_folds)  # what --method auto picks
     options.validate()
+    start = time.perf_counter()
     model, _, _ = train.fit(options, samples, [], show_progress=False)
+    seconds = time.perf_counter() - start
     model.save(path)
-    return AnomalyModel.load(path)
+    return seconds
 
 
 class DeepExtractor(torch.nn.Module):
@@ -81,10 +89,10 @@ class DeepExtractor(torch.nn.Module):
 
 
 def scoring_parts(model: AnomalyModel):
-    """(the backbone pass predict makes, the PatchCore whose bank it searches)."""
+    """(the backbone pass predict makes, whether it reads the later stages, the net whose ``score_maps`` follows it)."""
     if model.method == "hybrid":
-        return DeepExtractor(model.net.patchcore.extractor), model.net.patchcore
-    return model.net.extractor, model.net
+        return model.net.patchcore.extractor, model.net.deep, model.net
+    return model.net.extractor, False, model.net
 
 
 def backbone_onnx(extractor: torch.nn.Module, batch: torch.Tensor):
@@ -94,67 +102,98 @@ def backbone_onnx(extractor: torch.nn.Module, batch: torch.Tensor):
         warnings.simplefilter("ignore")
         torch.onnx.export(extractor, (batch,), buffer, dynamo=False, opset_version=export.OPSET, input_names=["x"],
                           dynamic_axes={"x": {0: "batch"}})
-    return _session(buffer.getvalue())
+    return quantize.session(buffer.getvalue())
 
 
-def measure(model_path: Path, paths: list[Path], repeats: int, batch: int = 16) -> dict:
+def process_seconds(args: list[str], repeats: int, cwd: Path | None = None, env: dict | None = None) -> float:
+    """The median wall time of a whole ``anomaly`` process (every process starts cold anyway; the
+    files are in the page cache from the passes before)."""
+    command = [sys.executable, "-m", "anomalycli", *args]
+    return median_time(lambda: subprocess.run(command, check=True, capture_output=True, cwd=cwd, env=env), repeats, warm_up=False)
+
+
+def measure(model_path: Path, fp32_path: Path, paths: list[Path], repeats: int, baseline: Path | None = None, batch: int = 16) -> dict:
     model = AnomalyModel.load(model_path)
     size = model.config["image_size"]
     n = len(paths)
-    out: dict = {"n_images": n, "method": model.method, "image_size": size, "bank": int(model.config["bank_size"]), "batch": batch}
-    extractor, one_class = scoring_parts(model)
+    out: dict = {"n_images": n, "method": model.method, "image_size": size, "bank": int(model.config["bank_size"]), "batch": batch,
+                 "precision": model.config.get("precision", "fp32")}
+    extractor, deep, net = scoring_parts(model)
+    int8 = quantize.int8_of(model.net)
 
     def decode():
         for _ in image_batches(paths, size, 32):
             pass
 
     out["decode_s"] = median_time(decode, repeats) / n
-    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    images, _, _ = next(image_batches(paths[:batch], size, batch))
+    x = backbones.preprocess(images, model.config["backbone"])
     with torch.inference_mode():
-        out["backbone_torch_s"] = median_time(lambda: extractor(x), repeats * 3) / batch
-        session = backbone_onnx(extractor, x)
-        out["backbone_onnx_s"] = median_time(lambda: session.run(None, {"x": x.numpy()}), repeats * 3) / batch
-        features, grid = one_class.embed(x)
-        out["search_s"] = median_time(lambda: one_class.score_features(features, grid), repeats * 3) / batch
+        fp32_extractor = int8.fp32 if int8 is not None else extractor
+        out["backbone_torch_s"] = median_time(lambda: fp32_extractor(x, deep=deep), repeats * 3) / batch
+        session = backbone_onnx(DeepExtractor(fp32_extractor, deep), x)
+        pixels = x.contiguous().numpy()
+        out["backbone_onnx_s"] = median_time(lambda: session.run(None, {"x": pixels}), repeats * 3) / batch
+        if int8 is not None:
+            out["backbone_int8_s"] = median_time(lambda: int8(x, deep=deep), repeats * 3) / batch
+        maps = extractor(x, deep=deep)
+        native = coreset.bfloat16_native
+        for name, switch in (("search_fp32_s", lambda: False), ("search_bf16_s", native)):
+            coreset.bfloat16_native = switch
+            out[name] = median_time(lambda: net.score_maps(maps), repeats * 3) / batch
+        coreset.bfloat16_native = native
+    out["bfloat16_native"] = native()
 
     def predict(m):
         return lambda: sum(1 for _ in iter_scores(m, paths, batch_size=32, show_progress=False))
 
-    out["predict_torch_s"] = median_time(predict(model), repeats) / n
-    start = time.perf_counter()
-    onnx_model = OnnxModel.from_model(model, with_maps=False)
-    out["export_s"] = time.perf_counter() - start
-    out["predict_onnx_s"] = median_time(predict(onnx_model), repeats) / n
-    for engine in ("torch", "onnx"):
-        def command(engine=engine):
-            subprocess.run(["anomaly", "predict", str(model_path), str(paths[0].parent), "--engine", engine], check=True, capture_output=True)
-        # Every process starts cold anyway; the files are in the page cache from the passes above.
-        out[f"process_{engine}_s"] = median_time(command, repeats, warm_up=False) / n
-    # Each stage alone already uses both cores, so the floor is their sum per image.
-    out["floor_s"] = out["decode_s"] + out["backbone_onnx_s"] + out["search_s"]
+    out["predict_default_s"] = median_time(predict(on_engine(model, "auto", n, with_maps=False)[0]), repeats) / n
+    out["predict_fp32_onnx_s"] = median_time(predict(on_engine(AnomalyModel.load(fp32_path), "onnx", n, with_maps=False)[0]), repeats) / n
+    folder = str(paths[0].parent)
+    out["process_default_s"] = process_seconds(["predict", str(model_path), folder], repeats) / n
+    out["process_fp32_s"] = process_seconds(["predict", str(fp32_path), folder], repeats) / n
+    if baseline is not None:
+        env = {**os.environ, "PYTHONPATH": str(baseline)}
+        out["process_baseline_s"] = process_seconds(["predict", str(fp32_path), folder], repeats, cwd=baseline, env=env) / n
     return out
 
 
+class DeepExtractor(torch.nn.Module):
+    """An extractor's pass with or without the later stages' maps, as one traceable module."""
+
+    def __init__(self, extractor, deep: bool):
+        super().__init__()
+        self.extractor, self.deep = extractor, deep
+
+    def forward(self, x):
+        return tuple(self.extractor(x, deep=self.deep))
+
+
 def markdown(r: dict, command: str) -> str:
-    per_s = {k: 1 / v for k, v in r.items() if k.endswith("_s") and k != "export_s"}
+    per_s = {k: 1 / v for k, v in r.items() if k.endswith("_s") and isinstance(v, float)}
     rows = [
         ("decode + resize alone (loader, default workers)", "decode_s"),
-        (f"backbone forward alone, PyTorch (batch {r['batch']})", "backbone_torch_s"),
-        (f"backbone forward alone, ONNX Runtime (batch {r['batch']})", "backbone_onnx_s"),
-        (f"memory-bank search and score alone ({r['bank']} patches)", "search_s"),
-        ("**floor**: decode + ONNX backbone + search, per image", "floor_s"),
-        ("predict, PyTorch (`iter_scores`)", "predict_torch_s"),
-        ("predict, ONNX Runtime (`iter_scores`)", "predict_onnx_s"),
-        ("whole `anomaly predict --engine torch` process", "process_torch_s"),
-        ("whole `anomaly predict --engine onnx` process", "process_onnx_s"),
+        (f"backbone alone, PyTorch fp32, batch norm folded (the raw forward; batch {r['batch']})", "backbone_torch_s"),
+        (f"backbone alone, ONNX Runtime fp32 (batch {r['batch']})", "backbone_onnx_s"),
+        (f"backbone alone, the model's int8 graph on ONNX Runtime (batch {r['batch']})", "backbone_int8_s"),
+        (f"bank search and score alone, float32 ({r['bank']} patches)", "search_fp32_s"),
+        ("bank search and score alone, bfloat16 products" + ("" if r["bfloat16_native"] else " (not native here: float32)"), "search_bf16_s"),
+        ("predict, default (`iter_scores`)", "predict_default_s"),
+        ("predict, fp32 model on ONNX Runtime (`iter_scores`)", "predict_fp32_onnx_s"),
+        ("whole `anomaly predict` process, default", "process_default_s"),
+        ("whole `anomaly predict` process, fp32 model (`--engine auto`: ONNX Runtime, as before)", "process_fp32_s"),
+        ("whole `anomaly predict` process, fp32 model, the baseline revision's code", "process_baseline_s"),
     ]
-    lines = [f"`{command}`", "", f"{r['n_images']} PNGs of 1024 x 1024 px, {r.get('method', 'patchcore')} ({r['image_size']} px model), median of the repeats:", "",
+    lines = [f"`{command}`", "", f"{r['n_images']} PNGs of 1024 x 1024 px, {r['method']} ({r['image_size']} px model, {r['precision']} backbone), median of the repeats:", "",
              "| stage | ms per image | images/s |", "| --- | --- | --- |"]
-    lines += [f"| {what} | {1000 * r[key]:.1f} | {per_s[key]:.1f} |" for what, key in rows]
-    lines += ["", f"- ONNX Runtime / PyTorch, predict: **{per_s['predict_onnx_s'] / per_s['predict_torch_s']:.2f}x**; "
-              f"whole process: {per_s['process_onnx_s'] / per_s['process_torch_s']:.2f}x",
-              f"- predict on ONNX Runtime / floor: **{per_s['predict_onnx_s'] / per_s['floor_s']:.2f}**",
-              f"- exporting the model in memory when predict starts: {r['export_s']:.1f} s (included in the whole-process rows)"]
+    lines += [f"| {what} | {1000 * r[key]:.1f} | {per_s[key]:.1f} |" for what, key in rows if key in r]
+    default = per_s["process_default_s"]
+    lines += ["", f"- whole process, default / fp32 model on this code: **{default / per_s['process_fp32_s']:.2f}x**"]
+    if "process_baseline_s" in r:
+        lines += [f"- whole process, default / the baseline revision's default: **{default / per_s['process_baseline_s']:.2f}x**"]
+    lines += [f"- whole process, default / the raw PyTorch fp32 forward alone: **{default / per_s['backbone_torch_s']:.2f}**",
+              f"- int8 backbone / ONNX Runtime fp32: {per_s['backbone_int8_s'] / per_s['backbone_onnx_s']:.2f}x; "
+              f"bfloat16 search / float32: {per_s['search_bf16_s'] / per_s['search_fp32_s']:.2f}x" if "backbone_int8_s" in r else ""]
     return "\n".join(lines) + "\n"
 
 
@@ -162,22 +201,38 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "screws")
     parser.add_argument("--model", type=Path, default=None, help="model to time (default: fit the default method on DATA)")
-    parser.add_argument("--image-size", type=int, default=None, help="model input size (default: patchcore's)")
+    parser.add_argument("--fp32-model", type=Path, default=None, help="the same model fitted with --precision fp32 (default: fit it)")
+    parser.add_argument("--image-size", type=int, default=None, help="model input size (default: the method's)")
     parser.add_argument("--fast", action="store_true", help="time the model train --fast makes")
     parser.add_argument("--images", type=int, default=320, help="PNG copies to score")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", default=None, help="git revision whose code predicts the fp32 model too (today's default before a change)")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-engines-") as tmp:
-        model_path = args.model or Path(tmp) / "model.safetensors"
+        tmp = Path(tmp)
+        model_path, fp32_path = args.model or tmp / "model.safetensors", args.fp32_model or tmp / "fp32.safetensors"
+        fits = {}
         if args.model is None:
-            fit_default(args.data, model_path, args.image_size, args.fast)
-        folder = Path(tmp) / "pngs"
+            fits["fit_default_s"] = fit_default(args.data, model_path, args.image_size, args.fast)
+        if args.fp32_model is None:
+            fits["fit_fp32_s"] = fit_default(args.data, fp32_path, args.image_size, args.fast, precision="fp32")
+        folder = tmp / "pngs"
         folder.mkdir()
         paths = upscaled_copies([s.path for s in discover(args.data).samples][: args.images], folder)
-        result = measure(model_path, paths, args.repeats)
+        baseline = None
+        if args.baseline:
+            baseline = tmp / "baseline"
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(baseline), args.baseline], check=True, capture_output=True)
+        try:
+            result = {**measure(model_path, fp32_path, paths, args.repeats, baseline), **fits}
+        finally:
+            if baseline is not None:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(baseline)], capture_output=True)
     command = "python benchmarks/engines.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(result, command.strip())
+    if fits:
+        text += "".join(f"- fit on DATA, {name[4:-2]}: {seconds:.1f} s\n" for name, seconds in fits.items())
     print(text)
     print(json.dumps(result))
     if args.out:

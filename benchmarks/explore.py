@@ -154,13 +154,12 @@ class Scorer:
 
     def __init__(self, bank: torch.Tensor, reweight: bool, score: str, knn: int = 1):
         self.net = PatchCore(None, bank.float(), reweight=reweight)
-        self.bank_sq = self.net.bank.pow(2).sum(1)
         self.score, self.knn = score, knn
 
     def __call__(self, features: torch.Tensor, side: int, size: int, want_maps: bool):
         n = features.shape[0]
         flat = features.reshape(-1, features.shape[-1]).float()
-        dist, idx = nearest_distances(flat, self.net.bank, k=self.knn, bank_sq=self.bank_sq)
+        dist, idx = nearest_distances(flat, self.net.bank, k=self.knn)
         patch = dist.mean(1).view(n, side * side) if self.knn > 1 else dist[:, 0].view(n, side * side)
         maps = None
         if want_maps or self.score == "blurmax":
@@ -178,7 +177,7 @@ class Scorer:
             if self.net.reweight:
                 feats = features.float()
                 ar = torch.arange(n)
-                scores = scores * self.net._weights(feats[ar, worst], idx[:, 0].view(n, -1)[ar, worst], self.bank_sq)
+                scores = scores * self.net._weights(feats[ar, worst], idx[:, 0].view(n, -1)[ar, worst])
         return scores, maps
 
 

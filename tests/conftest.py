@@ -55,3 +55,12 @@ def hybrid_model(parts, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "hybrid"
     run_cli("train", parts, "--method", "hybrid", "--image-size", "64", "--cv-folds", "3", "--coreset-ratio", "0.1", "--run-dir", run)
     return run / "model.safetensors"
+
+
+@pytest.fixture
+def exact_search(monkeypatch):
+    """The bank search in float32 on any CPU, for the tests of identities that a bfloat16 search
+    holds to about 0.5 % only (test_coreset checks that bound)."""
+    from anomalycli import coreset
+
+    monkeypatch.setattr(coreset, "bfloat16_native", lambda: False)

@@ -41,17 +41,32 @@ def test_quick_operating_point_benchmark_reports_the_threshold_and_its_transfer(
         assert 0 <= fold["measured"]["recall"] <= 1 and fold["best"]["balanced_accuracy"] >= fold["measured"]["balanced_accuracy"] - 1e-9
 
 
-def test_engines_benchmark_times_each_stage_and_both_engines(tmp_path):
+def test_engines_benchmark_times_each_stage_int8_and_fp32_and_a_baseline_revision(tmp_path):
     data = make_dataset(tmp_path / "tiny", n_good=8, n_per_defect=2, size=48, seed=0)
     out = tmp_path / "ENGINES.md"
     script = BENCH.parent / "engines.py"
-    result = subprocess.run([sys.executable, str(script), "--data", str(data), "--images", "4", "--image-size", "64", "--repeats", "1", "--out", str(out)],
+    result = subprocess.run([sys.executable, str(script), "--data", str(data), "--images", "4", "--image-size", "64", "--repeats", "1",
+                             "--baseline", "HEAD", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = out.read_text()
+    for row in ("decode + resize alone", "PyTorch fp32, batch norm folded", "the model's int8 graph", "bank search and score alone, float32",
+                "whole `anomaly predict` process, default", "the baseline revision's code", "fit on DATA, fp32"):
+        assert row in report
+    assert "default / the baseline revision's default" in report and "default / the raw PyTorch fp32 forward" in report
+
+
+def test_quick_precision_benchmark_compares_int8_with_fp32_on_held_out_folds(tmp_path):
+    data = make_dataset(tmp_path / "tiny", n_good=16, n_per_defect=4, size=48, seed=0)
+    out = tmp_path / "PRECISION.md"
+    result = subprocess.run([sys.executable, str(BENCH.parent / "precision.py"), "--quick", "--data", str(data), "--out", str(out)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     report = out.read_text()
-    for row in ("decode + resize alone", "ONNX Runtime (batch 16)", "**floor**", "predict, PyTorch", "`anomaly predict --engine onnx` process"):
-        assert row in report
-    assert "ONNX Runtime / PyTorch, predict" in report
+    assert "| tiny | int8 backbone, bfloat16 search (default) |" in report and "| tiny | fp32 backbone, float32 search (before) |" in report
+    import json
+
+    (run,) = json.loads(out.with_suffix(".json").read_text())
+    assert len(run["folds"]) == 2 and all(0.0 <= fold["int8"]["auroc"] <= 1.0 for fold in run["folds"])
 
 
 def test_heads_benchmark_compares_descriptors_and_one_class_weights_for_unseen_types(tmp_path):

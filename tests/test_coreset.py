@@ -1,6 +1,7 @@
 import torch
 
-from anomalycli.coreset import ApproximateGreedyCoresetSampler, RandomSampler, nearest_distances
+from anomalycli import coreset
+from anomalycli.coreset import ApproximateGreedyCoresetSampler, RandomSampler, nearest_distances, nearest_per_part
 
 
 def test_greedy_picks_the_farthest_points():
@@ -28,13 +29,35 @@ def test_greedy_chunks_give_the_same_result():
     assert torch.equal(whole, chunked)
 
 
-def test_chunked_nearest_neighbours_equal_cdist():
+def test_chunked_nearest_neighbours_equal_cdist(exact_search):
     torch.manual_seed(1)
     queries, bank = torch.randn(1000, 40), torch.randn(300, 40)
     dist, idx = nearest_distances(queries, bank, k=3, chunk=77)
     reference = torch.cdist(queries, bank).topk(3, dim=1, largest=False)
     torch.testing.assert_close(dist, reference.values, atol=1e-4, rtol=1e-4)
     assert torch.equal(idx[:, 0], reference.indices[:, 0])
+
+
+def test_per_part_minima_equal_cdist_over_each_part_of_unequal_size(exact_search):
+    torch.manual_seed(2)
+    queries, bank, parts = torch.randn(500, 24), torch.randn(70, 24), [30, 25, 15]
+    bounds = [0, 30, 55, 70]
+    reference = torch.stack([torch.cdist(queries, bank[a:b]).amin(1) for a, b in zip(bounds[:-1], bounds[1:])], dim=1)
+    torch.testing.assert_close(nearest_per_part(queries, bank, parts, chunk=64), reference, atol=1e-4, rtol=1e-4)
+
+
+def test_bfloat16_search_stays_within_one_percent_of_the_exact_distances(monkeypatch):
+    # Forced on: a CPU without native bfloat16 computes the same values, only slower.
+    monkeypatch.setattr(coreset, "bfloat16_native", lambda: True)
+    torch.manual_seed(3)
+    # Features like a bank's: a shared offset and correlated dimensions, nearest neighbours close.
+    bank = torch.randn(2000, 64) @ torch.randn(64, 152) * 0.3 + 2.0
+    queries = bank[torch.randint(0, 2000, (800,))] + 0.3 * torch.randn(800, 152)
+    exact = torch.stack([torch.cdist(queries.double(), bank[a : a + 500].double()).amin(1) for a in range(0, 2000, 500)], dim=1).float()
+    relative = (nearest_per_part(queries, bank, [500] * 4) - exact).abs() / exact
+    assert coreset.search_dtype(torch.device("cpu")) == torch.bfloat16
+    assert float(relative.max()) < 0.01, float(relative.max())
+    assert float(relative.median()) < 0.005
 
 
 def test_random_sampler_size():

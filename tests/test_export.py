@@ -28,7 +28,7 @@ def _images(parts, size):
 
 
 @pytest.mark.parametrize("fixture", ["patchcore_model", "hybrid_model", "classifier_model"])
-def test_exported_file_scores_as_the_model_does(fixture, parts, tmp_path, request):
+def test_exported_file_scores_as_the_model_does(fixture, parts, tmp_path, request, exact_search):
     path = request.getfixturevalue(fixture)
     model = AnomalyModel.load(path)
     run_cli("export", path, "--out", tmp_path / "m.onnx")
@@ -50,7 +50,7 @@ def test_exported_file_scores_as_the_model_does(fixture, parts, tmp_path, reques
         assert {"anomaly", "normal"} <= set(verdicts)
 
 
-def test_the_readme_recipe_runs_the_file_in_a_bare_onnxruntime_session(patchcore_model, onnx_file, parts, tmp_path):
+def test_the_readme_recipe_runs_the_file_in_a_bare_onnxruntime_session(patchcore_model, onnx_file, parts, tmp_path, exact_search):
     import re
     import shutil
 
@@ -68,13 +68,18 @@ def test_the_readme_recipe_runs_the_file_in_a_bare_onnxruntime_session(patchcore
     assert verdict == expected.verdict and abs(float(score) - expected.score) < 1e-4
 
 
-def test_predict_and_eval_take_the_exported_file_and_agree_with_torch(parts, patchcore_model, onnx_file, tmp_path):
-    for engine_args, name in [((onnx_file,), "file"), ((patchcore_model, "--engine", "torch"), "torch"), ((patchcore_model, "--engine", "onnx"), "memory")]:
-        run_cli("predict", *engine_args[:1], parts / "not-good", *engine_args[1:], "--output", tmp_path / f"{name}.json")
-    rows = {name: json.loads((tmp_path / f"{name}.json").read_text())["images"] for name in ("file", "torch", "memory")}
+def test_predict_and_eval_take_the_exported_file_and_agree_with_the_model(parts, patchcore_model, onnx_file, tmp_path, exact_search):
+    """The int8 export, in a file or exported in memory, scores as predict's default path (the int8
+    backbone on ONNX Runtime, the rest on PyTorch); --engine torch runs the fp32 backbone and says so."""
+    for engine_args, name in [((onnx_file,), "file"), ((patchcore_model,), "auto"), ((patchcore_model, "--engine", "onnx"), "memory")]:
+        result = run_cli("predict", *engine_args[:1], parts / "not-good", *engine_args[1:], "--output", tmp_path / f"{name}.json")
+        assert "fp32 backbone" not in result.output
+    rows = {name: json.loads((tmp_path / f"{name}.json").read_text())["images"] for name in ("file", "auto", "memory")}
     for name in ("file", "memory"):
-        assert [r["verdict"] for r in rows[name]] == [r["verdict"] for r in rows["torch"]]
-        assert np.allclose([r["raw_score"] for r in rows[name]], [r["raw_score"] for r in rows["torch"]], rtol=1e-4)
+        assert [r["verdict"] for r in rows[name]] == [r["verdict"] for r in rows["auto"]]
+        assert np.allclose([r["raw_score"] for r in rows[name]], [r["raw_score"] for r in rows["auto"]], rtol=1e-4)
+    torch_run = run_cli("predict", patchcore_model, parts / "not-good", "--engine", "torch", "--output", tmp_path / "torch.json")
+    assert "--engine torch runs this model's fp32 backbone" in " ".join(torch_run.output.split())
     run_cli("eval", onnx_file, parts, "--json", tmp_path / "eval.json")
     assert json.loads((tmp_path / "eval.json").read_text())["pixel_auroc"] > 0.8
 
@@ -125,18 +130,29 @@ def test_engine_and_export_mistakes_are_one_line(parts, patchcore_model, onnx_fi
     assert words in one_clear_line(run_cli(*args, expect=code))
 
 
-def test_auto_exports_for_many_images_and_without_onnxruntime_runs_on_torch(parts, patchcore_model, tmp_path, monkeypatch):
-    from anomalycli import engines
+@pytest.fixture(scope="module")
+def fp32_model(parts, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "fp32"
+    run_cli("train", parts, "--method", "patchcore", "--image-size", "64", "--run-dir", run, "--coreset-ratio", "0.1", "--precision", "fp32")
+    return run / "model.safetensors"
+
+
+def test_auto_runs_the_int8_backbone_and_exports_fp32_models_for_many_images(parts, patchcore_model, fp32_model, monkeypatch):
+    from anomalycli import engines, quantize
 
     model = engines.load_model(patchcore_model)
-    assert isinstance(engines.on_engine(model, "auto", engines.AUTO_ONNX_MIN_IMAGES), OnnxModel)
-    # A few images do not pay for the export; --engine onnx exports whatever the number.
-    assert engines.on_engine(model, "auto", engines.AUTO_ONNX_MIN_IMAGES - 1) is model
-    assert isinstance(engines.on_engine(model, "onnx", 1), OnnxModel)
+    assert engines.on_engine(model, "auto", 10_000) == (model, "") and quantize.int8_of(model.net).active
+    assert isinstance(engines.on_engine(model, "onnx", 1)[0], OnnxModel)
+    # An fp32 model: a few images do not pay for the export; --engine onnx exports whatever the number.
+    model = engines.load_model(fp32_model)
+    exported, note = engines.on_engine(model, "auto", engines.AUTO_ONNX_MIN_IMAGES)
+    assert isinstance(exported, OnnxModel) and "trained with --precision fp32" in note
+    assert engines.on_engine(model, "auto", engines.AUTO_ONNX_MIN_IMAGES - 1)[0] is model
+    assert isinstance(engines.on_engine(model, "onnx", 1)[0], OnnxModel)
     monkeypatch.setattr(engines, "onnxruntime_installed", lambda: False)
     assert engines.resolve_engine("auto") == "torch"
-    assert engines.on_engine(model, "auto", 10_000) is model
-    message = one_clear_line(run_cli("predict", patchcore_model, parts / "good", "--engine", "onnx", expect=2))
+    assert engines.on_engine(model, "auto", 10_000)[0] is model
+    message = one_clear_line(run_cli("predict", fp32_model, parts / "good", "--engine", "onnx", expect=2))
     assert "pip install 'anomalycli[onnx]'" in message
 
 
@@ -155,7 +171,7 @@ def test_predict_fails_when_no_image_can_be_read_and_lists_some_unreadable(parts
     assert [r["verdict"] for r in rows].count("unreadable") == 2 and "2 unreadable" in result.output
 
 
-def test_a_model_file_from_before_this_version_exports_with_parity(parts, patchcore_model, tmp_path):
+def test_a_model_file_from_before_this_version_exports_with_parity(parts, patchcore_model, tmp_path, exact_search):
     """No bank parts, no blurred score, batch norm not folded: the oldest files still export."""
     from anomalycli import backbones
     from anomalycli.methods.patchcore import PatchCore
@@ -163,7 +179,7 @@ def test_a_model_file_from_before_this_version_exports_with_parity(parts, patchc
     new = AnomalyModel.load(patchcore_model)
     name = new.config["backbone"]
     old_net = PatchCore(backbones.FeatureExtractor(name, backbones.build(name, "imagenet"), fold=False), new.net.bank, score_blur=0.0)
-    old_config = {k: v for k, v in new.config.items() if k not in ("batch_norm_folded", "bank_parts", "score_blur")}
+    old_config = {k: v for k, v in new.config.items() if k not in ("batch_norm_folded", "bank_parts", "score_blur", "precision", "int8")}
     old_file = AnomalyModel("patchcore", old_net, old_config, new.calibration).save(tmp_path / "old.safetensors")
     old = AnomalyModel.load(old_file)
     assert old.net.part_sizes is None and old.net.score_blur == 0.0

@@ -84,7 +84,7 @@ def _cross_fitted(coreset_ratio):
     return extractor, features, folds, model, out_of_fold
 
 
-def test_cross_fitting_scores_every_image_without_its_own_patches():
+def test_cross_fitting_scores_every_image_without_its_own_patches(exact_search):
     _, features, _, model, out_of_fold = _cross_fitted(coreset_ratio=1.0)
     assert model.bank.shape[0] == 12 * features.shape[1] and model.part_sizes == [4 * features.shape[1]] * 3
     assert out_of_fold[12:].min() > out_of_fold[:12].max()  # the scratches rank above every good part
@@ -94,7 +94,7 @@ def test_cross_fitting_scores_every_image_without_its_own_patches():
     assert torch.allclose(final[:12], out_of_fold[:12] / 3, rtol=0.02)
 
 
-def test_a_cross_fitted_model_scores_new_images_as_calibration_did():
+def test_a_cross_fitted_model_scores_new_images_as_calibration_did(exact_search):
     extractor, features, folds, model, _ = _cross_fitted(coreset_ratio=0.25)
     new, _ = _batch(n=4, seed=9)
     new_features, _ = patchcore.embed_all(extractor, [new], 4)

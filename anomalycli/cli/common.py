@@ -18,8 +18,8 @@ from anomalycli.render import err_console
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 ENGINE_HELP = (
-    f"Where the model runs: {', '.join(engines.ENGINES)} (auto: ONNX Runtime when it is installed and there are "
-    f"{engines.AUTO_ONNX_MIN_IMAGES} images or more, else PyTorch)."
+    f"Where the model runs: {', '.join(engines.ENGINES)} (auto: the model's int8 backbone where it has one, "
+    f"else ONNX Runtime for {engines.AUTO_ONNX_MIN_IMAGES} images or more; onnx-fp32 and torch: the fp32 backbone)."
 )
 
 

@@ -9,7 +9,7 @@ import typer
 from anomalycli.cli.common import ENGINE_HELP, command_line, check_threshold, data_folder, model_and_target, user_errors
 from anomalycli.data import attach_masks, discover
 from anomalycli.errors import UsageError
-from anomalycli.engines import OnnxModel, load_model, on_engine
+from anomalycli.engines import describe, load_model, on_engine
 from anomalycli.inference import evaluate
 from anomalycli.report import check_folder, write_report
 from anomalycli.render import confusion_table, console, defect_table, err_console, metrics_table, operating_point_text, trade_off_table, write_json
@@ -52,7 +52,9 @@ def eval_command(
             raise UsageError(f"no images in split {chosen!r}; splits here: {', '.join(dataset.splits) or 'none'}")
     if masks is not None:
         samples = attach_masks(samples, masks)
-    model = on_engine(model, engine, len(samples))
+    model, engine_note = on_engine(model, engine, len(samples))
+    if engine_note:
+        err_console.print(engine_note, highlight=False, markup=False, soft_wrap=True)
     report, rows = evaluate(model, samples, batch_size, threshold, with_masks=any(s.mask for s in samples), model_name=str(model_path))
     report["split"] = chosen or "all"
     console.print(f"{model.method} model on {len(samples)} images ({'split ' + chosen if chosen else 'all splits'}) of {dataset.root}")
@@ -79,7 +81,7 @@ def eval_command(
     if report_dir:
         about = {
             "model": model_path, "method": model.method, "backbone": model.config["backbone"], "image size": model.config["image_size"],
-            "engine": "ONNX Runtime" if isinstance(model, OnnxModel) else "PyTorch", "data": dataset.root,
+            "engine": describe(model), "data": dataset.root,
             "split": chosen or "all", "threshold": f"{threshold:g} on the 0..1 score", "command": command_line(),
             "made": datetime.now().isoformat(timespec="seconds"),
         }

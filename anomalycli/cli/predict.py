@@ -60,7 +60,9 @@ def predict_command(
     if ray is not None:
         scored_rows = score_paths(connect(ray), project.model_file(model_path), paths, engine, threshold, batch_size)
     else:
-        model = on_engine(model, engine, len(paths), with_maps=heatmaps is not None)
+        model, engine_note = on_engine(model, engine, len(paths), with_maps=heatmaps is not None)
+        if engine_note:
+            err_console.print(engine_note, highlight=False, markup=False, soft_wrap=True)
         scored_rows = iter_scores(model, paths, batch_size, threshold, with_maps=heatmaps is not None)
     rows, kept = [], []
     scale = map_scale(model) if heatmaps is not None else None

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from anomalycli import backbones
@@ -52,6 +49,9 @@ class GlobalHead(nn.Module):
 
 def train_global_head(descriptors: torch.Tensor, labels: torch.Tensor, c: float = HEAD_C) -> GlobalHead:
     """Fit the head on (N, D) descriptors, classes balanced. With one class only it scores every image 0."""
+    from sklearn.linear_model import LogisticRegression  # fitting only: predict starts without scikit-learn
+    from sklearn.preprocessing import StandardScaler
+
     head = GlobalHead(descriptors.shape[1])
     if labels.unique().numel() < 2:
         return head
@@ -126,11 +126,18 @@ class Hybrid(nn.Module):
         return fuse(self.stats, self.alpha, one_class, supervised)
 
     def forward(self, x: torch.Tensor, with_maps: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        global_head = isinstance(self.head, GlobalHead)
-        maps = self.patchcore.extractor(x, deep=global_head)
+        return self.score_maps(self.patchcore.extractor(x, deep=self.deep), x.shape[-2:] if with_maps else None)
+
+    @property
+    def deep(self) -> bool:
+        """Whether the head reads the later stages' maps (the global head) or the patch features only."""
+        return isinstance(self.head, GlobalHead)
+
+    def score_maps(self, maps: list[torch.Tensor], image_size=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``forward`` from the extractor's maps on (see ``PatchCore.score_maps``)."""
         features, grid = embed_maps(maps)
-        one_class, anomaly_maps = self.patchcore.score_features(features, grid, x.shape[-2:] if with_maps else None)
-        supervised = self.head(backbones.descriptor(maps)) if global_head else self.head(features)
+        one_class, anomaly_maps = self.patchcore.score_features(features, grid, image_size)
+        supervised = self.head(backbones.descriptor(maps)) if self.deep else self.head(features)
         return self.fuse(one_class, supervised), anomaly_maps
 
 
@@ -168,6 +175,8 @@ def fuse(stats: torch.Tensor, alpha, one_class: torch.Tensor, supervised: torch.
 
 def choose_fusion(one_class: torch.Tensor, supervised: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
     """z-score statistics on normal out-of-fold scores, and the weight with the best out-of-fold AUROC."""
+    from sklearn.metrics import roc_auc_score  # fitting only: predict starts without scikit-learn
+
     normal = labels == 0
     stats = torch.stack([one_class[normal].mean(), one_class[normal].std().clamp_min(1e-6),
                          supervised[normal].mean(), supervised[normal].std().clamp_min(1e-6)])

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from anomalycli import backbones, drift
+from anomalycli import backbones, drift, quantize
 from anomalycli.coreset import SAMPLERS, nearest_distances, nearest_per_part
 from anomalycli.data import image_batches
 
@@ -59,25 +59,28 @@ class PatchCore(nn.Module):
         return embed_maps(self.extractor(x))
 
     def forward(self, x: torch.Tensor, with_maps: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        features, grid = self.embed(x)
-        return self.score_features(features, grid, x.shape[-2:] if with_maps else None)
+        return self.score_maps(self.extractor(x), x.shape[-2:] if with_maps else None)
+
+    def score_maps(self, maps: list[torch.Tensor], image_size=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``forward`` from the extractor's maps on: what follows the backbone (``export`` runs it after an int8 one)."""
+        features, grid = embed_maps(maps)
+        return self.score_features(features, grid, image_size)
 
     def score_features(self, features: torch.Tensor, grid: tuple[int, int], image_size=None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Image scores [N] and blurred anomaly maps [N, H, W] (None without ``image_size``) from patch features (N, h*w, C)."""
         (h, w), n = grid, features.shape[0]
         flat = features.reshape(-1, features.shape[-1])
-        bank_sq = self.bank.pow(2).sum(1)
         if self.part_sizes:
-            patch_scores, scores, worst = self._leave_one_part_out(flat, bank_sq, grid)
+            patch_scores, scores, worst = self._leave_one_part_out(flat, grid)
         else:
-            dist, _ = nearest_distances(flat, self.bank, bank_sq=bank_sq)
+            dist, _ = nearest_distances(flat, self.bank)
             patch_scores = dist[:, 0].view(n, h * w)
             scores, worst = self._image_scores(patch_scores.unsqueeze(2), grid)
             scores = scores.squeeze(1)
         if self.reweight and self.bank.shape[0] > 1:
             worst_patch = features[torch.arange(n), worst].float()
-            _, nearest = nearest_distances(worst_patch, self.bank, bank_sq=bank_sq)
-            scores = scores * self._weights(worst_patch, nearest[:, 0], bank_sq)
+            _, nearest = nearest_distances(worst_patch, self.bank)
+            scores = scores * self._weights(worst_patch, nearest[:, 0])
         if image_size is None:
             return scores, None
         maps = F.interpolate(patch_scores.view(n, 1, h, w), size=tuple(image_size), mode="bilinear", align_corners=False)
@@ -92,10 +95,10 @@ class PatchCore(nn.Module):
         scores, worst = patch_scores.max(dim=1)
         return scores, worst[:, 0]
 
-    def _leave_one_part_out(self, flat: torch.Tensor, bank_sq: torch.Tensor, grid: tuple[int, int]):
+    def _leave_one_part_out(self, flat: torch.Tensor, grid: tuple[int, int]):
         """Patch scores (N, P), image scores [N] and deciding patches [N], each from the mean over
         parts of the bank without that part."""
-        per_part = nearest_per_part(flat, self.bank, self.part_sizes, bank_sq=bank_sq)  # (N*P, parts)
+        per_part = nearest_per_part(flat, self.bank, self.part_sizes)  # (N*P, parts)
         two = per_part.topk(2, dim=1, largest=False)
         # Without part f, the nearest is the nearest of all unless that lay in f; then the second nearest.
         nearest_is_f = F.one_hot(two.indices[:, 0], per_part.shape[1]).bool()
@@ -104,10 +107,10 @@ class PatchCore(nn.Module):
         scores, worst = self._image_scores(without, grid)
         return without.mean(dim=2), scores.mean(dim=1), worst
 
-    def _weights(self, worst_patch: torch.Tensor, nearest: torch.Tensor, bank_sq: torch.Tensor) -> torch.Tensor:
+    def _weights(self, worst_patch: torch.Tensor, nearest: torch.Tensor) -> torch.Tensor:
         """Paper eq. 7: down-weight a far patch whose nearest good patch sits in a dense region."""
         k = min(self.neighbours, self.bank.shape[0])
-        _, around = nearest_distances(self.bank[nearest], self.bank, k=k, bank_sq=bank_sq)
+        _, around = nearest_distances(self.bank[nearest], self.bank, k=k)
         to_neighbours = torch.linalg.vector_norm(worst_patch.unsqueeze(1) - self.bank[around], dim=2)
         # softmax over neighbours of the distance to the nearest one; 1 - that is the weight.
         return 1 - torch.softmax(to_neighbours, dim=1)[:, 0]
@@ -133,7 +136,7 @@ def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def build_net(config: dict) -> PatchCore:
-    extractor = backbones.extractor_for(config)
+    extractor = quantize.extractor_for(config)
     bank = torch.zeros(config["bank_size"], sum(extractor.channels))
     # Model files from before the blurred score have no "score_blur": they keep the plain maximum.
     return PatchCore(extractor, bank, reweight=config.get("reweight", False), part_sizes=config.get("bank_parts"), score_blur=config.get("score_blur", 0.0))
