@@ -105,10 +105,8 @@ class OnnxModel:
 
 
 def _session(model: bytes | str):
-    try:
-        import onnxruntime  # noqa: F401  (installed? the session comes from quantize.session)
-    except ImportError:
-        raise UserError(f"an .onnx model runs on ONNX Runtime, which is not installed; run: {export.INSTALL_HINT}") from None
+    if not onnxruntime_installed():
+        raise UserError(f"an .onnx model runs on ONNX Runtime, which is not installed; run: {export.INSTALL_HINT}")
     return quantize.session(model, spinning=True)  # the whole graph runs in it: nothing else needs the cores
 
 

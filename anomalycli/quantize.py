@@ -106,7 +106,9 @@ def session(model: bytes | str, spinning: bool = False):
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-class _Maps(nn.Module):
+class ExtractorPass(nn.Module):
+    """An extractor's pass with or without the later stages' maps, as one module to trace."""
+
     def __init__(self, extractor: backbones.FeatureExtractor, deep: bool):
         super().__init__()
         self.extractor, self.deep = extractor, deep
@@ -124,7 +126,7 @@ def fp32_graph(extractor: backbones.FeatureExtractor, image_size: int, deep: boo
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on baked-in shapes; the checks judge the graph
         torch.onnx.export(
-            _Maps(extractor.eval(), deep), (x,), buffer, dynamo=False, opset_version=OPSET,
+            ExtractorPass(extractor.eval(), deep), (x,), buffer, dynamo=False, opset_version=OPSET,
             input_names=[INPUT], output_names=names, dynamic_axes={name: {0: "batch"} for name in [INPUT, *names]},
         )
     return buffer.getvalue()

@@ -77,17 +77,6 @@ def fit_default(data: Path, path: Path, image_size: int | None = None, fast: boo
     return seconds
 
 
-class DeepExtractor(torch.nn.Module):
-    """The hybrid's extractor pass: PatchCore's maps and the later stages its head pools."""
-
-    def __init__(self, extractor):
-        super().__init__()
-        self.extractor = extractor
-
-    def forward(self, x):
-        return self.extractor(x, deep=True)
-
-
 def scoring_parts(model: AnomalyModel):
     """(the backbone pass predict makes, whether it reads the later stages, the net whose ``score_maps`` follows it)."""
     if model.method == "hybrid":
@@ -131,7 +120,7 @@ def measure(model_path: Path, fp32_path: Path, paths: list[Path], repeats: int, 
     with torch.inference_mode():
         fp32_extractor = int8.fp32 if int8 is not None else extractor
         out["backbone_torch_s"] = median_time(lambda: fp32_extractor(x, deep=deep), repeats * 3) / batch
-        session = backbone_onnx(DeepExtractor(fp32_extractor, deep), x)
+        session = backbone_onnx(quantize.ExtractorPass(fp32_extractor, deep), x)
         pixels = x.contiguous().numpy()
         out["backbone_onnx_s"] = median_time(lambda: session.run(None, {"x": pixels}), repeats * 3) / batch
         if int8 is not None:
@@ -156,17 +145,6 @@ def measure(model_path: Path, fp32_path: Path, paths: list[Path], repeats: int, 
         env = {**os.environ, "PYTHONPATH": str(baseline)}
         out["process_baseline_s"] = process_seconds(["predict", str(fp32_path), folder], repeats, cwd=baseline, env=env) / n
     return out
-
-
-class DeepExtractor(torch.nn.Module):
-    """An extractor's pass with or without the later stages' maps, as one traceable module."""
-
-    def __init__(self, extractor, deep: bool):
-        super().__init__()
-        self.extractor, self.deep = extractor, deep
-
-    def forward(self, x):
-        return tuple(self.extractor(x, deep=self.deep))
 
 
 def markdown(r: dict, command: str) -> str:
