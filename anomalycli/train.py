@@ -233,6 +233,8 @@ def fit(
         "image_size": options.image_size,
         "normal_class": options.normal_class,
         "class_names": list(class_names),
+        # What review offers as number keys; it changes no score.
+        "defect_types": sorted({s.defect_type for s in train_samples + val_samples if s.label == 1 and s.defect_type}),
     }
     if options.method == "classifier":
         return _train_classifier(options, config, train_samples, val_samples, device, run_dir, state, show_progress)

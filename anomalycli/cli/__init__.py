@@ -23,6 +23,7 @@ VERBS = {
     "calibrate": ("calibrate", "calibrate_command", False),
     "adapt": ("adapt", "adapt_command", False),
     "export": ("export", "export_command", False),
+    "review": ("review", "review_command", False),
 }
 
 
