@@ -13,6 +13,7 @@ nothing outside SOURCE can be asked for; names reach the page as JSON and are sh
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 import secrets
@@ -34,11 +35,8 @@ DISPLAY_SIZE = 1024
 
 
 def require_starlette():
-    try:
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        raise UserError(f"anomaly review serves a page with Starlette and uvicorn, which are not installed; run: {INSTALL_HINT}") from None
+    if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:
+        raise UserError(f"anomaly review serves a page with Starlette and uvicorn, which are not installed; run: {INSTALL_HINT}")
 
 
 class Review:

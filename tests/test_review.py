@@ -201,3 +201,18 @@ def test_review_in_a_real_browser_with_the_keys_then_reload_and_resume(patchcore
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_without_the_review_extra_review_says_what_to_install(patchcore_model, parts, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    message = one_clear_line(run_cli("review", patchcore_model, parts / "good", "--no-browser", expect=1))
+    assert "pip install 'anomalycli[review]'" in message
+
+
+def test_review_mistakes_are_one_line(patchcore_model, parts, tmp_path):
+    assert "--labels must end in .csv" in one_clear_line(run_cli("review", patchcore_model, parts, "--labels", tmp_path / "l.txt", expect=2))
+    assert "--port must be between" in one_clear_line(run_cli("review", patchcore_model, parts, "--port", "70000", expect=2))
+    assert "no decisions to copy" in one_clear_line(run_cli("review", patchcore_model, parts, "--labels", tmp_path / "none.csv", "--into", tmp_path / "d", expect=1))
