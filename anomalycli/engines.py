@@ -1,9 +1,10 @@
 """Where a model scores images: PyTorch, or ONNX Runtime running the exported graph.
 
 A model fitted with an int8 backbone (``quantize.py``, the default on a CPU) runs that backbone
-on ONNX Runtime and the rest (bank search, head) on PyTorch: about twice the fp32 speed, and the
-scores its threshold was chosen on. ``onnx`` runs the whole graph ``anomaly export`` writes
-(int8 backbone included) in ONNX Runtime; ``onnx-fp32`` and ``torch`` run the fp32 backbone.
+on ONNX Runtime and the rest (bank search, head) on PyTorch: the backbone 1.6-1.7x as fast as in
+fp32 on ONNX Runtime, and the scores its threshold was chosen on (BENCHMARKS.md). ``onnx`` runs
+the whole graph ``anomaly export`` writes (int8 backbone included) in ONNX Runtime;
+``onnx-fp32`` and ``torch`` run the fp32 backbone.
 
 A model with an fp32 backbone (older files, ``--precision fp32``, fitted on a GPU) runs, under
 ``auto``, on ONNX Runtime, 1.2x PyTorch's speed from 1024 px PNGs (BENCHMARKS.md), when there are
@@ -155,7 +156,7 @@ def fp32_note(model: AnomalyModel) -> str:
     if model.method == "classifier":
         return ""
     why = model.config.get("precision_note", "the model file is from before int8 backbones")
-    return f"this model runs its fp32 backbone ({why}); a model trained on a CPU with --precision auto predicts about twice as fast"
+    return f"this model runs its fp32 backbone ({why}); trained on a CPU with --precision auto (the default) it gets an int8 backbone and predicts about 1.2x as fast"
 
 
 def describe(model: AnomalyModel | OnnxModel) -> str:

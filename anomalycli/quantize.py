@@ -1,4 +1,4 @@
-"""The frozen backbone in int8, on ONNX Runtime: about twice the fp32 speed on a CPU.
+"""The frozen backbone in int8, on ONNX Runtime: 1.6-1.7x its fp32 speed there on a CPU (BENCHMARKS.md).
 
 EfficientNet-Lite was designed to be quantised (ReLU6, no squeeze-excite). ``quantize`` exports
 the feature extractor to ONNX and quantises it statically (QDQ, per-channel int8 weights, uint8

@@ -49,15 +49,21 @@ def test_two_reviews_of_one_labels_file_lose_no_decision(tmp_path):
     assert not list(tmp_path.glob(".labels.csv.*.tmp"))
 
 
-def test_decisions_are_saved_undone_and_read_back_in_the_format_train_takes(tmp_path, parts):
-    labels = tmp_path / "labels.csv"
+def _decided(labels: Path, parts: Path, n_good: int, defect_types: list[str]):
+    """A store with the first ``n_good`` good images decided good and one defect per type decided defective."""
     store = review.LabelStore(labels, "good", "not-good")
-    good = sorted((parts / "good").glob("*.png"))[:3]
-    bad = sorted((parts / "not-good").glob("*.png"))[:2]
+    good = sorted((parts / "good").glob("*.png"))[:n_good]
+    bad = sorted((parts / "not-good").glob("*.png"))[: len(defect_types)]
     for path in good:
         store.decide(path.relative_to(parts).as_posix(), False)
-    store.decide(bad[0].relative_to(parts).as_posix(), True, "scratch")
-    store.decide(bad[1].relative_to(parts).as_posix(), True)
+    for path, kind in zip(bad, defect_types):
+        store.decide(path.relative_to(parts).as_posix(), True, kind)
+    return store, good, bad
+
+
+def test_decisions_are_saved_undone_and_read_back_in_the_format_train_takes(tmp_path, parts):
+    labels = tmp_path / "labels.csv"
+    store, good, bad = _decided(labels, parts, 3, ["scratch", ""])
     store.decide(bad[1].relative_to(parts).as_posix(), None)  # undo
     assert review.LabelStore(labels, "good", "not-good").read()[bad[0].relative_to(parts).as_posix()] == ("not-good", "scratch")
     dataset = discover(parts, labels=labels)
@@ -72,13 +78,7 @@ def test_a_file_that_is_not_a_labels_csv_is_refused_in_one_line(tmp_path, parts,
 
 def test_copy_into_class_folders_never_overwrites_and_copies_once(tmp_path, parts, patchcore_model):
     labels = tmp_path / "labels.csv"
-    store = review.LabelStore(labels, "good", "not-good")
-    good = sorted((parts / "good").glob("*.png"))[:2]
-    bad = sorted((parts / "not-good").glob("*.png"))[:2]
-    for path in good:
-        store.decide(path.relative_to(parts).as_posix(), False)
-    store.decide(bad[0].relative_to(parts).as_posix(), True, "scratch")
-    store.decide(bad[1].relative_to(parts).as_posix(), True, "../../etc")
+    _, good, bad = _decided(labels, parts, 2, ["scratch", "../../etc"])
     into = tmp_path / "data"
     (into / "good").mkdir(parents=True)
     (into / "good" / good[0].name).write_bytes(b"someone else's image")
