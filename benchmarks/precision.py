@@ -7,9 +7,10 @@
 For each data set, stratified k-fold CV with the shipped default (``train.fit`` on the other
 folds): the model fitted with ``--precision fp32`` and the one fitted with the default int8
 backbone score the held-out fold, each at its own threshold; then the int8 model again with the
-bank search forced to float32. Reported: the AUROC of each path (mean over folds), the verdicts
-that flip between the paths on the same images, recall and false alarms at each model's own
-threshold, and each fit's time.
+bank search forced to float32; and, as the control, the fp32 model refitted with another seed
+(the verdicts a refit alone flips). Reported: the AUROC of each path (mean over folds), the
+verdicts that flip between paths on the same images, recall and false alarms at each model's
+own threshold, and each fit's time.
 """
 
 from __future__ import annotations
@@ -41,8 +42,13 @@ def held_out_scores(model, held_out) -> tuple[np.ndarray, np.ndarray]:
     return np.array([s.label for s, _ in kept]), np.array([r.raw for _, r in kept])
 
 
-def fit(data: Path, training, precision: str):
-    options = train.TrainOptions(data=str(data), precision=precision, device="cpu")
+# name -> (backbone precision, seed); "fp32 seed 1" is the control: how many verdicts a refit
+# alone flips (other cross-fitting folds, another coreset start), with no change of precision.
+PATHS = {"fp32": ("fp32", 0), "int8": ("int8", 0), "fp32 seed 1": ("fp32", 1)}
+
+
+def fit(data: Path, training, precision: str, seed: int = 0):
+    options = train.TrainOptions(data=str(data), precision=precision, device="cpu", seed=seed)
     options.method = train.choose_method(training, options.cv_folds)
     options.validate()
     start = time.perf_counter()
@@ -56,7 +62,7 @@ def path_result(labels, scores, threshold) -> dict:
             "flagged": (scores >= threshold).tolist()}
 
 
-def run(data: Path, folds: int, quick: bool, log=print) -> dict:
+def run(data: Path, folds: int, quick: bool, paths=tuple(PATHS), log=print) -> dict:
     samples = discover(data).samples
     if quick and len(samples) > QUICK_MAX_IMAGES:
         samples = subsample(samples, QUICK_MAX_IMAGES)
@@ -67,17 +73,17 @@ def run(data: Path, folds: int, quick: bool, log=print) -> dict:
         held_out = [s for s in assigned if s.fold == fold]
         training = [s for s in assigned if s.fold != fold]
         fold_out = {}
-        for precision in ("fp32", "int8"):
-            model, seconds = fit(data, training, precision)
+        for name in paths:
+            model, seconds = fit(data, training, *PATHS[name])
             labels, scores = held_out_scores(model, held_out)
-            fold_out[precision] = {**path_result(labels, scores, model.calibration.threshold), "fit_seconds": seconds}
-            if precision == "int8":
+            fold_out[name] = {**path_result(labels, scores, model.calibration.threshold), "fit_seconds": seconds}
+            if name == "int8":
                 coreset.bfloat16_native = lambda: False
                 try:
                     labels, scores = held_out_scores(model, held_out)
                 finally:
                     coreset.bfloat16_native = native
-                fold_out["int8, float32 search"] = path_result(labels, scores, model.calibration.threshold)
+                fold_out["int8 float32 search"] = path_result(labels, scores, model.calibration.threshold)
         out["folds"].append(fold_out)
         log(f"  {data.name} fold {fold}: " + "; ".join(f"{k} auroc {v['auroc']:.4f}" for k, v in fold_out.items()))
     return out
@@ -91,14 +97,18 @@ def summary(result: dict) -> dict:
         pairs = [(x, y) for f in folds for x, y in zip(f[a]["flagged"], f[b]["flagged"])]
         return sum(x != y for x, y in pairs), len(pairs)
 
+    pairs = {"int8": "fp32", "int8 float32 search": "int8", "fp32 seed 1": "fp32"}
     return {
         "auroc": {p: statistics.mean(f[p]["auroc"] for f in folds) for p in paths},
         "recall": {p: statistics.mean(f[p]["recall"] for f in folds) for p in paths},
         "false_alarm_rate": {p: statistics.mean(f[p]["false_alarm_rate"] for f in folds) for p in paths},
-        "flips_int8_vs_fp32": flips("int8", "fp32"),
-        "flips_bf16_vs_float32_search": flips("int8", "int8, float32 search"),
-        "fit_seconds": {p: statistics.median(f[p]["fit_seconds"] for f in folds) for p in ("fp32", "int8")},
+        "flips": {p: (other, *flips(p, other)) for p, other in pairs.items() if p in paths and other in paths},
+        "fit_seconds": {p: statistics.median(f[p]["fit_seconds"] for f in folds) for p in paths if "fit_seconds" in folds[0][p]},
     }
+
+
+LABELS = {"fp32": "fp32 backbone, float32 search (before)", "int8": "int8 backbone, bfloat16 search (default)",
+          "int8 float32 search": "int8 backbone, float32 search", "fp32 seed 1": "fp32 backbone, refitted with --seed 1 (control)"}
 
 
 def markdown(results: list[dict], command: str) -> str:
@@ -106,14 +116,13 @@ def markdown(results: list[dict], command: str) -> str:
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for result in results:
         s, name = summary(result), Path(result["data"]).name
-        k8, n8 = s["flips_int8_vs_fp32"]
-        kb, nb = s["flips_bf16_vs_float32_search"]
-        lines.append(f"| {name} | fp32 backbone, float32 search (before) | {s['auroc']['fp32']:.4f} | {s['recall']['fp32']:.3f} | "
-                     f"{s['false_alarm_rate']['fp32']:.3f} | | {s['fit_seconds']['fp32']:.1f} s |")
-        lines.append(f"| {name} | int8 backbone, bfloat16 search (default) | {s['auroc']['int8']:.4f} | {s['recall']['int8']:.3f} | "
-                     f"{s['false_alarm_rate']['int8']:.3f} | fp32: {k8} of {n8} ({k8 / n8:.1%}) | {s['fit_seconds']['int8']:.1f} s |")
-        lines.append(f"| {name} | int8 backbone, float32 search | {s['auroc']['int8, float32 search']:.4f} | {s['recall']['int8, float32 search']:.3f} | "
-                     f"{s['false_alarm_rate']['int8, float32 search']:.3f} | bfloat16 search: {kb} of {nb} ({kb / nb:.1%}) | |")
+        for path in s["auroc"]:
+            flipped = ""
+            if path in s["flips"]:
+                other, k, n = s["flips"][path]
+                flipped = f"{LABELS[other].split(',')[0]}: {k} of {n} ({k / n:.1%})"
+            fit_time = f"{s['fit_seconds'][path]:.1f} s" if path in s["fit_seconds"] else ""
+            lines.append(f"| {name} | {LABELS[path]} | {s['auroc'][path]:.4f} | {s['recall'][path]:.3f} | {s['false_alarm_rate'][path]:.3f} | {flipped} | {fit_time} |")
     return "\n".join(lines) + "\n"
 
 
@@ -122,10 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, action="append", help="data set (repeatable; default: screws and magtiles)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="2 folds of a small subset")
+    parser.add_argument("--paths", default=",".join(PATHS), help=f"the fits to compare, of {', '.join(PATHS)} (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here (and the JSON beside it)")
     args = parser.parse_args(argv)
     folds = 2 if args.quick else args.folds
-    results = [run(data, folds, args.quick) for data in (args.data or DATA)]
+    paths = [p.strip() for p in args.paths.split(",")]
+    unknown = [p for p in paths if p not in PATHS]
+    if unknown:
+        parser.error(f"--paths: unknown {', '.join(unknown)}; choose from {', '.join(PATHS)}")
+    results = [run(data, folds, args.quick, paths) for data in (args.data or DATA)]
     command = "python benchmarks/precision.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(results, command.strip())
     print(text)
