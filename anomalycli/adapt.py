@@ -70,11 +70,7 @@ def check_adaptable(model: AnomalyModel) -> None:
         raise UserError("this model file predates the cross-fitted bank and head that adapt extends; train it again with this anomalycli")
     if not model.calibration.scores or 1 not in model.calibration.labels:
         raise UserError("this model file keeps no calibration scores of defects to set the new threshold against; train it again with labelled defects")
-    int8 = quantize.int8_of(model.net)
-    if int8 is not None and int8.probe_mismatch() > quantize.PROBE_RTOL:
-        # Its bank holds int8 features; the new goods' would come from other kernels (predict falls back to fp32 instead).
-        raise UserError("this CPU's int8 kernels give other features than the model's training did, so the new good parts would not "
-                        "match its bank; adapt on the machine that trained it, or train with --precision fp32")
+    quantize.require_training_features(model.net, "the new good parts would not match its bank")
 
 
 def _image_scores(model: AnomalyModel, one_class: torch.Tensor, descriptors: torch.Tensor | None) -> torch.Tensor:

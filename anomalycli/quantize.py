@@ -13,7 +13,8 @@ Two checks keep a wrong int8 path from scoring silently:
   (median cosine at least ``MIN_COSINE``), or the model is fitted in fp32;
 - on every machine that predicts, the graph must reproduce, on a probe image stored with it, the
   features it gave at training (int8 kernels differ between CPUs), or predict runs the fp32
-  backbone and says so.
+  backbone and says so; adapt and calibrate on new images refuse there instead (they would put
+  this CPU's features beside training's).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from anomalycli import backbones
+from anomalycli.errors import UserError
 
 # Good training images whose activations set the int8 ranges (and on which the check runs).
 CALIBRATION_IMAGES = 16
@@ -153,6 +155,16 @@ def int8_of(net: nn.Module) -> Int8Extractor | None:
     """The int8 extractor of a patchcore or hybrid net, None for any other."""
     extractor = getattr(getattr(net, "patchcore", net), "extractor", None)
     return extractor if isinstance(extractor, Int8Extractor) else None
+
+
+def require_training_features(net: nn.Module, consequence: str) -> None:
+    """One line refusing to go on where this CPU's int8 kernels fail ``net``'s probe check: its
+    bank and threshold rest on training's int8 features, and ``consequence`` says what would go wrong.
+    (predict falls back to the fp32 backbone instead; adapt and calibrate would mix the two.)"""
+    int8 = int8_of(net)
+    if int8 is not None and int8.probe_mismatch() > PROBE_RTOL:
+        raise UserError(f"this CPU's int8 kernels give other features than the model's training did, so {consequence}; "
+                        "run it on the machine that trained the model, or train with --precision fp32")
 
 
 def config_of(extractor) -> dict:
