@@ -77,8 +77,8 @@ def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chu
     dists, indices = [], []
     for i in range(0, queries.shape[0], chunk):
         q = queries[i : i + chunk].float()
-        d2, idx = torch.cdist(q, bank).pow(2).topk(k, dim=1, largest=False)  # k > 1: the re-weighting's few queries
-        dists.append(d2.sqrt())
+        d, idx = torch.cdist(q, bank).topk(k, dim=1, largest=False)  # k > 1: the re-weighting's few queries
+        dists.append(d)
         indices.append(idx)
     return torch.cat(dists), torch.cat(indices)
 

@@ -29,6 +29,19 @@ OPSET = 17
 INSTALL_HINT = "pip install 'anomalycli[onnx]'"
 
 
+class Preprocess(nn.Module):
+    """uint8 images -> the backbone's input, as ``backbones.preprocess`` (a module, so that it is traced)."""
+
+    def __init__(self, backbone: str):
+        super().__init__()
+        mean, std = backbones.normaliser(backbone)
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() / 255.0 - self.mean) / self.std
+
+
 class ScoringGraph(nn.Module):
     """uint8 images N x 3 x S x S (RGB) -> calibrated score [N], raw score [N] and, where the
     method has them, anomaly maps [N, S, S] in raw units."""
@@ -37,9 +50,7 @@ class ScoringGraph(nn.Module):
         super().__init__()
         self.net = model.net.eval()
         self.with_maps = with_maps and model.has_maps
-        mean, std = backbones.normaliser(model.config["backbone"])
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
+        self.preprocess = Preprocess(model.config["backbone"])
         cal = model.calibration
         self.low, self.threshold, self.high = float(cal.low), float(cal.threshold), float(cal.high)
 
@@ -47,10 +58,12 @@ class ScoringGraph(nn.Module):
         """Calibration.normalise inside the graph: the threshold maps to 0.5."""
         return calibrated_score(raw, self.low, self.threshold, self.high, xp=torch)
 
-    def forward(self, images: torch.Tensor):
-        x = (images.float() / 255.0 - self.mean) / self.std
-        raw, maps = self.net(x, self.with_maps)
+    def outputs(self, raw: torch.Tensor, maps: torch.Tensor | None):
+        """The graph's outputs (``output_names``) from the method's raw scores and maps."""
         return (self.calibrated(raw), raw, maps) if self.with_maps else (self.calibrated(raw), raw)
+
+    def forward(self, images: torch.Tensor):
+        return self.outputs(*self.net(self.preprocess(images), self.with_maps))
 
 
 def output_names(model: AnomalyModel, with_maps: bool = True) -> list[str]:
@@ -67,20 +80,7 @@ class AfterBackbone(nn.Module):
 
     def forward(self, *maps: torch.Tensor):
         size = (self.image_size, self.image_size) if self.scoring.with_maps else None
-        raw, anomaly_maps = self.scoring.net.score_maps(list(maps), size)
-        calibrated = self.scoring.calibrated(raw)
-        return (calibrated, raw, anomaly_maps) if self.scoring.with_maps else (calibrated, raw)
-
-
-class Preprocess(nn.Module):
-    def __init__(self, backbone: str):
-        super().__init__()
-        mean, std = backbones.normaliser(backbone)
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() / 255.0 - self.mean) / self.std
+        return self.scoring.outputs(*self.scoring.net.score_maps(list(maps), size))
 
 
 def _traced(module: nn.Module, inputs: tuple, input_names: list[str], output_names: list[str]) -> bytes:

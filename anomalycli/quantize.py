@@ -108,7 +108,7 @@ def session(model: bytes | str, spinning: bool = False):
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-class ExtractorPass(nn.Module):
+class _ExtractorPass(nn.Module):
     """An extractor's pass with or without the later stages' maps, as one module to trace."""
 
     def __init__(self, extractor: backbones.FeatureExtractor, deep: bool):
@@ -128,7 +128,7 @@ def fp32_graph(extractor: backbones.FeatureExtractor, image_size: int, deep: boo
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on baked-in shapes; the checks judge the graph
         torch.onnx.export(
-            ExtractorPass(extractor.eval(), deep), (x,), buffer, dynamo=False, opset_version=OPSET,
+            _ExtractorPass(extractor.eval(), deep), (x,), buffer, dynamo=False, opset_version=OPSET,
             input_names=[INPUT], output_names=names, dynamic_axes={name: {0: "batch"} for name in [INPUT, *names]},
         )
     return buffer.getvalue()

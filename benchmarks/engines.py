@@ -20,7 +20,6 @@ model took before), or takes --model and --fp32-model, then measures, median of 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
@@ -28,13 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-from anomalycli import backbones, coreset, export, quantize, train
+from anomalycli import backbones, coreset, quantize, train
 from anomalycli.data import discover, image_batches
 from anomalycli.engines import on_engine
 from anomalycli.inference import iter_scores
@@ -84,16 +82,6 @@ def scoring_parts(model: AnomalyModel):
     return model.net.extractor, False, model.net
 
 
-def backbone_onnx(extractor: torch.nn.Module, batch: torch.Tensor):
-    """The extractor alone as an ONNX Runtime session (what the exported graph spends in it)."""
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(extractor, (batch,), buffer, dynamo=False, opset_version=export.OPSET, input_names=["x"],
-                          dynamic_axes={"x": {0: "batch"}})
-    return quantize.session(buffer.getvalue())
-
-
 def process_seconds(args: list[str], repeats: int, cwd: Path | None = None, env: dict | None = None) -> float:
     """The median wall time of a whole ``anomaly`` process (every process starts cold anyway; the
     files are in the page cache from the passes before)."""
@@ -120,9 +108,9 @@ def measure(model_path: Path, fp32_path: Path, paths: list[Path], repeats: int, 
     with torch.inference_mode():
         fp32_extractor = int8.fp32 if int8 is not None else extractor
         out["backbone_torch_s"] = median_time(lambda: fp32_extractor(x, deep=deep), repeats * 3) / batch
-        session = backbone_onnx(quantize.ExtractorPass(fp32_extractor, deep), x)
+        session = quantize.session(quantize.fp32_graph(fp32_extractor, size, deep))  # what train quantises
         pixels = x.contiguous().numpy()
-        out["backbone_onnx_s"] = median_time(lambda: session.run(None, {"x": pixels}), repeats * 3) / batch
+        out["backbone_onnx_s"] = median_time(lambda: session.run(None, {quantize.INPUT: pixels}), repeats * 3) / batch
         if int8 is not None:
             out["backbone_int8_s"] = median_time(lambda: int8(x, deep=deep), repeats * 3) / batch
         maps = extractor(x, deep=deep)
