@@ -12,7 +12,7 @@ handful of new goods (a threshold above all ten of them, and half the defects mi
    else is refitted (backbone, the hybrid's head and fusion). A denser coreset of the new goods
    (10 %) lowered their scores more but the defects' too, below the stored defect scores the
    threshold is chosen against: on screws it missed one or two more of 10 defects at most shifts
-   (BENCHMARKS.md, "When the line changes").
+   (BENCHMARKS.md, "The changed line", and Levers).
 2. **The new goods are scored out of fold**, each by the bank without its own fold's part, exactly
    as training scored its images; they never meet their own patches.
 3. **The threshold is re-chosen for the new line.** A handful of new goods says where the good

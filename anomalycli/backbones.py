@@ -119,7 +119,7 @@ BACKBONES: dict[str, Backbone] = {
     ]
 }
 # Per method: the fine-tuned classifier is cheapest on Lite0; PatchCore's patch features are
-# best on Lite1 (5-fold CV on screws, BENCHMARKS.md). Both ship their weights with pip.
+# best on Lite1 (5-fold CV on screws, 2026-11-28; Accuracy in `git show cf0a644:BENCHMARKS.md`). Both ship their weights with pip.
 DEFAULT_BACKBONE = {"classifier": "efficientnet_lite0", "patchcore": "efficientnet_lite1", "hybrid": "efficientnet_lite1"}
 
 
@@ -160,7 +160,7 @@ def build(name: str, weights: str = "imagenet") -> nn.Module:
         except RuntimeError as exc:
             first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
             raise UserError(f"--weights {weights} does not fit {name}: {first}") from None
-    # Channels-last runs the depthwise convolutions of EfficientNet ~1.5x faster on a CPU (BENCHMARKS.md).
+    # Channels-last runs the depthwise convolutions of EfficientNet ~1.5x faster on a CPU (measured 2026-11-27).
     return model.to(memory_format=torch.channels_last)
 
 
@@ -179,7 +179,7 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
 
     On a CPU the normalisations cost as much as the convolutions (memory-bound passes over
     every feature map); folded, the features stay equal within float rounding and the
-    forward pass runs about 1.5x faster (BENCHMARKS.md). In every backbone here a BatchNorm2d
+    forward pass runs about 1.5x faster (measured 2026-11-28, top of `git show cf0a644:BENCHMARKS.md`). In every backbone here a BatchNorm2d
     registered right after a Conv2d normalises that convolution; test_backbones checks it.
     """
     model.eval()

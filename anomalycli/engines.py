@@ -7,7 +7,8 @@ the whole graph ``anomaly export`` writes (int8 backbone included) in ONNX Runti
 ``onnx-fp32`` and ``torch`` run the fp32 backbone.
 
 A model with an fp32 backbone (older files, ``--precision fp32``, fitted on a GPU) runs, under
-``auto``, on ONNX Runtime, 1.2x PyTorch's speed from 1024 px PNGs (BENCHMARKS.md), when there are
+``auto``, on ONNX Runtime, 1.2x PyTorch's speed from 1024 px PNGs (measured 2026-11-29, Engines in
+`git show cf0a644:BENCHMARKS.md`), when there are
 enough images to pay for exporting the model in memory (under a second, plus tracing's warm-up);
 an exported ``.onnx`` file runs as it is.
 """

@@ -28,11 +28,12 @@ METHOD_NAMES = tuple(METHODS)
 AUTO = "auto"  # the default: hybrid with enough labelled defects (choose_method), else patchcore
 # Methods whose calibration scores come from cross-fitting over every labelled image, not a validation split.
 CROSS_FITTED = ("patchcore", "hybrid")
-# Screw defects are a few pixels wide: patch features see them better at 320 px (BENCHMARKS.md);
+# Screw defects are a few pixels wide: patch features see them better at 320 px (Accuracy in
+# `git show cf0a644:BENCHMARKS.md`);
 # the classifier keeps the ImageNet size, which fine-tuning on a CPU can afford.
 DEFAULT_IMAGE_SIZE = {"classifier": 224, "patchcore": 320, "hybrid": 320}
 # --fast: the backbone and size patchcore and the hybrid had before the 320 px default, about 2.5x
-# times faster to predict for a few points of AUROC less (BENCHMARKS.md).
+# times faster to predict for a few points of AUROC less (Accuracy in `git show cf0a644:BENCHMARKS.md`).
 FAST_BACKBONE, FAST_IMAGE_SIZE = "efficientnet_lite0", 224
 PRECISIONS = ("auto", "int8", "fp32")
 

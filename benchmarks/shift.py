@@ -1,19 +1,16 @@
-#!/usr/bin/env python
-"""When the line changes: does the drift check notice, and does ``anomaly adapt`` restore the announced point? (issue 24)
+"""The changed line: does the drift check notice, and does ``anomaly adapt`` restore the announced point?
 
-    python benchmarks/shift.py                    # screws and magtiles, every shift at two levels
-    python benchmarks/shift.py --quick --data DIR # a smoke run: two shifts, one level, for the test suite
-
-Per data set: the default model (``train.fit``, ``--method auto``) is fitted on 4 of 5 stratified
-folds; the fifth is the line. Each shift (exposure, gamma, contrast, blur, sensor noise, JPEG,
-rotation, scale, crop offset; a mild and a strong level) is applied to the line's images only,
-written as PNG files and read by the product's own path (``inference.iter_scores``). For each:
+Per data set: the default model is fitted on folds 1-4 of the accuracy topic's 5 folds
+(``folds.cv_folds``, ``folds.fit``); fold 0 is the line. Each shift (exposure, gamma, contrast,
+blur, sensor noise, JPEG, rotation, scale, crop offset; a mild and a strong level) is applied to
+the line's images only, written as PNG files and read by the product's own path
+(``inference.iter_scores``). For each:
 
 - before adapting: the false-alarm rate and recall at the model's threshold, against what it announced;
 - the drift check (``inference.check_drift``) on random batches of 50 with 0, 10 and 30 % defects;
 - after ``adapt.adapt`` with 5, 10 and 20 of the shifted good images: the false-alarm rate on the
   other shifted goods (never those used to adapt) against the announced upper bound, and the recall
-  on the shifted defects against the unshifted model's recall on unshifted images.
+  on the shifted defects.
 
 The in-distribution rate of drift warnings comes from the unshifted line: batches of 20, 50 and
 200 with 0, 10 and 30 % defects (drawn with replacement where the fold holds too few images).
@@ -21,10 +18,7 @@ The in-distribution rate of drift warnings comes from the unshifted line: batche
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
-import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -32,13 +26,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from anomalycli import splits, train
 from anomalycli.adapt import adapt
-from anomalycli.data import Sample, discover, open_image, to_grey_or_rgb
+from anomalycli.data import Sample, open_image, to_grey_or_rgb
 from anomalycli.inference import check_drift, iter_scores
+from benchmarks import folds
+from benchmarks.common import samples_of, shipped_options
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = [REPO.parent / "shared" / "data" / name for name in ("screws", "magtiles")]
+TITLE = "The changed line: drift check and `anomaly adapt`"
 SHARES = (0.0, 0.1, 0.3)
 ADAPT_SIZES = (5, 10, 20)
 BATCHES = 50  # random batches per (size, defect share)
@@ -125,21 +119,17 @@ def drift_rate(model, rows, labels, size: int, share: float, rng) -> float:
     return called / BATCHES
 
 
-def run(data: Path, shifts: dict, adapt_sizes, quick: bool, log=print) -> dict:
-    samples = discover(data).samples
-    assigned = splits.k_folds(samples, 5, seed=0)
-    line = [s for s in assigned if s.fold == 0]
-    training = [s for s in assigned if s.fold != 0]
-    if quick:
-        line = line[:40]
-    options = train.TrainOptions(data=str(data), method=train.choose_method(training, 5))
-    options.validate()
-    model, _, _ = train.fit(options, training, [], show_progress=False)
+def run(data: Path, quick: bool, log=print) -> dict:
+    shifts, adapt_sizes = (QUICK_SHIFTS, (5,)) if quick else (SHIFTS, ADAPT_SIZES)
+    samples = samples_of(data, quick)
+    fold = folds.cv_folds(samples, 5)[0]
+    line = fold.held_out
+    model, _ = folds.fit(shipped_options(data, fold.training, quick=quick), fold.training)
     expected = model.calibration.expected
     rows, labels, flagged = score(model, line)
     fpr0, recall0 = rates(labels, flagged)
     rng = np.random.default_rng(0)
-    out = {"data": data.name, "method": model.method, "announced": expected, "line": {"n_good": int((labels == 0).sum()), "n_defect": int((labels == 1).sum())},
+    out = {"data": data.name, "method": model.method, "announced": folds.plain(expected), "line": {"n_good": int((labels == 0).sum()), "n_defect": int((labels == 1).sum())},
            "unshifted": {"false_alarm_rate": fpr0, "recall": recall0,
                          "drift_rate": {f"{size}@{share:g}": drift_rate(model, rows, labels, size, share, rng) for size in (20, 50, 200) for share in SHARES}},
            "shifts": []}
@@ -173,40 +163,39 @@ def run(data: Path, shifts: dict, adapt_sizes, quick: bool, log=print) -> dict:
     return out
 
 
-def markdown(result: dict) -> str:
-    ann = result["announced"]
-    un = result["unshifted"]
-    lines = [
-        f"#### {result['data']} ({result['method']}): announced false alarms {100 * ann['false_alarm_rate']:.1f} % "
-        f"(upper {100 * ann['false_alarm_rate_ci'][1]:.1f} %), recall {100 * ann['recall']:.1f} %; unshifted line measured "
-        f"{100 * un['false_alarm_rate']:.1f} % and {100 * un['recall']:.1f} % ({result['line']['n_good']} good, {result['line']['n_defect']} defective)",
-        "",
-        "| shift | level | false alarms before | recall before | drift warned @50 (0/10/30 % defects) | "
-        + " | ".join(f"after adapt {k}: false alarms / announced upper / recall" for k in result["shifts"][0]["adapted"]) + " |",
-        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in result["shifts"][0]["adapted"]) + " |",
-    ]
-    for row in result["shifts"]:
-        warned = "/".join(f"{100 * v:.0f}" for v in row["drift_rate_50"].values())
-        after = " | ".join(f"{100 * v['fpr']:.1f} / {100 * v['announced_fpr_upper']:.1f} / {100 * v['recall']:.1f}" for v in row["adapted"].values())
-        lines.append(f"| {row['shift']} | {row['level']} ({row['value']}) | {100 * row['fpr_before']:.1f} % | {100 * row['recall_before']:.1f} % | {warned} % | {after} |")
-    rates_in = ", ".join(f"{k.replace('@', ' images, ')} defects: {100 * v:.0f} %" for k, v in un["drift_rate"].items())
-    lines += ["", f"Drift warnings on the unshifted line (batches of N images, defect share): {rates_in}."]
-    return "\n".join(lines)
+
+def headline(result: dict, data: str) -> dict:
+    run = next((r for r in result["runs"] if r["data"] == data), None)
+    if run is None:
+        return {}
+    shifts = run["shifts"]
+    k = max(shifts[0]["adapted"], key=int)
+    noticed = sum(row["drift_rate_50"]["0"] >= 0.5 for row in shifts)
+    alarmed = sum(row["fpr_before"] > run["announced"]["false_alarm_rate_ci"][1] for row in shifts)
+    restored = sum(row["adapted"][k]["fpr"] <= row["adapted"][k]["announced_fpr_upper"] for row in shifts)
+    return {f"a changed line ({len(shifts)} shifts): false alarms over the announced bound / noticed by the drift check / "
+            f"within it after adapting with {k} good images": f"{alarmed} / {noticed} / {restored} of {len(shifts)}"}
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, action="append", help="data set folder (repeatable; default: screws and magtiles)")
-    parser.add_argument("--quick", action="store_true", help="two shifts at one level, adapt with 5 images, 40 line images")
-    parser.add_argument("--json", type=Path, help="write the results here")
-    args = parser.parse_args(argv)
-    results = []
-    for data in args.data or DATA:
-        results.append(run(data, QUICK_SHIFTS if args.quick else SHIFTS, (5,) if args.quick else ADAPT_SIZES, args.quick, log=lambda m: print(m, file=sys.stderr, flush=True)))
-        print(markdown(results[-1]) + "\n", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-
-
-if __name__ == "__main__":
-    main()
+def section(result: dict) -> str:
+    parts = []
+    for run in result["runs"]:
+        ann, un = run["announced"], run["unshifted"]
+        sizes = list(run["shifts"][0]["adapted"])
+        lines = [
+            f"**{run['data']} ({run['method']})**: announced false alarms {100 * ann['false_alarm_rate']:.1f} % (upper {100 * ann['false_alarm_rate_ci'][1]:.1f} %), "
+            f"recall {100 * ann['recall']:.1f} %; the unshifted line measured {100 * un['false_alarm_rate']:.1f} % and {100 * un['recall']:.1f} % "
+            f"({run['line']['n_good']} good, {run['line']['n_defect']} defective).",
+            "",
+            "| shift | level | false alarms before | recall before | drift warned @50 (0/10/30 % defects) | "
+            + " | ".join(f"after adapt {k}: false alarms / announced upper / recall" for k in sizes) + " |",
+            "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in sizes) + " |",
+        ]
+        for row in run["shifts"]:
+            warned = "/".join(f"{100 * v:.0f}" for v in row["drift_rate_50"].values())
+            after = " | ".join(f"{100 * v['fpr']:.1f} / {100 * v['announced_fpr_upper']:.1f} / {100 * v['recall']:.1f}" for v in row["adapted"].values())
+            lines.append(f"| {row['shift']} | {row['level']} ({row['value']}) | {100 * row['fpr_before']:.1f} % | {100 * row['recall_before']:.1f} % | {warned} % | {after} |")
+        rates_in = ", ".join(f"{k.replace('@', ' images, ')} defects: {100 * v:.0f} %" for k, v in un["drift_rate"].items())
+        lines += ["", f"Drift warnings on the unshifted line (batches of N images, defect share): {rates_in}."]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)

@@ -1,97 +1,93 @@
-"""The benchmark is not a test, but its --quick mode runs here so the script cannot rot."""
+"""The benchmarks are not tests, but their --quick run happens here so that they cannot rot, and
+the pieces every topic shares (the folds, the binomial check, the report) are checked on their own."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from anomalycli.synthetic import make_dataset
+from benchmarks import folds, report
+from benchmarks.operating_point import consistent
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
-
-
-def test_quick_benchmark_runs_on_a_tiny_synthetic_set(tmp_path):
-    data = make_dataset(tmp_path / "tiny", n_good=12, n_per_defect=3, size=64, seed=0)
-    out = tmp_path / "BENCH.md"
-    result = subprocess.run([sys.executable, str(BENCH), "--quick", "--data", str(data), "--out", str(out), "--peer-python", str(tmp_path / "none")],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = out.read_text()
-    assert "## Accuracy" in report and "## Speed" in report
-    assert "image AUROC" in report and "images/s" in report
-    assert "leave one type out" in report and "| patchcore lite0 224px c0.01 |" in report
-    assert "fit on 64 good images" in report and "predict 64 images" in report
-    assert "anomalib peer skipped" in report
+REPO = Path(__file__).resolve().parents[1]
 
 
-def test_quick_operating_point_benchmark_reports_the_threshold_and_its_transfer(tmp_path):
-    data = make_dataset(tmp_path / "tiny", n_good=16, n_per_defect=4, size=48, seed=0)
-    out, raw = tmp_path / "OP.md", tmp_path / "op.json"
-    script = BENCH.parent / "operating_point.py"
-    result = subprocess.run([sys.executable, str(script), "--quick", "--data", str(data), "--methods", "patchcore", "--out", str(out), "--json", str(raw)],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = out.read_text()
-    assert "## Operating point" in report and "| tiny (33 % defects) | patchcore |" in report
-    assert "balanced (default)" in report and "Leave-one-type-out" in report
-    import json
-
-    (run,) = json.loads(raw.read_text())
-    assert len(run["cv"]) == 2 and {f["kind"] for f in run["loto"]} == {"scratch", "spot"}
-    for fold in run["cv"]:
-        assert 0 <= fold["measured"]["recall"] <= 1 and fold["best"]["balanced_accuracy"] >= fold["measured"]["balanced_accuracy"] - 1e-9
-
-
-def test_engines_benchmark_times_each_stage_int8_and_fp32_and_a_baseline_revision(tmp_path):
-    data = make_dataset(tmp_path / "tiny", n_good=8, n_per_defect=2, size=48, seed=0)
-    out = tmp_path / "ENGINES.md"
-    script = BENCH.parent / "engines.py"
-    result = subprocess.run([sys.executable, str(script), "--data", str(data), "--images", "4", "--image-size", "64", "--repeats", "1",
-                             "--baseline", "HEAD", "--out", str(out)], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = out.read_text()
-    for row in ("decode + resize alone", "PyTorch fp32, batch norm folded", "the model's int8 graph", "bank search and score alone, float32",
-                "whole `anomaly predict` process, default", "the baseline revision's code", "fit on DATA, fp32"):
-        assert row in report
-    assert "default / the baseline revision's default" in report and "default / the raw PyTorch fp32 forward" in report
-
-
-def test_quick_precision_benchmark_compares_int8_with_fp32_on_held_out_folds(tmp_path):
-    data = make_dataset(tmp_path / "tiny", n_good=16, n_per_defect=4, size=48, seed=0)
-    out = tmp_path / "PRECISION.md"
-    result = subprocess.run([sys.executable, str(BENCH.parent / "precision.py"), "--quick", "--data", str(data), "--out", str(out)],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = out.read_text()
-    assert "| tiny | int8 backbone, bfloat16 search (default) |" in report and "| tiny | fp32 backbone, float32 search (before) |" in report
-    import json
-
-    (run,) = json.loads(out.with_suffix(".json").read_text())
-    assert len(run["folds"]) == 2 and all(0.0 <= fold["int8"]["auroc"] <= 1.0 for fold in run["folds"])
-
-
-def test_heads_benchmark_compares_descriptors_and_one_class_weights_for_unseen_types(tmp_path):
-    data = make_dataset(tmp_path / "tiny", n_good=15, n_per_defect=5, size=48, seed=0)
-    script = BENCH.parent / "heads.py"
-    result = subprocess.run([sys.executable, str(script), "--data", str(data), "--backbone", "efficientnet_lite0", "--size", "64", "--flips"],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "| tiny: head | head alone AUROC | fused with patchcore (weight 0.5) |" in result.stdout
-    assert "| stride 16 + 32 (shipped), C=0.1 |" in result.stdout and "| patchcore alone |" in result.stdout
-    assert "| scratch |" in result.stdout and "| spot |" in result.stdout and "one-class weight 0.5" in result.stdout
-    assert "| shipped + h/v/hv flips in training and at test time |" in result.stdout
-
-
-def test_quick_shift_benchmark_shifts_the_line_warns_and_adapts(tmp_path):
+def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_results(tmp_path):
     data = make_dataset(tmp_path / "tiny", n_good=40, n_per_defect=6, size=64, seed=0)
-    raw = tmp_path / "shift.json"
-    result = subprocess.run([sys.executable, str(BENCH.parent / "shift.py"), "--quick", "--data", str(data), "--json", str(raw)],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "| exposure | mild (0.6) |" in result.stdout and "after adapt 5: false alarms / announced upper / recall" in result.stdout
-    import json
+    results, out = tmp_path / "results", tmp_path / "BENCH.md"
+    command = [sys.executable, "-m", "benchmarks", "--quick", "--data", str(data), "--results", str(results), "--out", str(out),
+               "--peer-python", str(tmp_path / "no-such-python")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "peer: skipped, no Python at" in done.stdout
+    assert sorted(p.stem for p in results.glob("*.json")) == ["accuracy", "precision", "scale", "shift", "speed"]
+    text = out.read_text()
+    assert text.startswith("# Benchmarks") and "## Headline: the defaults today" in text
+    for title in ("Separation", "The operating point", "Speed", "What int8 and bfloat16 change", "Scale and Ray", "The changed line", "Levers tried and not shipped"):
+        assert f"## {title}" in text
+    assert "Not measured yet: `python -m benchmarks --topics peer`" in text
+    for row in ("| 2-fold AUROC | ", "| recall at the announced point: announced → measured |", "| predict from 1024 px PNGs, whole process |",
+                "| whole `anomaly predict` process, default model |", "| tiny (hybrid) | fp32, refitted with --seed 1 (control) |", "| exposure | mild (0.6) |"):
+        assert row in text
+    accuracy = json.loads((results / "accuracy.json").read_text())
+    assert accuracy["command"] == "python -m benchmarks --quick" and {r["method"] for r in accuracy["result"]["runs"]} == {"hybrid", "patchcore"}
+    for run in accuracy["result"]["runs"]:
+        assert len(run["cv"]) == 2 and sum(len(o["labels"]) for o in run["cv"]) == 52  # every image held out once
+        assert all(len(o["raw"]) == len(o["labels"]) for o in run["cv"] + run["loto"])
+    # The report is the results' output: rewritten from them alone, it is the same text.
+    out.unlink()
+    done = subprocess.run([*command, "--report-only"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == text
 
-    (run,) = json.loads(raw.read_text())
-    exposure = next(row for row in run["shifts"] if row["shift"] == "exposure")
-    assert exposure["drift_rate_50"]["0"] == 1.0  # a 40 % darker line is always noticed
-    assert set(exposure["adapted"]) == {"5"} and 0 <= exposure["adapted"]["5"]["fpr"] <= 1
-    assert set(run["unshifted"]["drift_rate"]) == {f"{n}@{s:g}" for n in (20, 50, 200) for s in (0.0, 0.1, 0.3)}
+
+def test_an_unknown_topic_is_one_line_and_exit_2(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--topics", "speed,sped", "--report-only", "--results", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 2 and "--topics: unknown sped; choose from accuracy" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def samples(tmp_path):
+    from anomalycli.data import discover
+
+    return discover(make_dataset(tmp_path / "tiny", n_good=20, n_per_defect=4, size=32, seed=0)).samples
+
+
+def test_cv_folds_hold_out_every_image_once_and_never_train_on_it(samples):
+    cut = folds.cv_folds(samples, 4)
+    held = [s.path for fold in cut for s in fold.held_out]
+    assert sorted(held) == sorted(s.path for s in samples)
+    for fold in cut:
+        assert not {s.path for s in fold.training} & {s.path for s in fold.held_out}
+
+
+def test_leave_one_type_out_never_fits_the_withheld_type(samples):
+    cut = folds.loto_folds(samples)
+    assert [fold.withheld_type for fold in cut] == ["scratch", "spot"]
+    for fold in cut:
+        assert all(s.defect_type != fold.withheld_type for s in fold.training if s.label == 1)
+        assert {s.defect_type for s in fold.held_out if s.label == 1} == {fold.withheld_type}
+        assert sum(s.label == 1 for s in fold.held_out) == 4 and any(s.label == 0 for s in fold.held_out)
+
+
+def test_consistent_is_a_binomial_test_of_the_announced_rate():
+    assert consistent(1.0, 10, 0.9)  # 10 of 10 is what 0.9 predicts often enough
+    assert not consistent(0.5, 10, 0.95)
+    assert consistent(None, 0, 0.9) is None
+
+
+def test_the_report_says_which_topics_were_not_measured(tmp_path):
+    outcome = folds.Outcome("fold 0", None, [0, 0, 1, 1], ["", "", "a", "a"], [0.1, 0.4, 0.3, 0.9], 0.35,
+                            {"recall": 0.5, "false_alarm_rate": 0.1, "recall_ci": [0.1, 0.9], "false_alarm_rate_ci": [0.0, 0.4]},
+                            (2, 2), 1.0, None, 10, "int8", [])
+    run = {"data": "set", "method": "hybrid", "backbone": "b", "image_size": 64, "n_good": 2, "n_defective": 2, "cv": [outcome.to_json()], "loto": []}
+    report.save(tmp_path, "accuracy", {"runs": [run]}, "python -m benchmarks --topics accuracy")
+    report.write(tmp_path, tmp_path / "B.md")
+    text = (tmp_path / "B.md").read_text()
+    assert "| 1-fold AUROC | 0.750 ± 0.000 |" in text  # 3 of the 4 pairs ranked right
+    assert "| recall at the announced point: announced → measured | 50.0 % → 50.0 % (1/1 folds consistent) |" in text
+    assert "Not measured yet: `python -m benchmarks --topics speed`." in text and "| fit on every image" not in text

@@ -30,8 +30,8 @@ from anomalycli.methods.patchcore import build_net as build_patchcore
 # (BENCHMARKS.md, Separation).
 FUSION_WEIGHTS = np.linspace(0.5, 1.0, 5)
 # Inverse L2 strength of the head's logistic regression, on standardised descriptors: 0.01, 0.1
-# and 1 were measured on both development sets (benchmarks/heads.py); 0.1 is within 0.001 of the
-# best fused AUROC on each.
+# and 1 were measured on both development sets (BENCHMARKS.md, Levers); 0.1 is within 0.001 of
+# the best fused AUROC on each.
 HEAD_C = 0.1
 
 

@@ -1,0 +1,86 @@
+"""Regenerate BENCHMARKS.md: every topic measured from scratch, then the report written from the results.
+
+    python -m benchmarks                         # every topic on screws and magtiles (about three hours on 2 cores)
+    python -m benchmarks --topics speed,shift    # some topics; the report keeps the others' last results
+    python -m benchmarks --report-only           # rewrite BENCHMARKS.md from benchmarks/results/
+    python -m benchmarks --quick --data DIR --results /tmp/r --out /tmp/B.md   # a smoke run in about a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+import warnings
+from pathlib import Path
+
+from anomalycli import runtime
+from benchmarks import accuracy, peer, precision, report, scale, shift, speed
+from benchmarks.common import DATA, REPO
+
+
+def measure(topic: str, args, log) -> dict:
+    """Run one topic on the data sets; what its section and headline rows are written from."""
+    if topic == "accuracy":
+        return accuracy.run(args.data, args.quick, log=log)
+    if topic == "precision":
+        return precision.run(args.data, args.quick, log=log)
+    if topic == "speed":
+        return speed.run(args.data, args.quick, baseline=args.baseline, log=log)
+    if topic == "scale":
+        return scale.run(args.data[0], args.quick, args.scale_sizes, log=log)
+    if topic == "peer":
+        return peer.run(args.data[0], args.peer_python, args.quick, log=log)
+    return {"runs": [shift.run(data, args.quick, log=log) for data in args.data]}
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--topics", default=",".join(report.TOPICS), help=f"comma-separated, of {', '.join(report.TOPICS)} (default: all)")
+    parser.add_argument("--data", type=Path, action="append", help="labelled data set folder (repeatable; default: screws and magtiles)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: small subsets, 2 folds, tiny images")
+    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results", help="where each topic's results are kept")
+    parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md", help="the report to write")
+    parser.add_argument("--report-only", action="store_true", help="measure nothing; write the report from --results")
+    parser.add_argument("--baseline", default=None, help="speed: also time the whole predict with the code of this git revision (before/after a change)")
+    parser.add_argument("--scale-sizes", type=int, nargs="+", default=None, help=f"scale: training images (default {' '.join(map(str, scale.SIZES))})")
+    parser.add_argument("--peer-python", type=Path, default=Path(os.environ.get("ANOMALIB_PYTHON", peer.DEFAULT_PYTHON)),
+                        help="peer: the Python of a virtual environment with anomalib (default $ANOMALIB_PYTHON, else ../peer-venv/bin/python)")
+    args = parser.parse_args(argv)
+    args.topics = [t.strip() for t in args.topics.split(",") if t.strip()]
+    unknown = [t for t in args.topics if t not in report.TOPICS]
+    if unknown:
+        parser.error(f"--topics: unknown {', '.join(unknown)}; choose from {', '.join(report.TOPICS)}")
+    args.data = [d.resolve() for d in (args.data or DATA)]
+    missing = [str(d) for d in args.data if not d.is_dir()]
+    if missing and not args.report_only:
+        parser.error(f"--data: no such folder {', '.join(missing)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    if not args.report_only:
+        runtime.keep_memory_flat()  # as the anomaly command does
+        logging.getLogger("anomalycli").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore")
+        command = "python -m benchmarks" + (f" --topics {','.join(args.topics)}" if len(args.topics) < len(report.TOPICS) else "")
+        command += "".join(f" {shlex.quote(a)}" for a in argv if a in ("--quick",))
+        for topic in args.topics:
+            if topic == "peer" and not args.peer_python.exists():
+                print(f"peer: skipped, no Python at {args.peer_python} (--peer-python names one with anomalib)", flush=True)
+                continue
+            print(f"{topic}", flush=True)
+            result = measure(topic, args, log=lambda line: print(line, flush=True))
+            report.save(args.results, topic, result, command)
+            report.write(args.results, args.out)  # a long run that stops early keeps what it finished
+    report.write(args.results, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""What every topic shares: the data sets, the shipped options, timing, memory and formatting."""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from anomalycli import splits, train
+from anomalycli.data import Sample, discover
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = [REPO.parent / "shared" / "data" / name for name in ("screws", "magtiles")]
+QUICK_MAX_IMAGES = 60  # --quick works on a stratified subset this large, so the smoke test stays short
+
+
+def samples_of(data: Path, quick: bool) -> list[Sample]:
+    samples = discover(data).samples
+    return subsample(samples, QUICK_MAX_IMAGES) if quick and len(samples) > QUICK_MAX_IMAGES else samples
+
+
+def subsample(samples: list[Sample], n: int, seed: int = 0) -> list[Sample]:
+    """A stratified (class and defect type) subset of ``n`` samples, in their original order."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        keep, _ = train_test_split(list(range(len(samples))), train_size=n, random_state=seed, stratify=splits.strata(samples))
+    except ValueError:  # a stratum too small to split: by class only
+        keep, _ = train_test_split(list(range(len(samples))), train_size=n, random_state=seed, stratify=[s.label for s in samples])
+    return [samples[i] for i in sorted(keep)]
+
+
+QUICK_IMAGE_SIZE = 64  # --quick fits every model at this size
+
+
+def shipped_options(data: Path, samples: list[Sample], method: str = train.AUTO, quick: bool = False, **changes) -> train.TrainOptions:
+    """What ``anomaly train DATA --method METHOD`` fits on a CPU (auto: what it picks for ``samples``), with ``changes``."""
+    if quick:
+        changes.setdefault("image_size", QUICK_IMAGE_SIZE)
+    options = train.TrainOptions(data=str(data), method=method, device="cpu", **changes)
+    if options.method == train.AUTO:
+        options.method = train.choose_method(samples, options.cv_folds)
+    options.validate()  # fills in the method's default backbone and image size
+    return options
+
+
+def median_time(fn, repeats: int, warm_up: bool = True) -> float:
+    if warm_up:
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def anomaly_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "anomalycli", *args]
+
+
+# Runs a command and prints the peak resident memory of the largest process it waited for, in KiB.
+_PEAK_RSS = "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+
+
+def run_measured(command: list[str], cwd: Path | None = None, env: dict | None = None) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB of its largest process) of one whole command."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, *command], capture_output=True, text=True, cwd=cwd, env=env)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return seconds, int(done.stdout.split()[-1]) / 1024
+
+
+def process_seconds(command: list[str], repeats: int, cwd: Path | None = None, env: dict | None = None) -> tuple[float, float]:
+    """(median wall seconds, peak RSS MiB) of a whole process, run ``repeats`` times (each starts cold)."""
+    runs = [run_measured(command, cwd, env) for _ in range(repeats)]
+    return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def machine() -> str:
+    import platform
+
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), platform.machine())
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads)")
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def mean(values) -> float | None:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(values)) if values else None
+
+
+def pm(values, digits: int = 3) -> str:
+    """'mean ± std' of the values that are not None."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{np.mean(values):.{digits}f} ± {std:.{digits}f}"
+
+
+def fmt(value, digits: int = 3) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def percent(value, digits: int = 1) -> str:
+    return "-" if value is None else f"{100 * value:.{digits}f} %"

@@ -1,0 +1,39 @@
+"""What was tried and not shipped: one row per lever, with the effect measured when it was tried.
+
+These are records, not reruns: each was measured once, on this project's machine and data, by
+code that is in git history (the date says which), and each was dropped for the reason given.
+A lever that is tried again moves into its topic's benchmark.
+"""
+
+TITLE = "Levers tried and not shipped"
+NOTE = ("Records, not reruns: each lever was measured once, on this project's machine and data, by code that is in git "
+        "history (the date says when), and dropped for the reason given. A lever tried again moves into its topic's benchmark.")
+
+# topic, lever, effect measured, why not shipped, when measured
+LEVERS = [
+    ("separation", "Lite2 instead of Lite1 (PatchCore, 320 px)", "screws 5-fold AUROC 0.945 against 0.963", "worse, and slower", "2026-11-29"),
+    ("separation", "flipped copies of the good images in the bank", "screws 0.978 against 0.981, magtiles 0.930 against 0.932; fit 2x slower", "no gain for twice the fit", "2026-11-29"),
+    ("separation", "letterbox (pad to a square) instead of squashing", "magtiles 0.907 against 0.932: a long tile keeps fewer patches", "loses 0.025 AUROC", "2026-11-29"),
+    ("separation", "image score: max of the map blurred at image resolution, or the grid blurred by 0.5 / 2 patches", "screws 0.978 / 0.972 / 0.978 against 0.981 (grid blur 1 patch, shipped)", "the shipped sigma is best on screws and ties on magtiles", "2026-11-29"),
+    ("separation", "the hybrid's one-class weight floored at 0.25", "magtiles 5-fold AUROC 0.985 against 0.983", "costs defect types never seen 0.05 recall", "2026-11-28"),
+    ("separation", "the hybrid head's regularisation C = 0.01 or 1 instead of 0.1", "0.1 within 0.001 of the best fused AUROC on each set", "no other value is better on both sets", "2026-11-28"),
+    ("separation", "the classifier (fine-tuned Lite0) as the default", "screws 5-fold AUROC 0.957 ± 0.041, 241 s a fold, against the hybrid's 0.974 in 35 s", "worse separation for 7x the fit; still `--method classifier`", "2026-11-28"),
+    ("operating point", "threshold at max F1 at the training defect share (the old rule)", "held-out recall 0.72 against 0.92 (screws, hybrid) and 0.66 against 0.84 (screws, patchcore), balanced accuracy 0.07-0.08 further from the best", "it traded missed defects for fewer false alarms; max balanced accuracy is the default", "2026-11-28"),
+    ("changed line", "adapt: the new goods' coreset at 10 %", "screws, adapt 10, exposure 0.65: false alarms 1.9 % against 40.7 %, recall 80 % against 90 %", "a missed defect is the expensive error", "2026-11-30"),
+    ("changed line", "adapt: the threshold on the new goods alone", "recall 34 %", "the threshold lands above every one of a handful of goods", "2026-11-30"),
+    ("changed line", "adapt: training goods' scores shifted, not widened", "screws strong blur, adapt 20: 66 % false alarms against 7 % announced", "the new line's goods spread wider", "2026-11-30"),
+    ("speed", "fp32 bank with int8 queries (quantise predict only)", "good parts scored 0.21 standard deviations higher", "more false alarms than announced; fitting on int8 features removes the bias", "2026-11-30"),
+    ("speed", "the layers that write the read maps kept in fp32", "score shift 0.19 instead of 0.21 standard deviations, backbone slower", "little gained for the time", "2026-11-30"),
+    ("speed", "bfloat16 minima without the exact float32 distances", "search 9.9 against 13.3 ms an image; distances off 0.29 % median, 1.5 % at the 99th percentile", "the exact pass keeps 99 % within 0.2 % for 3.4 ms", "2026-11-30"),
+    ("speed", "PCA of the 152 features to 64", "product 2.4x smaller; distances off 16 % (median)", "nearest-neighbour distances live in the discarded variance", "2026-11-30"),
+    ("speed", "PyTorch bfloat16 backbone (autocast)", "12.2 ms an image against 31.4 fp32", "slower than int8, and only where bfloat16 is native", "2026-11-30"),
+    ("speed", "OpenVINO for the int8 backbone", "5.7 ms an image against ONNX Runtime's 9.4", "180 MB more to install, and its rounding differs: a model fitted on one fails the probe check on the other. The next lever.", "2026-11-30"),
+    ("speed", "torchvision's `decode_png` and resize", "8.0 ms a 1024 px PNG against Pillow's 9.1", "1 ms: PNG unfiltering dominates either way", "2026-11-30"),
+    ("speed", "`torch._int_mm` for the bank search", "3x slower than the bfloat16 product", "no fast int8 matrix product in PyTorch on a CPU", "2026-11-30"),
+]
+
+
+def section() -> str:
+    lines = ["| topic | lever | effect measured | why not shipped | measured |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {topic} | {lever} | {effect} | {why} | {when} |" for topic, lever, effect, why, when in LEVERS]
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+"""BENCHMARKS.md from the topics' results: the headline table, then one section per topic.
+
+Every topic's last run is a JSON file in the results folder (``save``); the report is written
+from those files alone (``write``), so a topic rerun alone updates its rows and leaves the others'.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from anomalycli import io
+from benchmarks import accuracy, levers, operating_point, peer, precision, scale, shift, speed
+from benchmarks.common import machine
+
+# topic -> its module; operating_point reads the accuracy topic's results (same fits)
+TOPICS = {"accuracy": accuracy, "precision": precision, "speed": speed, "scale": scale, "peer": peer, "shift": shift}
+# (section title, the topic whose results it reads, the module that writes it), in the report's order
+SECTIONS = [
+    (accuracy.TITLE, "accuracy", accuracy),
+    (operating_point.TITLE, "accuracy", operating_point),
+    (speed.TITLE, "speed", speed),
+    (precision.TITLE, "precision", precision),
+    (scale.TITLE, "scale", scale),
+    (peer.TITLE, "peer", peer),
+    (shift.TITLE, "shift", shift),
+]
+HEADLINE = [("accuracy", accuracy), ("accuracy", operating_point), ("precision", precision), ("speed", speed), ("scale", scale),
+            ("peer", peer), ("shift", shift)]
+
+
+def save(results: Path, topic: str, result: dict, command: str) -> None:
+    record = {"topic": topic, "command": command, "date": f"{datetime.now(timezone.utc):%Y-%m-%d}", "machine": machine(), "result": result}
+    io.write_text(results / f"{topic}.json", json.dumps(record, indent=1) + "\n")
+
+
+def load(results: Path) -> dict:
+    return {path.stem: json.loads(path.read_text()) for path in sorted(results.glob("*.json")) if path.stem in TOPICS}
+
+
+def headline(records: dict, data_sets: list[str]) -> str:
+    lines = ["| | " + " | ".join(data_sets) + " | measured by |", "| --- |" + " --- |" * (len(data_sets) + 1)]
+    for topic, module in HEADLINE:
+        if topic not in records:
+            continue
+        record = records[topic]
+        per_data = {data: module.headline(record["result"], data) for data in data_sets}
+        for key in dict.fromkeys(k for values in per_data.values() for k in values):
+            cells = [per_data[data].get(key, "-") for data in data_sets]
+            lines.append(f"| {key} | " + " | ".join(cells) + f" | `{record['command']}`, {record['date']} |")
+    return "\n".join(lines)
+
+
+def data_sets_in(records: dict) -> list[str]:
+    names = []
+    for record in records.values():
+        result = record["result"]
+        for run in result.get("runs", [result]):
+            if run.get("data") not in names:
+                names.append(run.get("data"))
+    return [n for n in names if n]
+
+
+def markdown(records: dict) -> str:
+    data_sets = data_sets_in(records)
+    machines = sorted({r["machine"] for r in records.values()})
+    lines = [
+        "# Benchmarks",
+        "",
+        "Every number below is the output of `python -m benchmarks` (all topics, about three hours on 2 cores; "
+        "`python -m benchmarks --topics speed` reruns one topic and rewrites this file from the others' last results). "
+        "The shipped defaults, on the development sets "
+        + ", ".join(f"`../shared/data/{d}`" for d in data_sets) + " (read in place, never copied). Machine: " + "; ".join(machines) + ".",
+        "",
+        "## Headline: the defaults today",
+        "",
+        headline(records, data_sets),
+    ]
+    for title, topic, module in SECTIONS:
+        lines += ["", f"## {title}", ""]
+        if topic in records:
+            record = records[topic]
+            lines += [f"`{record['command']}`, {record['date']}.", "", module.section(record["result"])]
+        else:
+            lines += [f"Not measured yet: `python -m benchmarks --topics {topic}`."]
+    lines += ["", f"## {levers.TITLE}", "", levers.NOTE, "", levers.section()]
+    return "\n".join(lines) + "\n"
+
+
+def write(results: Path, out: Path) -> None:
+    io.write_text(out, markdown(load(results)))

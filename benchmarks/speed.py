@@ -1,0 +1,171 @@
+"""Speed and engines: fit, predict's stages one by one, and the whole predict process.
+
+On each data set: ``anomaly train DATA`` (the default method, all images) and the same with
+``--precision fp32``, each a whole process timed with its peak memory; then 1024 x 1024 PNG
+copies of the first images (as a line camera writes them) and, median of the repeats:
+
+  decode     reading and resizing the PNGs alone (predict's loader, default workers)
+  backbone   the frozen extractor alone, batch 16, every map the model reads: PyTorch fp32 (the
+             raw forward, batch norm folded), ONNX Runtime fp32, and the model's int8 graph
+  search     the memory-bank search and score alone on those maps, float32 and bfloat16
+  process    the whole ``anomaly predict MODEL FOLDER`` command: the default model, and the fp32
+             one; with ``--baseline REV`` also the code of git revision REV on the fp32 model
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from benchmarks.common import QUICK_IMAGE_SIZE, REPO, anomaly_command, median_time, process_seconds, run_measured, samples_of
+from benchmarks.precision import float32_search
+
+TITLE = "Speed: fit, predict stage by stage, the whole process"
+BATCH = 16
+
+
+def upscaled_copies(paths: list[Path], folder: Path, size: int = 1024) -> list[Path]:
+    copies = []
+    for i, path in enumerate(paths):
+        copy = folder / f"{i:04d}.png"
+        with Image.open(path) as image:  # the file's own mode: grey stays grey, as a camera writes it
+            image.resize((size, size), Image.BICUBIC).save(copy)
+        copies.append(copy)
+    return copies
+
+
+def fit_process(data: Path, run_dir: Path, *options: str) -> tuple[float, float]:
+    """(seconds, peak RSS MiB) of a whole ``anomaly train DATA`` process; the model lands in ``run_dir``."""
+    return run_measured(anomaly_command("train", str(data), "--run-dir", str(run_dir), *options))
+
+
+def scoring_parts(model):
+    """(the backbone pass predict makes, whether it reads the later stages, the net whose ``score_maps`` follows it)."""
+    if model.method == "hybrid":
+        return model.net.patchcore.extractor, model.net.deep, model.net
+    return model.net.extractor, False, model.net
+
+
+def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
+    """Seconds per image of each stage alone, in this process."""
+    from anomalycli import backbones, quantize
+    from anomalycli.data import image_batches
+    from anomalycli.methods import AnomalyModel
+
+    model = AnomalyModel.load(model_path)
+    size, n = model.config["image_size"], len(paths)
+    extractor, deep, net = scoring_parts(model)
+    int8 = quantize.int8_of(model.net)
+    out = {"method": model.method, "image_size": size, "bank": int(model.config["bank_size"]), "precision": model.config.get("precision", "fp32")}
+    out["decode"] = median_time(lambda: sum(1 for _ in image_batches(paths, size, 32)), repeats) / n
+    images, _, _ = next(image_batches(paths[:BATCH], size, BATCH))
+    x = backbones.preprocess(images, model.config["backbone"])
+    with torch.inference_mode():
+        fp32_extractor = int8.fp32 if int8 is not None else extractor
+        out["backbone_torch"] = median_time(lambda: fp32_extractor(x, deep=deep), repeats * 3) / BATCH
+        session = quantize.session(quantize.fp32_graph(fp32_extractor, size, deep))  # what train quantises
+        pixels = x.contiguous().numpy()
+        out["backbone_onnx_fp32"] = median_time(lambda: session.run(None, {quantize.INPUT: pixels}), repeats * 3) / BATCH
+        if int8 is not None:
+            out["backbone_int8"] = median_time(lambda: int8(x, deep=deep), repeats * 3) / BATCH
+        maps = extractor(x, deep=deep)
+        out["search_bf16"] = median_time(lambda: net.score_maps(maps), repeats * 3) / BATCH
+        with float32_search():
+            out["search_fp32"] = median_time(lambda: net.score_maps(maps), repeats * 3) / BATCH
+    from anomalycli.coreset import bfloat16_native
+
+    out["bfloat16_native"] = bfloat16_native()
+    return out
+
+
+def run(data_sets: list[Path], quick: bool, images: int = 320, repeats: int = 3, baseline: str | None = None, log=print) -> dict:
+    runs = []
+    for data in data_sets:
+        with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
+            tmp = Path(tmp)
+            size = ("--image-size", str(QUICK_IMAGE_SIZE)) if quick else ()
+            out = {"data": data.name, "n_images": len(samples_of(data, False))}
+            out["fit_default"], out["fit_default_rss"] = fit_process(data, tmp / "default", *size)
+            out["fit_fp32"], out["fit_fp32_rss"] = fit_process(data, tmp / "fp32", "--precision", "fp32", *size)
+            log(f"  {data.name}: fit {out['fit_default']:.1f} s (fp32 {out['fit_fp32']:.1f} s)")
+            model, fp32 = tmp / "default" / "model.safetensors", tmp / "fp32" / "model.safetensors"
+            folder = tmp / "pngs"
+            folder.mkdir()
+            paths = upscaled_copies([s.path for s in samples_of(data, False)][: 8 if quick else images], folder)
+            out["n_predicted"] = len(paths)
+            out.update(stages(model, paths, 1 if quick else repeats))
+            predict = lambda path, **kw: process_seconds(anomaly_command("predict", str(path), str(folder)), 1 if quick else repeats, **kw)  # noqa: E731
+            (seconds, out["predict_rss"]), (fp32_seconds, _) = predict(model), predict(fp32)
+            out["process_default"], out["process_fp32"] = seconds / len(paths), fp32_seconds / len(paths)
+            if baseline:
+                out["baseline"] = baseline
+                out["process_baseline"] = predict_with_revision(baseline, fp32, predict, tmp / "baseline") / len(paths)
+            log(f"  {data.name}: predict {1000 * out['process_default']:.1f} ms an image, whole process")
+            runs.append(out)
+    return {"runs": runs}
+
+
+def predict_with_revision(revision: str, model: Path, predict, worktree: Path) -> float:
+    """The whole predict process with the code of git ``revision`` (a worktree of it), for before/after ratios."""
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), revision], check=True, capture_output=True)
+    try:
+        return predict(model, cwd=worktree, env={**os.environ, "PYTHONPATH": str(worktree)})[0]
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], capture_output=True)
+
+
+def headline(result: dict, data: str) -> dict:
+    r = next((r for r in result["runs"] if r["data"] == data), None)
+    if r is None:
+        return {}
+    return {
+        "fit on every image (whole `anomaly train`)": f"{r['fit_default']:.1f} s, peak {r['fit_default_rss']:.0f} MiB",
+        "predict from 1024 px PNGs, whole process": f"{1000 * r['process_default']:.1f} ms an image ({1 / r['process_default']:.1f} images/s), "
+                                                    f"{r['backbone_torch'] / r['process_default']:.2f} of the raw PyTorch forward",
+        "predict stages: decode / backbone / bank search, ms an image": f"{1000 * r['decode']:.1f} / {1000 * r.get('backbone_int8', r['backbone_onnx_fp32']):.1f} / {1000 * r['search_bf16']:.1f}",
+        "predict peak memory (whole process)": f"{r['predict_rss']:.0f} MiB",
+    }
+
+
+ROWS = [  # key, what
+    ("decode", "decode + resize alone (loader, default workers)"),
+    ("backbone_torch", f"backbone alone, PyTorch fp32, batch norm folded (the raw forward; batch {BATCH})"),
+    ("backbone_onnx_fp32", f"backbone alone, ONNX Runtime fp32 (batch {BATCH})"),
+    ("backbone_int8", f"backbone alone, the model's int8 graph on ONNX Runtime (batch {BATCH})"),
+    ("search_fp32", "bank search and score alone, float32"),
+    ("search_bf16", "bank search and score alone, bfloat16 products (the default where native)"),
+    ("process_default", "whole `anomaly predict` process, default model"),
+    ("process_fp32", "whole `anomaly predict` process, the model fitted with `--precision fp32`"),
+    ("process_baseline", "whole `anomaly predict` process, fp32 model, the baseline revision's code"),
+]
+
+
+def section(result: dict) -> str:
+    runs = result["runs"]
+    lines = [f"{runs[0]['n_predicted']} PNG copies at 1024 x 1024 px, the default model of each set ({runs[0]['method']}, "
+             f"{runs[0]['image_size']} px, {runs[0]['precision']} backbone); ms per image, images/s in brackets, median of the repeats. "
+             "Stages alone run in one process; whole processes start cold (files in the page cache).", "",
+             "| stage | " + " | ".join(r["data"] for r in runs) + " |", "| --- |" + " --- |" * len(runs)]
+    for key, what in ROWS:
+        if any(key in r for r in runs):
+            lines.append(f"| {what} | " + " | ".join(f"{1000 * r[key]:.1f} ({1 / r[key]:.1f})" if key in r else "-" for r in runs) + " |")
+    lines.append("| fit on every image, whole `anomaly train`: default / `--precision fp32`, s | "
+                 + " | ".join(f"{r['fit_default']:.1f} / {r['fit_fp32']:.1f}" for r in runs) + " |")
+    lines.append("| peak memory, whole process: fit / predict, MiB | " + " | ".join(f"{r['fit_default_rss']:.0f} / {r['predict_rss']:.0f}" for r in runs) + " |")
+    lines.append("| bank patches | " + " | ".join(f"{r['bank']:,}" for r in runs) + " |")
+    lines += ["", "Ratios, same run:", ""]
+    for r in runs:
+        ratios = [f"default / fp32 model, whole process: **{r['process_fp32'] / r['process_default']:.2f}x**",
+                  f"default whole process / the raw PyTorch forward alone: **{r['backbone_torch'] / r['process_default']:.2f}**"]
+        if "process_baseline" in r:
+            ratios.insert(0, f"default / revision {r['baseline']}'s default: **{r['process_baseline'] / r['process_default']:.2f}x**")
+        if "backbone_int8" in r:
+            ratios.append(f"int8 backbone / ONNX Runtime fp32: {r['backbone_onnx_fp32'] / r['backbone_int8']:.2f}x; "
+                          f"bfloat16 search / float32: {r['search_fp32'] / r['search_bf16']:.2f}x" + ("" if r["bfloat16_native"] else " (not native here)"))
+        lines.append(f"- {r['data']}: " + "; ".join(ratios))
+    return "\n".join(lines)
