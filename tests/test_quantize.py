@@ -40,6 +40,16 @@ def test_int8_and_fp32_backbones_give_close_but_different_features(patchcore_mod
     assert quantize.MIN_COSINE < quantize.median_cosine(quantised, full) < 1.0
 
 
+def test_calibrating_in_small_batches_makes_the_same_graph(parts, monkeypatch):
+    # Small batches only bound the calibration's memory: the ranges, and so the graph, are the same.
+    images, _, _ = load_all(discover(parts).samples[:6], 64)
+    extractor = backbones.FeatureExtractor("efficientnet_lite0", backbones.build("efficientnet_lite0", "none")).eval()
+    small, _ = quantize.quantize(extractor, images, deep=False)
+    monkeypatch.setattr(quantize, "CALIBRATION_BATCH", 6)
+    whole, _ = quantize.quantize(extractor, images, deep=False)
+    assert torch.equal(small.graph, whole.graph)
+
+
 def test_a_cpu_whose_int8_kernels_differ_falls_back_to_fp32_with_one_line(patchcore_model, parts, tmp_path, monkeypatch):
     monkeypatch.setattr(quantize.Int8Extractor, "probe_mismatch", lambda self: 0.05)
     result = run_cli("predict", patchcore_model, parts / "not-good", "--output", tmp_path / "rows.json")
