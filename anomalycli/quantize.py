@@ -35,6 +35,7 @@ from anomalycli.errors import UserError
 # Good training images whose activations set the int8 ranges (and on which the check runs).
 CALIBRATION_IMAGES = 16
 CALIBRATION_BATCH = 2
+RUN_BATCH = 8
 # Median cosine between int8 and fp32 patch features below which a model is fitted in fp32
 # (0.97-0.99 on both development sets; a broken quantisation gives well under 0.9).
 MIN_COSINE = 0.9
@@ -82,7 +83,9 @@ class Int8Extractor(nn.Module):
         if not self.active or (deep and not self.deep):
             return self.fp32(x, deep)
         pixels = np.ascontiguousarray(x.detach().float().cpu().numpy())
-        maps = [torch.from_numpy(m) for m in self.session.run(None, {INPUT: pixels})]
+        # ONNX Runtime keeps an arena as large as its largest call: runs of RUN_BATCH images bound it.
+        runs = [self.session.run(None, {INPUT: pixels[i : i + RUN_BATCH]}) for i in range(0, len(pixels), RUN_BATCH)]
+        maps = [torch.from_numpy(np.concatenate(parts)) if len(runs) > 1 else torch.from_numpy(parts[0]) for parts in zip(*runs)]
         return maps if deep else maps[:2]
 
     def probe_mismatch(self) -> float:

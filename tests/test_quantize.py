@@ -40,6 +40,18 @@ def test_int8_and_fp32_backbones_give_close_but_different_features(patchcore_mod
     assert quantize.MIN_COSINE < quantize.median_cosine(quantised, full) < 1.0
 
 
+def test_the_int8_backbone_run_in_parts_of_a_batch_gives_the_same_maps(hybrid_model, parts, monkeypatch):
+    int8 = quantize.int8_of(AnomalyModel.load(hybrid_model).net)
+    images, _, _ = load_all(discover(parts).samples[:5], 64)
+    x = backbones.preprocess(images, int8.name)
+    with torch.no_grad():
+        monkeypatch.setattr(quantize, "RUN_BATCH", 2)  # runs of 2, 2 and 1 images
+        in_parts = int8(x, deep=True)
+        monkeypatch.setattr(quantize, "RUN_BATCH", 64)
+        whole = int8(x, deep=True)
+    assert len(in_parts) == len(whole) == 4 and all(torch.equal(a, b) for a, b in zip(in_parts, whole))
+
+
 def test_calibrating_in_small_batches_makes_the_same_graph(parts, monkeypatch):
     # Small batches only bound the calibration's memory: the ranges, and so the graph, are the same.
     images, _, _ = load_all(discover(parts).samples[:6], 64)
