@@ -119,7 +119,8 @@ BACKBONES: dict[str, Backbone] = {
     ]
 }
 # Per method: the fine-tuned classifier is cheapest on Lite0; PatchCore's patch features are
-# best on Lite1 (5-fold CV on screws, 2026-11-28; Accuracy in `git show cf0a644:BENCHMARKS.md`). Both ship their weights with pip.
+# best on Lite1 (5-fold CV on screws, 2026-11-28; Accuracy in `git show cf0a644:BENCHMARKS.md`).
+# Both ship their weights with pip.
 DEFAULT_BACKBONE = {"classifier": "efficientnet_lite0", "patchcore": "efficientnet_lite1", "hybrid": "efficientnet_lite1"}
 
 
@@ -179,8 +180,9 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
 
     On a CPU the normalisations cost as much as the convolutions (memory-bound passes over
     every feature map); folded, the features stay equal within float rounding and the
-    forward pass runs about 1.5x faster (measured 2026-11-28, top of `git show cf0a644:BENCHMARKS.md`). In every backbone here a BatchNorm2d
-    registered right after a Conv2d normalises that convolution; test_backbones checks it.
+    forward pass runs about 1.5x faster (measured 2026-11-28, top of
+    `git show cf0a644:BENCHMARKS.md`). In every backbone here a BatchNorm2d registered right after
+    a Conv2d normalises that convolution; test_backbones checks it.
     """
     model.eval()
     for parent in list(model.modules()):

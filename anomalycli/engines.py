@@ -8,8 +8,8 @@ the whole graph ``anomaly export`` writes (int8 backbone included) in ONNX Runti
 
 A model with an fp32 backbone (older files, ``--precision fp32``, fitted on a GPU) runs, under
 ``auto``, on ONNX Runtime, 1.2x PyTorch's speed from 1024 px PNGs (measured 2026-11-29, Engines in
-`git show cf0a644:BENCHMARKS.md`), when there are
-enough images to pay for exporting the model in memory (under a second, plus tracing's warm-up);
+`git show cf0a644:BENCHMARKS.md`), when there are enough images to pay for exporting the model in
+memory (under a second, plus tracing's warm-up);
 an exported ``.onnx`` file runs as it is.
 """
 

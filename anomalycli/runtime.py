@@ -14,7 +14,8 @@ def keep_memory_flat() -> None:
     With a heap per thread, the feature maps of batch after batch fragment the heaps and resident
     memory creeps up with the number of images scored (1,400 -> 1,880 MiB over 5,000 images
     here); with one arena it stays at 1,275 MiB from the 500th image on, at the same speed
-    (measured 2026-11-28, Scale in `git show cf0a644:BENCHMARKS.md`). Elsewhere (macOS, Windows, musl) this does nothing.
+    (measured 2026-11-28, Scale in `git show cf0a644:BENCHMARKS.md`). Elsewhere (macOS, Windows,
+    musl) this does nothing.
     """
     if not sys.platform.startswith("linux"):
         return
