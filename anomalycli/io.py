@@ -23,9 +23,18 @@ def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp makes the file private (0600): give it the mode a plain open() would, or the
+        # replaced file's, so that colleagues who could read the old predictions can read the new.
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | Path, text: str, overwrite: bool = True) -> None:
