@@ -40,12 +40,13 @@ def default_run(result: dict, data: str) -> dict | None:
 
 def summary(run: dict) -> dict:
     cv, loto = folds.outcomes_from(run["cv"]), folds.outcomes_from(run["loto"])
+    points = [folds.measured(o) for o in loto]
     return {
         "auroc": [folds.auroc(o) for o in cv],
         "pixel_auroc": [o.pixel_auroc for o in cv],
         "loto_auroc": [folds.auroc(o) for o in loto],
-        "loto_recall": [folds.measured(o)["recall"] for o in loto],
-        "per_type": {o.withheld_type: (folds.auroc(o), folds.measured(o)["recall"], folds.measured(o)["n_anomaly"]) for o in loto},
+        "loto_recall": [point["recall"] for point in points],
+        "per_type": {o.withheld_type: (folds.auroc(o), point["recall"], point["n_anomaly"]) for o, point in zip(loto, points)},
     }
 
 
@@ -71,13 +72,13 @@ def section(result: dict) -> str:
         "| data | method | cross-validated AUROC | pixel AUROC | AUROC, type never seen | its recall |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for run in result["runs"]:
-        s = summary(run)
+    summaries = [(run, summary(run)) for run in result["runs"]]
+    for run, s in summaries:
         lines.append(f"| {run['data']} ({run['n_good']} good, {run['n_defective']} defective) | {run['method']} ({run['backbone']}, {run['image_size']} px) "
                      f"| {pm(s['auroc'])} | {pm(s['pixel_auroc'])} | {pm(s['loto_auroc'])} | {pm(s['loto_recall'], 2)} |")
     lines += ["", "Each defect type withheld (AUROC against the held-out good images / recall at the calibrated threshold / defects):", "",
               "| data | method | withheld type | AUROC | recall | defects |", "| --- | --- | --- | --- | --- | --- |"]
-    for run in result["runs"]:
-        for kind, (auc, recall, n) in summary(run)["per_type"].items():
+    for run, s in summaries:
+        for kind, (auc, recall, n) in s["per_type"].items():
             lines.append(f"| {run['data']} | {run['method']} | {kind} | {fmt(auc)} | {fmt(recall, 2)} | {n} |")
     return "\n".join(lines)
