@@ -6,9 +6,12 @@ of patches and no (N x M) distance matrix is ever held whole.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 
 ProgressFn = Callable[[int], None]
@@ -19,6 +22,14 @@ PART_SIZE = 1 << 19
 # Queries per block of the search: a block of distances to a bank of a few thousand rows stays in
 # cache for the minimum that reads it (512 was the fastest of 64 to 1,024, 2 cores).
 CHUNK = 512
+# Bank rows per block of the minimum's first pass (``_first_minimum``): PyTorch's minimum with its
+# index over a part's thousands of rows took 2.1 ms a block of queries, the two passes 1.2 (64 was
+# the fastest of 32, 64 and 128; 2 cores, 2026-11-30).
+MINIMUM_BLOCK = 64
+# Queries (midpoints of two bank rows) on which an int8 index checks its picks against float32's,
+# and the relative excess of the picked rows' distances it allows at their 99th percentile (about
+# 3e-4 on both development sets' banks; an int8 product that saturates picks far rows).
+CHECK_QUERIES, INT8_SEARCH_RTOL = 512, 1e-2
 
 
 def bfloat16_native() -> bool:
@@ -26,52 +37,125 @@ def bfloat16_native() -> bool:
     return any(getattr(torch.cpu, check, lambda: False)() for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
-def search_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 on a CPU that multiplies it natively, else float32; an exported graph is float32."""
-    if device.type == "cpu" and not torch.onnx.is_in_onnx_export() and bfloat16_native():
-        return torch.bfloat16
-    return torch.float32
+@functools.cache
+def int8_native() -> bool:
+    """Whether this CPU has int8 dot-product instructions (VNNI), where ONNX Runtime multiplies int8
+    at 1.8x PyTorch's bfloat16 rate (2 cores, 2026-11-30), and ONNX Runtime is installed."""
+    return getattr(torch.cpu, "_is_vnni_supported", lambda: False)() and importlib.util.find_spec("onnxruntime") is not None
 
 
-def _nearest_rows(queries: torch.Tensor, bank: torch.Tensor, groups: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each query and each of ``groups`` equal consecutive groups of bank rows: the index of
-    its nearest row there and the distance to it, (Q, groups) each.
+def search_kind(device: torch.device) -> str:
+    """How the search multiplies on ``device``: ``int8`` (ONNX Runtime), ``bfloat16`` or ``float32``;
+    an exported graph and a GPU multiply in float32."""
+    if device.type != "cpu" or torch.onnx.is_in_onnx_export():
+        return "float32"
+    return "int8" if int8_native() else "bfloat16" if bfloat16_native() else "float32"
 
-    One matrix product per block of queries gives |b|^2 - 2 q.b for every row (the squared
-    distance less |q|^2, which no minimum needs), both sides centred on the bank's mean first.
-    Where the CPU multiplies bfloat16 natively the product is made in it and only picks the
-    nearest rows: their distances are then computed exactly in float32, so a distance is exact
-    unless bfloat16 rounding picked a row within its error of the nearest (the search in 0.64x
-    the float32 time, 99 % of distances within 0.2 %, no verdict changed; BENCHMARKS.md).
+
+class BankIndex:
+    """A bank ready for nearest-row searches part by part: centred on its mean, every part padded to
+    one size, and its products made where they are fastest here (``kind``).
+
+    One matrix product per block of queries gives |b|^2 / 2 - q.b for every row (half the squared
+    distance less |q|^2, which no minimum needs); the queries carry a column of ones for the |b|^2
+    row, so no bias is added apart. Unless in float32, the product only picks each part's nearest
+    row: its distance is then computed exactly in float32, so a distance is exact unless rounding
+    picked a row within its error of the nearest (bfloat16 and int8 pick the same row for about 99 %
+    of patches; BENCHMARKS.md). An int8 index first checks that claim on queries between its own
+    rows, and multiplies in bfloat16 or float32 where it fails.
     """
-    bank = bank.float()
-    centre = bank.mean(0)
-    centred = bank - centre
-    dtype = search_dtype(bank.device)
-    rows = centred.T.to(dtype).contiguous()
-    bank_sq = centred.pow(2).sum(1).to(dtype)
-    size = bank.shape[0] // groups
-    # An exported ONNX graph takes any batch size: one block, not a loop unrolled at trace time.
-    blocks = [queries] if torch.onnx.is_in_onnx_export() else (queries[i : i + chunk] for i in range(0, queries.shape[0], chunk))
-    indices, distances = [], []
-    for q in blocks:
-        q = q.float() - centre
-        partial = torch.addmm(bank_sq.unsqueeze(0), q.to(dtype), rows, alpha=-2).view(-1, groups, size)
-        values, nearest = partial.min(dim=2)
-        nearest = nearest + torch.arange(groups, device=q.device) * size
-        if dtype == torch.float32:
-            squared = values.add_(q.pow(2).sum(1, keepdim=True))
-        else:
-            squared = (q.unsqueeze(1) - centred[nearest]).pow(2).sum(2)
-        indices.append(nearest)
-        distances.append(squared.clamp_min_(0).sqrt_())
-    return torch.cat(indices), torch.cat(distances)
+
+    def __init__(self, bank: torch.Tensor, part_sizes: list[int] | None = None):
+        bank = bank.float()
+        self.part_sizes = list(part_sizes or [bank.shape[0]])
+        self.centre = bank.mean(0)
+        self.centred = bank - self.centre
+        self.padded, self.size = _padded_parts(self.part_sizes, bank.device)
+        rows = torch.cat([-self.centred, self.centred.pow(2).sum(1, keepdim=True) / 2], dim=1)[self.padded]  # (rows, C + 1)
+        self.kind = search_kind(bank.device)
+        if self.kind == "int8":
+            self._session = _int8_product(rows)
+            if not self._agrees_with_float32(rows):
+                self.kind = "bfloat16" if bfloat16_native() else "float32"
+        if self.kind != "int8":
+            self._rows = rows.T.to(torch.bfloat16 if self.kind == "bfloat16" else torch.float32).contiguous()
+
+    def nearest(self, queries: torch.Tensor, chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+        """Index of each query's nearest row in each part, and the distance to it: (Q, parts) each."""
+        parts = len(self.part_sizes)
+        # An exported ONNX graph takes any batch size: one block, not a loop unrolled at trace time.
+        blocks = [queries] if torch.onnx.is_in_onnx_export() else (queries[i : i + chunk] for i in range(0, queries.shape[0], chunk))
+        indices, distances = [], []
+        for q in blocks:
+            q = q.float() - self.centre
+            within = _first_minimum(self._products(q).view(q.shape[0], parts, self.size))
+            nearest = self.padded[within + torch.arange(parts, device=q.device) * self.size]
+            indices.append(nearest)
+            distances.append((q.unsqueeze(1) - self.centred[nearest]).pow(2).sum(2).sqrt_())
+        return torch.cat(indices), torch.cat(distances)
+
+    def _products(self, q: torch.Tensor) -> torch.Tensor:
+        if self.kind == "int8":
+            return torch.from_numpy(self._session.run(None, {"q": q.numpy()})[0])
+        return torch.cat([q, torch.ones_like(q[:, :1])], dim=1).to(self._rows.dtype) @ self._rows
+
+    def _agrees_with_float32(self, rows: torch.Tensor) -> bool:
+        generator = torch.Generator().manual_seed(0)
+        pairs = torch.randint(len(self.centred), (CHECK_QUERIES, 2), generator=generator, device=self.centred.device)
+        queries = self.centred[pairs].mean(1)
+        chosen = _first_minimum(self._products(queries).view(CHECK_QUERIES, len(self.part_sizes), self.size))
+        exact = torch.cat([queries, torch.ones_like(queries[:, :1])], dim=1) @ rows.T
+        best = _first_minimum(exact.view(CHECK_QUERIES, len(self.part_sizes), self.size))
+        offset = torch.arange(len(self.part_sizes)) * self.size
+        distance = lambda picked: (queries.unsqueeze(1) - self.centred[self.padded[picked + offset]]).pow(2).sum(2).sqrt()  # noqa: E731
+        relative = (distance(chosen) - distance(best)) / distance(best).clamp_min(1e-12)
+        return float(relative.quantile(0.99)) <= INT8_SEARCH_RTOL
+
+
+def _int8_product(rows: torch.Tensor):
+    """An ONNX Runtime session computing ``[q, 1] @ rows.T`` for float queries q: the queries
+    quantised per call to uint8, the rows to int8 with one scale each, the |b|^2 column a float bias."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from anomalycli import quantize
+
+    weights, bias = rows[:, :-1], rows[:, -1]
+    scale = (weights.abs().amax(1) / 127).clamp_min(1e-12)
+    int8 = torch.round(weights / scale[:, None]).clamp(-127, 127).to(torch.int8).T.contiguous()
+    initialisers = [numpy_helper.from_array(int8.numpy(), "rows"), numpy_helper.from_array(scale.numpy(), "scale"),
+                    numpy_helper.from_array(np.zeros(len(rows), np.int8), "zero"), numpy_helper.from_array(bias.numpy(), "bias")]
+    graph = helper.make_graph(
+        [helper.make_node("DynamicQuantizeMatMul", ["q", "rows", "scale", "zero", "bias"], ["products"], domain="com.microsoft")],
+        "bank_products", [helper.make_tensor_value_info("q", TensorProto.FLOAT, [None, weights.shape[1]])],
+        [helper.make_tensor_value_info("products", TensorProto.FLOAT, [None, len(rows)])], initialisers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", quantize.OPSET), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    return quantize.session(model.SerializeToString())
+
+
+def _padded_parts(part_sizes: list[int], device: torch.device) -> tuple[torch.Tensor, int]:
+    """Bank row indices with every part padded to one size, a multiple of ``MINIMUM_BLOCK``, by
+    copies of its first row (they change no minimum, and the first of equal values is the
+    original), and that size: one reshape of a block of products then gives every part."""
+    size = MINIMUM_BLOCK * math.ceil(max(part_sizes) / MINIMUM_BLOCK)
+    starts = [0, *torch.tensor(part_sizes).cumsum(0).tolist()[:-1]]
+    return torch.tensor([i for a, n in zip(starts, part_sizes) for i in [*range(a, a + n), *[a] * (size - n)]], device=device), size
+
+
+def _first_minimum(values: torch.Tensor) -> torch.Tensor:
+    """The index of the first minimum along the last axis (a multiple of ``MINIMUM_BLOCK`` long), as
+    ``values.min(-1).indices``: each block's minimum first, then the position in the best block."""
+    values = values.float()
+    blocks = values.view(*values.shape[:-1], -1, MINIMUM_BLOCK)
+    best = blocks.amin(-1).argmin(-1, keepdim=True)
+    picked = blocks.gather(-2, best.unsqueeze(-1).expand(*best.shape, MINIMUM_BLOCK)).squeeze(-2)
+    return (best.squeeze(-1) * MINIMUM_BLOCK) + picked.argmin(-1)
 
 
 def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int = CHUNK):
     """Euclidean distances (and indices) of each query's ``k`` nearest bank rows, nearest first."""
     if k == 1:
-        nearest, distances = _nearest_rows(queries, bank, 1, chunk)
+        nearest, distances = BankIndex(bank).nearest(queries, chunk)
         return distances, nearest
     bank = bank.float()
     dists, indices = [], []
@@ -84,15 +168,8 @@ def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chu
 
 
 def nearest_per_part(queries: torch.Tensor, bank: torch.Tensor, part_sizes: list[int], chunk: int = CHUNK) -> torch.Tensor:
-    """Distance of each query to its nearest row in each consecutive part of ``bank``: (Q, parts).
-
-    The parts are padded to one size with copies of their first row, which change no minimum,
-    so that one reshape of each block gives every part's minimum in one pass.
-    """
-    size = max(part_sizes)
-    starts = [0, *torch.tensor(part_sizes).cumsum(0).tolist()[:-1]]
-    rows = [i for a, n in zip(starts, part_sizes) for i in [*range(a, a + n), *[a] * (size - n)]]
-    return _nearest_rows(queries, bank[torch.tensor(rows, device=bank.device)], len(part_sizes), chunk)[1]
+    """Distance of each query to its nearest row in each consecutive part of ``bank``: (Q, parts)."""
+    return BankIndex(bank, part_sizes).nearest(queries, chunk)[1]
 
 
 class RandomSampler:

@@ -29,7 +29,7 @@ LEVERS = [
     ("speed", "PyTorch bfloat16 backbone (autocast)", "12.2 ms an image against 31.4 fp32", "slower than int8, and only where bfloat16 is native", "2026-11-30"),
     ("speed", "OpenVINO for the int8 backbone", "5.7 ms an image against ONNX Runtime's 9.4", "180 MB more to install, and its rounding differs: a model fitted on one fails the probe check on the other. The next lever.", "2026-11-30"),
     ("speed", "torchvision's `decode_png` and resize", "8.0 ms a 1024 px PNG against Pillow's 9.1", "1 ms: PNG unfiltering dominates either way", "2026-11-30"),
-    ("speed", "`torch._int_mm` for the bank search", "3x slower than the bfloat16 product", "no fast int8 matrix product in PyTorch on a CPU", "2026-11-30"),
+    ("speed", "`torch._int_mm` for the bank search", "3x slower than the bfloat16 product", "no fast int8 matrix product in PyTorch on a CPU; ONNX Runtime's (DynamicQuantizeMatMul) is the shipped int8 search", "2026-11-30"),
 ]
 
 

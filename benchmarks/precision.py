@@ -1,9 +1,10 @@
-"""What the int8 backbone and the bfloat16 bank search change in the scores.
+"""What the int8 backbone and the int8 (or bfloat16) bank search change in the scores.
 
 On the accuracy topic's cross-validation folds (``folds.run``), the default method fitted three
-ways: the default (int8 backbone, bfloat16 search where the CPU has it), ``--precision fp32``
-(the path every model took before), and, as the control, fp32 refitted with ``--seed 1`` (the
-verdicts a refit alone flips). The default model is also scored with the search in float32.
+ways: the default (int8 backbone; the search's products in int8 where the CPU has VNNI, else in
+bfloat16 where it has that), ``--precision fp32`` (the backbone every model had before), and, as
+the control, fp32 refitted with ``--seed 1`` (the verdicts a refit alone flips). The default
+model is also scored with the search in float32.
 """
 
 from __future__ import annotations
@@ -14,25 +15,29 @@ from pathlib import Path
 from benchmarks import folds
 from benchmarks.common import fmt, mean, samples_of, shipped_options
 
-TITLE = "What int8 and bfloat16 change in the scores"
+TITLE = "What int8 changes in the scores"
+DEFAULT, FP32, CONTROL = "default (int8 backbone, int8 search)", "fp32 backbone (before)", "fp32, refitted with --seed 1 (control)"
 # name -> what differs from the shipped options
-PATHS = {"default (int8 backbone, bfloat16 search)": {}, "fp32 backbone, float32 search (before)": {"precision": "fp32"},
-         "fp32, refitted with --seed 1 (control)": {"precision": "fp32", "seed": 1}}
+PATHS = {DEFAULT: {}, FP32: {"precision": "fp32"}, CONTROL: {"precision": "fp32", "seed": 1}}
 FLOAT32_SEARCH = "default model, float32 search"
 # each path's verdicts are compared with these
-AGAINST = {"default (int8 backbone, bfloat16 search)": "fp32 backbone, float32 search (before)",
-           "fp32, refitted with --seed 1 (control)": "fp32 backbone, float32 search (before)", FLOAT32_SEARCH: "default (int8 backbone, bfloat16 search)"}
+AGAINST = {DEFAULT: FP32, CONTROL: FP32, FLOAT32_SEARCH: DEFAULT}
 
 
 @contextlib.contextmanager
-def float32_search():
+def forced_search(kind: str):
+    """The bank search's products in ``kind`` (``coreset.search_kind``) on any CPU, while inside."""
     from anomalycli import coreset
 
-    native, coreset.bfloat16_native = coreset.bfloat16_native, lambda: False
+    chosen, coreset.search_kind = coreset.search_kind, lambda device: kind
     try:
         yield
     finally:
-        coreset.bfloat16_native = native
+        coreset.search_kind = chosen
+
+
+def float32_search():
+    return forced_search("float32")
 
 
 def run(data_sets: list[Path], quick: bool, log=print) -> dict:
@@ -52,7 +57,7 @@ def run(data_sets: list[Path], quick: bool, log=print) -> dict:
 def _outcomes(run: dict, name: str) -> tuple[list[folds.Outcome], str | None]:
     """The outcomes behind a path name, and the variant of them it is (the float32-search rescoring)."""
     if name == FLOAT32_SEARCH:
-        return folds.outcomes_from(run["paths"][next(iter(PATHS))]), FLOAT32_SEARCH
+        return folds.outcomes_from(run["paths"][DEFAULT]), FLOAT32_SEARCH
     return folds.outcomes_from(run["paths"][name]), None
 
 
@@ -76,9 +81,9 @@ def headline(result: dict, data: str) -> dict:
     if run is None:
         return {}
     rows = summary(run)
-    default, before = rows[next(iter(PATHS))], rows["fp32 backbone, float32 search (before)"]
+    default, before = rows[DEFAULT], rows[FP32]
     _, flips, n = default["flips"]
-    control = rows["fp32, refitted with --seed 1 (control)"]["flips"]
+    control = rows[CONTROL]["flips"]
     return {"int8 default against fp32: AUROC change, verdicts flipped (a refit's own flips)":
             f"{default['auroc'] - before['auroc']:+.4f}, {flips / n:.1%} ({control[1] / control[2]:.1%})"}
 

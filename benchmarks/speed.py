@@ -7,7 +7,8 @@ copies of the first images (as a line camera writes them) and, median of the rep
   decode     reading and resizing the PNGs alone (predict's loader, default workers)
   backbone   the frozen extractor alone, batch 16, every map the model reads: PyTorch fp32 (the
              raw forward, batch norm folded), ONNX Runtime fp32, and the model's int8 graph
-  search     the memory-bank search and score alone on those maps, float32 and bfloat16
+  search     the memory-bank search and score alone on those maps, its products in float32,
+             bfloat16 (PyTorch) and int8 (ONNX Runtime)
   process    the whole ``anomaly predict MODEL FOLDER`` command: the default model, and the fp32
              one; with ``--baseline REV`` also the code of git revision REV on the fp32 model
 """
@@ -23,10 +24,11 @@ import torch
 from PIL import Image
 
 from benchmarks.common import QUICK_IMAGE_SIZE, REPO, anomaly_command, median_time, process_seconds, run_measured, samples_of
-from benchmarks.precision import float32_search
+from benchmarks.precision import forced_search
 
 TITLE = "Speed: fit, predict stage by stage, the whole process"
 BATCH = 16
+SEARCH_KINDS = ("float32", "bfloat16", "int8")
 
 
 def upscaled_copies(paths: list[Path], folder: Path, size: int = 1024) -> list[Path]:
@@ -74,12 +76,13 @@ def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
         if int8 is not None:
             out["backbone_int8"] = median_time(lambda: int8(x, deep=deep), repeats * 3) / BATCH
         maps = extractor(x, deep=deep)
-        out["search_bf16"] = median_time(lambda: net.score_maps(maps), repeats * 3) / BATCH
-        with float32_search():
-            out["search_fp32"] = median_time(lambda: net.score_maps(maps), repeats * 3) / BATCH
-    from anomalycli.coreset import bfloat16_native
+        for kind in SEARCH_KINDS:
+            with forced_search(kind):
+                net.score_maps(maps)  # a new search kind indexes the bank on its first call
+                out[f"search_{kind}"] = median_time(lambda: net.score_maps(maps), repeats * 3) / BATCH
+    from anomalycli.coreset import search_kind
 
-    out["bfloat16_native"] = bfloat16_native()
+    out["search_default"] = search_kind(torch.device("cpu"))
     return out
 
 
@@ -127,7 +130,7 @@ def headline(result: dict, data: str) -> dict:
         "fit on every image (whole `anomaly train`)": f"{r['fit_default']:.1f} s, peak {r['fit_default_rss']:.0f} MiB",
         "predict from 1024 px PNGs, whole process": f"{1000 * r['process_default']:.1f} ms an image ({1 / r['process_default']:.1f} images/s), "
                                                     f"{r['backbone_torch'] / r['process_default']:.2f} of the raw PyTorch forward",
-        "predict stages: decode / backbone / bank search, ms an image": f"{1000 * r['decode']:.1f} / {1000 * r.get('backbone_int8', r['backbone_onnx_fp32']):.1f} / {1000 * r['search_bf16']:.1f}",
+        "predict stages: decode / backbone / bank search, ms an image": f"{1000 * r['decode']:.1f} / {1000 * r.get('backbone_int8', r['backbone_onnx_fp32']):.1f} / {1000 * r['search_' + r['search_default']]:.1f}",
         "predict peak memory (whole process)": f"{r['predict_rss']:.0f} MiB",
     }
 
@@ -137,8 +140,9 @@ ROWS = [  # key, what
     ("backbone_torch", f"backbone alone, PyTorch fp32, batch norm folded (the raw forward; batch {BATCH})"),
     ("backbone_onnx_fp32", f"backbone alone, ONNX Runtime fp32 (batch {BATCH})"),
     ("backbone_int8", f"backbone alone, the model's int8 graph on ONNX Runtime (batch {BATCH})"),
-    ("search_fp32", "bank search and score alone, float32"),
-    ("search_bf16", "bank search and score alone, bfloat16 products (the default where native)"),
+    ("search_float32", "bank search and score alone, float32 products"),
+    ("search_bfloat16", "bank search and score alone, bfloat16 products (PyTorch; the default where native and int8 is not)"),
+    ("search_int8", "bank search and score alone, int8 products (ONNX Runtime; the default where the CPU has VNNI)"),
     ("process_default", "whole `anomaly predict` process, default model"),
     ("process_fp32", "whole `anomaly predict` process, the model fitted with `--precision fp32`"),
     ("process_baseline", "whole `anomaly predict` process, fp32 model, the baseline revision's code"),
@@ -166,6 +170,7 @@ def section(result: dict) -> str:
             ratios.insert(0, f"default / revision {r['baseline']}'s default: **{r['process_baseline'] / r['process_default']:.2f}x**")
         if "backbone_int8" in r:
             ratios.append(f"int8 backbone / ONNX Runtime fp32: {r['backbone_onnx_fp32'] / r['backbone_int8']:.2f}x; "
-                          f"bfloat16 search / float32: {r['search_fp32'] / r['search_bf16']:.2f}x" + ("" if r["bfloat16_native"] else " (not native here)"))
+                          f"search: int8 / float32 {r['search_float32'] / r['search_int8']:.2f}x, bfloat16 / float32 {r['search_float32'] / r['search_bfloat16']:.2f}x "
+                          f"(the default here: {r['search_default']})")
         lines.append(f"- {r['data']}: " + "; ".join(ratios))
     return "\n".join(lines)

@@ -59,8 +59,8 @@ def hybrid_model(parts, tmp_path_factory):
 
 @pytest.fixture
 def exact_search(monkeypatch):
-    """The bank search in float32 on any CPU, for the tests of identities that a bfloat16 search
-    holds to about 0.5 % only (test_coreset checks that bound)."""
+    """The bank search in float32 on any CPU, for the tests of identities that an int8 or bfloat16
+    search holds to about 0.5 % only (test_coreset checks that bound)."""
     from anomalycli import coreset
 
-    monkeypatch.setattr(coreset, "bfloat16_native", lambda: False)
+    monkeypatch.setattr(coreset, "search_kind", lambda device: "float32")

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from anomalycli import coreset
@@ -46,18 +47,46 @@ def test_per_part_minima_equal_cdist_over_each_part_of_unequal_size(exact_search
     torch.testing.assert_close(nearest_per_part(queries, bank, parts, chunk=64), reference, atol=1e-4, rtol=1e-4)
 
 
-def test_bfloat16_search_stays_within_one_percent_of_the_exact_distances(monkeypatch):
-    # Forced on: a CPU without native bfloat16 computes the same values, only slower.
-    monkeypatch.setattr(coreset, "bfloat16_native", lambda: True)
+def _bank_like_queries():
     torch.manual_seed(3)
     # Features like a bank's: a shared offset and correlated dimensions, nearest neighbours close.
     bank = torch.randn(2000, 64) @ torch.randn(64, 152) * 0.3 + 2.0
     queries = bank[torch.randint(0, 2000, (800,))] + 0.3 * torch.randn(800, 152)
     exact = torch.stack([torch.cdist(queries.double(), bank[a : a + 500].double()).amin(1) for a in range(0, 2000, 500)], dim=1).float()
-    relative = (nearest_per_part(queries, bank, [500] * 4) - exact).abs() / exact
-    assert coreset.search_dtype(torch.device("cpu")) == torch.bfloat16
+    return bank, queries, exact
+
+
+@pytest.mark.parametrize("kind", ["bfloat16", "int8"])
+def test_rounded_products_stay_within_one_percent_of_the_exact_distances(monkeypatch, kind):
+    # Forced on: a CPU without native bfloat16 computes the same values, only slower; int8 on a CPU
+    # without VNNI may saturate, which the index's own check catches (next test).
+    if kind == "int8" and not coreset.int8_native():
+        pytest.skip("no VNNI on this CPU: ONNX Runtime's int8 product may saturate here")
+    monkeypatch.setattr(coreset, "search_kind", lambda device: kind)
+    bank, queries, exact = _bank_like_queries()
+    index = coreset.BankIndex(bank, [500] * 4)
+    assert index.kind == kind
+    relative = (index.nearest(queries)[1] - exact).abs() / exact
     assert float(relative.max()) < 0.01, float(relative.max())
     assert float(relative.median()) < 0.005
+
+
+def test_an_int8_index_that_fails_its_check_multiplies_in_bfloat16_or_float32(monkeypatch):
+    if not coreset.int8_native():
+        pytest.skip("no VNNI on this CPU")
+    monkeypatch.setattr(coreset, "search_kind", lambda device: "int8")
+    monkeypatch.setattr(coreset, "INT8_SEARCH_RTOL", -1.0)  # no pick can pass
+    bank, queries, exact = _bank_like_queries()
+    index = coreset.BankIndex(bank, [500] * 4)
+    assert index.kind == ("bfloat16" if coreset.bfloat16_native() else "float32")
+    assert float(((index.nearest(queries)[1] - exact).abs() / exact).max()) < 0.01
+
+
+def test_the_two_pass_minimum_is_the_first_minimum_ties_included():
+    torch.manual_seed(4)
+    values = torch.randint(0, 50, (300, 3, 4 * coreset.MINIMUM_BLOCK)).float()  # many ties
+    assert torch.equal(coreset._first_minimum(values), values.min(-1).indices)
+    assert torch.equal(coreset._first_minimum(values), values.argmin(-1))
 
 
 def test_random_sampler_size():

@@ -122,3 +122,20 @@ def test_blurred_score_ranks_a_patch_cluster_above_one_stray_patch_and_old_files
     config = {"backbone": "efficientnet_lite0", "bank_size": 1, "batch_norm_folded": True}
     assert patchcore.build_net(config).score_blur == 0.0
     assert patchcore.build_net({**config, "score_blur": 1.0}).score_blur == 1.0
+
+
+def test_the_bank_index_follows_the_bank_and_the_model_pickles(exact_search):
+    import pickle
+
+    model = _fitted()
+    x, _ = _batch("scratch", n=2, seed=5)
+    with torch.no_grad():
+        before, _ = model(x, with_maps=False)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        model.bank.mul_(2.0)  # changed in place, as loading a model file copies its bank in
+        changed, _ = model(x, with_maps=False)
+        model.load_state_dict(state)
+        again, _ = model(x, with_maps=False)
+        copied, _ = pickle.loads(pickle.dumps(model))(x, with_maps=False)
+    assert not torch.allclose(before, changed)
+    assert torch.equal(before, again) and torch.equal(before, copied)

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from anomalycli import backbones, drift, quantize
-from anomalycli.coreset import SAMPLERS, nearest_distances, nearest_per_part
+from anomalycli import backbones, coreset, drift, quantize
+from anomalycli.coreset import SAMPLERS, BankIndex, nearest_distances
 from anomalycli.data import image_batches
 
 # Gaussian sigma, in patches, of the blur before the image score's maximum (see the module doc).
@@ -53,6 +53,24 @@ class PatchCore(nn.Module):
         self.score_blur = score_blur
         self.neighbours = neighbours
         self.part_sizes = list(part_sizes) if part_sizes and len(part_sizes) > 1 else None
+        self._index, self._index_key = None, None
+
+    @property
+    def index(self) -> BankIndex:
+        """The bank ready for searching, made on first use and again whenever the bank or the way to
+        search it changes (a loaded model's bank is copied in after construction; an exported graph
+        traces its own)."""
+        key = (self.bank.data_ptr(), self.bank._version, tuple(self.bank.shape), self.bank.device, coreset.search_kind(self.bank.device))  # module lookup: tests and benchmarks force a kind
+        if torch.onnx.is_in_onnx_export():
+            return BankIndex(self.bank, self.part_sizes)
+        if self._index_key != key:
+            self._index, self._index_key = BankIndex(self.bank, self.part_sizes), key
+        return self._index
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_index"], state["_index_key"] = None, None  # its ONNX Runtime session does not pickle
+        return state
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Locally aware patch features: (N, h*w, C) on the stride-8 grid, and (h, w)."""
@@ -73,7 +91,7 @@ class PatchCore(nn.Module):
         if self.part_sizes:
             patch_scores, scores, worst = self._leave_one_part_out(flat, grid)
         else:
-            dist, _ = nearest_distances(flat, self.bank)
+            _, dist = self.index.nearest(flat)
             patch_scores = dist[:, 0].view(n, h * w)
             scores, worst = self._image_scores(patch_scores.unsqueeze(2), grid)
             scores = scores.squeeze(1)
@@ -98,7 +116,7 @@ class PatchCore(nn.Module):
     def _leave_one_part_out(self, flat: torch.Tensor, grid: tuple[int, int]):
         """Patch scores (N, P), image scores [N] and deciding patches [N], each from the mean over
         parts of the bank without that part."""
-        per_part = nearest_per_part(flat, self.bank, self.part_sizes)  # (N*P, parts)
+        _, per_part = self.index.nearest(flat)  # (N*P, parts)
         two = per_part.topk(2, dim=1, largest=False)
         # Without part f, the nearest is the nearest of all unless that lay in f; then the second nearest.
         nearest_is_f = F.one_hot(two.indices[:, 0], per_part.shape[1]).bool()
