@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number
@@ -24,3 +25,15 @@ def keep_memory_flat() -> None:
         libc.mallopt(_M_ARENA_MAX, 1)
     except (OSError, AttributeError):
         pass
+
+
+def idle_threads_sleep() -> None:
+    """Let PyTorch's OpenMP threads sleep as soon as a parallel region ends, unless the user chose.
+
+    By default they spin for a while first, waiting for the next region; but between PyTorch's
+    regions ONNX Runtime (the int8 backbone, the int8 bank search) and the decoding worker need
+    the same cores, and the spinning took them: with the threads sleeping, ``anomaly predict``
+    used 20 % less CPU time and took 7-9 % less wall time, and ``anomaly train`` 25 % less CPU
+    (2 cores, 320 PNGs, 2026-11-30). Read once, when OpenMP starts: set before PyTorch is imported.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -67,5 +67,6 @@ def _verbs() -> None:
 
 
 def main() -> None:
+    runtime.idle_threads_sleep()
     runtime.keep_memory_flat()
     app(prog_name="anomaly")

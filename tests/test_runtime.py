@@ -1,0 +1,21 @@
+import os
+import subprocess
+import sys
+
+from anomalycli import runtime
+
+
+def test_the_anomaly_command_imports_no_pytorch_before_it_sets_its_thread_policy():
+    # OpenMP reads OMP_WAIT_POLICY once, when PyTorch loads it: set after that, it does nothing.
+    code = "import sys, anomalycli.cli; assert 'torch' not in sys.modules, 'torch imported at start'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_idle_threads_sleep_unless_the_user_chose_otherwise(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    runtime.idle_threads_sleep()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    runtime.idle_threads_sleep()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
