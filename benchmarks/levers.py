@@ -29,6 +29,9 @@ LEVERS = [
     ("speed", "PyTorch bfloat16 backbone (autocast)", "12.2 ms an image against 31.4 fp32", "slower than int8, and only where bfloat16 is native", "2026-11-30"),
     ("speed", "OpenVINO for the int8 backbone", "5.7 ms an image against ONNX Runtime's 9.4", "180 MB more to install, and its rounding differs: a model fitted on one fails the probe check on the other. The next lever.", "2026-11-30"),
     ("speed", "torchvision's `decode_png` and resize", "8.0 ms a 1024 px PNG against Pillow's 9.1", "1 ms: PNG unfiltering dominates either way", "2026-11-30"),
+    ("speed", "ONNX Runtime's threads spinning between the int8 backbone's calls", "whole predict 14-16 % slower, 35 % more CPU time (320 PNGs, both sets)", "the spinning threads take the cores from PyTorch's search and the decoding worker", "2026-11-30"),
+    ("speed", "blocks of 1,536 queries for the int8 search instead of 512", "whole predict within noise (12.7-13.5 s against 12.7-13.2 s, screws)", "no gain", "2026-11-30"),
+    ("speed", "pyspng (libspng) or zlib-ng for the PNG decode", "pyspng 7.6-10.3 ms against Pillow's 8.2-10.3; zlib-ng inflates in 2.4 ms against zlib's 3.1, but Pillow brings its own zlib", "the camera's PNG filter sets the cost: Paeth rows take 4 ms of Pillow's 10 (5.5 ms unfiltered)", "2026-11-30"),
     ("speed", "`torch._int_mm` for the bank search", "3x slower than the bfloat16 product", "no fast int8 matrix product in PyTorch on a CPU; ONNX Runtime's (DynamicQuantizeMatMul) is the shipped int8 search", "2026-11-30"),
 ]
 

@@ -82,6 +82,26 @@ def test_an_int8_index_that_fails_its_check_multiplies_in_bfloat16_or_float32(mo
     assert float(((index.nearest(queries)[1] - exact).abs() / exact).max()) < 0.01
 
 
+def test_the_int8_search_finds_each_rows_first_copy_in_parts_of_unequal_size(monkeypatch):
+    if not coreset.int8_native():
+        pytest.skip("no VNNI on this CPU")
+    monkeypatch.setattr(coreset, "search_kind", lambda device: "int8")
+    torch.manual_seed(5)
+    bank, parts = torch.randn(70, 24) * 3, [30, 25, 15]
+    bank[31] = bank[30]  # a tie: the first copy is the nearest
+    queries = bank + 0.01 * torch.randn(70, 24)
+    index = coreset.BankIndex(bank, parts)
+    assert index.kind == "int8"
+    nearest, distances = index.nearest(queries)
+    own_part = torch.tensor([0] * 30 + [1] * 25 + [2] * 15)
+    expected = torch.arange(70)
+    expected[31] = 30
+    assert torch.equal(nearest[torch.arange(70), own_part], expected)
+    reference = torch.stack([torch.cdist(queries.double(), bank[a:b].double(), compute_mode="donot_use_mm_for_euclid_dist").amin(1)
+                             for a, b in [(0, 30), (30, 55), (55, 70)]], dim=1)
+    assert float(((distances - reference).abs() / reference).max()) < 1e-3
+
+
 def test_the_two_pass_minimum_is_the_first_minimum_ties_included():
     torch.manual_seed(4)
     values = torch.randint(0, 50, (300, 3, 4 * coreset.MINIMUM_BLOCK)).float()  # many ties
