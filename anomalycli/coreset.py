@@ -173,24 +173,16 @@ def _first_minimum(values: torch.Tensor) -> torch.Tensor:
     return (best.squeeze(-1) * MINIMUM_BLOCK) + picked.argmin(-1)
 
 
-def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, k: int = 1, chunk: int = CHUNK):
-    """Euclidean distances (and indices) of each query's ``k`` nearest bank rows, nearest first."""
-    if k == 1:
-        nearest, distances = BankIndex(bank).nearest(queries, chunk)
-        return distances, nearest
+def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, k: int, chunk: int = CHUNK):
+    """Euclidean distances (and indices) of each query's ``k`` nearest bank rows, nearest first: the
+    re-weighting's few queries (a search of every patch goes through ``BankIndex``)."""
     bank = bank.float()
     dists, indices = [], []
     for i in range(0, queries.shape[0], chunk):
-        q = queries[i : i + chunk].float()
-        d, idx = torch.cdist(q, bank).topk(k, dim=1, largest=False)  # k > 1: the re-weighting's few queries
+        d, idx = torch.cdist(queries[i : i + chunk].float(), bank).topk(k, dim=1, largest=False)
         dists.append(d)
         indices.append(idx)
     return torch.cat(dists), torch.cat(indices)
-
-
-def nearest_per_part(queries: torch.Tensor, bank: torch.Tensor, part_sizes: list[int], chunk: int = CHUNK) -> torch.Tensor:
-    """Distance of each query to its nearest row in each consecutive part of ``bank``: (Q, parts)."""
-    return BankIndex(bank, part_sizes).nearest(queries, chunk)[1]
 
 
 class RandomSampler:

@@ -1,8 +1,9 @@
 """Where a model scores images: PyTorch, or ONNX Runtime running the exported graph.
 
 A model fitted with an int8 backbone (``quantize.py``, the default on a CPU) runs that backbone
-on ONNX Runtime and the rest (bank search, head) on PyTorch: the backbone 1.6-1.7x as fast as in
-fp32 on ONNX Runtime, and the scores its threshold was chosen on (BENCHMARKS.md). ``onnx`` runs
+on ONNX Runtime and the rest on PyTorch, except the bank search's products, which are int8 on
+ONNX Runtime too where the CPU has VNNI (``coreset.BankIndex``): the backbone 1.6-1.7x as fast as
+in fp32 on ONNX Runtime, and the scores its threshold was chosen on (BENCHMARKS.md). ``onnx`` runs
 the whole graph ``anomaly export`` writes (int8 backbone included) in ONNX Runtime;
 ``onnx-fp32`` and ``torch`` run the fp32 backbone.
 

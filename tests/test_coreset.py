@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from anomalycli import coreset
-from anomalycli.coreset import ApproximateGreedyCoresetSampler, RandomSampler, nearest_distances, nearest_per_part
+from anomalycli.coreset import ApproximateGreedyCoresetSampler, BankIndex, RandomSampler, nearest_distances
 
 
 def test_greedy_picks_the_farthest_points():
@@ -30,13 +30,16 @@ def test_greedy_chunks_give_the_same_result():
     assert torch.equal(whole, chunked)
 
 
-def test_chunked_nearest_neighbours_equal_cdist(exact_search):
+def test_nearest_neighbours_equal_cdist(exact_search):
     torch.manual_seed(1)
     queries, bank = torch.randn(1000, 40), torch.randn(300, 40)
     dist, idx = nearest_distances(queries, bank, k=3, chunk=77)
     reference = torch.cdist(queries, bank).topk(3, dim=1, largest=False)
     torch.testing.assert_close(dist, reference.values, atol=1e-4, rtol=1e-4)
     assert torch.equal(idx[:, 0], reference.indices[:, 0])
+    nearest, distances = BankIndex(bank).nearest(queries, chunk=77)  # one part: the whole bank
+    assert torch.equal(nearest[:, 0], reference.indices[:, 0])
+    torch.testing.assert_close(distances[:, 0], reference.values[:, 0], atol=1e-4, rtol=1e-4)
 
 
 def test_per_part_minima_equal_cdist_over_each_part_of_unequal_size(exact_search):
@@ -44,7 +47,7 @@ def test_per_part_minima_equal_cdist_over_each_part_of_unequal_size(exact_search
     queries, bank, parts = torch.randn(500, 24), torch.randn(70, 24), [30, 25, 15]
     bounds = [0, 30, 55, 70]
     reference = torch.stack([torch.cdist(queries, bank[a:b]).amin(1) for a, b in zip(bounds[:-1], bounds[1:])], dim=1)
-    torch.testing.assert_close(nearest_per_part(queries, bank, parts, chunk=64), reference, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(BankIndex(bank, parts).nearest(queries, chunk=64)[1], reference, atol=1e-4, rtol=1e-4)
 
 
 def _bank_like_queries():

@@ -97,8 +97,8 @@ class PatchCore(nn.Module):
             scores = scores.squeeze(1)
         if self.reweight and self.bank.shape[0] > 1:
             worst_patch = features[torch.arange(n), worst].float()
-            _, nearest = nearest_distances(worst_patch, self.bank)
-            scores = scores * self._weights(worst_patch, nearest[:, 0])
+            nearest, distances = self.index.nearest(worst_patch)  # each part's nearest: the nearest of all is theirs
+            scores = scores * self._weights(worst_patch, nearest.gather(1, distances.argmin(1, keepdim=True))[:, 0])
         if image_size is None:
             return scores, None
         maps = F.interpolate(patch_scores.view(n, 1, h, w), size=tuple(image_size), mode="bilinear", align_corners=False)
