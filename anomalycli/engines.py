@@ -158,7 +158,7 @@ def fp32_note(model: AnomalyModel) -> str:
     if model.method == "classifier":
         return ""
     why = model.config.get("precision_note", "the model file is from before int8 backbones")
-    return f"this model runs its fp32 backbone ({why}); trained on a CPU with --precision auto (the default) it gets an int8 backbone and predicts about 1.2x as fast"
+    return f"this model runs its fp32 backbone ({why}); trained on a CPU with --precision auto (the default) it gets an int8 backbone and predicts about 1.5x as fast"
 
 
 def describe(model: AnomalyModel | OnnxModel) -> str:
