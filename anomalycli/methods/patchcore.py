@@ -60,9 +60,10 @@ class PatchCore(nn.Module):
         """The bank ready for searching, made on first use and again whenever the bank or the way to
         search it changes (a loaded model's bank is copied in after construction; an exported graph
         traces its own)."""
-        key = (self.bank.data_ptr(), self.bank._version, tuple(self.bank.shape), self.bank.device, coreset.search_kind(self.bank.device))  # module lookup: tests and benchmarks force a kind
         if torch.onnx.is_in_onnx_export():
             return BankIndex(self.bank, self.part_sizes)
+        # coreset.search_kind looked up in its module: tests and benchmarks force a kind there.
+        key = (self.bank.data_ptr(), self.bank._version, tuple(self.bank.shape), self.bank.device, coreset.search_kind(self.bank.device))
         if self._index_key != key:
             self._index, self._index_key = BankIndex(self.bank, self.part_sizes), key
         return self._index
