@@ -82,35 +82,39 @@ class BankIndex:
 
     def nearest(self, queries: torch.Tensor, chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
         """Index of each query's nearest row in each part, and the distance to it: (Q, parts) each."""
-        parts = len(self.part_sizes)
         # An exported ONNX graph takes any batch size: one block, not a loop unrolled at trace time.
         blocks = [queries] if torch.onnx.is_in_onnx_export() else (queries[i : i + chunk] for i in range(0, queries.shape[0], chunk))
         indices, distances = [], []
         for q in blocks:
             q = q.float() - self.centre
-            within = self._nearest_within(q)
-            nearest = self.padded[within + torch.arange(parts, device=q.device) * self.size]
+            nearest, distance = self._picked(q, self._nearest_within(q))
             indices.append(nearest)
-            distances.append((q.unsqueeze(1) - self.centred[nearest]).pow(2).sum(2).sqrt_())
+            distances.append(distance)
         return torch.cat(indices), torch.cat(distances)
 
     def _nearest_within(self, q: torch.Tensor) -> torch.Tensor:
         """Each centred query's nearest row in each part, as an index into its padded part: (Q, parts)."""
         if self.kind == "int8":
             return torch.from_numpy(self._session.run(None, {"q": q.numpy()})[0])
-        products = torch.cat([q, torch.ones_like(q[:, :1])], dim=1).to(self._rows.dtype) @ self._rows
+        return self._first_minima(q, self._rows)
+
+    def _first_minima(self, q: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``_nearest_within`` from PyTorch's product of the centred queries with ``rows`` (C + 1, rows)."""
+        products = torch.cat([q, torch.ones_like(q[:, :1])], dim=1).to(rows.dtype) @ rows
         return _first_minimum(products.view(q.shape[0], len(self.part_sizes), self.size))
+
+    def _picked(self, q: torch.Tensor, within: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bank rows picked in each part (indices into the bank) and the centred queries' exact distances to them."""
+        nearest = self.padded[within + torch.arange(len(self.part_sizes), device=q.device) * self.size]
+        return nearest, (q.unsqueeze(1) - self.centred[nearest]).pow(2).sum(2).sqrt_()
 
     def _agrees_with_float32(self, rows: torch.Tensor) -> bool:
         generator = torch.Generator().manual_seed(0)
         pairs = torch.randint(len(self.centred), (CHECK_QUERIES, 2), generator=generator, device=self.centred.device)
         queries = self.centred[pairs].mean(1)
-        chosen = self._nearest_within(queries)
-        exact = torch.cat([queries, torch.ones_like(queries[:, :1])], dim=1) @ rows.T
-        best = _first_minimum(exact.view(CHECK_QUERIES, len(self.part_sizes), self.size))
-        offset = torch.arange(len(self.part_sizes)) * self.size
-        distance = lambda picked: (queries.unsqueeze(1) - self.centred[self.padded[picked + offset]]).pow(2).sum(2).sqrt()  # noqa: E731
-        relative = (distance(chosen) - distance(best)) / distance(best).clamp_min(1e-12)
+        _, chosen = self._picked(queries, self._nearest_within(queries))
+        _, best = self._picked(queries, self._first_minima(queries, rows.T))
+        relative = (chosen - best) / best.clamp_min(1e-12)
         return float(relative.quantile(0.99)) <= INT8_SEARCH_RTOL
 
 
