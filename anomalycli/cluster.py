@@ -129,7 +129,7 @@ class _Scorer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [Path(p) for p in batch["path"]]
-        # The batch is decoded here, in the actor, as one DataLoader batch without worker processes.
+        # The batch is decoded here, in the actor, as one batch without worker processes.
         images, _, errors = next(data.image_batches(paths, self.model.config["image_size"], len(paths), num_workers=0))
         raw, _ = score_batch(self.model, images, errors)
         return {

@@ -1,34 +1,31 @@
-"""Where the images are: data-set layouts, samples, labels CSVs, manifests, image loading.
+"""Where the images are: data-set layouts, samples, labels CSVs, manifests, images as tensors.
 
 Every verb starts here. ``discover`` turns a folder (plus an optional labels CSV or
-manifest) into a list of ``Sample``; ``load_image`` reads any common image file into RGB.
+manifest) into a list of ``Sample``; ``image_batches`` decodes images into uint8 batches
+(finding and decoding single files is ``images.py``).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import re
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
+from anomalycli.decoding import DecodeAhead
 from anomalycli.errors import UserError
+from anomalycli.images import (
+    IMAGE_EXTENSIONS, MASK_FOLDERS, ImageError, existing_folder, is_image_file, is_mask, list_images, read_image_array, resized_array, walk_files,
+)
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-MASK_FOLDERS = {"ground_truth", "masks"}
 LABELS_HEADER = ("filename", "label")
 MANIFEST_HEADER = ("path", "label", "defect_type")
-
-
-class ImageError(UserError):
-    """An image file that cannot be used; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -58,86 +55,11 @@ class Dataset:
         return sorted({s.split for s in self.samples if s.split})
 
 
-def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-
-
-def is_mask(path: Path, root: Path | None = None) -> bool:
-    parts = path.relative_to(root).parts if root else path.parts
-    return path.stem.endswith("_mask") or any(p in MASK_FOLDERS for p in parts[:-1])
-
-
-def walk_files(folder: Path) -> list[Path]:
-    """All files under ``folder``, sorted; follows symlinks but never loops."""
-    seen: set[str] = set()
-    files: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files += [Path(dirpath) / f for f in sorted(filenames)]
-    return files
-
-
-def list_images(folder: str | Path) -> tuple[list[Path], list[Path]]:
-    """Images under ``folder`` (recursive, masks left out) and the other files skipped."""
-    folder = _existing_folder(folder)
-    images, skipped = [], []
-    for path in walk_files(folder):
-        if not path.is_file() and not path.is_symlink():
-            continue
-        if is_image_file(path):
-            if not is_mask(path, folder):
-                images.append(path)
-        else:
-            skipped.append(path)
-    return images, skipped
-
-
-# A SOURCE that is a file lists the images to score, one path a line.
-PATH_LIST_SUFFIXES = (".txt", ".lst")
-
-
-def list_source(source: str | Path) -> tuple[list[Path], list[Path], Path]:
-    """The images a SOURCE names, the non-image files skipped, and the folder their paths are
-    relative to: a folder (searched as ``list_images``) or a text file of paths, one a line.
-
-    A list keeps its order and repeats; relative lines are relative to the list's folder, blank
-    lines and lines starting with ``#`` are skipped, and a listed file that is missing or not an
-    image is kept, to be reported as unreadable like any other.
-    """
-    source = Path(source)
-    if source.is_file():
-        if source.suffix.lower() not in PATH_LIST_SUFFIXES:
-            raise UserError(f"{source} is a file; give a folder of images or a .txt list of image paths, one a line")
-        try:
-            lines = source.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"cannot read the path list {source} ({type(exc).__name__}); it must be UTF-8 text, one path a line") from None
-        base = source.parent
-        paths = [base / line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-        return paths, [], base
-    images, skipped = list_images(source)
-    return images, skipped, source
-
-
 def defect_type_from_name(stem: str) -> str | None:
     """``scratch_head001`` -> ``scratch_head``; a name that is only a number gives None."""
     match = re.match(r"^(.*?)[\s_\-.]*\d+$", stem)
     prefix = match.group(1) if match else stem
     return prefix or None
-
-
-def _existing_folder(folder: str | Path) -> Path:
-    folder = Path(folder)
-    if not folder.exists():
-        raise UserError(f"{folder} does not exist; check the path")
-    if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder; pass the folder that holds the images")
-    return folder
 
 
 def _mask_index(root: Path) -> dict[tuple[tuple[str, ...], str], Path]:
@@ -187,7 +109,7 @@ def discover(
     manifest: str | Path | None = None,
 ) -> Dataset:
     """Find the labelled images under ``data`` and say which layout they are in."""
-    root = _existing_folder(data)
+    root = existing_folder(data)
     if manifest is not None:
         return read_manifest(root, manifest, normal_class)
     if labels is not None:
@@ -325,75 +247,6 @@ def with_split(samples: list[Sample], split: str) -> list[Sample]:
 # --- reading pixels -------------------------------------------------------------------
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open any common image file as RGB with its EXIF orientation applied."""
-    return to_rgb(open_image(path))
-
-
-def read_image_tensor(path: str | Path, image_size: int) -> torch.Tensor:
-    """The file at ``path`` as a uint8 tensor (3, S, S): the fast path every verb reads images through.
-
-    A JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale still at least ``image_size``, and a
-    grey image is resized before it becomes RGB (a third of the work).
-    """
-    return image_to_tensor(open_image(path, draft_size=image_size), image_size)
-
-
-def open_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
-    """Decode an image file in its own mode, EXIF orientation applied; any failure is one ImageError line."""
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                if draft_size:
-                    image.draft(None, (draft_size, draft_size))  # a no-op for formats other than JPEG
-                image.load()
-                image = ImageOps.exif_transpose(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(
-            f"{path}: image is too large to open safely (over {Image.MAX_IMAGE_PIXELS:,} pixels); downscale it first"
-        ) from None
-    except FileNotFoundError:
-        raise ImageError(f"{path}: file not found") from None
-    except PermissionError:
-        raise ImageError(f"{path}: permission denied; make the file readable") from None
-    except UnidentifiedImageError:
-        size = path.stat().st_size if path.exists() else 0
-        problem = "empty file (0 bytes)" if size == 0 else "not an image Pillow can read"
-        raise ImageError(f"{path}: {problem}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: damaged or truncated image ({exc})") from None
-    return image
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    return to_grey_or_rgb(image).convert("RGB")
-
-
-def to_grey_or_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode as 'L' (grey) or 'RGB', the same way: 16-bit and float images are scaled, not clipped."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, image)
-    if image.mode in ("L", "RGB"):
-        return image
-    return image.convert("L" if image.mode == "1" else "RGB")
-
-
-def image_to_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
-    """Image of any mode -> uint8 RGB tensor (3, S, S), resized with antialiasing."""
-    image = to_grey_or_rgb(image)
-    if image.size != (image_size, image_size):
-        image = image.resize((image_size, image_size), Image.BILINEAR, reducing_gap=3.0)
-    return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
-
-
 def load_mask(path: Path, size: int) -> torch.Tensor:
     with Image.open(path) as mask:
         mask = mask.convert("L").resize((size, size), Image.NEAREST)
@@ -408,39 +261,30 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class ImageFiles(torch.utils.data.Dataset):
-    """Images as uint8 tensors for a DataLoader; an unreadable file gives its error, not an exception."""
-
-    def __init__(self, paths: list[Path], image_size: int):
-        self.paths = paths
-        self.image_size = image_size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        try:
-            return read_image_tensor(self.paths[index], self.image_size), index, ""
-        except ImageError as exc:
-            return torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8), index, str(exc)
-
-
-def default_workers() -> int:
-    # One decoding worker per two cores overlaps PNG decoding with the network on a small CPU.
-    return min(4, max(1, (os.cpu_count() or 2) // 2))
-
-
-def image_batches(paths: list[Path], image_size: int, batch_size: int = 32, num_workers: int | None = None):
-    """Yield (uint8 images B x 3 x S x S, indices into ``paths``, errors) per batch, decoded in worker processes.
+def image_batches(paths: list[Path], image_size: int, batch_size: int = 32, num_workers: int | None = None, decoded: DecodeAhead | None = None):
+    """Yield (uint8 images B x 3 x S x S, indices into ``paths``, errors) per batch, decoded in worker
+    processes (``decoding.DecodeAhead``; pass one already started as ``decoded``).
 
     An unreadable file gives a zero image and its error message ('' for the readable ones).
     """
-    workers = default_workers() if num_workers is None else num_workers
-    loader = torch.utils.data.DataLoader(
-        ImageFiles(paths, image_size), batch_size=batch_size, num_workers=workers, prefetch_factor=4 if workers else None
-    )
-    for images, indices, errors in loader:
-        yield images, indices, list(errors)
+    with decoded or DecodeAhead(paths, image_size, num_workers, ahead=4 * batch_size) as images:
+        batch, errors = [], []
+        for index, (pixels, error) in enumerate(images):
+            batch.append(torch.zeros(3, image_size, image_size, dtype=torch.uint8) if pixels is None else torch.from_numpy(pixels).permute(2, 0, 1))
+            errors.append(error)
+            if len(batch) == batch_size or index == len(images.paths) - 1:
+                yield torch.stack(batch), torch.arange(index + 1 - len(batch), index + 1), errors
+                batch, errors = [], []
+
+
+def read_image_tensor(path: str | Path, image_size: int) -> torch.Tensor:
+    """The file at ``path`` as a uint8 tensor (3, S, S), as ``images.read_image_array`` reads it."""
+    return torch.from_numpy(read_image_array(path, image_size)).permute(2, 0, 1)
+
+
+def image_to_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
+    """Image of any mode -> uint8 RGB tensor (3, S, S), resized with antialiasing."""
+    return torch.from_numpy(resized_array(image, image_size)).permute(2, 0, 1)
 
 
 def load_all(samples: list[Sample], image_size: int) -> tuple[torch.Tensor, list[Sample], list[str]]:
@@ -458,7 +302,7 @@ def load_all(samples: list[Sample], image_size: int) -> tuple[torch.Tensor, list
 
 def attach_masks(samples: list[Sample], mask_dir: str | Path) -> list[Sample]:
     """Give each sample the mask in ``mask_dir`` named ``<stem>_mask.*`` or ``<stem>.*``, if any."""
-    mask_dir = _existing_folder(mask_dir)
+    mask_dir = existing_folder(mask_dir)
     by_stem = {}
     for path in walk_files(mask_dir):
         if is_image_file(path):

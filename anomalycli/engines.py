@@ -16,7 +16,6 @@ an exported ``.onnx`` file runs as it is.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,36 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomalycli import export, modelfile, project, quantize
+from anomalycli import engine_choice, export, modelfile, project, quantize
 from anomalycli.errors import UsageError, UserError
 from anomalycli.methods import AnomalyModel
 from anomalycli.calibration import Calibration
 
-ENGINES = ("auto", "torch", "onnx", "onnx-fp32")
 ONNX_SUFFIX = ".onnx"
 # Images per ONNX Runtime call: the exported search holds one (patches x bank) distance block per
 # call, about 33 MB an image at 320 px, so a few images at a time keep memory flat.
 ONNX_BATCH = 8
-# Exporting in memory takes about 2 s, which ONNX Runtime wins back after about this many images.
-AUTO_ONNX_MIN_IMAGES = 64
-
-
-def onnxruntime_installed() -> bool:
-    return importlib.util.find_spec("onnxruntime") is not None
-
-
-def resolve_engine(engine: str) -> str:
-    """``torch``, ``onnx`` or ``onnx-fp32`` for the ``--engine`` the user gave (``auto``: ``onnx`` when installed).
-
-    predict and eval load models on the CPU, where ONNX Runtime's CPU provider is the faster one.
-    """
-    if engine not in ENGINES:
-        raise UsageError(f"--engine must be one of {', '.join(ENGINES)} (got {engine})")
-    if engine.startswith("onnx") and not onnxruntime_installed():
-        raise UsageError(f"--engine {engine} needs ONNX Runtime, which is not installed; run: {export.INSTALL_HINT} (or use --engine torch)")
-    if engine == "auto":
-        return "onnx" if onnxruntime_installed() else "torch"
-    return engine
 
 
 @dataclass
@@ -108,14 +86,14 @@ class OnnxModel:
 
 
 def _session(model: bytes | str):
-    if not onnxruntime_installed():
-        raise UserError(f"an .onnx model runs on ONNX Runtime, which is not installed; run: {export.INSTALL_HINT}")
+    if not engine_choice.onnxruntime_installed():
+        raise UserError(f"an .onnx model runs on ONNX Runtime, which is not installed; run: {engine_choice.ONNX_INSTALL_HINT}")
     return quantize.session(model, spinning=True)  # the whole graph runs in it: nothing else needs the cores
 
 
 def load_model(path: str | Path, engine: str = "auto") -> AnomalyModel | OnnxModel:
     """The model at ``path``: a model file or run folder (on PyTorch until ``on_engine``), or an exported ``.onnx``."""
-    resolve_engine(engine)  # the option's mistakes first, whatever the file
+    engine_choice.resolve_engine(engine)  # the option's mistakes first, whatever the file
     path = project.model_file(path)
     if path.suffix.lower() == ONNX_SUFFIX:
         if engine == "torch":
@@ -130,11 +108,11 @@ def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_
 
     An int8 model first checks, on its probe image, that this CPU's int8 kernels give the
     features they gave at training; if not, it runs its fp32 backbone. ``auto`` keeps PyTorch for
-    fp32 models under ``AUTO_ONNX_MIN_IMAGES`` images: exporting costs more than ONNX Runtime saves.
+    fp32 models under ``engine_choice.AUTO_ONNX_MIN_IMAGES`` images: exporting costs more than ONNX Runtime saves.
     """
     if isinstance(model, OnnxModel):
         return model, ""
-    chosen = resolve_engine(engine)
+    chosen = engine_choice.resolve_engine(engine)
     int8 = quantize.int8_of(model.net)
     if int8 is None:
         note = fp32_note(model) if engine == "auto" else ""
@@ -148,7 +126,7 @@ def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_
         int8.active = False
         note = (f"int8 kernels on this CPU give features up to {mismatch:.1%} away from training's on the model's probe image, so "
                 "predict runs the fp32 backbone (about half the speed; scores may differ slightly from calibration)")
-    if chosen != "torch" and (engine != "auto" or n_images >= AUTO_ONNX_MIN_IMAGES):
+    if chosen != "torch" and (engine != "auto" or n_images >= engine_choice.AUTO_ONNX_MIN_IMAGES):
         return OnnxModel.from_model(model, with_maps), note
     return model, note
 

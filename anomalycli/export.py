@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from anomalycli import __version__, backbones, modelfile, quantize
+from anomalycli.engine_choice import ONNX_INSTALL_HINT
 from anomalycli.errors import UserError
 from anomalycli.io import atomic_path
 from anomalycli.methods import AnomalyModel
@@ -26,7 +27,6 @@ INPUT = "images"
 SCORE, RAW_SCORE, ANOMALY_MAP = "score", "raw_score", "anomaly_map"
 META_KEY = "anomalycli"  # the same JSON a model file keeps
 OPSET = 17
-INSTALL_HINT = "pip install 'anomalycli[onnx]'"
 
 
 class Preprocess(nn.Module):
@@ -154,7 +154,7 @@ def export_onnx(model: AnomalyModel, path: str | Path, overwrite: bool = False) 
     try:
         import onnx
     except ImportError:
-        raise UserError(f"exporting to ONNX needs the onnx package; run: {INSTALL_HINT}") from None
+        raise UserError(f"exporting to ONNX needs the onnx package; run: {ONNX_INSTALL_HINT}") from None
     proto = onnx.load_from_string(onnx_bytes(model))
     for key, value in metadata(model).items():
         entry = proto.metadata_props.add()

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from anomalycli import drift
 from anomalycli.calibration import trade_off
 from anomalycli.data import Sample, image_batches, load_mask
+from anomalycli.decoding import DecodeAhead
 from anomalycli.metrics import against_announced, binary_report, operating_point, pixel_auroc
 from anomalycli.methods import AnomalyModel
 
@@ -46,10 +47,12 @@ def iter_scores(
     with_maps: bool = False,
     num_workers: int | None = None,
     show_progress: bool = True,
+    decoded: DecodeAhead | None = None,
 ) -> Iterator[Scored]:
-    """Yield one ``Scored`` per path, in order. ``threshold`` is on the calibrated [0, 1] scale."""
+    """Yield one ``Scored`` per path, in order. ``threshold`` is on the calibrated [0, 1] scale;
+    ``decoded``: ``paths`` already decoding at the model's input size."""
     with tqdm(total=len(paths), desc="scoring", unit="img", disable=not show_progress) as bar:
-        for images, indices, errors in image_batches(paths, model.config["image_size"], batch_size, num_workers):
+        for images, indices, errors in image_batches(paths, model.config["image_size"], batch_size, num_workers, decoded):
             raw, maps = score_batch(model, images, errors, with_maps)
             calibrated = model.calibration.normalise(raw.numpy())
             stats = drift.image_stats(images)

@@ -7,7 +7,8 @@ from collections import Counter, defaultdict
 
 from PIL import Image
 
-from anomalycli.data import Dataset, ImageError, file_sha256, load_image
+from anomalycli.data import Dataset, file_sha256
+from anomalycli.images import ImageError, load_image
 from anomalycli.train import DEFAULT_IMAGE_SIZE
 
 MOST_COMMON_SIZES = 3

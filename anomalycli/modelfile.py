@@ -1,13 +1,16 @@
-"""One model file: safetensors tensors plus JSON metadata. Opening it never runs code from it."""
+"""One model file: safetensors tensors plus JSON metadata. Opening it never runs code from it.
+
+Reading the metadata imports no PyTorch: ``anomaly predict`` reads the model's input size before
+PyTorch has loaded, to start decoding its images.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from anomalycli import __version__, project
 from anomalycli.errors import UserError
@@ -17,8 +20,13 @@ FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 _META_KEY = "anomalycli"
 
+if TYPE_CHECKING:
+    import torch
+
 
 def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict, overwrite: bool = True) -> Path:
+    from safetensors.torch import save_file  # imports PyTorch (see the module's doc)
+
     meta = {**meta, "format_version": FORMAT_VERSION, "package_version": __version__}
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     with atomic_path(path, overwrite) as tmp:
@@ -40,7 +48,7 @@ def _open(path: str | Path, with_tensors: bool):
         raise UserError(f"model file {path} does not exist; pass the model.safetensors that train printed")
     not_a_model = f"{path} is not an anomalycli model file (or it is damaged)"
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt" if with_tensors else "numpy") as f:
             raw = (f.metadata() or {}).get(_META_KEY)
             tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from anomalycli import __version__, heatmaps
-from anomalycli.data import Sample, load_image, load_mask
+from anomalycli.data import Sample, load_mask
+from anomalycli.images import load_image
 from anomalycli.errors import UserError
 from anomalycli.inference import Scored, iter_scores
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from anomalycli import review
-from anomalycli.data import ImageError, load_image, read_image_tensor
+from anomalycli.data import read_image_tensor
+from anomalycli.images import ImageError, load_image
 from anomalycli.errors import UserError
 from anomalycli.heatmaps import map_scale, overlay
 

@@ -27,7 +27,8 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from anomalycli.adapt import adapt
-from anomalycli.data import Sample, open_image, to_grey_or_rgb
+from anomalycli.data import Sample
+from anomalycli.images import open_image, to_grey_or_rgb
 from anomalycli.inference import check_drift, iter_scores
 from benchmarks import folds
 from benchmarks.common import samples_of, shipped_options

@@ -138,19 +138,19 @@ def fp32_model(parts, tmp_path_factory):
 
 
 def test_auto_runs_the_int8_backbone_and_exports_fp32_models_for_many_images(parts, patchcore_model, fp32_model, monkeypatch):
-    from anomalycli import engines, quantize
+    from anomalycli import engine_choice, engines, quantize
 
     model = engines.load_model(patchcore_model)
     assert engines.on_engine(model, "auto", 10_000) == (model, "") and quantize.int8_of(model.net).active
     assert isinstance(engines.on_engine(model, "onnx", 1)[0], OnnxModel)
     # An fp32 model: a few images do not pay for the export; --engine onnx exports whatever the number.
     model = engines.load_model(fp32_model)
-    exported, note = engines.on_engine(model, "auto", engines.AUTO_ONNX_MIN_IMAGES)
+    exported, note = engines.on_engine(model, "auto", engine_choice.AUTO_ONNX_MIN_IMAGES)
     assert isinstance(exported, OnnxModel) and "trained with --precision fp32" in note
-    assert engines.on_engine(model, "auto", engines.AUTO_ONNX_MIN_IMAGES - 1)[0] is model
+    assert engines.on_engine(model, "auto", engine_choice.AUTO_ONNX_MIN_IMAGES - 1)[0] is model
     assert isinstance(engines.on_engine(model, "onnx", 1)[0], OnnxModel)
-    monkeypatch.setattr(engines, "onnxruntime_installed", lambda: False)
-    assert engines.resolve_engine("auto") == "torch"
+    monkeypatch.setattr(engine_choice, "onnxruntime_installed", lambda: False)
+    assert engine_choice.resolve_engine("auto") == "torch"
     assert engines.on_engine(model, "auto", 10_000)[0] is model
     message = one_clear_line(run_cli("predict", fp32_model, parts / "good", "--engine", "onnx", expect=2))
     assert "pip install 'anomalycli[onnx]'" in message

@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from conftest import one_clear_line, run_cli
-from anomalycli.data import ImageError, load_image
+from anomalycli.images import ImageError, load_image
 
 
 def _make(folder, name, kind):

@@ -19,3 +19,11 @@ def test_idle_threads_sleep_unless_the_user_chose_otherwise(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     runtime.idle_threads_sleep()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_predict_starts_decoding_before_pytorch_loads():
+    # anomaly predict lists its images and starts decoding them (anomalycli.decoding) before
+    # importing PyTorch: everything its module imports must leave PyTorch out.
+    code = "import sys, anomalycli.cli.predict; assert 'torch' not in sys.modules, 'torch imported by predict before decoding starts'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -10,7 +10,8 @@ import typer
 from anomalycli import io, project
 from anomalycli.adapt import adapt
 from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, model_and_target, user_errors
-from anomalycli.data import Sample, discover, list_source
+from anomalycli.data import Sample, discover
+from anomalycli.images import list_source
 from anomalycli.errors import UsageError, UserError
 from anomalycli.methods import AnomalyModel
 from anomalycli.render import console, operating_point_text

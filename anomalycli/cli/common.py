@@ -12,14 +12,14 @@ import typer
 from rich.logging import RichHandler
 from typer.core import TyperCommand
 
-from anomalycli import cluster, engines, project
+from anomalycli import engine_choice, project
 from anomalycli.errors import UsageError, UserError
 from anomalycli.render import err_console
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 ENGINE_HELP = (
-    f"Where the model runs: {', '.join(engines.ENGINES)} (auto: the model's int8 backbone where it has one, "
-    f"else ONNX Runtime for {engines.AUTO_ONNX_MIN_IMAGES} images or more; onnx-fp32 and torch: the fp32 backbone)."
+    f"Where the model runs: {', '.join(engine_choice.ENGINES)} (auto: the model's int8 backbone where it has one, "
+    f"else ONNX Runtime for {engine_choice.AUTO_ONNX_MIN_IMAGES} images or more; onnx-fp32 and torch: the fp32 backbone)."
 )
 
 
@@ -55,6 +55,8 @@ def with_ray_address(args: list[str]) -> list[str]:
 
 
 def _is_address(word: str) -> bool:
+    from anomalycli import cluster  # PyTorch comes with it: only where --ray is given (see anomalycli.decoding)
+
     # A Windows path (C:\images) has a colon too: a word that names a file or folder is none.
     return cluster.is_address(word) and not word.startswith("-") and not Path(word).exists()
 

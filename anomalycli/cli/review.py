@@ -9,7 +9,7 @@ import typer
 
 from anomalycli import review, review_app
 from anomalycli.cli.common import ENGINE_HELP, model_and_target, user_errors
-from anomalycli.data import list_source
+from anomalycli.images import list_source
 from anomalycli.engines import load_model, on_engine
 from anomalycli.errors import UsageError, UserError
 from anomalycli.inference import iter_scores

@@ -1,0 +1,171 @@
+"""Image files: finding them (a folder, a list of paths) and decoding them to pixels.
+
+No PyTorch here: ``anomaly predict`` lists and starts decoding its images (``decoding.py``) while
+PyTorch is still being imported. ``load_image`` reads any common image file into RGB;
+``read_image_array`` is the fast path every verb reads model inputs through.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from anomalycli.errors import UserError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+MASK_FOLDERS = {"ground_truth", "masks"}
+
+
+class ImageError(UserError):
+    """An image file that cannot be used; the message names the file."""
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def is_mask(path: Path, root: Path | None = None) -> bool:
+    parts = path.relative_to(root).parts if root else path.parts
+    return path.stem.endswith("_mask") or any(p in MASK_FOLDERS for p in parts[:-1])
+
+
+def walk_files(folder: Path) -> list[Path]:
+    """All files under ``folder``, sorted; follows symlinks but never loops."""
+    seen: set[str] = set()
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files += [Path(dirpath) / f for f in sorted(filenames)]
+    return files
+
+
+def list_images(folder: str | Path) -> tuple[list[Path], list[Path]]:
+    """Images under ``folder`` (recursive, masks left out) and the other files skipped."""
+    folder = existing_folder(folder)
+    images, skipped = [], []
+    for path in walk_files(folder):
+        if not path.is_file() and not path.is_symlink():
+            continue
+        if is_image_file(path):
+            if not is_mask(path, folder):
+                images.append(path)
+        else:
+            skipped.append(path)
+    return images, skipped
+
+
+# A SOURCE that is a file lists the images to score, one path a line.
+PATH_LIST_SUFFIXES = (".txt", ".lst")
+
+
+def list_source(source: str | Path) -> tuple[list[Path], list[Path], Path]:
+    """The images a SOURCE names, the non-image files skipped, and the folder their paths are
+    relative to: a folder (searched as ``list_images``) or a text file of paths, one a line.
+
+    A list keeps its order and repeats; relative lines are relative to the list's folder, blank
+    lines and lines starting with ``#`` are skipped, and a listed file that is missing or not an
+    image is kept, to be reported as unreadable like any other.
+    """
+    source = Path(source)
+    if source.is_file():
+        if source.suffix.lower() not in PATH_LIST_SUFFIXES:
+            raise UserError(f"{source} is a file; give a folder of images or a .txt list of image paths, one a line")
+        try:
+            lines = source.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read the path list {source} ({type(exc).__name__}); it must be UTF-8 text, one path a line") from None
+        base = source.parent
+        paths = [base / line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        return paths, [], base
+    images, skipped = list_images(source)
+    return images, skipped, source
+
+
+def existing_folder(folder: str | Path) -> Path:
+    folder = Path(folder)
+    if not folder.exists():
+        raise UserError(f"{folder} does not exist; check the path")
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder; pass the folder that holds the images")
+    return folder
+
+
+# --- reading pixels -------------------------------------------------------------------
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open any common image file as RGB with its EXIF orientation applied."""
+    return to_rgb(open_image(path))
+
+
+def open_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
+    """Decode an image file in its own mode, EXIF orientation applied; any failure is one ImageError line."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if draft_size:
+                    image.draft(None, (draft_size, draft_size))  # a no-op for formats other than JPEG
+                image.load()
+                image = ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(
+            f"{path}: image is too large to open safely (over {Image.MAX_IMAGE_PIXELS:,} pixels); downscale it first"
+        ) from None
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied; make the file readable") from None
+    except UnidentifiedImageError:
+        size = path.stat().st_size if path.exists() else 0
+        problem = "empty file (0 bytes)" if size == 0 else "not an image Pillow can read"
+        raise ImageError(f"{path}: {problem}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: damaged or truncated image ({exc})") from None
+    return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    return to_grey_or_rgb(image).convert("RGB")
+
+
+def to_grey_or_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode as 'L' (grey) or 'RGB', the same way: 16-bit and float images are scaled, not clipped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image)
+    if image.mode in ("L", "RGB"):
+        return image
+    return image.convert("L" if image.mode == "1" else "RGB")
+
+
+def read_image_array(path: str | Path, image_size: int) -> np.ndarray:
+    """The file at ``path`` as uint8 RGB pixels (S, S, 3), ready for a model of input size ``image_size``.
+
+    A JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale still at least ``image_size``, and a
+    grey image is resized before it becomes RGB (a third of the work).
+    """
+    return resized_array(open_image(path, draft_size=image_size), image_size)
+
+
+def resized_array(image: Image.Image, image_size: int) -> np.ndarray:
+    """Image of any mode -> uint8 RGB pixels (S, S, 3), resized with antialiasing."""
+    image = to_grey_or_rgb(image)
+    if image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), Image.BILINEAR, reducing_gap=3.0)
+    return np.array(image.convert("RGB"), dtype=np.uint8)

@@ -1,0 +1,61 @@
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from anomalycli.data import image_batches
+from anomalycli.decoding import DecodeAhead
+from anomalycli.images import read_image_array
+
+
+@pytest.fixture
+def files(tmp_path):
+    paths = []
+    for i in range(7):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (48, 40, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    (tmp_path / "cut.png").write_bytes(paths[0].read_bytes()[:60])
+    return paths[:3] + [tmp_path / "cut.png"] + paths[3:]
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_images_come_back_in_order_with_their_errors(files, workers):
+    with DecodeAhead(files, 24, workers) as decoder:
+        results = list(decoder)
+    assert len(results) == len(files)
+    for path, (pixels, error) in zip(files, results):
+        if path.name == "cut.png":
+            assert pixels is None and "cut.png" in error and "truncated" in error
+        else:
+            assert error == "" and np.array_equal(pixels, read_image_array(path, 24))
+
+
+def test_decoding_stays_a_bounded_number_of_images_ahead(files):
+    with DecodeAhead(files, 16, workers=1, ahead=3) as decoder:
+        assert len(decoder._pending) == 3
+        for _ in decoder:
+            assert len(decoder._pending) <= 3
+
+
+def test_a_worker_survives_ctrl_c_and_close_stops_the_workers(files):
+    decoder = DecodeAhead(files, 16, workers=1, ahead=2)
+    results = iter(decoder)
+    first = [next(results)]  # the worker is up
+    workers = list(decoder._pool._processes.values())
+    os.kill(workers[0].pid, signal.SIGINT)  # Ctrl-C reaches the workers too; the main process decides
+    assert sum(error == "" for _, error in first + list(results)) == len(files) - 1
+    decoder.close()
+    assert not any(worker.is_alive() for worker in workers)
+
+
+def test_image_batches_take_a_decoder_already_started(files):
+    fresh = list(image_batches(files, 16, batch_size=3, num_workers=0))
+    started = list(image_batches(files, 16, batch_size=3, decoded=DecodeAhead(files, 16, workers=1)))
+    assert [len(errors) for _, _, errors in started] == [3, 3, 2]
+    for (images, indices, errors), (again, indices_again, errors_again) in zip(fresh, started):
+        assert torch.equal(images, again) and torch.equal(indices, indices_again) and errors == errors_again
+    assert started[1][0][0].eq(0).all() and "cut.png" in started[1][2][0], "an unreadable file is a zero image and its error"

@@ -1,0 +1,98 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anomalycli.errors import UserError
+from anomalycli.images import ImageError, list_images, list_source, load_image, read_image_array, resized_array
+
+
+def _png(path, size=32, mode="L", value=128):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, (size, size), value).save(path)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "CMYK", "I;16", "LA"])
+def test_any_mode_loads_as_rgb(tmp_path, mode):
+    path = tmp_path / f"x.{'tif' if mode in ('CMYK',) else 'png'}"
+    if mode == "I;16":
+        Image.fromarray(np.full((8, 8), 65535, dtype=np.uint16)).save(path)
+    else:
+        Image.new(mode, (8, 8)).save(path)
+    image = load_image(path)
+    assert image.mode == "RGB" and image.size == (8, 8)
+    if mode == "I;16":
+        assert np.asarray(image).min() == 255, "16-bit white must stay white, not clip or wrap"
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees
+    image.save(tmp_path / "r.jpg", exif=exif)
+    assert load_image(tmp_path / "r.jpg").size == (20, 40)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "CMYK", "I;16", "LA", "1"])
+def test_fast_read_matches_rgb_then_resize(tmp_path, mode):
+    rng = np.random.default_rng(0)
+    path = tmp_path / f"x.{'tif' if mode == 'CMYK' else 'png'}"
+    if mode == "I;16":
+        Image.fromarray(rng.integers(0, 65535, (96, 96), dtype=np.uint16)).save(path)
+    else:
+        Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).convert(mode).save(path)
+    expected = np.asarray(load_image(path).resize((40, 40), Image.BILINEAR, reducing_gap=3.0))
+    fast = read_image_array(path, 40)
+    assert fast.shape == (40, 40, 3) and fast.dtype == np.uint8
+    # Grey images are resized before they become RGB; rounding may differ by one level, nothing more.
+    assert np.abs(fast.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_fast_read_of_a_large_jpeg_decodes_at_reduced_scale_and_stays_faithful(tmp_path):
+    yy, xx = np.mgrid[0:1024, 0:768]
+    smooth = np.stack([xx / 3, yy / 4, (xx + yy) / 7], axis=-1).astype(np.uint8)
+    image = Image.fromarray(smooth)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees: orientation survives the reduced-scale decode
+    image.save(tmp_path / "big.jpg", quality=95, exif=exif)
+    with Image.open(tmp_path / "big.jpg") as opened:
+        assert opened.draft(None, (64, 64)) is not None, "Pillow no longer decodes this JPEG at reduced scale"
+    full = resized_array(load_image(tmp_path / "big.jpg"), 64).astype(float)
+    fast = read_image_array(tmp_path / "big.jpg", 64).astype(float)
+    assert fast.shape == full.shape == (64, 64, 3)
+    assert np.abs(fast - full).mean() < 2.0
+
+
+def test_broken_files_name_the_file(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("hello")
+    good = _png(tmp_path / "ok.png", size=64)
+    (tmp_path / "cut.png").write_bytes(good.read_bytes()[:60])
+    for name, words in [("empty.png", "empty file"), ("text.png", "not an image"), ("cut.png", "truncated")]:
+        with pytest.raises(ImageError, match=words) as info:
+            load_image(tmp_path / name)
+        assert name in str(info.value)
+
+
+def test_list_images_skips_other_files_and_survives_symlink_loops(tmp_path):
+    _png(tmp_path / "a/x.png")
+    (tmp_path / "a/.DS_Store").write_bytes(b"\0")
+    (tmp_path / "a/notes.txt").write_text("n")
+    (tmp_path / "a/loop").symlink_to(tmp_path / "a")
+    images, skipped = list_images(tmp_path)
+    assert [p.name for p in images] == ["x.png"]
+    assert {p.name for p in skipped} == {"notes.txt", ".DS_Store"}
+
+
+def test_a_path_list_keeps_its_order_and_repeats_and_skips_comments(tmp_path):
+    (tmp_path / "lists").mkdir()
+    listed = tmp_path / "lists" / "tonight.txt"
+    listed.write_text("# archive, line 3\n\nb.png\n  /abs/a.png  \nb.png\nsub/c.jpg\n")
+    paths, skipped, base = list_source(listed)
+    assert paths == [tmp_path / "lists/b.png", Path("/abs/a.png"), tmp_path / "lists/b.png", tmp_path / "lists/sub/c.jpg"]
+    assert skipped == [] and base == tmp_path / "lists"
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(UserError, match="give a folder of images or a .txt list"):
+        list_source(tmp_path / "model.safetensors")
