@@ -9,6 +9,7 @@ images meanwhile.
 from __future__ import annotations
 
 import collections
+import gc
 import multiprocessing
 import os
 import signal
@@ -50,7 +51,14 @@ class DecodeAhead:
         self._pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_ignore_interrupts) if workers else None
         self._pending: collections.deque[Future] = collections.deque()
         self._next = 0  # the next path to hand to the pool
-        self._fill()
+        # The first submit forks the workers (on Linux). Frozen, the objects of this process are
+        # not the workers' collector's to free: a worker that freed an ONNX Runtime session it
+        # inherited hung in its destructor, waiting on threads a fork does not copy.
+        gc.freeze()
+        try:
+            self._fill()
+        finally:
+            gc.unfreeze()
 
     def _fill(self) -> None:
         while self._pool and self._next < len(self.paths) and len(self._pending) < self.ahead:

@@ -183,7 +183,7 @@ def quantize(extractor: backbones.FeatureExtractor, images: torch.Tensor, deep: 
     parts), and the median cosine of its patch features to the fp32 ones on those images."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    x = backbones.preprocess(images, extractor.name).float().contiguous()
+    x = backbones.preprocess(images, extractor.name)
     # The calibration keeps every intermediate tensor of every batch until it takes their ranges:
     # batches of 2 make the same graph (min and max do not depend on the batching) with half the
     # peak memory of batches of 8 (1.5 against 3.2 GB for Lite1 at 320 px).

@@ -1,5 +1,7 @@
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -59,3 +61,38 @@ def test_image_batches_take_a_decoder_already_started(files):
     for (images, indices, errors), (again, indices_again, errors_again) in zip(fresh, started):
         assert torch.equal(images, again) and torch.equal(indices, indices_again) and errors == errors_again
     assert started[1][0][0].eq(0).all() and "cut.png" in started[1][2][0], "an unreadable file is a zero image and its error"
+
+
+INHERITED_GARBAGE = """
+import gc, sys
+from pathlib import Path
+import numpy as np
+from onnx import TensorProto, helper
+from anomalycli import quantize
+from anomalycli.decoding import DecodeAhead
+
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])
+y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 8])
+graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+model.ir_version = 8
+paths = sorted(Path(sys.argv[1]).glob("*.png"))
+for attempt in range(5):
+    session = quantize.session(model.SerializeToString())  # with its pool of threads
+    session.run(None, {"x": np.ones((4, 8), np.float32)})
+    cycle = [session]
+    cycle.append(cycle)
+    del session, cycle  # garbage only the collector frees, there for the workers to inherit
+    with DecodeAhead(paths, 16, workers=1) as decoder:
+        assert len(list(decoder)) == len(paths)
+"""
+
+
+def test_workers_leave_the_garbage_they_inherit_alone(files, tmp_path):
+    # A worker whose collector freed an inherited ONNX Runtime session hung in its destructor (it
+    # waits on threads the fork did not copy): this ran forever before gc.freeze around the fork.
+    pytest.importorskip("onnxruntime")
+    script = tmp_path / "inherit.py"
+    script.write_text(INHERITED_GARBAGE)
+    done = subprocess.run([sys.executable, str(script), str(files[0].parent)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
