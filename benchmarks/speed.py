@@ -1,7 +1,7 @@
 """Speed and engines: fit, predict's stages one by one, and the whole predict process.
 
-On each data set: ``anomaly train DATA`` (the default method, all images) and the same with
-``--precision fp32``, each a whole process timed with its peak memory; then 1024 x 1024 PNG
+On each data set: ``anomaly train DATA`` (the default method, all images), the same with
+``--precision fp32``, and both with ``--fast``, each a whole process timed with its peak memory; then 1024 x 1024 PNG
 copies of the first images (as a line camera writes them) and, median of the repeats:
 
   decode     reading and resizing the PNGs alone (predict's loader, default workers)
@@ -9,8 +9,9 @@ copies of the first images (as a line camera writes them) and, median of the rep
              raw forward, batch norm folded), ONNX Runtime fp32, and the model's int8 graph
   search     the memory-bank search and score alone on those maps, its products in float32,
              bfloat16 (PyTorch) and int8 (ONNX Runtime)
-  process    the whole ``anomaly predict MODEL FOLDER`` command: the default model, and the fp32
-             one; with ``--baseline REV`` also the code of git revision REV on the fp32 model
+  process    the whole ``anomaly predict MODEL FOLDER`` command: the default model, the fp32 one,
+             and the same two with ``--fast``; with ``--baseline REV`` also the code of git
+             revision REV on the fp32 models (its default then)
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
     return out
 
 
+# The models fitted on each set: name -> ``anomaly train`` options.
+FITS = {"default": (), "fp32": ("--precision", "fp32"), "fast": ("--fast",), "fast_fp32": ("--fast", "--precision", "fp32")}
+
+
 def run(data_sets: list[Path], quick: bool, images: int = 320, repeats: int = 3, baseline: str | None = None, log=print) -> dict:
     runs = []
     for data in data_sets:
@@ -93,21 +98,24 @@ def run(data_sets: list[Path], quick: bool, images: int = 320, repeats: int = 3,
             tmp = Path(tmp)
             size = ("--image-size", str(QUICK_IMAGE_SIZE)) if quick else ()
             out = {"data": data.name, "n_images": len(samples_of(data, False))}
-            out["fit_default"], out["fit_default_rss"] = fit_process(data, tmp / "default", *size)
-            out["fit_fp32"], out["fit_fp32_rss"] = fit_process(data, tmp / "fp32", "--precision", "fp32", *size)
-            log(f"  {data.name}: fit {out['fit_default']:.1f} s (fp32 {out['fit_fp32']:.1f} s)")
-            model, fp32 = tmp / "default" / "model.safetensors", tmp / "fp32" / "model.safetensors"
+            for name, options in FITS.items():
+                out[f"fit_{name}"], out[f"fit_{name}_rss"] = fit_process(data, tmp / name, *options, *size)
+            log(f"  {data.name}: fit {out['fit_default']:.1f} s (fp32 {out['fit_fp32']:.1f} s, --fast {out['fit_fast']:.1f} s)")
+            models = {name: tmp / name / "model.safetensors" for name in FITS}
             folder = tmp / "pngs"
             folder.mkdir()
             paths = upscaled_copies([s.path for s in samples_of(data, False)][: 8 if quick else images], folder)
             out["n_predicted"] = len(paths)
-            out.update(stages(model, paths, 1 if quick else repeats))
+            out.update(stages(models["default"], paths, 1 if quick else repeats))
             predict = lambda path, **kw: process_seconds(anomaly_command("predict", str(path), str(folder)), 1 if quick else repeats, **kw)  # noqa: E731
-            (seconds, out["predict_rss"]), (fp32_seconds, _) = predict(model), predict(fp32)
-            out["process_default"], out["process_fp32"] = seconds / len(paths), fp32_seconds / len(paths)
+            for name, model in models.items():
+                seconds, out[f"predict_{name}_rss"] = predict(model)
+                out[f"process_{name}"] = seconds / len(paths)
             if baseline:
                 out["baseline"] = baseline
-                out["process_baseline"] = predict_with_revision(baseline, fp32, predict, tmp / "baseline") / len(paths)
+                for name in ("fp32", "fast_fp32"):  # the baseline's default was the fp32 model
+                    key = "process_baseline" if name == "fp32" else "process_fast_baseline"
+                    out[key] = predict_with_revision(baseline, models[name], predict, tmp / "baseline") / len(paths)
             log(f"  {data.name}: predict {1000 * out['process_default']:.1f} ms an image, whole process")
             runs.append(out)
     return {"runs": runs}
@@ -131,7 +139,7 @@ def headline(result: dict, data: str) -> dict:
         "predict from 1024 px PNGs, whole process": f"{1000 * r['process_default']:.1f} ms an image ({1 / r['process_default']:.1f} images/s), "
                                                     f"{r['backbone_torch'] / r['process_default']:.2f} of the raw PyTorch forward",
         "predict stages: decode / backbone / bank search, ms an image": f"{1000 * r['decode']:.1f} / {1000 * r.get('backbone_int8', r['backbone_onnx_fp32']):.1f} / {1000 * r['search_' + r['search_default']]:.1f}",
-        "predict peak memory (whole process)": f"{r['predict_rss']:.0f} MiB",
+        "predict peak memory (whole process)": f"{r['predict_default_rss']:.0f} MiB",
     }
 
 
@@ -146,6 +154,9 @@ ROWS = [  # key, what
     ("process_default", "whole `anomaly predict` process, default model"),
     ("process_fp32", "whole `anomaly predict` process, the model fitted with `--precision fp32`"),
     ("process_baseline", "whole `anomaly predict` process, fp32 model, the baseline revision's code"),
+    ("process_fast", "whole `anomaly predict` process, `--fast` model (Lite0 at 224 px)"),
+    ("process_fast_fp32", "whole `anomaly predict` process, `--fast --precision fp32` model"),
+    ("process_fast_baseline", "whole `anomaly predict` process, `--fast` fp32 model, the baseline revision's code"),
 ]
 
 
@@ -158,9 +169,9 @@ def section(result: dict) -> str:
     for key, what in ROWS:
         if any(key in r for r in runs):
             lines.append(f"| {what} | " + " | ".join(f"{1000 * r[key]:.1f} ({1 / r[key]:.1f})" if key in r else "-" for r in runs) + " |")
-    lines.append("| fit on every image, whole `anomaly train`: default / `--precision fp32`, s | "
-                 + " | ".join(f"{r['fit_default']:.1f} / {r['fit_fp32']:.1f}" for r in runs) + " |")
-    lines.append("| peak memory, whole process: fit / predict, MiB | " + " | ".join(f"{r['fit_default_rss']:.0f} / {r['predict_rss']:.0f}" for r in runs) + " |")
+    lines.append("| fit on every image, whole `anomaly train`: default / `--precision fp32` / `--fast` / `--fast --precision fp32`, s | "
+                 + " | ".join(" / ".join(f"{r[f'fit_{name}']:.1f}" if f"fit_{name}" in r else "-" for name in FITS) for r in runs) + " |")
+    lines.append("| peak memory, whole process: fit / predict, MiB | " + " | ".join(f"{r['fit_default_rss']:.0f} / {r['predict_default_rss']:.0f}" for r in runs) + " |")
     lines.append("| bank patches | " + " | ".join(f"{r['bank']:,}" for r in runs) + " |")
     lines += ["", "Ratios, same run:", ""]
     for r in runs:
@@ -168,6 +179,8 @@ def section(result: dict) -> str:
                   f"default whole process / the raw PyTorch forward alone: **{r['backbone_torch'] / r['process_default']:.2f}**"]
         if "process_baseline" in r:
             ratios.insert(0, f"default / revision {r['baseline']}'s default: **{r['process_baseline'] / r['process_default']:.2f}x**")
+        if "process_fast_baseline" in r:
+            ratios.insert(1, f"`--fast` / revision {r['baseline']}'s `--fast`: **{r['process_fast_baseline'] / r['process_fast']:.2f}x**")
         if "backbone_int8" in r:
             ratios.append(f"int8 backbone / ONNX Runtime fp32: {r['backbone_onnx_fp32'] / r['backbone_int8']:.2f}x; "
                           f"search: int8 / float32 {r['search_float32'] / r['search_int8']:.2f}x, bfloat16 / float32 {r['search_float32'] / r['search_bfloat16']:.2f}x "
