@@ -48,7 +48,8 @@ class DecodeAhead:
     def __init__(self, paths: list[Path], image_size: int, workers: int | None = None, ahead: int = AHEAD):
         self.paths, self.image_size, self.ahead = list(paths), image_size, max(1, ahead)
         workers = default_workers() if workers is None else workers
-        self._pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_ignore_interrupts) if workers else None
+        self._in_process = not workers
+        self._pool = None if self._in_process else ProcessPoolExecutor(workers, mp_context=_context(), initializer=_ignore_interrupts)
         self._pending: collections.deque[Future] = collections.deque()
         self._next = 0  # the next path to hand to the pool
         # The first submit forks the workers (on Linux). Frozen, the objects of this process are
@@ -66,7 +67,7 @@ class DecodeAhead:
             self._next += 1
 
     def __iter__(self) -> Iterator[tuple[np.ndarray | None, str]]:
-        if self._pool is None:
+        if self._in_process:
             yield from (decode(path, self.image_size) for path in self.paths)
             return
         while self._pending:
@@ -75,6 +76,7 @@ class DecodeAhead:
             yield result
 
     def close(self) -> None:
+        """Stop the workers; what was not decoded yet never will be."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool, self._pending = None, collections.deque()
