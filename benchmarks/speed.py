@@ -6,7 +6,8 @@ copies of the first images (as a line camera writes them) and, median of the rep
 
   decode     reading and resizing the PNGs alone (predict's loader, default workers)
   backbone   the frozen extractor alone, batch 16, every map the model reads: PyTorch fp32 (the
-             raw forward, batch norm folded), ONNX Runtime fp32, and the model's int8 graph
+             raw forward, batch norm folded), ONNX Runtime fp32, and the model's int8 graph,
+             timed in turn, round after round
   search     the memory-bank search and score alone on those maps, its products in float32,
              bfloat16 (PyTorch) and int8 (ONNX Runtime)
   process    the whole ``anomaly predict MODEL FOLDER`` command: the default model, the fp32 one,
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from benchmarks.common import QUICK_IMAGE_SIZE, REPO, anomaly_command, median_time, process_seconds, run_measured, samples_of
+from benchmarks.common import QUICK_IMAGE_SIZE, REPO, anomaly_command, interleaved_median_times, median_time, process_seconds, run_measured, samples_of
 from benchmarks.precision import forced_search
 
 TITLE = "Speed: fit, predict stage by stage, the whole process"
@@ -70,12 +71,12 @@ def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
     x = backbones.preprocess(images, model.config["backbone"])
     with torch.inference_mode():
         fp32_extractor = int8.fp32 if int8 is not None else extractor
-        out["backbone_torch"] = median_time(lambda: fp32_extractor(x, deep=deep), repeats * 3) / BATCH
         session = quantize.session(quantize.fp32_graph(fp32_extractor, size, deep))  # what train quantises
         pixels = x.contiguous().numpy()
-        out["backbone_onnx_fp32"] = median_time(lambda: session.run(None, {quantize.INPUT: pixels}), repeats * 3) / BATCH
+        backbones_alone = {"backbone_torch": lambda: fp32_extractor(x, deep=deep), "backbone_onnx_fp32": lambda: session.run(None, {quantize.INPUT: pixels})}
         if int8 is not None:
-            out["backbone_int8"] = median_time(lambda: int8(x, deep=deep), repeats * 3) / BATCH
+            backbones_alone["backbone_int8"] = lambda: int8(x, deep=deep)
+        out.update({key: seconds / BATCH for key, seconds in interleaved_median_times(backbones_alone, repeats * 5).items()})
         maps = extractor(x, deep=deep)
         for kind in SEARCH_KINDS:
             with forced_search(kind):
