@@ -32,6 +32,8 @@ LEVERS = [
     ("speed", "ONNX Runtime's threads spinning between the int8 backbone's calls", "whole predict 14-16 % slower, 35 % more CPU time (320 PNGs, both sets)", "the spinning threads take the cores from PyTorch's search and the decoding worker", "2026-11-30"),
     ("speed", "blocks of 1,536 queries for the int8 search instead of 512", "whole predict within noise (12.7-13.5 s against 12.7-13.2 s, screws)", "no gain", "2026-11-30"),
     ("speed", "pyspng (libspng) or zlib-ng for the PNG decode", "pyspng 7.6-10.3 ms against Pillow's 8.2-10.3; zlib-ng inflates in 2.4 ms against zlib's 3.1, but Pillow brings its own zlib", "the camera's PNG filter sets the cost: Paeth rows take 4 ms of Pillow's 10 (5.5 ms unfiltered)", "2026-11-30"),
+    ("speed", "blocks of 64-400 queries for the int8 search instead of 512", "magtiles 15.9-17.6 ms an image against 15.9, screws 8.2-11.5 against 8.5 (in one process, 7 rounds)", "no gain", "2026-11-30"),
+    ("speed", "glibc's malloc keeping freed memory (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_)", "whole predict: system time 1.3 s against 2.0, user time 18.1 s against 16.5, wall 11.9-13.5 s against 11.2-15.1 (screws)", "no gain in wall time", "2026-11-30"),
     ("speed", "`torch._int_mm` for the bank search", "3x slower than the bfloat16 product", "no fast int8 matrix product in PyTorch on a CPU; ONNX Runtime's (DynamicQuantizeMatMul) is the shipped int8 search", "2026-11-30"),
 ]
 
