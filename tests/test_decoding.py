@@ -96,3 +96,17 @@ def test_workers_leave_the_garbage_they_inherit_alone(files, tmp_path):
     script.write_text(INHERITED_GARBAGE)
     done = subprocess.run([sys.executable, str(script), str(files[0].parent)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_workers_started_afresh_decode_the_same(files, monkeypatch):
+    # macOS and Windows start workers afresh ("spawn"): each imports this module alone and must
+    # decode exactly as a forked one does.
+    import multiprocessing
+
+    from anomalycli import decoding
+
+    monkeypatch.setattr(decoding, "_context", lambda: multiprocessing.get_context("spawn"))
+    with DecodeAhead(files, 24, workers=1) as decoder:
+        spawned = list(decoder)
+    assert [error == "" for _, error in spawned] == [path.name != "cut.png" for path in files]
+    assert all(np.array_equal(pixels, read_image_array(path, 24)) for path, (pixels, _) in zip(files, spawned) if pixels is not None)
