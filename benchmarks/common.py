@@ -94,10 +94,15 @@ def run_measured(command: list[str], cwd: Path | None = None, env: dict | None =
     return seconds, int(done.stdout.split()[-1]) / 1024
 
 
-def process_seconds(command: list[str], repeats: int, cwd: Path | None = None, env: dict | None = None) -> tuple[float, float]:
-    """(median wall seconds, peak RSS MiB) of a whole process, run ``repeats`` times (each starts cold)."""
-    runs = [run_measured(command, cwd, env) for _ in range(repeats)]
-    return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+def interleaved_process_seconds(commands: dict, repeats: int) -> dict:
+    """(median wall seconds, peak RSS MiB) of each of ``commands`` (name -> (command, cwd, env)), each a
+    whole process started cold, run in turn repeat after repeat: the ratios between them then hold
+    while the machine's speed drifts (by a fifth between three runs in one day)."""
+    runs = {name: [] for name in commands}
+    for _ in range(repeats):
+        for name, (command, cwd, env) in commands.items():
+            runs[name].append(run_measured(command, cwd, env))
+    return {name: (statistics.median(r[0] for r in measured), max(r[1] for r in measured)) for name, measured in runs.items()}
 
 
 def machine() -> str:

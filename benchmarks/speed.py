@@ -12,11 +12,12 @@ copies of the first images (as a line camera writes them) and, median of the rep
              bfloat16 (PyTorch) and int8 (ONNX Runtime)
   process    the whole ``anomaly predict MODEL FOLDER`` command: the default model, the fp32 one,
              and the same two with ``--fast``; with ``--baseline REV`` also the code of git
-             revision REV on the fp32 models (its default then)
+             revision REV on the fp32 models (its default then); each repeat runs them all in turn
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -25,7 +26,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from benchmarks.common import QUICK_IMAGE_SIZE, REPO, anomaly_command, interleaved_median_times, median_time, process_seconds, run_measured, samples_of
+from benchmarks.common import (
+    QUICK_IMAGE_SIZE, REPO, anomaly_command, interleaved_median_times, interleaved_process_seconds, median_time, run_measured, samples_of,
+)
 from benchmarks.precision import forced_search
 
 TITLE = "Speed: fit, predict stage by stage, the whole process"
@@ -108,27 +111,30 @@ def run(data_sets: list[Path], quick: bool, images: int = 320, repeats: int = 3,
             paths = upscaled_copies([s.path for s in samples_of(data, False)][: 8 if quick else images], folder)
             out["n_predicted"] = len(paths)
             out.update(stages(models["default"], paths, 1 if quick else repeats))
-            predict = lambda path, **kw: process_seconds(anomaly_command("predict", str(path), str(folder)), 1 if quick else repeats, **kw)  # noqa: E731
-            for name, model in models.items():
-                seconds, out[f"predict_{name}_rss"] = predict(model)
-                out[f"process_{name}"] = seconds / len(paths)
-            if baseline:
-                out["baseline"] = baseline
-                for name in ("fp32", "fast_fp32"):  # the baseline's default was the fp32 model
-                    key = "process_baseline" if name == "fp32" else "process_fast_baseline"
-                    out[key] = predict_with_revision(baseline, models[name], predict, tmp / "baseline") / len(paths)
+            with contextlib.ExitStack() as stack:
+                commands = {name: (anomaly_command("predict", str(model), str(folder)), None, None) for name, model in models.items()}
+                if baseline:
+                    out["baseline"] = baseline
+                    tree = stack.enter_context(worktree_of(baseline, tmp / "baseline"))
+                    env = {**os.environ, "PYTHONPATH": str(tree)}
+                    # The baseline's default was the fp32 model.
+                    commands["baseline"] = (anomaly_command("predict", str(models["fp32"]), str(folder)), tree, env)
+                    commands["fast_baseline"] = (anomaly_command("predict", str(models["fast_fp32"]), str(folder)), tree, env)
+                for name, (seconds, peak) in interleaved_process_seconds(commands, 1 if quick else repeats).items():
+                    out[f"process_{name}"], out[f"predict_{name}_rss"] = seconds / len(paths), peak
             log(f"  {data.name}: predict {1000 * out['process_default']:.1f} ms an image, whole process")
             runs.append(out)
     return {"runs": runs}
 
 
-def predict_with_revision(revision: str, model: Path, predict, worktree: Path) -> float:
-    """The whole predict process with the code of git ``revision`` (a worktree of it), for before/after ratios."""
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), revision], check=True, capture_output=True)
+@contextlib.contextmanager
+def worktree_of(revision: str, path: Path):
+    """A git worktree of ``revision`` at ``path`` while the block runs, for before/after ratios."""
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), revision], check=True, capture_output=True)
     try:
-        return predict(model, cwd=worktree, env={**os.environ, "PYTHONPATH": str(worktree)})[0]
+        yield path
     finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], capture_output=True)
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)], capture_output=True)
 
 
 def headline(result: dict, data: str) -> dict:
