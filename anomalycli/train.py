@@ -437,5 +437,9 @@ def load_resume(run_dir: str | Path) -> tuple[TrainOptions, dict, Path]:
     # complete ones that atomic writes keep; it is never read, so it goes.
     for stale in run_dir.glob(".*.tmp"):
         stale.unlink(missing_ok=True)
+    # history.csv is written just after the checkpoint, so a kill between the two leaves it an
+    # epoch behind (or absent); the checkpoint's own copy is the one that counts.
+    if state["history"]:
+        write_history(run_dir / "history.csv", state["history"])
     log.info(f"resuming {run_dir} after epoch {state['epoch']}")
     return options, state, run_dir
