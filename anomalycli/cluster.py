@@ -125,7 +125,7 @@ class _Scorer:
         with tempfile.TemporaryDirectory(prefix="anomalycli-") as folder:  # loaded whole, then removed
             path = Path(folder) / name
             path.write_bytes(ray.get(model_ref[0]))
-            self.model, _ = on_engine(load_model(path, engine), engine, n_images, with_maps=False)
+            self.model, self.engine_note = on_engine(load_model(path, engine), engine, n_images, with_maps=False)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [Path(p) for p in batch["path"]]
@@ -138,11 +138,13 @@ class _Scorer:
             "score": np.asarray(self.model.calibration.normalise(raw.numpy()), dtype=np.float64),
             "error": np.array(errors, dtype=object),
             "stats": drift.image_stats(images),  # for the drift check, as inference.iter_scores
+            "engine_note": np.array([self.engine_note] * len(paths), dtype=object),
         }
 
 
-def score_paths(ray, model_path: Path, paths: list[Path], engine: str = "auto", threshold: float = 0.5, batch_size: int = 32, show_progress: bool = True) -> list[Scored]:
-    """One ``Scored`` per path, in the order of ``paths``, scored on the cluster ``ray`` is connected to."""
+def score_paths(ray, model_path: Path, paths: list[Path], engine: str = "auto", threshold: float = 0.5, batch_size: int = 32, show_progress: bool = True) -> tuple[list[Scored], list[str]]:
+    """One ``Scored`` per path, in the order of ``paths``, scored on the cluster ``ray`` is connected
+    to, and the workers' lines on the engine they ran (``engines.on_engine``; each once)."""
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # one bar, ours, counts the rows as they come back
     items = [{"index": i, "path": str(p)} for i, p in enumerate(paths)]
@@ -156,11 +158,13 @@ def score_paths(ray, model_path: Path, paths: list[Path], engine: str = "auto", 
         num_cpus=1,
     )
     rows: dict[int, Scored] = {}
+    notes: dict[str, None] = {}  # in the order they came
     try:
         with tqdm(total=len(paths), desc="scoring on Ray", unit="img", disable=not show_progress) as bar:
             for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
                 for index, raw, score, error, stats in zip(batch["index"], batch["raw"], batch["score"], batch["error"], batch["stats"]):
                     rows[int(index)] = scored_row(paths[index], float(raw), float(score), str(error), threshold, stats=stats)
+                notes.update(dict.fromkeys(str(note) for note in batch["engine_note"] if note))
                 bar.update(len(batch["index"]))
     except Exception as exc:  # Ray raises its own kinds once its retries are spent
         missing = [p for i, p in enumerate(paths) if i not in rows]
@@ -168,7 +172,7 @@ def score_paths(ray, model_path: Path, paths: list[Path], engine: str = "auto", 
             f"the Ray run stopped ({_reason(exc)}): {len(missing)} of {len(paths)} images were not scored "
             f"(first: {missing[0] if missing else '-'}); nothing was written (Ray's logs: /tmp/ray/session_latest/logs)"
         ) from None
-    return [rows[i] for i in range(len(paths))]
+    return [rows[i] for i in range(len(paths))], list(notes)
 
 
 def _reason(exc: Exception) -> str:

@@ -6,6 +6,7 @@ of patches and no (N x M) distance matrix is ever held whole.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import math
@@ -44,12 +45,34 @@ def int8_native() -> bool:
     return getattr(torch.cpu, "_is_vnni_supported", lambda: False)() and importlib.util.find_spec("onnxruntime") is not None
 
 
+# How an exported graph's search multiplies (``exported_search``): float32 unless asked.
+_exported_kind = "float32"
+# An exported graph's int8 rows use 7 bits: on CPUs without VNNI, ONNX Runtime's uint8 x int8
+# product adds pairs in 16 bits, which 255 x 127 x 2 overflows and 255 x 63 x 2 does not. This
+# machine has VNNI and no check runs where the file does.
+EXPORT_INT8_LEVELS = 63
+
+
 def search_kind(device: torch.device) -> str:
     """How the search multiplies on ``device``: ``int8`` (ONNX Runtime), ``bfloat16`` or ``float32``;
-    an exported graph and a GPU multiply in float32."""
-    if device.type != "cpu" or torch.onnx.is_in_onnx_export():
+    a GPU multiplies in float32, an exported graph as ``exported_search`` says."""
+    if torch.onnx.is_in_onnx_export():
+        return _exported_kind
+    if device.type != "cpu":
         return "float32"
     return "int8" if int8_native() else "bfloat16" if bfloat16_native() else "float32"
+
+
+@contextlib.contextmanager
+def exported_search(kind: str):
+    """Graphs exported inside search with ``kind``'s products: ``int8`` (ONNX Runtime's
+    DynamicQuantizeMatMul, as predict's int8 search) or ``float32``."""
+    global _exported_kind
+    previous, _exported_kind = _exported_kind, kind
+    try:
+        yield
+    finally:
+        _exported_kind = previous
 
 
 class BankIndex:
@@ -73,7 +96,11 @@ class BankIndex:
         self.padded, self.size = _padded_parts(self.part_sizes, bank.device)
         rows = torch.cat([-self.centred, self.centred.pow(2).sum(1, keepdim=True) / 2], dim=1)[self.padded]  # (rows, C + 1)
         self.kind = search_kind(bank.device)
-        if self.kind == "int8":
+        if self.kind == "int8" and torch.onnx.is_in_onnx_export():
+            # Made outside the trace (through numpy), they enter the graph as constants, not as
+            # steps that would quantise the bank again on every call. No session and no check here.
+            self._int8_rows = [torch.from_numpy(t.numpy()) for t in _int8_rows(rows.detach(), EXPORT_INT8_LEVELS)]
+        elif self.kind == "int8":
             self._session = _int8_search(rows, len(self.part_sizes))
             if not self._agrees_with_float32(rows):
                 self.kind = "bfloat16" if bfloat16_native() else "float32"
@@ -94,6 +121,9 @@ class BankIndex:
 
     def _nearest_within(self, q: torch.Tensor) -> torch.Tensor:
         """Each centred query's nearest row in each part, as an index into its padded part: (Q, parts)."""
+        if self.kind == "int8" and torch.onnx.is_in_onnx_export():
+            products = _Int8Products.apply(q, *self._int8_rows)
+            return _first_minimum(products.view(q.shape[0], len(self.part_sizes), self.size))
         if self.kind == "int8":
             return torch.from_numpy(self._session.run(None, {"q": q.numpy()})[0])
         return self._first_minima(q, self._rows)
@@ -132,11 +162,9 @@ def _int8_search(rows: torch.Tensor, parts: int):
 
     from anomalycli import quantize
 
-    weights, bias = rows[:, :-1], rows[:, -1]
-    scale = (weights.abs().amax(1) / 127).clamp_min(1e-12)
-    int8 = torch.round(weights / scale[:, None]).clamp(-127, 127).to(torch.int8).T.contiguous()
+    int8, scale, bias = _int8_rows(rows)
     block, size = MINIMUM_BLOCK, len(rows) // parts
-    constants = {"rows": int8.numpy(), "scale": scale.numpy(), "zero": np.zeros(len(rows), np.int8), "bias": bias.numpy(),
+    constants = {"rows": int8.numpy(), "scale": scale.numpy(), "zero": np.zeros(len(scale), np.int8), "bias": bias.numpy(),
                  "blocks_shape": np.array([-1, parts, size // block, block]), "block_width": np.array([1, 1, 1, block]),
                  "axis_2": np.array([2]), "axis_3": np.array([3]), "block": np.array(block)}
     node = helper.make_node
@@ -153,12 +181,38 @@ def _int8_search(rows: torch.Tensor, parts: int):
         node("Add", ["block_start", "within_block"], ["nearest_3d"]),
         node("Squeeze", ["nearest_3d", "axis_2"], ["nearest"]),
     ]
-    graph = helper.make_graph(nodes, "bank_search", [helper.make_tensor_value_info("q", TensorProto.FLOAT, [None, weights.shape[1]])],
+    graph = helper.make_graph(nodes, "bank_search", [helper.make_tensor_value_info("q", TensorProto.FLOAT, [None, int8.shape[0]])],
                               [helper.make_tensor_value_info("nearest", TensorProto.INT64, [None, parts])],
                               [numpy_helper.from_array(value, name) for name, value in constants.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", quantize.OPSET), helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 8
     return quantize.session(model.SerializeToString())
+
+
+def _int8_rows(rows: torch.Tensor, levels: int = 127) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``rows`` (rows, C + 1) as DynamicQuantizeMatMul takes them: the products' weights int8 (C, rows)
+    in -levels..levels with one scale each, and the |b|^2 column as a float bias."""
+    weights, bias = rows[:, :-1], rows[:, -1]
+    scale = (weights.abs().amax(1) / levels).clamp_min(1e-12)
+    int8 = torch.round(weights / scale[:, None]).clamp(-levels, levels).to(torch.int8).T.contiguous()
+    return int8, scale, bias
+
+
+class _Int8Products(torch.autograd.Function):
+    """``[q, 1] @ rows.T`` from ``_int8_rows``: in an exported graph, ONNX Runtime's
+    DynamicQuantizeMatMul (the queries quantised to uint8 per call, as predict's int8 search);
+    traced here, the float product of the same weights, for the shapes."""
+
+    @staticmethod
+    def forward(ctx, q, int8, scale, bias):
+        return q @ (int8.float() * scale) + bias
+
+    @staticmethod
+    def symbolic(g, q, int8, scale, bias):
+        zero = g.op("Constant", value_t=torch.zeros(scale.type().sizes(), dtype=torch.int8))
+        products = g.op("com.microsoft::DynamicQuantizeMatMul", q, int8, scale, zero, bias)
+        products.setType(q.type().with_sizes([None, int8.type().sizes()[1]]))  # for the shapes of the ops after it
+        return products
 
 
 def _padded_parts(part_sizes: list[int], device: torch.device) -> tuple[torch.Tensor, int]:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from anomalycli.decoding import DecodeAhead
+from anomalycli.decoding import DecodeAhead, images_ahead
 from anomalycli.errors import UserError
 from anomalycli.images import (
     IMAGE_EXTENSIONS, MASK_FOLDERS, ImageError, existing_folder, is_image_file, is_mask, list_images, read_image_array, resized_array, walk_files,
@@ -267,7 +267,7 @@ def image_batches(paths: list[Path], image_size: int, batch_size: int = 32, num_
 
     An unreadable file gives a zero image and its error message ('' for the readable ones).
     """
-    with decoded or DecodeAhead(paths, image_size, num_workers, ahead=4 * batch_size) as images:
+    with decoded or DecodeAhead(paths, image_size, num_workers, ahead=images_ahead(batch_size)) as images:
         batch, errors = [], []
         for index, (pixels, error) in enumerate(images):
             batch.append(torch.zeros(3, image_size, image_size, dtype=torch.uint8) if pixels is None else torch.from_numpy(pixels).permute(2, 0, 1))

@@ -22,9 +22,14 @@ import numpy as np
 
 from anomalycli.images import ImageError, read_image_array
 
-# Images decoded ahead of the one the model asks for: memory stays flat in the number of images
-# (4 batches of 32 at 320 px are 39 MB).
-AHEAD = 128
+# Batches of images decoded ahead of the one the model asks for: memory stays flat in the number
+# of images (4 batches of 32 at 320 px are 39 MB).
+BATCHES_AHEAD = 4
+
+
+def images_ahead(batch_size: int) -> int:
+    """How many images a ``DecodeAhead`` feeding batches of ``batch_size`` decodes in advance."""
+    return BATCHES_AHEAD * max(1, batch_size)
 
 
 def default_workers() -> int:
@@ -45,7 +50,7 @@ class DecodeAhead:
     ``workers`` processes (none: here, when asked for). Use it in a ``with`` block, or ``close`` it:
     that stops the workers."""
 
-    def __init__(self, paths: list[Path], image_size: int, workers: int | None = None, ahead: int = AHEAD):
+    def __init__(self, paths: list[Path], image_size: int, workers: int | None = None, ahead: int = images_ahead(32)):
         self.paths, self.image_size, self.ahead = list(paths), image_size, max(1, ahead)
         workers = default_workers() if workers is None else workers
         self._in_process = not workers

@@ -4,7 +4,7 @@ A model fitted with an int8 backbone (``quantize.py``, the default on a CPU) run
 on ONNX Runtime and the rest on PyTorch, except the bank search's products, which are int8 on
 ONNX Runtime too where the CPU has VNNI (``coreset.BankIndex``): the backbone 1.6-1.7x as fast as
 in fp32 on ONNX Runtime, and the scores its threshold was chosen on (BENCHMARKS.md). ``onnx`` runs
-the whole graph ``anomaly export`` writes (int8 backbone included) in ONNX Runtime;
+the whole graph ``anomaly export`` writes (int8 backbone and search included) in ONNX Runtime;
 ``onnx-fp32`` and ``torch`` run the fp32 backbone.
 
 A model with an fp32 backbone (older files, ``--precision fp32``, fitted on a GPU) runs, under

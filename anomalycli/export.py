@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from anomalycli import __version__, backbones, modelfile, quantize
+from anomalycli import __version__, backbones, coreset, modelfile, quantize
 from anomalycli.engine_choice import ONNX_INSTALL_HINT
 from anomalycli.errors import UserError
 from anomalycli.io import atomic_path
@@ -27,6 +27,7 @@ INPUT = "images"
 SCORE, RAW_SCORE, ANOMALY_MAP = "score", "raw_score", "anomaly_map"
 META_KEY = "anomalycli"  # the same JSON a model file keeps
 OPSET = 17
+INT8_OPSETS = {"com.microsoft": 1}  # the int8 search's DynamicQuantizeMatMul
 
 
 class Preprocess(nn.Module):
@@ -83,14 +84,15 @@ class AfterBackbone(nn.Module):
         return self.scoring.outputs(*self.scoring.net.score_maps(list(maps), size))
 
 
-def _traced(module: nn.Module, inputs: tuple, input_names: list[str], output_names: list[str]) -> bytes:
+def _traced(module: nn.Module, inputs: tuple, input_names: list[str], output_names: list[str], custom_opsets: dict | None = None) -> bytes:
     buffer = io.BytesIO()
     # The tracer warns about every Python int it bakes in (shapes fixed by the image size); the
     # parity tests, not those warnings, say whether the graph scores as the model does.
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module.eval(), inputs, buffer, dynamo=False, opset_version=OPSET, input_names=input_names, output_names=output_names,
+            module.eval(), inputs, buffer, dynamo=False, opset_version=OPSET, custom_opsets=custom_opsets,
+            input_names=input_names, output_names=output_names,
             dynamic_axes={name: {0: "batch"} for name in [*input_names, *output_names]},
         )
     return buffer.getvalue()
@@ -98,10 +100,12 @@ def _traced(module: nn.Module, inputs: tuple, input_names: list[str], output_nam
 
 def onnx_bytes(model: AnomalyModel, with_maps: bool = True) -> bytes:
     """The model's scoring graph as a serialised ONNX model (no metadata), any batch size: with its
-    int8 backbone where it has one in use (``quantize.Int8Extractor.active``), else all in fp32."""
+    int8 backbone where it has one in use (``quantize.Int8Extractor.active``), and then the bank
+    search's products in int8 too (``coreset.exported_search``); else all in fp32."""
     int8 = quantize.int8_of(model.net)
     if int8 is not None and int8.active:
-        return _joined_to_int8(model, int8, with_maps).SerializeToString()
+        with coreset.exported_search("int8"):
+            return _joined_to_int8(model, int8, with_maps).SerializeToString()
     size = model.config["image_size"]
     device = next(model.net.parameters()).device
     images = torch.zeros(2, 3, size, size, dtype=torch.uint8, device=device)
@@ -120,7 +124,7 @@ def _joined_to_int8(model: AnomalyModel, int8: quantize.Int8Extractor, with_maps
     parts = [
         onnx.load_from_string(_traced(Preprocess(int8.name), (images,), [INPUT], [quantize.INPUT])),
         compose.add_prefix(onnx.load_from_string(int8.graph.numpy().tobytes()), "backbone/"),
-        compose.add_prefix(onnx.load_from_string(_traced(AfterBackbone(model, with_maps), maps, map_names, output_names(model, with_maps))),
+        compose.add_prefix(onnx.load_from_string(_traced(AfterBackbone(model, with_maps), maps, map_names, output_names(model, with_maps), INT8_OPSETS)),
                            "after/", rename_inputs=False, rename_outputs=False),
     ]
     ir_version = max(p.ir_version for p in parts)

@@ -11,8 +11,9 @@ copies of the first images (as a line camera writes them) and, median of the rep
   search     the memory-bank search and score alone on those maps, its products in float32,
              bfloat16 (PyTorch) and int8 (ONNX Runtime)
   process    the whole ``anomaly predict MODEL FOLDER`` command: the default model, the fp32 one,
-             and the same two with ``--fast``; with ``--baseline REV`` also the code of git
-             revision REV on the fp32 models (its default then); each repeat runs them all in turn
+             the same two with ``--fast``, and the default model's ``anomaly export`` file; with
+             ``--baseline REV`` also the code of git revision REV on the fp32 models (its default
+             then) and on the file it exports from the fp32 model; each repeat runs them all in turn
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ def run(data_sets: list[Path], quick: bool, images: int = 320, repeats: int = 3,
             out.update(stages(models["default"], paths, 1 if quick else repeats))
             with contextlib.ExitStack() as stack:
                 commands = {name: (anomaly_command("predict", str(model), str(folder)), None, None) for name, model in models.items()}
+                commands["export"] = (anomaly_command("predict", str(exported(models["default"], tmp / "default.onnx")), str(folder)), None, None)
                 if baseline:
                     out["baseline"] = baseline
                     tree = stack.enter_context(worktree_of(baseline, tmp / "baseline"))
@@ -120,11 +122,19 @@ def run(data_sets: list[Path], quick: bool, images: int = 320, repeats: int = 3,
                     # The baseline's default was the fp32 model.
                     commands["baseline"] = (anomaly_command("predict", str(models["fp32"]), str(folder)), tree, env)
                     commands["fast_baseline"] = (anomaly_command("predict", str(models["fast_fp32"]), str(folder)), tree, env)
+                    baseline_onnx = exported(models["fp32"], tmp / "baseline.onnx", tree, env)
+                    commands["export_baseline"] = (anomaly_command("predict", str(baseline_onnx), str(folder)), tree, env)
                 for name, (seconds, peak) in interleaved_process_seconds(commands, 1 if quick else repeats).items():
                     out[f"process_{name}"], out[f"predict_{name}_rss"] = seconds / len(paths), peak
             log(f"  {data.name}: predict {1000 * out['process_default']:.1f} ms an image, whole process")
             runs.append(out)
     return {"runs": runs}
+
+
+def exported(model: Path, out: Path, cwd: Path | None = None, env: dict | None = None) -> Path:
+    """``anomaly export MODEL --out OUT`` (with the code at ``cwd``, as ``env`` says): the ONNX file."""
+    subprocess.run(anomaly_command("export", str(model), "--out", str(out)), cwd=cwd, env=env, check=True, capture_output=True)
+    return out
 
 
 @contextlib.contextmanager
@@ -164,6 +174,8 @@ ROWS = [  # key, what
     ("process_fast", "whole `anomaly predict` process, `--fast` model (Lite0 at 224 px)"),
     ("process_fast_fp32", "whole `anomaly predict` process, `--fast --precision fp32` model"),
     ("process_fast_baseline", "whole `anomaly predict` process, `--fast` fp32 model, the baseline revision's code"),
+    ("process_export", "whole `anomaly predict` process, the default model's `anomaly export` file (int8 backbone and search)"),
+    ("process_export_baseline", "whole `anomaly predict` process, the fp32 model's `anomaly export` file, both by the baseline revision's code"),
 ]
 
 
@@ -188,6 +200,8 @@ def section(result: dict) -> str:
             ratios.insert(0, f"default / revision {r['baseline']}'s default: **{r['process_baseline'] / r['process_default']:.2f}x**")
         if "process_fast_baseline" in r:
             ratios.insert(1, f"`--fast` / revision {r['baseline']}'s `--fast`: **{r['process_fast_baseline'] / r['process_fast']:.2f}x**")
+        if "process_export_baseline" in r:
+            ratios.insert(2, f"exported file / revision {r['baseline']}'s exported file: **{r['process_export_baseline'] / r['process_export']:.2f}x**")
         if "backbone_int8" in r:
             ratios.append(f"int8 backbone / ONNX Runtime fp32: {r['backbone_onnx_fp32'] / r['backbone_int8']:.2f}x; "
                           f"search: int8 / float32 {r['search_float32'] / r['search_int8']:.2f}x, bfloat16 / float32 {r['search_float32'] / r['search_bfloat16']:.2f}x "

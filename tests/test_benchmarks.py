@@ -31,6 +31,7 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
     assert "Not measured yet: `python -m benchmarks --topics peer`" in text
     for row in ("| 2-fold AUROC | ", "| recall at the announced point: announced → measured |", "| predict from 1024 px PNGs, whole process |",
                 "| whole `anomaly predict` process, default model |", "| whole `anomaly predict` process, `--fast` model (Lite0 at 224 px) |",
+                "| whole `anomaly predict` process, the default model's `anomaly export` file (int8 backbone and search) |",
                 "| tiny (hybrid) | fp32, refitted with --seed 1 (control) |", "| exposure | mild (0.6) |"):
         assert row in text
     accuracy = json.loads((results / "accuracy.json").read_text())

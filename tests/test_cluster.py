@@ -10,9 +10,10 @@ import sys
 import pytest
 import torch
 
-from anomalycli import cluster, coreset, modelfile
+from anomalycli import cluster, coreset, modelfile, quantize
 from anomalycli.cli.common import with_ray_address
 from anomalycli.errors import UsageError
+from anomalycli.methods import AnomalyModel
 from conftest import one_clear_line, run_cli
 
 
@@ -75,9 +76,12 @@ def test_predict_on_ray_gives_the_same_rows_in_the_same_order(ray, parts, patchc
     listed = tmp_path / "list.txt"
     listed.write_text(f"# tonight's archive\nimages/spot001.png\n{parts / 'good/good001.png'}\n\nimages/broken.png\nimages/spot001.png\nimages/gone.png\n")
     with one_thread():
-        run_cli("predict", patchcore_model, listed, "--engine", "torch", "--batch-size", "2", "--output", tmp_path / "here.csv")
-    run_cli("predict", patchcore_model, listed, "--engine", "torch", "--batch-size", "2", "--output", tmp_path / "ray.csv", "--ray")
+        here = run_cli("predict", patchcore_model, listed, "--engine", "torch", "--batch-size", "2", "--output", tmp_path / "here.csv")
+    there = run_cli("predict", patchcore_model, listed, "--engine", "torch", "--batch-size", "2", "--output", tmp_path / "ray.csv", "--ray")
     assert _rows(tmp_path / "ray.csv") == _rows(tmp_path / "here.csv")
+    # The line on the engine (an int8 model's fp32 backbone under --engine torch) comes from Ray's workers too, once.
+    engine_lines = lambda result: [line for line in result.output.splitlines() if "backbone" in line]  # noqa: E731
+    assert engine_lines(there) == engine_lines(here) and len(engine_lines(here)) == (quantize.int8_of(AnomalyModel.load(patchcore_model).net) is not None)
     rows = _rows(tmp_path / "ray.csv")
     assert [r["path"].rsplit("/", 1)[-1] for r in rows] == ["spot001.png", "good001.png", "broken.png", "spot001.png", "gone.png"]
     assert [r["verdict"] for r in rows][2:] == ["unreadable", rows[0]["verdict"], "unreadable"]
@@ -104,7 +108,7 @@ def test_predict_on_ray_retries_a_worker_that_died(ray, parts, patchcore_model, 
 
     monkeypatch.setattr(cluster, "_Scorer", DiesOnce)
     paths = sorted((parts / "good").glob("*.png"))[:3]  # one batch, one actor: it dies, and a new one scores it
-    scored = cluster.score_paths(ray, patchcore_model, paths, engine="torch", batch_size=3, show_progress=False)
+    scored, _ = cluster.score_paths(ray, patchcore_model, paths, engine="torch", batch_size=3, show_progress=False)
     assert marker.exists() and [s.path for s in scored] == paths and all(s.verdict in ("normal", "anomaly") for s in scored)
 
 

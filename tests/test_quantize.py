@@ -103,6 +103,24 @@ def test_the_fp32_export_of_an_int8_model_holds_no_quantised_layer(patchcore_mod
     assert torch.allclose(raw_onnx, raw, rtol=1e-3)
 
 
+@pytest.mark.parametrize("fixture", ["patchcore_model", "hybrid_model"])
+def test_the_int8_export_searches_in_int8_and_scores_as_predict_does(fixture, parts, tmp_path, request):
+    path = request.getfixturevalue(fixture)
+    run_cli("export", path, "--out", tmp_path / "int8.onnx")
+    run_cli("export", path, "--out", tmp_path / "fp32.onnx", "--fp32")
+    ops = {name: {n.op_type for n in onnx.load(tmp_path / name).graph.node} for name in ("int8.onnx", "fp32.onnx")}
+    assert "DynamicQuantizeMatMul" in ops["int8.onnx"] and "DynamicQuantizeMatMul" not in ops["fp32.onnx"]
+    model, exported = AnomalyModel.load(path), OnnxModel.load(tmp_path / "int8.onnx")
+    images, _, _ = load_all(discover(parts).samples, model.config["image_size"])
+    raw, _ = model.score(images, with_maps=False)  # predict's path: the int8 backbone, the search as this CPU runs it
+    raw_onnx, _ = exported.score(images, with_maps=False)
+    # The stated tolerance, 1 % of the scores' scale: on 320 images of each development set the
+    # largest difference was 0.3 % and 0.5 %, the median 4e-6 and 3e-5, no verdict changed.
+    assert torch.allclose(raw_onnx, raw, rtol=0, atol=1e-2 * float(raw.abs().max()))
+    paths = [s.path for s in discover(parts).samples]
+    assert [r.verdict for r in iter_scores(model, paths, show_progress=False)] == [r.verdict for r in iter_scores(exported, paths, show_progress=False)]
+
+
 @pytest.mark.parametrize("name", ["screws", "magtiles"])
 def test_int8_features_agree_with_fp32_on_real_images(name):
     """On the development sets: int8 calibrated on 16 good images, judged on 16 others, good and defective."""
@@ -130,8 +148,6 @@ def test_the_int8_bank_search_picks_rows_as_near_as_float32_on_real_images(name)
 
     if not (SHARED / name).is_dir():
         pytest.skip(f"the development set {SHARED / name} is not on this machine")
-    if not coreset.int8_native():
-        pytest.skip("no VNNI on this CPU: the search multiplies in bfloat16 or float32 here")
     samples = discover(SHARED / name).samples
     good = [s for s in samples if s.label == 0]
     judged = good[-4:] + [s for s in samples if s.label == 1][:4]
@@ -140,10 +156,36 @@ def test_the_int8_bank_search_picks_rows_as_near_as_float32_on_real_images(name)
     features = [embed_all(extractor, [backbones.preprocess(load_all(group, size)[0], backbone)], len(group))[0].float().flatten(0, 1)
                 for group in (good[:16], judged)]
     bank = features[0][torch.randperm(len(features[0]), generator=torch.Generator().manual_seed(0))[:4000]]
-    index = coreset.BankIndex(bank, [1000] * 4)
-    assert index.kind == "int8"
-    picked = index.nearest(features[1])[1]
     exact = torch.stack([torch.cdist(features[1].double(), bank[a : a + 1000].double()).amin(1) for a in range(0, 4000, 1000)], dim=1).float()
-    excess = (picked - exact) / exact
-    # Measured on the models' banks: 99 % of distances within 3e-4, the largest 0.6 %.
-    assert float(excess.quantile(0.99)) < 1e-3 and float(excess.max()) < 0.02, (float(excess.quantile(0.99)), float(excess.max()))
+    # (99th percentile, largest) of the excess allowed. Measured here: predict's search 7e-4 and
+    # 1.4 % (screws), 6e-4 and 0.7 % (magnetic tiles). The exported graph's rows have 7 bits, and
+    # each call quantises all its queries with one scale, not blocks of 512: 3e-3 and 2.1 %, 2e-3
+    # and 1.0 %; the scores of 320 images of each set moved by 0.5 % of their scale at most.
+    bounds = {"exported graph": (5e-3, 0.05)}
+    picked = {"exported graph": _exported_search(bank, [1000] * 4, features[1])}
+    if coreset.int8_native():  # predict's own int8 search runs where the CPU has VNNI
+        index = coreset.BankIndex(bank, [1000] * 4)
+        assert index.kind == "int8"
+        picked["predict"], bounds["predict"] = index.nearest(features[1])[1], (1e-3, 0.02)
+    for where, distances in picked.items():
+        excess = (distances - exact) / exact
+        measured = float(excess.quantile(0.99)), float(excess.max())
+        assert measured[0] < bounds[where][0] and measured[1] < bounds[where][1], (where, measured)
+
+
+def _exported_search(bank: torch.Tensor, part_sizes: list[int], queries: torch.Tensor) -> torch.Tensor:
+    """Each query's nearest distance in each part, as the int8 search ``anomaly export`` writes computes them in ONNX Runtime."""
+    from anomalycli import coreset, export
+
+    class Search(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("bank", bank)
+
+        def forward(self, q):
+            return coreset.BankIndex(self.bank, part_sizes).nearest(q)[1]
+
+    with coreset.exported_search("int8"):
+        graph = export._traced(Search(), (queries[:2],), ["q"], ["distances"], export.INT8_OPSETS)
+    assert "DynamicQuantizeMatMul" in {n.op_type for n in onnx.load_from_string(graph).graph.node}
+    return torch.from_numpy(quantize.session(graph).run(None, {"q": queries.numpy()})[0])

@@ -20,7 +20,7 @@ def export_command(
     out: Optional[Path] = typer.Option(None, help="File to write (default: model.onnx beside the model file)."),
     format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out file."),
-    fp32: bool = typer.Option(False, "--fp32", help="Write the fp32 backbone of a model fitted with an int8 one (about half the speed; its scores may differ slightly from calibration's)."),
+    fp32: bool = typer.Option(False, "--fp32", help="Write a model fitted with an int8 backbone with its fp32 backbone and a float32 search (slower; its scores may differ slightly from calibration's)."),
 ) -> None:
     """Write the model as one self-contained ONNX file for the line PC: no anomalycli or PyTorch needed there.
 
@@ -43,6 +43,6 @@ def export_command(
         int8.active = False
     export.export_onnx(model, out, overwrite)
     size = model.config["image_size"]
-    backbone = "int8" if int8 is not None and int8.active else "fp32"
-    console.print(f"{model.method} model exported to {out} ({out.stat().st_size / 1e6:.1f} MB, {backbone} backbone)")
+    precision = "int8 backbone and search" if int8 is not None and int8.active else "fp32 backbone"
+    console.print(f"{model.method} model exported to {out} ({out.stat().st_size / 1e6:.1f} MB, {precision})")
     console.print(f"input: images, uint8 N x 3 x {size} x {size} RGB; outputs: {', '.join(export.output_names(model))}")

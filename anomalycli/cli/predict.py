@@ -9,7 +9,7 @@ import typer
 # Nothing imported here imports PyTorch: the images start decoding before it loads (_decode_ahead).
 from anomalycli import engine_choice, modelfile, project
 from anomalycli.cli.common import ENGINE_HELP, RAY_HELP, check_threshold, model_and_target, user_errors
-from anomalycli.decoding import DecodeAhead
+from anomalycli.decoding import DecodeAhead, images_ahead
 from anomalycli.errors import UsageError, UserError
 from anomalycli.heatmaps import map_scale, overlay, panel
 from anomalycli.images import list_source, load_image
@@ -66,12 +66,13 @@ def predict_command(
         if heatmaps is not None and not model.has_maps:
             raise UsageError(f"a {model.method} model has no anomaly maps; --heatmaps needs a patchcore model")
         if ray is not None:
-            scored_rows = score_paths(connect(ray), project.model_file(model_path), paths, engine, threshold, batch_size)
+            scored_rows, engine_notes = score_paths(connect(ray), project.model_file(model_path), paths, engine, threshold, batch_size)
         else:
             model, engine_note = on_engine(model, engine, len(paths), with_maps=heatmaps is not None)
-            if engine_note:
-                err_console.print(engine_note, highlight=False, markup=False, soft_wrap=True)
+            engine_notes = [engine_note] if engine_note else []
             scored_rows = iter_scores(model, paths, batch_size, threshold, with_maps=heatmaps is not None, decoded=decoded)
+        for note in engine_notes:  # where the model runs, when not on its fast path (on Ray: each worker's, once)
+            err_console.print(note, highlight=False, markup=False, soft_wrap=True)
         rows, kept = [], []
         scale = map_scale(model) if heatmaps is not None else None
         for scored in scored_rows:
@@ -113,7 +114,7 @@ def _decode_ahead(model_path: Path, paths: list[Path], batch_size: int) -> Decod
         return contextlib.nullcontext()
     config = modelfile.read_meta(path).get("config")
     size = config.get("image_size") if isinstance(config, dict) else None
-    return DecodeAhead(paths, size, ahead=4 * batch_size) if isinstance(size, int) else contextlib.nullcontext()
+    return DecodeAhead(paths, size, ahead=images_ahead(batch_size)) if isinstance(size, int) else contextlib.nullcontext()
 
 
 def _relative(path: Path, base: Path) -> Path:
