@@ -1,3 +1,4 @@
+import contextlib
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import torch
 
 from anomalycli import export
 from anomalycli.data import discover, load_all
+from anomalycli.decoding import DecodeAhead
 from anomalycli.engines import OnnxModel
 from anomalycli.inference import iter_scores
 from anomalycli.methods import AnomalyModel
@@ -82,6 +84,18 @@ def test_predict_and_eval_take_the_exported_file_and_agree_with_the_model(parts,
     assert "--engine torch runs this model's fp32 backbone" in " ".join(torch_run.output.split())
     run_cli("eval", onnx_file, parts, "--json", tmp_path / "eval.json")
     assert json.loads((tmp_path / "eval.json").read_text())["pixel_auroc"] > 0.8
+
+
+def test_predict_decodes_ahead_at_an_exported_files_size_before_it_loads(parts, patchcore_model, onnx_file, tmp_path):
+    from anomalycli.cli.predict import _decode_ahead
+
+    paths = sorted((parts / "good").glob("*.png"))[:3]
+    for model in (patchcore_model, onnx_file):
+        with _decode_ahead(model, paths, batch_size=2) as decoded:
+            assert isinstance(decoded, DecodeAhead) and [pixels.shape for pixels, _ in decoded] == [(64, 64, 3)] * 3
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(b"not an onnx file")  # its one line comes from loading it: nothing decodes before
+    assert isinstance(_decode_ahead(damaged, paths, batch_size=2), contextlib.nullcontext)
 
 
 def test_export_writes_beside_the_model_and_never_replaces_unasked(patchcore_model, tmp_path):
