@@ -35,6 +35,10 @@ LEVERS = [
     ("speed", "blocks of 64-400 queries for the int8 search instead of 512", "magtiles 15.9-17.6 ms an image against 15.9, screws 8.2-11.5 against 8.5 (in one process, 7 rounds)", "no gain", "2026-11-30"),
     ("speed", "glibc's malloc keeping freed memory (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_)", "whole predict: system time 1.3 s against 2.0, user time 18.1 s against 16.5, wall 11.9-13.5 s against 11.2-15.1 (screws)", "no gain in wall time", "2026-11-30"),
     ("speed", "`torch._int_mm` for the bank search", "3x slower than the bfloat16 product", "no fast int8 matrix product in PyTorch on a CPU; ONNX Runtime's (DynamicQuantizeMatMul) is the shipped int8 search", "2026-11-30"),
+    ("speed", "two decoding workers instead of one (2 cores)", "whole predict, medians of 3 alternating pairs: `--fast` magtiles 8.2 s against 8.8, `--fast` screws 8.2 against 7.2, magtiles 16.8 against 14.4, screws 12.7 against 13.3", "no consistent gain: the model's two threads need the second core", "2026-11-30"),
+    ("speed", "the exported file scored in ONNX Runtime calls of 1 or 2 images instead of 8", "whole predict from the int8 export, 2 rounds: magtiles 13.7-16.9 s against 15.4-16.8, screws 11.5-14.0 against 12.8-14.4", "within noise", "2026-11-30"),
+    ("speed", "the exported search's rows in 8 bits, as predict's, instead of 7", "screws: the picks' excess at the 99th percentile 1.7e-3 against 2.9e-3; the scores' largest change from predict's 0.42 % against 0.54 % of their scale", "an 8-bit product can overflow on CPUs without VNNI, where the file runs unchecked", "2026-11-30"),
+    ("speed", "ONNX Runtime's threads not spinning in the exported file's session", "whole predict 20.4-22.1 s against 20.7-22.2 (magtiles, 2 pairs), CPU time 5 % lower", "within noise", "2026-11-30"),
 ]
 
 
