@@ -16,12 +16,15 @@ an exported ``.onnx`` file runs as it is.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from anomalycli import engine_choice, export, modelfile, project, quantize
 from anomalycli.errors import UsageError, UserError
@@ -32,6 +35,9 @@ ONNX_SUFFIX = ".onnx"
 # Images per ONNX Runtime call: the exported search holds one (patches x bank) distance block per
 # call, about 33 MB an image at 320 px, so a few images at a time keep memory flat.
 ONNX_BATCH = 8
+# An int8 file's probe image scored on another machine: within this share of the calibration's
+# score range of the export machine's score (the same kernels give the same score to the bit).
+PROBE_SCORE_TOL = 0.01
 
 
 @dataclass
@@ -42,6 +48,7 @@ class OnnxModel:
     config: dict
     calibration: Calibration
     session: object = field(repr=False)  # onnxruntime.InferenceSession
+    probe: dict | None = field(default=None, repr=False)  # an int8 file's (export._probe)
 
     @property
     def has_maps(self) -> bool:
@@ -55,6 +62,28 @@ class OnnxModel:
         raw = torch.from_numpy(np.concatenate([r[0] for r in runs]))
         maps = torch.from_numpy(np.concatenate([r[1] for r in runs])) if len(wanted) > 1 else None
         return raw, maps
+
+    def probe_mismatch(self) -> float:
+        """How far this machine's raw score of an int8 file's probe image lies from the export
+        machine's, as a share of the calibration's score range (0.0 for a file without a probe)."""
+        if not self.probe:
+            return 0.0
+        try:
+            image = np.array(Image.open(io.BytesIO(base64.b64decode(self.probe["image_png_base64"]))).convert("RGB"))
+            expected = float(self.probe["raw_score"])
+        except (KeyError, TypeError, ValueError, OSError):
+            raise UserError("the .onnx file's probe is damaged; export the model again") from None
+        raw, _ = self.score(torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0), with_maps=False)
+        spread = max(self.calibration.high - self.calibration.low, 1e-12)
+        return abs(float(raw[0]) - expected) / spread
+
+    def probe_note(self) -> str:
+        """One line where this CPU scores the file's probe image differently from the export machine ("" where it agrees)."""
+        mismatch = self.probe_mismatch()
+        if mismatch <= PROBE_SCORE_TOL:
+            return ""
+        return (f"this CPU's int8 kernels score the file's probe image {mismatch:.1%} of the score range away from the machine that exported it, "
+                "so its verdicts may differ too; for this PC, export the model with anomaly export --fp32")
 
     @classmethod
     def from_model(cls, model: AnomalyModel, with_maps: bool = True) -> "OnnxModel":
@@ -80,7 +109,8 @@ class OnnxModel:
         try:
             meta = json.loads(raw)
             modelfile.check_version(path, meta)
-            return cls(meta["method"], meta["config"], Calibration(**meta["calibration"]), session)
+            probe = session.get_modelmeta().custom_metadata_map.get(export.PROBE_KEY)
+            return cls(meta["method"], meta["config"], Calibration(**meta["calibration"]), session, json.loads(probe) if probe else None)
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise UserError(f"{not_a_model}: its metadata is incomplete") from None
 
@@ -111,7 +141,7 @@ def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_
     fp32 models under ``engine_choice.AUTO_ONNX_MIN_IMAGES`` images: exporting costs more than ONNX Runtime saves.
     """
     if isinstance(model, OnnxModel):
-        return model, ""
+        return model, model.probe_note()
     chosen = engine_choice.resolve_engine(engine)
     int8 = quantize.int8_of(model.net)
     if int8 is None:

@@ -8,6 +8,7 @@ properties, so the exported file alone is a model that ``predict`` and ``eval`` 
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import warnings
@@ -26,6 +27,7 @@ from anomalycli.calibration import calibrated_score
 INPUT = "images"
 SCORE, RAW_SCORE, ANOMALY_MAP = "score", "raw_score", "anomaly_map"
 META_KEY = "anomalycli"  # the same JSON a model file keeps
+PROBE_KEY = "probe"  # an int8 file's probe image and its raw score where it was exported (_probe)
 OPSET = 17
 INT8_OPSETS = {"com.microsoft": 1}  # the int8 search's DynamicQuantizeMatMul
 
@@ -153,14 +155,31 @@ def metadata(model: AnomalyModel) -> dict[str, str]:
     }
 
 
+def _probe(image: torch.Tensor, graph: bytes) -> dict:
+    """An int8 file's check for the machine it runs on: its probe image (uint8 3 x S x S, as a
+    PNG) and the raw score the file gives it here. int8 kernels differ between CPUs (those without
+    VNNI can overflow), so another score there says the file's verdicts may differ too."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
+    raw = quantize.session(graph).run([RAW_SCORE], {INPUT: image.unsqueeze(0).numpy()})[0]
+    return {"image_png_base64": base64.b64encode(buffer.getvalue()).decode("ascii"), "raw_score": float(raw[0])}
+
+
 def export_onnx(model: AnomalyModel, path: str | Path, overwrite: bool = False) -> Path:
     """Write ``model`` as one ONNX file with its metadata, atomically."""
     try:
         import onnx
     except ImportError:
         raise UserError(f"exporting to ONNX needs the onnx package; run: {ONNX_INSTALL_HINT}") from None
-    proto = onnx.load_from_string(onnx_bytes(model))
-    for key, value in metadata(model).items():
+    graph = onnx_bytes(model)
+    proto = onnx.load_from_string(graph)
+    meta = metadata(model)
+    int8 = quantize.int8_of(model.net)
+    if int8 is not None and int8.active:
+        meta[PROBE_KEY] = json.dumps(_probe(int8.probe, graph))
+    for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     with atomic_path(path, overwrite) as tmp:

@@ -98,6 +98,35 @@ def test_predict_decodes_ahead_at_an_exported_files_size_before_it_loads(parts, 
     assert isinstance(_decode_ahead(damaged, paths, batch_size=2), contextlib.nullcontext)
 
 
+def test_an_int8_file_checks_on_its_probe_image_that_this_cpu_scores_as_the_exporting_one(patchcore_model, parts, tmp_path):
+    import onnx
+
+    from anomalycli.engines import on_engine
+
+    run_cli("export", patchcore_model, "--out", tmp_path / "int8.onnx")
+    model = OnnxModel.load(tmp_path / "int8.onnx")
+    assert model.probe is not None and model.probe_mismatch() == 0.0 and on_engine(model, "auto", 1) == (model, "")
+    run_cli("export", patchcore_model, "--out", tmp_path / "fp32.onnx", "--fp32")
+    assert OnnxModel.load(tmp_path / "fp32.onnx").probe is None  # standard operators only: nothing to check
+
+    def with_probe(name, change):
+        proto = onnx.load(tmp_path / "int8.onnx")
+        entry = next(p for p in proto.metadata_props if p.key == export.PROBE_KEY)
+        probe = json.loads(entry.value)
+        change(probe)
+        entry.value = json.dumps(probe)
+        onnx.save(proto, tmp_path / name)
+        return tmp_path / name
+
+    # As a CPU whose int8 kernels differ sees it: the probe scored 5 % of the score range away.
+    spread = model.calibration.high - model.calibration.low
+    moved = with_probe("moved.onnx", lambda probe: probe.update(raw_score=probe["raw_score"] + 0.05 * spread))
+    output = " ".join(run_cli("predict", moved, parts / "good").output.split())
+    assert "score the file's probe image 5.0% of the score range away" in output and "anomaly export --fp32" in output
+    damaged = with_probe("damaged.onnx", lambda probe: probe.update(image_png_base64="not base64!"))
+    assert "probe is damaged" in one_clear_line(run_cli("predict", damaged, parts / "good", expect=1))
+
+
 def test_export_writes_beside_the_model_and_never_replaces_unasked(patchcore_model, tmp_path):
     import shutil
 
