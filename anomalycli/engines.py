@@ -16,15 +16,12 @@ an exported ``.onnx`` file runs as it is.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from anomalycli import engine_choice, export, modelfile, project, quantize
 from anomalycli.errors import UsageError, UserError
@@ -69,11 +66,10 @@ class OnnxModel:
         if not self.probe:
             return 0.0
         try:
-            image = np.array(Image.open(io.BytesIO(base64.b64decode(self.probe["image_png_base64"]))).convert("RGB"))
-            expected = float(self.probe["raw_score"])
-        except (KeyError, TypeError, ValueError, OSError):
+            image, expected = export.probe_image(self.probe), float(self.probe["raw_score"])
+        except (KeyError, TypeError, ValueError):
             raise UserError("the .onnx file's probe is damaged; export the model again") from None
-        raw, _ = self.score(torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0), with_maps=False)
+        raw, _ = self.score(image.unsqueeze(0), with_maps=False)
         spread = max(self.calibration.high - self.calibration.low, 1e-12)
         return abs(float(raw[0]) - expected) / spread
 

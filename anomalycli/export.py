@@ -14,6 +14,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -165,6 +166,17 @@ def _probe(image: torch.Tensor, graph: bytes) -> dict:
     Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
     raw = quantize.session(graph).run([RAW_SCORE], {INPUT: image.unsqueeze(0).numpy()})[0]
     return {"image_png_base64": base64.b64encode(buffer.getvalue()).decode("ascii"), "raw_score": float(raw[0])}
+
+
+def probe_image(probe: dict) -> torch.Tensor:
+    """The probe image of ``_probe``'s dict, uint8 3 x S x S; ValueError where it is damaged."""
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(base64.b64decode(probe["image_png_base64"]))).convert("RGB")
+    except (KeyError, TypeError, OSError) as exc:
+        raise ValueError(f"damaged probe image ({type(exc).__name__})") from None
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
 def export_onnx(model: AnomalyModel, path: str | Path, overwrite: bool = False) -> Path:
