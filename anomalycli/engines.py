@@ -169,5 +169,4 @@ def describe(model: AnomalyModel | OnnxModel) -> str:
     """Where ``model`` scores, in words (eval's report)."""
     if isinstance(model, OnnxModel):
         return "ONNX Runtime"
-    int8 = quantize.int8_of(model.net)
-    return "PyTorch, int8 backbone on ONNX Runtime" if int8 is not None and int8.active else "PyTorch"
+    return "PyTorch, int8 backbone on ONNX Runtime" if quantize.int8_in_use(model.net) is not None else "PyTorch"

@@ -105,8 +105,8 @@ def onnx_bytes(model: AnomalyModel, with_maps: bool = True) -> bytes:
     """The model's scoring graph as a serialised ONNX model (no metadata), any batch size: with its
     int8 backbone where it has one in use (``quantize.Int8Extractor.active``), and then the bank
     search's products in int8 too (``coreset.exported_search``); else all in fp32."""
-    int8 = quantize.int8_of(model.net)
-    if int8 is not None and int8.active:
+    int8 = quantize.int8_in_use(model.net)
+    if int8 is not None:
         with coreset.exported_search("int8"):
             return _joined_to_int8(model, int8, with_maps).SerializeToString()
     size = model.config["image_size"]
@@ -188,8 +188,8 @@ def export_onnx(model: AnomalyModel, path: str | Path, overwrite: bool = False) 
     graph = onnx_bytes(model)
     proto = onnx.load_from_string(graph)
     meta = metadata(model)
-    int8 = quantize.int8_of(model.net)
-    if int8 is not None and int8.active:
+    int8 = quantize.int8_in_use(model.net)
+    if int8 is not None:
         meta[PROBE_KEY] = json.dumps(_probe(int8.probe, graph))
     for key, value in meta.items():
         entry = proto.metadata_props.add()

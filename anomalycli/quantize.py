@@ -161,6 +161,12 @@ def int8_of(net: nn.Module) -> Int8Extractor | None:
     return extractor if isinstance(extractor, Int8Extractor) else None
 
 
+def int8_in_use(net: nn.Module) -> Int8Extractor | None:
+    """``int8_of(net)`` where it scores (``active``), else None."""
+    int8 = int8_of(net)
+    return int8 if int8 is not None and int8.active else None
+
+
 def require_training_features(net: nn.Module, consequence: str) -> None:
     """One line refusing to go on where this CPU's int8 kernels fail ``net``'s probe check: its
     bank and threshold rest on training's int8 features, and ``consequence`` says what would go wrong.

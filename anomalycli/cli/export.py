@@ -43,6 +43,6 @@ def export_command(
         int8.active = False
     export.export_onnx(model, out, overwrite)
     size = model.config["image_size"]
-    precision = "int8 backbone and search" if int8 is not None and int8.active else "fp32 backbone"
+    precision = "int8 backbone and search" if quantize.int8_in_use(model.net) is not None else "fp32 backbone"
     console.print(f"{model.method} model exported to {out} ({out.stat().st_size / 1e6:.1f} MB, {precision})")
     console.print(f"input: images, uint8 N x 3 x {size} x {size} RGB; outputs: {', '.join(export.output_names(model))}")
