@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from anomalycli import data, drift
+from anomalycli import decoding, drift
 from anomalycli.coreset import SAMPLERS
 from anomalycli.errors import UsageError, UserError
-from anomalycli.inference import Scored, score_batch, scored_row
+from anomalycli.scoring import Scored, score_batch, scored_row
 from anomalycli.methods import patchcore
 
 INSTALL_HINT = 'pip install "anomalycli[ray]"'
@@ -130,14 +130,14 @@ class _Scorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [Path(p) for p in batch["path"]]
         # The batch is decoded here, in the actor, as one batch without worker processes.
-        images, _, errors = next(data.image_batches(paths, self.model.config["image_size"], len(paths), num_workers=0))
+        images, _, errors = next(decoding.batches(paths, self.model.config["image_size"], len(paths), workers=0))
         raw, _ = score_batch(self.model, images, errors)
         return {
             "index": batch["index"],
-            "raw": raw.numpy(),
-            "score": np.asarray(self.model.calibration.normalise(raw.numpy()), dtype=np.float64),
+            "raw": raw,
+            "score": np.asarray(self.model.calibration.normalise(raw), dtype=np.float64),
             "error": np.array(errors, dtype=object),
-            "stats": drift.image_stats(images),  # for the drift check, as inference.iter_scores
+            "stats": drift.image_stats(images),  # for the drift check, as scoring.iter_scores
             "engine_note": np.array([self.engine_note] * len(paths), dtype=object),
         }
 

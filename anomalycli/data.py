@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from anomalycli.decoding import DecodeAhead, images_ahead
+from anomalycli.decoding import DecodeAhead, batches
 from anomalycli.errors import UserError
 from anomalycli.images import (
     IMAGE_EXTENSIONS, MASK_FOLDERS, ImageError, existing_folder, is_image_file, is_mask, list_images, read_image_array, resized_array, walk_files,
@@ -262,19 +262,9 @@ def file_sha256(path: Path) -> str:
 
 
 def image_batches(paths: list[Path], image_size: int, batch_size: int = 32, num_workers: int | None = None, decoded: DecodeAhead | None = None):
-    """Yield (uint8 images B x 3 x S x S, indices into ``paths``, errors) per batch, decoded in worker
-    processes (``decoding.DecodeAhead``; pass one already started as ``decoded``).
-
-    An unreadable file gives a zero image and its error message ('' for the readable ones).
-    """
-    with decoded or DecodeAhead(paths, image_size, num_workers, ahead=images_ahead(batch_size)) as images:
-        batch, errors = [], []
-        for index, (pixels, error) in enumerate(images):
-            batch.append(torch.zeros(3, image_size, image_size, dtype=torch.uint8) if pixels is None else torch.from_numpy(pixels).permute(2, 0, 1))
-            errors.append(error)
-            if len(batch) == batch_size or index == len(images.paths) - 1:
-                yield torch.stack(batch), torch.arange(index + 1 - len(batch), index + 1), errors
-                batch, errors = [], []
+    """``decoding.batches`` as tensors: (uint8 images B x 3 x S x S, indices into ``paths``, errors) per batch."""
+    for images, indices, errors in batches(paths, image_size, batch_size, num_workers, decoded):
+        yield torch.from_numpy(images), torch.from_numpy(indices), errors
 
 
 def read_image_tensor(path: str | Path, image_size: int) -> torch.Tensor:

@@ -93,6 +93,22 @@ class DecodeAhead:
         self.close()
 
 
+def batches(paths: list[Path], image_size: int, batch_size: int = 32, workers: int | None = None, decoded: DecodeAhead | None = None):
+    """Yield (uint8 images B x 3 x S x S, indices into ``paths``, errors) per batch, as numpy
+    arrays, decoded ahead by ``workers`` processes (or by ``decoded``, one already started).
+
+    An unreadable file gives a zero image and its error message ('' for the readable ones).
+    """
+    with decoded or DecodeAhead(paths, image_size, workers, ahead=images_ahead(batch_size)) as images:
+        batch, errors = [], []
+        for index, (pixels, error) in enumerate(images):
+            batch.append(np.zeros((3, image_size, image_size), np.uint8) if pixels is None else pixels.transpose(2, 0, 1))
+            errors.append(error)
+            if len(batch) == batch_size or index == len(images.paths) - 1:
+                yield np.stack(batch), np.arange(index + 1 - len(batch), index + 1), errors
+                batch, errors = [], []
+
+
 def _context():
     # Forking is the quick start where it is safe (Linux); elsewhere a worker starts afresh and
     # imports only this module and Pillow.

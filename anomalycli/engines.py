@@ -11,121 +11,28 @@ A model with an fp32 backbone (older files, ``--precision fp32``, fitted on a GP
 ``auto``, on ONNX Runtime, 1.2x PyTorch's speed from 1024 px PNGs (measured 2026-11-29, Engines in
 `git show cf0a644:BENCHMARKS.md`), when there are enough images to pay for exporting the model in
 memory (under a second, plus tracing's warm-up);
-an exported ``.onnx`` file runs as it is.
+an exported ``.onnx`` file runs as it is (``onnx_model.py``, which needs no PyTorch).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from anomalycli import engine_choice, export, modelfile, project, quantize
-from anomalycli.errors import UsageError, UserError
+from anomalycli import engine_choice, export, onnx_model, project, quantize
 from anomalycli.methods import AnomalyModel
-from anomalycli.calibration import Calibration
-
-ONNX_SUFFIX = ".onnx"
-# Images per ONNX Runtime call: the exported search holds one (patches x bank) distance block per
-# call, about 33 MB an image at 320 px, so a few images at a time keep memory flat.
-ONNX_BATCH = 8
-# An int8 file's probe image scored on another machine: within this share of the calibration's
-# score range of the export machine's score (the same kernels give the same score to the bit).
-PROBE_SCORE_TOL = 0.01
+from anomalycli.onnx_model import OnnxModel, whole_graph_session
 
 
-@dataclass
-class OnnxModel:
-    """An exported scoring graph behind ``AnomalyModel``'s interface (method, config, calibration, score)."""
-
-    method: str
-    config: dict
-    calibration: Calibration
-    session: object = field(repr=False)  # onnxruntime.InferenceSession
-    probe: dict | None = field(default=None, repr=False)  # an int8 file's (export._probe)
-
-    @property
-    def has_maps(self) -> bool:
-        return export.ANOMALY_MAP in {o.name for o in self.session.get_outputs()}
-
-    def score(self, images: torch.Tensor, with_maps: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """uint8 N x 3 x S x S -> raw scores [N] and maps [N, S, S] (or None), as ``AnomalyModel.score``."""
-        wanted = [export.RAW_SCORE, export.ANOMALY_MAP] if with_maps and self.has_maps else [export.RAW_SCORE]
-        pixels = images.cpu().numpy()
-        runs = [self.session.run(wanted, {export.INPUT: pixels[i : i + ONNX_BATCH]}) for i in range(0, len(pixels), ONNX_BATCH)]
-        raw = torch.from_numpy(np.concatenate([r[0] for r in runs]))
-        maps = torch.from_numpy(np.concatenate([r[1] for r in runs])) if len(wanted) > 1 else None
-        return raw, maps
-
-    def probe_mismatch(self) -> float:
-        """How far this machine's raw score of an int8 file's probe image lies from the export
-        machine's, as a share of the calibration's score range (0.0 for a file without a probe)."""
-        if not self.probe:
-            return 0.0
-        try:
-            image, expected = export.probe_image(self.probe), float(self.probe["raw_score"])
-        except (KeyError, TypeError, ValueError):
-            raise UserError("the .onnx file's probe is damaged; export the model again") from None
-        raw, _ = self.score(image.unsqueeze(0), with_maps=False)
-        spread = max(self.calibration.high - self.calibration.low, 1e-12)
-        return abs(float(raw[0]) - expected) / spread
-
-    def probe_note(self) -> str:
-        """One line where this CPU scores the file's probe image differently from the export machine ("" where it agrees)."""
-        mismatch = self.probe_mismatch()
-        if mismatch <= PROBE_SCORE_TOL:
-            return ""
-        return (f"this CPU's int8 kernels score the file's probe image {mismatch:.1%} of the score range away from the machine that exported it, "
-                "so its verdicts may differ too; for this PC, export the model with anomaly export --fp32")
-
-    @classmethod
-    def from_model(cls, model: AnomalyModel, with_maps: bool = True) -> "OnnxModel":
-        """``model`` exported in memory; without maps the graph skips them (predict without --heatmaps)."""
-        return cls(model.method, model.config, model.calibration, _session(export.onnx_bytes(model, with_maps)))
-
-    @classmethod
-    def load(cls, path: str | Path) -> "OnnxModel":
-        """An exported file. Opening it runs no Python code from it: ONNX Runtime reads the graph only."""
-        path = Path(path)
-        not_a_model = f"{path} is not an anomalycli model file (or it is damaged)"
-        if not path.is_file():
-            raise UserError(f"model file {path} does not exist; pass the .onnx file that anomaly export wrote")
-        try:
-            session = _session(str(path))
-        except UserError:
-            raise
-        except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / InvalidProtobuf
-            raise UserError(f"{not_a_model}: {str(exc).splitlines()[0][:160] or type(exc).__name__}") from None
-        raw = session.get_modelmeta().custom_metadata_map.get(export.META_KEY)
-        if raw is None:
-            raise UserError(f"{not_a_model}: it has no anomalycli metadata")
-        try:
-            meta = json.loads(raw)
-            modelfile.check_version(path, meta)
-            probe = session.get_modelmeta().custom_metadata_map.get(export.PROBE_KEY)
-            return cls(meta["method"], meta["config"], Calibration(**meta["calibration"]), session, json.loads(probe) if probe else None)
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            raise UserError(f"{not_a_model}: its metadata is incomplete") from None
-
-
-def _session(model: bytes | str):
-    if not engine_choice.onnxruntime_installed():
-        raise UserError(f"an .onnx model runs on ONNX Runtime, which is not installed; run: {engine_choice.ONNX_INSTALL_HINT}")
-    return quantize.session(model, spinning=True)  # the whole graph runs in it: nothing else needs the cores
+def in_memory(model: AnomalyModel, with_maps: bool = True) -> OnnxModel:
+    """``model`` exported in memory; without maps the graph skips them (predict without --heatmaps)."""
+    return OnnxModel(model.method, model.config, model.calibration, whole_graph_session(export.onnx_bytes(model, with_maps)))
 
 
 def load_model(path: str | Path, engine: str = "auto") -> AnomalyModel | OnnxModel:
     """The model at ``path``: a model file or run folder (on PyTorch until ``on_engine``), or an exported ``.onnx``."""
     engine_choice.resolve_engine(engine)  # the option's mistakes first, whatever the file
     path = project.model_file(path)
-    if path.suffix.lower() == ONNX_SUFFIX:
-        if engine == "torch":
-            raise UsageError(f"{path.name} is an exported ONNX model, which runs on ONNX Runtime only; drop --engine torch or pass the .safetensors model")
-        return OnnxModel.load(path)
-    return AnomalyModel.load(path)
+    return onnx_model.load(path, engine) if onnx_model.is_exported(path) else AnomalyModel.load(path)
 
 
 def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_maps: bool = True) -> tuple[AnomalyModel | OnnxModel, str]:
@@ -148,12 +55,12 @@ def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_
     else:
         mismatch = int8.probe_mismatch()
         if mismatch <= quantize.PROBE_RTOL:
-            return (OnnxModel.from_model(model, with_maps) if engine == "onnx" else model), ""
+            return (in_memory(model, with_maps) if engine == "onnx" else model), ""
         int8.active = False
         note = (f"int8 kernels on this CPU give features up to {mismatch:.1%} away from training's on the model's probe image, so "
                 "predict runs the fp32 backbone (about half the speed; scores may differ slightly from calibration)")
     if chosen != "torch" and (engine != "auto" or n_images >= engine_choice.AUTO_ONNX_MIN_IMAGES):
-        return OnnxModel.from_model(model, with_maps), note
+        return in_memory(model, with_maps), note
     return model, note
 
 

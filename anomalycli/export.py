@@ -14,21 +14,17 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from anomalycli import __version__, backbones, coreset, modelfile, quantize
+from anomalycli import __version__, backbones, coreset, modelfile, onnx_model, quantize
 from anomalycli.engine_choice import ONNX_INSTALL_HINT
 from anomalycli.errors import UserError
 from anomalycli.io import atomic_path
 from anomalycli.methods import AnomalyModel
 from anomalycli.calibration import calibrated_score
+from anomalycli.onnx_model import ANOMALY_MAP, INPUT, META_KEY, PROBE_KEY, RAW_SCORE, SCORE
 
-INPUT = "images"
-SCORE, RAW_SCORE, ANOMALY_MAP = "score", "raw_score", "anomaly_map"
-META_KEY = "anomalycli"  # the same JSON a model file keeps
-PROBE_KEY = "probe"  # an int8 file's probe image and its raw score where it was exported (_probe)
 OPSET = 17
 INT8_OPSETS = {"com.microsoft": 1}  # the int8 search's DynamicQuantizeMatMul
 
@@ -164,19 +160,8 @@ def _probe(image: torch.Tensor, graph: bytes) -> dict:
 
     buffer = io.BytesIO()
     Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
-    raw = quantize.session(graph).run([RAW_SCORE], {INPUT: image.unsqueeze(0).numpy()})[0]
+    raw = onnx_model.session(graph).run([RAW_SCORE], {INPUT: image.unsqueeze(0).numpy()})[0]
     return {"image_png_base64": base64.b64encode(buffer.getvalue()).decode("ascii"), "raw_score": float(raw[0])}
-
-
-def probe_image(probe: dict) -> torch.Tensor:
-    """The probe image of ``_probe``'s dict, uint8 3 x S x S; ValueError where it is damaged."""
-    from PIL import Image
-
-    try:
-        image = Image.open(io.BytesIO(base64.b64decode(probe["image_png_base64"]))).convert("RGB")
-    except (KeyError, TypeError, OSError) as exc:
-        raise ValueError(f"damaged probe image ({type(exc).__name__})") from None
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
 def export_onnx(model: AnomalyModel, path: str | Path, overwrite: bool = False) -> Path:

@@ -1,32 +1,15 @@
-"""Scoring many images with a trained model: streamed in batches, memory flat in their number."""
+"""Evaluating a trained model on labelled images: every metric, from ``scoring.iter_scores``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
-
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from anomalycli import drift
 from anomalycli.calibration import trade_off
-from anomalycli.data import Sample, image_batches, load_mask
-from anomalycli.decoding import DecodeAhead
+from anomalycli.data import Sample, load_mask
 from anomalycli.metrics import against_announced, binary_report, operating_point, pixel_auroc
 from anomalycli.methods import AnomalyModel
-
-
-@dataclass
-class Scored:
-    path: Path
-    raw: float  # the method's own score (nan when unreadable)
-    score: float  # calibrated to [0, 1], threshold at 0.5
-    verdict: str  # anomaly | normal | unreadable
-    error: str = ""
-    map: np.ndarray | None = None  # anomaly map at the model's input size, raw units
-    stats: np.ndarray | None = None  # drift.image_stats of the decoded image (None when unreadable)
+from anomalycli.scoring import Scored, check_drift, iter_scores
 
 
 def resolve_device(device: str) -> torch.device:
@@ -37,57 +20,6 @@ def resolve_device(device: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     return torch.device(device)
-
-
-def iter_scores(
-    model: AnomalyModel,
-    paths: list[Path],
-    batch_size: int = 32,
-    threshold: float = 0.5,
-    with_maps: bool = False,
-    num_workers: int | None = None,
-    show_progress: bool = True,
-    decoded: DecodeAhead | None = None,
-) -> Iterator[Scored]:
-    """Yield one ``Scored`` per path, in order. ``threshold`` is on the calibrated [0, 1] scale;
-    ``decoded``: ``paths`` already decoding at the model's input size."""
-    with tqdm(total=len(paths), desc="scoring", unit="img", disable=not show_progress) as bar:
-        for images, indices, errors in image_batches(paths, model.config["image_size"], batch_size, num_workers, decoded):
-            raw, maps = score_batch(model, images, errors, with_maps)
-            calibrated = model.calibration.normalise(raw.numpy())
-            stats = drift.image_stats(images)
-            for j, index in enumerate(indices.tolist()):
-                yield scored_row(paths[index], float(raw[j]), float(calibrated[j]), errors[j], threshold, None if maps is None else maps[j].numpy(), stats[j])
-            bar.update(len(errors))
-
-
-def score_batch(model: AnomalyModel, images: torch.Tensor, errors: list[str], with_maps: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Raw scores [B] (nan where ``errors`` has a message) and maps (zeros there) of a decoded batch."""
-    ok = torch.tensor([not e for e in errors])
-    raw = torch.full((len(errors),), float("nan"))
-    maps = None
-    if ok.any():
-        batch_raw, batch_maps = model.score(images[ok], with_maps)
-        raw[ok] = batch_raw.float().cpu()
-        if with_maps and batch_maps is not None:
-            maps = torch.zeros(len(errors), *batch_maps.shape[1:])
-            maps[ok] = batch_maps.float().cpu()
-    return raw, maps
-
-
-def scored_row(path: Path, raw: float, score: float, error: str, threshold: float, map_: np.ndarray | None = None, stats: np.ndarray | None = None) -> Scored:
-    """One image's result; the verdict is the calibrated ``score`` against ``threshold``."""
-    if error:
-        return Scored(path, float("nan"), float("nan"), "unreadable", error)
-    return Scored(path, raw, score, "anomaly" if score >= threshold else "normal", map=map_, stats=stats)
-
-
-def check_drift(model: AnomalyModel, rows: list[Scored], model_name: str = "MODEL") -> drift.DriftReport:
-    """The drift check on the readable rows (their image statistics where every row has them)."""
-    readable = [r for r in rows if r.verdict != "unreadable"]
-    with_stats = readable and all(r.stats is not None for r in readable)
-    stats = np.stack([r.stats for r in readable]) if with_stats else None
-    return drift.check(model, np.array([r.raw for r in readable]), stats, model_name)
 
 
 def evaluate(model: AnomalyModel, samples: list[Sample], batch_size: int = 32, threshold: float = 0.5, with_masks: bool = False, n_boot: int = 1000, show_progress: bool = True, model_name: str = "MODEL") -> tuple[dict, list[Scored]]:

@@ -31,6 +31,7 @@ from torch import nn
 
 from anomalycli import backbones
 from anomalycli.errors import UserError
+from anomalycli.onnx_model import session
 
 # Good training images whose activations set the int8 ranges (and on which the check runs).
 CALIBRATION_IMAGES = 16
@@ -98,18 +99,6 @@ class Int8Extractor(nn.Module):
         state = self.__dict__.copy()
         state["_session"] = None
         return state
-
-
-def session(model: bytes | str, spinning: bool = False):
-    """An ONNX Runtime session on the CPU; its threads sleep between calls unless ``spinning``:
-    between the int8 backbone's calls, PyTorch's bank search and the decoding worker need the cores."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # errors only: its warnings are not the user's business
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 class _ExtractorPass(nn.Module):

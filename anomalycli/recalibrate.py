@@ -14,7 +14,7 @@ import numpy as np
 from anomalycli import quantize
 from anomalycli.data import Sample
 from anomalycli.errors import UserError
-from anomalycli.inference import iter_scores
+from anomalycli.scoring import iter_scores
 from anomalycli.methods import AnomalyModel
 from anomalycli.calibration import OperatingRule, calibrate
 

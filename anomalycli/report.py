@@ -22,7 +22,7 @@ from anomalycli import __version__, heatmaps
 from anomalycli.data import Sample, load_mask
 from anomalycli.images import load_image
 from anomalycli.errors import UserError
-from anomalycli.inference import Scored, iter_scores
+from anomalycli.scoring import Scored, iter_scores
 
 CLOSEST_CALLS = 6  # correct verdicts nearest the threshold, on each side, after the mistakes
 GALLERY_SIZE = 320  # pixels per panel half

@@ -4,10 +4,10 @@ Per data set: the default model is fitted on folds 1-4 of the accuracy topic's 5
 (``folds.cv_folds``, ``folds.fit``); fold 0 is the line. Each shift (exposure, gamma, contrast,
 blur, sensor noise, JPEG, rotation, scale, crop offset; a mild and a strong level) is applied to
 the line's images only, written as PNG files and read by the product's own path
-(``inference.iter_scores``). For each:
+(``scoring.iter_scores``). For each:
 
 - before adapting: the false-alarm rate and recall at the model's threshold, against what it announced;
-- the drift check (``inference.check_drift``) on random batches of 50 with 0, 10 and 30 % defects;
+- the drift check (``scoring.check_drift``) on random batches of 50 with 0, 10 and 30 % defects;
 - after ``adapt.adapt`` with 5, 10 and 20 of the shifted good images: the false-alarm rate on the
   other shifted goods (never those used to adapt) against the announced upper bound, and the recall
   on the shifted defects.
@@ -29,7 +29,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 from anomalycli.adapt import adapt
 from anomalycli.data import Sample
 from anomalycli.images import open_image, to_grey_or_rgb
-from anomalycli.inference import check_drift, iter_scores
+from anomalycli.scoring import check_drift, iter_scores
 from benchmarks import folds
 from benchmarks.common import samples_of, shipped_options
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from anomalycli import export
+from anomalycli import export, onnx_model
 from anomalycli.data import discover, load_all
 from anomalycli.decoding import DecodeAhead
-from anomalycli.engines import OnnxModel
-from anomalycli.inference import iter_scores
+from anomalycli.onnx_model import OnnxModel
+from anomalycli.scoring import iter_scores
 from anomalycli.methods import AnomalyModel
 from conftest import one_clear_line, run_cli
 
@@ -34,15 +34,15 @@ def test_exported_file_scores_as_the_model_does(fixture, parts, tmp_path, reques
     path = request.getfixturevalue(fixture)
     model = AnomalyModel.load(path)
     run_cli("export", path, "--out", tmp_path / "m.onnx")
-    exported = OnnxModel.load(tmp_path / "m.onnx")
+    exported = onnx_model.load(tmp_path / "m.onnx")
     assert (exported.method, exported.config, exported.calibration) == (model.method, model.config, model.calibration)
     images = _images(parts, model.config["image_size"])
     raw, maps = model.score(images)
     raw_onnx, maps_onnx = exported.score(images)
     # Within 1e-4 of the scores' scale: the hybrid's fused scores cross zero, where no relative bound holds.
-    assert torch.allclose(raw_onnx, raw, rtol=1e-4, atol=1e-4 * float(raw.abs().max()))
+    assert torch.allclose(torch.from_numpy(raw_onnx), raw, rtol=1e-4, atol=1e-4 * float(raw.abs().max()))
     if model.has_maps:
-        assert torch.allclose(maps_onnx, maps, rtol=1e-4, atol=1e-3 * float(maps.abs().max()))
+        assert torch.allclose(torch.from_numpy(maps_onnx), maps, rtol=1e-4, atol=1e-3 * float(maps.abs().max()))
     else:
         assert maps_onnx is None and not exported.has_maps
     paths = [s.path for s in discover(parts).samples]
@@ -98,16 +98,34 @@ def test_predict_decodes_ahead_at_an_exported_files_size_before_it_loads(parts, 
     assert isinstance(_decode_ahead(damaged, paths, batch_size=2), contextlib.nullcontext)
 
 
+def test_predict_from_an_exported_file_never_imports_pytorch(parts, onnx_file, tmp_path):
+    """Rows, drift check and heat maps from the file alone: PyTorch's import is most of a predict's start."""
+    script = (
+        "import sys\nfrom anomalycli.cli import main\n"
+        "sys.argv = ['anomaly', 'predict', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+    )
+    args = [onnx_file, parts / "not-good", "--output", tmp_path / "rows.json", "--heatmaps", tmp_path / "maps"]
+    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("torch imported: False")
+    run_cli("predict", onnx_file, parts / "not-good", "--output", tmp_path / "again.json")  # here, where PyTorch is loaded
+    rows, again = (json.loads((tmp_path / name).read_text()) for name in ("rows.json", "again.json"))
+    assert rows["images"] == again["images"] and rows["drift"] == again["drift"]
+    assert len(list((tmp_path / "maps").glob("*.png"))) == len(rows["images"]) > 0
+
+
 def test_an_int8_file_checks_on_its_probe_image_that_this_cpu_scores_as_the_exporting_one(patchcore_model, parts, tmp_path):
     import onnx
 
     from anomalycli.engines import on_engine
 
     run_cli("export", patchcore_model, "--out", tmp_path / "int8.onnx")
-    model = OnnxModel.load(tmp_path / "int8.onnx")
+    model = onnx_model.load(tmp_path / "int8.onnx")
     assert model.probe is not None and model.probe_mismatch() == 0.0 and on_engine(model, "auto", 1) == (model, "")
     run_cli("export", patchcore_model, "--out", tmp_path / "fp32.onnx", "--fp32")
-    assert OnnxModel.load(tmp_path / "fp32.onnx").probe is None  # standard operators only: nothing to check
+    assert onnx_model.load(tmp_path / "fp32.onnx").probe is None  # standard operators only: nothing to check
 
     def with_probe(name, change):
         proto = onnx.load(tmp_path / "int8.onnx")
@@ -229,5 +247,5 @@ def test_a_model_file_from_before_this_version_exports_with_parity(parts, patchc
     run_cli("export", old_file)
     images = _images(parts, 64)
     raw, _ = old.score(images, with_maps=False)
-    raw_onnx, _ = OnnxModel.load(tmp_path / "old.onnx").score(images, with_maps=False)
-    assert torch.allclose(raw_onnx, raw, rtol=1e-4, atol=1e-4 * float(raw.abs().max()))
+    raw_onnx, _ = onnx_model.load(tmp_path / "old.onnx").score(images, with_maps=False)
+    assert torch.allclose(torch.from_numpy(raw_onnx), raw, rtol=1e-4, atol=1e-4 * float(raw.abs().max()))

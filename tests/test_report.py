@@ -3,7 +3,7 @@ import re
 
 from anomalycli.report import GalleryItem, gallery
 from anomalycli.data import Sample
-from anomalycli.inference import Scored
+from anomalycli.scoring import Scored
 from conftest import one_clear_line, run_cli
 
 

@@ -98,7 +98,7 @@ def app(patchcore_model, parts, tmp_path_factory):
 
     from anomalycli import review_app
     from anomalycli.engines import load_model
-    from anomalycli.inference import iter_scores
+    from anomalycli.scoring import iter_scores
 
     model = load_model(patchcore_model)
     source = tmp_path_factory.mktemp("shift")

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 # Nothing imported here imports PyTorch: the images start decoding before it loads (_decode_ahead).
-from anomalycli import engine_choice, modelfile, project
+from anomalycli import engine_choice, modelfile, onnx_model, project
 from anomalycli.cli.common import ENGINE_HELP, RAY_HELP, check_threshold, model_and_target, user_errors
 from anomalycli.decoding import DecodeAhead, images_ahead
 from anomalycli.errors import UsageError, UserError
@@ -58,19 +58,18 @@ def predict_command(
     if not paths:
         raise UserError(f"no images found in {source}")
     with _decode_ahead(model_path, paths, batch_size) if ray is None else contextlib.nullcontext() as decoded:
-        from anomalycli.cluster import connect, score_paths
-        from anomalycli.engines import load_model, on_engine
-        from anomalycli.inference import check_drift, iter_scores
+        from anomalycli.scoring import check_drift, iter_scores
 
-        model = load_model(model_path, engine)
+        model = _load(model_path, engine)
         if heatmaps is not None and not model.has_maps:
             raise UsageError(f"a {model.method} model has no anomaly maps; --heatmaps needs a patchcore model")
-        if ray is not None:
-            scored_rows, engine_notes = score_paths(connect(ray), project.model_file(model_path), paths, engine, threshold, batch_size)
-        else:
-            model, engine_note = on_engine(model, engine, len(paths), with_maps=heatmaps is not None)
-            engine_notes = [engine_note] if engine_note else []
+        if ray is None:
+            model, engine_notes = _on_engine(model, engine, len(paths), with_maps=heatmaps is not None)
             scored_rows = iter_scores(model, paths, batch_size, threshold, with_maps=heatmaps is not None, decoded=decoded)
+        else:
+            from anomalycli.cluster import connect, score_paths
+
+            scored_rows, engine_notes = score_paths(connect(ray), project.model_file(model_path), paths, engine, threshold, batch_size)
         for note in engine_notes:  # where the model runs, when not on its fast path (on Ray: each worker's, once)
             err_console.print(note, highlight=False, markup=False, soft_wrap=True)
         rows, kept = [], []
@@ -104,13 +103,35 @@ def predict_command(
         console.print(f"heat maps written to {heatmaps}: {scale.describe()}")
 
 
+def _load(model_path: Path, engine: str):
+    """The model at ``model_path``. An exported file loads without PyTorch (``onnx_model``), which
+    spares its import: most of the start of a predict."""
+    path = project.model_file(model_path)
+    if onnx_model.is_exported(path):
+        return onnx_model.load(path, engine)
+    from anomalycli.engines import load_model
+
+    return load_model(path, engine)
+
+
+def _on_engine(model, engine: str, n_images: int, with_maps: bool) -> tuple[object, list[str]]:
+    """``engines.on_engine`` here (an exported file runs as it is), its line as a list."""
+    if isinstance(model, onnx_model.OnnxModel):
+        note = model.probe_note()
+    else:
+        from anomalycli.engines import on_engine
+
+        model, note = on_engine(model, engine, n_images, with_maps)
+    return model, [note] if note else []
+
+
 def _decode_ahead(model_path: Path, paths: list[Path], batch_size: int) -> DecodeAhead | contextlib.nullcontext:
     """SOURCE's images decoding at the model's input size, begun before PyTorch's import (over a
     second on a small CPU, when the other core would idle): whole predict 5-10 % faster on 320
     PNGs (2 cores). Where the size cannot be read here (a damaged or foreign file, whose error
     comes from loading it), the images wait for the model."""
     path = project.model_file(model_path)
-    if path.suffix.lower() == ".onnx":
+    if onnx_model.is_exported(path):
         size = _exported_image_size(path)
     else:
         config = modelfile.read_meta(path).get("config")

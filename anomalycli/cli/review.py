@@ -12,7 +12,7 @@ from anomalycli.cli.common import ENGINE_HELP, model_and_target, user_errors
 from anomalycli.images import list_source
 from anomalycli.engines import load_model, on_engine
 from anomalycli.errors import UsageError, UserError
-from anomalycli.inference import iter_scores
+from anomalycli.scoring import iter_scores
 from anomalycli.render import console, err_console
 
 

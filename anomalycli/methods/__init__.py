@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,11 +35,11 @@ class AnomalyModel:
         return self.method != "classifier"
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor, with_maps: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """uint8 N x 3 x S x S -> raw scores [N] and maps [N, S, S] (or None)."""
+    def score(self, images: torch.Tensor | np.ndarray, with_maps: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 N x 3 x S x S (a tensor, or a numpy array as ``scoring`` gives) -> raw scores [N] and maps [N, S, S] (or None)."""
         self.net.eval()
         device = next(self.net.parameters(), torch.empty(0)).device
-        return self.net(backbones.preprocess(images.to(device), self.config["backbone"]), with_maps)
+        return self.net(backbones.preprocess(torch.as_tensor(images).to(device), self.config["backbone"]), with_maps)
 
     def save(self, path: str | Path, overwrite: bool = True) -> Path:
         meta = {"method": self.method, "config": self.config, "calibration": self.calibration.to_dict()}

@@ -1,0 +1,139 @@
+"""An exported ``.onnx`` file, loaded and run on ONNX Runtime behind ``AnomalyModel``'s interface.
+
+No PyTorch here: ``anomaly predict model.onnx`` scores with numpy, ONNX Runtime and Pillow only,
+and its start is then about a second shorter than with PyTorch's import (BENCHMARKS.md). Writing
+the file is ``export.py``; choosing where a ``.safetensors`` model runs is ``engines.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from anomalycli import engine_choice, modelfile
+from anomalycli.calibration import Calibration
+from anomalycli.errors import UsageError, UserError
+
+SUFFIX = ".onnx"
+# The graph's input and outputs, and the metadata keys the file carries.
+INPUT = "images"
+SCORE, RAW_SCORE, ANOMALY_MAP = "score", "raw_score", "anomaly_map"
+META_KEY = "anomalycli"  # the same JSON a model file keeps
+PROBE_KEY = "probe"  # an int8 file's probe image and its raw score where it was exported (export._probe)
+# Images per ONNX Runtime call: the exported search holds one (patches x bank) distance block per
+# call, about 33 MB an image at 320 px, so a few images at a time keep memory flat.
+ONNX_BATCH = 8
+# An int8 file's probe image scored on another machine: within this share of the calibration's
+# score range of the export machine's score (the same kernels give the same score to the bit).
+PROBE_SCORE_TOL = 0.01
+
+
+def is_exported(path: Path) -> bool:
+    return path.suffix.lower() == SUFFIX
+
+
+def session(model: bytes | str, spinning: bool = False):
+    """An ONNX Runtime session on the CPU; its threads sleep between calls unless ``spinning``:
+    between an int8 backbone's calls, PyTorch's bank search and the decoding worker need the cores."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings are not the user's business
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def whole_graph_session(model: bytes | str):
+    """A session for a whole scoring graph: nothing else in the process needs the cores between its calls."""
+    if not engine_choice.onnxruntime_installed():
+        raise UserError(f"an .onnx model runs on ONNX Runtime, which is not installed; run: {engine_choice.ONNX_INSTALL_HINT}")
+    return session(model, spinning=True)
+
+
+@dataclass
+class OnnxModel:
+    """An exported scoring graph behind ``AnomalyModel``'s interface (method, config, calibration, score)."""
+
+    method: str
+    config: dict
+    calibration: Calibration
+    session: object = field(repr=False)  # onnxruntime.InferenceSession
+    probe: dict | None = field(default=None, repr=False)  # an int8 file's (export._probe)
+
+    @property
+    def has_maps(self) -> bool:
+        return ANOMALY_MAP in {o.name for o in self.session.get_outputs()}
+
+    def score(self, images, with_maps: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 N x 3 x S x S (a numpy array or a CPU tensor) -> raw scores [N] and maps [N, S, S]
+        (or None), as numpy arrays: ``AnomalyModel.score``'s results, without PyTorch."""
+        wanted = [RAW_SCORE, ANOMALY_MAP] if with_maps and self.has_maps else [RAW_SCORE]
+        pixels = np.asarray(images)
+        runs = [self.session.run(wanted, {INPUT: pixels[i : i + ONNX_BATCH]}) for i in range(0, len(pixels), ONNX_BATCH)]
+        raw = np.concatenate([r[0] for r in runs])
+        maps = np.concatenate([r[1] for r in runs]) if len(wanted) > 1 else None
+        return raw, maps
+
+    def probe_mismatch(self) -> float:
+        """How far this machine's raw score of an int8 file's probe image lies from the export
+        machine's, as a share of the calibration's score range (0.0 for a file without a probe)."""
+        if not self.probe:
+            return 0.0
+        try:
+            image, expected = probe_image(self.probe), float(self.probe["raw_score"])
+        except (KeyError, TypeError, ValueError):
+            raise UserError("the .onnx file's probe is damaged; export the model again") from None
+        raw, _ = self.score(image[None], with_maps=False)
+        spread = max(self.calibration.high - self.calibration.low, 1e-12)
+        return abs(float(raw[0]) - expected) / spread
+
+    def probe_note(self) -> str:
+        """One line where this CPU scores the file's probe image differently from the export machine ("" where it agrees)."""
+        mismatch = self.probe_mismatch()
+        if mismatch <= PROBE_SCORE_TOL:
+            return ""
+        return (f"this CPU's int8 kernels score the file's probe image {mismatch:.1%} of the score range away from the machine that exported it, "
+                "so its verdicts may differ too; for this PC, export the model with anomaly export --fp32")
+
+
+def load(path: str | Path, engine: str = "auto") -> OnnxModel:
+    """An exported file. Opening it runs no Python code from it: ONNX Runtime reads the graph only."""
+    path = Path(path)
+    if engine == "torch":
+        raise UsageError(f"{path.name} is an exported ONNX model, which runs on ONNX Runtime only; drop --engine torch or pass the .safetensors model")
+    not_a_model = f"{path} is not an anomalycli model file (or it is damaged)"
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist; pass the .onnx file that anomaly export wrote")
+    try:
+        graph = whole_graph_session(str(path))
+    except UserError:
+        raise
+    except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / InvalidProtobuf
+        raise UserError(f"{not_a_model}: {str(exc).splitlines()[0][:160] or type(exc).__name__}") from None
+    properties = graph.get_modelmeta().custom_metadata_map
+    if properties.get(META_KEY) is None:
+        raise UserError(f"{not_a_model}: it has no anomalycli metadata")
+    try:
+        meta = json.loads(properties[META_KEY])
+        modelfile.check_version(path, meta)
+        probe = properties.get(PROBE_KEY)
+        return OnnxModel(meta["method"], meta["config"], Calibration(**meta["calibration"]), graph, json.loads(probe) if probe else None)
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise UserError(f"{not_a_model}: its metadata is incomplete") from None
+
+
+def probe_image(probe: dict) -> np.ndarray:
+    """The probe image of ``export._probe``'s dict, uint8 3 x S x S; ValueError where it is damaged."""
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(base64.b64decode(probe["image_png_base64"]))).convert("RGB")
+    except (KeyError, TypeError, OSError) as exc:
+        raise ValueError(f"damaged probe image ({type(exc).__name__})") from None
+    return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))
