@@ -14,12 +14,15 @@ copies of the first images (as a line camera writes them) and, median of the rep
              the same two with ``--fast``, and the default model's ``anomaly export`` file; with
              ``--baseline REV`` also the code of git revision REV on the fp32 models (its default
              then) and on the file it exports from the fp32 model; each repeat runs them all in turn
+  one image  the default model's, the exported file's (and the baseline's) whole predict of one
+             image: the start-up a line program calling predict per part waits for
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -34,6 +37,9 @@ from benchmarks.precision import forced_search
 
 TITLE = "Speed: fit, predict stage by stage, the whole process"
 BATCH = 16
+# The whole processes also timed on one image (what a line program calling predict per part waits).
+ONE_IMAGE = ("default", "export", "baseline", "export_baseline")
+ONE_IMAGE_REPEATS = 5
 SEARCH_KINDS = ("float32", "bfloat16", "int8")
 
 
@@ -126,6 +132,12 @@ def run(data_sets: list[Path], quick: bool, images: int = 320, repeats: int = 3,
                     commands["export_baseline"] = (anomaly_command("predict", str(baseline_onnx), str(folder)), tree, env)
                 for name, (seconds, peak) in interleaved_process_seconds(commands, 1 if quick else repeats).items():
                     out[f"process_{name}"], out[f"predict_{name}_rss"] = seconds / len(paths), peak
+                one = tmp / "one"
+                one.mkdir()
+                shutil.copy(paths[0], one)
+                starts = {name: ([*commands[name][0][:-1], str(one)], *commands[name][1:]) for name in ONE_IMAGE if name in commands}
+                for name, (seconds, _) in interleaved_process_seconds(starts, 1 if quick else ONE_IMAGE_REPEATS).items():
+                    out[f"one_image_{name}"] = seconds
             log(f"  {data.name}: predict {1000 * out['process_default']:.1f} ms an image, whole process")
             runs.append(out)
     return {"runs": runs}
@@ -190,6 +202,11 @@ def section(result: dict) -> str:
             lines.append(f"| {what} | " + " | ".join(f"{1000 * r[key]:.1f} ({1 / r[key]:.1f})" if key in r else "-" for r in runs) + " |")
     lines.append("| fit on every image, whole `anomaly train`: default / `--precision fp32` / `--fast` / `--fast --precision fp32`, s | "
                  + " | ".join(" / ".join(f"{r[f'fit_{name}']:.1f}" if f"fit_{name}" in r else "-" for name in FITS) for r in runs) + " |")
+    if any("one_image_default" in r for r in runs):
+        names = [name for name in ONE_IMAGE if f"one_image_{name}" in runs[0]]
+        what = {"default": "default model", "export": "its exported file", "baseline": "the baseline's default", "export_baseline": "the baseline's exported file"}
+        lines.append(f"| whole `anomaly predict` process on one image, s (median of {ONE_IMAGE_REPEATS}): " + " / ".join(what[n] for n in names) + " | "
+                     + " | ".join(" / ".join(f"{r[f'one_image_{n}']:.2f}" for n in names) for r in runs) + " |")
     lines.append("| peak memory, whole process: fit / predict, MiB | " + " | ".join(f"{r['fit_default_rss']:.0f} / {r['predict_default_rss']:.0f}" for r in runs) + " |")
     lines.append("| bank patches | " + " | ".join(f"{r['bank']:,}" for r in runs) + " |")
     lines += ["", "Ratios, same run:", ""]
