@@ -1,11 +1,13 @@
 """Where a model scores images: PyTorch, or ONNX Runtime running the exported graph.
 
-A model fitted with an int8 backbone (``quantize.py``, the default on a CPU) runs that backbone
-on ONNX Runtime and the rest on PyTorch, except the bank search's products, which are int8 on
-ONNX Runtime too where the CPU has VNNI (``coreset.BankIndex``): the backbone 1.6-1.7x as fast as
-in fp32 on ONNX Runtime, and the scores its threshold was chosen on (BENCHMARKS.md). ``onnx`` runs
-the whole graph ``anomaly export`` writes (int8 backbone and search included) in ONNX Runtime;
-``onnx-fp32`` and ``torch`` run the fp32 backbone.
+A model fitted with an int8 backbone (``quantize.py``, the default on a CPU) carries its whole
+scoring graph in its file (``export.stored_graph``: the int8 backbone, the bank search in int8,
+the score and maps), and ``auto`` and ``onnx`` run that graph on ONNX Runtime: ``anomaly predict``
+then never imports PyTorch (``cli/predict.py``, ``onnx_model.stored_in``). Where the graph does
+not score the file's probe image as where it was trained (another CPU's int8 kernels), the model
+runs its int8 backbone on ONNX Runtime and the rest on PyTorch (the bank search's products in int8
+on ONNX Runtime where the CPU has VNNI, ``coreset.BankIndex``), or its fp32 backbone where those
+kernels give other features too. ``onnx-fp32`` and ``torch`` run the fp32 backbone.
 
 A model with an fp32 backbone (older files, ``--precision fp32``, fitted on a GPU) runs, under
 ``auto``, on ONNX Runtime, 1.2x PyTorch's speed from 1024 px PNGs (measured 2026-11-29, Engines in
@@ -13,7 +15,6 @@ A model with an fp32 backbone (older files, ``--precision fp32``, fitted on a GP
 memory (under a second, plus tracing's warm-up);
 an exported ``.onnx`` file runs as it is (``onnx_model.py``, which needs no PyTorch).
 """
-
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,14 +40,23 @@ def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_
     """``model`` where ``engine`` says it runs for ``n_images`` images, and one line for the user
     where that is not the fast path the model was fitted for (else "").
 
-    An int8 model first checks, on its probe image, that this CPU's int8 kernels give the
-    features they gave at training; if not, it runs its fp32 backbone. ``auto`` keeps PyTorch for
+    An int8 model runs the scoring graph its file carries (``export.stored_graph``) where that
+    graph scores its probe image here as where it was trained; else it checks, on the same image,
+    that this CPU's int8 kernels give the features they gave at training, and if not, it runs its
+    fp32 backbone. ``auto`` keeps PyTorch for
     fp32 models under ``engine_choice.AUTO_ONNX_MIN_IMAGES`` images: exporting costs more than ONNX Runtime saves.
     """
     if isinstance(model, OnnxModel):
         return model, model.probe_note()
     chosen = engine_choice.resolve_engine(engine)
     int8 = quantize.int8_of(model.net)
+    stored_note = ""
+    if chosen == "onnx" and model.stored is not None:
+        graph = stored_graph(model)
+        if graph.probe_holds():
+            return graph, ""
+        stored_note = (f"the model file's int8 scoring graph scores its probe image {graph.probe_mismatch():.1%} of the score range away "
+                       "from the machine that trained it, so it runs on PyTorch here (slower)")
     if int8 is None:
         note = fp32_note(model) if engine == "auto" else ""
     elif chosen in ("torch", "onnx-fp32"):
@@ -55,13 +65,20 @@ def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_
     else:
         mismatch = int8.probe_mismatch()
         if mismatch <= quantize.PROBE_RTOL:
-            return (in_memory(model, with_maps) if engine == "onnx" else model), ""
+            return (in_memory(model, with_maps) if engine == "onnx" else model), stored_note
         int8.active = False
         note = (f"int8 kernels on this CPU give features up to {mismatch:.1%} away from training's on the model's probe image, so "
                 "predict runs the fp32 backbone (about half the speed; scores may differ slightly from calibration)")
+    note = "; ".join(n for n in (stored_note, note) if n)
     if chosen != "torch" and (engine != "auto" or n_images >= engine_choice.AUTO_ONNX_MIN_IMAGES):
         return in_memory(model, with_maps), note
     return model, note
+
+
+def stored_graph(model: AnomalyModel) -> OnnxModel:
+    """The scoring graph ``model``'s file carried (``AnomalyModel.stored``), on ONNX Runtime, with its probe check."""
+    probe = quantize.int8_of(model.net).probe.numpy(), float(model.stored["probe_raw_score"])
+    return OnnxModel(model.method, model.config, model.calibration, whole_graph_session(model.stored["graph"]), probe)
 
 
 def fp32_note(model: AnomalyModel) -> str:

@@ -9,6 +9,7 @@ properties, so the exported file alone is a model that ``predict`` and ``eval`` 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import warnings
@@ -162,6 +163,27 @@ def _probe(image: torch.Tensor, graph: bytes) -> dict:
     Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
     raw = onnx_model.session(graph).run([RAW_SCORE], {INPUT: image.unsqueeze(0).numpy()})[0]
     return {"image_png_base64": base64.b64encode(buffer.getvalue()).decode("ascii"), "raw_score": float(raw[0])}
+
+
+def stored_graph(model: AnomalyModel, tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict] | None:
+    """What a model file carries so that predict scores it without PyTorch (``onnx_model.stored_in``):
+    the scoring graph (with maps) as a uint8 tensor, and what it is checked by: the digests of the
+    network's ``tensors`` it was exported from and of the graph, its probe image's tensor and the
+    raw score the graph gives that image. None for a model without an int8 backbone in use (fp32, a GPU's, the
+    classifier), which predicts on PyTorch as before, and where the graph's score of the probe lies
+    over ``onnx_model.PROBE_SCORE_TOL`` of the score range from the model's own."""
+    int8 = quantize.int8_in_use(model.net)
+    if int8 is None:
+        return None
+    graph = onnx_bytes(model, with_maps=True)
+    probe = int8.probe.unsqueeze(0)
+    raw = float(onnx_model.session(graph).run([RAW_SCORE], {INPUT: probe.numpy()})[0][0])
+    spread = max(model.calibration.high - model.calibration.low, 1e-12)
+    if abs(raw - float(model.score(probe, with_maps=False)[0][0])) > onnx_model.PROBE_SCORE_TOL * spread:
+        return None
+    probe_name = next(name for name, buffer in model.net.named_buffers() if buffer is int8.probe)
+    check = {"digest": modelfile.digest(tensors), "graph_digest": hashlib.sha256(graph).hexdigest(), "probe_tensor": probe_name, "probe_raw_score": raw}
+    return torch.frombuffer(bytearray(graph), dtype=torch.uint8), check
 
 
 def export_onnx(model: AnomalyModel, path: str | Path, overwrite: bool = False) -> Path:

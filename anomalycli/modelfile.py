@@ -6,7 +6,9 @@ PyTorch has loaded, to start decoding its images.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +21,10 @@ from anomalycli.io import atomic_path
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 _META_KEY = "anomalycli"
+# A model file may carry its exported scoring graph beside the network's tensors (export.stored_graph):
+# the graph's bytes under this tensor name, and under this metadata key what it is checked by.
+GRAPH_TENSOR = "scoring_graph"
+GRAPH_KEY = "scoring_graph"
 
 if TYPE_CHECKING:
     import torch
@@ -62,6 +68,38 @@ def _open(path: str | Path, with_tensors: bool):
         raise UserError(f"{not_a_model}: its metadata is not valid JSON") from None
     check_version(path, meta)
     return tensors, meta
+
+
+def digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of the tensors' names and bytes, in name order: ``file_digest`` of the file they are saved to."""
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def raw_tensors(path: str | Path) -> dict[str, tuple[str, list[int], memoryview]]:
+    """name -> (dtype, shape, bytes) of every tensor in a model file, read without PyTorch (the
+    safetensors layout: an 8-byte header length, the JSON header, then the tensors' bytes)."""
+    blob = memoryview(Path(path).read_bytes())
+    (length,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(bytes(blob[8 : 8 + length]))
+    data = blob[8 + length :]
+    return {name: (entry["dtype"], entry["shape"], data[entry["data_offsets"][0] : entry["data_offsets"][1]])
+            for name, entry in header.items() if name != "__metadata__"}
+
+
+def file_digest(raw: dict[str, tuple[str, list[int], memoryview]], skip: str = GRAPH_TENSOR) -> str:
+    """``digest`` of the tensors in ``raw_tensors``' result, but ``skip``."""
+    h = hashlib.sha256()
+    for name in sorted(raw):
+        if name != skip:
+            h.update(name.encode())
+            h.update(raw[name][2])
+    return h.hexdigest()
 
 
 def check_version(path: Path, meta: dict) -> None:

@@ -198,10 +198,14 @@ def fp32_model(parts, tmp_path_factory):
     return run / "model.safetensors"
 
 
-def test_auto_runs_the_int8_backbone_and_exports_fp32_models_for_many_images(parts, patchcore_model, fp32_model, monkeypatch):
+def test_auto_runs_the_stored_graph_or_the_int8_backbone_and_exports_fp32_models_for_many_images(parts, patchcore_model, fp32_model, monkeypatch):
     from anomalycli import engine_choice, engines, quantize
 
     model = engines.load_model(patchcore_model)
+    graph, note = engines.on_engine(model, "auto", 1)
+    assert isinstance(graph, OnnxModel) and graph.probe_mismatch() == 0.0 and note == ""  # the file's own scoring graph
+    assert isinstance(engines.on_engine(model, "onnx", 1)[0], OnnxModel)
+    model.stored = None  # a file from before stored graphs: the int8 backbone, the rest on PyTorch
     assert engines.on_engine(model, "auto", 10_000) == (model, "") and quantize.int8_of(model.net).active
     assert isinstance(engines.on_engine(model, "onnx", 1)[0], OnnxModel)
     # An fp32 model: a few images do not pay for the export; --engine onnx exports whatever the number.

@@ -63,9 +63,12 @@ def test_calibrating_in_small_batches_makes_the_same_graph(parts, monkeypatch):
 
 
 def test_a_cpu_whose_int8_kernels_differ_falls_back_to_fp32_with_one_line(patchcore_model, parts, tmp_path, monkeypatch):
+    # Such a CPU fails both checks: the file's scoring graph on its probe's score, the int8 backbone on its features.
+    monkeypatch.setattr(onnx_model.OnnxModel, "probe_mismatch", lambda self: 0.05)
     monkeypatch.setattr(quantize.Int8Extractor, "probe_mismatch", lambda self: 0.05)
     result = run_cli("predict", patchcore_model, parts / "not-good", "--output", tmp_path / "rows.json")
     text = " ".join(result.output.split())
+    assert text.count("int8 scoring graph scores its probe image 5.0% of the score range away") == 1
     assert text.count("int8 kernels on this CPU give features up to 5.0% away") == 1
     model, note = on_engine(load_model(patchcore_model), "auto", 1)
     assert not quantize.int8_of(model.net).active and "runs the fp32 backbone" in note

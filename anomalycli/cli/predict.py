@@ -104,11 +104,17 @@ def predict_command(
 
 
 def _load(model_path: Path, engine: str):
-    """The model at ``model_path``. An exported file loads without PyTorch (``onnx_model``), which
-    spares its import: most of the start of a predict."""
+    """The model at ``model_path``. An exported file, and the scoring graph an int8 model file
+    carries, load without PyTorch (``onnx_model``), which spares its import: most of the start of a
+    predict. Where that graph does not score its probe image here as where it was trained, the
+    model loads on PyTorch, and ``engines.on_engine`` says where it runs."""
     path = project.model_file(model_path)
     if onnx_model.is_exported(path):
         return onnx_model.load(path, engine)
+    if engine in ("auto", "onnx"):
+        graph = onnx_model.stored_in(path)
+        if graph is not None and graph.probe_holds():
+            return graph
     from anomalycli.engines import load_model
 
     return load_model(path, engine)

@@ -8,7 +8,8 @@ adds what every method shares: preprocessing, calibration and the model file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,9 @@ class AnomalyModel:
     net: nn.Module
     config: dict  # backbone, image_size, normal_class, class_names and the method's own settings
     calibration: Calibration
+    # The scoring graph the file carried, where it was exported from these tensors (export.stored_graph):
+    # its bytes ("graph"), "probe_tensor" and "probe_raw_score". Scoring with it is engines.on_engine's choice.
+    stored: dict | None = field(default=None, repr=False)
 
     @property
     def has_maps(self) -> bool:
@@ -42,12 +46,21 @@ class AnomalyModel:
         return self.net(backbones.preprocess(torch.as_tensor(images).to(device), self.config["backbone"]), with_maps)
 
     def save(self, path: str | Path, overwrite: bool = True) -> Path:
+        """The model file; an int8 model's carries its scoring graph, exported afresh (``export.stored_graph``)."""
+        from anomalycli import export  # which imports this module
+
+        tensors = self.net.state_dict()
         meta = {"method": self.method, "config": self.config, "calibration": self.calibration.to_dict()}
-        return modelfile.save(path, self.net.state_dict(), meta, overwrite)
+        stored = export.stored_graph(self, tensors)
+        if stored is not None:
+            graph, meta[modelfile.GRAPH_KEY] = stored
+            tensors = {**tensors, modelfile.GRAPH_TENSOR: graph}
+        return modelfile.save(path, tensors, meta, overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> "AnomalyModel":
         tensors, meta = modelfile.load(path)
+        graph = tensors.pop(modelfile.GRAPH_TENSOR, None)
         method = meta.get("method")
         if method not in METHODS:
             raise UserError(f"{path} is a model of method {method!r}, which this anomalycli does not know ({', '.join(METHODS)})")
@@ -57,4 +70,9 @@ class AnomalyModel:
             calibration = Calibration(**meta["calibration"])
         except (KeyError, TypeError, RuntimeError) as exc:
             raise UserError(f"{path} is an anomalycli {method} model with missing or mismatched parts ({type(exc).__name__}); retrain it") from None
-        return cls(method, net.eval(), meta["config"], calibration)
+        check, stored = meta.get(modelfile.GRAPH_KEY), None
+        if graph is not None and isinstance(check, dict):
+            graph = graph.numpy().tobytes()
+            if check.get("digest") == modelfile.digest(tensors) and check.get("graph_digest") == hashlib.sha256(graph).hexdigest():
+                stored = {**check, "graph": graph}
+        return cls(method, net.eval(), meta["config"], calibration, stored)

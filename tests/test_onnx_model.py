@@ -1,0 +1,83 @@
+"""An int8 model file carries its scoring graph, checked against the file's tensors, and predict
+runs it without PyTorch; an exported file's own loading is in test_export."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+from safetensors.torch import load_file, save_file
+
+from anomalycli import modelfile, onnx_model
+from anomalycli.data import discover, load_all
+from anomalycli.methods import AnomalyModel
+from anomalycli.scoring import iter_scores
+from conftest import run_cli
+
+PREDICT_WITHOUT_TORCH = (
+    "import sys\nfrom anomalycli.cli import main\n"
+    "sys.argv = ['anomaly', 'predict', *sys.argv[1:]]\n"
+    "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+    "print('torch imported:', 'torch' in sys.modules)\n"
+)
+
+
+def _in_process(path) -> AnomalyModel:
+    """The model as predict ran it before files carried a graph: int8 backbone on ONNX Runtime, the rest on PyTorch."""
+    model = AnomalyModel.load(path)
+    model.stored = None
+    return model
+
+
+def test_an_int8_model_file_carries_its_graph_and_predict_runs_it_without_pytorch(hybrid_model, parts, tmp_path):
+    model = AnomalyModel.load(hybrid_model)
+    assert model.stored is not None and model.stored["probe_tensor"] == "patchcore.extractor.probe"
+    args = [hybrid_model, parts, "--output", tmp_path / "rows.json", "--heatmaps", tmp_path / "maps"]
+    done = subprocess.run([sys.executable, "-c", PREDICT_WITHOUT_TORCH, *map(str, args)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("torch imported: False") and "PyTorch" not in done.stdout + done.stderr
+    rows = json.loads((tmp_path / "rows.json").read_text())["images"]
+    assert len(list((tmp_path / "maps").rglob("*.png"))) == len(rows)
+    # The graph searches with the export's 7-bit rows, the in-process path with 8-bit ones: the
+    # stated tolerance of the export, 1 % of the scores' scale, and the same verdicts.
+    before = list(iter_scores(_in_process(hybrid_model), [r["path"] for r in rows], show_progress=False))
+    raw, raw_before = np.array([r["raw_score"] for r in rows]), np.array([r.raw for r in before])
+    assert np.abs(raw - raw_before).max() <= 1e-2 * np.abs(raw_before).max()
+    assert [r["verdict"] for r in rows] == [r.verdict for r in before]
+
+
+def _with_bank_edited(path, out):
+    """A copy of the model file with its bank scaled by 1.5, its metadata (the graph's check included) left as it was."""
+    from safetensors import safe_open
+
+    tensors = load_file(path)
+    tensors["bank"] = tensors["bank"] * 1.5
+    with safe_open(str(path), framework="pt") as f:
+        save_file(tensors, str(out), metadata=f.metadata())
+    return out
+
+
+def test_the_stored_graph_digest_is_the_files_and_a_changed_file_falls_back_to_pytorch(patchcore_model, parts, tmp_path):
+    model = AnomalyModel.load(patchcore_model)
+    assert modelfile.file_digest(modelfile.raw_tensors(patchcore_model)) == modelfile.digest(model.net.state_dict()) == model.stored["digest"]
+    assert onnx_model.stored_in(patchcore_model) is not None
+    changed = _with_bank_edited(patchcore_model, tmp_path / "changed.safetensors")
+    assert onnx_model.stored_in(changed) is None and AnomalyModel.load(changed).stored is None
+    run_cli("predict", changed, parts / "good", "--output", tmp_path / "rows.json")
+    rows = json.loads((tmp_path / "rows.json").read_text())["images"]
+    expected = [r.raw for r in iter_scores(_in_process(changed), [r["path"] for r in rows], show_progress=False)]
+    assert np.allclose([r["raw_score"] for r in rows], expected, rtol=1e-5)
+
+
+def test_saving_a_changed_model_stores_a_graph_that_scores_as_the_changed_model(patchcore_model, parts, tmp_path):
+    """adapt and calibrate save through AnomalyModel.save, which exports the graph afresh."""
+    model = AnomalyModel.load(_with_bank_edited(patchcore_model, tmp_path / "changed.safetensors"))
+    model.save(tmp_path / "saved.safetensors")
+    graph = onnx_model.stored_in(tmp_path / "saved.safetensors")
+    assert graph is not None and graph.probe_mismatch() == 0.0
+    images, _, _ = load_all(discover(parts).samples, model.config["image_size"])
+    raw = model.score(images, with_maps=False)[0].numpy()
+    raw_graph, _ = graph.score(images.numpy(), with_maps=False)
+    assert np.abs(raw_graph - raw).max() <= 1e-2 * np.abs(raw).max()
+    original, _ = onnx_model.stored_in(patchcore_model).score(images.numpy(), with_maps=False)
+    assert np.abs(original - raw).max() > 0.05 * np.abs(raw).max()  # the unchanged file's graph scores otherwise
