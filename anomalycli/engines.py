@@ -52,7 +52,7 @@ def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_
     int8 = quantize.int8_of(model.net)
     stored_note = ""
     if chosen == "onnx" and model.stored is not None:
-        graph = stored_graph(model)
+        graph = stored_graph_model(model)
         if graph.probe_holds():
             return graph, ""
         stored_note = (f"the model file's int8 scoring graph scores its probe image {graph.probe_mismatch():.1%} of the score range away "
@@ -75,7 +75,7 @@ def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_
     return model, note
 
 
-def stored_graph(model: AnomalyModel) -> OnnxModel:
+def stored_graph_model(model: AnomalyModel) -> OnnxModel:
     """The scoring graph ``model``'s file carried (``AnomalyModel.stored``), on ONNX Runtime, with its probe check."""
     probe = quantize.int8_of(model.net).probe.numpy(), float(model.stored["probe_raw_score"])
     return OnnxModel(model.method, model.config, model.calibration, whole_graph_session(model.stored["graph"]), probe)

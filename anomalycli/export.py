@@ -175,9 +175,12 @@ def stored_graph(model: AnomalyModel, tensors: dict[str, torch.Tensor]) -> tuple
     int8 = quantize.int8_in_use(model.net)
     if int8 is None:
         return None
-    graph = onnx_bytes(model, with_maps=True)
     probe = int8.probe.unsqueeze(0)
-    raw = float(onnx_model.session(graph).run([RAW_SCORE], {INPUT: probe.numpy()})[0][0])
+    try:
+        graph = onnx_bytes(model, with_maps=True)
+        raw = float(onnx_model.session(graph).run([RAW_SCORE], {INPUT: probe.numpy()})[0][0])
+    except Exception:  # the graph only speeds predict up: a model it fails for is saved, and predicts on PyTorch
+        return None
     spread = max(model.calibration.high - model.calibration.low, 1e-12)
     if abs(raw - float(model.score(probe, with_maps=False)[0][0])) > onnx_model.PROBE_SCORE_TOL * spread:
         return None

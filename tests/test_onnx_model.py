@@ -81,3 +81,17 @@ def test_saving_a_changed_model_stores_a_graph_that_scores_as_the_changed_model(
     assert np.abs(raw_graph - raw).max() <= 1e-2 * np.abs(raw).max()
     original, _ = onnx_model.stored_in(patchcore_model).score(images.numpy(), with_maps=False)
     assert np.abs(original - raw).max() > 0.05 * np.abs(raw).max()  # the unchanged file's graph scores otherwise
+
+
+def test_a_model_whose_graph_cannot_be_exported_is_still_saved_and_predicts_on_pytorch(patchcore_model, parts, tmp_path, monkeypatch):
+    from anomalycli import export
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("an operator the exporter does not know")
+
+    monkeypatch.setattr(export, "onnx_bytes", fails)
+    AnomalyModel.load(patchcore_model).save(tmp_path / "model.safetensors")
+    assert onnx_model.stored_in(tmp_path / "model.safetensors") is None
+    assert AnomalyModel.load(tmp_path / "model.safetensors").stored is None
+    run_cli("predict", tmp_path / "model.safetensors", parts / "good", "--output", tmp_path / "rows.json")
+    assert len(json.loads((tmp_path / "rows.json").read_text())["images"]) == len(list((parts / "good").glob("*.png")))
