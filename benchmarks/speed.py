@@ -169,6 +169,9 @@ def headline(result: dict, data: str) -> dict:
                                                     f"{r['backbone_torch'] / r['process_default']:.2f} of the raw PyTorch forward",
         "predict stages: decode / backbone / bank search, ms an image": f"{1000 * r['decode']:.1f} / {1000 * r.get('backbone_int8', r['backbone_onnx_fp32']):.1f} / {1000 * r['search_' + r['search_default']]:.1f}",
         "predict peak memory (whole process)": f"{r['predict_default_rss']:.0f} MiB",
+        **({"predict one image, whole process (the start a line program waits for)":
+            f"{r['one_image_default']:.2f} s" + (f" (revision {r['baseline']}: {r['one_image_baseline']:.2f} s)" if "one_image_baseline" in r else "")}
+           if "one_image_default" in r else {}),
     }
 
 
@@ -180,10 +183,10 @@ ROWS = [  # key, what
     ("search_float32", "bank search and score alone, float32 products"),
     ("search_bfloat16", "bank search and score alone, bfloat16 products (PyTorch; the default where native and int8 is not)"),
     ("search_int8", "bank search and score alone, int8 products (ONNX Runtime; the default where the CPU has VNNI)"),
-    ("process_default", "whole `anomaly predict` process, default model"),
+    ("process_default", "whole `anomaly predict` process, default model (the scoring graph its file carries, on ONNX Runtime, no PyTorch)"),
     ("process_fp32", "whole `anomaly predict` process, the model fitted with `--precision fp32`"),
     ("process_baseline", "whole `anomaly predict` process, fp32 model, the baseline revision's code"),
-    ("process_fast", "whole `anomaly predict` process, `--fast` model (Lite0 at 224 px)"),
+    ("process_fast", "whole `anomaly predict` process, `--fast` model (Lite0 at 224 px; its file's scoring graph too)"),
     ("process_fast_fp32", "whole `anomaly predict` process, `--fast --precision fp32` model"),
     ("process_fast_baseline", "whole `anomaly predict` process, `--fast` fp32 model, the baseline revision's code"),
     ("process_export", "whole `anomaly predict` process, the default model's `anomaly export` file (int8 backbone and search)"),

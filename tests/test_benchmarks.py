@@ -30,7 +30,8 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
         assert f"## {title}" in text
     assert "Not measured yet: `python -m benchmarks --topics peer`" in text
     for row in ("| 2-fold AUROC | ", "| recall at the announced point: announced → measured |", "| predict from 1024 px PNGs, whole process |",
-                "| whole `anomaly predict` process, default model |", "| whole `anomaly predict` process, `--fast` model (Lite0 at 224 px) |",
+                "| whole `anomaly predict` process, default model (the scoring graph its file carries, on ONNX Runtime, no PyTorch) |",
+                "| whole `anomaly predict` process, `--fast` model (Lite0 at 224 px; its file's scoring graph too) |",
                 "| whole `anomaly predict` process, the default model's `anomaly export` file (int8 backbone and search) |",
                 "| whole `anomaly predict` process on one image, s (median of 5): default model / its exported file |",
                 "| tiny (hybrid) | fp32, refitted with --seed 1 (control) |", "| exposure | mild (0.6) |"):
