@@ -1,8 +1,9 @@
-"""An exported ``.onnx`` file, loaded and run on ONNX Runtime behind ``AnomalyModel``'s interface.
+"""A whole scoring graph on ONNX Runtime behind ``AnomalyModel``'s interface: an ``anomaly export``
+file, or the copy of that graph an int8 model file carries (``export.stored_graph``).
 
-No PyTorch here: ``anomaly predict model.onnx`` scores with numpy, ONNX Runtime and Pillow only,
-and its start is then about a second shorter than with PyTorch's import (BENCHMARKS.md). Writing
-the file is ``export.py``; choosing where a ``.safetensors`` model runs is ``engines.py``.
+No PyTorch here: ``anomaly predict`` runs either with numpy, ONNX Runtime and Pillow only, and a
+predict of one image then takes 0.8 s, whole process, where PyTorch's import alone took about 2 s
+(BENCHMARKS.md). Writing the graph is ``export.py``; choosing where a model runs is ``engines.py``.
 """
 
 from __future__ import annotations
@@ -39,21 +40,20 @@ def is_exported(path: Path) -> bool:
     return path.suffix.lower() == SUFFIX
 
 
-def session(model: bytes | str, spinning: bool = False):
-    """An ONNX Runtime session on the CPU; its threads sleep between calls unless ``spinning``:
-    between an int8 backbone's calls, PyTorch's bank search and the decoding worker need the cores."""
+def session(model: bytes | str):
+    """An ONNX Runtime session on the CPU whose threads sleep between calls: spinning, they took the
+    cores from PyTorch's bank search and the decoding worker (whole predict 14-16 % slower with an
+    int8 backbone; with a whole graph, 0.5-1.2 s slower from 320 PNGs, 3 of 3 pairs)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: its warnings are not the user's business
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def whole_graph_session(model: bytes | str):
-    """A session for a whole scoring graph. Its threads sleep between calls too: spinning, they took
-    the decoding worker's core (whole predict from 320 PNGs 0.5-1.2 s slower, 3 of 3 pairs)."""
+    """``session`` for a whole scoring graph, or one line saying how to install ONNX Runtime."""
     if not engine_choice.onnxruntime_installed():
         raise UserError(f"an .onnx model runs on ONNX Runtime, which is not installed; run: {engine_choice.ONNX_INSTALL_HINT}")
     return session(model)
@@ -102,10 +102,9 @@ class OnnxModel:
 
     def probe_note(self) -> str:
         """One line where this CPU scores the file's probe image differently from the export machine ("" where it agrees)."""
-        mismatch = self.probe_mismatch()
-        if mismatch <= PROBE_SCORE_TOL:
+        if self.probe_holds():
             return ""
-        return (f"this CPU's int8 kernels score the file's probe image {mismatch:.1%} of the score range away from the machine that exported it, "
+        return (f"this CPU's int8 kernels score the file's probe image {self.probe_mismatch():.1%} of the score range away from the machine that exported it, "
                 "so its verdicts may differ too; for this PC, export the model with anomaly export --fp32")
 
 
@@ -155,7 +154,7 @@ def stored_in(path: Path) -> OnnxModel | None:
         if modelfile.file_digest(raw) != check["digest"] or hashlib.sha256(graph).hexdigest() != check["graph_digest"]:
             return None
         _, shape, pixels = raw[check["probe_tensor"]]
-        probe = np.frombuffer(pixels, np.uint8).reshape(shape), float(check["probe_raw_score"])
+        probe = np.frombuffer(pixels, np.uint8).reshape(shape).copy(), float(check["probe_raw_score"])  # a copy: the file's bytes go
         calibration = Calibration(**meta["calibration"])
     except (KeyError, TypeError, ValueError, struct.error):  # a damaged file is loading's to say, on PyTorch
         return None

@@ -1,7 +1,7 @@
 """Scoring many images with a trained model: streamed in batches, memory flat in their number.
 
 No PyTorch here: ``model`` is an ``AnomalyModel`` (which converts the numpy batches it is given)
-or an exported file's ``onnx_model.OnnxModel``, which then predicts without PyTorch's import.
+or a whole scoring graph's ``onnx_model.OnnxModel``, which then predicts without PyTorch's import.
 """
 
 from __future__ import annotations
