@@ -138,7 +138,7 @@ def metadata(model: AnomalyModel) -> dict[str, str]:
     """The ONNX metadata properties: anomalycli's own JSON, and the facts a line program needs, readable."""
     cal = model.calibration
     own = {"method": model.method, "config": model.config, "calibration": cal.to_dict(),
-           "format_version": modelfile.FORMAT_VERSION, "package_version": __version__}
+           "format_version": modelfile.BASE_FORMAT_VERSION, "package_version": __version__}
     size = model.config["image_size"]
     return {
         META_KEY: json.dumps(own),

@@ -18,7 +18,11 @@ from anomalycli import __version__, project
 from anomalycli.errors import UserError
 from anomalycli.io import atomic_path
 
-FORMAT_VERSION = 1
+# The newest format this anomalycli reads. 2: the file carries its scoring graph (GRAPH_TENSOR),
+# which an anomalycli before it would refuse as a mismatched part; written only where it does, so
+# files without one stay at 1 (BASE_FORMAT_VERSION), which every version reads, as do exported files.
+FORMAT_VERSION = 2
+BASE_FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 _META_KEY = "anomalycli"
 # A model file may carry its exported scoring graph beside the network's tensors (export.stored_graph):
@@ -33,7 +37,8 @@ if TYPE_CHECKING:
 def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict, overwrite: bool = True) -> Path:
     from safetensors.torch import save_file  # imports PyTorch (see the module's doc)
 
-    meta = {**meta, "format_version": FORMAT_VERSION, "package_version": __version__}
+    version = FORMAT_VERSION if GRAPH_TENSOR in tensors else BASE_FORMAT_VERSION
+    meta = {**meta, "format_version": version, "package_version": __version__}
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     with atomic_path(path, overwrite) as tmp:
         save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})

@@ -12,7 +12,7 @@ from anomalycli import modelfile, onnx_model
 from anomalycli.data import discover, load_all
 from anomalycli.methods import AnomalyModel
 from anomalycli.scoring import iter_scores
-from conftest import run_cli
+from conftest import one_clear_line, run_cli
 
 PREDICT_WITHOUT_TORCH = (
     "import sys\nfrom anomalycli.cli import main\n"
@@ -95,3 +95,10 @@ def test_a_model_whose_graph_cannot_be_exported_is_still_saved_and_predicts_on_p
     assert AnomalyModel.load(tmp_path / "model.safetensors").stored is None
     run_cli("predict", tmp_path / "model.safetensors", parts / "good", "--output", tmp_path / "rows.json")
     assert len(json.loads((tmp_path / "rows.json").read_text())["images"]) == len(list((parts / "good").glob("*.png")))
+
+
+def test_an_anomalycli_from_before_stored_graphs_asks_for_an_upgrade_not_a_retrain(patchcore_model, parts, monkeypatch):
+    assert modelfile.read_meta(patchcore_model)["format_version"] == modelfile.FORMAT_VERSION == 2
+    monkeypatch.setattr(modelfile, "FORMAT_VERSION", 1)  # what the version before reads
+    message = one_clear_line(run_cli("predict", patchcore_model, parts / "good", expect=1))
+    assert "newer than this anomalycli reads (1); upgrade anomalycli" in message
