@@ -275,3 +275,24 @@ def test_fast_trains_lite0_at_224_unless_a_size_is_given(parts, tmp_path):
     run_cli("train", parts, "--fast", "--image-size", "64", "--coreset-ratio", "0.1", "--run-dir", tmp_path / "fast")
     config = json.loads((tmp_path / "fast" / "args.json").read_text())
     assert config["fast"] and config["backbone"] == "efficientnet_lite0" and config["image_size"] == 64
+
+
+def test_the_verbs_list_is_each_commands_first_paragraph_and_imports_none_of_them():
+    import importlib
+    import inspect
+    import subprocess
+    import sys
+
+    from anomalycli.cli import SUMMARIES, VERBS
+
+    assert list(SUMMARIES) == list(VERBS)
+    for verb, (module, function, _) in VERBS.items():
+        doc = getattr(importlib.import_module(f"anomalycli.cli.{module}"), function).__doc__
+        assert SUMMARIES[verb] == " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
+    script = ("import sys\nfrom anomalycli.cli import main\nsys.argv = ['anomaly', '--help']\n"
+              "try:\n    main()\nexcept SystemExit:\n    pass\nprint('imported:', sorted(m for m in ('torch', 'sklearn') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "imported: []" in done.stdout and all(verb in done.stdout for verb in VERBS)
+    assert "Train a detector and calibrate its threshold" in " ".join(done.stdout.split())
+    assert run_cli("predict", "--help").exit_code == 0  # a verb's own help still comes from its module
