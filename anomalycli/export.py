@@ -9,7 +9,6 @@ properties, so the exported file alone is a model that ``predict`` and ``eval`` 
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import warnings
@@ -185,7 +184,7 @@ def stored_graph(model: AnomalyModel, tensors: dict[str, torch.Tensor]) -> tuple
     if abs(raw - float(model.score(probe, with_maps=False)[0][0])) > onnx_model.PROBE_SCORE_TOL * spread:
         return None
     probe_name = next(name for name, buffer in model.net.named_buffers() if buffer is int8.probe)
-    check = {"digest": modelfile.digest(tensors), "graph_digest": hashlib.sha256(graph).hexdigest(), "probe_tensor": probe_name, "probe_raw_score": raw}
+    check = {"digest": modelfile.digest(tensors), "graph_digest": modelfile.graph_digest(graph), "probe_tensor": probe_name, "probe_raw_score": raw}
     return torch.frombuffer(bytearray(graph), dtype=torch.uint8), check
 
 

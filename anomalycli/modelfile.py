@@ -86,6 +86,16 @@ def digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def carried_graph_holds(check, network_digest: str, graph: bytes) -> bool:
+    """Whether the scoring graph a file carries (``check``: its GRAPH_KEY metadata) was exported
+    from the network whose tensors give ``network_digest`` (``digest``, ``file_digest``) and is intact."""
+    return isinstance(check, dict) and check.get("digest") == network_digest and check.get("graph_digest") == graph_digest(graph)
+
+
+def graph_digest(graph: bytes) -> str:
+    return hashlib.sha256(graph).hexdigest()
+
+
 def raw_tensors(path: str | Path) -> dict[str, tuple[str, list[int], memoryview]]:
     """name -> (dtype, shape, bytes) of every tensor in a model file, read without PyTorch (the
     safetensors layout: an 8-byte header length, the JSON header, then the tensors' bytes)."""

@@ -8,7 +8,6 @@ adds what every method shares: preprocessing, calibration and the model file.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +72,6 @@ class AnomalyModel:
         check, stored = meta.get(modelfile.GRAPH_KEY), None
         if graph is not None and isinstance(check, dict):
             graph = graph.numpy().tobytes()
-            if check.get("digest") == modelfile.digest(tensors) and check.get("graph_digest") == hashlib.sha256(graph).hexdigest():
+            if modelfile.carried_graph_holds(check, modelfile.digest(tensors), graph):
                 stored = {**check, "graph": graph}
         return cls(method, net.eval(), meta["config"], calibration, stored)
