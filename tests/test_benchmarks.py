@@ -34,7 +34,8 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
                 "| whole `anomaly predict` process, `--fast` model (Lite0 at 224 px; its file's scoring graph too) |",
                 "| whole `anomaly predict` process, the default model's `anomaly export` file (int8 backbone and search) |",
                 "| whole `anomaly predict` process on one image, s (median of 5): default model / its exported file |",
-                "| tiny (hybrid) | fp32, refitted with --seed 1 (control) |", "| exposure | mild (0.6) |"):
+                "| tiny (hybrid) | fp32, refitted with --seed 1 (control) |",
+                "| tiny (hybrid) | fp32, features perturbed by 1e-04 (control) |", "| exposure | mild (0.6) |"):
         assert row in text
     accuracy = json.loads((results / "accuracy.json").read_text())
     assert accuracy["command"] == "python -m benchmarks --quick" and {r["method"] for r in accuracy["result"]["runs"]} == {"hybrid", "patchcore"}
@@ -95,3 +96,22 @@ def test_the_report_says_which_topics_were_not_measured(tmp_path):
     assert "| 1-fold AUROC | 0.750 ± 0.000 |" in text  # 3 of the 4 pairs ranked right
     assert "| recall at the announced point: announced → measured | 50.0 % → 50.0 % (1/1 folds consistent) |" in text
     assert "Not measured yet: `python -m benchmarks --topics speed`." in text and "| fit on every image" not in text
+
+
+def test_the_perturbation_control_moves_every_feature_map_by_its_size_and_only_inside():
+    import torch
+
+    from anomalycli import backbones
+    from benchmarks.precision import perturbed_features
+
+    extractor = backbones.FeatureExtractor("efficientnet_lite0", backbones.build("efficientnet_lite0", "none")).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        before = extractor(x, deep=True)
+        with perturbed_features(1e-4):
+            inside = extractor(x, deep=True)
+        after = extractor(x, deep=True)
+    for b, i, a in zip(before, inside, after):
+        relative = ((i - b).abs() / b.abs())[b.abs() > b.abs().max() * 1e-3]
+        assert 1e-6 < float(relative.median()) < 1e-3  # about 0.67e-4: the median of |N(0, 1)| times the size
+        assert torch.equal(a, b)
