@@ -1,12 +1,12 @@
 """What the int8 backbone and the int8 (or bfloat16) bank search change in the scores.
 
-On the accuracy topic's cross-validation folds (``folds.run``), the default method fitted three
+On the accuracy topic's cross-validation folds (``folds.run``), the default method fitted four
 ways: the default (int8 backbone; the search's products in int8 where the CPU has VNNI, else in
 bfloat16 where it has that), ``--precision fp32`` (the backbone every model had before), and two
 controls: fp32 refitted with ``--seed 1`` (other folds and coreset starts), and fp32 whose every
 feature map is perturbed by ``PERTURBATION`` (relative, in the fit and in the scoring), far less
-than int8 changes them: the verdicts the smallest change of the features flips. The default model is also
-scored with the search in float32.
+than int8 changes them: the verdicts the smallest change of the features flips. The default
+model is also scored with the search in float32.
 """
 
 from __future__ import annotations
