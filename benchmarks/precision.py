@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -32,23 +33,17 @@ FLOAT32_SEARCH = "default model, float32 search"
 AGAINST = {DEFAULT: FP32, CONTROL: FP32, PERTURBED: FP32, FLOAT32_SEARCH: DEFAULT}
 
 
-@contextlib.contextmanager
 def forced_search(kind: str):
     """The bank search's products in ``kind`` (``coreset.search_kind``) on any CPU, while inside."""
     from anomalycli import coreset
 
-    chosen, coreset.search_kind = coreset.search_kind, lambda device: kind
-    try:
-        yield
-    finally:
-        coreset.search_kind = chosen
+    return mock.patch.object(coreset, "search_kind", lambda device: kind)
 
 
 def float32_search():
     return forced_search("float32")
 
 
-@contextlib.contextmanager
 def perturbed_features(size: float = PERTURBATION):
     """Every fp32 feature map times (1 + ``size`` x standard normal noise, the same for the same
     shape), while inside: a backbone imperceptibly different from fp32, to fit and score with."""
@@ -60,11 +55,7 @@ def perturbed_features(size: float = PERTURBATION):
         maps = forward(self, x, deep)
         return [m * (1 + size * torch.randn(m.shape, generator=torch.Generator().manual_seed(0))) for m in maps]
 
-    backbones.FeatureExtractor.forward = perturbed
-    try:
-        yield
-    finally:
-        backbones.FeatureExtractor.forward = forward
+    return mock.patch.object(backbones.FeatureExtractor, "forward", perturbed)
 
 
 # name -> what each path's fits and scores run inside

@@ -70,7 +70,7 @@ class AnomalyModel:
         except (KeyError, TypeError, RuntimeError) as exc:
             raise UserError(f"{path} is an anomalycli {method} model with missing or mismatched parts ({type(exc).__name__}); retrain it") from None
         check, stored = meta.get(modelfile.GRAPH_KEY), None
-        if graph is not None and isinstance(check, dict):
+        if graph is not None:
             graph = graph.numpy().tobytes()
             if modelfile.carried_graph_holds(check, modelfile.digest(tensors), graph):
                 stored = {**check, "graph": graph}
