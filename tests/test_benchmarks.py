@@ -34,7 +34,7 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
                 "| whole `anomaly predict` process, `--fast` model (Lite0 at 224 px; its file's scoring graph too) |",
                 "| whole `anomaly predict` process, the default model's `anomaly export` file (int8 backbone and search) |",
                 "| whole `anomaly predict` process on one image, s (median of 5): default model / its exported file |",
-                "| tiny (hybrid) | fp32, refitted with --seed 1 (control) |",
+                "| tiny (hybrid) | fp32, refitted with --seed 1 (control) |", "| tiny (hybrid) | fp32, refitted with --seed 3 (control) |",
                 "| tiny (hybrid) | fp32, features perturbed by 1e-04 (control) |", "| exposure | mild (0.6) |"):
         assert row in text
     accuracy = json.loads((results / "accuracy.json").read_text())
@@ -115,3 +115,12 @@ def test_the_perturbation_control_moves_every_feature_map_by_its_size_and_only_i
         relative = ((i - b).abs() / b.abs())[b.abs() > b.abs().max() * 1e-3]
         assert 1e-6 < float(relative.median()) < 1e-3  # about 0.67e-4: the median of |N(0, 1)| times the size
         assert torch.equal(a, b)
+
+
+def test_fewest_flips_is_the_best_any_threshold_does_and_cannot_cut_between_ties():
+    from benchmarks.precision import fewest_flips
+
+    assert fewest_flips([0.1, 0.2, 0.3, 0.4], [False, False, True, True]) == 0  # a cut between 0.2 and 0.3 agrees
+    assert fewest_flips([0.1, 0.2, 0.3, 0.4], [False, True, False, True]) == 1  # ranked differently: one must flip
+    assert fewest_flips([0.4, 0.3, 0.2, 0.1], [False, False, True, True]) == 2  # reversed: flag none, or all
+    assert fewest_flips([0.5, 0.5, 0.5], [True, False, False]) == 1  # a tie is flagged or not together
