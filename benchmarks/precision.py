@@ -1,6 +1,6 @@
 """What the int8 backbone and the int8 (or bfloat16) bank search change in the scores.
 
-On the accuracy topic's cross-validation folds (``folds.run``), the default method fitted four
+On the accuracy topic's cross-validation folds (``folds.run``), the default method fitted six
 ways: the default (int8 backbone; the search's products in int8 where the CPU has VNNI, else in
 bfloat16 where it has that), ``--precision fp32`` (the backbone every model had before), and
 controls: fp32 refitted with ``--seed`` 1, 2 and 3 (other folds and coreset starts: what a refit
