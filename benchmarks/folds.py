@@ -63,8 +63,12 @@ class Outcome:
     notes: list[str]
     variants: dict = field(default_factory=dict)  # name -> raw scores of the same model scored another way
 
+    def scores(self, variant: str | None = None) -> list[float]:
+        """The raw scores, or those of the same model scored the ``variant`` way."""
+        return self.variants[variant] if variant else self.raw
+
     def flagged(self, variant: str | None = None) -> np.ndarray:
-        return np.asarray(self.variants[variant] if variant else self.raw) >= self.threshold
+        return np.asarray(self.scores(variant)) >= self.threshold
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -114,7 +118,7 @@ def auroc(outcome: Outcome, variant: str | None = None) -> float | None:
 
     if len(set(outcome.labels)) < 2:
         return None
-    return float(roc_auc_score(outcome.labels, outcome.variants[variant] if variant else outcome.raw))
+    return float(roc_auc_score(outcome.labels, outcome.scores(variant)))
 
 
 def measured(outcome: Outcome, variant: str | None = None) -> dict:

@@ -116,7 +116,7 @@ def summary(run: dict) -> dict:
         if name in AGAINST:
             others, other_variant = _outcomes(run, AGAINST[name])
             flips = sum(int((a.flagged(variant) != b.flagged(other_variant)).sum()) for a, b in zip(outcomes, others))
-            fewest = sum(fewest_flips(a.variants[variant] if variant else a.raw, b.flagged(other_variant)) for a, b in zip(outcomes, others))
+            fewest = sum(fewest_flips(a.scores(variant), b.flagged(other_variant)) for a, b in zip(outcomes, others))
             row["flips"] = (AGAINST[name], flips, sum(len(o.labels) for o in outcomes))
             row["fewest_flips"] = fewest
         rows[name] = row
