@@ -7,7 +7,9 @@ engine chosen is ``engines.py``.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import platform
 
 from anomalycli.errors import UsageError
 
@@ -33,3 +35,20 @@ def resolve_engine(engine: str) -> str:
     if engine == "auto":
         return "onnx" if onnxruntime_installed() else "torch"
     return engine
+
+
+@functools.cache
+def cpu_class() -> str:
+    """This CPU's architecture and the instruction sets that choose ONNX Runtime's int8 kernels, in
+    words (every timing in BENCHMARKS.md names it): int8 dot products (AMX, AVX-512 VNNI, AVX-VNNI),
+    else the AVX-512 or AVX2 kernels that add pairs of products in 16 bits."""
+    machine = platform.machine().lower()
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    if not flags:
+        return machine or "unknown CPU"
+    best = next((name for flag, name in (("amx_int8", "AMX"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"),
+                                         ("avx512bw", "AVX-512, no VNNI"), ("avx2", "AVX2, no VNNI")) if flag in flags), "no AVX2")
+    return f"{machine}, {best}"

@@ -4,10 +4,11 @@ A model fitted with an int8 backbone (``quantize.py``, the default on a CPU) car
 scoring graph in its file (``export.stored_graph``: the int8 backbone, the bank search in int8,
 the score and maps), and ``auto`` and ``onnx`` run that graph on ONNX Runtime: ``anomaly predict``
 then never imports PyTorch (``cli/predict.py``, ``onnx_model.stored_in``). Where the graph does
-not score the file's probe image as where it was trained (another CPU's int8 kernels), the model
-runs its int8 backbone on ONNX Runtime and the rest on PyTorch (the bank search's products in int8
-on ONNX Runtime where the CPU has VNNI, ``coreset.BankIndex``), or its fp32 backbone where those
-kernels give other features too. ``onnx-fp32`` and ``torch`` run the fp32 backbone.
+not score the file's probe image as where it was trained (another CPU's int8 kernels), the same
+graph runs its quantised network in float32 (``onnx_model.REFERENCE_KERNELS``), and where even
+that fails, the model refuses to predict: its int8 bank is never scored with fp32 features.
+``torch`` runs an int8 model's backbone on ONNX Runtime and the rest on PyTorch; ``onnx-fp32``
+runs fp32 models only.
 
 A model with an fp32 backbone (older files, ``--precision fp32``, fitted on a GPU) runs, under
 ``auto``, on ONNX Runtime, 1.2x PyTorch's speed from 1024 px PNGs (measured 2026-11-29, Engines in
@@ -21,12 +22,17 @@ from pathlib import Path
 
 from anomalycli import engine_choice, export, onnx_model, project, quantize
 from anomalycli.methods import AnomalyModel
-from anomalycli.onnx_model import OnnxModel, whole_graph_session
+from anomalycli.errors import UsageError
+from anomalycli.onnx_model import INT8_KERNELS, OnnxModel, whole_graph_session
 
 
 def in_memory(model: AnomalyModel, with_maps: bool = True) -> OnnxModel:
-    """``model`` exported in memory; without maps the graph skips them (predict without --heatmaps)."""
-    return OnnxModel(model.method, model.config, model.calibration, whole_graph_session(export.onnx_bytes(model, with_maps)))
+    """``model`` exported in memory, its int8 layers on the kernels its backbone runs on; without
+    maps the graph skips them (predict without --heatmaps)."""
+    int8 = quantize.int8_of(model.net)
+    kernels = int8.kernels if int8 is not None else INT8_KERNELS
+    graph = export.onnx_bytes(model, with_maps)
+    return OnnxModel(model.method, model.config, model.calibration, whole_graph_session(graph, kernels), source=graph, kernels=kernels)
 
 
 def load_model(path: str | Path, engine: str = "auto") -> AnomalyModel | OnnxModel:
@@ -40,57 +46,52 @@ def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_
     """``model`` where ``engine`` says it runs for ``n_images`` images, and one line for the user
     where that is not the fast path the model was fitted for (else "").
 
-    An int8 model runs the scoring graph its file carries (``export.stored_graph``) where that
-    graph scores its probe image here as where it was trained; else it checks, on the same image,
-    that this CPU's int8 kernels give the features they gave at training, and if not, it runs its
-    fp32 backbone. ``auto`` keeps PyTorch for
-    fp32 models under ``engine_choice.AUTO_ONNX_MIN_IMAGES`` images: exporting costs more than ONNX Runtime saves.
+    An int8 model runs the scoring graph its file carries (``export.stored_graph``), or its int8
+    backbone on ONNX Runtime with the rest on PyTorch, on the kernels that reproduce its training
+    here (``OnnxModel.where_probe_holds``, ``Int8Extractor.hold_probe``): never its fp32 backbone,
+    whose features its bank was not fitted on. ``auto`` keeps PyTorch for fp32 models under
+    ``engine_choice.AUTO_ONNX_MIN_IMAGES`` images: exporting costs more than ONNX Runtime saves.
     """
     if isinstance(model, OnnxModel):
-        return model, model.probe_note()
+        return model.where_probe_holds()
     chosen = engine_choice.resolve_engine(engine)
     int8 = quantize.int8_of(model.net)
-    stored_note = ""
-    if chosen == "onnx" and model.stored is not None:
-        graph = stored_graph_model(model)
-        if graph.probe_holds():
-            return graph, ""
-        stored_note = (f"the model file's int8 scoring graph scores its probe image {graph.probe_mismatch():.1%} of the score range away "
-                       "from the machine that trained it, so it runs on PyTorch here (slower)")
     if int8 is None:
         note = fp32_note(model) if engine == "auto" else ""
-    elif chosen in ("torch", "onnx-fp32"):
-        int8.active = False
-        note = f"--engine {engine} runs this model's fp32 backbone; its threshold was chosen on its int8 backbone's scores, which may differ slightly"
-    else:
-        mismatch = int8.probe_mismatch()
-        if mismatch <= quantize.PROBE_RTOL:
-            return (in_memory(model, with_maps) if engine == "onnx" else model), stored_note
-        int8.active = False
-        note = (f"int8 kernels on this CPU give features up to {mismatch:.1%} away from training's on the model's probe image, so "
-                "predict runs the fp32 backbone (about half the speed; scores may differ slightly from calibration)")
-    note = "; ".join(n for n in (stored_note, note) if n)
-    if chosen != "torch" and (engine != "auto" or n_images >= engine_choice.AUTO_ONNX_MIN_IMAGES):
-        return in_memory(model, with_maps), note
-    return model, note
+        if chosen != "torch" and (engine != "auto" or n_images >= engine_choice.AUTO_ONNX_MIN_IMAGES):
+            return in_memory(model, with_maps), note
+        return model, note
+    if chosen == "onnx-fp32":
+        raise UsageError("--engine onnx-fp32 would score this model's int8 bank with fp32 features, which flips 7-15 % of verdicts; "
+                         "use --engine onnx or auto (or train with --precision fp32 for an fp32 model)")
+    if chosen == "onnx" and model.stored is not None:
+        return stored_graph_model(model).where_probe_holds()
+    note = int8.hold_probe()
+    return (in_memory(model, with_maps) if engine == "onnx" else model), note
 
 
 def stored_graph_model(model: AnomalyModel) -> OnnxModel:
     """The scoring graph ``model``'s file carried (``AnomalyModel.stored``), on ONNX Runtime, with its probe check."""
     probe = quantize.int8_of(model.net).probe.numpy(), float(model.stored["probe_raw_score"])
-    return OnnxModel(model.method, model.config, model.calibration, whole_graph_session(model.stored["graph"]), probe)
+    graph = model.stored["graph"]
+    return OnnxModel(model.method, model.config, model.calibration, whole_graph_session(graph), probe, source=graph)
 
 
 def fp32_note(model: AnomalyModel) -> str:
-    """Why a patchcore or hybrid model runs its fp32 backbone, and how to get the int8 one ("" for the classifier)."""
+    """Why a patchcore or hybrid model runs its fp32 backbone, and what would make it faster ("" for the classifier)."""
     if model.method == "classifier":
         return ""
     why = model.config.get("precision_note", "the model file is from before int8 backbones")
+    if why.startswith(quantize.DISAGREED):
+        return f"this model runs its fp32 backbone ({why}); --fast would predict about twice as fast at some cost in accuracy"
     return f"this model runs its fp32 backbone ({why}); trained on a CPU with --precision auto (the default) it gets an int8 backbone and predicts about 1.5x as fast"
 
 
 def describe(model: AnomalyModel | OnnxModel) -> str:
-    """Where ``model`` scores, in words (eval's report)."""
+    """Where ``model`` scores, in words (predict's start, eval's report)."""
     if isinstance(model, OnnxModel):
-        return "ONNX Runtime"
-    return "PyTorch, int8 backbone on ONNX Runtime" if quantize.int8_in_use(model.net) is not None else "PyTorch"
+        return model.describe()
+    int8 = quantize.int8_of(model.net)
+    if int8 is None:
+        return "PyTorch, fp32 backbone"
+    return f"PyTorch, int8 backbone on ONNX Runtime's {int8.kernels} kernels ({engine_choice.cpu_class()})"

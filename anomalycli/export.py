@@ -99,9 +99,9 @@ def _traced(module: nn.Module, inputs: tuple, input_names: list[str], output_nam
 
 def onnx_bytes(model: AnomalyModel, with_maps: bool = True) -> bytes:
     """The model's scoring graph as a serialised ONNX model (no metadata), any batch size: with its
-    int8 backbone where it has one in use (``quantize.Int8Extractor.active``), and then the bank
+    int8 backbone where it has one, and then the bank
     search's products in int8 too (``coreset.exported_search``); else all in fp32."""
-    int8 = quantize.int8_in_use(model.net)
+    int8 = quantize.int8_of(model.net)
     if int8 is not None:
         with coreset.exported_search("int8"):
             return _joined_to_int8(model, int8, with_maps).SerializeToString()
@@ -171,7 +171,7 @@ def stored_graph(model: AnomalyModel, tensors: dict[str, torch.Tensor]) -> tuple
     raw score the graph gives that image. None for a model without an int8 backbone in use (fp32, a GPU's, the
     classifier), which predicts on PyTorch as before, and where the graph's score of the probe lies
     over ``onnx_model.PROBE_SCORE_TOL`` of the score range from the model's own."""
-    int8 = quantize.int8_in_use(model.net)
+    int8 = quantize.int8_of(model.net)
     if int8 is None:
         return None
     probe = int8.probe.unsqueeze(0)
@@ -197,7 +197,7 @@ def export_onnx(model: AnomalyModel, path: str | Path, overwrite: bool = False) 
     graph = onnx_bytes(model)
     proto = onnx.load_from_string(graph)
     meta = metadata(model)
-    int8 = quantize.int8_in_use(model.net)
+    int8 = quantize.int8_of(model.net)
     if int8 is not None:
         meta[PROBE_KEY] = json.dumps(_probe(int8.probe, graph))
     for key, value in meta.items():

@@ -12,7 +12,7 @@ import base64
 import io
 import json
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,29 +33,37 @@ ONNX_BATCH = 8
 # An int8 file's probe image scored on another machine: within this share of the calibration's
 # score range of the export machine's score (the same kernels give the same score to the bit).
 PROBE_SCORE_TOL = 0.01
+# How a graph's quantised layers run: ONNX Runtime's int8 kernels (fused QDQ, the fast path), or
+# the same quantised network computed in float32 (``session.disable_quant_qdq``): every
+# QuantizeLinear still rounds to the graph's int8 levels, so the features are those of the int8
+# network on any CPU, without depending on its int8 instructions ("Precision on any CPU" in
+# BENCHMARKS.md: within a rounding step of the int8 kernels' features, slower).
+INT8_KERNELS, REFERENCE_KERNELS = "int8", "reference"
 
 
 def is_exported(path: Path) -> bool:
     return path.suffix.lower() == SUFFIX
 
 
-def session(model: bytes | str):
-    """An ONNX Runtime session on the CPU whose threads sleep between calls: spinning, they took the
-    cores from PyTorch's bank search and the decoding worker (whole predict 14-16 % slower with an
-    int8 backbone; with a whole graph, 0.5-1.2 s slower from 320 PNGs, 3 of 3 pairs)."""
+def session(model: bytes | str, kernels: str = INT8_KERNELS):
+    """An ONNX Runtime session on the CPU whose threads sleep between calls (spinning, they took the
+    cores from PyTorch's bank search and the decoding worker: whole predict 14-16 % slower with an
+    int8 backbone), its quantised layers run on ``kernels`` (``INT8_KERNELS`` or ``REFERENCE_KERNELS``)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: its warnings are not the user's business
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if kernels == REFERENCE_KERNELS:
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def whole_graph_session(model: bytes | str):
+def whole_graph_session(model: bytes | str, kernels: str = INT8_KERNELS):
     """``session`` for a whole scoring graph, or one line saying how to install ONNX Runtime."""
     if not engine_choice.onnxruntime_installed():
         raise UserError(f"an .onnx model runs on ONNX Runtime, which is not installed; run: {engine_choice.ONNX_INSTALL_HINT}")
-    return session(model)
+    return session(model, kernels)
 
 
 @dataclass
@@ -68,6 +76,9 @@ class OnnxModel:
     session: object = field(repr=False)  # onnxruntime.InferenceSession
     # An int8 graph's check: an image (uint8 3 x S x S) and the raw score the graph gave it where it was exported.
     probe: tuple[np.ndarray, float] | None = field(default=None, repr=False)
+    # The graph (bytes or a file's path) the session runs, to open it again on other kernels.
+    source: bytes | str | None = field(default=None, repr=False)
+    kernels: str = INT8_KERNELS
     _mismatch: float | None = field(default=None, init=False, repr=False)
 
     @property
@@ -96,15 +107,30 @@ class OnnxModel:
                 self._mismatch = abs(float(raw[0]) - expected) / max(self.calibration.high - self.calibration.low, 1e-12)
         return self._mismatch
 
+    def describe(self) -> str:
+        """Where this model scores, in words: an int8 graph's kernels and this CPU's class."""
+        if self.probe is None:
+            return "ONNX Runtime"
+        return f"ONNX Runtime, int8 graph on {self.kernels} kernels ({engine_choice.cpu_class()})"
+
     def probe_holds(self) -> bool:
         return self.probe_mismatch() <= PROBE_SCORE_TOL
 
-    def probe_note(self) -> str:
-        """One line where this CPU scores the file's probe image differently from the export machine ("" where it agrees)."""
+    def where_probe_holds(self) -> tuple["OnnxModel", str]:
+        """This model on the kernels that score its probe image here as where it was made, and a line
+        where those are not the int8 kernels ("" where they are). Raises ``UserError`` where none do:
+        its verdicts would not hold on this CPU."""
         if self.probe_holds():
-            return ""
-        return (f"this CPU's int8 kernels score the file's probe image {self.probe_mismatch():.1%} of the score range away from the machine that exported it, "
-                "so its verdicts may differ too; for this PC, export the model with anomaly export --fp32")
+            return self, ""
+        mismatch = self.probe_mismatch()
+        reference = replace(self, session=whole_graph_session(self.source, REFERENCE_KERNELS), kernels=REFERENCE_KERNELS)
+        if reference.probe_holds():
+            return reference, (f"this CPU's int8 kernels score the model's probe image {mismatch:.1%} of the score range away from the machine "
+                               "that made it, so its int8 network runs in float32 here (the same verdicts, about half the speed); "
+                               "training the model again, on any PC, gives it an int8 graph whose kernels run here")
+        raise UserError(f"this CPU scores the model's probe image {reference.probe_mismatch():.1%} of the score range away from the machine that "
+                        "made it, even with the int8 network in float32, so its verdicts would not hold here; train the model on this PC "
+                        "(or with --precision fp32) and export it again")
 
 
 def load(path: str | Path, engine: str = "auto") -> OnnxModel:
@@ -127,7 +153,7 @@ def load(path: str | Path, engine: str = "auto") -> OnnxModel:
     try:
         meta = json.loads(properties[META_KEY])
         modelfile.check_version(path, meta)
-        model = OnnxModel(meta["method"], meta["config"], Calibration(**meta["calibration"]), graph)
+        model = OnnxModel(meta["method"], meta["config"], Calibration(**meta["calibration"]), graph, source=str(path))
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         raise UserError(f"{not_a_model}: its metadata is incomplete") from None
     if PROBE_KEY in properties:
@@ -157,7 +183,7 @@ def stored_in(path: Path) -> OnnxModel | None:
         calibration = Calibration(**meta["calibration"])
     except (KeyError, TypeError, ValueError, struct.error):  # a damaged file is loading's to say, on PyTorch
         return None
-    return OnnxModel(meta["method"], meta["config"], calibration, whole_graph_session(graph), probe)
+    return OnnxModel(meta["method"], meta["config"], calibration, whole_graph_session(graph), probe, source=graph)
 
 
 def probe_image(probe: dict) -> np.ndarray:

@@ -8,13 +8,24 @@ out-of-fold scores and the threshold all come from the features predict computes
 quantisation noise is calibrated for instead of shifting the scores (measured on fp32 banks,
 int8 queries scored good parts 0.2 standard deviations higher; BENCHMARKS.md).
 
+One graph gives the same features on every CPU ("Precision on any CPU" in BENCHMARKS.md):
+- its weights use 7 bits (-64..64, ``reduce_range``): on x86-64 CPUs without VNNI, ONNX
+  Runtime's uint8 x int8 kernels add pairs of products in 16 bits (VPMADDUBSW), which
+  255 x 127 x 2 overflows and 255 x 64 x 2 does not, so AVX2, AVX-512 and VNNI kernels compute
+  the same integers (8-bit weights gave features at median cosine 0.52 to fp32 on an AVX2 CPU);
+- the stem and the first block stay in fp32 (``FP32_LEADING_CONVS``): their batch-norm-folded
+  filters nearly cancel on flat backgrounds, where 7-bit weights alone took the screws' cosine to
+  0.87; kept in fp32 they cost little (a few channels at the largest size) and the cosine is
+  0.985 / 0.993 on screws / magnetic tiles, above the 8-bit graph's 0.966 / 0.983.
+
 Two checks keep a wrong int8 path from scoring silently:
 - at training, the int8 patch features must agree with the fp32 ones on the calibration images
   (median cosine at least ``MIN_COSINE``), or the model is fitted in fp32;
 - on every machine that predicts, the graph must reproduce, on a probe image stored with it, the
-  features it gave at training (int8 kernels differ between CPUs), or predict runs the fp32
-  backbone and says so; adapt and calibrate on new images refuse there instead (they would put
-  this CPU's features beside training's).
+  features it gave at training; where ONNX Runtime's int8 kernels do not (a file from before the
+  7-bit graph moved to a CPU without VNNI, another architecture), the same quantised network runs
+  in float32 (``onnx_model.REFERENCE_KERNELS``), and where even that fails, predict refuses: an
+  int8 bank is never scored with fp32 features (7-15 % of verdicts flipped that way).
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from torch import nn
 
 from anomalycli import backbones
 from anomalycli.errors import UserError
-from anomalycli.onnx_model import session
+from anomalycli.onnx_model import INT8_KERNELS, REFERENCE_KERNELS, session
 
 # Good training images whose activations set the int8 ranges (and on which the check runs).
 CALIBRATION_IMAGES = 16
@@ -40,19 +51,26 @@ RUN_BATCH = 8
 # Median cosine between int8 and fp32 patch features below which a model is fitted in fp32
 # (0.97-0.99 on both development sets; a broken quantisation gives well under 0.9).
 MIN_COSINE = 0.9
-# The probe's pooled features on another machine: within this relative difference of training's.
-PROBE_RTOL = 1e-3
+# The probe's pooled features on another machine: within this relative difference of training's
+# (the same int8 kernels give them to the bit), or within REFERENCE_RTOL on the reference kernels,
+# whose float rounding moves a few activations by one int8 level ("Precision on any CPU").
+PROBE_RTOL, REFERENCE_RTOL = 1e-3, 0.05
+# Convolutions (in the graph's order) kept in fp32: the stem and the first block (see above).
+FP32_LEADING_CONVS = 3
 OPSET = 17
 INPUT = "x"
+# How a model's config begins its precision note when training kept the fp32 backbone for this.
+DISAGREED = "the int8 backbone's features disagreed with fp32 ones"
 
 
 class Int8Extractor(nn.Module):
     """A ``backbones.FeatureExtractor`` whose maps come from its int8 ONNX graph.
 
-    It keeps the fp32 extractor beside the graph: ``active = False`` runs that one instead
-    (``--engine torch``, or a machine that failed the probe check). The graph, the probe image and
-    the probe's features are buffers, so they travel in the model file's tensors; the ONNX
-    Runtime session is made on first use and never pickled.
+    ``kernels`` says how ONNX Runtime runs the graph (``INT8_KERNELS``, or ``REFERENCE_KERNELS``
+    where this CPU's int8 kernels fail the probe check: ``hold_probe``). It keeps the fp32
+    extractor beside the graph (``fp32``), whose features no bank of this model was fitted on. The
+    graph, the probe image and the probe's features are buffers, so they travel in the model file's
+    tensors; the ONNX Runtime session is made on first use and never pickled.
     """
 
     def __init__(self, fp32: backbones.FeatureExtractor, graph: torch.Tensor, probe: torch.Tensor, probe_features: torch.Tensor):
@@ -62,7 +80,7 @@ class Int8Extractor(nn.Module):
         self.register_buffer("graph", graph)  # the int8 ONNX model's bytes, uint8
         self.register_buffer("probe", probe)  # uint8 3 x S x S
         self.register_buffer("probe_features", probe_features)  # backbones.pooled of the probe's maps
-        self.active = True
+        self.kernels = INT8_KERNELS
         self._session = None
 
     @property
@@ -77,12 +95,12 @@ class Int8Extractor(nn.Module):
     @property
     def session(self):
         if self._session is None:
-            self._session = session(self.graph.numpy().tobytes())
+            self._session = session(self.graph.numpy().tobytes(), self.kernels)
         return self._session
 
     def forward(self, x: torch.Tensor, deep: bool = False) -> list[torch.Tensor]:
-        if not self.active or (deep and not self.deep):
-            return self.fp32(x, deep)
+        if deep and not self.deep:
+            return self.fp32(x, deep)  # the classifier-style descriptor of a patchcore graph: no bank depends on it
         pixels = np.ascontiguousarray(x.detach().float().cpu().numpy())
         # ONNX Runtime keeps an arena as large as its largest call: runs of RUN_BATCH images bound it.
         runs = [self.session.run(None, {INPUT: pixels[i : i + RUN_BATCH]}) for i in range(0, len(pixels), RUN_BATCH)]
@@ -94,6 +112,21 @@ class Int8Extractor(nn.Module):
         x = backbones.preprocess(self.probe.unsqueeze(0), self.name)
         here = backbones.pooled(self.forward(x, deep=self.deep))[0]
         return float(((here - self.probe_features).abs() / self.probe_features.abs().clamp_min(1e-3)).max())
+
+    def hold_probe(self) -> str:
+        """Run on the kernels that reproduce training's features here: the int8 ones (""), else the
+        reference ones (a line saying so). Raises ``UserError`` where neither does."""
+        mismatch = self.probe_mismatch()
+        if mismatch <= PROBE_RTOL:
+            return ""
+        self.kernels, self._session = REFERENCE_KERNELS, None
+        reference = self.probe_mismatch()
+        if reference <= REFERENCE_RTOL:
+            return (f"this CPU's int8 kernels give features up to {mismatch:.1%} away from training's on the model's probe image, so the "
+                    "int8 network runs in float32 here (the same features within a rounding step, about half the speed); "
+                    "training the model again, on any PC, gives it an int8 graph whose kernels run here")
+        raise UserError(f"this CPU gives features up to {reference:.1%} away from the model's training even with the int8 network in "
+                        "float32, so its verdicts would not hold here; train the model on this PC (or with --precision fp32)")
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -150,12 +183,6 @@ def int8_of(net: nn.Module) -> Int8Extractor | None:
     return extractor if isinstance(extractor, Int8Extractor) else None
 
 
-def int8_in_use(net: nn.Module) -> Int8Extractor | None:
-    """``int8_of(net)`` where it scores (``active``), else None."""
-    int8 = int8_of(net)
-    return int8 if int8 is not None and int8.active else None
-
-
 def require_training_features(net: nn.Module, consequence: str) -> None:
     """One line refusing to go on where this CPU's int8 kernels fail ``net``'s probe check: its
     bank and threshold rest on training's int8 features, and ``consequence`` says what would go wrong.
@@ -171,6 +198,16 @@ def config_of(extractor) -> dict:
     if not isinstance(extractor, Int8Extractor):
         return {}
     return {"int8": {"graph_bytes": extractor.graph.numel(), "probe_features": extractor.probe_features.numel()}}
+
+
+def _leading_nodes(graph_path: Path) -> list[str]:
+    """The nodes before the graph's ``FP32_LEADING_CONVS + 1``-th convolution, kept in fp32 (with
+    the activations and paddings between them, which would otherwise take the float outputs' ranges)."""
+    import onnx
+
+    nodes = onnx.load(graph_path).graph.node
+    convs = [i for i, node in enumerate(nodes) if node.op_type == "Conv"]
+    return [node.name for node in nodes[: convs[FP32_LEADING_CONVS]]] if len(convs) > FP32_LEADING_CONVS else []
 
 
 def quantize(extractor: backbones.FeatureExtractor, images: torch.Tensor, deep: bool) -> tuple[Int8Extractor, float]:
@@ -194,8 +231,8 @@ def quantize(extractor: backbones.FeatureExtractor, images: torch.Tensor, deep: 
         logging.disable(logging.WARNING)  # it advises pre-processing on the root logger; the checks below judge the graph
         try:
             quantize_static(
-                fp32_path, int8_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                fp32_path, int8_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=_leading_nodes(fp32_path),
             )
         finally:
             logging.disable(logging.NOTSET)

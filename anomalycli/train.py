@@ -314,7 +314,7 @@ def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[st
     images, _, _ = load_all(good, options.image_size)
     int8, cosine = quantize.quantize(extractor.cpu(), images, deep)
     if cosine < quantize.MIN_COSINE:
-        note = (f"the int8 backbone's features disagreed with fp32 ones on {len(images)} training images (median cosine "
+        note = (f"{quantize.DISAGREED} on {len(images)} training images (median cosine "
                 f"{cosine:.3f}, below {quantize.MIN_COSINE}); fitted with the fp32 backbone")
         log.warning(note)
         notes.append(note)

@@ -75,7 +75,7 @@ def test_model_file_with_unfolded_batch_norm_loads_and_scores_the_same(tmp_path,
     name = folded.config["backbone"]
     unfolded_net = PatchCore(backbones.FeatureExtractor(name, backbones.build(name, "imagenet"), fold=False), folded.net.bank)
     old_config = {k: v for k, v in folded.config.items() if k not in ("batch_norm_folded", "precision", "int8")}
-    quantize.int8_of(folded.net).active = False  # the fp32 backbone, as those files had
+    folded.net.extractor = quantize.int8_of(folded.net).fp32  # the fp32 backbone, as those files had
     old_file = AnomalyModel("patchcore", unfolded_net, old_config, folded.calibration).save(tmp_path / "old.safetensors")
     assert any("running_var" in key for key in modelfile.load(old_file)[0])
 

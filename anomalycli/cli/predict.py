@@ -107,13 +107,13 @@ def _load(model_path: Path, engine: str):
     """The model at ``model_path``. An exported file, and the scoring graph an int8 model file
     carries, load without PyTorch (``onnx_model``), which spares its import: most of the start of a
     predict. Where that graph does not score its probe image here as where it was trained, the
-    model loads on PyTorch, and ``engines.on_engine`` says where it runs."""
+    model runs on the kernels that do (``_on_engine``)."""
     path = project.model_file(model_path)
     if onnx_model.is_exported(path):
         return onnx_model.load(path, engine)
     if engine in ("auto", "onnx"):
         graph = onnx_model.stored_in(path)
-        if graph is not None and graph.probe_holds():
+        if graph is not None:
             return graph
     from anomalycli.engines import load_model
 
@@ -121,14 +121,17 @@ def _load(model_path: Path, engine: str):
 
 
 def _on_engine(model, engine: str, n_images: int, with_maps: bool) -> tuple[object, list[str]]:
-    """``engines.on_engine`` here (an exported file runs as it is), its line as a list."""
+    """``engines.on_engine`` here (without PyTorch for a graph on ONNX Runtime): the model where it
+    runs, and the lines to print: where that is, and why where it is not the model's fast path."""
     if isinstance(model, onnx_model.OnnxModel):
-        note = model.probe_note()
+        model, note = model.where_probe_holds()
+        where = model.describe()
     else:
-        from anomalycli.engines import on_engine
+        from anomalycli.engines import describe, on_engine
 
         model, note = on_engine(model, engine, n_images, with_maps)
-    return model, [note] if note else []
+        where = describe(model)
+    return model, [f"runs on: {where}", *([note] if note else [])]
 
 
 def _decode_ahead(model_path: Path, paths: list[Path], batch_size: int) -> DecodeAhead | contextlib.nullcontext:
