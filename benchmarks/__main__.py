@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -29,7 +30,8 @@ def measure(topic: str, args, log) -> dict:
     if topic == "accuracy":
         return accuracy.run(args.data, args.quick, log=log)
     if topic == "precision":
-        return precision.run(args.data, args.quick, log=log)
+        reused = json.loads((args.results / "precision.json").read_text())["result"] if args.reuse_fp32_fits else None
+        return precision.run(args.data, args.quick, log=log, reused=reused)
     if topic == "speed":
         return speed.run(args.data, args.quick, baseline=args.baseline, log=log)
     if topic == "scale":
@@ -47,6 +49,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results", help="where each topic's results are kept")
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md", help="the report to write")
     parser.add_argument("--report-only", action="store_true", help="measure nothing; write the report from --results")
+    parser.add_argument("--reuse-fp32-fits", action="store_true", help="precision: keep the last run's fp32 paths (for a change to the int8 path only)")
     parser.add_argument("--baseline", default=None, help="speed: also time the whole predict with the code of this git revision (before/after a change)")
     parser.add_argument("--scale-sizes", type=int, nargs="+", default=None, help=f"scale: training images (default {' '.join(map(str, scale.SIZES))})")
     parser.add_argument("--peer-python", type=Path, default=Path(os.environ.get("ANOMALIB_PYTHON", peer.DEFAULT_PYTHON)),
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("anomalycli").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore")
         command = "python -m benchmarks" + (f" --topics {','.join(args.topics)}" if len(args.topics) < len(report.TOPICS) else "")
-        command += "".join(f" {shlex.quote(a)}" for a in argv if a in ("--quick",))
+        command += "".join(f" {shlex.quote(a)}" for a in argv if a in ("--quick", "--reuse-fp32-fits"))
         for topic in args.topics:
             if topic == "peer" and not args.peer_python.exists():
                 print(f"peer: skipped, no Python at {args.peer_python} (--peer-python names one with anomalib)", flush=True)

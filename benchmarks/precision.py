@@ -37,8 +37,15 @@ PERTURBED = f"fp32, features perturbed by {PERTURBATION:.0e} (control)"
 PATHS = {DEFAULT: {}, FP32: {"precision": "fp32"}, **{name: {"precision": "fp32", "seed": seed} for name, seed in REFITS.items()},
          PERTURBED: {"precision": "fp32"}}
 FLOAT32_SEARCH = "default model, float32 search"
+# The default fit scored as on a CPU whose int8 kernels do not reproduce its features: the
+# fallback predict takes (the same quantised network in float32), and the one it took before.
+REFERENCE = "default model, its int8 network in float32 (the fallback where int8 kernels differ)"
+OLD_FALLBACK = "default model, fp32 backbone on its int8 bank (the fallback before)"
+VARIANTS = (FLOAT32_SEARCH, REFERENCE, OLD_FALLBACK)
 # each path's verdicts are compared with these
-AGAINST = {DEFAULT: FP32, **dict.fromkeys(REFITS, FP32), PERTURBED: FP32, FLOAT32_SEARCH: DEFAULT}
+AGAINST = {DEFAULT: FP32, **dict.fromkeys(REFITS, FP32), PERTURBED: FP32, **dict.fromkeys(VARIANTS, DEFAULT)}
+# Images per data set whose features the int8 graphs are judged on (after as many calibration images).
+COSINE_IMAGES = 16
 
 
 def forced_search(kind: str):
@@ -50,6 +57,27 @@ def forced_search(kind: str):
 
 def float32_search():
     return forced_search("float32")
+
+
+def reference_kernels():
+    """Every int8 backbone's graph on the reference kernels (``onnx_model.REFERENCE_KERNELS``), while inside."""
+    from anomalycli import onnx_model, quantize
+
+    sessions = {}
+
+    def session(self):
+        if id(self) not in sessions:
+            sessions[id(self)] = onnx_model.session(self.graph.numpy().tobytes(), onnx_model.REFERENCE_KERNELS)
+        return sessions[id(self)]
+
+    return mock.patch.object(quantize.Int8Extractor, "session", property(session))
+
+
+def fp32_backbone():
+    """Every int8 backbone's maps from its fp32 extractor, while inside: what predict fell back to before."""
+    from anomalycli import quantize
+
+    return mock.patch.object(quantize.Int8Extractor, "forward", lambda self, x, deep=False: self.fp32(x, deep))
 
 
 def perturbed_features(size: float = PERTURBATION):
@@ -70,25 +98,82 @@ def perturbed_features(size: float = PERTURBATION):
 AROUND = {PERTURBED: perturbed_features}
 
 
-def run(data_sets: list[Path], quick: bool, log=print) -> dict:
+def run(data_sets: list[Path], quick: bool, log=print, reused: dict | None = None) -> dict:
+    """Fit every path on every set's folds; ``reused`` (a previous result) keeps its fp32 paths'
+    fits instead, for a change that touched the int8 path only (the section says which were kept)."""
     runs = []
     for data in data_sets:
         samples = samples_of(data, quick)
         cv = folds.cv_folds(samples, 2 if quick else 5)
-        paths = {}
+        kept = next((r["paths"] for r in (reused or {}).get("runs", []) if r["data"] == data.name), {})
+        paths = {name: kept[name] for name in PATHS if name != DEFAULT and name in kept}
         for name, changes in PATHS.items():
+            if name in paths:
+                continue
             log(f"  {data.name}: {name}")
-            variants = {FLOAT32_SEARCH: float32_search} if not changes else None
+            variants = {FLOAT32_SEARCH: float32_search, REFERENCE: reference_kernels, OLD_FALLBACK: fp32_backbone} if not changes else None
             with AROUND.get(name, contextlib.nullcontext)():
                 paths[name] = [o.to_json() for o in folds.run(shipped_options(data, samples, quick=quick, **changes), cv, variants=variants, log=log)]
-        runs.append({"data": data.name, "method": shipped_options(data, samples).method, "paths": paths})
+        runs.append({"data": data.name, "method": shipped_options(data, samples).method, "paths": paths, "reused": sorted(n for n in paths if n != DEFAULT and n in kept),
+                     "cosines": cosines(samples, shipped_options(data, samples, quick=quick), log)})
     return {"runs": runs}
+
+
+# The int8 graph's recipes: the shipped one, and the 8-bit one before it (quantize.quantize's options).
+RECIPES = {"7-bit weights, stem and first block in fp32 (shipped)": {},
+           "8-bit weights, every convolution in int8 (before)": {"seven_bit_weights": False, "fp32_leading_convs": 0}}
+
+
+def cosines(samples, options, log=print) -> dict:
+    """Median cosine of each recipe's int8 patch features to fp32 ones, on good images the graph was
+    not calibrated on: on this CPU's kernels, its reference kernels, and an emulated AVX2 CPU's."""
+    import tempfile
+
+    from anomalycli import backbones, onnx_model, quantize
+    from anomalycli.data import load_all
+    from benchmarks import emulated_cpu
+
+    good = [s for s in samples if s.label == 0]
+    calibration, judged = load_all(good[:COSINE_IMAGES], options.image_size)[0], load_all(good[-COSINE_IMAGES:], options.image_size)[0]
+    extractor = backbones.FeatureExtractor(options.backbone, backbones.build(options.backbone, options.weights)).eval()
+    x = backbones.preprocess(judged, extractor.name)
+    with torch.no_grad():
+        fp32 = extractor(x)
+    out = {"cpu": emulated_cpu_note()}
+    with tempfile.TemporaryDirectory(prefix="anomalycli-cosines-") as tmp:
+        inputs = Path(tmp) / "x.npy"
+        np.save(inputs, x[:2].numpy())  # two images: the emulator runs about a hundred times slower
+        for name, recipe in RECIPES.items():
+            int8, _ = quantize.quantize(extractor, calibration, deep=False, **recipe)
+            row = {}
+            with torch.no_grad():
+                row["this CPU"] = quantize.median_cosine(int8(x), fp32)
+                with reference_kernels():
+                    row["reference kernels"] = quantize.median_cosine(int8(x), fp32)
+            if emulated_cpu.available():
+                graph = Path(tmp) / "int8.onnx"
+                graph.write_bytes(int8.graph.numpy().tobytes())
+                here = emulated_cpu.features(graph, inputs, Path(tmp) / "here.npz", emulated=False)
+                there = emulated_cpu.features(graph, inputs, Path(tmp) / "there.npz", emulated=True)
+                row["emulated AVX2"] = quantize.median_cosine([torch.from_numpy(m) for m in there], [m[:2] for m in fp32])
+                row["emulated AVX2 = this CPU, to the bit"] = all(np.array_equal(a, b) for a, b in zip(here, there))
+            out[name] = row
+            log(f"    {name}: {row}")
+    return out
+
+
+def emulated_cpu_note() -> str:
+    from anomalycli.engine_choice import cpu_class
+    from benchmarks import emulated_cpu
+
+    there = f"{emulated_cpu.EMULATOR} -cpu {emulated_cpu.EMULATED_CPU} (AVX2, no AVX-512, no VNNI)" if emulated_cpu.available() else "no emulator installed"
+    return f"this CPU: {cpu_class()}; emulated: {there}"
 
 
 def _outcomes(run: dict, name: str) -> tuple[list[folds.Outcome], str | None]:
     """The outcomes behind a path name, and the variant of them it is (the float32-search rescoring)."""
-    if name == FLOAT32_SEARCH:
-        return folds.outcomes_from(run["paths"][DEFAULT]), FLOAT32_SEARCH
+    if name in VARIANTS:
+        return folds.outcomes_from(run["paths"][DEFAULT]), name
     return folds.outcomes_from(run["paths"][name]), None
 
 
@@ -108,7 +193,8 @@ def fewest_flips(scores, verdicts) -> int:
 def summary(run: dict) -> dict:
     rows = {}
     # Results from before a path was added lack it.
-    for name in [*(n for n in PATHS if n in run["paths"]), FLOAT32_SEARCH]:
+    default = folds.outcomes_from(run["paths"][DEFAULT])[0]
+    for name in [*(n for n in PATHS if n in run["paths"]), *(v for v in VARIANTS if v in default.variants)]:
         outcomes, variant = _outcomes(run, name)
         points = [folds.measured(o, variant) for o in outcomes]
         row = {"auroc": mean(folds.auroc(o, variant) for o in outcomes), "recall": mean(p["recall"] for p in points),
@@ -144,7 +230,9 @@ def headline(result: dict, data: str) -> dict:
     return {"int8 default against fp32: AUROC change": f"{default['auroc'] - before['auroc']:+.4f}",
             "verdicts flipped against the fp32 fit, each at its own threshold (at the best one): int8 default / fp32 refitted with "
             f"seeds {', '.join(map(str, REFIT_SEEDS))} / fp32 features perturbed by {PERTURBATION:.0e}":
-            " / ".join(shares(names) for names in ([DEFAULT], REFITS, [PERTURBED]))}
+            " / ".join(shares(names) for names in ([DEFAULT], REFITS, [PERTURBED])),
+            "where a CPU's int8 kernels differ: verdicts flipped against the model on its own machine, by the fallback / by the fallback before":
+            " / ".join(shares([name]) for name in (REFERENCE, OLD_FALLBACK))}
 
 
 def section(result: dict) -> str:
@@ -157,7 +245,9 @@ def section(result: dict) -> str:
              "scoring, a change thousands of times smaller than int8's (whose features are at median cosine 0.96-0.97 of fp32's). "
              "The refits say what a refit alone flips, the perturbation what the smallest change of the features flips (the coreset's "
              "greedy picks and the threshold's best cut follow it). "
-             "The fit times of int8 and fp32 are in the speed table.", "",
+             "The fit times of int8 and fp32 are in the speed table.",
+             *[f"On {run['data']}, the fp32 paths' fits are those of the run before (their code unchanged): {', '.join(run['reused'])}."
+               for run in result["runs"] if run.get("reused")], "",
              "| data | path | AUROC (mean of folds) | recall | false alarms | verdicts flipped | at the best threshold |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for run in result["runs"]:
@@ -169,4 +259,21 @@ def section(result: dict) -> str:
                 best = f"{row['fewest_flips']} ({row['fewest_flips'] / n:.1%})"
             lines.append(f"| {run['data']} ({run['method']}) | {name} | {fmt(row['auroc'], 4)} | {fmt(row['recall'])} | "
                          f"{fmt(row['false_alarm_rate'])} | {flipped} | {best} |")
+    lines += ["", "### Precision on any CPU", "",
+              "The int8 graph's recipe decides whether a CPU without VNNI computes the features training did: there, ONNX Runtime's "
+              "uint8 x int8 kernels add pairs of products in 16 bits (VPMADDUBSW), which 8-bit weights overflow and 7-bit ones do not. "
+              "Median cosine of the patch features to fp32 ones, on good images the graph was not calibrated on; the emulated CPU "
+              "runs the same graph and inputs (two images) under QEMU. The reference kernels are predict's fallback where a CPU's "
+              "int8 kernels fail the model's probe check: the same quantised network, computed in float32.", ""]
+    for run in result["runs"]:
+        found = run.get("cosines")
+        if not found:
+            continue
+        lines += [f"{run['data']} ({found['cpu']}):", "", "| recipe | this CPU | reference kernels | emulated AVX2 | emulated AVX2 = this CPU, to the bit |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, row in found.items():
+            if name != "cpu":
+                lines.append(f"| {name} | {fmt(row.get('this CPU'))} | {fmt(row.get('reference kernels'))} | {fmt(row.get('emulated AVX2'))} | "
+                             f"{row.get('emulated AVX2 = this CPU, to the bit', 'not run')} |")
+        lines.append("")
     return "\n".join(lines)

@@ -146,6 +146,21 @@ def test_an_int8_file_checks_on_its_probe_image_that_this_cpu_scores_as_the_expo
     assert "probe is damaged" in one_clear_line(run_cli("predict", damaged, parts / "good", expect=1))
 
 
+def test_an_int8_file_on_the_reference_kernels_scores_as_on_the_int8_ones(patchcore_model, parts, tmp_path):
+    # The fallback where a CPU's int8 kernels fail the probe: the same quantised network in float32.
+    from dataclasses import replace
+
+    run_cli("export", patchcore_model, "--out", tmp_path / "int8.onnx")
+    fast = onnx_model.load(tmp_path / "int8.onnx")
+    reference = replace(fast, session=onnx_model.whole_graph_session(fast.source, onnx_model.REFERENCE_KERNELS), kernels=onnx_model.REFERENCE_KERNELS)
+    images, _, _ = load_all(discover(parts).samples, 64)
+    raw_fast, _ = fast.score(images, with_maps=False)
+    raw_reference, _ = reference.score(images, with_maps=False)
+    assert not np.array_equal(raw_fast, raw_reference)  # other kernels indeed ran
+    assert np.allclose(raw_reference, raw_fast, rtol=0, atol=0.02 * float(np.abs(raw_fast).max()))
+    assert reference.probe_holds() and "reference kernels" in reference.describe()
+
+
 def test_export_writes_beside_the_model_and_never_replaces_unasked(patchcore_model, tmp_path):
     import shutil
 

@@ -28,6 +28,21 @@ def test_a_patchcore_model_fitted_on_a_cpu_takes_its_features_from_its_int8_back
         assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
 
 
+def test_the_int8_graph_cannot_overflow_on_a_cpu_without_vnni(patchcore_model, hybrid_model):
+    """Without VNNI, ONNX Runtime adds pairs of uint8 x int8 products in 16 bits: 255 x 64 x 2 fits
+    in 32,767, 255 x 127 x 2 does not. Every int8 weight lies in -64..64, and the stem stays in fp32."""
+    from onnx import numpy_helper
+
+    for path in (patchcore_model, hybrid_model):
+        graph = onnx.load_from_string(quantize.int8_of(AnomalyModel.load(path).net).graph.numpy().tobytes()).graph
+        weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+        assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
+        dequantised = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+        convs = [node for node in graph.node if node.op_type == "Conv"]
+        assert all(name not in dequantised for conv in convs[: quantize.FP32_LEADING_CONVS] for name in conv.input)
+        assert all(any(name in dequantised for name in conv.input) for conv in convs[quantize.FP32_LEADING_CONVS :])
+
+
 def test_int8_and_fp32_backbones_give_close_but_different_features(patchcore_model, parts):
     model = AnomalyModel.load(patchcore_model)
     int8 = quantize.int8_of(model.net)
@@ -96,6 +111,7 @@ def _fp32_scores(path, paths):
 def test_a_cpu_where_no_kernels_reproduce_training_refuses_with_one_line(patchcore_model, parts, monkeypatch):
     monkeypatch.setattr(onnx_model.OnnxModel, "probe_mismatch", lambda self: 0.5)
     monkeypatch.setattr(quantize.Int8Extractor, "probe_mismatch", lambda self: 0.5)
+    monkeypatch.setattr(quantize.Int8Extractor, "probe_distance", lambda self: 0.5)
     for engine in ("auto", "torch"):
         message = one_clear_line(run_cli("predict", patchcore_model, parts / "good", "--engine", engine, expect=1))
         assert "even with the int8 network in float32, so its verdicts would not hold here" in message
