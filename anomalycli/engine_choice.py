@@ -40,13 +40,18 @@ def resolve_engine(engine: str) -> str:
 @functools.cache
 def cpu_class() -> str:
     """This CPU's architecture and the instruction sets that choose ONNX Runtime's int8 kernels, in
-    words (every timing in BENCHMARKS.md names it): int8 dot products (AMX, AVX-512 VNNI, AVX-VNNI),
-    else the AVX-512 or AVX2 kernels that add pairs of products in 16 bits."""
-    machine = platform.machine().lower()
+    words (predict's first line and every timing in BENCHMARKS.md name it)."""
     try:
         flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
     except OSError:
         flags = []
+    return int8_class(platform.machine().lower(), flags)
+
+
+def int8_class(machine: str, flags: list[str]) -> str:
+    """``machine`` and the best of its int8 instruction sets among ``flags`` (/proc/cpuinfo's): int8
+    dot products (AMX, AVX-512 VNNI, AVX-VNNI), else AVX-512 or AVX2, whose int8 kernels add pairs
+    of products in 16 bits."""
     if not flags:
         return machine or "unknown CPU"
     best = next((name for flag, name in (("amx_int8", "AMX"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"),

@@ -110,8 +110,10 @@ def machine() -> str:
 
     import torch
 
+    from anomalycli.engine_choice import cpu_class
+
     cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), platform.machine())
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__} "
+    return (f"{cpu} ({cpu_class()}), {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads)")
 
 

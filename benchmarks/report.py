@@ -81,7 +81,7 @@ def markdown(records: dict) -> str:
         lines += ["", f"## {title}", ""]
         if topic in records:
             record = records[topic]
-            lines += [f"`{record['command']}`, {record['date']}.", "", module.section(record["result"])]
+            lines += [f"`{record['command']}`, {record['date']}, on {record['machine']}.", "", module.section(record["result"])]
         else:
             lines += [f"Not measured yet: `python -m benchmarks --topics {topic}`."]
     lines += ["", f"## {levers.TITLE}", "", levers.NOTE, "", levers.section()]
