@@ -126,7 +126,7 @@ class OnnxModel:
         reference = replace(self, session=whole_graph_session(self.source, REFERENCE_KERNELS), kernels=REFERENCE_KERNELS)
         if reference.probe_holds():
             return reference, (f"this CPU's int8 kernels score the model's probe image {mismatch:.1%} of the score range away from the machine "
-                               "that made it, so its int8 network runs in float32 here (the same verdicts, about half the speed); "
+                               "that made it, so its int8 network runs in float32 here (within a rounding step of the same scores, slower); "
                                "training the model again, on any PC, gives it an int8 graph whose kernels run here")
         raise UserError(f"this CPU scores the model's probe image {reference.probe_mismatch():.1%} of the score range away from the machine that "
                         "made it, even with the int8 network in float32, so its verdicts would not hold here; train the model on this PC "

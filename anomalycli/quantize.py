@@ -134,7 +134,7 @@ class Int8Extractor(nn.Module):
         reference = self.probe_distance()
         if reference <= REFERENCE_RTOL:
             return (f"this CPU's int8 kernels give features up to {mismatch:.1%} away from training's on the model's probe image, so the "
-                    "int8 network runs in float32 here (the same features within a rounding step, about half the speed); "
+                    "int8 network runs in float32 here (the same features within a rounding step, slower); "
                     "training the model again, on any PC, gives it an int8 graph whose kernels run here")
         raise UserError(f"this CPU gives features {reference:.1%} away from the model's training even with the int8 network in "
                         "float32, so its verdicts would not hold here; train the model on this PC (or with --precision fp32)")
