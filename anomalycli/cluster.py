@@ -120,12 +120,14 @@ class _Scorer:
     def __init__(self, model_ref: list, name: str, engine: str, n_images: int):
         import ray
 
-        from anomalycli.engines import load_model, on_engine
+        from anomalycli.engines import describe, load_model, on_engine
 
         with tempfile.TemporaryDirectory(prefix="anomalycli-") as folder:  # loaded whole, then removed
             path = Path(folder) / name
             path.write_bytes(ray.get(model_ref[0]))
-            self.model, self.engine_note = on_engine(load_model(path, engine), engine, n_images, with_maps=False)
+            self.model, note = on_engine(load_model(path, engine), engine, n_images, with_maps=False)
+        # Where the model runs and, where that is not its fast path, why: the lines predict prints, one string per row.
+        self.engine_note = "\n".join([f"runs on: {describe(self.model)}", *([note] if note else [])])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [Path(p) for p in batch["path"]]
@@ -164,7 +166,7 @@ def score_paths(ray, model_path: Path, paths: list[Path], engine: str = "auto", 
             for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
                 for index, raw, score, error, stats in zip(batch["index"], batch["raw"], batch["score"], batch["error"], batch["stats"]):
                     rows[int(index)] = scored_row(paths[index], float(raw), float(score), str(error), threshold, stats=stats)
-                notes.update(dict.fromkeys(str(note) for note in batch["engine_note"] if note))
+                notes.update(dict.fromkeys(line for lines in batch["engine_note"] for line in str(lines).split("\n")))
                 bar.update(len(batch["index"]))
     except Exception as exc:  # Ray raises its own kinds once its retries are spent
         missing = [p for i, p in enumerate(paths) if i not in rows]
