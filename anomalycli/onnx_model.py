@@ -31,13 +31,16 @@ PROBE_KEY = "probe"  # an int8 file's probe image and its raw score where it was
 # call, about 33 MB an image at 320 px, so a few images at a time keep memory flat.
 ONNX_BATCH = 8
 # An int8 file's probe image scored on another machine: within this share of the calibration's
-# score range of the export machine's score (the same kernels give the same score to the bit).
-PROBE_SCORE_TOL = 0.01
+# score range of the export machine's score (the same kernels give the same score to the bit);
+# on the reference kernels, within REFERENCE_SCORE_TOL (a screws model's probe: 0.75 %, while the
+# verdicts of held-out folds flipped 0.0-0.3 %: "What int8 changes in the scores" in BENCHMARKS.md).
+PROBE_SCORE_TOL, REFERENCE_SCORE_TOL = 0.01, 0.03
 # How a graph's quantised layers run: ONNX Runtime's int8 kernels (fused QDQ, the fast path), or
 # the same quantised network computed in float32 (``session.disable_quant_qdq``): every
 # QuantizeLinear still rounds to the graph's int8 levels, so the features are those of the int8
 # network on any CPU, without depending on its int8 instructions ("Precision on any CPU" in
-# BENCHMARKS.md: within a rounding step of the int8 kernels' features, slower).
+# BENCHMARKS.md: within a rounding step of the int8 kernels' features; a screws model's whole
+# graph 49 against 36 ms an image on an AVX-512 VNNI CPU).
 INT8_KERNELS, REFERENCE_KERNELS = "int8", "reference"
 
 
@@ -114,7 +117,7 @@ class OnnxModel:
         return f"ONNX Runtime, int8 graph on {self.kernels} kernels ({engine_choice.cpu_class()})"
 
     def probe_holds(self) -> bool:
-        return self.probe_mismatch() <= PROBE_SCORE_TOL
+        return self.probe_mismatch() <= (REFERENCE_SCORE_TOL if self.kernels == REFERENCE_KERNELS else PROBE_SCORE_TOL)
 
     def where_probe_holds(self) -> tuple["OnnxModel", str]:
         """This model on the kernels that score its probe image here as where it was made, and a line
