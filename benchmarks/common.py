@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from anomalycli import splits, train
-from anomalycli.data import Sample, discover
+from anomalycli.data import splits
+from anomalycli.workflows import train
+from anomalycli.data.layouts import Sample, discover
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = [REPO.parent / "shared" / "data" / name for name in ("screws", "magtiles")]
@@ -110,7 +111,7 @@ def machine() -> str:
 
     import torch
 
-    from anomalycli.engine_choice import cpu_class
+    from anomalycli.deploy.engine_choice import cpu_class
 
     cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), platform.machine())
     return (f"{cpu} ({cpu_class()}), {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__} "

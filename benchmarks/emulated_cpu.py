@@ -34,7 +34,7 @@ def features(graph: Path, inputs: Path, out: Path, emulated: bool) -> list[np.nd
 
 
 def main(graph: str, inputs: str, out: str) -> None:
-    from anomalycli.onnx_model import session
+    from anomalycli.onnx_runtime import session
 
     model = session(graph)
     np.savez(out, *model.run(None, {model.get_inputs()[0].name: np.load(inputs)}))

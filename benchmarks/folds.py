@@ -5,7 +5,7 @@ A fold is what is fitted on and what is held out. ``cv_folds`` cuts stratified k
 that type plus a 1/k share of the good images are held out, and nothing of that type is fitted or
 calibrated on. ``run`` fits each fold with ``train.fit`` exactly as ``anomaly train`` would
 (patchcore and hybrid cross-fit over the whole training part; the classifier cuts its validation
-split from it) and scores the held-out part with ``inference.evaluate``. What comes back is plain
+split from it) and scores the held-out part with ``evaluate.evaluate``. What comes back is plain
 data (an ``Outcome`` per fold) from which each topic computes its own numbers.
 """
 
@@ -16,8 +16,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from anomalycli import inference, splits, train
-from anomalycli.data import Sample
+from anomalycli.workflows import evaluate
+from anomalycli.data import splits
+from anomalycli.workflows import train
+from anomalycli.data.layouts import Sample
 
 
 @dataclass
@@ -91,12 +93,12 @@ def run(options: train.TrainOptions, folds: list[Fold], with_masks: bool = False
         start = time.perf_counter()
         model, notes = fit(options, fold.training)
         fit_seconds = time.perf_counter() - start
-        report, rows = inference.evaluate(model, fold.held_out, with_masks=with_masks, n_boot=0, show_progress=False)
+        report, rows = evaluate.evaluate(model, fold.held_out, with_masks=with_masks, n_boot=0, show_progress=False)
         kept = [i for i, r in enumerate(rows) if r.verdict != "unreadable"]
         scores = {}
         for name, make in (variants or {}).items():
             with make():
-                _, again = inference.evaluate(model, fold.held_out, n_boot=0, show_progress=False)
+                _, again = evaluate.evaluate(model, fold.held_out, n_boot=0, show_progress=False)
             scores[name] = [round(float(again[i].raw), 7) for i in kept]
         cal = model.calibration
         outcome = Outcome(

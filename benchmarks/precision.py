@@ -50,7 +50,7 @@ COSINE_IMAGES = 16
 
 def forced_search(kind: str):
     """The bank search's products in ``kind`` (``coreset.search_kind``) on any CPU, while inside."""
-    from anomalycli import coreset
+    from anomalycli.detection import coreset
 
     return mock.patch.object(coreset, "search_kind", lambda device: kind)
 
@@ -60,8 +60,9 @@ def float32_search():
 
 
 def reference_kernels():
-    """Every int8 backbone's graph on the reference kernels (``onnx_model.REFERENCE_KERNELS``), while inside."""
-    from anomalycli import onnx_model, quantize
+    """Every int8 backbone's graph on the reference kernels (``onnx_runtime.REFERENCE_KERNELS``), while inside."""
+    from anomalycli.deploy import onnx_model
+    from anomalycli.detection import int8_backbone
 
     sessions = {}
 
@@ -70,20 +71,20 @@ def reference_kernels():
             sessions[id(self)] = onnx_model.session(self.graph.numpy().tobytes(), onnx_model.REFERENCE_KERNELS)
         return sessions[id(self)]
 
-    return mock.patch.object(quantize.Int8Extractor, "session", property(session))
+    return mock.patch.object(int8_backbone.Int8Extractor, "session", property(session))
 
 
 def fp32_backbone():
     """Every int8 backbone's maps from its fp32 extractor, while inside: what predict fell back to before."""
-    from anomalycli import quantize
+    from anomalycli.detection import int8_backbone
 
-    return mock.patch.object(quantize.Int8Extractor, "forward", lambda self, x, deep=False: self.fp32(x, deep))
+    return mock.patch.object(int8_backbone.Int8Extractor, "forward", lambda self, x, deep=False: self.fp32(x, deep))
 
 
 def perturbed_features(size: float = PERTURBATION):
     """Every fp32 feature map times (1 + ``size`` x standard normal noise, the same for the same
     shape), while inside: a backbone imperceptibly different from fp32, to fit and score with."""
-    from anomalycli import backbones
+    from anomalycli.detection import backbones
 
     forward = backbones.FeatureExtractor.forward
 
@@ -119,7 +120,7 @@ def run(data_sets: list[Path], quick: bool, log=print, reused: dict | None = Non
     return {"runs": runs}
 
 
-# The int8 graph's recipes: the shipped one, and the 8-bit one before it (quantize.quantize's options).
+# The int8 graph's recipes: the shipped one, and the 8-bit one before it (int8_backbone.quantize's options).
 RECIPES = {"7-bit weights, stem and first block in fp32 (shipped)": {},
            "8-bit weights, every convolution in int8 (before)": {"seven_bit_weights": False, "fp32_leading_convs": 0}}
 
@@ -129,8 +130,9 @@ def cosines(samples, options, log=print) -> dict:
     not calibrated on: on this CPU's kernels, its reference kernels, and an emulated AVX2 CPU's."""
     import tempfile
 
-    from anomalycli import backbones, onnx_model, quantize
-    from anomalycli.data import load_all
+    from anomalycli.detection import backbones
+    from anomalycli.detection import int8_backbone
+    from anomalycli.data.layouts import load_all
     from benchmarks import emulated_cpu
 
     good = [s for s in samples if s.label == 0]
@@ -144,18 +146,18 @@ def cosines(samples, options, log=print) -> dict:
         inputs = Path(tmp) / "x.npy"
         np.save(inputs, x[:2].numpy())  # two images: the emulator runs about a hundred times slower
         for name, recipe in RECIPES.items():
-            int8, _ = quantize.quantize(extractor, calibration, deep=False, **recipe)
+            int8, _ = int8_backbone.quantize(extractor, calibration, deep=False, **recipe)
             row = {}
             with torch.no_grad():
-                row["this CPU"] = quantize.median_cosine(int8(x), fp32)
+                row["this CPU"] = int8_backbone.median_cosine(int8(x), fp32)
                 with reference_kernels():
-                    row["reference kernels"] = quantize.median_cosine(int8(x), fp32)
+                    row["reference kernels"] = int8_backbone.median_cosine(int8(x), fp32)
             if emulated_cpu.available():
                 graph = Path(tmp) / "int8.onnx"
                 graph.write_bytes(int8.graph.numpy().tobytes())
                 here = emulated_cpu.features(graph, inputs, Path(tmp) / "here.npz", emulated=False)
                 there = emulated_cpu.features(graph, inputs, Path(tmp) / "there.npz", emulated=True)
-                row["emulated AVX2"] = quantize.median_cosine([torch.from_numpy(m) for m in there], [m[:2] for m in fp32])
+                row["emulated AVX2"] = int8_backbone.median_cosine([torch.from_numpy(m) for m in there], [m[:2] for m in fp32])
                 row["emulated AVX2 = this CPU, to the bit"] = all(np.array_equal(a, b) for a, b in zip(here, there))
             out[name] = row
             log(f"    {name}: {row}")
@@ -163,7 +165,7 @@ def cosines(samples, options, log=print) -> dict:
 
 
 def emulated_cpu_note() -> str:
-    from anomalycli.engine_choice import cpu_class
+    from anomalycli.deploy.engine_choice import cpu_class
     from benchmarks import emulated_cpu
 
     there = f"{emulated_cpu.EMULATOR} -cpu {emulated_cpu.EMULATED_CPU} (AVX2, no AVX-512, no VNNI)" if emulated_cpu.available() else "no emulator installed"

@@ -10,7 +10,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from anomalycli import io
+from anomalycli import files
 from benchmarks import accuracy, levers, operating_point, peer, precision, scale, shift, speed
 from benchmarks.common import machine
 
@@ -32,7 +32,7 @@ HEADLINE = [("accuracy", accuracy), ("accuracy", operating_point), ("precision",
 
 def save(results: Path, topic: str, result: dict, command: str) -> None:
     record = {"topic": topic, "command": command, "date": f"{datetime.now(timezone.utc):%Y-%m-%d}", "machine": machine(), "result": result}
-    io.write_text(results / f"{topic}.json", json.dumps(record, indent=1) + "\n")
+    files.write_text(results / f"{topic}.json", json.dumps(record, indent=1) + "\n")
 
 
 def load(results: Path) -> dict:
@@ -89,4 +89,4 @@ def markdown(records: dict) -> str:
 
 
 def write(results: Path, out: Path) -> None:
-    io.write_text(out, markdown(load(results)))
+    files.write_text(out, markdown(load(results)))

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from anomalycli.adapt import adapt
-from anomalycli.data import Sample
-from anomalycli.images import open_image, to_grey_or_rgb
-from anomalycli.scoring import check_drift, iter_scores
+from anomalycli.workflows.adapt import adapt
+from anomalycli.data.layouts import Sample
+from anomalycli.data.images import open_image, to_grey_or_rgb
+from anomalycli.deploy.scoring import check_drift, iter_scores
 from benchmarks import folds
 from benchmarks.common import samples_of, shipped_options
 

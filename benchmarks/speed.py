@@ -67,23 +67,24 @@ def scoring_parts(model):
 
 def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
     """Seconds per image of each stage alone, in this process."""
-    from anomalycli import backbones, quantize
-    from anomalycli.data import image_batches
-    from anomalycli.methods import AnomalyModel
+    from anomalycli.detection import backbones
+    from anomalycli.detection import int8_backbone
+    from anomalycli.data.layouts import image_batches
+    from anomalycli.detection.methods import AnomalyModel
 
     model = AnomalyModel.load(model_path)
     size, n = model.config["image_size"], len(paths)
     extractor, deep, net = scoring_parts(model)
-    int8 = quantize.int8_of(model.net)
+    int8 = int8_backbone.int8_of(model.net)
     out = {"method": model.method, "image_size": size, "bank": int(model.config["bank_size"]), "precision": model.config.get("precision", "fp32")}
     out["decode"] = median_time(lambda: sum(1 for _ in image_batches(paths, size, 32)), repeats) / n
     images, _, _ = next(image_batches(paths[:BATCH], size, BATCH))
     x = backbones.preprocess(images, model.config["backbone"])
     with torch.inference_mode():
         fp32_extractor = int8.fp32 if int8 is not None else extractor
-        session = quantize.session(quantize.fp32_graph(fp32_extractor, size, deep))  # what train quantises
+        session = int8_backbone.session(int8_backbone.fp32_graph(fp32_extractor, size, deep))  # what train quantises
         pixels = x.contiguous().numpy()
-        backbones_alone = {"backbone_torch": lambda: fp32_extractor(x, deep=deep), "backbone_onnx_fp32": lambda: session.run(None, {quantize.INPUT: pixels})}
+        backbones_alone = {"backbone_torch": lambda: fp32_extractor(x, deep=deep), "backbone_onnx_fp32": lambda: session.run(None, {int8_backbone.INPUT: pixels})}
         if int8 is not None:
             backbones_alone["backbone_int8"] = lambda: int8(x, deep=deep)
         out.update({key: seconds / BATCH for key, seconds in interleaved_median_times(backbones_alone, repeats * 5).items()})
@@ -92,7 +93,7 @@ def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
             with forced_search(kind):
                 net.score_maps(maps)  # a new search kind indexes the bank on its first call
                 out[f"search_{kind}"] = median_time(lambda: net.score_maps(maps), repeats * 3) / BATCH
-    from anomalycli.coreset import search_kind
+    from anomalycli.detection.coreset import search_kind
 
     out["search_default"] = search_kind(torch.device("cpu"))
     return out

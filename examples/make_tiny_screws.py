@@ -5,7 +5,7 @@
 
 import sys
 
-from anomalycli.synthetic import make_dataset
+from anomalycli.data.synthetic import make_dataset
 
 if __name__ == "__main__":
     target = sys.argv[1] if len(sys.argv) > 1 else "examples/tiny-screws"

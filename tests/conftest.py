@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from anomalycli.cli import app
-from anomalycli.synthetic import make_dataset
+from anomalycli.data.synthetic import make_dataset
 
 torch.set_num_threads(2)
 
@@ -61,6 +61,6 @@ def hybrid_model(parts, tmp_path_factory):
 def exact_search(monkeypatch):
     """The bank search in float32 on any CPU, for the tests of identities that an int8 or bfloat16
     search holds to about 0.5 % only (test_coreset checks that bound)."""
-    from anomalycli import coreset
+    from anomalycli.detection import coreset
 
     monkeypatch.setattr(coreset, "search_kind", lambda device: "float32")

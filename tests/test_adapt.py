@@ -2,11 +2,11 @@ import numpy as np
 import torch
 from PIL import ImageEnhance
 
-from anomalycli.adapt import adapt
-from anomalycli.data import Sample
-from anomalycli.methods import AnomalyModel
-from anomalycli.methods.patchcore import PatchCore, embed_images, score_all
-from anomalycli.synthetic import make_part
+from anomalycli.workflows.adapt import adapt
+from anomalycli.data.layouts import Sample
+from anomalycli.detection.methods import AnomalyModel
+from anomalycli.detection.methods.patchcore import PatchCore, embed_images, score_all
+from anomalycli.data.synthetic import make_part
 from tests.conftest import one_clear_line, run_cli
 
 
@@ -83,9 +83,9 @@ def test_adapt_takes_labelled_defects_of_the_new_line_and_a_path_list(patchcore_
 
 
 def test_adapt_and_calibrate_on_data_refuse_a_cpu_whose_int8_kernels_differ_from_training(patchcore_model, parts, tmp_path, monkeypatch):
-    from anomalycli import quantize
+    from anomalycli.detection import int8_backbone
 
-    monkeypatch.setattr(quantize.Int8Extractor, "probe_mismatch", lambda self: 0.05)
+    monkeypatch.setattr(int8_backbone.Int8Extractor, "probe_mismatch", lambda self: 0.05)
     enough = _darker_line(tmp_path / "enough", 6, seed=6)
     message = one_clear_line(run_cli("adapt", patchcore_model, enough, "--out", tmp_path / "a.safetensors", expect=1))
     assert "int8 kernels give other features" in message and not (tmp_path / "a.safetensors").exists()

@@ -7,8 +7,8 @@ import torchvision
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from anomalycli import backbones
-from anomalycli.data import image_to_tensor
+from anomalycli.detection import backbones
+from anomalycli.data.layouts import image_to_tensor
 from anomalycli.errors import UserError
 
 
@@ -77,7 +77,7 @@ def test_wide_resnet_trains_offline_from_a_weights_file(parts, tmp_path):
     """The paper's backbone cannot be downloaded here: a state dict on disk is how an air-gapped PC gets it."""
     from conftest import run_cli
 
-    from anomalycli.methods import AnomalyModel
+    from anomalycli.detection.methods import AnomalyModel
 
     torch.save(backbones.build("wide_resnet50_2", "none").state_dict(), tmp_path / "wrn.pt")
     run_cli("train", parts, "--backbone", "wide_resnet50_2", "--weights", tmp_path / "wrn.pt", "--image-size", "64",

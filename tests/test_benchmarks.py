@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from anomalycli.synthetic import make_dataset
+from anomalycli.data.synthetic import make_dataset
 from benchmarks import folds, report
 from benchmarks.operating_point import consistent
 
@@ -57,7 +57,7 @@ def test_an_unknown_topic_is_one_line_and_exit_2(tmp_path):
 
 @pytest.fixture
 def samples(tmp_path):
-    from anomalycli.data import discover
+    from anomalycli.data.layouts import discover
 
     return discover(make_dataset(tmp_path / "tiny", n_good=20, n_per_defect=4, size=32, seed=0)).samples
 
@@ -101,7 +101,7 @@ def test_the_report_says_which_topics_were_not_measured(tmp_path):
 def test_the_perturbation_control_moves_every_feature_map_by_its_size_and_only_inside():
     import torch
 
-    from anomalycli import backbones
+    from anomalycli.detection import backbones
     from benchmarks.precision import perturbed_features
 
     extractor = backbones.FeatureExtractor("efficientnet_lite0", backbones.build("efficientnet_lite0", "none")).eval()

@@ -21,7 +21,7 @@ def test_inspect_counts_and_json(parts, tmp_path):
 
 
 def test_inspect_flags_unreadable_files_and_leaks(tmp_path):
-    from anomalycli.synthetic import make_dataset
+    from anomalycli.data.synthetic import make_dataset
 
     for split in ("train", "test"):
         make_dataset(tmp_path / split, n_good=3, n_per_defect=1, size=32, seed=0)
@@ -216,7 +216,7 @@ def test_train_with_a_target_recall_reports_what_it_costs(parts, tmp_path):
     text = " ".join(result.output.split())
     assert "recall >= 0.9 (--target-recall) on 24 normal and 12 anomalous images (out-of-fold scores)" in text
     assert "expected on new images: defects caught" in text and "good parts flagged" in text
-    from anomalycli.methods import AnomalyModel
+    from anomalycli.detection.methods import AnomalyModel
 
     expected = AnomalyModel.load(tmp_path / "r").calibration.expected
     assert expected["recall"] >= 0.9 and expected["n_normal"] == 24 and expected["n_anomaly"] == 12
@@ -235,7 +235,7 @@ def test_eval_reports_the_trade_off_and_the_models_point(parts, patchcore_model,
 
 
 def test_calibrate_writes_a_new_model_and_leaves_the_old_one_byte_identical(parts, patchcore_model, tmp_path, monkeypatch):
-    from anomalycli.methods import AnomalyModel
+    from anomalycli.detection.methods import AnomalyModel
 
     before = patchcore_model.read_bytes()
     monkeypatch.chdir(tmp_path)
@@ -256,7 +256,7 @@ def test_calibrate_writes_a_new_model_and_leaves_the_old_one_byte_identical(part
 
 
 def test_calibrate_errors_are_one_line(parts, patchcore_model, tmp_path):
-    from anomalycli.methods import AnomalyModel
+    from anomalycli.detection.methods import AnomalyModel
 
     model = AnomalyModel.load(patchcore_model)
     model.calibration.scores, model.calibration.labels = [], []
@@ -267,7 +267,7 @@ def test_calibrate_errors_are_one_line(parts, patchcore_model, tmp_path):
 
 
 def test_fast_trains_lite0_at_224_unless_a_size_is_given(parts, tmp_path):
-    from anomalycli.train import TrainOptions
+    from anomalycli.workflows.train import TrainOptions
 
     options = TrainOptions(data=str(parts), method="hybrid", fast=True)
     options.validate()
@@ -296,3 +296,10 @@ def test_the_verbs_list_is_each_commands_first_paragraph_and_imports_none_of_the
     assert "imported: []" in done.stdout and all(verb in done.stdout for verb in VERBS)
     assert "Train a detector and calibrate its threshold" in " ".join(done.stdout.split())
     assert run_cli("predict", "--help").exit_code == 0  # a verb's own help still comes from its module
+
+
+def test_version_is_the_installed_packages():
+    from importlib import metadata
+
+    result = run_cli("--version")
+    assert result.output.strip() == f"anomaly {metadata.version('anomalycli')}"

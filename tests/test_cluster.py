@@ -10,10 +10,13 @@ import sys
 import pytest
 import torch
 
-from anomalycli import cluster, coreset, modelfile, quantize
+from anomalycli.deploy import cluster
+from anomalycli.detection import coreset
+from anomalycli import modelfile
+from anomalycli.detection import int8_backbone
 from anomalycli.cli.common import with_ray_address
 from anomalycli.errors import UsageError
-from anomalycli.methods import AnomalyModel
+from anomalycli.detection.methods import AnomalyModel
 from conftest import one_clear_line, run_cli
 
 
@@ -81,7 +84,7 @@ def test_predict_on_ray_gives_the_same_rows_in_the_same_order(ray, parts, patchc
     assert _rows(tmp_path / "ray.csv") == _rows(tmp_path / "here.csv")
     # The line on where the model runs comes from Ray's workers too, once.
     engine_lines = lambda result: [line for line in result.output.splitlines() if line.startswith("runs on:")]  # noqa: E731
-    int8 = quantize.int8_of(AnomalyModel.load(patchcore_model).net) is not None
+    int8 = int8_backbone.int8_of(AnomalyModel.load(patchcore_model).net) is not None
     assert engine_lines(there) == engine_lines(here) and len(engine_lines(here)) == 1 and ("int8 backbone" in engine_lines(here)[0]) == int8
     rows = _rows(tmp_path / "ray.csv")
     assert [r["path"].rsplit("/", 1)[-1] for r in rows] == ["spot001.png", "good001.png", "broken.png", "spot001.png", "gone.png"]

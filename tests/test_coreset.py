@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from anomalycli import coreset
-from anomalycli.coreset import ApproximateGreedyCoresetSampler, BankIndex, RandomSampler, nearest_distances
+from anomalycli.detection import coreset
+from anomalycli.detection.coreset import ApproximateGreedyCoresetSampler, BankIndex, RandomSampler, nearest_distances
 
 
 def test_greedy_picks_the_farthest_points():

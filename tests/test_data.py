@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomalycli.data import defect_type_from_name, discover, read_manifest, write_manifest
+from anomalycli.data.layouts import defect_type_from_name, discover, read_manifest, write_manifest
 from anomalycli.errors import UserError
-from anomalycli.synthetic import make_part
+from anomalycli.data.synthetic import make_part
 
 
 def _png(path, size=32, mode="L", value=128):

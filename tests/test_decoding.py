@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from anomalycli.data import image_batches
-from anomalycli.decoding import DecodeAhead
-from anomalycli.images import read_image_array
+from anomalycli.data.layouts import image_batches
+from anomalycli.data.decoding import DecodeAhead
+from anomalycli.data.images import read_image_array
 
 
 @pytest.fixture
@@ -68,8 +68,8 @@ import gc, sys
 from pathlib import Path
 import numpy as np
 from onnx import TensorProto, helper
-from anomalycli import quantize
-from anomalycli.decoding import DecodeAhead
+from anomalycli.detection import int8_backbone
+from anomalycli.data.decoding import DecodeAhead
 
 x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])
 y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 8])
@@ -78,7 +78,7 @@ model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 model.ir_version = 8
 paths = sorted(Path(sys.argv[1]).glob("*.png"))
 for attempt in range(5):
-    session = quantize.session(model.SerializeToString())  # with its pool of threads
+    session = int8_backbone.session(model.SerializeToString())  # with its pool of threads
     session.run(None, {"x": np.ones((4, 8), np.float32)})
     cycle = [session]
     cycle.append(cycle)
@@ -103,7 +103,7 @@ def test_workers_started_afresh_decode_the_same(files, monkeypatch):
     # decode exactly as a forked one does.
     import multiprocessing
 
-    from anomalycli import decoding
+    from anomalycli.data import decoding
 
     monkeypatch.setattr(decoding, "_context", lambda: multiprocessing.get_context("spawn"))
     with DecodeAhead(files, 24, workers=1) as decoder:

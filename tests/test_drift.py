@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
-from anomalycli import drift
-from anomalycli.methods import AnomalyModel
-from anomalycli.calibration import calibrate
+from anomalycli.judgement import drift
+from anomalycli.detection.methods import AnomalyModel
+from anomalycli.judgement.thresholds import calibrate
 from tests.conftest import run_cli
 
 

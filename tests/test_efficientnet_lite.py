@@ -1,7 +1,7 @@
 import torch
 
-from anomalycli import backbones
-from anomalycli.efficientnet_lite import BN_MOMENTUM, EfficientNetLite
+from anomalycli.detection import backbones
+from anomalycli.detection.efficientnet_lite import BN_MOMENTUM, EfficientNetLite
 
 
 def test_batchnorm_uses_pytorch_momentum():

@@ -1,6 +1,6 @@
 import pytest
 
-from anomalycli import engine_choice
+from anomalycli.deploy import engine_choice
 from anomalycli.errors import UsageError
 
 

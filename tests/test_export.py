@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from anomalycli import export, onnx_model
-from anomalycli.data import discover, load_all
-from anomalycli.decoding import DecodeAhead
-from anomalycli.onnx_model import OnnxModel
-from anomalycli.scoring import iter_scores
-from anomalycli.methods import AnomalyModel
+from anomalycli.deploy import export
+from anomalycli.deploy import onnx_model
+from anomalycli.data.layouts import discover, load_all
+from anomalycli.data.decoding import DecodeAhead
+from anomalycli.deploy.onnx_model import OnnxModel
+from anomalycli.deploy.scoring import iter_scores
+from anomalycli.detection.methods import AnomalyModel
 from conftest import one_clear_line, run_cli
 
 pytest.importorskip("onnxruntime")
@@ -121,7 +122,7 @@ def test_predict_from_an_exported_file_never_imports_pytorch(parts, onnx_file, t
 def test_an_int8_file_checks_on_its_probe_image_that_this_cpu_scores_as_the_exporting_one(patchcore_model, parts, tmp_path):
     import onnx
 
-    from anomalycli.engines import on_engine
+    from anomalycli.deploy.engines import on_engine
 
     run_cli("export", patchcore_model, "--out", tmp_path / "int8.onnx")
     model = onnx_model.load(tmp_path / "int8.onnx")
@@ -215,14 +216,16 @@ def fp32_model(parts, tmp_path_factory):
 
 
 def test_auto_runs_the_stored_graph_or_the_int8_backbone_and_exports_fp32_models_for_many_images(parts, patchcore_model, fp32_model, monkeypatch):
-    from anomalycli import engine_choice, engines, quantize
+    from anomalycli.deploy import engine_choice
+    from anomalycli.deploy import engines
+    from anomalycli.detection import int8_backbone
 
     model = engines.load_model(patchcore_model)
     graph, note = engines.on_engine(model, "auto", 1)
     assert isinstance(graph, OnnxModel) and graph.probe_mismatch() == 0.0 and note == ""  # the file's own scoring graph
     assert isinstance(engines.on_engine(model, "onnx", 1)[0], OnnxModel)
     model.stored = None  # a file from before stored graphs: the int8 backbone, the rest on PyTorch
-    assert engines.on_engine(model, "auto", 10_000) == (model, "") and quantize.int8_of(model.net).kernels == onnx_model.INT8_KERNELS
+    assert engines.on_engine(model, "auto", 10_000) == (model, "") and int8_backbone.int8_of(model.net).kernels == onnx_model.INT8_KERNELS
     assert isinstance(engines.on_engine(model, "onnx", 1)[0], OnnxModel)
     # An fp32 model: a few images do not pay for the export; --engine onnx exports whatever the number.
     model = engines.load_model(fp32_model)
@@ -254,8 +257,8 @@ def test_predict_fails_when_no_image_can_be_read_and_lists_some_unreadable(parts
 
 def test_a_model_file_from_before_this_version_exports_with_parity(parts, patchcore_model, tmp_path, exact_search):
     """No bank parts, no blurred score, batch norm not folded: the oldest files still export."""
-    from anomalycli import backbones
-    from anomalycli.methods.patchcore import PatchCore
+    from anomalycli.detection import backbones
+    from anomalycli.detection.methods.patchcore import PatchCore
 
     new = AnomalyModel.load(patchcore_model)
     name = new.config["backbone"]

@@ -1,9 +1,9 @@
 import numpy as np
 import torch
 
-from anomalycli import backbones
-from anomalycli.methods import hybrid, patchcore
-from anomalycli.synthetic import make_part
+from anomalycli.detection import backbones
+from anomalycli.detection.methods import hybrid, patchcore
+from anomalycli.data.synthetic import make_part
 
 
 def _images(kinds, seed):
@@ -97,8 +97,8 @@ def test_one_class_only_gives_a_head_that_scores_zero():
 
 
 def test_the_deployed_head_scores_the_mean_of_the_fold_heads(tmp_path):
-    from anomalycli.methods import AnomalyModel
-    from anomalycli.calibration import calibrate
+    from anomalycli.detection.methods import AnomalyModel
+    from anomalycli.judgement.thresholds import calibrate
 
     extractor = _extractor()
     kinds = [None] * 12 + ["spot"] * 6
@@ -122,8 +122,8 @@ def test_the_deployed_head_scores_the_mean_of_the_fold_heads(tmp_path):
 
 def test_older_hybrid_files_with_patch_heads_still_load(tmp_path):
     """Files from before the global head: fold heads on patch features, and before those one head."""
-    from anomalycli.methods import AnomalyModel
-    from anomalycli.calibration import Calibration
+    from anomalycli.detection.methods import AnomalyModel
+    from anomalycli.judgement.calibration import Calibration
 
     torch.manual_seed(0)
     extractor = _extractor()

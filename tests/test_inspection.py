@@ -4,8 +4,8 @@ from collections import Counter
 import numpy as np
 from PIL import Image
 
-from anomalycli import render
-from anomalycli.inspection import resize_note, size_summary
+from anomalycli.cli import render
+from anomalycli.workflows.inspect import resize_note, size_summary
 from conftest import run_cli
 
 

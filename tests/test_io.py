@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from anomalycli import io
+from anomalycli import files
 
 
 def mode(path) -> int:
@@ -13,7 +13,7 @@ def mode(path) -> int:
 def test_a_new_file_gets_the_mode_a_plain_open_gives(tmp_path):
     old = os.umask(0o022)
     try:
-        io.write_text(tmp_path / "rows.csv", "a\n")
+        files.write_text(tmp_path / "rows.csv", "a\n")
         (tmp_path / "plain.csv").write_text("a\n")
     finally:
         os.umask(old)
@@ -24,7 +24,7 @@ def test_a_replaced_file_keeps_its_mode(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_text("old\n")
     path.chmod(0o640)
-    io.write_text(path, "new\n")
+    files.write_text(path, "new\n")
     assert path.read_text() == "new\n" and mode(path) == 0o640
 
 
@@ -32,7 +32,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_text("old\n")
     with pytest.raises(RuntimeError):
-        with io.atomic_path(path) as tmp:
+        with files.atomic_path(path) as tmp:
             tmp.write_text("half")
             raise RuntimeError("interrupted")
     assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["rows.csv"]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from anomalycli.metrics import against_announced, binary_report, bootstrap_ci, operating_point
+from anomalycli.judgement.metrics import against_announced, binary_report, bootstrap_ci, operating_point
 
 
 def test_report_matches_scikit_learn():

@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from anomalycli import modelfile
 from anomalycli.errors import UserError
-from anomalycli.methods import AnomalyModel
+from anomalycli.detection.methods import AnomalyModel
 
 
 class Boom:
@@ -55,7 +55,7 @@ def test_truncated_newer_and_foreign_files(tmp_path, patchcore_model):
 
 
 def test_loaded_model_scores_identically(parts, patchcore_model):
-    from anomalycli.data import discover, load_all
+    from anomalycli.data.layouts import discover, load_all
 
     images, _, _ = load_all(discover(parts).samples[:8], 64)
     first, second = AnomalyModel.load(patchcore_model), AnomalyModel.load(patchcore_model)
@@ -66,16 +66,17 @@ def test_loaded_model_scores_identically(parts, patchcore_model):
 
 def test_model_file_with_unfolded_batch_norm_loads_and_scores_the_same(tmp_path, parts, patchcore_model, exact_search):
     """Files written before batch norm was folded hold every BatchNorm2d; they must keep working."""
-    from anomalycli import backbones, quantize
-    from anomalycli.data import discover, load_all
-    from anomalycli.methods.patchcore import PatchCore
+    from anomalycli.detection import backbones
+    from anomalycli.detection import int8_backbone
+    from anomalycli.data.layouts import discover, load_all
+    from anomalycli.detection.methods.patchcore import PatchCore
 
     folded = AnomalyModel.load(patchcore_model)
     assert folded.config["batch_norm_folded"]
     name = folded.config["backbone"]
     unfolded_net = PatchCore(backbones.FeatureExtractor(name, backbones.build(name, "imagenet"), fold=False), folded.net.bank)
     old_config = {k: v for k, v in folded.config.items() if k not in ("batch_norm_folded", "precision", "int8")}
-    folded.net.extractor = quantize.int8_of(folded.net).fp32  # the fp32 backbone, as those files had
+    folded.net.extractor = int8_backbone.int8_of(folded.net).fp32  # the fp32 backbone, as those files had
     old_file = AnomalyModel("patchcore", unfolded_net, old_config, folded.calibration).save(tmp_path / "old.safetensors")
     assert any("running_var" in key for key in modelfile.load(old_file)[0])
 

@@ -8,10 +8,12 @@ import sys
 import numpy as np
 from safetensors.torch import load_file, save_file
 
-from anomalycli import modelfile, onnx_model
-from anomalycli.data import discover, load_all
-from anomalycli.methods import AnomalyModel
-from anomalycli.scoring import iter_scores
+from anomalycli import modelfile
+from anomalycli.deploy import export
+from anomalycli.deploy import onnx_model
+from anomalycli.data.layouts import discover, load_all
+from anomalycli.detection.methods import AnomalyModel
+from anomalycli.deploy.scoring import iter_scores
 from conftest import one_clear_line, run_cli
 
 PREDICT_WITHOUT_TORCH = (
@@ -72,7 +74,7 @@ def test_the_stored_graph_digest_is_the_files_and_a_changed_file_falls_back_to_p
 def test_saving_a_changed_model_stores_a_graph_that_scores_as_the_changed_model(patchcore_model, parts, tmp_path):
     """adapt and calibrate save through AnomalyModel.save, which exports the graph afresh."""
     model = AnomalyModel.load(_with_bank_edited(patchcore_model, tmp_path / "changed.safetensors"))
-    model.save(tmp_path / "saved.safetensors")
+    export.save_model(model, tmp_path / "saved.safetensors")
     graph = onnx_model.stored_in(tmp_path / "saved.safetensors")
     assert graph is not None and graph.probe_mismatch() == 0.0
     images, _, _ = load_all(discover(parts).samples, model.config["image_size"])
@@ -84,13 +86,13 @@ def test_saving_a_changed_model_stores_a_graph_that_scores_as_the_changed_model(
 
 
 def test_a_model_whose_graph_cannot_be_exported_is_still_saved_and_predicts_on_pytorch(patchcore_model, parts, tmp_path, monkeypatch):
-    from anomalycli import export
+    from anomalycli.deploy import export
 
     def fails(*args, **kwargs):
         raise RuntimeError("an operator the exporter does not know")
 
     monkeypatch.setattr(export, "onnx_bytes", fails)
-    AnomalyModel.load(patchcore_model).save(tmp_path / "model.safetensors")
+    export.save_model(AnomalyModel.load(patchcore_model), tmp_path / "model.safetensors")
     assert onnx_model.stored_in(tmp_path / "model.safetensors") is None
     assert AnomalyModel.load(tmp_path / "model.safetensors").stored is None
     run_cli("predict", tmp_path / "model.safetensors", parts / "good", "--output", tmp_path / "rows.json")

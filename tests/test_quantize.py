@@ -6,11 +6,14 @@ import onnx
 import pytest
 import torch
 
-from anomalycli import backbones, onnx_model, quantize, train
-from anomalycli.data import discover, load_all
-from anomalycli.engines import load_model, on_engine
-from anomalycli.scoring import iter_scores
-from anomalycli.methods import AnomalyModel
+from anomalycli.detection import backbones, defaults
+from anomalycli.deploy import onnx_model
+from anomalycli.detection import int8_backbone
+from anomalycli.workflows import train
+from anomalycli.data.layouts import discover, load_all
+from anomalycli.deploy.engines import load_model, on_engine
+from anomalycli.deploy.scoring import iter_scores
+from anomalycli.detection.methods import AnomalyModel
 from conftest import one_clear_line, run_cli
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -19,7 +22,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 def test_a_patchcore_model_fitted_on_a_cpu_takes_its_features_from_its_int8_backbone(patchcore_model, hybrid_model):
     for path in (patchcore_model, hybrid_model):
         model = AnomalyModel.load(path)
-        int8 = quantize.int8_of(model.net)
+        int8 = int8_backbone.int8_of(model.net)
         assert model.config["precision"] == "int8" and int8 is not None
         # The graph the file holds reproduces, on its probe image, the features it gave at training.
         assert int8.probe_mismatch() == 0.0
@@ -34,34 +37,34 @@ def test_the_int8_graph_cannot_overflow_on_a_cpu_without_vnni(patchcore_model, h
     from onnx import numpy_helper
 
     for path in (patchcore_model, hybrid_model):
-        graph = onnx.load_from_string(quantize.int8_of(AnomalyModel.load(path).net).graph.numpy().tobytes()).graph
+        graph = onnx.load_from_string(int8_backbone.int8_of(AnomalyModel.load(path).net).graph.numpy().tobytes()).graph
         weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
         assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
         dequantised = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
         convs = [node for node in graph.node if node.op_type == "Conv"]
-        assert all(name not in dequantised for conv in convs[: quantize.FP32_LEADING_CONVS] for name in conv.input)
-        assert all(any(name in dequantised for name in conv.input) for conv in convs[quantize.FP32_LEADING_CONVS :])
+        assert all(name not in dequantised for conv in convs[: int8_backbone.FP32_LEADING_CONVS] for name in conv.input)
+        assert all(any(name in dequantised for name in conv.input) for conv in convs[int8_backbone.FP32_LEADING_CONVS :])
 
 
 def test_int8_and_fp32_backbones_give_close_but_different_features(patchcore_model, parts):
     model = AnomalyModel.load(patchcore_model)
-    int8 = quantize.int8_of(model.net)
+    int8 = int8_backbone.int8_of(model.net)
     images, _, _ = load_all(discover(parts).samples, 64)
     x = backbones.preprocess(images, int8.name)
     with torch.no_grad():
         quantised = int8(x)
         full = int8.fp32(x)
-    assert quantize.MIN_COSINE < quantize.median_cosine(quantised, full) < 1.0
+    assert int8_backbone.MIN_COSINE < int8_backbone.median_cosine(quantised, full) < 1.0
 
 
 def test_the_int8_backbone_run_in_parts_of_a_batch_gives_the_same_maps(hybrid_model, parts, monkeypatch):
-    int8 = quantize.int8_of(AnomalyModel.load(hybrid_model).net)
+    int8 = int8_backbone.int8_of(AnomalyModel.load(hybrid_model).net)
     images, _, _ = load_all(discover(parts).samples[:5], 64)
     x = backbones.preprocess(images, int8.name)
     with torch.no_grad():
-        monkeypatch.setattr(quantize, "RUN_BATCH", 2)  # runs of 2, 2 and 1 images
+        monkeypatch.setattr(int8_backbone, "RUN_BATCH", 2)  # runs of 2, 2 and 1 images
         in_parts = int8(x, deep=True)
-        monkeypatch.setattr(quantize, "RUN_BATCH", 64)
+        monkeypatch.setattr(int8_backbone, "RUN_BATCH", 64)
         whole = int8(x, deep=True)
     assert len(in_parts) == len(whole) == 4 and all(torch.equal(a, b) for a, b in zip(in_parts, whole))
 
@@ -70,9 +73,9 @@ def test_calibrating_in_small_batches_makes_the_same_graph(parts, monkeypatch):
     # Small batches only bound the calibration's memory: the ranges, and so the graph, are the same.
     images, _, _ = load_all(discover(parts).samples[:6], 64)
     extractor = backbones.FeatureExtractor("efficientnet_lite0", backbones.build("efficientnet_lite0", "none")).eval()
-    small, _ = quantize.quantize(extractor, images, deep=False)
-    monkeypatch.setattr(quantize, "CALIBRATION_BATCH", 6)
-    whole, _ = quantize.quantize(extractor, images, deep=False)
+    small, _ = int8_backbone.quantize(extractor, images, deep=False)
+    monkeypatch.setattr(int8_backbone, "CALIBRATION_BATCH", 6)
+    whole, _ = int8_backbone.quantize(extractor, images, deep=False)
     assert torch.equal(small.graph, whole.graph)
 
 
@@ -81,15 +84,15 @@ def test_a_cpu_whose_int8_kernels_differ_runs_the_int8_network_in_float_and_says
     # int8 backbone on its features. The reference kernels (the same quantised network in float32)
     # pass theirs, so predict scores the bank with the features it was fitted on, not fp32 ones.
     int8_mismatch = {onnx_model.INT8_KERNELS: 0.05}
-    real_score, real_features = onnx_model.OnnxModel.probe_mismatch, quantize.Int8Extractor.probe_mismatch
+    real_score, real_features = onnx_model.OnnxModel.probe_mismatch, int8_backbone.Int8Extractor.probe_mismatch
     monkeypatch.setattr(onnx_model.OnnxModel, "probe_mismatch", lambda self: int8_mismatch.get(self.kernels) or real_score(self))
-    monkeypatch.setattr(quantize.Int8Extractor, "probe_mismatch", lambda self: int8_mismatch.get(self.kernels) or real_features(self))
+    monkeypatch.setattr(int8_backbone.Int8Extractor, "probe_mismatch", lambda self: int8_mismatch.get(self.kernels) or real_features(self))
     result = run_cli("predict", patchcore_model, parts / "not-good", "--output", tmp_path / "rows.json")
     text = " ".join(result.output.split())
     assert text.count("int8 kernels score the model's probe image 5.0% of the score range away") == 1
     assert "runs on: ONNX Runtime, int8 graph on reference kernels" in text
     model, note = on_engine(load_model(patchcore_model), "torch", 1)
-    int8 = quantize.int8_of(model.net)
+    int8 = int8_backbone.int8_of(model.net)
     assert int8.kernels == onnx_model.REFERENCE_KERNELS and "int8 network runs in float32 here" in note
     paths = sorted((parts / "not-good").iterdir())
     rows = json.loads((tmp_path / "rows.json").read_text())["images"]
@@ -104,14 +107,14 @@ def test_a_cpu_whose_int8_kernels_differ_runs_the_int8_network_in_float_and_says
 def _fp32_scores(path, paths):
     """The scores the old fallback gave: the model's bank searched with its fp32 backbone's features."""
     model = AnomalyModel.load(path)
-    model.net.extractor = quantize.int8_of(model.net).fp32
+    model.net.extractor = int8_backbone.int8_of(model.net).fp32
     return [r.raw for r in iter_scores(model, paths, show_progress=False)]
 
 
 def test_a_cpu_where_no_kernels_reproduce_training_refuses_with_one_line(patchcore_model, parts, monkeypatch):
     monkeypatch.setattr(onnx_model.OnnxModel, "probe_mismatch", lambda self: 0.5)
-    monkeypatch.setattr(quantize.Int8Extractor, "probe_mismatch", lambda self: 0.5)
-    monkeypatch.setattr(quantize.Int8Extractor, "probe_distance", lambda self: 0.5)
+    monkeypatch.setattr(int8_backbone.Int8Extractor, "probe_mismatch", lambda self: 0.5)
+    monkeypatch.setattr(int8_backbone.Int8Extractor, "probe_distance", lambda self: 0.5)
     for engine in ("auto", "torch"):
         message = one_clear_line(run_cli("predict", patchcore_model, parts / "good", "--engine", engine, expect=1))
         assert "even with the int8 network in float32, so its verdicts would not hold here" in message
@@ -125,11 +128,11 @@ def test_an_int8_model_is_never_scored_with_fp32_features(patchcore_model, parts
 
 
 def test_train_fits_in_fp32_and_says_why_when_int8_features_disagree(parts, tmp_path, monkeypatch):
-    monkeypatch.setattr(quantize, "MIN_COSINE", 1.01)
+    monkeypatch.setattr(int8_backbone, "MIN_COSINE", 1.01)
     result = run_cli("train", parts, "--method", "patchcore", "--image-size", "64", "--coreset-ratio", "0.1", "--run-dir", tmp_path / "run")
     assert "int8 backbone's features disagreed with fp32 ones" in " ".join(result.output.split())
     model = AnomalyModel.load(tmp_path / "run" / "model.safetensors")
-    assert model.config["precision"] == "fp32" and "int8" not in model.config and quantize.int8_of(model.net) is None
+    assert model.config["precision"] == "fp32" and "int8" not in model.config and int8_backbone.int8_of(model.net) is None
     predicted = run_cli("predict", tmp_path / "run", parts / "good")
     said = " ".join(predicted.output.split())
     assert "this model runs its fp32 backbone (the int8 backbone's features disagreed" in said
@@ -166,29 +169,29 @@ def test_int8_features_agree_with_fp32_on_real_images(name):
     samples = discover(SHARED / name).samples
     good = [s for s in samples if s.label == 0]
     judged = good[-8:] + [s for s in samples if s.label == 1][:8]
-    calibration, _, _ = load_all(good[: quantize.CALIBRATION_IMAGES], train.DEFAULT_IMAGE_SIZE["patchcore"])
-    images, _, _ = load_all(judged, train.DEFAULT_IMAGE_SIZE["patchcore"])
+    calibration, _, _ = load_all(good[: int8_backbone.CALIBRATION_IMAGES], defaults.DEFAULT_IMAGE_SIZE["patchcore"])
+    images, _, _ = load_all(judged, defaults.DEFAULT_IMAGE_SIZE["patchcore"])
     name = backbones.DEFAULT_BACKBONE["patchcore"]
     extractor = backbones.FeatureExtractor(name, backbones.build(name))
-    int8, cosine = quantize.quantize(extractor, calibration, deep=True)
+    int8, cosine = int8_backbone.quantize(extractor, calibration, deep=True)
     x = backbones.preprocess(images, name)
     with torch.no_grad():
-        held_out = quantize.median_cosine(int8(x), extractor(x))
+        held_out = int8_backbone.median_cosine(int8(x), extractor(x))
     # Measured 0.96-0.97 on both sets (BENCHMARKS.md); the training check's bar is MIN_COSINE.
     assert cosine > 0.94 and held_out > 0.94, (cosine, held_out)
 
 
 @pytest.mark.parametrize("name", ["screws", "magtiles"])
 def test_the_int8_bank_search_picks_rows_as_near_as_float32_on_real_images(name):
-    from anomalycli import coreset
-    from anomalycli.methods.patchcore import embed_all
+    from anomalycli.detection import coreset
+    from anomalycli.detection.methods.patchcore import embed_all
 
     if not (SHARED / name).is_dir():
         pytest.skip(f"the development set {SHARED / name} is not on this machine")
     samples = discover(SHARED / name).samples
     good = [s for s in samples if s.label == 0]
     judged = good[-4:] + [s for s in samples if s.label == 1][:4]
-    size, backbone = train.DEFAULT_IMAGE_SIZE["patchcore"], backbones.DEFAULT_BACKBONE["patchcore"]
+    size, backbone = defaults.DEFAULT_IMAGE_SIZE["patchcore"], backbones.DEFAULT_BACKBONE["patchcore"]
     extractor = backbones.FeatureExtractor(backbone, backbones.build(backbone)).eval()
     features = [embed_all(extractor, [backbones.preprocess(load_all(group, size)[0], backbone)], len(group))[0].float().flatten(0, 1)
                 for group in (good[:16], judged)]
@@ -212,7 +215,8 @@ def test_the_int8_bank_search_picks_rows_as_near_as_float32_on_real_images(name)
 
 def _exported_search(bank: torch.Tensor, part_sizes: list[int], queries: torch.Tensor) -> torch.Tensor:
     """Each query's nearest distance in each part, as the int8 search ``anomaly export`` writes computes them in ONNX Runtime."""
-    from anomalycli import coreset, export
+    from anomalycli.detection import coreset
+    from anomalycli.deploy import export
 
     class Search(torch.nn.Module):
         def __init__(self):
@@ -225,4 +229,4 @@ def _exported_search(bank: torch.Tensor, part_sizes: list[int], queries: torch.T
     with coreset.exported_search("int8"):
         graph = export._traced(Search(), (queries[:2],), ["q"], ["distances"], export.INT8_OPSETS)
     assert "DynamicQuantizeMatMul" in {n.op_type for n in onnx.load_from_string(graph).graph.node}
-    return torch.from_numpy(quantize.session(graph).run(None, {"q": queries.numpy()})[0])
+    return torch.from_numpy(int8_backbone.session(graph).run(None, {"q": queries.numpy()})[0])

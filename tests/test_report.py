@@ -1,9 +1,9 @@
 import json
 import re
 
-from anomalycli.report import GalleryItem, gallery
-from anomalycli.data import Sample
-from anomalycli.scoring import Scored
+from anomalycli.views.report import GalleryItem, gallery
+from anomalycli.data.layouts import Sample
+from anomalycli.deploy.scoring import Scored
 from conftest import one_clear_line, run_cli
 
 

@@ -11,26 +11,26 @@ from pathlib import Path
 
 import pytest
 
-from anomalycli import review
-from anomalycli.data import discover
+from anomalycli.views import review_labels
+from anomalycli.data.layouts import discover
 from conftest import one_clear_line, run_cli
 
 
 def _item(name, score, verdict=None):
     verdict = verdict or ("unreadable" if math.isnan(score) else "anomaly" if score >= 0.5 else "normal")
-    return review.Item(name, Path(name), score, verdict)
+    return review_labels.Item(name, Path(name), score, verdict)
 
 
 def test_the_order_puts_flagged_images_first_then_close_calls_then_the_rest():
     items = [_item("low", 0.1), _item("close-below", 0.46), _item("broken", float("nan")), _item("top", 0.95),
              _item("close-above", 0.53), _item("high", 0.8), _item("mid", 0.3)]
-    order = [items[i].name for i in review.review_order(items)]
+    order = [items[i].name for i in review_labels.review_order(items)]
     assert order == ["top", "high", "close-above", "close-below", "mid", "low", "broken"]
-    assert [review.matches(i, False, "uncertain") for i in items] == [False, True, False, False, True, False, False]
+    assert [review_labels.matches(i, False, "uncertain") for i in items] == [False, True, False, False, True, False, False]
 
 
 def _decide_many(path: str, start: int) -> None:
-    store = review.LabelStore(Path(path), "good", "defect")
+    store = review_labels.LabelStore(Path(path), "good", "defect")
     for k in range(start, start + 40):
         store.decide(f"img{k:03d}.png", k % 2 == 1, "scratch" if k % 2 else "")
 
@@ -51,7 +51,7 @@ def test_two_reviews_of_one_labels_file_lose_no_decision(tmp_path):
 
 def _decided(labels: Path, parts: Path, n_good: int, defect_types: list[str]):
     """A store with the first ``n_good`` good images decided good and one defect per type decided defective."""
-    store = review.LabelStore(labels, "good", "not-good")
+    store = review_labels.LabelStore(labels, "good", "not-good")
     good = sorted((parts / "good").glob("*.png"))[:n_good]
     bad = sorted((parts / "not-good").glob("*.png"))[: len(defect_types)]
     for path in good:
@@ -65,7 +65,7 @@ def test_decisions_are_saved_undone_and_read_back_in_the_format_train_takes(tmp_
     labels = tmp_path / "labels.csv"
     store, good, bad = _decided(labels, parts, 3, ["scratch", ""])
     store.decide(bad[1].relative_to(parts).as_posix(), None)  # undo
-    assert review.LabelStore(labels, "good", "not-good").read()[bad[0].relative_to(parts).as_posix()] == ("not-good", "scratch")
+    assert review_labels.LabelStore(labels, "good", "not-good").read()[bad[0].relative_to(parts).as_posix()] == ("not-good", "scratch")
     dataset = discover(parts, labels=labels)
     assert sorted((s.label, s.defect_type) for s in dataset.samples) == [(0, None)] * 3 + [(1, "scratch")]
 
@@ -96,9 +96,9 @@ def app(patchcore_model, parts, tmp_path_factory):
     pytest.importorskip("starlette")
     from starlette.testclient import TestClient
 
-    from anomalycli import review_app
-    from anomalycli.engines import load_model
-    from anomalycli.scoring import iter_scores
+    from anomalycli.views import review_server
+    from anomalycli.deploy.engines import load_model
+    from anomalycli.deploy.scoring import iter_scores
 
     model = load_model(patchcore_model)
     source = tmp_path_factory.mktemp("shift")
@@ -106,10 +106,10 @@ def app(patchcore_model, parts, tmp_path_factory):
         shutil.copy(path, source / path.name)
     shutil.copy(next((parts / "good").glob("*.png")), source / "<img src=x onerror=alert(1)>.png")
     paths = sorted(source.glob("*.png"))
-    items = [review.Item(p.name, p, s.score, s.verdict) for p, s in zip(paths, iter_scores(model, paths, show_progress=False))]
-    store = review.LabelStore(source.parent / "shift-labels.csv", "good", "not-good")
-    state = review_app.Review(items, store, model, ["scratch", "spot"], model.calibration.raw_threshold(0.5))
-    return TestClient(review_app.make_app(state, "s3cret")), state
+    items = [review_labels.Item(p.name, p, s.score, s.verdict) for p, s in zip(paths, iter_scores(model, paths, show_progress=False))]
+    store = review_labels.LabelStore(source.parent / "shift-labels.csv", "good", "not-good")
+    state = review_server.Review(items, store, model, ["scratch", "spot"], model.calibration.raw_threshold(0.5))
+    return TestClient(review_server.make_app(state, "s3cret")), state
 
 
 def test_every_request_needs_the_token_and_only_listed_images_are_served(app):
@@ -190,7 +190,7 @@ def test_review_in_a_real_browser_with_the_keys_then_reload_and_resume(patchcore
             # The image and its heat map load, large, beside each other.
             page.wait_for_function("['image', 'heatmap'].every(id => document.getElementById(id).complete && document.getElementById(id).naturalWidth > 0)")
             assert page.eval_on_selector("#image", "img => img.getBoundingClientRect().width") > 200
-            page.screenshot(path=str(tmp_path / "review.png"))
+            page.screenshot(path=str(tmp_path / "review_labels.png"))
             page.reload()  # resumes at the first image not yet decided
             page.wait_for_function("document.getElementById('name').textContent.length > 0")
             assert page.text_content("#name") == third

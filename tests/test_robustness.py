@@ -15,8 +15,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from conftest import one_clear_line, run_cli
-from anomalycli.images import ImageError, load_image
-from anomalycli.train import write_history
+from anomalycli.data.images import ImageError, load_image
+from anomalycli.workflows.train_options import write_history
 
 
 def _make(folder, name, kind):

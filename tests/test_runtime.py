@@ -22,7 +22,7 @@ def test_idle_threads_sleep_unless_the_user_chose_otherwise(monkeypatch):
 
 
 def test_predict_starts_decoding_before_pytorch_loads():
-    # anomaly predict lists its images and starts decoding them (anomalycli.decoding) before
+    # anomaly predict lists its images and starts decoding them (anomalycli.data.decoding) before
     # importing PyTorch: everything its module imports must leave PyTorch out.
     code = "import sys, anomalycli.cli.predict; assert 'torch' not in sys.modules, 'torch imported by predict before decoding starts'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -2,9 +2,9 @@ from collections import Counter
 
 import pytest
 
-from anomalycli.data import discover
+from anomalycli.data.layouts import discover
 from anomalycli.errors import UserError
-from anomalycli.splits import k_folds, train_val_split
+from anomalycli.data.splits import k_folds, train_val_split
 
 
 def test_val_split_holds_every_defect_type(parts):

@@ -11,7 +11,7 @@ import importlib
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from anomalycli import runtime
+from anomalycli import __version__, runtime
 
 # verb -> (module in anomalycli.cli, its command function, whether --ray takes an optional address)
 VERBS = {
@@ -88,8 +88,16 @@ app = typer.Typer(
 )
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"anomaly {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _verbs() -> None:
+def _verbs(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print anomalycli's version and exit."),
+) -> None:
     """Find defective parts in images: inspect a data set, split it, train a detector, evaluate it, predict."""
 
 

@@ -7,15 +7,17 @@ from typing import Optional
 
 import typer
 
-from anomalycli import io, project
-from anomalycli.adapt import adapt
+from anomalycli.deploy import export
+from anomalycli import project
+from anomalycli import files
+from anomalycli.workflows.adapt import adapt
 from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, model_and_target, user_errors
-from anomalycli.data import Sample, discover
-from anomalycli.images import list_source
+from anomalycli.data.layouts import Sample, discover
+from anomalycli.data.images import list_source
 from anomalycli.errors import UsageError, UserError
-from anomalycli.methods import AnomalyModel
-from anomalycli.render import console, operating_point_text
-from anomalycli.train import operating_rule
+from anomalycli.detection.methods import AnomalyModel
+from anomalycli.cli.render import console, operating_point_text
+from anomalycli.workflows.train_options import operating_rule
 
 log = logging.getLogger("anomalycli")
 
@@ -58,11 +60,11 @@ def adapt_command(
     for warning in result.warnings:
         log.warning(warning)
     if out is None:
-        run_dir = io.new_run_dir(project.RUNS, project.RUN_PREFIX)
+        run_dir = files.new_run_dir(project.RUNS, project.RUN_PREFIX)
         out = run_dir / project.MODEL_NAME
         made = {"adapted_from": str(model_path), "data": str(data), "rule": rule.name, "value": rule.value, "seed": seed}
-        io.write_text(run_dir / "args.json", json.dumps(made, indent=2))
-    result.model.save(out, overwrite=overwrite)
+        files.write_text(run_dir / "args.json", json.dumps(made, indent=2))
+    export.save_model(result.model, out, overwrite=overwrite)
     cal = result.model.calibration
     console.print(
         f"{result.n_good} new good images joined the memory bank ({result.model.config['bank_size']} patches now)"

@@ -7,14 +7,16 @@ from typing import Optional
 
 import typer
 
-from anomalycli import io, project
+from anomalycli.deploy import export
+from anomalycli import project
+from anomalycli import files
 from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, model_and_target, user_errors
-from anomalycli.data import discover
+from anomalycli.data.layouts import discover
 from anomalycli.errors import UsageError, UserError
-from anomalycli.methods import AnomalyModel
-from anomalycli.recalibrate import recalibrate
-from anomalycli.render import console, operating_point_text
-from anomalycli.train import operating_rule
+from anomalycli.detection.methods import AnomalyModel
+from anomalycli.workflows.calibrate import recalibrate
+from anomalycli.cli.render import console, operating_point_text
+from anomalycli.workflows.train_options import operating_rule
 
 log = logging.getLogger("anomalycli")
 
@@ -60,11 +62,11 @@ def calibrate_command(
     if warning:
         log.warning(warning)
     if out is None:
-        run_dir = io.new_run_dir(project.RUNS, project.RUN_PREFIX)
+        run_dir = files.new_run_dir(project.RUNS, project.RUN_PREFIX)
         out = run_dir / project.MODEL_NAME
         made = {"recalibrated_from": str(model_path), "data": str(data) if data else None, "rule": rule.name, "value": rule.value}
-        io.write_text(run_dir / "args.json", json.dumps(made, indent=2))
-    new_model.save(out, overwrite=overwrite)
+        files.write_text(run_dir / "args.json", json.dumps(made, indent=2))
+    export.save_model(new_model, out, overwrite=overwrite)
     cal = new_model.calibration
     console.print(f"threshold by {cal.rule}")
     console.print(operating_point_text(cal.expected, "expected on new images"))

@@ -12,9 +12,10 @@ import typer
 from rich.logging import RichHandler
 from typer.core import TyperCommand
 
-from anomalycli import engine_choice, project
+from anomalycli import project
+from anomalycli.deploy import engine_choice
 from anomalycli.errors import UsageError, UserError
-from anomalycli.render import err_console
+from anomalycli.cli.render import err_console
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 ENGINE_HELP = (
@@ -55,7 +56,7 @@ def with_ray_address(args: list[str]) -> list[str]:
 
 
 def _is_address(word: str) -> bool:
-    from anomalycli import cluster  # PyTorch comes with it: only where --ray is given (see anomalycli.decoding)
+    from anomalycli.deploy import cluster  # PyTorch comes with it: only where --ray is given (see anomalycli.data.decoding
 
     # A Windows path (C:\images) has a colon too: a word that names a file or folder is none.
     return cluster.is_address(word) and not word.startswith("-") and not Path(word).exists()

@@ -7,12 +7,12 @@ from typing import Optional
 import typer
 
 from anomalycli.cli.common import ENGINE_HELP, command_line, check_threshold, data_folder, model_and_target, user_errors
-from anomalycli.data import attach_masks, discover
+from anomalycli.data.layouts import attach_masks, discover
 from anomalycli.errors import UsageError
-from anomalycli.engines import describe, load_model, on_engine
-from anomalycli.inference import evaluate
-from anomalycli.report import check_folder, write_report
-from anomalycli.render import confusion_table, console, defect_table, err_console, metrics_table, operating_point_text, trade_off_table, write_json
+from anomalycli.deploy.engines import describe, load_model, on_engine
+from anomalycli.workflows.evaluate import evaluate
+from anomalycli.views.report import check_folder, write_report
+from anomalycli.cli.render import confusion_table, console, defect_table, err_console, metrics_table, operating_point_text, trade_off_table, write_json
 
 
 @user_errors

@@ -5,11 +5,12 @@ from typing import Optional
 
 import typer
 
-from anomalycli import export, quantize
+from anomalycli.deploy import export
+from anomalycli.detection import int8_backbone
 from anomalycli.cli.common import model_and_target, user_errors
 from anomalycli.errors import UsageError
-from anomalycli.methods import AnomalyModel
-from anomalycli.render import console
+from anomalycli.detection.methods import AnomalyModel
+from anomalycli.cli.render import console
 
 FORMATS = ("onnx",)
 
@@ -38,11 +39,11 @@ def export_command(
     if out.suffix.lower() != ".onnx":
         raise UsageError(f"--out must end in .onnx (got {out.name})")
     model = AnomalyModel.load(model_path)
-    if fp32 and quantize.int8_of(model.net) is not None:
+    if fp32 and int8_backbone.int8_of(model.net) is not None:
         raise UsageError("--fp32 would score this model's int8 bank with fp32 features, which flips 7-15 % of verdicts; export it without "
                          "--fp32 (its int8 graph runs on any CPU), or train with --precision fp32 for an fp32 model")
     export.export_onnx(model, out, overwrite)
     size = model.config["image_size"]
-    precision = "int8 backbone and search" if quantize.int8_of(model.net) is not None else "fp32 backbone"
+    precision = "int8 backbone and search" if int8_backbone.int8_of(model.net) is not None else "fp32 backbone"
     console.print(f"{model.method} model exported to {out} ({out.stat().st_size / 1e6:.1f} MB, {precision})")
     console.print(f"input: images, uint8 N x 3 x {size} x {size} RGB; outputs: {', '.join(export.output_names(model))}")

@@ -7,13 +7,16 @@ from typing import Optional
 import typer
 
 # Nothing imported here imports PyTorch: the images start decoding before it loads (_decode_ahead).
-from anomalycli import engine_choice, modelfile, onnx_model, project
+from anomalycli import project
+from anomalycli.deploy import engine_choice
+from anomalycli import modelfile
+from anomalycli.deploy import onnx_model
 from anomalycli.cli.common import ENGINE_HELP, RAY_HELP, check_threshold, model_and_target, user_errors
-from anomalycli.decoding import DecodeAhead, images_ahead
+from anomalycli.data.decoding import DecodeAhead, images_ahead
 from anomalycli.errors import UsageError, UserError
-from anomalycli.heatmaps import map_scale, overlay, panel
-from anomalycli.images import list_source, load_image
-from anomalycli.render import console, err_console, prediction_table, save_png, write_rows
+from anomalycli.views.heatmaps import map_scale, overlay, panel
+from anomalycli.data.images import list_source, load_image
+from anomalycli.cli.render import console, err_console, prediction_table, save_png, write_rows
 
 
 @user_errors
@@ -45,7 +48,7 @@ def predict_command(
     if ray is not None:
         if heatmaps is not None:
             raise UsageError("--heatmaps is not available with --ray (maps stay on the workers); score with --ray, then draw heat maps without it for the images you look at")
-        from anomalycli.cluster import check_address
+        from anomalycli.deploy.cluster import check_address
 
         check_address(ray)
     if output is not None:
@@ -58,7 +61,7 @@ def predict_command(
     if not paths:
         raise UserError(f"no images found in {source}")
     with _decode_ahead(model_path, paths, batch_size) if ray is None else contextlib.nullcontext() as decoded:
-        from anomalycli.scoring import check_drift, iter_scores
+        from anomalycli.deploy.scoring import check_drift, iter_scores
 
         model = _load(model_path, engine)
         if heatmaps is not None and not model.has_maps:
@@ -67,7 +70,7 @@ def predict_command(
             model, engine_notes = _on_engine(model, engine, len(paths), with_maps=heatmaps is not None)
             scored_rows = iter_scores(model, paths, batch_size, threshold, with_maps=heatmaps is not None, decoded=decoded)
         else:
-            from anomalycli.cluster import connect, score_paths
+            from anomalycli.deploy.cluster import connect, score_paths
 
             scored_rows, engine_notes = score_paths(connect(ray), project.model_file(model_path), paths, engine, threshold, batch_size)
         for note in engine_notes:  # where the model runs, when not on its fast path (on Ray: each worker's, once)
@@ -115,7 +118,7 @@ def _load(model_path: Path, engine: str):
         graph = onnx_model.stored_in(path)
         if graph is not None:
             return graph
-    from anomalycli.engines import load_model
+    from anomalycli.deploy.engines import load_model
 
     return load_model(path, engine)
 
@@ -127,7 +130,7 @@ def _on_engine(model, engine: str, n_images: int, with_maps: bool) -> tuple[obje
         model, note = model.where_probe_holds()
         where = model.describe()
     else:
-        from anomalycli.engines import describe, on_engine
+        from anomalycli.deploy.engines import describe, on_engine
 
         model, note = on_engine(model, engine, n_images, with_maps)
         where = describe(model)

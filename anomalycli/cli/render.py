@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from anomalycli import io
+from anomalycli import files
 
 console = Console()
 err_console = Console(stderr=True)
@@ -25,7 +25,7 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def write_json(path: str | Path, data, overwrite: bool) -> None:
-    io.write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", overwrite)
+    files.write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", overwrite)
 
 
 # --- inspect -----------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def write_rows(path: str | Path, rows: list[dict], overwrite: bool, about: dict 
     if path.suffix.lower() == ".json":
         write_json(path, {"images": rows, **(about or {})}, overwrite)
         return
-    with io.atomic_path(path, overwrite) as tmp:
+    with files.atomic_path(path, overwrite) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path", "score", "raw_score", "verdict", "error"])
             writer.writeheader()
@@ -211,7 +211,7 @@ def write_rows(path: str | Path, rows: list[dict], overwrite: bool, about: dict 
 
 
 def save_png(image: Image.Image, path: Path, overwrite: bool = True) -> None:
-    with io.atomic_path(path, overwrite) as tmp:
+    with files.atomic_path(path, overwrite) as tmp:
         image.save(tmp, format="PNG")
 
 
@@ -241,6 +241,6 @@ def curves_png(history: list[dict], path: Path) -> None:
         ax.set_xlabel("epoch")
         ax.legend()
     fig.tight_layout()
-    with io.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)
     plt.close(fig)

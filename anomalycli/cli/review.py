@@ -7,13 +7,14 @@ from typing import Optional
 
 import typer
 
-from anomalycli import review, review_app
+from anomalycli.views import review_labels
+from anomalycli.views import review_server
 from anomalycli.cli.common import ENGINE_HELP, model_and_target, user_errors
-from anomalycli.images import list_source
-from anomalycli.engines import load_model, on_engine
+from anomalycli.data.images import list_source
+from anomalycli.deploy.engines import load_model, on_engine
 from anomalycli.errors import UsageError, UserError
-from anomalycli.scoring import iter_scores
-from anomalycli.render import console, err_console
+from anomalycli.deploy.scoring import iter_scores
+from anomalycli.cli.render import console, err_console
 
 
 @user_errors
@@ -40,26 +41,26 @@ def review_command(
         raise UsageError("give the images to review, a FOLDER or a .txt list of paths: anomaly review [MODEL] SOURCE")
     if not 0 <= port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535 (got {port})")
-    labels = labels or review.default_labels_path(source)
+    labels = labels or review_labels.default_labels_path(source)
     if labels.suffix.lower() != ".csv":
         raise UsageError(f"--labels must end in .csv (got {labels.name})")
     if into is not None:
         _copy(labels, source, into, model_path)
         return
-    review_app.require_starlette()
+    review_server.require_starlette()
     model = load_model(model_path, engine)
     paths, _, base = list_source(source)
     if not paths:
         raise UserError(f"no images found in {source}")
-    store = review.LabelStore(labels, model.config["normal_class"], model.config["class_names"][1])
+    store = review_labels.LabelStore(labels, model.config["normal_class"], model.config["class_names"][1])
     store.read()  # a labels file of another kind is refused before any scoring
     scoring, note = on_engine(model, engine, len(paths), with_maps=False)
     if note:
         err_console.print(note, highlight=False, markup=False, soft_wrap=True)
-    items = [review.Item(review_app.relative_name(s.path, base), s.path, s.score, s.verdict) for s in iter_scores(scoring, paths)]
-    state = review_app.Review(items, store, model, model.config.get("defect_types", []), model.calibration.raw_threshold(0.5))
+    items = [review_labels.Item(review_server.relative_name(s.path, base), s.path, s.score, s.verdict) for s in iter_scores(scoring, paths)]
+    state = review_server.Review(items, store, model, model.config.get("defect_types", []), model.calibration.raw_threshold(0.5))
     token = secrets.token_urlsafe(16)
-    port = port or review_app.free_port(host)
+    port = port or review_server.free_port(host)
     address = f"http://{host}:{port}/?token={token}"
     flagged = sum(i.verdict == "anomaly" for i in items)
     console.print(f"{len(items)} images scored, {flagged} flagged; decisions are saved to {labels}")
@@ -68,7 +69,7 @@ def review_command(
     console.print(f"review at {address}  (Ctrl-C to stop)", highlight=False, soft_wrap=True)
     if not no_browser:
         webbrowser.open(address)
-    review_app.serve(review_app.make_app(state, token), host, port)
+    review_server.serve(review_server.make_app(state, token), host, port)
     console.print(f"review stopped; {len(store.read())} decisions in {labels}")
 
 
@@ -77,6 +78,6 @@ def _copy(labels: Path, source: Path, into: Path, model_path: Path) -> None:
         raise UserError(f"no decisions to copy: {labels} does not exist; review SOURCE first (or pass --labels FILE)")
     normal_class = load_model(model_path).config["normal_class"]
     base = source.parent if source.is_file() else source
-    report = review.copy_into(labels, base, into, normal_class)
+    report = review_labels.copy_into(labels, base, into, normal_class)
     console.print(f"{report.copied} reviewed image(s) copied into {into} ({report.already_there} already there"
                   + (f", {report.missing} missing from {base}" if report.missing else "") + "); train on it with: anomaly train " + str(into))

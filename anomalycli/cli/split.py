@@ -7,9 +7,9 @@ import typer
 from rich.table import Table
 
 from anomalycli.cli.common import data_folder, user_errors
-from anomalycli.data import discover, write_manifest
-from anomalycli.render import console
-from anomalycli.splits import k_folds, train_val_split
+from anomalycli.data.layouts import discover, write_manifest
+from anomalycli.cli.render import console
+from anomalycli.data.splits import k_folds, train_val_split
 
 
 @user_errors

@@ -6,10 +6,10 @@ from typing import Optional
 
 import typer
 
-from anomalycli import backbones
+from anomalycli.detection import backbones
 from anomalycli.cli.common import EXIT_INTERRUPTED, RAY_HELP, data_folder, fail, user_errors
-from anomalycli.render import console, curves_png, err_console, operating_point_text
-from anomalycli.train import AUTO, CHECKPOINT_NAME, CROSS_FITTED, TrainOptions, train
+from anomalycli.cli.render import console, curves_png, err_console, operating_point_text
+from anomalycli.workflows.train import AUTO, CHECKPOINT_NAME, CROSS_FITTED, TrainOptions, train
 
 DEFAULTS = {f.name: f.default for f in fields(TrainOptions)}
 CLASSIFIER_ONLY = ("epochs", "lr", "weight_decay", "weighted_loss", "sampler", "select", "patience")

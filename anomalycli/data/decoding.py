@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from anomalycli.images import ImageError, read_image_array
+from anomalycli.data.images import ImageError, read_image_array
 
 # Batches of images decoded ahead of the one the model asks for: memory stays flat in the number
 # of images (4 batches of 32 at 320 px are 39 MB).

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from anomalycli.decoding import DecodeAhead, batches
+from anomalycli.data.decoding import DecodeAhead, batches
 from anomalycli.errors import UserError
-from anomalycli.images import (
+from anomalycli.data.images import (
     IMAGE_EXTENSIONS, MASK_FOLDERS, ImageError, existing_folder, is_image_file, is_mask, list_images, read_image_array, resized_array, walk_files,
 )
 
@@ -230,7 +230,7 @@ def read_manifest(root: Path, manifest: str | Path, normal_class: str) -> Datase
 
 def write_manifest(path: str | Path, root: Path, samples: list[Sample], column: str, overwrite: bool = True) -> None:
     """Write ``path,label,defect_type,<column>`` with paths relative to ``root``; column is split or fold."""
-    from anomalycli.io import atomic_path
+    from anomalycli.files import atomic_path
 
     with atomic_path(path, overwrite) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from anomalycli.data import Sample
+from anomalycli.data.layouts import Sample
 from anomalycli.errors import UsageError, UserError
 
 

@@ -32,11 +32,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from anomalycli import decoding, drift
-from anomalycli.coreset import SAMPLERS
+from anomalycli.data import decoding
+from anomalycli.judgement import drift
+from anomalycli.detection.coreset import SAMPLERS
 from anomalycli.errors import UsageError, UserError
-from anomalycli.scoring import Scored, score_batch, scored_row
-from anomalycli.methods import patchcore
+from anomalycli.deploy.scoring import Scored, score_batch, scored_row
+from anomalycli.detection.methods import patchcore
 
 INSTALL_HINT = 'pip install "anomalycli[ray]"'
 LOCAL = "local"  # --ray without an address: a Ray instance on this machine, started and stopped here
@@ -120,7 +121,7 @@ class _Scorer:
     def __init__(self, model_ref: list, name: str, engine: str, n_images: int):
         import ray
 
-        from anomalycli.engines import describe, load_model, on_engine
+        from anomalycli.deploy.engines import describe, load_model, on_engine
 
         with tempfile.TemporaryDirectory(prefix="anomalycli-") as folder:  # loaded whole, then removed
             path = Path(folder) / name

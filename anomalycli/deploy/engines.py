@@ -1,11 +1,11 @@
 """Where a model scores images: PyTorch, or ONNX Runtime running the exported graph.
 
-A model fitted with an int8 backbone (``quantize.py``, the default on a CPU) carries its whole
+A model fitted with an int8 backbone (``int8_backbone.py``, the default on a CPU) carries its whole
 scoring graph in its file (``export.stored_graph``: the int8 backbone, the bank search in int8,
 the score and maps), and ``auto`` and ``onnx`` run that graph on ONNX Runtime: ``anomaly predict``
 then never imports PyTorch (``cli/predict.py``, ``onnx_model.stored_in``). Where the graph does
 not score the file's probe image as where it was trained (another CPU's int8 kernels), the same
-graph runs its quantised network in float32 (``onnx_model.REFERENCE_KERNELS``), and where even
+graph runs its quantised network in float32 (``onnx_runtime.REFERENCE_KERNELS``), and where even
 that fails, the model refuses to predict: its int8 bank is never scored with fp32 features.
 ``torch`` runs an int8 model's backbone on ONNX Runtime and the rest on PyTorch; ``onnx-fp32``
 runs fp32 models only.
@@ -20,16 +20,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from anomalycli import engine_choice, export, onnx_model, project, quantize
-from anomalycli.methods import AnomalyModel
+from anomalycli import project
+from anomalycli.deploy import engine_choice
+from anomalycli.deploy import export
+from anomalycli.deploy import onnx_model
+from anomalycli.detection import int8_backbone
+from anomalycli.detection.methods import AnomalyModel
 from anomalycli.errors import UsageError
-from anomalycli.onnx_model import INT8_KERNELS, OnnxModel, whole_graph_session
+from anomalycli.deploy.onnx_model import INT8_KERNELS, OnnxModel, whole_graph_session
 
 
 def in_memory(model: AnomalyModel, with_maps: bool = True) -> OnnxModel:
     """``model`` exported in memory, its int8 layers on the kernels its backbone runs on; without
     maps the graph skips them (predict without --heatmaps)."""
-    int8 = quantize.int8_of(model.net)
+    int8 = int8_backbone.int8_of(model.net)
     kernels = int8.kernels if int8 is not None else INT8_KERNELS
     graph = export.onnx_bytes(model, with_maps)
     return OnnxModel(model.method, model.config, model.calibration, whole_graph_session(graph, kernels), source=graph, kernels=kernels)
@@ -55,7 +59,7 @@ def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_
     if isinstance(model, OnnxModel):
         return model.where_probe_holds()
     chosen = engine_choice.resolve_engine(engine)
-    int8 = quantize.int8_of(model.net)
+    int8 = int8_backbone.int8_of(model.net)
     if int8 is None:
         note = fp32_note(model) if engine == "auto" else ""
         if chosen != "torch" and (engine != "auto" or n_images >= engine_choice.AUTO_ONNX_MIN_IMAGES):
@@ -72,7 +76,7 @@ def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_
 
 def stored_graph_model(model: AnomalyModel) -> OnnxModel:
     """The scoring graph ``model``'s file carried (``AnomalyModel.stored``), on ONNX Runtime, with its probe check."""
-    probe = quantize.int8_of(model.net).probe.numpy(), float(model.stored["probe_raw_score"])
+    probe = int8_backbone.int8_of(model.net).probe.numpy(), float(model.stored["probe_raw_score"])
     graph = model.stored["graph"]
     return OnnxModel(model.method, model.config, model.calibration, whole_graph_session(graph), probe, source=graph)
 
@@ -82,7 +86,7 @@ def fp32_note(model: AnomalyModel) -> str:
     if model.method == "classifier":
         return ""
     why = model.config.get("precision_note", "the model file is from before int8 backbones")
-    if why.startswith(quantize.DISAGREED):
+    if why.startswith(int8_backbone.DISAGREED):
         return f"this model runs its fp32 backbone ({why}); --fast would predict about twice as fast at some cost in accuracy"
     return f"this model runs its fp32 backbone ({why}); trained on a CPU with --precision auto (the default) it gets an int8 backbone and predicts about 1.5x as fast"
 
@@ -91,7 +95,7 @@ def describe(model: AnomalyModel | OnnxModel) -> str:
     """Where ``model`` scores, in words (predict's start, eval's report)."""
     if isinstance(model, OnnxModel):
         return model.describe()
-    int8 = quantize.int8_of(model.net)
+    int8 = int8_backbone.int8_of(model.net)
     if int8 is None:
         return "PyTorch, fp32 backbone"
     return f"PyTorch, int8 backbone on ONNX Runtime's {int8.kernels} kernels ({engine_choice.cpu_class()})"

@@ -17,13 +17,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from anomalycli import __version__, backbones, coreset, modelfile, onnx_model, quantize
-from anomalycli.engine_choice import ONNX_INSTALL_HINT
+from anomalycli import __version__
+from anomalycli.detection import backbones
+from anomalycli.detection import coreset
+from anomalycli import modelfile
+from anomalycli.deploy import onnx_model
+from anomalycli.detection import int8_backbone
+from anomalycli.deploy.engine_choice import ONNX_INSTALL_HINT
 from anomalycli.errors import UserError
-from anomalycli.io import atomic_path
-from anomalycli.methods import AnomalyModel
-from anomalycli.calibration import calibrated_score
-from anomalycli.onnx_model import ANOMALY_MAP, INPUT, META_KEY, PROBE_KEY, RAW_SCORE, SCORE
+from anomalycli.files import atomic_path
+from anomalycli.detection.methods import AnomalyModel
+from anomalycli.judgement.calibration import calibrated_score
+from anomalycli.deploy.onnx_model import ANOMALY_MAP, INPUT, META_KEY, PROBE_KEY, RAW_SCORE, SCORE
 
 OPSET = 17
 INT8_OPSETS = {"com.microsoft": 1}  # the int8 search's DynamicQuantizeMatMul
@@ -101,7 +106,7 @@ def onnx_bytes(model: AnomalyModel, with_maps: bool = True) -> bytes:
     """The model's scoring graph as a serialised ONNX model (no metadata), any batch size: with its
     int8 backbone where it has one, and then the bank
     search's products in int8 too (``coreset.exported_search``); else all in fp32."""
-    int8 = quantize.int8_of(model.net)
+    int8 = int8_backbone.int8_of(model.net)
     if int8 is not None:
         with coreset.exported_search("int8"):
             return _joined_to_int8(model, int8, with_maps).SerializeToString()
@@ -111,7 +116,7 @@ def onnx_bytes(model: AnomalyModel, with_maps: bool = True) -> bytes:
     return _traced(ScoringGraph(model, with_maps), (images,), [INPUT], output_names(model, with_maps))
 
 
-def _joined_to_int8(model: AnomalyModel, int8: quantize.Int8Extractor, with_maps: bool):
+def _joined_to_int8(model: AnomalyModel, int8: int8_backbone.Int8Extractor, with_maps: bool):
     """Preprocessing, the int8 backbone's own graph and ``AfterBackbone``, joined into one ONNX model."""
     import onnx
     from onnx import compose
@@ -121,7 +126,7 @@ def _joined_to_int8(model: AnomalyModel, int8: quantize.Int8Extractor, with_maps
     maps = tuple(int8(Preprocess(int8.name)(images), deep=int8.deep))
     map_names = int8.output_names
     parts = [
-        onnx.load_from_string(_traced(Preprocess(int8.name), (images,), [INPUT], [quantize.INPUT])),
+        onnx.load_from_string(_traced(Preprocess(int8.name), (images,), [INPUT], [int8_backbone.INPUT])),
         compose.add_prefix(onnx.load_from_string(int8.graph.numpy().tobytes()), "backbone/"),
         compose.add_prefix(onnx.load_from_string(_traced(AfterBackbone(model, with_maps), maps, map_names, output_names(model, with_maps), INT8_OPSETS)),
                            "after/", rename_inputs=False, rename_outputs=False),
@@ -129,7 +134,7 @@ def _joined_to_int8(model: AnomalyModel, int8: quantize.Int8Extractor, with_maps
     ir_version = max(p.ir_version for p in parts)
     for part in parts:
         part.ir_version = ir_version
-    joined = compose.merge_models(parts[0], parts[1], io_map=[(quantize.INPUT, "backbone/" + quantize.INPUT)])
+    joined = compose.merge_models(parts[0], parts[1], io_map=[(int8_backbone.INPUT, "backbone/" + int8_backbone.INPUT)])
     return compose.merge_models(joined, parts[2], io_map=[("backbone/" + name, name) for name in map_names])
 
 
@@ -164,6 +169,12 @@ def _probe(image: torch.Tensor, graph: bytes) -> dict:
     return {"image_png_base64": base64.b64encode(buffer.getvalue()).decode("ascii"), "raw_score": float(raw[0])}
 
 
+def save_model(model: AnomalyModel, path: str | Path, overwrite: bool = True) -> Path:
+    """``model``'s file, which carries its scoring graph, exported afresh, where it has an int8
+    backbone (``stored_graph``): what train, calibrate and adapt save."""
+    return model.save(path, overwrite, stored_graph(model, model.net.state_dict()))
+
+
 def stored_graph(model: AnomalyModel, tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict] | None:
     """What a model file carries so that predict scores it without PyTorch (``onnx_model.stored_in``):
     the scoring graph (with maps) as a uint8 tensor, and what it is checked by: the digests of the
@@ -171,7 +182,7 @@ def stored_graph(model: AnomalyModel, tensors: dict[str, torch.Tensor]) -> tuple
     raw score the graph gives that image. None for a model without an int8 backbone in use (fp32, a GPU's, the
     classifier), which predicts on PyTorch as before, and where the graph's score of the probe lies
     over ``onnx_model.PROBE_SCORE_TOL`` of the score range from the model's own."""
-    int8 = quantize.int8_of(model.net)
+    int8 = int8_backbone.int8_of(model.net)
     if int8 is None:
         return None
     probe = int8.probe.unsqueeze(0)
@@ -197,7 +208,7 @@ def export_onnx(model: AnomalyModel, path: str | Path, overwrite: bool = False) 
     graph = onnx_bytes(model)
     proto = onnx.load_from_string(graph)
     meta = metadata(model)
-    int8 = quantize.int8_of(model.net)
+    int8 = int8_backbone.int8_of(model.net)
     if int8 is not None:
         meta[PROBE_KEY] = json.dumps(_probe(int8.probe, graph))
     for key, value in meta.items():

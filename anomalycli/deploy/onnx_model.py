@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from anomalycli import engine_choice, modelfile
-from anomalycli.calibration import Calibration
+from anomalycli.deploy import engine_choice
+from anomalycli import modelfile
+from anomalycli.judgement.calibration import Calibration
+from anomalycli.onnx_runtime import INT8_KERNELS, REFERENCE_KERNELS, session
 from anomalycli.errors import UsageError, UserError
 
 SUFFIX = ".onnx"
@@ -35,31 +37,8 @@ ONNX_BATCH = 8
 # on the reference kernels, within REFERENCE_SCORE_TOL (a screws model's probe: 0.75 %, while the
 # verdicts of held-out folds flipped 0.0-0.3 %: "What int8 changes in the scores" in BENCHMARKS.md).
 PROBE_SCORE_TOL, REFERENCE_SCORE_TOL = 0.01, 0.03
-# How a graph's quantised layers run: ONNX Runtime's int8 kernels (fused QDQ, the fast path), or
-# the same quantised network computed in float32 (``session.disable_quant_qdq``): every
-# QuantizeLinear still rounds to the graph's int8 levels, so the features are those of the int8
-# network on any CPU, without depending on its int8 instructions ("Precision on any CPU" in
-# BENCHMARKS.md: within a rounding step of the int8 kernels' features; a screws model's whole
-# graph 49 against 36 ms an image on an AVX-512 VNNI CPU).
-INT8_KERNELS, REFERENCE_KERNELS = "int8", "reference"
-
-
 def is_exported(path: Path) -> bool:
     return path.suffix.lower() == SUFFIX
-
-
-def session(model: bytes | str, kernels: str = INT8_KERNELS):
-    """An ONNX Runtime session on the CPU whose threads sleep between calls (spinning, they took the
-    cores from PyTorch's bank search and the decoding worker: whole predict 14-16 % slower with an
-    int8 backbone), its quantised layers run on ``kernels`` (``INT8_KERNELS`` or ``REFERENCE_KERNELS``)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # errors only: its warnings are not the user's business
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if kernels == REFERENCE_KERNELS:
-        options.add_session_config_entry("session.disable_quant_qdq", "1")
-    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def whole_graph_session(model: bytes | str, kernels: str = INT8_KERNELS):

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from anomalycli.efficientnet_lite import EfficientNetLite
+from anomalycli.detection.defaults import DEFAULT_BACKBONE  # noqa: F401 (the registry's default, named here too)
+from anomalycli.detection.efficientnet_lite import EfficientNetLite
 from anomalycli.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -121,7 +122,6 @@ BACKBONES: dict[str, Backbone] = {
 # Per method: the fine-tuned classifier is cheapest on Lite0; PatchCore's patch features are
 # best on Lite1 (5-fold CV on screws, 2026-11-28; Accuracy in `git show cf0a644:BENCHMARKS.md`).
 # Both ship their weights with pip.
-DEFAULT_BACKBONE = {"classifier": "efficientnet_lite0", "patchcore": "efficientnet_lite1", "hybrid": "efficientnet_lite1"}
 
 
 def get(name: str) -> Backbone:

@@ -160,7 +160,7 @@ def _int8_search(rows: torch.Tensor, parts: int):
     faster on magnetic tiles' bank, the same on screws' (2 cores, 2026-11-30)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from anomalycli import quantize
+    from anomalycli.detection import int8_backbone
 
     int8, scale, bias = _int8_rows(rows)
     block, size = MINIMUM_BLOCK, len(rows) // parts
@@ -184,9 +184,9 @@ def _int8_search(rows: torch.Tensor, parts: int):
     graph = helper.make_graph(nodes, "bank_search", [helper.make_tensor_value_info("q", TensorProto.FLOAT, [None, int8.shape[0]])],
                               [helper.make_tensor_value_info("nearest", TensorProto.INT64, [None, parts])],
                               [numpy_helper.from_array(value, name) for name, value in constants.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", quantize.OPSET), helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", int8_backbone.OPSET), helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 8
-    return quantize.session(model.SerializeToString())
+    return int8_backbone.session(model.SerializeToString())
 
 
 def _int8_rows(rows: torch.Tensor, levels: int = 127) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -24,7 +24,7 @@ Two checks keep a wrong int8 path from scoring silently:
 - on every machine that predicts, the graph must reproduce, on a probe image stored with it, the
   features it gave at training; where ONNX Runtime's int8 kernels do not (a file from before the
   7-bit graph moved to a CPU without VNNI, another architecture), the same quantised network runs
-  in float32 (``onnx_model.REFERENCE_KERNELS``), and where even that fails, predict refuses: an
+  in float32 (``onnx_runtime.REFERENCE_KERNELS``), and where even that fails, predict refuses: an
   int8 bank is never scored with fp32 features (7-15 % of verdicts flipped that way).
 """
 
@@ -40,9 +40,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from anomalycli import backbones
+from anomalycli.detection import backbones
 from anomalycli.errors import UserError
-from anomalycli.onnx_model import INT8_KERNELS, REFERENCE_KERNELS, session
+from anomalycli.onnx_runtime import INT8_KERNELS, REFERENCE_KERNELS, session
 
 # Good training images whose activations set the int8 ranges (and on which the check runs).
 CALIBRATION_IMAGES = 16

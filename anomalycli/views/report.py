@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from anomalycli import __version__, heatmaps
-from anomalycli.data import Sample, load_mask
-from anomalycli.images import load_image
+from anomalycli import __version__
+from anomalycli.views import heatmaps
+from anomalycli.data.layouts import Sample, load_mask
+from anomalycli.data.images import load_image
 from anomalycli.errors import UserError
-from anomalycli.scoring import Scored, iter_scores
+from anomalycli.deploy.scoring import Scored, iter_scores
 
 CLOSEST_CALLS = 6  # correct verdicts nearest the threshold, on each side, after the mistakes
 GALLERY_SIZE = 320  # pixels per panel half

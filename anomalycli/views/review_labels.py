@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from anomalycli.errors import UserError
-from anomalycli.io import atomic_path
+from anomalycli.files import atomic_path
 
 LABELS_COLUMNS = ("filename", "label", "defect_type")
 # A 0..1 score this close to the threshold (0.5) is a close call: reviewed right after the flagged images.

@@ -1,4 +1,4 @@
-"""The review page's web layer: a Starlette app over ``review.py``, served by uvicorn.
+"""The review page's web layer: a Starlette app over ``review_labels.py``, served by uvicorn.
 
 Starlette, not a hand-rolled ``http.server``: routing, request parsing, streaming responses and
 a test client come from a well-kept library, and at about 1 MB with uvicorn it is the lightest
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from anomalycli import review
-from anomalycli.data import read_image_tensor
-from anomalycli.images import ImageError, load_image
+from anomalycli.views import review_labels
+from anomalycli.data.layouts import read_image_tensor
+from anomalycli.data.images import ImageError, load_image
 from anomalycli.errors import UserError
-from anomalycli.heatmaps import map_scale, overlay
+from anomalycli.views.heatmaps import map_scale, overlay
 
 INSTALL_HINT = "pip install 'anomalycli[review]'"
 PAGE_FILES = {"": ("review.html", "text/html; charset=utf-8"), "review.js": ("review.js", "text/javascript; charset=utf-8"),
@@ -43,9 +43,9 @@ def require_starlette():
 class Review:
     """What the page shows and changes: the scored items, their order, the decisions, the model's maps."""
 
-    def __init__(self, items: list[review.Item], store: review.LabelStore, model, defect_types: list[str], raw_threshold: float):
+    def __init__(self, items: list[review_labels.Item], store: review_labels.LabelStore, model, defect_types: list[str], raw_threshold: float):
         self.items, self.store, self.model = items, store, model
-        self.order = review.review_order(items)
+        self.order = review_labels.review_order(items)
         self.defect_types, self.raw_threshold = defect_types, raw_threshold
         self.scale = map_scale(model) if model.has_maps else None
 
@@ -115,7 +115,7 @@ def make_app(state: Review, token: str):
         name, media = PAGE_FILES.get(request.path_params.get("file", ""), (None, None))
         if name is None:
             return Response("not found", status_code=404)
-        text = resources.files("anomalycli").joinpath("review_page", name).read_bytes()
+        text = resources.files("anomalycli.views").joinpath("review_page", name).read_bytes()
         # The page's own links carry the token (URL-safe characters only) so its script and style load.
         return Response(text.replace(b"{{token}}", token.encode()), media_type=media, headers={"Cache-Control": "no-store"})
 

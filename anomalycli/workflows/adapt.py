@@ -34,13 +34,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from anomalycli import drift, quantize
-from anomalycli.data import Sample
+from anomalycli.judgement import drift
+from anomalycli.detection import int8_backbone
+from anomalycli.data.layouts import Sample
 from anomalycli.errors import UserError
-from anomalycli.methods import AnomalyModel
-from anomalycli.methods.hybrid import GlobalHead, Hybrid
-from anomalycli.methods.patchcore import PatchCore, build_bank, embed_images, score_all
-from anomalycli.calibration import OperatingRule, calibrate
+from anomalycli.detection.methods import AnomalyModel
+from anomalycli.detection.methods.hybrid import GlobalHead, Hybrid
+from anomalycli.detection.methods.patchcore import PatchCore, build_bank, embed_images, score_all
+from anomalycli.judgement.thresholds import OperatingRule, calibrate
 
 MIN_NEW_GOODS = 5
 BOOTSTRAP = 1000
@@ -70,7 +71,7 @@ def check_adaptable(model: AnomalyModel) -> None:
         raise UserError("this model file predates the cross-fitted bank and head that adapt extends; train it again with this anomalycli")
     if not model.calibration.scores or 1 not in model.calibration.labels:
         raise UserError("this model file keeps no calibration scores of defects to set the new threshold against; train it again with labelled defects")
-    quantize.require_training_features(model.net, "the new good parts would not match its bank")
+    int8_backbone.require_training_features(model.net, "the new good parts would not match its bank")
 
 
 def _image_scores(model: AnomalyModel, one_class: torch.Tensor, descriptors: torch.Tensor | None) -> torch.Tensor:

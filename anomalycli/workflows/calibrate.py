@@ -11,12 +11,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from anomalycli import quantize
-from anomalycli.data import Sample
+from anomalycli.detection import int8_backbone
+from anomalycli.data.layouts import Sample
 from anomalycli.errors import UserError
-from anomalycli.scoring import iter_scores
-from anomalycli.methods import AnomalyModel
-from anomalycli.calibration import OperatingRule, calibrate
+from anomalycli.deploy.scoring import iter_scores
+from anomalycli.detection.methods import AnomalyModel
+from anomalycli.judgement.thresholds import OperatingRule, calibrate
 
 
 def recalibrate(model: AnomalyModel, rule: OperatingRule, samples: list[Sample] | None = None, source: str = "", batch_size: int = 32, show_progress: bool = True) -> tuple[AnomalyModel, str | None]:
@@ -31,7 +31,7 @@ def recalibrate(model: AnomalyModel, rule: OperatingRule, samples: list[Sample] 
             raise UserError("this model file keeps no calibration scores (it predates them); give DATA: labelled images it was not trained on")
         labels, scores, source = np.array(stored.labels), np.array(stored.scores), stored.source or "calibration"
     else:
-        quantize.require_training_features(model.net, "a threshold chosen on DATA here would not hold where it was trained")
+        int8_backbone.require_training_features(model.net, "a threshold chosen on DATA here would not hold where it was trained")
         scored = [(s, r) for s, r in zip(samples, iter_scores(model, [s.path for s in samples], batch_size, show_progress=show_progress)) if r.verdict != "unreadable"]
         if not any(s.label == 0 for s, _ in scored):
             raise UserError(f"{source} has no readable good images; calibration needs good images, and defective ones too for any rule but --max-fpr")

@@ -5,21 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from anomalycli.calibration import trade_off
-from anomalycli.data import Sample, load_mask
-from anomalycli.metrics import against_announced, binary_report, operating_point, pixel_auroc
-from anomalycli.methods import AnomalyModel
-from anomalycli.scoring import Scored, check_drift, iter_scores
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
+from anomalycli.judgement.thresholds import trade_off
+from anomalycli.data.layouts import Sample, load_mask
+from anomalycli.judgement.metrics import against_announced, binary_report, operating_point, pixel_auroc
+from anomalycli.detection.methods import AnomalyModel
+from anomalycli.deploy.scoring import Scored, check_drift, iter_scores
 
 
 def evaluate(model: AnomalyModel, samples: list[Sample], batch_size: int = 32, threshold: float = 0.5, with_masks: bool = False, n_boot: int = 1000, show_progress: bool = True, model_name: str = "MODEL") -> tuple[dict, list[Scored]]:

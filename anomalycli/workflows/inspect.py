@@ -7,9 +7,9 @@ from collections import Counter, defaultdict
 
 from PIL import Image
 
-from anomalycli.data import Dataset, file_sha256
-from anomalycli.images import ImageError, load_image
-from anomalycli.train import DEFAULT_IMAGE_SIZE
+from anomalycli.data.layouts import Dataset, file_sha256
+from anomalycli.data.images import ImageError, load_image
+from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE
 
 MOST_COMMON_SIZES = 3
 # Areas further apart than this count as sizes that "vary a lot" (a 2x difference in each side).

@@ -2,179 +2,32 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from anomalycli import backbones, drift, io, project, quantize
-from anomalycli.data import Dataset, Sample, discover, load_all
-from anomalycli.errors import UsageError, UserError
-from anomalycli.inference import resolve_device
-from anomalycli.methods import METHODS, AnomalyModel, classifier, hybrid, patchcore
-from anomalycli.calibration import OperatingRule, calibrate
-from anomalycli.splits import k_folds, train_val_split
-from anomalycli.training import ClassifierSettings, fit_classifier
+from anomalycli.deploy import export
+from anomalycli.detection import backbones
+from anomalycli.judgement import drift
+from anomalycli import files
+from anomalycli.detection import int8_backbone
+from anomalycli.data.layouts import Sample, discover, load_all
+from anomalycli.errors import UserError
+from anomalycli.detection.device import resolve_device
+from anomalycli.detection.methods import AnomalyModel, classifier, hybrid, patchcore
+from anomalycli.judgement.thresholds import OperatingRule, calibrate
+from anomalycli.data.splits import k_folds
+from anomalycli.detection.methods.classifier_training import fit_classifier
+
+from anomalycli.workflows.train_options import (  # noqa: F401 (the options are train's too)
+    AUTO, CHECKPOINT_NAME, CROSS_FITTED, METHOD_NAMES, MODEL_NAME, PRECISIONS, TrainOptions, TrainResult, choose_method, choose_validation, load_resume, operating_rule, prepare_run_dir, write_history,
+)
 
 log = logging.getLogger("anomalycli")
-
-MODEL_NAME = project.MODEL_NAME
-CHECKPOINT_NAME = "checkpoint.pt"
-METHOD_NAMES = tuple(METHODS)
-AUTO = "auto"  # the default: hybrid with enough labelled defects (choose_method), else patchcore
-# Methods whose calibration scores come from cross-fitting over every labelled image, not a validation split.
-CROSS_FITTED = ("patchcore", "hybrid")
-# Screw defects are a few pixels wide: patch features see them better at 320 px (Accuracy in
-# `git show cf0a644:BENCHMARKS.md`);
-# the classifier keeps the ImageNet size, which fine-tuning on a CPU can afford.
-DEFAULT_IMAGE_SIZE = {"classifier": 224, "patchcore": 320, "hybrid": 320}
-# --fast: the backbone and size patchcore and the hybrid had before the 320 px default, about 2.5x
-# times faster to predict for a few points of AUROC less (Accuracy in `git show cf0a644:BENCHMARKS.md`).
-FAST_BACKBONE, FAST_IMAGE_SIZE = "efficientnet_lite0", 224
-PRECISIONS = ("auto", "int8", "fp32")
-
-
-@dataclass
-class TrainOptions:
-    data: str
-    method: str = AUTO
-    backbone: str | None = None  # None: the method's default (backbones.DEFAULT_BACKBONE)
-    weights: str = "imagenet"
-    image_size: int | None = None  # None: the method's default (DEFAULT_IMAGE_SIZE)
-    normal_class: str = "good"
-    labels: str | None = None
-    manifest: str | None = None
-    val_ratio: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    # The operating point: at most one of these; none gives the max balanced accuracy.
-    target_recall: float | None = None
-    max_fpr: float | None = None
-    defect_rate: float | None = None
-    # classifier
-    epochs: int = 60
-    batch_size: int = 64
-    lr: float = 1e-4
-    weight_decay: float = 1e-3
-    weighted_loss: bool = False
-    sampler: str = "shuffle"
-    select: str = "auroc"
-    patience: int = 10
-    # patchcore
-    coreset_ratio: float = 0.01
-    coreset_sampler: str = "greedy"
-    reweight: bool = False
-    # patchcore and hybrid: cross-fitting folds for the calibration scores (and the hybrid's fusion)
-    cv_folds: int = 5
-    run_dir: str | None = None
-    fast: bool = False  # patchcore and hybrid: FAST_BACKBONE at FAST_IMAGE_SIZE unless given
-    precision: str = "auto"  # patchcore and hybrid: the backbone's, one of PRECISIONS (see _backbone)
-    ray: str | None = None  # patchcore and hybrid: fit on this Ray cluster ("local", "auto" or an address)
-
-    def validate(self) -> None:
-        # First: the other checks rely on the method's defaults.
-        if self.method not in METHOD_NAMES:
-            raise UsageError(f"--method must be one of {', '.join(METHOD_NAMES)} or {AUTO} (got {self.method})")
-        if self.fast and self.method in CROSS_FITTED:
-            self.image_size = self.image_size or FAST_IMAGE_SIZE
-            self.backbone = self.backbone or FAST_BACKBONE
-        if self.method in DEFAULT_IMAGE_SIZE:
-            self.image_size = DEFAULT_IMAGE_SIZE[self.method] if self.image_size is None else self.image_size
-            self.backbone = self.backbone or backbones.DEFAULT_BACKBONE[self.method]
-        checks = [
-            (self.image_size >= 32, f"--image-size must be at least 32 pixels (got {self.image_size})"),
-            (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
-            (self.lr > 0, f"--lr must be positive (got {self.lr})"),
-            (self.weight_decay >= 0, f"--weight-decay must be 0 or more (got {self.weight_decay})"),
-            (0 < self.val_ratio < 1, f"--val-ratio must be between 0 and 1 (got {self.val_ratio})"),
-            (0 < self.coreset_ratio <= 1, f"--coreset-ratio must be in (0, 1] (got {self.coreset_ratio})"),
-            (self.cv_folds >= 2, f"--cv-folds must be at least 2 (got {self.cv_folds})"),
-            (self.patience >= 1, f"--patience must be at least 1 (got {self.patience})"),
-            (self.sampler in ("shuffle", "balanced"), f"--sampler must be shuffle or balanced (got {self.sampler})"),
-            (self.select in ("auroc", "f1", "loss"), f"--select must be auroc, f1 or loss (got {self.select})"),
-            (self.device in ("auto", "cpu", "cuda", "mps"), f"--device must be auto, cpu, cuda or mps (got {self.device})"),
-            (self.precision in PRECISIONS, f"--precision must be {', '.join(PRECISIONS)} (got {self.precision})"),
-            (self.ray is None or self.method in CROSS_FITTED, "--ray fits patchcore and hybrid models; the classifier trains on one machine (drop --ray)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
-        if self.ray is not None:
-            from anomalycli import cluster
-
-            cluster.check_address(self.ray)
-        self.operating_rule()
-        backbones.get(self.backbone)
-
-    def operating_rule(self) -> OperatingRule:
-        return operating_rule(self.target_recall, self.max_fpr, self.defect_rate)
-
-    def classifier_settings(self) -> ClassifierSettings:
-        names = {f.name for f in fields(ClassifierSettings)}
-        return ClassifierSettings(**{k: v for k, v in asdict(self).items() if k in names})
-
-
-def operating_rule(target_recall: float | None, max_fpr: float | None, defect_rate: float | None) -> OperatingRule:
-    """The rule the options name: --target-recall, --max-fpr or --defect-rate (one at most), else balanced."""
-    checks = [
-        (target_recall is None or 0 < target_recall <= 1, f"--target-recall must be in (0, 1] (got {target_recall})"),
-        (max_fpr is None or 0 <= max_fpr < 1, f"--max-fpr must be in [0, 1) (got {max_fpr})"),
-        (defect_rate is None or 0 < defect_rate < 1, f"--defect-rate must be between 0 and 1 (got {defect_rate})"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
-    given = {"recall": target_recall, "fpr": max_fpr, "f1": defect_rate}
-    chosen = {name: value for name, value in given.items() if value is not None}
-    if len(chosen) > 1:
-        raise UsageError("give one of --target-recall, --max-fpr and --defect-rate: each sets the threshold on its own")
-    return OperatingRule(*next(iter(chosen.items()))) if chosen else OperatingRule()
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    model_path: Path
-    model: AnomalyModel
-    validation: str  # where validation data came from, in words
-    n_fit: int  # images the model was fitted on
-    n_val: int
-    history: list[dict] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
-def choose_method(samples: list[Sample], cv_folds: int) -> str:
-    """What ``--method auto`` fits: the hybrid once every cross-fitting fold can hold a labelled
-    defect to learn from, else patchcore, which needs none (BENCHMARKS.md, Separation)."""
-    return "hybrid" if sum(s.label == 1 for s in samples) >= cv_folds else "patchcore"
-
-
-def choose_validation(dataset: Dataset, val_ratio: float, seed: int) -> tuple[list[Sample], list[Sample], str]:
-    """Train and validation samples, and a sentence saying where validation came from."""
-    if dataset.in_split("val"):
-        source = "the val split folder" if not dataset.layout.startswith("manifest") else "the manifest's split column"
-        return dataset.in_split("train"), dataset.in_split("val"), source
-    pool = dataset.in_split("train") or [s for s in dataset.samples if s.split is None]
-    if not pool:
-        raise UserError(f"{dataset.root} has no training images (no train split); add DATA/train/<class>/ folders")
-    train, val = train_val_split(pool, val_ratio, seed)
-    return train, val, f"a stratified {val_ratio:g} split of the training images made now (seed {seed})"
-
-
-def prepare_run_dir(run_dir: str | None) -> Path:
-    if run_dir is None:
-        return io.new_run_dir(project.RUNS, project.RUN_PREFIX)
-    path = Path(run_dir)
-    if path.exists() and any(path.iterdir()):
-        raise UserError(f"run folder {path} already holds a run; choose a new --run-dir or leave it out for runs/train-N")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
 
 def _check_classes(train: list[Sample], val: list[Sample], method: str, normal_class: str) -> None:
     if not any(s.label == 0 for s in train):
@@ -203,9 +56,9 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
         log.info(f"validation: {len(val_samples)} images from {source}")
     if resume is None:
         run_dir = prepare_run_dir(options.run_dir)
-        io.write_text(run_dir / "args.json", json.dumps(asdict(options), indent=2))
+        files.write_text(run_dir / "args.json", json.dumps(asdict(options), indent=2))
     model, history, notes = fit(options, train_samples, val_samples, run_dir, state, show_progress)
-    model_path = model.save(run_dir / MODEL_NAME)
+    model_path = export.save_model(model, run_dir / MODEL_NAME)
     everything = train_samples + val_samples
     # PatchCore's bank holds the good images only.
     n_fit = {"patchcore": sum(s.label == 0 for s in everything), "hybrid": len(everything)}.get(options.method, len(train_samples))
@@ -279,7 +132,7 @@ def _train_classifier(options, config, train_samples, val_samples, device, run_d
 
     def save_epoch(checkpoint: dict, row: dict) -> None:
         if run_dir is not None:
-            with io.atomic_path(run_dir / CHECKPOINT_NAME) as tmp:
+            with files.atomic_path(run_dir / CHECKPOINT_NAME) as tmp:
                 torch.save(checkpoint, tmp)
             write_history(run_dir / "history.csv", checkpoint["history"])
         log.info(
@@ -302,7 +155,7 @@ def _train_classifier(options, config, train_samples, val_samples, device, run_d
 def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[str]):
     """The frozen extractor a fit takes its features from, and what the model's config records of its precision.
 
-    ``auto`` is int8 on a CPU (``quantize.py``: about twice as fast, there and at predict), unless
+    ``auto`` is int8 on a CPU (``int8_backbone.py``: about twice as fast, there and at predict), unless
     its features disagree with fp32 ones; on a GPU the fp32 backbone is the fast one.
     """
     extractor = backbones.FeatureExtractor(options.backbone, backbones.build(options.backbone, options.weights)).to(device).eval()
@@ -310,17 +163,17 @@ def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[st
         return extractor, {"precision": "fp32", "precision_note": "trained with --precision fp32"}
     if options.precision == "auto" and device.type != "cpu":
         return extractor, {"precision": "fp32", "precision_note": f"trained on {device.type}, where the fp32 backbone is the fast one"}
-    good = [s for s in samples if s.label == 0][: quantize.CALIBRATION_IMAGES]
+    good = [s for s in samples if s.label == 0][: int8_backbone.CALIBRATION_IMAGES]
     images, _, _ = load_all(good, options.image_size)
-    int8, cosine = quantize.quantize(extractor.cpu(), images, deep)
-    if cosine < quantize.MIN_COSINE:
-        note = (f"{quantize.DISAGREED} on {len(images)} training images (median cosine "
-                f"{cosine:.3f}, below {quantize.MIN_COSINE}); fitted with the fp32 backbone")
+    int8, cosine = int8_backbone.quantize(extractor.cpu(), images, deep)
+    if cosine < int8_backbone.MIN_COSINE:
+        note = (f"{int8_backbone.DISAGREED} on {len(images)} training images (median cosine "
+                f"{cosine:.3f}, below {int8_backbone.MIN_COSINE}); fitted with the fp32 backbone")
         log.warning(note)
         notes.append(note)
         return extractor.to(device), {"precision": "fp32", "precision_note": note}
     log.info(f"int8 backbone: median cosine {cosine:.3f} to fp32 features on {len(images)} training images")
-    return int8, {"precision": "int8", **quantize.config_of(int8)}
+    return int8, {"precision": "int8", **int8_backbone.config_of(int8)}
 
 
 def _embed(options, extractor, samples: list[Sample], show_progress, notes: list[str], with_descriptors: bool = False):
@@ -337,7 +190,7 @@ def _embed(options, extractor, samples: list[Sample], show_progress, notes: list
     samples, all_folds = [samples[i] for i in order], all_folds[order]
     paths = [s.path for s in samples]
     if options.ray is not None:
-        from anomalycli import cluster
+        from anomalycli.deploy import cluster
 
         features, readable, errors = cluster.RayFeatures.embed(cluster.connect(options.ray), extractor, paths, options.image_size, show_progress, with_descriptors)
     else:
@@ -407,39 +260,3 @@ def _train_hybrid(options, config, samples, device, show_progress):
     rule = options.operating_rule()
     _calibrate(model, labels, out_of_fold, rule, "out-of-fold", notes, hybrid.selection(one_class, supervised, labels, rule))
     return model, [], notes
-
-
-def write_history(path: Path, history: list[dict]) -> None:
-    with io.atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(history[0]))
-            writer.writeheader()
-            writer.writerows(history)
-
-
-def load_resume(run_dir: str | Path) -> tuple[TrainOptions, dict, Path]:
-    run_dir = Path(run_dir)
-    args_path, checkpoint_path = run_dir / "args.json", run_dir / CHECKPOINT_NAME
-    if not args_path.is_file():
-        raise UserError(f"{run_dir} is not a run folder (no args.json); pass the folder train created")
-    if (run_dir / MODEL_NAME).exists():
-        raise UserError(f"{run_dir} already finished ({MODEL_NAME} is there); nothing to resume")
-    if not checkpoint_path.is_file():
-        raise UserError(f"{run_dir} has no {CHECKPOINT_NAME} (stopped before the first epoch ended); start a new run")
-    try:
-        options = TrainOptions(**json.loads(args_path.read_text()))
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"{run_dir} holds a damaged run ({type(exc).__name__}); start a new run") from None
-    if options.method != "classifier":
-        raise UserError("only classifier runs can be resumed; patchcore fits in minutes, so start it again")
-    # A run killed outright (SIGKILL, power) may leave a half-written temporary file beside the
-    # complete ones that atomic writes keep; it is never read, so it goes.
-    for stale in run_dir.glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
-    # history.csv is written just after the checkpoint, so a kill between the two leaves it an
-    # epoch behind (or absent); the checkpoint's own copy is the one that counts.
-    if state["history"]:
-        write_history(run_dir / "history.csv", state["history"])
-    log.info(f"resuming {run_dir} after epoch {state['epoch']}")
-    return options, state, run_dir

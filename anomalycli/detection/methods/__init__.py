@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from anomalycli import backbones, modelfile
+from anomalycli.detection import backbones
+from anomalycli import modelfile
 from anomalycli.errors import UserError
-from anomalycli.calibration import Calibration
-from anomalycli.methods import classifier, hybrid, patchcore
+from anomalycli.judgement.calibration import Calibration
+from anomalycli.detection.methods import classifier, hybrid, patchcore
 
 METHODS = {"classifier": classifier.build_net, "patchcore": patchcore.build_net, "hybrid": hybrid.build_net}
 
@@ -44,15 +45,13 @@ class AnomalyModel:
         device = next(self.net.parameters(), torch.empty(0)).device
         return self.net(backbones.preprocess(torch.as_tensor(images).to(device), self.config["backbone"]), with_maps)
 
-    def save(self, path: str | Path, overwrite: bool = True) -> Path:
-        """The model file; an int8 model's carries its scoring graph, exported afresh (``export.stored_graph``)."""
-        from anomalycli import export  # which imports this module
-
+    def save(self, path: str | Path, overwrite: bool = True, scoring_graph: tuple[torch.Tensor, dict] | None = None) -> Path:
+        """The model file, with ``scoring_graph`` (its bytes and their check, ``export.stored_graph``)
+        where given: ``export.save_model`` saves an int8 model so."""
         tensors = self.net.state_dict()
         meta = {"method": self.method, "config": self.config, "calibration": self.calibration.to_dict()}
-        stored = export.stored_graph(self, tensors)
-        if stored is not None:
-            graph, meta[modelfile.GRAPH_KEY] = stored
+        if scoring_graph is not None:
+            graph, meta[modelfile.GRAPH_KEY] = scoring_graph
             tensors = {**tensors, modelfile.GRAPH_TENSOR: graph}
         return modelfile.save(path, tensors, meta, overwrite)
 

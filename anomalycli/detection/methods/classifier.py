@@ -1,6 +1,6 @@
 """Supervised classifier: an ImageNet backbone with a new two-class head.
 
-The training loop lives in ``anomalycli.training``; this module is only the network.
+The training loop lives in ``anomalycli.detection.methods.classifier_training``; this module is only the network.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from anomalycli import backbones
+from anomalycli.detection import backbones
 
 
 class ClassifierNet(nn.Module):

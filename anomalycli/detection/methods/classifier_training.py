@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from anomalycli import backbones
-from anomalycli.metrics import binary_report
+from anomalycli.detection import backbones
+from anomalycli.judgement.metrics import binary_report
 
 
 @dataclass

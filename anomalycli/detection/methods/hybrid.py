@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from anomalycli import backbones
-from anomalycli.calibration import OperatingRule, choose_threshold
-from anomalycli.methods.patchcore import PatchCore, embed_maps, union_of
-from anomalycli.methods.patchcore import build_net as build_patchcore
+from anomalycli.detection import backbones
+from anomalycli.judgement.thresholds import OperatingRule, choose_threshold
+from anomalycli.detection.methods.patchcore import PatchCore, embed_maps, union_of
+from anomalycli.detection.methods.patchcore import build_net as build_patchcore
 
 # Weight of the one-class score. Half at least: on a defect type left out of training, a weight
 # of 0.25 ranked it far worse than 0.5 (screws' manipulated_front 0.836 vs 0.921 AUROC, magnetic

@@ -25,9 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from anomalycli import backbones, coreset, drift, quantize
-from anomalycli.coreset import SAMPLERS, BankIndex, nearest_distances
-from anomalycli.data import image_batches
+from anomalycli.detection import backbones
+from anomalycli.detection import coreset
+from anomalycli.judgement import drift
+from anomalycli.detection import int8_backbone
+from anomalycli.detection.coreset import SAMPLERS, BankIndex, nearest_distances
+from anomalycli.data.layouts import image_batches
 
 # Gaussian sigma, in patches, of the blur before the image score's maximum (see the module doc).
 SCORE_BLUR = 1.0
@@ -155,7 +158,7 @@ def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def build_net(config: dict) -> PatchCore:
-    extractor = quantize.extractor_for(config)
+    extractor = int8_backbone.extractor_for(config)
     bank = torch.zeros(config["bank_size"], sum(extractor.channels))
     # Model files from before the blurred score have no "score_blur": they keep the plain maximum.
     return PatchCore(extractor, bank, reweight=config.get("reweight", False), part_sizes=config.get("bank_parts"), score_blur=config.get("score_blur", 0.0))

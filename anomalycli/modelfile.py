@@ -12,11 +12,12 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from anomalycli import __version__, project
 from anomalycli.errors import UserError
-from anomalycli.io import atomic_path
+from anomalycli.files import atomic_path
 
 # The newest format this anomalycli reads. 2: the file carries its scoring graph (GRAPH_TENSOR),
 # which an anomalycli before it would refuse as a mismatched part; written only where it does, so
@@ -76,13 +77,12 @@ def _open(path: str | Path, with_tensors: bool):
 
 
 def digest(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 of the tensors' names and bytes, in name order: ``file_digest`` of the file they are saved to."""
-    import torch
-
+    """sha256 of the tensors' names and bytes, in name order: ``file_digest`` of the file they are
+    saved to. Their bytes are read through numpy, so this module never imports PyTorch itself."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         h.update(name.encode())
-        h.update(tensors[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        h.update(np.ascontiguousarray(tensors[name].detach().cpu().numpy()).reshape(-1).view(np.uint8))
     return h.hexdigest()
 
 

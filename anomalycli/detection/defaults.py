@@ -1,0 +1,11 @@
+"""Each method's defaults in one place: backbone and input size, and what --fast changes. No
+PyTorch here: inspect reads the sizes without loading any model code."""
+
+DEFAULT_BACKBONE = {"classifier": "efficientnet_lite0", "patchcore": "efficientnet_lite1", "hybrid": "efficientnet_lite1"}
+# Screw defects are a few pixels wide: patch features see them better at 320 px than at 224 (the
+# 224 px models are --fast's); the classifier keeps the ImageNet size, which fine-tuning on a CPU
+# can afford.
+DEFAULT_IMAGE_SIZE = {"classifier": 224, "patchcore": 320, "hybrid": 320}
+# --fast: the backbone and size patchcore and the hybrid had before the 320 px default, about
+# twice as fast to predict for a few points of AUROC less (BENCHMARKS.md, "Speed").
+FAST_BACKBONE, FAST_IMAGE_SIZE = "efficientnet_lite0", 224
