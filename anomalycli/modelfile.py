@@ -103,8 +103,11 @@ def raw_tensors(path: str | Path) -> dict[str, tuple[str, list[int], memoryview]
     (length,) = struct.unpack("<Q", blob[:8])
     header = json.loads(bytes(blob[8 : 8 + length]))
     data = blob[8 + length :]
-    return {name: (entry["dtype"], entry["shape"], data[entry["data_offsets"][0] : entry["data_offsets"][1]])
-            for name, entry in header.items() if name != "__metadata__"}
+    return {
+        name: (entry["dtype"], entry["shape"], data[entry["data_offsets"][0] : entry["data_offsets"][1]])
+        for name, entry in header.items()
+        if name != "__metadata__"
+    }
 
 
 def file_digest(raw: dict[str, tuple[str, list[int], memoryview]], skip: str = GRAPH_TENSOR) -> str:
@@ -122,6 +125,5 @@ def check_version(path: Path, meta: dict) -> None:
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise UserError(
-            f"{path} has model format version {version}, newer than this anomalycli reads ({FORMAT_VERSION}); "
-            "upgrade anomalycli (pip install -U anomalycli)"
+            f"{path} has model format version {version}, newer than this anomalycli reads ({FORMAT_VERSION}); upgrade anomalycli (pip install -U anomalycli)"
         )

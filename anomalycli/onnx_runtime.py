@@ -14,7 +14,6 @@ from __future__ import annotations
 INT8_KERNELS, REFERENCE_KERNELS = "int8", "reference"
 
 
-
 def session(model: bytes | str, kernels: str = INT8_KERNELS):
     """An ONNX Runtime session on the CPU whose threads sleep between calls (spinning, they took the
     cores from PyTorch's bank search and the decoding worker: whole predict 14-16 % slower with an

@@ -1,9 +1,9 @@
 """Regenerate BENCHMARKS.md: every topic measured from scratch, then the report written from the results.
 
-    python -m benchmarks                         # every topic on screws and magtiles (about three hours on 2 cores)
-    python -m benchmarks --topics speed,shift    # some topics; the report keeps the others' last results
-    python -m benchmarks --report-only           # rewrite BENCHMARKS.md from benchmarks/results/
-    python -m benchmarks --quick --data DIR --results /tmp/r --out /tmp/B.md   # a smoke run in about a minute
+python -m benchmarks                         # every topic on screws and magtiles (about three hours on 2 cores)
+python -m benchmarks --topics speed,shift    # some topics; the report keeps the others' last results
+python -m benchmarks --report-only           # rewrite BENCHMARKS.md from benchmarks/results/
+python -m benchmarks --quick --data DIR --results /tmp/r --out /tmp/B.md   # a smoke run in about a minute
 """
 
 from __future__ import annotations
@@ -52,8 +52,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--reuse-fp32-fits", action="store_true", help="precision: keep the last run's fp32 paths (for a change to the int8 path only)")
     parser.add_argument("--baseline", default=None, help="speed: also time the whole predict with the code of this git revision (before/after a change)")
     parser.add_argument("--scale-sizes", type=int, nargs="+", default=None, help=f"scale: training images (default {' '.join(map(str, scale.SIZES))})")
-    parser.add_argument("--peer-python", type=Path, default=Path(os.environ.get("ANOMALIB_PYTHON", peer.DEFAULT_PYTHON)),
-                        help="peer: the Python of a virtual environment with anomalib (default $ANOMALIB_PYTHON, else ../peer-venv/bin/python)")
+    parser.add_argument(
+        "--peer-python",
+        type=Path,
+        default=Path(os.environ.get("ANOMALIB_PYTHON", peer.DEFAULT_PYTHON)),
+        help="peer: the Python of a virtual environment with anomalib (default $ANOMALIB_PYTHON, else ../peer-venv/bin/python)",
+    )
     args = parser.parse_args(argv)
     args.topics = [t.strip() for t in args.topics.split(",") if t.strip()]
     unknown = [t for t in args.topics if t not in report.TOPICS]

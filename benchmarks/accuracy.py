@@ -24,18 +24,26 @@ def run(data_sets: list[Path], quick: bool, methods=METHODS, log=print) -> dict:
             log(f"  {data.name} {method}: {len(samples)} images, cross-validation and leave-one-type-out")
             cv = folds.run(options, folds.cv_folds(samples, 2 if quick else 5), with_masks=True, log=log)
             loto = folds.run(options, folds.loto_folds(samples)[: 2 if quick else None], log=log)
-            runs.append({
-                "data": data.name, "method": method, "backbone": options.backbone, "image_size": options.image_size,
-                "n_good": sum(s.label == 0 for s in samples), "n_defective": sum(s.label == 1 for s in samples),
-                "cv": [o.to_json() for o in cv], "loto": [o.to_json() for o in loto],
-            })
+            runs.append(
+                {
+                    "data": data.name,
+                    "method": method,
+                    "backbone": options.backbone,
+                    "image_size": options.image_size,
+                    "n_good": sum(s.label == 0 for s in samples),
+                    "n_defective": sum(s.label == 1 for s in samples),
+                    "cv": [o.to_json() for o in cv],
+                    "loto": [o.to_json() for o in loto],
+                }
+            )
     return {"runs": runs}
 
 
 def default_run(result: dict, data: str) -> dict | None:
     """The run of the method ``anomaly train`` picks for this data set (hybrid: both sets have 5+ defects)."""
     return next((r for r in result["runs"] if r["data"] == data and r["method"] == METHODS[0]), None) or next(
-        (r for r in result["runs"] if r["data"] == data), None)
+        (r for r in result["runs"] if r["data"] == data), None
+    )
 
 
 def summary(run: dict) -> dict:
@@ -74,10 +82,17 @@ def section(result: dict) -> str:
     ]
     summaries = [(run, summary(run)) for run in result["runs"]]
     for run, s in summaries:
-        lines.append(f"| {run['data']} ({run['n_good']} good, {run['n_defective']} defective) | {run['method']} ({run['backbone']}, {run['image_size']} px) "
-                     f"| {pm(s['auroc'])} | {pm(s['pixel_auroc'])} | {pm(s['loto_auroc'])} | {pm(s['loto_recall'], 2)} |")
-    lines += ["", "Each defect type withheld (AUROC against the held-out good images / recall at the calibrated threshold / defects):", "",
-              "| data | method | withheld type | AUROC | recall | defects |", "| --- | --- | --- | --- | --- | --- |"]
+        lines.append(
+            f"| {run['data']} ({run['n_good']} good, {run['n_defective']} defective) | {run['method']} ({run['backbone']}, {run['image_size']} px) "
+            f"| {pm(s['auroc'])} | {pm(s['pixel_auroc'])} | {pm(s['loto_auroc'])} | {pm(s['loto_recall'], 2)} |"
+        )
+    lines += [
+        "",
+        "Each defect type withheld (AUROC against the held-out good images / recall at the calibrated threshold / defects):",
+        "",
+        "| data | method | withheld type | AUROC | recall | defects |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for run, s in summaries:
         for kind, (auc, recall, n) in s["per_type"].items():
             lines.append(f"| {run['data']} | {run['method']} | {kind} | {fmt(auc)} | {fmt(recall, 2)} | {n} |")

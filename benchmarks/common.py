@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from anomalycli.data import splits
-from anomalycli.workflows import train
 from anomalycli.data.layouts import Sample, discover
+from anomalycli.workflows import train
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = [REPO.parent / "shared" / "data" / name for name in ("screws", "magtiles")]
@@ -114,8 +114,7 @@ def machine() -> str:
     from anomalycli.deploy.engine_choice import cpu_class
 
     cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), platform.machine())
-    return (f"{cpu} ({cpu_class()}), {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads)")
+    return f"{cpu} ({cpu_class()}), {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def _cpuinfo() -> list[str]:

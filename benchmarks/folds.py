@@ -16,10 +16,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from anomalycli.workflows import evaluate
 from anomalycli.data import splits
-from anomalycli.workflows import train
 from anomalycli.data.layouts import Sample
+from anomalycli.workflows import evaluate, train
 
 
 @dataclass
@@ -102,9 +101,20 @@ def run(options: train.TrainOptions, folds: list[Fold], with_masks: bool = False
             scores[name] = [round(float(again[i].raw), 7) for i in kept]
         cal = model.calibration
         outcome = Outcome(
-            fold.name, fold.withheld_type, [fold.held_out[i].label for i in kept], [fold.held_out[i].defect_type or "" for i in kept],
-            [round(float(rows[i].raw), 7) for i in kept], float(cal.threshold), plain(cal.expected), (cal.n_normal, cal.n_anomaly),
-            round(fit_seconds, 2), report.get("pixel_auroc"), model.config.get("bank_size"), model.config.get("precision", "fp32"), list(notes), scores,
+            fold.name,
+            fold.withheld_type,
+            [fold.held_out[i].label for i in kept],
+            [fold.held_out[i].defect_type or "" for i in kept],
+            [round(float(rows[i].raw), 7) for i in kept],
+            float(cal.threshold),
+            plain(cal.expected),
+            (cal.n_normal, cal.n_anomaly),
+            round(fit_seconds, 2),
+            report.get("pixel_auroc"),
+            model.config.get("bank_size"),
+            model.config.get("precision", "fp32"),
+            list(notes),
+            scores,
         )
         outcomes.append(outcome)
         log(f"    {fold.name}: auroc {auroc(outcome) or float('nan'):.4f}, fit {fit_seconds:.1f} s" + (f" ({'; '.join(notes)})" if notes else ""))
@@ -129,7 +139,8 @@ def measured(outcome: Outcome, variant: str | None = None) -> dict:
     return {
         "recall": float(flagged[labels == 1].mean()) if (labels == 1).any() else None,
         "false_alarm_rate": float(flagged[labels == 0].mean()) if (labels == 0).any() else None,
-        "n_anomaly": int((labels == 1).sum()), "n_normal": int((labels == 0).sum()),
+        "n_anomaly": int((labels == 1).sum()),
+        "n_normal": int((labels == 0).sum()),
     }
 
 

@@ -30,14 +30,23 @@ def summary(outcomes: list[folds.Outcome]) -> dict:
     rows = []
     for o in outcomes:
         m = folds.measured(o)
-        rows.append({**m, "expected_recall": o.expected["recall"], "expected_false_alarm_rate": o.expected["false_alarm_rate"],
-                     "recall_consistent": consistent(m["recall"], m["n_anomaly"], o.expected["recall"]),
-                     "false_alarms_consistent": consistent(m["false_alarm_rate"], m["n_normal"], o.expected["false_alarm_rate"])})
+        rows.append(
+            {
+                **m,
+                "expected_recall": o.expected["recall"],
+                "expected_false_alarm_rate": o.expected["false_alarm_rate"],
+                "recall_consistent": consistent(m["recall"], m["n_anomaly"], o.expected["recall"]),
+                "false_alarms_consistent": consistent(m["false_alarm_rate"], m["n_normal"], o.expected["false_alarm_rate"]),
+            }
+        )
     count = lambda key: f"{sum(bool(r[key]) for r in rows)}/{sum(r[key] is not None for r in rows)}"  # noqa: E731
     return {
-        "expected_recall": mean(r["expected_recall"] for r in rows), "recall": mean(r["recall"] for r in rows),
-        "expected_false_alarm_rate": mean(r["expected_false_alarm_rate"] for r in rows), "false_alarm_rate": mean(r["false_alarm_rate"] for r in rows),
-        "recall_consistent": count("recall_consistent"), "false_alarms_consistent": count("false_alarms_consistent"),
+        "expected_recall": mean(r["expected_recall"] for r in rows),
+        "recall": mean(r["recall"] for r in rows),
+        "expected_false_alarm_rate": mean(r["expected_false_alarm_rate"] for r in rows),
+        "false_alarm_rate": mean(r["false_alarm_rate"] for r in rows),
+        "recall_consistent": count("recall_consistent"),
+        "false_alarms_consistent": count("false_alarms_consistent"),
         "calibration_images": outcomes[0].calibration_images if outcomes else None,
     }
 
@@ -71,6 +80,8 @@ def section(accuracy: dict) -> str:
                 continue
             s = summary(folds.outcomes_from(run[key]))
             good, defective = s["calibration_images"]
-            lines.append(f"| {run['data']} | {run['method']} | {what} | {percent(s['expected_recall'])} | {percent(s['recall'])} | {s['recall_consistent']} "
-                         f"| {percent(s['expected_false_alarm_rate'])} | {percent(s['false_alarm_rate'])} | {s['false_alarms_consistent']} | {good} + {defective} |")
+            lines.append(
+                f"| {run['data']} | {run['method']} | {what} | {percent(s['expected_recall'])} | {percent(s['recall'])} | {s['recall_consistent']} "
+                f"| {percent(s['expected_false_alarm_rate'])} | {percent(s['false_alarm_rate'])} | {s['false_alarms_consistent']} | {good} + {defective} |"
+            )
     return "\n".join(lines)

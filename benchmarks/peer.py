@@ -36,9 +36,26 @@ def run(data: Path, python: Path, quick: bool, log=print) -> dict:
         folder = training_folder(good, n_fit, tmp / "good-only")
         runs = []
         for ratio in (0.01, 0.02) if quick else (0.001, 0.002):
-            command = [str(python), str(SCRIPT), "--good-dir", str(folder / "good"), "--n-fit", str(n_fit), "--predict-dir", str(folder / "good"),
-                       "--n-predict", str(n_predict), "--image-size", str(options.image_size), "--coreset-ratio", str(ratio),
-                       "--backbone", options.backbone, "--json", str(tmp / "peer.json")]
+            command = [
+                str(python),
+                str(SCRIPT),
+                "--good-dir",
+                str(folder / "good"),
+                "--n-fit",
+                str(n_fit),
+                "--predict-dir",
+                str(folder / "good"),
+                "--n-predict",
+                str(n_predict),
+                "--image-size",
+                str(options.image_size),
+                "--coreset-ratio",
+                str(ratio),
+                "--backbone",
+                options.backbone,
+                "--json",
+                str(tmp / "peer.json"),
+            ]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode == 3:
                 return {**out, "skipped": f"{python} has no anomalib"}
@@ -50,12 +67,18 @@ def run(data: Path, python: Path, quick: bool, log=print) -> dict:
         per_centre = (b["coreset_s"] - a["coreset_s"]) / max(1, b["bank_size"] - a["bank_size"])
         target_bank = round(options.coreset_ratio * a["n_patches"])
         coreset_s = a["coreset_s"] + per_centre * (target_bank - a["bank_size"])
-        out["anomalib"] = {"version": a["anomalib_version"], "runs": runs, "target_bank": target_bank,
-                           "fit_s": statistics.median([r["embed_s"] for r in runs]) + coreset_s,
-                           "predict_images_per_s": statistics.median([r["predict_images_per_s"] for r in runs]),
-                           "peak_rss_mib": max(r["peak_rss_mib"] for r in runs)}
+        out["anomalib"] = {
+            "version": a["anomalib_version"],
+            "runs": runs,
+            "target_bank": target_bank,
+            "fit_s": statistics.median([r["embed_s"] for r in runs]) + coreset_s,
+            "predict_images_per_s": statistics.median([r["predict_images_per_s"] for r in runs]),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+        }
         size = ("--image-size", str(options.image_size))
-        out["ours_fit_s"], out["ours_fit_rss"] = run_measured(anomaly_command("train", str(folder), "--method", "patchcore", "--run-dir", str(tmp / "ours"), *size))
+        out["ours_fit_s"], out["ours_fit_rss"] = run_measured(
+            anomaly_command("train", str(folder), "--method", "patchcore", "--run-dir", str(tmp / "ours"), *size)
+        )
         listing = path_list(good[:n_predict], n_predict, tmp / "predict.txt")
         seconds, out["ours_predict_rss"] = run_measured(anomaly_command("predict", str(tmp / "ours"), str(listing), "--output", str(tmp / "ours.csv")))
         out["ours_predict_images_per_s"] = n_predict / seconds
@@ -67,8 +90,9 @@ def headline(result: dict, data: str) -> dict:
     if result["data"] != data or "anomalib" not in result:
         return {}
     peer = result["anomalib"]
-    return {"anomalib's PatchCore, same images and backbone: fit / predict":
-            f"fit {peer['fit_s'] / result['ours_fit_s']:.0f}x faster, predict {result['ours_predict_images_per_s'] / peer['predict_images_per_s']:.1f}x"}
+    return {
+        "anomalib's PatchCore, same images and backbone: fit / predict": f"fit {peer['fit_s'] / result['ours_fit_s']:.0f}x faster, predict {result['ours_predict_images_per_s'] / peer['predict_images_per_s']:.1f}x"
+    }
 
 
 def section(result: dict) -> str:
@@ -76,15 +100,19 @@ def section(result: dict) -> str:
         return f"Not measured: {result.get('skipped', 'no anomalib environment')}."
     peer = result["anomalib"]
     a, b = peer["runs"]
-    return "\n".join([
-        f"anomalib {peer['version']} (`benchmarks/peer_anomalib.py`: its plain torch `PatchcoreModel`, random weights, "
-        f"{result['backbone']} at {result['image_size']} px, layers at strides 8 and 16) on the same {result['n_fit']} good images "
-        f"of {result['data']}. Its coreset ran at ratios {a['coreset_ratio']:g} and {b['coreset_ratio']:g} (banks of {a['bank_size']} "
-        f"and {b['bank_size']}); at {result['coreset_ratio']:g} (bank {peer['target_bank']}) its time is **extrapolated**.", "",
-        "| what | anomalib | anomalycli | ratio |", "| --- | --- | --- | --- |",
-        f"| fit on {result['n_fit']} good images, s | {peer['fit_s']:.1f} (extrapolated; in process) | {result['ours_fit_s']:.1f} (whole process) "
-        f"| {peer['fit_s'] / result['ours_fit_s']:.0f}x faster |",
-        f"| predict from the files, images/s | {peer['predict_images_per_s']:.1f} (in process) | {result['ours_predict_images_per_s']:.1f} (whole process) "
-        f"| {result['ours_predict_images_per_s'] / peer['predict_images_per_s']:.1f}x |",
-        f"| peak memory, MiB | {peer['peak_rss_mib']:.0f} | fit {result['ours_fit_rss']:.0f}, predict {result['ours_predict_rss']:.0f} | |",
-    ])
+    return "\n".join(
+        [
+            f"anomalib {peer['version']} (`benchmarks/peer_anomalib.py`: its plain torch `PatchcoreModel`, random weights, "
+            f"{result['backbone']} at {result['image_size']} px, layers at strides 8 and 16) on the same {result['n_fit']} good images "
+            f"of {result['data']}. Its coreset ran at ratios {a['coreset_ratio']:g} and {b['coreset_ratio']:g} (banks of {a['bank_size']} "
+            f"and {b['bank_size']}); at {result['coreset_ratio']:g} (bank {peer['target_bank']}) its time is **extrapolated**.",
+            "",
+            "| what | anomalib | anomalycli | ratio |",
+            "| --- | --- | --- | --- |",
+            f"| fit on {result['n_fit']} good images, s | {peer['fit_s']:.1f} (extrapolated; in process) | {result['ours_fit_s']:.1f} (whole process) "
+            f"| {peer['fit_s'] / result['ours_fit_s']:.0f}x faster |",
+            f"| predict from the files, images/s | {peer['predict_images_per_s']:.1f} (in process) | {result['ours_predict_images_per_s']:.1f} (whole process) "
+            f"| {result['ours_predict_images_per_s'] / peer['predict_images_per_s']:.1f}x |",
+            f"| peak memory, MiB | {peer['peak_rss_mib']:.0f} | fit {result['ours_fit_rss']:.0f}, predict {result['ours_predict_rss']:.0f} | |",
+        ]
+    )

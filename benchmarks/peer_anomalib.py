@@ -13,6 +13,7 @@ forward appends each batch's patch embeddings to ``embedding_store``), then anom
 eval-mode forward, which returns anomaly maps (upsampled, Gaussian-blurred) and the
 num_neighbors-reweighted image scores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,14 +90,14 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # KCenterGreedy's start and most of the projection's draws (sklearn's part is unseeded)
     rss_after_import = rss_mib("VmRSS")
-    transform = transforms.Compose([
-        transforms.Resize((args.image_size, args.image_size)),
-        transforms.ToTensor(),
-        transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
-    ])
-    model = PatchcoreModel(
-        layers=list(LAYERS[args.backbone]), backbone=args.backbone, pre_trained=False, num_neighbors=args.num_neighbors
+    transform = transforms.Compose(
+        [
+            transforms.Resize((args.image_size, args.image_size)),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+        ]
     )
+    model = PatchcoreModel(layers=list(LAYERS[args.backbone]), backbone=args.backbone, pre_trained=False, num_neighbors=args.num_neighbors)
 
     fit_paths = image_paths(args.good_dir, args.n_fit)
     fit_stats: dict = {}

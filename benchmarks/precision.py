@@ -34,8 +34,12 @@ REFIT_SEEDS = (1, 2, 3)
 REFITS = {f"fp32, refitted with --seed {seed} (control)": seed for seed in REFIT_SEEDS}
 PERTURBED = f"fp32, features perturbed by {PERTURBATION:.0e} (control)"
 # name -> what differs from the shipped options
-PATHS = {DEFAULT: {}, FP32: {"precision": "fp32"}, **{name: {"precision": "fp32", "seed": seed} for name, seed in REFITS.items()},
-         PERTURBED: {"precision": "fp32"}}
+PATHS = {
+    DEFAULT: {},
+    FP32: {"precision": "fp32"},
+    **{name: {"precision": "fp32", "seed": seed} for name, seed in REFITS.items()},
+    PERTURBED: {"precision": "fp32"},
+}
 FLOAT32_SEARCH = "default model, float32 search"
 # The default fit scored as on a CPU whose int8 kernels do not reproduce its features: the
 # fallback predict takes (the same quantised network in float32), and the one it took before.
@@ -115,14 +119,23 @@ def run(data_sets: list[Path], quick: bool, log=print, reused: dict | None = Non
             variants = {FLOAT32_SEARCH: float32_search, REFERENCE: reference_kernels, OLD_FALLBACK: fp32_backbone} if not changes else None
             with AROUND.get(name, contextlib.nullcontext)():
                 paths[name] = [o.to_json() for o in folds.run(shipped_options(data, samples, quick=quick, **changes), cv, variants=variants, log=log)]
-        runs.append({"data": data.name, "method": shipped_options(data, samples).method, "paths": paths, "reused": sorted(n for n in paths if n != DEFAULT and n in kept),
-                     "cosines": cosines(samples, shipped_options(data, samples, quick=quick), log)})
+        runs.append(
+            {
+                "data": data.name,
+                "method": shipped_options(data, samples).method,
+                "paths": paths,
+                "reused": sorted(n for n in paths if n != DEFAULT and n in kept),
+                "cosines": cosines(samples, shipped_options(data, samples, quick=quick), log),
+            }
+        )
     return {"runs": runs}
 
 
 # The int8 graph's recipes: the shipped one, and the 8-bit one before it (int8_backbone.quantize's options).
-RECIPES = {"7-bit weights, stem and first block in fp32 (shipped)": {},
-           "8-bit weights, every convolution in int8 (before)": {"seven_bit_weights": False, "fp32_leading_convs": 0}}
+RECIPES = {
+    "7-bit weights, stem and first block in fp32 (shipped)": {},
+    "8-bit weights, every convolution in int8 (before)": {"seven_bit_weights": False, "fp32_leading_convs": 0},
+}
 
 
 def cosines(samples, options, log=print) -> dict:
@@ -130,9 +143,8 @@ def cosines(samples, options, log=print) -> dict:
     not calibrated on: on this CPU's kernels, its reference kernels, and an emulated AVX2 CPU's."""
     import tempfile
 
-    from anomalycli.detection import backbones
-    from anomalycli.detection import int8_backbone
     from anomalycli.data.layouts import load_all
+    from anomalycli.detection import backbones, int8_backbone
     from benchmarks import emulated_cpu
 
     good = [s for s in samples if s.label == 0]
@@ -199,8 +211,11 @@ def summary(run: dict) -> dict:
     for name in [*(n for n in PATHS if n in run["paths"]), *(v for v in VARIANTS if v in default.variants)]:
         outcomes, variant = _outcomes(run, name)
         points = [folds.measured(o, variant) for o in outcomes]
-        row = {"auroc": mean(folds.auroc(o, variant) for o in outcomes), "recall": mean(p["recall"] for p in points),
-               "false_alarm_rate": mean(p["false_alarm_rate"] for p in points)}
+        row = {
+            "auroc": mean(folds.auroc(o, variant) for o in outcomes),
+            "recall": mean(p["recall"] for p in points),
+            "false_alarm_rate": mean(p["false_alarm_rate"] for p in points),
+        }
         if name in AGAINST:
             others, other_variant = _outcomes(run, AGAINST[name])
             flips = sum(int((a.flagged(variant) != b.flagged(other_variant)).sum()) for a, b in zip(outcomes, others))
@@ -229,29 +244,39 @@ def headline(result: dict, data: str) -> dict:
         own, best = zip(*found)
         return f"{min(own):.1%}-{max(own):.1%} ({min(best):.1%}-{max(best):.1%})" if len(found) > 1 else f"{own[0]:.1%} ({best[0]:.1%})"
 
-    return {"int8 default against fp32: AUROC change": f"{default['auroc'] - before['auroc']:+.4f}",
-            "verdicts flipped against the fp32 fit, each at its own threshold (at the best one): int8 default / fp32 refitted with "
-            f"seeds {', '.join(map(str, REFIT_SEEDS))} / fp32 features perturbed by {PERTURBATION:.0e}":
-            " / ".join(shares(names) for names in ([DEFAULT], REFITS, [PERTURBED])),
-            "where a CPU's int8 kernels differ: verdicts flipped against the model on its own machine, by the fallback / by the fallback before":
-            " / ".join(shares([name]) for name in (REFERENCE, OLD_FALLBACK))}
+    return {
+        "int8 default against fp32: AUROC change": f"{default['auroc'] - before['auroc']:+.4f}",
+        "verdicts flipped against the fp32 fit, each at its own threshold (at the best one): int8 default / fp32 refitted with "
+        f"seeds {', '.join(map(str, REFIT_SEEDS))} / fp32 features perturbed by {PERTURBATION:.0e}": " / ".join(
+            shares(names) for names in ([DEFAULT], REFITS, [PERTURBED])
+        ),
+        "where a CPU's int8 kernels differ: verdicts flipped against the model on its own machine, by the fallback / by the fallback before": " / ".join(
+            shares([name]) for name in (REFERENCE, OLD_FALLBACK)
+        ),
+    }
 
 
 def section(result: dict) -> str:
-    lines = ["Cross-validated as in the separation table, the default method fitted each way on the same folds; each path at its own "
-             "threshold. Flipped = held-out images whose verdict differs from the path named, on the same images. At the best "
-             "threshold = the fewest flips any threshold on this path's held-out scores gives: what the scores themselves disagree "
-             "on, which no rule for choosing a threshold can go under. "
-             f"The controls are fp32 fits too: refitted with seeds {', '.join(map(str, REFIT_SEEDS))} (other cross-fitting folds and "
-             f"coreset starts), and with every feature map multiplied by 1 + {PERTURBATION:.0e} x normal noise in the fit and the "
-             "scoring, a change thousands of times smaller than int8's (whose features are at median cosine 0.986-0.992 of fp32's, table below). "
-             "The refits say what a refit alone flips, the perturbation what the smallest change of the features flips (the coreset's "
-             "greedy picks and the threshold's best cut follow it). "
-             "The fit times of int8 and fp32 are in the speed table.",
-             *[f"On {run['data']}, the fp32 paths' fits are those of the run before (their code unchanged): {', '.join(run['reused'])}."
-               for run in result["runs"] if run.get("reused")], "",
-             "| data | path | AUROC (mean of folds) | recall | false alarms | verdicts flipped | at the best threshold |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "Cross-validated as in the separation table, the default method fitted each way on the same folds; each path at its own "
+        "threshold. Flipped = held-out images whose verdict differs from the path named, on the same images. At the best "
+        "threshold = the fewest flips any threshold on this path's held-out scores gives: what the scores themselves disagree "
+        "on, which no rule for choosing a threshold can go under. "
+        f"The controls are fp32 fits too: refitted with seeds {', '.join(map(str, REFIT_SEEDS))} (other cross-fitting folds and "
+        f"coreset starts), and with every feature map multiplied by 1 + {PERTURBATION:.0e} x normal noise in the fit and the "
+        "scoring, a change thousands of times smaller than int8's (whose features are at median cosine 0.986-0.992 of fp32's, table below). "
+        "The refits say what a refit alone flips, the perturbation what the smallest change of the features flips (the coreset's "
+        "greedy picks and the threshold's best cut follow it). "
+        "The fit times of int8 and fp32 are in the speed table.",
+        *[
+            f"On {run['data']}, the fp32 paths' fits are those of the run before (their code unchanged): {', '.join(run['reused'])}."
+            for run in result["runs"]
+            if run.get("reused")
+        ],
+        "",
+        "| data | path | AUROC (mean of folds) | recall | false alarms | verdicts flipped | at the best threshold |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for run in result["runs"]:
         for name, row in summary(run).items():
             flipped = best = ""
@@ -259,23 +284,36 @@ def section(result: dict) -> str:
                 other, k, n = row["flips"]
                 flipped = f"{k} of {n} ({k / n:.1%}) against {other.split(' (')[0]}"
                 best = f"{row['fewest_flips']} ({row['fewest_flips'] / n:.1%})"
-            lines.append(f"| {run['data']} ({run['method']}) | {name} | {fmt(row['auroc'], 4)} | {fmt(row['recall'])} | "
-                         f"{fmt(row['false_alarm_rate'])} | {flipped} | {best} |")
-    lines += ["", "### Precision on any CPU", "",
-              "The int8 graph's recipe decides whether a CPU without VNNI computes the features training did: there, ONNX Runtime's "
-              "uint8 x int8 kernels add pairs of products in 16 bits (VPMADDUBSW), which 8-bit weights overflow and 7-bit ones do not. "
-              "Median cosine of the patch features to fp32 ones, on good images the graph was not calibrated on; the emulated CPU "
-              "runs the same graph and inputs (two images) under QEMU. The reference kernels are predict's fallback where a CPU's "
-              "int8 kernels fail the model's probe check: the same quantised network, computed in float32.", ""]
+            lines.append(
+                f"| {run['data']} ({run['method']}) | {name} | {fmt(row['auroc'], 4)} | {fmt(row['recall'])} | "
+                f"{fmt(row['false_alarm_rate'])} | {flipped} | {best} |"
+            )
+    lines += [
+        "",
+        "### Precision on any CPU",
+        "",
+        "The int8 graph's recipe decides whether a CPU without VNNI computes the features training did: there, ONNX Runtime's "
+        "uint8 x int8 kernels add pairs of products in 16 bits (VPMADDUBSW), which 8-bit weights overflow and 7-bit ones do not. "
+        "Median cosine of the patch features to fp32 ones, on good images the graph was not calibrated on; the emulated CPU "
+        "runs the same graph and inputs (two images) under QEMU. The reference kernels are predict's fallback where a CPU's "
+        "int8 kernels fail the model's probe check: the same quantised network, computed in float32.",
+        "",
+    ]
     for run in result["runs"]:
         found = run.get("cosines")
         if not found:
             continue
-        lines += [f"{run['data']} ({found['cpu']}):", "", "| recipe | this CPU | reference kernels | emulated AVX2 | emulated AVX2 = this CPU, to the bit |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += [
+            f"{run['data']} ({found['cpu']}):",
+            "",
+            "| recipe | this CPU | reference kernels | emulated AVX2 | emulated AVX2 = this CPU, to the bit |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for name, row in found.items():
             if name != "cpu":
-                lines.append(f"| {name} | {fmt(row.get('this CPU'))} | {fmt(row.get('reference kernels'))} | {fmt(row.get('emulated AVX2'))} | "
-                             f"{row.get('emulated AVX2 = this CPU, to the bit', 'not run')} |")
+                lines.append(
+                    f"| {name} | {fmt(row.get('this CPU'))} | {fmt(row.get('reference kernels'))} | {fmt(row.get('emulated AVX2'))} | "
+                    f"{row.get('emulated AVX2 = this CPU, to the bit', 'not run')} |"
+                )
         lines.append("")
     return "\n".join(lines)

@@ -26,8 +26,15 @@ SECTIONS = [
     (peer.TITLE, "peer", peer),
     (shift.TITLE, "shift", shift),
 ]
-HEADLINE = [("accuracy", accuracy), ("accuracy", operating_point), ("precision", precision), ("speed", speed), ("scale", scale),
-            ("peer", peer), ("shift", shift)]
+HEADLINE = [
+    ("accuracy", accuracy),
+    ("accuracy", operating_point),
+    ("precision", precision),
+    ("speed", speed),
+    ("scale", scale),
+    ("peer", peer),
+    ("shift", shift),
+]
 
 
 def save(results: Path, topic: str, result: dict, command: str) -> None:
@@ -71,7 +78,10 @@ def markdown(records: dict) -> str:
         "Every number below is the output of `python -m benchmarks` (all topics, about three hours on 2 cores; "
         "`python -m benchmarks --topics speed` reruns one topic and rewrites this file from the others' last results). "
         "The shipped defaults, on the development sets "
-        + ", ".join(f"`../shared/data/{d}`" for d in data_sets) + " (read in place, never copied). Machine: " + "; ".join(machines) + ".",
+        + ", ".join(f"`../shared/data/{d}`" for d in data_sets)
+        + " (read in place, never copied). Machine: "
+        + "; ".join(machines)
+        + ".",
         "",
         "## Headline: the defaults today",
         "",

@@ -50,7 +50,9 @@ def run(data: Path, quick: bool, sizes=None, log=print) -> dict:
         for n in sizes:
             folder = training_folder(samples, n, tmp / f"data-{n}")
             row = {"n": n}
-            row["fit_s"], row["fit_rss"] = run_measured(anomaly_command("train", str(folder), "--method", "patchcore", "--run-dir", str(tmp / f"fit-{n}"), *size_option))
+            row["fit_s"], row["fit_rss"] = run_measured(
+                anomaly_command("train", str(folder), "--method", "patchcore", "--run-dir", str(tmp / f"fit-{n}"), *size_option)
+            )
             listing = path_list(samples, n, tmp / f"paths-{n}.txt")
             row["predict_s"], row["predict_rss"] = run_measured(anomaly_command("predict", str(model), str(listing), "--output", str(tmp / f"scores-{n}.csv")))
             out["rows"].append(row)
@@ -58,9 +60,12 @@ def run(data: Path, quick: bool, sizes=None, log=print) -> dict:
         if ray_installed() and not quick:  # --ray has tests of its own; its start would double a smoke run
             n = sizes[0]
             ray = {"n": n}
-            ray["fit_s"], _ = run_measured(anomaly_command("train", str(tmp / f"data-{n}"), "--method", "patchcore", "--ray",
-                                                           "--run-dir", str(tmp / "fit-ray"), *size_option))
-            ray["predict_s"], _ = run_measured(anomaly_command("predict", str(model), str(tmp / f"paths-{n}.txt"), "--ray", "--output", str(tmp / "scores-ray.csv")))
+            ray["fit_s"], _ = run_measured(
+                anomaly_command("train", str(tmp / f"data-{n}"), "--method", "patchcore", "--ray", "--run-dir", str(tmp / "fit-ray"), *size_option)
+            )
+            ray["predict_s"], _ = run_measured(
+                anomaly_command("predict", str(model), str(tmp / f"paths-{n}.txt"), "--ray", "--output", str(tmp / "scores-ray.csv"))
+            )
             out["ray"] = ray
             log(f"  Ray, {n} images: fit {ray['fit_s']:.1f} s, predict {ray['predict_s']:.1f} s")
     return out
@@ -70,25 +75,35 @@ def headline(result: dict, data: str) -> dict:
     if result["data"] != data:
         return {}
     last = result["rows"][-1]
-    return {"fit / predict on many images (whole processes)": f"{last['n']:,} images: fit {last['fit_s']:.0f} s, predict {last['predict_s']:.0f} s, "
-                                                                f"peak {max(last['fit_rss'], last['predict_rss']):.0f} MiB"}
+    return {
+        "fit / predict on many images (whole processes)": f"{last['n']:,} images: fit {last['fit_s']:.0f} s, predict {last['predict_s']:.0f} s, "
+        f"peak {max(last['fit_rss'], last['predict_rss']):.0f} MiB"
+    }
 
 
 def section(result: dict) -> str:
-    lines = [f"Data: {result['data']}'s good images over and over (hard links); patchcore at its default settings. Predict: the model "
-             "fitted on the smallest N. One run each; peak memory of the largest process.", "",
-             "| images | fit, s | fit, ms an image | fit peak MiB | predict, s | predict, ms an image | predict peak MiB |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"Data: {result['data']}'s good images over and over (hard links); patchcore at its default settings. Predict: the model "
+        "fitted on the smallest N. One run each; peak memory of the largest process.",
+        "",
+        "| images | fit, s | fit, ms an image | fit peak MiB | predict, s | predict, ms an image | predict peak MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in result["rows"]:
-        lines.append(f"| {r['n']:,} | {r['fit_s']:.1f} | {1000 * r['fit_s'] / r['n']:.1f} | {r['fit_rss']:.0f} | {r['predict_s']:.1f} "
-                     f"| {1000 * r['predict_s'] / r['n']:.1f} | {r['predict_rss']:.0f} |")
+        lines.append(
+            f"| {r['n']:,} | {r['fit_s']:.1f} | {1000 * r['fit_s'] / r['n']:.1f} | {r['fit_rss']:.0f} | {r['predict_s']:.1f} "
+            f"| {1000 * r['predict_s'] / r['n']:.1f} | {r['predict_rss']:.0f} |"
+        )
     ray = result["ray"]
     if ray:
         one = next(r for r in result["rows"] if r["n"] == ray["n"])
-        lines += ["", f"On a local Ray instance (`--ray`, 2 workers on this machine's 2 cores; Ray's start is in the time), {ray['n']:,} images: "
-                  f"fit {ray['fit_s']:.1f} s ({ray['fit_s'] / one['fit_s']:.2f} of one process), "
-                  f"predict {ray['predict_s']:.1f} s ({ray['predict_s'] / one['predict_s']:.2f} of one process). "
-                  "On one machine Ray only adds its start; it pays where it spreads the work over machines (README, Ray)."]
+        lines += [
+            "",
+            f"On a local Ray instance (`--ray`, 2 workers on this machine's 2 cores; Ray's start is in the time), {ray['n']:,} images: "
+            f"fit {ray['fit_s']:.1f} s ({ray['fit_s'] / one['fit_s']:.2f} of one process), "
+            f"predict {ray['predict_s']:.1f} s ({ray['predict_s'] / one['predict_s']:.2f} of one process). "
+            "On one machine Ray only adds its start; it pays where it spreads the work over machines (README, Ray).",
+        ]
     else:
         lines += ["", "Ray: not measured in this run (not installed, or `--quick`)."]
     return "\n".join(lines)

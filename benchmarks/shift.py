@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from anomalycli.workflows.adapt import adapt
-from anomalycli.data.layouts import Sample
 from anomalycli.data.images import open_image, to_grey_or_rgb
+from anomalycli.data.layouts import Sample
 from anomalycli.deploy.scoring import check_drift, iter_scores
+from anomalycli.workflows.adapt import adapt
 from benchmarks import folds
 from benchmarks.common import samples_of, shipped_options
 
@@ -114,8 +114,7 @@ def drift_rate(model, rows, labels, size: int, share: float, rng) -> float:
     n_defect = int(round(size * share))
     called = 0
     for _ in range(BATCHES):
-        pick = np.r_[rng.choice(goods, size - n_defect, replace=size - n_defect > len(goods)),
-                     rng.choice(defects, n_defect, replace=n_defect > len(defects))]
+        pick = np.r_[rng.choice(goods, size - n_defect, replace=size - n_defect > len(goods)), rng.choice(defects, n_defect, replace=n_defect > len(defects))]
         called += check_drift(model, [rows[i] for i in pick]).drift
     return called / BATCHES
 
@@ -130,12 +129,22 @@ def run(data: Path, quick: bool, log=print) -> dict:
     rows, labels, flagged = score(model, line)
     fpr0, recall0 = rates(labels, flagged)
     rng = np.random.default_rng(0)
-    out = {"data": data.name, "method": model.method, "announced": folds.plain(expected), "line": {"n_good": int((labels == 0).sum()), "n_defect": int((labels == 1).sum())},
-           "unshifted": {"false_alarm_rate": fpr0, "recall": recall0,
-                         "drift_rate": {f"{size}@{share:g}": drift_rate(model, rows, labels, size, share, rng) for size in (20, 50, 200) for share in SHARES}},
-           "shifts": []}
-    log(f"{data.name} ({model.method}): announced fpr {expected['false_alarm_rate']:.3f} ({expected['false_alarm_rate_ci'][1]:.3f} upper), "
-        f"unshifted fpr {fpr0:.3f} recall {recall0:.3f}; in-distribution drift rate {out['unshifted']['drift_rate']}")
+    out = {
+        "data": data.name,
+        "method": model.method,
+        "announced": folds.plain(expected),
+        "line": {"n_good": int((labels == 0).sum()), "n_defect": int((labels == 1).sum())},
+        "unshifted": {
+            "false_alarm_rate": fpr0,
+            "recall": recall0,
+            "drift_rate": {f"{size}@{share:g}": drift_rate(model, rows, labels, size, share, rng) for size in (20, 50, 200) for share in SHARES},
+        },
+        "shifts": [],
+    }
+    log(
+        f"{data.name} ({model.method}): announced fpr {expected['false_alarm_rate']:.3f} ({expected['false_alarm_rate_ci'][1]:.3f} upper), "
+        f"unshifted fpr {fpr0:.3f} recall {recall0:.3f}; in-distribution drift rate {out['unshifted']['drift_rate']}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for name, (transform, *levels) in shifts.items():
             for level_name, level in zip(("mild", "strong"), levels):
@@ -144,8 +153,15 @@ def run(data: Path, quick: bool, log=print) -> dict:
                 moved = shifted_copies(line, transform, level, Path(tmp) / f"{name}-{level_name}".replace(" ", "_"))
                 rows, labels, flagged = score(model, moved)
                 fpr, recall = rates(labels, flagged)
-                row = {"shift": name, "level": level_name, "value": level, "fpr_before": fpr, "recall_before": recall,
-                       "drift_rate_50": {f"{share:g}": drift_rate(model, rows, labels, 50, share, rng) for share in SHARES}, "adapted": {}}
+                row = {
+                    "shift": name,
+                    "level": level_name,
+                    "value": level,
+                    "fpr_before": fpr,
+                    "recall_before": recall,
+                    "drift_rate_50": {f"{share:g}": drift_rate(model, rows, labels, 50, share, rng) for share in SHARES},
+                    "adapted": {},
+                }
                 goods = np.flatnonzero(labels == 0)
                 for k in adapt_sizes:
                     # A draw of its own per shift: one unlucky set of look-alike goods must not decide every row.
@@ -156,13 +172,20 @@ def run(data: Path, quick: bool, log=print) -> dict:
                     _, rest_labels, rest_flagged = score(adapted, rest)
                     fpr_k, recall_k = rates(rest_labels, rest_flagged)
                     point = adapted.calibration.expected
-                    row["adapted"][str(k)] = {"fpr": fpr_k, "recall": recall_k, "announced_fpr": point["false_alarm_rate"],
-                                              "announced_fpr_upper": point["false_alarm_rate_ci"][1], "announced_recall": point["recall"]}
+                    row["adapted"][str(k)] = {
+                        "fpr": fpr_k,
+                        "recall": recall_k,
+                        "announced_fpr": point["false_alarm_rate"],
+                        "announced_fpr_upper": point["false_alarm_rate_ci"][1],
+                        "announced_recall": point["recall"],
+                    }
                 out["shifts"].append(row)
-                log(f"  {name} {level_name} ({level}): fpr {fpr:.3f} recall {recall:.3f} drift@50 {row['drift_rate_50']} "
-                    f"adapted: " + ", ".join(f"{k}: fpr {v['fpr']:.3f}/{v['announced_fpr_upper']:.3f} recall {v['recall']:.3f}" for k, v in row["adapted"].items()))
+                log(
+                    f"  {name} {level_name} ({level}): fpr {fpr:.3f} recall {recall:.3f} drift@50 {row['drift_rate_50']} "
+                    f"adapted: "
+                    + ", ".join(f"{k}: fpr {v['fpr']:.3f}/{v['announced_fpr_upper']:.3f} recall {v['recall']:.3f}" for k, v in row["adapted"].items())
+                )
     return out
-
 
 
 def headline(result: dict, data: str) -> dict:
@@ -174,8 +197,10 @@ def headline(result: dict, data: str) -> dict:
     noticed = sum(row["drift_rate_50"]["0"] >= 0.5 for row in shifts)
     alarmed = sum(row["fpr_before"] > run["announced"]["false_alarm_rate_ci"][1] for row in shifts)
     restored = sum(row["adapted"][k]["fpr"] <= row["adapted"][k]["announced_fpr_upper"] for row in shifts)
-    return {f"a changed line ({len(shifts)} shifts): false alarms over the announced bound / noticed by the drift check / "
-            f"within it after adapting with {k} good images": f"{alarmed} / {noticed} / {restored} of {len(shifts)}"}
+    return {
+        f"a changed line ({len(shifts)} shifts): false alarms over the announced bound / noticed by the drift check / "
+        f"within it after adapting with {k} good images": f"{alarmed} / {noticed} / {restored} of {len(shifts)}"
+    }
 
 
 def section(result: dict) -> str:
@@ -189,13 +214,16 @@ def section(result: dict) -> str:
             f"({run['line']['n_good']} good, {run['line']['n_defect']} defective).",
             "",
             "| shift | level | false alarms before | recall before | drift warned @50 (0/10/30 % defects) | "
-            + " | ".join(f"after adapt {k}: false alarms / announced upper / recall" for k in sizes) + " |",
+            + " | ".join(f"after adapt {k}: false alarms / announced upper / recall" for k in sizes)
+            + " |",
             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in sizes) + " |",
         ]
         for row in run["shifts"]:
             warned = "/".join(f"{100 * v:.0f}" for v in row["drift_rate_50"].values())
             after = " | ".join(f"{100 * v['fpr']:.1f} / {100 * v['announced_fpr_upper']:.1f} / {100 * v['recall']:.1f}" for v in row["adapted"].values())
-            lines.append(f"| {row['shift']} | {row['level']} ({row['value']}) | {100 * row['fpr_before']:.1f} % | {100 * row['recall_before']:.1f} % | {warned} % | {after} |")
+            lines.append(
+                f"| {row['shift']} | {row['level']} ({row['value']}) | {100 * row['fpr_before']:.1f} % | {100 * row['recall_before']:.1f} % | {warned} % | {after} |"
+            )
         rates_in = ", ".join(f"{k.replace('@', ' images, ')} defects: {100 * v:.0f} %" for k, v in un["drift_rate"].items())
         lines += ["", f"Drift warnings on the unshifted line (batches of N images, defect share): {rates_in}."]
         parts.append("\n".join(lines))

@@ -31,7 +31,14 @@ import torch
 from PIL import Image
 
 from benchmarks.common import (
-    QUICK_IMAGE_SIZE, REPO, anomaly_command, interleaved_median_times, interleaved_process_seconds, median_time, run_measured, samples_of,
+    QUICK_IMAGE_SIZE,
+    REPO,
+    anomaly_command,
+    interleaved_median_times,
+    interleaved_process_seconds,
+    median_time,
+    run_measured,
+    samples_of,
 )
 from benchmarks.precision import forced_search
 
@@ -67,9 +74,8 @@ def scoring_parts(model):
 
 def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
     """Seconds per image of each stage alone, in this process."""
-    from anomalycli.detection import backbones
-    from anomalycli.detection import int8_backbone
     from anomalycli.data.layouts import image_batches
+    from anomalycli.detection import backbones, int8_backbone
     from anomalycli.detection.methods import AnomalyModel
 
     model = AnomalyModel.load(model_path)
@@ -84,7 +90,10 @@ def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
         fp32_extractor = int8.fp32 if int8 is not None else extractor
         session = int8_backbone.session(int8_backbone.fp32_graph(fp32_extractor, size, deep))  # what train quantises
         pixels = x.contiguous().numpy()
-        backbones_alone = {"backbone_torch": lambda: fp32_extractor(x, deep=deep), "backbone_onnx_fp32": lambda: session.run(None, {int8_backbone.INPUT: pixels})}
+        backbones_alone = {
+            "backbone_torch": lambda: fp32_extractor(x, deep=deep),
+            "backbone_onnx_fp32": lambda: session.run(None, {int8_backbone.INPUT: pixels}),
+        }
         if int8 is not None:
             backbones_alone["backbone_int8"] = lambda: int8(x, deep=deep)
         out.update({key: seconds / BATCH for key, seconds in interleaved_median_times(backbones_alone, repeats * 5).items()})
@@ -167,12 +176,17 @@ def headline(result: dict, data: str) -> dict:
     return {
         "fit on every image (whole `anomaly train`)": f"{r['fit_default']:.1f} s, peak {r['fit_default_rss']:.0f} MiB",
         "predict from 1024 px PNGs, whole process": f"{1000 * r['process_default']:.1f} ms an image ({1 / r['process_default']:.1f} images/s), "
-                                                    f"{r['backbone_torch'] / r['process_default']:.2f} of the raw PyTorch forward",
+        f"{r['backbone_torch'] / r['process_default']:.2f} of the raw PyTorch forward",
         "predict stages: decode / backbone / bank search, ms an image": f"{1000 * r['decode']:.1f} / {1000 * r.get('backbone_int8', r['backbone_onnx_fp32']):.1f} / {1000 * r['search_' + r['search_default']]:.1f}",
         "predict peak memory (whole process)": f"{r['predict_default_rss']:.0f} MiB",
-        **({"predict one image, whole process (the start a line program waits for)":
-            f"{r['one_image_default']:.2f} s" + (f" (revision {r['baseline']}: {r['one_image_baseline']:.2f} s)" if "one_image_baseline" in r else "")}
-           if "one_image_default" in r else {}),
+        **(
+            {
+                "predict one image, whole process (the start a line program waits for)": f"{r['one_image_default']:.2f} s"
+                + (f" (revision {r['baseline']}: {r['one_image_baseline']:.2f} s)" if "one_image_baseline" in r else "")
+            }
+            if "one_image_default" in r
+            else {}
+        ),
     }
 
 
@@ -197,26 +211,47 @@ ROWS = [  # key, what
 
 def section(result: dict) -> str:
     runs = result["runs"]
-    lines = [f"{runs[0]['n_predicted']} PNG copies at 1024 x 1024 px, the default model of each set ({runs[0]['method']}, "
-             f"{runs[0]['image_size']} px, {runs[0]['precision']} backbone); ms per image, images/s in brackets, median of the repeats. "
-             "Stages alone run in one process; whole processes start cold (files in the page cache).", "",
-             "| stage | " + " | ".join(r["data"] for r in runs) + " |", "| --- |" + " --- |" * len(runs)]
+    lines = [
+        f"{runs[0]['n_predicted']} PNG copies at 1024 x 1024 px, the default model of each set ({runs[0]['method']}, "
+        f"{runs[0]['image_size']} px, {runs[0]['precision']} backbone); ms per image, images/s in brackets, median of the repeats. "
+        "Stages alone run in one process; whole processes start cold (files in the page cache).",
+        "",
+        "| stage | " + " | ".join(r["data"] for r in runs) + " |",
+        "| --- |" + " --- |" * len(runs),
+    ]
     for key, what in ROWS:
         if any(key in r for r in runs):
             lines.append(f"| {what} | " + " | ".join(f"{1000 * r[key]:.1f} ({1 / r[key]:.1f})" if key in r else "-" for r in runs) + " |")
-    lines.append("| fit on every image, whole `anomaly train`: default / `--precision fp32` / `--fast` / `--fast --precision fp32`, s | "
-                 + " | ".join(" / ".join(f"{r[f'fit_{name}']:.1f}" if f"fit_{name}" in r else "-" for name in FITS) for r in runs) + " |")
+    lines.append(
+        "| fit on every image, whole `anomaly train`: default / `--precision fp32` / `--fast` / `--fast --precision fp32`, s | "
+        + " | ".join(" / ".join(f"{r[f'fit_{name}']:.1f}" if f"fit_{name}" in r else "-" for name in FITS) for r in runs)
+        + " |"
+    )
     if any("one_image_default" in r for r in runs):
         names = [name for name in ONE_IMAGE if f"one_image_{name}" in runs[0]]
-        what = {"default": "default model", "export": "its exported file", "baseline": "the baseline's default", "export_baseline": "the baseline's exported file"}
-        lines.append(f"| whole `anomaly predict` process on one image, s (median of {ONE_IMAGE_REPEATS}): " + " / ".join(what[n] for n in names) + " | "
-                     + " | ".join(" / ".join(f"{r[f'one_image_{n}']:.2f}" for n in names) for r in runs) + " |")
-    lines.append("| peak memory, whole process: fit / predict, MiB | " + " | ".join(f"{r['fit_default_rss']:.0f} / {r['predict_default_rss']:.0f}" for r in runs) + " |")
+        what = {
+            "default": "default model",
+            "export": "its exported file",
+            "baseline": "the baseline's default",
+            "export_baseline": "the baseline's exported file",
+        }
+        lines.append(
+            f"| whole `anomaly predict` process on one image, s (median of {ONE_IMAGE_REPEATS}): "
+            + " / ".join(what[n] for n in names)
+            + " | "
+            + " | ".join(" / ".join(f"{r[f'one_image_{n}']:.2f}" for n in names) for r in runs)
+            + " |"
+        )
+    lines.append(
+        "| peak memory, whole process: fit / predict, MiB | " + " | ".join(f"{r['fit_default_rss']:.0f} / {r['predict_default_rss']:.0f}" for r in runs) + " |"
+    )
     lines.append("| bank patches | " + " | ".join(f"{r['bank']:,}" for r in runs) + " |")
     lines += ["", "Ratios, same run:", ""]
     for r in runs:
-        ratios = [f"default / fp32 model, whole process: **{r['process_fp32'] / r['process_default']:.2f}x**",
-                  f"default whole process / the raw PyTorch forward alone: **{r['backbone_torch'] / r['process_default']:.2f}**"]
+        ratios = [
+            f"default / fp32 model, whole process: **{r['process_fp32'] / r['process_default']:.2f}x**",
+            f"default whole process / the raw PyTorch forward alone: **{r['backbone_torch'] / r['process_default']:.2f}**",
+        ]
         if "process_baseline" in r:
             ratios.insert(0, f"default / revision {r['baseline']}'s default: **{r['process_baseline'] / r['process_default']:.2f}x**")
         if "process_fast_baseline" in r:
@@ -224,8 +259,10 @@ def section(result: dict) -> str:
         if "process_export_baseline" in r:
             ratios.insert(2, f"exported file / revision {r['baseline']}'s exported file: **{r['process_export_baseline'] / r['process_export']:.2f}x**")
         if "backbone_int8" in r:
-            ratios.append(f"int8 backbone / ONNX Runtime fp32: {r['backbone_onnx_fp32'] / r['backbone_int8']:.2f}x; "
-                          f"search: int8 / float32 {r['search_float32'] / r['search_int8']:.2f}x, bfloat16 / float32 {r['search_float32'] / r['search_bfloat16']:.2f}x "
-                          f"(the default here: {r['search_default']})")
+            ratios.append(
+                f"int8 backbone / ONNX Runtime fp32: {r['backbone_onnx_fp32'] / r['backbone_int8']:.2f}x; "
+                f"search: int8 / float32 {r['search_float32'] / r['search_int8']:.2f}x, bfloat16 / float32 {r['search_float32'] / r['search_bfloat16']:.2f}x "
+                f"(the default here: {r['search_default']})"
+            )
         lines.append(f"- {r['data']}: " + "; ".join(ratios))
     return "\n".join(lines)

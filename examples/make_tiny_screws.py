@@ -1,6 +1,6 @@
 """Write the demo data set the README runs on: synthetic parts in train/ and test/ splits, with masks.
 
-    python examples/make_tiny_screws.py [examples/tiny-screws]
+python examples/make_tiny_screws.py [examples/tiny-screws]
 """
 
 import sys

@@ -32,7 +32,7 @@ def one_clear_line(result) -> str:
     assert result.exception is None or isinstance(result.exception, SystemExit)
     errors = [line for line in text.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, text
-    return re.sub(r"\s+", " ", text[text.index("error:"):])
+    return re.sub(r"\s+", " ", text[text.index("error:") :])
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +45,7 @@ def patchcore_model(parts, tmp_path_factory):
 @pytest.fixture(scope="session")
 def classifier_model(parts, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "clf"
-    run_cli("train", parts, "--method", "classifier", "--weights", "none", "--image-size", "64", "--epochs", "2",
-            "--batch-size", "16", "--run-dir", run)
+    run_cli("train", parts, "--method", "classifier", "--weights", "none", "--image-size", "64", "--epochs", "2", "--batch-size", "16", "--run-dir", run)
     return run / "model.safetensors"
 
 

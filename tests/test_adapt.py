@@ -2,11 +2,11 @@ import numpy as np
 import torch
 from PIL import ImageEnhance
 
-from anomalycli.workflows.adapt import adapt
 from anomalycli.data.layouts import Sample
+from anomalycli.data.synthetic import make_part
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.detection.methods.patchcore import PatchCore, embed_images, score_all
-from anomalycli.data.synthetic import make_part
+from anomalycli.workflows.adapt import adapt
 from tests.conftest import one_clear_line, run_cli
 
 

@@ -7,8 +7,8 @@ import torchvision
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from anomalycli.detection import backbones
 from anomalycli.data.layouts import image_to_tensor
+from anomalycli.detection import backbones
 from anomalycli.errors import UserError
 
 
@@ -80,8 +80,20 @@ def test_wide_resnet_trains_offline_from_a_weights_file(parts, tmp_path):
     from anomalycli.detection.methods import AnomalyModel
 
     torch.save(backbones.build("wide_resnet50_2", "none").state_dict(), tmp_path / "wrn.pt")
-    run_cli("train", parts, "--backbone", "wide_resnet50_2", "--weights", tmp_path / "wrn.pt", "--image-size", "64",
-            "--coreset-ratio", "0.1", "--run-dir", tmp_path / "r")
+    run_cli(
+        "train",
+        parts,
+        "--backbone",
+        "wide_resnet50_2",
+        "--weights",
+        tmp_path / "wrn.pt",
+        "--image-size",
+        "64",
+        "--coreset-ratio",
+        "0.1",
+        "--run-dir",
+        tmp_path / "r",
+    )
     model = AnomalyModel.load(tmp_path / "r")
     # The default method on labelled defects: the hybrid, whose head pools layers 3 and 4.
     assert model.config["backbone"] == "wide_resnet50_2" and model.method == "hybrid"

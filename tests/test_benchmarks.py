@@ -18,24 +18,50 @@ REPO = Path(__file__).resolve().parents[1]
 def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_results(tmp_path):
     data = make_dataset(tmp_path / "tiny", n_good=40, n_per_defect=6, size=64, seed=0)
     results, out = tmp_path / "results", tmp_path / "BENCH.md"
-    command = [sys.executable, "-m", "benchmarks", "--quick", "--data", str(data), "--results", str(results), "--out", str(out),
-               "--peer-python", str(tmp_path / "no-such-python")]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks",
+        "--quick",
+        "--data",
+        str(data),
+        "--results",
+        str(results),
+        "--out",
+        str(out),
+        "--peer-python",
+        str(tmp_path / "no-such-python"),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "peer: skipped, no Python at" in done.stdout
     assert sorted(p.stem for p in results.glob("*.json")) == ["accuracy", "precision", "scale", "shift", "speed"]
     text = out.read_text()
     assert text.startswith("# Benchmarks") and "## Headline: the defaults today" in text
-    for title in ("Separation", "The operating point", "Speed", "What int8 changes in the scores", "Scale and Ray", "The changed line", "Levers tried and not shipped"):
+    for title in (
+        "Separation",
+        "The operating point",
+        "Speed",
+        "What int8 changes in the scores",
+        "Scale and Ray",
+        "The changed line",
+        "Levers tried and not shipped",
+    ):
         assert f"## {title}" in text
     assert "Not measured yet: `python -m benchmarks --topics peer`" in text
-    for row in ("| 2-fold AUROC | ", "| recall at the announced point: announced → measured |", "| predict from 1024 px PNGs, whole process |",
-                "| whole `anomaly predict` process, default model (the scoring graph its file carries, on ONNX Runtime, no PyTorch) |",
-                "| whole `anomaly predict` process, `--fast` model (Lite0 at 224 px; its file's scoring graph too) |",
-                "| whole `anomaly predict` process, the default model's `anomaly export` file (int8 backbone and search) |",
-                "| whole `anomaly predict` process on one image, s (median of 5): default model / its exported file |",
-                "| tiny (hybrid) | fp32, refitted with --seed 1 (control) |", "| tiny (hybrid) | fp32, refitted with --seed 3 (control) |",
-                "| tiny (hybrid) | fp32, features perturbed by 1e-04 (control) |", "| exposure | mild (0.6) |"):
+    for row in (
+        "| 2-fold AUROC | ",
+        "| recall at the announced point: announced → measured |",
+        "| predict from 1024 px PNGs, whole process |",
+        "| whole `anomaly predict` process, default model (the scoring graph its file carries, on ONNX Runtime, no PyTorch) |",
+        "| whole `anomaly predict` process, `--fast` model (Lite0 at 224 px; its file's scoring graph too) |",
+        "| whole `anomaly predict` process, the default model's `anomaly export` file (int8 backbone and search) |",
+        "| whole `anomaly predict` process on one image, s (median of 5): default model / its exported file |",
+        "| tiny (hybrid) | fp32, refitted with --seed 1 (control) |",
+        "| tiny (hybrid) | fp32, refitted with --seed 3 (control) |",
+        "| tiny (hybrid) | fp32, features perturbed by 1e-04 (control) |",
+        "| exposure | mild (0.6) |",
+    ):
         assert row in text
     accuracy = json.loads((results / "accuracy.json").read_text())
     assert accuracy["command"] == "python -m benchmarks --quick" and {r["method"] for r in accuracy["result"]["runs"]} == {"hybrid", "patchcore"}
@@ -50,8 +76,13 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
 
 
 def test_an_unknown_topic_is_one_line_and_exit_2(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--topics", "speed,sped", "--report-only", "--results", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--topics", "speed,sped", "--report-only", "--results", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert done.returncode == 2 and "--topics: unknown sped; choose from accuracy" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -86,9 +117,21 @@ def test_consistent_is_a_binomial_test_of_the_announced_rate():
 
 
 def test_the_report_says_which_topics_were_not_measured(tmp_path):
-    outcome = folds.Outcome("fold 0", None, [0, 0, 1, 1], ["", "", "a", "a"], [0.1, 0.4, 0.3, 0.9], 0.35,
-                            {"recall": 0.5, "false_alarm_rate": 0.1, "recall_ci": [0.1, 0.9], "false_alarm_rate_ci": [0.0, 0.4]},
-                            (2, 2), 1.0, None, 10, "int8", [])
+    outcome = folds.Outcome(
+        "fold 0",
+        None,
+        [0, 0, 1, 1],
+        ["", "", "a", "a"],
+        [0.1, 0.4, 0.3, 0.9],
+        0.35,
+        {"recall": 0.5, "false_alarm_rate": 0.1, "recall_ci": [0.1, 0.9], "false_alarm_rate_ci": [0.0, 0.4]},
+        (2, 2),
+        1.0,
+        None,
+        10,
+        "int8",
+        [],
+    )
     run = {"data": "set", "method": "hybrid", "backbone": "b", "image_size": 64, "n_good": 2, "n_defective": 2, "cv": [outcome.to_json()], "loto": []}
     report.save(tmp_path, "accuracy", {"runs": [run]}, "python -m benchmarks --topics accuracy")
     report.write(tmp_path, tmp_path / "B.md")

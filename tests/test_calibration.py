@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from anomalycli.judgement.thresholds import NO_ANOMALY_FPR, OperatingRule, calibrate, trade_off
 from anomalycli.judgement.metrics import operating_point
+from anomalycli.judgement.thresholds import NO_ANOMALY_FPR, OperatingRule, calibrate, trade_off
 
 
 def _draw(n_normal, n_anomaly, seed, shift=2.0):

@@ -4,11 +4,22 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import one_clear_line, run_cli
 
-EVAL_KEYS = {"accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc", "average_precision",
-             "confusion_matrix", "per_defect_type", "n_images", "f1_ci", "auroc_ci"}
+EVAL_KEYS = {
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "auroc",
+    "average_precision",
+    "confusion_matrix",
+    "per_defect_type",
+    "n_images",
+    "f1_ci",
+    "auroc_ci",
+}
 
 
 def test_inspect_counts_and_json(parts, tmp_path):
@@ -77,8 +88,7 @@ def test_classifier_round_trip_and_same_eval_keys(parts, classifier_model, tmp_p
 
 
 def test_classifier_only_option_implies_the_classifier(parts, tmp_path):
-    run_cli("train", parts, "--weighted-loss", "--weights", "none", "--image-size", "32", "--epochs", "1",
-            "--run-dir", tmp_path / "r")
+    run_cli("train", parts, "--weighted-loss", "--weights", "none", "--image-size", "32", "--epochs", "1", "--run-dir", tmp_path / "r")
     from anomalycli.modelfile import read_meta
 
     assert read_meta(tmp_path / "r/model.safetensors")["method"] == "classifier"
@@ -289,8 +299,10 @@ def test_the_verbs_list_is_each_commands_first_paragraph_and_imports_none_of_the
     for verb, (module, function, _) in VERBS.items():
         doc = getattr(importlib.import_module(f"anomalycli.cli.{module}"), function).__doc__
         assert SUMMARIES[verb] == " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
-    script = ("import sys\nfrom anomalycli.cli import main\nsys.argv = ['anomaly', '--help']\n"
-              "try:\n    main()\nexcept SystemExit:\n    pass\nprint('imported:', sorted(m for m in ('torch', 'sklearn') if m in sys.modules))\n")
+    script = (
+        "import sys\nfrom anomalycli.cli import main\nsys.argv = ['anomaly', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\nprint('imported:', sorted(m for m in ('torch', 'sklearn') if m in sys.modules))\n"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "imported: []" in done.stdout and all(verb in done.stdout for verb in VERBS)

@@ -9,15 +9,14 @@ import sys
 
 import pytest
 import torch
-
-from anomalycli.deploy import cluster
-from anomalycli.detection import coreset
-from anomalycli import modelfile
-from anomalycli.detection import int8_backbone
-from anomalycli.cli.common import with_ray_address
-from anomalycli.errors import UsageError
-from anomalycli.detection.methods import AnomalyModel
 from conftest import one_clear_line, run_cli
+
+from anomalycli import modelfile
+from anomalycli.cli.common import with_ray_address
+from anomalycli.deploy import cluster
+from anomalycli.detection import coreset, int8_backbone
+from anomalycli.detection.methods import AnomalyModel
+from anomalycli.errors import UsageError
 
 
 @pytest.fixture(scope="module")
@@ -161,4 +160,3 @@ def test_the_classifier_is_not_fitted_on_ray(parts):
     pytest.importorskip("ray")
     line = one_clear_line(run_cli("train", parts, "--method", "classifier", "--ray", expect=2))
     assert "--ray fits patchcore and hybrid models" in line
-

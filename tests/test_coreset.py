@@ -100,8 +100,10 @@ def test_the_int8_search_finds_each_rows_first_copy_in_parts_of_unequal_size(mon
     expected = torch.arange(70)
     expected[31] = 30
     assert torch.equal(nearest[torch.arange(70), own_part], expected)
-    reference = torch.stack([torch.cdist(queries.double(), bank[a:b].double(), compute_mode="donot_use_mm_for_euclid_dist").amin(1)
-                             for a, b in [(0, 30), (30, 55), (55, 70)]], dim=1)
+    reference = torch.stack(
+        [torch.cdist(queries.double(), bank[a:b].double(), compute_mode="donot_use_mm_for_euclid_dist").amin(1) for a, b in [(0, 30), (30, 55), (55, 70)]],
+        dim=1,
+    )
     assert float(((distances - reference).abs() / reference).max()) < 1e-3
 
 

@@ -3,8 +3,8 @@ import pytest
 from PIL import Image
 
 from anomalycli.data.layouts import defect_type_from_name, discover, read_manifest, write_manifest
-from anomalycli.errors import UserError
 from anomalycli.data.synthetic import make_part
+from anomalycli.errors import UserError
 
 
 def _png(path, size=32, mode="L", value=128):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from anomalycli.data.layouts import image_batches
 from anomalycli.data.decoding import DecodeAhead
 from anomalycli.data.images import read_image_array
+from anomalycli.data.layouts import image_batches
 
 
 @pytest.fixture

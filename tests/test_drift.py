@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
-from anomalycli.judgement import drift
 from anomalycli.detection.methods import AnomalyModel
+from anomalycli.judgement import drift
 from anomalycli.judgement.thresholds import calibrate
 from tests.conftest import run_cli
 

@@ -4,14 +4,17 @@ from anomalycli.deploy import engine_choice
 from anomalycli.errors import UsageError
 
 
-@pytest.mark.parametrize("flags, named", [
-    (["sse2", "avx2", "avx512f", "avx512bw", "avx512_vnni", "amx_int8"], "x86_64, AMX"),
-    (["avx2", "avx512bw", "avx512_vnni"], "x86_64, AVX-512 VNNI"),
-    (["avx2", "avx_vnni"], "x86_64, AVX-VNNI"),
-    (["avx2", "avx512f", "avx512bw"], "x86_64, AVX-512, no VNNI"),
-    (["sse4_2", "avx2", "fma"], "x86_64, AVX2, no VNNI"),
-    (["sse4_2"], "x86_64, no AVX2"),
-])
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["sse2", "avx2", "avx512f", "avx512bw", "avx512_vnni", "amx_int8"], "x86_64, AMX"),
+        (["avx2", "avx512bw", "avx512_vnni"], "x86_64, AVX-512 VNNI"),
+        (["avx2", "avx_vnni"], "x86_64, AVX-VNNI"),
+        (["avx2", "avx512f", "avx512bw"], "x86_64, AVX-512, no VNNI"),
+        (["sse4_2", "avx2", "fma"], "x86_64, AVX2, no VNNI"),
+        (["sse4_2"], "x86_64, no AVX2"),
+    ],
+)
 def test_the_cpu_class_names_the_int8_kernels_it_gets(flags, named):
     assert engine_choice.int8_class("x86_64", flags) == named
 

@@ -7,15 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import one_clear_line, run_cli
 
-from anomalycli.deploy import export
-from anomalycli.deploy import onnx_model
-from anomalycli.data.layouts import discover, load_all
 from anomalycli.data.decoding import DecodeAhead
+from anomalycli.data.layouts import discover, load_all
+from anomalycli.deploy import export, onnx_model
 from anomalycli.deploy.onnx_model import OnnxModel
 from anomalycli.deploy.scoring import iter_scores
 from anomalycli.detection.methods import AnomalyModel
-from conftest import one_clear_line, run_cli
 
 pytest.importorskip("onnxruntime")
 
@@ -185,7 +184,9 @@ def test_damaged_and_foreign_onnx_files_get_one_line(parts, onnx_file, tmp_path)
     damaged.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     foreign = tmp_path / "foreign.onnx"
     node = helper.make_node("Identity", ["x"], ["y"])
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]
+    )
     onnx.save(helper.make_model(graph), foreign)
     for path in (damaged, foreign):
         assert "not an anomalycli model file" in one_clear_line(run_cli("predict", path, parts / "good", expect=1))
@@ -216,8 +217,7 @@ def fp32_model(parts, tmp_path_factory):
 
 
 def test_auto_runs_the_stored_graph_or_the_int8_backbone_and_exports_fp32_models_for_many_images(parts, patchcore_model, fp32_model, monkeypatch):
-    from anomalycli.deploy import engine_choice
-    from anomalycli.deploy import engines
+    from anomalycli.deploy import engine_choice, engines
     from anomalycli.detection import int8_backbone
 
     model = engines.load_model(patchcore_model)

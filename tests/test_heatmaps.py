@@ -1,8 +1,8 @@
 import numpy as np
 from PIL import Image
 
-from anomalycli.views.heatmaps import MASK_COLOUR, REGION_COLOUR, MapScale, map_scale, overlay, panel
 from anomalycli.detection.methods import AnomalyModel
+from anomalycli.views.heatmaps import MASK_COLOUR, REGION_COLOUR, MapScale, map_scale, overlay, panel
 
 
 def _grey(size=64, value=128):

@@ -1,9 +1,9 @@
 import numpy as np
 import torch
 
+from anomalycli.data.synthetic import make_part
 from anomalycli.detection import backbones
 from anomalycli.detection.methods import hybrid, patchcore
-from anomalycli.data.synthetic import make_part
 
 
 def _images(kinds, seed):
@@ -111,9 +111,18 @@ def test_the_deployed_head_scores_the_mean_of_the_fold_heads(tmp_path):
     with torch.no_grad():
         assert torch.allclose(model.head(descriptors), torch.stack([h(descriptors) for h in heads]).mean(0), atol=1e-4)
     calibration, _ = calibrate(labels.numpy(), out_of_fold.numpy())
-    config = {"backbone": "efficientnet_lite0", "image_size": 64, "normal_class": "good", "class_names": ["good", "bad"],
-              "bank_size": int(model.patchcore.bank.shape[0]), "bank_parts": model.patchcore.part_sizes, "score_blur": 1.0,
-              "batch_norm_folded": True, "head": "global", "descriptor_size": int(descriptors.shape[1])}
+    config = {
+        "backbone": "efficientnet_lite0",
+        "image_size": 64,
+        "normal_class": "good",
+        "class_names": ["good", "bad"],
+        "bank_size": int(model.patchcore.bank.shape[0]),
+        "bank_parts": model.patchcore.part_sizes,
+        "score_blur": 1.0,
+        "batch_norm_folded": True,
+        "head": "global",
+        "descriptor_size": int(descriptors.shape[1]),
+    }
     AnomalyModel("hybrid", model, config, calibration).save(tmp_path / "m.safetensors")
     loaded = AnomalyModel.load(tmp_path / "m.safetensors")
     with torch.no_grad():
@@ -138,8 +147,14 @@ def test_older_hybrid_files_with_patch_heads_still_load(tmp_path):
         return head
 
     calibration = Calibration(threshold=0.5, low=0.0, high=1.0, rule="test")
-    config = {"backbone": "efficientnet_lite0", "image_size": 64, "normal_class": "good", "class_names": ["good", "bad"],
-              "bank_size": int(bank.shape[0]), "batch_norm_folded": True}
+    config = {
+        "backbone": "efficientnet_lite0",
+        "image_size": 64,
+        "normal_class": "good",
+        "class_names": ["good", "bad"],
+        "bank_size": int(bank.shape[0]),
+        "batch_norm_folded": True,
+    }
     for head, extra in ((hybrid.FoldHeads([patch_head(), patch_head()]), {"head_folds": 2}), (patch_head(), {})):
         old = hybrid.Hybrid(patchcore.PatchCore(extractor, bank, score_blur=0.0), head, torch.tensor([1.0, 2.0, 0.5, 3.0]), 0.5)
         AnomalyModel("hybrid", old, {**config, **extra}, calibration).save(tmp_path / "old.safetensors")

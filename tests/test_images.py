@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomalycli.errors import UserError
 from anomalycli.data.images import ImageError, list_images, list_source, load_image, read_image_array, resized_array
+from anomalycli.errors import UserError
 
 
 def _png(path, size=32, mode="L", value=128):

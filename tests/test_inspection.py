@@ -2,11 +2,11 @@ import json
 from collections import Counter
 
 import numpy as np
+from conftest import run_cli
 from PIL import Image
 
 from anomalycli.cli import render
 from anomalycli.workflows.inspect import resize_note, size_summary
-from conftest import run_cli
 
 
 def test_size_summary_counts_images_not_sizes():

@@ -6,8 +6,8 @@ import torch
 from safetensors.torch import save_file
 
 from anomalycli import modelfile
-from anomalycli.errors import UserError
 from anomalycli.detection.methods import AnomalyModel
+from anomalycli.errors import UserError
 
 
 class Boom:
@@ -66,9 +66,8 @@ def test_loaded_model_scores_identically(parts, patchcore_model):
 
 def test_model_file_with_unfolded_batch_norm_loads_and_scores_the_same(tmp_path, parts, patchcore_model, exact_search):
     """Files written before batch norm was folded hold every BatchNorm2d; they must keep working."""
-    from anomalycli.detection import backbones
-    from anomalycli.detection import int8_backbone
     from anomalycli.data.layouts import discover, load_all
+    from anomalycli.detection import backbones, int8_backbone
     from anomalycli.detection.methods.patchcore import PatchCore
 
     folded = AnomalyModel.load(patchcore_model)

@@ -6,15 +6,14 @@ import subprocess
 import sys
 
 import numpy as np
+from conftest import one_clear_line, run_cli
 from safetensors.torch import load_file, save_file
 
 from anomalycli import modelfile
-from anomalycli.deploy import export
-from anomalycli.deploy import onnx_model
 from anomalycli.data.layouts import discover, load_all
-from anomalycli.detection.methods import AnomalyModel
+from anomalycli.deploy import export, onnx_model
 from anomalycli.deploy.scoring import iter_scores
-from conftest import one_clear_line, run_cli
+from anomalycli.detection.methods import AnomalyModel
 
 PREDICT_WITHOUT_TORCH = (
     "import sys\nfrom anomalycli.cli import main\n"

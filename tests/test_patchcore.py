@@ -1,9 +1,9 @@
 import numpy as np
 import torch
 
+from anomalycli.data.synthetic import make_part
 from anomalycli.detection import backbones
 from anomalycli.detection.methods import patchcore
-from anomalycli.data.synthetic import make_part
 
 
 def _batch(defect=None, n=1, seed=0):

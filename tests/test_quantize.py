@@ -5,16 +5,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import one_clear_line, run_cli
 
-from anomalycli.detection import backbones, defaults
-from anomalycli.deploy import onnx_model
-from anomalycli.detection import int8_backbone
-from anomalycli.workflows import train
 from anomalycli.data.layouts import discover, load_all
+from anomalycli.deploy import onnx_model
 from anomalycli.deploy.engines import load_model, on_engine
 from anomalycli.deploy.scoring import iter_scores
+from anomalycli.detection import backbones, defaults, int8_backbone
 from anomalycli.detection.methods import AnomalyModel
-from conftest import one_clear_line, run_cli
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -193,8 +191,9 @@ def test_the_int8_bank_search_picks_rows_as_near_as_float32_on_real_images(name)
     judged = good[-4:] + [s for s in samples if s.label == 1][:4]
     size, backbone = defaults.DEFAULT_IMAGE_SIZE["patchcore"], backbones.DEFAULT_BACKBONE["patchcore"]
     extractor = backbones.FeatureExtractor(backbone, backbones.build(backbone)).eval()
-    features = [embed_all(extractor, [backbones.preprocess(load_all(group, size)[0], backbone)], len(group))[0].float().flatten(0, 1)
-                for group in (good[:16], judged)]
+    features = [
+        embed_all(extractor, [backbones.preprocess(load_all(group, size)[0], backbone)], len(group))[0].float().flatten(0, 1) for group in (good[:16], judged)
+    ]
     bank = features[0][torch.randperm(len(features[0]), generator=torch.Generator().manual_seed(0))[:4000]]
     exact = torch.stack([torch.cdist(features[1].double(), bank[a : a + 1000].double()).amin(1) for a in range(0, 4000, 1000)], dim=1).float()
     # (99th percentile, largest) of the excess allowed. Measured here: predict's search 7e-4 and
@@ -215,8 +214,8 @@ def test_the_int8_bank_search_picks_rows_as_near_as_float32_on_real_images(name)
 
 def _exported_search(bank: torch.Tensor, part_sizes: list[int], queries: torch.Tensor) -> torch.Tensor:
     """Each query's nearest distance in each part, as the int8 search ``anomaly export`` writes computes them in ONNX Runtime."""
-    from anomalycli.detection import coreset
     from anomalycli.deploy import export
+    from anomalycli.detection import coreset
 
     class Search(torch.nn.Module):
         def __init__(self):

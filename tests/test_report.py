@@ -1,10 +1,11 @@
 import json
 import re
 
-from anomalycli.views.report import GalleryItem, gallery
+from conftest import one_clear_line, run_cli
+
 from anomalycli.data.layouts import Sample
 from anomalycli.deploy.scoring import Scored
-from conftest import one_clear_line, run_cli
+from anomalycli.views.report import GalleryItem, gallery
 
 
 def test_gallery_lists_every_mistake_farthest_first_then_the_closest_calls(tmp_path):
@@ -15,8 +16,12 @@ def test_gallery_lists_every_mistake_farthest_first_then_the_closest_calls(tmp_p
     pairs = [row(1, 0.1), row(1, 0.45), row(1, 0.55), row(1, 0.9), row(0, 0.8), row(0, 0.6), row(0, 0.4), row(0, 0.05)]
     items = gallery([s for s, _ in pairs], [r for _, r in pairs], 0.5, closest=1)
     assert [(i.kind, i.scored.score) for i in items] == [
-        ("missed defect", 0.1), ("missed defect", 0.45), ("false alarm", 0.8), ("false alarm", 0.6),
-        ("closest call (defect)", 0.55), ("closest call (good)", 0.4),
+        ("missed defect", 0.1),
+        ("missed defect", 0.45),
+        ("false alarm", 0.8),
+        ("false alarm", 0.6),
+        ("closest call (defect)", 0.55),
+        ("closest call (good)", 0.4),
     ]
     assert isinstance(items[0], GalleryItem) and abs(items[0].distance - 0.4) < 1e-12
 

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from anomalycli.views import review_labels
-from anomalycli.data.layouts import discover
 from conftest import one_clear_line, run_cli
+
+from anomalycli.data.layouts import discover
+from anomalycli.views import review_labels
 
 
 def _item(name, score, verdict=None):
@@ -22,8 +22,15 @@ def _item(name, score, verdict=None):
 
 
 def test_the_order_puts_flagged_images_first_then_close_calls_then_the_rest():
-    items = [_item("low", 0.1), _item("close-below", 0.46), _item("broken", float("nan")), _item("top", 0.95),
-             _item("close-above", 0.53), _item("high", 0.8), _item("mid", 0.3)]
+    items = [
+        _item("low", 0.1),
+        _item("close-below", 0.46),
+        _item("broken", float("nan")),
+        _item("top", 0.95),
+        _item("close-above", 0.53),
+        _item("high", 0.8),
+        _item("mid", 0.3),
+    ]
     order = [items[i].name for i in review_labels.review_order(items)]
     assert order == ["top", "high", "close-above", "close-below", "mid", "low", "broken"]
     assert [review_labels.matches(i, False, "uncertain") for i in items] == [False, True, False, False, True, False, False]
@@ -96,9 +103,9 @@ def app(patchcore_model, parts, tmp_path_factory):
     pytest.importorskip("starlette")
     from starlette.testclient import TestClient
 
-    from anomalycli.views import review_server
     from anomalycli.deploy.engines import load_model
     from anomalycli.deploy.scoring import iter_scores
+    from anomalycli.views import review_server
 
     model = load_model(patchcore_model)
     source = tmp_path_factory.mktemp("shift")
@@ -117,8 +124,14 @@ def test_every_request_needs_the_token_and_only_listed_images_are_served(app):
     assert client.get("/api/items").status_code == 403
     assert client.get("/api/items?token=wrong").status_code == 403
     assert client.get("/?token=s3cret").status_code == 200
-    for url in ("/api/image/..%2F..%2F..%2Fetc%2Fpasswd", "/api/image/-1", f"/api/image/{len(state.items)}", "/static/..%2Fcli%2F__init__.py",
-                "/api/image/../../etc/passwd", "/static/review.html"):
+    for url in (
+        "/api/image/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/api/image/-1",
+        f"/api/image/{len(state.items)}",
+        "/static/..%2Fcli%2F__init__.py",
+        "/api/image/../../etc/passwd",
+        "/static/review.html",
+    ):
         assert client.get(url + ("&" if "?" in url else "?") + "token=s3cret").status_code in (404, 403), url
     assert client.get("/api/image/0?token=s3cret").headers["content-type"] == "image/png"
     assert client.get("/api/heatmap/0", headers={"X-Review-Token": "s3cret"}).headers["content-type"] == "image/png"
@@ -154,8 +167,12 @@ def test_review_in_a_real_browser_with_the_keys_then_reload_and_resume(patchcore
     source.mkdir()
     for path in sorted((parts / "not-good").glob("*.png"))[:4] + sorted((parts / "good").glob("*.png"))[:4]:
         shutil.copy(path, source / path.name)
-    server = subprocess.Popen([sys.executable, "-m", "anomalycli", "review", str(patchcore_model), str(source), "--no-browser"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "anomalycli", "review", str(patchcore_model), str(source), "--no-browser"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         address = None
         deadline = time.time() + 120
@@ -215,4 +232,6 @@ def test_without_the_review_extra_review_says_what_to_install(patchcore_model, p
 def test_review_mistakes_are_one_line(patchcore_model, parts, tmp_path):
     assert "--labels must end in .csv" in one_clear_line(run_cli("review", patchcore_model, parts, "--labels", tmp_path / "l.txt", expect=2))
     assert "--port must be between" in one_clear_line(run_cli("review", patchcore_model, parts, "--port", "70000", expect=2))
-    assert "no decisions to copy" in one_clear_line(run_cli("review", patchcore_model, parts, "--labels", tmp_path / "none.csv", "--into", tmp_path / "d", expect=1))
+    assert "no decisions to copy" in one_clear_line(
+        run_cli("review", patchcore_model, parts, "--labels", tmp_path / "none.csv", "--into", tmp_path / "d", expect=1)
+    )

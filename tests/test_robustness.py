@@ -11,10 +11,10 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import one_clear_line, run_cli
 from PIL import Image
 from safetensors.torch import save_file
 
-from conftest import one_clear_line, run_cli
 from anomalycli.data.images import ImageError, load_image
 from anomalycli.workflows.train_options import write_history
 
@@ -203,8 +203,27 @@ def test_same_seed_same_scores(parts, tmp_path):
 
 
 def _train_process(parts, run_dir, epochs):
-    args = [sys.executable, "-m", "anomalycli", "train", str(parts), "--method", "classifier", "--weights", "none",
-            "--image-size", "32", "--batch-size", "8", "--epochs", str(epochs), "--patience", "100", "--run-dir", str(run_dir)]
+    args = [
+        sys.executable,
+        "-m",
+        "anomalycli",
+        "train",
+        str(parts),
+        "--method",
+        "classifier",
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--epochs",
+        str(epochs),
+        "--patience",
+        "100",
+        "--run-dir",
+        str(run_dir),
+    ]
     # A terminal's Ctrl-C: a child started from a background job would inherit SIGINT ignored.
     restore_ctrl_c = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=restore_ctrl_c)

@@ -3,8 +3,8 @@ from collections import Counter
 import pytest
 
 from anomalycli.data.layouts import discover
-from anomalycli.errors import UserError
 from anomalycli.data.splits import k_folds, train_val_split
+from anomalycli.errors import UserError
 
 
 def test_val_split_holds_every_defect_type(parts):

@@ -7,16 +7,15 @@ from typing import Optional
 
 import typer
 
-from anomalycli.deploy import export
-from anomalycli import project
-from anomalycli import files
-from anomalycli.workflows.adapt import adapt
+from anomalycli import files, project
 from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, model_and_target, user_errors
-from anomalycli.data.layouts import Sample, discover
-from anomalycli.data.images import list_source
-from anomalycli.errors import UsageError, UserError
-from anomalycli.detection.methods import AnomalyModel
 from anomalycli.cli.render import console, operating_point_text
+from anomalycli.data.images import list_source
+from anomalycli.data.layouts import Sample, discover
+from anomalycli.deploy import export
+from anomalycli.detection.methods import AnomalyModel
+from anomalycli.errors import UsageError, UserError
+from anomalycli.workflows.adapt import adapt
 from anomalycli.workflows.train_options import operating_rule
 
 log = logging.getLogger("anomalycli")
@@ -25,7 +24,8 @@ log = logging.getLogger("anomalycli")
 @user_errors
 def adapt_command(
     args: Optional[list[Path]] = typer.Argument(
-        None, metavar="[MODEL] DATA",
+        None,
+        metavar="[MODEL] DATA",
         help="Model file or run folder (default: the newest runs/train-N), then images from the changed line: a folder or a "
         ".txt list of good images, or a folder with good/ and defect class folders (or --labels) to add labelled defects too.",
     ),

@@ -7,15 +7,14 @@ from typing import Optional
 
 import typer
 
-from anomalycli.deploy import export
-from anomalycli import project
-from anomalycli import files
+from anomalycli import files, project
 from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, model_and_target, user_errors
-from anomalycli.data.layouts import discover
-from anomalycli.errors import UsageError, UserError
-from anomalycli.detection.methods import AnomalyModel
-from anomalycli.workflows.calibrate import recalibrate
 from anomalycli.cli.render import console, operating_point_text
+from anomalycli.data.layouts import discover
+from anomalycli.deploy import export
+from anomalycli.detection.methods import AnomalyModel
+from anomalycli.errors import UsageError, UserError
+from anomalycli.workflows.calibrate import recalibrate
 from anomalycli.workflows.train_options import operating_rule
 
 log = logging.getLogger("anomalycli")
@@ -24,7 +23,8 @@ log = logging.getLogger("anomalycli")
 @user_errors
 def calibrate_command(
     args: Optional[list[Path]] = typer.Argument(
-        None, metavar="[MODEL] [DATA]",
+        None,
+        metavar="[MODEL] [DATA]",
         help="Model file or run folder (default: the newest runs/train-N), then labelled images it was not trained on "
         "(default: none, the calibration scores kept in the model file).",
     ),

@@ -13,9 +13,9 @@ from rich.logging import RichHandler
 from typer.core import TyperCommand
 
 from anomalycli import project
+from anomalycli.cli.render import err_console
 from anomalycli.deploy import engine_choice
 from anomalycli.errors import UsageError, UserError
-from anomalycli.cli.render import err_console
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 ENGINE_HELP = (
@@ -32,7 +32,7 @@ DEFECT_RATE = typer.Option(None, "--defect-rate", help="The largest F1 at this d
 
 RAY_HELP = (
     "Run on a Ray cluster: --ray alone starts Ray on this machine; --ray auto joins the cluster this machine "
-    "belongs to; --ray HOST:PORT (or ray://HOST:PORT) names one. Needs: pip install \"anomalycli[ray]\"."
+    'belongs to; --ray HOST:PORT (or ray://HOST:PORT) names one. Needs: pip install "anomalycli[ray]".'
 )
 
 

@@ -6,19 +6,20 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import ENGINE_HELP, command_line, check_threshold, data_folder, model_and_target, user_errors
-from anomalycli.data.layouts import attach_masks, discover
-from anomalycli.errors import UsageError
-from anomalycli.deploy.engines import describe, load_model, on_engine
-from anomalycli.workflows.evaluate import evaluate
-from anomalycli.views.report import check_folder, write_report
+from anomalycli.cli.common import ENGINE_HELP, check_threshold, command_line, data_folder, model_and_target, user_errors
 from anomalycli.cli.render import confusion_table, console, defect_table, err_console, metrics_table, operating_point_text, trade_off_table, write_json
+from anomalycli.data.layouts import attach_masks, discover
+from anomalycli.deploy.engines import describe, load_model, on_engine
+from anomalycli.errors import UsageError
+from anomalycli.views.report import check_folder, write_report
+from anomalycli.workflows.evaluate import evaluate
 
 
 @user_errors
 def eval_command(
     args: Optional[list[Path]] = typer.Argument(
-        None, metavar="[MODEL] [DATA]",
+        None,
+        metavar="[MODEL] [DATA]",
         help="Model file or run folder (default: the newest runs/train-N), then the labelled data folder (default: ./data).",
     ),
     model_option: Optional[Path] = typer.Option(None, "--model", help="Model file or run folder to evaluate (default: the newest runs/train-N)."),
@@ -29,7 +30,9 @@ def eval_command(
     threshold: Optional[float] = typer.Option(None, help="Decision threshold on the 0..1 score (default: the model's, 0.5)."),
     batch_size: int = typer.Option(32, help="Images per batch."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the metrics to this JSON file."),
-    report_dir: Optional[Path] = typer.Option(None, "--report", help="Also write an HTML report (plots, a gallery of mistakes and close calls) into this folder."),
+    report_dir: Optional[Path] = typer.Option(
+        None, "--report", help="Also write an HTML report (plots, a gallery of mistakes and close calls) into this folder."
+    ),
     overwrite: bool = typer.Option(False, help="Replace an existing --json file or --report folder."),
     engine: str = typer.Option("auto", help=ENGINE_HELP),
 ) -> None:
@@ -67,8 +70,11 @@ def eval_command(
     console.print(operating_point_text(cal.get("expected"), "calibration expected"))
     console.print(operating_point_text(report["operating_point"], f"measured here at threshold {threshold:g}"))
     if report["announcement_misses"]:
-        console.print(f"[yellow]the announced point does not hold on these images: {'; '.join(report['announcement_misses'])}; "
-                      "if they come from a changed line, see the drift check and anomaly adapt[/yellow]", highlight=False)
+        console.print(
+            f"[yellow]the announced point does not hold on these images: {'; '.join(report['announcement_misses'])}; "
+            "if they come from a changed line, see the drift check and anomaly adapt[/yellow]",
+            highlight=False,
+        )
     if report["trade_off"]:
         console.print(trade_off_table(report["trade_off"], report["operating_point"]))
     if report["drift"]["message"]:
@@ -80,9 +86,15 @@ def eval_command(
         console.print(f"metrics written to {json_out}")
     if report_dir:
         about = {
-            "model": model_path, "method": model.method, "backbone": model.config["backbone"], "image size": model.config["image_size"],
-            "engine": describe(model), "data": dataset.root,
-            "split": chosen or "all", "threshold": f"{threshold:g} on the 0..1 score", "command": command_line(),
+            "model": model_path,
+            "method": model.method,
+            "backbone": model.config["backbone"],
+            "image size": model.config["image_size"],
+            "engine": describe(model),
+            "data": dataset.root,
+            "split": chosen or "all",
+            "threshold": f"{threshold:g} on the 0..1 score",
+            "command": command_line(),
             "made": datetime.now().isoformat(timespec="seconds"),
         }
         page = write_report(report_dir, report, samples, rows, model, about, overwrite)

@@ -5,12 +5,12 @@ from typing import Optional
 
 import typer
 
+from anomalycli.cli.common import model_and_target, user_errors
+from anomalycli.cli.render import console
 from anomalycli.deploy import export
 from anomalycli.detection import int8_backbone
-from anomalycli.cli.common import model_and_target, user_errors
-from anomalycli.errors import UsageError
 from anomalycli.detection.methods import AnomalyModel
-from anomalycli.cli.render import console
+from anomalycli.errors import UsageError
 
 FORMATS = ("onnx",)
 
@@ -21,7 +21,11 @@ def export_command(
     out: Optional[Path] = typer.Option(None, help="File to write (default: model.onnx beside the model file)."),
     format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out file."),
-    fp32: bool = typer.Option(False, "--fp32", help="Only for fp32 models: a model fitted with an int8 backbone has its bank in int8 features, which fp32 ones would score differently (7-15 % of verdicts flip); its int8 graph runs on any CPU."),
+    fp32: bool = typer.Option(
+        False,
+        "--fp32",
+        help="Only for fp32 models: a model fitted with an int8 backbone has its bank in int8 features, which fp32 ones would score differently (7-15 % of verdicts flip); its int8 graph runs on any CPU.",
+    ),
 ) -> None:
     """Write the model as one self-contained ONNX file for the line PC: no anomalycli or PyTorch needed there.
 
@@ -40,8 +44,10 @@ def export_command(
         raise UsageError(f"--out must end in .onnx (got {out.name})")
     model = AnomalyModel.load(model_path)
     if fp32 and int8_backbone.int8_of(model.net) is not None:
-        raise UsageError("--fp32 would score this model's int8 bank with fp32 features, which flips 7-15 % of verdicts; export it without "
-                         "--fp32 (its int8 graph runs on any CPU), or train with --precision fp32 for an fp32 model")
+        raise UsageError(
+            "--fp32 would score this model's int8 bank with fp32 features, which flips 7-15 % of verdicts; export it without "
+            "--fp32 (its int8 graph runs on any CPU), or train with --precision fp32 for an fp32 model"
+        )
     export.export_onnx(model, out, overwrite)
     size = model.config["image_size"]
     precision = "int8 backbone and search" if int8_backbone.int8_of(model.net) is not None else "fp32 backbone"

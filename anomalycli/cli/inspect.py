@@ -6,9 +6,9 @@ from typing import Optional
 import typer
 
 from anomalycli.cli.common import data_folder, user_errors
+from anomalycli.cli.render import console, inspection_tables, write_json
 from anomalycli.data.layouts import discover
 from anomalycli.workflows.inspect import inspect_dataset
-from anomalycli.cli.render import console, inspection_tables, write_json
 
 
 @user_errors

@@ -7,22 +7,21 @@ from typing import Optional
 import typer
 
 # Nothing imported here imports PyTorch: the images start decoding before it loads (_decode_ahead).
-from anomalycli import project
-from anomalycli.deploy import engine_choice
-from anomalycli import modelfile
-from anomalycli.deploy import onnx_model
+from anomalycli import modelfile, project
 from anomalycli.cli.common import ENGINE_HELP, RAY_HELP, check_threshold, model_and_target, user_errors
+from anomalycli.cli.render import console, err_console, prediction_table, save_png, write_rows
 from anomalycli.data.decoding import DecodeAhead, images_ahead
+from anomalycli.data.images import list_source, load_image
+from anomalycli.deploy import engine_choice, onnx_model
 from anomalycli.errors import UsageError, UserError
 from anomalycli.views.heatmaps import map_scale, overlay, panel
-from anomalycli.data.images import list_source, load_image
-from anomalycli.cli.render import console, err_console, prediction_table, save_png, write_rows
 
 
 @user_errors
 def predict_command(
     args: Optional[list[Path]] = typer.Argument(
-        None, metavar="[MODEL] SOURCE",
+        None,
+        metavar="[MODEL] SOURCE",
         help="Model file or run folder (default: the newest runs/train-N), then the images: a folder (searched recursively) or a .txt file listing image paths, one a line.",
     ),
     model_option: Optional[Path] = typer.Option(None, "--model", help="Model file or run folder to use (default: the newest runs/train-N)."),
@@ -47,7 +46,9 @@ def predict_command(
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
     if ray is not None:
         if heatmaps is not None:
-            raise UsageError("--heatmaps is not available with --ray (maps stay on the workers); score with --ray, then draw heat maps without it for the images you look at")
+            raise UsageError(
+                "--heatmaps is not available with --ray (maps stay on the workers); score with --ray, then draw heat maps without it for the images you look at"
+            )
         from anomalycli.deploy.cluster import check_address
 
         check_address(ray)

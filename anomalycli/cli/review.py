@@ -7,24 +7,26 @@ from typing import Optional
 
 import typer
 
-from anomalycli.views import review_labels
-from anomalycli.views import review_server
 from anomalycli.cli.common import ENGINE_HELP, model_and_target, user_errors
+from anomalycli.cli.render import console, err_console
 from anomalycli.data.images import list_source
 from anomalycli.deploy.engines import load_model, on_engine
-from anomalycli.errors import UsageError, UserError
 from anomalycli.deploy.scoring import iter_scores
-from anomalycli.cli.render import console, err_console
+from anomalycli.errors import UsageError, UserError
+from anomalycli.views import review_labels, review_server
 
 
 @user_errors
 def review_command(
     args: Optional[list[Path]] = typer.Argument(
-        None, metavar="[MODEL] SOURCE",
+        None,
+        metavar="[MODEL] SOURCE",
         help="Model file or run folder (default: the newest runs/train-N), then the images: a folder or a .txt list of paths, as predict takes.",
     ),
     model_option: Optional[Path] = typer.Option(None, "--model", help="Model file or run folder (default: the newest runs/train-N)."),
-    labels: Optional[Path] = typer.Option(None, help="Labels CSV every decision is saved to (default: SOURCE-labels.csv beside SOURCE); reopening continues it."),
+    labels: Optional[Path] = typer.Option(
+        None, help="Labels CSV every decision is saved to (default: SOURCE-labels.csv beside SOURCE); reopening continues it."
+    ),
     into: Optional[Path] = typer.Option(None, help="Copy the reviewed images into this data set's class folders (never overwriting a file) and stop; no page."),
     port: int = typer.Option(0, help="Port to serve on (default: a free one)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (default: this machine only)."),
@@ -79,5 +81,9 @@ def _copy(labels: Path, source: Path, into: Path, model_path: Path) -> None:
     normal_class = load_model(model_path).config["normal_class"]
     base = source.parent if source.is_file() else source
     report = review_labels.copy_into(labels, base, into, normal_class)
-    console.print(f"{report.copied} reviewed image(s) copied into {into} ({report.already_there} already there"
-                  + (f", {report.missing} missing from {base}" if report.missing else "") + "); train on it with: anomaly train " + str(into))
+    console.print(
+        f"{report.copied} reviewed image(s) copied into {into} ({report.already_there} already there"
+        + (f", {report.missing} missing from {base}" if report.missing else "")
+        + "); train on it with: anomaly train "
+        + str(into)
+    )

@@ -7,8 +7,8 @@ import typer
 from rich.table import Table
 
 from anomalycli.cli.common import data_folder, user_errors
-from anomalycli.data.layouts import discover, write_manifest
 from anomalycli.cli.render import console
+from anomalycli.data.layouts import discover, write_manifest
 from anomalycli.data.splits import k_folds, train_val_split
 
 

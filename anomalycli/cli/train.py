@@ -6,9 +6,9 @@ from typing import Optional
 
 import typer
 
-from anomalycli.detection import backbones
 from anomalycli.cli.common import EXIT_INTERRUPTED, RAY_HELP, data_folder, fail, user_errors
 from anomalycli.cli.render import console, curves_png, err_console, operating_point_text
+from anomalycli.detection import backbones
 from anomalycli.workflows.train import AUTO, CHECKPOINT_NAME, CROSS_FITTED, TrainOptions, train
 
 DEFAULTS = {f.name: f.default for f in fields(TrainOptions)}
@@ -23,20 +23,35 @@ BACKBONE_HELP = "Backbone (default: efficientnet_lite1 for patchcore and hybrid,
 def train_command(
     ctx: typer.Context,
     data: Optional[Path] = typer.Argument(None, help="Data folder (class folders, split folders, MVTec AD, or flat with --labels; default: ./data)."),
-    method: Optional[str] = typer.Option(None, help="auto (the default: hybrid when at least --cv-folds defective images are labelled, else patchcore), patchcore (learns from good images only), hybrid (patchcore fused with a head trained on the labelled defects) or classifier. A classifier-only option implies classifier."),
+    method: Optional[str] = typer.Option(
+        None,
+        help="auto (the default: hybrid when at least --cv-folds defective images are labelled, else patchcore), patchcore (learns from good images only), hybrid (patchcore fused with a head trained on the labelled defects) or classifier. A classifier-only option implies classifier.",
+    ),
     backbone: Optional[str] = typer.Option(None, help=BACKBONE_HELP),
     weights: str = typer.Option("imagenet", help="imagenet, none (random) or PATH to a state dict."),
-    image_size: Optional[int] = typer.Option(None, help="Images are resized to this square size (default: 320 for patchcore and hybrid, 224 for the classifier)."),
-    fast: bool = typer.Option(False, "--fast", help="patchcore and hybrid: EfficientNet-Lite0 at 224 px, about 2.5x faster to predict for a little less separation."),
-    precision: str = typer.Option("auto", help="patchcore and hybrid: the backbone's precision, auto (int8 on a CPU: the backbone 1.6x as fast, fit and predict faster; fp32 where int8 features disagree, or on a GPU), int8 or fp32."),
+    image_size: Optional[int] = typer.Option(
+        None, help="Images are resized to this square size (default: 320 for patchcore and hybrid, 224 for the classifier)."
+    ),
+    fast: bool = typer.Option(
+        False, "--fast", help="patchcore and hybrid: EfficientNet-Lite0 at 224 px, about 2.5x faster to predict for a little less separation."
+    ),
+    precision: str = typer.Option(
+        "auto",
+        help="patchcore and hybrid: the backbone's precision, auto (int8 on a CPU: the backbone 1.6x as fast, fit and predict faster; fp32 where int8 features disagree, or on a GPU), int8 or fp32.",
+    ),
     normal_class: str = typer.Option("good", help="Class name of good parts; every other class is an anomaly."),
     labels: Optional[Path] = typer.Option(None, help="Labels CSV (filename,label[,defect_type]) for a flat folder."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV from 'anomaly split' (its split column picks validation)."),
     val_ratio: float = typer.Option(0.1, help="Validation share when the data has no val split."),
     seed: int = typer.Option(0, help="Random seed (same seed, same data, same CPU: same model)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
-    target_recall: Optional[float] = typer.Option(None, help="Operating point: catch at least this share of the defects (e.g. 0.95); the false-alarm rate it costs is reported."),
-    max_fpr: Optional[float] = typer.Option(None, help="Operating point: flag at most this share of good parts (e.g. 0.01); the recall left is reported. Also the rule when there are no labelled defects (default 0.01 then)."),
+    target_recall: Optional[float] = typer.Option(
+        None, help="Operating point: catch at least this share of the defects (e.g. 0.95); the false-alarm rate it costs is reported."
+    ),
+    max_fpr: Optional[float] = typer.Option(
+        None,
+        help="Operating point: flag at most this share of good parts (e.g. 0.01); the recall left is reported. Also the rule when there are no labelled defects (default 0.01 then).",
+    ),
     defect_rate: Optional[float] = typer.Option(None, help="Operating point: the largest F1 at this defect rate on the line (e.g. 0.05)."),
     epochs: int = typer.Option(60, help="[classifier] Epochs at most."),
     batch_size: int = typer.Option(64, help="Batch size."),
@@ -48,10 +63,15 @@ def train_command(
     patience: int = typer.Option(10, help="[classifier] Stop after this many epochs without improvement."),
     coreset_ratio: float = typer.Option(DEFAULTS["coreset_ratio"], help="[patchcore, hybrid] Share of patches kept in the memory bank."),
     reweight: bool = typer.Option(False, "--reweight", help="[patchcore] The paper's re-weighting of the image score."),
-    cv_folds: int = typer.Option(5, help="[patchcore, hybrid] Cross-fitting folds: every labelled image is scored by a model that never saw it, for the threshold (and the hybrid's fusion weight)."),
+    cv_folds: int = typer.Option(
+        5,
+        help="[patchcore, hybrid] Cross-fitting folds: every labelled image is scored by a model that never saw it, for the threshold (and the hybrid's fusion weight).",
+    ),
     run_dir: Optional[Path] = typer.Option(None, help="Run folder to create (default runs/train-N; never overwritten)."),
     resume: Optional[Path] = typer.Option(None, help="Continue an interrupted classifier run from its folder."),
-    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help="[patchcore, hybrid] " + RAY_HELP + " Every node must read DATA; the model is the one this machine would fit."),
+    ray: Optional[str] = typer.Option(
+        None, "--ray", metavar="[ADDRESS]", help="[patchcore, hybrid] " + RAY_HELP + " Every node must read DATA; the model is the one this machine would fit."
+    ),
 ) -> None:
     """Train a detector and calibrate its threshold; writes a run folder with model.safetensors.
 
@@ -69,11 +89,35 @@ def train_command(
         elif method == "patchcore" and given:
             err_console.print(f"[yellow]warning:[/yellow] {', '.join('--' + g.replace('_', '-') for g in sorted(given))} only apply to the classifier; ignored")
         options = TrainOptions(
-            data=str(data), method=method, backbone=backbone, weights=weights, image_size=image_size,
-            normal_class=normal_class, labels=str(labels) if labels else None, manifest=str(manifest) if manifest else None,
-            val_ratio=val_ratio, seed=seed, device=device, target_recall=target_recall, max_fpr=max_fpr, defect_rate=defect_rate, epochs=epochs, batch_size=batch_size,
-            lr=lr, weight_decay=weight_decay, weighted_loss=weighted_loss, sampler=sampler, select=select,
-            patience=patience, coreset_ratio=coreset_ratio, reweight=reweight, cv_folds=cv_folds, run_dir=str(run_dir) if run_dir else None, fast=fast, precision=precision, ray=ray,
+            data=str(data),
+            method=method,
+            backbone=backbone,
+            weights=weights,
+            image_size=image_size,
+            normal_class=normal_class,
+            labels=str(labels) if labels else None,
+            manifest=str(manifest) if manifest else None,
+            val_ratio=val_ratio,
+            seed=seed,
+            device=device,
+            target_recall=target_recall,
+            max_fpr=max_fpr,
+            defect_rate=defect_rate,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            weighted_loss=weighted_loss,
+            sampler=sampler,
+            select=select,
+            patience=patience,
+            coreset_ratio=coreset_ratio,
+            reweight=reweight,
+            cv_folds=cv_folds,
+            run_dir=str(run_dir) if run_dir else None,
+            fast=fast,
+            precision=precision,
+            ray=ray,
         )
         result = _run(options, None)
     if result.history:
@@ -93,11 +137,11 @@ def train_command(
 def _auto_note(method: str, n_anomaly: int, folds: int) -> str:
     """Why ``--method auto`` chose what it did, and the other choice."""
     if method == "hybrid":
-        return (f"method: hybrid, chosen because {n_anomaly} defective images are labelled: it learns from them "
-                "(--method patchcore learns from good images only)")
+        return (
+            f"method: hybrid, chosen because {n_anomaly} defective images are labelled: it learns from them (--method patchcore learns from good images only)"
+        )
     if n_anomaly:
-        return (f"method: patchcore; the {n_anomaly} defective image(s) only set the threshold. With {folds} or more "
-                "the default also learns from them (hybrid)")
+        return f"method: patchcore; the {n_anomaly} defective image(s) only set the threshold. With {folds} or more the default also learns from them (hybrid)"
     return "method: patchcore (no labelled defects to learn from)"
 
 
@@ -106,7 +150,6 @@ def _run(options, resume):
         return train(options, resume=resume)
     except KeyboardInterrupt:
         raise fail(
-            f"interrupted; the last finished epoch is kept in the run folder's {CHECKPOINT_NAME}: "
-            "continue with anomaly train --resume RUN_DIR",
+            f"interrupted; the last finished epoch is kept in the run folder's {CHECKPOINT_NAME}: continue with anomaly train --resume RUN_DIR",
             EXIT_INTERRUPTED,
         ) from None

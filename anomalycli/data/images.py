@@ -119,9 +119,7 @@ def open_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
                 image.load()
                 image = ImageOps.exif_transpose(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(
-            f"{path}: image is too large to open safely (over {Image.MAX_IMAGE_PIXELS:,} pixels); downscale it first"
-        ) from None
+        raise ImageError(f"{path}: image is too large to open safely (over {Image.MAX_IMAGE_PIXELS:,} pixels); downscale it first") from None
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
     except PermissionError:

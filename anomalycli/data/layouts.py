@@ -18,10 +18,19 @@ import torch
 from PIL import Image
 
 from anomalycli.data.decoding import DecodeAhead, batches
-from anomalycli.errors import UserError
 from anomalycli.data.images import (
-    IMAGE_EXTENSIONS, MASK_FOLDERS, ImageError, existing_folder, is_image_file, is_mask, list_images, read_image_array, resized_array, walk_files,
+    IMAGE_EXTENSIONS,
+    MASK_FOLDERS,
+    ImageError,
+    existing_folder,
+    is_image_file,
+    is_mask,
+    list_images,
+    read_image_array,
+    resized_array,
+    walk_files,
 )
+from anomalycli.errors import UserError
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 LABELS_HEADER = ("filename", "label")
@@ -158,10 +167,7 @@ def _read_csv(path: str | Path, required: tuple[str, ...], what: str) -> list[di
         raise UserError(f"{what} {path} is not a readable CSV file ({exc})") from None
     missing = [c for c in required if c not in header]
     if missing:
-        raise UserError(
-            f"{what} {path} has header {','.join(header) or '(empty)'}; it needs the columns "
-            f"{','.join(required)}"
-        )
+        raise UserError(f"{what} {path} has header {','.join(header) or '(empty)'}; it needs the columns {','.join(required)}")
     if not rows:
         raise UserError(f"{what} {path} has a header but no rows")
     return rows
@@ -203,10 +209,7 @@ def _samples_from_rows(root, rows, key, csv_path, normal_class, what) -> list[Sa
             continue
         samples.append(sample)
     if missing:
-        raise UserError(
-            f"{what} {csv_path}: {len(missing)} listed file(s) are missing from {root}, first: {missing[0]}; "
-            "fix the CSV or the DATA folder"
-        )
+        raise UserError(f"{what} {csv_path}: {len(missing)} listed file(s) are missing from {root}, first: {missing[0]}; fix the CSV or the DATA folder")
     if not any(s.label == 0 for s in samples):
         labels = sorted({s.class_name for s in samples})
         raise UserError(

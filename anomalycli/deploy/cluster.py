@@ -33,11 +33,11 @@ import torch
 from tqdm import tqdm
 
 from anomalycli.data import decoding
-from anomalycli.judgement import drift
-from anomalycli.detection.coreset import SAMPLERS
-from anomalycli.errors import UsageError, UserError
 from anomalycli.deploy.scoring import Scored, score_batch, scored_row
+from anomalycli.detection.coreset import SAMPLERS
 from anomalycli.detection.methods import patchcore
+from anomalycli.errors import UsageError, UserError
+from anomalycli.judgement import drift
 
 INSTALL_HINT = 'pip install "anomalycli[ray]"'
 LOCAL = "local"  # --ray without an address: a Ray instance on this machine, started and stopped here
@@ -145,7 +145,9 @@ class _Scorer:
         }
 
 
-def score_paths(ray, model_path: Path, paths: list[Path], engine: str = "auto", threshold: float = 0.5, batch_size: int = 32, show_progress: bool = True) -> tuple[list[Scored], list[str]]:
+def score_paths(
+    ray, model_path: Path, paths: list[Path], engine: str = "auto", threshold: float = 0.5, batch_size: int = 32, show_progress: bool = True
+) -> tuple[list[Scored], list[str]]:
     """One ``Scored`` per path, in the order of ``paths``, scored on the cluster ``ray`` is connected
     to, and the workers' lines on the engine they ran (``engines.on_engine``; each once)."""
     context = ray.data.DataContext.get_current()
@@ -230,13 +232,21 @@ class RayFeatures:
     stats: np.ndarray | None = None  # the images' drift.image_stats, as LocalFeatures
 
     @classmethod
-    def embed(cls, ray, extractor, paths: list[Path], image_size: int, show_progress: bool = False, with_descriptors: bool = False) -> tuple["RayFeatures", list[int], list[str]]:
+    def embed(
+        cls, ray, extractor, paths: list[Path], image_size: int, show_progress: bool = False, with_descriptors: bool = False
+    ) -> tuple["RayFeatures", list[int], list[str]]:
         """Embed ``paths`` in chunks of ``EMBED_CHUNK``; the readable indices and errors as ``embed_images``."""
         extractor_ref = ray.put(extractor.cpu())
         starts = range(0, len(paths), EMBED_CHUNK)
         task = ray.remote(num_cpus=1, num_returns=2, max_retries=MAX_RETRIES)(_embed_task)
         refs = [task.remote(extractor_ref, paths[s : s + EMBED_CHUNK], image_size, with_descriptors) for s in starts]
-        _wait(ray, [meta for _, meta in refs], "features", show_progress, lambda i: f"{len(paths[starts[i] : starts[i] + EMBED_CHUNK])} images from {paths[starts[i]]} on were not embedded")
+        _wait(
+            ray,
+            [meta for _, meta in refs],
+            "features",
+            show_progress,
+            lambda i: f"{len(paths[starts[i] : starts[i] + EMBED_CHUNK])} images from {paths[starts[i]]} on were not embedded",
+        )
         readable, errors, where, per_image, descriptors, stats = [], [], [], 0, [], []
         for c, (start, (_, meta)) in enumerate(zip(starts, refs)):
             rows, chunk_errors, chunk_per_image, chunk_descriptors, chunk_stats = ray.get(meta)
@@ -260,7 +270,9 @@ class RayFeatures:
             parts.append((self.chunks[chunk], rows))
         return parts
 
-    def fold_coresets(self, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, sampler: str = "greedy", seed: int = 0, show_progress: bool = False) -> dict:
+    def fold_coresets(
+        self, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, sampler: str = "greedy", seed: int = 0, show_progress: bool = False
+    ) -> dict:
         """One coreset of each fold's good patches: one task per part of the sampler's."""
         run = SAMPLERS[sampler](coreset_ratio, seed=seed)
         task = self.ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_coreset_task)

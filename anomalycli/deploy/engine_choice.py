@@ -54,6 +54,18 @@ def int8_class(machine: str, flags: list[str]) -> str:
     of products in 16 bits."""
     if not flags:
         return machine or "unknown CPU"
-    best = next((name for flag, name in (("amx_int8", "AMX"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"),
-                                         ("avx512bw", "AVX-512, no VNNI"), ("avx2", "AVX2, no VNNI")) if flag in flags), "no AVX2")
+    best = next(
+        (
+            name
+            for flag, name in (
+                ("amx_int8", "AMX"),
+                ("avx512_vnni", "AVX-512 VNNI"),
+                ("avx_vnni", "AVX-VNNI"),
+                ("avx512bw", "AVX-512, no VNNI"),
+                ("avx2", "AVX2, no VNNI"),
+            )
+            if flag in flags
+        ),
+        "no AVX2",
+    )
     return f"{machine}, {best}"

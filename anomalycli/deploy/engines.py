@@ -16,18 +16,17 @@ A model with an fp32 backbone (older files, ``--precision fp32``, fitted on a GP
 memory (under a second, plus tracing's warm-up);
 an exported ``.onnx`` file runs as it is (``onnx_model.py``, which needs no PyTorch).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from anomalycli import project
-from anomalycli.deploy import engine_choice
-from anomalycli.deploy import export
-from anomalycli.deploy import onnx_model
+from anomalycli.deploy import engine_choice, export, onnx_model
+from anomalycli.deploy.onnx_model import INT8_KERNELS, OnnxModel, whole_graph_session
 from anomalycli.detection import int8_backbone
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.errors import UsageError
-from anomalycli.deploy.onnx_model import INT8_KERNELS, OnnxModel, whole_graph_session
 
 
 def in_memory(model: AnomalyModel, with_maps: bool = True) -> OnnxModel:
@@ -66,8 +65,10 @@ def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_
             return in_memory(model, with_maps), note
         return model, note
     if chosen == "onnx-fp32":
-        raise UsageError("--engine onnx-fp32 would score this model's int8 bank with fp32 features, which flips 7-15 % of verdicts; "
-                         "use --engine onnx or auto (or train with --precision fp32 for an fp32 model)")
+        raise UsageError(
+            "--engine onnx-fp32 would score this model's int8 bank with fp32 features, which flips 7-15 % of verdicts; "
+            "use --engine onnx or auto (or train with --precision fp32 for an fp32 model)"
+        )
     if chosen == "onnx" and model.stored is not None:
         return stored_graph_model(model).where_probe_holds()
     note = int8.hold_probe()

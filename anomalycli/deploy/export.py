@@ -17,18 +17,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from anomalycli import __version__
-from anomalycli.detection import backbones
-from anomalycli.detection import coreset
-from anomalycli import modelfile
+from anomalycli import __version__, modelfile
 from anomalycli.deploy import onnx_model
-from anomalycli.detection import int8_backbone
 from anomalycli.deploy.engine_choice import ONNX_INSTALL_HINT
+from anomalycli.deploy.onnx_model import ANOMALY_MAP, INPUT, META_KEY, PROBE_KEY, RAW_SCORE, SCORE
+from anomalycli.detection import backbones, coreset, int8_backbone
+from anomalycli.detection.methods import AnomalyModel
 from anomalycli.errors import UserError
 from anomalycli.files import atomic_path
-from anomalycli.detection.methods import AnomalyModel
 from anomalycli.judgement.calibration import calibrated_score
-from anomalycli.deploy.onnx_model import ANOMALY_MAP, INPUT, META_KEY, PROBE_KEY, RAW_SCORE, SCORE
 
 OPSET = 17
 INT8_OPSETS = {"com.microsoft": 1}  # the int8 search's DynamicQuantizeMatMul
@@ -95,8 +92,14 @@ def _traced(module: nn.Module, inputs: tuple, input_names: list[str], output_nam
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module.eval(), inputs, buffer, dynamo=False, opset_version=OPSET, custom_opsets=custom_opsets,
-            input_names=input_names, output_names=output_names,
+            module.eval(),
+            inputs,
+            buffer,
+            dynamo=False,
+            opset_version=OPSET,
+            custom_opsets=custom_opsets,
+            input_names=input_names,
+            output_names=output_names,
             dynamic_axes={name: {0: "batch"} for name in [*input_names, *output_names]},
         )
     return buffer.getvalue()
@@ -128,8 +131,12 @@ def _joined_to_int8(model: AnomalyModel, int8: int8_backbone.Int8Extractor, with
     parts = [
         onnx.load_from_string(_traced(Preprocess(int8.name), (images,), [INPUT], [int8_backbone.INPUT])),
         compose.add_prefix(onnx.load_from_string(int8.graph.numpy().tobytes()), "backbone/"),
-        compose.add_prefix(onnx.load_from_string(_traced(AfterBackbone(model, with_maps), maps, map_names, output_names(model, with_maps), INT8_OPSETS)),
-                           "after/", rename_inputs=False, rename_outputs=False),
+        compose.add_prefix(
+            onnx.load_from_string(_traced(AfterBackbone(model, with_maps), maps, map_names, output_names(model, with_maps), INT8_OPSETS)),
+            "after/",
+            rename_inputs=False,
+            rename_outputs=False,
+        ),
     ]
     ir_version = max(p.ir_version for p in parts)
     for part in parts:
@@ -141,8 +148,13 @@ def _joined_to_int8(model: AnomalyModel, int8: int8_backbone.Int8Extractor, with
 def metadata(model: AnomalyModel) -> dict[str, str]:
     """The ONNX metadata properties: anomalycli's own JSON, and the facts a line program needs, readable."""
     cal = model.calibration
-    own = {"method": model.method, "config": model.config, "calibration": cal.to_dict(),
-           "format_version": modelfile.BASE_FORMAT_VERSION, "package_version": __version__}
+    own = {
+        "method": model.method,
+        "config": model.config,
+        "calibration": cal.to_dict(),
+        "format_version": modelfile.BASE_FORMAT_VERSION,
+        "package_version": __version__,
+    }
     size = model.config["image_size"]
     return {
         META_KEY: json.dumps(own),

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from anomalycli.deploy import engine_choice
 from anomalycli import modelfile
+from anomalycli.deploy import engine_choice
+from anomalycli.errors import UsageError, UserError
 from anomalycli.judgement.calibration import Calibration
 from anomalycli.onnx_runtime import INT8_KERNELS, REFERENCE_KERNELS, session
-from anomalycli.errors import UsageError, UserError
 
 SUFFIX = ".onnx"
 # The graph's input and outputs, and the metadata keys the file carries.
@@ -37,6 +37,8 @@ ONNX_BATCH = 8
 # on the reference kernels, within REFERENCE_SCORE_TOL (a screws model's probe: 0.75 %, while the
 # verdicts of held-out folds flipped 0.0-0.3 %: "What int8 changes in the scores" in BENCHMARKS.md).
 PROBE_SCORE_TOL, REFERENCE_SCORE_TOL = 0.01, 0.03
+
+
 def is_exported(path: Path) -> bool:
     return path.suffix.lower() == SUFFIX
 
@@ -107,12 +109,16 @@ class OnnxModel:
         mismatch = self.probe_mismatch()
         reference = replace(self, session=whole_graph_session(self.source, REFERENCE_KERNELS), kernels=REFERENCE_KERNELS)
         if reference.probe_holds():
-            return reference, (f"this CPU's int8 kernels score the model's probe image {mismatch:.1%} of the score range away from the machine "
-                               "that made it, so its int8 network runs in float32 here (within a rounding step of the same scores, slower); "
-                               "training the model again, on any PC, gives it an int8 graph whose kernels run here")
-        raise UserError(f"this CPU scores the model's probe image {reference.probe_mismatch():.1%} of the score range away from the machine that "
-                        "made it, even with the int8 network in float32, so its verdicts would not hold here; train the model on this PC "
-                        "(or with --precision fp32) and export it again")
+            return reference, (
+                f"this CPU's int8 kernels score the model's probe image {mismatch:.1%} of the score range away from the machine "
+                "that made it, so its int8 network runs in float32 here (within a rounding step of the same scores, slower); "
+                "training the model again, on any PC, gives it an int8 graph whose kernels run here"
+            )
+        raise UserError(
+            f"this CPU scores the model's probe image {reference.probe_mismatch():.1%} of the score range away from the machine that "
+            "made it, even with the int8 network in float32, so its verdicts would not hold here; train the model on this PC "
+            "(or with --precision fp32) and export it again"
+        )
 
 
 def load(path: str | Path, engine: str = "auto") -> OnnxModel:

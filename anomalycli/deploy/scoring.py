@@ -13,8 +13,8 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from anomalycli.judgement import drift
 from anomalycli.data.decoding import DecodeAhead, batches
+from anomalycli.judgement import drift
 
 
 @dataclass

@@ -164,9 +164,17 @@ def _int8_search(rows: torch.Tensor, parts: int):
 
     int8, scale, bias = _int8_rows(rows)
     block, size = MINIMUM_BLOCK, len(rows) // parts
-    constants = {"rows": int8.numpy(), "scale": scale.numpy(), "zero": np.zeros(len(scale), np.int8), "bias": bias.numpy(),
-                 "blocks_shape": np.array([-1, parts, size // block, block]), "block_width": np.array([1, 1, 1, block]),
-                 "axis_2": np.array([2]), "axis_3": np.array([3]), "block": np.array(block)}
+    constants = {
+        "rows": int8.numpy(),
+        "scale": scale.numpy(),
+        "zero": np.zeros(len(scale), np.int8),
+        "bias": bias.numpy(),
+        "blocks_shape": np.array([-1, parts, size // block, block]),
+        "block_width": np.array([1, 1, 1, block]),
+        "axis_2": np.array([2]),
+        "axis_3": np.array([3]),
+        "block": np.array(block),
+    }
     node = helper.make_node
     nodes = [
         node("DynamicQuantizeMatMul", ["q", "rows", "scale", "zero", "bias"], ["products"], domain="com.microsoft"),
@@ -181,9 +189,13 @@ def _int8_search(rows: torch.Tensor, parts: int):
         node("Add", ["block_start", "within_block"], ["nearest_3d"]),
         node("Squeeze", ["nearest_3d", "axis_2"], ["nearest"]),
     ]
-    graph = helper.make_graph(nodes, "bank_search", [helper.make_tensor_value_info("q", TensorProto.FLOAT, [None, int8.shape[0]])],
-                              [helper.make_tensor_value_info("nearest", TensorProto.INT64, [None, parts])],
-                              [numpy_helper.from_array(value, name) for name, value in constants.items()])
+    graph = helper.make_graph(
+        nodes,
+        "bank_search",
+        [helper.make_tensor_value_info("q", TensorProto.FLOAT, [None, int8.shape[0]])],
+        [helper.make_tensor_value_info("nearest", TensorProto.INT64, [None, parts])],
+        [numpy_helper.from_array(value, name) for name, value in constants.items()],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", int8_backbone.OPSET), helper.make_opsetid("com.microsoft", 1)])
     model.ir_version = 8
     return int8_backbone.session(model.SerializeToString())

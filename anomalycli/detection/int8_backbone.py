@@ -133,11 +133,15 @@ class Int8Extractor(nn.Module):
         self.kernels, self._session = REFERENCE_KERNELS, None
         reference = self.probe_distance()
         if reference <= REFERENCE_RTOL:
-            return (f"this CPU's int8 kernels give features up to {mismatch:.1%} away from training's on the model's probe image, so the "
-                    "int8 network runs in float32 here (the same features within a rounding step, slower); "
-                    "training the model again, on any PC, gives it an int8 graph whose kernels run here")
-        raise UserError(f"this CPU gives features {reference:.1%} away from the model's training even with the int8 network in "
-                        "float32, so its verdicts would not hold here; train the model on this PC (or with --precision fp32)")
+            return (
+                f"this CPU's int8 kernels give features up to {mismatch:.1%} away from training's on the model's probe image, so the "
+                "int8 network runs in float32 here (the same features within a rounding step, slower); "
+                "training the model again, on any PC, gives it an int8 graph whose kernels run here"
+            )
+        raise UserError(
+            f"this CPU gives features {reference:.1%} away from the model's training even with the int8 network in "
+            "float32, so its verdicts would not hold here; train the model on this PC (or with --precision fp32)"
+        )
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -165,8 +169,14 @@ def fp32_graph(extractor: backbones.FeatureExtractor, image_size: int, deep: boo
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on baked-in shapes; the checks judge the graph
         torch.onnx.export(
-            _ExtractorPass(extractor.eval(), deep), (x,), buffer, dynamo=False, opset_version=OPSET,
-            input_names=[INPUT], output_names=names, dynamic_axes={name: {0: "batch"} for name in [INPUT, *names]},
+            _ExtractorPass(extractor.eval(), deep),
+            (x,),
+            buffer,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT],
+            output_names=names,
+            dynamic_axes={name: {0: "batch"} for name in [INPUT, *names]},
         )
     return buffer.getvalue()
 
@@ -185,7 +195,9 @@ def extractor_for(config: dict) -> backbones.FeatureExtractor | Int8Extractor:
     if not sizes:
         return fp32
     size = config["image_size"]
-    return Int8Extractor(fp32, torch.zeros(sizes["graph_bytes"], dtype=torch.uint8), torch.zeros(3, size, size, dtype=torch.uint8), torch.zeros(sizes["probe_features"]))
+    return Int8Extractor(
+        fp32, torch.zeros(sizes["graph_bytes"], dtype=torch.uint8), torch.zeros(3, size, size, dtype=torch.uint8), torch.zeros(sizes["probe_features"])
+    )
 
 
 def int8_of(net: nn.Module) -> Int8Extractor | None:
@@ -200,8 +212,10 @@ def require_training_features(net: nn.Module, consequence: str) -> None:
     (predict falls back to the fp32 backbone instead; adapt and calibrate would mix the two.)"""
     int8 = int8_of(net)
     if int8 is not None and int8.probe_mismatch() > PROBE_RTOL:
-        raise UserError(f"this CPU's int8 kernels give other features than the model's training did, so {consequence}; "
-                        "run it on the machine that trained the model, or train with --precision fp32")
+        raise UserError(
+            f"this CPU's int8 kernels give other features than the model's training did, so {consequence}; "
+            "run it on the machine that trained the model, or train with --precision fp32"
+        )
 
 
 def config_of(extractor) -> dict:
@@ -221,8 +235,9 @@ def _leading_nodes(graph_path: Path, convs_kept: int) -> list[str]:
     return [node.name for node in nodes[: convs[convs_kept]]] if 0 < convs_kept < len(convs) else []
 
 
-def quantize(extractor: backbones.FeatureExtractor, images: torch.Tensor, deep: bool, seven_bit_weights: bool = True,
-             fp32_leading_convs: int = FP32_LEADING_CONVS) -> tuple[Int8Extractor, float]:
+def quantize(
+    extractor: backbones.FeatureExtractor, images: torch.Tensor, deep: bool, seven_bit_weights: bool = True, fp32_leading_convs: int = FP32_LEADING_CONVS
+) -> tuple[Int8Extractor, float]:
     """``extractor`` in int8, its activation ranges taken from ``images`` (uint8 N x 3 x S x S, good
     parts), and the median cosine of its patch features to the fp32 ones on those images. The two
     options are the recipe's (see above); the benchmarks set them to measure the graph before it."""
@@ -244,8 +259,15 @@ def quantize(extractor: backbones.FeatureExtractor, images: torch.Tensor, deep: 
         logging.disable(logging.WARNING)  # it advises pre-processing on the root logger; the checks below judge the graph
         try:
             quantize_static(
-                fp32_path, int8_path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=seven_bit_weights,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=_leading_nodes(fp32_path, fp32_leading_convs),
+                fp32_path,
+                int8_path,
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                reduce_range=seven_bit_weights,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=_leading_nodes(fp32_path, fp32_leading_convs),
             )
         finally:
             logging.disable(logging.NOTSET)

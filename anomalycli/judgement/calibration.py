@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-
 # The 0..1 score maps the calibration scores' lowest and highest raw values to about 0.05 and 0.95.
 SCORE_TAIL = 9.0
 

@@ -90,13 +90,19 @@ class Test:
     def sentence(self) -> str:
         percent = f"{100 * self.share:.0f}%"
         if self.what == "score":
-            return (f"scores sit higher: {percent} of the images score below the training goods' median, "
-                    f"at least {100 * self.bound:.0f}% would (p={self.p_value:.1g})")
+            return (
+                f"scores sit higher: {percent} of the images score below the training goods' median, "
+                f"at least {100 * self.bound:.0f}% would (p={self.p_value:.1g})"
+            )
         if self.what == "flagged":
-            return (f"{percent} flagged, where the announced false-alarm rate and up to {100 * DEFECT_SHARE:.0f}% defects "
-                    f"explain at most {100 * self.bound:.0f}% (p={self.p_value:.1g})")
-        return (f"{percent} of the images are {self.side} than {100 * COVERAGE:.0f}% of the training goods, "
-                f"at most {100 * self.bound:.0f}% would be (p={self.p_value:.1g})")
+            return (
+                f"{percent} flagged, where the announced false-alarm rate and up to {100 * DEFECT_SHARE:.0f}% defects "
+                f"explain at most {100 * self.bound:.0f}% (p={self.p_value:.1g})"
+            )
+        return (
+            f"{percent} of the images are {self.side} than {100 * COVERAGE:.0f}% of the training goods, "
+            f"at most {100 * self.bound:.0f}% would be (p={self.p_value:.1g})"
+        )
 
 
 @dataclass

@@ -30,7 +30,11 @@ class OperatingRule:
     def describe(self) -> str:
         if self.name == "balanced":
             return "max balanced accuracy (mean of recall and good-part accuracy)"
-        what = {"recall": "recall >= {:g} (--target-recall)", "fpr": "false-alarm rate <= {:g} (--max-fpr)", "f1": "max F1 at a {:g} defect rate (--defect-rate)"}
+        what = {
+            "recall": "recall >= {:g} (--target-recall)",
+            "fpr": "false-alarm rate <= {:g} (--max-fpr)",
+            "f1": "max F1 at a {:g} defect rate (--defect-rate)",
+        }
         return what[self.name].format(self.value)
 
 
@@ -139,8 +143,16 @@ def calibrate(labels, scores, rule: OperatingRule = OperatingRule(), source: str
         rule_text += f"; the expected point is cross-validated over {expected['cross_validated_folds']} folds of them"
     low, high = float(scores.min()), float(scores.max())
     calibration = Calibration(
-        threshold, min(low, threshold), max(high, threshold), rule_text, len(normal), len(anomaly),
-        expected, source, scores.tolist(), labels.tolist(),
+        threshold,
+        min(low, threshold),
+        max(high, threshold),
+        rule_text,
+        len(normal),
+        len(anomaly),
+        expected,
+        source,
+        scores.tolist(),
+        labels.tolist(),
     )
     return calibration, warning
 
@@ -156,8 +168,15 @@ def trade_off(labels, scores, calibration: Calibration, fprs=TRADE_OFF_FPRS) -> 
     for fpr in fprs:
         raw = choose_threshold(labels, scores, OperatingRule("fpr", fpr))
         point = operating_point(labels, scores, raw)
-        rows.append({"max_false_alarm_rate": fpr, "threshold": float(calibration.normalise(raw)), "raw_threshold": raw,
-                     "recall": point["recall"], "false_alarm_rate": point["false_alarm_rate"]})
+        rows.append(
+            {
+                "max_false_alarm_rate": fpr,
+                "threshold": float(calibration.normalise(raw)),
+                "raw_threshold": raw,
+                "recall": point["recall"],
+                "false_alarm_rate": point["false_alarm_rate"],
+            }
+        )
     for row, text in zip(rows, threshold_texts(scores, calibration, [r["threshold"] for r in rows])):
         row["threshold_text"] = text
     return rows

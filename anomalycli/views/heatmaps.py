@@ -29,8 +29,10 @@ class MapScale:
     top: float
 
     def describe(self) -> str:
-        return (f"heat from {self.floor:.3g} (good parts' median) to {self.top:.3g}; "
-                f"outlined where it exceeds {self.threshold:.3g}, the level that alone flags an image")
+        return (
+            f"heat from {self.floor:.3g} (good parts' median) to {self.top:.3g}; "
+            f"outlined where it exceeds {self.threshold:.3g}, the level that alone flags an image"
+        )
 
 
 def map_scale(model) -> MapScale:

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from anomalycli import __version__
-from anomalycli.views import heatmaps
-from anomalycli.data.layouts import Sample, load_mask
 from anomalycli.data.images import load_image
-from anomalycli.errors import UserError
+from anomalycli.data.layouts import Sample, load_mask
 from anomalycli.deploy.scoring import Scored, iter_scores
+from anomalycli.errors import UserError
+from anomalycli.views import heatmaps
 
 CLOSEST_CALLS = 6  # correct verdicts nearest the threshold, on each side, after the mistakes
 GALLERY_SIZE = 320  # pixels per panel half
@@ -157,26 +157,43 @@ figure img { max-width: 100%; border: 1px solid #ccc; } figcaption { font-size: 
 def page(report: dict, plots: dict[str, str], items: list[GalleryItem], pictures: list[str], about: dict, legend: str) -> str:
     cm = report["confusion_matrix"]
     point = report["operating_point"]
-    headline = _table(["metric", "value (95 % interval)"], [
-        ["recall (defects caught)", _fmt(point["recall"]) + _interval(point.get("recall_ci"))],
-        ["false-alarm rate (good parts flagged)", _fmt(point["false_alarm_rate"]) + _interval(point.get("false_alarm_rate_ci"))],
-        ["precision", _fmt(report["precision"])],
-        ["F1", _fmt(report["f1"]) + _interval(report.get("f1_ci"))],
-        ["AUROC", _fmt(report["auroc"]) + _interval(report.get("auroc_ci"))],
-        ["balanced accuracy", _fmt(report["balanced_accuracy"])],
-        ["average precision", _fmt(report["average_precision"])],
-        ["pixel AUROC", _fmt(report.get("pixel_auroc"))],
-    ])
-    confusion = _table(["", "predicted good", "predicted defective"], [
-        ["good", str(cm["tn"]), str(cm["fp"])], ["defective", str(cm["fn"]), str(cm["tp"])],
-    ])
-    per_type = _table(["defect type", "images", "recall"], [
-        [html.escape(name), str(v["n"]), _fmt(v["recall"])] for name, v in report["per_defect_type"].items()
-    ]) if report["per_defect_type"] else ""
-    trade = _table(["false alarms at most", "recall", "false alarms", "--threshold"], [
-        [f"{100 * row['max_false_alarm_rate']:g} %", _fmt(row["recall"]), _fmt(row["false_alarm_rate"]), row["threshold_text"]]
-        for row in report["trade_off"]
-    ] + [["<b>the model's point</b>", _fmt(point["recall"]), _fmt(point["false_alarm_rate"]), f"{point['threshold']:.3f}"]]) if report["trade_off"] else ""
+    headline = _table(
+        ["metric", "value (95 % interval)"],
+        [
+            ["recall (defects caught)", _fmt(point["recall"]) + _interval(point.get("recall_ci"))],
+            ["false-alarm rate (good parts flagged)", _fmt(point["false_alarm_rate"]) + _interval(point.get("false_alarm_rate_ci"))],
+            ["precision", _fmt(report["precision"])],
+            ["F1", _fmt(report["f1"]) + _interval(report.get("f1_ci"))],
+            ["AUROC", _fmt(report["auroc"]) + _interval(report.get("auroc_ci"))],
+            ["balanced accuracy", _fmt(report["balanced_accuracy"])],
+            ["average precision", _fmt(report["average_precision"])],
+            ["pixel AUROC", _fmt(report.get("pixel_auroc"))],
+        ],
+    )
+    confusion = _table(
+        ["", "predicted good", "predicted defective"],
+        [
+            ["good", str(cm["tn"]), str(cm["fp"])],
+            ["defective", str(cm["fn"]), str(cm["tp"])],
+        ],
+    )
+    per_type = (
+        _table(["defect type", "images", "recall"], [[html.escape(name), str(v["n"]), _fmt(v["recall"])] for name, v in report["per_defect_type"].items()])
+        if report["per_defect_type"]
+        else ""
+    )
+    trade = (
+        _table(
+            ["false alarms at most", "recall", "false alarms", "--threshold"],
+            [
+                [f"{100 * row['max_false_alarm_rate']:g} %", _fmt(row["recall"]), _fmt(row["false_alarm_rate"]), row["threshold_text"]]
+                for row in report["trade_off"]
+            ]
+            + [["<b>the model's point</b>", _fmt(point["recall"]), _fmt(point["false_alarm_rate"]), f"{point['threshold']:.3f}"]],
+        )
+        if report["trade_off"]
+        else ""
+    )
     settings = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in about.items())
     figures = []
     for item, picture in zip(items, pictures):

@@ -22,15 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
-from anomalycli.views import review_labels
-from anomalycli.data.layouts import read_image_tensor
 from anomalycli.data.images import ImageError, load_image
+from anomalycli.data.layouts import read_image_tensor
 from anomalycli.errors import UserError
+from anomalycli.views import review_labels
 from anomalycli.views.heatmaps import map_scale, overlay
 
 INSTALL_HINT = "pip install 'anomalycli[review]'"
-PAGE_FILES = {"": ("review.html", "text/html; charset=utf-8"), "review.js": ("review.js", "text/javascript; charset=utf-8"),
-              "review.css": ("review.css", "text/css; charset=utf-8")}
+PAGE_FILES = {
+    "": ("review.html", "text/html; charset=utf-8"),
+    "review.js": ("review.js", "text/javascript; charset=utf-8"),
+    "review.css": ("review.css", "text/css; charset=utf-8"),
+}
 # Longest side of an image sent to the page: enough for a large view, quick to encode.
 DISPLAY_SIZE = 1024
 
@@ -55,10 +58,26 @@ class Review:
         for i in self.order:
             item = self.items[i]
             label, kind = decisions.get(item.name, ("", ""))
-            rows.append({"index": i, "name": item.name, "score": None if math.isnan(item.score) else round(item.score, 4), "verdict": item.verdict,
-                         "uncertain": item.group == 1, "label": label, "defect_type": kind})
-        return {"items": rows, "normal_class": self.store.normal_class, "defect_class": self.store.defect_class, "defect_types": self.defect_types,
-                "raw_threshold": self.raw_threshold, "has_maps": self.scale is not None, "labels_file": str(self.store.path)}
+            rows.append(
+                {
+                    "index": i,
+                    "name": item.name,
+                    "score": None if math.isnan(item.score) else round(item.score, 4),
+                    "verdict": item.verdict,
+                    "uncertain": item.group == 1,
+                    "label": label,
+                    "defect_type": kind,
+                }
+            )
+        return {
+            "items": rows,
+            "normal_class": self.store.normal_class,
+            "defect_class": self.store.defect_class,
+            "defect_types": self.defect_types,
+            "raw_threshold": self.raw_threshold,
+            "has_maps": self.scale is not None,
+            "labels_file": str(self.store.path),
+        }
 
     def decide(self, index: int, decision: str | None, defect_type: str = "") -> dict:
         item = self.items[index]

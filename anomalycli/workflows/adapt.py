@@ -34,13 +34,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from anomalycli.judgement import drift
-from anomalycli.detection import int8_backbone
 from anomalycli.data.layouts import Sample
-from anomalycli.errors import UserError
+from anomalycli.detection import int8_backbone
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.detection.methods.hybrid import GlobalHead, Hybrid
 from anomalycli.detection.methods.patchcore import PatchCore, build_bank, embed_images, score_all
+from anomalycli.errors import UserError
+from anomalycli.judgement import drift
 from anomalycli.judgement.thresholds import OperatingRule, calibrate
 
 MIN_NEW_GOODS = 5
@@ -90,7 +90,8 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     net = _one_class(model)
     hybrid = model.method == "hybrid"
     features, descriptors, stats, readable, errors = embed_images(
-        net.extractor, [s.path for s in samples], model.config["image_size"], show_progress=show_progress, with_descriptors=hybrid)
+        net.extractor, [s.path for s in samples], model.config["image_size"], show_progress=show_progress, with_descriptors=hybrid
+    )
     warnings = [f"skipped unreadable image: {e}" for e in errors]
     labels = np.array([samples[i].label for i in readable], dtype=int)
     goods, defects = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
@@ -134,8 +135,10 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     defect_scores = np.concatenate([old_defects, new_defect_scores])
     scores = np.concatenate([good_scores, defect_scores])
     pooled_labels = np.r_[np.zeros(len(good_scores), int), np.ones(len(defect_scores), int)]
-    source = (f"adapted: {len(old_goods)} training goods moved by the new goods' median shift ({shift:+.3g}), "
-              f"{len(new_goods)} new goods out of fold, {len(old_defects)} training and {len(defects)} new defects")
+    source = (
+        f"adapted: {len(old_goods)} training goods moved by the new goods' median shift ({shift:+.3g}), "
+        f"{len(new_goods)} new goods out of fold, {len(old_defects)} training and {len(defects)} new defects"
+    )
     calibration, warning = calibrate(pooled_labels, scores, rule, source)
     if warning:
         warnings.append(warning)

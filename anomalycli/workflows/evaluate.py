@@ -5,14 +5,23 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from anomalycli.judgement.thresholds import trade_off
 from anomalycli.data.layouts import Sample, load_mask
-from anomalycli.judgement.metrics import against_announced, binary_report, operating_point, pixel_auroc
-from anomalycli.detection.methods import AnomalyModel
 from anomalycli.deploy.scoring import Scored, check_drift, iter_scores
+from anomalycli.detection.methods import AnomalyModel
+from anomalycli.judgement.metrics import against_announced, binary_report, operating_point, pixel_auroc
+from anomalycli.judgement.thresholds import trade_off
 
 
-def evaluate(model: AnomalyModel, samples: list[Sample], batch_size: int = 32, threshold: float = 0.5, with_masks: bool = False, n_boot: int = 1000, show_progress: bool = True, model_name: str = "MODEL") -> tuple[dict, list[Scored]]:
+def evaluate(
+    model: AnomalyModel,
+    samples: list[Sample],
+    batch_size: int = 32,
+    threshold: float = 0.5,
+    with_masks: bool = False,
+    n_boot: int = 1000,
+    show_progress: bool = True,
+    model_name: str = "MODEL",
+) -> tuple[dict, list[Scored]]:
     """Score labelled samples and report every metric; pixel AUROC where masks are given."""
     want_maps = with_masks and model.has_maps
     rows, pixel_truth, pixel_scores = [], [], []

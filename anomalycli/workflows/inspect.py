@@ -7,8 +7,8 @@ from collections import Counter, defaultdict
 
 from PIL import Image
 
-from anomalycli.data.layouts import Dataset, file_sha256
 from anomalycli.data.images import ImageError, load_image
+from anomalycli.data.layouts import Dataset, file_sha256
 from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE
 
 MOST_COMMON_SIZES = 3
@@ -63,8 +63,10 @@ def resize_note(summary: dict | None) -> str | None:
     if spread:
         width = summary["width"]
         what.append(f"widths from {width['min']} to {width['max']} px all come to the same size")
-    return (f"training resizes every image to {size} x {size} px (patchcore, hybrid; the classifier {classifier} x {classifier}): "
-            f"{' and '.join(what)}; --image-size sets that size, and no option keeps the aspect ratio yet")
+    return (
+        f"training resizes every image to {size} x {size} px (patchcore, hybrid; the classifier {classifier} x {classifier}): "
+        f"{' and '.join(what)}; --image-size sets that size, and no option keeps the aspect ratio yet"
+    )
 
 
 def inspect_dataset(dataset: Dataset) -> dict:

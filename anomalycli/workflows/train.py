@@ -10,30 +10,44 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomalycli.deploy import export
-from anomalycli.detection import backbones
-from anomalycli.judgement import drift
 from anomalycli import files
-from anomalycli.detection import int8_backbone
 from anomalycli.data.layouts import Sample, discover, load_all
-from anomalycli.errors import UserError
+from anomalycli.data.splits import k_folds
+from anomalycli.deploy import export
+from anomalycli.detection import backbones, int8_backbone
 from anomalycli.detection.device import resolve_device
 from anomalycli.detection.methods import AnomalyModel, classifier, hybrid, patchcore
-from anomalycli.judgement.thresholds import OperatingRule, calibrate
-from anomalycli.data.splits import k_folds
 from anomalycli.detection.methods.classifier_training import fit_classifier
-
+from anomalycli.errors import UserError
+from anomalycli.judgement import drift
+from anomalycli.judgement.thresholds import OperatingRule, calibrate
 from anomalycli.workflows.train_options import (  # noqa: F401 (the options are train's too)
-    AUTO, CHECKPOINT_NAME, CROSS_FITTED, METHOD_NAMES, MODEL_NAME, PRECISIONS, TrainOptions, TrainResult, choose_method, choose_validation, load_resume, operating_rule, prepare_run_dir, write_history,
+    AUTO,
+    CHECKPOINT_NAME,
+    CROSS_FITTED,
+    METHOD_NAMES,
+    MODEL_NAME,
+    PRECISIONS,
+    TrainOptions,
+    TrainResult,
+    choose_method,
+    choose_validation,
+    load_resume,
+    operating_rule,
+    prepare_run_dir,
+    write_history,
 )
 
 log = logging.getLogger("anomalycli")
+
 
 def _check_classes(train: list[Sample], val: list[Sample], method: str, normal_class: str) -> None:
     if not any(s.label == 0 for s in train):
         raise UserError(f"no {normal_class!r} (normal) images in the training data; pass --normal-class NAME if good parts are named otherwise")
     if method == "classifier" and not any(s.label == 1 for s in train):
-        raise UserError("the classifier needs anomalous images in the training data, and there are none; use --method patchcore, which learns from good images only")
+        raise UserError(
+            "the classifier needs anomalous images in the training data, and there are none; use --method patchcore, which learns from good images only"
+        )
     if not val:
         raise UserError("no validation images; add a val split or lower --val-ratio's rounding by adding images")
 
@@ -142,11 +156,25 @@ def _train_classifier(options, config, train_samples, val_samples, device, run_d
         )
 
     checkpoint = fit_classifier(
-        net.model, settings, train_images, train_labels, val_images, val_labels, device,
-        tuple(config["class_names"]), state, save_epoch, show_progress,
+        net.model,
+        settings,
+        train_images,
+        train_labels,
+        val_images,
+        val_labels,
+        device,
+        tuple(config["class_names"]),
+        state,
+        save_epoch,
+        show_progress,
     )
     log.info(f"best epoch {checkpoint['best_epoch']} by validation {settings.select}")
-    config = {**config, "best_epoch": checkpoint["best_epoch"], "select": settings.select, "drift": _drift_reference(drift.image_stats(train_images), train_labels)}
+    config = {
+        **config,
+        "best_epoch": checkpoint["best_epoch"],
+        "select": settings.select,
+        "drift": _drift_reference(drift.image_stats(train_images), train_labels),
+    }
     model = AnomalyModel("classifier", net.to(device), config, calibration=None)
     _calibrate(model, val_labels, _scores(model, val_images, options.batch_size), options.operating_rule(), "validation", notes)
     return model, checkpoint["history"], notes
@@ -167,8 +195,10 @@ def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[st
     images, _, _ = load_all(good, options.image_size)
     int8, cosine = int8_backbone.quantize(extractor.cpu(), images, deep)
     if cosine < int8_backbone.MIN_COSINE:
-        note = (f"{int8_backbone.DISAGREED} on {len(images)} training images (median cosine "
-                f"{cosine:.3f}, below {int8_backbone.MIN_COSINE}); fitted with the fp32 backbone")
+        note = (
+            f"{int8_backbone.DISAGREED} on {len(images)} training images (median cosine "
+            f"{cosine:.3f}, below {int8_backbone.MIN_COSINE}); fitted with the fp32 backbone"
+        )
         log.warning(note)
         notes.append(note)
         return extractor.to(device), {"precision": "fp32", "precision_note": note}
@@ -192,9 +222,13 @@ def _embed(options, extractor, samples: list[Sample], show_progress, notes: list
     if options.ray is not None:
         from anomalycli.deploy import cluster
 
-        features, readable, errors = cluster.RayFeatures.embed(cluster.connect(options.ray), extractor, paths, options.image_size, show_progress, with_descriptors)
+        features, readable, errors = cluster.RayFeatures.embed(
+            cluster.connect(options.ray), extractor, paths, options.image_size, show_progress, with_descriptors
+        )
     else:
-        embedded, descriptors, stats, readable, errors = patchcore.embed_images(extractor, paths, options.image_size, show_progress=show_progress, with_descriptors=with_descriptors)
+        embedded, descriptors, stats, readable, errors = patchcore.embed_images(
+            extractor, paths, options.image_size, show_progress=show_progress, with_descriptors=with_descriptors
+        )
         features = patchcore.LocalFeatures(extractor, embedded, descriptors, stats)
     for error in errors:
         log.warning(f"skipped unreadable training image: {error}")
@@ -227,9 +261,16 @@ def _train_patchcore(options, config, samples, device, show_progress):
     net = patchcore.union_of(extractor, coresets, options.reweight)
     log.info(f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {int((labels == 0).sum())} good images")
     config = {
-        **config, "bank_size": int(net.bank.shape[0]), "bank_parts": net.part_sizes, "score_blur": net.score_blur, "reweight": options.reweight,
-        "coreset_ratio": options.coreset_ratio, "cv_folds": options.cv_folds, "batch_norm_folded": extractor.folded,
-        "drift": _drift_reference(features.stats, labels), **precision,
+        **config,
+        "bank_size": int(net.bank.shape[0]),
+        "bank_parts": net.part_sizes,
+        "score_blur": net.score_blur,
+        "reweight": options.reweight,
+        "coreset_ratio": options.coreset_ratio,
+        "cv_folds": options.cv_folds,
+        "batch_norm_folded": extractor.folded,
+        "drift": _drift_reference(features.stats, labels),
+        **precision,
     }
     model = AnomalyModel("patchcore", net, config, calibration=None)
     _calibrate(model, labels, out_of_fold, options.operating_rule(), "out-of-fold", notes)
@@ -247,14 +288,23 @@ def _train_hybrid(options, config, samples, device, show_progress):
     coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
     one_class = features.out_of_fold_scores(folds, coresets, reweight=False, show_progress=show_progress)
     net, out_of_fold, supervised = hybrid.fit(extractor, coresets, one_class, features.descriptors, labels, folds)
-    log.info(f"hybrid: one-class weight {float(net.alpha):.2f}, memory bank {net.patchcore.bank.shape[0]} patches, "
-             f"cross-fitted over {options.cv_folds} folds of {len(kept)} images")
+    log.info(
+        f"hybrid: one-class weight {float(net.alpha):.2f}, memory bank {net.patchcore.bank.shape[0]} patches, "
+        f"cross-fitted over {options.cv_folds} folds of {len(kept)} images"
+    )
     config = {
-        **config, "bank_size": int(net.patchcore.bank.shape[0]), "bank_parts": net.patchcore.part_sizes, "score_blur": net.patchcore.score_blur,
-        "head": "global", "descriptor_size": int(net.head.weight.shape[0]),
+        **config,
+        "bank_size": int(net.patchcore.bank.shape[0]),
+        "bank_parts": net.patchcore.part_sizes,
+        "score_blur": net.patchcore.score_blur,
+        "head": "global",
+        "descriptor_size": int(net.head.weight.shape[0]),
         "fusion": [*net.stats.tolist(), float(net.alpha)],
-        "coreset_ratio": options.coreset_ratio, "cv_folds": options.cv_folds, "batch_norm_folded": extractor.folded,
-        "drift": _drift_reference(features.stats, labels), **precision,
+        "coreset_ratio": options.coreset_ratio,
+        "cv_folds": options.cv_folds,
+        "batch_norm_folded": extractor.folded,
+        "drift": _drift_reference(features.stats, labels),
+        **precision,
     }
     model = AnomalyModel("hybrid", net, config, calibration=None)
     rule = options.operating_rule()

@@ -5,23 +5,22 @@ made, its history, and how a run resumes."""
 from __future__ import annotations
 
 import csv
-import logging
 import json
+import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 
-from anomalycli import project
-from anomalycli.detection import backbones
-from anomalycli import files
+from anomalycli import files, project
 from anomalycli.data.layouts import Dataset, Sample
-from anomalycli.errors import UsageError, UserError
+from anomalycli.data.splits import train_val_split
+from anomalycli.detection import backbones
 from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE, FAST_BACKBONE, FAST_IMAGE_SIZE
 from anomalycli.detection.methods import METHODS, AnomalyModel
-from anomalycli.judgement.thresholds import OperatingRule
-from anomalycli.data.splits import train_val_split
 from anomalycli.detection.methods.classifier_training import ClassifierSettings
+from anomalycli.errors import UsageError, UserError
+from anomalycli.judgement.thresholds import OperatingRule
 
 log = logging.getLogger("anomalycli")
 

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from anomalycli.detection import backbones
 from anomalycli import modelfile
+from anomalycli.detection import backbones
+from anomalycli.detection.methods import classifier, hybrid, patchcore
 from anomalycli.errors import UserError
 from anomalycli.judgement.calibration import Calibration
-from anomalycli.detection.methods import classifier, hybrid, patchcore
 
 METHODS = {"classifier": classifier.build_net, "patchcore": patchcore.build_net, "hybrid": hybrid.build_net}
 

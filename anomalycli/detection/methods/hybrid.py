@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from anomalycli.detection import backbones
-from anomalycli.judgement.thresholds import OperatingRule, choose_threshold
 from anomalycli.detection.methods.patchcore import PatchCore, embed_maps, union_of
 from anomalycli.detection.methods.patchcore import build_net as build_patchcore
+from anomalycli.judgement.thresholds import OperatingRule, choose_threshold
 
 # Weight of the one-class score. Half at least: on a defect type left out of training, a weight
 # of 0.25 ranked it far worse than 0.5 (screws' manipulated_front 0.836 vs 0.921 AUROC, magnetic
@@ -178,8 +178,9 @@ def choose_fusion(one_class: torch.Tensor, supervised: torch.Tensor, labels: tor
     from sklearn.metrics import roc_auc_score  # fitting only: predict starts without scikit-learn
 
     normal = labels == 0
-    stats = torch.stack([one_class[normal].mean(), one_class[normal].std().clamp_min(1e-6),
-                         supervised[normal].mean(), supervised[normal].std().clamp_min(1e-6)])
+    stats = torch.stack(
+        [one_class[normal].mean(), one_class[normal].std().clamp_min(1e-6), supervised[normal].mean(), supervised[normal].std().clamp_min(1e-6)]
+    )
     aurocs = [roc_auc_score(labels.numpy(), fuse(stats, a, one_class, supervised).numpy()) for a in FUSION_WEIGHTS]
     return stats, float(FUSION_WEIGHTS[int(np.argmax(aurocs))])
 

@@ -25,12 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from anomalycli.detection import backbones
-from anomalycli.detection import coreset
-from anomalycli.judgement import drift
-from anomalycli.detection import int8_backbone
-from anomalycli.detection.coreset import SAMPLERS, BankIndex, nearest_distances
 from anomalycli.data.layouts import image_batches
+from anomalycli.detection import backbones, coreset, int8_backbone
+from anomalycli.detection.coreset import SAMPLERS, BankIndex, nearest_distances
+from anomalycli.judgement import drift
 
 # Gaussian sigma, in patches, of the blur before the image score's maximum (see the module doc).
 SCORE_BLUR = 1.0
@@ -166,7 +164,11 @@ def build_net(config: dict) -> PatchCore:
 
 @torch.no_grad()
 def embed_all(
-    extractor: backbones.FeatureExtractor, batches: Iterable[torch.Tensor], n_images: int, show_progress: bool = False, with_descriptors: bool = False,
+    extractor: backbones.FeatureExtractor,
+    batches: Iterable[torch.Tensor],
+    n_images: int,
+    show_progress: bool = False,
+    with_descriptors: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Patch features of every image, (n_images, h*w, C) in half precision (10,000 images fit in a
     few GiB), and, ``with_descriptors``, each image's pooled descriptor (n_images, D) from the same pass."""
@@ -192,7 +194,12 @@ def embed_all(
 
 @torch.no_grad()
 def embed_images(
-    extractor: backbones.FeatureExtractor, paths: list, image_size: int, num_workers: int | None = None, show_progress: bool = False, with_descriptors: bool = False,
+    extractor: backbones.FeatureExtractor,
+    paths: list,
+    image_size: int,
+    num_workers: int | None = None,
+    show_progress: bool = False,
+    with_descriptors: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray, list[int], list[str]]:
     """Patch features (and descriptors) of the readable images among ``paths``, as ``embed_all``;
     their ``drift.image_stats``, their indices, and the errors of the others. Batches of
@@ -219,14 +226,18 @@ def coreset_bar(total: int, show_progress: bool) -> tqdm:
     return tqdm(total=max(1, total), desc="coreset", unit="patch", disable=not show_progress)
 
 
-def build_bank(patches: torch.Tensor, coreset_ratio: float, sampler: str = "greedy", seed: int = 0, show_progress: bool = False, bar: tqdm | None = None) -> torch.Tensor:
+def build_bank(
+    patches: torch.Tensor, coreset_ratio: float, sampler: str = "greedy", seed: int = 0, show_progress: bool = False, bar: tqdm | None = None
+) -> torch.Tensor:
     """Coreset of good patches (M, C) in float32, from patches (N, C) in any precision; ``bar`` is a shared progress bar."""
     with coreset_bar(round(coreset_ratio * len(patches)), show_progress and bar is None) as own:
         chosen = SAMPLERS[sampler](coreset_ratio, seed=seed).run(patches, progress=(bar or own).update)
     return patches[chosen].float()
 
 
-def fold_coresets(features: torch.Tensor, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, sampler: str = "greedy", seed: int = 0, show_progress: bool = False) -> dict:
+def fold_coresets(
+    features: torch.Tensor, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, sampler: str = "greedy", seed: int = 0, show_progress: bool = False
+) -> dict:
     """One coreset of the good patches of each fold; any union of them is the bank of those folds.
 
     Sharing them makes cross-fitting cost a fifth of one coreset instead of k coresets over
@@ -267,7 +278,9 @@ class LocalFeatures:
     descriptors: torch.Tensor | None = None  # (N, D), for the hybrid's head
     stats: np.ndarray | None = None  # (N, len(drift.STATS)), for the drift check's reference
 
-    def fold_coresets(self, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, sampler: str = "greedy", seed: int = 0, show_progress: bool = False) -> dict:
+    def fold_coresets(
+        self, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, sampler: str = "greedy", seed: int = 0, show_progress: bool = False
+    ) -> dict:
         return fold_coresets(self.features, labels, folds, coreset_ratio, sampler, seed, show_progress)
 
     def out_of_fold_scores(self, folds: np.ndarray, coresets: dict, reweight: bool = False, show_progress: bool = False) -> torch.Tensor:
