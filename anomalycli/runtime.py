@@ -15,7 +15,7 @@ def keep_memory_flat() -> None:
     With a heap per thread, the feature maps of batch after batch fragment the heaps and resident
     memory creeps up with the number of images scored (1,400 -> 1,880 MiB over 5,000 images
     here); with one arena it stays at 1,275 MiB from the 500th image on, at the same speed
-    (measured 2026-11-28, Scale in `git show cf0a644:BENCHMARKS.md`). Elsewhere (macOS, Windows,
+    (BENCHMARKS.md, Scale and Ray). Elsewhere (macOS, Windows,
     musl) this does nothing.
     """
     if not sys.platform.startswith("linux"):
@@ -34,6 +34,6 @@ def idle_threads_sleep() -> None:
     regions ONNX Runtime (the int8 backbone, the int8 bank search) and the decoding worker need
     the same cores, and the spinning took them: with the threads sleeping, ``anomaly predict``
     used 20 % less CPU time and took 7-9 % less wall time, and ``anomaly train`` 25 % less CPU
-    (2 cores, 320 PNGs, 2026-11-30). Read once, when OpenMP starts: set before PyTorch is imported.
+    (BENCHMARKS.md, Levers tried and not shipped: the threads spinning). Read once, when OpenMP starts: set before PyTorch is imported.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -11,8 +11,8 @@ that fails, the model refuses to predict: its int8 bank is never scored with fp3
 runs fp32 models only.
 
 A model with an fp32 backbone (older files, ``--precision fp32``, fitted on a GPU) runs, under
-``auto``, on ONNX Runtime, 1.2x PyTorch's speed from 1024 px PNGs (measured 2026-11-29, Engines in
-`git show cf0a644:BENCHMARKS.md`), when there are enough images to pay for exporting the model in
+``auto``, on ONNX Runtime, 1.2x PyTorch's speed from 1024 px PNGs (the fp32 rows of BENCHMARKS.md's
+Speed section), when there are enough images to pay for exporting the model in
 memory (under a second, plus tracing's warm-up);
 an exported ``.onnx`` file runs as it is (``onnx_model.py``, which needs no PyTorch).
 """

@@ -119,9 +119,6 @@ BACKBONES: dict[str, Backbone] = {
         _resnet("wide_resnet50_2", (512, 1024), 2048),
     ]
 }
-# Per method: the fine-tuned classifier is cheapest on Lite0; PatchCore's patch features are
-# best on Lite1 (5-fold CV on screws, 2026-11-28; Accuracy in `git show cf0a644:BENCHMARKS.md`).
-# Both ship their weights with pip.
 
 
 def get(name: str) -> Backbone:
@@ -161,7 +158,7 @@ def build(name: str, weights: str = "imagenet") -> nn.Module:
         except RuntimeError as exc:
             first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
             raise UserError(f"--weights {weights} does not fit {name}: {first}") from None
-    # Channels-last runs the depthwise convolutions of EfficientNet ~1.5x faster on a CPU (measured 2026-11-27).
+    # Channels-last runs the depthwise convolutions of EfficientNet ~1.5x faster on a CPU (BENCHMARKS.md, Speed: the raw PyTorch forward is channels-last).
     return model.to(memory_format=torch.channels_last)
 
 
@@ -180,8 +177,8 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
 
     On a CPU the normalisations cost as much as the convolutions (memory-bound passes over
     every feature map); folded, the features stay equal within float rounding and the
-    forward pass runs about 1.5x faster (measured 2026-11-28, top of
-    `git show cf0a644:BENCHMARKS.md`). In every backbone here a BatchNorm2d registered right after
+    forward pass runs about 1.5x faster (the raw PyTorch forward of
+    BENCHMARKS.md's Speed section folds it). In every backbone here a BatchNorm2d registered right after
     a Conv2d normalises that convolution; test_backbones checks it.
     """
     model.eval()

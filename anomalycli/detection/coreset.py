@@ -25,7 +25,7 @@ PART_SIZE = 1 << 19
 CHUNK = 512
 # Bank rows per block of the minimum's first pass (``_first_minimum``): PyTorch's minimum with its
 # index over a part's thousands of rows took 2.1 ms a block of queries, the two passes 1.2 (64 was
-# the fastest of 32, 64 and 128; 2 cores, 2026-11-30).
+# the fastest of 32, 64 and 128; on the Speed section's machine).
 MINIMUM_BLOCK = 64
 # Queries (midpoints of two bank rows) on which an int8 index checks its picks against float32's,
 # and the relative excess of the picked rows' distances it allows at their 99th percentile (about
@@ -41,7 +41,7 @@ def bfloat16_native() -> bool:
 @functools.cache
 def int8_native() -> bool:
     """Whether this CPU has int8 dot-product instructions (VNNI), where ONNX Runtime multiplies int8
-    at 1.8x PyTorch's bfloat16 rate (2 cores, 2026-11-30), and ONNX Runtime is installed."""
+    at 1.8x PyTorch's bfloat16 rate (on the Speed section's machine of BENCHMARKS.md), and ONNX Runtime is installed."""
     return getattr(torch.cpu, "_is_vnni_supported", lambda: False)() and importlib.util.find_spec("onnxruntime") is not None
 
 
@@ -157,7 +157,7 @@ def _int8_search(rows: torch.Tensor, parts: int):
     ``_first_minimum`` finds it. The queries are quantised per call to uint8, the rows to int8 with
     one scale each, the |b|^2 column is a float bias. The products never leave ONNX Runtime: 3.3
     against 3.7 ms a block of 512 queries when PyTorch took the minimum, and whole predict 7 %
-    faster on magnetic tiles' bank, the same on screws' (2 cores, 2026-11-30)."""
+    faster on magnetic tiles' bank, the same on screws' (on the Speed section's machine of BENCHMARKS.md)."""
     from onnx import TensorProto, helper, numpy_helper
 
     from anomalycli.detection import int8_backbone

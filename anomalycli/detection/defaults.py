@@ -1,6 +1,9 @@
 """Each method's defaults in one place: backbone and input size, and what --fast changes. No
 PyTorch here: inspect reads the sizes without loading any model code."""
 
+# Per method: the fine-tuned classifier is cheapest on Lite0; PatchCore's patch features are
+# best on Lite1 (5-fold CV on screws; BENCHMARKS.md, Levers tried and not shipped).
+# Both ship their weights with pip.
 DEFAULT_BACKBONE = {"classifier": "efficientnet_lite0", "patchcore": "efficientnet_lite1", "hybrid": "efficientnet_lite1"}
 # Screw defects are a few pixels wide: patch features see them better at 320 px than at 224 (the
 # 224 px models are --fast's); the classifier keeps the ImageNet size, which fine-tuning on a CPU
