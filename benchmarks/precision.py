@@ -53,10 +53,10 @@ COSINE_IMAGES = 16
 
 
 def forced_search(kind: str):
-    """The bank search's products in ``kind`` (``coreset.search_kind``) on any CPU, while inside."""
-    from anomalycli.detection import coreset
+    """The bank search's products in ``kind`` (``bank_search.search_kind``) on any CPU, while inside."""
+    from anomalycli.detection import bank_search
 
-    return mock.patch.object(coreset, "search_kind", lambda device: kind)
+    return mock.patch.object(bank_search, "search_kind", lambda device: kind)
 
 
 def float32_search():

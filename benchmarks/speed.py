@@ -102,7 +102,7 @@ def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
             with forced_search(kind):
                 net.score_maps(maps)  # a new search kind indexes the bank on its first call
                 out[f"search_{kind}"] = median_time(lambda: net.score_maps(maps), repeats * 3) / BATCH
-    from anomalycli.detection.coreset import search_kind
+    from anomalycli.detection.bank_search import search_kind
 
     out["search_default"] = search_kind(torch.device("cpu"))
     return out

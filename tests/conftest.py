@@ -59,7 +59,7 @@ def hybrid_model(parts, tmp_path_factory):
 @pytest.fixture
 def exact_search(monkeypatch):
     """The bank search in float32 on any CPU, for the tests of identities that an int8 or bfloat16
-    search holds to about 0.5 % only (test_coreset checks that bound)."""
-    from anomalycli.detection import coreset
+    search holds to about 0.5 % only (test_bank_search checks that bound)."""
+    from anomalycli.detection import bank_search
 
-    monkeypatch.setattr(coreset, "search_kind", lambda device: "float32")
+    monkeypatch.setattr(bank_search, "search_kind", lambda device: "float32")

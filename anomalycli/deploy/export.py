@@ -21,7 +21,7 @@ from anomalycli import __version__, modelfile
 from anomalycli.deploy import onnx_model
 from anomalycli.deploy.engine_choice import ONNX_INSTALL_HINT
 from anomalycli.deploy.onnx_model import ANOMALY_MAP, INPUT, META_KEY, PROBE_KEY, RAW_SCORE, SCORE
-from anomalycli.detection import backbones, coreset, int8_backbone
+from anomalycli.detection import backbones, bank_search, int8_backbone
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.errors import UserError
 from anomalycli.files import atomic_path
@@ -108,10 +108,10 @@ def _traced(module: nn.Module, inputs: tuple, input_names: list[str], output_nam
 def onnx_bytes(model: AnomalyModel, with_maps: bool = True) -> bytes:
     """The model's scoring graph as a serialised ONNX model (no metadata), any batch size: with its
     int8 backbone where it has one, and then the bank
-    search's products in int8 too (``coreset.exported_search``); else all in fp32."""
+    search's products in int8 too (``bank_search.exported_search``); else all in fp32."""
     int8 = int8_backbone.int8_of(model.net)
     if int8 is not None:
-        with coreset.exported_search("int8"):
+        with bank_search.exported_search("int8"):
             return _joined_to_int8(model, int8, with_maps).SerializeToString()
     size = model.config["image_size"]
     device = next(model.net.parameters()).device

@@ -26,8 +26,9 @@ from torch import nn
 from tqdm import tqdm
 
 from anomalycli.data.layouts import image_batches
-from anomalycli.detection import backbones, coreset, int8_backbone
-from anomalycli.detection.coreset import SAMPLERS, BankIndex, nearest_distances
+from anomalycli.detection import backbones, bank_search, int8_backbone
+from anomalycli.detection.bank_search import BankIndex, nearest_distances
+from anomalycli.detection.coreset import SAMPLERS
 from anomalycli.judgement import drift
 
 # Gaussian sigma, in patches, of the blur before the image score's maximum (see the module doc).
@@ -63,8 +64,8 @@ class PatchCore(nn.Module):
         traces its own)."""
         if torch.onnx.is_in_onnx_export():
             return BankIndex(self.bank, self.part_sizes)
-        # coreset.search_kind looked up in its module: tests and benchmarks force a kind there.
-        key = (self.bank.data_ptr(), self.bank._version, tuple(self.bank.shape), self.bank.device, coreset.search_kind(self.bank.device))
+        # bank_search.search_kind looked up in its module: tests and benchmarks force a kind there.
+        key = (self.bank.data_ptr(), self.bank._version, tuple(self.bank.shape), self.bank.device, bank_search.search_kind(self.bank.device))
         if self._index_key != key:
             self._index, self._index_key = BankIndex(self.bank, self.part_sizes), key
         return self._index

@@ -181,7 +181,7 @@ def test_int8_features_agree_with_fp32_on_real_images(name):
 
 @pytest.mark.parametrize("name", ["screws", "magtiles"])
 def test_the_int8_bank_search_picks_rows_as_near_as_float32_on_real_images(name):
-    from anomalycli.detection import coreset
+    from anomalycli.detection import bank_search
     from anomalycli.detection.methods.patchcore import embed_all
 
     if not (SHARED / name).is_dir():
@@ -202,8 +202,8 @@ def test_the_int8_bank_search_picks_rows_as_near_as_float32_on_real_images(name)
     # and 1.0 %; the scores of 320 images of each set moved by 0.5 % of their scale at most.
     bounds = {"exported graph": (5e-3, 0.05)}
     picked = {"exported graph": _exported_search(bank, [1000] * 4, features[1])}
-    if coreset.int8_native():  # predict's own int8 search runs where the CPU has VNNI
-        index = coreset.BankIndex(bank, [1000] * 4)
+    if bank_search.int8_native():  # predict's own int8 search runs where the CPU has VNNI
+        index = bank_search.BankIndex(bank, [1000] * 4)
         assert index.kind == "int8"
         picked["predict"], bounds["predict"] = index.nearest(features[1])[1], (1e-3, 0.02)
     for where, distances in picked.items():
@@ -215,7 +215,7 @@ def test_the_int8_bank_search_picks_rows_as_near_as_float32_on_real_images(name)
 def _exported_search(bank: torch.Tensor, part_sizes: list[int], queries: torch.Tensor) -> torch.Tensor:
     """Each query's nearest distance in each part, as the int8 search ``anomaly export`` writes computes them in ONNX Runtime."""
     from anomalycli.deploy import export
-    from anomalycli.detection import coreset
+    from anomalycli.detection import bank_search
 
     class Search(torch.nn.Module):
         def __init__(self):
@@ -223,9 +223,9 @@ def _exported_search(bank: torch.Tensor, part_sizes: list[int], queries: torch.T
             self.register_buffer("bank", bank)
 
         def forward(self, q):
-            return coreset.BankIndex(self.bank, part_sizes).nearest(q)[1]
+            return bank_search.BankIndex(self.bank, part_sizes).nearest(q)[1]
 
-    with coreset.exported_search("int8"):
+    with bank_search.exported_search("int8"):
         graph = export._traced(Search(), (queries[:2],), ["q"], ["distances"], export.INT8_OPSETS)
     assert "DynamicQuantizeMatMul" in {n.op_type for n in onnx.load_from_string(graph).graph.node}
     return torch.from_numpy(int8_backbone.session(graph).run(None, {"q": queries.numpy()})[0])
