@@ -13,7 +13,7 @@ from conftest import one_clear_line, run_cli
 
 from anomalycli import modelfile
 from anomalycli.cli.common import with_ray_address
-from anomalycli.deploy import cluster
+from anomalycli.deploy import ray_cluster, ray_fit, ray_predict
 from anomalycli.detection import coreset, int8_backbone
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.errors import UsageError
@@ -100,7 +100,7 @@ def test_predict_on_ray_gives_the_same_rows_in_the_same_order(ray, parts, patchc
 def test_predict_on_ray_retries_a_worker_that_died(ray, parts, patchcore_model, tmp_path, monkeypatch):
     marker = tmp_path / "died-once"
 
-    class DiesOnce(cluster._Scorer):
+    class DiesOnce(ray_predict._Scorer):
         def __call__(self, batch):
             if not marker.exists():
                 marker.touch()
@@ -109,18 +109,18 @@ def test_predict_on_ray_retries_a_worker_that_died(ray, parts, patchcore_model, 
                 os._exit(1)  # the worker process dies, as on a machine lost mid-run
             return super().__call__(batch)
 
-    monkeypatch.setattr(cluster, "_Scorer", DiesOnce)
+    monkeypatch.setattr(ray_predict, "_Scorer", DiesOnce)
     paths = sorted((parts / "good").glob("*.png"))[:3]  # one batch, one actor: it dies, and a new one scores it
-    scored, _ = cluster.score_paths(ray, patchcore_model, paths, engine="torch", batch_size=3, show_progress=False)
+    scored, _ = ray_predict.score_paths(ray, patchcore_model, paths, engine="torch", batch_size=3, show_progress=False)
     assert marker.exists() and [s.path for s in scored] == paths and all(s.verdict in ("normal", "anomaly") for s in scored)
 
 
 def test_predict_on_ray_that_cannot_finish_names_the_missing_images_and_writes_nothing(ray, parts, patchcore_model, tmp_path, monkeypatch):
-    class Fails(cluster._Scorer):
+    class Fails(ray_predict._Scorer):
         def __call__(self, batch):
             raise MemoryError("out of memory")
 
-    monkeypatch.setattr(cluster, "_Scorer", Fails)
+    monkeypatch.setattr(ray_predict, "_Scorer", Fails)
     out = tmp_path / "rows.csv"
     line = one_clear_line(run_cli("predict", patchcore_model, parts / "good", "--output", out, "--ray", expect=1))
     assert "the Ray run stopped" in line and "24 of 24 images were not scored (first:" in line and "nothing was written" in line
@@ -131,7 +131,7 @@ def test_fit_on_ray_that_cannot_finish_writes_no_model(ray, parts, tmp_path, mon
     def fails(extractor, paths, image_size, with_descriptors):
         raise MemoryError("out of memory")
 
-    monkeypatch.setattr(cluster, "_embed_task", fails)
+    monkeypatch.setattr(ray_fit, "_embed_task", fails)
     line = one_clear_line(run_cli("train", parts, "--image-size", "64", "--run-dir", tmp_path / "run", "--ray", expect=1))
     assert "the Ray fit stopped" in line and "36 images from" in line and "no model was written" in line
     assert not (tmp_path / "run/model.safetensors").exists()
@@ -153,7 +153,7 @@ def test_ray_takes_an_optional_address():
     assert with_ray_address(["--ray", "10.0.0.5:6379", "x"]) == ["--ray", "10.0.0.5:6379", "x"]
     assert with_ray_address(["images"]) == ["images"]
     with pytest.raises(UsageError, match="not a cluster address"):
-        cluster.check_address("images")
+        ray_cluster.check_address("images")
 
 
 def test_the_classifier_is_not_fitted_on_ray(parts):

@@ -14,7 +14,7 @@ from typer.core import TyperCommand
 
 from anomalycli import project
 from anomalycli.cli.render import err_console
-from anomalycli.deploy import engine_choice
+from anomalycli.deploy import engine_choice, ray_cluster
 from anomalycli.errors import UsageError, UserError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -56,10 +56,8 @@ def with_ray_address(args: list[str]) -> list[str]:
 
 
 def _is_address(word: str) -> bool:
-    from anomalycli.deploy import cluster  # PyTorch comes with it: only where --ray is given (see anomalycli.data.decoding
-
     # A Windows path (C:\images) has a colon too: a word that names a file or folder is none.
-    return cluster.is_address(word) and not word.startswith("-") and not Path(word).exists()
+    return ray_cluster.is_address(word) and not word.startswith("-") and not Path(word).exists()
 
 
 class _OneLine(logging.Formatter):

@@ -49,7 +49,7 @@ def predict_command(
             raise UsageError(
                 "--heatmaps is not available with --ray (maps stay on the workers); score with --ray, then draw heat maps without it for the images you look at"
             )
-        from anomalycli.deploy.cluster import check_address
+        from anomalycli.deploy.ray_cluster import check_address
 
         check_address(ray)
     if output is not None:
@@ -71,7 +71,8 @@ def predict_command(
             model, engine_notes = _on_engine(model, engine, len(paths), with_maps=heatmaps is not None)
             scored_rows = iter_scores(model, paths, batch_size, threshold, with_maps=heatmaps is not None, decoded=decoded)
         else:
-            from anomalycli.deploy.cluster import connect, score_paths
+            from anomalycli.deploy.ray_cluster import connect
+            from anomalycli.deploy.ray_predict import score_paths
 
             scored_rows, engine_notes = score_paths(connect(ray), project.model_file(model_path), paths, engine, threshold, batch_size)
         for note in engine_notes:  # where the model runs, when not on its fast path (on Ray: each worker's, once)

@@ -209,7 +209,7 @@ def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[st
 def _embed(options, extractor, samples: list[Sample], show_progress, notes: list[str], with_descriptors: bool = False):
     """The patch features of every readable sample from ``extractor`` (streamed: pixels are
     never all held) and, ``with_descriptors``, their pooled descriptors: a ``patchcore.LocalFeatures``,
-    or on Ray a ``cluster.RayFeatures`` whose patch features stay on the cluster. Then their
+    or on Ray a ``ray_fit.RayFeatures`` whose patch features stay on the cluster. Then their
     labels, the samples kept and their cross-fitting folds.
 
     The samples are put in fold order first, so that each fold's images are consecutive: a fold's
@@ -220,10 +220,10 @@ def _embed(options, extractor, samples: list[Sample], show_progress, notes: list
     samples, all_folds = [samples[i] for i in order], all_folds[order]
     paths = [s.path for s in samples]
     if options.ray is not None:
-        from anomalycli.deploy import cluster
+        from anomalycli.deploy import ray_cluster, ray_fit
 
-        features, readable, errors = cluster.RayFeatures.embed(
-            cluster.connect(options.ray), extractor, paths, options.image_size, show_progress, with_descriptors
+        features, readable, errors = ray_fit.RayFeatures.embed(
+            ray_cluster.connect(options.ray), extractor, paths, options.image_size, show_progress, with_descriptors
         )
     else:
         embedded, descriptors, stats, readable, errors = patchcore.embed_images(

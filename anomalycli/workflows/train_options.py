@@ -100,9 +100,9 @@ class TrainOptions:
             if not ok:
                 raise UsageError(message)
         if self.ray is not None:
-            from anomalycli.deploy import cluster
+            from anomalycli.deploy import ray_cluster
 
-            cluster.check_address(self.ray)
+            ray_cluster.check_address(self.ray)
         self.operating_rule()
         backbones.get(self.backbone)
 

@@ -34,7 +34,7 @@ from anomalycli.judgement import drift
 # Gaussian sigma, in patches, of the blur before the image score's maximum (see the module doc).
 SCORE_BLUR = 1.0
 # Images per backbone call when fitting, and per scoring call on cached features. Part of what
-# makes a fit reproducible: a distributed fit cuts its work on these boundaries (cluster.py).
+# makes a fit reproducible: a distributed fit cuts its work on these boundaries (deploy/ray_fit.py).
 EMBED_BATCH, SCORE_BATCH = 32, 64
 
 
@@ -272,7 +272,7 @@ def out_of_fold_scores(extractor, features: torch.Tensor, folds: np.ndarray, cor
 
 @dataclass
 class LocalFeatures:
-    """Patch features of a fit's images in this process; ``cluster.RayFeatures`` is the same on Ray."""
+    """Patch features of a fit's images in this process; ``ray_fit.RayFeatures`` is the same on Ray."""
 
     extractor: backbones.FeatureExtractor
     features: torch.Tensor  # (N, h*w, C), float16
