@@ -6,15 +6,18 @@ folder that holds ``data/``; every rule here is one a verb can be told to skip w
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+from anomalycli import files
 from anomalycli.errors import UsageError, UserError
 
 DEFAULT_DATA = Path("data")
 RUNS = Path("runs")
 RUN_PREFIX = "train"
 MODEL_NAME = "model.safetensors"
+ARGS_NAME = "args.json"  # what made the run's model: train's options, or what calibrate or adapt started from
 
 
 def resolve_data(data: str | Path | None) -> tuple[Path, bool]:
@@ -72,3 +75,15 @@ def model_and_target(args: list[Path], model: Path | None, target: str) -> tuple
     if model is not None:
         return model_file(model), chosen, False
     return newest_model(), chosen, True
+
+
+def write_args(run_dir: Path, args: dict) -> None:
+    """``args.json`` in ``run_dir``: what made the model saved there."""
+    files.write_text(run_dir / ARGS_NAME, json.dumps(args, indent=2))
+
+
+def new_run(args: dict) -> Path:
+    """A new ``runs/train-N`` folder holding ``args.json`` (calibrate and adapt without --out)."""
+    run_dir = files.new_run_dir(RUNS, RUN_PREFIX)
+    write_args(run_dir, args)
+    return run_dir

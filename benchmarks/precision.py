@@ -143,7 +143,7 @@ def cosines(samples, options, log=print) -> dict:
     not calibrated on: on this CPU's kernels, its reference kernels, and an emulated AVX2 CPU's."""
     import tempfile
 
-    from anomalycli.data.layouts import load_all
+    from anomalycli.data.tensors import load_all
     from anomalycli.detection import backbones, int8_backbone
     from benchmarks import emulated_cpu
 

@@ -74,7 +74,7 @@ def scoring_parts(model):
 
 def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
     """Seconds per image of each stage alone, in this process."""
-    from anomalycli.data.layouts import image_batches
+    from anomalycli.data.tensors import image_batches
     from anomalycli.detection import backbones, int8_backbone
     from anomalycli.detection.methods import AnomalyModel
 

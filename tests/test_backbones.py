@@ -7,7 +7,7 @@ import torchvision
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from anomalycli.data.layouts import image_to_tensor
+from anomalycli.data.tensors import image_to_tensor
 from anomalycli.detection import backbones
 from anomalycli.errors import UserError
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from anomalycli.data.decoding import DecodeAhead
 from anomalycli.data.images import read_image_array
-from anomalycli.data.layouts import image_batches
+from anomalycli.data.tensors import image_batches
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import torch
 from conftest import one_clear_line, run_cli
 
 from anomalycli.data.decoding import DecodeAhead
-from anomalycli.data.layouts import discover, load_all
+from anomalycli.data.layouts import discover
+from anomalycli.data.tensors import load_all
 from anomalycli.deploy import export, onnx_model
 from anomalycli.deploy.onnx_model import OnnxModel
 from anomalycli.deploy.scoring import iter_scores

@@ -7,7 +7,8 @@ import pytest
 import torch
 from conftest import one_clear_line, run_cli
 
-from anomalycli.data.layouts import discover, load_all
+from anomalycli.data.layouts import discover
+from anomalycli.data.tensors import load_all
 from anomalycli.deploy import onnx_model
 from anomalycli.deploy.engines import load_model, on_engine
 from anomalycli.deploy.scoring import iter_scores

@@ -55,7 +55,8 @@ def test_truncated_newer_and_foreign_files(tmp_path, patchcore_model):
 
 
 def test_loaded_model_scores_identically(parts, patchcore_model):
-    from anomalycli.data.layouts import discover, load_all
+    from anomalycli.data.layouts import discover
+    from anomalycli.data.tensors import load_all
 
     images, _, _ = load_all(discover(parts).samples[:8], 64)
     first, second = AnomalyModel.load(patchcore_model), AnomalyModel.load(patchcore_model)
@@ -66,7 +67,8 @@ def test_loaded_model_scores_identically(parts, patchcore_model):
 
 def test_model_file_with_unfolded_batch_norm_loads_and_scores_the_same(tmp_path, parts, patchcore_model, exact_search):
     """Files written before batch norm was folded hold every BatchNorm2d; they must keep working."""
-    from anomalycli.data.layouts import discover, load_all
+    from anomalycli.data.layouts import discover
+    from anomalycli.data.tensors import load_all
     from anomalycli.detection import backbones, int8_backbone
     from anomalycli.detection.methods.patchcore import PatchCore
 
@@ -85,3 +87,14 @@ def test_model_file_with_unfolded_batch_norm_loads_and_scores_the_same(tmp_path,
     torch.testing.assert_close(old_scores, scores, rtol=1e-4, atol=1e-4)
     # Map values near zero come from sqrt of a small difference of large sums: rounding shows there.
     torch.testing.assert_close(old_maps, maps, rtol=0, atol=0.01 * maps.max().item())
+
+
+def test_a_model_file_names_no_python_module_so_files_outlive_the_package_layout(patchcore_model, hybrid_model):
+    """A file holds tensors and JSON only, never a module or class to import by name (as a pickle
+    would): files written before the package moved into sub-packages load as they did."""
+    import json
+
+    for path in (patchcore_model, hybrid_model):
+        text = json.dumps(modelfile.read_meta(path))
+        assert "anomalycli." not in text and "__module__" not in text and "__class__" not in text
+        assert not [name for name in modelfile.raw_tensors(path) if "anomalycli." in name]

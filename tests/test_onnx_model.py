@@ -10,7 +10,8 @@ from conftest import one_clear_line, run_cli
 from safetensors.torch import load_file, save_file
 
 from anomalycli import modelfile
-from anomalycli.data.layouts import discover, load_all
+from anomalycli.data.layouts import discover
+from anomalycli.data.tensors import load_all
 from anomalycli.deploy import export, onnx_model
 from anomalycli.deploy.scoring import iter_scores
 from anomalycli.detection.methods import AnomalyModel

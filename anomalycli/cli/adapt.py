@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from anomalycli import files, project
-from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, model_and_target, user_errors
+from anomalycli import project
+from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, model_and_target, require_model_file, user_errors
 from anomalycli.cli.render import console, operating_point_text
 from anomalycli.data.images import list_source
 from anomalycli.data.layouts import Sample, discover
@@ -48,8 +47,7 @@ def adapt_command(
     model_path, data = model_and_target(args, model_option, "DATA")
     if data is None:
         raise UsageError("give the new line's good images, a FOLDER or a .txt list: anomaly adapt [MODEL] DATA")
-    if model_path.suffix.lower() == ".onnx":
-        raise UsageError(f"{model_path.name} is an ONNX export; adapt the .safetensors model it came from, then export it again")
+    require_model_file(model_path, "adapt")
     if out is not None and out.resolve() == model_path.resolve():
         raise UserError(f"--out {out} is the model being adapted; adapt never replaces it, choose another name")
     if out is not None and out.exists() and not overwrite:
@@ -60,10 +58,8 @@ def adapt_command(
     for warning in result.warnings:
         log.warning(warning)
     if out is None:
-        run_dir = files.new_run_dir(project.RUNS, project.RUN_PREFIX)
-        out = run_dir / project.MODEL_NAME
         made = {"adapted_from": str(model_path), "data": str(data), "rule": rule.name, "value": rule.value, "seed": seed}
-        files.write_text(run_dir / "args.json", json.dumps(made, indent=2))
+        out = project.new_run(made) / project.MODEL_NAME
     export.save_model(result.model, out, overwrite=overwrite)
     cal = result.model.calibration
     console.print(

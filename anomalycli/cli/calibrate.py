@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from anomalycli import files, project
-from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, model_and_target, user_errors
+from anomalycli import project
+from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, model_and_target, require_model_file, user_errors
 from anomalycli.cli.render import console, operating_point_text
 from anomalycli.data.layouts import discover
 from anomalycli.deploy import export
@@ -46,8 +45,7 @@ def calibrate_command(
     """
     rule = operating_rule(target_recall, max_fpr, defect_rate)
     model_path, data = model_and_target(args, model_option, "DATA")
-    if model_path.suffix.lower() == ".onnx":
-        raise UsageError(f"{model_path.name} is an ONNX export; calibrate the .safetensors model it came from, then export it again")
+    require_model_file(model_path, "calibrate")
     model = AnomalyModel.load(model_path)
     samples, source = None, ""
     if data is not None:
@@ -62,10 +60,8 @@ def calibrate_command(
     if warning:
         log.warning(warning)
     if out is None:
-        run_dir = files.new_run_dir(project.RUNS, project.RUN_PREFIX)
-        out = run_dir / project.MODEL_NAME
         made = {"recalibrated_from": str(model_path), "data": str(data) if data else None, "rule": rule.name, "value": rule.value}
-        files.write_text(run_dir / "args.json", json.dumps(made, indent=2))
+        out = project.new_run(made) / project.MODEL_NAME
     export.save_model(new_model, out, overwrite=overwrite)
     cal = new_model.calibration
     console.print(f"threshold by {cal.rule}")

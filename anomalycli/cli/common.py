@@ -125,3 +125,9 @@ def user_errors(command):
             raise fail("interrupted", EXIT_INTERRUPTED) from None
 
     return wrapper
+
+
+def require_model_file(model_path: Path, verb: str) -> None:
+    """One line refusing an exported ``.onnx`` file where ``verb`` needs the model file it came from."""
+    if model_path.suffix.lower() == ".onnx":
+        raise UsageError(f"{model_path.name} is already an ONNX export; {verb} the .safetensors model it came from (then export it again)")

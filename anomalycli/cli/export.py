@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import model_and_target, user_errors
+from anomalycli.cli.common import model_and_target, require_model_file, user_errors
 from anomalycli.cli.render import console
 from anomalycli.deploy import export
 from anomalycli.detection import int8_backbone
@@ -37,8 +37,7 @@ def export_command(
     if args and len(args) > 1:
         raise UsageError("too many arguments: give [MODEL] and --out FILE")
     model_path, _ = model_and_target(None, args[0] if args else None, "MODEL")
-    if model_path.suffix.lower() == ".onnx":
-        raise UsageError(f"{model_path.name} is already an ONNX export; pass the .safetensors model it came from")
+    require_model_file(model_path, "export")
     out = out or model_path.with_name(f"{model_path.stem}.onnx")
     if out.suffix.lower() != ".onnx":
         raise UsageError(f"--out must end in .onnx (got {out.name})")

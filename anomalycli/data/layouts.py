@@ -8,26 +8,17 @@ manifest) into a list of ``Sample``; ``image_batches`` decodes images into uint8
 from __future__ import annotations
 
 import csv
-import hashlib
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-
-from anomalycli.data.decoding import DecodeAhead, batches
 from anomalycli.data.images import (
     IMAGE_EXTENSIONS,
     MASK_FOLDERS,
-    ImageError,
     existing_folder,
     is_image_file,
     is_mask,
     list_images,
-    read_image_array,
-    resized_array,
     walk_files,
 )
 from anomalycli.errors import UserError
@@ -78,9 +69,14 @@ def _mask_index(root: Path) -> dict[tuple[tuple[str, ...], str], Path]:
         if mask_root.is_dir():
             for path in walk_files(mask_root):
                 if is_image_file(path):
-                    stem = path.stem[: -len("_mask")] if path.stem.endswith("_mask") else path.stem
+                    stem = _mask_stem(path)
                     index[(path.relative_to(mask_root).parent.parts, stem)] = path
     return index
+
+
+def _mask_stem(path: Path) -> str:
+    """The image stem a mask file belongs to: ``scratch001_mask.png`` and ``scratch001.png`` are ``scratch001``'s."""
+    return path.stem.removesuffix("_mask")
 
 
 def _find_mask(index, root: Path, path: Path) -> Path | None:
@@ -243,62 +239,12 @@ def write_manifest(path: str | Path, root: Path, samples: list[Sample], column: 
                 writer.writerow([s.path.relative_to(root).as_posix(), s.class_name, s.defect_type or "", getattr(s, column)])
 
 
-def with_split(samples: list[Sample], split: str) -> list[Sample]:
-    return [replace(s, split=split) for s in samples]
-
-
-# --- reading pixels -------------------------------------------------------------------
-
-
-def load_mask(path: Path, size: int) -> torch.Tensor:
-    with Image.open(path) as mask:
-        mask = mask.convert("L").resize((size, size), Image.NEAREST)
-        return torch.from_numpy(np.array(mask) > 127)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def image_batches(paths: list[Path], image_size: int, batch_size: int = 32, num_workers: int | None = None, decoded: DecodeAhead | None = None):
-    """``decoding.batches`` as tensors: (uint8 images B x 3 x S x S, indices into ``paths``, errors) per batch."""
-    for images, indices, errors in batches(paths, image_size, batch_size, num_workers, decoded):
-        yield torch.from_numpy(images), torch.from_numpy(indices), errors
-
-
-def read_image_tensor(path: str | Path, image_size: int) -> torch.Tensor:
-    """The file at ``path`` as a uint8 tensor (3, S, S), as ``images.read_image_array`` reads it."""
-    return torch.from_numpy(read_image_array(path, image_size)).permute(2, 0, 1)
-
-
-def image_to_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
-    """Image of any mode -> uint8 RGB tensor (3, S, S), resized with antialiasing."""
-    return torch.from_numpy(resized_array(image, image_size)).permute(2, 0, 1)
-
-
-def load_all(samples: list[Sample], image_size: int) -> tuple[torch.Tensor, list[Sample], list[str]]:
-    """Decode and resize every sample once: (uint8 N x 3 x S x S, samples kept, errors of those dropped)."""
-    tensors, kept, errors = [], [], []
-    for sample in samples:
-        try:
-            tensors.append(read_image_tensor(sample.path, image_size))
-            kept.append(sample)
-        except ImageError as exc:
-            errors.append(str(exc))
-    stacked = torch.stack(tensors) if tensors else torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8)
-    return stacked, kept, errors
-
-
 def attach_masks(samples: list[Sample], mask_dir: str | Path) -> list[Sample]:
     """Give each sample the mask in ``mask_dir`` named ``<stem>_mask.*`` or ``<stem>.*``, if any."""
     mask_dir = existing_folder(mask_dir)
     by_stem = {}
     for path in walk_files(mask_dir):
         if is_image_file(path):
-            stem = path.stem[: -len("_mask")] if path.stem.endswith("_mask") else path.stem
+            stem = _mask_stem(path)
             by_stem.setdefault(stem, path)
     return [replace(s, mask=by_stem.get(s.path.stem, s.mask)) for s in samples]

@@ -20,7 +20,8 @@ import numpy as np
 
 from anomalycli import __version__
 from anomalycli.data.images import load_image
-from anomalycli.data.layouts import Sample, load_mask
+from anomalycli.data.layouts import Sample
+from anomalycli.data.tensors import load_mask
 from anomalycli.deploy.scoring import Scored, iter_scores
 from anomalycli.errors import UserError
 from anomalycli.views import heatmaps

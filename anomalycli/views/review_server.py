@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from anomalycli.data.images import ImageError, load_image
-from anomalycli.data.layouts import read_image_tensor
+from anomalycli.data.tensors import read_image_tensor
 from anomalycli.errors import UserError
 from anomalycli.views import review_labels
 from anomalycli.views.heatmaps import map_scale, overlay

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from anomalycli.data.layouts import Sample, load_mask
+from anomalycli.data.layouts import Sample
+from anomalycli.data.tensors import load_mask
 from anomalycli.deploy.scoring import Scored, check_drift, iter_scores
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.judgement.metrics import against_announced, binary_report, operating_point, pixel_auroc

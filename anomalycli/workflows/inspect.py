@@ -8,7 +8,8 @@ from collections import Counter, defaultdict
 from PIL import Image
 
 from anomalycli.data.images import ImageError, load_image
-from anomalycli.data.layouts import Dataset, file_sha256
+from anomalycli.data.layouts import Dataset
+from anomalycli.data.tensors import file_sha256
 from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE
 
 MOST_COMMON_SIZES = 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -10,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomalycli import files
-from anomalycli.data.layouts import Sample, discover, load_all
+from anomalycli import files, project
+from anomalycli.data.layouts import Sample, discover
 from anomalycli.data.splits import k_folds
+from anomalycli.data.tensors import load_all
 from anomalycli.deploy import export
 from anomalycli.detection import backbones, int8_backbone
 from anomalycli.detection.device import resolve_device
@@ -70,7 +70,7 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
         log.info(f"validation: {len(val_samples)} images from {source}")
     if resume is None:
         run_dir = prepare_run_dir(options.run_dir)
-        files.write_text(run_dir / "args.json", json.dumps(asdict(options), indent=2))
+        project.write_args(run_dir, asdict(options))
     model, history, notes = fit(options, train_samples, val_samples, run_dir, state, show_progress)
     model_path = export.save_model(model, run_dir / MODEL_NAME)
     everything = train_samples + val_samples

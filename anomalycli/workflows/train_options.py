@@ -181,7 +181,7 @@ def write_history(path: Path, history: list[dict]) -> None:
 
 def load_resume(run_dir: str | Path) -> tuple[TrainOptions, dict, Path]:
     run_dir = Path(run_dir)
-    args_path, checkpoint_path = run_dir / "args.json", run_dir / CHECKPOINT_NAME
+    args_path, checkpoint_path = run_dir / project.ARGS_NAME, run_dir / CHECKPOINT_NAME
     if not args_path.is_file():
         raise UserError(f"{run_dir} is not a run folder (no args.json); pass the folder train created")
     if (run_dir / MODEL_NAME).exists():

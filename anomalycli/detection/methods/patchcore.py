@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from anomalycli.data.layouts import image_batches
+from anomalycli.data.tensors import image_batches
 from anomalycli.detection import backbones, bank_search, int8_backbone
 from anomalycli.detection.bank_search import BankIndex, nearest_distances
 from anomalycli.detection.coreset import SAMPLERS

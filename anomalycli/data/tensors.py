@@ -1,0 +1,58 @@
+"""Samples' pixels as PyTorch tensors: whole sets for a fit (``load_all``), batches decoded ahead
+(``image_batches``), masks, and a file's digest. The layouts that find the samples are ``layouts.py``."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from anomalycli.data.decoding import DecodeAhead, batches
+from anomalycli.data.images import ImageError, read_image_array, resized_array
+from anomalycli.data.layouts import Sample
+
+
+def load_mask(path: Path, size: int) -> torch.Tensor:
+    with Image.open(path) as mask:
+        mask = mask.convert("L").resize((size, size), Image.NEAREST)
+        return torch.from_numpy(np.array(mask) > 127)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def image_batches(paths: list[Path], image_size: int, batch_size: int = 32, num_workers: int | None = None, decoded: DecodeAhead | None = None):
+    """``decoding.batches`` as tensors: (uint8 images B x 3 x S x S, indices into ``paths``, errors) per batch."""
+    for images, indices, errors in batches(paths, image_size, batch_size, num_workers, decoded):
+        yield torch.from_numpy(images), torch.from_numpy(indices), errors
+
+
+def read_image_tensor(path: str | Path, image_size: int) -> torch.Tensor:
+    """The file at ``path`` as a uint8 tensor (3, S, S), as ``images.read_image_array`` reads it."""
+    return torch.from_numpy(read_image_array(path, image_size)).permute(2, 0, 1)
+
+
+def image_to_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
+    """Image of any mode -> uint8 RGB tensor (3, S, S), resized with antialiasing."""
+    return torch.from_numpy(resized_array(image, image_size)).permute(2, 0, 1)
+
+
+def load_all(samples: list[Sample], image_size: int) -> tuple[torch.Tensor, list[Sample], list[str]]:
+    """Decode and resize every sample once: (uint8 N x 3 x S x S, samples kept, errors of those dropped)."""
+    tensors, kept, errors = [], [], []
+    for sample in samples:
+        try:
+            tensors.append(read_image_tensor(sample.path, image_size))
+            kept.append(sample)
+        except ImageError as exc:
+            errors.append(str(exc))
+    stacked = torch.stack(tensors) if tensors else torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8)
+    return stacked, kept, errors
