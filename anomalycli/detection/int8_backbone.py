@@ -30,8 +30,10 @@ Two checks keep a wrong int8 path from scoring silently:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -225,6 +227,23 @@ def config_of(extractor) -> dict:
     return {"int8": {"graph_bytes": extractor.graph.numel(), "probe_features": extractor.probe_features.numel()}}
 
 
+@contextlib.contextmanager
+def _quantizer_advice_dropped():
+    """While inside, drop the records ONNX Runtime's quantiser logs on the root logger (it advises
+    pre-processing the graph; the checks after quantising judge it): those records only, where
+    ``logging.disable`` would silence every logger of the process."""
+
+    def not_the_quantisers(record: logging.LogRecord) -> bool:
+        return f"onnxruntime{os.sep}quantization" not in record.pathname
+
+    root = logging.getLogger()
+    root.addFilter(not_the_quantisers)
+    try:
+        yield
+    finally:
+        root.removeFilter(not_the_quantisers)
+
+
 def _leading_nodes(graph_path: Path, convs_kept: int) -> list[str]:
     """The nodes before the graph's ``convs_kept + 1``-th convolution, kept in fp32 (with
     the activations and paddings between them, which would otherwise take the float outputs' ranges)."""
@@ -256,8 +275,7 @@ def quantize(
     with tempfile.TemporaryDirectory(prefix="anomalycli-int8-") as tmp:
         fp32_path, int8_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         fp32_path.write_bytes(fp32_graph(extractor, images.shape[-1], deep))
-        logging.disable(logging.WARNING)  # it advises pre-processing on the root logger; the checks below judge the graph
-        try:
+        with _quantizer_advice_dropped():
             quantize_static(
                 fp32_path,
                 int8_path,
@@ -269,8 +287,6 @@ def quantize(
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=_leading_nodes(fp32_path, fp32_leading_convs),
             )
-        finally:
-            logging.disable(logging.NOTSET)
         graph = torch.frombuffer(bytearray(int8_path.read_bytes()), dtype=torch.uint8)
     probe = images.float().mean(0).round().to(torch.uint8)
     int8 = Int8Extractor(extractor, graph, probe, torch.zeros(0))
