@@ -2,7 +2,7 @@
 of what the model missed, what it flagged wrongly, and the closest calls on both sides.
 
 Nothing on the page is fetched: the CSS is inline and every image is a file in the report
-folder. The metrics are ``inference.evaluate``'s report, embedded whole as JSON, so the page
+folder. The metrics are ``workflows.evaluate.evaluate``'s report, embedded whole as JSON, so the page
 and ``eval --json`` cannot disagree.
 """
 

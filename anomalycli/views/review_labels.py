@@ -1,6 +1,6 @@
 """Reviewing what a model flagged: the order a person looks in, their decisions, and where they go.
 
-``anomaly review`` shows a shift's images in the browser (``review_app.py``); a person marks each
+``anomaly review`` shows a shift's images in the browser (``review_server.py``); a person marks each
 good or defective. This module is all of it but the web: the order (the decisions that matter
 first), the labels CSV every decision is saved to at once, and the copy of reviewed images into
 a data set's class folders for the next ``train``. The labels CSV is the one ``train``,
