@@ -139,3 +139,15 @@ def test_the_bank_index_follows_the_bank_and_the_model_pickles(exact_search):
         copied, _ = pickle.loads(pickle.dumps(model))(x, with_maps=False)
     assert not torch.allclose(before, changed)
     assert torch.equal(before, again) and torch.equal(before, copied)
+
+
+def test_with_bank_keeps_every_setting_and_shares_the_extractor():
+    from anomalycli.detection import backbones
+    from anomalycli.detection.methods.patchcore import PatchCore
+
+    extractor = backbones.FeatureExtractor("efficientnet_lite0", backbones.build("efficientnet_lite0", "none")).eval()
+    net = PatchCore(extractor, torch.randn(40, 152), reweight=True, neighbours=5, score_blur=2.0)
+    twin = net.with_bank(torch.randn(30, 152), [10, 20])
+    assert twin.extractor is net.extractor and twin.bank.shape == (30, 152) and net.bank.shape == (40, 152)
+    assert (twin.reweight, twin.neighbours, twin.score_blur, twin.part_sizes) == (True, 5, 2.0, [10, 20])
+    assert set(twin.state_dict()) == set(net.state_dict())

@@ -118,9 +118,9 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     out_of_fold = torch.empty(len(goods))
     for f in np.unique(folds):
         bank = torch.cat([p for i, p in enumerate(parts) if i != f])
-        fold_net = PatchCore(net.extractor, bank, reweight=net.reweight, score_blur=net.score_blur)
+        fold_net = net.with_bank(bank)
         out_of_fold[folds == f] = scored_by(fold_net, goods[folds == f])
-    adapted_net = PatchCore(net.extractor, torch.cat(parts), reweight=net.reweight, part_sizes=[len(p) for p in parts], score_blur=net.score_blur)
+    adapted_net = net.with_bank(torch.cat(parts), [len(p) for p in parts])
     new_defect_scores = scored_by(adapted_net, defects).numpy() if len(defects) else np.empty(0)
     if hybrid:
         adapted_net = Hybrid(adapted_net, model.net.head, model.net.stats, float(model.net.alpha))

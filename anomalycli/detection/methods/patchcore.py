@@ -15,6 +15,7 @@ lower than calibration expects, and the threshold would miss defects.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Iterable
@@ -56,6 +57,16 @@ class PatchCore(nn.Module):
         self.neighbours = neighbours
         self.part_sizes = list(part_sizes) if part_sizes and len(part_sizes) > 1 else None
         self._index, self._index_key = None, None
+
+    def with_bank(self, bank: torch.Tensor, part_sizes: list[int] | None = None) -> "PatchCore":
+        """This scorer with another memory bank (in ``part_sizes`` parts), every other setting kept,
+        the extractor shared: ``adapt``'s folds and adapted bank."""
+        twin = copy.copy(self)
+        twin._buffers, twin._modules = dict(self._buffers), dict(self._modules)
+        twin._buffers["bank"] = bank.float()
+        twin.part_sizes = list(part_sizes) if part_sizes and len(part_sizes) > 1 else None
+        twin._index, twin._index_key = None, None
+        return twin
 
     @property
     def index(self) -> BankIndex:
