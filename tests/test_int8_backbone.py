@@ -224,9 +224,8 @@ def _exported_search(bank: torch.Tensor, part_sizes: list[int], queries: torch.T
             self.register_buffer("bank", bank)
 
         def forward(self, q):
-            return bank_search.BankIndex(self.bank, part_sizes).nearest(q)[1]
+            return bank_search.BankIndex(self.bank, part_sizes, kind="int8").nearest(q)[1]
 
-    with bank_search.exported_search("int8"):
-        graph = export._traced(Search(), (queries[:2],), ["q"], ["distances"], export.INT8_OPSETS)
+    graph = export._traced(Search(), (queries[:2],), ["q"], ["distances"], export.INT8_OPSETS)
     assert "DynamicQuantizeMatMul" in {n.op_type for n in onnx.load_from_string(graph).graph.node}
     return torch.from_numpy(int8_backbone.session(graph).run(None, {"q": queries.numpy()})[0])

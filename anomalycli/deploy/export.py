@@ -9,6 +9,8 @@ properties, so the exported file alone is a model that ``predict`` and ``eval`` 
 from __future__ import annotations
 
 import base64
+import copy
+import dataclasses
 import io
 import json
 import warnings
@@ -21,8 +23,9 @@ from anomalycli import __version__, modelfile
 from anomalycli.deploy import onnx_model
 from anomalycli.deploy.engine_choice import ONNX_INSTALL_HINT
 from anomalycli.deploy.onnx_model import ANOMALY_MAP, INPUT, META_KEY, PROBE_KEY, RAW_SCORE, SCORE
-from anomalycli.detection import backbones, bank_search, int8_backbone
+from anomalycli.detection import backbones, int8_backbone
 from anomalycli.detection.methods import AnomalyModel
+from anomalycli.detection.methods.patchcore import PatchCore
 from anomalycli.errors import UserError
 from anomalycli.files import atomic_path
 from anomalycli.judgement.calibration import calibrated_score
@@ -108,15 +111,25 @@ def _traced(module: nn.Module, inputs: tuple, input_names: list[str], output_nam
 def onnx_bytes(model: AnomalyModel, with_maps: bool = True) -> bytes:
     """The model's scoring graph as a serialised ONNX model (no metadata), any batch size: with its
     int8 backbone where it has one, and then the bank
-    search's products in int8 too (``bank_search.exported_search``); else all in fp32."""
+    search's products in int8 too (``PatchCore.searching``); else all in fp32."""
     int8 = int8_backbone.int8_of(model.net)
     if int8 is not None:
-        with bank_search.exported_search("int8"):
-            return _joined_to_int8(model, int8, with_maps).SerializeToString()
+        return _joined_to_int8(_searching_in_int8(model), int8, with_maps).SerializeToString()
     size = model.config["image_size"]
     device = next(model.net.parameters()).device
     images = torch.zeros(2, 3, size, size, dtype=torch.uint8, device=device)
     return _traced(ScoringGraph(model, with_maps), (images,), [INPUT], output_names(model, with_maps))
+
+
+def _searching_in_int8(model: AnomalyModel) -> AnomalyModel:
+    """``model`` whose exported bank search multiplies in int8: a copy, the model is unchanged."""
+    net = model.net
+    if isinstance(net, PatchCore):
+        return dataclasses.replace(model, net=net.searching("int8"))
+    twin = copy.copy(net)  # a hybrid: its own module table, holding the searching patchcore
+    twin._modules = dict(net._modules)
+    twin.patchcore = net.patchcore.searching("int8")
+    return dataclasses.replace(model, net=twin)
 
 
 def _joined_to_int8(model: AnomalyModel, int8: int8_backbone.Int8Extractor, with_maps: bool):

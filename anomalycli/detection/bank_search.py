@@ -6,7 +6,6 @@ No (N x M) distance matrix is ever held whole, so memory stays bounded for milli
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import math
@@ -39,8 +38,6 @@ def int8_native() -> bool:
     return getattr(torch.cpu, "_is_vnni_supported", lambda: False)() and importlib.util.find_spec("onnxruntime") is not None
 
 
-# How an exported graph's search multiplies (``exported_search``): float32 unless asked.
-_exported_kind = "float32"
 # An exported graph's int8 rows use 7 bits: on CPUs without VNNI, ONNX Runtime's uint8 x int8
 # product adds pairs in 16 bits, which 255 x 127 x 2 overflows and 255 x 63 x 2 does not. This
 # machine has VNNI and no check runs where the file does.
@@ -48,25 +45,11 @@ EXPORT_INT8_LEVELS = 63
 
 
 def search_kind(device: torch.device) -> str:
-    """How the search multiplies on ``device``: ``int8`` (ONNX Runtime), ``bfloat16`` or ``float32``;
-    a GPU multiplies in float32, an exported graph as ``exported_search`` says."""
-    if torch.onnx.is_in_onnx_export():
-        return _exported_kind
+    """How the search multiplies fastest on ``device``: ``int8`` (ONNX Runtime), ``bfloat16`` or
+    ``float32``; a GPU multiplies in float32. (An exported graph's kind is ``BankIndex``'s ``kind``.)"""
     if device.type != "cpu":
         return "float32"
     return "int8" if int8_native() else "bfloat16" if bfloat16_native() else "float32"
-
-
-@contextlib.contextmanager
-def exported_search(kind: str):
-    """Graphs exported inside search with ``kind``'s products: ``int8`` (ONNX Runtime's
-    DynamicQuantizeMatMul, as predict's int8 search) or ``float32``."""
-    global _exported_kind
-    previous, _exported_kind = _exported_kind, kind
-    try:
-        yield
-    finally:
-        _exported_kind = previous
 
 
 class BankIndex:
@@ -82,14 +65,14 @@ class BankIndex:
     rows, and multiplies in bfloat16 or float32 where it fails.
     """
 
-    def __init__(self, bank: torch.Tensor, part_sizes: list[int] | None = None):
+    def __init__(self, bank: torch.Tensor, part_sizes: list[int] | None = None, kind: str | None = None):
         bank = bank.float()
         self.part_sizes = list(part_sizes or [bank.shape[0]])
         self.centre = bank.mean(0)
         self.centred = bank - self.centre
         self.padded, self.size = _padded_parts(self.part_sizes, bank.device)
         rows = torch.cat([-self.centred, self.centred.pow(2).sum(1, keepdim=True) / 2], dim=1)[self.padded]  # (rows, C + 1)
-        self.kind = search_kind(bank.device)
+        self.kind = kind or search_kind(bank.device)
         if self.kind == "int8" and torch.onnx.is_in_onnx_export():
             # Made outside the trace (through numpy), they enter the graph as constants, not as
             # steps that would quantise the bank again on every call. No session and no check here.

@@ -56,15 +56,30 @@ class PatchCore(nn.Module):
         self.score_blur = score_blur
         self.neighbours = neighbours
         self.part_sizes = list(part_sizes) if part_sizes and len(part_sizes) > 1 else None
+        # How an exported graph's bank search multiplies (``searching``): float32, or int8 as
+        # ONNX Runtime's DynamicQuantizeMatMul for a model with an int8 backbone.
+        self.exported_search = "float32"
         self._index, self._index_key = None, None
 
     def with_bank(self, bank: torch.Tensor, part_sizes: list[int] | None = None) -> "PatchCore":
         """This scorer with another memory bank (in ``part_sizes`` parts), every other setting kept,
         the extractor shared: ``adapt``'s folds and adapted bank."""
-        twin = copy.copy(self)
-        twin._buffers, twin._modules = dict(self._buffers), dict(self._modules)
+        twin = self._twin()
         twin._buffers["bank"] = bank.float()
         twin.part_sizes = list(part_sizes) if part_sizes and len(part_sizes) > 1 else None
+        return twin
+
+    def searching(self, exported_search: str) -> "PatchCore":
+        """This scorer whose exported graph's bank search multiplies in ``exported_search``
+        (``float32`` or ``int8``); the export traces it, the scorer itself is unchanged."""
+        twin = self._twin()
+        twin.exported_search = exported_search
+        return twin
+
+    def _twin(self) -> "PatchCore":
+        """A shallow copy with its own buffer and module tables and no index yet."""
+        twin = copy.copy(self)
+        twin._buffers, twin._modules = dict(self._buffers), dict(self._modules)
         twin._index, twin._index_key = None, None
         return twin
 
@@ -74,7 +89,7 @@ class PatchCore(nn.Module):
         search it changes (a loaded model's bank is copied in after construction; an exported graph
         traces its own)."""
         if torch.onnx.is_in_onnx_export():
-            return BankIndex(self.bank, self.part_sizes)
+            return BankIndex(self.bank, self.part_sizes, self.exported_search)
         # bank_search.search_kind looked up in its module: tests and benchmarks force a kind there.
         key = (self.bank.data_ptr(), self.bank._version, tuple(self.bank.shape), self.bank.device, bank_search.search_kind(self.bank.device))
         if self._index_key != key:
