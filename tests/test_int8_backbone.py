@@ -176,8 +176,9 @@ def test_int8_features_agree_with_fp32_on_real_images(name):
     x = backbones.preprocess(images, name)
     with torch.no_grad():
         held_out = int8_backbone.median_cosine(int8(x), extractor(x))
-    # Measured 0.96-0.97 on both sets (BENCHMARKS.md); the training check's bar is MIN_COSINE.
-    assert cosine > 0.94 and held_out > 0.94, (cosine, held_out)
+    # 0.98-0.99 on both sets with the 7-bit graph (BENCHMARKS.md, "Precision on any CPU"); the
+    # issue's bar for the default fit is 0.95, the training check's MIN_COSINE.
+    assert cosine > 0.95 and held_out > 0.95, (cosine, held_out)
 
 
 @pytest.mark.parametrize("name", ["screws", "magtiles"])
