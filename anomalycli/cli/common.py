@@ -20,7 +20,8 @@ from anomalycli.errors import UsageError, UserError
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 ENGINE_HELP = (
     f"Where the model runs: {', '.join(engine_choice.ENGINES)} (auto: the model's int8 backbone where it has one, "
-    f"else ONNX Runtime for {engine_choice.AUTO_ONNX_MIN_IMAGES} images or more; onnx-fp32 and torch: the fp32 backbone)."
+    f"else ONNX Runtime for {engine_choice.AUTO_ONNX_MIN_IMAGES} images or more; torch: PyTorch, an int8 backbone still on "
+    "ONNX Runtime; onnx-fp32: fp32 models only)."
 )
 
 
