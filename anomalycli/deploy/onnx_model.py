@@ -92,8 +92,9 @@ class OnnxModel:
         return self._mismatch
 
     def describe(self) -> str:
-        """Where this model scores, in words: an int8 graph's kernels and this CPU's class."""
-        if self.probe is None:
+        """Where this model scores, in words: an int8 graph's kernels and this CPU's class (an int8
+        graph is one with a probe, or one already moved to the reference kernels)."""
+        if self.probe is None and self.kernels == INT8_KERNELS:
             return "ONNX Runtime"
         return f"ONNX Runtime, int8 graph on {self.kernels} kernels ({engine_choice.cpu_class()})"
 
