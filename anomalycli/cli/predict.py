@@ -12,7 +12,7 @@ from anomalycli.cli.common import ENGINE_HELP, RAY_HELP, check_threshold, model_
 from anomalycli.cli.render import console, err_console, prediction_table, save_png, write_rows
 from anomalycli.data.decoding import DecodeAhead, images_ahead
 from anomalycli.data.images import list_source, load_image
-from anomalycli.deploy import engine_choice, onnx_model
+from anomalycli.deploy import engine_choice, loading, onnx_model
 from anomalycli.errors import UsageError, UserError
 from anomalycli.views.heatmaps import map_scale, overlay, panel
 
@@ -64,11 +64,11 @@ def predict_command(
     with _decode_ahead(model_path, paths, batch_size) if ray is None else contextlib.nullcontext() as decoded:
         from anomalycli.deploy.scoring import check_drift, iter_scores
 
-        model = _load(model_path, engine)
+        model = loading.load(model_path, engine)
         if heatmaps is not None and not model.has_maps:
             raise UsageError(f"a {model.method} model has no anomaly maps; --heatmaps needs a patchcore model")
         if ray is None:
-            model, engine_notes = _on_engine(model, engine, len(paths), with_maps=heatmaps is not None)
+            model, engine_notes = loading.on_engine(model, engine, len(paths), with_maps=heatmaps is not None)
             scored_rows = iter_scores(model, paths, batch_size, threshold, with_maps=heatmaps is not None, decoded=decoded)
         else:
             from anomalycli.deploy.ray_cluster import connect
@@ -106,37 +106,6 @@ def predict_command(
         console.print(f"rows written to {output}")
     if heatmaps:
         console.print(f"heat maps written to {heatmaps}: {scale.describe()}")
-
-
-def _load(model_path: Path, engine: str):
-    """The model at ``model_path``. An exported file, and the scoring graph an int8 model file
-    carries, load without PyTorch (``onnx_model``), which spares its import: most of the start of a
-    predict. Where that graph does not score its probe image here as where it was trained, the
-    model runs on the kernels that do (``_on_engine``)."""
-    path = project.model_file(model_path)
-    if onnx_model.is_exported(path):
-        return onnx_model.load(path, engine)
-    if engine in ("auto", "onnx"):
-        graph = onnx_model.stored_in(path)
-        if graph is not None:
-            return graph
-    from anomalycli.deploy.engines import load_model
-
-    return load_model(path, engine)
-
-
-def _on_engine(model, engine: str, n_images: int, with_maps: bool) -> tuple[object, list[str]]:
-    """``engines.on_engine`` here (without PyTorch for a graph on ONNX Runtime): the model where it
-    runs, and the lines to print: where that is, and why where it is not the model's fast path."""
-    if isinstance(model, onnx_model.OnnxModel):
-        model, note = model.where_probe_holds()
-        where = model.describe()
-    else:
-        from anomalycli.deploy.engines import describe, on_engine
-
-        model, note = on_engine(model, engine, n_images, with_maps)
-        where = describe(model)
-    return model, [f"runs on: {where}", *([note] if note else [])]
 
 
 def _decode_ahead(model_path: Path, paths: list[Path], batch_size: int) -> DecodeAhead | contextlib.nullcontext:

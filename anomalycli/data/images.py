@@ -7,6 +7,7 @@ PyTorch is still being imported. ``load_image`` reads any common image file into
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -107,13 +108,14 @@ def load_image(path: str | Path) -> Image.Image:
     return to_rgb(open_image(path))
 
 
-def open_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
-    """Decode an image file in its own mode, EXIF orientation applied; any failure is one ImageError line."""
+def open_image(path: str | Path, draft_size: int | None = None, data: bytes | None = None) -> Image.Image:
+    """Decode an image file (or, given ``data``, those bytes, ``path`` then only naming them) in its
+    own mode, EXIF orientation applied; any failure is one ImageError line."""
     path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(path if data is None else io.BytesIO(data)) as image:
                 if draft_size:
                     image.draft(None, (draft_size, draft_size))  # a no-op for formats other than JPEG
                 image.load()
@@ -125,7 +127,7 @@ def open_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
     except PermissionError:
         raise ImageError(f"{path}: permission denied; make the file readable") from None
     except UnidentifiedImageError:
-        size = path.stat().st_size if path.exists() else 0
+        size = len(data) if data is not None else path.stat().st_size if path.exists() else 0
         problem = "empty file (0 bytes)" if size == 0 else "not an image Pillow can read"
         raise ImageError(f"{path}: {problem}") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -152,13 +154,14 @@ def to_grey_or_rgb(image: Image.Image) -> Image.Image:
     return image.convert("L" if image.mode == "1" else "RGB")
 
 
-def read_image_array(path: str | Path, image_size: int) -> np.ndarray:
-    """The file at ``path`` as uint8 RGB pixels (S, S, 3), ready for a model of input size ``image_size``.
+def read_image_array(path: str | Path, image_size: int, data: bytes | None = None) -> np.ndarray:
+    """The file at ``path`` (or the bytes ``data``, which ``path`` names) as uint8 RGB pixels
+    (S, S, 3), ready for a model of input size ``image_size``.
 
     A JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale still at least ``image_size``, and a
     grey image is resized before it becomes RGB (a third of the work).
     """
-    return resized_array(open_image(path, draft_size=image_size), image_size)
+    return resized_array(open_image(path, draft_size=image_size, data=data), image_size)
 
 
 def resized_array(image: Image.Image, image_size: int) -> np.ndarray:

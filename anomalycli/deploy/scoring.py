@@ -42,12 +42,16 @@ def iter_scores(
     ``decoded``: ``paths`` already decoding at the model's input size."""
     with tqdm(total=len(paths), desc="scoring", unit="img", disable=not show_progress) as bar:
         for images, indices, errors in batches(paths, model.config["image_size"], batch_size, num_workers, decoded):
-            raw, maps = score_batch(model, images, errors, with_maps)
-            calibrated = model.calibration.normalise(raw)
-            stats = drift.image_stats(images)
-            for j, index in enumerate(indices.tolist()):
-                yield scored_row(paths[index], float(raw[j]), float(calibrated[j]), errors[j], threshold, None if maps is None else maps[j], stats[j])
+            yield from score_decoded(model, [paths[i] for i in indices.tolist()], images, errors, threshold, with_maps)
             bar.update(len(errors))
+
+
+def score_decoded(model, paths: list[Path], images: np.ndarray, errors: list[str], threshold: float = 0.5, with_maps: bool = False) -> list[Scored]:
+    """One ``Scored`` per decoded image (uint8 B x 3 x S x S; ``errors``: '' where it decoded)."""
+    raw, maps = score_batch(model, images, errors, with_maps)
+    calibrated = model.calibration.normalise(raw)
+    stats = drift.image_stats(images)
+    return [scored_row(path, float(raw[j]), float(calibrated[j]), errors[j], threshold, None if maps is None else maps[j], stats[j]) for j, path in enumerate(paths)]
 
 
 def score_batch(model, images: np.ndarray, errors: list[str], with_maps: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
@@ -79,9 +83,11 @@ def scored_row(path: Path, raw: float, score: float, error: str, threshold: floa
     return Scored(path, raw, score, "anomaly" if score >= threshold else "normal", map=map_, stats=stats)
 
 
-def check_drift(model, rows: list[Scored], model_name: str = "MODEL") -> drift.DriftReport:
-    """The drift check on the readable rows (their image statistics where every row has them)."""
-    readable = [r for r in rows if r.verdict != "unreadable"]
-    with_stats = readable and all(r.stats is not None for r in readable)
-    stats = np.stack([r.stats for r in readable]) if with_stats else None
-    return drift.check(model, np.array([r.raw for r in readable]), stats, model_name)
+def check_drift(model, rows: list[Scored], model_name: str = "MODEL", labels: list[int] | None = None) -> drift.DriftReport:
+    """The drift check on the readable rows (their image statistics where every row has them);
+    with ``labels`` (one per row, 0 for good), on the good images only."""
+    readable = [i for i, r in enumerate(rows) if r.verdict != "unreadable"]
+    with_stats = readable and all(rows[i].stats is not None for i in readable)
+    stats = np.stack([rows[i].stats for i in readable]) if with_stats else None
+    known = None if labels is None else np.array([labels[i] for i in readable], dtype=int)
+    return drift.check(model, np.array([rows[i].raw for i in readable]), stats, model_name, labels=known)

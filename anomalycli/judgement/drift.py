@@ -8,8 +8,8 @@ What it compares, for a batch of scored images against what the model file keeps
 
 - **the scores' good-looking part**: the share of the batch scoring below the training goods'
   median out-of-fold score. Half of a batch of good parts would; defects almost never do, so even
-  with ``DEFECT_SHARE`` of defects at least about a third must. Far fewer means that the good
-  parts themselves now score higher.
+  with ``DEFECT_SHARE`` of defects (or as many as the batch flags, up to ``MAX_DEFECT_SHARE``)
+  a known share must. Far fewer means that the good parts themselves now score higher.
 - **the share flagged**, against what the announced false-alarm rate and ``DEFECT_SHARE`` of
   defects can explain at most.
 - **image statistics** (``STATS``: brightness, contrast, sharpness of the model-size image, cheap
@@ -18,13 +18,21 @@ What it compares, for a batch of scored images against what the model file keeps
   ``DEFECT_SHARE``, the training defects) put there.
 
 Each comparison is a one-sided binomial test whose null hypothesis allows up to ``DEFECT_SHARE``
-of defects, so a batch with many defects is not called drift. Drift is called when a test is
+of defects, so a batch with many defects is not called drift. A test fires when it is
 significant at ``ALPHA`` over the number of tests (Bonferroni) and its share is at least
 ``MIN_EFFECT`` beyond what the null allows (a huge batch should not be stopped for a trifle).
+
+Only the scores decide whether verdicts may not hold, so a monitor that users keep switched on
+cries wolf rarely: **drift** is called when the good-looking part of the scores moved. A change
+the scores do not follow (darker images that still score as the goods did), or many flagged
+while the good-looking part holds (a batch with many defects looks so), is a **note**. Where the
+labels are known (``eval``), the good images alone are compared with the training goods, no
+defect share assumed, and more of them flagged than announced is drift too.
 """
 
 from __future__ import annotations
 
+import collections
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -38,6 +46,7 @@ SIDES = {
     "sharpness": ("blurrier", "sharper or noisier"),
 }
 DEFECT_SHARE = 0.3  # a batch may hold this share of defects without being called drift
+MAX_DEFECT_SHARE = 0.7  # or, as many as it flags, this share: beyond it, the good-looking part is too small to judge
 ALPHA = 0.01  # the chance, over all tests together, of calling an in-distribution batch drift
 COVERAGE = 0.95  # the training goods' central range of each image statistic
 MIN_EFFECT = 0.10  # the least share beyond the null's bound that is called drift: quantile ranges from a few hundred images are themselves uncertain
@@ -86,6 +95,7 @@ class Test:
     p_value: float
     side: str  # in words: "darker", "higher", ...
     drift: bool = False
+    allowed_defects: float = DEFECT_SHARE  # the share of defects the null allows (0: the images are known goods)
 
     def sentence(self) -> str:
         percent = f"{100 * self.share:.0f}%"
@@ -94,11 +104,11 @@ class Test:
                 f"scores sit higher: {percent} of the images score below the training goods' median, "
                 f"at least {100 * self.bound:.0f}% would (p={self.p_value:.1g})"
             )
+        if self.what == "flagged beyond defects":
+            return f"{percent} flagged, more than even {100 * MAX_DEFECT_SHARE:.0f}% defects would explain (at most {100 * self.bound:.0f}%, p={self.p_value:.1g})"
         if self.what == "flagged":
-            return (
-                f"{percent} flagged, where the announced false-alarm rate and up to {100 * DEFECT_SHARE:.0f}% defects "
-                f"explain at most {100 * self.bound:.0f}% (p={self.p_value:.1g})"
-            )
+            defects = f" and up to {100 * self.allowed_defects:.0f}% defects" if self.allowed_defects else ""
+            return f"{percent} flagged, where the announced false-alarm rate{defects} explain at most {100 * self.bound:.0f}% (p={self.p_value:.1g})"
         return (
             f"{percent} of the images are {self.side} than {100 * COVERAGE:.0f}% of the training goods, "
             f"at most {100 * self.bound:.0f}% would be (p={self.p_value:.1g})"
@@ -129,13 +139,14 @@ def _lower(k: int, n: int) -> float:
     return 0.0 if n == 0 or k == 0 else float(betaincinv(k, n - k + 1, 1 - CONFIDENCE))
 
 
-def _mixture(good: float, defect: float, worst) -> float:
-    """The null's bound: up to DEFECT_SHARE defects, whichever share is worse for the test."""
-    return worst(good, (1 - DEFECT_SHARE) * good + DEFECT_SHARE * defect)
+def _mixture(good: float, defect: float, worst, defect_share: float = DEFECT_SHARE) -> float:
+    """The null's bound: up to ``defect_share`` defects, whichever share is worse for the test."""
+    return worst(good, (1 - defect_share) * good + defect_share * defect)
 
 
-def score_tests(raw: np.ndarray, calibration) -> list[Test]:
-    """The score and flagged-share tests, from the calibration scores the model keeps."""
+def score_tests(raw: np.ndarray, calibration, defect_share: float = DEFECT_SHARE) -> list[Test]:
+    """The score and flagged-share tests, from the calibration scores the model keeps; the null
+    allows ``defect_share`` of defects in ``raw`` (0 for scores of images known to be good)."""
     scores, labels = np.asarray(calibration.scores, dtype=float), np.asarray(calibration.labels, dtype=int)
     goods, defects = scores[labels == 0], scores[labels == 1]
     n = len(raw)
@@ -143,17 +154,24 @@ def score_tests(raw: np.ndarray, calibration) -> list[Test]:
     # Good parts below the median: about half (a lower bound, from the finite training sample).
     good_low = _lower(int((goods < median).sum()), len(goods))
     defect_low = _lower(int((defects < median).sum()), len(defects)) if len(defects) else 0.0
-    low_bound = _mixture(good_low, defect_low, min)
+    k_flagged = int((raw >= calibration.threshold).sum())
+    # The good-looking part: as many defects as the flagged share (less MIN_EFFECT, the flagged
+    # test's own margin) can explain may stand above the median (a batch of 60 % defects flags
+    # 60 %), up to MAX_DEFECT_SHARE.
+    explained = min(MAX_DEFECT_SHARE, max(defect_share, k_flagged / n - MIN_EFFECT)) if defect_share else 0.0
+    low_bound = _mixture(good_low, defect_low, min, explained)
     k_low = int((raw < median).sum())
     tests = [Test("score", k_low / n, low_bound, float(bdtr(k_low, n, low_bound)), "higher")]
     good_flagged = _upper(int((goods >= calibration.threshold).sum()), len(goods))
-    flagged_bound = _mixture(good_flagged, 1.0, max)
-    k_flagged = int((raw >= calibration.threshold).sum())
-    tests.append(Test("flagged", k_flagged / n, flagged_bound, float(bdtrc(k_flagged - 1, n, flagged_bound)), "more"))
+    flagged_bound = _mixture(good_flagged, 1.0, max, defect_share)
+    tests.append(Test("flagged", k_flagged / n, flagged_bound, float(bdtrc(k_flagged - 1, n, flagged_bound)), "more", allowed_defects=defect_share))
+    if defect_share:  # more flagged than even MAX_DEFECT_SHARE of defects explain: the goods are flagged
+        most = _mixture(good_flagged, 1.0, max, MAX_DEFECT_SHARE)
+        tests.append(Test("flagged beyond defects", k_flagged / n, most, float(bdtrc(k_flagged - 1, n, most)), "more"))
     return tests
 
 
-def stat_tests(stats: np.ndarray, ref: dict) -> list[Test]:
+def stat_tests(stats: np.ndarray, ref: dict, defect_share: float = DEFECT_SHARE) -> list[Test]:
     """One test per image statistic: the share outside the training goods' central range."""
     tests = []
     tail = (1 - COVERAGE) / 2
@@ -165,7 +183,7 @@ def stat_tests(stats: np.ndarray, ref: dict) -> list[Test]:
         defects = np.asarray(ref["defect"].get(name, []), dtype=float)
         good_out = _upper(int(((goods < lo) | (goods > hi)).sum()), len(goods))
         defect_out = _upper(int(((defects < lo) | (defects > hi)).sum()), len(defects))
-        bound = _mixture(good_out, defect_out, max)
+        bound = _mixture(good_out, defect_out, max, defect_share)
         values = stats[:, i]
         below, above = int((values < lo).sum()), int((values > hi).sum())
         k = below + above
@@ -174,35 +192,89 @@ def stat_tests(stats: np.ndarray, ref: dict) -> list[Test]:
     return tests
 
 
-def check(model, raw: np.ndarray, stats: np.ndarray | None, model_name: str = "MODEL") -> DriftReport:
+def check(model, raw: np.ndarray, stats: np.ndarray | None, model_name: str = "MODEL", labels: np.ndarray | None = None, alpha: float = ALPHA, name: str = "") -> DriftReport:
     """Whether the readable images' raw scores (and, where given, their ``image_stats``) look
-    like the model's training data. A model file without a reference gets ``UNAVAILABLE``.
-    ``model_name`` goes into the adapt command the message suggests."""
+    like the model's training data; with ``labels`` (0 for good, one per score), the good images'.
+    A model file without a reference gets ``UNAVAILABLE``. ``model_name`` goes into the adapt
+    command the message suggests; ``alpha``: the chance of calling drift on a batch like the
+    training data (a stream checked again and again wants a smaller one); ``name``: the images'
+    in the message (default "these N images")."""
     ref = model.config.get("drift")
     raw = np.asarray(raw, dtype=float)
+    defect_share = DEFECT_SHARE
+    if labels is not None:
+        goods = np.asarray(labels) == 0
+        raw, stats, defect_share = raw[goods], None if stats is None else np.asarray(stats)[goods], 0.0
     if ref is None or not model.calibration.scores:
         return DriftReport(False, len(raw), message=UNAVAILABLE)
     if len(raw) == 0:
-        return DriftReport(False, 0, message="drift check skipped: no readable images")
-    tests = score_tests(raw, model.calibration)
+        return DriftReport(False, 0, message="drift check skipped: no readable " + ("good images" if labels is not None else "images"))
+    tests = score_tests(raw, model.calibration, defect_share)
     if stats is not None and len(stats) == len(raw):
-        tests += stat_tests(np.asarray(stats, dtype=float), ref)
-    level = ALPHA / len(tests)
+        tests += stat_tests(np.asarray(stats, dtype=float), ref, defect_share)
+    level = alpha / len(tests)
     for test in tests:
         beyond = test.bound - test.share if test.what == "score" else test.share - test.bound
         test.drift = test.p_value < level and beyond >= MIN_EFFECT
-    drifted = [t for t in tests if t.drift]
-    report = DriftReport(True, len(raw), bool(drifted), tests)
-    if drifted:
-        # The two surest differences, then the share flagged (significant or not: the user's cost).
-        reasons = sorted((t for t in drifted if t.what != "flagged"), key=lambda t: t.p_value)[:2]
-        flagged = next(t for t in tests if t.what == "flagged")
+    fired = [t for t in tests if t.drift]
+    # What says the verdicts moved: the good-looking part of the scores, or (known goods, or more
+    # than MAX_DEFECT_SHARE of defects explain) the share flagged.
+    grounds = ("score", "flagged") if labels is not None else ("score", "flagged beyond defects")
+    report = DriftReport(True, len(raw), any(t.what in grounds for t in fired), tests)
+    if not fired:
+        return report
+    what = name or f"these {len(raw)} {'good images' if labels is not None else 'images'}"
+    # The two surest differences, then the share flagged (significant or not: the user's cost).
+    reasons = sorted((t for t in fired if not t.what.startswith("flagged")), key=lambda t: t.p_value)[:2]
+    flagged = next(t for t in reversed(tests) if t.what.startswith("flagged") and (t.drift or t.what == "flagged"))
+    said = "; ".join(t.sentence() for t in [*reasons, flagged])
+    if report.drift:
         report.message = (
-            f"drift: these {len(raw)} images do not look like the training data: "
-            + "; ".join(t.sentence() for t in [*reasons, flagged])
-            + f". Verdicts may not hold: adapt the model with 5 to 50 good images of this line: anomaly adapt {model_name} GOOD_IMAGES/"
+            f"drift: {what} do not look like the training data: {said}. "
+            f"Verdicts may not hold: adapt the model with 5 to 50 good images of this line: anomaly adapt {model_name} GOOD_IMAGES/"
         )
+    elif flagged.drift:
+        report.message = (
+            f"note: {said}, while the good-looking part of the scores shows no change: a batch with that many defects looks so; "
+            "if it should not have them, look at the flagged images"
+        )
+    else:
+        report.message = f"note: {what} differ from the training images ({said}), but their scores do not follow: the verdicts hold"
     return report
+
+
+# The live stream's check (``Rolling``): its window, how often it is judged, and its chance of a
+# false call per check (smaller than ALPHA: a stream is checked hundreds of times a day).
+WINDOW, FIRST_CHECK, CHECK_EVERY, STREAM_ALPHA = 200, 50, 25, ALPHA / 10
+
+
+class Rolling:
+    """The drift check on a stream: the last ``WINDOW`` images, judged every ``CHECK_EVERY``.
+    ``add`` returns a line to print when the state changes ("ok", "note", "drift")."""
+
+    def __init__(self, model, model_name: str = "MODEL"):
+        self.model, self.model_name = model, model_name
+        self.raw: collections.deque = collections.deque(maxlen=WINDOW)
+        self.stats: collections.deque = collections.deque(maxlen=WINDOW)
+        self.state, self.report, self._unchecked = "ok", DriftReport(False), 0
+
+    def add(self, raw: float, stats: np.ndarray | None) -> str:
+        self.raw.append(raw)
+        self.stats.append(stats)
+        self._unchecked += 1
+        if len(self.raw) < FIRST_CHECK or self._unchecked < CHECK_EVERY:
+            return ""
+        self._unchecked = 0
+        with_stats = all(s is not None for s in self.stats)
+        name = f"the last {len(self.raw)} images"
+        report = check(self.model, np.array(self.raw), np.stack(self.stats) if with_stats else None, self.model_name, alpha=STREAM_ALPHA, name=name)
+        state = "drift" if report.drift else "note" if report.message.startswith("note:") else "ok"
+        before, self.state, self.report = self.state, state, report
+        if state == before or not report.checked:
+            return ""
+        if state == "ok":
+            return f"{'drift' if before == 'drift' else 'note'} over: {name} look like the training data again"
+        return report.message
 
 
 def adapted_reference(ref: dict, new_good_stats: np.ndarray) -> dict:

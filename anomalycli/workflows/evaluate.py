@@ -54,5 +54,5 @@ def evaluate(
     report["trade_off"] = trade_off(labels, raw, model.calibration)
     report["calibration"] = model.calibration.summary()
     report["announcement_misses"] = against_announced(model.calibration.expected, report["operating_point"]) if threshold == 0.5 else []
-    report["drift"] = check_drift(model, rows, model_name).to_dict()
+    report["drift"] = check_drift(model, rows, model_name, labels=[s.label for s in samples]).to_dict()
     return report, rows
