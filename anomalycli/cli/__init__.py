@@ -24,6 +24,8 @@ VERBS = {
     "adapt": ("adapt", "adapt_command", False),
     "export": ("export", "export_command", False),
     "review": ("review", "review_command", False),
+    "watch": ("watch", "watch_command", False),
+    "serve": ("serve", "serve_command", False),
 }
 
 # Each verb's line in `anomaly --help`: its command's first paragraph (tests/test_cli.py checks
@@ -38,6 +40,8 @@ SUMMARIES = {
     "adapt": "Adapt a model to a changed line (light, focus, camera) with 5 to 50 of its good images, without refitting.",
     "export": "Write the model as one self-contained ONNX file for the line PC: no anomalycli or PyTorch needed there.",
     "review": "Look at what the model flagged in the browser, mark each image good or defective, and save it as a labels CSV.",
+    "watch": "Judge every image that arrives in a folder, once, as it arrives; each verdict a row in a journal.",
+    "serve": "Judge images sent over HTTP (POST /predict), with /health and Prometheus /metrics, the model kept loaded.",
 }
 
 

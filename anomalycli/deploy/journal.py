@@ -47,7 +47,7 @@ class Journal:
         self.path = Path(path)
         self.repaired = 0  # rows cut by a crash, dropped when it was opened
         self.rows = 0
-        self.judged: set[tuple[str, str, str]] = set()
+        self.judged: dict[tuple[str, str, str], str] = {}  # each image's identity -> its verdict
         if self.path.is_dir():
             raise JournalError(f"--journal {self.path} is a folder; give a file name ending in .csv")
         try:
@@ -76,7 +76,7 @@ class Journal:
                 self.repaired += 1
                 continue
             kept.append(line)
-            self.judged.add(identity(dict(zip(COLUMNS, fields))))
+            self.judged[identity(dict(zip(COLUMNS, fields)))] = fields[4]
         self.repaired += bool(torn)
         self.rows = len(kept)
         if self.repaired:
@@ -85,6 +85,9 @@ class Journal:
     def __contains__(self, key: tuple[str, str, str]) -> bool:
         return key in self.judged
 
+    def verdict(self, key: tuple[str, str, str]) -> str | None:
+        return self.judged.get(key)
+
     def append(self, rows: list[dict]) -> None:
         """Write ``rows`` and wait until they are on disk. A failed write (disk full, an I/O error)
         is undone, so the journal keeps whole rows only, and raises ``JournalError``."""
@@ -92,12 +95,12 @@ class Journal:
             return
         self._write(_encode(rows))
         self.rows += len(rows)
-        self.judged.update(identity(r) for r in rows)
+        self.judged.update((identity(r), r["verdict"]) for r in rows)
 
     def forget(self, keep) -> None:
         """Keep in memory only the identities ``keep(identity)`` says may come again (those whose
         image is still in the folder): memory stays flat over days."""
-        self.judged = {key for key in self.judged if keep(key)}
+        self.judged = {key: verdict for key, verdict in self.judged.items() if keep(key)}
 
     def _write(self, data: bytes) -> None:
         size = os.fstat(self._fd).st_size

@@ -1,0 +1,103 @@
+"""The core that ``watch`` and ``serve`` share: a model loaded once and kept warm, judging images
+as they come, exactly as ``predict`` does (the same loading, engine, threshold and scoring), with
+the drift check running on the stream.
+
+No PyTorch here: with an int8 or exported model, a resident process starts in about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from anomalycli import project
+from anomalycli.deploy import journal, loading
+from anomalycli.deploy.scoring import Scored, score_decoded
+from anomalycli.judgement import drift
+
+
+@dataclass
+class Judged:
+    """One image's verdict on the line, with what its journal row and answer need."""
+
+    name: str  # the path below the watched folder, or the name a client gave
+    scored: Scored
+    latency_ms: float  # from the image's arrival to its verdict
+    bytes: str = ""  # the file's size and modification time: its identity in the journal
+    mtime_ns: str = ""
+
+    @property
+    def verdict(self) -> str:
+        """normal | anomaly | error (predict's "unreadable")."""
+        return "error" if self.scored.verdict == "unreadable" else self.scored.verdict
+
+    def row(self) -> dict:
+        s = self.scored
+        return {
+            "time": journal.now(),
+            "path": self.name,
+            "score": _number(s.score),
+            "raw_score": _number(s.raw),
+            "verdict": self.verdict,
+            "error": s.error,
+            "bytes": self.bytes,
+            "mtime_ns": self.mtime_ns,
+            "latency_ms": f"{self.latency_ms:.1f}",
+        }
+
+
+def _number(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.6g}"
+
+
+class Line:
+    """The model of ``model_path`` on ``engine``, warm; ``judge`` scores decoded images."""
+
+    def __init__(self, model_path: Path, engine: str = "auto", threshold: float = 0.5, with_maps: bool = False):
+        self.model_path = project.model_file(model_path)
+        model = loading.load(model_path, engine)
+        self.with_maps = with_maps and model.has_maps
+        self.model, self.engine_lines = loading.on_engine(model, engine, 1_000_000, self.with_maps)
+        self.threshold = threshold
+        self.image_size = int(self.model.config["image_size"])
+        self.drift = drift.Rolling(self.model, str(model_path))
+        self.identity = {
+            "file": self.model_path.name,
+            "sha256": _digest(self.model_path)[:16],
+            "method": self.model.method,
+            "threshold": threshold,
+            "raw_threshold": float(self.model.calibration.raw_threshold(threshold)),
+            "engine": self.engine_lines[0].removeprefix("runs on: "),
+        }
+        self.warm()
+
+    def warm(self) -> None:
+        """Score one blank image: the first call of a session allocates its buffers (tens of ms)."""
+        blank = np.zeros((1, 3, self.image_size, self.image_size), np.uint8)
+        score_decoded(self.model, [Path("warm-up")], blank, [""], self.threshold, self.with_maps)
+
+    def judge(self, names: list[str], images: np.ndarray, errors: list[str], arrived: list[float]) -> tuple[list[Judged], list[str]]:
+        """Verdicts for decoded images (uint8 B x 3 x S x S; ``errors``: '' where decoded; ``arrived``:
+        each one's time.monotonic() of arrival), and the drift check's lines where its state changed."""
+        scored = score_decoded(self.model, [Path(n) for n in names], images, errors, self.threshold, self.with_maps)
+        done = time.monotonic()
+        judged = [Judged(n, s, 1000 * (done - t)) for n, s, t in zip(names, scored, arrived)]
+        said = [line for j in judged if j.verdict != "error" and (line := self.drift.add(j.scored.raw, j.scored.stats))]
+        return judged, said
+
+    def drift_state(self) -> dict:
+        report = self.drift.report
+        return {"state": self.drift.state, "message": report.message, "images": len(self.drift.raw), "time": journal.now()}
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,287 @@
+"""``anomaly watch``: judge every image that arrives under a folder, once, as it arrives.
+
+The order of things for one image, each step only after the one before is done:
+arrival (``inbox``) -> decoded in a worker process -> scored with its batch (``line``) -> its row
+on disk (``journal``, fsynced) -> its file sorted, kept for review, the drift check told.
+A kill at any moment leaves the image either with a whole row (then it is never judged again; a
+sort left undone is finished at the next start) or with none (then it is judged at the next start).
+
+No PyTorch here (an import contract): with an int8 or exported model the watch starts in about
+a second.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from anomalycli import files
+from anomalycli.data import decoding
+from anomalycli.data.images import existing_folder, load_image
+from anomalycli.data.inbox import RESCAN_SECONDS, Inbox
+from anomalycli.deploy.journal import Journal
+from anomalycli.deploy.line import Judged, Line
+from anomalycli.errors import UsageError
+from anomalycli.views.heatmaps import map_scale, overlay
+
+SORTED = {"normal": "good", "anomaly": "anomaly", "error": "error"}  # --sort-into's folders per verdict
+
+
+@dataclass
+class WatchOptions:
+    inbox: Path
+    journal: Path
+    sort_into: Path | None = None  # move each judged image to good/, anomaly/ or error/ here
+    keep_flagged: Path | None = None  # copy each flagged image (images/) and its heat map (heatmaps/) here
+    min_free_mb: float = 500.0  # pause rather than fill a disk the watch writes to
+    settle_seconds: float = 3.0  # an image that does not decode while this new may still be being written
+    polling: bool = False  # scan the folder instead of inotify events
+    threshold: float = 0.5
+    batch_size: int = 8  # the most images scored together when many wait (a burst)
+
+
+@dataclass
+class _Pending:
+    path: Path
+    name: str
+    identity: tuple[str, str, str]
+    arrived: float
+    decoded: Future
+
+
+def check_options(options: WatchOptions) -> None:
+    """The options' mistakes, each one line, before anything loads."""
+    existing_folder(options.inbox)
+    if options.journal.suffix.lower() != ".csv":
+        raise UsageError(f"--journal must end in .csv (got {options.journal.name})")
+    inbox = options.inbox.resolve()
+    if inbox in options.journal.resolve().parents:
+        raise UsageError(f"--journal {options.journal} is inside the watched folder; put it beside {options.inbox}")
+    for flag, folder in (("--sort-into", options.sort_into), ("--keep-flagged", options.keep_flagged)):
+        if folder is not None and (folder.resolve() == inbox or folder.exists() and not folder.is_dir()):
+            raise UsageError(f"{flag} {folder} must be a folder other than the watched one")
+    if options.batch_size < 1 or options.settle_seconds < 0 or options.min_free_mb < 0:
+        raise UsageError("--batch-size must be at least 1, and --settle and --min-free at least 0")
+
+
+def watch(model_path: Path, engine: str, options: WatchOptions, say: Callable[[str], None], stop: threading.Event) -> dict:
+    """Judge what arrives under ``options.inbox`` until ``stop`` is set; ``say`` prints a line.
+    Returns this run's counts."""
+    check_options(options)
+    # The decoding workers fork first, from a process without ONNX Runtime's threads.
+    pool = ProcessPoolExecutor(decoding.default_workers(), mp_context=decoding._context(), initializer=_ignore_stops)
+    pool.submit(os.getpid).result()
+    try:
+        line = Line(model_path, engine, options.threshold, with_maps=options.keep_flagged is not None)
+        opened = Journal(options.journal)
+        skip = tuple(p for p in (options.sort_into, options.keep_flagged) if p is not None)
+        inbox = Inbox(options.inbox, skip=skip, polling=options.polling)
+        try:
+            return _Watch(line, opened, inbox, pool, options, say, stop).run()
+        finally:
+            inbox.close()
+            opened.close()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ignore_stops() -> None:
+    # A stop reaches the whole process group: the main process finishes the image in hand.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class _Watch:
+    def __init__(self, line: Line, journal: Journal, inbox: Inbox, pool: ProcessPoolExecutor, options: WatchOptions, say, stop: threading.Event):
+        self.line, self.journal, self.inbox, self.pool, self.options, self.say, self.stop = line, journal, inbox, pool, options, say, stop
+        self.pending: collections.deque[_Pending] = collections.deque()
+        self.in_flight: set[str] = set()
+        self.counts = collections.Counter()
+        self.scale = map_scale(line.model) if line.with_maps else None
+        self.drift_file = options.journal.with_name(options.journal.stem + ".drift.json")
+        self.paused = False
+        self.next_forget = time.monotonic() + RESCAN_SECONDS
+
+    def run(self) -> dict:
+        o = self.options
+        for text in self.line.engine_lines:
+            self.say(text)
+        mended = f", {self.journal.repaired} cut row(s) mended" if self.journal.repaired else ""
+        self.say(
+            f"watching {o.inbox} ({self.inbox.how}); journal {o.journal} ({self.journal.rows} rows{mended}); "
+            f"model {self.line.identity['file']} ({self.line.identity['method']}, sha256 {self.line.identity['sha256']}); Ctrl-C or SIGTERM stops"
+        )
+        for path in self.inbox.present():  # what arrived while no watch ran
+            self._consider(path)
+        while not self.stop.is_set():
+            if self._disk_low():
+                self.stop.wait(1.0)
+                continue
+            for path in self.inbox.arrived(timeout=0.0 if self.pending else 0.25):
+                self._consider(path)
+            if self.pending:
+                self._judge_ready()
+            if time.monotonic() >= self.next_forget:
+                present = {self._name(p) for p in self.inbox.present()}
+                self.journal.forget(lambda key: key[0] in present)
+                self.next_forget = time.monotonic() + RESCAN_SECONDS
+        self.say(
+            f"stopped: {self.counts['judged']} images judged in this run ({self.counts['anomaly']} flagged, {self.counts['error']} errors); "
+            f"{self.journal.rows} rows in {o.journal}"
+        )
+        return dict(self.counts)
+
+    def _name(self, path: Path) -> str:
+        return path.relative_to(self.options.inbox).as_posix()
+
+    def _consider(self, path: Path) -> None:
+        """Queue ``path`` for decoding, unless it is judged already (then finish its sorting), gone
+        or in hand."""
+        if str(path) in self.in_flight:
+            return
+        try:
+            stat = path.stat()
+        except OSError:
+            return  # gone before it was read: nothing to judge (a rename out of the folder, a temporary file)
+        name = self._name(path)
+        identity = (name, str(stat.st_size), str(stat.st_mtime_ns))
+        if identity in self.journal:
+            self._sort(path, name, self.journal.verdict(identity))
+            return
+        self.in_flight.add(str(path))
+        future = self.pool.submit(decoding.decode, path, self.line.image_size)
+        self.pending.append(_Pending(path, name, identity, time.monotonic(), future))
+
+    def _judge_ready(self) -> None:
+        """Score the first waiting image with those decoded behind it (up to a batch), then write,
+        sort and keep them."""
+        batch = [self.pending.popleft()]
+        results = [batch[0].decoded.result()]
+        while self.pending and len(batch) < self.options.batch_size and self.pending[0].decoded.done():
+            batch.append(self.pending.popleft())
+            results.append(batch[-1].decoded.result())
+        ready, images, errors = [], [], []
+        for item, (pixels, error) in zip(batch, results):
+            self.in_flight.discard(str(item.path))
+            if self._still_arriving(item, error):
+                continue
+            ready.append(item)
+            images.append(np.zeros((3, self.line.image_size, self.line.image_size), np.uint8) if pixels is None else pixels.transpose(2, 0, 1))
+            errors.append(error)
+        if not ready:
+            return
+        judged, said = self.line.judge([i.name for i in ready], np.stack(images), errors, [i.arrived for i in ready])
+        for item, verdict in zip(ready, judged):
+            verdict.bytes, verdict.mtime_ns = item.identity[1], item.identity[2]
+        self.journal.append([j.row() for j in judged])  # on disk: from here on, these images are judged
+        for item, verdict in zip(ready, judged):
+            self._tell(verdict)
+            if verdict.verdict == "anomaly" and self.options.keep_flagged is not None:
+                self._keep(item.path, verdict)
+            self._sort(item.path, item.name, verdict.verdict)
+            verdict.scored.map = None
+        for text in said:
+            self.say(text)
+        if said:
+            files.write_text(self.drift_file, json.dumps(self.line.drift_state(), indent=1))
+
+    def _still_arriving(self, item: _Pending, error: str) -> bool:
+        """Whether ``item`` is not to be judged now: changed since it was read (its next arrival is
+        due), gone, or undecodable while new (looked at again once it is ``settle_seconds`` old)."""
+        try:
+            stat = item.path.stat()
+        except OSError:
+            self.say(f"skipped {item.name}: deleted or moved away before it was judged")
+            return True
+        if (item.identity[1], item.identity[2]) != (str(stat.st_size), str(stat.st_mtime_ns)):
+            self.inbox.later(item.path, time.monotonic())
+            return True
+        if error:
+            age = time.time() - stat.st_mtime
+            if age < self.options.settle_seconds:
+                self.inbox.later(item.path, time.monotonic() + self.options.settle_seconds - age)
+                return True
+        return False
+
+    def _tell(self, judged: Judged) -> None:
+        self.counts["judged"] += 1
+        self.counts[judged.verdict] += 1
+        score = "" if judged.verdict == "error" else f" {judged.scored.score:.3f}"
+        why = f" ({judged.scored.error})" if judged.scored.error else ""
+        self.say(f"{judged.verdict}{score} {judged.name}{why}")
+
+    def _sort(self, path: Path, name: str, verdict: str | None) -> None:
+        """Move a judged image to ``sort_into``/good|anomaly|error/, never over another file."""
+        if self.options.sort_into is None or verdict not in SORTED or not path.exists():
+            return
+        target = _free_name(self.options.sort_into / SORTED[verdict] / name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(path, target)
+        except OSError:  # another disk: copy, then remove
+            shutil.move(str(path), str(target))
+
+    def _keep(self, path: Path, judged: Judged) -> None:
+        """A flagged image and its heat map under ``keep_flagged`` (images/, heatmaps/), for
+        ``anomaly review MODEL KEEP/images``."""
+        keep = self.options.keep_flagged
+        target = _free_name(keep / "images" / judged.name)
+        with files.atomic_path(target) as tmp:
+            shutil.copyfile(path, tmp)
+        if judged.scored.map is not None:
+            heat = overlay(load_image(path), judged.scored.map, self.scale)
+            with files.atomic_path((keep / "heatmaps" / target.relative_to(keep / "images")).with_suffix(".png")) as tmp:
+                heat.save(tmp, format="PNG")
+
+    def _disk_low(self) -> bool:
+        """Whether a disk the watch writes to has less than ``min_free_mb`` free; says so once,
+        and once when it has again."""
+        folders = [self.options.journal.parent, self.options.sort_into, self.options.keep_flagged]
+        low = []
+        for folder in folders:
+            if folder is None:
+                continue
+            place = folder if folder.exists() else folder.parent
+            free = shutil.disk_usage(place).free / 2**20
+            if free < self.options.min_free_mb:
+                low.append(f"{free:.0f} MB free on {place}")
+        if low and not self.paused:
+            self.say(f"disk guard: {'; '.join(low)}, under --min-free {self.options.min_free_mb:g} MB: no image is judged until there is more")
+        elif self.paused and not low:
+            self.say("disk guard: space again: judging resumes")
+        self.paused = bool(low)
+        return self.paused
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``stem-1.ext``, ``stem-2.ext``... where it is taken."""
+    n, candidate = 0, path
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and the first Ctrl-C set ``stop`` (the image in hand is finished); a second Ctrl-C
+    interrupts at once."""
+
+    def handler(signum, frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
