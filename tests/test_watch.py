@@ -280,3 +280,15 @@ def test_the_journal_is_plain_csv_a_spreadsheet_reads(tmp_path):
     (tmp_path / "other.csv").write_text("name,score\nx,1\n")
     with pytest.raises(JournalError, match="is not a journal of anomaly watch"):
         Journal(tmp_path / "other.csv")
+
+
+def test_watch_of_an_int8_model_never_imports_pytorch(patchcore_model, tmp_path):
+    (tmp_path / "inbox").mkdir()
+    script = (
+        "import os, signal, sys, threading\nfrom anomalycli.cli import main\n"
+        "threading.Timer(3, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()\n"
+        f"sys.argv = ['anomaly', 'watch', {str(patchcore_model)!r}, {str(tmp_path / 'inbox')!r}, '--journal', {str(tmp_path / 'j.csv')!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\nprint('imported:', sorted(m for m in ('torch', 'sklearn') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "stopped: 0 images judged" in done.stdout and "imported: []" in done.stdout, done.stdout + done.stderr

@@ -18,7 +18,8 @@ def serve_command(
     port: int = typer.Option(8000, help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (default: this machine only; any other needs a token)."),
     token: Optional[str] = typer.Option(
-        None, help="The token clients send (Authorization: Bearer TOKEN) when bound elsewhere than 127.0.0.1 (default: $ANOMALY_TOKEN, else one made and printed)."
+        None,
+        help="The token clients send (Authorization: Bearer TOKEN) when bound elsewhere than 127.0.0.1 (default: $ANOMALY_TOKEN, else one made and printed).",
     ),
     journal: Optional[Path] = typer.Option(None, help="CSV every verdict is appended to, on disk before the answer is sent."),
     threshold: Optional[float] = typer.Option(None, help="Decision threshold on the 0..1 score (default: the model's, 0.5)."),

@@ -15,16 +15,26 @@ from anomalycli.workflows import watch as line_watch
 @user_errors
 def watch_command(
     args: Optional[list[Path]] = typer.Argument(
-        None, metavar="[MODEL] INBOX", help="Model file or run folder (default: the newest runs/train-N), then the folder images arrive in (watched recursively)."
+        None,
+        metavar="[MODEL] INBOX",
+        help="Model file or run folder (default: the newest runs/train-N), then the folder images arrive in (watched recursively).",
     ),
-    journal: Optional[Path] = typer.Option(None, help="CSV every verdict is appended to, on disk before the image counts as judged; restarting with it judges each image once."),
+    journal: Optional[Path] = typer.Option(
+        None, help="CSV every verdict is appended to, on disk before the image counts as judged; restarting with it judges each image once."
+    ),
     model_option: Optional[Path] = typer.Option(None, "--model", help="Model file or run folder to use (default: the newest runs/train-N)."),
-    sort_into: Optional[Path] = typer.Option(None, "--sort-into", help="Move each judged image to good/, anomaly/ or error/ in this folder (after its row is written)."),
+    sort_into: Optional[Path] = typer.Option(
+        None, "--sort-into", help="Move each judged image to good/, anomaly/ or error/ in this folder (after its row is written)."
+    ),
     keep_flagged: Optional[Path] = typer.Option(
         None, "--keep-flagged", help="Copy each flagged image to images/ and its heat map to heatmaps/ in this folder, for: anomaly review MODEL FOLDER/images"
     ),
-    min_free: float = typer.Option(500, "--min-free", metavar="MB", help="Pause judging, with one line, while a disk the watch writes to has less free space than this."),
-    settle: float = typer.Option(3.0, metavar="SECONDS", help="An image that does not decode is written down as an error once it is this old (it may still be being written)."),
+    min_free: float = typer.Option(
+        500, "--min-free", metavar="MB", help="Pause judging, with one line, while a disk the watch writes to has less free space than this."
+    ),
+    settle: float = typer.Option(
+        3.0, metavar="SECONDS", help="An image that does not decode is written down as an error once it is this old (it may still be being written)."
+    ),
     polling: bool = typer.Option(False, "--polling", help="Scan the folder twice a second instead of using the system's file events (network shares)."),
     threshold: Optional[float] = typer.Option(None, help="Decision threshold on the 0..1 score (default: the model's, 0.5)."),
     batch_size: int = typer.Option(8, help="The most images scored together when many arrive at once."),
@@ -40,9 +50,7 @@ def watch_command(
         raise UsageError("give the folder to watch: anomaly watch [MODEL] INBOX --journal FILE.csv")
     if journal is None:
         raise UsageError("give the journal every verdict is written to: --journal FILE.csv (beside INBOX, not in it)")
-    options = line_watch.WatchOptions(
-        inbox, journal, sort_into, keep_flagged, min_free, settle, polling, check_threshold(threshold), batch_size
-    )
+    options = line_watch.WatchOptions(inbox, journal, sort_into, keep_flagged, min_free, settle, polling, check_threshold(threshold), batch_size)
     line_watch.check_options(options)
     stop = threading.Event()
     line_watch.stop_on_signals(stop)

@@ -154,4 +154,3 @@ async def _image_bytes(request: Request, max_bytes: int) -> tuple[str, bytes]:
             raise _TooLarge
         chunks.append(chunk)
     return request.headers.get("x-image-name", "request")[:200], b"".join(chunks)
-

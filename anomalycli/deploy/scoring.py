@@ -51,7 +51,9 @@ def score_decoded(model, paths: list[Path], images: np.ndarray, errors: list[str
     raw, maps = score_batch(model, images, errors, with_maps)
     calibrated = model.calibration.normalise(raw)
     stats = drift.image_stats(images)
-    return [scored_row(path, float(raw[j]), float(calibrated[j]), errors[j], threshold, None if maps is None else maps[j], stats[j]) for j, path in enumerate(paths)]
+    return [
+        scored_row(path, float(raw[j]), float(calibrated[j]), errors[j], threshold, None if maps is None else maps[j], stats[j]) for j, path in enumerate(paths)
+    ]
 
 
 def score_batch(model, images: np.ndarray, errors: list[str], with_maps: bool = False) -> tuple[np.ndarray, np.ndarray | None]:

@@ -105,7 +105,9 @@ class Test:
                 f"at least {100 * self.bound:.0f}% would (p={self.p_value:.1g})"
             )
         if self.what == "flagged beyond defects":
-            return f"{percent} flagged, more than even {100 * MAX_DEFECT_SHARE:.0f}% defects would explain (at most {100 * self.bound:.0f}%, p={self.p_value:.1g})"
+            return (
+                f"{percent} flagged, more than even {100 * MAX_DEFECT_SHARE:.0f}% defects would explain (at most {100 * self.bound:.0f}%, p={self.p_value:.1g})"
+            )
         if self.what == "flagged":
             defects = f" and up to {100 * self.allowed_defects:.0f}% defects" if self.allowed_defects else ""
             return f"{percent} flagged, where the announced false-alarm rate{defects} explain at most {100 * self.bound:.0f}% (p={self.p_value:.1g})"
@@ -192,7 +194,9 @@ def stat_tests(stats: np.ndarray, ref: dict, defect_share: float = DEFECT_SHARE)
     return tests
 
 
-def check(model, raw: np.ndarray, stats: np.ndarray | None, model_name: str = "MODEL", labels: np.ndarray | None = None, alpha: float = ALPHA, name: str = "") -> DriftReport:
+def check(
+    model, raw: np.ndarray, stats: np.ndarray | None, model_name: str = "MODEL", labels: np.ndarray | None = None, alpha: float = ALPHA, name: str = ""
+) -> DriftReport:
     """Whether the readable images' raw scores (and, where given, their ``image_stats``) look
     like the model's training data; with ``labels`` (0 for good, one per score), the good images'.
     A model file without a reference gets ``UNAVAILABLE``. ``model_name`` goes into the adapt

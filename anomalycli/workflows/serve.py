@@ -7,6 +7,7 @@ Bound to this machine (127.0.0.1) by default. Bound to any other address, every 
 from __future__ import annotations
 
 import secrets
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -59,6 +60,10 @@ def serve(model_path: Path, engine: str, options: ServeOptions, say: Callable[[s
         f"at http://{options.host}:{options.port}: POST /predict, GET /health, GET /metrics; Ctrl-C or SIGTERM stops"
     )
     app = make_app(line, journal, token, options.max_body_mb, say)
+    # uvicorn stops gracefully on SIGTERM or Ctrl-C, then raises the signal again with the handler
+    # found at its start: this one lets the stop end as a clean exit (status 0).
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda signum, frame: None)
     try:
         uvicorn.Server(uvicorn.Config(app, host=options.host, port=options.port, log_level="warning", access_log=False)).run()
     finally:
