@@ -35,7 +35,7 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "peer: skipped, no Python at" in done.stdout
-    assert sorted(p.stem for p in results.glob("*.json")) == ["accuracy", "precision", "scale", "shift", "speed"]
+    assert sorted(p.stem for p in results.glob("*.json")) == ["accuracy", "line", "precision", "scale", "shift", "speed"]
     text = out.read_text()
     assert text.startswith("# Benchmarks") and "## Headline: the defaults today" in text
     for title in (
@@ -45,6 +45,7 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
         "What int8 changes in the scores",
         "Scale and Ray",
         "The changed line",
+        "On the line",
         "Levers tried and not shipped",
     ):
         assert f"## {title}" in text
@@ -61,6 +62,8 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
         "| tiny (hybrid) | fp32, refitted with --seed 3 (control) |",
         "| tiny (hybrid) | fp32, features perturbed by 1e-04 (control) |",
         "| exposure | mild (0.6) |",
+        "| watch killed at random and restarted: verdicts lost / repeated | 0 / 0 of 40",
+        "| watch memory from the 100th to the 400th image",
     ):
         assert row in text
     accuracy = json.loads((results / "accuracy.json").read_text())
