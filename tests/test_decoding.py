@@ -105,7 +105,7 @@ def test_workers_started_afresh_decode_the_same(files, monkeypatch):
 
     from anomalycli.data import decoding
 
-    monkeypatch.setattr(decoding, "_context", lambda: multiprocessing.get_context("spawn"))
+    monkeypatch.setattr(decoding, "process_context", lambda: multiprocessing.get_context("spawn"))
     with DecodeAhead(files, 24, workers=1) as decoder:
         spawned = list(decoder)
     assert [error == "" for _, error in spawned] == [path.name != "cut.png" for path in files]

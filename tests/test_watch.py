@@ -4,6 +4,7 @@ cameras and line programs write them, kills at any moment, a journal that cannot
 from __future__ import annotations
 
 import csv
+import json
 import io
 import os
 import random
@@ -130,7 +131,7 @@ def test_killed_at_random_moments_and_restarted_every_image_has_exactly_one_row(
     inbox.mkdir()
     images = sorted(parts.glob("*/*.png"))
     rng = random.Random(0)
-    names = []
+    names, workers = [], []
     kills = 0
     process = start(patchcore_model, inbox, journal)
     wait_started(process, journal)
@@ -142,6 +143,7 @@ def test_killed_at_random_moments_and_restarted_every_image_has_exactly_one_row(
         time.sleep(rng.uniform(0.0, 0.05))
         if i % 12 == 11:  # a kill, at a random moment after a few arrivals, then a restart
             time.sleep(rng.uniform(0.0, 0.4))
+            workers += subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
             process.kill()
             process.wait()
             kills += 1
@@ -153,6 +155,7 @@ def test_killed_at_random_moments_and_restarted_every_image_has_exactly_one_row(
     finally:
         code, out = stop(process)
     assert kills == 4 and code == 0, out
+    assert workers and wait_for(lambda: not any(_running(pid) for pid in workers), 10)  # the killed watches' decoding workers died with them
     text = journal.read_text()
     assert text.endswith("\n") and text.splitlines()[0] == ",".join(COLUMNS)
     written = rows(journal)
@@ -184,6 +187,13 @@ def test_a_restart_judges_what_arrived_meanwhile_and_mends_a_cut_row(parts, patc
     code, out = stop(process)
     assert "(3 rows, 1 cut row(s) mended)" in started and code == 0
     assert sorted(r["path"] for r in rows(journal)) == sorted(s.name for s in goods[:5])
+
+
+def _running(pid: str) -> bool:
+    try:
+        return "\tZ" not in Path(f"/proc/{pid}/status").read_text().split("State:")[1][:4]
+    except (OSError, IndexError):
+        return False
 
 
 def _limit_file_size(limit: int):
@@ -292,3 +302,21 @@ def test_watch_of_an_int8_model_never_imports_pytorch(patchcore_model, tmp_path)
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert "stopped: 0 images judged" in done.stdout and "imported: []" in done.stdout, done.stdout + done.stderr
+
+
+def test_the_drift_check_runs_on_the_stream_and_its_state_lies_beside_the_journal(parts, patchcore_model, tmp_path):
+    from PIL import Image, ImageEnhance
+
+    inbox, journal = tmp_path / "inbox", tmp_path / "journal.csv"
+    inbox.mkdir()
+    process = start(patchcore_model, inbox, journal)
+    wait_started(process, journal)
+    goods = sorted((parts / "good").glob("*.png"))
+    for i in range(60):  # the lamp has aged: every part darker
+        ImageEnhance.Brightness(Image.open(goods[i % len(goods)])).enhance(0.5).save(inbox / f"dark{i:02d}.png")
+    assert wait_for(lambda: len(rows(journal)) == 60)
+    code, out = stop(process)
+    said = [line for line in out.splitlines() if line.startswith("drift:")]
+    assert code == 0 and len(said) == 1 and said[0].startswith("drift: the last 50 images do not look like the training data"), out
+    state = json.loads((tmp_path / "journal.drift.json").read_text())
+    assert state["state"] == "drift" and state["message"] == said[0]

@@ -54,7 +54,7 @@ class DecodeAhead:
         self.paths, self.image_size, self.ahead = list(paths), image_size, max(1, ahead)
         workers = default_workers() if workers is None else workers
         self._in_process = not workers
-        self._pool = None if self._in_process else ProcessPoolExecutor(workers, mp_context=_context(), initializer=_ignore_interrupts)
+        self._pool = None if self._in_process else ProcessPoolExecutor(workers, mp_context=process_context(), initializer=_ignore_interrupts)
         self._pending: collections.deque[Future] = collections.deque()
         self._next = 0  # the next path to hand to the pool
         # The first submit forks the workers (on Linux). Frozen, the objects of this process are
@@ -109,7 +109,7 @@ def batches(paths: list[Path], image_size: int, batch_size: int = 32, workers: i
                 batch, errors = [], []
 
 
-def _context():
+def process_context():
     # Forking is the quick start where it is safe (Linux); elsewhere a worker starts afresh and
     # imports only this module and Pillow.
     return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
@@ -119,3 +119,16 @@ def _ignore_interrupts() -> None:
     # Ctrl-C reaches the whole process group: the main process stops the workers, and the
     # workers print no traceback of their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
+
+
+def die_with_parent() -> None:
+    """End this worker process when the process that started it ends, even by SIGKILL (Linux):
+    a watch killed and restarted a hundred times must not leave a hundred idle workers."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass

@@ -13,6 +13,7 @@ a second.
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import os
 import shutil
@@ -80,7 +81,7 @@ def watch(model_path: Path, engine: str, options: WatchOptions, say: Callable[[s
     Returns this run's counts."""
     check_options(options)
     # The decoding workers fork first, from a process without ONNX Runtime's threads.
-    pool = ProcessPoolExecutor(decoding.default_workers(), mp_context=decoding._context(), initializer=_ignore_stops)
+    pool = ProcessPoolExecutor(decoding.default_workers(), mp_context=decoding.process_context(), initializer=_ignore_stops)
     pool.submit(os.getpid).result()
     try:
         line = Line(model_path, engine, options.threshold, with_maps=options.keep_flagged is not None)
@@ -100,12 +101,14 @@ def _ignore_stops() -> None:
     # A stop reaches the whole process group: the main process finishes the image in hand.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    decoding.die_with_parent()
 
 
 class _Watch:
     def __init__(self, line: Line, journal: Journal, inbox: Inbox, pool: ProcessPoolExecutor, options: WatchOptions, say, stop: threading.Event):
         self.line, self.journal, self.inbox, self.pool, self.options, self.say, self.stop = line, journal, inbox, pool, options, say, stop
-        self.pending: collections.deque[_Pending] = collections.deque()
+        self.waiting: collections.deque[tuple[Path, str, tuple[str, str, str], float]] = collections.deque()  # arrived, not yet decoding
+        self.pending: collections.deque[_Pending] = collections.deque()  # decoding or decoded, in arrival order
         self.in_flight: set[str] = set()
         self.counts = collections.Counter()
         self.scale = map_scale(line.model) if line.with_maps else None
@@ -157,11 +160,21 @@ class _Watch:
         name = self._name(path)
         identity = (name, str(stat.st_size), str(stat.st_mtime_ns))
         if identity in self.journal:
-            self._sort(path, name, self.journal.verdict(identity))
+            try:
+                self._sort(path, name, self.journal.verdict(identity))
+            except OSError as exc:
+                self.say(f"warning: {name} judged before, but not moved: {exc.strerror or exc}")
             return
         self.in_flight.add(str(path))
-        future = self.pool.submit(decoding.decode, path, self.line.image_size)
-        self.pending.append(_Pending(path, name, identity, time.monotonic(), future))
+        self.waiting.append((path, name, identity, time.monotonic()))
+        self._decode_ahead()
+
+    def _decode_ahead(self) -> None:
+        """Hand the decoding workers the next waiting images, as many ahead as predict decodes: a
+        burst of thousands waits as paths, not as decoded pixels (memory stays flat)."""
+        while self.waiting and len(self.pending) < decoding.images_ahead(self.options.batch_size):
+            path, name, identity, arrived = self.waiting.popleft()
+            self.pending.append(_Pending(path, name, identity, arrived, self.pool.submit(decoding.decode, path, self.line.image_size)))
 
     def _judge_ready(self) -> None:
         """Score the first waiting image with those decoded behind it (up to a batch), then write,
@@ -171,6 +184,7 @@ class _Watch:
         while self.pending and len(batch) < self.options.batch_size and self.pending[0].decoded.done():
             batch.append(self.pending.popleft())
             results.append(batch[-1].decoded.result())
+        self._decode_ahead()
         ready, images, errors = [], [], []
         for item, (pixels, error) in zip(batch, results):
             self.in_flight.discard(str(item.path))
@@ -187,9 +201,12 @@ class _Watch:
         self.journal.append([j.row() for j in judged])  # on disk: from here on, these images are judged
         for item, verdict in zip(ready, judged):
             self._tell(verdict)
-            if verdict.verdict == "anomaly" and self.options.keep_flagged is not None:
-                self._keep(item.path, verdict)
-            self._sort(item.path, item.name, verdict.verdict)
+            try:
+                if verdict.verdict == "anomaly" and self.options.keep_flagged is not None:
+                    self._keep(item.path, verdict)
+                self._sort(item.path, item.name, verdict.verdict)
+            except OSError as exc:  # the verdict is written: a file that cannot be kept or moved stops nothing
+                self.say(f"warning: {item.name} judged, but not kept or moved: {exc.strerror or exc}")
             verdict.scored.map = None
         for text in said:
             self.say(text)
@@ -226,11 +243,19 @@ class _Watch:
         if self.options.sort_into is None or verdict not in SORTED or not path.exists():
             return
         target = _free_name(self.options.sort_into / SORTED[verdict] / name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(path, target)
-        except OSError:  # another disk: copy, then remove
-            shutil.move(str(path), str(target))
+        for attempt in range(3):  # the line's own clean-up may remove the folder between mkdir and the move
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(path, target)
+                return
+            except FileNotFoundError:
+                if not path.exists() or attempt == 2:
+                    raise
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                shutil.move(str(path), str(target))  # another disk: copy, then remove
+                return
 
     def _keep(self, path: Path, judged: Judged) -> None:
         """A flagged image and its heat map under ``keep_flagged`` (images/, heatmaps/), for
