@@ -133,8 +133,8 @@ def metrics_table(report: dict) -> Table:
     table.add_column("value", justify="right")
     table.add_column("95% CI", justify="right")
     cis = {"f1": report.get("f1_ci"), "auroc": report.get("auroc_ci")}
-    for key in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc", "average_precision", "pixel_auroc"):
-        if key == "pixel_auroc" and report.get(key) is None:
+    for key in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc", "average_precision", "pixel_auroc", "aupro"):
+        if key in ("pixel_auroc", "aupro") and report.get(key) is None:
             continue
         ci = cis.get(key)
         table.add_row(key, _fmt(report.get(key)), f"{ci[0]:.3f} – {ci[1]:.3f}" if ci else "")

@@ -169,6 +169,7 @@ def page(report: dict, plots: dict[str, str], items: list[GalleryItem], pictures
             ["balanced accuracy", _fmt(report["balanced_accuracy"])],
             ["average precision", _fmt(report["average_precision"])],
             ["pixel AUROC", _fmt(report.get("pixel_auroc"))],
+            ["AUPRO (to 30% FPR)", _fmt(report.get("aupro"))],
         ],
     )
     confusion = _table(
