@@ -4,8 +4,8 @@ cameras and line programs write them, kills at any moment, a journal that cannot
 from __future__ import annotations
 
 import csv
-import json
 import io
+import json
 import os
 import random
 import resource

@@ -8,8 +8,8 @@ What it compares, for a batch of scored images against what the model file keeps
 
 - **the scores' good-looking part**: the share of the batch scoring below the training goods'
   median out-of-fold score. Half of a batch of good parts would; defects almost never do, so even
-  with ``DEFECT_SHARE`` of defects (or as many as the batch flags, up to ``MAX_DEFECT_SHARE``)
-  a known share must. Far fewer means that the good parts themselves now score higher.
+  with ``DEFECT_SHARE`` of defects at least about a third must. Far fewer means that the good
+  parts themselves now score higher.
 - **the share flagged**, against what the announced false-alarm rate and ``DEFECT_SHARE`` of
   defects can explain at most.
 - **image statistics** (``STATS``: brightness, contrast, sharpness of the model-size image, cheap
@@ -23,11 +23,11 @@ significant at ``ALPHA`` over the number of tests (Bonferroni) and its share is 
 ``MIN_EFFECT`` beyond what the null allows (a huge batch should not be stopped for a trifle).
 
 Only the scores decide whether verdicts may not hold, so a monitor that users keep switched on
-cries wolf rarely: **drift** is called when the good-looking part of the scores moved. A change
-the scores do not follow (darker images that still score as the goods did), or many flagged
-while the good-looking part holds (a batch with many defects looks so), is a **note**. Where the
-labels are known (``eval``), the good images alone are compared with the training goods, no
-defect share assumed, and more of them flagged than announced is drift too.
+cries wolf rarely: **drift** is called when the good-looking part of the scores moved, or more
+are flagged than the announced rate and ``DEFECT_SHARE`` of defects explain. A change of the
+images that the scores do not follow (darker images that still score as the goods did) is a
+**note**. Where the labels are known (``eval``), the good images alone are compared with the
+training goods, no defect share assumed: a test set full of defects is then no finding.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ SIDES = {
     "sharpness": ("blurrier", "sharper or noisier"),
 }
 DEFECT_SHARE = 0.3  # a batch may hold this share of defects without being called drift
-MAX_DEFECT_SHARE = 0.7  # or, as many as it flags, this share: beyond it, the good-looking part is too small to judge
 ALPHA = 0.01  # the chance, over all tests together, of calling an in-distribution batch drift
 COVERAGE = 0.95  # the training goods' central range of each image statistic
 MIN_EFFECT = 0.10  # the least share beyond the null's bound that is called drift: quantile ranges from a few hundred images are themselves uncertain
@@ -104,10 +103,6 @@ class Test:
                 f"scores sit higher: {percent} of the images score below the training goods' median, "
                 f"at least {100 * self.bound:.0f}% would (p={self.p_value:.1g})"
             )
-        if self.what == "flagged beyond defects":
-            return (
-                f"{percent} flagged, more than even {100 * MAX_DEFECT_SHARE:.0f}% defects would explain (at most {100 * self.bound:.0f}%, p={self.p_value:.1g})"
-            )
         if self.what == "flagged":
             defects = f" and up to {100 * self.allowed_defects:.0f}% defects" if self.allowed_defects else ""
             return f"{percent} flagged, where the announced false-alarm rate{defects} explain at most {100 * self.bound:.0f}% (p={self.p_value:.1g})"
@@ -157,19 +152,12 @@ def score_tests(raw: np.ndarray, calibration, defect_share: float = DEFECT_SHARE
     good_low = _lower(int((goods < median).sum()), len(goods))
     defect_low = _lower(int((defects < median).sum()), len(defects)) if len(defects) else 0.0
     k_flagged = int((raw >= calibration.threshold).sum())
-    # The good-looking part: as many defects as the flagged share (less MIN_EFFECT, the flagged
-    # test's own margin) can explain may stand above the median (a batch of 60 % defects flags
-    # 60 %), up to MAX_DEFECT_SHARE.
-    explained = min(MAX_DEFECT_SHARE, max(defect_share, k_flagged / n - MIN_EFFECT)) if defect_share else 0.0
-    low_bound = _mixture(good_low, defect_low, min, explained)
+    low_bound = _mixture(good_low, defect_low, min, defect_share)
     k_low = int((raw < median).sum())
     tests = [Test("score", k_low / n, low_bound, float(bdtr(k_low, n, low_bound)), "higher")]
     good_flagged = _upper(int((goods >= calibration.threshold).sum()), len(goods))
     flagged_bound = _mixture(good_flagged, 1.0, max, defect_share)
     tests.append(Test("flagged", k_flagged / n, flagged_bound, float(bdtrc(k_flagged - 1, n, flagged_bound)), "more", allowed_defects=defect_share))
-    if defect_share:  # more flagged than even MAX_DEFECT_SHARE of defects explain: the goods are flagged
-        most = _mixture(good_flagged, 1.0, max, MAX_DEFECT_SHARE)
-        tests.append(Test("flagged beyond defects", k_flagged / n, most, float(bdtrc(k_flagged - 1, n, most)), "more"))
     return tests
 
 
@@ -221,26 +209,19 @@ def check(
         beyond = test.bound - test.share if test.what == "score" else test.share - test.bound
         test.drift = test.p_value < level and beyond >= MIN_EFFECT
     fired = [t for t in tests if t.drift]
-    # What says the verdicts moved: the good-looking part of the scores, or (known goods, or more
-    # than MAX_DEFECT_SHARE of defects explain) the share flagged.
-    grounds = ("score", "flagged") if labels is not None else ("score", "flagged beyond defects")
+    grounds = ("score", "flagged")  # what says the verdicts moved; the image statistics alone do not
     report = DriftReport(True, len(raw), any(t.what in grounds for t in fired), tests)
     if not fired:
         return report
     what = name or f"these {len(raw)} {'good images' if labels is not None else 'images'}"
     # The two surest differences, then the share flagged (significant or not: the user's cost).
-    reasons = sorted((t for t in fired if not t.what.startswith("flagged")), key=lambda t: t.p_value)[:2]
-    flagged = next(t for t in reversed(tests) if t.what.startswith("flagged") and (t.drift or t.what == "flagged"))
+    reasons = sorted((t for t in fired if t.what != "flagged"), key=lambda t: t.p_value)[:2]
+    flagged = next(t for t in tests if t.what == "flagged")
     said = "; ".join(t.sentence() for t in [*reasons, flagged])
     if report.drift:
         report.message = (
             f"drift: {what} do not look like the training data: {said}. "
             f"Verdicts may not hold: adapt the model with 5 to 50 good images of this line: anomaly adapt {model_name} GOOD_IMAGES/"
-        )
-    elif flagged.drift:
-        report.message = (
-            f"note: {said}, while the good-looking part of the scores shows no change: a batch with that many defects looks so; "
-            "if it should not have them, look at the flagged images"
         )
     else:
         report.message = f"note: {what} differ from the training images ({said}), but their scores do not follow: the verdicts hold"

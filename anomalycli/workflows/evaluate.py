@@ -49,7 +49,11 @@ def evaluate(
     )
     report["n_unreadable"] = len(rows) - len(readable)
     # Pixel AUROC on every fourth pixel, AUPRO (its connected regions want the finer grid) on every second.
-    report["pixel_auroc"] = pixel_auroc(np.concatenate([t[::2, ::2].ravel() for t in pixel_truth]), np.concatenate([m[::2, ::2].ravel() for m in pixel_scores])) if pixel_scores else None
+    report["pixel_auroc"] = (
+        pixel_auroc(np.concatenate([t[::2, ::2].ravel() for t in pixel_truth]), np.concatenate([m[::2, ::2].ravel() for m in pixel_scores]))
+        if pixel_scores
+        else None
+    )
     report["aupro"] = aupro(pixel_truth, pixel_scores) if pixel_scores else None
     report["threshold"] = threshold
     raw_threshold = model.calibration.raw_threshold(threshold)
