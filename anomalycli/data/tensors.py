@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +18,6 @@ def load_mask(path: Path, size: int) -> torch.Tensor:
     with Image.open(path) as mask:
         mask = mask.convert("L").resize((size, size), Image.NEAREST)
         return torch.from_numpy(np.array(mask) > 127)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def image_batches(paths: list[Path], image_size: int, batch_size: int = 32, num_workers: int | None = None, decoded: DecodeAhead | None = None):

@@ -7,7 +7,6 @@ No PyTorch here: with an int8 or exported model, a resident process starts in ab
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anomalycli import project
+from anomalycli import files, project
 from anomalycli.deploy import journal, loading
 from anomalycli.deploy.scoring import Scored, score_decoded
 from anomalycli.judgement import drift
@@ -68,7 +67,7 @@ class Line:
         self.drift = drift.Rolling(self.model, str(model_path))
         self.identity = {
             "file": self.model_path.name,
-            "sha256": _digest(self.model_path)[:16],
+            "sha256": files.file_sha256(self.model_path)[:16],
             "method": self.model.method,
             "threshold": threshold,
             "raw_threshold": float(self.model.calibration.raw_threshold(threshold)),
@@ -93,11 +92,3 @@ class Line:
     def drift_state(self) -> dict:
         report = self.drift.report
         return {"state": self.drift.state, "message": report.message, "images": len(self.drift.raw), "time": journal.now()}
-
-
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -7,9 +7,9 @@ from collections import Counter, defaultdict
 
 from PIL import Image
 
+from anomalycli import files
 from anomalycli.data.images import ImageError, load_image
 from anomalycli.data.layouts import Dataset
-from anomalycli.data.tensors import file_sha256
 from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE
 
 MOST_COMMON_SIZES = 3
@@ -93,7 +93,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
         except Exception as exc:  # Image.open's own errors carry no path; load_image says it better
             unreadable.append({"path": str(s.path), "error": f"{s.path}: {exc}"})
             continue
-        by_hash[file_sha256(s.path)].append(s)
+        by_hash[files.file_sha256(s.path)].append(s)
     n_normal = sum(1 for s in dataset.samples if s.label == 0)
     n_anomaly = len(dataset.samples) - n_normal
     ratio = (max(n_normal, n_anomaly) / min(n_normal, n_anomaly)) if n_normal and n_anomaly else None
