@@ -194,12 +194,15 @@ def headline(result: dict, data: str) -> dict:
         return {}
     shifts = run["shifts"]
     k = max(shifts[0]["adapted"], key=int)
-    noticed = sum(row["drift_rate_50"]["0"] >= 0.5 for row in shifts)
-    alarmed = sum(row["fpr_before"] > run["announced"]["false_alarm_rate_ci"][1] for row in shifts)
+    harmful = [row["fpr_before"] > run["announced"]["false_alarm_rate_ci"][1] for row in shifts]
+    noticed = [row["drift_rate_50"]["0"] >= 0.5 for row in shifts]
     restored = sum(row["adapted"][k]["fpr"] <= row["adapted"][k]["announced_fpr_upper"] for row in shifts)
+    caught = sum(h and n for h, n in zip(harmful, noticed))
+    cried = sum(n and not h for h, n in zip(harmful, noticed))
     return {
-        f"a changed line ({len(shifts)} shifts): false alarms over the announced bound / noticed by the drift check / "
-        f"within it after adapting with {k} good images": f"{alarmed} / {noticed} / {restored} of {len(shifts)}"
+        f"a changed line ({len(shifts)} shifts): false alarms over the announced bound / called drift (batches of 50 goods) / "
+        f"within it after adapting with {k} good images": f"{sum(harmful)} / {sum(noticed)} / {restored} of {len(shifts)}",
+        "the drift call on those shifts: over the bound and called / within it and called anyway": f"{caught} of {sum(harmful)} / {cried} of {len(shifts) - sum(harmful)}",
     }
 
 
