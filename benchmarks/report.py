@@ -11,15 +11,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from anomalycli import files
-from benchmarks import accuracy, levers, line, operating_point, peer, precision, scale, shift, speed
+from benchmarks import accuracy, levers, line, localisation, operating_point, peer, precision, scale, shift, speed
 from benchmarks.common import machine
 
 # topic -> its module; operating_point reads the accuracy topic's results (same fits)
-TOPICS = {"accuracy": accuracy, "precision": precision, "speed": speed, "line": line, "scale": scale, "peer": peer, "shift": shift}
+TOPICS = {
+    "accuracy": accuracy,
+    "localisation": localisation,
+    "precision": precision,
+    "speed": speed,
+    "line": line,
+    "scale": scale,
+    "peer": peer,
+    "shift": shift,
+}
 # (section title, the topic whose results it reads, the module that writes it), in the report's order
 SECTIONS = [
     (accuracy.TITLE, "accuracy", accuracy),
     (operating_point.TITLE, "accuracy", operating_point),
+    (localisation.TITLE, "localisation", localisation),
     (speed.TITLE, "speed", speed),
     (line.TITLE, "line", line),
     (precision.TITLE, "precision", precision),
@@ -30,6 +40,7 @@ SECTIONS = [
 HEADLINE = [
     ("accuracy", accuracy),
     ("accuracy", operating_point),
+    ("localisation", localisation),
     ("precision", precision),
     ("speed", speed),
     ("line", line),
