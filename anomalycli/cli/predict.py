@@ -13,6 +13,7 @@ from anomalycli.cli.render import console, err_console, prediction_table, save_p
 from anomalycli.data.decoding import DecodeAhead, images_ahead
 from anomalycli.data.images import list_source, load_image
 from anomalycli.deploy import engine_choice, loading, onnx_model
+from anomalycli.deploy.regions import image_regions, regions_in_columns, save_mask
 from anomalycli.errors import UsageError, UserError
 from anomalycli.views.heatmaps import map_scale, overlay, panel
 
@@ -33,6 +34,10 @@ def predict_command(
     overwrite: bool = typer.Option(False, help="Replace existing --output and heat-map files."),
     engine: str = typer.Option("auto", help=ENGINE_HELP),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help=RAY_HELP + " Every node must read SOURCE's paths."),
+    masks: Optional[Path] = typer.Option(None, help="Write <stem>_mask.png here, at the image's own size, for every image with a defect region."),
+    pixel_size: Optional[float] = typer.Option(
+        None, "--pixel-size", metavar="MM", help="The size of an image pixel in mm: regions' areas in mm² and sizes in mm too."
+    ),
 ) -> None:
     """A score in [0, 1] and a verdict for every image; heat maps where the method has them.
 
@@ -44,6 +49,10 @@ def predict_command(
         raise UsageError("give the images to score, a FOLDER or a .txt list of paths: anomaly predict [MODEL] SOURCE")
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
+    if pixel_size is not None and not pixel_size > 0:
+        raise UsageError(f"--pixel-size is a pixel's size in mm, above 0 (got {pixel_size})")
+    if ray is not None and masks is not None:
+        raise UsageError("--masks is not available with --ray (maps stay on the workers); write masks without --ray")
     if ray is not None:
         if heatmaps is not None:
             raise UsageError(
@@ -67,9 +76,15 @@ def predict_command(
         model = loading.load(model_path, engine)
         if heatmaps is not None and not model.has_maps:
             raise UsageError(f"a {model.method} model has no anomaly maps; --heatmaps needs a patchcore model")
+        pixel_threshold = (model.config.get("pixel_threshold") or {}).get("value") if model.has_maps else None
+        if masks is not None and pixel_threshold is None:
+            raise UsageError("this model has no pixel threshold (a classifier, or trained before regions existed); train it again for --masks")
+        # Regions where the model has a pixel threshold and the rows go to a file (maps cost time).
+        with_regions = pixel_threshold is not None and ray is None and (output is not None or masks is not None)
+        with_maps = heatmaps is not None or with_regions
         if ray is None:
-            model, engine_notes = loading.on_engine(model, engine, len(paths), with_maps=heatmaps is not None)
-            scored_rows = iter_scores(model, paths, batch_size, threshold, with_maps=heatmaps is not None, decoded=decoded)
+            model, engine_notes = loading.on_engine(model, engine, len(paths), with_maps=with_maps)
+            scored_rows = iter_scores(model, paths, batch_size, threshold, with_maps=with_maps, decoded=decoded)
         else:
             from anomalycli.deploy.ray_cluster import connect
             from anomalycli.deploy.ray_predict import score_paths
@@ -81,6 +96,11 @@ def predict_command(
         scale = map_scale(model) if heatmaps is not None else None
         for scored in scored_rows:
             rows.append({"path": str(scored.path), "score": scored.score, "raw_score": scored.raw, "verdict": scored.verdict, "error": scored.error})
+            if with_regions:
+                found = image_regions(scored, pixel_threshold)
+                rows[-1]["regions"] = [r.to_dict(pixel_size) for r in found]
+                if masks is not None and found:
+                    save_mask(scored, pixel_threshold, masks / _relative(scored.path, base).with_name(f"{scored.path.stem}_mask.png"), overwrite)
             if heatmaps is not None and scored.map is not None:
                 image = load_image(scored.path)
                 heat = overlay(image, scored.map, scale)
@@ -102,10 +122,14 @@ def predict_command(
     if drift.message:
         err_console.print(drift.message, highlight=False, markup=False, soft_wrap=True)
     if output:
+        if with_regions and output.suffix.lower() == ".csv":
+            rows = [regions_in_columns(row, pixel_size) for row in rows]
         write_rows(output, rows, overwrite, {"drift": drift.to_dict()})
         console.print(f"rows written to {output}")
     if heatmaps:
         console.print(f"heat maps written to {heatmaps}: {scale.describe()}")
+    if masks:
+        console.print(f"masks of {sum(bool(r.get('regions')) for r in rows)} images with a defect region written to {masks}")
 
 
 def _decode_ahead(model_path: Path, paths: list[Path], batch_size: int) -> DecodeAhead | contextlib.nullcontext:

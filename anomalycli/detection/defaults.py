@@ -12,3 +12,7 @@ DEFAULT_IMAGE_SIZE = {"classifier": 224, "patchcore": 320, "hybrid": 320}
 # --fast: the backbone and size patchcore and the hybrid had before the 320 px default, about
 # twice as fast to predict for a few points of AUROC less (BENCHMARKS.md, "Speed").
 FAST_BACKBONE, FAST_IMAGE_SIZE = "efficientnet_lite0", 224
+
+# The pixel threshold (patchcore, hybrid): the share of the training goods' out-of-fold map pixels
+# it leaves above it. Regions of a map are its connected areas above that threshold.
+PIXEL_FALSE_POSITIVE_RATE = 0.001

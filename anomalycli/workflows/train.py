@@ -15,6 +15,7 @@ from anomalycli.data.splits import k_folds
 from anomalycli.data.tensors import load_all
 from anomalycli.deploy import export
 from anomalycli.detection import backbones, int8_backbone
+from anomalycli.detection.defaults import PIXEL_FALSE_POSITIVE_RATE
 from anomalycli.detection.device import resolve_device
 from anomalycli.detection.methods import AnomalyModel, classifier, hybrid, patchcore
 from anomalycli.detection.methods.classifier_training import fit_classifier
@@ -131,6 +132,18 @@ def _drift_reference(stats: np.ndarray, labels: torch.Tensor) -> dict:
     """The drift check's reference (``drift.reference``) from the fitted images' ``drift.image_stats``."""
     labels = labels.numpy()
     return drift.reference(stats[labels == 0], stats[labels == 1])
+
+
+def _pixel_threshold(features, labels: torch.Tensor, folds: np.ndarray, coresets: dict, image_size: int) -> dict:
+    """The model's pixel threshold (``pixel_threshold`` in its config), from the training goods'
+    out-of-fold maps; none where the features live elsewhere (on Ray)."""
+    if not hasattr(features, "out_of_fold_pixel_threshold"):
+        return {}
+    rate = PIXEL_FALSE_POSITIVE_RATE
+    value = features.out_of_fold_pixel_threshold(labels, folds, coresets, image_size, rate)
+    return {
+        "pixel_threshold": {"value": value, "false_positive_rate": rate, "rule": f"{100 * rate:g} % of the training goods' out-of-fold map pixels above it"}
+    }
 
 
 def _scores(model: AnomalyModel, images: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -272,6 +285,7 @@ def _train_patchcore(options, config, samples, device, show_progress):
         "drift": _drift_reference(features.stats, labels),
         **precision,
     }
+    config.update(_pixel_threshold(features, labels, folds, coresets, options.image_size))
     model = AnomalyModel("patchcore", net, config, calibration=None)
     _calibrate(model, labels, out_of_fold, options.operating_rule(), "out-of-fold", notes)
     return model, [], notes
@@ -306,6 +320,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
         "drift": _drift_reference(features.stats, labels),
         **precision,
     }
+    config.update(_pixel_threshold(features, labels, folds, coresets, options.image_size))
     model = AnomalyModel("hybrid", net, config, calibration=None)
     rule = options.operating_rule()
     _calibrate(model, labels, out_of_fold, rule, "out-of-fold", notes, hybrid.selection(one_class, supervised, labels, rule))

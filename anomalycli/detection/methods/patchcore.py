@@ -296,6 +296,25 @@ def out_of_fold_scores(extractor, features: torch.Tensor, folds: np.ndarray, cor
     return scores
 
 
+@torch.no_grad()
+def out_of_fold_pixel_threshold(
+    extractor, features: torch.Tensor, labels: torch.Tensor, folds: np.ndarray, coresets: dict, image_size: int, false_positive_rate: float
+) -> float:
+    """The map value that ``false_positive_rate`` of the good images' map pixels reach, each good
+    image's map made by the bank of the folds it is not in (as ``out_of_fold_scores``), on every
+    fourth pixel."""
+    values = []
+    side = int(round(features.shape[1] ** 0.5))
+    for fold in np.unique(folds):
+        goods = np.flatnonzero((folds == fold) & (labels.numpy() == 0))
+        bank = torch.cat([coreset for f, coreset in coresets.items() if f != fold])
+        scorer = PatchCore(extractor, bank)
+        for i in range(0, len(goods), SCORE_BATCH):
+            _, maps = scorer.score_features(features[goods[i : i + SCORE_BATCH]].float(), (side, side), (image_size, image_size))
+            values.append(maps[:, ::4, ::4].reshape(-1).float().numpy())
+    return float(np.quantile(np.concatenate(values), 1 - false_positive_rate))
+
+
 @dataclass
 class LocalFeatures:
     """Patch features of a fit's images in this process; ``ray_fit.RayFeatures`` is the same on Ray."""
@@ -312,6 +331,9 @@ class LocalFeatures:
 
     def out_of_fold_scores(self, folds: np.ndarray, coresets: dict, reweight: bool = False, show_progress: bool = False) -> torch.Tensor:
         return out_of_fold_scores(self.extractor, self.features, folds, coresets, reweight)
+
+    def out_of_fold_pixel_threshold(self, labels: torch.Tensor, folds: np.ndarray, coresets: dict, image_size: int, false_positive_rate: float) -> float:
+        return out_of_fold_pixel_threshold(self.extractor, self.features, labels, folds, coresets, image_size, false_positive_rate)
 
 
 @torch.no_grad()

@@ -1,0 +1,54 @@
+"""Defect regions of a scored image, in its own pixels: what ``predict`` writes beside a verdict.
+
+No PyTorch here (the predict path). The regions are ``localisation.regions`` of the image's map
+above the model's pixel threshold (``pixel_threshold`` in its config, chosen at training).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from anomalycli import files
+from anomalycli.deploy.scoring import Scored
+from anomalycli.judgement.localisation import Region, regions
+
+
+def original_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of an image file, from its header, EXIF rotation applied; None where unreadable."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            rotated = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except (OSError, ValueError):
+        return None
+    return (height, width) if rotated else (width, height)
+
+
+def image_regions(scored: Scored, pixel_threshold: float) -> list[Region]:
+    """The regions of a scored image's map, largest first (none without a map)."""
+    if scored.map is None or scored.verdict == "unreadable":
+        return []
+    return regions(scored.map, pixel_threshold, original_size(scored.path))
+
+
+def regions_in_columns(row: dict, pixel_size_mm: float | None = None) -> dict:
+    """A row whose ``regions`` list becomes CSV columns: their count and the largest's area."""
+    found = row.pop("regions", None) or []
+    row["regions"] = len(found)
+    row["largest_area_px"] = found[0]["area_px"] if found else ""
+    if pixel_size_mm:
+        row["largest_area_mm2"] = found[0]["area_mm2"] if found else ""
+    return row
+
+
+def save_mask(scored: Scored, pixel_threshold: float, path: Path, overwrite: bool = True) -> None:
+    """The map above the threshold as a black-and-white PNG at the image's own size."""
+    mask = Image.fromarray((np.asarray(scored.map) >= pixel_threshold).astype(np.uint8) * 255, "L")
+    size = original_size(scored.path)
+    if size is not None and size != mask.size:
+        mask = mask.resize(size, Image.NEAREST)
+    with files.atomic_path(path, overwrite) as tmp:
+        mask.save(tmp, format="PNG")
