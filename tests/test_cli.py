@@ -63,7 +63,8 @@ def test_train_patchcore_eval_predict(parts, patchcore_model, tmp_path):
     assert "confusion matrix" in result.output
     report = json.loads(out.read_text())
     assert EVAL_KEYS <= set(report)
-    assert report["auroc"] > 0.9 and report["pixel_auroc"] > 0.8
+    assert report["auroc"] > 0.9 and report["pixel_auroc"] > 0.8 and report["aupro"] > 0.5
+    assert report["regions_touched"] > 0.5 and report["false_regions_per_good_image"] is not None
     assert set(report["per_defect_type"]) == {"scratch", "spot"}
 
     rows_csv, heat = tmp_path / "p.csv", tmp_path / "heat"

@@ -170,6 +170,8 @@ def page(report: dict, plots: dict[str, str], items: list[GalleryItem], pictures
             ["average precision", _fmt(report["average_precision"])],
             ["pixel AUROC", _fmt(report.get("pixel_auroc"))],
             ["AUPRO (to 30% FPR)", _fmt(report.get("aupro"))],
+            ["true defect regions a predicted region touches", _fmt(report.get("regions_touched"))],
+            ["false regions per good image", _fmt(report.get("false_regions_per_good_image"))],
         ],
     )
     confusion = _table(

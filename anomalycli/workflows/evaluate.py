@@ -9,7 +9,7 @@ from anomalycli.data.layouts import Sample
 from anomalycli.data.tensors import load_mask
 from anomalycli.deploy.scoring import Scored, check_drift, iter_scores
 from anomalycli.detection.methods import AnomalyModel
-from anomalycli.judgement.localisation import aupro
+from anomalycli.judgement.localisation import aupro, touched_and_false
 from anomalycli.judgement.metrics import against_announced, binary_report, operating_point, pixel_auroc
 from anomalycli.judgement.thresholds import trade_off
 
@@ -55,6 +55,9 @@ def evaluate(
         else None
     )
     report["aupro"] = aupro(pixel_truth, pixel_scores) if pixel_scores else None
+    pixel_threshold = (model.config.get("pixel_threshold") or {}).get("value")
+    if pixel_scores and pixel_threshold is not None:  # the regions predict writes, against the true ones
+        report.update(touched_and_false(pixel_truth, [m >= pixel_threshold for m in pixel_scores]))
     report["threshold"] = threshold
     raw_threshold = model.calibration.raw_threshold(threshold)
     report["operating_point"] = {"threshold": threshold, **operating_point(labels, raw, raw_threshold)}
