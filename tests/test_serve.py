@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 from anomalycli.deploy.http_api import make_app
 from anomalycli.deploy.journal import Journal
 from anomalycli.deploy.line import Line
+from anomalycli.errors import UsageError
 from tests.conftest import run_cli
 
 
@@ -162,3 +163,14 @@ def test_bound_off_this_machine_it_makes_and_asks_a_token(parts, patchcore_model
         out, _ = process.communicate(timeout=30)
     token = next(line.split()[1] for line in out.splitlines() if line.startswith("token: "))
     assert refused.status_code == 401 and len(token) >= 24
+
+
+def test_with_regions_each_answer_says_where(parts, patchcore_model, classifier_model):
+    client = TestClient(make_app(Line(patchcore_model, with_regions=True)))
+    defect = sorted((parts / "not-good").glob("*.png"))[0]
+    body = client.post("/predict", content=defect.read_bytes()).json()
+    assert body["verdict"] == "anomaly" and body["regions"]
+    assert all(0 <= r["x"] < 64 and 0 < r["width"] <= 64 and r["area_px"] > 0 for r in body["regions"])
+    assert "regions" not in TestClient(make_app(Line(patchcore_model))).post("/predict", content=defect.read_bytes()).json()
+    with pytest.raises(UsageError, match="no pixel threshold"):
+        Line(classifier_model, with_regions=True)

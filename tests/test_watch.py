@@ -265,10 +265,10 @@ def test_the_disk_guard_pauses_judging_with_one_line(parts, patchcore_model, tmp
     assert len(rows(journal)) == 0 and (inbox / "a.png").exists()
 
 
-def test_flagged_images_are_kept_with_their_heat_maps_for_review(parts, patchcore_model, tmp_path):
+def test_flagged_images_are_kept_with_their_heat_maps_and_their_regions_counted(parts, patchcore_model, tmp_path):
     inbox, keep, journal = tmp_path / "inbox", tmp_path / "keep", tmp_path / "journal.csv"
     inbox.mkdir()
-    process = start(patchcore_model, inbox, journal, "--keep-flagged", keep)
+    process = start(patchcore_model, inbox, journal, "--keep-flagged", keep, "--regions")
     wait_started(process, journal)
     for source in sorted((parts / "not-good").glob("*.png"))[:4]:
         shutil.copy(source, inbox / source.name)
@@ -276,6 +276,7 @@ def test_flagged_images_are_kept_with_their_heat_maps_for_review(parts, patchcor
     stop(process)
     flagged = sorted(r["path"] for r in rows(journal) if r["verdict"] == "anomaly")
     assert flagged and sorted(p.name for p in (keep / "images").iterdir()) == flagged
+    assert all(int(r["regions"]) >= 1 and float(r["largest_area_px"]) > 0 for r in rows(journal) if r["verdict"] == "anomaly")
     assert sorted(p.name for p in (keep / "heatmaps").iterdir()) == [Path(n).with_suffix(".png").name for n in flagged]
 
 

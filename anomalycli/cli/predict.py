@@ -13,7 +13,7 @@ from anomalycli.cli.render import console, err_console, prediction_table, save_p
 from anomalycli.data.decoding import DecodeAhead, images_ahead
 from anomalycli.data.images import list_source, load_image
 from anomalycli.deploy import engine_choice, loading, onnx_model
-from anomalycli.deploy.regions import image_regions, regions_in_columns, save_mask
+from anomalycli.deploy.regions import image_regions, pixel_threshold_of, regions_in_columns, save_mask
 from anomalycli.errors import UsageError, UserError
 from anomalycli.views.heatmaps import map_scale, overlay, panel
 
@@ -76,7 +76,7 @@ def predict_command(
         model = loading.load(model_path, engine)
         if heatmaps is not None and not model.has_maps:
             raise UsageError(f"a {model.method} model has no anomaly maps; --heatmaps needs a patchcore model")
-        pixel_threshold = (model.config.get("pixel_threshold") or {}).get("value") if model.has_maps else None
+        pixel_threshold = pixel_threshold_of(model)
         if masks is not None and pixel_threshold is None:
             raise UsageError("this model has no pixel threshold (a classifier, or trained before regions existed); train it again for --masks")
         # Regions where the model has a pixel threshold and the rows go to a file (maps cost time).

@@ -38,6 +38,9 @@ def watch_command(
     polling: bool = typer.Option(False, "--polling", help="Scan the folder twice a second instead of using the system's file events (network shares)."),
     threshold: Optional[float] = typer.Option(None, help="Decision threshold on the 0..1 score (default: the model's, 0.5)."),
     batch_size: int = typer.Option(8, help="The most images scored together when many arrive at once."),
+    regions: bool = typer.Option(
+        False, "--regions", help="Each row also counts the image's defect regions and gives the largest one's area (about 8 % more time)."
+    ),
     engine: str = typer.Option("auto", help=ENGINE_HELP),
 ) -> None:
     """Judge every image that arrives in a folder, once, as it arrives; each verdict a row in a journal.
@@ -50,7 +53,7 @@ def watch_command(
         raise UsageError("give the folder to watch: anomaly watch [MODEL] INBOX --journal FILE.csv")
     if journal is None:
         raise UsageError("give the journal every verdict is written to: --journal FILE.csv (beside INBOX, not in it)")
-    options = line_watch.WatchOptions(inbox, journal, sort_into, keep_flagged, min_free, settle, polling, check_threshold(threshold), batch_size)
+    options = line_watch.WatchOptions(inbox, journal, sort_into, keep_flagged, min_free, settle, polling, check_threshold(threshold), batch_size, regions)
     line_watch.check_options(options)
     stop = threading.Event()
     line_watch.stop_on_signals(stop)

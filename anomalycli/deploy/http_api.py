@@ -27,6 +27,7 @@ from starlette.routing import Route
 from anomalycli.data.images import ImageError, read_image_array
 from anomalycli.deploy.journal import Journal, JournalError
 from anomalycli.deploy.line import Line
+from anomalycli.deploy.regions import original_size
 
 MAX_BODY_MB = 50  # the default largest body; a larger one gets 413 before it is read whole
 DRIFT_STATES = {"ok": 0, "note": 1, "drift": 2}
@@ -68,8 +69,9 @@ def make_app(line: Line, journal: Journal | None = None, token: str | None = Non
 
     def judge(name: str, data: bytes, arrived: float) -> dict:
         pixels = read_image_array(name, line.image_size, data=data)  # ImageError: the caller's 400
+        size = original_size(name, data) if line.pixel_threshold is not None else None
         with lock:
-            (judged,), said = line.judge([name], pixels.transpose(2, 0, 1)[None], [""], [arrived])
+            (judged,), said = line.judge([name], pixels.transpose(2, 0, 1)[None], [""], [arrived], [size])
             if journal is not None:
                 journal.append([judged.row()])
             metrics.judged.labels(judged.verdict).inc()
@@ -88,6 +90,7 @@ def make_app(line: Line, journal: Journal | None = None, token: str | None = Non
             "drift": line.drift.state,
             "latency_ms": round(judged.latency_ms, 2),
             "model": line.identity,
+            **({"regions": [r.to_dict() for r in judged.regions]} if judged.regions is not None else {}),
         }
 
     async def predict(request: Request):

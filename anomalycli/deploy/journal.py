@@ -21,8 +21,9 @@ from pathlib import Path
 from anomalycli import files
 from anomalycli.errors import UserError
 
-# predict's CSV columns, then when and what was judged (the row's identity) and how long it took.
-COLUMNS = ("time", "path", "score", "raw_score", "verdict", "error", "bytes", "mtime_ns", "latency_ms")
+# predict's CSV columns, then when and what was judged (the row's identity), how long it took, and
+# (with --regions) the defect regions' count and the largest one's area in the image's pixels.
+COLUMNS = ("time", "path", "score", "raw_score", "verdict", "error", "bytes", "mtime_ns", "latency_ms", "regions", "largest_area_px")
 VERDICTS = ("normal", "anomaly", "error")
 
 

@@ -16,8 +16,11 @@ import numpy as np
 
 from anomalycli import files, project
 from anomalycli.deploy import journal, loading
+from anomalycli.deploy.regions import image_regions, pixel_threshold_of
 from anomalycli.deploy.scoring import Scored, score_decoded
+from anomalycli.errors import UsageError
 from anomalycli.judgement import drift
+from anomalycli.judgement.localisation import Region
 
 
 @dataclass
@@ -29,6 +32,7 @@ class Judged:
     latency_ms: float  # from the image's arrival to its verdict
     bytes: str = ""  # the file's size and modification time: its identity in the journal
     mtime_ns: str = ""
+    regions: list[Region] | None = None  # the defect regions, where asked for
 
     @property
     def verdict(self) -> str:
@@ -47,6 +51,8 @@ class Judged:
             "bytes": self.bytes,
             "mtime_ns": self.mtime_ns,
             "latency_ms": f"{self.latency_ms:.1f}",
+            "regions": "" if self.regions is None else len(self.regions),
+            "largest_area_px": f"{self.regions[0].area_px:.1f}" if self.regions else "",
         }
 
 
@@ -57,10 +63,13 @@ def _number(value: float) -> str:
 class Line:
     """The model of ``model_path`` on ``engine``, warm; ``judge`` scores decoded images."""
 
-    def __init__(self, model_path: Path, engine: str = "auto", threshold: float = 0.5, with_maps: bool = False):
+    def __init__(self, model_path: Path, engine: str = "auto", threshold: float = 0.5, with_maps: bool = False, with_regions: bool = False):
         self.model_path = project.model_file(model_path)
         model = loading.load(model_path, engine)
-        self.with_maps = with_maps and model.has_maps
+        self.pixel_threshold = pixel_threshold_of(model) if with_regions else None
+        if with_regions and self.pixel_threshold is None:
+            raise UsageError("this model has no pixel threshold (a classifier, or trained before regions existed); train it again for --regions")
+        self.with_maps = (with_maps or with_regions) and model.has_maps
         self.model, self.engine_lines = loading.on_engine(model, engine, 1_000_000, self.with_maps)
         self.threshold = threshold
         self.image_size = int(self.model.config["image_size"])
@@ -80,12 +89,18 @@ class Line:
         blank = np.zeros((1, 3, self.image_size, self.image_size), np.uint8)
         score_decoded(self.model, [Path("warm-up")], blank, [""], self.threshold, self.with_maps)
 
-    def judge(self, names: list[str], images: np.ndarray, errors: list[str], arrived: list[float]) -> tuple[list[Judged], list[str]]:
+    def judge(
+        self, names: list[str], images: np.ndarray, errors: list[str], arrived: list[float], sizes: list[tuple[int, int] | None] | None = None
+    ) -> tuple[list[Judged], list[str]]:
         """Verdicts for decoded images (uint8 B x 3 x S x S; ``errors``: '' where decoded; ``arrived``:
-        each one's time.monotonic() of arrival), and the drift check's lines where its state changed."""
+        each one's time.monotonic() of arrival; ``sizes``: each one's own (width, height), for its
+        regions), and the drift check's lines where its state changed."""
         scored = score_decoded(self.model, [Path(n) for n in names], images, errors, self.threshold, self.with_maps)
+        found = [None] * len(scored)
+        if self.pixel_threshold is not None:
+            found = [image_regions(s, self.pixel_threshold, size) for s, size in zip(scored, sizes or [None] * len(scored))]
         done = time.monotonic()
-        judged = [Judged(n, s, 1000 * (done - t)) for n, s, t in zip(names, scored, arrived)]
+        judged = [Judged(n, s, 1000 * (done - t), regions=r) for n, s, t, r in zip(names, scored, arrived, found)]
         said = [line for j in judged if j.verdict != "error" and (line := self.drift.add(j.scored.raw, j.scored.stats))]
         return judged, said
 

@@ -6,6 +6,7 @@ above the model's pixel threshold (``pixel_threshold`` in its config, chosen at 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,11 @@ from anomalycli.deploy.scoring import Scored
 from anomalycli.judgement.localisation import Region, regions
 
 
-def original_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) of an image file, from its header, EXIF rotation applied; None where unreadable."""
+def original_size(path: Path, data: bytes | None = None) -> tuple[int, int] | None:
+    """(width, height) of an image file (or of the bytes ``data``), from its header, EXIF rotation
+    applied; None where unreadable."""
     try:
-        with Image.open(path) as image:
+        with Image.open(path if data is None else io.BytesIO(data)) as image:
             width, height = image.size
             rotated = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
     except (OSError, ValueError):
@@ -27,11 +29,17 @@ def original_size(path: Path) -> tuple[int, int] | None:
     return (height, width) if rotated else (width, height)
 
 
-def image_regions(scored: Scored, pixel_threshold: float) -> list[Region]:
-    """The regions of a scored image's map, largest first (none without a map)."""
+def image_regions(scored: Scored, pixel_threshold: float, size: tuple[int, int] | None = None) -> list[Region]:
+    """The regions of a scored image's map, largest first (none without a map), in the frame of
+    its file (or of ``size``, (width, height), where given)."""
     if scored.map is None or scored.verdict == "unreadable":
         return []
-    return regions(scored.map, pixel_threshold, original_size(scored.path))
+    return regions(scored.map, pixel_threshold, size or original_size(scored.path))
+
+
+def pixel_threshold_of(model) -> float | None:
+    """The model's pixel threshold, where it has maps and one (patchcore, hybrid trained since)."""
+    return (model.config.get("pixel_threshold") or {}).get("value") if model.has_maps else None
 
 
 def regions_in_columns(row: dict, pixel_size_mm: float | None = None) -> dict:

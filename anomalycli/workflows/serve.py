@@ -28,6 +28,7 @@ class ServeOptions:
     journal: Path | None = None
     threshold: float = 0.5
     max_body_mb: float = MAX_BODY_MB
+    regions: bool = False  # each answer lists the image's defect regions (maps: about 8 % more time)
 
 
 def check_options(options: ServeOptions) -> None:
@@ -46,7 +47,7 @@ def serve(model_path: Path, engine: str, options: ServeOptions, say: Callable[[s
     import uvicorn
 
     check_options(options)
-    line = Line(model_path, engine, options.threshold)
+    line = Line(model_path, engine, options.threshold, with_regions=options.regions)
     journal = Journal(options.journal) if options.journal is not None else None
     token = options.token
     if token is None and options.host not in LOCAL_HOSTS:
