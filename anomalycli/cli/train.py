@@ -72,6 +72,12 @@ def train_command(
     ray: Optional[str] = typer.Option(
         None, "--ray", metavar="[ADDRESS]", help="[patchcore, hybrid] " + RAY_HELP + " Every node must read DATA; the model is the one this machine would fit."
     ),
+    ignore: Optional[list[Path]] = typer.Option(
+        None,
+        "--ignore",
+        metavar="MASK.png",
+        help="[patchcore, hybrid] A don't-care mask, white where a label, date code or fixture must never count, in the images' frame; repeat for several.",
+    ),
 ) -> None:
     """Train a detector and calibrate its threshold; writes a run folder with model.safetensors.
 
@@ -118,6 +124,7 @@ def train_command(
             fast=fast,
             precision=precision,
             ray=ray,
+            ignore=[str(p) for p in ignore] if ignore else None,
         )
         result = _run(options, None)
     if result.history:

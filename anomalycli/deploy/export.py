@@ -23,7 +23,7 @@ from anomalycli import __version__, modelfile
 from anomalycli.deploy import onnx_model
 from anomalycli.deploy.engine_choice import ONNX_INSTALL_HINT
 from anomalycli.deploy.onnx_model import ANOMALY_MAP, INPUT, META_KEY, PROBE_KEY, RAW_SCORE, SCORE
-from anomalycli.detection import backbones, int8_backbone
+from anomalycli.detection import backbones, ignore, int8_backbone
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.detection.methods.patchcore import PatchCore
 from anomalycli.errors import UserError
@@ -37,14 +37,16 @@ INT8_OPSETS = {"com.microsoft": 1}  # the int8 search's DynamicQuantizeMatMul
 class Preprocess(nn.Module):
     """uint8 images -> the backbone's input, as ``backbones.preprocess`` (a module, so that it is traced)."""
 
-    def __init__(self, backbone: str):
+    def __init__(self, backbone: str, keep=None):
         super().__init__()
         mean, std = backbones.normaliser(backbone)
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
+        self.register_buffer("keep", None if keep is None else torch.as_tensor(keep))  # the don't-care mask's 0s (ignore.keep_of), or None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() / 255.0 - self.mean) / self.std
+        x = (images.float() / 255.0 - self.mean) / self.std
+        return x if self.keep is None else x * self.keep
 
 
 class ScoringGraph(nn.Module):
@@ -55,7 +57,7 @@ class ScoringGraph(nn.Module):
         super().__init__()
         self.net = model.net.eval()
         self.with_maps = with_maps and model.has_maps
-        self.preprocess = Preprocess(model.config["backbone"])
+        self.preprocess = Preprocess(model.config["backbone"], ignore.keep_of(model.config))
         cal = model.calibration
         self.low, self.threshold, self.high = float(cal.low), float(cal.threshold), float(cal.high)
 
@@ -139,10 +141,11 @@ def _joined_to_int8(model: AnomalyModel, int8: int8_backbone.Int8Extractor, with
 
     size = model.config["image_size"]
     images = torch.zeros(2, 3, size, size, dtype=torch.uint8)
-    maps = tuple(int8(Preprocess(int8.name)(images), deep=int8.deep))
+    preprocess = Preprocess(int8.name, ignore.keep_of(model.config))
+    maps = tuple(int8(preprocess(images), deep=int8.deep))
     map_names = int8.output_names
     parts = [
-        onnx.load_from_string(_traced(Preprocess(int8.name), (images,), [INPUT], [int8_backbone.INPUT])),
+        onnx.load_from_string(_traced(preprocess, (images,), [INPUT], [int8_backbone.INPUT])),
         compose.add_prefix(onnx.load_from_string(int8.graph.numpy().tobytes()), "backbone/"),
         compose.add_prefix(
             onnx.load_from_string(_traced(AfterBackbone(model, with_maps), maps, map_names, output_names(model, with_maps), INT8_OPSETS)),

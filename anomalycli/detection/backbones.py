@@ -244,12 +244,14 @@ def normaliser(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(backbone.mean).view(1, 3, 1, 1), torch.tensor(backbone.std).view(1, 3, 1, 1)
 
 
-def preprocess(images: torch.Tensor, name: str) -> torch.Tensor:
-    """uint8 N x 3 x H x W -> float input of backbone ``name``, in the same (contiguous) layout."""
+def preprocess(images: torch.Tensor, name: str, keep=None) -> torch.Tensor:
+    """uint8 N x 3 x H x W -> float input of backbone ``name``, in the same (contiguous) layout;
+    ``keep`` (1 x 1 x H x W, 0 where a don't-care mask ignores: ``ignore.keep_of``) blanks it there."""
     mean, std = normaliser(name)
     # (x / 255 - mean) / std to the bit, in place on one new tensor: 0.5 against 2.4 ms an image
     # at 320 px with the expression's temporaries and a channels-last copy (2 cores). A
     # channels-last backbone converts its input itself, to the same features; ONNX Runtime's
     # int8 backbone takes this layout as it is.
     x = images.to(torch.float32, copy=True)
-    return x.div_(255.0).sub_(mean.to(x.device)).div_(std.to(x.device))
+    x = x.div_(255.0).sub_(mean.to(x.device)).div_(std.to(x.device))
+    return x if keep is None else x.mul_(torch.as_tensor(keep).to(x.device))

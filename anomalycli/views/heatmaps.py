@@ -11,14 +11,17 @@ A map is in the method's raw units (a patch's distance to its nearest good patch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageFilter
 
+from anomalycli.detection import ignore
+
 COLOURS = "inferno"
 REGION_COLOUR = (0, 255, 255)  # cyan: the region above the threshold
 MASK_COLOUR = (0, 255, 0)  # green: the ground-truth defect, where a mask is known
+IGNORED_COLOUR = (128, 128, 128)  # grey: the model's don't-care region
 MAX_ALPHA = 0.65
 
 
@@ -27,6 +30,7 @@ class MapScale:
     floor: float
     threshold: float
     top: float
+    ignored: np.ndarray | None = field(default=None, compare=False)  # the model's don't-care mask (S x S), drawn greyed
 
     def describe(self) -> str:
         return (
@@ -51,7 +55,7 @@ def map_scale(model) -> MapScale:
         m0, s0, _, _, alpha = fusion
         floor, threshold = m0, m0 + s0 * threshold / max(alpha, 1e-6)
     threshold = max(threshold, floor + 1e-6)
-    return MapScale(floor, threshold, floor + 2 * (threshold - floor))
+    return MapScale(floor, threshold, floor + 2 * (threshold - floor), ignore.mask_of(model.config))
 
 
 def _fusion(model) -> list[float] | None:
@@ -90,6 +94,10 @@ def overlay(image: Image.Image, anomaly_map: np.ndarray, scale: MapScale, truth:
     if truth is not None:
         mask = np.asarray(Image.fromarray(truth.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
         blended[_outline(mask, width)] = MASK_COLOUR
+    if scale.ignored is not None:  # the don't-care region: greyed, outlined in grey
+        ignored = np.asarray(Image.fromarray(scale.ignored.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+        blended[ignored] = 0.4 * blended[ignored] + 0.6 * np.array(IGNORED_COLOUR, dtype=np.float32)
+        blended[_outline(ignored, width)] = IGNORED_COLOUR
     return Image.fromarray(blended.round().astype(np.uint8))
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from anomalycli.data.layouts import Sample
-from anomalycli.detection import int8_backbone
+from anomalycli.detection import ignore, int8_backbone
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.detection.methods.hybrid import GlobalHead, Hybrid
 from anomalycli.detection.methods.patchcore import PatchCore, build_bank, embed_images, score_all
@@ -90,7 +90,12 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     net = _one_class(model)
     hybrid = model.method == "hybrid"
     features, descriptors, stats, readable, errors = embed_images(
-        net.extractor, [s.path for s in samples], model.config["image_size"], show_progress=show_progress, with_descriptors=hybrid
+        net.extractor,
+        [s.path for s in samples],
+        model.config["image_size"],
+        show_progress=show_progress,
+        with_descriptors=hybrid,
+        keep=ignore.keep_of(model.config),
     )
     warnings = [f"skipped unreadable image: {e}" for e in errors]
     labels = np.array([samples[i].label for i in readable], dtype=int)

@@ -14,7 +14,7 @@ from anomalycli.data.layouts import Sample, discover
 from anomalycli.data.splits import k_folds
 from anomalycli.data.tensors import load_all
 from anomalycli.deploy import export
-from anomalycli.detection import backbones, int8_backbone
+from anomalycli.detection import backbones, ignore, int8_backbone
 from anomalycli.detection.defaults import PIXEL_FALSE_POSITIVE_RATE
 from anomalycli.detection.device import resolve_device
 from anomalycli.detection.methods import AnomalyModel, classifier, hybrid, patchcore
@@ -105,6 +105,8 @@ def fit(
         # What review offers as number keys; it changes no score.
         "defect_types": sorted({s.defect_type for s in train_samples + val_samples if s.label == 1 and s.defect_type}),
     }
+    if options.ignore:
+        config["ignore"] = ignore.to_config(ignore.read_masks([Path(p) for p in options.ignore], options.image_size))
     if options.method == "classifier":
         return _train_classifier(options, config, train_samples, val_samples, device, run_dir, state, show_progress)
     if options.method == "hybrid":
@@ -219,7 +221,7 @@ def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[st
     return int8, {"precision": "int8", **int8_backbone.config_of(int8)}
 
 
-def _embed(options, extractor, samples: list[Sample], show_progress, notes: list[str], with_descriptors: bool = False):
+def _embed(options, extractor, samples: list[Sample], show_progress, notes: list[str], with_descriptors: bool = False, keep=None):
     """The patch features of every readable sample from ``extractor`` (streamed: pixels are
     never all held) and, ``with_descriptors``, their pooled descriptors: a ``patchcore.LocalFeatures``,
     or on Ray a ``ray_fit.RayFeatures`` whose patch features stay on the cluster. Then their
@@ -240,7 +242,7 @@ def _embed(options, extractor, samples: list[Sample], show_progress, notes: list
         )
     else:
         embedded, descriptors, stats, readable, errors = patchcore.embed_images(
-            extractor, paths, options.image_size, show_progress=show_progress, with_descriptors=with_descriptors
+            extractor, paths, options.image_size, show_progress=show_progress, with_descriptors=with_descriptors, keep=keep
         )
         features = patchcore.LocalFeatures(extractor, embedded, descriptors, stats)
     for error in errors:
@@ -268,7 +270,7 @@ def _train_patchcore(options, config, samples, device, show_progress):
     # model and scored, out of fold, by the banks of the other folds; defects are scored alike.
     notes: list[str] = []
     extractor, precision = _backbone(options, samples, device, False, notes)
-    features, labels, kept, folds = _embed(options, extractor, samples, show_progress, notes)
+    features, labels, kept, folds = _embed(options, extractor, samples, show_progress, notes, keep=ignore.keep_of(config))
     coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
     out_of_fold = features.out_of_fold_scores(folds, coresets, options.reweight, show_progress)
     net = patchcore.union_of(extractor, coresets, options.reweight)
@@ -296,7 +298,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
     if not any(s.label == 1 for s in samples):
         raise UserError("the hybrid method needs labelled anomalous images, and there are none; use --method patchcore")
     extractor, precision = _backbone(options, samples, device, True, notes)
-    features, labels, kept, folds = _embed(options, extractor, samples, show_progress, notes, with_descriptors=True)
+    features, labels, kept, folds = _embed(options, extractor, samples, show_progress, notes, with_descriptors=True, keep=ignore.keep_of(config))
     if not (labels == 1).any():
         raise UserError("none of the labelled anomalous images could be read, and the hybrid method needs them; use --method patchcore")
     coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)

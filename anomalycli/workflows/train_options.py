@@ -15,7 +15,7 @@ import torch
 from anomalycli import files, project
 from anomalycli.data.layouts import Dataset, Sample
 from anomalycli.data.splits import train_val_split
-from anomalycli.detection import backbones
+from anomalycli.detection import backbones, ignore
 from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE, FAST_BACKBONE, FAST_IMAGE_SIZE
 from anomalycli.detection.methods import METHODS, AnomalyModel
 from anomalycli.detection.methods.classifier_training import ClassifierSettings
@@ -69,6 +69,7 @@ class TrainOptions:
     fast: bool = False  # patchcore and hybrid: FAST_BACKBONE at FAST_IMAGE_SIZE unless given
     precision: str = "auto"  # patchcore and hybrid: the backbone's, one of PRECISIONS (see _backbone)
     ray: str | None = None  # patchcore and hybrid: fit on this Ray cluster ("local", "auto" or an address)
+    ignore: list[str] | None = None  # patchcore and hybrid: don't-care masks (white = ignore), in the images' frame
 
     def validate(self) -> None:
         # First: the other checks rely on the method's defaults.
@@ -95,10 +96,15 @@ class TrainOptions:
             (self.device in ("auto", "cpu", "cuda", "mps"), f"--device must be auto, cpu, cuda or mps (got {self.device})"),
             (self.precision in PRECISIONS, f"--precision must be {', '.join(PRECISIONS)} (got {self.precision})"),
             (self.ray is None or self.method in CROSS_FITTED, "--ray fits patchcore and hybrid models; the classifier trains on one machine (drop --ray)"),
+            (not self.ignore or self.method in CROSS_FITTED, "--ignore is for patchcore and hybrid models, whose maps it masks; the classifier has none"),
+            (not self.ignore or self.ray is None, "--ignore does not run on Ray yet; train with the mask on one machine (drop --ray)"),
+            (all(Path(p).is_file() for p in self.ignore or []), f"--ignore: no such file {next((p for p in self.ignore or [] if not Path(p).is_file()), '')}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        if self.ignore:  # a mask that cannot be used is said before a run folder is made
+            ignore.read_masks([Path(p) for p in self.ignore], self.image_size)
         if self.ray is not None:
             from anomalycli.deploy import ray_cluster
 

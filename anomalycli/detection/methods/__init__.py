@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from anomalycli import modelfile
-from anomalycli.detection import backbones
+from anomalycli.detection import backbones, ignore
 from anomalycli.detection.methods import classifier, hybrid, patchcore
 from anomalycli.errors import UserError
 from anomalycli.judgement.calibration import Calibration
@@ -43,7 +43,8 @@ class AnomalyModel:
         """uint8 N x 3 x S x S (a tensor, or a numpy array as ``scoring`` gives) -> raw scores [N] and maps [N, S, S] (or None)."""
         self.net.eval()
         device = next(self.net.parameters(), torch.empty(0)).device
-        return self.net(backbones.preprocess(torch.as_tensor(images).to(device), self.config["backbone"]), with_maps)
+        keep = ignore.keep_of(self.config)
+        return self.net(backbones.preprocess(torch.as_tensor(images).to(device), self.config["backbone"], keep), with_maps)
 
     def save(self, path: str | Path, overwrite: bool = True, scoring_graph: tuple[torch.Tensor, dict] | None = None) -> Path:
         """The model file, with ``scoring_graph`` (its bytes and their check, ``export.stored_graph``)
