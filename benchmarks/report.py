@@ -11,13 +11,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from anomalycli import files
-from benchmarks import accuracy, levers, line, localisation, operating_point, peer, precision, scale, shift, speed
+from benchmarks import accuracy, ignore, levers, line, localisation, operating_point, peer, precision, scale, shift, speed
 from benchmarks.common import machine
 
 # topic -> its module; operating_point reads the accuracy topic's results (same fits)
 TOPICS = {
     "accuracy": accuracy,
     "localisation": localisation,
+    "ignore": ignore,
     "precision": precision,
     "speed": speed,
     "line": line,
@@ -30,6 +31,7 @@ SECTIONS = [
     (accuracy.TITLE, "accuracy", accuracy),
     (operating_point.TITLE, "accuracy", operating_point),
     (localisation.TITLE, "localisation", localisation),
+    (ignore.TITLE, "ignore", ignore),
     (speed.TITLE, "speed", speed),
     (line.TITLE, "line", line),
     (precision.TITLE, "precision", precision),
@@ -41,6 +43,7 @@ HEADLINE = [
     ("accuracy", accuracy),
     ("accuracy", operating_point),
     ("localisation", localisation),
+    ("ignore", ignore),
     ("precision", precision),
     ("speed", speed),
     ("line", line),
