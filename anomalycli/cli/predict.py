@@ -81,6 +81,8 @@ def predict_command(
             raise UsageError("this model has no pixel threshold (a classifier, or trained before regions existed); train it again for --masks")
         # Regions where the model has a pixel threshold and the rows go to a file (maps cost time).
         with_regions = pixel_threshold is not None and ray is None and (output is not None or masks is not None)
+        if pixel_threshold is not None and ray is not None and output is not None:
+            err_console.print("regions: not made on Ray (the maps stay on the workers); predict without --ray for them", highlight=False)
         with_maps = heatmaps is not None or with_regions
         if ray is None:
             model, engine_notes = loading.on_engine(model, engine, len(paths), with_maps=with_maps)

@@ -52,6 +52,10 @@ def _score_task(extractor, bank: torch.Tensor, reweight: bool, parts: list) -> t
     return patchcore.score_all(patchcore.PatchCore(extractor, bank, reweight=reweight), _rows(parts).float())
 
 
+def _map_values_task(extractor, bank: torch.Tensor, image_size: int, parts: list) -> np.ndarray:
+    return patchcore.map_values(extractor, bank, _rows(parts), image_size)
+
+
 @dataclass
 class RayFeatures:
     """Patch features of a fit's readable images, held in Ray's object store in chunks.
@@ -143,3 +147,16 @@ class RayFeatures:
         for index, values in zip(scored_index, self.ray.get(refs)):
             scores[index] = values
         return scores
+
+    def out_of_fold_pixel_threshold(self, labels: torch.Tensor, folds: np.ndarray, coresets: dict, image_size: int, false_positive_rate: float) -> float:
+        """``patchcore.out_of_fold_pixel_threshold`` with the maps made on the cluster, one task per
+        ``SCORE_CHUNK`` good images of a fold: the same map values, so the same threshold."""
+        task = self.ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_map_values_task)
+        refs = []
+        for fold in np.unique(folds).tolist():
+            bank = self.ray.put(torch.cat([coreset for f, coreset in coresets.items() if f != fold]))
+            goods = np.flatnonzero((folds == fold) & (labels.numpy() == 0))
+            for s in range(0, len(goods), SCORE_CHUNK):
+                refs.append(task.remote(self.extractor_ref, bank, image_size, self._parts(goods[s : s + SCORE_CHUNK])))
+        _wait(self.ray, refs, "pixel threshold", False, lambda i: "the out-of-fold maps of a chunk of good images did not finish")
+        return patchcore.pixel_threshold(self.ray.get(refs), false_positive_rate)

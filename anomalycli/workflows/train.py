@@ -138,9 +138,7 @@ def _drift_reference(stats: np.ndarray, labels: torch.Tensor) -> dict:
 
 def _pixel_threshold(features, labels: torch.Tensor, folds: np.ndarray, coresets: dict, image_size: int) -> dict:
     """The model's pixel threshold (``pixel_threshold`` in its config), from the training goods'
-    out-of-fold maps; none where the features live elsewhere (on Ray)."""
-    if not hasattr(features, "out_of_fold_pixel_threshold"):
-        return {}
+    out-of-fold maps (on this machine or on Ray, where the features are)."""
     rate = PIXEL_FALSE_POSITIVE_RATE
     value = features.out_of_fold_pixel_threshold(labels, folds, coresets, image_size, rate)
     return {

@@ -299,22 +299,33 @@ def out_of_fold_scores(extractor, features: torch.Tensor, folds: np.ndarray, cor
 
 
 @torch.no_grad()
+def map_values(extractor, bank: torch.Tensor, features: torch.Tensor, image_size: int) -> np.ndarray:
+    """Every fourth pixel of the maps ``bank`` makes of images' patch features (N, h*w, C), flat."""
+    side = int(round(features.shape[1] ** 0.5))
+    scorer = PatchCore(extractor, bank)
+    values = []
+    for i in range(0, len(features), SCORE_BATCH):
+        _, maps = scorer.score_features(features[i : i + SCORE_BATCH].float(), (side, side), (image_size, image_size))
+        values.append(maps[:, ::4, ::4].reshape(-1).float().numpy())
+    return np.concatenate(values)
+
+
+def pixel_threshold(values: list[np.ndarray], false_positive_rate: float) -> float:
+    """The map value that ``false_positive_rate`` of the good images' map pixels reach."""
+    return float(np.quantile(np.concatenate(values), 1 - false_positive_rate))
+
+
 def out_of_fold_pixel_threshold(
     extractor, features: torch.Tensor, labels: torch.Tensor, folds: np.ndarray, coresets: dict, image_size: int, false_positive_rate: float
 ) -> float:
-    """The map value that ``false_positive_rate`` of the good images' map pixels reach, each good
-    image's map made by the bank of the folds it is not in (as ``out_of_fold_scores``), on every
-    fourth pixel."""
+    """``pixel_threshold`` of the good images' maps, each made by the bank of the folds it is not
+    in (as ``out_of_fold_scores``)."""
     values = []
-    side = int(round(features.shape[1] ** 0.5))
     for fold in np.unique(folds):
         goods = np.flatnonzero((folds == fold) & (labels.numpy() == 0))
         bank = torch.cat([coreset for f, coreset in coresets.items() if f != fold])
-        scorer = PatchCore(extractor, bank)
-        for i in range(0, len(goods), SCORE_BATCH):
-            _, maps = scorer.score_features(features[goods[i : i + SCORE_BATCH]].float(), (side, side), (image_size, image_size))
-            values.append(maps[:, ::4, ::4].reshape(-1).float().numpy())
-    return float(np.quantile(np.concatenate(values), 1 - false_positive_rate))
+        values.append(map_values(extractor, bank, features[goods], image_size))
+    return pixel_threshold(values, false_positive_rate)
 
 
 @dataclass
