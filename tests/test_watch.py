@@ -62,7 +62,12 @@ def wait_started(process, journal, timeout=60.0):
 
 def stop(process, timeout=30):
     process.send_signal(signal.SIGTERM)
-    out, _ = process.communicate(timeout=timeout)
+    try:
+        out, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+        raise AssertionError(f"the watch did not stop within {timeout} s of SIGTERM; its output:\n{out}") from None
     return process.returncode, out
 
 

@@ -131,7 +131,7 @@ class _Watch:
             self._consider(path)
         while not self.stop.is_set():
             if self._disk_low():
-                self.stop.wait(1.0)
+                time.sleep(1.0)  # not stop.wait: a signal handler setting the Event while this thread holds its lock would deadlock
                 continue
             for path in self.inbox.arrived(timeout=0.0 if self.pending else 0.25):
                 self._consider(path)
