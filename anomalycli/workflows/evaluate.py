@@ -7,6 +7,7 @@ import torch
 
 from anomalycli.data.layouts import Sample
 from anomalycli.data.tensors import load_mask
+from anomalycli.deploy.regions import pixel_threshold_of
 from anomalycli.deploy.scoring import Scored, check_drift, iter_scores
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.judgement.localisation import aupro, touched_and_false
@@ -55,7 +56,7 @@ def evaluate(
         else None
     )
     report["aupro"] = aupro(pixel_truth, pixel_scores) if pixel_scores else None
-    pixel_threshold = (model.config.get("pixel_threshold") or {}).get("value")
+    pixel_threshold = pixel_threshold_of(model)
     if pixel_scores and pixel_threshold is not None:  # the regions predict writes, against the true ones
         report.update(touched_and_false(pixel_truth, [m >= pixel_threshold for m in pixel_scores]))
     report["threshold"] = threshold
