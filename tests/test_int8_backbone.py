@@ -160,14 +160,20 @@ def test_the_int8_export_searches_in_int8_and_scores_as_predict_does(fixture, pa
     assert [r.verdict for r in iter_scores(model, paths, show_progress=False)] == [r.verdict for r in iter_scores(exported, paths, show_progress=False)]
 
 
-@pytest.mark.parametrize("name", ["screws", "magtiles"])
-def test_int8_features_agree_with_fp32_on_real_images(name):
-    """On the development sets: int8 calibrated on 16 good images, judged on 16 others, good and defective."""
+def _development_set(name: str, n_judged: int):
+    """A development set's good images, and the images judged: its last ``n_judged`` goods and
+    first ``n_judged`` defects. Skips where the set is not on this machine."""
     if not (SHARED / name).is_dir():
         pytest.skip(f"the development set {SHARED / name} is not on this machine")
     samples = discover(SHARED / name).samples
     good = [s for s in samples if s.label == 0]
-    judged = good[-8:] + [s for s in samples if s.label == 1][:8]
+    return good, good[-n_judged:] + [s for s in samples if s.label == 1][:n_judged]
+
+
+@pytest.mark.parametrize("name", ["screws", "magtiles"])
+def test_int8_features_agree_with_fp32_on_real_images(name):
+    """On the development sets: int8 calibrated on 16 good images, judged on 16 others, good and defective."""
+    good, judged = _development_set(name, 8)
     calibration, _, _ = load_all(good[: int8_backbone.CALIBRATION_IMAGES], defaults.DEFAULT_IMAGE_SIZE["patchcore"])
     images, _, _ = load_all(judged, defaults.DEFAULT_IMAGE_SIZE["patchcore"])
     name = backbones.DEFAULT_BACKBONE["patchcore"]
@@ -186,11 +192,7 @@ def test_the_int8_bank_search_picks_rows_as_near_as_float32_on_real_images(name)
     from anomalycli.detection import bank_search
     from anomalycli.detection.methods.patchcore import embed_all
 
-    if not (SHARED / name).is_dir():
-        pytest.skip(f"the development set {SHARED / name} is not on this machine")
-    samples = discover(SHARED / name).samples
-    good = [s for s in samples if s.label == 0]
-    judged = good[-4:] + [s for s in samples if s.label == 1][:4]
+    good, judged = _development_set(name, 4)
     size, backbone = defaults.DEFAULT_IMAGE_SIZE["patchcore"], backbones.DEFAULT_BACKBONE["patchcore"]
     extractor = backbones.FeatureExtractor(backbone, backbones.build(backbone)).eval()
     features = [
