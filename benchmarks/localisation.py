@@ -4,6 +4,11 @@ Each fold is fitted as ``anomaly train`` fits (shipped defaults) on the other fo
 held-out images scored with maps. Per fold: pixel AUROC (every fourth pixel, as ``eval``) and
 AUPRO to a false-positive rate of 30 %, normalised (``judgement.localisation.aupro``, every
 second pixel); per defect type: AUPRO of that type's images with every held-out good image.
+The regions, at the model's own pixel threshold: the share of true defect regions one touches,
+false regions per good image, and the share of good pixels above the threshold (announced:
+``PIXEL_FALSE_POSITIVE_RATE``). The size rule: each fold's model recalibrated with
+``--min-area`` at the 25th percentile of its training defects' largest region areas, its
+announced recall and false alarms against the held-out verdicts under that rule.
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from anomalycli.data.tensors import load_mask
+from anomalycli.deploy.regions import image_regions
 from anomalycli.deploy.scoring import iter_scores
-from anomalycli.judgement.localisation import aupro
-from anomalycli.judgement.metrics import pixel_auroc
+from anomalycli.judgement.localisation import aupro, touched_and_false
+from anomalycli.judgement.metrics import operating_point, pixel_auroc
+from anomalycli.judgement.size_rule import sized_scores
+from anomalycli.judgement.thresholds import OperatingRule
+from anomalycli.workflows.calibrate import PixelChoices, recalibrate
 from benchmarks import folds
 from benchmarks.common import fmt, mean, pm, samples_of, shipped_options
 
@@ -33,11 +42,16 @@ def run(data_sets: list[Path], quick: bool, log=print) -> dict:
             options = shipped_options(data, fold.training, quick=quick)
             model, _ = folds.fit(options, fold.training)
             out["method"], out["image_size"] = model.method, model.config["image_size"]
-            truth, maps, kinds = [], [], []
+            truth, maps, kinds, labels, raw, largest = [], [], [], [], [], []
+            pixel_threshold = model.config["pixel_threshold"]["value"]
             held = [s for s in fold.held_out if s.label == 0 or s.mask]
             for sample, scored in zip(held, iter_scores(model, [s.path for s in held], with_maps=True, show_progress=False)):
                 if scored.map is None:
                     continue
+                found = image_regions(scored, pixel_threshold)
+                labels.append(sample.label)
+                raw.append(scored.raw)
+                largest.append(found[0].area_px if found else 0.0)
                 size = scored.map.shape[-1]
                 mask = load_mask(sample.mask, size).numpy() if sample.mask else np.zeros((size, size), bool)
                 truth.append(mask[::2, ::2])
@@ -48,17 +62,48 @@ def run(data_sets: list[Path], quick: bool, log=print) -> dict:
             for kind in sorted({k for k in kinds if k}):
                 chosen = good + [i for i, k in enumerate(kinds) if k == kind]
                 per_type[kind] = aupro([truth[i] for i in chosen], [maps[i] for i in chosen])
+            predicted = [m >= pixel_threshold for m in maps]
             row = {
                 "fold": fold.name,
                 "pixel_auroc": pixel_auroc(np.concatenate([t[::2, ::2].ravel() for t in truth]), np.concatenate([m[::2, ::2].ravel() for m in maps])),
                 "aupro": aupro(truth, maps),
                 "per_type": per_type,
                 "images": len(truth),
+                **touched_and_false(truth, predicted),
+                "touched_per_type": {
+                    kind: touched_and_false([truth[i] for i, k in enumerate(kinds) if k == kind], [predicted[i] for i, k in enumerate(kinds) if k == kind])[
+                        "regions_touched"
+                    ]
+                    for kind in per_type
+                },
+                "good_pixel_rate": float(np.mean(np.concatenate([predicted[i].ravel() for i in good]))),
+                "announced_good_pixel_rate": model.config["pixel_threshold"]["false_positive_rate"],
+                "size_rule": _size_rule(model, labels, raw, largest),
             }
             out["folds"].append(row)
-            log(f"  {data.name} {fold.name}: pixel AUROC {fmt(row['pixel_auroc'])}, AUPRO {fmt(row['aupro'])}")
+            log(
+                f"  {data.name} {fold.name}: pixel AUROC {fmt(row['pixel_auroc'])}, AUPRO {fmt(row['aupro'])}, regions touched "
+                f"{fmt(row['regions_touched'])}, false regions per good image {fmt(row['false_regions_per_good_image'])}"
+            )
         runs.append(out)
     return {"runs": runs}
+
+
+def _size_rule(model, labels: list[int], raw: list[float], largest: list[float]) -> dict:
+    """The fold's model under a size rule passing about a quarter of its training defects: what
+    calibration announces for it, and the held-out verdicts it gives (``size_rule``)."""
+    stored = model.calibration
+    min_area = float(np.percentile([a for a, label in zip(stored.areas, stored.labels) if label == 1 and a > 0], 25))
+    sized, _ = recalibrate(model, OperatingRule(), pixel=PixelChoices(min_area_px=min_area))
+    measured = operating_point(labels, sized_scores(raw, largest, min_area), sized.calibration.threshold)
+    plain = operating_point(labels, raw, model.calibration.threshold)
+    keys = ("recall", "false_alarm_rate")
+    return {
+        "min_area_px": min_area,
+        "announced": {k: sized.calibration.expected[k] for k in keys},
+        "measured": {k: measured[k] for k in keys},
+        "without_rule": {k: plain[k] for k in keys},
+    }
 
 
 def _per_type(run: dict) -> dict:
@@ -92,6 +137,10 @@ LEVERS = [
 ]
 
 
+def _rate(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
 def section(result: dict) -> str:
     lines = [
         __doc__.split("\n\n", 1)[1].replace("\n", " ").strip(),
@@ -105,6 +154,43 @@ def section(result: dict) -> str:
             f"| {run['data']} | {run['method']} ({run['image_size']} px) | {pm([r['pixel_auroc'] for r in run['folds']])} "
             f"| {pm([r['aupro'] for r in run['folds']])} | {types} |"
         )
+    with_regions = [run for run in result["runs"] if all("regions_touched" in r for r in run["folds"])]
+    if with_regions:
+        lines += [
+            "",
+            "The regions at the model's pixel threshold, on the held-out images (means over folds):",
+            "",
+            "| data | true regions touched | per defect type | false regions per good image | good pixels above (announced) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for run in with_regions:
+            folds_ = run["folds"]
+            kinds = sorted({k for r in folds_ for k in r["touched_per_type"]})
+            per_type = ", ".join(f"{k} {_rate(mean([r['touched_per_type'][k] for r in folds_ if r['touched_per_type'].get(k) is not None]))}" for k in kinds)
+            lines.append(
+                f"| {run['data']} | {_rate(mean([r['regions_touched'] for r in folds_]))} | {per_type} "
+                f"| {fmt(mean([r['false_regions_per_good_image'] for r in folds_]))} "
+                f"| {100 * mean([r['good_pixel_rate'] for r in folds_]):.2f} % ({100 * folds_[0]['announced_good_pixel_rate']:g} %) |"
+            )
+        lines += [
+            "",
+            "The size rule (`calibrate --min-area` at the 25th percentile of each fold's training defects' largest regions): "
+            "announced against held-out, means over folds:",
+            "",
+            "| data | min area (px) | recall: announced / held-out | false alarms: announced / held-out | without the rule, held-out |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for run in with_regions:
+            rules = [r["size_rule"] for r in run["folds"]]
+
+            def avg(part: str, key: str) -> float:
+                return mean([rule[part][key] for rule in rules])
+
+            lines.append(
+                f"| {run['data']} | {mean([r['min_area_px'] for r in rules]):.0f} | {_rate(avg('announced', 'recall'))} / {_rate(avg('measured', 'recall'))} "
+                f"| {_rate(avg('announced', 'false_alarm_rate'))} / {_rate(avg('measured', 'false_alarm_rate'))} "
+                f"| recall {_rate(avg('without_rule', 'recall'))}, false alarms {_rate(avg('without_rule', 'false_alarm_rate'))} |"
+            )
     lines += ["", "Levers tried on the maps (records, measured once):", "", "| lever | pixel AUROC / AUPRO | outcome | measured |", "| --- | --- | --- | --- |"]
     lines += [f"| {lever} | {effect} | {outcome} | {date} |" for lever, effect, outcome, date in LEVERS]
     return "\n".join(lines)

@@ -20,7 +20,7 @@ def _fit(extractor, images, labels, folds):
     """hybrid.fit as train.py calls it: fold coresets, their out-of-fold scores, the descriptors."""
     features, descriptors = patchcore.embed_all(extractor, [images], len(images), with_descriptors=True)
     coresets = patchcore.fold_coresets(features, labels, folds, 0.25)
-    one_class = patchcore.out_of_fold_scores(extractor, features, folds, coresets)
+    one_class = patchcore.out_of_fold(extractor, features, folds, coresets).scores
     return hybrid.fit(extractor, coresets, one_class, descriptors, labels, folds)[:2]
 
 

@@ -13,7 +13,9 @@ from anomalycli.data.layouts import discover
 from anomalycli.deploy import export
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.errors import UsageError, UserError
-from anomalycli.workflows.calibrate import recalibrate
+from anomalycli.judgement.size_rule import describe as describe_size_rule
+from anomalycli.judgement.size_rule import parse_area
+from anomalycli.workflows.calibrate import PixelChoices, recalibrate
 from anomalycli.workflows.train_options import operating_rule
 
 log = logging.getLogger("anomalycli")
@@ -35,6 +37,22 @@ def calibrate_command(
     labels: Optional[Path] = typer.Option(None, help="Labels CSV (filename,label[,defect_type]) for a flat DATA folder."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV from 'anomaly split'."),
     split: Optional[str] = typer.Option(None, help="Use only this split of DATA (default: all of it)."),
+    min_area: Optional[str] = typer.Option(
+        None,
+        "--min-area",
+        metavar="AREA",
+        help="Size rule: a part whose every defect region is smaller than AREA is passed (50 or 50px: image pixels; 0.2mm2 with a pixel size; 0: no rule). "
+        "The threshold is chosen, and recall and false alarms announced, for the verdicts the rule gives.",
+    ),
+    pixel_size: Optional[float] = typer.Option(
+        None, "--pixel-size", metavar="MM", help="The size of an image pixel in mm, stored in the model (areas in mm² in predict's rows)."
+    ),
+    pixel_fpr: Optional[float] = typer.Option(
+        None,
+        "--pixel-fpr",
+        metavar="RATE",
+        help="A new pixel threshold, which makes the regions: this share of DATA's good pixels above it (the model's: 0.001).",
+    ),
     out: Optional[Path] = typer.Option(None, help="Model file to write (default: a new run folder runs/train-N, which eval and predict then use)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out file."),
 ) -> None:
@@ -44,9 +62,15 @@ def calibrate_command(
     anomaly calibrate MODEL NEW_DATA chooses it on labelled images from the line the model never saw.
     """
     rule = operating_rule(target_recall, max_fpr, defect_rate)
+    if pixel_size is not None and not pixel_size > 0:
+        raise UsageError(f"--pixel-size is a pixel's size in mm, above 0 (got {pixel_size})")
+    if pixel_fpr is not None and not 0 < pixel_fpr < 1:
+        raise UsageError(f"--pixel-fpr is a share of good pixels, between 0 and 1 (got {pixel_fpr})")
     model_path, data = model_and_target(args, model_option, "DATA")
     require_model_file(model_path, "calibrate")
     model = AnomalyModel.load(model_path)
+    pixel_size = pixel_size or model.config.get("pixel_size_mm")
+    pixel = PixelChoices(None if min_area is None else parse_area(min_area, pixel_size), pixel_size, pixel_fpr)
     samples, source = None, ""
     if data is not None:
         dataset = discover(data, normal_class or model.config["normal_class"], labels, manifest)
@@ -56,7 +80,7 @@ def calibrate_command(
         source = str(data)
     if out is not None and out.resolve() == model_path.resolve():
         raise UserError(f"--out {out} is the model being recalibrated; calibrate never replaces it, choose another name")
-    new_model, warning = recalibrate(model, rule, samples, source)
+    new_model, warning = recalibrate(model, rule, samples, source, pixel=pixel)
     if warning:
         log.warning(warning)
     if out is None:
@@ -65,5 +89,9 @@ def calibrate_command(
     export.save_model(new_model, out, overwrite=overwrite)
     cal = new_model.calibration
     console.print(f"threshold by {cal.rule}")
+    if cal.min_area_px:
+        console.print(f"size rule: {describe_size_rule(cal.min_area_px, new_model.config.get('pixel_size_mm'))}")
+    if pixel_fpr is not None:
+        console.print(f"pixel threshold: {new_model.config['pixel_threshold']['value']:.4g} ({new_model.config['pixel_threshold']['rule']})")
     console.print(operating_point_text(cal.expected, "expected on new images"))
     console.print(f"model: {out} (recalibrated from {model_path}, which is unchanged)")

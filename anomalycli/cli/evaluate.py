@@ -11,6 +11,7 @@ from anomalycli.cli.render import confusion_table, console, defect_table, err_co
 from anomalycli.data.layouts import attach_masks, discover
 from anomalycli.deploy.engines import describe, load_model, on_engine
 from anomalycli.errors import UsageError
+from anomalycli.judgement.size_rule import describe as describe_size_rule
 from anomalycli.views.report import check_folder, write_report
 from anomalycli.workflows.evaluate import evaluate
 
@@ -67,6 +68,10 @@ def eval_command(
         console.print(defect_table(report))
     cal = report["calibration"]
     console.print(f"the threshold rests on {cal['n_normal']} normal and {cal['n_anomaly']} anomalous calibration images")
+    if report["min_area_px"]:
+        console.print(
+            f"size rule: {describe_size_rule(report['min_area_px'], model.config.get('pixel_size_mm'))}; the verdicts and the points below are under it"
+        )
     console.print(operating_point_text(cal.get("expected"), "calibration expected"))
     console.print(operating_point_text(report["operating_point"], f"measured here at threshold {threshold:g}"))
     if report["announcement_misses"]:

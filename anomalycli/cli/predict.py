@@ -13,8 +13,9 @@ from anomalycli.cli.render import console, err_console, prediction_table, save_p
 from anomalycli.data.decoding import DecodeAhead, images_ahead
 from anomalycli.data.images import list_source, load_image
 from anomalycli.deploy import engine_choice, loading, onnx_model
-from anomalycli.deploy.regions import image_regions, pixel_threshold_of, regions_in_columns, save_mask
+from anomalycli.deploy.regions import judge_regions, min_area_of, pixel_threshold_of, regions_in_columns, save_mask
 from anomalycli.errors import UsageError, UserError
+from anomalycli.judgement.size_rule import describe as describe_size_rule
 from anomalycli.views.heatmaps import map_scale, overlay, panel
 
 
@@ -76,11 +77,14 @@ def predict_command(
         model = loading.load(model_path, engine)
         if heatmaps is not None and not model.has_maps:
             raise UsageError(f"a {model.method} model has no anomaly maps; --heatmaps needs a patchcore model")
-        pixel_threshold = pixel_threshold_of(model)
+        pixel_threshold, min_area = pixel_threshold_of(model), min_area_of(model)
         if masks is not None and pixel_threshold is None:
             raise UsageError("this model has no pixel threshold (a classifier, or trained before regions existed); train it again for --masks")
-        # Regions where the model has a pixel threshold and the rows go to a file (maps cost time).
-        with_regions = pixel_threshold is not None and ray is None and (output is not None or masks is not None)
+        if min_area and ray is not None:
+            raise UsageError("this model has a size rule (calibrate --min-area), which needs the maps, and they stay on Ray's workers; predict without --ray")
+        pixel_size = pixel_size or model.config.get("pixel_size_mm")
+        # Regions where the model has a pixel threshold and the rows go to a file or decide verdicts (maps cost time).
+        with_regions = pixel_threshold is not None and ray is None and (output is not None or masks is not None or bool(min_area))
         if pixel_threshold is not None and ray is not None and output is not None:
             err_console.print("regions: not made on Ray (the maps stay on the workers); predict without --ray for them", highlight=False)
         with_maps = heatmaps is not None or with_regions
@@ -97,9 +101,11 @@ def predict_command(
         rows, kept = [], []
         scale = map_scale(model) if heatmaps is not None else None
         for scored in scored_rows:
+            found = judge_regions(scored, pixel_threshold, min_area) if with_regions else []
             rows.append({"path": str(scored.path), "score": scored.score, "raw_score": scored.raw, "verdict": scored.verdict, "error": scored.error})
+            if min_area:
+                rows[-1]["passed_by_size"] = scored.passed_by_size
             if with_regions:
-                found = image_regions(scored, pixel_threshold)
                 rows[-1]["regions"] = [r.to_dict(pixel_size) for r in found]
                 if masks is not None and found:
                     save_mask(scored, pixel_threshold, masks / _relative(scored.path, base).with_name(f"{scored.path.stem}_mask.png"), overwrite)
@@ -117,6 +123,8 @@ def predict_command(
     summary = f"{n_anomaly} of {len(rows)} images flagged as anomalies"
     if n_bad:
         summary += f"; {n_bad} unreadable"
+    if min_area:
+        summary += f"; {sum(bool(r['passed_by_size']) for r in rows)} passed by the size rule ({describe_size_rule(min_area, pixel_size)})"
     if skipped:
         summary += f"; {len(skipped)} non-image file(s) skipped"
     console.print(summary)

@@ -29,6 +29,7 @@ from anomalycli.detection.methods.patchcore import PatchCore
 from anomalycli.errors import UserError
 from anomalycli.files import atomic_path
 from anomalycli.judgement.calibration import calibrated_score
+from anomalycli.judgement.size_rule import describe as describe_size_rule
 
 OPSET = 17
 INT8_OPSETS = {"com.microsoft": 1}  # the int8 search's DynamicQuantizeMatMul
@@ -172,8 +173,23 @@ def metadata(model: AnomalyModel) -> dict[str, str]:
         "package_version": __version__,
     }
     size = model.config["image_size"]
+    pixel = model.config.get("pixel_threshold") if model.has_maps else None
+    # What a line program needs to make regions and apply the size rule (connected components,
+    # which ONNX has no operator for): the anomaly map above pixel_threshold, its areas in the
+    # original image's pixels (the map scaled back to the image's size).
+    regions = {}
+    if pixel:
+        regions["pixel_threshold"] = repr(float(pixel["value"]))
+        regions["verdict"] = "anomaly where score >= 0.5" + (
+            f", unless the map has regions above pixel_threshold and every one is under min_area_px ({describe_size_rule(cal.min_area_px)})"
+            if cal.min_area_px
+            else ""
+        )
+    if cal.min_area_px:
+        regions["min_area_px"] = repr(float(cal.min_area_px))
     return {
         META_KEY: json.dumps(own),
+        **regions,
         "method": model.method,
         "input": f"{INPUT}: uint8 N x 3 x {size} x {size}, RGB (resize to {size} x {size} first)",
         "outputs": f"{SCORE} (0..1, anomaly at >= 0.5), {RAW_SCORE}" + (f", {ANOMALY_MAP} (N x {size} x {size}, raw units)" if model.has_maps else ""),

@@ -69,7 +69,7 @@ def make_app(line: Line, journal: Journal | None = None, token: str | None = Non
 
     def judge(name: str, data: bytes, arrived: float) -> dict:
         pixels = read_image_array(name, line.image_size, data=data)  # ImageError: the caller's 400
-        size = original_size(name, data) if line.pixel_threshold is not None else None
+        size = original_size(name, data) if line.makes_regions else None
         with lock:
             (judged,), said = line.judge([name], pixels.transpose(2, 0, 1)[None], [""], [arrived], [size])
             if journal is not None:
@@ -91,6 +91,7 @@ def make_app(line: Line, journal: Journal | None = None, token: str | None = Non
             "latency_ms": round(judged.latency_ms, 2),
             "model": line.identity,
             **({"regions": [r.to_dict() for r in judged.regions]} if judged.regions is not None else {}),
+            **({"passed_by_size": s.passed_by_size} if line.min_area else {}),
         }
 
     async def predict(request: Request):

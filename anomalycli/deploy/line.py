@@ -16,7 +16,7 @@ import numpy as np
 
 from anomalycli import files, project
 from anomalycli.deploy import journal, loading
-from anomalycli.deploy.regions import image_regions, pixel_threshold_of
+from anomalycli.deploy.regions import judge_regions, min_area_of, pixel_threshold_of
 from anomalycli.deploy.scoring import Scored, score_decoded
 from anomalycli.errors import UsageError
 from anomalycli.judgement import drift
@@ -66,10 +66,12 @@ class Line:
     def __init__(self, model_path: Path, engine: str = "auto", threshold: float = 0.5, with_maps: bool = False, with_regions: bool = False):
         self.model_path = project.model_file(model_path)
         model = loading.load(model_path, engine)
-        self.pixel_threshold = pixel_threshold_of(model) if with_regions else None
+        self.pixel_threshold, self.min_area = pixel_threshold_of(model), min_area_of(model)
         if with_regions and self.pixel_threshold is None:
             raise UsageError("this model has no pixel threshold (a classifier, or trained before regions existed); train it again for --regions")
-        self.with_maps = (with_maps or with_regions) and model.has_maps
+        self.with_regions = with_regions
+        # The size rule decides verdicts from the regions: the maps are made for it, asked or not.
+        self.with_maps = (with_maps or with_regions or bool(self.min_area)) and model.has_maps
         self.model, self.engine_lines = loading.on_engine(model, engine, 1_000_000, self.with_maps)
         self.threshold = threshold
         self.image_size = int(self.model.config["image_size"])
@@ -81,8 +83,14 @@ class Line:
             "threshold": threshold,
             "raw_threshold": float(self.model.calibration.raw_threshold(threshold)),
             "engine": self.engine_lines[0].removeprefix("runs on: "),
+            **({"min_area_px": self.min_area} if self.min_area else {}),
         }
         self.warm()
+
+    @property
+    def makes_regions(self) -> bool:
+        """Whether ``judge`` makes regions (asked for, or for the size rule): then it wants each image's own size."""
+        return self.with_regions or bool(self.min_area)
 
     def warm(self) -> None:
         """Score one blank image: the first call of a session allocates its buffers (tens of ms)."""
@@ -97,8 +105,9 @@ class Line:
         regions), and the drift check's lines where its state changed."""
         scored = score_decoded(self.model, [Path(n) for n in names], images, errors, self.threshold, self.with_maps)
         found = [None] * len(scored)
-        if self.pixel_threshold is not None:
-            found = [image_regions(s, self.pixel_threshold, size) for s, size in zip(scored, sizes or [None] * len(scored))]
+        if self.makes_regions:
+            judged = [judge_regions(s, self.pixel_threshold, self.min_area, size) for s, size in zip(scored, sizes or [None] * len(scored))]
+            found = judged if self.with_regions else found
         done = time.monotonic()
         judged = [Judged(n, s, 1000 * (done - t), regions=r) for n, s, t, r in zip(names, scored, arrived, found)]
         said = [line for j in judged if j.verdict != "error" and (line := self.drift.add(j.scored.raw, j.scored.stats))]

@@ -48,12 +48,8 @@ def _coreset_task(sampler, parts: list, start: int, stop: int) -> torch.Tensor:
     return patches[sampler.run_part(patches)].float()
 
 
-def _score_task(extractor, bank: torch.Tensor, reweight: bool, parts: list) -> torch.Tensor:
-    return patchcore.score_all(patchcore.PatchCore(extractor, bank, reweight=reweight), _rows(parts).float())
-
-
-def _map_values_task(extractor, bank: torch.Tensor, image_size: int, parts: list) -> np.ndarray:
-    return patchcore.map_values(extractor, bank, _rows(parts), image_size)
+def _score_task(extractor, bank: torch.Tensor, reweight: bool, image_size: int | None, parts: list) -> patchcore.Scores:
+    return patchcore.scores_and_maps(patchcore.PatchCore(extractor, bank, reweight=reweight), _rows(parts).float(), image_size)
 
 
 @dataclass
@@ -132,31 +128,24 @@ class RayFeatures:
         _wait(self.ray, flat, "coreset", show_progress, lambda i: f"{names[i]} did not finish")
         return {fold: torch.cat(self.ray.get(parts)) for fold, parts in refs.items()}
 
-    def out_of_fold_scores(self, folds: np.ndarray, coresets: dict, reweight: bool = False, show_progress: bool = False) -> torch.Tensor:
-        """Every image scored by the bank of the other folds: one task per ``SCORE_CHUNK`` images of a fold."""
+    def out_of_fold(
+        self, folds: np.ndarray, coresets: dict, reweight: bool = False, image_size: int | None = None, show_progress: bool = False
+    ) -> patchcore.Scores:
+        """``patchcore.out_of_fold`` on the cluster: one task per ``SCORE_CHUNK`` images of a fold,
+        the same scores and maps as in one process."""
         task = self.ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_score_task)
         refs, scored_index = [], []
         for fold in np.unique(folds).tolist():
             bank = self.ray.put(torch.cat([coreset for f, coreset in coresets.items() if f != fold]))
             scored = np.flatnonzero(folds == fold)
             for s in range(0, len(scored), SCORE_CHUNK):
-                refs.append(task.remote(self.extractor_ref, bank, reweight, self._parts(scored[s : s + SCORE_CHUNK])))
+                refs.append(task.remote(self.extractor_ref, bank, reweight, image_size, self._parts(scored[s : s + SCORE_CHUNK])))
                 scored_index.append(scored[s : s + SCORE_CHUNK])
         _wait(self.ray, refs, "scores", show_progress, lambda i: f"the out-of-fold scores of {len(scored_index[i])} images did not finish")
-        scores = torch.empty(len(folds))
-        for index, values in zip(scored_index, self.ray.get(refs)):
-            scores[index] = values
-        return scores
-
-    def out_of_fold_pixel_threshold(self, labels: torch.Tensor, folds: np.ndarray, coresets: dict, image_size: int, false_positive_rate: float) -> float:
-        """``patchcore.out_of_fold_pixel_threshold`` with the maps made on the cluster, one task per
-        ``SCORE_CHUNK`` good images of a fold: the same map values, so the same threshold."""
-        task = self.ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_map_values_task)
-        refs = []
-        for fold in np.unique(folds).tolist():
-            bank = self.ray.put(torch.cat([coreset for f, coreset in coresets.items() if f != fold]))
-            goods = np.flatnonzero((folds == fold) & (labels.numpy() == 0))
-            for s in range(0, len(goods), SCORE_CHUNK):
-                refs.append(task.remote(self.extractor_ref, bank, image_size, self._parts(goods[s : s + SCORE_CHUNK])))
-        _wait(self.ray, refs, "pixel threshold", False, lambda i: "the out-of-fold maps of a chunk of good images did not finish")
-        return patchcore.pixel_threshold(self.ray.get(refs), false_positive_rate)
+        scores, maps = torch.empty(len(folds)), None
+        for index, part in zip(scored_index, self.ray.get(refs)):
+            scores[index] = part.scores
+            if part.maps is not None:
+                maps = np.empty((len(folds), *part.maps.shape[1:]), np.float32) if maps is None else maps
+                maps[index] = part.maps
+        return patchcore.Scores(scores, maps)

@@ -1,4 +1,5 @@
-"""Defect regions of a scored image, in its own pixels: what ``predict`` writes beside a verdict.
+"""Defect regions of a scored image, in its own pixels: what ``predict`` writes beside a verdict,
+and the size rule (``judgement/size_rule.py``) they decide.
 
 No PyTorch here (the predict path). The regions are ``localisation.regions`` of the image's map
 above the model's pixel threshold (``pixel_threshold`` in its config, chosen at training).
@@ -15,6 +16,7 @@ from PIL import Image
 from anomalycli import files
 from anomalycli.deploy.scoring import Scored
 from anomalycli.judgement.localisation import Region, regions
+from anomalycli.judgement.size_rule import passed_by_size
 
 
 def original_size(path: Path, data: bytes | None = None) -> tuple[int, int] | None:
@@ -40,6 +42,30 @@ def image_regions(scored: Scored, pixel_threshold: float, size: tuple[int, int] 
 def pixel_threshold_of(model) -> float | None:
     """The model's pixel threshold, where it has maps and one (patchcore, hybrid trained since)."""
     return (model.config.get("pixel_threshold") or {}).get("value") if model.has_maps else None
+
+
+def min_area_of(model) -> float:
+    """The model's size rule (``anomaly calibrate --min-area``) in image pixels; 0 where it has none."""
+    return float(model.calibration.min_area_px or 0.0)
+
+
+def judge_regions(scored: Scored, pixel_threshold: float, min_area_px: float = 0.0, size: tuple[int, int] | None = None) -> list[Region]:
+    """The image's regions (``image_regions``), and the size rule applied to its verdict: a flagged
+    part whose every region is under ``min_area_px`` becomes normal, marked ``passed_by_size``."""
+    found = image_regions(scored, pixel_threshold, size)
+    if min_area_px and scored.verdict == "anomaly" and passed_by_size(found[0].area_px if found else 0.0, min_area_px):
+        scored.verdict, scored.passed_by_size = "normal", True
+    return found
+
+
+def largest_areas(maps, pixel_threshold: float, sizes: list[tuple[int, int] | None]) -> list[float]:
+    """Each map's largest region area (0: none) in the original image's pixels (``sizes``:
+    (width, height), None for the map's own frame): what the size rule is chosen on."""
+    areas = []
+    for anomaly_map, size in zip(maps, sizes):
+        found = regions(anomaly_map, pixel_threshold, size)
+        areas.append(found[0].area_px if found else 0.0)
+    return areas
 
 
 def regions_in_columns(row: dict, pixel_size_mm: float | None = None) -> dict:

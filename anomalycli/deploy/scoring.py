@@ -26,6 +26,7 @@ class Scored:
     error: str = ""
     map: np.ndarray | None = None  # anomaly map at the model's input size, raw units
     stats: np.ndarray | None = None  # drift.image_stats of the decoded image (None when unreadable)
+    passed_by_size: bool = False  # over the threshold, but every defect region under the size rule's area
 
 
 def iter_scores(

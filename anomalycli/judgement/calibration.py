@@ -53,6 +53,10 @@ class Calibration:
     source: str = ""  # what the scores are: out-of-fold, validation, or a folder's path
     scores: list[float] = field(default_factory=list, repr=False)
     labels: list[int] = field(default_factory=list, repr=False)
+    # The size rule (size_rule.py): the least region area that makes a part defective (0: none),
+    # and the largest region area of each calibration image (0: none), which it was chosen on.
+    min_area_px: float = 0.0
+    areas: list[float] = field(default_factory=list, repr=False)
 
     def normalise(self, raw):
         return calibrated_score(np.asarray(raw, dtype=np.float64), self.low, self.threshold, self.high)
@@ -69,4 +73,4 @@ class Calibration:
 
     def summary(self) -> dict:
         """Everything but the scores themselves (for reports)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("scores", "labels")}
+        return {k: v for k, v in asdict(self).items() if k not in ("scores", "labels", "areas")}

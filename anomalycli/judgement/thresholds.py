@@ -9,6 +9,8 @@ import numpy as np
 
 from anomalycli.judgement.calibration import Calibration
 from anomalycli.judgement.metrics import operating_point, sklearn_metrics
+from anomalycli.judgement.size_rule import describe as describe_size_rule
+from anomalycli.judgement.size_rule import sized_scores
 
 NO_ANOMALY_FPR = 0.01
 TRADE_OFF_FPRS = (0.0, 0.01, 0.05, 0.10)
@@ -111,15 +113,20 @@ def cross_validated_point(labels, select, n_folds: int = SELECTION_FOLDS, seed: 
     return {**operating_point(labels, flagged, 0.5), "cross_validated_folds": n_folds}
 
 
-def calibrate(labels, scores, rule: OperatingRule = OperatingRule(), source: str = "validation", select=None) -> tuple[Calibration, str | None]:
+def calibrate(
+    labels, scores, rule: OperatingRule = OperatingRule(), source: str = "validation", select=None, areas=None, min_area_px: float = 0.0
+) -> tuple[Calibration, str | None]:
     """Pick the threshold on calibration scores by ``rule``. Returns it and a warning for the user, if any.
 
     ``source`` says in words what the scores are ("validation", "out-of-fold"). The expected point
     is ``cross_validated_point`` where there are two images of each class at least, with ``select``
-    (default: the threshold by ``rule`` on the fit part's ``scores``).
+    (default: the threshold by ``rule`` on the fit part's ``scores``). ``areas``: each image's
+    largest region area (kept for ``anomaly calibrate --min-area``); with ``min_area_px`` the
+    threshold and the expected point are those of the verdicts the size rule gives.
     """
     labels = np.asarray(labels, dtype=int)
-    scores = np.asarray(scores, dtype=np.float64)
+    raw = np.asarray(scores, dtype=np.float64)
+    scores = sized_scores(raw, areas, min_area_px)
     normal, anomaly = scores[labels == 0], scores[labels == 1]
     warning = None
     if not len(normal):
@@ -136,12 +143,14 @@ def calibrate(labels, scores, rule: OperatingRule = OperatingRule(), source: str
             f"the calibration data has no anomalous images: threshold set so about {100 * max_fpr:g}% of good "
             "images are flagged (--max-fpr); add labelled defects for a threshold that knows what a defect scores"
         )
+    if min_area_px:
+        rule_text += f"; {describe_size_rule(min_area_px)}"
     expected = operating_point(labels, scores, threshold)
     if len(anomaly) >= 2 and len(normal) >= 2:
         select = select or (lambda fit: (scores, choose_threshold(labels[fit], scores[fit], rule)))
         expected = cross_validated_point(labels, select)
         rule_text += f"; the expected point is cross-validated over {expected['cross_validated_folds']} folds of them"
-    low, high = float(scores.min()), float(scores.max())
+    low, high = float(raw.min()), float(raw.max())
     calibration = Calibration(
         threshold,
         min(low, threshold),
@@ -151,8 +160,10 @@ def calibrate(labels, scores, rule: OperatingRule = OperatingRule(), source: str
         len(anomaly),
         expected,
         source,
-        scores.tolist(),
+        raw.tolist(),
         labels.tolist(),
+        float(min_area_px),
+        [] if areas is None else [float(a) for a in areas],
     )
     return calibration, warning
 

@@ -19,7 +19,7 @@ from PIL import Image, ImageFilter
 from anomalycli.detection import ignore
 
 COLOURS = "inferno"
-REGION_COLOUR = (0, 255, 255)  # cyan: the region above the threshold
+REGION_COLOUR = (0, 255, 255)  # cyan: the defect regions (above the pixel threshold)
 MASK_COLOUR = (0, 255, 0)  # green: the ground-truth defect, where a mask is known
 IGNORED_COLOUR = (128, 128, 128)  # grey: the model's don't-care region
 MAX_ALPHA = 0.65
@@ -31,12 +31,15 @@ class MapScale:
     threshold: float
     top: float
     ignored: np.ndarray | None = field(default=None, compare=False)  # the model's don't-care mask (S x S), drawn greyed
+    region_level: float | None = None  # the model's pixel threshold: its regions are outlined (None: the threshold's level)
 
     def describe(self) -> str:
-        return (
-            f"heat from {self.floor:.3g} (good parts' median) to {self.top:.3g}; "
-            f"outlined where it exceeds {self.threshold:.3g}, the level that alone flags an image"
+        outlined = (
+            f"outlined: the defect regions, where it exceeds {self.region_level:.3g} (the pixel threshold)"
+            if self.region_level is not None
+            else f"outlined where it exceeds {self.threshold:.3g}, the level that alone flags an image"
         )
+        return f"heat from {self.floor:.3g} (good parts' median) to {self.top:.3g}; {outlined}"
 
 
 def map_scale(model) -> MapScale:
@@ -55,7 +58,8 @@ def map_scale(model) -> MapScale:
         m0, s0, _, _, alpha = fusion
         floor, threshold = m0, m0 + s0 * threshold / max(alpha, 1e-6)
     threshold = max(threshold, floor + 1e-6)
-    return MapScale(floor, threshold, floor + 2 * (threshold - floor), ignore.mask_of(model.config))
+    region_level = (model.config.get("pixel_threshold") or {}).get("value")
+    return MapScale(floor, threshold, floor + 2 * (threshold - floor), ignore.mask_of(model.config), region_level)
 
 
 def _fusion(model) -> list[float] | None:
@@ -77,8 +81,9 @@ def _outline(mask: np.ndarray, width: int = 2) -> np.ndarray:
 
 
 def overlay(image: Image.Image, anomaly_map: np.ndarray, scale: MapScale, truth: np.ndarray | None = None) -> Image.Image:
-    """``image`` with heat where the map is above the floor, the region above the threshold
-    outlined in cyan, and ``truth`` (a defect mask at any size) outlined in green."""
+    """``image`` with heat where the map is above the floor, the defect regions (the model's
+    ``regions``: above its pixel threshold) outlined in cyan, and ``truth`` (a defect mask at any
+    size) outlined in green."""
     from matplotlib import colormaps
 
     rgb = image.convert("RGB")
@@ -90,7 +95,7 @@ def overlay(image: Image.Image, anomaly_map: np.ndarray, scale: MapScale, truth:
     pixels = np.asarray(rgb, dtype=np.float32)
     blended = pixels * (1 - alpha) + colours * alpha
     width = max(1, round(max(size) / 200))
-    blended[_outline(level >= scale.threshold, width)] = REGION_COLOUR
+    blended[_outline(level >= (scale.threshold if scale.region_level is None else scale.region_level), width)] = REGION_COLOUR
     if truth is not None:
         mask = np.asarray(Image.fromarray(truth.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
         blended[_outline(mask, width)] = MASK_COLOUR

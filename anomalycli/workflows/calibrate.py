@@ -1,44 +1,94 @@
 """``anomaly calibrate`` without the terminal: move a trained model's operating point, never refitting it.
 
-The new threshold is chosen either on the calibration scores the model file keeps (out of fold
-for patchcore and hybrid), for a new rule, or on labelled images the model has not seen, such as
+The operating point is the threshold and, for models with maps, the size rule
+(``judgement/size_rule.py``) and the pixel threshold that makes the regions. They are chosen
+either on the calibration scores and region areas the model file keeps (out of fold for
+patchcore and hybrid), for a new rule, or on labelled images the model has not seen, such as
 new images from the line. The result is a new model; the input file is only read.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from anomalycli.data.layouts import Sample
+from anomalycli.deploy.regions import largest_areas, original_size, pixel_threshold_of
 from anomalycli.deploy.scoring import iter_scores
 from anomalycli.detection import int8_backbone
 from anomalycli.detection.methods import AnomalyModel
+from anomalycli.detection.methods.patchcore import MAP_STEP, pixel_threshold
 from anomalycli.errors import UserError
 from anomalycli.judgement.thresholds import OperatingRule, calibrate
 
 
+@dataclass(frozen=True)
+class PixelChoices:
+    """What calibrate moves besides the threshold; None keeps the model's."""
+
+    min_area_px: float | None = None  # the size rule's least area (0: no rule)
+    pixel_size_mm: float | None = None  # stored for predict's areas in mm²
+    pixel_fpr: float | None = None  # a new pixel threshold: this share of DATA's good pixels above it
+
+
 def recalibrate(
-    model: AnomalyModel, rule: OperatingRule, samples: list[Sample] | None = None, source: str = "", batch_size: int = 32, show_progress: bool = True
+    model: AnomalyModel,
+    rule: OperatingRule,
+    samples: list[Sample] | None = None,
+    source: str = "",
+    batch_size: int = 32,
+    show_progress: bool = True,
+    pixel: PixelChoices = PixelChoices(),
 ) -> tuple[AnomalyModel, str | None]:
     """A copy of ``model`` with a threshold chosen by ``rule``, and a warning for the user, if any.
 
     With ``samples`` (labelled images the model never saw, named ``source``) they are scored and
     the threshold is chosen on them; without, on the scores stored in the model file.
     """
+    stored = model.calibration
+    min_area = stored.min_area_px if pixel.min_area_px is None else pixel.min_area_px
+    config = dict(model.config)
+    if pixel.pixel_size_mm is not None:
+        config["pixel_size_mm"] = pixel.pixel_size_mm
+    if (min_area or pixel.pixel_fpr is not None) and pixel_threshold_of(model) is None:
+        raise UserError("this model has no pixel threshold (a classifier, or trained before regions existed); train it again for --min-area or --pixel-fpr")
     if samples is None:
-        stored = model.calibration
         if not stored.scores:
             raise UserError("this model file keeps no calibration scores (it predates them); give DATA: labelled images it was not trained on")
-        labels, scores, source = np.array(stored.labels), np.array(stored.scores), stored.source or "calibration"
+        if pixel.pixel_fpr is not None:
+            raise UserError("--pixel-fpr chooses the pixel threshold on good images' maps: give DATA, labelled images the model was not trained on")
+        if min_area and len(stored.areas) != len(stored.scores):
+            raise UserError("this model file keeps no region areas of its calibration images (trained before the size rule); give DATA or train it again")
+        labels, scores, areas, source = np.array(stored.labels), np.array(stored.scores), stored.areas, stored.source or "calibration"
     else:
-        int8_backbone.require_training_features(model.net, "a threshold chosen on DATA here would not hold where it was trained")
-        scored = [
-            (s, r) for s, r in zip(samples, iter_scores(model, [s.path for s in samples], batch_size, show_progress=show_progress)) if r.verdict != "unreadable"
-        ]
-        if not any(s.label == 0 for s, _ in scored):
-            raise UserError(f"{source} has no readable good images; calibration needs good images, and defective ones too for any rule but --max-fpr")
-        labels, scores = np.array([s.label for s, _ in scored]), np.array([r.raw for _, r in scored])
-    calibration, warning = calibrate(labels, scores, rule, source)
-    return replace(model, calibration=calibration), warning
+        labels, scores, areas, config = _score_data(model, config, samples, source, batch_size, show_progress, pixel.pixel_fpr)
+    calibration, warning = calibrate(labels, scores, rule, source, areas=areas, min_area_px=min_area)
+    return replace(model, config=config, calibration=calibration), warning
+
+
+def _score_data(model: AnomalyModel, config: dict, samples: list[Sample], source: str, batch_size: int, show_progress: bool, pixel_fpr: float | None):
+    """Labels, raw scores and largest region areas of DATA's readable images, and the config
+    with the pixel threshold they chose (``pixel_fpr``) where asked."""
+    int8_backbone.require_training_features(model.net, "a threshold chosen on DATA here would not hold where it was trained")
+    with_maps = pixel_threshold_of(model) is not None
+    kept, scores, maps = [], [], []
+    for sample, scored in zip(samples, iter_scores(model, [s.path for s in samples], batch_size, with_maps=with_maps, show_progress=show_progress)):
+        if scored.verdict == "unreadable":
+            continue
+        kept.append(sample)
+        scores.append(scored.raw)
+        if with_maps:
+            maps.append(np.asarray(scored.map, dtype=np.float32)[::MAP_STEP, ::MAP_STEP])
+    if not any(s.label == 0 for s in kept):
+        raise UserError(f"{source} has no readable good images; calibration needs good images, and defective ones too for any rule but --max-fpr")
+    labels = np.array([s.label for s in kept])
+    if not with_maps:
+        return labels, np.array(scores), None, config
+    if pixel_fpr is not None:
+        value = pixel_threshold(np.stack([m for m, label in zip(maps, labels) if label == 0]), pixel_fpr)
+        rule = f"{100 * pixel_fpr:g} % of the good pixels of {source} above it"
+        config["pixel_threshold"] = {"value": value, "false_positive_rate": pixel_fpr, "rule": rule}
+    size = int(config["image_size"])
+    areas = largest_areas(maps, pixel_threshold_of(replace(model, config=config)), [original_size(s.path) or (size, size) for s in kept])
+    return labels, np.array(scores), areas, config

@@ -7,11 +7,12 @@ import torch
 
 from anomalycli.data.layouts import Sample
 from anomalycli.data.tensors import load_mask
-from anomalycli.deploy.regions import pixel_threshold_of
+from anomalycli.deploy.regions import judge_regions, min_area_of, pixel_threshold_of
 from anomalycli.deploy.scoring import Scored, check_drift, iter_scores
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.judgement.localisation import aupro, touched_and_false
 from anomalycli.judgement.metrics import against_announced, binary_report, operating_point, pixel_auroc
+from anomalycli.judgement.size_rule import sized_scores
 from anomalycli.judgement.thresholds import trade_off
 
 
@@ -25,12 +26,19 @@ def evaluate(
     show_progress: bool = True,
     model_name: str = "MODEL",
 ) -> tuple[dict, list[Scored]]:
-    """Score labelled samples and report every metric; pixel AUROC where masks are given."""
-    want_maps = with_masks and model.has_maps
-    rows, pixel_truth, pixel_scores = [], [], []
+    """Score labelled samples and report every metric; pixel AUROC where masks are given. The
+    verdicts are predict's, the model's size rule included."""
+    pixel_threshold, min_area = pixel_threshold_of(model), min_area_of(model)
+    want_maps = (with_masks or bool(min_area)) and model.has_maps
+    rows, largest, pixel_truth, pixel_scores = [], [], [], []
     for sample, scored in zip(samples, iter_scores(model, [s.path for s in samples], batch_size, threshold, want_maps, show_progress=show_progress)):
+        if min_area:
+            found = judge_regions(scored, pixel_threshold, min_area)
+            largest.append(found[0].area_px if found else 0.0)
         scored.map, map_ = None, scored.map  # keep memory flat: maps are used here and dropped
         rows.append(scored)
+        if not with_masks:
+            continue
         # An anomaly without a mask says nothing about which of its pixels are defective.
         if want_maps and map_ is not None and (sample.mask or sample.label == 0):
             size = map_.shape[-1]
@@ -41,6 +49,8 @@ def evaluate(
     readable = [(s, r) for s, r in zip(samples, rows) if r.verdict != "unreadable"]
     labels = [s.label for s, _ in readable]
     raw = [r.raw for _, r in readable]
+    # The operating point of the verdicts given: with a size rule, of the scores it sees.
+    judged = sized_scores(raw, [a for a, r in zip(largest, rows) if r.verdict != "unreadable"], min_area) if min_area else raw
     report = binary_report(
         labels,
         raw,
@@ -56,13 +66,13 @@ def evaluate(
         else None
     )
     report["aupro"] = aupro(pixel_truth, pixel_scores) if pixel_scores else None
-    pixel_threshold = pixel_threshold_of(model)
     if pixel_scores and pixel_threshold is not None:  # the regions predict writes, against the true ones
         report.update(touched_and_false(pixel_truth, [m >= pixel_threshold for m in pixel_scores]))
     report["threshold"] = threshold
     raw_threshold = model.calibration.raw_threshold(threshold)
-    report["operating_point"] = {"threshold": threshold, **operating_point(labels, raw, raw_threshold)}
-    report["trade_off"] = trade_off(labels, raw, model.calibration)
+    report["operating_point"] = {"threshold": threshold, **operating_point(labels, judged, raw_threshold)}
+    report["min_area_px"] = min_area or None
+    report["trade_off"] = trade_off(labels, judged, model.calibration)
     report["calibration"] = model.calibration.summary()
     report["announcement_misses"] = against_announced(model.calibration.expected, report["operating_point"]) if threshold == 0.5 else []
     report["drift"] = check_drift(model, rows, model_name, labels=[s.label for s in samples]).to_dict()

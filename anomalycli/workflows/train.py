@@ -14,6 +14,7 @@ from anomalycli.data.layouts import Sample, discover
 from anomalycli.data.splits import k_folds
 from anomalycli.data.tensors import load_all
 from anomalycli.deploy import export
+from anomalycli.deploy.regions import largest_areas, original_size
 from anomalycli.detection import backbones, ignore, int8_backbone
 from anomalycli.detection.defaults import PIXEL_FALSE_POSITIVE_RATE
 from anomalycli.detection.device import resolve_device
@@ -123,8 +124,10 @@ def _load_split(samples: list[Sample], image_size: int, what: str, notes: list[s
     return images, torch.tensor([s.label for s in kept]), kept
 
 
-def _calibrate(model: AnomalyModel, labels: torch.Tensor, scores: torch.Tensor, rule: OperatingRule, source: str, notes: list[str], select=None) -> None:
-    model.calibration, warning = calibrate(labels.numpy(), scores.numpy(), rule, source, select)
+def _calibrate(
+    model: AnomalyModel, labels: torch.Tensor, scores: torch.Tensor, rule: OperatingRule, source: str, notes: list[str], select=None, areas=None
+) -> None:
+    model.calibration, warning = calibrate(labels.numpy(), scores.numpy(), rule, source, select, areas)
     if warning:
         log.warning(warning)
         notes.append(warning)
@@ -136,14 +139,15 @@ def _drift_reference(stats: np.ndarray, labels: torch.Tensor) -> dict:
     return drift.reference(stats[labels == 0], stats[labels == 1])
 
 
-def _pixel_threshold(features, labels: torch.Tensor, folds: np.ndarray, coresets: dict, image_size: int) -> dict:
+def _pixel_threshold(out_of_fold: patchcore.Scores, labels: torch.Tensor, samples: list[Sample], image_size: int) -> tuple[dict, list[float]]:
     """The model's pixel threshold (``pixel_threshold`` in its config), from the training goods'
-    out-of-fold maps (on this machine or on Ray, where the features are)."""
+    out-of-fold maps, and each image's largest region area above it in its own pixels (the
+    calibration's ``areas``, which ``calibrate --min-area`` chooses on)."""
     rate = PIXEL_FALSE_POSITIVE_RATE
-    value = features.out_of_fold_pixel_threshold(labels, folds, coresets, image_size, rate)
-    return {
-        "pixel_threshold": {"value": value, "false_positive_rate": rate, "rule": f"{100 * rate:g} % of the training goods' out-of-fold map pixels above it"}
-    }
+    value = patchcore.pixel_threshold(out_of_fold.maps[labels.numpy() == 0], rate)
+    sizes = [original_size(s.path) or (image_size, image_size) for s in samples]
+    config = {"value": value, "false_positive_rate": rate, "rule": f"{100 * rate:g} % of the training goods' out-of-fold map pixels above it"}
+    return {"pixel_threshold": config}, largest_areas(out_of_fold.maps, value, sizes)
 
 
 def _scores(model: AnomalyModel, images: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -270,7 +274,7 @@ def _train_patchcore(options, config, samples, device, show_progress):
     extractor, precision = _backbone(options, samples, device, False, notes)
     features, labels, kept, folds = _embed(options, extractor, samples, show_progress, notes, keep=ignore.keep_of(config))
     coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
-    out_of_fold = features.out_of_fold_scores(folds, coresets, options.reweight, show_progress)
+    out_of_fold = features.out_of_fold(folds, coresets, options.reweight, options.image_size, show_progress)
     net = patchcore.union_of(extractor, coresets, options.reweight)
     log.info(f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {int((labels == 0).sum())} good images")
     config = {
@@ -286,9 +290,9 @@ def _train_patchcore(options, config, samples, device, show_progress):
         "drift": _drift_reference(features.stats, labels),
         **precision,
     }
-    config.update(_pixel_threshold(features, labels, folds, coresets, options.image_size))
-    model = AnomalyModel("patchcore", net, config, calibration=None)
-    _calibrate(model, labels, out_of_fold, options.operating_rule(), "out-of-fold", notes)
+    pixel_threshold, areas = _pixel_threshold(out_of_fold, labels, kept, options.image_size)
+    model = AnomalyModel("patchcore", net, {**config, **pixel_threshold}, calibration=None)
+    _calibrate(model, labels, out_of_fold.scores, options.operating_rule(), "out-of-fold", notes, areas=areas)
     return model, [], notes
 
 
@@ -301,7 +305,8 @@ def _train_hybrid(options, config, samples, device, show_progress):
     if not (labels == 1).any():
         raise UserError("none of the labelled anomalous images could be read, and the hybrid method needs them; use --method patchcore")
     coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
-    one_class = features.out_of_fold_scores(folds, coresets, reweight=False, show_progress=show_progress)
+    one_class_fold = features.out_of_fold(folds, coresets, reweight=False, image_size=options.image_size, show_progress=show_progress)
+    one_class = one_class_fold.scores
     net, out_of_fold, supervised = hybrid.fit(extractor, coresets, one_class, features.descriptors, labels, folds)
     log.info(
         f"hybrid: one-class weight {float(net.alpha):.2f}, memory bank {net.patchcore.bank.shape[0]} patches, "
@@ -322,8 +327,8 @@ def _train_hybrid(options, config, samples, device, show_progress):
         "drift": _drift_reference(features.stats, labels),
         **precision,
     }
-    config.update(_pixel_threshold(features, labels, folds, coresets, options.image_size))
-    model = AnomalyModel("hybrid", net, config, calibration=None)
+    pixel_threshold, areas = _pixel_threshold(one_class_fold, labels, kept, options.image_size)
+    model = AnomalyModel("hybrid", net, {**config, **pixel_threshold}, calibration=None)
     rule = options.operating_rule()
-    _calibrate(model, labels, out_of_fold, rule, "out-of-fold", notes, hybrid.selection(one_class, supervised, labels, rule))
+    _calibrate(model, labels, out_of_fold, rule, "out-of-fold", notes, hybrid.selection(one_class, supervised, labels, rule), areas)
     return model, [], notes

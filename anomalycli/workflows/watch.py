@@ -197,7 +197,7 @@ class _Watch:
             errors.append(error)
         if not ready:
             return
-        sizes = [original_size(i.path) for i in ready] if self.line.pixel_threshold is not None else None
+        sizes = [original_size(i.path) for i in ready] if self.line.makes_regions else None
         judged, said = self.line.judge([i.name for i in ready], np.stack(images), errors, [i.arrived for i in ready], sizes)
         for item, verdict in zip(ready, judged):
             verdict.bytes, verdict.mtime_ns = item.identity[1], item.identity[2]
