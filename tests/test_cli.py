@@ -227,6 +227,8 @@ def test_train_with_a_target_recall_reports_what_it_costs(parts, tmp_path):
     text = " ".join(result.output.split())
     assert "recall >= 0.9 (--target-recall) on 24 normal and 12 anomalous images (out-of-fold scores)" in text
     assert "expected on new images: defects caught" in text and "good parts flagged" in text
+    # The pixel threshold is announced too: with 12 masked defects, chosen on their masks.
+    assert "pixel threshold" in text and "12 defect masks" in text and "of good pixels above it, out of fold" in text
     from anomalycli.detection.methods import AnomalyModel
 
     expected = AnomalyModel.load(tmp_path / "r").calibration.expected

@@ -7,9 +7,11 @@ import logging
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import one_clear_line, run_cli
+from PIL import Image
 
 from anomalycli import modelfile
 from anomalycli.cli.common import with_ray_address
@@ -58,11 +60,16 @@ def test_a_cluster_nothing_answers_at_is_one_line_at_once(parts, patchcore_model
     assert "cannot reach a Ray cluster at 127.0.0.1:1" in line
 
 
-@pytest.mark.parametrize("method", ["patchcore", "hybrid"])
-def test_fit_on_ray_makes_the_model_one_process_makes(ray, parts, tmp_path, monkeypatch, method):
+@pytest.mark.parametrize("method, ignored", [("patchcore", False), ("hybrid", False), ("patchcore", True)])
+def test_fit_on_ray_makes_the_model_one_process_makes(ray, parts, tmp_path, monkeypatch, method, ignored):
     # Small coreset parts, so that each fold's coreset is several Ray tasks.
     monkeypatch.setattr(coreset, "PART_SIZE", 200)
     common = ["--method", method, "--image-size", "64", "--coreset-ratio", "0.1", "--cv-folds", "3"]
+    if ignored:  # a don't-care corner: the workers mask it as one process does
+        mask = np.zeros((64, 64), np.uint8)
+        mask[:20, :20] = 255
+        Image.fromarray(mask).save(tmp_path / "corner.png")
+        common += ["--ignore", tmp_path / "corner.png"]
     with one_thread():
         run_cli("train", parts, *common, "--run-dir", tmp_path / "here")
     run_cli("train", parts, *common, "--run-dir", tmp_path / "ray", "--ray")

@@ -136,6 +136,12 @@ def train_command(
         f"threshold by {cal.rule}"
     )
     console.print(operating_point_text(cal.expected, "expected on new images"))
+    pixel = result.model.config.get("pixel_threshold")
+    if pixel:
+        console.print(
+            f"pixel threshold {pixel['value']:.4g} (defect regions are the map above it), by {pixel['rule']}; "
+            f"{100 * pixel['good_pixel_rate']:.2f} % of good pixels above it, out of fold"
+        )
     console.print(f"model: {result.model_path}")
     if method_defaulted or method == AUTO:
         console.print(_auto_note(result.model.method, cal.n_anomaly, result.model.config.get("cv_folds", DEFAULTS["cv_folds"])))

@@ -18,8 +18,9 @@ from anomalycli.deploy.regions import largest_areas, original_size, pixel_thresh
 from anomalycli.deploy.scoring import iter_scores
 from anomalycli.detection import int8_backbone
 from anomalycli.detection.methods import AnomalyModel
-from anomalycli.detection.methods.patchcore import MAP_STEP, pixel_threshold
+from anomalycli.detection.methods.patchcore import MAP_STEP
 from anomalycli.errors import UserError
+from anomalycli.judgement.pixel_threshold import from_goods
 from anomalycli.judgement.thresholds import OperatingRule, calibrate
 
 
@@ -86,9 +87,10 @@ def _score_data(model: AnomalyModel, config: dict, samples: list[Sample], source
     if not with_maps:
         return labels, np.array(scores), None, config
     if pixel_fpr is not None:
-        value = pixel_threshold(np.stack([m for m, label in zip(maps, labels) if label == 0]), pixel_fpr)
+        good = np.stack([m for m, label in zip(maps, labels) if label == 0])
+        value = from_goods(good, pixel_fpr)
         rule = f"{100 * pixel_fpr:g} % of the good pixels of {source} above it"
-        config["pixel_threshold"] = {"value": value, "false_positive_rate": pixel_fpr, "rule": rule}
+        config["pixel_threshold"] = {"value": value, "false_positive_rate": pixel_fpr, "rule": rule, "good_pixel_rate": float(np.mean(good >= value))}
     size = int(config["image_size"])
     areas = largest_areas(maps, pixel_threshold_of(replace(model, config=config)), [original_size(s.path) or (size, size) for s in kept])
     return labels, np.array(scores), areas, config

@@ -12,7 +12,7 @@ import torch
 from anomalycli import files, project
 from anomalycli.data.layouts import Sample, discover
 from anomalycli.data.splits import k_folds
-from anomalycli.data.tensors import load_all
+from anomalycli.data.tensors import load_all, load_mask
 from anomalycli.deploy import export
 from anomalycli.deploy.regions import largest_areas, original_size
 from anomalycli.detection import backbones, ignore, int8_backbone
@@ -21,7 +21,7 @@ from anomalycli.detection.device import resolve_device
 from anomalycli.detection.methods import AnomalyModel, classifier, hybrid, patchcore
 from anomalycli.detection.methods.classifier_training import fit_classifier
 from anomalycli.errors import UserError
-from anomalycli.judgement import drift
+from anomalycli.judgement import drift, pixel_threshold
 from anomalycli.judgement.thresholds import OperatingRule, calibrate
 from anomalycli.workflows.train_options import (  # noqa: F401 (the options are train's too)
     AUTO,
@@ -140,14 +140,15 @@ def _drift_reference(stats: np.ndarray, labels: torch.Tensor) -> dict:
 
 
 def _pixel_threshold(out_of_fold: patchcore.Scores, labels: torch.Tensor, samples: list[Sample], image_size: int) -> tuple[dict, list[float]]:
-    """The model's pixel threshold (``pixel_threshold`` in its config), from the training goods'
-    out-of-fold maps, and each image's largest region area above it in its own pixels (the
-    calibration's ``areas``, which ``calibrate --min-area`` chooses on)."""
-    rate = PIXEL_FALSE_POSITIVE_RATE
-    value = patchcore.pixel_threshold(out_of_fold.maps[labels.numpy() == 0], rate)
+    """The model's pixel threshold (``pixel_threshold`` in its config), from the out-of-fold maps
+    and the defects' masks where there are enough (``judgement/pixel_threshold.py``), and each
+    image's largest region area above it in its own pixels (the calibration's ``areas``, which
+    ``calibrate --min-area`` chooses on)."""
+    step = patchcore.MAP_STEP
+    masks = [load_mask(s.mask, image_size).numpy()[::step, ::step] if s.label == 1 and s.mask else None for s in samples]
+    chosen = pixel_threshold.choose(out_of_fold.maps, labels.numpy(), masks, PIXEL_FALSE_POSITIVE_RATE)
     sizes = [original_size(s.path) or (image_size, image_size) for s in samples]
-    config = {"value": value, "false_positive_rate": rate, "rule": f"{100 * rate:g} % of the training goods' out-of-fold map pixels above it"}
-    return {"pixel_threshold": config}, largest_areas(out_of_fold.maps, value, sizes)
+    return {"pixel_threshold": chosen}, largest_areas(out_of_fold.maps, chosen["value"], sizes)
 
 
 def _scores(model: AnomalyModel, images: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -240,7 +241,7 @@ def _embed(options, extractor, samples: list[Sample], show_progress, notes: list
         from anomalycli.deploy import ray_cluster, ray_fit
 
         features, readable, errors = ray_fit.RayFeatures.embed(
-            ray_cluster.connect(options.ray), extractor, paths, options.image_size, show_progress, with_descriptors
+            ray_cluster.connect(options.ray), extractor, paths, options.image_size, show_progress, with_descriptors, keep
         )
     else:
         embedded, descriptors, stats, readable, errors = patchcore.embed_images(
@@ -290,8 +291,8 @@ def _train_patchcore(options, config, samples, device, show_progress):
         "drift": _drift_reference(features.stats, labels),
         **precision,
     }
-    pixel_threshold, areas = _pixel_threshold(out_of_fold, labels, kept, options.image_size)
-    model = AnomalyModel("patchcore", net, {**config, **pixel_threshold}, calibration=None)
+    pixel, areas = _pixel_threshold(out_of_fold, labels, kept, options.image_size)
+    model = AnomalyModel("patchcore", net, {**config, **pixel}, calibration=None)
     _calibrate(model, labels, out_of_fold.scores, options.operating_rule(), "out-of-fold", notes, areas=areas)
     return model, [], notes
 
@@ -327,8 +328,8 @@ def _train_hybrid(options, config, samples, device, show_progress):
         "drift": _drift_reference(features.stats, labels),
         **precision,
     }
-    pixel_threshold, areas = _pixel_threshold(one_class_fold, labels, kept, options.image_size)
-    model = AnomalyModel("hybrid", net, {**config, **pixel_threshold}, calibration=None)
+    pixel, areas = _pixel_threshold(one_class_fold, labels, kept, options.image_size)
+    model = AnomalyModel("hybrid", net, {**config, **pixel}, calibration=None)
     rule = options.operating_rule()
     _calibrate(model, labels, out_of_fold, rule, "out-of-fold", notes, hybrid.selection(one_class, supervised, labels, rule), areas)
     return model, [], notes

@@ -97,7 +97,6 @@ class TrainOptions:
             (self.precision in PRECISIONS, f"--precision must be {', '.join(PRECISIONS)} (got {self.precision})"),
             (self.ray is None or self.method in CROSS_FITTED, "--ray fits patchcore and hybrid models; the classifier trains on one machine (drop --ray)"),
             (not self.ignore or self.method in CROSS_FITTED, "--ignore is for patchcore and hybrid models, whose maps it masks; the classifier has none"),
-            (not self.ignore or self.ray is None, "--ignore does not run on Ray yet; train with the mask on one machine (drop --ray)"),
             (all(Path(p).is_file() for p in self.ignore or []), f"--ignore: no such file {next((p for p in self.ignore or [] if not Path(p).is_file()), '')}"),
         ]
         for ok, message in checks:

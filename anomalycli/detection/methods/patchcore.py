@@ -344,11 +344,6 @@ def out_of_fold(extractor, features: torch.Tensor, folds: np.ndarray, coresets: 
     return Scores(scores, maps)
 
 
-def pixel_threshold(good_maps: np.ndarray, false_positive_rate: float) -> float:
-    """The map value that ``false_positive_rate`` of the good images' map pixels reach."""
-    return float(np.quantile(np.asarray(good_maps).ravel(), 1 - false_positive_rate))
-
-
 @dataclass
 class LocalFeatures:
     """Patch features of a fit's images in this process; ``ray_fit.RayFeatures`` is the same on Ray."""

@@ -1,0 +1,40 @@
+"""The pixel threshold: from the defect masks where there are enough, else from the goods' rate."""
+
+import numpy as np
+import pytest
+
+from anomalycli.judgement import pixel_threshold
+
+
+def _maps(n_good: int, n_defect: int, seed: int = 0):
+    """Good maps of noise around 1; defect maps with a 4 x 4 true defect scoring around 3."""
+    rng = np.random.default_rng(seed)
+    maps = rng.normal(1.0, 0.2, (n_good + n_defect, 16, 16))
+    masks = [None] * n_good
+    for i in range(n_good, n_good + n_defect):
+        mask = np.zeros((16, 16), bool)
+        mask[6:10, 6:10] = True
+        maps[i][mask] += 2.0
+        masks.append(mask)
+    return maps, np.array([0] * n_good + [1] * n_defect), masks
+
+
+def test_without_enough_masks_the_goods_rate_decides():
+    maps, labels, masks = _maps(40, 4)
+    chosen = pixel_threshold.choose(maps, labels, masks, 0.01)
+    assert chosen["value"] == chosen["goods_value"] == pytest.approx(np.quantile(maps[:40], 0.99))
+    assert chosen["good_pixel_rate"] == pytest.approx(0.01, abs=0.002) and "0.01" not in chosen["rule"] and "1 %" in chosen["rule"]
+
+
+def test_with_masks_the_level_that_best_separates_the_true_regions():
+    maps, labels, masks = _maps(40, 8)
+    chosen = pixel_threshold.choose(maps, labels, masks, 0.001)
+    assert "8 defect masks" in chosen["rule"]
+    # Between the goods' noise (about 1 +- 0.2) and the defects' (about 3 +- 0.2): almost every
+    # true pixel above it and almost no good one.
+    assert 1.5 < chosen["value"] < 2.6
+    truth = np.stack([m for m in masks if m is not None])
+    assert (maps[40:][truth] >= chosen["value"]).mean() > 0.95 and chosen["good_pixel_rate"] < 0.001
+    # A defect without a mask says nothing of where it is: it is left out, not counted as good.
+    unmasked = [None if i == 47 else m for i, m in enumerate(masks)]
+    assert "7 defect masks" in pixel_threshold.choose(maps, labels, unmasked, 0.001)["rule"]
