@@ -1,20 +1,26 @@
 """The pixel threshold: the map level above which pixels form defect regions.
 
 Chosen at training on out-of-fold maps, as the image threshold is on out-of-fold scores. With
-enough defect masks (``MIN_MASKED_DEFECTS``), the level whose regions agree best with the true
-defects: the largest pixel F1 over the masked defects' pixels and every good image's pixels.
-Without, the level that a stated share of the good images' pixels reach. Either way the model
-records the share of good pixels above it, which held-out images are measured against
-(BENCHMARKS.md, "Localisation").
+enough defect masks (``MIN_MASKED_DEFECTS``), the level whose regions serve best, counted in
+regions as a person sees them: the share of true defect regions that a region touches, less the
+false regions per good image. Without, the level that a stated share of the good images' pixels
+reach. Either way the model records the share of good pixels above it, which held-out images
+are measured against (BENCHMARKS.md, "Localisation").
+
+The largest pixel F1 was tried first: the blur around a defect a few pixels wide counts as
+false pixels, so on the screws it chose a level that touched 45 % of the held-out defects where
+the goods' 0.1 % touched 80 % (BENCHMARKS.md, "Localisation").
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from anomalycli.judgement.thresholds import best_f1_threshold
+from anomalycli.judgement.localisation import touched_and_false
 
 MIN_MASKED_DEFECTS = 5  # as the hybrid: fewer defects say too little about where the line is
+# The levels tried with masks: those that these shares of the good pixels reach, 10 % to 0.001 %.
+CANDIDATE_RATES = np.logspace(-1, -5, 17)
 
 
 def from_goods(good_maps, false_positive_rate: float) -> float:
@@ -23,11 +29,18 @@ def from_goods(good_maps, false_positive_rate: float) -> float:
 
 
 def from_masks(good_maps, defect_maps, defect_masks) -> float:
-    """The map value with the largest pixel F1 of its regions against the true masks (every
-    good pixel a negative)."""
-    values = np.concatenate([np.asarray(good_maps).ravel(), np.asarray(defect_maps).ravel()])
-    truth = np.concatenate([np.zeros(np.asarray(good_maps).size, bool), np.asarray(defect_masks, dtype=bool).ravel()])
-    return best_f1_threshold(truth, values)
+    """Of the levels ``CANDIDATE_RATES`` of the good pixels reach, the one with the largest share of
+    true regions touched less false regions per good image (ties: the higher level)."""
+    good_maps, defect_maps = list(good_maps), list(defect_maps)
+    truth = [np.zeros(m.shape, bool) for m in good_maps] + [np.asarray(m, dtype=bool) for m in defect_masks]
+    maps = good_maps + defect_maps
+    best, best_value = -np.inf, None
+    for level in sorted({from_goods(good_maps, rate) for rate in CANDIDATE_RATES}, reverse=True):
+        found = touched_and_false(truth, [m >= level for m in maps])
+        merit = (found["regions_touched"] or 0.0) - (found["false_regions_per_good_image"] or 0.0)
+        if merit > best + 1e-12:
+            best, best_value = merit, level
+    return best_value
 
 
 def choose(maps, labels, masks: list, false_positive_rate: float) -> dict:
@@ -40,7 +53,7 @@ def choose(maps, labels, masks: list, false_positive_rate: float) -> dict:
     by_goods = from_goods(good, false_positive_rate)
     if len(masked) >= MIN_MASKED_DEFECTS:
         value = from_masks(good, maps[masked], np.stack([masks[i] for i in masked]))
-        rule = f"the largest pixel F1 of its regions on {len(masked)} defect masks and {len(good)} good images (out-of-fold maps)"
+        rule = f"the most true regions touched less false regions per good image, on {len(masked)} defect masks and {len(good)} good images (out-of-fold maps)"
     else:
         value = by_goods
         rule = f"{100 * false_positive_rate:g} % of the training goods' out-of-fold map pixels above it"
