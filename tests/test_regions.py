@@ -63,3 +63,18 @@ def test_masks_need_a_model_with_a_pixel_threshold(classifier_model, source, tmp
     result = run_cli("predict", classifier_model, source, "--masks", tmp_path / "masks", expect=2)
     assert "no pixel threshold" in one_clear_line(result)
     assert "above 0" in one_clear_line(run_cli("predict", classifier_model, source, "--pixel-size", "-1", expect=2))
+
+
+def test_the_exported_file_outputs_the_defect_mask_at_its_pixel_threshold(patchcore_model, source, tmp_path):
+    import onnxruntime
+
+    from anomalycli.data.images import read_image_array
+
+    run_cli("export", patchcore_model, "--out", tmp_path / "m.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
+    meta = session.get_modelmeta().custom_metadata_map
+    pixels = np.stack([read_image_array(p, 64).transpose(2, 0, 1) for p in sorted(source.glob("*.png"))])
+    anomaly_map, defect_mask = session.run(["anomaly_map", "defect_mask"], {"images": pixels})
+    assert defect_mask.dtype == np.uint8 and defect_mask.shape == anomaly_map.shape
+    assert np.array_equal(defect_mask, (anomaly_map >= float(meta["pixel_threshold"])).astype(np.uint8))
+    assert defect_mask.any() and "defect_mask" in meta["outputs"]

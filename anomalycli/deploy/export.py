@@ -22,7 +22,7 @@ from torch import nn
 from anomalycli import __version__, modelfile
 from anomalycli.deploy import onnx_model
 from anomalycli.deploy.engine_choice import ONNX_INSTALL_HINT
-from anomalycli.deploy.onnx_model import ANOMALY_MAP, INPUT, META_KEY, PROBE_KEY, RAW_SCORE, SCORE
+from anomalycli.deploy.onnx_model import ANOMALY_MAP, DEFECT_MASK, INPUT, META_KEY, PROBE_KEY, RAW_SCORE, SCORE
 from anomalycli.detection import backbones, ignore, int8_backbone
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.detection.methods.patchcore import PatchCore
@@ -192,7 +192,9 @@ def metadata(model: AnomalyModel) -> dict[str, str]:
         **regions,
         "method": model.method,
         "input": f"{INPUT}: uint8 N x 3 x {size} x {size}, RGB (resize to {size} x {size} first)",
-        "outputs": f"{SCORE} (0..1, anomaly at >= 0.5), {RAW_SCORE}" + (f", {ANOMALY_MAP} (N x {size} x {size}, raw units)" if model.has_maps else ""),
+        "outputs": f"{SCORE} (0..1, anomaly at >= 0.5), {RAW_SCORE}"
+        + (f", {ANOMALY_MAP} (N x {size} x {size}, raw units)" if model.has_maps else "")
+        + (f", {DEFECT_MASK} (N x {size} x {size}, uint8: 1 where {ANOMALY_MAP} >= pixel_threshold)" if pixel else ""),
         "image_size": str(size),
         "raw_threshold": repr(float(cal.threshold)),
         "calibration": json.dumps(cal.summary()),
@@ -243,6 +245,26 @@ def stored_graph(model: AnomalyModel, tensors: dict[str, torch.Tensor]) -> tuple
     return torch.frombuffer(bytearray(graph), dtype=torch.uint8), check
 
 
+def _add_defect_mask(proto, pixel_threshold: float) -> None:
+    """A ``defect_mask`` output: 1 where the anomaly map reaches the pixel threshold, the regions'
+    pixels for a line program (their areas need connected components, which ONNX has none of).
+    Only the exported file has it: predict makes regions from the map."""
+    from onnx import TensorProto, helper
+
+    level = helper.make_tensor(f"{DEFECT_MASK}/level", TensorProto.FLOAT, [], [pixel_threshold])
+    proto.graph.initializer.append(level)
+    proto.graph.node.extend(
+        [
+            helper.make_node("GreaterOrEqual", [ANOMALY_MAP, level.name], [f"{DEFECT_MASK}/bool"], name=f"{DEFECT_MASK}/compare"),
+            helper.make_node("Cast", [f"{DEFECT_MASK}/bool"], [DEFECT_MASK], to=TensorProto.UINT8, name=f"{DEFECT_MASK}/cast"),
+        ]
+    )
+    shape = next(o for o in proto.graph.output if o.name == ANOMALY_MAP).type.tensor_type.shape
+    output = helper.make_tensor_value_info(DEFECT_MASK, TensorProto.UINT8, None)
+    output.type.tensor_type.shape.CopyFrom(shape)
+    proto.graph.output.append(output)
+
+
 def export_onnx(model: AnomalyModel, path: str | Path, overwrite: bool = False) -> Path:
     """Write ``model`` as one ONNX file with its metadata, atomically."""
     try:
@@ -251,6 +273,9 @@ def export_onnx(model: AnomalyModel, path: str | Path, overwrite: bool = False) 
         raise UserError(f"exporting to ONNX needs the onnx package; run: {ONNX_INSTALL_HINT}") from None
     graph = onnx_bytes(model)
     proto = onnx.load_from_string(graph)
+    pixel = model.config.get("pixel_threshold") if model.has_maps else None
+    if pixel:
+        _add_defect_mask(proto, float(pixel["value"]))
     meta = metadata(model)
     int8 = int8_backbone.int8_of(model.net)
     if int8 is not None:

@@ -26,7 +26,7 @@ from anomalycli.onnx_runtime import INT8_KERNELS, REFERENCE_KERNELS, session
 SUFFIX = ".onnx"
 # The graph's input and outputs, and the metadata keys the file carries.
 INPUT = "images"
-SCORE, RAW_SCORE, ANOMALY_MAP = "score", "raw_score", "anomaly_map"
+SCORE, RAW_SCORE, ANOMALY_MAP, DEFECT_MASK = "score", "raw_score", "anomaly_map", "defect_mask"
 META_KEY = "anomalycli"  # the same JSON a model file keeps
 PROBE_KEY = "probe"  # an int8 file's probe image and its raw score where it was exported (export._probe)
 # Images per ONNX Runtime call: the exported search holds one (patches x bank) distance block per
