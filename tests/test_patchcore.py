@@ -151,3 +151,16 @@ def test_with_bank_keeps_every_setting_and_shares_the_extractor():
     assert twin.extractor is net.extractor and twin.bank.shape == (30, 152) and net.bank.shape == (40, 152)
     assert (twin.reweight, twin.neighbours, twin.score_blur, twin.part_sizes) == (True, 5, 2.0, [10, 20])
     assert set(twin.state_dict()) == set(net.state_dict())
+
+
+def test_the_patch_scores_kept_out_of_fold_make_the_maps_scoring_makes():
+    """A fit keeps patch scores (6 KB an image), not maps, and rebuilds the maps from them for the
+    pixel threshold and the region areas: the very maps scoring gives."""
+    model = _fitted()
+    images = torch.cat([_batch("scratch", seed=5)[0], _batch(None, seed=6)[0]])
+    with torch.no_grad():
+        features, grid = model.embed(images)
+    scores, maps = model.score_features(features, grid, (64, 64))
+    kept = patchcore.scores_and_maps(model, features, with_grids=True)
+    assert kept.grids.shape == (2, *grid) and torch.equal(kept.scores, scores)
+    assert np.array_equal(np.concatenate(list(kept.maps(64, model.map_blur))), maps.numpy())

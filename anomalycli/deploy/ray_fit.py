@@ -50,8 +50,8 @@ def _coreset_task(sampler, parts: list, start: int, stop: int) -> torch.Tensor:
     return patches[sampler.run_part(patches)].float()
 
 
-def _score_task(extractor, bank: torch.Tensor, reweight: bool, image_size: int | None, parts: list) -> patchcore.Scores:
-    return patchcore.scores_and_maps(patchcore.PatchCore(extractor, bank, reweight=reweight), _rows(parts).float(), image_size)
+def _score_task(extractor, bank: torch.Tensor, reweight: bool, with_grids: bool, parts: list) -> patchcore.Scores:
+    return patchcore.scores_and_maps(patchcore.PatchCore(extractor, bank, reweight=reweight), _rows(parts).float(), with_grids)
 
 
 @dataclass
@@ -131,24 +131,22 @@ class RayFeatures:
         _wait(self.ray, flat, "coreset", show_progress, lambda i: f"{names[i]} did not finish")
         return {fold: torch.cat(self.ray.get(parts)) for fold, parts in refs.items()}
 
-    def out_of_fold(
-        self, folds: np.ndarray, coresets: dict, reweight: bool = False, image_size: int | None = None, show_progress: bool = False
-    ) -> patchcore.Scores:
+    def out_of_fold(self, folds: np.ndarray, coresets: dict, reweight: bool = False, with_grids: bool = False, show_progress: bool = False) -> patchcore.Scores:
         """``patchcore.out_of_fold`` on the cluster: one task per ``SCORE_CHUNK`` images of a fold,
-        the same scores and maps as in one process."""
+        the same scores and patch scores as in one process."""
         task = self.ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_score_task)
         refs, scored_index = [], []
         for fold in np.unique(folds).tolist():
             bank = self.ray.put(torch.cat([coreset for f, coreset in coresets.items() if f != fold]))
             scored = np.flatnonzero(folds == fold)
             for s in range(0, len(scored), SCORE_CHUNK):
-                refs.append(task.remote(self.extractor_ref, bank, reweight, image_size, self._parts(scored[s : s + SCORE_CHUNK])))
+                refs.append(task.remote(self.extractor_ref, bank, reweight, with_grids, self._parts(scored[s : s + SCORE_CHUNK])))
                 scored_index.append(scored[s : s + SCORE_CHUNK])
         _wait(self.ray, refs, "scores", show_progress, lambda i: f"the out-of-fold scores of {len(scored_index[i])} images did not finish")
-        scores, maps = torch.empty(len(folds)), None
+        scores, grids = torch.empty(len(folds)), None
         for index, part in zip(scored_index, self.ray.get(refs)):
             scores[index] = part.scores
-            if part.maps is not None:
-                maps = np.empty((len(folds), *part.maps.shape[1:]), np.float32) if maps is None else maps
-                maps[index] = part.maps
-        return patchcore.Scores(scores, maps)
+            if part.grids is not None:
+                grids = np.empty((len(folds), *part.grids.shape[1:]), np.float32) if grids is None else grids
+                grids[index] = part.grids
+        return patchcore.Scores(scores, grids)

@@ -139,16 +139,21 @@ def _drift_reference(stats: np.ndarray, labels: torch.Tensor) -> dict:
     return drift.reference(stats[labels == 0], stats[labels == 1])
 
 
-def _pixel_threshold(out_of_fold: patchcore.Scores, labels: torch.Tensor, samples: list[Sample], image_size: int) -> tuple[dict, list[float]]:
-    """The model's pixel threshold (``pixel_threshold`` in its config), from the out-of-fold maps
-    and the defects' masks where there are enough (``judgement/pixel_threshold.py``), and each
-    image's largest region area above it in its own pixels (the calibration's ``areas``, which
+def _pixel_threshold(out_of_fold: patchcore.Scores, labels: torch.Tensor, samples: list[Sample], image_size: int, map_blur: float) -> tuple[dict, list[float]]:
+    """The model's pixel threshold (``pixel_threshold`` in its config), chosen on every
+    ``MAP_STEP``-th pixel of the out-of-fold maps and the defects' masks where there are enough
+    (``judgement/pixel_threshold.py``), and each image's largest region area above it in its own
+    pixels, on the whole maps as predict measures them (the calibration's ``areas``, which
     ``calibrate --min-area`` chooses on)."""
     step = patchcore.MAP_STEP
+    maps = np.concatenate([m[:, ::step, ::step] for m in out_of_fold.maps(image_size, map_blur)])
     masks = [load_mask(s.mask, image_size).numpy()[::step, ::step] if s.label == 1 and s.mask else None for s in samples]
-    chosen = pixel_threshold.choose(out_of_fold.maps, labels.numpy(), masks, PIXEL_FALSE_POSITIVE_RATE)
+    chosen = pixel_threshold.choose(maps, labels.numpy(), masks, PIXEL_FALSE_POSITIVE_RATE)
     sizes = [original_size(s.path) or (image_size, image_size) for s in samples]
-    return {"pixel_threshold": chosen}, largest_areas(out_of_fold.maps, chosen["value"], sizes)
+    areas = []
+    for batch in out_of_fold.maps(image_size, map_blur):
+        areas += largest_areas(batch, chosen["value"], sizes[len(areas) : len(areas) + len(batch)])
+    return {"pixel_threshold": chosen}, areas
 
 
 def _scores(model: AnomalyModel, images: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -275,7 +280,7 @@ def _train_patchcore(options, config, samples, device, show_progress):
     extractor, precision = _backbone(options, samples, device, False, notes)
     features, labels, kept, folds = _embed(options, extractor, samples, show_progress, notes, keep=ignore.keep_of(config))
     coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
-    out_of_fold = features.out_of_fold(folds, coresets, options.reweight, options.image_size, show_progress)
+    out_of_fold = features.out_of_fold(folds, coresets, options.reweight, with_grids=True, show_progress=show_progress)
     net = patchcore.union_of(extractor, coresets, options.reweight)
     log.info(f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {int((labels == 0).sum())} good images")
     config = {
@@ -291,7 +296,7 @@ def _train_patchcore(options, config, samples, device, show_progress):
         "drift": _drift_reference(features.stats, labels),
         **precision,
     }
-    pixel, areas = _pixel_threshold(out_of_fold, labels, kept, options.image_size)
+    pixel, areas = _pixel_threshold(out_of_fold, labels, kept, options.image_size, net.map_blur)
     model = AnomalyModel("patchcore", net, {**config, **pixel}, calibration=None)
     _calibrate(model, labels, out_of_fold.scores, options.operating_rule(), "out-of-fold", notes, areas=areas)
     return model, [], notes
@@ -306,7 +311,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
     if not (labels == 1).any():
         raise UserError("none of the labelled anomalous images could be read, and the hybrid method needs them; use --method patchcore")
     coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
-    one_class_fold = features.out_of_fold(folds, coresets, reweight=False, image_size=options.image_size, show_progress=show_progress)
+    one_class_fold = features.out_of_fold(folds, coresets, reweight=False, with_grids=True, show_progress=show_progress)
     one_class = one_class_fold.scores
     net, out_of_fold, supervised = hybrid.fit(extractor, coresets, one_class, features.descriptors, labels, folds)
     log.info(
@@ -328,7 +333,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
         "drift": _drift_reference(features.stats, labels),
         **precision,
     }
-    pixel, areas = _pixel_threshold(one_class_fold, labels, kept, options.image_size)
+    pixel, areas = _pixel_threshold(one_class_fold, labels, kept, options.image_size, net.patchcore.map_blur)
     model = AnomalyModel("hybrid", net, {**config, **pixel}, calibration=None)
     rule = options.operating_rule()
     _calibrate(model, labels, out_of_fold, rule, "out-of-fold", notes, hybrid.selection(one_class, supervised, labels, rule), areas)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -121,6 +121,11 @@ class PatchCore(nn.Module):
 
     def score_features(self, features: torch.Tensor, grid: tuple[int, int], image_size=None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Image scores [N] and blurred anomaly maps [N, H, W] (None without ``image_size``) from patch features (N, h*w, C)."""
+        scores, patch_scores = self.score_patches(features, grid)
+        return scores, None if image_size is None else maps_from_patches(patch_scores, grid, image_size, self.map_blur)
+
+    def score_patches(self, features: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image scores [N] and patch scores (N, h*w): the map before it is scaled and blurred."""
         (h, w), n = grid, features.shape[0]
         flat = features.reshape(-1, features.shape[-1])
         if self.part_sizes:
@@ -134,10 +139,7 @@ class PatchCore(nn.Module):
             worst_patch = features[torch.arange(n), worst].float()
             nearest, distances = self.index.nearest(worst_patch)  # each part's nearest: the nearest of all is theirs
             scores = scores * self._weights(worst_patch, nearest.gather(1, distances.argmin(1, keepdim=True))[:, 0])
-        if image_size is None:
-            return scores, None
-        maps = F.interpolate(patch_scores.view(n, 1, h, w), size=tuple(image_size), mode="bilinear", align_corners=False)
-        return scores, _gaussian_blur(maps, sigma=self.map_blur).squeeze(1)
+        return scores, patch_scores
 
     def _image_scores(self, patch_scores: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Image scores [N, M] and the index of the deciding patch [N] from M patch-score maps (N, P, M)."""
@@ -178,6 +180,12 @@ def embed_maps(maps: list[torch.Tensor]) -> tuple[torch.Tensor, tuple[int, int]]
     maps = [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in maps]
     features = torch.cat(maps, dim=1)
     return features.flatten(2).transpose(1, 2), (int(size[0]), int(size[1]))
+
+
+def maps_from_patches(patch_scores: torch.Tensor, grid: tuple[int, int], image_size, map_blur: float) -> torch.Tensor:
+    """Anomaly maps [N, H, W] at ``image_size`` (H, W) from patch scores (N, h*w): bilinear, then blurred."""
+    maps = F.interpolate(patch_scores.reshape(-1, 1, *grid), size=tuple(image_size), mode="bilinear", align_corners=False)
+    return _gaussian_blur(maps, sigma=map_blur).squeeze(1)
 
 
 def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -297,51 +305,59 @@ def fold_coresets(
 @torch.no_grad()
 def score_all(model: PatchCore, features: torch.Tensor, batch: int = SCORE_BATCH) -> torch.Tensor:
     """Image scores of cached patch features (N, h*w, C) of square images."""
-    return scores_and_maps(model, features, None, batch).scores
+    return scores_and_maps(model, features, False, batch).scores
+
+
+# The pixel threshold is chosen on every fourth pixel of the out-of-fold maps: fine enough for a
+# quantile of 0.1 % and for touching regions (the maps are blurred with a sigma of 8 pixels).
+# Region areas are measured on whole maps, as predict's: a small region can fall between the
+# fourth pixels, and then the size rule would be chosen on areas predict never sees.
+MAP_STEP = 4
 
 
 @dataclass
 class Scores:
-    """Image scores [N] of cached patch features and, where asked, every ``MAP_STEP``-th pixel of
-    their maps (N, S / MAP_STEP, S / MAP_STEP), float32: what the pixel threshold and the
-    calibration images' region areas are made of."""
+    """Image scores [N] of cached patch features and, where asked, their patch scores (N, h, w),
+    float32: 6 KB an image at 320 px, from which ``maps`` makes their maps at any size exactly as
+    scoring does. The pixel threshold and the calibration images' region areas are made of them."""
 
     scores: torch.Tensor
-    maps: np.ndarray | None = None
+    grids: np.ndarray | None = None
 
-
-# A fit keeps every fourth pixel of its out-of-fold maps: 6 KB an image at 320 px, fine enough
-# for a quantile of 0.1 % and for region areas (the maps are blurred with a sigma of 8 pixels).
-MAP_STEP = 4
+    def maps(self, image_size: int, map_blur: float = MAP_BLUR, batch: int = SCORE_BATCH) -> Iterator[np.ndarray]:
+        """The images' anomaly maps (B, S, S) float32, a batch at a time (memory stays flat)."""
+        for i in range(0, len(self.grids), batch):
+            grids = torch.from_numpy(self.grids[i : i + batch])
+            yield maps_from_patches(grids.flatten(1), tuple(grids.shape[1:]), (image_size, image_size), map_blur).numpy()
 
 
 @torch.no_grad()
-def scores_and_maps(model: PatchCore, features: torch.Tensor, image_size: int | None, batch: int = SCORE_BATCH) -> Scores:
-    """``score_all``'s scores and, with ``image_size``, every ``MAP_STEP``-th pixel of the maps, in one pass."""
+def scores_and_maps(model: PatchCore, features: torch.Tensor, with_grids: bool, batch: int = SCORE_BATCH) -> Scores:
+    """``score_all``'s scores and, ``with_grids``, the patch scores their maps are made of, in one pass."""
     side = int(round(features.shape[1] ** 0.5))
-    scores, maps = [], []
+    scores, grids = [], []
     for i in range(0, len(features), batch):
-        image_scores, image_maps = model.score_features(features[i : i + batch].float(), (side, side), None if image_size is None else (image_size, image_size))
+        image_scores, patch_scores = model.score_patches(features[i : i + batch].float(), (side, side))
         scores.append(image_scores)
-        if image_maps is not None:
-            maps.append(image_maps[:, ::MAP_STEP, ::MAP_STEP].float().cpu().numpy())
-    return Scores(torch.cat(scores), np.concatenate(maps) if maps else None)
+        if with_grids:
+            grids.append(patch_scores.view(-1, side, side).float().cpu().numpy())
+    return Scores(torch.cat(scores), np.concatenate(grids) if grids else None)
 
 
-def out_of_fold(extractor, features: torch.Tensor, folds: np.ndarray, coresets: dict, reweight: bool = False, image_size: int | None = None) -> Scores:
+def out_of_fold(extractor, features: torch.Tensor, folds: np.ndarray, coresets: dict, reweight: bool = False, with_grids: bool = False) -> Scores:
     """Every image scored by the bank of the folds it is not in (its good patches never score it),
-    with its map there where ``image_size`` is given (``scores_and_maps``)."""
+    with the patch scores of its map there, ``with_grids`` (``scores_and_maps``)."""
     scores = torch.empty(len(features))
-    maps = None
+    grids = None
     for fold in np.unique(folds):
         scored = np.flatnonzero(folds == fold)
         bank = torch.cat([coreset for f, coreset in coresets.items() if f != fold])
-        part = scores_and_maps(PatchCore(extractor, bank, reweight=reweight), features[scored], image_size)
+        part = scores_and_maps(PatchCore(extractor, bank, reweight=reweight), features[scored], with_grids)
         scores[scored] = part.scores
-        if part.maps is not None:
-            maps = np.empty((len(features), *part.maps.shape[1:]), np.float32) if maps is None else maps
-            maps[scored] = part.maps
-    return Scores(scores, maps)
+        if part.grids is not None:
+            grids = np.empty((len(features), *part.grids.shape[1:]), np.float32) if grids is None else grids
+            grids[scored] = part.grids
+    return Scores(scores, grids)
 
 
 @dataclass
@@ -358,8 +374,8 @@ class LocalFeatures:
     ) -> dict:
         return fold_coresets(self.features, labels, folds, coreset_ratio, sampler, seed, show_progress)
 
-    def out_of_fold(self, folds: np.ndarray, coresets: dict, reweight: bool = False, image_size: int | None = None, show_progress: bool = False) -> Scores:
-        return out_of_fold(self.extractor, self.features, folds, coresets, reweight, image_size)
+    def out_of_fold(self, folds: np.ndarray, coresets: dict, reweight: bool = False, with_grids: bool = False, show_progress: bool = False) -> Scores:
+        return out_of_fold(self.extractor, self.features, folds, coresets, reweight, with_grids)
 
 
 @torch.no_grad()
