@@ -146,14 +146,20 @@ def _pixel_threshold(out_of_fold: patchcore.Scores, labels: torch.Tensor, sample
     pixels, on the whole maps as predict measures them (the calibration's ``areas``, which
     ``calibrate --min-area`` chooses on)."""
     step = patchcore.MAP_STEP
-    maps = np.concatenate([m[:, ::step, ::step] for m in out_of_fold.maps(image_size, map_blur)])
-    masks = [load_mask(s.mask, image_size).numpy()[::step, ::step] if s.label == 1 and s.mask else None for s in samples]
-    chosen = pixel_threshold.choose(maps, labels.numpy(), masks, PIXEL_FALSE_POSITIVE_RATE)
-    sizes = [original_size(s.path) or (image_size, image_size) for s in samples]
-    areas = []
+    sampled, peaks = [], []
     for batch in out_of_fold.maps(image_size, map_blur):
-        areas += largest_areas(batch, chosen["value"], sizes[len(areas) : len(areas) + len(batch)])
-    return {"pixel_threshold": chosen}, areas
+        sampled.append(batch[:, ::step, ::step])
+        peaks.append(batch.max(axis=(1, 2)))
+    masks = [load_mask(s.mask, image_size).numpy()[::step, ::step] if s.label == 1 and s.mask else None for s in samples]
+    chosen = pixel_threshold.choose(np.concatenate(sampled), labels.numpy(), masks, PIXEL_FALSE_POSITIVE_RATE)
+    # Only a map whose peak reaches the threshold has a region: those are made again, whole.
+    with_region = np.flatnonzero(np.concatenate(peaks) >= chosen["value"])
+    areas, done = np.zeros(len(samples)), 0
+    for batch in out_of_fold.maps(image_size, map_blur, with_region):
+        index = with_region[done : done + len(batch)]
+        areas[index] = largest_areas(batch, chosen["value"], [original_size(samples[i].path) or (image_size, image_size) for i in index])
+        done += len(batch)
+    return {"pixel_threshold": chosen}, areas.tolist()
 
 
 def _scores(model: AnomalyModel, images: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -324,10 +324,12 @@ class Scores:
     scores: torch.Tensor
     grids: np.ndarray | None = None
 
-    def maps(self, image_size: int, map_blur: float = MAP_BLUR, batch: int = SCORE_BATCH) -> Iterator[np.ndarray]:
-        """The images' anomaly maps (B, S, S) float32, a batch at a time (memory stays flat)."""
-        for i in range(0, len(self.grids), batch):
-            grids = torch.from_numpy(self.grids[i : i + batch])
+    def maps(self, image_size: int, map_blur: float = MAP_BLUR, images: np.ndarray | None = None, batch: int = SCORE_BATCH) -> Iterator[np.ndarray]:
+        """The anomaly maps (B, S, S) float32 of all the images (or those ``images`` indexes), a
+        batch at a time (memory stays flat)."""
+        chosen = self.grids if images is None else self.grids[images]
+        for i in range(0, len(chosen), batch):
+            grids = torch.from_numpy(chosen[i : i + batch])
             yield maps_from_patches(grids.flatten(1), tuple(grids.shape[1:]), (image_size, image_size), map_blur).numpy()
 
 
