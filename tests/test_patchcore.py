@@ -161,6 +161,6 @@ def test_the_patch_scores_kept_out_of_fold_make_the_maps_scoring_makes():
     with torch.no_grad():
         features, grid = model.embed(images)
     scores, maps = model.score_features(features, grid, (64, 64))
-    kept = patchcore.scores_and_maps(model, features, with_grids=True)
+    kept = patchcore.scores_and_grids(model, features, with_grids=True)
     assert kept.grids.shape == (2, *grid) and torch.equal(kept.scores, scores)
     assert np.array_equal(np.concatenate(list(kept.maps(64, model.map_blur))), maps.numpy())

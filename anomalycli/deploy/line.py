@@ -105,9 +105,9 @@ class Line:
         regions), and the drift check's lines where its state changed."""
         scored = score_decoded(self.model, [Path(n) for n in names], images, errors, self.threshold, self.with_maps)
         found = [None] * len(scored)
-        if self.makes_regions:
-            judged = [judge_regions(s, self.pixel_threshold, self.min_area, size) for s, size in zip(scored, sizes or [None] * len(scored))]
-            found = judged if self.with_regions else found
+        if self.makes_regions:  # the size rule's verdicts need them; the rows only where asked
+            made = [judge_regions(s, self.pixel_threshold, self.min_area, size) for s, size in zip(scored, sizes or [None] * len(scored))]
+            found = made if self.with_regions else found
         done = time.monotonic()
         judged = [Judged(n, s, 1000 * (done - t), regions=r) for n, s, t, r in zip(names, scored, arrived, found)]
         said = [line for j in judged if j.verdict != "error" and (line := self.drift.add(j.scored.raw, j.scored.stats))]

@@ -51,7 +51,7 @@ def _coreset_task(sampler, parts: list, start: int, stop: int) -> torch.Tensor:
 
 
 def _score_task(extractor, bank: torch.Tensor, reweight: bool, with_grids: bool, parts: list) -> patchcore.Scores:
-    return patchcore.scores_and_maps(patchcore.PatchCore(extractor, bank, reweight=reweight), _rows(parts).float(), with_grids)
+    return patchcore.scores_and_grids(patchcore.PatchCore(extractor, bank, reweight=reweight), _rows(parts).float(), with_grids)
 
 
 @dataclass
@@ -143,10 +143,4 @@ class RayFeatures:
                 refs.append(task.remote(self.extractor_ref, bank, reweight, with_grids, self._parts(scored[s : s + SCORE_CHUNK])))
                 scored_index.append(scored[s : s + SCORE_CHUNK])
         _wait(self.ray, refs, "scores", show_progress, lambda i: f"the out-of-fold scores of {len(scored_index[i])} images did not finish")
-        scores, grids = torch.empty(len(folds)), None
-        for index, part in zip(scored_index, self.ray.get(refs)):
-            scores[index] = part.scores
-            if part.grids is not None:
-                grids = np.empty((len(folds), *part.grids.shape[1:]), np.float32) if grids is None else grids
-                grids[index] = part.grids
-        return patchcore.Scores(scores, grids)
+        return patchcore.Scores.gathered(len(folds), list(zip(scored_index, self.ray.get(refs))))

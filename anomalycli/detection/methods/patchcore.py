@@ -305,7 +305,7 @@ def fold_coresets(
 @torch.no_grad()
 def score_all(model: PatchCore, features: torch.Tensor, batch: int = SCORE_BATCH) -> torch.Tensor:
     """Image scores of cached patch features (N, h*w, C) of square images."""
-    return scores_and_maps(model, features, False, batch).scores
+    return scores_and_grids(model, features, False, batch).scores
 
 
 # The pixel threshold is chosen on every fourth pixel of the out-of-fold maps: fine enough for a
@@ -324,6 +324,17 @@ class Scores:
     scores: torch.Tensor
     grids: np.ndarray | None = None
 
+    @classmethod
+    def gathered(cls, n: int, parts: list[tuple[np.ndarray, "Scores"]]) -> "Scores":
+        """The scores (and grids) of ``n`` images from parts, each (the images' indices, their ``Scores``)."""
+        scores, grids = torch.empty(n), None
+        for index, part in parts:
+            scores[index] = part.scores
+            if part.grids is not None:
+                grids = np.empty((n, *part.grids.shape[1:]), np.float32) if grids is None else grids
+                grids[index] = part.grids
+        return cls(scores, grids)
+
     def maps(self, image_size: int, map_blur: float = MAP_BLUR, images: np.ndarray | None = None, batch: int = SCORE_BATCH) -> Iterator[np.ndarray]:
         """The anomaly maps (B, S, S) float32 of all the images (or those ``images`` indexes), a
         batch at a time (memory stays flat)."""
@@ -334,7 +345,7 @@ class Scores:
 
 
 @torch.no_grad()
-def scores_and_maps(model: PatchCore, features: torch.Tensor, with_grids: bool, batch: int = SCORE_BATCH) -> Scores:
+def scores_and_grids(model: PatchCore, features: torch.Tensor, with_grids: bool, batch: int = SCORE_BATCH) -> Scores:
     """``score_all``'s scores and, ``with_grids``, the patch scores their maps are made of, in one pass."""
     side = int(round(features.shape[1] ** 0.5))
     scores, grids = [], []
@@ -348,18 +359,13 @@ def scores_and_maps(model: PatchCore, features: torch.Tensor, with_grids: bool, 
 
 def out_of_fold(extractor, features: torch.Tensor, folds: np.ndarray, coresets: dict, reweight: bool = False, with_grids: bool = False) -> Scores:
     """Every image scored by the bank of the folds it is not in (its good patches never score it),
-    with the patch scores of its map there, ``with_grids`` (``scores_and_maps``)."""
-    scores = torch.empty(len(features))
-    grids = None
+    with the patch scores of its map there, ``with_grids`` (``scores_and_grids``)."""
+    parts = []
     for fold in np.unique(folds):
         scored = np.flatnonzero(folds == fold)
         bank = torch.cat([coreset for f, coreset in coresets.items() if f != fold])
-        part = scores_and_maps(PatchCore(extractor, bank, reweight=reweight), features[scored], with_grids)
-        scores[scored] = part.scores
-        if part.grids is not None:
-            grids = np.empty((len(features), *part.grids.shape[1:]), np.float32) if grids is None else grids
-            grids[scored] = part.grids
-    return Scores(scores, grids)
+        parts.append((scored, scores_and_grids(PatchCore(extractor, bank, reweight=reweight), features[scored], with_grids)))
+    return Scores.gathered(len(features), parts)
 
 
 @dataclass
