@@ -21,7 +21,7 @@ import numpy as np
 from anomalycli.data.tensors import load_mask
 from anomalycli.deploy.regions import image_regions
 from anomalycli.deploy.scoring import iter_scores
-from anomalycli.judgement.localisation import aupro, touched_and_false
+from anomalycli.judgement.localisation import aupro, largest_area, touched_and_false
 from anomalycli.judgement.metrics import operating_point, pixel_auroc
 from anomalycli.judgement.size_rule import sized_scores
 from anomalycli.judgement.thresholds import OperatingRule
@@ -51,7 +51,7 @@ def run(data_sets: list[Path], quick: bool, log=print) -> dict:
                 found = image_regions(scored, pixel_threshold)
                 labels.append(sample.label)
                 raw.append(scored.raw)
-                largest.append(found[0].area_px if found else 0.0)
+                largest.append(largest_area(found))
                 size = scored.map.shape[-1]
                 mask = load_mask(sample.mask, size).numpy() if sample.mask else np.zeros((size, size), bool)
                 truth.append(mask[::2, ::2])

@@ -328,3 +328,15 @@ def test_the_drift_check_runs_on_the_stream_and_its_state_lies_beside_the_journa
     assert code == 0 and len(said) == 1 and said[0].startswith("drift: the last 50 images do not look like the training data"), out
     state = json.loads((tmp_path / "journal.drift.json").read_text())
     assert state["state"] == "drift" and state["message"] == said[0]
+
+
+def test_a_watch_slow_to_stop_writes_where_it_waits(tmp_path):
+    script = (
+        "import os, signal, threading, time\nfrom anomalycli.workflows import watch\n"
+        "watch.SLOW_STOP_SECONDS = 0.5\nstop = threading.Event()\nwatch.stop_on_signals(stop)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(2)\nprint('stopped', stop.is_set())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "stopped True" in done.stdout
+    # The main thread's stack, where it waited: the script's sleep (line 7).
+    assert "most recent call first" in done.stderr and 'File "<string>", line 7' in done.stderr, done.stderr

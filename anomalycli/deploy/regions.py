@@ -15,7 +15,7 @@ from PIL import Image
 
 from anomalycli import files
 from anomalycli.deploy.scoring import Scored
-from anomalycli.judgement.localisation import Region, regions
+from anomalycli.judgement.localisation import Region, largest_area, regions
 from anomalycli.judgement.size_rule import passed_by_size
 
 
@@ -53,7 +53,7 @@ def judge_regions(scored: Scored, pixel_threshold: float, min_area_px: float = 0
     """The image's regions (``image_regions``), and the size rule applied to its verdict: a flagged
     part whose every region is under ``min_area_px`` becomes normal, marked ``passed_by_size``."""
     found = image_regions(scored, pixel_threshold, size)
-    if min_area_px and scored.verdict == "anomaly" and passed_by_size(found[0].area_px if found else 0.0, min_area_px):
+    if min_area_px and scored.verdict == "anomaly" and passed_by_size(largest_area(found), min_area_px):
         scored.verdict, scored.passed_by_size = "normal", True
     return found
 
@@ -61,11 +61,7 @@ def judge_regions(scored: Scored, pixel_threshold: float, min_area_px: float = 0
 def largest_areas(maps, pixel_threshold: float, sizes: list[tuple[int, int] | None]) -> list[float]:
     """Each map's largest region area (0: none) in the original image's pixels (``sizes``:
     (width, height), None for the map's own frame): what the size rule is chosen on."""
-    areas = []
-    for anomaly_map, size in zip(maps, sizes):
-        found = regions(anomaly_map, pixel_threshold, size)
-        areas.append(found[0].area_px if found else 0.0)
-    return areas
+    return [largest_area(regions(anomaly_map, pixel_threshold, size)) for anomaly_map, size in zip(maps, sizes)]
 
 
 def regions_in_columns(row: dict, pixel_size_mm: float | None = None) -> dict:

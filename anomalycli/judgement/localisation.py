@@ -107,6 +107,11 @@ def regions(anomaly_map: np.ndarray, threshold: float, original_size: tuple[int,
     return sorted(found, key=lambda r: -r.area_px)
 
 
+def largest_area(found: list[Region]) -> float:
+    """The area of the largest of ``regions``' list (largest first), 0 where there is none: what a size rule judges."""
+    return found[0].area_px if found else 0.0
+
+
 def touched_and_false(masks: list[np.ndarray], predicted: list[np.ndarray]) -> dict:
     """How predicted masks meet the true ones (all the same frame, bool): the share of true
     regions that a predicted region touches (one pixel is enough), and predicted regions per good

@@ -10,7 +10,7 @@ from anomalycli.data.tensors import load_mask
 from anomalycli.deploy.regions import judge_regions, min_area_of, pixel_threshold_of
 from anomalycli.deploy.scoring import Scored, check_drift, iter_scores
 from anomalycli.detection.methods import AnomalyModel
-from anomalycli.judgement.localisation import aupro, touched_and_false
+from anomalycli.judgement.localisation import aupro, largest_area, touched_and_false
 from anomalycli.judgement.metrics import against_announced, binary_report, operating_point, pixel_auroc
 from anomalycli.judgement.size_rule import sized_scores
 from anomalycli.judgement.thresholds import trade_off
@@ -33,8 +33,7 @@ def evaluate(
     rows, largest, pixel_truth, pixel_scores = [], [], [], []
     for sample, scored in zip(samples, iter_scores(model, [s.path for s in samples], batch_size, threshold, want_maps, show_progress=show_progress)):
         if min_area:
-            found = judge_regions(scored, pixel_threshold, min_area)
-            largest.append(found[0].area_px if found else 0.0)
+            largest.append(largest_area(judge_regions(scored, pixel_threshold, min_area)))
         scored.map, map_ = None, scored.map  # keep memory flat: maps are used here and dropped
         rows.append(scored)
         if not with_masks:

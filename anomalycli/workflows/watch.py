@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import faulthandler
 import json
 import os
 import shutil
@@ -97,6 +98,7 @@ def watch(model_path: Path, engine: str, options: WatchOptions, say: Callable[[s
             opened.close()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        faulthandler.cancel_dump_traceback_later()  # stopped in time: no stacks (``stop_on_signals``)
 
 
 def _ignore_stops() -> None:
@@ -301,6 +303,11 @@ def _free_name(path: Path) -> Path:
     return candidate
 
 
+# A stop that takes longer than this writes every thread's stack to stderr (the process goes on
+# stopping): a watch that will not stop says where it waits.
+SLOW_STOP_SECONDS = 20.0
+
+
 def stop_on_signals(stop: threading.Event) -> None:
     """SIGTERM and the first Ctrl-C set ``stop`` (the image in hand is finished); a second Ctrl-C
     interrupts at once."""
@@ -308,6 +315,8 @@ def stop_on_signals(stop: threading.Event) -> None:
     def handler(signum, frame):
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if not stop.is_set():
+            faulthandler.dump_traceback_later(SLOW_STOP_SECONDS, exit=False)
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
