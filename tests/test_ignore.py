@@ -1,6 +1,8 @@
 """Don't-care regions: a label where the mask says ignore never flags a part, defects elsewhere
 are caught as before, and every engine and the export honour the mask alike."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -81,6 +83,30 @@ def test_ignore_mistakes_are_one_clear_line(parts, mask, tmp_path):
         run_cli("train", parts, "--method", "patchcore", "--ignore", tmp_path / "none.png", "--run-dir", tmp_path / "b", expect=2)
     )
     assert "classifier has none" in one_clear_line(run_cli("train", parts, "--method", "classifier", "--ignore", mask, "--run-dir", tmp_path / "c", expect=2))
+    (tmp_path / "notes.json").write_text('{"points": [1, 2]}')
+    circle = labelme(tmp_path / "circle.json", [("circle", [[5, 5], [9, 9]])])
+    for shapes, said in ((tmp_path / "notes.json", "not a LabelMe file"), (circle, "shapes of type circle")):
+        assert said in one_clear_line(run_cli("train", parts, "--method", "patchcore", "--ignore", shapes, "--run-dir", tmp_path / "d", expect=1))
+    assert not (tmp_path / "d").exists()
+
+
+def labelme(path, shapes, size=(64, 64)):
+    """A file as LabelMe saves it (the keys read here, and some it adds)."""
+    shapes = [{"label": "date code", "points": points, "shape_type": kind, "flags": {}} for kind, points in shapes]
+    path.write_text(
+        json.dumps({"version": "5.4.1", "shapes": shapes, "imagePath": "part.png", "imageData": None, "imageWidth": size[0], "imageHeight": size[1]})
+    )
+    return path
+
+
+def test_a_labelme_file_of_shapes_masks_as_the_painted_mask_does(mask, tmp_path):
+    square = labelme(tmp_path / "square.json", [("rectangle", [[CORNER - 1, CORNER - 1], [0, 0]])])
+    assert np.array_equal(ignore.read_masks([square], 64), ignore.read_masks([mask], 64))
+    # A triangle drawn on a 640 px image, resized as the images are: its corner is in, the opposite corner out.
+    triangle = labelme(tmp_path / "triangle.json", [("polygon", [[0, 0], [639, 0], [0, 639]])], size=(640, 640))
+    both = ignore.read_masks([square, triangle], 32)
+    assert both[0, 0] and both[0, 30] and both[30, 0] and not both[31, 31] and not both[20, 20]
+    assert both.sum() == ignore.read_masks([triangle], 32).sum()  # the square lies inside the triangle
 
 
 def test_heat_maps_draw_the_ignored_region_in_grey(ignoring_model, labelled, tmp_path):

@@ -75,8 +75,9 @@ def train_command(
     ignore: Optional[list[Path]] = typer.Option(
         None,
         "--ignore",
-        metavar="MASK.png",
-        help="[patchcore, hybrid] A don't-care mask, white where a label, date code or fixture must never count, in the images' frame; repeat for several.",
+        metavar="MASK.png|SHAPES.json",
+        help="[patchcore, hybrid] A don't-care mask, white where a label, date code or fixture must never count, in the images' frame, "
+        "or LabelMe's JSON of polygons and rectangles drawn on one image; repeat for several.",
     ),
 ) -> None:
     """Train a detector and calibrate its threshold; writes a run folder with model.safetensors.
