@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-# Nothing imported here imports PyTorch: the images start decoding before it loads (_decode_ahead).
 from anomalycli import modelfile, project
 from anomalycli.cli.common import ENGINE_HELP, RAY_HELP, check_threshold, model_and_target, user_errors
 from anomalycli.cli.render import console, err_console, prediction_table, save_png, write_rows
 from anomalycli.data.decoding import DecodeAhead, images_ahead
+
+# Nothing imported here imports PyTorch: the images start decoding before it loads (_decode_ahead).
+from anomalycli.data.framing import framing_of
 from anomalycli.data.images import list_source, load_image
 from anomalycli.deploy import engine_choice, loading, onnx_model
 from anomalycli.deploy.regions import judge_regions, min_area_of, pixel_threshold_of, regions_in_columns, save_mask
@@ -148,20 +151,20 @@ def _decode_ahead(model_path: Path, paths: list[Path], batch_size: int) -> Decod
     PNGs (2 cores). Where the size cannot be read here (a damaged or foreign file, whose error
     comes from loading it), the images wait for the model."""
     path = project.model_file(model_path)
-    if onnx_model.is_exported(path):
-        size = _exported_image_size(path)
-    else:
-        config = modelfile.read_meta(path).get("config")
-        size = config.get("image_size") if isinstance(config, dict) else None
-    return DecodeAhead(paths, size, ahead=images_ahead(batch_size)) if isinstance(size, int) else contextlib.nullcontext()
+    config = _exported_config(path) if onnx_model.is_exported(path) else modelfile.read_meta(path).get("config")
+    size = config.get("image_size") if isinstance(config, dict) else None
+    if not isinstance(size, int):
+        return contextlib.nullcontext()
+    return DecodeAhead(paths, size, ahead=images_ahead(batch_size), framing=framing_of(config))
 
 
-def _exported_image_size(path: Path) -> int | None:
-    """The input size in an ``anomaly export`` file's metadata, or None where it cannot be read."""
+def _exported_config(path: Path) -> dict | None:
+    """The model's config in an ``anomaly export`` file's metadata, or None where it cannot be read."""
     try:
         import onnx  # not needed to run the file: without it, the images wait for the model
 
-        return int({p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}["image_size"])
+        properties = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        return json.loads(properties[onnx_model.META_KEY])["config"]
     except Exception:  # anything wrong with the file is loading's to say, in its one line
         return None
 

@@ -79,6 +79,11 @@ def train_command(
         help="[patchcore, hybrid] A don't-care mask, white where a label, date code or fixture must never count, in the images' frame, "
         "or LabelMe's JSON of polygons and rectangles drawn on one image; repeat for several.",
     ),
+    framing: str = typer.Option(
+        "auto",
+        help="[patchcore, hybrid] How images become the square input: squash, or letterbox (keep the shape, mirror the edges); "
+        "auto letterboxes where the images differ in shape (not with --ignore).",
+    ),
 ) -> None:
     """Train a detector and calibrate its threshold; writes a run folder with model.safetensors.
 
@@ -126,6 +131,7 @@ def train_command(
             precision=precision,
             ray=ray,
             ignore=[str(p) for p in ignore] if ignore else None,
+            framing=framing,
         )
         result = _run(options, None)
     if result.history:

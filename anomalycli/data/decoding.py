@@ -20,6 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
+from anomalycli.data.framing import SQUASH
 from anomalycli.data.images import ImageError, read_image_array
 
 # Batches of images decoded ahead of the one the model asks for: memory stays flat in the number
@@ -37,10 +38,10 @@ def default_workers() -> int:
     return min(4, max(1, (os.cpu_count() or 2) // 2))
 
 
-def decode(path: Path, image_size: int) -> tuple[np.ndarray | None, str]:
+def decode(path: Path, image_size: int, framing: str = SQUASH) -> tuple[np.ndarray | None, str]:
     """(pixels S x S x 3, "") or (None, the error's one line) for one image file."""
     try:
-        return read_image_array(path, image_size), ""
+        return read_image_array(path, image_size, framing=framing), ""
     except ImageError as exc:
         return None, str(exc)
 
@@ -50,8 +51,8 @@ class DecodeAhead:
     ``workers`` processes (none: here, when asked for). Use it in a ``with`` block, or ``close`` it:
     that stops the workers."""
 
-    def __init__(self, paths: list[Path], image_size: int, workers: int | None = None, ahead: int = images_ahead(32)):
-        self.paths, self.image_size, self.ahead = list(paths), image_size, max(1, ahead)
+    def __init__(self, paths: list[Path], image_size: int, workers: int | None = None, ahead: int = images_ahead(32), framing: str = SQUASH):
+        self.paths, self.image_size, self.ahead, self.framing = list(paths), image_size, max(1, ahead), framing
         workers = default_workers() if workers is None else workers
         self._in_process = not workers
         self._pool = None if self._in_process else ProcessPoolExecutor(workers, mp_context=process_context(), initializer=_ignore_interrupts)
@@ -68,12 +69,12 @@ class DecodeAhead:
 
     def _fill(self) -> None:
         while self._pool and self._next < len(self.paths) and len(self._pending) < self.ahead:
-            self._pending.append(self._pool.submit(decode, self.paths[self._next], self.image_size))
+            self._pending.append(self._pool.submit(decode, self.paths[self._next], self.image_size, self.framing))
             self._next += 1
 
     def __iter__(self) -> Iterator[tuple[np.ndarray | None, str]]:
         if self._in_process:
-            yield from (decode(path, self.image_size) for path in self.paths)
+            yield from (decode(path, self.image_size, self.framing) for path in self.paths)
             return
         while self._pending:
             result = self._pending.popleft().result()
@@ -93,13 +94,13 @@ class DecodeAhead:
         self.close()
 
 
-def batches(paths: list[Path], image_size: int, batch_size: int = 32, workers: int | None = None, decoded: DecodeAhead | None = None):
+def batches(paths: list[Path], image_size: int, batch_size: int = 32, workers: int | None = None, decoded: DecodeAhead | None = None, framing: str = SQUASH):
     """Yield (uint8 images B x 3 x S x S, indices into ``paths``, errors) per batch, as numpy
     arrays, decoded ahead by ``workers`` processes (or by ``decoded``, one already started).
 
     An unreadable file gives a zero image and its error message ('' for the readable ones).
     """
-    with decoded or DecodeAhead(paths, image_size, workers, ahead=images_ahead(batch_size)) as images:
+    with decoded or DecodeAhead(paths, image_size, workers, images_ahead(batch_size), framing) as images:
         batch, errors = [], []
         for index, (pixels, error) in enumerate(images):
             batch.append(np.zeros((3, image_size, image_size), np.uint8) if pixels is None else pixels.transpose(2, 0, 1))

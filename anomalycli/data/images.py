@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from anomalycli.data.framing import SQUASH, framed
 from anomalycli.errors import UserError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -135,6 +136,18 @@ def open_image(path: str | Path, draft_size: int | None = None, data: bytes | No
     return image
 
 
+def original_size(path: Path, data: bytes | None = None) -> tuple[int, int] | None:
+    """(width, height) of an image file (or of the bytes ``data``), from its header, EXIF rotation
+    applied; None where unreadable."""
+    try:
+        with Image.open(path if data is None else io.BytesIO(data)) as image:
+            width, height = image.size
+            rotated = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except (OSError, ValueError):
+        return None
+    return (height, width) if rotated else (width, height)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     return to_grey_or_rgb(image).convert("RGB")
 
@@ -154,19 +167,16 @@ def to_grey_or_rgb(image: Image.Image) -> Image.Image:
     return image.convert("L" if image.mode == "1" else "RGB")
 
 
-def read_image_array(path: str | Path, image_size: int, data: bytes | None = None) -> np.ndarray:
+def read_image_array(path: str | Path, image_size: int, data: bytes | None = None, framing: str = SQUASH) -> np.ndarray:
     """The file at ``path`` (or the bytes ``data``, which ``path`` names) as uint8 RGB pixels
-    (S, S, 3), ready for a model of input size ``image_size``.
+    (S, S, 3), ready for a model of input size ``image_size`` that frames images so (``framing.py``).
 
     A JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale still at least ``image_size``, and a
     grey image is resized before it becomes RGB (a third of the work).
     """
-    return resized_array(open_image(path, draft_size=image_size, data=data), image_size)
+    return resized_array(open_image(path, draft_size=image_size, data=data), image_size, framing)
 
 
-def resized_array(image: Image.Image, image_size: int) -> np.ndarray:
-    """Image of any mode -> uint8 RGB pixels (S, S, 3), resized with antialiasing."""
-    image = to_grey_or_rgb(image)
-    if image.size != (image_size, image_size):
-        image = image.resize((image_size, image_size), Image.BILINEAR, reducing_gap=3.0)
-    return np.array(image.convert("RGB"), dtype=np.uint8)
+def resized_array(image: Image.Image, image_size: int, framing: str = SQUASH) -> np.ndarray:
+    """Image of any mode -> uint8 RGB pixels (S, S, 3), resized with antialiasing and framed."""
+    return framed(to_grey_or_rgb(image), image_size, framing)

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from anomalycli.data.decoding import DecodeAhead, batches
+from anomalycli.data.framing import SQUASH
 from anomalycli.data.images import ImageError, read_image_array, resized_array
 from anomalycli.data.layouts import Sample
 
@@ -20,15 +21,17 @@ def load_mask(path: Path, size: int) -> torch.Tensor:
         return torch.from_numpy(np.array(mask) > 127)
 
 
-def image_batches(paths: list[Path], image_size: int, batch_size: int = 32, num_workers: int | None = None, decoded: DecodeAhead | None = None):
+def image_batches(
+    paths: list[Path], image_size: int, batch_size: int = 32, num_workers: int | None = None, decoded: DecodeAhead | None = None, framing: str = SQUASH
+):
     """``decoding.batches`` as tensors: (uint8 images B x 3 x S x S, indices into ``paths``, errors) per batch."""
-    for images, indices, errors in batches(paths, image_size, batch_size, num_workers, decoded):
+    for images, indices, errors in batches(paths, image_size, batch_size, num_workers, decoded, framing):
         yield torch.from_numpy(images), torch.from_numpy(indices), errors
 
 
-def read_image_tensor(path: str | Path, image_size: int) -> torch.Tensor:
+def read_image_tensor(path: str | Path, image_size: int, framing: str = SQUASH) -> torch.Tensor:
     """The file at ``path`` as a uint8 tensor (3, S, S), as ``images.read_image_array`` reads it."""
-    return torch.from_numpy(read_image_array(path, image_size)).permute(2, 0, 1)
+    return torch.from_numpy(read_image_array(path, image_size, framing=framing)).permute(2, 0, 1)
 
 
 def image_to_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
@@ -36,12 +39,12 @@ def image_to_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
     return torch.from_numpy(resized_array(image, image_size)).permute(2, 0, 1)
 
 
-def load_all(samples: list[Sample], image_size: int) -> tuple[torch.Tensor, list[Sample], list[str]]:
+def load_all(samples: list[Sample], image_size: int, framing: str = SQUASH) -> tuple[torch.Tensor, list[Sample], list[str]]:
     """Decode and resize every sample once: (uint8 N x 3 x S x S, samples kept, errors of those dropped)."""
     tensors, kept, errors = [], [], []
     for sample in samples:
         try:
-            tensors.append(read_image_tensor(sample.path, image_size))
+            tensors.append(read_image_tensor(sample.path, image_size, framing))
             kept.append(sample)
         except ImageError as exc:
             errors.append(str(exc))

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from anomalycli import __version__, modelfile
+from anomalycli.data.framing import LETTERBOX, framing_of
 from anomalycli.deploy import onnx_model
 from anomalycli.deploy.engine_choice import ONNX_INSTALL_HINT
 from anomalycli.deploy.onnx_model import ANOMALY_MAP, DEFECT_MASK, INPUT, META_KEY, PROBE_KEY, RAW_SCORE, SCORE
@@ -191,7 +192,15 @@ def metadata(model: AnomalyModel) -> dict[str, str]:
         META_KEY: json.dumps(own),
         **regions,
         "method": model.method,
-        "input": f"{INPUT}: uint8 N x 3 x {size} x {size}, RGB (resize to {size} x {size} first)",
+        "input": f"{INPUT}: uint8 N x 3 x {size} x {size}, RGB ("
+        + (
+            f"letterboxed: resize so the longer side is {size}, centre it and fill the rest with the image mirrored at its edges; "
+            f"{ANOMALY_MAP} and {DEFECT_MASK} are in that frame"
+            if framing_of(model.config) == LETTERBOX
+            else f"resize to {size} x {size} first"
+        )
+        + ")",
+        "framing": framing_of(model.config),
         "outputs": f"{SCORE} (0..1, anomaly at >= 0.5), {RAW_SCORE}"
         + (f", {ANOMALY_MAP} (N x {size} x {size}, raw units)" if model.has_maps else "")
         + (f", {DEFECT_MASK} (N x {size} x {size}, uint8: 1 where {ANOMALY_MAP} >= pixel_threshold)" if pixel else ""),

@@ -24,10 +24,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from anomalycli.data.images import ImageError, read_image_array
+from anomalycli.data.images import ImageError, original_size, read_image_array
 from anomalycli.deploy.journal import Journal, JournalError
 from anomalycli.deploy.line import Line
-from anomalycli.deploy.regions import original_size
 
 MAX_BODY_MB = 50  # the default largest body; a larger one gets 413 before it is read whole
 DRIFT_STATES = {"ok": 0, "note": 1, "drift": 2}
@@ -68,8 +67,8 @@ def make_app(line: Line, journal: Journal | None = None, token: str | None = Non
         return JSONResponse({"error": error}, status_code=status)
 
     def judge(name: str, data: bytes, arrived: float) -> dict:
-        pixels = read_image_array(name, line.image_size, data=data)  # ImageError: the caller's 400
-        size = original_size(name, data) if line.makes_regions else None
+        pixels = read_image_array(name, line.image_size, data=data, framing=line.framing)  # ImageError: the caller's 400
+        size = original_size(name, data) if line.wants_sizes else None
         with lock:
             (judged,), said = line.judge([name], pixels.transpose(2, 0, 1)[None], [""], [arrived], [size])
             if journal is not None:

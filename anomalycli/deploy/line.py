@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from anomalycli import files, project
+from anomalycli.data.framing import SQUASH, framing_of
 from anomalycli.deploy import journal, loading
 from anomalycli.deploy.regions import judge_regions, min_area_of, pixel_threshold_of
 from anomalycli.deploy.scoring import Scored, score_decoded
@@ -75,6 +76,7 @@ class Line:
         self.model, self.engine_lines = loading.on_engine(model, engine, 1_000_000, self.with_maps)
         self.threshold = threshold
         self.image_size = int(self.model.config["image_size"])
+        self.framing = framing_of(self.model.config)
         self.drift = drift.Rolling(self.model, str(model_path))
         self.identity = {
             "file": self.model_path.name,
@@ -89,8 +91,13 @@ class Line:
 
     @property
     def makes_regions(self) -> bool:
-        """Whether ``judge`` makes regions (asked for, or for the size rule): then it wants each image's own size."""
+        """Whether ``judge`` makes regions (asked for, or for the size rule)."""
         return self.with_regions or bool(self.min_area)
+
+    @property
+    def wants_sizes(self) -> bool:
+        """Whether ``judge`` wants each image's own size: for its regions, or to bring a letterboxed map to the image's frame."""
+        return self.makes_regions or (self.with_maps and self.framing != SQUASH)
 
     def warm(self) -> None:
         """Score one blank image: the first call of a session allocates its buffers (tens of ms)."""
@@ -101,9 +108,9 @@ class Line:
         self, names: list[str], images: np.ndarray, errors: list[str], arrived: list[float], sizes: list[tuple[int, int] | None] | None = None
     ) -> tuple[list[Judged], list[str]]:
         """Verdicts for decoded images (uint8 B x 3 x S x S; ``errors``: '' where decoded; ``arrived``:
-        each one's time.monotonic() of arrival; ``sizes``: each one's own (width, height), for its
-        regions), and the drift check's lines where its state changed."""
-        scored = score_decoded(self.model, [Path(n) for n in names], images, errors, self.threshold, self.with_maps)
+        each one's time.monotonic() of arrival; ``sizes``: each one's own (width, height), where
+        ``wants_sizes``), and the drift check's lines where its state changed."""
+        scored = score_decoded(self.model, [Path(n) for n in names], images, errors, self.threshold, self.with_maps, sizes)
         found = [None] * len(scored)
         if self.makes_regions:  # the size rule's verdicts need them; the rows only where asked
             made = [judge_regions(s, self.pixel_threshold, self.min_area, size) for s, size in zip(scored, sizes or [None] * len(scored))]

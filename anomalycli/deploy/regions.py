@@ -7,28 +7,16 @@ above the model's pixel threshold (``pixel_threshold`` in its config, chosen at 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from anomalycli import files
+from anomalycli.data.images import original_size
 from anomalycli.deploy.scoring import Scored
 from anomalycli.judgement.localisation import Region, largest_area, regions
 from anomalycli.judgement.size_rule import passed_by_size
-
-
-def original_size(path: Path, data: bytes | None = None) -> tuple[int, int] | None:
-    """(width, height) of an image file (or of the bytes ``data``), from its header, EXIF rotation
-    applied; None where unreadable."""
-    try:
-        with Image.open(path if data is None else io.BytesIO(data)) as image:
-            width, height = image.size
-            rotated = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-    except (OSError, ValueError):
-        return None
-    return (height, width) if rotated else (width, height)
 
 
 def image_regions(scored: Scored, pixel_threshold: float, size: tuple[int, int] | None = None) -> list[Region]:

@@ -14,6 +14,8 @@ import numpy as np
 from tqdm import tqdm
 
 from anomalycli.data.decoding import DecodeAhead, batches
+from anomalycli.data.framing import SQUASH, framing_of, unframed
+from anomalycli.data.images import original_size
 from anomalycli.judgement import drift
 
 
@@ -42,14 +44,22 @@ def iter_scores(
     """Yield one ``Scored`` per path, in order. ``threshold`` is on the calibrated [0, 1] scale;
     ``decoded``: ``paths`` already decoding at the model's input size."""
     with tqdm(total=len(paths), desc="scoring", unit="img", disable=not show_progress) as bar:
-        for images, indices, errors in batches(paths, model.config["image_size"], batch_size, num_workers, decoded):
+        for images, indices, errors in batches(paths, model.config["image_size"], batch_size, num_workers, decoded, framing_of(model.config)):
             yield from score_decoded(model, [paths[i] for i in indices.tolist()], images, errors, threshold, with_maps)
             bar.update(len(errors))
 
 
-def score_decoded(model, paths: list[Path], images: np.ndarray, errors: list[str], threshold: float = 0.5, with_maps: bool = False) -> list[Scored]:
-    """One ``Scored`` per decoded image (uint8 B x 3 x S x S; ``errors``: '' where it decoded)."""
+def score_decoded(
+    model, paths: list[Path], images: np.ndarray, errors: list[str], threshold: float = 0.5, with_maps: bool = False, sizes: list | None = None
+) -> list[Scored]:
+    """One ``Scored`` per decoded image (uint8 B x 3 x S x S, framed as the model frames them;
+    ``errors``: '' where it decoded), its map in the image's own frame (``framing.unframed``; a
+    letterboxing model needs each image's (width, height): ``sizes``, else read from ``paths``)."""
     raw, maps = score_batch(model, images, errors, with_maps)
+    framing = framing_of(model.config)
+    if maps is not None and framing != SQUASH:
+        sizes = sizes or [original_size(p) if not e else None for p, e in zip(paths, errors)]
+        maps = [unframed(m, size, framing) for m, size in zip(maps, sizes)]
     calibrated = model.calibration.normalise(raw)
     stats = drift.image_stats(images)
     return [

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from anomalycli.data.framing import framing_of
 from anomalycli.data.layouts import Sample
 from anomalycli.detection import ignore, int8_backbone
 from anomalycli.detection.methods import AnomalyModel
@@ -96,6 +97,7 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
         show_progress=show_progress,
         with_descriptors=hybrid,
         keep=ignore.keep_of(model.config),
+        framing=framing_of(model.config),
     )
     warnings = [f"skipped unreadable image: {e}" for e in errors]
     labels = np.array([samples[i].label for i in readable], dtype=int)

@@ -13,8 +13,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from anomalycli.data.images import original_size
 from anomalycli.data.layouts import Sample
-from anomalycli.deploy.regions import largest_areas, original_size, pixel_threshold_of
+from anomalycli.deploy.regions import largest_areas, pixel_threshold_of
 from anomalycli.deploy.scoring import iter_scores
 from anomalycli.detection import int8_backbone
 from anomalycli.detection.methods import AnomalyModel

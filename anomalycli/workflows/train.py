@@ -10,11 +10,13 @@ import numpy as np
 import torch
 
 from anomalycli import files, project
+from anomalycli.data.framing import unframed
+from anomalycli.data.images import original_size
 from anomalycli.data.layouts import Sample, discover
 from anomalycli.data.splits import k_folds
 from anomalycli.data.tensors import load_all, load_mask
 from anomalycli.deploy import export
-from anomalycli.deploy.regions import largest_areas, original_size
+from anomalycli.deploy.regions import largest_areas
 from anomalycli.detection import backbones, ignore, int8_backbone
 from anomalycli.detection.defaults import PIXEL_FALSE_POSITIVE_RATE
 from anomalycli.detection.device import resolve_device
@@ -108,6 +110,9 @@ def fit(
     }
     if options.ignore:
         config["ignore"] = ignore.to_config(ignore.read_masks([Path(p) for p in options.ignore], options.image_size))
+    if options.method in CROSS_FITTED:
+        config["framing"], why = options.choose_framing(train_samples + val_samples)
+        log.info(f"framing: {config['framing']} ({why})")
     if options.method == "classifier":
         return _train_classifier(options, config, train_samples, val_samples, device, run_dir, state, show_progress)
     if options.method == "hybrid":
@@ -139,26 +144,35 @@ def _drift_reference(stats: np.ndarray, labels: torch.Tensor) -> dict:
     return drift.reference(stats[labels == 0], stats[labels == 1])
 
 
-def _pixel_threshold(out_of_fold: patchcore.Scores, labels: torch.Tensor, samples: list[Sample], image_size: int, map_blur: float) -> tuple[dict, list[float]]:
+def _pixel_threshold(
+    out_of_fold: patchcore.Scores, labels: torch.Tensor, samples: list[Sample], image_size: int, map_blur: float, framing: str
+) -> tuple[dict, list[float]]:
     """The model's pixel threshold (``pixel_threshold`` in its config), chosen on every
-    ``MAP_STEP``-th pixel of the out-of-fold maps and the defects' masks where there are enough
-    (``judgement/pixel_threshold.py``), and each image's largest region area above it in its own
-    pixels, on the whole maps as predict measures them (the calibration's ``areas``, which
-    ``calibrate --min-area`` chooses on)."""
+    ``MAP_STEP``-th pixel of the out-of-fold maps (in the images' frames, as predict's) and the
+    defects' masks where there are enough (``judgement/pixel_threshold.py``), and each image's
+    largest region area above it in its own pixels, on the whole maps as predict measures them
+    (the calibration's ``areas``, which ``calibrate --min-area`` chooses on)."""
     step = patchcore.MAP_STEP
+    sizes = [original_size(s.path) for s in samples]
+
+    def maps(images=None):
+        done = 0
+        for batch in out_of_fold.maps(image_size, map_blur, images):
+            index = range(done, done + len(batch)) if images is None else images[done : done + len(batch)]
+            yield index, np.stack([unframed(m, sizes[i], framing) for m, i in zip(batch, index)])
+            done += len(batch)
+
     sampled, peaks = [], []
-    for batch in out_of_fold.maps(image_size, map_blur):
+    for _, batch in maps():
         sampled.append(batch[:, ::step, ::step])
         peaks.append(batch.max(axis=(1, 2)))
     masks = [load_mask(s.mask, image_size).numpy()[::step, ::step] if s.label == 1 and s.mask else None for s in samples]
     chosen = pixel_threshold.choose(np.concatenate(sampled), labels.numpy(), masks, PIXEL_FALSE_POSITIVE_RATE)
     # Only a map whose peak reaches the threshold has a region: those are made again, whole.
     with_region = np.flatnonzero(np.concatenate(peaks) >= chosen["value"])
-    areas, done = np.zeros(len(samples)), 0
-    for batch in out_of_fold.maps(image_size, map_blur, with_region):
-        index = with_region[done : done + len(batch)]
-        areas[index] = largest_areas(batch, chosen["value"], [original_size(samples[i].path) or (image_size, image_size) for i in index])
-        done += len(batch)
+    areas = np.zeros(len(samples))
+    for index, batch in maps(with_region):
+        areas[index] = largest_areas(batch, chosen["value"], [sizes[i] or (image_size, image_size) for i in index])
     return {"pixel_threshold": chosen}, areas.tolist()
 
 
@@ -209,7 +223,7 @@ def _train_classifier(options, config, train_samples, val_samples, device, run_d
     return model, checkpoint["history"], notes
 
 
-def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[str]):
+def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[str], framing: str):
     """The frozen extractor a fit takes its features from, and what the model's config records of its precision.
 
     ``auto`` is int8 on a CPU (``int8_backbone.py``: about twice as fast, there and at predict), unless
@@ -221,7 +235,7 @@ def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[st
     if options.precision == "auto" and device.type != "cpu":
         return extractor, {"precision": "fp32", "precision_note": f"trained on {device.type}, where the fp32 backbone is the fast one"}
     good = [s for s in samples if s.label == 0][: int8_backbone.CALIBRATION_IMAGES]
-    images, _, _ = load_all(good, options.image_size)
+    images, _, _ = load_all(good, options.image_size, framing)
     int8, cosine = int8_backbone.quantize(extractor.cpu(), images, deep)
     if cosine < int8_backbone.MIN_COSINE:
         note = (
@@ -235,7 +249,7 @@ def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[st
     return int8, {"precision": "int8", **int8_backbone.config_of(int8)}
 
 
-def _embed(options, extractor, samples: list[Sample], show_progress, notes: list[str], with_descriptors: bool = False, keep=None):
+def _embed(options, extractor, samples: list[Sample], show_progress, notes: list[str], keep, framing: str, with_descriptors: bool = False):
     """The patch features of every readable sample from ``extractor`` (streamed: pixels are
     never all held) and, ``with_descriptors``, their pooled descriptors: a ``patchcore.LocalFeatures``,
     or on Ray a ``ray_fit.RayFeatures`` whose patch features stay on the cluster. Then their
@@ -252,11 +266,11 @@ def _embed(options, extractor, samples: list[Sample], show_progress, notes: list
         from anomalycli.deploy import ray_cluster, ray_fit
 
         features, readable, errors = ray_fit.RayFeatures.embed(
-            ray_cluster.connect(options.ray), extractor, paths, options.image_size, show_progress, with_descriptors, keep
+            ray_cluster.connect(options.ray), extractor, paths, options.image_size, show_progress, with_descriptors, keep, framing
         )
     else:
         embedded, descriptors, stats, readable, errors = patchcore.embed_images(
-            extractor, paths, options.image_size, show_progress=show_progress, with_descriptors=with_descriptors, keep=keep
+            extractor, paths, options.image_size, show_progress=show_progress, with_descriptors=with_descriptors, keep=keep, framing=framing
         )
         features = patchcore.LocalFeatures(extractor, embedded, descriptors, stats)
     for error in errors:
@@ -283,8 +297,8 @@ def _train_patchcore(options, config, samples, device, show_progress):
     # Cross-fitting replaces a validation split: every good image is in the bank of the final
     # model and scored, out of fold, by the banks of the other folds; defects are scored alike.
     notes: list[str] = []
-    extractor, precision = _backbone(options, samples, device, False, notes)
-    features, labels, kept, folds = _embed(options, extractor, samples, show_progress, notes, keep=ignore.keep_of(config))
+    extractor, precision = _backbone(options, samples, device, False, notes, config["framing"])
+    features, labels, kept, folds = _embed(options, extractor, samples, show_progress, notes, ignore.keep_of(config), config["framing"])
     coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
     out_of_fold = features.out_of_fold(folds, coresets, options.reweight, with_grids=True, show_progress=show_progress)
     net = patchcore.union_of(extractor, coresets, options.reweight)
@@ -302,7 +316,7 @@ def _train_patchcore(options, config, samples, device, show_progress):
         "drift": _drift_reference(features.stats, labels),
         **precision,
     }
-    pixel, areas = _pixel_threshold(out_of_fold, labels, kept, options.image_size, net.map_blur)
+    pixel, areas = _pixel_threshold(out_of_fold, labels, kept, options.image_size, net.map_blur, config["framing"])
     model = AnomalyModel("patchcore", net, {**config, **pixel}, calibration=None)
     _calibrate(model, labels, out_of_fold.scores, options.operating_rule(), "out-of-fold", notes, areas=areas)
     return model, [], notes
@@ -312,8 +326,8 @@ def _train_hybrid(options, config, samples, device, show_progress):
     notes: list[str] = []
     if not any(s.label == 1 for s in samples):
         raise UserError("the hybrid method needs labelled anomalous images, and there are none; use --method patchcore")
-    extractor, precision = _backbone(options, samples, device, True, notes)
-    features, labels, kept, folds = _embed(options, extractor, samples, show_progress, notes, with_descriptors=True, keep=ignore.keep_of(config))
+    extractor, precision = _backbone(options, samples, device, True, notes, config["framing"])
+    features, labels, kept, folds = _embed(options, extractor, samples, show_progress, notes, ignore.keep_of(config), config["framing"], with_descriptors=True)
     if not (labels == 1).any():
         raise UserError("none of the labelled anomalous images could be read, and the hybrid method needs them; use --method patchcore")
     coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
@@ -339,7 +353,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
         "drift": _drift_reference(features.stats, labels),
         **precision,
     }
-    pixel, areas = _pixel_threshold(one_class_fold, labels, kept, options.image_size, net.patchcore.map_blur)
+    pixel, areas = _pixel_threshold(one_class_fold, labels, kept, options.image_size, net.patchcore.map_blur, config["framing"])
     model = AnomalyModel("hybrid", net, {**config, **pixel}, calibration=None)
     rule = options.operating_rule()
     _calibrate(model, labels, out_of_fold, rule, "out-of-fold", notes, hybrid.selection(one_class, supervised, labels, rule), areas)

@@ -30,11 +30,10 @@ import numpy as np
 
 from anomalycli import files
 from anomalycli.data import decoding
-from anomalycli.data.images import existing_folder, load_image
+from anomalycli.data.images import existing_folder, load_image, original_size
 from anomalycli.data.inbox import RESCAN_SECONDS, Inbox
 from anomalycli.deploy.journal import Journal
 from anomalycli.deploy.line import Judged, Line
-from anomalycli.deploy.regions import original_size
 from anomalycli.errors import UsageError
 from anomalycli.views.heatmaps import map_scale, overlay
 
@@ -178,7 +177,7 @@ class _Watch:
         burst of thousands waits as paths, not as decoded pixels (memory stays flat)."""
         while self.waiting and len(self.pending) < decoding.images_ahead(self.options.batch_size):
             path, name, identity, arrived = self.waiting.popleft()
-            self.pending.append(_Pending(path, name, identity, arrived, self.pool.submit(decoding.decode, path, self.line.image_size)))
+            self.pending.append(_Pending(path, name, identity, arrived, self.pool.submit(decoding.decode, path, self.line.image_size, self.line.framing)))
 
     def _judge_ready(self) -> None:
         """Score the first waiting image with those decoded behind it (up to a batch), then write,
@@ -199,7 +198,7 @@ class _Watch:
             errors.append(error)
         if not ready:
             return
-        sizes = [original_size(i.path) for i in ready] if self.line.makes_regions else None
+        sizes = [original_size(i.path) for i in ready] if self.line.wants_sizes else None
         judged, said = self.line.judge([i.name for i in ready], np.stack(images), errors, [i.arrived for i in ready], sizes)
         for item, verdict in zip(ready, judged):
             verdict.bytes, verdict.mtime_ns = item.identity[1], item.identity[2]

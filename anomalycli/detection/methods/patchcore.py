@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from anomalycli.data.framing import SQUASH
 from anomalycli.data.tensors import image_batches
 from anomalycli.detection import backbones, bank_search, int8_backbone
 from anomalycli.detection.bank_search import BankIndex, nearest_distances
@@ -249,18 +250,20 @@ def embed_images(
     show_progress: bool = False,
     with_descriptors: bool = False,
     keep=None,
+    framing: str = SQUASH,
 ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray, list[int], list[str]]:
     """Patch features (and descriptors) of the readable images among ``paths``, as ``embed_all``;
     their ``drift.image_stats``, their indices, and the errors of the others. Batches of
     ``EMBED_BATCH`` from the first path: the same paths give the same features wherever they are
-    embedded. ``keep``: a don't-care mask's, as ``backbones.preprocess`` takes it."""
+    embedded. ``keep``: a don't-care mask's, as ``backbones.preprocess`` takes it; ``framing``: the
+    model's (``data/framing.py``)."""
     readable: list[int] = []
     errors: list[str] = []
     stats: list[np.ndarray] = [np.empty((0, len(drift.STATS)))]
     device = next(extractor.parameters()).device
 
     def batches():
-        for images, indices, batch_errors in image_batches(paths, image_size, EMBED_BATCH, num_workers):
+        for images, indices, batch_errors in image_batches(paths, image_size, EMBED_BATCH, num_workers, framing=framing):
             errors.extend(filter(None, batch_errors))
             ok = torch.tensor([not e for e in batch_errors])
             readable.extend(indices[ok].tolist())
