@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from PIL import Image
 
 from anomalycli import files
+from anomalycli.data.framing import ASPECT_SPREAD
 from anomalycli.data.images import ImageError, load_image
 from anomalycli.data.layouts import Dataset
 from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE
@@ -60,13 +61,19 @@ def resize_note(summary: dict | None) -> str | None:
     what = []
     if squashed:
         aspect = summary["aspect"]
-        what.append(f"images that are not square are squashed (width / height {aspect['min']:.2f} to {aspect['max']:.2f} here)")
+        ratios = f"width / height {aspect['min']:.2f} to {aspect['max']:.2f} here"
+        if aspect["max"] / aspect["min"] > ASPECT_SPREAD:
+            what.append(
+                f"images that differ in shape ({ratios}) are letterboxed, their shape kept and edges mirrored (the classifier squashes them; --framing squash)"
+            )
+        else:
+            what.append(f"images that are not square are squashed, all alike ({ratios})")
     if spread:
         width = summary["width"]
         what.append(f"widths from {width['min']} to {width['max']} px all come to the same size")
     return (
         f"training resizes every image to {size} x {size} px (patchcore, hybrid; the classifier {classifier} x {classifier}): "
-        f"{' and '.join(what)}; --image-size sets that size, and no option keeps the aspect ratio yet"
+        f"{' and '.join(what)}; --image-size sets that size"
     )
 
 
