@@ -21,9 +21,7 @@ def test_resize_note_only_when_images_are_not_square_or_vary_a_lot():
     assert resize_note(size_summary(Counter({(128, 128): 10}))) is None
     assert resize_note(size_summary(Counter({(100, 100): 1, (150, 150): 1}))) is None
     squashed = resize_note(size_summary(Counter({(100, 400): 1})))
-    assert "squashed, all alike" in squashed and "0.25 to 0.25" in squashed and "--image-size" in squashed
-    letterboxed = resize_note(size_summary(Counter({(100, 400): 1, (300, 200): 1})))
-    assert "letterboxed" in letterboxed and "0.25 to 1.50" in letterboxed
+    assert "squashed" in squashed and "0.25 to 0.25" in squashed and "--image-size" in squashed and "--framing letterbox" in squashed
     assert "from 50 to 400 px" in resize_note(size_summary(Counter({(50, 50): 1, (400, 400): 1})))
 
 
@@ -47,7 +45,7 @@ def test_many_sizes_fit_on_a_screen_and_json_keeps_every_size(tmp_path, monkeypa
     lines = result.output.splitlines()
     section = lines[lines.index("image sizes") + 1 : next(i for i, line in enumerate(lines) if line.startswith("facts written"))]
     assert len(section) < 15, "\n".join(section)
-    assert "200 images" in section[0] and any("letterboxed" in line for line in section)
+    assert "200 images" in section[0] and any("squashed" in line for line in section)
     facts = json.loads((tmp_path / "facts.json").read_text())
     assert set(facts["image_sizes"]) == sizes and sum(facts["image_sizes"].values()) == 200
     # The layout heading is a line of its own, whole, and nothing is wider than the terminal.

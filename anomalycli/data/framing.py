@@ -1,12 +1,12 @@
 """How an image of any shape becomes the model's square input, and its map the image's again.
 
-``squash`` resizes the image to S x S whatever its shape. ``letterbox`` keeps its shape: the
-longer side becomes S and the rest of the square is the image mirrored at its edges, so that
-every patch the backbone sees is the surface at its own proportions (a mirrored surface is
-still the surface, where a flat fill would be a new edge). Where a data set's images differ in
-shape, squashing stretches each one differently and the bank's nearest patch is a stretched
-one; on the magnetic tiles (aspect 0.37 to 2.68) letterboxing raised 5-fold pixel AUROC and
-AUPRO and kept image AUROC ("Localisation" in BENCHMARKS.md). ``train`` chooses (``choose``).
+``squash`` (the default) resizes the image to S x S whatever its shape. ``letterbox``
+(``train --framing letterbox``) keeps its shape: the longer side becomes S and the rest of the
+square is the image mirrored at its edges, so that every patch the backbone sees is the surface
+at its own proportions (a mirrored surface is still the surface, where a flat fill would be a
+new edge). On the magnetic tiles (aspect 0.37 to 2.68) letterboxing raised 5-fold pixel AUROC
+and AUPRO but touched fewer defect regions at the pixel threshold, with more false regions and
+false alarms, so squashing stays the default ("Levers" under "Localisation" in BENCHMARKS.md).
 
 Whatever the framing, ``Scored.map`` is in the image's own frame at S x S (``unframed``): the
 regions, masks, heat maps and metrics downstream never see the framing.
@@ -21,19 +21,11 @@ from PIL import Image
 
 SQUASH, LETTERBOX = "squash", "letterbox"
 FRAMINGS = (SQUASH, LETTERBOX)
-# Images whose aspect ratios (width / height) differ by more than this factor are letterboxed.
-ASPECT_SPREAD = 1.1
 
 
 def framing_of(config: dict) -> str:
     """A model's framing; files from before it have none and squash."""
     return config.get("framing", SQUASH)
-
-
-def choose(sizes: list[tuple[int, int]]) -> str:
-    """``letterbox`` where the images' (width, height) differ in shape by more than ``ASPECT_SPREAD``, else ``squash``."""
-    aspects = [w / h for w, h in sizes if w > 0 and h > 0]
-    return LETTERBOX if aspects and max(aspects) / min(aspects) > ASPECT_SPREAD else SQUASH
 
 
 def content_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:

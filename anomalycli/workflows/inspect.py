@@ -8,7 +8,6 @@ from collections import Counter, defaultdict
 from PIL import Image
 
 from anomalycli import files
-from anomalycli.data.framing import ASPECT_SPREAD
 from anomalycli.data.images import ImageError, load_image
 from anomalycli.data.layouts import Dataset
 from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE
@@ -61,13 +60,9 @@ def resize_note(summary: dict | None) -> str | None:
     what = []
     if squashed:
         aspect = summary["aspect"]
-        ratios = f"width / height {aspect['min']:.2f} to {aspect['max']:.2f} here"
-        if aspect["max"] / aspect["min"] > ASPECT_SPREAD:
-            what.append(
-                f"images that differ in shape ({ratios}) are letterboxed, their shape kept and edges mirrored (the classifier squashes them; --framing squash)"
-            )
-        else:
-            what.append(f"images that are not square are squashed, all alike ({ratios})")
+        what.append(
+            f"images that are not square are squashed (width / height {aspect['min']:.2f} to {aspect['max']:.2f} here; --framing letterbox keeps their shape)"
+        )
     if spread:
         width = summary["width"]
         what.append(f"widths from {width['min']} to {width['max']} px all come to the same size")

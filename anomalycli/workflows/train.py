@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from anomalycli import files, project
-from anomalycli.data.framing import unframed
+from anomalycli.data.framing import SQUASH, unframed
 from anomalycli.data.images import original_size
 from anomalycli.data.layouts import Sample, discover
 from anomalycli.data.splits import k_folds
@@ -111,8 +111,9 @@ def fit(
     if options.ignore:
         config["ignore"] = ignore.to_config(ignore.read_masks([Path(p) for p in options.ignore], options.image_size))
     if options.method in CROSS_FITTED:
-        config["framing"], why = options.choose_framing(train_samples + val_samples)
-        log.info(f"framing: {config['framing']} ({why})")
+        config["framing"] = options.framing
+        if options.framing != SQUASH:
+            log.info(f"framing: {options.framing} (each image's shape kept, the square's rest mirrored)")
     if options.method == "classifier":
         return _train_classifier(options, config, train_samples, val_samples, device, run_dir, state, show_progress)
     if options.method == "hybrid":

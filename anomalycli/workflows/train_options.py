@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 
 from anomalycli import files, project
-from anomalycli.data.framing import FRAMINGS, LETTERBOX, SQUASH, choose
-from anomalycli.data.images import original_size
+from anomalycli.data.framing import FRAMINGS, LETTERBOX, SQUASH
 from anomalycli.data.layouts import Dataset, Sample
 from anomalycli.data.splits import train_val_split
 from anomalycli.detection import backbones, ignore
@@ -72,7 +71,7 @@ class TrainOptions:
     precision: str = "auto"  # patchcore and hybrid: the backbone's, one of PRECISIONS (see _backbone)
     ray: str | None = None  # patchcore and hybrid: fit on this Ray cluster ("local", "auto" or an address)
     ignore: list[str] | None = None  # patchcore and hybrid: don't-care masks (white = ignore), in the images' frame
-    framing: str = AUTO  # patchcore and hybrid: squash or letterbox (data/framing.py); auto: choose_framing
+    framing: str = SQUASH  # patchcore and hybrid: squash or letterbox (data/framing.py)
 
     def validate(self) -> None:
         # First: the other checks rely on the method's defaults.
@@ -100,8 +99,8 @@ class TrainOptions:
             (self.precision in PRECISIONS, f"--precision must be {', '.join(PRECISIONS)} (got {self.precision})"),
             (self.ray is None or self.method in CROSS_FITTED, "--ray fits patchcore and hybrid models; the classifier trains on one machine (drop --ray)"),
             (not self.ignore or self.method in CROSS_FITTED, "--ignore is for patchcore and hybrid models, whose maps it masks; the classifier has none"),
-            (self.framing in (AUTO, *FRAMINGS), f"--framing must be {AUTO}, {' or '.join(FRAMINGS)} (got {self.framing})"),
-            (self.framing in (AUTO, SQUASH) or self.method in CROSS_FITTED, "--framing letterbox is for patchcore and hybrid models; the classifier squashes"),
+            (self.framing in FRAMINGS, f"--framing must be {' or '.join(FRAMINGS)} (got {self.framing})"),
+            (self.framing == SQUASH or self.method in CROSS_FITTED, "--framing letterbox is for patchcore and hybrid models; the classifier squashes"),
             (
                 self.framing != LETTERBOX or not self.ignore,
                 "--ignore needs one frame for every image, and letterboxing frames each shape its own way: drop --framing letterbox",
@@ -119,19 +118,6 @@ class TrainOptions:
             ray_cluster.check_address(self.ray)
         self.operating_rule()
         backbones.get(self.backbone)
-
-    def choose_framing(self, samples: list[Sample]) -> tuple[str, str]:
-        """The framing of a patchcore or hybrid model (``data/framing.py``) and why: as asked, or
-        letterbox where the images differ in shape, except with ``--ignore``, whose mask is one frame."""
-        if self.framing != AUTO:
-            return self.framing, "as asked"
-        if self.ignore:
-            return SQUASH, "--ignore's mask is one frame for every image"
-        sizes = [size for s in samples if (size := original_size(s.path))]
-        aspects = [w / h for w, h in sizes]
-        spread = f"width / height {min(aspects):.2f} to {max(aspects):.2f}" if aspects else "no readable image"
-        chosen = choose(sizes)
-        return chosen, f"the images' shapes differ ({spread})" if chosen == LETTERBOX else f"one shape ({spread})"
 
     def operating_rule(self) -> OperatingRule:
         return operating_rule(self.target_recall, self.max_fpr, self.defect_rate)
