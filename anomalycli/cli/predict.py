@@ -7,12 +7,11 @@ from typing import Optional
 
 import typer
 
+# Nothing imported here imports PyTorch: the images start decoding before it loads (_decode_ahead).
 from anomalycli import modelfile, project
 from anomalycli.cli.common import ENGINE_HELP, RAY_HELP, check_threshold, model_and_target, user_errors
 from anomalycli.cli.render import console, err_console, prediction_table, save_png, write_rows
 from anomalycli.data.decoding import DecodeAhead, images_ahead
-
-# Nothing imported here imports PyTorch: the images start decoding before it loads (_decode_ahead).
 from anomalycli.data.framing import framing_of
 from anomalycli.data.images import list_source, load_image
 from anomalycli.deploy import engine_choice, loading, onnx_model
