@@ -2,6 +2,7 @@
 comes back in the image's own frame, and for a model trained with ``--framing letterbox`` predict,
 the exported file and the line give the same regions, in each image's own pixels."""
 
+import io
 import json
 
 import numpy as np
@@ -138,3 +139,18 @@ def test_letterbox_and_a_dont_care_mask_are_refused_together(shapes, tmp_path):
     said = one_clear_line(run_cli("train", shapes, "--method", "patchcore", "--framing", "letterbox", "--ignore", mask, "--run-dir", tmp_path / "r", expect=2))
     assert "drop --framing letterbox" in said and not (tmp_path / "r").exists()
     assert "--framing must be" in one_clear_line(run_cli("train", shapes, "--framing", "crop", "--run-dir", tmp_path / "s", expect=2))
+
+
+def test_the_review_pages_heat_map_is_predicts_map_of_a_letterboxed_image(letterboxing_model, shapes):
+    from anomalycli.deploy.engines import load_model
+    from anomalycli.views import review_labels, review_server
+    from anomalycli.views.heatmaps import overlay
+
+    model = load_model(letterboxing_model)
+    path = next(p for p in sorted((shapes / "not-good").glob("*.png")) if Image.open(p).width > Image.open(p).height)
+    (scored,) = iter_scores(model, [path], with_maps=True, show_progress=False)
+    state = review_server.Review([review_labels.Item(path.name, path, scored.score, scored.verdict)], None, model, [], model.calibration.raw_threshold(0.5))
+    image = Image.open(path).convert("RGB")
+    image.thumbnail((review_server.DISPLAY_SIZE, review_server.DISPLAY_SIZE))
+    expected = np.asarray(overlay(image, scored.map, state.scale).convert("RGB"))
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(state.heatmap_png(0))).convert("RGB")), expected)

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from anomalycli.data.images import ImageError, load_image
-from anomalycli.data.tensors import read_image_tensor
+from anomalycli.data.framing import framing_of
+from anomalycli.data.images import ImageError, load_image, read_image_array
+from anomalycli.deploy.scoring import score_decoded
 from anomalycli.errors import UserError
 from anomalycli.views import review_labels
 from anomalycli.views.heatmaps import map_scale, overlay
@@ -92,10 +93,12 @@ class Review:
 
     def heatmap_png(self, index: int) -> bytes:
         path = self.items[index].path
-        _, maps = self.model.score(read_image_tensor(path, self.model.config["image_size"]).unsqueeze(0), with_maps=True)
+        # As predict scores it: framed as the model frames images, the map in the image's own frame.
+        pixels = read_image_array(path, self.model.config["image_size"], framing=framing_of(self.model.config))
+        (scored,) = score_decoded(self.model, [path], pixels.transpose(2, 0, 1)[None], [""], with_maps=True)
         image = load_image(path)
         image.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE))
-        return _png(overlay(image, np.asarray(maps[0]), self.scale))
+        return _png(overlay(image, np.asarray(scored.map), self.scale))
 
 
 def _png(image) -> bytes:
