@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -97,7 +98,6 @@ def watch(model_path: Path, engine: str, options: WatchOptions, say: Callable[[s
             opened.close()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        faulthandler.cancel_dump_traceback_later()  # stopped in time: no stacks (``stop_on_signals``)
 
 
 def _ignore_stops() -> None:
@@ -302,8 +302,8 @@ def _free_name(path: Path) -> Path:
     return candidate
 
 
-# A stop that takes longer than this writes every thread's stack to stderr (the process goes on
-# stopping): a watch that will not stop says where it waits.
+# A stop that takes longer than this writes whether the stop was seen and every thread's stack to
+# stderr (the process goes on stopping): a watch that will not stop says where it waits.
 SLOW_STOP_SECONDS = 20.0
 
 
@@ -315,8 +315,18 @@ def stop_on_signals(stop: threading.Event) -> None:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         if not stop.is_set():
-            faulthandler.dump_traceback_later(SLOW_STOP_SECONDS, exit=False)
+            # A daemon thread: a process that stops in time exits before it speaks.
+            slow = threading.Timer(SLOW_STOP_SECONDS, _tell_slow_stop, (stop,))
+            slow.daemon = True
+            slow.start()
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def _tell_slow_stop(stop: threading.Event) -> None:
+    seen = "set" if stop.is_set() else "NOT set"
+    sys.stderr.write(f"watch: still stopping {SLOW_STOP_SECONDS:g} s after the stop signal (stop flag {seen}); every thread's stack:\n")
+    sys.stderr.flush()
+    faulthandler.dump_traceback(all_threads=True)
