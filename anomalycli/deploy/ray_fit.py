@@ -112,6 +112,12 @@ class RayFeatures:
             parts.append((self.chunks[chunk], rows))
         return parts
 
+    def patches(self, images: np.ndarray) -> torch.Tensor:
+        """The patch features (n, h*w, C) of the images at ``images`` (ascending), brought to this machine."""
+        parts = self._parts(images)
+        fetched = self.ray.get([chunk for chunk, _ in parts])
+        return torch.from_numpy(np.concatenate([chunk[rows] for chunk, (_, rows) in zip(fetched, parts)]))
+
     def fold_coresets(
         self, labels: torch.Tensor, folds: np.ndarray, coreset_ratio: float, sampler: str = "greedy", seed: int = 0, show_progress: bool = False
     ) -> dict:

@@ -14,13 +14,13 @@ from anomalycli.data.framing import SQUASH, unframed
 from anomalycli.data.images import original_size
 from anomalycli.data.layouts import Sample, discover
 from anomalycli.data.splits import k_folds
-from anomalycli.data.tensors import load_all, load_mask
+from anomalycli.data.tensors import load_all, load_framed_mask, load_mask
 from anomalycli.deploy import export
 from anomalycli.deploy.regions import largest_areas
 from anomalycli.detection import backbones, ignore, int8_backbone
 from anomalycli.detection.defaults import PIXEL_FALSE_POSITIVE_RATE
 from anomalycli.detection.device import resolve_device
-from anomalycli.detection.methods import AnomalyModel, classifier, hybrid, patchcore
+from anomalycli.detection.methods import AnomalyModel, classifier, hybrid, patchcore, pixel_head
 from anomalycli.detection.methods.classifier_training import fit_classifier
 from anomalycli.errors import UserError
 from anomalycli.judgement import drift, pixel_threshold
@@ -143,6 +143,25 @@ def _drift_reference(stats: np.ndarray, labels: torch.Tensor) -> dict:
     """The drift check's reference (``drift.reference``) from the fitted images' ``drift.image_stats``."""
     labels = labels.numpy()
     return drift.reference(stats[labels == 0], stats[labels == 1])
+
+
+def _pixel_head(features, out_of_fold: patchcore.Scores, labels: torch.Tensor, samples: list[Sample], folds: np.ndarray, options, framing: str):
+    """The hybrid's pixel head (``pixel_head``) and the out-of-fold scores whose grids are the maps'
+    patch scores it makes, where 5 or more training defects have masks; else (None, ``out_of_fold``)."""
+    masked = np.array([s.label == 1 and bool(s.mask) for s in samples])
+    if masked.sum() < pixel_threshold.MIN_MASKED_DEFECTS:
+        return None, out_of_fold
+    shape = out_of_fold.grids.shape
+    masks = [load_framed_mask(s.mask, options.image_size, framing) if m else None for s, m in zip(samples, masked)]
+    cover = pixel_head.mask_cover(masks, shape[1:])
+    classes = labels.numpy()
+    head, fused = pixel_head.cross_fit(
+        features.patches, out_of_fold.grids.reshape(len(samples), -1), cover, (classes == 0) | masked, classes, folds, options.seed
+    )
+    log.info(
+        f"pixel head: learned from the masks of {int(masked.sum())} defects ({int((cover >= pixel_head.POSITIVE_COVER).sum())} defect patches), cross-fitted"
+    )
+    return head, patchcore.Scores(out_of_fold.scores, fused.reshape(shape))
 
 
 def _map_blur(out_of_fold: patchcore.Scores, samples: list[Sample], image_size: int, framing: str) -> float:
@@ -350,7 +369,8 @@ def _train_hybrid(options, config, samples, device, show_progress):
     one_class_fold = features.out_of_fold(folds, coresets, reweight=False, with_grids=True, show_progress=show_progress)
     one_class = one_class_fold.scores
     net, out_of_fold, supervised = hybrid.fit(extractor, coresets, one_class, features.descriptors, labels, folds)
-    net.patchcore.map_blur = _map_blur(one_class_fold, kept, options.image_size, config["framing"])
+    net.pixel_head, map_fold = _pixel_head(features, one_class_fold, labels, kept, folds, options, config["framing"])
+    net.patchcore.map_blur = _map_blur(map_fold, kept, options.image_size, config["framing"])
     log.info(
         f"hybrid: one-class weight {float(net.alpha):.2f}, memory bank {net.patchcore.bank.shape[0]} patches, "
         f"cross-fitted over {options.cv_folds} folds of {len(kept)} images"
@@ -362,6 +382,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
         "score_blur": net.patchcore.score_blur,
         "map_blur": net.patchcore.map_blur,
         "head": "global",
+        "pixel_head": net.pixel_head is not None,
         "descriptor_size": int(net.head.weight.shape[0]),
         "fusion": [*net.stats.tolist(), float(net.alpha)],
         "coreset_ratio": options.coreset_ratio,
@@ -370,7 +391,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
         "drift": _drift_reference(features.stats, labels),
         **precision,
     }
-    pixel, areas = _pixel_threshold(one_class_fold, labels, kept, options.image_size, net.patchcore.map_blur, config["framing"])
+    pixel, areas = _pixel_threshold(map_fold, labels, kept, options.image_size, net.patchcore.map_blur, config["framing"])
     model = AnomalyModel("hybrid", net, {**config, **pixel}, calibration=None)
     rule = options.operating_rule()
     _calibrate(model, labels, out_of_fold, rule, "out-of-fold", notes, hybrid.selection(one_class, supervised, labels, rule), areas)

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from anomalycli.detection import backbones
-from anomalycli.detection.methods.patchcore import PatchCore, embed_maps, union_of
+from anomalycli.detection.methods.patchcore import PatchCore, embed_maps, maps_from_patches, union_of
 from anomalycli.detection.methods.patchcore import build_net as build_patchcore
+from anomalycli.detection.methods.pixel_head import PixelHead
 from anomalycli.judgement.thresholds import OperatingRule, choose_threshold
 
 # Weight of the one-class score. Half at least: on a defect type left out of training, a weight
@@ -114,10 +115,11 @@ class FoldHeads(nn.Module):
 
 
 class Hybrid(nn.Module):
-    def __init__(self, patchcore: PatchCore, head: GlobalHead | PatchHead | FoldHeads, stats: torch.Tensor, alpha: float):
+    def __init__(self, patchcore: PatchCore, head: GlobalHead | PatchHead | FoldHeads, stats: torch.Tensor, alpha: float, pixel_head: PixelHead | None = None):
         super().__init__()
         self.patchcore = patchcore
         self.head = head
+        self.pixel_head = pixel_head  # where the training defects had masks: the map's second part (``pixel_head``)
         # (one-class mean, std, head mean, std) over out-of-fold normal scores; the fusion weight.
         self.register_buffer("stats", stats.float())
         self.register_buffer("alpha", torch.tensor(float(alpha)))
@@ -136,7 +138,11 @@ class Hybrid(nn.Module):
     def score_maps(self, maps: list[torch.Tensor], image_size=None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``forward`` from the extractor's maps on (see ``PatchCore.score_maps``)."""
         features, grid = embed_maps(maps)
-        one_class, anomaly_maps = self.patchcore.score_features(features, grid, image_size)
+        if self.pixel_head is None or image_size is None:
+            one_class, anomaly_maps = self.patchcore.score_features(features, grid, image_size)
+        else:
+            one_class, distances = self.patchcore.score_patches(features, grid)
+            anomaly_maps = maps_from_patches(self.pixel_head.fused(distances, features), grid, image_size, self.patchcore.map_blur)
         supervised = self.head(backbones.descriptor(maps)) if self.deep else self.head(features)
         return self.fuse(one_class, supervised), anomaly_maps
 
@@ -150,7 +156,8 @@ def build_net(config: dict) -> Hybrid:
         channels = one_class.bank.shape[1]
         n_heads = config.get("head_folds")
         head = FoldHeads([PatchHead(channels) for _ in range(n_heads)]) if n_heads else PatchHead(channels)
-    return Hybrid(one_class, head, torch.ones(4), 1.0)
+    pixel_head = PixelHead(one_class.bank.shape[1]) if config.get("pixel_head") else None
+    return Hybrid(one_class, head, torch.ones(4), 1.0, pixel_head)
 
 
 def cross_fit(descriptors: torch.Tensor, labels: torch.Tensor, folds: np.ndarray):

@@ -408,6 +408,10 @@ class LocalFeatures:
     def out_of_fold(self, folds: np.ndarray, coresets: dict, reweight: bool = False, with_grids: bool = False, show_progress: bool = False) -> Scores:
         return out_of_fold(self.extractor, self.features, folds, coresets, reweight, with_grids)
 
+    def patches(self, images: np.ndarray) -> torch.Tensor:
+        """The patch features (n, h*w, C) of the images at ``images``."""
+        return self.features[torch.as_tensor(images)]
+
 
 @torch.no_grad()
 def cross_fit(

@@ -1,0 +1,128 @@
+"""The hybrid's pixel head: where the labelled defects have masks, a logistic regression on the
+patch features learns what defect patches look like; the anomaly map is then made of the mean of
+its z-scored logit and the z-scored distance to the memory bank, patch by patch. The distance
+finds what no good part looks like, the head where the masked defects lie: on magnetic tiles
+the pair raised the held-out pixel AUROC from 0.89 to 0.97 (BENCHMARKS.md, Localisation).
+The image score does not change: the map says where, not whether.
+
+Cross-fitted as the image head and the memory bank are: one head per fold, trained on the other
+folds' patches, scores its own fold; the deployed head is their mean (linear: the mean of their
+logits), so a new image's map is made as the out-of-fold maps the pixel threshold was chosen on.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# A patch is a positive when a mask covers at least this share of it, a negative when none does;
+# the patches a mask's edge crosses are left out, being neither.
+POSITIVE_COVER = 0.5
+# Negatives sampled from each good image and from each masked defect image's unmasked patches
+# (about 40,000 on the development sets: a fold's head fits in a few seconds).
+NEGATIVES_PER_GOOD, NEGATIVES_PER_DEFECT = 40, 200
+# Inverse L2 strength, on standardised features (as the image head's ``HEAD_C``).
+PIXEL_HEAD_C = 0.1
+
+
+class PixelHead(nn.Module):
+    """A linear patch classifier, its standardisation folded in, and the statistics that z-score
+    its logits and the bank distances on good patches: (distance mean, std, logit mean, std)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("weight", torch.zeros(channels, 1))
+        self.register_buffer("bias", torch.zeros(1))
+        self.register_buffer("stats", torch.tensor([0.0, 1.0, 0.0, 1.0]))
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, P) logits of patch features (N, P, C)."""
+        return (features.float() @ self.weight).squeeze(-1) + self.bias
+
+    def fused(self, distances: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The map's patch scores (N, P) from the bank distances (N, P) and the patch features."""
+        return fuse(self.stats, distances, self.logits(features))
+
+
+def fuse(stats: torch.Tensor, distances: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    m0, s0, m1, s1 = stats
+    return 0.5 * (distances - m0) / s0 + 0.5 * (logits - m1) / s1
+
+
+def mask_cover(masks: list, grid: tuple[int, int]) -> np.ndarray:
+    """The share of each patch (N, h*w) that a mask (bool S x S, None: nothing) covers."""
+    cover = np.zeros((len(masks), grid[0] * grid[1]), np.float32)
+    for i, mask in enumerate(masks):
+        if mask is not None:
+            pooled = F.adaptive_avg_pool2d(torch.as_tensor(np.asarray(mask), dtype=torch.float32)[None, None], grid)
+            cover[i] = pooled.flatten().numpy()
+    return cover
+
+
+def cross_fit(
+    patches_of: Callable[[np.ndarray], torch.Tensor],
+    distances: np.ndarray,
+    cover: np.ndarray,
+    trained_on: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    seed: int = 0,
+) -> tuple[PixelHead, np.ndarray]:
+    """The deployed head and every image's out-of-fold map patch scores (N, P).
+
+    ``patches_of(indices)``: those images' patch features (n, P, C); ``distances``: the bank's
+    out-of-fold patch distances (N, P); ``cover``: ``mask_cover`` of each image (zeros for a good
+    one); ``trained_on``: the images a head may learn from (the good ones and the masked defects).
+    """
+    rng = np.random.default_rng(seed)
+    picks = [_picked_patches(cover[i], labels[i], rng) if trained_on[i] else None for i in range(len(labels))]
+    logits = np.zeros(distances.shape, np.float32)
+    weights, biases = [], []
+    for fold in np.unique(folds):
+        fitted = np.flatnonzero((folds != fold) & trained_on)
+        weight, bias = _fit_head(patches_of, fitted, [picks[i] for i in fitted], cover)
+        weights.append(weight)
+        biases.append(bias)
+        scored = np.flatnonzero(folds == fold)
+        for start in range(0, len(scored), 64):
+            part = scored[start : start + 64]
+            logits[part] = (patches_of(part).float() @ weight.unsqueeze(1)).squeeze(-1).numpy() + bias
+    head = PixelHead(weights[0].shape[0])
+    head.weight.copy_(torch.stack(weights).mean(0).unsqueeze(1))
+    head.bias.fill_(float(np.mean(biases)))
+    good = labels == 0
+    head.stats.copy_(torch.tensor([distances[good].mean(), max(distances[good].std(), 1e-6), logits[good].mean(), max(logits[good].std(), 1e-6)]))
+    return head.eval(), fuse(head.stats, torch.from_numpy(distances), torch.from_numpy(logits)).numpy()
+
+
+def _picked_patches(cover: np.ndarray, label: int, rng: np.random.Generator) -> np.ndarray:
+    """The patches of one image a head learns from: every positive and a sample of negatives."""
+    negatives = np.flatnonzero(cover == 0)
+    negatives = rng.choice(negatives, min(len(negatives), NEGATIVES_PER_GOOD if label == 0 else NEGATIVES_PER_DEFECT), replace=False)
+    return np.concatenate([np.flatnonzero(cover >= POSITIVE_COVER), np.sort(negatives)])
+
+
+def _fit_head(patches_of, images: np.ndarray, picks: list[np.ndarray], cover: np.ndarray) -> tuple[torch.Tensor, float]:
+    """(weight [C], bias) of a logistic regression on the picked patches of ``images``."""
+    from sklearn.linear_model import LogisticRegression  # fitting only: predict starts without scikit-learn
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = [], []
+    for start in range(0, len(images), 64):
+        part = images[start : start + 64]
+        features = patches_of(part)
+        for k, i in enumerate(part):
+            chosen = picks[start + k]
+            x.append(features[k, chosen].float().numpy())
+            y.append(cover[i, chosen] >= POSITIVE_COVER)
+    x, y = np.concatenate(x).astype(np.float64), np.concatenate(y)
+    if y.all() or not y.any():
+        return torch.zeros(x.shape[1], dtype=torch.float32), 0.0
+    scaler = StandardScaler().fit(x)
+    regression = LogisticRegression(C=PIXEL_HEAD_C, class_weight="balanced", max_iter=2000).fit(scaler.transform(x), y)
+    weight = regression.coef_[0] / scaler.scale_
+    return torch.from_numpy(weight).float(), float(regression.intercept_[0] - scaler.mean_ @ weight)
