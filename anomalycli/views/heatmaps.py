@@ -1,6 +1,7 @@
 """Heat maps a person can read: heat only where it matters, the flagged region outlined.
 
-A map is in the method's raw units (a patch's distance to its nearest good patch). One
+A map is in the method's raw units (a patch's distance to its nearest good patch, or with a
+hybrid's pixel head that distance and the head's logit, each z-scored on good patches). One
 ``MapScale`` per model fixes what the colours mean for every image of a run:
 
 - ``floor``: what good parts usually score; below it the image is shown untouched;
@@ -43,7 +44,8 @@ class MapScale:
 
 
 def map_scale(model) -> MapScale:
-    """The scale of ``model``'s maps, from its calibration (and, for the hybrid, its fusion).
+    """The scale of ``model``'s maps, from its calibration (and, for the hybrid, its fusion, or
+    where it has a pixel head, its pixel threshold).
 
     A patchcore image scores the largest value of its blurred map, so the image threshold is a
     map level. A hybrid's threshold is on its fused score; in map (one-class) units it is the
@@ -57,8 +59,12 @@ def map_scale(model) -> MapScale:
     if fusion is not None:
         m0, s0, _, _, alpha = fusion
         floor, threshold = m0, m0 + s0 * threshold / max(alpha, 1e-6)
-    threshold = max(threshold, floor + 1e-6)
     region_level = (model.config.get("pixel_threshold") or {}).get("value")
+    if model.config.get("pixel_head") and region_level is not None:
+        # A map made with the pixel head is z-scored on good patches (their mean is 0) and no
+        # longer decides the image score: full heat from the level its regions start at.
+        floor, threshold = 0.0, region_level
+    threshold = max(threshold, floor + 1e-6)
     return MapScale(floor, threshold, floor + 2 * (threshold - floor), ignore.mask_of(model.config), region_level)
 
 

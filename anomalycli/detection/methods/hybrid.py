@@ -10,6 +10,7 @@ Separation). It trains in well under a second on a CPU.
 Fusion weight and threshold come from out-of-fold scores (cross-fitting over all labelled
 training images): no image is scored by a model that saw it. At least half of the weight stays
 on the one-class score, so a defect kind absent from training is still flagged.
+Where 5 or more training defects have masks, the map gets a supervised part too (``pixel_head``).
 Model files from before the global head hold a linear head on patch features (``PatchHead``).
 """
 
