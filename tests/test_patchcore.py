@@ -3,7 +3,7 @@ import torch
 
 from anomalycli.data.synthetic import make_part
 from anomalycli.detection import backbones
-from anomalycli.detection.methods import AnomalyModel, patchcore
+from anomalycli.detection.methods import patchcore
 
 
 def _batch(defect=None, n=1, seed=0):
@@ -164,47 +164,3 @@ def test_the_patch_scores_kept_out_of_fold_make_the_maps_scoring_makes():
     kept = patchcore.scores_and_grids(model, features, with_grids=True)
     assert kept.grids.shape == (2, *grid) and torch.equal(kept.scores, scores)
     assert np.array_equal(np.concatenate(list(kept.maps(64, model.map_blur))), maps.numpy())
-
-
-def _blur_case(rng, wide: bool, size: int = 320):
-    """30 images' patch scores (40 x 40) and masks: 10 defects. Wide: a large defect region half
-    its patches far above the goods; else one far patch, beside a broad mild rise on every image."""
-    grids, masks = [], []
-    for i in range(30):
-        grid = rng.normal(0, 0.1, (40, 40)).astype(np.float32)
-        mask = None
-        if not wide:
-            y, x = rng.integers(0, 30, 2)
-            grid[y : y + 10, x : x + 10] += 1.0
-        if i >= 20:
-            mask = np.zeros((size, size), bool)
-            if wide:
-                y, x = rng.integers(0, 20, 2)
-                mask[y * 8 : (y + 20) * 8, x * 8 : (x + 20) * 8] = True
-                grid[y : y + 20, x : x + 20][rng.random((20, 20)) < 0.25] += 3.0
-            else:
-                y, x = rng.integers(2, 38, 2)
-                mask[y * 8 : (y + 1) * 8, x * 8 : (x + 1) * 8] = True
-                grid[y, x] += 3.0
-        grids.append(grid)
-        masks.append(mask)
-    return np.stack(grids), masks
-
-
-def test_the_maps_blur_is_chosen_on_the_masks_wide_for_wide_defects_sharp_for_small_ones():
-    from anomalycli.detection.methods.patchcore import MAP_BLUR, choose_map_blur
-
-    rng = np.random.default_rng(0)
-    grids, masks = _blur_case(rng, wide=True)
-    sigma, measured = choose_map_blur(grids, masks, [None] * 30, 320)
-    assert sigma > MAP_BLUR and measured[sigma] > measured[MAP_BLUR]
-    grids, masks = _blur_case(rng, wide=False)
-    sigma, measured = choose_map_blur(grids, masks, [None] * 30, 320)
-    assert sigma == MAP_BLUR and measured[MAP_BLUR] > max(v for s, v in measured.items() if s != MAP_BLUR)
-
-
-def test_a_fit_with_masked_defects_keeps_the_blur_it_chose(patchcore_model):
-    from anomalycli.detection.methods.patchcore import MAP_BLURS
-
-    model = AnomalyModel.load(patchcore_model)
-    assert model.config["map_blur"] in MAP_BLURS and model.net.map_blur == model.config["map_blur"]

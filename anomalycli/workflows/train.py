@@ -164,20 +164,6 @@ def _pixel_head(features, out_of_fold: patchcore.Scores, labels: torch.Tensor, s
     return head, patchcore.Scores(out_of_fold.scores, fused.reshape(shape))
 
 
-def _map_blur(out_of_fold: patchcore.Scores, samples: list[Sample], image_size: int, framing: str) -> float:
-    """The map's blur: chosen on the out-of-fold maps of the good images and the masked defects
-    (``patchcore.choose_map_blur``) where 5 or more defects have masks, else ``patchcore.MAP_BLUR``."""
-    chosen = [i for i, s in enumerate(samples) if s.label == 0 or s.mask]
-    if sum(samples[i].label == 1 for i in chosen) < pixel_threshold.MIN_MASKED_DEFECTS:
-        return patchcore.MAP_BLUR
-    masks = [load_mask(samples[i].mask, image_size).numpy() if samples[i].label == 1 else None for i in chosen]
-    sigma, measured = patchcore.choose_map_blur(out_of_fold.grids[chosen], masks, [original_size(samples[i].path) for i in chosen], image_size, framing)
-    log.info(
-        f"map blur: {sigma:g} px, the largest out-of-fold AUPRO on the masks ({', '.join(f'{s:g} px {v:.3f}' for s, v in measured.items() if v is not None)})"
-    )
-    return sigma
-
-
 def _pixel_threshold(
     out_of_fold: patchcore.Scores, labels: torch.Tensor, samples: list[Sample], image_size: int, map_blur: float, framing: str
 ) -> tuple[dict, list[float]]:
@@ -336,7 +322,6 @@ def _train_patchcore(options, config, samples, device, show_progress):
     coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
     out_of_fold = features.out_of_fold(folds, coresets, options.reweight, with_grids=True, show_progress=show_progress)
     net = patchcore.union_of(extractor, coresets, options.reweight)
-    net.map_blur = _map_blur(out_of_fold, kept, options.image_size, config["framing"])
     log.info(f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {int((labels == 0).sum())} good images")
     config = {
         **config,
@@ -370,7 +355,6 @@ def _train_hybrid(options, config, samples, device, show_progress):
     one_class = one_class_fold.scores
     net, out_of_fold, supervised = hybrid.fit(extractor, coresets, one_class, features.descriptors, labels, folds)
     net.pixel_head, map_fold = _pixel_head(features, one_class_fold, labels, kept, folds, options, config["framing"])
-    net.patchcore.map_blur = _map_blur(map_fold, kept, options.image_size, config["framing"])
     log.info(
         f"hybrid: one-class weight {float(net.alpha):.2f}, memory bank {net.patchcore.bank.shape[0]} patches, "
         f"cross-fitted over {options.cv_folds} folds of {len(kept)} images"

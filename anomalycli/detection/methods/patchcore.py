@@ -26,23 +26,19 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from anomalycli.data.framing import SQUASH, unframed
+from anomalycli.data.framing import SQUASH
 from anomalycli.data.tensors import image_batches
 from anomalycli.detection import backbones, bank_search, int8_backbone
 from anomalycli.detection.bank_search import BankIndex, nearest_distances
 from anomalycli.detection.coreset import SAMPLERS
 from anomalycli.judgement import drift
-from anomalycli.judgement.localisation import aupro
 
 # Gaussian sigma, in patches, of the blur before the image score's maximum (see the module doc).
 SCORE_BLUR = 1.0
 # Gaussian sigma, in pixels of the model's input, of the anomaly map's blur: 8 against 4 raised
 # magnetic tiles' 5-fold pixel AUROC 0.841 -> 0.855 and AUPRO 0.792 -> 0.801, screws' tied
-# ("Levers" in BENCHMARKS.md). Model files from before keep their 4 (``build_net``). Where the
-# training defects have masks, the fit chooses among MAP_BLURS (``choose_map_blur``): wider
-# blurs raised the tiles' AUPRO and lowered the screws' (the same "Levers").
+# ("Levers" in BENCHMARKS.md). Model files from before keep their 4 (``build_net``).
 MAP_BLUR, OLD_MAP_BLUR = 8.0, 4.0
-MAP_BLURS = (8.0, 16.0, 24.0)
 # Images per backbone call when fitting, and per scoring call on cached features. Part of what
 # makes a fit reproducible: a distributed fit cuts its work on these boundaries (deploy/ray_fit.py).
 EMBED_BATCH, SCORE_BATCH = 32, 64
@@ -191,22 +187,6 @@ def maps_from_patches(patch_scores: torch.Tensor, grid: tuple[int, int], image_s
     """Anomaly maps [N, H, W] at ``image_size`` (H, W) from patch scores (N, h*w): bilinear, then blurred."""
     maps = F.interpolate(patch_scores.reshape(-1, 1, *grid), size=tuple(image_size), mode="bilinear", align_corners=False)
     return _gaussian_blur(maps, sigma=map_blur).squeeze(1)
-
-
-def choose_map_blur(grids: np.ndarray, masks: list, sizes: list, image_size: int, framing: str = SQUASH) -> tuple[float, dict]:
-    """Of ``MAP_BLURS``, the blur whose out-of-fold maps (patch scores ``grids``, N x h x w) have the
-    largest AUPRO against ``masks`` (bool S x S, None for a good image), each map brought to its
-    image's frame (``sizes``: (width, height)); ties: the sharper. Measured on maps made at a
-    ``MAP_STEP``-th of the size with a blur as much narrower, as the pixel threshold is chosen on
-    every ``MAP_STEP``-th pixel. Returns it and each blur's AUPRO."""
-    small = image_size // MAP_STEP
-    truth = [np.zeros((small, small), bool) if m is None else np.asarray(m, dtype=bool)[::MAP_STEP, ::MAP_STEP][:small, :small] for m in masks]
-    patches = torch.from_numpy(np.ascontiguousarray(grids, dtype=np.float32))
-    measured = {}
-    for sigma in [s for s in MAP_BLURS if math.ceil(3 * s / MAP_STEP) < small]:  # a blur wider than a small input's map cannot be made
-        maps = maps_from_patches(patches.flatten(1), tuple(patches.shape[1:]), (small, small), sigma / MAP_STEP).numpy()
-        measured[sigma] = aupro(truth, [unframed(m, size, framing) for m, size in zip(maps, sizes)])
-    return max(measured, key=lambda s: (measured[s] or 0.0, -s)), measured
 
 
 def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
