@@ -89,3 +89,29 @@ def test_fewer_than_five_masked_defects_give_no_pixel_head(parts, tmp_path):
     run_cli("train", data, "--method", "hybrid", "--image-size", "64", "--cv-folds", "3", "--coreset-ratio", "0.1", "--run-dir", run)
     model = AnomalyModel.load(run / "model.safetensors")
     assert not model.config["pixel_head"] and model.net.pixel_head is None
+
+
+def test_no_pixel_head_makes_the_maps_of_the_distances_alone(parts, tmp_path):
+    run_cli(
+        "train",
+        parts,
+        "--method",
+        "hybrid",
+        "--image-size",
+        "64",
+        "--cv-folds",
+        "3",
+        "--coreset-ratio",
+        "0.1",
+        "--no-pixel-head",
+        "--run-dir",
+        tmp_path / "run",
+    )
+    model = AnomalyModel.load(tmp_path / "run" / "model.safetensors")
+    assert not model.config["pixel_head"] and model.net.pixel_head is None
+    images, _, _ = load_all([s for s in discover(parts).samples if s.mask][:4], 64)
+    x = backbones.preprocess(images, model.config["backbone"], ignore.keep_of(model.config))
+    with torch.no_grad():
+        _, maps = model.score(images)
+        _, distance_maps = model.net.patchcore.score_maps(model.net.patchcore.extractor(x), (64, 64))
+    assert torch.equal(maps, distance_maps)

@@ -84,6 +84,12 @@ def train_command(
         help="[patchcore, hybrid] How images become the square input: squash, or letterbox (each image's shape kept, the rest mirrored; "
         "not with --ignore). On tiles of many shapes letterbox sharpened the maps but found fewer defect regions (BENCHMARKS.md).",
     ),
+    pixel_head: bool = typer.Option(
+        True,
+        "--pixel-head/--no-pixel-head",
+        help="[hybrid] Where 5 or more defects have masks, the maps also learn from them where defects lie: sharper maps, but on "
+        "magnetic tiles fewer small defects got a region (BENCHMARKS.md, Localisation); --no-pixel-head makes maps of the distances alone.",
+    ),
 ) -> None:
     """Train a detector and calibrate its threshold; writes a run folder with model.safetensors.
 
@@ -132,6 +138,7 @@ def train_command(
             ray=ray,
             ignore=[str(p) for p in ignore] if ignore else None,
             framing=framing,
+            pixel_head=pixel_head,
         )
         result = _run(options, None)
     if result.history:

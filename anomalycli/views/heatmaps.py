@@ -40,7 +40,7 @@ class MapScale:
             if self.region_level is not None
             else f"outlined where it exceeds {self.threshold:.3g}, the level that alone flags an image"
         )
-        return f"heat from {self.floor:.3g} (good parts' median) to {self.top:.3g}; {outlined}"
+        return f"heat from {self.floor:.3g} (what good parts score) to {self.top:.3g}; {outlined}"
 
 
 def map_scale(model) -> MapScale:

@@ -147,9 +147,10 @@ def _drift_reference(stats: np.ndarray, labels: torch.Tensor) -> dict:
 
 def _pixel_head(features, out_of_fold: patchcore.Scores, labels: torch.Tensor, samples: list[Sample], folds: np.ndarray, options, framing: str):
     """The hybrid's pixel head (``pixel_head``) and the out-of-fold scores whose grids are the maps'
-    patch scores it makes, where 5 or more training defects have masks; else (None, ``out_of_fold``)."""
+    patch scores it makes, where 5 or more training defects have masks (and ``--no-pixel-head`` was
+    not given); else (None, ``out_of_fold``)."""
     masked = np.array([s.label == 1 and bool(s.mask) for s in samples])
-    if masked.sum() < pixel_threshold.MIN_MASKED_DEFECTS:
+    if not options.pixel_head or masked.sum() < pixel_threshold.MIN_MASKED_DEFECTS:
         return None, out_of_fold
     shape = out_of_fold.grids.shape
     masks = [load_framed_mask(s.mask, options.image_size, framing) if m else None for s, m in zip(samples, masked)]

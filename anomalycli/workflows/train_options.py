@@ -72,6 +72,7 @@ class TrainOptions:
     ray: str | None = None  # patchcore and hybrid: fit on this Ray cluster ("local", "auto" or an address)
     ignore: list[str] | None = None  # patchcore and hybrid: don't-care masks (white = ignore), in the images' frame
     framing: str = SQUASH  # patchcore and hybrid: squash or letterbox (data/framing.py)
+    pixel_head: bool = True  # hybrid: learn where defects lie from their masks, where 5 or more have one (methods/pixel_head.py)
 
     def validate(self) -> None:
         # First: the other checks rely on the method's defaults.
