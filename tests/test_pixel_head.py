@@ -48,10 +48,9 @@ def test_the_cross_fitted_head_finds_masked_patches_that_the_distances_miss():
     assert roc_auc_score(cover.ravel() > 0, fused.ravel()) > 0.9
     # Each image scored by the head of the other folds: a fold's fused scores are those of a head
     # fitted without it (refitting that fold's head alone gives them again).
-    fitted = np.flatnonzero(folds != 0)
-    rng = np.random.default_rng(0)
-    picks = [pixel_head._picked_patches(cover[i], labels[i], rng) for i in range(len(labels))]
-    weight, bias = pixel_head._fit_head(lambda index: features[index], fitted, [picks[i] for i in fitted], cover)
+    x, y, w, owner = pixel_head._training_patches(lambda index: features[index], np.arange(len(labels)), cover, labels, np.random.default_rng(0))
+    fitted = folds[owner] != 0
+    weight, bias = pixel_head._fit_head(x[fitted], y[fitted], w[fitted])
     scored = np.flatnonzero(folds == 0)
     logits = (features[scored] @ weight.unsqueeze(1)).squeeze(-1) + bias
     assert np.allclose(fused[scored], pixel_head.fuse(head.stats, torch.from_numpy(distances[scored]), logits).numpy(), atol=1e-4)
