@@ -42,9 +42,11 @@ def test_the_scale_comes_from_the_models_calibration(patchcore_model, hybrid_mod
     hybrid = AnomalyModel.load(hybrid_model)
     m0, s0, _, _, alpha = hybrid.config["fusion"]
     assert np.allclose([float(hybrid.net.alpha), *hybrid.net.stats.tolist()[:2]], [alpha, m0, s0])
-    # Its maps are made with the pixel head: z-scored on good patches, regions from the pixel threshold.
+    # Its maps are made with the pixel head: heat from the goods' 99th percentile pixel, full at the pixel threshold.
     scale = map_scale(hybrid)
-    assert hybrid.config["pixel_head"] and scale.floor == 0.0 and scale.threshold == hybrid.config["pixel_threshold"]["value"]
+    pixel = hybrid.config["pixel_threshold"]
+    assert hybrid.config["pixel_head"] and scale.floor == pixel["good_level"] and scale.threshold == pixel["value"]
+    assert 0.0 < pixel["good_level"] < pixel["value"]
     # Without one, the maps are the one-class distances: the fused threshold in their units.
     scale = map_scale(dataclasses.replace(hybrid, config={**hybrid.config, "pixel_head": False}))
     assert scale.floor == m0 and np.isclose(scale.threshold, m0 + s0 * hybrid.calibration.threshold / alpha)

@@ -87,8 +87,8 @@ def train_command(
     pixel_head: bool = typer.Option(
         True,
         "--pixel-head/--no-pixel-head",
-        help="[hybrid] Where 5 or more defects have masks, the maps also learn from them where defects lie: sharper maps, but on "
-        "magnetic tiles fewer small defects got a region (BENCHMARKS.md, Localisation); --no-pixel-head makes maps of the distances alone.",
+        help="[hybrid] Where 5 or more defects have masks, the maps also learn from them where defects lie: sharper maps and fewer "
+        "false regions, less gain on a defect type never seen (BENCHMARKS.md, Localisation); --no-pixel-head makes maps of the distances alone.",
     ),
 ) -> None:
     """Train a detector and calibrate its threshold; writes a run folder with model.safetensors.

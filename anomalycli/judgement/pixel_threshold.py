@@ -18,6 +18,9 @@ import numpy as np
 
 from anomalycli.judgement.localisation import touched_and_false
 
+# The share of good pixels a heat map leaves untouched, for maps in units of their own (a
+# pixel head's z-scores), where no image score gives the good parts' level.
+GOOD_LEVEL = 0.99
 MIN_MASKED_DEFECTS = 5  # as the hybrid: fewer defects say too little about where the line is
 # The levels tried with masks: those that these shares of the good pixels reach, 10 % to 0.001 %.
 CANDIDATE_RATES = np.logspace(-1, -5, 17)
@@ -63,4 +66,5 @@ def choose(maps, labels, masks: list, false_positive_rate: float) -> dict:
         "good_pixel_rate": float(np.mean(good >= value)),  # announced: held-out good images should have about as many
         "false_positive_rate": false_positive_rate,
         "goods_value": by_goods,  # the level by the goods' rate alone, for comparison
+        "good_level": float(np.quantile(good, GOOD_LEVEL)),  # where heat maps start (``views/heatmaps.py``)
     }

@@ -45,7 +45,7 @@ class MapScale:
 
 def map_scale(model) -> MapScale:
     """The scale of ``model``'s maps, from its calibration (and, for the hybrid, its fusion, or
-    where it has a pixel head, its pixel threshold).
+    where it has a pixel head, its pixel threshold and good pixels' level).
 
     A patchcore image scores the largest value of its blurred map, so the image threshold is a
     map level. A hybrid's threshold is on its fused score; in map (one-class) units it is the
@@ -61,9 +61,10 @@ def map_scale(model) -> MapScale:
         floor, threshold = m0, m0 + s0 * threshold / max(alpha, 1e-6)
     region_level = (model.config.get("pixel_threshold") or {}).get("value")
     if model.config.get("pixel_head") and region_level is not None:
-        # A map made with the pixel head is z-scored on good patches (their mean is 0) and no
-        # longer decides the image score: full heat from the level its regions start at.
-        floor, threshold = 0.0, region_level
+        # A map made with the pixel head no longer decides the image score: heat from the level
+        # 99 % of the training goods' pixels stay under (0, their mean, in files without it),
+        # full from the level its regions start at.
+        floor, threshold = model.config["pixel_threshold"].get("good_level", 0.0), region_level
     threshold = max(threshold, floor + 1e-6)
     return MapScale(floor, threshold, floor + 2 * (threshold - floor), ignore.mask_of(model.config), region_level)
 

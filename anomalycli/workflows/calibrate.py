@@ -21,7 +21,7 @@ from anomalycli.detection import int8_backbone
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.detection.methods.patchcore import MAP_STEP
 from anomalycli.errors import UserError
-from anomalycli.judgement.pixel_threshold import from_goods
+from anomalycli.judgement.pixel_threshold import GOOD_LEVEL, from_goods
 from anomalycli.judgement.thresholds import OperatingRule, calibrate
 
 
@@ -91,7 +91,13 @@ def _score_data(model: AnomalyModel, config: dict, samples: list[Sample], source
         good = np.stack([m for m, label in zip(maps, labels) if label == 0])
         value = from_goods(good, pixel_fpr)
         rule = f"{100 * pixel_fpr:g} % of the good pixels of {source} above it"
-        config["pixel_threshold"] = {"value": value, "false_positive_rate": pixel_fpr, "rule": rule, "good_pixel_rate": float(np.mean(good >= value))}
+        config["pixel_threshold"] = {
+            "value": value,
+            "false_positive_rate": pixel_fpr,
+            "rule": rule,
+            "good_pixel_rate": float(np.mean(good >= value)),
+            "good_level": float(np.quantile(good, GOOD_LEVEL)),
+        }
     size = int(config["image_size"])
     areas = largest_areas(maps, pixel_threshold_of(replace(model, config=config)), [original_size(s.path) or (size, size) for s in kept])
     return labels, np.array(scores), areas, config
