@@ -114,3 +114,8 @@ def test_no_pixel_head_makes_the_maps_of_the_distances_alone(parts, tmp_path):
         _, maps = model.score(images)
         _, distance_maps = model.net.patchcore.score_maps(model.net.patchcore.extractor(x), (64, 64))
     assert torch.equal(maps, distance_maps)
+
+
+def test_no_pixel_head_on_another_method_is_a_warning(parts, tmp_path):
+    result = run_cli("train", parts, "--method", "patchcore", "--image-size", "64", "--coreset-ratio", "0.1", "--no-pixel-head", "--run-dir", tmp_path / "run")
+    assert "--no-pixel-head only applies to the hybrid (a patchcore model has no pixel head); ignored" in " ".join(result.output.split())

@@ -106,6 +106,8 @@ def train_command(
             method = "classifier" if given else AUTO
         elif method == "patchcore" and given:
             err_console.print(f"[yellow]warning:[/yellow] {', '.join('--' + g.replace('_', '-') for g in sorted(given))} only apply to the classifier; ignored")
+        if not pixel_head and method in ("patchcore", "classifier"):
+            err_console.print(f"[yellow]warning:[/yellow] --no-pixel-head only applies to the hybrid (a {method} model has no pixel head); ignored")
         options = TrainOptions(
             data=str(data),
             method=method,
