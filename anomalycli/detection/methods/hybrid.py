@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from anomalycli.detection import backbones
+from anomalycli.detection.methods.logistic import fit_logistic
 from anomalycli.detection.methods.patchcore import PatchCore, embed_maps, maps_from_patches, union_of
 from anomalycli.detection.methods.patchcore import build_net as build_patchcore
 from anomalycli.detection.methods.pixel_head import PixelHead
@@ -51,18 +52,12 @@ class GlobalHead(nn.Module):
 
 def train_global_head(descriptors: torch.Tensor, labels: torch.Tensor, c: float = HEAD_C) -> GlobalHead:
     """Fit the head on (N, D) descriptors, classes balanced. With one class only it scores every image 0."""
-    from sklearn.linear_model import LogisticRegression  # fitting only: predict starts without scikit-learn
-    from sklearn.preprocessing import StandardScaler
-
     head = GlobalHead(descriptors.shape[1])
     if labels.unique().numel() < 2:
         return head
-    x, y = descriptors.double().numpy(), labels.numpy()
-    scaler = StandardScaler().fit(x)
-    regression = LogisticRegression(C=c, class_weight="balanced", max_iter=1000).fit(scaler.transform(x), y)
-    weight = regression.coef_[0] / scaler.scale_
+    weight, bias = fit_logistic(descriptors.double().numpy(), labels.numpy(), c, max_iter=1000, class_weight="balanced")
     head.weight.copy_(torch.from_numpy(weight).unsqueeze(1))
-    head.bias.fill_(float(regression.intercept_[0] - scaler.mean_ @ weight))
+    head.bias.fill_(bias)
     return head.eval()
 
 

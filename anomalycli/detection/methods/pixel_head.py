@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anomalycli.detection.methods.logistic import fit_logistic
+
 # A patch is a positive when a mask covers at least this share of it, a negative when none does;
 # the patches a mask's edge crosses are left out, being neither.
 POSITIVE_COVER = 0.5
@@ -122,14 +124,8 @@ def _training_patches(patches_of, images: np.ndarray, cover: np.ndarray, labels:
 def _fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[torch.Tensor, float]:
     """(weight [C], bias) of a logistic regression on patch features ``x``, classes ``y`` and
     weights ``w``, the two classes' weights balanced."""
-    from sklearn.linear_model import LogisticRegression  # fitting only: predict starts without scikit-learn
-    from sklearn.preprocessing import StandardScaler
-
     if y.all() or not y.any():
         return torch.zeros(x.shape[1], dtype=torch.float32), 0.0
     w = np.where(y, w / w[y].sum(), w / w[~y].sum())
-    w /= w.mean()
-    scaler = StandardScaler().fit(x)
-    regression = LogisticRegression(C=PIXEL_HEAD_C, max_iter=2000).fit(scaler.transform(x), y, sample_weight=w)
-    weight = regression.coef_[0] / scaler.scale_
-    return torch.from_numpy(weight).float(), float(regression.intercept_[0] - scaler.mean_ @ weight)
+    weight, bias = fit_logistic(x, y, PIXEL_HEAD_C, max_iter=2000, sample_weight=w / w.mean())
+    return torch.from_numpy(weight).float(), bias
