@@ -21,7 +21,7 @@ from anomalycli.detection import int8_backbone
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.detection.methods.patchcore import MAP_STEP
 from anomalycli.errors import UserError
-from anomalycli.judgement.pixel_threshold import GOOD_LEVEL, from_goods
+from anomalycli.judgement import pixel_threshold
 from anomalycli.judgement.thresholds import OperatingRule, calibrate
 
 
@@ -89,15 +89,8 @@ def _score_data(model: AnomalyModel, config: dict, samples: list[Sample], source
         return labels, np.array(scores), None, config
     if pixel_fpr is not None:
         good = np.stack([m for m, label in zip(maps, labels) if label == 0])
-        value = from_goods(good, pixel_fpr)
-        rule = f"{100 * pixel_fpr:g} % of the good pixels of {source} above it"
-        config["pixel_threshold"] = {
-            "value": value,
-            "false_positive_rate": pixel_fpr,
-            "rule": rule,
-            "good_pixel_rate": float(np.mean(good >= value)),
-            "good_level": float(np.quantile(good, GOOD_LEVEL)),
-        }
+        by_goods = pixel_threshold.choose(good, np.zeros(len(good), int), [None] * len(good), pixel_fpr)
+        config["pixel_threshold"] = {**by_goods, "rule": f"{100 * pixel_fpr:g} % of the good pixels of {source} above it"}
     size = int(config["image_size"])
     areas = largest_areas(maps, pixel_threshold_of(replace(model, config=config)), [original_size(s.path) or (size, size) for s in kept])
     return labels, np.array(scores), areas, config
