@@ -333,10 +333,22 @@ def test_the_drift_check_runs_on_the_stream_and_its_state_lies_beside_the_journa
 def test_a_watch_slow_to_stop_writes_where_it_waits(tmp_path):
     script = (
         "import os, signal, threading, time\nfrom anomalycli.workflows import watch\n"
-        "watch.SLOW_STOP_SECONDS = 0.5\nstop = threading.Event()\nwatch.stop_on_signals(stop)\n"
-        "os.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(2)\nprint('stopped', stop.is_set())\n"
+        "watch.SLOW_STOP_SECONDS = 0.5\nstop = threading.Event()\nwith watch.stop_on_signals(stop):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(2)\nprint('stopped', stop.is_set())\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "stopped True" in done.stdout
     # Whether the stop was seen, and the main thread's stack where it waited: the script's sleep (line 7).
     assert "(stop flag set)" in done.stderr and "most recent call first" in done.stderr and 'File "<string>", line 7' in done.stderr, done.stderr
+
+
+def test_a_watch_that_stopped_in_time_leaves_no_report_and_its_handlers_go(tmp_path):
+    # A program calling the watch in-process lives on after it: no late report, SIGTERM its own again.
+    script = (
+        "import os, signal, threading, time\nfrom anomalycli.workflows import watch\n"
+        "watch.SLOW_STOP_SECONDS = 0.5\nstop = threading.Event()\nwith watch.stop_on_signals(stop):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(1.5)\nprint('stopped', stop.is_set(), signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "stopped True True" in done.stdout and "still stopping" not in done.stderr, done.stderr

@@ -56,8 +56,8 @@ def watch_command(
     options = line_watch.WatchOptions(inbox, journal, sort_into, keep_flagged, min_free, settle, polling, check_threshold(threshold), batch_size, regions)
     line_watch.check_options(options)
     stop = threading.Event()
-    line_watch.stop_on_signals(stop)
-    line_watch.watch(model_path, engine, options, _say, stop)
+    with line_watch.stop_on_signals(stop):
+        line_watch.watch(model_path, engine, options, _say, stop)
 
 
 def _say(text: str) -> None:

@@ -23,9 +23,10 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -307,22 +308,31 @@ def _free_name(path: Path) -> Path:
 SLOW_STOP_SECONDS = 20.0
 
 
-def stop_on_signals(stop: threading.Event) -> None:
-    """SIGTERM and the first Ctrl-C set ``stop`` (the image in hand is finished); a second Ctrl-C
-    interrupts at once."""
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Within it, SIGTERM and the first Ctrl-C set ``stop`` (the image in hand is finished); a
+    second Ctrl-C interrupts at once. On leaving, the former handlers return and a slow-stop
+    report not yet due is called off."""
+    timers = []
 
     def handler(signum, frame):
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         if not stop.is_set():
             # A daemon thread: a process that stops in time exits before it speaks.
-            slow = threading.Timer(SLOW_STOP_SECONDS, _tell_slow_stop, (stop,))
-            slow.daemon = True
-            slow.start()
+            timers.append(threading.Timer(SLOW_STOP_SECONDS, _tell_slow_stop, (stop,)))
+            timers[-1].daemon = True
+            timers[-1].start()
         stop.set()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    former = {number: signal.signal(number, handler) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for timer in timers:
+            timer.cancel()
+        for number, previous in former.items():
+            signal.signal(number, previous)
 
 
 def _tell_slow_stop(stop: threading.Event) -> None:
