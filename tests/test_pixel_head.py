@@ -50,20 +50,40 @@ def test_the_cross_fitted_head_finds_masked_patches_that_the_distances_miss():
     # fitted without it (refitting that fold's head alone gives them again).
     x, y, w, owner = pixel_head._training_patches(lambda index: features[index], np.arange(len(labels)), cover, labels, np.random.default_rng(0))
     fitted = folds[owner] != 0
-    weight, bias = pixel_head._fit_head(x[fitted], y[fitted], w[fitted])
     scored = np.flatnonzero(folds == 0)
-    logits = (features[scored] @ weight.unsqueeze(1)).squeeze(-1) + bias
-    assert np.allclose(fused[scored], pixel_head.fuse(head.stats, torch.from_numpy(distances[scored]), logits).numpy(), atol=1e-4)
+    logits = pixel_head._fit_head(x[fitted], y[fitted], w[fitted]).logits(features[scored])
+    assert np.allclose(fused[scored], pixel_head.fuse(head.stats, torch.from_numpy(distances[scored]), logits, head.head_weight).numpy(), atol=1e-4)
     # The deployed head (the folds' mean) finds them on new images too.
     new_features, new_distances, new_cover, _ = _patches(seed=1)
     deployed = head.fused(torch.from_numpy(new_distances), new_features).numpy()
     assert roc_auc_score(new_cover.ravel() > 0, deployed.ravel()) > 0.9
 
 
+def test_the_deployed_head_scores_the_mean_of_the_fold_heads_logits():
+    features, _, cover, labels = _patches()
+    x, y, w, _ = pixel_head._training_patches(lambda index: features[index], np.arange(len(labels)), cover, labels, np.random.default_rng(0))
+    heads = [pixel_head._fit_head(x[k::3], y[k::3], w[k::3], seed=k) for k in range(3)]
+    mean = pixel_head._mean_head(heads)
+    expected = torch.stack([h.logits(features) for h in heads]).mean(0)
+    assert mean.hidden_weight.shape[1] == 3 * pixel_head.HIDDEN_UNITS
+    assert torch.allclose(mean.logits(features), expected, atol=1e-5) and expected.std() > 0.1
+
+
+def test_a_model_file_from_before_the_hidden_layer_keeps_its_linear_head_fused_half_and_half():
+    head = pixel_head.build_pixel_head(True, 6)
+    assert head.hidden_weight is None and head.settings() == {"hidden": 0, "head_weight": 0.5}
+    head.weight.copy_(torch.arange(6.0).unsqueeze(1))
+    head.stats.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    features, distances = torch.ones(1, 2, 6), torch.tensor([[5.0, 7.0]])
+    # logit 0 + 1 + ... + 5 = 15: (0.5 (d - 1) / 2 + 0.5 (15 - 3) / 4)
+    assert head.fused(distances, features).tolist() == [[2.5, 3.0]]
+    assert pixel_head.build_pixel_head(False, 6) is None
+
+
 def test_a_trained_hybrid_makes_its_maps_with_the_pixel_head(parts, hybrid_model):
     model = AnomalyModel.load(hybrid_model)
     net = model.net
-    assert model.config["pixel_head"] and net.pixel_head is not None
+    assert model.config["pixel_head"] == {"hidden": model.config["cv_folds"] * pixel_head.HIDDEN_UNITS, "head_weight": pixel_head.HEAD_WEIGHT}
     samples = [s for s in discover(parts).samples if s.mask]
     size = model.config["image_size"]
     images, _, _ = load_all(samples, size)

@@ -367,7 +367,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
         "score_blur": net.patchcore.score_blur,
         "map_blur": net.patchcore.map_blur,
         "head": "global",
-        "pixel_head": net.pixel_head is not None,
+        "pixel_head": net.pixel_head.settings() if net.pixel_head is not None else False,
         "descriptor_size": int(net.head.weight.shape[0]),
         "fusion": [*net.stats.tolist(), float(net.alpha)],
         "coreset_ratio": options.coreset_ratio,

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from anomalycli.detection import backbones
-from anomalycli.detection.methods.logistic import fit_logistic
+from anomalycli.detection.methods.fitting import fit_logistic
 from anomalycli.detection.methods.patchcore import PatchCore, embed_maps, maps_from_patches, union_of
 from anomalycli.detection.methods.patchcore import build_net as build_patchcore
-from anomalycli.detection.methods.pixel_head import PixelHead
+from anomalycli.detection.methods.pixel_head import PixelHead, build_pixel_head
 from anomalycli.judgement.thresholds import OperatingRule, choose_threshold
 
 # Weight of the one-class score. Half at least: on a defect type left out of training, a weight
@@ -152,8 +152,7 @@ def build_net(config: dict) -> Hybrid:
         channels = one_class.bank.shape[1]
         n_heads = config.get("head_folds")
         head = FoldHeads([PatchHead(channels) for _ in range(n_heads)]) if n_heads else PatchHead(channels)
-    pixel_head = PixelHead(one_class.bank.shape[1]) if config.get("pixel_head") else None
-    return Hybrid(one_class, head, torch.ones(4), 1.0, pixel_head)
+    return Hybrid(one_class, head, torch.ones(4), 1.0, build_pixel_head(config.get("pixel_head"), one_class.bank.shape[1]))
 
 
 def cross_fit(descriptors: torch.Tensor, labels: torch.Tensor, folds: np.ndarray):
