@@ -59,14 +59,14 @@ def test_the_cross_fitted_head_finds_masked_patches_that_the_distances_miss():
     assert roc_auc_score(new_cover.ravel() > 0, deployed.ravel()) > 0.9
 
 
-def test_the_deployed_head_scores_the_mean_of_the_fold_heads_logits():
-    features, _, cover, labels = _patches()
+def test_the_deployed_head_is_fitted_on_every_folds_patches():
+    features, distances, cover, labels = _patches()
+    folds = np.arange(len(labels)) % 3
+    head, _ = pixel_head.cross_fit(lambda index: features[index], distances, cover, np.ones(len(labels), bool), labels, folds)
     x, y, w, _ = pixel_head._training_patches(lambda index: features[index], np.arange(len(labels)), cover, labels, np.random.default_rng(0))
-    heads = [pixel_head._fit_head(x[k::3], y[k::3], w[k::3], seed=k) for k in range(3)]
-    mean = pixel_head._mean_head(heads)
-    expected = torch.stack([h.logits(features) for h in heads]).mean(0)
-    assert mean.hidden_weight.shape[1] == 3 * pixel_head.HIDDEN_UNITS
-    assert torch.allclose(mean.logits(features), expected, atol=1e-5) and expected.std() > 0.1
+    expected = pixel_head._fit_head(x, y, w).logits(features)
+    assert head.hidden_weight.shape[1] == pixel_head.HIDDEN_UNITS
+    assert torch.allclose(head.logits(features), expected) and expected.std() > 0.1
 
 
 def test_a_model_file_from_before_the_hidden_layer_keeps_its_linear_head_fused_half_and_half():
@@ -83,7 +83,7 @@ def test_a_model_file_from_before_the_hidden_layer_keeps_its_linear_head_fused_h
 def test_a_trained_hybrid_makes_its_maps_with_the_pixel_head(parts, hybrid_model):
     model = AnomalyModel.load(hybrid_model)
     net = model.net
-    assert model.config["pixel_head"] == {"hidden": model.config["cv_folds"] * pixel_head.HIDDEN_UNITS, "head_weight": pixel_head.HEAD_WEIGHT}
+    assert model.config["pixel_head"] == {"hidden": pixel_head.HIDDEN_UNITS, "head_weight": pixel_head.HEAD_WEIGHT}
     samples = [s for s in discover(parts).samples if s.mask]
     size = model.config["image_size"]
     images, _, _ = load_all(samples, size)
