@@ -52,7 +52,7 @@ def test_the_cross_fitted_head_finds_masked_patches_that_the_distances_miss():
     fitted = folds[owner] != 0
     scored = np.flatnonzero(folds == 0)
     logits = pixel_head._fit_head(x[fitted], y[fitted], w[fitted]).logits(features[scored])
-    assert np.allclose(fused[scored], pixel_head.fuse(head.stats, torch.from_numpy(distances[scored]), logits, head.head_weight).numpy(), atol=1e-4)
+    assert np.allclose(fused[scored], pixel_head.fuse(head.stats, torch.from_numpy(distances[scored]), logits).numpy(), atol=1e-4)
     # The deployed head (the folds' mean) finds them on new images too.
     new_features, new_distances, new_cover, _ = _patches(seed=1)
     deployed = head.fused(torch.from_numpy(new_distances), new_features).numpy()
@@ -69,9 +69,9 @@ def test_the_deployed_head_is_fitted_on_every_folds_patches():
     assert torch.allclose(head.logits(features), expected) and expected.std() > 0.1
 
 
-def test_a_model_file_from_before_the_hidden_layer_keeps_its_linear_head_fused_half_and_half():
+def test_a_model_file_from_before_the_hidden_layer_keeps_its_linear_head():
     head = pixel_head.build_pixel_head(True, 6)
-    assert head.hidden_weight is None and head.settings() == {"hidden": 0, "head_weight": 0.5}
+    assert head.hidden_weight is None and head.settings() == {"hidden": 0}
     head.weight.copy_(torch.arange(6.0).unsqueeze(1))
     head.stats.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
     features, distances = torch.ones(1, 2, 6), torch.tensor([[5.0, 7.0]])
@@ -83,7 +83,7 @@ def test_a_model_file_from_before_the_hidden_layer_keeps_its_linear_head_fused_h
 def test_a_trained_hybrid_makes_its_maps_with_the_pixel_head(parts, hybrid_model):
     model = AnomalyModel.load(hybrid_model)
     net = model.net
-    assert model.config["pixel_head"] == {"hidden": pixel_head.HIDDEN_UNITS, "head_weight": pixel_head.HEAD_WEIGHT}
+    assert model.config["pixel_head"] == {"hidden": pixel_head.HIDDEN_UNITS}
     samples = [s for s in discover(parts).samples if s.mask]
     size = model.config["image_size"]
     images, _, _ = load_all(samples, size)

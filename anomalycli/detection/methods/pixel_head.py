@@ -1,9 +1,9 @@
 """The hybrid's pixel head: where the labelled defects have masks, a small classifier on the patch
 features (one hidden layer) learns what defect patches look like; the anomaly map is then made of
-a weighted mean of its z-scored logit and the z-scored distance to the memory bank, patch by
-patch. The distance finds what no good part looks like, the head where the masked defects lie: on
+the mean of its z-scored logit and the z-scored distance to the memory bank, patch by patch. The
+distance finds what no good part looks like, the head where the masked defects lie: on
 magnetic tiles the pair raised the held-out pixel AUROC from 0.86 to 0.97 and AUPRO from 0.80 to
-0.92 (BENCHMARKS.md, Localisation). The image score does not change: the map says where, not whether.
+0.91 (BENCHMARKS.md, Localisation). The image score does not change: the map says where, not whether.
 
 Cross-fitted: one head per fold, trained on the other folds' patches, scores its own fold, and
 the pixel threshold is chosen on those out-of-fold maps; the deployed head is one more, fitted on
@@ -33,21 +33,17 @@ POSITIVE_COVER = 0.5
 NEGATIVES_PER_GOOD, NEGATIVES_PER_DEFECT = 40, 200
 # A fold's head: its hidden units, L2 strength and passes over the patches (at least MIN_STEPS
 # batches, for small data sets). One hidden layer raised the tiles' pixel AUROC from 0.942 to
-# 0.974 over a linear head; the z-scored logit weighs HEAD_WEIGHT in the map against the
-# distance's 1 - HEAD_WEIGHT (BENCHMARKS.md, Localisation's levers).
+# 0.972 over a linear head (BENCHMARKS.md, Localisation's levers).
 HIDDEN_UNITS, ALPHA, EPOCHS, MIN_STEPS, BATCH_SIZE = 64, 1e-4, 8, 250, 512
-HEAD_WEIGHT = 0.65
 
 
 class PixelHead(nn.Module):
     """A patch classifier, its standardisation folded in: ``relu(x @ W1 + b1) @ w + b`` (without
-    ``hidden`` units, as files from before them: ``x @ w + b``), the statistics that z-score its
-    logits and the bank distances on good patches (distance mean, std, logit mean, std), and the
-    logit's weight in the map."""
+    ``hidden`` units, as files from before them: ``x @ w + b``), and the statistics that z-score
+    its logits and the bank distances on good patches (distance mean, std, logit mean, std)."""
 
-    def __init__(self, channels: int, hidden: int = 0, head_weight: float = HEAD_WEIGHT):
+    def __init__(self, channels: int, hidden: int = 0):
         super().__init__()
-        self.head_weight = head_weight
         self.register_buffer("hidden_weight", torch.zeros(channels, hidden) if hidden else None)
         self.register_buffer("hidden_bias", torch.zeros(hidden) if hidden else None)
         self.register_buffer("weight", torch.zeros(hidden or channels, 1))
@@ -63,26 +59,24 @@ class PixelHead(nn.Module):
 
     def fused(self, distances: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """The map's patch scores (N, P) from the bank distances (N, P) and the patch features."""
-        return fuse(self.stats, distances, self.logits(features), self.head_weight)
+        return fuse(self.stats, distances, self.logits(features))
 
     def settings(self) -> dict:
         """What the model file's config keeps to build it again (``build_pixel_head``)."""
-        return {"hidden": 0 if self.hidden_weight is None else self.hidden_weight.shape[1], "head_weight": self.head_weight}
+        return {"hidden": 0 if self.hidden_weight is None else self.hidden_weight.shape[1]}
 
 
 def build_pixel_head(settings, channels: int) -> PixelHead | None:
     """The pixel head a model file's ``config["pixel_head"]`` describes: none (false), the linear
-    head fused half and half (``true``: files from before ``settings``), or ``settings``."""
+    head (``true``: files from before ``settings``), or ``settings``."""
     if not settings:
         return None
-    if settings is True:
-        return PixelHead(channels, 0, 0.5)
-    return PixelHead(channels, int(settings["hidden"]), float(settings["head_weight"]))
+    return PixelHead(channels, 0 if settings is True else int(settings["hidden"]))
 
 
-def fuse(stats: torch.Tensor, distances: torch.Tensor, logits: torch.Tensor, head_weight: float) -> torch.Tensor:
+def fuse(stats: torch.Tensor, distances: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     m0, s0, m1, s1 = stats
-    return (1 - head_weight) * (distances - m0) / s0 + head_weight * (logits - m1) / s1
+    return 0.5 * (distances - m0) / s0 + 0.5 * (logits - m1) / s1
 
 
 def mask_cover(masks: list, grid: tuple[int, int]) -> np.ndarray:
@@ -122,7 +116,7 @@ def cross_fit(
     head = _fit_head(x, y, w, seed)
     good = labels == 0
     head.stats.copy_(torch.tensor([distances[good].mean(), max(distances[good].std(), 1e-6), logits[good].mean(), max(logits[good].std(), 1e-6)]))
-    return head, fuse(head.stats, torch.from_numpy(distances), torch.from_numpy(logits), head.head_weight).numpy()
+    return head, fuse(head.stats, torch.from_numpy(distances), torch.from_numpy(logits)).numpy()
 
 
 def _training_patches(patches_of, images: np.ndarray, cover: np.ndarray, labels: np.ndarray, rng: np.random.Generator):
