@@ -218,7 +218,7 @@ LEVERS = [
         "2026-12-02",
     ),
     (
-        "hidden layers and weights probed on the folds (pixel AUROC / AUPRO only; `benchmarks/probes/pixel_head_variants.py`)",
+        "hidden layers and weights probed on the folds (pixel AUROC / AUPRO only; the probe `benchmarks/probes/pixel_head_variants.py`, in 5cdcb4a)",
         "magtiles: linear with the logit weighing 0.65 / 0.35: 0.945 / 0.908, 0.930 / 0.879; 32 hidden units: 0.970 / 0.912; "
         "64 units, logit 0.8: 0.977 / 0.918 (screws 0.997 / 0.979); the torch-trained twin of scikit-learn's MLP: within 0.002 "
         "(the deployed head the folds' mean then)",
