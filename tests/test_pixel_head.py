@@ -53,7 +53,7 @@ def test_the_cross_fitted_head_finds_masked_patches_that_the_distances_miss():
     scored = np.flatnonzero(folds == 0)
     logits = pixel_head._fit_head(x[fitted], y[fitted], w[fitted]).logits(features[scored])
     assert np.allclose(fused[scored], pixel_head.fuse(head.stats, torch.from_numpy(distances[scored]), logits).numpy(), atol=1e-4)
-    # The deployed head (the folds' mean) finds them on new images too.
+    # The deployed head (fitted on every fold's patches) finds them on new images too.
     new_features, new_distances, new_cover, _ = _patches(seed=1)
     deployed = head.fused(torch.from_numpy(new_distances), new_features).numpy()
     assert roc_auc_score(new_cover.ravel() > 0, deployed.ravel()) > 0.9
