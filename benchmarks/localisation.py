@@ -66,6 +66,7 @@ def run(data_sets: list[Path], quick: bool, log=print) -> dict:
             row = {
                 "fold": fold.name,
                 "map_blur": model.config.get("map_blur"),
+                "pixel_head": model.config.get("pixel_head"),  # the kind train kept, and each kind's out-of-fold merit
                 "pixel_auroc": pixel_auroc(np.concatenate([t[::2, ::2].ravel() for t in truth]), np.concatenate([m[::2, ::2].ravel() for m in maps])),
                 "aupro": aupro(truth, maps),
                 "per_type": per_type,

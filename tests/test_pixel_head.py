@@ -69,6 +69,16 @@ def test_the_deployed_head_is_fitted_on_every_folds_patches():
     assert torch.allclose(head.logits(features), expected) and expected.std() > 0.1
 
 
+def test_the_linear_kind_is_a_logistic_regression_on_the_features():
+    features, _, cover, labels = _patches()
+    x, y, w, _ = pixel_head._training_patches(lambda index: features[index], np.arange(len(labels)), cover, labels, np.random.default_rng(0))
+    head = pixel_head._fit_head(x, y, w, hidden=0)
+    assert head.hidden_weight is None and head.settings() == {"hidden": 0}
+    # Channel 0 carries the defects: its weight stands out from the noise channels'.
+    weight = head.weight.squeeze(1).abs()
+    assert weight[0] > 3 * weight[1:].max()
+
+
 def test_a_model_file_from_before_the_hidden_layer_keeps_its_linear_head():
     head = pixel_head.build_pixel_head(True, 6)
     assert head.hidden_weight is None and head.settings() == {"hidden": 0}
@@ -83,7 +93,11 @@ def test_a_model_file_from_before_the_hidden_layer_keeps_its_linear_head():
 def test_a_trained_hybrid_makes_its_maps_with_the_pixel_head(parts, hybrid_model):
     model = AnomalyModel.load(hybrid_model)
     net = model.net
-    assert model.config["pixel_head"] == {"hidden": pixel_head.HIDDEN_UNITS}
+    # Train tried each kind of head and kept the one whose out-of-fold regions served best.
+    tried = model.config["pixel_head"]["tried"]
+    assert sorted(hidden for hidden, _ in tried) == sorted(pixel_head.HEAD_KINDS)
+    assert model.config["pixel_head"]["hidden"] == max(tried, key=lambda t: t[1])[0]
+    assert net.pixel_head.settings()["hidden"] == model.config["pixel_head"]["hidden"]
     samples = [s for s in discover(parts).samples if s.mask]
     size = model.config["image_size"]
     images, _, _ = load_all(samples, size)

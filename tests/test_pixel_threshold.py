@@ -36,10 +36,14 @@ def test_with_masks_the_level_that_touches_the_most_true_regions_for_the_fewest_
     assert chosen["goods_value"] < 1.6 < chosen["value"] < 2.6 and chosen["good_pixel_rate"] < 0.001
     truth = np.stack([m for m in masks if m is not None])
     assert all((m[t] >= chosen["value"]).any() for m, t in zip(maps[40:], truth))
+    # Its merit: every true region touched (1) less the false regions per good image there.
+    assert 0.9 < chosen["regions_merit"] <= 1.0
+    assert pixel_threshold.choose(*_maps(40, 4), 0.01)["regions_merit"] is None
     # Defects too faint for any level: the highest level wins the tie (fewest false regions).
     faint = maps.copy()
     faint[40:] = maps[:8]
-    assert pixel_threshold.choose(faint, labels, masks, 0.01)["value"] == pytest.approx(np.quantile(maps[:40], 1 - 1e-5))
+    faint_choice = pixel_threshold.choose(faint, labels, masks, 0.01)
+    assert faint_choice["value"] == pytest.approx(np.quantile(maps[:40], 1 - 1e-5)) and faint_choice["regions_merit"] < 0.5
     # A defect without a mask says nothing of where it is: it is left out, not counted as good.
     unmasked = [None if i == 47 else m for i, m in enumerate(masks)]
     assert "7 defect masks" in pixel_threshold.choose(maps, labels, unmasked, 0.001)["rule"]

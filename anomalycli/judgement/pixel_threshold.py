@@ -31,9 +31,9 @@ def from_goods(good_maps, false_positive_rate: float) -> float:
     return float(np.quantile(np.asarray(good_maps).ravel(), 1 - false_positive_rate))
 
 
-def from_masks(good_maps, defect_maps, defect_masks) -> float:
+def from_masks(good_maps, defect_maps, defect_masks) -> tuple[float, float]:
     """Of the levels ``CANDIDATE_RATES`` of the good pixels reach, the one with the largest share of
-    true regions touched less false regions per good image (ties: the higher level)."""
+    true regions touched less false regions per good image (ties: the higher level), and that merit."""
     good_maps, defect_maps = list(good_maps), list(defect_maps)
     truth = [np.zeros(m.shape, bool) for m in good_maps] + [np.asarray(m, dtype=bool) for m in defect_masks]
     maps = good_maps + defect_maps
@@ -43,7 +43,7 @@ def from_masks(good_maps, defect_maps, defect_masks) -> float:
         merit = (found["regions_touched"] or 0.0) - (found["false_regions_per_good_image"] or 0.0)
         if merit > best + 1e-12:
             best, best_value = merit, level
-    return best_value
+    return best_value, float(best)
 
 
 def choose(maps, labels, masks: list, false_positive_rate: float) -> dict:
@@ -55,10 +55,10 @@ def choose(maps, labels, masks: list, false_positive_rate: float) -> dict:
     masked = [i for i, (label, mask) in enumerate(zip(labels, masks)) if label == 1 and mask is not None]
     by_goods = from_goods(good, false_positive_rate)
     if len(masked) >= MIN_MASKED_DEFECTS:
-        value = from_masks(good, maps[masked], np.stack([masks[i] for i in masked]))
+        value, merit = from_masks(good, maps[masked], np.stack([masks[i] for i in masked]))
         rule = f"the most true regions touched less false regions per good image, on {len(masked)} defect masks and {len(good)} good images (out-of-fold maps)"
     else:
-        value = by_goods
+        value, merit = by_goods, None
         rule = f"{100 * false_positive_rate:g} % of the training goods' out-of-fold map pixels above it"
     return {
         "value": value,
@@ -67,4 +67,5 @@ def choose(maps, labels, masks: list, false_positive_rate: float) -> dict:
         "false_positive_rate": false_positive_rate,
         "goods_value": by_goods,  # the level by the goods' rate alone, for comparison
         "good_level": float(np.quantile(good, GOOD_LEVEL)),  # where heat maps start (``views/heatmaps.py``)
+        "regions_merit": merit,  # with masks: the share of true regions touched less false regions per good image there
     }

@@ -145,24 +145,41 @@ def _drift_reference(stats: np.ndarray, labels: torch.Tensor) -> dict:
     return drift.reference(stats[labels == 0], stats[labels == 1])
 
 
-def _pixel_head(features, out_of_fold: patchcore.Scores, labels: torch.Tensor, samples: list[Sample], folds: np.ndarray, options, framing: str):
-    """The hybrid's pixel head (``pixel_head``) and the out-of-fold scores whose grids are the maps'
-    patch scores it makes, where 5 or more training defects have masks (and ``--no-pixel-head`` was
-    not given); else (None, ``out_of_fold``)."""
+def _pixel_head(
+    features, out_of_fold: patchcore.Scores, labels: torch.Tensor, samples: list[Sample], folds: np.ndarray, options, framing: str, map_blur: float
+):
+    """The hybrid's pixel head (``pixel_head``) and the settings its config keeps, where 5 or more
+    training defects have masks (and ``--no-pixel-head`` was not given), else (None, False); and the
+    pixel threshold and region areas of its out-of-fold maps (``_pixel_threshold``). Of the kinds of
+    head (``pixel_head.HEAD_KINDS``), the one whose out-of-fold regions serve best at their
+    threshold: true regions touched less false regions per good image, as the threshold is chosen."""
     masked = np.array([s.label == 1 and bool(s.mask) for s in samples])
     if not options.pixel_head or masked.sum() < pixel_threshold.MIN_MASKED_DEFECTS:
-        return None, out_of_fold
+        return None, False, *_pixel_threshold(out_of_fold, labels, samples, options.image_size, map_blur, framing)
     shape = out_of_fold.grids.shape
     masks = [load_framed_mask(s.mask, options.image_size, framing) if m else None for s, m in zip(samples, masked)]
     cover = pixel_head.mask_cover(masks, shape[1:])
     classes = labels.numpy()
-    head, fused = pixel_head.cross_fit(
-        features.patches, out_of_fold.grids.reshape(len(samples), -1), cover, (classes == 0) | masked, classes, folds, options.seed
-    )
+    tried = []
+    for hidden in pixel_head.HEAD_KINDS:
+        head, fused = pixel_head.cross_fit(
+            features.patches, out_of_fold.grids.reshape(len(samples), -1), cover, (classes == 0) | masked, classes, folds, options.seed, hidden
+        )
+        pixel, areas = _pixel_threshold(patchcore.Scores(out_of_fold.scores, fused.reshape(shape)), labels, samples, options.image_size, map_blur, framing)
+        tried.append((pixel["pixel_threshold"]["regions_merit"], head, pixel, areas))
+    _, head, pixel, areas = max(tried, key=lambda t: t[0])  # ties: the first kind
+    kinds = ", ".join(f"{_head_kind(h)} {m:.3f}" for m, h, _, _ in tried)
     log.info(
-        f"pixel head: learned from the masks of {int(masked.sum())} defects ({int((cover >= pixel_head.POSITIVE_COVER).sum())} defect patches), cross-fitted"
+        f"pixel head: learned from the masks of {int(masked.sum())} defects ({int((cover >= pixel_head.POSITIVE_COVER).sum())} defect patches), "
+        f"cross-fitted; {_head_kind(head)} kept (out-of-fold regions touched less false ones per good image: {kinds})"
     )
-    return head, patchcore.Scores(out_of_fold.scores, fused.reshape(shape))
+    settings = {**head.settings(), "tried": [[h.settings()["hidden"], m] for m, h, _, _ in tried]}  # (hidden units, merit)
+    return head, settings, pixel, areas
+
+
+def _head_kind(head) -> str:
+    hidden = head.settings()["hidden"]
+    return f"{hidden} hidden units" if hidden else "linear"
 
 
 def _pixel_threshold(
@@ -355,7 +372,9 @@ def _train_hybrid(options, config, samples, device, show_progress):
     one_class_fold = features.out_of_fold(folds, coresets, reweight=False, with_grids=True, show_progress=show_progress)
     one_class = one_class_fold.scores
     net, out_of_fold, supervised = hybrid.fit(extractor, coresets, one_class, features.descriptors, labels, folds)
-    net.pixel_head, map_fold = _pixel_head(features, one_class_fold, labels, kept, folds, options, config["framing"])
+    net.pixel_head, pixel_head_settings, pixel, areas = _pixel_head(
+        features, one_class_fold, labels, kept, folds, options, config["framing"], net.patchcore.map_blur
+    )
     log.info(
         f"hybrid: one-class weight {float(net.alpha):.2f}, memory bank {net.patchcore.bank.shape[0]} patches, "
         f"cross-fitted over {options.cv_folds} folds of {len(kept)} images"
@@ -367,7 +386,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
         "score_blur": net.patchcore.score_blur,
         "map_blur": net.patchcore.map_blur,
         "head": "global",
-        "pixel_head": net.pixel_head.settings() if net.pixel_head is not None else False,
+        "pixel_head": pixel_head_settings,
         "descriptor_size": int(net.head.weight.shape[0]),
         "fusion": [*net.stats.tolist(), float(net.alpha)],
         "coreset_ratio": options.coreset_ratio,
@@ -376,7 +395,6 @@ def _train_hybrid(options, config, samples, device, show_progress):
         "drift": _drift_reference(features.stats, labels),
         **precision,
     }
-    pixel, areas = _pixel_threshold(map_fold, labels, kept, options.image_size, net.patchcore.map_blur, config["framing"])
     model = AnomalyModel("hybrid", net, {**config, **pixel}, calibration=None)
     rule = options.operating_rule()
     _calibrate(model, labels, out_of_fold, rule, "out-of-fold", notes, hybrid.selection(one_class, supervised, labels, rule), areas)
