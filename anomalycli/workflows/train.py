@@ -160,21 +160,24 @@ def _pixel_head(
     masks = [load_framed_mask(s.mask, options.image_size, framing) if m else None for s, m in zip(samples, masked)]
     cover = pixel_head.mask_cover(masks, shape[1:])
     classes = labels.numpy()
+    sampled_masks = _sampled_masks(samples, options.image_size)
     tried = []
     for hidden in pixel_head.HEAD_KINDS:
         head, fused = pixel_head.cross_fit(
             features.patches, out_of_fold.grids.reshape(len(samples), -1), cover, (classes == 0) | masked, classes, folds, options.seed, hidden
         )
-        pixel, areas = _pixel_threshold(patchcore.Scores(out_of_fold.scores, fused.reshape(shape)), labels, samples, options.image_size, map_blur, framing)
-        tried.append((pixel["pixel_threshold"]["regions_merit"], head, pixel, areas))
-    _, head, pixel, areas = max(tried, key=lambda t: t[0])  # ties: the first kind
-    kinds = ", ".join(f"{_head_kind(h)} {m:.3f}" for m, h, _, _ in tried)
+        maps = patchcore.Scores(out_of_fold.scores, fused.reshape(shape))
+        chosen, peaks = _choose_pixel_threshold(maps, labels, samples, sampled_masks, options.image_size, map_blur, framing)
+        tried.append((chosen["regions_merit"], head, maps, chosen, peaks))
+    _, head, maps, chosen, peaks = max(tried, key=lambda t: t[0])  # ties: the first kind
+    areas = _region_areas(maps, peaks, chosen["value"], samples, options.image_size, map_blur, framing)  # the kept kind's only
+    kinds = ", ".join(f"{_head_kind(t[1])} {t[0]:.3f}" for t in tried)
     log.info(
         f"pixel head: learned from the masks of {int(masked.sum())} defects ({int((cover >= pixel_head.POSITIVE_COVER).sum())} defect patches), "
         f"cross-fitted; {_head_kind(head)} kept (out-of-fold regions touched less false ones per good image: {kinds})"
     )
-    settings = {**head.settings(), "tried": [[h.settings()["hidden"], m] for m, h, _, _ in tried]}  # (hidden units, merit)
-    return head, settings, pixel, areas
+    settings = {**head.settings(), "tried": [[t[1].settings()["hidden"], t[0]] for t in tried]}  # (hidden units, merit)
+    return head, settings, {"pixel_threshold": chosen}, areas
 
 
 def _head_kind(head) -> str:
@@ -190,28 +193,49 @@ def _pixel_threshold(
     defects' masks where there are enough (``judgement/pixel_threshold.py``), and each image's
     largest region area above it in its own pixels, on the whole maps as predict measures them
     (the calibration's ``areas``, which ``calibrate --min-area`` chooses on)."""
+    chosen, peaks = _choose_pixel_threshold(out_of_fold, labels, samples, _sampled_masks(samples, image_size), image_size, map_blur, framing)
+    return {"pixel_threshold": chosen}, _region_areas(out_of_fold, peaks, chosen["value"], samples, image_size, map_blur, framing)
+
+
+def _sampled_masks(samples: list[Sample], image_size: int) -> list:
+    """Each defect's mask at every ``MAP_STEP``-th pixel (None for a good image or no mask)."""
     step = patchcore.MAP_STEP
+    return [load_mask(s.mask, image_size).numpy()[::step, ::step] if s.label == 1 and s.mask else None for s in samples]
+
+
+def _framed_maps(out_of_fold: patchcore.Scores, samples: list[Sample], image_size: int, map_blur: float, framing: str, images=None):
+    """(indices, maps in the images' frames) of ``out_of_fold``'s maps, batch by batch (``images``: only those)."""
     sizes = [original_size(s.path) for s in samples]
+    done = 0
+    for batch in out_of_fold.maps(image_size, map_blur, images):
+        index = range(done, done + len(batch)) if images is None else images[done : done + len(batch)]
+        yield index, np.stack([unframed(m, sizes[i], framing) for m, i in zip(batch, index)])
+        done += len(batch)
 
-    def maps(images=None):
-        done = 0
-        for batch in out_of_fold.maps(image_size, map_blur, images):
-            index = range(done, done + len(batch)) if images is None else images[done : done + len(batch)]
-            yield index, np.stack([unframed(m, sizes[i], framing) for m, i in zip(batch, index)])
-            done += len(batch)
 
+def _choose_pixel_threshold(
+    out_of_fold: patchcore.Scores, labels: torch.Tensor, samples: list[Sample], masks: list, image_size: int, map_blur: float, framing: str
+) -> tuple[dict, np.ndarray]:
+    """``pixel_threshold.choose`` on every ``MAP_STEP``-th pixel of the out-of-fold maps and
+    ``masks`` (``_sampled_masks``), and each map's peak."""
+    step = patchcore.MAP_STEP
     sampled, peaks = [], []
-    for _, batch in maps():
+    for _, batch in _framed_maps(out_of_fold, samples, image_size, map_blur, framing):
         sampled.append(batch[:, ::step, ::step])
         peaks.append(batch.max(axis=(1, 2)))
-    masks = [load_mask(s.mask, image_size).numpy()[::step, ::step] if s.label == 1 and s.mask else None for s in samples]
-    chosen = pixel_threshold.choose(np.concatenate(sampled), labels.numpy(), masks, PIXEL_FALSE_POSITIVE_RATE)
-    # Only a map whose peak reaches the threshold has a region: those are made again, whole.
-    with_region = np.flatnonzero(np.concatenate(peaks) >= chosen["value"])
+    return pixel_threshold.choose(np.concatenate(sampled), labels.numpy(), masks, PIXEL_FALSE_POSITIVE_RATE), np.concatenate(peaks)
+
+
+def _region_areas(
+    out_of_fold: patchcore.Scores, peaks: np.ndarray, level: float, samples: list[Sample], image_size: int, map_blur: float, framing: str
+) -> list[float]:
+    """Each image's largest region area above ``level`` in its own pixels, on its whole out-of-fold map."""
+    # Only a map whose peak reaches the level has a region: those are made again, whole.
+    with_region = np.flatnonzero(peaks >= level)
     areas = np.zeros(len(samples))
-    for index, batch in maps(with_region):
-        areas[index] = largest_areas(batch, chosen["value"], [sizes[i] or (image_size, image_size) for i in index])
-    return {"pixel_threshold": chosen}, areas.tolist()
+    for index, batch in _framed_maps(out_of_fold, samples, image_size, map_blur, framing, with_region):
+        areas[index] = largest_areas(batch, level, [original_size(samples[i].path) or (image_size, image_size) for i in index])
+    return areas.tolist()
 
 
 def _scores(model: AnomalyModel, images: torch.Tensor, batch_size: int) -> torch.Tensor:
