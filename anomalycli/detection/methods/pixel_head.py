@@ -1,5 +1,6 @@
 """The hybrid's pixel head: where the labelled defects have masks, a small classifier on the patch
-features (one hidden layer) learns what defect patches look like; the anomaly map is then made of
+features (linear, or with one hidden layer: ``HEAD_KINDS``, which train chooses between) learns
+what defect patches look like; the anomaly map is then made of
 the mean of its z-scored logit and the z-scored distance to the memory bank, patch by patch. The
 distance finds what no good part looks like, the head where the masked defects lie: on
 magnetic tiles the pair raised the held-out pixel AUROC from 0.86 to 0.97 and AUPRO from 0.80 to
