@@ -46,12 +46,6 @@ def judge_regions(scored: Scored, pixel_threshold: float, min_area_px: float = 0
     return found
 
 
-def largest_areas(maps, pixel_threshold: float, sizes: list[tuple[int, int] | None]) -> list[float]:
-    """Each map's largest region area (0: none) in the original image's pixels (``sizes``:
-    (width, height), None for the map's own frame): what the size rule is chosen on."""
-    return [largest_area(regions(anomaly_map, pixel_threshold, size)) for anomaly_map, size in zip(maps, sizes)]
-
-
 def regions_in_columns(row: dict, pixel_size_mm: float | None = None) -> dict:
     """A row whose ``regions`` list becomes CSV columns: their count and the largest's area."""
     found = row.pop("regions", None) or []

@@ -112,6 +112,12 @@ def largest_area(found: list[Region]) -> float:
     return found[0].area_px if found else 0.0
 
 
+def largest_areas(maps, threshold: float, sizes: list[tuple[int, int] | None]) -> list[float]:
+    """Each map's largest region area (0: none) in the original image's pixels (``sizes``:
+    (width, height), None for the map's own frame): what the size rule is chosen on."""
+    return [largest_area(regions(anomaly_map, threshold, size)) for anomaly_map, size in zip(maps, sizes)]
+
+
 def touched_and_false(masks: list[np.ndarray], predicted: list[np.ndarray]) -> dict:
     """How predicted masks meet the true ones (all the same frame, bool): the share of true
     regions that a predicted region touches (one pixel is enough), and predicted regions per good

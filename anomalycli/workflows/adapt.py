@@ -36,12 +36,13 @@ import torch
 
 from anomalycli.data.framing import framing_of
 from anomalycli.data.layouts import Sample
-from anomalycli.detection import ignore, int8_backbone
-from anomalycli.detection.methods import AnomalyModel
-from anomalycli.detection.methods.hybrid import GlobalHead, Hybrid
-from anomalycli.detection.methods.patchcore import PatchCore, build_bank, embed_images, score_all
+from anomalycli.deploy.regions import pixel_threshold_of
+from anomalycli.detection import ignore, int8_backbone, region_maps
+from anomalycli.detection.methods import AnomalyModel, patchcore
+from anomalycli.detection.methods.hybrid import GlobalHead, Hybrid, scores_and_grids
+from anomalycli.detection.methods.patchcore import PatchCore, build_bank, embed_images
 from anomalycli.errors import UserError
-from anomalycli.judgement import drift
+from anomalycli.judgement import drift, pixel_threshold
 from anomalycli.judgement.thresholds import OperatingRule, calibrate
 
 MIN_NEW_GOODS = 5
@@ -75,13 +76,6 @@ def check_adaptable(model: AnomalyModel) -> None:
     int8_backbone.require_training_features(model.net, "the new good parts would not match its bank")
 
 
-def _image_scores(model: AnomalyModel, one_class: torch.Tensor, descriptors: torch.Tensor | None) -> torch.Tensor:
-    """The method's raw image score from one-class scores (and, for the hybrid, descriptors)."""
-    if model.method == "hybrid":
-        return model.net.fuse(one_class, model.net.head(descriptors))
-    return one_class
-
-
 @torch.no_grad()
 def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = OperatingRule(), seed: int = 0, show_progress: bool = False) -> Adapted:
     """A new model that knows ``samples``' good images (and, where labelled, defects) of a changed line."""
@@ -105,11 +99,12 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     if len(goods) < MIN_NEW_GOODS:
         raise UserError(f"only {len(goods)} of the good images could be read; adapt needs at least {MIN_NEW_GOODS}")
 
-    def scored_by(one_class_net: PatchCore, index: np.ndarray) -> torch.Tensor:
-        one_class = score_all(one_class_net, features[index])
-        return _image_scores(model, one_class, descriptors[index] if hybrid else None)
+    def scored_by(net, index: np.ndarray, with_grids: bool = False) -> patchcore.Scores:
+        if hybrid:
+            return scores_and_grids(net, features[index], descriptors[index], with_grids)
+        return patchcore.scores_and_grids(net, features[index], with_grids)
 
-    before = scored_by(net, goods)
+    before = scored_by(model.net, goods).scores
     flagged_before = float((before >= model.calibration.threshold).float().mean())
 
     # 1. Deal the new goods into the bank's folds; each fold's coreset joins its part.
@@ -122,37 +117,50 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
         parts[f] = torch.cat([parts[f], build_bank(patches, model.config.get("coreset_ratio", 0.01), seed=seed)])
 
     # 2. Each new good scored out of fold: by the bank without its own fold's part.
-    out_of_fold = torch.empty(len(goods))
-    for f in np.unique(folds):
-        bank = torch.cat([p for i, p in enumerate(parts) if i != f])
-        fold_net = net.with_bank(bank)
-        out_of_fold[folds == f] = scored_by(fold_net, goods[folds == f])
-    adapted_net = net.with_bank(torch.cat(parts), [len(p) for p in parts])
-    new_defect_scores = scored_by(adapted_net, defects).numpy() if len(defects) else np.empty(0)
-    if hybrid:
-        adapted_net = Hybrid(adapted_net, model.net.head, model.net.stats, float(model.net.alpha))
+    with_maps = pixel_threshold_of(model) is not None
+    out_of_fold = patchcore.Scores.gathered(
+        len(goods),
+        [
+            (np.flatnonzero(folds == f), scored_by(model.net.with_bank(torch.cat([p for i, p in enumerate(parts) if i != f])), goods[folds == f], with_maps))
+            for f in np.unique(folds)
+        ],
+    )
+    adapted_net = model.net.with_bank(torch.cat(parts), [len(p) for p in parts])
+    new_defects = scored_by(adapted_net, defects, with_maps) if len(defects) else patchcore.Scores(torch.empty(0), None)
+    config = dict(model.config)
+    areas = None
+    if with_maps:
+        paths = [samples[i].path for i in readable]
+        config["pixel_threshold"], areas = _regions_of_new_line(model, out_of_fold, new_defects, [paths[i] for i in goods], [paths[i] for i in defects])
 
     # 3. The threshold for the new line.
     stored = model.calibration
     old_scores, old_labels = np.asarray(stored.scores, dtype=float), np.asarray(stored.labels, dtype=int)
     old_goods, old_defects = old_scores[old_labels == 0], old_scores[old_labels == 1]
-    new_goods = out_of_fold.numpy().astype(float)
+    new_goods = out_of_fold.scores.numpy().astype(float)
     shift = float(np.median(new_goods) - np.median(old_goods))
     good_scores = np.concatenate([moved(old_goods, new_goods), new_goods])
-    defect_scores = np.concatenate([old_defects, new_defect_scores])
+    defect_scores = np.concatenate([old_defects, new_defects.scores.numpy()])
     scores = np.concatenate([good_scores, defect_scores])
     pooled_labels = np.r_[np.zeros(len(good_scores), int), np.ones(len(defect_scores), int)]
     source = (
         f"adapted: {len(old_goods)} training goods moved by the new goods' median shift ({shift:+.3g}), "
         f"{len(new_goods)} new goods out of fold, {len(old_defects)} training and {len(defects)} new defects"
     )
-    calibration, warning = calibrate(pooled_labels, scores, rule, source)
+    if areas is not None and len(stored.areas) == len(stored.scores):
+        # Each image's largest region, in the pooled order: the training's stored ones, then the new line's.
+        old_areas = np.asarray(stored.areas, dtype=float)
+        areas = np.concatenate([old_areas[old_labels == 0], areas[0], old_areas[old_labels == 1], areas[1]])
+    else:
+        areas = None  # a file from before the size rule keeps no areas, and has no rule to keep
+    min_area = stored.min_area_px if areas is not None else 0.0
+    calibration, warning = calibrate(pooled_labels, scores, rule, source, areas=areas, min_area_px=min_area)
     if warning:
         warnings.append(warning)
     calibration.expected["false_alarm_rate_ci"] = false_alarm_interval(calibration.expected, old_goods, new_goods, calibration.threshold, seed)
 
     config = {
-        **model.config,
+        **config,
         "bank_size": int(sum(len(p) for p in parts)),
         "bank_parts": [len(p) for p in parts],
         "adapted": [*model.config.get("adapted", []), {"new_good": int(len(goods)), "new_defect": int(len(defects)), "shift": shift}],
@@ -163,6 +171,35 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
         config["drift"] = drift.reference(stats[goods], stats[defects])
     new_model = replace(model, net=adapted_net.eval(), config=config, calibration=calibration)
     return Adapted(new_model, len(goods), len(defects), shift, flagged_before, folds, new_goods, warnings)
+
+
+def _regions_of_new_line(model: AnomalyModel, goods: patchcore.Scores, defects: patchcore.Scores, good_paths: list, defect_paths: list):
+    """The pixel threshold for the new line, and the largest region areas of its goods and defects
+    there (for the size rule, beside the training images' stored areas).
+
+    The threshold moves with the new goods' out-of-fold maps, as the image threshold moves with
+    their scores: by the shift of the level that ``pixel_threshold.GOOD_LEVEL`` of their pixels
+    reach over the training goods' level. Their patches are in the bank, so on a line whose goods
+    look as before again the shift is small; where the line stays noisier, the threshold follows,
+    and the rule's text says by how much."""
+    pixel = dict(model.config["pixel_threshold"])
+    size, blur, framing = int(model.config["image_size"]), _one_class(model).map_blur, framing_of(model.config)
+    sampled, good_peaks = region_maps.sampled_and_peaks(goods, good_paths, size, blur, framing)
+    shift = float(np.quantile(sampled, pixel_threshold.GOOD_LEVEL)) - pixel["good_level"] if "good_level" in pixel else 0.0
+    level = pixel["value"] + shift
+    pixel.update(
+        value=level,
+        good_level=pixel.get("good_level", level) + shift,
+        goods_value=pixel.get("goods_value", pixel["value"]) + shift,
+        rule=f"{pixel['rule']}; adapted: moved {shift:+.3g} with the {len(good_paths)} new goods' out-of-fold maps, "
+        f"{100 * float(np.mean(sampled >= level)):.2f} % of their pixels above it",
+    )
+    good_areas = region_maps.region_areas(goods, good_peaks, level, good_paths, size, blur, framing)
+    defect_areas = []
+    if defect_paths:
+        _, defect_peaks = region_maps.sampled_and_peaks(defects, defect_paths, size, blur, framing)
+        defect_areas = region_maps.region_areas(defects, defect_peaks, level, defect_paths, size, blur, framing)
+    return pixel, (np.asarray(good_areas), np.asarray(defect_areas))
 
 
 def moved(old_goods: np.ndarray, new_goods: np.ndarray) -> np.ndarray:

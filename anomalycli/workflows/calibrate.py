@@ -15,13 +15,14 @@ import numpy as np
 
 from anomalycli.data.images import original_size
 from anomalycli.data.layouts import Sample
-from anomalycli.deploy.regions import largest_areas, pixel_threshold_of
+from anomalycli.deploy.regions import pixel_threshold_of
 from anomalycli.deploy.scoring import iter_scores
 from anomalycli.detection import int8_backbone
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.detection.methods.patchcore import MAP_STEP
 from anomalycli.errors import UserError
 from anomalycli.judgement import pixel_threshold
+from anomalycli.judgement.localisation import largest_areas
 from anomalycli.judgement.thresholds import OperatingRule, calibrate
 
 

@@ -10,14 +10,12 @@ import numpy as np
 import torch
 
 from anomalycli import files, project
-from anomalycli.data.framing import SQUASH, unframed
-from anomalycli.data.images import original_size
+from anomalycli.data.framing import SQUASH
 from anomalycli.data.layouts import Sample, discover
 from anomalycli.data.splits import k_folds
 from anomalycli.data.tensors import load_all, load_framed_mask, load_mask
 from anomalycli.deploy import export
-from anomalycli.deploy.regions import largest_areas
-from anomalycli.detection import backbones, ignore, int8_backbone
+from anomalycli.detection import backbones, ignore, int8_backbone, region_maps
 from anomalycli.detection.defaults import PIXEL_FALSE_POSITIVE_RATE
 from anomalycli.detection.device import resolve_device
 from anomalycli.detection.methods import AnomalyModel, classifier, hybrid, patchcore, pixel_head
@@ -203,39 +201,19 @@ def _sampled_masks(samples: list[Sample], image_size: int) -> list:
     return [load_mask(s.mask, image_size).numpy()[::step, ::step] if s.label == 1 and s.mask else None for s in samples]
 
 
-def _framed_maps(out_of_fold: patchcore.Scores, samples: list[Sample], image_size: int, map_blur: float, framing: str, images=None):
-    """(indices, maps in the images' frames) of ``out_of_fold``'s maps, batch by batch (``images``: only those)."""
-    sizes = [original_size(s.path) for s in samples]
-    done = 0
-    for batch in out_of_fold.maps(image_size, map_blur, images):
-        index = range(done, done + len(batch)) if images is None else images[done : done + len(batch)]
-        yield index, np.stack([unframed(m, sizes[i], framing) for m, i in zip(batch, index)])
-        done += len(batch)
-
-
 def _choose_pixel_threshold(
     out_of_fold: patchcore.Scores, labels: torch.Tensor, samples: list[Sample], masks: list, image_size: int, map_blur: float, framing: str
 ) -> tuple[dict, np.ndarray]:
     """``pixel_threshold.choose`` on every ``MAP_STEP``-th pixel of the out-of-fold maps and
     ``masks`` (``_sampled_masks``), and each map's peak."""
-    step = patchcore.MAP_STEP
-    sampled, peaks = [], []
-    for _, batch in _framed_maps(out_of_fold, samples, image_size, map_blur, framing):
-        sampled.append(batch[:, ::step, ::step])
-        peaks.append(batch.max(axis=(1, 2)))
-    return pixel_threshold.choose(np.concatenate(sampled), labels.numpy(), masks, PIXEL_FALSE_POSITIVE_RATE), np.concatenate(peaks)
+    sampled, peaks = region_maps.sampled_and_peaks(out_of_fold, [s.path for s in samples], image_size, map_blur, framing)
+    return pixel_threshold.choose(sampled, labels.numpy(), masks, PIXEL_FALSE_POSITIVE_RATE), peaks
 
 
 def _region_areas(
     out_of_fold: patchcore.Scores, peaks: np.ndarray, level: float, samples: list[Sample], image_size: int, map_blur: float, framing: str
 ) -> list[float]:
-    """Each image's largest region area above ``level`` in its own pixels, on its whole out-of-fold map."""
-    # Only a map whose peak reaches the level has a region: those are made again, whole.
-    with_region = np.flatnonzero(peaks >= level)
-    areas = np.zeros(len(samples))
-    for index, batch in _framed_maps(out_of_fold, samples, image_size, map_blur, framing, with_region):
-        areas[index] = largest_areas(batch, level, [original_size(samples[i].path) or (image_size, image_size) for i in index])
-    return areas.tolist()
+    return region_maps.region_areas(out_of_fold, peaks, level, [s.path for s in samples], image_size, map_blur, framing)
 
 
 def _scores(model: AnomalyModel, images: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -65,13 +65,32 @@ class AnomalyModel:
             raise UserError(f"{path} is a model of method {method!r}, which this anomalycli does not know ({', '.join(METHODS)})")
         try:
             net = METHODS[method](meta["config"])
-            net.load_state_dict(tensors, strict=True)
+            wrong = mismatched_parts(net.state_dict(), tensors)
+            if not wrong:
+                net.load_state_dict(tensors, strict=True)
             calibration = Calibration(**meta["calibration"])
-        except (KeyError, TypeError, RuntimeError) as exc:
-            raise UserError(f"{path} is an anomalycli {method} model with missing or mismatched parts ({type(exc).__name__}); retrain it") from None
+        except KeyError as exc:
+            wrong = f"no {exc.args[0]!r} in its metadata"
+        except (TypeError, RuntimeError, ValueError) as exc:
+            wrong = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if wrong:
+            raise UserError(f"{path} is an anomalycli {method} model with missing or mismatched parts ({wrong}); retrain it")
         check, stored = meta.get(modelfile.GRAPH_KEY), None
         if graph is not None:
             graph = graph.numpy().tobytes()
             if modelfile.carried_graph_holds(check, modelfile.digest(tensors), graph):
                 stored = {**check, "graph": graph}
         return cls(method, net.eval(), meta["config"], calibration, stored)
+
+
+def mismatched_parts(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], shown: int = 3) -> str:
+    """What keeps ``found`` tensors from loading where ``expected`` ones belong, in words naming
+    them ("missing pixel_head.weight, ..."), or "" where they match: the file's refusal says it."""
+
+    def named(what: str, names: list[str]) -> str:
+        return f"{what} {', '.join(names[:shown])}" + (f" and {len(names) - shown} more" if len(names) > shown else "") if names else ""
+
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(found) if tuple(expected[k].shape) != tuple(found[k].shape))
+    return "; ".join(filter(None, [named("missing", missing), named("unexpected", unexpected), named("wrong shape", reshaped)]))

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from anomalycli.detection import backbones
+from anomalycli.detection.methods import patchcore
 from anomalycli.detection.methods.fitting import fit_logistic
 from anomalycli.detection.methods.patchcore import PatchCore, embed_maps, maps_from_patches, union_of
 from anomalycli.detection.methods.patchcore import build_net as build_patchcore
@@ -123,6 +124,11 @@ class Hybrid(nn.Module):
     def fuse(self, one_class: torch.Tensor, supervised: torch.Tensor) -> torch.Tensor:
         return fuse(self.stats, self.alpha, one_class, supervised)
 
+    def with_bank(self, bank: torch.Tensor, part_sizes: list[int] | None = None) -> "Hybrid":
+        """This hybrid with another memory bank (``PatchCore.with_bank``), every other part kept and
+        shared: the heads, the pixel head and the fusion (``adapt``'s folds and adapted model)."""
+        return Hybrid(self.patchcore.with_bank(bank, part_sizes), self.head, self.stats, float(self.alpha), self.pixel_head)
+
     def forward(self, x: torch.Tensor, with_maps: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.score_maps(self.patchcore.extractor(x, deep=self.deep), x.shape[-2:] if with_maps else None)
 
@@ -141,6 +147,22 @@ class Hybrid(nn.Module):
             anomaly_maps = maps_from_patches(self.pixel_head.fused(distances, features), grid, image_size, self.patchcore.map_blur)
         supervised = self.head(backbones.descriptor(maps)) if self.deep else self.head(features)
         return self.fuse(one_class, supervised), anomaly_maps
+
+
+@torch.no_grad()
+def scores_and_grids(model: Hybrid, features: torch.Tensor, descriptors: torch.Tensor, with_grids: bool) -> patchcore.Scores:
+    """``patchcore.scores_and_grids`` for the hybrid: its raw image scores of cached patch features
+    (N, h*w, C) and descriptors (N, D) and, ``with_grids``, the patch scores of its maps (the pixel
+    head's fused scores where it has one), as ``Hybrid.score_maps`` makes them from images."""
+    one_class = patchcore.scores_and_grids(model.patchcore, features, with_grids)
+    grids = one_class.grids
+    if grids is not None and model.pixel_head is not None:
+        fused = [
+            model.pixel_head.fused(torch.from_numpy(grids[i : i + patchcore.SCORE_BATCH]).flatten(1), features[i : i + patchcore.SCORE_BATCH])
+            for i in range(0, len(grids), patchcore.SCORE_BATCH)
+        ]
+        grids = torch.cat(fused).reshape(grids.shape).numpy()
+    return patchcore.Scores(model.fuse(one_class.scores, model.head(descriptors)), grids)
 
 
 def build_net(config: dict) -> Hybrid:
