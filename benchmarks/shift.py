@@ -10,7 +10,9 @@ the line's images only, written as PNG files and read by the product's own path
 - the drift check (``scoring.check_drift``) on random batches of 50 with 0, 10 and 30 % defects;
 - after ``adapt.adapt`` with 5, 10 and 20 of the shifted good images: the false-alarm rate on the
   other shifted goods (never those used to adapt) against the announced upper bound, and the recall
-  on the shifted defects.
+  on the shifted defects;
+- the pixel AUROC of the maps on the shifted line before adapting, and on the images left out of
+  each adaptation after it (the masks moved with the image where a shift moves it).
 
 The in-distribution rate of drift warnings comes from the unshifted line: batches of 20, 50 and
 200 with 0, 10 and 30 % defects (drawn with replacement where the fold holds too few images).
@@ -28,7 +30,9 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from anomalycli.data.images import open_image, to_grey_or_rgb
 from anomalycli.data.layouts import Sample
+from anomalycli.data.tensors import load_mask
 from anomalycli.deploy.scoring import check_drift, iter_scores
+from anomalycli.judgement.metrics import pixel_auroc
 from anomalycli.workflows.adapt import adapt
 from benchmarks import folds
 from benchmarks.common import samples_of, shipped_options
@@ -86,16 +90,24 @@ SHIFTS = {
     "scale": (_zoom, 1.05, 1.15),
     "crop offset": (_offset, 0.03, 0.08),
 }
+# The shifts that move the part in the image: its defect masks move with it.
+GEOMETRIC = {"rotation (deg)", "scale", "crop offset"}
+PIXEL_STEP = 4  # pixel AUROC on every fourth pixel of each map, as eval's
 QUICK_SHIFTS = {"exposure": (SHIFTS["exposure"][0], 0.6, None), "sensor noise": (SHIFTS["sensor noise"][0], 12.0, None)}
 
 
-def shifted_copies(samples: list[Sample], transform, level, folder: Path) -> list[Sample]:
+def shifted_copies(samples: list[Sample], transform, level, folder: Path, geometric: bool = False) -> list[Sample]:
     folder.mkdir(parents=True)
     out = []
     for i, sample in enumerate(samples):
         path = folder / f"{i:04d}.png"
         transform(to_grey_or_rgb(open_image(sample.path)), level).save(path)
-        out.append(Sample(path, sample.class_name, sample.label, sample.defect_type))
+        mask = sample.mask
+        if mask is not None and geometric:
+            mask = folder / f"{i:04d}_mask.png"
+            moved = np.asarray(transform(open_image(sample.mask).convert("L"), level)) > 127
+            Image.fromarray(moved.astype(np.uint8) * 255).save(mask)
+        out.append(Sample(path, sample.class_name, sample.label, sample.defect_type, mask=mask))
     return out
 
 
@@ -104,9 +116,24 @@ def rates(labels: np.ndarray, flagged: np.ndarray) -> tuple[float, float]:
     return float(flagged[labels == 0].mean()), float(flagged[labels == 1].mean()) if (labels == 1).any() else float("nan")
 
 
-def score(model, samples: list[Sample]):
-    rows = list(iter_scores(model, [s.path for s in samples], show_progress=False))
+def score(model, samples: list[Sample], with_maps: bool = False):
+    rows = list(iter_scores(model, [s.path for s in samples], with_maps=with_maps, show_progress=False))
     return rows, np.array([s.label for s in samples]), np.array([r.verdict == "anomaly" for r in rows])
+
+
+def map_auroc(rows, samples: list[Sample]) -> float | None:
+    """Pixel AUROC of the rows' maps against the samples' masks (goods: none), on every ``PIXEL_STEP``-th pixel;
+    defects without a mask say nothing about their pixels and are left out. The maps are dropped as they are read."""
+    truth, scores = [], []
+    for row, sample in zip(rows, samples):
+        anomaly_map, row.map = row.map, None
+        if anomaly_map is None or (sample.label == 1 and sample.mask is None):
+            continue
+        size = anomaly_map.shape[-1]
+        mask = load_mask(sample.mask, size).numpy() if sample.mask is not None else np.zeros((size, size), bool)
+        truth.append(mask[::PIXEL_STEP, ::PIXEL_STEP].ravel())
+        scores.append(np.asarray(anomaly_map)[::PIXEL_STEP, ::PIXEL_STEP].ravel())
+    return pixel_auroc(np.concatenate(truth), np.concatenate(scores)) if truth and any(t.any() for t in truth) else None
 
 
 def drift_rate(model, rows, labels, size: int, share: float, rng) -> float:
@@ -150,8 +177,8 @@ def run(data: Path, quick: bool, log=print) -> dict:
             for level_name, level in zip(("mild", "strong"), levels):
                 if level is None:
                     continue
-                moved = shifted_copies(line, transform, level, Path(tmp) / f"{name}-{level_name}".replace(" ", "_"))
-                rows, labels, flagged = score(model, moved)
+                moved = shifted_copies(line, transform, level, Path(tmp) / f"{name}-{level_name}".replace(" ", "_"), name in GEOMETRIC)
+                rows, labels, flagged = score(model, moved, with_maps=True)
                 fpr, recall = rates(labels, flagged)
                 row = {
                     "shift": name,
@@ -159,6 +186,7 @@ def run(data: Path, quick: bool, log=print) -> dict:
                     "value": level,
                     "fpr_before": fpr,
                     "recall_before": recall,
+                    "pixel_auroc_before": map_auroc(rows, moved),
                     "drift_rate_50": {f"{share:g}": drift_rate(model, rows, labels, 50, share, rng) for share in SHARES},
                     "adapted": {},
                 }
@@ -169,7 +197,7 @@ def run(data: Path, quick: bool, log=print) -> dict:
                     chosen = set(draw.choice(goods, k, replace=False).tolist())
                     adapted = adapt(model, [moved[i] for i in sorted(chosen)]).model
                     rest = [s for i, s in enumerate(moved) if i not in chosen]
-                    _, rest_labels, rest_flagged = score(adapted, rest)
+                    rest_rows, rest_labels, rest_flagged = score(adapted, rest, with_maps=True)
                     fpr_k, recall_k = rates(rest_labels, rest_flagged)
                     point = adapted.calibration.expected
                     row["adapted"][str(k)] = {
@@ -178,14 +206,22 @@ def run(data: Path, quick: bool, log=print) -> dict:
                         "announced_fpr": point["false_alarm_rate"],
                         "announced_fpr_upper": point["false_alarm_rate_ci"][1],
                         "announced_recall": point["recall"],
+                        "pixel_auroc": map_auroc(rest_rows, rest),
                     }
                 out["shifts"].append(row)
                 log(
-                    f"  {name} {level_name} ({level}): fpr {fpr:.3f} recall {recall:.3f} drift@50 {row['drift_rate_50']} "
-                    f"adapted: "
-                    + ", ".join(f"{k}: fpr {v['fpr']:.3f}/{v['announced_fpr_upper']:.3f} recall {v['recall']:.3f}" for k, v in row["adapted"].items())
+                    f"  {name} {level_name} ({level}): fpr {fpr:.3f} recall {recall:.3f} pixel AUROC {_auroc_text(row['pixel_auroc_before'])} "
+                    f"drift@50 {row['drift_rate_50']} adapted: "
+                    + ", ".join(
+                        f"{k}: fpr {v['fpr']:.3f}/{v['announced_fpr_upper']:.3f} recall {v['recall']:.3f} pixel AUROC {_auroc_text(v['pixel_auroc'])}"
+                        for k, v in row["adapted"].items()
+                    )
                 )
     return out
+
+
+def _auroc_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def headline(result: dict, data: str) -> dict:
@@ -216,16 +252,20 @@ def section(result: dict) -> str:
             f"recall {100 * ann['recall']:.1f} %; the unshifted line measured {100 * un['false_alarm_rate']:.1f} % and {100 * un['recall']:.1f} % "
             f"({run['line']['n_good']} good, {run['line']['n_defect']} defective).",
             "",
-            "| shift | level | false alarms before | recall before | drift warned @50 (0/10/30 % defects) | "
-            + " | ".join(f"after adapt {k}: false alarms / announced upper / recall" for k in sizes)
+            "| shift | level | false alarms before | recall before | pixel AUROC before | drift warned @50 (0/10/30 % defects) | "
+            + " | ".join(f"after adapt {k}: false alarms / announced upper / recall / pixel AUROC" for k in sizes)
             + " |",
-            "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in sizes) + " |",
+            "| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in sizes) + " |",
         ]
         for row in run["shifts"]:
             warned = "/".join(f"{100 * v:.0f}" for v in row["drift_rate_50"].values())
-            after = " | ".join(f"{100 * v['fpr']:.1f} / {100 * v['announced_fpr_upper']:.1f} / {100 * v['recall']:.1f}" for v in row["adapted"].values())
+            after = " | ".join(
+                f"{100 * v['fpr']:.1f} / {100 * v['announced_fpr_upper']:.1f} / {100 * v['recall']:.1f} / {_auroc_text(v.get('pixel_auroc'))}"
+                for v in row["adapted"].values()
+            )
             lines.append(
-                f"| {row['shift']} | {row['level']} ({row['value']}) | {100 * row['fpr_before']:.1f} % | {100 * row['recall_before']:.1f} % | {warned} % | {after} |"
+                f"| {row['shift']} | {row['level']} ({row['value']}) | {100 * row['fpr_before']:.1f} % | {100 * row['recall_before']:.1f} % | "
+                f"{_auroc_text(row.get('pixel_auroc_before'))} | {warned} % | {after} |"
             )
         rates_in = ", ".join(f"{k.replace('@', ' images, ')} defects: {100 * v:.0f} %" for k, v in un["drift_rate"].items())
         lines += ["", f"Drift warnings on the unshifted line (batches of N images, defect share): {rates_in}."]
