@@ -10,8 +10,7 @@ import typer
 from anomalycli.cli.common import ENGINE_HELP, model_and_target, user_errors
 from anomalycli.cli.render import console, err_console
 from anomalycli.data.images import list_source
-from anomalycli.deploy.engines import load_model, on_engine
-from anomalycli.deploy.scoring import iter_scores
+from anomalycli.deploy.engines import load_model
 from anomalycli.errors import UsageError, UserError
 from anomalycli.views import review_labels, review_server
 
@@ -56,10 +55,9 @@ def review_command(
         raise UserError(f"no images found in {source}")
     store = review_labels.LabelStore(labels, model.config["normal_class"], model.config["class_names"][1])
     store.read()  # a labels file of another kind is refused before any scoring
-    scoring, note = on_engine(model, engine, len(paths), with_maps=False)
+    items, note = review_server.scored_items(model, paths, base, engine)
     if note:
         err_console.print(note, highlight=False, markup=False, soft_wrap=True)
-    items = [review_labels.Item(review_server.relative_name(s.path, base), s.path, s.score, s.verdict) for s in iter_scores(scoring, paths)]
     state = review_server.Review(items, store, model, model.config.get("defect_types", []), model.calibration.raw_threshold(0.5))
     token = secrets.token_urlsafe(16)
     port = port or review_server.free_port(host)

@@ -24,7 +24,8 @@ import numpy as np
 
 from anomalycli.data.framing import framing_of
 from anomalycli.data.images import ImageError, load_image, read_image_array
-from anomalycli.deploy.scoring import score_decoded
+from anomalycli.deploy.engines import on_engine
+from anomalycli.deploy.scoring import iter_scores, score_decoded
 from anomalycli.errors import UserError
 from anomalycli.views import review_labels
 from anomalycli.views.heatmaps import map_scale, overlay
@@ -99,6 +100,13 @@ class Review:
         image = load_image(path)
         image.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE))
         return _png(overlay(image, np.asarray(scored.map), self.scale))
+
+
+def scored_items(model, paths: list[Path], base: Path, engine: str = "auto") -> tuple[list[review_labels.Item], str]:
+    """Every image of the page scored by ``model`` where ``engine`` runs it, and that placement's
+    note for the user ("" where none)."""
+    scoring, note = on_engine(model, engine, len(paths), with_maps=False)
+    return [review_labels.Item(relative_name(s.path, base), s.path, s.score, s.verdict) for s in iter_scores(scoring, paths)], note
 
 
 def _png(image) -> bytes:

@@ -160,7 +160,7 @@ def _pixel_head(
     classes = labels.numpy()
     sampled_masks = _sampled_masks(samples, options.image_size)
     tried = []
-    for hidden in pixel_head.HEAD_KINDS:
+    for hidden in options.pixel_head_kinds:
         head, fused = pixel_head.cross_fit(
             features.patches, out_of_fold.grids.reshape(len(samples), -1), cover, (classes == 0) | masked, classes, folds, options.seed, hidden
         )

@@ -20,6 +20,7 @@ from anomalycli.detection import backbones, ignore
 from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE, FAST_BACKBONE, FAST_IMAGE_SIZE
 from anomalycli.detection.methods import METHODS, AnomalyModel
 from anomalycli.detection.methods.classifier_training import ClassifierSettings
+from anomalycli.detection.methods.pixel_head import HEAD_KINDS
 from anomalycli.errors import UsageError, UserError
 from anomalycli.judgement.thresholds import OperatingRule
 
@@ -73,6 +74,7 @@ class TrainOptions:
     ignore: list[str] | None = None  # patchcore and hybrid: don't-care masks (white = ignore), in the images' frame
     framing: str = SQUASH  # patchcore and hybrid: squash or letterbox (data/framing.py)
     pixel_head: bool = True  # hybrid: learn where defects lie from their masks, where 5 or more have one (methods/pixel_head.py)
+    pixel_head_kinds: tuple[int, ...] = HEAD_KINDS  # hybrid: the pixel heads fitted (by hidden units, 0: linear); train keeps the best
 
     def validate(self) -> None:
         # First: the other checks rely on the method's defaults.
