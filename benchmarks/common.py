@@ -144,3 +144,12 @@ def fmt(value, digits: int = 3) -> str:
 
 def percent(value, digits: int = 1) -> str:
     return "-" if value is None else f"{100 * value:.{digits}f} %"
+
+
+def wait_until(condition, timeout: float, step: float = 0.005) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()

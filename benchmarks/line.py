@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import anomaly_command, run_measured, samples_of
+from benchmarks.common import anomaly_command, run_measured, samples_of, wait_until
+from benchmarks.line_http import http
 from benchmarks.speed import fit_process, upscaled_copies
 
 TITLE = "On the line: `anomaly watch` and `anomaly serve`"
@@ -51,15 +52,6 @@ def _count(journal: Path) -> int:
             return max(0, handle.read().count(b"\n") - 1)
     except OSError:
         return 0
-
-
-def _wait(condition, timeout: float, step: float = 0.005) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(step)
-    return condition()
 
 
 def _watch(model: Path, inbox: Path, journal: Path, *options: str) -> subprocess.Popen:
@@ -104,7 +96,7 @@ def latency(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
         for i, path in enumerate(images[:n]):
             data = path.read_bytes()
             closed = _write(data, inbox / f"{i:05d}.png")
-            _wait(lambda: _count(journal) > i, 30)
+            wait_until(lambda: _count(journal) > i, 30)
             seconds.append(_row_time(_rows(journal)[-1]) - closed)
             time.sleep(0.05)  # parts a little apart, as on a line
     finally:
@@ -126,55 +118,11 @@ def burst(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
         start = time.time()
         for name in names:
             os.rename(staged / name, inbox / name)
-        _wait(lambda: _count(journal) >= n, 600, 0.05)
+        wait_until(lambda: _count(journal) >= n, 600, 0.05)
         end = max(_row_time(r) for r in _rows(journal))
     finally:
         _stop(process)
     return {"burst_images_per_s": n / (end - start), "predict_images_per_s": n / predict_seconds, "burst_n": n}
-
-
-def http(model: Path, images: list[Path], sequential: int, concurrent_n: int) -> dict:
-    import httpx
-
-    port = 18000 + random.Random().randrange(1000)
-    process = subprocess.Popen(anomaly_command("serve", str(model), "--port", str(port)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    bodies = [p.read_bytes() for p in images[:100]]
-    try:
-        _wait(lambda: _healthy(url), 120, 0.1)
-        with httpx.Client(base_url=url, timeout=60) as client:
-            client.post("/predict", content=bodies[0])
-            seconds = []
-            for i in range(sequential):
-                start = time.perf_counter()
-                client.post("/predict", content=bodies[i % len(bodies)]).raise_for_status()
-                seconds.append(time.perf_counter() - start)
-
-        def client_loop(offset: int):
-            with httpx.Client(base_url=url, timeout=60) as client:
-                for i in range(offset, concurrent_n, 4):
-                    client.post("/predict", content=bodies[i % len(bodies)]).raise_for_status()
-
-        start = time.perf_counter()
-        threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        concurrent = concurrent_n / (time.perf_counter() - start)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-    return {"http_median": statistics.median(seconds), "http_p99": float(np.percentile(seconds, 99)), "http_4_clients_images_per_s": concurrent}
-
-
-def _healthy(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(url + "/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def fsync_cost(tmp: Path) -> dict:
@@ -215,7 +163,7 @@ def crashes(model: Path, images: list[Path], tmp: Path, n: int, seed: int = 0) -
             kills += 1
             process = _watch(model, inbox, journal)
     try:
-        _wait(lambda: _count(journal) >= len(names), 300, 0.05)
+        wait_until(lambda: _count(journal) >= len(names), 300, 0.05)
         time.sleep(1.0)
     finally:
         _stop(process)
@@ -234,12 +182,12 @@ def memory(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
         for i in range(n):
             _write(data[i % len(data)], inbox / f"{i:06d}.png")
             if i % 100 == 99:
-                _wait(lambda: _count(journal) >= i - 100, 300, 0.02)  # at most ~200 waiting, as a line keeps up
+                wait_until(lambda: _count(journal) >= i - 100, 300, 0.02)  # at most ~200 waiting, as a line keeps up
                 shutil.rmtree(done, ignore_errors=True)  # the line's own clean-up
             if i + 1 in (first, n // 4, n // 2, 3 * n // 4):
-                _wait(lambda: _count(journal) >= i + 1, 300, 0.02)
+                wait_until(lambda: _count(journal) >= i + 1, 300, 0.02)
                 samples[i + 1] = _rss_mib(process.pid)
-        _wait(lambda: _count(journal) >= n, 600, 0.05)
+        wait_until(lambda: _count(journal) >= n, 600, 0.05)
         samples[n] = _rss_mib(process.pid)
     finally:
         _stop(process)
