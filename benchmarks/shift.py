@@ -267,6 +267,12 @@ def section(result: dict) -> str:
                 f"| {row['shift']} | {row['level']} ({row['value']}) | {100 * row['fpr_before']:.1f} % | {100 * row['recall_before']:.1f} % | "
                 f"{_auroc_text(row.get('pixel_auroc_before'))} | {warned} % | {after} |"
             )
+        if all(row.get("pixel_auroc_before") is not None for row in run["shifts"]):
+            means = ", ".join(f"{np.mean([row['adapted'][k]['pixel_auroc'] for row in run['shifts']]):.3f} after adapting with {k}" for k in sizes)
+            lines += [
+                "",
+                f"Pixel AUROC, mean over the {len(run['shifts'])} shifts: {np.mean([row['pixel_auroc_before'] for row in run['shifts']]):.3f} before adapting; {means}.",
+            ]
         rates_in = ", ".join(f"{k.replace('@', ' images, ')} defects: {100 * v:.0f} %" for k, v in un["drift_rate"].items())
         lines += ["", f"Drift warnings on the unshifted line (batches of N images, defect share): {rates_in}."]
         parts.append("\n".join(lines))
