@@ -44,8 +44,10 @@ def identity(row: dict) -> tuple[str, str, str]:
 class Journal:
     """An open journal file: the identities of the images it holds, and ``append``."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, columns: tuple[str, ...] = COLUMNS):
         self.path = Path(path)
+        self.columns = columns  # COLUMNS, then any a program adds after them (the station's)
+        self.last: dict | None = None  # the last whole row, as read when it was opened
         self.repaired = 0  # rows cut by a crash, dropped when it was opened
         self.rows = 0
         self.judged: dict[tuple[str, str, str], str] = {}  # each image's identity -> its verdict
@@ -58,7 +60,7 @@ class Journal:
         except OSError as exc:
             raise JournalError(f"cannot open the journal {self.path}: {exc.strerror or exc}; give a --journal where this user can write") from None
         if os.fstat(self._fd).st_size == 0:
-            self._write(_encode([dict(zip(COLUMNS, COLUMNS))]))
+            self._write(_encode([dict(zip(self.columns, self.columns))], self.columns))
 
     def _mend(self) -> None:
         """Read the journal; drop what a crash cut (a last row without its line end, a row of the
@@ -67,17 +69,19 @@ class Journal:
             return
         text = self.path.read_bytes().decode("utf-8", errors="replace")
         lines = text.split("\n")
-        if lines[0].rstrip("\r").split(",") != list(COLUMNS):
-            raise JournalError(f"{self.path} is not a journal of anomaly watch or serve (its first line is not {','.join(COLUMNS)}); give another --journal")
+        if lines[0].rstrip("\r").split(",") != list(self.columns):
+            kind = "anomaly watch or serve" if self.columns == COLUMNS else "anomaly station"
+            raise JournalError(f"{self.path} is not a journal of {kind} (its first line is not {','.join(self.columns)}); give another journal file")
         complete, torn = lines[1:-1], lines[-1]  # the text after the last line end is a cut row
         kept = []
         for line in complete:
             fields = next(csv.reader([line]), [])
-            if len(fields) != len(COLUMNS) or "\x00" in line or fields[4] not in VERDICTS:
+            if len(fields) != len(self.columns) or "\x00" in line or fields[4] not in VERDICTS:
                 self.repaired += 1
                 continue
             kept.append(line)
-            self.judged[identity(dict(zip(COLUMNS, fields)))] = fields[4]
+            self.last = dict(zip(self.columns, fields))
+            self.judged[identity(self.last)] = fields[4]
         self.repaired += bool(torn)
         self.rows = len(kept)
         if self.repaired:
@@ -94,8 +98,9 @@ class Journal:
         is undone, so the journal keeps whole rows only, and raises ``JournalError``."""
         if not rows:
             return
-        self._write(_encode(rows))
+        self._write(_encode(rows, self.columns))
         self.rows += len(rows)
+        self.last = rows[-1]
         self.judged.update((identity(r), r["verdict"]) for r in rows)
 
     def forget(self, keep) -> None:
@@ -126,8 +131,8 @@ class Journal:
             self._fd = None
 
 
-def _encode(rows: list[dict]) -> bytes:
+def _encode(rows: list[dict], columns: tuple[str, ...] = COLUMNS) -> bytes:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
     writer.writerows(rows)
     return buffer.getvalue().encode("utf-8")

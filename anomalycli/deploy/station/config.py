@@ -1,0 +1,155 @@
+"""The station file (TOML): what ``anomaly station`` runs, read and checked before anything starts.
+
+Every mistake is one line naming the key and what to write instead; ``problems`` collects them all
+(``anomaly station --check``), ``read`` refuses the first. Paths are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from anomalycli.deploy.station.handshake import QUEUE_SIZE, TRIGGER_TIMEOUT
+from anomalycli.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+MODES = ("arrival", "trigger")
+# Each section's keys; a key or section not here is a mistake (a typo would otherwise be ignored).
+KNOWN = {
+    "source": {"inbox", "mode", "part_id_pattern", "settle_seconds", "polling"},
+    "recipes": None,  # recipe number -> model file
+    "station": {"recipe", "queue", "trigger_timeout"},
+    "modbus": {"host", "port"},
+    "journal": {"path"},
+}
+# Sections a station file may name that this anomalycli does not run yet: refused in one line, never ignored.
+NOT_YET = {"opcua": "OPC UA", "mqtt": "MQTT", "camera": "a camera source"}
+
+
+@dataclass
+class StationFile:
+    path: Path
+    inbox: Path
+    recipes: dict[int, Path]
+    journal: Path
+    mode: str = "arrival"
+    part_id_pattern: re.Pattern | None = None
+    settle_seconds: float = 3.0
+    polling: bool = False
+    recipe: int = 0  # the recipe at start
+    queue: int = QUEUE_SIZE
+    trigger_timeout: float = TRIGGER_TIMEOUT
+    modbus: dict | None = field(default=None)  # {"host", "port"}, or None: no Modbus server
+
+
+def read(path: Path) -> StationFile:
+    """The station file at ``path``; ``UserError`` with the first mistake."""
+    station, mistakes = parse(path)
+    if mistakes:
+        raise UserError(mistakes[0])
+    return station
+
+
+def parse(path: Path) -> tuple[StationFile | None, list[str]]:
+    """The station file and every mistake in it, one line each (the file is usable where there are none)."""
+    path = Path(path)
+    name = path.name
+    if not path.is_file():
+        return None, [f"station file {path} does not exist; write one (see the README's station section)"]
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        return None, [f"{name} is not valid TOML: {exc}"]
+    mistakes = []
+    for section in raw:
+        if section in NOT_YET:
+            mistakes.append(f"{name}: [{section}]: {NOT_YET[section]} is not in this anomalycli yet; remove the section (Modbus TCP and the journal are)")
+        elif section not in KNOWN:
+            mistakes.append(f"{name}: unknown section [{section}]; the sections are {', '.join(f'[{s}]' for s in KNOWN)}")
+        elif KNOWN[section] is not None:
+            if not isinstance(raw[section], dict):
+                mistakes.append(f"{name}: {section} must be a section, [{section}]")
+                continue
+            for key in raw[section]:
+                if key not in KNOWN[section]:
+                    mistakes.append(f"{name}: unknown key {key} in [{section}]; it takes {', '.join(sorted(KNOWN[section]))}")
+    base = path.parent
+    source, recipes_raw = raw.get("source", {}), raw.get("recipes", {})
+    if "inbox" not in source:
+        mistakes.append(f'{name}: [source] needs inbox = "FOLDER", where the images arrive')
+    recipes: dict[int, Path] = {}
+    if not isinstance(recipes_raw, dict) or not recipes_raw:
+        mistakes.append(f'{name}: [recipes] needs at least one line: 1 = "model.safetensors" (product number = model file)')
+    else:
+        for number, model in recipes_raw.items():
+            if not str(number).isdigit() or not 0 <= int(number) <= 65535:
+                mistakes.append(f"{name}: [recipes] key {number!r} is not a recipe number (0 to 65535)")
+            elif not isinstance(model, str):
+                mistakes.append(f'{name}: [recipes] {number} must be a model file path in quotes, e.g. {number} = "models/screws.safetensors"')
+            else:
+                recipes[int(number)] = (base / model).resolve()
+    mode = source.get("mode", "arrival")
+    if mode not in MODES:
+        mistakes.append(f"{name}: [source] mode must be {' or '.join(MODES)} (got {mode!r})")
+    pattern = None
+    if "part_id_pattern" in source:
+        try:
+            pattern = re.compile(source["part_id_pattern"])
+            if "part_id" not in pattern.groupindex:
+                mistakes.append(f'{name}: [source] part_id_pattern needs a group named part_id, e.g. "(?P<part_id>\\\\d+)"')
+        except (re.error, TypeError) as exc:
+            mistakes.append(f"{name}: [source] part_id_pattern is not a regular expression ({exc})")
+    station = raw.get("station", {})
+    numbers = {
+        "settle_seconds": (source.get("settle_seconds", 3.0), 0, "[source]"),
+        "queue": (station.get("queue", QUEUE_SIZE), 1, "[station]"),
+        "trigger_timeout": (station.get("trigger_timeout", TRIGGER_TIMEOUT), 0.01, "[station]"),
+    }
+    for key, (value, least, where) in numbers.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < least:
+            mistakes.append(f"{name}: {where} {key} must be a number of at least {least} (got {value!r})")
+    recipe = station.get("recipe", min(recipes) if recipes else 0)
+    if recipes and recipe not in recipes:
+        mistakes.append(f"{name}: [station] recipe {recipe!r} is not one of [recipes] ({', '.join(map(str, sorted(recipes)))})")
+    modbus = None
+    if "modbus" in raw and isinstance(raw["modbus"], dict):
+        modbus = {"host": raw["modbus"].get("host", "127.0.0.1"), "port": raw["modbus"].get("port", 502)}
+        if not isinstance(modbus["port"], int) or not 0 < modbus["port"] < 65536:
+            mistakes.append(f"{name}: [modbus] port must be a TCP port, 1 to 65535 (got {modbus['port']!r})")
+    journal = raw.get("journal", {}).get("path", "verdicts.csv") if isinstance(raw.get("journal", {}), dict) else "verdicts.csv"
+    if mistakes:
+        return None, mistakes
+    return (
+        StationFile(
+            path=path,
+            inbox=(base / source["inbox"]).resolve(),
+            recipes=recipes,
+            journal=(base / journal).resolve(),
+            mode=mode,
+            part_id_pattern=pattern,
+            settle_seconds=float(numbers["settle_seconds"][0]),
+            polling=bool(source.get("polling", False)),
+            recipe=int(recipe),
+            queue=int(numbers["queue"][0]),
+            trigger_timeout=float(numbers["trigger_timeout"][0]),
+            modbus=modbus,
+        ),
+        [],
+    )
+
+
+def port_free(host: str, port: int) -> str:
+    """ "" where ``host``:``port`` can be listened on now, else why not."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return ""

@@ -1,0 +1,208 @@
+"""``anomaly station``: one inspection station the line's controls talk to.
+
+Every recipe's model is loaded and warm before ``ready`` rises. Each image that arrives in the
+inbox is one part: judged by the recipe active when it arrived (with triggers: when its trigger
+came), its row written to the journal and fsynced, and only then shown to the PLC through the
+handshake (``deploy/station/handshake.py``), whose rules keep a stale or foreign result from ever
+being read. Anything that fails is a result too: ``ng`` and ``error`` with an ``error_code``.
+
+As ``watch``: an image with a journal row is never judged again, so a kill at any moment loses no
+verdict and repeats none (a result journaled but not yet read by the PLC before a kill is not
+shown after the restart: the journal has it). Sequence numbers go on from the journal's last.
+No PyTorch here for int8 or exported models (an import contract), as for watch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from anomalycli.data.images import ImageError, original_size, read_image_array
+from anomalycli.data.inbox import Inbox
+from anomalycli.deploy import journal as journals
+from anomalycli.deploy.line import Judged, Line
+from anomalycli.deploy.scoring import scored_row
+from anomalycli.deploy.station import config, signals
+from anomalycli.deploy.station.handshake import Handshake, Result
+from anomalycli.deploy.station.modbus import ModbusServer
+from anomalycli.errors import UserError
+
+# The journal's columns: watch's, then the part, its place in the PLC's sequence, the recipe and
+# model that judged it, and the error code the PLC was shown.
+COLUMNS = (*journals.COLUMNS, "part_id", "seq", "recipe", "model_sha256", "error_code")
+
+
+def check(path: Path) -> list[str]:
+    """Every mistake in the station file at ``path``, one line each, found without starting it:
+    the file's own, then each recipe's model (loaded and probed), the journal, the Modbus port."""
+    station, mistakes = config.parse(path)
+    if station is None:
+        return mistakes
+    for number, model in sorted(station.recipes.items()):
+        try:
+            Line(model)
+        except UserError as exc:
+            mistakes.append(f"recipe {number}: {exc}")
+    try:
+        journals.Journal(station.journal, COLUMNS).close()
+    except UserError as exc:
+        mistakes.append(str(exc))
+    if station.modbus and (why := config.port_free(station.modbus["host"], station.modbus["port"])):
+        mistakes.append(f"[modbus] port {station.modbus['port']} on {station.modbus['host']} cannot be listened on ({why}); choose another port")
+    return mistakes
+
+
+class Station:
+    """A running station: ``start`` loads the recipes and opens the interfaces, ``run`` judges
+    until ``stop`` is set, ``close`` closes everything."""
+
+    def __init__(self, station: config.StationFile, say: Callable[[str], None] = print, clock: Callable[[], float] = time.monotonic):
+        self.file, self.say, self.clock = station, say, clock
+        self.journal = journals.Journal(station.journal, COLUMNS)
+        last_seq = (self.journal.last or {}).get("seq", "")
+        self.handshake = Handshake(station.recipe, int(last_seq) + 1 if str(last_seq).isdigit() else 1, station.queue, station.trigger_timeout, clock)
+        self.modbus = ModbusServer(self.handshake, station.modbus["host"], station.modbus["port"]) if station.modbus else None
+        self.lines: dict[int, Line] = {}
+        self.inbox: Inbox | None = None
+        self.counts = {"judged": 0, "ng": 0, "errors": 0}
+
+    def start(self) -> None:
+        """The interfaces first (``ready`` low, so the PLC sees the station is starting), then every
+        recipe loaded and warm, then ``ready``."""
+        if self.modbus is not None:
+            self.modbus.start()
+            self.say(f"modbus: listening on {self.file.modbus['host']}:{self.file.modbus['port']} (anomaly station --map for the addresses)")
+        for number, model in sorted(self.file.recipes.items()):
+            self.lines[number] = Line(model)
+            identity = self.lines[number].identity
+            self.say(f"recipe {number}: {model.name} ({identity['method']}, sha256 {identity['sha256']}), {identity['engine']}")
+        self.inbox = Inbox(self.file.inbox, polling=self.file.polling)
+        self.handshake.set_ready(True)
+        self.say(
+            f"station ready: recipe {self.handshake.recipe_active} active; images from {self.file.inbox} ({self.file.mode}); "
+            f"journal {self.file.journal} ({self.journal.rows} rows); Ctrl-C or SIGTERM stops"
+        )
+
+    def run(self, stop: threading.Event) -> dict:
+        for path in self.inbox.present():  # what arrived while no station ran
+            self._consider(path)
+        while not stop.is_set():
+            self._step(timeout=0.01)
+        return dict(self.counts)
+
+    def _step(self, timeout: float) -> None:
+        self._switch_recipe()
+        for result in self.handshake.tick():
+            self._record(result, None, self.lines[result.recipe].identity["sha256"] if result.recipe in self.lines else "")
+        for path in self.inbox.arrived(timeout=timeout):
+            self._consider(path)
+
+    def _switch_recipe(self) -> None:
+        wanted = self.handshake.recipe_wanted()
+        if wanted is None:
+            return
+        if wanted in self.lines:
+            self.handshake.recipe_switched(wanted)
+            self.say(f"recipe {wanted} active ({self.lines[wanted].identity['file']})")
+        else:
+            self.handshake.recipe_refused(signals.UNKNOWN_RECIPE)
+            self.say(f"recipe {wanted} refused: the station file has no such recipe; recipe {self.handshake.recipe_active} stays")
+
+    def _consider(self, path: Path) -> None:
+        """Judge ``path`` as one part, unless its row is in the journal already."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return
+        name = path.relative_to(self.file.inbox).as_posix()
+        identity = (name, str(stat.st_size), str(stat.st_mtime_ns))
+        if identity in self.journal:
+            return
+        arrived = time.monotonic()
+        trigger = self.handshake.claim_trigger() if self.file.mode == "trigger" else None
+        if self.file.mode == "trigger" and trigger is None:
+            self.say(f"warning: {name} arrived with no trigger waiting for it; judged into the journal, not shown to the PLC")
+        recipe = trigger.recipe if trigger else self.handshake.recipe_active
+        part_id = trigger.part_id if trigger else self._part_id(name)
+        line = self.lines[recipe]
+        self.handshake.job_started()
+        try:
+            judged, code = self._judge(line, path, name, arrived)
+            if judged is None:  # still being written: looked at again once settled
+                return
+            judged.bytes, judged.mtime_ns = identity[1], identity[2]
+            result = self.handshake.new_result(part_id, recipe, judged.scored.score, judged.verdict == "anomaly", code)
+            self._record(result, judged, line.identity["sha256"], shown=self.file.mode == "arrival" or trigger is not None)
+        finally:
+            self.handshake.job_done()
+
+    def _part_id(self, name: str) -> int:
+        """The part ID of an arriving image: from its file name by the station file's pattern, else the PLC's last ``part_id``."""
+        if self.file.part_id_pattern is not None:
+            match = self.file.part_id_pattern.search(name)
+            if match and match.group("part_id").isdigit():
+                return int(match.group("part_id"))
+        return self.handshake.part_id()
+
+    def _judge(self, line: Line, path: Path, name: str, arrived: float) -> tuple[Judged | None, int]:
+        """The image judged by ``line`` and its error code (``signals.ERROR_CODES``: an unreadable
+        image, a model that failed), or None where it is too new to call unreadable."""
+        size = line.image_size
+        try:
+            pixels, error = read_image_array(path, size, framing=line.framing).transpose(2, 0, 1), ""
+        except (ImageError, OSError) as exc:
+            try:
+                age = time.time() - path.stat().st_mtime
+            except OSError:
+                return None, 0  # gone meanwhile: nothing to judge
+            if age < self.file.settle_seconds:
+                self.inbox.later(path, time.monotonic() + self.file.settle_seconds - age)
+                return None, 0
+            pixels, error = np.zeros((3, size, size), np.uint8), str(exc)
+        sizes = [original_size(path)] if line.wants_sizes and not error else None
+        try:
+            (judged,), said = line.judge([name], pixels[None], [error], [arrived], sizes)
+        except Exception as exc:  # a model that fails is an NG with an error code, never a silent pass
+            scored = scored_row(path, float("nan"), float("nan"), f"the model failed: {type(exc).__name__}: {exc}", 0.5)
+            return Judged(name, scored, 1000 * (time.monotonic() - arrived)), signals.MODEL_FAILED
+        for text in said:
+            self.say(text)
+        return judged, signals.UNREADABLE if judged.verdict == "error" else 0
+
+    def _record(self, result: Result, judged: Judged | None, sha256: str, shown: bool = True) -> None:
+        """The result's journal row (on disk first), then its place in the PLC's queue."""
+        if judged is None:  # a result without an image (a trigger's error)
+            row = {"time": journals.now(), "path": "", "verdict": "error", "error": signals.ERROR_CODES[result.error_code]}
+        else:
+            row = judged.row()
+        row.update(part_id=result.part_id, seq=result.seq, recipe=result.recipe, model_sha256=sha256, error_code=result.error_code)
+        self.journal.append([row])
+        self.counts["judged"] += 1
+        self.counts["ng"] += result.ng
+        self.counts["errors"] += bool(result.error_code)
+        if shown and not self.handshake.publish(result):
+            self.say(f"overrun: the PLC has {self.file.queue} results waiting; result {result.seq} (part {result.part_id}) is in the journal only")
+        verdict = "error " + str(result.error_code) if result.error_code else ("NG" if result.ng else "OK")
+        self.say(f"{verdict} part {result.part_id} seq {result.seq} recipe {result.recipe} score {result.score:.3f} {row['path']}")
+
+    def close(self) -> None:
+        self.handshake.set_ready(False)
+        if self.modbus is not None:
+            self.modbus.stop()
+        if self.inbox is not None:
+            self.inbox.close()
+        self.journal.close()
+
+
+def station(path: Path, say: Callable[[str], None], stop: threading.Event) -> dict:
+    """Run the station of the file at ``path`` until ``stop`` is set; this run's counts."""
+    running = Station(config.read(path), say)
+    try:
+        running.start()
+        return running.run(stop)
+    finally:
+        running.close()

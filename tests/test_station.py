@@ -1,0 +1,323 @@
+"""anomaly station: the station file, the handshake's rules, and the whole station against a PLC
+simulator (a Modbus client process of another library) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from anomalycli.deploy.station import signals
+from anomalycli.deploy.station.config import parse
+from anomalycli.deploy.station.handshake import Handshake
+from anomalycli.deploy.station.modbus import ModbusServer, table_size, value_of
+from anomalycli.workflows.station import COLUMNS, Station
+from tests.conftest import one_clear_line, run_cli
+
+SIMULATOR = Path(__file__).with_name("plc_simulator.py")
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ready_handshake(**options) -> Handshake:
+    handshake = Handshake(recipe=1, **options)
+    handshake.set_ready(True)
+    return handshake
+
+
+# --- the handshake, without any server ------------------------------------------------------
+
+
+def test_a_result_is_shown_whole_and_taken_back_on_the_ack_and_the_next_waits_for_the_ack_to_fall():
+    handshake = ready_handshake()
+    first, second = handshake.new_result(11, 1, 0.9, True), handshake.new_result(12, 1, 0.1, False)
+    handshake.publish(first)
+    handshake.publish(second)
+    shown = handshake.snapshot()
+    assert shown["result_valid"] and shown["ng"] and not shown["ok"] and shown["part_id_echo"] == 11 and shown["result_seq"] == first.seq
+    handshake.write("result_ack", True)
+    cleared = handshake.snapshot()
+    assert not cleared["result_valid"] and not cleared["ng"] and cleared["part_id_echo"] == 0 and cleared["score"] == 0.0
+    assert not handshake.snapshot()["result_valid"], "nothing new while the PLC holds its ack high"
+    handshake.write("result_ack", False)
+    shown = handshake.snapshot()
+    assert shown["result_valid"] and shown["ok"] and shown["part_id_echo"] == 12 and shown["result_seq"] == second.seq
+
+
+def test_results_wait_in_order_up_to_the_queue_then_overrun_until_the_plc_has_taken_them_all():
+    handshake = ready_handshake(queue_size=3)
+    results = [handshake.new_result(i, 1, 0.2, False) for i in range(6)]
+    taken = [handshake.publish(r) for r in results]
+    assert taken == [True] * 4 + [False] * 2  # one shown, three waiting
+    assert handshake.snapshot()["overrun"]
+    seen = []
+    for _ in range(4):
+        seen.append(handshake.snapshot()["part_id_echo"])
+        handshake.write("result_ack", True)
+        handshake.write("result_ack", False)
+    assert seen == [0, 1, 2, 3] and not handshake.snapshot()["overrun"] and not handshake.snapshot()["result_valid"]
+
+
+def test_every_trigger_fault_is_an_ng_with_its_error_code_never_silence():
+    clock = Clock()
+    handshake = Handshake(recipe=1, trigger_timeout=2.0, clock=clock)
+    handshake.write("part_id", 7)
+    handshake.write("trigger", True)  # not ready yet
+    handshake.write("trigger", False)
+    handshake.set_ready(True)
+    handshake.write("part_id", 8)
+    handshake.write("trigger", True)
+    handshake.write("trigger", False)
+    handshake.write("part_id", 9)
+    handshake.write("trigger", True)  # while 8 still waits for its image
+    assert handshake.snapshot()["busy"]
+    clock.now = 3.0
+    made = handshake.tick()
+    assert [(r.part_id, r.error_code, r.ng) for r in made] == [
+        (7, signals.NOT_READY, True),
+        (9, signals.DOUBLE_TRIGGER, True),
+        (8, signals.TRIGGER_TIMEOUT, True),
+    ]
+    assert not handshake.snapshot()["result_valid"], "an error is shown only once the station journaled and published it"
+
+
+def test_a_trigger_latches_its_part_and_recipe():
+    handshake = ready_handshake()
+    handshake.write("part_id", 42)
+    handshake.write("trigger", True)
+    handshake.write("part_id", 43)
+    trigger = handshake.claim_trigger()
+    assert (trigger.part_id, trigger.recipe) == (42, 1) and handshake.claim_trigger() is None
+
+
+def test_a_recipe_request_drops_ready_until_switched_and_an_unknown_one_keeps_the_old():
+    handshake = ready_handshake()
+    handshake.write("recipe_request", 2)
+    assert not handshake.snapshot()["ready"] and handshake.recipe_wanted() == 2
+    handshake.recipe_switched(2)
+    assert handshake.snapshot()["ready"] and handshake.snapshot()["recipe_active"] == 2
+    handshake.write("recipe_request", 9)
+    handshake.recipe_refused(signals.UNKNOWN_RECIPE)
+    state = handshake.snapshot()
+    assert state["ready"] and state["recipe_failed"] and state["recipe_error"] == signals.UNKNOWN_RECIPE and state["recipe_active"] == 2
+
+
+def test_the_heartbeat_toggles_while_the_station_ticks():
+    clock = Clock()
+    handshake = Handshake(recipe=1, clock=clock)
+    beats = []
+    for step in range(5):
+        clock.now = 1.01 * (step + 1)
+        handshake.tick()
+        beats.append(handshake.snapshot()["heartbeat"])
+    assert beats == [True, False, True, False, True]
+
+
+# --- the Modbus server, read by another library's client -------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_modbus_map_is_what_a_second_client_library_reads_and_writes():
+    from pyModbusTCP.client import ModbusClient
+
+    handshake = ready_handshake()
+    server = ModbusServer(handshake, port=_free_port())
+    server.start()
+    try:
+        plc = ModbusClient(host="127.0.0.1", port=server.port, unit_id=1, auto_open=True, timeout=2)
+        assert plc.write_multiple_registers(0, [0x0001, 0x86A0])  # part_id 100000, high word first
+        assert handshake.part_id() == 100_000
+        handshake.publish(handshake.new_result(handshake.part_id(), 1, 0.75, True))
+        bits = plc.read_discrete_inputs(0, table_size("discrete"))
+        registers = plc.read_input_registers(0, table_size("input"))
+        state = {name: bits[s.address] for name, s in signals.MODBUS_MAP.items() if s.table == "discrete"}
+        state.update({name: value_of(registers[s.address : s.address + s.registers], s.type) for name, s in signals.MODBUS_MAP.items() if s.table == "input"})
+        assert state["ready"] and state["result_valid"] and state["ng"] and not state["ok"] and not state["error"]
+        assert state["part_id_echo"] == 100_000 and state["score"] == pytest.approx(0.75) and state["recipe_active"] == 1
+        assert plc.write_single_coil(signals.MODBUS_MAP["result_ack"].address, True)
+        assert not plc.read_discrete_inputs(signals.MODBUS_MAP["result_valid"].address, 1)[0]
+    finally:
+        server.stop()
+
+
+def test_the_map_prints_as_json_for_a_plc_program_and_is_fixed():
+    mapped = json.loads(run_cli("station", "--map", "--json").output)["signals"]
+    assert set(mapped) == set(signals.FROM_PLC) | set(signals.TO_PLC)
+    # The addresses a PLC program is written against: changing one breaks every line that uses it.
+    assert {k: (v["table"], v["address"], v["type"]) for k, v in mapped.items() if k in ("trigger", "result_ack", "part_id", "result_valid", "score")} == {
+        "trigger": ("coil", 0, "bool"),
+        "result_ack": ("coil", 1, "bool"),
+        "part_id": ("holding", 0, "uint32"),
+        "result_valid": ("discrete", 2, "bool"),
+        "score": ("input", 5, "float32"),
+    }
+
+
+# --- the station file -------------------------------------------------------------------------
+
+
+def write_station(folder: Path, recipes: dict[int, Path], port: int | None = None, extra: str = "") -> Path:
+    lines = ["[source]", 'inbox = "inbox"', 'part_id_pattern = "part(?P<part_id>\\\\d+)"', "settle_seconds = 0.5", "[recipes]"]
+    lines += [f'{number} = "{model}"' for number, model in recipes.items()]
+    if port:
+        lines += ["[modbus]", f"port = {port}"]
+    lines += ["[journal]", 'path = "verdicts.csv"', extra]
+    (folder / "inbox").mkdir(exist_ok=True)
+    path = folder / "station.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_check_says_every_mistake_in_one_line_each(patchcore_model, tmp_path):
+    path = write_station(tmp_path, {1: patchcore_model, 2: tmp_path / "missing.safetensors"}, port=_free_port(), extra="[modbus_typo]\nport = 1")
+    result = run_cli("station", "--check", path, expect=1)
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in result.output and len(errors) == 1 and "unknown section [modbus_typo]" in errors[0]
+    path = write_station(tmp_path, {1: patchcore_model, 2: tmp_path / "missing.safetensors"}, port=_free_port())
+    errors = [line for line in run_cli("station", "--check", path, expect=1).output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "recipe 2" in errors[0] and "does not exist" in errors[0]
+    assert "no mistakes" in run_cli("station", "--check", write_station(tmp_path, {1: patchcore_model}, port=_free_port())).output
+    station, mistakes = parse(tmp_path / "nope.toml")
+    assert station is None and "does not exist" in mistakes[0]
+
+
+def test_a_section_not_in_this_anomalycli_yet_is_refused_in_one_line_never_ignored(patchcore_model, tmp_path):
+    path = write_station(tmp_path, {1: patchcore_model}, extra='[mqtt]\nbroker = "127.0.0.1:1883"')
+    assert "MQTT is not in this anomalycli yet" in one_clear_line(run_cli("station", path, expect=None))
+
+
+# --- the whole station, against the PLC simulator ---------------------------------------------
+
+
+def predicted(model: Path, folder: Path, tmp_path: Path) -> dict[str, dict]:
+    out = tmp_path / "predicted.csv"
+    run_cli("predict", model, folder, "--output", out)
+    with open(out, newline="") as handle:
+        return {Path(r["path"]).name: r for r in csv.DictReader(handle)}
+
+
+def plc(port: int, *options) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(SIMULATOR), str(port), *map(str, options)], stdout=subprocess.PIPE, text=True)
+
+
+def plc_lines(process: subprocess.Popen, timeout: float = 120) -> tuple[list[dict], dict]:
+    out, _ = process.communicate(timeout=timeout)
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return [r for r in rows if "done" not in r], next(r for r in rows if "done" in r)
+
+
+@pytest.fixture
+def running(tmp_path):
+    """A station started in this process from a station file; stopped after the test."""
+    started = []
+
+    def start(path: Path) -> Station:
+        from anomalycli.deploy.station.config import read
+
+        station = Station(read(path), say=lambda line: None)
+        station.start()
+        stop = threading.Event()
+        thread = threading.Thread(target=station.run, args=(stop,), daemon=True)
+        thread.start()
+        started.append((station, stop, thread))
+        return station
+
+    yield start
+    for station, stop, thread in started:
+        stop.set()
+        thread.join(30)
+        station.close()
+
+
+def drop(images: list[Path], inbox: Path, names: list[str], pause: float = 0.0) -> None:
+    for image, name in zip(images, names):
+        shutil.copy(image, inbox / (name + ".tmp"))
+        (inbox / (name + ".tmp")).rename(inbox / name)
+        time.sleep(pause)
+
+
+def journal_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_every_part_reaches_the_plc_once_in_order_with_its_own_id_and_predicts_verdict(parts, patchcore_model, running, tmp_path):
+    images = sorted(parts.glob("*/*.png"))
+    names = [f"part{1000 + i}.png" for i in range(len(images))]
+    truth = predicted(patchcore_model, parts, tmp_path)
+    port = _free_port()
+    station = running(write_station(tmp_path, {1: patchcore_model}, port))
+    simulator = plc(port, "--results", len(images), "--seconds", 120)
+    drop(images, tmp_path / "inbox", names, pause=0.05)  # slower than the simulated PLC takes results: no overrun
+    results, done = plc_lines(simulator)
+    assert done["done"] == len(images) and not done["overrun"]
+    assert [r["seq"] for r in results] == list(range(1, len(images) + 1)), "each result once, in order"
+    assert [r["part_id"] for r in results] == [int(n[4:8]) for n in names], "each result with its own part"
+    for result, image in zip(results, images):
+        expected = truth[image.name]
+        assert result["ng"] == (expected["verdict"] == "anomaly") and result["ok"] == (not result["ng"]) and not result["error"]
+        assert result["score"] == pytest.approx(float(expected["score"]), abs=1e-3)
+    rows = journal_rows(tmp_path / "verdicts.csv")
+    assert list(rows[0]) == list(COLUMNS) and [int(r["seq"]) for r in rows] == [r["seq"] for r in results]
+    assert station.handshake.snapshot()["heartbeat"] in (True, False)
+
+
+def test_a_plc_that_never_acknowledges_gets_overrun_and_the_journal_keeps_every_part(parts, patchcore_model, running, tmp_path):
+    images = sorted(parts.glob("*/*.png"))[:14]
+    port = _free_port()
+    running(write_station(tmp_path, {1: patchcore_model}, port, extra="[station]\nqueue = 4"))
+    simulator = plc(port, "--no-ack", "--seconds", 15)
+    drop(images, tmp_path / "inbox", [f"part{i}.png" for i in range(len(images))])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(journal_rows(tmp_path / "verdicts.csv")) < len(images):
+        time.sleep(0.1)
+    results, done = plc_lines(simulator)
+    assert len(journal_rows(tmp_path / "verdicts.csv")) == len(images)
+    assert done["overrun"] and [r["seq"] for r in results] == [1], "without an ack, the first result stays shown and nothing replaces it"
+
+
+def test_an_unreadable_image_is_an_ng_with_its_error_code(patchcore_model, running, tmp_path):
+    port = _free_port()
+    running(write_station(tmp_path, {1: patchcore_model}, port))
+    simulator = plc(port, "--results", 1, "--seconds", 60)
+    (tmp_path / "inbox" / "part77.png").write_bytes(b"not an image at all")
+    results, _ = plc_lines(simulator)
+    assert results[0]["ng"] and results[0]["error"] and results[0]["error_code"] == signals.UNREADABLE and results[0]["part_id"] == 77
+
+
+def test_a_recipe_switch_judges_each_part_by_the_recipe_active_when_it_arrived(parts, patchcore_model, hybrid_model, running, tmp_path):
+    images = sorted(parts.glob("*/*.png"))[:6]
+    port = _free_port()
+    station = running(write_station(tmp_path, {1: patchcore_model, 2: hybrid_model}, port))
+    simulator = plc(port, "--results", 12, "--seconds", 120, "--recipe", 2)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and station.handshake.recipe_active != 2:
+        time.sleep(0.02)
+    drop(images, tmp_path / "inbox", [f"part{i}.png" for i in range(6)], pause=0.02)
+    truth = predicted(hybrid_model, parts, tmp_path)
+    results, _ = plc_lines(simulator, timeout=120)
+    assert [r["recipe"] for r in results] == [2] * 6
+    for result, image in zip(results, images):
+        assert result["score"] == pytest.approx(float(truth[image.name]["score"]), abs=1e-3)
+    rows = journal_rows(tmp_path / "verdicts.csv")
+    sha = station.lines[2].identity["sha256"]
+    assert {r["recipe"] for r in rows} == {"2"} and {r["model_sha256"] for r in rows} == {sha}
