@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from anomalycli import files
-from benchmarks import accuracy, ignore, levers, line, localisation, operating_point, peer, precision, scale, shift, speed
+from benchmarks import accuracy, ignore, levers, line, localisation, operating_point, peer, precision, scale, shift, speed, station
 from benchmarks.common import machine
 
 # topic -> its module; operating_point reads the accuracy topic's results (same fits)
@@ -22,6 +22,7 @@ TOPICS = {
     "precision": precision,
     "speed": speed,
     "line": line,
+    "station": station,
     "scale": scale,
     "peer": peer,
     "shift": shift,
@@ -34,6 +35,7 @@ SECTIONS = [
     (ignore.TITLE, "ignore", ignore),
     (speed.TITLE, "speed", speed),
     (line.TITLE, "line", line),
+    (station.TITLE, "station", station),
     (precision.TITLE, "precision", precision),
     (scale.TITLE, "scale", scale),
     (peer.TITLE, "peer", peer),
@@ -47,6 +49,7 @@ HEADLINE = [
     ("precision", precision),
     ("speed", speed),
     ("line", line),
+    ("station", station),
     ("scale", scale),
     ("peer", peer),
     ("shift", shift),

@@ -2,11 +2,15 @@
 the server's own library) that scans every 10 ms and drives the handshake from the PLC's side.
 
     python tests/plc_simulator.py PORT [--results N] [--seconds S] [--no-ack] [--recipe K]
+    python tests/plc_simulator.py PORT --switch 1,2 --switches N
+
 
 Each scan reads the station's discrete inputs and input registers in two requests. When
 ``result_valid`` is high and not yet acknowledged, it prints the result as a JSON line and raises
 ``result_ack``; when ``result_valid`` has fallen, it drops ``result_ack``. It stops after N results
 or S seconds, then prints ``{"done": ...}`` with what it saw of ``overrun`` and the heartbeat.
+With ``--switch``, it asks for those recipes in turn, N times, and prints each switch's time from
+its ``recipe_request`` to the scan that sees the recipe active and ``ready``.
 """
 
 from __future__ import annotations
@@ -29,8 +33,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--no-ack", action="store_true")
     parser.add_argument("--recipe", type=int, default=None)
+    parser.add_argument("--switch", default=None)
+    parser.add_argument("--switches", type=int, default=10)
     args = parser.parse_args()
     plc = ModbusClient(host="127.0.0.1", port=args.port, unit_id=1, auto_open=True, timeout=2.0)
+    if args.switch:
+        switch(plc, [int(k) for k in args.switch.split(",")], args.switches)
+        return
     if args.recipe is not None:
         plc.write_single_register(2, args.recipe)
     seen, acked, overrun, beats, last_beat, last_seq = 0, False, False, 0, None, None
@@ -70,6 +79,21 @@ def main() -> None:
         time.sleep(SCAN_SECONDS)
     print(json.dumps({"done": seen, "overrun": overrun, "heartbeats": beats}), flush=True)
     sys.exit(0)
+
+
+def switch(plc: ModbusClient, recipes: list[int], n: int) -> None:
+    for i in range(n):
+        recipe = recipes[i % len(recipes)]
+        start = time.perf_counter()
+        plc.write_single_register(2, recipe)
+        while True:
+            bits, registers = plc.read_discrete_inputs(0, 9), plc.read_input_registers(0, 9)
+            if bits and registers and bits[0] and registers[7] == recipe:
+                break
+            time.sleep(SCAN_SECONDS)
+        print(json.dumps({"recipe": recipe, "switch_s": time.perf_counter() - start}), flush=True)
+        time.sleep(0.05)
+    print(json.dumps({"done": n}), flush=True)
 
 
 if __name__ == "__main__":

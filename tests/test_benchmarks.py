@@ -35,7 +35,7 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "peer: skipped, no Python at" in done.stdout
-    assert sorted(p.stem for p in results.glob("*.json")) == ["accuracy", "ignore", "line", "localisation", "precision", "scale", "shift", "speed"]
+    assert sorted(p.stem for p in results.glob("*.json")) == ["accuracy", "ignore", "line", "localisation", "precision", "scale", "shift", "speed", "station"]
     text = out.read_text()
     assert text.startswith("# Benchmarks") and "## Headline: the defaults today" in text
     for title in (

@@ -1,0 +1,236 @@
+"""The station: from an image's close to its result at the PLC, a recipe switch, and the memory of a
+station with five recipes.
+
+Per data set, the default model (``anomaly train DATA``) in ``anomaly station`` as a line starts
+it, and the tests' PLC simulator (``tests/plc_simulator.py``: pyModbusTCP, scanning every 10 ms)
+as a separate process:
+- latency, one part at a time: the writer's close of the image to the simulator's scan that reads
+  ``result_valid`` (median and p99), beside the station's own time from the image's arrival to its
+  verdict (the journal's ``latency_ms``): the difference is what the handshake adds;
+- a recipe switch: ``recipe_request`` written to the scan that sees the recipe active and ``ready``;
+- on the first set, memory: a station with five recipes (five copies of the model, as five
+  products), the PLC switching recipe every 100 parts, its resident memory once ready and after
+  every part was judged.
+Images: the set's own at 1024 x 1024 when ``../shared/data/screws-1024`` does not hold camera images of it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import REPO, anomaly_command, samples_of, wait_until
+from benchmarks.speed import fit_process, upscaled_copies
+
+TITLE = "The station: a PLC's view"
+SIMULATOR = REPO / "tests" / "plc_simulator.py"
+CAMERA = {"screws": REPO.parent / "shared" / "data" / "screws-1024" / "good"}  # the camera's own resolution, where there are such images
+COUNTS = {"latency": 60, "switches": 20, "memory": 1000}
+QUICK_COUNTS = {"latency": 6, "switches": 4, "memory": 40}
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _station_file(folder: Path, models: list[Path], port: int) -> Path:
+    (folder / "inbox").mkdir(parents=True)
+    lines = ["[source]", 'inbox = "inbox"', 'part_id_pattern = "(?P<part_id>\\\\d+)"', "[recipes]"]
+    lines += [f'{i + 1} = "{m}"' for i, m in enumerate(models)]
+    lines += ["[modbus]", f"port = {port}", "[journal]", 'path = "verdicts.csv"']
+    path = folder / "station.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _start(path: Path) -> subprocess.Popen:
+    process = subprocess.Popen(anomaly_command("station", str(path)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if line.startswith("station ready"):
+            break
+    threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # keep its pipe drained
+    return process
+
+
+def _simulator(port: int, *options) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(SIMULATOR), str(port), *map(str, options)], stdout=subprocess.PIPE, text=True)
+
+
+def _lines(process: subprocess.Popen, timeout: float) -> list[dict]:
+    out, _ = process.communicate(timeout=timeout)
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _journal(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def latency(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
+    port = _port()
+    path = _station_file(tmp / "latency", [model], port)
+    station = _start(path)
+    simulator = _simulator(port, "--results", n, "--seconds", 60 + 5 * n)
+    closed = []
+    try:
+        for i in range(n):
+            data = images[i % len(images)].read_bytes()
+            with open(path.parent / "inbox" / f"{i + 1:05d}.png", "wb") as handle:
+                handle.write(data)
+            closed.append(time.time())
+            wait_until(lambda: len(_journal(path.parent / "verdicts.csv")) > i, 60)
+            time.sleep(0.3)  # parts apart, as on a line: each result read before the next image
+        results = [r for r in _lines(simulator, 120) if "seq" in r]
+    finally:
+        station.terminate()
+        station.wait(60)
+    to_plc = [r["t"] - closed[r["part_id"] - 1] for r in results]
+    own = [float(r["latency_ms"]) / 1000 for r in _journal(path.parent / "verdicts.csv")]
+    return {
+        "plc_median": statistics.median(to_plc),
+        "plc_p99": float(np.percentile(to_plc, 99)),
+        "station_median": statistics.median(own),
+        "latency_n": len(to_plc),
+    }
+
+
+def switches(model: Path, tmp: Path, n: int) -> dict:
+    twin = tmp / "twin.safetensors"
+    shutil.copy(model, twin)
+    port = _port()
+    station = _start(_station_file(tmp / "switch", [model, twin], port))
+    try:
+        seconds = [r["switch_s"] for r in _lines(_simulator(port, "--switch", "2,1", "--switches", n), 120) if "switch_s" in r]
+    finally:
+        station.terminate()
+        station.wait(60)
+    return {"switch_median": statistics.median(seconds), "switch_max": max(seconds), "switch_n": len(seconds)}
+
+
+def memory(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
+    from pyModbusTCP.client import ModbusClient
+
+    models = [model]
+    for k in range(2, 6):
+        models.append(tmp / f"recipe{k}.safetensors")
+        shutil.copy(model, models[-1])
+    port = _port()
+    path = _station_file(tmp / "memory", models, port)
+    station = _start(path)
+    ready_rss = _rss_mib(station.pid)
+    simulator = _simulator(port, "--results", n, "--seconds", 60 + n)
+    plc = ModbusClient(host="127.0.0.1", port=port, unit_id=1, auto_open=True, timeout=2)
+    journal = path.parent / "verdicts.csv"
+    try:
+        for i in range(n):
+            if i % 100 == 0:
+                plc.write_single_register(2, 1 + (i // 100) % 5)
+                time.sleep(0.05)
+            with open(path.parent / "inbox" / f"{i + 1:05d}.png", "wb") as handle:
+                handle.write(images[i % len(images)].read_bytes())
+            if i % 4 == 3:  # a few parts ahead, as a line's queue holds
+                wait_until(lambda: len(_journal(journal)) > i - 4, 60, 0.01)
+        wait_until(lambda: len(_journal(journal)) >= n, 300, 0.05)
+        final_rss = _rss_mib(station.pid)
+        _lines(simulator, 120)
+    finally:
+        station.terminate()
+        station.wait(60)
+    recipes = {r["recipe"] for r in _journal(journal)}
+    return {"memory_ready": ready_rss, "memory_after": final_rss, "memory_parts": n, "memory_recipes_used": len(recipes)}
+
+
+def run(data_sets: list[Path], quick: bool, log=print) -> dict:
+    counts = QUICK_COUNTS if quick else COUNTS
+    runs = []
+    for index, data in enumerate(data_sets):
+        with tempfile.TemporaryDirectory(prefix="bench-station-") as tmp:
+            tmp = Path(tmp)
+            fit_process(data, tmp / "run", *(("--image-size", "64") if quick else ()))
+            model = tmp / "run" / "model.safetensors"
+            camera = CAMERA.get(data.name)
+            if camera is not None and camera.is_dir() and not quick:
+                images, source = sorted(camera.glob("*.png")), "camera images, 1024 px"
+            else:
+                (tmp / "pngs").mkdir()
+                images = upscaled_copies([s.path for s in samples_of(data, False)][:40], tmp / "pngs")
+                source = "1024 px copies"
+            out = {"data": data.name, "images": source}
+            out.update(latency(model, images, tmp, counts["latency"]))
+            log(
+                f"  {data.name}: close to result_valid at the PLC {1000 * out['plc_median']:.1f} ms median; the station's own {1000 * out['station_median']:.1f} ms"
+            )
+            out.update(switches(model, tmp, counts["switches"]))
+            log(f"  {data.name}: recipe switch {1000 * out['switch_median']:.1f} ms median, {1000 * out['switch_max']:.1f} ms at most")
+            if index == 0:
+                out.update(memory(model, images, tmp, counts["memory"]))
+                log(f"  {data.name}: 5 recipes: {out['memory_ready']:.0f} MiB ready, {out['memory_after']:.0f} MiB after {out['memory_parts']} parts")
+            runs.append(out)
+    return {"runs": runs}
+
+
+def headline(result: dict, data: str) -> dict:
+    r = next((r for r in result["runs"] if r["data"] == data), None)
+    if r is None:
+        return {}
+    rows = {
+        "station: image closed to result_valid at the PLC (Modbus, 10 ms scans), median / p99; the station's own time": f"{1000 * r['plc_median']:.1f} / "
+        f"{1000 * r['plc_p99']:.1f} ms; {1000 * r['station_median']:.1f} ms",
+        "station: a recipe switch, median / most": f"{1000 * r['switch_median']:.1f} / {1000 * r['switch_max']:.1f} ms",
+    }
+    if "memory_after" in r:
+        rows[f"station with 5 recipes: resident memory once ready / after {r['memory_parts']:,} parts"] = (
+            f"{r['memory_ready']:.0f} / {r['memory_after']:.0f} MiB"
+        )
+    return rows
+
+
+def section(result: dict) -> str:
+    runs = result["runs"]
+    lines = [
+        "Each set's default model in `anomaly station`, and the tests' PLC simulator (a pyModbusTCP client scanning every 10 ms) as separate processes. "
+        "Latency is from the writer's close of the image to the simulator's scan that reads `result_valid`; the station's own time is its "
+        "journal's `latency_ms` (the image's arrival to its verdict). One part at a time, 0.3 s apart.",
+        "",
+        "| | " + " | ".join(r["data"] for r in runs) + " |",
+        "| --- |" + " --- |" * len(runs),
+    ]
+
+    def row(what, cell):
+        lines.append(f"| {what} | " + " | ".join(cell(r) for r in runs) + " |")
+
+    row("images", lambda r: r["images"])
+    row("close to result_valid at the PLC, median / p99 (ms)", lambda r: f"{1000 * r['plc_median']:.1f} / {1000 * r['plc_p99']:.1f} (n={r['latency_n']})")
+    row("the station's own time, arrival to verdict, median (ms)", lambda r: f"{1000 * r['station_median']:.1f}")
+    row("a recipe switch, median / most (ms)", lambda r: f"{1000 * r['switch_median']:.1f} / {1000 * r['switch_max']:.1f} (n={r['switch_n']})")
+    row(
+        "5 recipes: resident memory once ready / after the parts (MiB)",
+        lambda r: (
+            f"{r['memory_ready']:.0f} / {r['memory_after']:.0f} ({r['memory_parts']} parts, {r['memory_recipes_used']} recipes used)"
+            if "memory_after" in r
+            else "-"
+        ),
+    )
+    return "\n".join(lines)
