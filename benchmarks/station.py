@@ -154,8 +154,8 @@ def memory(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
                 wait_until(lambda: len(_journal(journal)) > i - 4, 60, 0.01)
         wait_until(lambda: len(_journal(journal)) >= n, 300, 0.05)
         final_rss = _rss_mib(station.pid)
-        _lines(simulator, 120)
     finally:
+        simulator.terminate()  # it may wait for results an overrun kept from it (parts were sent 4 ahead): the journal has them
         station.terminate()
         station.wait(60)
     recipes = {r["recipe"] for r in _journal(journal)}

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import re
+import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +10,8 @@ from typer.testing import CliRunner
 
 from anomalycli.cli import app
 from anomalycli.data.synthetic import make_dataset
+from anomalycli.deploy.station.config import read as read_station
+from anomalycli.workflows.station import Station
 
 torch.set_num_threads(2)
 
@@ -63,3 +67,27 @@ def exact_search(monkeypatch):
     from anomalycli.detection import bank_search
 
     monkeypatch.setattr(bank_search, "search_kind", lambda device: "float32")
+
+
+@pytest.fixture
+def running_station():
+    """A station started in this process from a station file; stopped after the test."""
+    started = []
+
+    def start(path: Path) -> Station:
+        said: list[str] = []
+        station = Station(read_station(path), say=said.append)
+        station.said = said
+        station.start()
+        stop = threading.Event()
+        thread = threading.Thread(target=station.run, args=(stop,), daemon=True)
+        thread.start()
+        started.append((station, stop, thread))
+        station.stop_running = lambda: (stop.set(), thread.join(30), station.close())  # as the test's end does
+        return station
+
+    yield start
+    for station, stop, thread in started:
+        stop.set()
+        thread.join(30)
+        station.close()

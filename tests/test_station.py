@@ -19,7 +19,7 @@ from anomalycli.deploy.station import signals
 from anomalycli.deploy.station.config import parse
 from anomalycli.deploy.station.handshake import Handshake
 from anomalycli.deploy.station.modbus import ModbusServer, table_size, value_of
-from anomalycli.workflows.station import COLUMNS, Station
+from anomalycli.workflows.station import COLUMNS
 from tests.conftest import one_clear_line, run_cli
 
 SIMULATOR = Path(__file__).with_name("plc_simulator.py")
@@ -201,8 +201,8 @@ def test_check_says_every_mistake_in_one_line_each(patchcore_model, tmp_path):
 
 
 def test_a_section_not_in_this_anomalycli_yet_is_refused_in_one_line_never_ignored(patchcore_model, tmp_path):
-    path = write_station(tmp_path, {1: patchcore_model}, extra='[mqtt]\nbroker = "127.0.0.1:1883"')
-    assert "MQTT is not in this anomalycli yet" in one_clear_line(run_cli("station", path, expect=None))
+    path = write_station(tmp_path, {1: patchcore_model}, extra="[opcua]\nport = 4840")
+    assert "OPC UA is not in this anomalycli yet" in one_clear_line(run_cli("station", path, expect=None))
 
 
 # --- the whole station, against the PLC simulator ---------------------------------------------
@@ -225,29 +225,6 @@ def plc_lines(process: subprocess.Popen, timeout: float = 120) -> tuple[list[dic
     return [r for r in rows if "done" not in r], next(r for r in rows if "done" in r)
 
 
-@pytest.fixture
-def running(tmp_path):
-    """A station started in this process from a station file; stopped after the test."""
-    started = []
-
-    def start(path: Path) -> Station:
-        from anomalycli.deploy.station.config import read
-
-        station = Station(read(path), say=lambda line: None)
-        station.start()
-        stop = threading.Event()
-        thread = threading.Thread(target=station.run, args=(stop,), daemon=True)
-        thread.start()
-        started.append((station, stop, thread))
-        return station
-
-    yield start
-    for station, stop, thread in started:
-        stop.set()
-        thread.join(30)
-        station.close()
-
-
 def drop(images: list[Path], inbox: Path, names: list[str], pause: float = 0.0) -> None:
     for image, name in zip(images, names):
         shutil.copy(image, inbox / (name + ".tmp"))
@@ -260,12 +237,12 @@ def journal_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def test_every_part_reaches_the_plc_once_in_order_with_its_own_id_and_predicts_verdict(parts, patchcore_model, running, tmp_path):
+def test_every_part_reaches_the_plc_once_in_order_with_its_own_id_and_predicts_verdict(parts, patchcore_model, running_station, tmp_path):
     images = sorted(parts.glob("*/*.png"))
     names = [f"part{1000 + i}.png" for i in range(len(images))]
     truth = predicted(patchcore_model, parts, tmp_path)
     port = _free_port()
-    station = running(write_station(tmp_path, {1: patchcore_model}, port))
+    station = running_station(write_station(tmp_path, {1: patchcore_model}, port))
     simulator = plc(port, "--results", len(images), "--seconds", 120)
     drop(images, tmp_path / "inbox", names, pause=0.05)  # slower than the simulated PLC takes results: no overrun
     results, done = plc_lines(simulator)
@@ -281,10 +258,10 @@ def test_every_part_reaches_the_plc_once_in_order_with_its_own_id_and_predicts_v
     assert station.handshake.snapshot()["heartbeat"] in (True, False)
 
 
-def test_a_plc_that_never_acknowledges_gets_overrun_and_the_journal_keeps_every_part(parts, patchcore_model, running, tmp_path):
+def test_a_plc_that_never_acknowledges_gets_overrun_and_the_journal_keeps_every_part(parts, patchcore_model, running_station, tmp_path):
     images = sorted(parts.glob("*/*.png"))[:14]
     port = _free_port()
-    running(write_station(tmp_path, {1: patchcore_model}, port, extra="[station]\nqueue = 4"))
+    running_station(write_station(tmp_path, {1: patchcore_model}, port, extra="[station]\nqueue = 4"))
     simulator = plc(port, "--no-ack", "--seconds", 15)
     drop(images, tmp_path / "inbox", [f"part{i}.png" for i in range(len(images))])
     deadline = time.monotonic() + 60
@@ -295,19 +272,19 @@ def test_a_plc_that_never_acknowledges_gets_overrun_and_the_journal_keeps_every_
     assert done["overrun"] and [r["seq"] for r in results] == [1], "without an ack, the first result stays shown and nothing replaces it"
 
 
-def test_an_unreadable_image_is_an_ng_with_its_error_code(patchcore_model, running, tmp_path):
+def test_an_unreadable_image_is_an_ng_with_its_error_code(patchcore_model, running_station, tmp_path):
     port = _free_port()
-    running(write_station(tmp_path, {1: patchcore_model}, port))
+    running_station(write_station(tmp_path, {1: patchcore_model}, port))
     simulator = plc(port, "--results", 1, "--seconds", 60)
     (tmp_path / "inbox" / "part77.png").write_bytes(b"not an image at all")
     results, _ = plc_lines(simulator)
     assert results[0]["ng"] and results[0]["error"] and results[0]["error_code"] == signals.UNREADABLE and results[0]["part_id"] == 77
 
 
-def test_a_recipe_switch_judges_each_part_by_the_recipe_active_when_it_arrived(parts, patchcore_model, hybrid_model, running, tmp_path):
+def test_a_recipe_switch_judges_each_part_by_the_recipe_active_when_it_arrived(parts, patchcore_model, hybrid_model, running_station, tmp_path):
     images = sorted(parts.glob("*/*.png"))[:6]
     port = _free_port()
-    station = running(write_station(tmp_path, {1: patchcore_model, 2: hybrid_model}, port))
+    station = running_station(write_station(tmp_path, {1: patchcore_model, 2: hybrid_model}, port))
     simulator = plc(port, "--results", 12, "--seconds", 120, "--recipe", 2)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and station.handshake.recipe_active != 2:
@@ -360,3 +337,72 @@ def test_killed_and_restarted_every_part_has_one_row_and_the_plc_never_sees_a_re
     journaled = {int(r["seq"]): int(r["part_id"]) for r in rows}
     assert all(journaled[r["seq"]] == r["part_id"] for r in results), "every result the PLC read is the journal's, with its own part"
     assert len(journaled) == len(rows), "sequence numbers go on from the journal across restarts"
+
+
+def test_a_replaced_model_file_takes_over_between_two_parts_and_a_broken_one_leaves_the_old_serving(
+    parts, patchcore_model, hybrid_model, running_station, tmp_path
+):
+    import os
+
+    from anomalycli.files import file_sha256
+
+    recipe = tmp_path / "recipe.safetensors"
+    shutil.copy(patchcore_model, recipe)
+    images = sorted(parts.glob("*/*.png"))[:6]
+    inbox, journal = tmp_path / "inbox", tmp_path / "verdicts.csv"
+    station = running_station(write_station(tmp_path, {1: recipe}))
+    drop(images[:2], inbox, ["part1.png", "part2.png"])
+    assert wait_for_rows(journal, 2)
+    staged = tmp_path / "staged.tmp"
+    shutil.copy(hybrid_model, staged)
+    os.replace(staged, recipe)  # as calibrate and adapt write: a whole new file under the name
+    hybrid_sha = file_sha256(hybrid_model)[:16]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and station.lines[1].identity["sha256"] != hybrid_sha:
+        time.sleep(0.05)
+    assert any("model file replaced" in line for line in station.said), station.said
+    drop(images[2:4], inbox, ["part3.png", "part4.png"])
+    assert wait_for_rows(journal, 4)
+    staged.write_bytes(b"not a model")
+    os.replace(staged, recipe)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any("does not load" in line for line in station.said):
+        time.sleep(0.05)
+    drop(images[4:6], inbox, ["part5.png", "part6.png"])
+    assert wait_for_rows(journal, 6)
+    rows = journal_rows(journal)
+    assert [r["model_sha256"] for r in rows] == [file_sha256(patchcore_model)[:16]] * 2 + [hybrid_sha] * 4
+    truth = {**{f"part{i + 1}.png": predicted(patchcore_model, parts, tmp_path)[images[i].name] for i in range(2)}}
+    by_hybrid = predicted(hybrid_model, parts, tmp_path)
+    truth.update({f"part{i + 1}.png": by_hybrid[images[i].name] for i in range(2, 6)})
+    for row in rows:
+        assert float(row["score"]) == pytest.approx(float(truth[row["path"]]["score"]), abs=1e-3), row["path"]
+
+
+def wait_for_rows(journal: Path, n: int, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if journal.exists() and len(journal_rows(journal)) >= n:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_health_and_metrics_show_the_handshake_and_ask_a_token_off_this_machine(patchcore_model, tmp_path):
+    from starlette.testclient import TestClient
+
+    from anomalycli.deploy.station.http import StationMetrics, make_app
+
+    handshake = ready_handshake()
+    metrics = StationMetrics()
+    metrics.counted("NG")
+    handshake.publish(handshake.new_result(5, 1, 0.9, True))
+    client = TestClient(make_app(handshake, metrics, lambda: {"1": {"sha256": "abc"}}))
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["signals"]["result_valid"] and health["recipes"]["1"]["sha256"] == "abc"
+    text = client.get("/metrics").text
+    assert 'anomaly_station_parts_total{verdict="NG"} 1.0' in text and "anomaly_station_ready 1.0" in text
+    guarded = TestClient(make_app(handshake, metrics, dict, token="t" * 16))
+    assert guarded.get("/health").status_code == 401 and guarded.get("/health", headers={"Authorization": "Bearer " + "t" * 16}).status_code == 200
+    path = write_station(tmp_path, {1: patchcore_model}, extra='[http]\nhost = "0.0.0.0"\nport = 8081')
+    assert "give token" in one_clear_line(run_cli("station", path, expect=None))

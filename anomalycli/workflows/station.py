@@ -28,12 +28,15 @@ from anomalycli.deploy.line import Judged, Line
 from anomalycli.deploy.scoring import scored_row
 from anomalycli.deploy.station import config, signals
 from anomalycli.deploy.station.handshake import Handshake, Result
+from anomalycli.deploy.station.http import HttpServer, StationMetrics, make_app
 from anomalycli.deploy.station.modbus import ModbusServer
+from anomalycli.deploy.station.mqtt import MqttPublisher
 from anomalycli.errors import UserError
 
 # The journal's columns: watch's, then the part, its place in the PLC's sequence, the recipe and
 # model that judged it, and the error code the PLC was shown.
 COLUMNS = (*journals.COLUMNS, "part_id", "seq", "recipe", "model_sha256", "error_code")
+MODEL_CHECK_SECONDS = 1.0  # how often the recipes' model files are looked at for a replacement
 
 
 def check(path: Path) -> list[str]:
@@ -66,9 +69,19 @@ class Station:
         last_seq = (self.journal.last or {}).get("seq", "")
         self.handshake = Handshake(station.recipe, int(last_seq) + 1 if str(last_seq).isdigit() else 1, station.queue, station.trigger_timeout, clock)
         self.modbus = ModbusServer(self.handshake, station.modbus["host"], station.modbus["port"]) if station.modbus else None
+        self.metrics = StationMetrics()
+        self.http = None
+        if station.http:
+            app = make_app(self.handshake, self.metrics, self._models, station.http["token"])
+            self.http = HttpServer(app, station.http["host"], station.http["port"])
+        self.mqtt = MqttPublisher(station.mqtt["broker"], station.mqtt["topic"], station.mqtt["client_id"]) if station.mqtt else None
         self.lines: dict[int, Line] = {}
+        self.stamps: dict[int, tuple] = {}  # each recipe's model file as last loaded (or tried)
+        self.loading: dict[int, tuple[threading.Thread, list]] = {}  # replacements loading beside the serving model
+        self.next_check = 0.0
         self.inbox: Inbox | None = None
         self.counts = {"judged": 0, "ng": 0, "errors": 0}
+        self.closed = False
 
     def start(self) -> None:
         """The interfaces first (``ready`` low, so the PLC sees the station is starting), then every
@@ -77,10 +90,17 @@ class Station:
             self.modbus.start()
             self.say(f"modbus: listening on {self.file.modbus['host']}:{self.file.modbus['port']} (anomaly station --map for the addresses)")
         for number, model in sorted(self.file.recipes.items()):
+            self.stamps[number] = _stamp(model)
             self.lines[number] = Line(model)
             identity = self.lines[number].identity
             self.say(f"recipe {number}: {model.name} ({identity['method']}, sha256 {identity['sha256']}), {identity['engine']}")
         self.inbox = Inbox(self.file.inbox, polling=self.file.polling)
+        if self.http is not None:
+            self.http.start()
+            self.say(f"http: /health and /metrics at http://{self.file.http['host']}:{self.file.http['port']}")
+        if self.mqtt is not None:
+            self.mqtt.start()
+            self.say(f"mqtt: results to {self.mqtt.results_topic} on {self.file.mqtt['broker']} (QoS 1), status on {self.mqtt.status_topic}")
         self.handshake.set_ready(True)
         self.say(
             f"station ready: recipe {self.handshake.recipe_active} active; images from {self.file.inbox} ({self.file.mode}); "
@@ -96,6 +116,7 @@ class Station:
 
     def _step(self, timeout: float) -> None:
         self._switch_recipe()
+        self._replace_models()
         for result in self.handshake.tick():
             self._record(result, None, self.lines[result.recipe].identity["sha256"] if result.recipe in self.lines else "")
         for path in self.inbox.arrived(timeout=timeout):
@@ -111,6 +132,37 @@ class Station:
         else:
             self.handshake.recipe_refused(signals.UNKNOWN_RECIPE)
             self.say(f"recipe {wanted} refused: the station file has no such recipe; recipe {self.handshake.recipe_active} stays")
+
+    def _models(self) -> dict:
+        """Each recipe's serving model, for /health."""
+        return {str(n): {k: line.identity[k] for k in ("file", "sha256", "method", "engine")} for n, line in dict(self.lines).items()}
+
+    def _replace_models(self) -> None:
+        """A recipe's model file changed on disk (a new calibrate or adapt written over it): the new
+        file is loaded, probed and warmed beside the serving one on a thread of its own, and takes
+        over between two parts; one that fails leaves the old one serving. Each says so in one line;
+        the journal's model_sha256 says which model judged every part."""
+        for number, (thread, outcome) in list(self.loading.items()):
+            if thread.is_alive():
+                continue
+            del self.loading[number]
+            old = self.lines[number].identity["sha256"]
+            if isinstance(outcome[0], Line):
+                self.lines[number] = outcome[0]
+                self.say(f"recipe {number}: model file replaced; sha256 {outcome[0].identity['sha256']} judges from now on (was {old})")
+            else:
+                self.say(f"recipe {number}: the changed model file does not load ({outcome[0]}); sha256 {old} keeps judging")
+        if self.clock() < self.next_check:
+            return
+        self.next_check = self.clock() + MODEL_CHECK_SECONDS
+        for number, model in self.file.recipes.items():
+            stamp = _stamp(model)
+            if stamp != self.stamps[number] and number not in self.loading:
+                self.stamps[number] = stamp
+                outcome: list = []
+                thread = threading.Thread(target=_load_line, args=(model, outcome), daemon=True)
+                thread.start()
+                self.loading[number] = (thread, outcome)
 
     def _consider(self, path: Path) -> None:
         """Judge ``path`` as one part, unless its row is in the journal already."""
@@ -181,6 +233,9 @@ class Station:
             row = judged.row()
         row.update(part_id=result.part_id, seq=result.seq, recipe=result.recipe, model_sha256=sha256, error_code=result.error_code)
         self.journal.append([row])
+        if self.mqtt is not None:
+            self.mqtt.publish(message(result, row))
+        self.metrics.counted("error" if result.error_code else ("NG" if result.ng else "OK"))
         self.counts["judged"] += 1
         self.counts["ng"] += result.ng
         self.counts["errors"] += bool(result.error_code)
@@ -190,12 +245,52 @@ class Station:
         self.say(f"{verdict} part {result.part_id} seq {result.seq} recipe {result.recipe} score {result.score:.3f} {row['path']}")
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         self.handshake.set_ready(False)
         if self.modbus is not None:
             self.modbus.stop()
+        if self.mqtt is not None:
+            self.mqtt.stop()
+        if self.http is not None:
+            self.http.stop()
         if self.inbox is not None:
             self.inbox.close()
         self.journal.close()
+
+
+def message(result: Result, row: dict) -> dict:
+    """A result as its MQTT message (``docs/station-result.schema.json``)."""
+    return {
+        "part_id": result.part_id,
+        "seq": result.seq,
+        "recipe": result.recipe,
+        "model_sha256": row["model_sha256"],
+        "score": result.score,
+        "verdict": "NG" if result.ng else "OK",
+        "error_code": result.error_code,
+        "error": row.get("error", ""),
+        "image": row.get("path", ""),
+        "time": row["time"],
+    }
+
+
+def _stamp(path: Path) -> tuple:
+    """What tells a replaced file: its inode, size and modification time (None where it is gone)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return (None,)
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _load_line(path: Path, outcome: list) -> None:
+    """``Line(path)`` (loaded, probed, warm) into ``outcome``, or the one-line reason it failed."""
+    try:
+        outcome.append(Line(path))
+    except Exception as exc:  # any failure leaves the serving model in place; its reason is said
+        outcome.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
 def station(path: Path, say: Callable[[str], None], stop: threading.Event) -> dict:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anomalycli.deploy.station.handshake import QUEUE_SIZE, TRIGGER_TIMEOUT
+from anomalycli.deploy.station.mqtt import parse_broker
 from anomalycli.errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -28,9 +29,12 @@ KNOWN = {
     "station": {"recipe", "queue", "trigger_timeout"},
     "modbus": {"host", "port"},
     "journal": {"path"},
+    "mqtt": {"broker", "topic", "client_id"},
+    "http": {"host", "port", "token"},
 }
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # Sections a station file may name that this anomalycli does not run yet: refused in one line, never ignored.
-NOT_YET = {"opcua": "OPC UA", "mqtt": "MQTT", "camera": "a camera source"}
+NOT_YET = {"opcua": "OPC UA", "camera": "a camera source"}
 
 
 @dataclass
@@ -47,6 +51,8 @@ class StationFile:
     queue: int = QUEUE_SIZE
     trigger_timeout: float = TRIGGER_TIMEOUT
     modbus: dict | None = field(default=None)  # {"host", "port"}, or None: no Modbus server
+    mqtt: dict | None = field(default=None)  # {"broker", "topic", "client_id"}, or None: no MQTT messages
+    http: dict | None = field(default=None)  # {"host", "port", "token"}: /health and /metrics, or None
 
 
 def read(path: Path) -> StationFile:
@@ -123,6 +129,24 @@ def parse(path: Path) -> tuple[StationFile | None, list[str]]:
         modbus = {"host": raw["modbus"].get("host", "127.0.0.1"), "port": raw["modbus"].get("port", 502)}
         if not isinstance(modbus["port"], int) or not 0 < modbus["port"] < 65536:
             mistakes.append(f"{name}: [modbus] port must be a TCP port, 1 to 65535 (got {modbus['port']!r})")
+    mqtt = None
+    if "mqtt" in raw and isinstance(raw["mqtt"], dict):
+        mqtt = {"broker": raw["mqtt"].get("broker", "127.0.0.1:1883"), "topic": raw["mqtt"].get("topic", "anomaly"), "client_id": raw["mqtt"].get("client_id")}
+        try:
+            parse_broker(mqtt["broker"])
+        except UserError as exc:
+            mistakes.append(f"{name}: {exc}")
+        if not isinstance(mqtt["topic"], str) or not mqtt["topic"].strip("/") or any(c in mqtt["topic"] for c in "+#"):
+            mistakes.append(f'{name}: [mqtt] topic must be a topic name without wildcards, e.g. "line1/anomaly" (got {mqtt["topic"]!r})')
+    http = None
+    if "http" in raw and isinstance(raw["http"], dict):
+        http = {"host": raw["http"].get("host", "127.0.0.1"), "port": raw["http"].get("port", 8080), "token": raw["http"].get("token")}
+        if not isinstance(http["port"], int) or not 0 < http["port"] < 65536:
+            mistakes.append(f"{name}: [http] port must be a TCP port, 1 to 65535 (got {http['port']!r})")
+        if http["host"] not in LOCAL_HOSTS and (not isinstance(http["token"], str) or len(http["token"]) < 16):
+            mistakes.append(
+                f'{name}: [http] is bound to {http["host"]}, off this machine: give token = "..." (16 characters or more) that every request must send'
+            )
     journal = raw.get("journal", {}).get("path", "verdicts.csv") if isinstance(raw.get("journal", {}), dict) else "verdicts.csv"
     if mistakes:
         return None, mistakes
@@ -140,6 +164,8 @@ def parse(path: Path) -> tuple[StationFile | None, list[str]]:
             queue=int(numbers["queue"][0]),
             trigger_timeout=float(numbers["trigger_timeout"][0]),
             modbus=modbus,
+            mqtt=mqtt,
+            http=http,
         ),
         [],
     )

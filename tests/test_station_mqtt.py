@@ -1,0 +1,120 @@
+"""The station's MQTT messages, against a real broker (Debian's mosquitto, which .ci/run installs)
+and a subscriber on 127.0.0.1: every result once at QoS 1, through a broker restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from tests.test_station import _free_port, drop, journal_rows, wait_for_rows, write_station
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+# Skipped on a machine without the broker, but never in CI: .ci/run installs it and sets ANOMALYCLI_REQUIRE_BROKER.
+pytestmark = pytest.mark.skipif(
+    not Path(MOSQUITTO).exists() and not os.environ.get("ANOMALYCLI_REQUIRE_BROKER"), reason="mosquitto is not installed (apt-get install mosquitto)"
+)
+
+
+class Broker:
+    """mosquitto on 127.0.0.1:``port``, persisting its sessions in ``folder`` across restarts."""
+
+    def __init__(self, folder: Path, port: int):
+        self.port = port
+        self.config = folder / "mosquitto.conf"
+        folder.mkdir(exist_ok=True)
+        self.config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {folder}/\n")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+            try:
+                probe.connect("127.0.0.1", self.port)
+                probe.disconnect()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("mosquitto did not start")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)  # it saves its sessions and queued messages first
+        self.process.wait(10)
+
+
+class Subscriber:
+    def __init__(self, port: int, topic: str):
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-mes", clean_session=False)
+        self.client.reconnect_delay_set(0.1, 1)
+        self.client.on_connect = lambda client, *args: client.subscribe(topic + "/#", qos=1)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self.lock:
+            self.messages.append((message.topic, message.payload, message.retain))
+
+    def results(self) -> list[dict]:
+        with self.lock:
+            return [json.loads(payload) for topic, payload, _ in self.messages if topic.endswith("/results")]
+
+    def statuses(self) -> list[str]:
+        with self.lock:
+            return [payload.decode() for topic, payload, _ in self.messages if topic.endswith("/status")]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def test_every_result_is_one_message_through_a_broker_restart_and_the_status_says_online_then_offline(parts, patchcore_model, running_station, tmp_path):
+    port = _free_port()
+    broker = Broker(tmp_path / "broker", port)
+    broker.start()
+    subscriber = Subscriber(port, "line1/anomaly")
+    extra = f'[mqtt]\nbroker = "127.0.0.1:{port}"\ntopic = "line1/anomaly"\nclient_id = "station-under-test"'
+    station = running_station(write_station(tmp_path, {1: patchcore_model}, extra=extra))
+    images = sorted(parts.glob("*/*.png"))[:10]
+    inbox, journal = tmp_path / "inbox", tmp_path / "verdicts.csv"
+    try:
+        drop(images[:5], inbox, [f"part{i}.png" for i in range(5)])
+        assert wait_for_rows(journal, 5)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(subscriber.results()) < 5:
+            time.sleep(0.05)
+        broker.stop()  # the broker goes away; the next parts are judged meanwhile
+        drop(images[5:], inbox, [f"part{i}.png" for i in range(5, 10)])
+        assert wait_for_rows(journal, 10)
+        broker.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len({m["seq"] for m in subscriber.results()}) < 10:
+            time.sleep(0.1)
+        results = subscriber.results()
+        rows = {int(r["seq"]): r for r in journal_rows(journal)}
+        assert sorted({m["seq"] for m in results}) == sorted(rows), "no QoS 1 message lost through the broker's restart"
+        for message in results:
+            row = rows[message["seq"]]
+            assert message["part_id"] == int(row["part_id"]) and message["image"] == row["path"] and message["model_sha256"] == row["model_sha256"]
+            assert message["score"] == pytest.approx(float(row["score"]), abs=1e-5) and message["verdict"] == ("NG" if row["verdict"] != "normal" else "OK")
+        assert "online" in subscriber.statuses()
+        station.stop_running()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and subscriber.statuses()[-1:] != ["offline"]:
+            time.sleep(0.05)
+        assert subscriber.statuses()[-1] == "offline"
+    finally:
+        subscriber.close()
+        broker.stop()
