@@ -209,7 +209,7 @@ def test_a_section_not_in_this_anomalycli_yet_is_refused_in_one_line_never_ignor
 
 
 def predicted(model: Path, folder: Path, tmp_path: Path) -> dict[str, dict]:
-    out = tmp_path / "predicted.csv"
+    out = tmp_path / f"predicted-{model.parent.name}-{model.stem}.csv"
     run_cli("predict", model, folder, "--output", out)
     with open(out, newline="") as handle:
         return {Path(r["path"]).name: r for r in csv.DictReader(handle)}
@@ -372,7 +372,8 @@ def test_a_replaced_model_file_takes_over_between_two_parts_and_a_broken_one_lea
     assert wait_for_rows(journal, 6)
     rows = journal_rows(journal)
     assert [r["model_sha256"] for r in rows] == [file_sha256(patchcore_model)[:16]] * 2 + [hybrid_sha] * 4
-    truth = {**{f"part{i + 1}.png": predicted(patchcore_model, parts, tmp_path)[images[i].name] for i in range(2)}}
+    by_patchcore = predicted(patchcore_model, parts, tmp_path)
+    truth = {f"part{i + 1}.png": by_patchcore[images[i].name] for i in range(2)}
     by_hybrid = predicted(hybrid_model, parts, tmp_path)
     truth.update({f"part{i + 1}.png": by_hybrid[images[i].name] for i in range(2, 6)})
     for row in rows:

@@ -3,6 +3,7 @@ and a subscriber on 127.0.0.1: every result once at QoS 1, through a broker rest
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -31,7 +32,9 @@ class Broker:
         self.port = port
         self.config = folder / "mosquitto.conf"
         folder.mkdir(exist_ok=True)
-        self.config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {folder}/\n")
+        # As root, mosquitto drops to the user "mosquitto", who could not write the test's folder: it stays this user.
+        user = f"user {getpass.getuser()}\n"
+        self.config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {folder}/\n{user}")
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
