@@ -31,6 +31,7 @@ from anomalycli.deploy.station.handshake import Handshake, Result
 from anomalycli.deploy.station.http import HttpServer, StationMetrics, make_app
 from anomalycli.deploy.station.modbus import ModbusServer
 from anomalycli.deploy.station.mqtt import MqttPublisher
+from anomalycli.deploy.station.opcua import OpcUaServer
 from anomalycli.errors import UserError
 
 # The journal's columns: watch's, then the part, its place in the PLC's sequence, the recipe and
@@ -54,8 +55,9 @@ def check(path: Path) -> list[str]:
         journals.Journal(station.journal, COLUMNS).close()
     except UserError as exc:
         mistakes.append(str(exc))
-    if station.modbus and (why := config.port_free(station.modbus["host"], station.modbus["port"])):
-        mistakes.append(f"[modbus] port {station.modbus['port']} on {station.modbus['host']} cannot be listened on ({why}); choose another port")
+    for section, server in (("modbus", station.modbus), ("opcua", station.opcua), ("http", station.http)):
+        if server and (why := config.port_free(server["host"], server["port"])):
+            mistakes.append(f"[{section}] port {server['port']} on {server['host']} cannot be listened on ({why}); choose another port")
     return mistakes
 
 
@@ -69,6 +71,7 @@ class Station:
         last_seq = (self.journal.last or {}).get("seq", "")
         self.handshake = Handshake(station.recipe, int(last_seq) + 1 if str(last_seq).isdigit() else 1, station.queue, station.trigger_timeout, clock)
         self.modbus = ModbusServer(self.handshake, station.modbus["host"], station.modbus["port"]) if station.modbus else None
+        self.opcua = OpcUaServer(self.handshake, station.opcua["host"], station.opcua["port"], station.opcua["users"]) if station.opcua else None
         self.metrics = StationMetrics()
         self.http = None
         if station.http:
@@ -89,6 +92,9 @@ class Station:
         if self.modbus is not None:
             self.modbus.start()
             self.say(f"modbus: listening on {self.file.modbus['host']}:{self.file.modbus['port']} (anomaly station --map for the addresses)")
+        if self.opcua is not None:
+            self.opcua.start()
+            self.say(f"opcua: {self.opcua.endpoint} ({'user names' if self.file.opcua['users'] else 'anonymous, this machine only'})")
         for number, model in sorted(self.file.recipes.items()):
             self.stamps[number] = _stamp(model)
             self.lines[number] = Line(model)
@@ -253,6 +259,8 @@ class Station:
             self.modbus.stop()
         if self.mqtt is not None:
             self.mqtt.stop()
+        if self.opcua is not None:
+            self.opcua.stop()
         if self.http is not None:
             self.http.stop()
         if self.inbox is not None:

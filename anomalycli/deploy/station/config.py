@@ -31,10 +31,11 @@ KNOWN = {
     "journal": {"path"},
     "mqtt": {"broker", "topic", "client_id"},
     "http": {"host", "port", "token"},
+    "opcua": {"host", "port", "users"},
 }
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # Sections a station file may name that this anomalycli does not run yet: refused in one line, never ignored.
-NOT_YET = {"opcua": "OPC UA", "camera": "a camera source"}
+NOT_YET = {"camera": "a camera source"}
 
 
 @dataclass
@@ -53,6 +54,7 @@ class StationFile:
     modbus: dict | None = field(default=None)  # {"host", "port"}, or None: no Modbus server
     mqtt: dict | None = field(default=None)  # {"broker", "topic", "client_id"}, or None: no MQTT messages
     http: dict | None = field(default=None)  # {"host", "port", "token"}: /health and /metrics, or None
+    opcua: dict | None = field(default=None)  # {"host", "port", "users"}: the OPC UA server, or None
 
 
 def read(path: Path) -> StationFile:
@@ -147,6 +149,17 @@ def parse(path: Path) -> tuple[StationFile | None, list[str]]:
             mistakes.append(
                 f'{name}: [http] is bound to {http["host"]}, off this machine: give token = "..." (16 characters or more) that every request must send'
             )
+    opcua = None
+    if "opcua" in raw and isinstance(raw["opcua"], dict):
+        opcua = {"host": raw["opcua"].get("host", "127.0.0.1"), "port": raw["opcua"].get("port", 4840), "users": raw["opcua"].get("users", {})}
+        if not isinstance(opcua["port"], int) or not 0 < opcua["port"] < 65536:
+            mistakes.append(f"{name}: [opcua] port must be a TCP port, 1 to 65535 (got {opcua['port']!r})")
+        if not isinstance(opcua["users"], dict) or not all(isinstance(v, str) and v for v in opcua["users"].values()):
+            mistakes.append(f'{name}: [opcua] users must be a table of user names and passwords, e.g. users = {{ plc = "secret" }}')
+        elif opcua["host"] not in LOCAL_HOSTS and not opcua["users"]:
+            mistakes.append(
+                f'{name}: [opcua] is bound to {opcua["host"]}, off this machine: give users = {{ NAME = "PASSWORD" }}; anonymous access is for 127.0.0.1 only'
+            )
     journal = raw.get("journal", {}).get("path", "verdicts.csv") if isinstance(raw.get("journal", {}), dict) else "verdicts.csv"
     if mistakes:
         return None, mistakes
@@ -166,6 +179,7 @@ def parse(path: Path) -> tuple[StationFile | None, list[str]]:
             modbus=modbus,
             mqtt=mqtt,
             http=http,
+            opcua=opcua,
         ),
         [],
     )
