@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--switches", type=int, default=10)
     args = parser.parse_args()
     plc = ModbusClient(host="127.0.0.1", port=args.port, unit_id=1, auto_open=True, timeout=2.0)
+    plc.write_single_coil(1, False)  # a PLC's first scan sets its outputs: no ack left high from before a dropped connection
     if args.switch:
         switch(plc, [int(k) for k in args.switch.split(",")], args.switches)
         return
@@ -46,7 +47,7 @@ def main() -> None:
     end = time.monotonic() + args.seconds
     while time.monotonic() < end and seen < args.results:
         bits = plc.read_discrete_inputs(0, 9)
-        registers = plc.read_input_registers(0, 9)
+        registers = plc.read_input_registers(0, 10)
         if bits is None or registers is None:  # the station is away (restarting): scan again
             time.sleep(SCAN_SECONDS)
             continue
@@ -67,7 +68,7 @@ def main() -> None:
                 "error": error,
                 "error_code": registers[0],
                 "score": struct.unpack(">f", struct.pack(">HH", registers[5], registers[6]))[0],
-                "recipe": registers[7],
+                "recipe": registers[9],  # the recipe that judged it (registers[7]: the one active now)
                 "t": time.time(),
             }
             print(json.dumps(result), flush=True)
@@ -87,7 +88,7 @@ def switch(plc: ModbusClient, recipes: list[int], n: int) -> None:
         start = time.perf_counter()
         plc.write_single_register(2, recipe)
         while True:
-            bits, registers = plc.read_discrete_inputs(0, 9), plc.read_input_registers(0, 9)
+            bits, registers = plc.read_discrete_inputs(0, 9), plc.read_input_registers(0, 10)
             if bits and registers and bits[0] and registers[7] == recipe:
                 break
             time.sleep(SCAN_SECONDS)

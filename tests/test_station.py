@@ -308,12 +308,15 @@ def test_killed_and_restarted_every_part_has_one_row_and_the_plc_never_sees_a_re
     port = _free_port()
     path = write_station(tmp_path, {1: patchcore_model}, port)
 
+    said: list[str] = []
+
     def start_station() -> subprocess.Popen:
         process = subprocess.Popen([sys.executable, "-m", "anomalycli", "station", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in process.stdout:
+            said.append(line)
             if line.startswith("station ready"):
                 break
-        threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # keep its pipe drained
+        threading.Thread(target=lambda: said.extend(process.stdout), daemon=True).start()  # keep its pipe drained, and what it says
         return process
 
     station = start_station()
@@ -329,7 +332,11 @@ def test_killed_and_restarted_every_part_has_one_row_and_the_plc_never_sees_a_re
             station = start_station()
     results, done = plc_lines(simulator, timeout=240)
     station.send_signal(signal.SIGTERM)
-    station.wait(60)
+    try:
+        station.wait(60)
+    except subprocess.TimeoutExpired:
+        station.kill()
+        raise AssertionError("the station did not stop within 60 s of SIGTERM; it said:\n" + "".join(said[-80:])) from None
     rows = journal_rows(tmp_path / "verdicts.csv")
     assert sorted(r["path"] for r in rows) == sorted(f"part{i}.png" for i in range(len(images))), "every part exactly one row"
     seqs = [r["seq"] for r in results]
@@ -407,3 +414,58 @@ def test_health_and_metrics_show_the_handshake_and_ask_a_token_off_this_machine(
     assert guarded.get("/health").status_code == 401 and guarded.get("/health", headers={"Authorization": "Bearer " + "t" * 16}).status_code == 200
     path = write_station(tmp_path, {1: patchcore_model}, extra='[http]\nhost = "0.0.0.0"\nport = 8081')
     assert "give token" in one_clear_line(run_cli("station", path, expect=None))
+
+
+def test_a_double_trigger_and_a_trigger_without_an_image_each_reach_the_plc_as_an_ng_with_its_code(patchcore_model, running_station, tmp_path):
+    from pyModbusTCP.client import ModbusClient
+
+    port = _free_port()
+    path = write_station(tmp_path, {1: patchcore_model}, port, extra="[station]\ntrigger_timeout = 1.0")
+    path.write_text(path.read_text().replace("[source]\n", '[source]\nmode = "trigger"\n'))
+    running_station(path)
+    simulator = plc(port, "--results", 2, "--seconds", 30)
+    trigger = ModbusClient(host="127.0.0.1", port=port, unit_id=1, auto_open=True, timeout=2)  # the PLC's trigger output, its own connection
+    for part in (31, 32):
+        trigger.write_multiple_registers(0, [0, part])
+        trigger.write_single_coil(0, True)
+        trigger.write_single_coil(0, False)
+    results, _ = plc_lines(simulator)
+    assert [(r["part_id"], r["error_code"], r["ng"], r["error"]) for r in results] == [
+        (32, signals.DOUBLE_TRIGGER, True, True),
+        (31, signals.TRIGGER_TIMEOUT, True, True),
+    ]
+
+
+def test_the_plc_dropping_its_connection_and_coming_back_misses_no_result_and_sees_none_twice(parts, patchcore_model, running_station, tmp_path):
+    images = sorted(parts.glob("*/*.png"))[:10]
+    port = _free_port()
+    running_station(write_station(tmp_path, {1: patchcore_model}, port))
+    first = plc(port, "--results", 4, "--seconds", 60)  # it takes four results, then its connection is gone
+    drop(images, tmp_path / "inbox", [f"part{i}.png" for i in range(10)], pause=0.05)
+    seen, _ = plc_lines(first)
+    assert wait_for_rows(tmp_path / "verdicts.csv", 10)
+    later, _ = plc_lines(plc(port, "--results", 6, "--seconds", 60))
+    seqs = [r["seq"] for r in seen + later]
+    assert seqs == list(range(1, 11)), "every result once, in order, across the PLC's reconnection"
+
+
+def test_a_recipe_switched_in_the_middle_of_a_stream_never_judges_a_part_by_the_wrong_model(parts, patchcore_model, hybrid_model, running_station, tmp_path):
+    from pyModbusTCP.client import ModbusClient
+
+    images = sorted(parts.glob("*/*.png"))[:16]
+    port = _free_port()
+    station = running_station(write_station(tmp_path, {1: patchcore_model, 2: hybrid_model}, port))
+    simulator = plc(port, "--results", len(images), "--seconds", 120)
+    recipe_writer = ModbusClient(host="127.0.0.1", port=port, unit_id=1, auto_open=True, timeout=2)
+    for i, image in enumerate(images):
+        if i in (5, 11):
+            recipe_writer.write_single_register(2, 2 if i == 5 else 1)
+        drop([image], tmp_path / "inbox", [f"part{i}.png"], pause=0.03)
+    results, _ = plc_lines(simulator)
+    rows = journal_rows(tmp_path / "verdicts.csv")
+    sha = {str(n): line.identity["sha256"] for n, line in station.lines.items()}
+    assert len(rows) == len(images) and all(r["model_sha256"] == sha[r["recipe"]] for r in rows), "each part by its recipe's model"
+    assert {r["recipe"] for r in rows} == {"1", "2"} and [r["recipe"] for r in results] == [int(r["recipe"]) for r in rows]
+    by_model = {"1": predicted(patchcore_model, parts, tmp_path), "2": predicted(hybrid_model, parts, tmp_path)}
+    for row, image in zip(rows, images):
+        assert float(row["score"]) == pytest.approx(float(by_model[row["recipe"]][image.name]["score"]), abs=1e-3)

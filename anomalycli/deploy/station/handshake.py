@@ -7,7 +7,7 @@ the station's loop calls the rest.
 The rules, each so that the PLC can never read a stale or foreign result:
 
 - ``result_valid`` rises only with a whole result (``ok``/``ng``, ``error``, ``error_code``,
-  ``part_id_echo``, ``result_seq``, ``score``), all set in one step under the lock; while it is low
+  ``part_id_echo``, ``result_seq``, ``score``, ``result_recipe``), all set in one step under the lock; while it is low
   they all read 0. The PLC answers with ``result_ack``; on its rising edge the result is taken
   back (``result_valid`` and every result field fall), and the next result is shown only once
   ``result_ack`` is low again (a four-phase handshake: a PLC that holds its ack high sees nothing new).
@@ -211,6 +211,7 @@ class Handshake:
                 "part_id_echo": shown.part_id if shown else 0,
                 "result_seq": shown.seq if shown else 0,
                 "score": shown.score if shown else 0.0,
+                "result_recipe": shown.recipe if shown else 0,
                 "recipe_active": self._recipe_active,
                 "recipe_error": self._recipe_error,
             }

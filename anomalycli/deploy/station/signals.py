@@ -23,6 +23,7 @@ TO_PLC = (
     "part_id_echo",
     "result_seq",
     "score",
+    "result_recipe",
     "recipe_active",
     "recipe_failed",
     "recipe_error",
@@ -65,6 +66,7 @@ MODBUS_MAP = {
     "score": Signal("input", 5, "float32"),
     "recipe_active": Signal("input", 7, "uint16"),
     "recipe_error": Signal("input", 8, "uint16"),
+    "result_recipe": Signal("input", 9, "uint16"),  # the recipe that judged the result shown
 }
 
 # error_code (with ng and error set) and recipe_error: what went wrong, by number. Documented in the README.
