@@ -16,7 +16,9 @@ Images: the set's own at 1024 x 1024 when ``../shared/data/screws-1024`` does no
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import getpass
 import json
 import shutil
 import socket
@@ -46,11 +48,11 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _station_file(folder: Path, models: list[Path], port: int) -> Path:
+def _station_file(folder: Path, models: list[Path], port: int, extra: list[str] = ()) -> Path:
     (folder / "inbox").mkdir(parents=True)
     lines = ["[source]", 'inbox = "inbox"', 'part_id_pattern = "(?P<part_id>\\\\d+)"', "[recipes]"]
     lines += [f'{i + 1} = "{m}"' for i, m in enumerate(models)]
-    lines += ["[modbus]", f"port = {port}", "[journal]", 'path = "verdicts.csv"']
+    lines += ["[modbus]", f"port = {port}", "[journal]", 'path = "verdicts.csv"', *extra]
     path = folder / "station.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -88,10 +90,79 @@ def _journal(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+class Listeners:
+    """An MES on MQTT (a paho subscriber, with a mosquitto broker of its own) and a client on OPC
+    UA (an asyncua subscription to ``result_seq``), each noting when every result reached it."""
+
+    def __init__(self, tmp: Path):
+        self.mqtt_times: dict[int, float] = {}
+        self.opcua_times: dict[int, float] = {}
+        self.mqtt_port, self.opcua_port = _port(), _port()
+        self.broker = None
+        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if Path(mosquitto).exists():
+            config = tmp / "mosquitto.conf"
+            config.write_text(f"listener {self.mqtt_port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n")
+            self.broker = subprocess.Popen([mosquitto, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._stop = threading.Event()
+
+    def station_lines(self) -> list[str]:
+        lines = ["[opcua]", f"port = {self.opcua_port}"]
+        if self.broker is not None:
+            lines += ["[mqtt]", f'broker = "127.0.0.1:{self.mqtt_port}"', 'topic = "bench"']
+        return lines
+
+    def start(self) -> None:
+        """Once the station is ready: subscribe to both."""
+        if self.broker is not None:
+            import paho.mqtt.client as mqtt
+
+            self.subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+            self.subscriber.on_message = lambda client, userdata, message: self.mqtt_times.setdefault(json.loads(message.payload)["seq"], time.time())
+            self.subscriber.connect("127.0.0.1", self.mqtt_port)
+            self.subscriber.subscribe("bench/results", qos=1)
+            self.subscriber.loop_start()
+        subscribed = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._opcua(subscribed)), daemon=True)
+        self.thread.start()
+        subscribed.wait(30)
+
+    async def _opcua(self, subscribed: threading.Event) -> None:
+        from asyncua import Client
+
+        times = self.opcua_times
+
+        class Handler:
+            def datachange_notification(self, node, value, data):
+                if value:
+                    times.setdefault(int(value), time.time())
+
+        async with Client(f"opc.tcp://127.0.0.1:{self.opcua_port}/anomalycli/station") as client:
+            ns = await client.get_namespace_index("urn:anomalycli:station")
+            node = await (await client.nodes.objects.get_child(f"{ns}:Station")).get_child(f"{ns}:result_seq")
+            subscription = await client.create_subscription(5, Handler())
+            await subscription.subscribe_data_change(node)
+            subscribed.set()
+            while not self._stop.is_set():
+                await asyncio.sleep(0.05)
+
+    def close(self) -> None:
+        self._stop.set()
+        if getattr(self, "thread", None) is not None:
+            self.thread.join(10)
+        if self.broker is not None:
+            if getattr(self, "subscriber", None) is not None:
+                self.subscriber.loop_stop()
+            self.broker.terminate()
+            self.broker.wait(10)
+
+
 def latency(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
     port = _port()
-    path = _station_file(tmp / "latency", [model], port)
+    listeners = Listeners(tmp)
+    path = _station_file(tmp / "latency", [model], port, listeners.station_lines())
     station = _start(path)
+    listeners.start()
     simulator = _simulator(port, "--results", n, "--seconds", 60 + 5 * n)
     closed = []
     try:
@@ -103,17 +174,26 @@ def latency(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
             wait_until(lambda: len(_journal(path.parent / "verdicts.csv")) > i, 60)
             time.sleep(0.3)  # parts apart, as on a line: each result read before the next image
         results = [r for r in _lines(simulator, 120) if "seq" in r]
+        time.sleep(0.5)  # the last messages
     finally:
+        listeners.close()  # the clients leave first, as a line's would
         station.terminate()
         station.wait(60)
     to_plc = [r["t"] - closed[r["part_id"] - 1] for r in results]
-    own = [float(r["latency_ms"]) / 1000 for r in _journal(path.parent / "verdicts.csv")]
-    return {
+    rows = _journal(path.parent / "verdicts.csv")
+    own = [float(r["latency_ms"]) / 1000 for r in rows]
+    part_of = {int(r["seq"]): int(r["part_id"]) for r in rows}
+    out = {
         "plc_median": statistics.median(to_plc),
         "plc_p99": float(np.percentile(to_plc, 99)),
         "station_median": statistics.median(own),
         "latency_n": len(to_plc),
     }
+    for kind, times in (("opcua", listeners.opcua_times), ("mqtt", listeners.mqtt_times)):
+        seconds = [t - closed[part_of[seq] - 1] for seq, t in times.items() if seq in part_of]
+        if seconds:
+            out[f"{kind}_median"], out[f"{kind}_p99"] = statistics.median(seconds), float(np.percentile(seconds, 99))
+    return out
 
 
 def switches(model: Path, tmp: Path, n: int) -> dict:
@@ -200,6 +280,10 @@ def headline(result: dict, data: str) -> dict:
         f"{1000 * r['plc_p99']:.1f} ms; {1000 * r['station_median']:.1f} ms",
         "station: a recipe switch, median / most": f"{1000 * r['switch_median']:.1f} / {1000 * r['switch_max']:.1f} ms",
     }
+    if "opcua_median" in r:
+        rows["station: image closed to the OPC UA data change / to the MQTT message, median"] = f"{1000 * r['opcua_median']:.1f} / " + (
+            f"{1000 * r['mqtt_median']:.1f} ms" if "mqtt_median" in r else "- (no broker)"
+        )
     if "memory_after" in r:
         rows[f"station with 5 recipes: resident memory once ready / after {r['memory_parts']:,} parts"] = (
             f"{r['memory_ready']:.0f} / {r['memory_after']:.0f} MiB"
@@ -223,6 +307,14 @@ def section(result: dict) -> str:
 
     row("images", lambda r: r["images"])
     row("close to result_valid at the PLC, median / p99 (ms)", lambda r: f"{1000 * r['plc_median']:.1f} / {1000 * r['plc_p99']:.1f} (n={r['latency_n']})")
+    row(
+        "close to the OPC UA data change (a subscription to result_seq), median / p99 (ms)",
+        lambda r: f"{1000 * r['opcua_median']:.1f} / {1000 * r['opcua_p99']:.1f}" if "opcua_median" in r else "-",
+    )
+    row(
+        "close to the MQTT message at a subscriber, median / p99 (ms)",
+        lambda r: f"{1000 * r['mqtt_median']:.1f} / {1000 * r['mqtt_p99']:.1f}" if "mqtt_median" in r else "-",
+    )
     row("the station's own time, arrival to verdict, median (ms)", lambda r: f"{1000 * r['station_median']:.1f}")
     row("a recipe switch, median / most (ms)", lambda r: f"{1000 * r['switch_median']:.1f} / {1000 * r['switch_max']:.1f} (n={r['switch_n']})")
     row(

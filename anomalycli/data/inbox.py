@@ -32,7 +32,9 @@ class Inbox:
         self.root = Path(root)
         self.skip = tuple(Path(os.path.abspath(s)) for s in skip)
         self.poll_seconds = poll_seconds
-        self._events: queue.SimpleQueue[tuple[float, Path]] = queue.SimpleQueue()
+        # queue.Queue, not SimpleQueue: a stop signal that came while the main thread waited in
+        # SimpleQueue.get (its C lock) left that wait hung past its timeout, and the watch or station never stopped.
+        self._events: queue.Queue[tuple[float, Path]] = queue.Queue()
         self._due: list[tuple[float, str]] = []  # (when, path) heap of files to hand out later
         self._observer = None if polling else _inotify_observer(self.root, self._events)
         self._seen: dict[str, tuple[int, int]] = {}  # polling: each file's (size, mtime) at the last scan
@@ -121,7 +123,7 @@ class Inbox:
             self._observer = None
 
 
-def _inotify_observer(root: Path, events: "queue.SimpleQueue[tuple[float, Path]]"):
+def _inotify_observer(root: Path, events: "queue.Queue[tuple[float, Path]]"):
     """A running watchdog observer that puts (when to look, path) for each file event; None where
     inotify is not available (another OS, or the system's watch limit reached)."""
     try:
