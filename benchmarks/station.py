@@ -260,7 +260,9 @@ def run(data_sets: list[Path], quick: bool, log=print) -> dict:
             out = {"data": data.name, "images": source}
             out.update(latency(model, images, tmp, counts["latency"]))
             log(
-                f"  {data.name}: close to result_valid at the PLC {1000 * out['plc_median']:.1f} ms median; the station's own {1000 * out['station_median']:.1f} ms"
+                f"  {data.name}: close to result_valid at the PLC {1000 * out['plc_median']:.1f} ms median; to the OPC UA data change "
+                f"{1000 * out.get('opcua_median', float('nan')):.1f} ms; to the MQTT message {1000 * out.get('mqtt_median', float('nan')):.1f} ms; "
+                f"the station's own {1000 * out['station_median']:.1f} ms"
             )
             out.update(switches(model, tmp, counts["switches"]))
             log(f"  {data.name}: recipe switch {1000 * out['switch_median']:.1f} ms median, {1000 * out['switch_max']:.1f} ms at most")
