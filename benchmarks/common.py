@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import statistics
@@ -153,3 +154,19 @@ def wait_until(condition, timeout: float, step: float = 0.005) -> bool:
             return True
         time.sleep(step)
     return condition()
+
+
+def csv_rows(path: Path) -> list[dict]:
+    """A CSV's rows (a journal's), none where it does not exist yet."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def rss_mib(pid: int) -> float:
+    """A process's resident memory now, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")

@@ -14,7 +14,6 @@ On the first set, memory: the watch's resident memory at the 500th and the last 
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 import shutil
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import anomaly_command, run_measured, samples_of, wait_until
+from benchmarks.common import anomaly_command, csv_rows, rss_mib, run_measured, samples_of, wait_until
 from benchmarks.line_http import http
 from benchmarks.speed import fit_process, upscaled_copies
 
@@ -37,13 +36,6 @@ TITLE = "On the line: `anomaly watch` and `anomaly serve`"
 # How many images each measurement takes; --quick: a smoke run.
 COUNTS = {"latency": 100, "burst": 1000, "http_sequential": 200, "http_concurrent": 400, "crash": 300, "memory": 20_000}
 QUICK_COUNTS = {"latency": 10, "burst": 40, "http_sequential": 20, "http_concurrent": 20, "crash": 40, "memory": 400}
-
-
-def _rows(journal: Path) -> list[dict]:
-    if not journal.exists():
-        return []
-    with open(journal, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _count(journal: Path) -> int:
@@ -80,13 +72,6 @@ def _row_time(row: dict) -> float:
     return datetime.fromisoformat(row["time"]).timestamp()
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def latency(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
     inbox, journal = tmp / "latency-in", tmp / "latency.csv"
     inbox.mkdir(parents=True)
@@ -97,7 +82,7 @@ def latency(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
             data = path.read_bytes()
             closed = _write(data, inbox / f"{i:05d}.png")
             wait_until(lambda: _count(journal) > i, 30)
-            seconds.append(_row_time(_rows(journal)[-1]) - closed)
+            seconds.append(_row_time(csv_rows(journal)[-1]) - closed)
             time.sleep(0.05)  # parts a little apart, as on a line
     finally:
         _stop(process)
@@ -119,7 +104,7 @@ def burst(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
         for name in names:
             os.rename(staged / name, inbox / name)
         wait_until(lambda: _count(journal) >= n, 600, 0.05)
-        end = max(_row_time(r) for r in _rows(journal))
+        end = max(_row_time(r) for r in csv_rows(journal))
     finally:
         _stop(process)
     return {"burst_images_per_s": n / (end - start), "predict_images_per_s": n / predict_seconds, "burst_n": n}
@@ -167,7 +152,7 @@ def crashes(model: Path, images: list[Path], tmp: Path, n: int, seed: int = 0) -
         time.sleep(1.0)
     finally:
         _stop(process)
-    paths = [r["path"] for r in _rows(journal)]
+    paths = [r["path"] for r in csv_rows(journal)]
     return {"crash_kills": kills, "crash_images": len(names), "crash_lost": len(set(names) - set(paths)), "crash_repeated": len(paths) - len(set(paths))}
 
 
@@ -186,9 +171,9 @@ def memory(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
                 shutil.rmtree(done, ignore_errors=True)  # the line's own clean-up
             if i + 1 in (first, n // 4, n // 2, 3 * n // 4):
                 wait_until(lambda: _count(journal) >= i + 1, 300, 0.02)
-                samples[i + 1] = _rss_mib(process.pid)
+                samples[i + 1] = rss_mib(process.pid)
         wait_until(lambda: _count(journal) >= n, 600, 0.05)
-        samples[n] = _rss_mib(process.pid)
+        samples[n] = rss_mib(process.pid)
     finally:
         _stop(process)
     return {"memory_rss": samples, "memory_growth": samples[n] - samples[first], "memory_from": first, "memory_images": n}

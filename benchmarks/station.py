@@ -17,7 +17,6 @@ Images: the set's own at 1024 x 1024 when ``../shared/data/screws-1024`` does no
 from __future__ import annotations
 
 import asyncio
-import csv
 import getpass
 import json
 import shutil
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import REPO, anomaly_command, samples_of, wait_until
+from benchmarks.common import REPO, anomaly_command, csv_rows, rss_mib, samples_of, wait_until
 from benchmarks.speed import fit_process, upscaled_copies
 
 TITLE = "The station: a PLC's view"
@@ -74,20 +73,6 @@ def _simulator(port: int, *options) -> subprocess.Popen:
 def _lines(process: subprocess.Popen, timeout: float) -> list[dict]:
     out, _ = process.communicate(timeout=timeout)
     return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _journal(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 class Listeners:
@@ -171,7 +156,7 @@ def latency(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
             with open(path.parent / "inbox" / f"{i + 1:05d}.png", "wb") as handle:
                 handle.write(data)
             closed.append(time.time())
-            wait_until(lambda: len(_journal(path.parent / "verdicts.csv")) > i, 60)
+            wait_until(lambda: len(csv_rows(path.parent / "verdicts.csv")) > i, 60)
             time.sleep(0.3)  # parts apart, as on a line: each result read before the next image
         results = [r for r in _lines(simulator, 120) if "seq" in r]
         time.sleep(0.5)  # the last messages
@@ -180,7 +165,7 @@ def latency(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
         station.terminate()
         station.wait(60)
     to_plc = [r["t"] - closed[r["part_id"] - 1] for r in results]
-    rows = _journal(path.parent / "verdicts.csv")
+    rows = csv_rows(path.parent / "verdicts.csv")
     own = [float(r["latency_ms"]) / 1000 for r in rows]
     part_of = {int(r["seq"]): int(r["part_id"]) for r in rows}
     out = {
@@ -219,7 +204,7 @@ def memory(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
     port = _port()
     path = _station_file(tmp / "memory", models, port)
     station = _start(path)
-    ready_rss = _rss_mib(station.pid)
+    ready_rss = rss_mib(station.pid)
     simulator = _simulator(port, "--results", n, "--seconds", 60 + n)
     plc = ModbusClient(host="127.0.0.1", port=port, unit_id=1, auto_open=True, timeout=2)
     journal = path.parent / "verdicts.csv"
@@ -231,14 +216,14 @@ def memory(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
             with open(path.parent / "inbox" / f"{i + 1:05d}.png", "wb") as handle:
                 handle.write(images[i % len(images)].read_bytes())
             if i % 4 == 3:  # a few parts ahead, as a line's queue holds
-                wait_until(lambda: len(_journal(journal)) > i - 4, 60, 0.01)
-        wait_until(lambda: len(_journal(journal)) >= n, 300, 0.05)
-        final_rss = _rss_mib(station.pid)
+                wait_until(lambda: len(csv_rows(journal)) > i - 4, 60, 0.01)
+        wait_until(lambda: len(csv_rows(journal)) >= n, 300, 0.05)
+        final_rss = rss_mib(station.pid)
     finally:
         simulator.terminate()  # it may wait for results an overrun kept from it (parts were sent 4 ahead): the journal has them
         station.terminate()
         station.wait(60)
-    recipes = {r["recipe"] for r in _journal(journal)}
+    recipes = {r["recipe"] for r in csv_rows(journal)}
     return {"memory_ready": ready_rss, "memory_after": final_rss, "memory_parts": n, "memory_recipes_used": len(recipes)}
 
 
