@@ -285,7 +285,7 @@ def test_a_recipe_switch_judges_each_part_by_the_recipe_active_when_it_arrived(p
     images = sorted(parts.glob("*/*.png"))[:6]
     port = _free_port()
     station = running_station(write_station(tmp_path, {1: patchcore_model, 2: hybrid_model}, port))
-    simulator = plc(port, "--results", 12, "--seconds", 120, "--recipe", 2)
+    simulator = plc(port, "--results", 6, "--seconds", 120, "--recipe", 2)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and station.handshake.recipe_active != 2:
         time.sleep(0.02)
