@@ -43,7 +43,7 @@ SUMMARIES = {
     "review": "Look at what the model flagged in the browser, mark each image good or defective, and save it as a labels CSV.",
     "watch": "Judge every image that arrives in a folder, once, as it arrives; each verdict a row in a journal.",
     "serve": "Judge images sent over HTTP (POST /predict), with /health and Prometheus /metrics, the model kept loaded.",
-    "station": "Run an inspection station a PLC talks to (Modbus TCP): recipes kept warm, a handshake that never shows a stale result.",
+    "station": "Run an inspection station a PLC talks to (Modbus TCP, OPC UA; MQTT out): recipes kept warm, a handshake that never shows a stale result.",
 }
 
 

@@ -26,7 +26,7 @@ def station_command(
     map_: bool = typer.Option(False, "--map", help="Print the Modbus map (every signal's table, address and type) and start nothing."),
     as_json: bool = typer.Option(False, "--json", help="With --map: as JSON, for a PLC program to import."),
 ) -> None:
-    """Run an inspection station a PLC talks to (Modbus TCP): recipes kept warm, a handshake that never shows a stale result.
+    """Run an inspection station a PLC talks to (Modbus TCP, OPC UA; MQTT out): recipes kept warm, a handshake that never shows a stale result.
 
     Every result is a journal row (fsynced) before the PLC can read it; stops cleanly on Ctrl-C or
     SIGTERM, and started again with the same journal, judges each image once.
