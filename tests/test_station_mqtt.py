@@ -88,9 +88,9 @@ def test_every_result_is_one_message_through_a_broker_restart_and_the_status_say
     broker = Broker(tmp_path / "broker", port)
     broker.start()
     subscriber = Subscriber(port, "line1/anomaly")
-    extra = f'[mqtt]\nbroker = "127.0.0.1:{port}"\ntopic = "line1/anomaly"\nclient_id = "station-under-test"'
+    extra = f'[mqtt]\nbroker = "127.0.0.1:{port}"\ntopic = "line1/anomaly"\nclient_id = "station-under-test"\n[station]\nregions = true'
     station = running_station(write_station(tmp_path, {1: patchcore_model}, extra=extra))
-    images = sorted(parts.glob("*/*.png"))[:10]
+    images = sorted(parts.glob("*/*.png"))[::3][:10]  # goods and defects
     inbox, journal = tmp_path / "inbox", tmp_path / "verdicts.csv"
     try:
         drop(images[:5], inbox, [f"part{i}.png" for i in range(5)])
@@ -112,6 +112,10 @@ def test_every_result_is_one_message_through_a_broker_restart_and_the_status_say
             row = rows[message["seq"]]
             assert message["part_id"] == int(row["part_id"]) and message["image"] == row["path"] and message["model_sha256"] == row["model_sha256"]
             assert message["score"] == pytest.approx(float(row["score"]), abs=1e-5) and message["verdict"] == ("NG" if row["verdict"] != "normal" else "OK")
+            assert len(message["regions"]) == int(row["regions"]), "the regions asked for, as the journal counts them"
+            if message["regions"]:
+                assert message["regions"][0]["area_px"] == pytest.approx(float(row["largest_area_px"]), abs=0.1)
+        assert any(m["regions"] for m in results), "a defect's regions reach the MES"
         assert "online" in subscriber.statuses()
         station.stop_running()
         deadline = time.monotonic() + 10

@@ -48,7 +48,7 @@ def check(path: Path) -> list[str]:
         return mistakes
     for number, model in sorted(station.recipes.items()):
         try:
-            Line(model)
+            Line(model, with_regions=station.regions)
         except UserError as exc:
             mistakes.append(f"recipe {number}: {exc}")
     try:
@@ -97,7 +97,7 @@ class Station:
             self.say(f"opcua: {self.opcua.endpoint} ({'user names' if self.file.opcua['users'] else 'anonymous, this machine only'})")
         for number, model in sorted(self.file.recipes.items()):
             self.stamps[number] = _stamp(model)
-            self.lines[number] = Line(model)
+            self.lines[number] = Line(model, with_regions=self.file.regions)
             identity = self.lines[number].identity
             self.say(f"recipe {number}: {model.name} ({identity['method']}, sha256 {identity['sha256']}), {identity['engine']}")
         self.inbox = Inbox(self.file.inbox, polling=self.file.polling)
@@ -166,7 +166,7 @@ class Station:
             if stamp != self.stamps[number] and number not in self.loading:
                 self.stamps[number] = stamp
                 outcome: list = []
-                thread = threading.Thread(target=_load_line, args=(model, outcome), daemon=True)
+                thread = threading.Thread(target=_load_line, args=(model, outcome, self.file.regions), daemon=True)
                 thread.start()
                 self.loading[number] = (thread, outcome)
 
@@ -240,7 +240,8 @@ class Station:
         row.update(part_id=result.part_id, seq=result.seq, recipe=result.recipe, model_sha256=sha256, error_code=result.error_code)
         self.journal.append([row])
         if self.mqtt is not None:
-            self.mqtt.publish(message(result, row))
+            regions = judged.regions if judged is not None else None
+            self.mqtt.publish(message(result, row, regions))
         self.metrics.counted("error" if result.error_code else ("NG" if result.ng else "OK"))
         self.counts["judged"] += 1
         self.counts["ng"] += result.ng
@@ -268,9 +269,10 @@ class Station:
         self.journal.close()
 
 
-def message(result: Result, row: dict) -> dict:
-    """A result as its MQTT message (``docs/station-result.schema.json``)."""
-    return {
+def message(result: Result, row: dict, regions: list | None = None) -> dict:
+    """A result as its MQTT message (``docs/station-result.schema.json``); with the station's
+    ``regions``, the image's defect regions too."""
+    out = {
         "part_id": result.part_id,
         "seq": result.seq,
         "recipe": result.recipe,
@@ -282,6 +284,9 @@ def message(result: Result, row: dict) -> dict:
         "image": row.get("path", ""),
         "time": row["time"],
     }
+    if regions is not None:
+        out["regions"] = [r.to_dict() for r in regions]
+    return out
 
 
 def _stamp(path: Path) -> tuple:
@@ -293,10 +298,10 @@ def _stamp(path: Path) -> tuple:
     return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
-def _load_line(path: Path, outcome: list) -> None:
+def _load_line(path: Path, outcome: list, regions: bool = False) -> None:
     """``Line(path)`` (loaded, probed, warm) into ``outcome``, or the one-line reason it failed."""
     try:
-        outcome.append(Line(path))
+        outcome.append(Line(path, with_regions=regions))
     except Exception as exc:  # any failure leaves the serving model in place; its reason is said
         outcome.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 

@@ -26,7 +26,7 @@ MODES = ("arrival", "trigger")
 KNOWN = {
     "source": {"inbox", "mode", "part_id_pattern", "settle_seconds", "polling"},
     "recipes": None,  # recipe number -> model file
-    "station": {"recipe", "queue", "trigger_timeout"},
+    "station": {"recipe", "queue", "trigger_timeout", "regions"},
     "modbus": {"host", "port"},
     "journal": {"path"},
     "mqtt": {"broker", "topic", "client_id"},
@@ -51,6 +51,7 @@ class StationFile:
     recipe: int = 0  # the recipe at start
     queue: int = QUEUE_SIZE
     trigger_timeout: float = TRIGGER_TIMEOUT
+    regions: bool = False  # each result's defect regions (journal: their count and the largest's area; MQTT: the list)
     modbus: dict | None = field(default=None)  # {"host", "port"}, or None: no Modbus server
     mqtt: dict | None = field(default=None)  # {"broker", "topic", "client_id"}, or None: no MQTT messages
     http: dict | None = field(default=None)  # {"host", "port", "token"}: /health and /metrics, or None
@@ -176,6 +177,7 @@ def parse(path: Path) -> tuple[StationFile | None, list[str]]:
             recipe=int(recipe),
             queue=int(numbers["queue"][0]),
             trigger_timeout=float(numbers["trigger_timeout"][0]),
+            regions=bool(station.get("regions", False)),
             modbus=modbus,
             mqtt=mqtt,
             http=http,
