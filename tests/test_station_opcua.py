@@ -104,3 +104,41 @@ def test_off_this_machine_opc_ua_asks_a_user_name_and_refuses_anonymous_clients(
             return await (await client.nodes.objects.get_child(f"{ns}:Station")).get_child(f"{ns}:ready")
 
     assert asyncio.run(with_password()) is not None
+
+
+def _self_signed(folder, name: str):
+    """A self-signed application certificate and key (asyncua's generator), as DER and PEM files."""
+    import socket
+
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    key, cert = folder / f"{name}-key.pem", folder / f"{name}-cert.der"
+    use = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    asyncio.run(setup_self_signed_certificate(key, cert, f"urn:anomalycli:{name}", socket.gethostname(), use, {"commonName": name}))
+    return cert, key
+
+
+def test_with_a_certificate_opc_ua_signs_and_encrypts_and_refuses_a_plain_client(patchcore_model, running_station, tmp_path):
+    server_cert, server_key = _self_signed(tmp_path, "station")
+    client_cert, client_key = _self_signed(tmp_path, "plc")
+    port = _free_port()
+    extra = f'[opcua]\nport = {port}\ncertificate = "{server_cert.name}"\nprivate_key = "{server_key.name}"'
+    station = running_station(write_station(tmp_path, {1: patchcore_model}, extra=extra))
+
+    async def plain():
+        async with Client(station.opcua.endpoint) as client:
+            ns = await client.get_namespace_index(NAMESPACE)
+            await (await client.nodes.objects.get_child(f"{ns}:Station")).get_child(f"{ns}:ready")
+
+    with pytest.raises(Exception):
+        asyncio.run(plain())
+
+    async def secure():
+        client = Client(station.opcua.endpoint)
+        await client.set_security_string(f"Basic256Sha256,SignAndEncrypt,{client_cert},{client_key},{server_cert}")
+        async with client:
+            ns = await client.get_namespace_index(NAMESPACE)
+            return await (await (await client.nodes.objects.get_child(f"{ns}:Station")).get_child(f"{ns}:ready")).read_value()
+
+    assert asyncio.run(secure()) is True

@@ -71,7 +71,10 @@ class Station:
         last_seq = (self.journal.last or {}).get("seq", "")
         self.handshake = Handshake(station.recipe, int(last_seq) + 1 if str(last_seq).isdigit() else 1, station.queue, station.trigger_timeout, clock)
         self.modbus = ModbusServer(self.handshake, station.modbus["host"], station.modbus["port"]) if station.modbus else None
-        self.opcua = OpcUaServer(self.handshake, station.opcua["host"], station.opcua["port"], station.opcua["users"]) if station.opcua else None
+        self.opcua = None
+        if station.opcua:
+            o = station.opcua
+            self.opcua = OpcUaServer(self.handshake, o["host"], o["port"], o["users"], o["certificate"], o["private_key"])
         self.metrics = StationMetrics()
         self.http = None
         if station.http:
@@ -94,7 +97,9 @@ class Station:
             self.say(f"modbus: listening on {self.file.modbus['host']}:{self.file.modbus['port']} (anomaly station --map for the addresses)")
         if self.opcua is not None:
             self.opcua.start()
-            self.say(f"opcua: {self.opcua.endpoint} ({'user names' if self.file.opcua['users'] else 'anonymous, this machine only'})")
+            security = "Basic256Sha256, sign and encrypt" if self.file.opcua["certificate"] else "no message security"
+            access = "user names" if self.file.opcua["users"] else "anonymous, this machine only"
+            self.say(f"opcua: {self.opcua.endpoint} ({security}; {access})")
         for number, model in sorted(self.file.recipes.items()):
             self.stamps[number] = _stamp(model)
             self.lines[number] = Line(model, with_regions=self.file.regions)

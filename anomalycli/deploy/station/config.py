@@ -31,7 +31,7 @@ KNOWN = {
     "journal": {"path"},
     "mqtt": {"broker", "topic", "client_id"},
     "http": {"host", "port", "token"},
-    "opcua": {"host", "port", "users"},
+    "opcua": {"host", "port", "users", "certificate", "private_key"},
 }
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # Sections a station file may name that this anomalycli does not run yet: refused in one line, never ignored.
@@ -153,6 +153,14 @@ def parse(path: Path) -> tuple[StationFile | None, list[str]]:
     opcua = None
     if "opcua" in raw and isinstance(raw["opcua"], dict):
         opcua = {"host": raw["opcua"].get("host", "127.0.0.1"), "port": raw["opcua"].get("port", 4840), "users": raw["opcua"].get("users", {})}
+        opcua["certificate"], opcua["private_key"] = (raw["opcua"].get(k) for k in ("certificate", "private_key"))
+        if bool(opcua["certificate"]) != bool(opcua["private_key"]):
+            mistakes.append(f"{name}: [opcua] certificate and private_key go together: give both files, or neither")
+        for key in ("certificate", "private_key"):
+            if opcua[key]:
+                opcua[key] = str((base / opcua[key]).resolve())
+                if not Path(opcua[key]).is_file():
+                    mistakes.append(f"{name}: [opcua] {key} {opcua[key]} does not exist")
         if not isinstance(opcua["port"], int) or not 0 < opcua["port"] < 65536:
             mistakes.append(f"{name}: [opcua] port must be a TCP port, 1 to 65535 (got {opcua['port']!r})")
         if not isinstance(opcua["users"], dict) or not all(isinstance(v, str) and v for v in opcua["users"].values()):

@@ -12,7 +12,8 @@ variables (a subscriber gets data changes), a value a client wrote to a PLC-side
       ResultReady event (BaseEventType; Message: the result as JSON)
 
 Anonymous access only on 127.0.0.1; bound elsewhere the station file must name users (user name
-and password), and anonymous clients are refused.
+and password), and anonymous clients are refused. With a certificate and its private key (PEM or
+DER) the server offers Basic256Sha256 with signing and encryption, and then only that.
 """
 
 from __future__ import annotations
@@ -43,8 +44,17 @@ def _cast(value, kind: str):
 
 
 class OpcUaServer:
-    def __init__(self, handshake: Handshake, host: str = "127.0.0.1", port: int = 4840, users: dict[str, str] | None = None):
+    def __init__(
+        self,
+        handshake: Handshake,
+        host: str = "127.0.0.1",
+        port: int = 4840,
+        users: dict[str, str] | None = None,
+        certificate: str | None = None,
+        private_key: str | None = None,
+    ):
         self.handshake, self.host, self.port, self.users = handshake, host, port, users or {}
+        self.certificate, self.private_key = certificate, private_key
         self.endpoint = f"opc.tcp://{host}:{port}/anomalycli/station"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -91,7 +101,15 @@ class OpcUaServer:
             await server.init()
             server.set_endpoint(self.endpoint)
             server.set_server_name("anomalycli station")
-            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+            if self.certificate:
+                uri = _application_uri(self.certificate)
+                if uri:  # a client checks the server's application URI against its certificate's
+                    await server.set_application_uri(uri)
+                await server.load_certificate(str(self.certificate))
+                await server.load_private_key(str(self.private_key))
+                server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+            else:
+                server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
             tokens = [ua.UserNameIdentityToken] if users else [ua.AnonymousIdentityToken]
             server.set_identity_tokens(tokens)
             ns = await server.register_namespace(NAMESPACE)
@@ -171,6 +189,20 @@ class OpcUaServer:
         await asyncio.sleep(TRIGGER_PULSE_SECONDS)
         self.handshake.write("trigger", False)
         return [ua.Variant(f"job-{next(self._jobs)}", ua.VariantType.String)]
+
+
+def _application_uri(certificate: str) -> str | None:
+    """The URI in a certificate's subject alternative names (PEM or DER), or None."""
+    from cryptography import x509
+
+    data = open(certificate, "rb").read()
+    cert = x509.load_pem_x509_certificate(data) if data.lstrip().startswith(b"-----") else x509.load_der_x509_certificate(data)
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    uris = names.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None
 
 
 def _text(message: str):
