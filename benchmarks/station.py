@@ -33,12 +33,13 @@ import numpy as np
 
 from benchmarks.common import REPO, anomaly_command, csv_rows, rss_mib, samples_of, wait_until
 from benchmarks.speed import fit_process, upscaled_copies
+from benchmarks.station_faults import run_faults
 
 TITLE = "The station: a PLC's view"
 SIMULATOR = REPO / "tests" / "plc_simulator.py"
 CAMERA = {"screws": REPO.parent / "shared" / "data" / "screws-1024" / "good"}  # the camera's own resolution, where there are such images
-COUNTS = {"latency": 60, "switches": 20, "memory": 1000}
-QUICK_COUNTS = {"latency": 6, "switches": 4, "memory": 40}
+COUNTS = {"latency": 60, "switches": 20, "memory": 1000, "faults": 1000}
+QUICK_COUNTS = {"latency": 6, "switches": 4, "memory": 40, "faults": 24}
 
 
 def _port() -> int:
@@ -254,6 +255,8 @@ def run(data_sets: list[Path], quick: bool, log=print) -> dict:
             if index == 0:
                 out.update(memory(model, images, tmp, counts["memory"]))
                 log(f"  {data.name}: 5 recipes: {out['memory_ready']:.0f} MiB ready, {out['memory_after']:.0f} MiB after {out['memory_parts']} parts")
+                out.update(run_faults(model, images, tmp, counts["faults"], _station_file, _start, _simulator, _port()))
+                log(f"  {data.name}: faults: " + ", ".join(f"{k.removeprefix('faults_')} {v}" for k, v in out.items() if k.startswith("faults_")))
             runs.append(out)
     return {"runs": runs}
 
@@ -271,6 +274,11 @@ def headline(result: dict, data: str) -> dict:
         rows["station: image closed to the OPC UA data change / to the MQTT message, median"] = f"{1000 * r['opcua_median']:.1f} / " + (
             f"{1000 * r['mqtt_median']:.1f} ms" if "mqtt_median" in r else "- (no broker)"
         )
+    if "faults_parts" in r:
+        rows[
+            f"station, {r['faults_parts']:,} parts through {r['faults_kills']} SIGKILLs, {r['faults_plc_drops']} PLC reconnections and a recipe switch "
+            "every 100: lost / read twice or out of order / wrong part / wrong recipe / verdicts unlike predict's"
+        ] = f"{r['faults_lost']} / {r['faults_stale']} / {r['faults_wrong_part']} / {r['faults_wrong_recipe']} / {r['faults_wrong_verdict']}"
     if "memory_after" in r:
         rows[f"station with 5 recipes: resident memory once ready / after {r['memory_parts']:,} parts"] = (
             f"{r['memory_ready']:.0f} / {r['memory_after']:.0f} MiB"
@@ -309,6 +317,16 @@ def section(result: dict) -> str:
         lambda r: (
             f"{r['memory_ready']:.0f} / {r['memory_after']:.0f} ({r['memory_parts']} parts, {r['memory_recipes_used']} recipes used)"
             if "memory_after" in r
+            else "-"
+        ),
+    )
+    row(
+        "faults: parts / SIGKILLs / PLC reconnections; lost / read twice or out of order / wrong part / wrong recipe / verdicts unlike predict's (its scores' largest difference)",
+        lambda r: (
+            f"{r['faults_parts']} / {r['faults_kills']} / {r['faults_plc_drops']}; {r['faults_lost']} / {r['faults_stale']} / {r['faults_wrong_part']} / "
+            f"{r['faults_wrong_recipe']} / {r['faults_wrong_verdict']} ({r['faults_score_max_diff']:.4f}); {r['faults_plc_results']} results read by the PLC, "
+            f"{r['faults_rows']} rows"
+            if "faults_parts" in r
             else "-"
         ),
     )
