@@ -42,7 +42,7 @@ MODEL_CHECK_SECONDS = 1.0  # how often the recipes' model files are looked at fo
 
 def check(path: Path) -> list[str]:
     """Every mistake in the station file at ``path``, one line each, found without starting it:
-    the file's own, then each recipe's model (loaded and probed), the journal, the Modbus port."""
+    the file's own, then each recipe's model (loaded and probed), the journal, each server's port."""
     station, mistakes = config.parse(path)
     if station is None:
         return mistakes
