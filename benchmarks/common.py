@@ -170,3 +170,14 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def runs_table(runs: list[dict]):
+    """A markdown table with a column per data set's run: its lines, and ``row(what, cell)``, which
+    adds the row ``what`` of ``cell(run)`` for each run."""
+    lines = ["| | " + " | ".join(r["data"] for r in runs) + " |", "| --- |" + " --- |" * len(runs)]
+
+    def row(what: str, cell) -> None:
+        lines.append(f"| {what} | " + " | ".join(cell(r) for r in runs) + " |")
+
+    return lines, row

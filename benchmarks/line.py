@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import anomaly_command, csv_rows, rss_mib, run_measured, samples_of, wait_until
+from benchmarks.common import anomaly_command, csv_rows, rss_mib, run_measured, runs_table, samples_of, wait_until
 from benchmarks.line_http import http
 from benchmarks.speed import fit_process, upscaled_copies
 
@@ -241,12 +241,8 @@ def section(result: dict) -> str:
         "Latency is from the writer's close of the file to the time its journal row carries (written after the row's fsync). "
         "The burst and 4-client rates are against one whole `anomaly predict` process over the same images.",
         "",
-        "| | " + " | ".join(r["data"] for r in runs) + " |",
-        "| --- |" + " --- |" * len(runs),
     ]
-
-    def row(what, cell):
-        lines.append(f"| {what} | " + " | ".join(cell(r) for r in runs) + " |")
+    table, row = runs_table(runs)
 
     row("watch latency, 1024 px PNG, median / p99 (ms)", lambda r: f"{1000 * r['latency_median']:.1f} / {1000 * r['latency_p99']:.1f} (n={r['latency_n']})")
     row("watch latency median against batch predict's time an image", lambda r: f"{r['latency_median'] * r['predict_images_per_s']:.2f}x")
@@ -279,6 +275,7 @@ def section(result: dict) -> str:
         lambda r: ", ".join(f"{int(k):,}: {v:.0f}" for k, v in r["memory_rss"].items()) if "memory_rss" in r else "-",
     )
     lines += [
+        *table,
         "",
         "Why the journal is a CSV fsynced per batch of rows: it is what line programs and spreadsheets read as it is, and its fsync costs "
         + " and ".join(f"{1000 * r['fsync_row']:.2f} ms a row on {r['data']}" for r in runs)

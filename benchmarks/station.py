@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import REPO, anomaly_command, csv_rows, rss_mib, samples_of, wait_until
+from benchmarks.common import REPO, anomaly_command, csv_rows, rss_mib, runs_table, samples_of, wait_until
 from benchmarks.speed import fit_process, upscaled_copies
 from benchmarks.station_faults import run_faults
 
@@ -293,12 +293,8 @@ def section(result: dict) -> str:
         "Latency is from the writer's close of the image to the simulator's scan that reads `result_valid`; the station's own time is its "
         "journal's `latency_ms` (the image's arrival to its verdict). One part at a time, 0.3 s apart.",
         "",
-        "| | " + " | ".join(r["data"] for r in runs) + " |",
-        "| --- |" + " --- |" * len(runs),
     ]
-
-    def row(what, cell):
-        lines.append(f"| {what} | " + " | ".join(cell(r) for r in runs) + " |")
+    table, row = runs_table(runs)
 
     row("images", lambda r: r["images"])
     row("close to result_valid at the PLC, median / p99 (ms)", lambda r: f"{1000 * r['plc_median']:.1f} / {1000 * r['plc_p99']:.1f} (n={r['latency_n']})")
@@ -330,4 +326,4 @@ def section(result: dict) -> str:
             else "-"
         ),
     )
-    return "\n".join(lines)
+    return "\n".join(lines + table)
