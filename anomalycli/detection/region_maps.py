@@ -40,10 +40,10 @@ def sampled_and_peaks(scores: Scores, paths: list[Path], image_size: int, map_bl
     return np.concatenate(sampled), np.concatenate(peaks)
 
 
-def region_areas(scores: Scores, peaks: np.ndarray, level: float, paths: list[Path], image_size: int, map_blur: float, framing: str) -> list[float]:
-    """Each image's largest region area above ``level`` in its own pixels, on its whole map (as predict measures it)."""
-    # Only a map whose peak reaches the level has a region: those are made again, whole.
-    with_region = np.flatnonzero(peaks >= level)
+def region_areas(scores: Scores, peaks: np.ndarray | None, level: float, paths: list[Path], image_size: int, map_blur: float, framing: str) -> list[float]:
+    """Each image's largest region area above ``level`` in its own pixels, on its whole map (as predict measures it).
+    ``peaks``: each map's peak where known (``sampled_and_peaks``), so that only maps reaching the level are made again; None: every map is made."""
+    with_region = np.arange(len(paths)) if peaks is None else np.flatnonzero(peaks >= level)
     areas = np.zeros(len(paths))
     for index, batch in framed_maps(scores, paths, image_size, map_blur, framing, with_region):
         areas[index] = largest_areas(batch, level, [original_size(paths[i]) or (image_size, image_size) for i in index])

@@ -197,8 +197,7 @@ def _regions_of_new_line(model: AnomalyModel, goods: patchcore.Scores, defects: 
     good_areas = region_maps.region_areas(goods, good_peaks, level, good_paths, size, blur, framing)
     defect_areas = []
     if defect_paths:
-        _, defect_peaks = region_maps.sampled_and_peaks(defects, defect_paths, size, blur, framing)
-        defect_areas = region_maps.region_areas(defects, defect_peaks, level, defect_paths, size, blur, framing)
+        defect_areas = region_maps.region_areas(defects, None, level, defect_paths, size, blur, framing)
     return pixel, (np.asarray(good_areas), np.asarray(defect_areas))
 
 
