@@ -132,3 +132,10 @@ def require_model_file(model_path: Path, verb: str) -> None:
     """One line refusing an exported ``.onnx`` file where ``verb`` needs the model file it came from."""
     if model_path.suffix.lower() == ".onnx":
         raise UsageError(f"{model_path.name} is already an ONNX export; {verb} the .safetensors model it came from (then export it again)")
+
+
+def say_line(text: str) -> None:
+    """One plain, unbuffered line on stdout, for the resident verbs (watch, serve, station): a line
+    program reads them as they come (Rich would wrap them)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()

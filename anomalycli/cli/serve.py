@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from anomalycli import project
-from anomalycli.cli.common import ENGINE_HELP, check_threshold, model_and_target, user_errors
+from anomalycli.cli.common import ENGINE_HELP, check_threshold, model_and_target, say_line, user_errors
 from anomalycli.workflows import serve as line_serve
 
 
@@ -34,9 +33,4 @@ def serve_command(
     """
     model_path = project.model_file(model) if model is not None else model_and_target([], None, "")[0]
     options = line_serve.ServeOptions(host, port, token or os.environ.get("ANOMALY_TOKEN") or None, journal, check_threshold(threshold), max_body_mb, regions)
-    line_serve.serve(model_path, engine, options, _say)
-
-
-def _say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    line_serve.serve(model_path, engine, options, say_line)

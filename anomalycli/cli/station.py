@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import user_errors
+from anomalycli.cli.common import say_line, user_errors
 from anomalycli.deploy.station import signals
 from anomalycli.errors import UsageError
 from anomalycli.workflows import station as line_station
@@ -48,8 +48,8 @@ def station_command(
         return
     stop = threading.Event()
     with stop_on_signals(stop):
-        counts = line_station.station(station_file, _say, stop)
-    _say(f"stopped: {counts['judged']} parts judged in this run ({counts['ng']} NG, {counts['errors']} errors)")
+        counts = line_station.station(station_file, say_line, stop)
+    say_line(f"stopped: {counts['judged']} parts judged in this run ({counts['ng']} NG, {counts['errors']} errors)")
 
 
 def _print_map(as_json: bool) -> None:
@@ -62,8 +62,3 @@ def _print_map(as_json: bool) -> None:
     sys.stdout.write(f"32-bit values: two registers, {table['word_order']} word first. Error codes:\n")
     for code, text in table["error_codes"].items():
         sys.stdout.write(f"  {code:>3}  {text}\n")
-
-
-def _say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()

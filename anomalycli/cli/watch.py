@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import sys
 import threading
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import ENGINE_HELP, check_threshold, model_and_target, user_errors
+from anomalycli.cli.common import ENGINE_HELP, check_threshold, model_and_target, say_line, user_errors
 from anomalycli.errors import UsageError
 from anomalycli.workflows import watch as line_watch
 
@@ -57,10 +56,4 @@ def watch_command(
     line_watch.check_options(options)
     stop = threading.Event()
     with line_watch.stop_on_signals(stop):
-        line_watch.watch(model_path, engine, options, _say, stop)
-
-
-def _say(text: str) -> None:
-    # Plain, unbuffered lines: a line program reads them as they come (Rich would wrap them).
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+        line_watch.watch(model_path, engine, options, say_line, stop)
