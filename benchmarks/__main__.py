@@ -21,7 +21,7 @@ from anomalycli import runtime
 
 runtime.idle_threads_sleep()  # before PyTorch is imported, as the anomaly command does: the stages are timed as predict runs them
 
-from benchmarks import accuracy, ignore, line, localisation, peer, precision, report, scale, shift, speed, station  # noqa: E402
+from benchmarks import accuracy, ignore, line, localisation, peer, precision, report, resolution, scale, shift, speed, station  # noqa: E402
 from benchmarks.common import DATA, REPO  # noqa: E402
 
 
@@ -36,6 +36,8 @@ def measure(topic: str, args, log) -> dict:
         return speed.run(args.data, args.quick, baseline=args.baseline, log=log)
     if topic == "ignore":
         return ignore.run(args.data, args.quick, log=log)
+    if topic == "resolution":
+        return resolution.run(args.data, args.quick, log=log)
     if topic == "localisation":
         return localisation.run(args.data, args.quick, log=log)
     if topic == "line":

@@ -91,34 +91,38 @@ def run(options: train.TrainOptions, folds: list[Fold], with_masks: bool = False
     for fold in folds:
         start = time.perf_counter()
         model, notes = fit(options, fold.training)
-        fit_seconds = time.perf_counter() - start
-        report, rows = evaluate.evaluate(model, fold.held_out, with_masks=with_masks, n_boot=0, show_progress=False)
-        kept = [i for i, r in enumerate(rows) if r.verdict != "unreadable"]
-        scores = {}
-        for name, make in (variants or {}).items():
-            with make():
-                _, again = evaluate.evaluate(model, fold.held_out, n_boot=0, show_progress=False)
-            scores[name] = [round(float(again[i].raw), 7) for i in kept]
-        cal = model.calibration
-        outcome = Outcome(
-            fold.name,
-            fold.withheld_type,
-            [fold.held_out[i].label for i in kept],
-            [fold.held_out[i].defect_type or "" for i in kept],
-            [round(float(rows[i].raw), 7) for i in kept],
-            float(cal.threshold),
-            plain(cal.expected),
-            (cal.n_normal, cal.n_anomaly),
-            round(fit_seconds, 2),
-            report.get("pixel_auroc"),
-            model.config.get("bank_size"),
-            model.config.get("precision", "fp32"),
-            list(notes),
-            scores,
-        )
+        outcome = scored(model, fold, time.perf_counter() - start, notes, with_masks, variants)
         outcomes.append(outcome)
-        log(f"    {fold.name}: auroc {auroc(outcome) or float('nan'):.4f}, fit {fit_seconds:.1f} s" + (f" ({'; '.join(notes)})" if notes else ""))
+        log(f"    {fold.name}: auroc {auroc(outcome) or float('nan'):.4f}, fit {outcome.fit_seconds:.1f} s" + (f" ({'; '.join(notes)})" if notes else ""))
     return outcomes
+
+
+def scored(model, fold: Fold, fit_seconds: float, notes: list[str], with_masks: bool = False, variants: dict | None = None) -> Outcome:
+    """A model fitted on ``fold.training``, scored on its held-out images."""
+    report, rows = evaluate.evaluate(model, fold.held_out, with_masks=with_masks, n_boot=0, show_progress=False)
+    kept = [i for i, r in enumerate(rows) if r.verdict != "unreadable"]
+    scores = {}
+    for name, make in (variants or {}).items():
+        with make():
+            _, again = evaluate.evaluate(model, fold.held_out, n_boot=0, show_progress=False)
+        scores[name] = [round(float(again[i].raw), 7) for i in kept]
+    cal = model.calibration
+    return Outcome(
+        fold.name,
+        fold.withheld_type,
+        [fold.held_out[i].label for i in kept],
+        [fold.held_out[i].defect_type or "" for i in kept],
+        [round(float(rows[i].raw), 7) for i in kept],
+        float(cal.threshold),
+        plain(cal.expected),
+        (cal.n_normal, cal.n_anomaly),
+        round(fit_seconds, 2),
+        report.get("pixel_auroc"),
+        model.config.get("bank_size"),
+        model.config.get("precision", "fp32"),
+        list(notes),
+        scores,
+    )
 
 
 def outcomes_from(rows: list[dict]) -> list[Outcome]:

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE
 from benchmarks.common import REPO, anomaly_command, run_measured, samples_of, shipped_options
 from benchmarks.scale import path_list, training_folder
 
@@ -48,7 +49,7 @@ def run(data: Path, python: Path, quick: bool, log=print) -> dict:
                 "--n-predict",
                 str(n_predict),
                 "--image-size",
-                str(options.image_size),
+                str(options.image_size or DEFAULT_IMAGE_SIZE[options.method]),
                 "--coreset-ratio",
                 str(ratio),
                 "--backbone",
@@ -75,7 +76,7 @@ def run(data: Path, python: Path, quick: bool, log=print) -> dict:
             "predict_images_per_s": statistics.median([r["predict_images_per_s"] for r in runs]),
             "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
         }
-        size = ("--image-size", str(options.image_size))
+        size = ("--image-size", str(options.image_size or DEFAULT_IMAGE_SIZE[options.method]))
         out["ours_fit_s"], out["ours_fit_rss"] = run_measured(
             anomaly_command("train", str(folder), "--method", "patchcore", "--run-dir", str(tmp / "ours"), *size)
         )

@@ -22,6 +22,7 @@ from unittest import mock
 import numpy as np
 import torch
 
+from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE
 from benchmarks import folds
 from benchmarks.common import fmt, mean, samples_of, shipped_options
 
@@ -148,7 +149,8 @@ def cosines(samples, options, log=print) -> dict:
     from benchmarks import emulated_cpu
 
     good = [s for s in samples if s.label == 0]
-    calibration, judged = load_all(good[:COSINE_IMAGES], options.image_size)[0], load_all(good[-COSINE_IMAGES:], options.image_size)[0]
+    size = options.image_size or DEFAULT_IMAGE_SIZE[options.method]
+    calibration, judged = (load_all(good[:COSINE_IMAGES], size)[0], load_all(good[-COSINE_IMAGES:], size)[0])
     extractor = backbones.FeatureExtractor(options.backbone, backbones.build(options.backbone, options.weights)).eval()
     x = backbones.preprocess(judged, extractor.name)
     with torch.no_grad():

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from anomalycli import files
-from benchmarks import accuracy, ignore, levers, line, localisation, operating_point, peer, precision, scale, shift, speed, station
+from benchmarks import accuracy, ignore, levers, line, localisation, operating_point, peer, precision, resolution, scale, shift, speed, station
 from benchmarks.common import machine
 
 # topic -> its module; operating_point reads the accuracy topic's results (same fits)
@@ -19,6 +19,7 @@ TOPICS = {
     "accuracy": accuracy,
     "localisation": localisation,
     "ignore": ignore,
+    "resolution": resolution,
     "precision": precision,
     "speed": speed,
     "line": line,
@@ -33,6 +34,7 @@ SECTIONS = [
     (operating_point.TITLE, "accuracy", operating_point),
     (localisation.TITLE, "localisation", localisation),
     (ignore.TITLE, "ignore", ignore),
+    (resolution.TITLE, "resolution", resolution),
     (speed.TITLE, "speed", speed),
     (line.TITLE, "line", line),
     (station.TITLE, "station", station),
@@ -46,6 +48,7 @@ HEADLINE = [
     ("accuracy", operating_point),
     ("localisation", localisation),
     ("ignore", ignore),
+    ("resolution", resolution),
     ("precision", precision),
     ("speed", speed),
     ("line", line),

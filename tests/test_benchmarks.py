@@ -35,7 +35,18 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "peer: skipped, no Python at" in done.stdout
-    assert sorted(p.stem for p in results.glob("*.json")) == ["accuracy", "ignore", "line", "localisation", "precision", "scale", "shift", "speed", "station"]
+    assert sorted(p.stem for p in results.glob("*.json")) == [
+        "accuracy",
+        "ignore",
+        "line",
+        "localisation",
+        "precision",
+        "resolution",
+        "scale",
+        "shift",
+        "speed",
+        "station",
+    ]
     text = out.read_text()
     assert text.startswith("# Benchmarks") and "## Headline: the defaults today" in text
     for title in (
@@ -48,6 +59,7 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
         "On the line",
         "Localisation",
         "Don't-care regions",
+        "Resolution: the input size chosen from the data",
         "Levers tried and not shipped",
     ):
         assert f"## {title}" in text
@@ -66,6 +78,7 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
         "| exposure | mild (0.6) |",
         "| watch killed at random and restarted: verdicts lost / repeated | 0 / 0 of 40",
         "| watch memory from the 100th to the 400th image",
+        "| tiny (52 images) | 32 px and 64 px (",
     ):
         assert row in text
     accuracy = json.loads((results / "accuracy.json").read_text())

@@ -110,6 +110,10 @@ def size_lines(facts: dict) -> list:
     lines.append(Text(modes))
     if facts.get("resize_note"):
         lines.append(_note(facts["resize_note"]))
+    plan = facts.get("input_sizes")
+    if plan:
+        sizes = " and ".join(f"{size} px" for size in plan["candidates"])
+        lines.append(Text(f"train (patchcore, hybrid) would try {sizes}: {plan['reason']}"))
     return lines
 
 

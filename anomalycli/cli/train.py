@@ -9,6 +9,7 @@ import typer
 from anomalycli.cli.common import EXIT_INTERRUPTED, RAY_HELP, data_folder, fail, user_errors
 from anomalycli.cli.render import console, curves_png, err_console, operating_point_text
 from anomalycli.detection import backbones
+from anomalycli.detection.defaults import MAX_MS_PER_IMAGE
 from anomalycli.workflows.train import AUTO, CHECKPOINT_NAME, CROSS_FITTED, TrainOptions, train
 
 DEFAULTS = {f.name: f.default for f in fields(TrainOptions)}
@@ -30,7 +31,11 @@ def train_command(
     backbone: Optional[str] = typer.Option(None, help=BACKBONE_HELP),
     weights: str = typer.Option("imagenet", help="imagenet, none (random) or PATH to a state dict."),
     image_size: Optional[int] = typer.Option(
-        None, help="Images are resized to this square size (default: 320 for patchcore and hybrid, 224 for the classifier)."
+        None,
+        help="Images are resized to this square size (default: the classifier 224; patchcore and hybrid choose from the data: 320, or larger where the images are large, the defects small and the larger size's out-of-fold verdicts are better).",
+    ),
+    max_ms_per_image: float = typer.Option(
+        MAX_MS_PER_IMAGE, help="patchcore and hybrid: a size chosen from the data scores an image within this many ms on this CPU."
     ),
     fast: bool = typer.Option(
         False, "--fast", help="patchcore and hybrid: EfficientNet-Lite0 at 224 px, about 2.5x faster to predict for a little less separation."
@@ -114,6 +119,7 @@ def train_command(
             backbone=backbone,
             weights=weights,
             image_size=image_size,
+            max_ms_per_image=max_ms_per_image,
             normal_class=normal_class,
             labels=str(labels) if labels else None,
             manifest=str(manifest) if manifest else None,
@@ -158,9 +164,29 @@ def train_command(
             f"pixel threshold {pixel['value']:.4g} (defect regions are the map above it), by {pixel['rule']}; "
             f"{100 * pixel['good_pixel_rate']:.2f} % of good pixels above it, out of fold"
         )
+    for line in input_size_lines(result.model.config.get("input_size")):
+        console.print(line)
     console.print(f"model: {result.model_path}")
     if method_defaulted or method == AUTO:
         console.print(_auto_note(result.model.method, cal.n_anomaly, result.model.config.get("cv_folds", DEFAULTS["cv_folds"])))
+
+
+def input_size_lines(choice: dict | None) -> list[str]:
+    """What size train chose and why, with each size's measured trade-off (a few lines)."""
+    if not choice:
+        return []
+    lines = [f"input size {choice['chosen']} px: {choice['plan']['reason']}" + (f"; {choice['why']}" if len(choice["trials"]) > 1 else "")]
+    if len(choice["trials"]) > 1:
+        for t in choice["trials"]:
+            lines.append(
+                f"  {t['size']} px: out-of-fold AUROC {_number(t['auroc'], 3)}, recall {_number(t['recall'], 2)}, false alarms {_number(t['false_alarms'], 2)} "
+                f"at its own point; scoring {t['ms_per_image']:.0f} ms an image on this CPU; bank {t['bank_patches']} patches; fitted in {t['fit_seconds']:.0f} s"
+            )
+    return lines
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _auto_note(method: str, n_anomaly: int, folds: int) -> str:

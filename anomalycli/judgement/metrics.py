@@ -19,7 +19,7 @@ def sklearn_metrics():
 BOOTSTRAP_BLOCK = 100
 
 
-def _auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return float(sklearn_metrics().roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else None
 
 
@@ -74,7 +74,7 @@ def binary_report(labels, scores, predicted, defect_types=None, n_boot: int = 10
         "precision": float(sklearn_metrics().precision_score(labels, predicted, zero_division=0)),
         "recall": float(sklearn_metrics().recall_score(labels, predicted, zero_division=0)),
         "f1": _f1(labels, predicted),
-        "auroc": _auroc(labels, scores),
+        "auroc": auroc(labels, scores),
         "average_precision": float(sklearn_metrics().average_precision_score(labels, scores)) if both else None,
         "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
         "per_defect_type": per_defect_recall(labels, predicted, defect_types) if defect_types is not None else {},
@@ -93,7 +93,7 @@ def per_defect_recall(labels, predicted, defect_types) -> dict:
 
 def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float | None:
     masks = np.asarray(masks).ravel().astype(int)
-    return _auroc(masks, np.asarray(maps, dtype=np.float32).ravel())
+    return auroc(masks, np.asarray(maps, dtype=np.float32).ravel())
 
 
 # --- a rate at a threshold ----------------------------------------------------------------

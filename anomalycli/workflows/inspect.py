@@ -10,6 +10,7 @@ from PIL import Image
 from anomalycli import files
 from anomalycli.data.images import ImageError, load_image
 from anomalycli.data.layouts import Dataset
+from anomalycli.data.resolution import plan_sizes
 from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE
 
 MOST_COMMON_SIZES = 3
@@ -67,8 +68,8 @@ def resize_note(summary: dict | None) -> str | None:
         width = summary["width"]
         what.append(f"widths from {width['min']} to {width['max']} px all come to the same size")
     return (
-        f"training resizes every image to {size} x {size} px (patchcore, hybrid; the classifier {classifier} x {classifier}): "
-        f"{' and '.join(what)}; --image-size sets that size"
+        f"training resizes every image to one square size ({size} px or the size chosen from the data for patchcore and hybrid; the classifier "
+        f"{classifier} px): {' and '.join(what)}; --image-size sets that size"
     )
 
 
@@ -127,6 +128,13 @@ def inspect_dataset(dataset: Dataset) -> dict:
         "image_sizes": {f"{w}x{h}": n for (w, h), n in sizes.most_common()},
         "size_summary": summary,
         "resize_note": resize_note(summary),
+        # What anomaly train would try for patchcore and hybrid models (data/resolution.py).
+        "input_sizes": plan_sizes(
+            [size for size, n in sizes.items() for _ in range(n)],
+            [s.mask for s in dataset.samples if s.label and s.mask],
+            n_anomaly,
+            DEFAULT_IMAGE_SIZE["patchcore"],
+        ).to_dict(),
         "image_modes": dict(modes.most_common()),
         "masks": sum(1 for s in dataset.samples if s.mask),
         "unreadable": unreadable,

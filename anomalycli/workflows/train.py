@@ -23,6 +23,7 @@ from anomalycli.detection.methods.classifier_training import fit_classifier
 from anomalycli.errors import UserError
 from anomalycli.judgement import drift, pixel_threshold
 from anomalycli.judgement.thresholds import OperatingRule, calibrate
+from anomalycli.workflows import input_size
 from anomalycli.workflows.train_options import (  # noqa: F401 (the options are train's too)
     AUTO,
     CHECKPOINT_NAME,
@@ -95,6 +96,10 @@ def fit(
     the classifier fits on ``train_samples`` and calibrates on ``val_samples``. Returns the model, the classifier's per-epoch history (empty for patchcore) and warnings.
     With a ``run_dir`` the classifier saves a checkpoint there after every epoch.
     """
+    if options.method in CROSS_FITTED and options.image_size is None:
+        return input_size.fit_best_size(
+            options, train_samples + val_samples, lambda sized: fit(sized, train_samples, val_samples, run_dir, state, show_progress)
+        )
     device = resolve_device(options.device)
     torch.manual_seed(options.seed)
     class_names = (options.normal_class, next((s.class_name for s in train_samples + val_samples if s.label == 1), "anomaly"))

@@ -17,7 +17,7 @@ from anomalycli.data.framing import FRAMINGS, LETTERBOX, SQUASH
 from anomalycli.data.layouts import Dataset, Sample
 from anomalycli.data.splits import train_val_split
 from anomalycli.detection import backbones, ignore
-from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE, FAST_BACKBONE, FAST_IMAGE_SIZE
+from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE, FAST_BACKBONE, FAST_IMAGE_SIZE, MAX_MS_PER_IMAGE
 from anomalycli.detection.methods import METHODS, AnomalyModel
 from anomalycli.detection.methods.classifier_training import ClassifierSettings
 from anomalycli.detection.methods.pixel_head import HEAD_KINDS
@@ -41,7 +41,8 @@ class TrainOptions:
     method: str = AUTO
     backbone: str | None = None  # None: the method's default (backbones.DEFAULT_BACKBONE)
     weights: str = "imagenet"
-    image_size: int | None = None  # None: the method's default (DEFAULT_IMAGE_SIZE)
+    image_size: int | None = None  # None: the classifier's default; patchcore and hybrid choose from the data (input_size.py)
+    max_ms_per_image: float = MAX_MS_PER_IMAGE  # patchcore and hybrid: the budget of scoring time an image a chosen size keeps within
     normal_class: str = "good"
     labels: str | None = None
     manifest: str | None = None
@@ -84,10 +85,12 @@ class TrainOptions:
             self.image_size = self.image_size or FAST_IMAGE_SIZE
             self.backbone = self.backbone or FAST_BACKBONE
         if self.method in DEFAULT_IMAGE_SIZE:
-            self.image_size = DEFAULT_IMAGE_SIZE[self.method] if self.image_size is None else self.image_size
+            if self.image_size is None and self.method not in CROSS_FITTED:
+                self.image_size = DEFAULT_IMAGE_SIZE[self.method]
             self.backbone = self.backbone or backbones.DEFAULT_BACKBONE[self.method]
         checks = [
-            (self.image_size >= 32, f"--image-size must be at least 32 pixels (got {self.image_size})"),
+            (self.image_size is None or self.image_size >= 32, f"--image-size must be at least 32 pixels (got {self.image_size})"),
+            (self.max_ms_per_image > 0, f"--max-ms-per-image must be positive (got {self.max_ms_per_image:g})"),
             (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
             (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
             (self.lr > 0, f"--lr must be positive (got {self.lr})"),
@@ -114,7 +117,7 @@ class TrainOptions:
             if not ok:
                 raise UsageError(message)
         if self.ignore:  # a mask that cannot be used is said before a run folder is made
-            ignore.read_masks([Path(p) for p in self.ignore], self.image_size)
+            ignore.read_masks([Path(p) for p in self.ignore], self.image_size or DEFAULT_IMAGE_SIZE[self.method])
         if self.ray is not None:
             from anomalycli.deploy import ray_cluster
 

@@ -1,0 +1,156 @@
+"""``anomaly train``'s input size for patchcore and hybrid models, chosen from the data: the sizes
+``data/resolution.py`` plans are each fitted in full, and the one whose out-of-fold verdicts are
+best within the budget of predict time an image is kept, its trade-off written into the model's
+config (``input_size``) for train to print.
+
+A larger size must earn its cost: it is kept only where its out-of-fold AUROC is higher and its
+verdicts at its own announced point (recall less false alarms) are no worse than the default
+size's, because a ranking that improves can still catch fewer defects at the threshold the line
+uses. "No worse" allows one image's difference (a defect missed, or a good part flagged): both
+points are estimated on the same few dozen defects, where one image moves recall by 2-3 points
+(BENCHMARKS.md, "Resolution").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from PIL import Image
+
+from anomalycli.data.framing import framing_of
+from anomalycli.data.layouts import Sample
+from anomalycli.data.resolution import SizePlan, plan_sizes
+from anomalycli.data.tensors import load_all
+from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE
+from anomalycli.detection.methods import AnomalyModel
+from anomalycli.judgement.metrics import auroc
+
+log = logging.getLogger("anomalycli")
+
+# Images the scoring is timed on, in batches of predict's default size.
+TIMED_IMAGES, TIMED_BATCH = 16, 8
+
+
+@dataclass
+class Trial:
+    size: int
+    auroc: float | None
+    recall: float | None
+    false_alarms: float | None
+    ms_per_image: float
+    fit_seconds: float
+    bank_patches: int
+    n_normal: int = 0  # the images the point was estimated on
+    n_anomaly: int = 0
+
+    def merit(self) -> float:
+        """Verdicts at the announced point: recall less false alarms (out of fold, cross-validated)."""
+        return (self.recall or 0.0) - (self.false_alarms or 0.0)
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def plan_for(samples: list[Sample], method: str, default: int | None = None) -> SizePlan:
+    """The sizes to try for these samples (their files' headers and defect masks only), from
+    ``default`` (the method's default size unless given: the benchmarks' quick run starts small)."""
+    sizes = []
+    for s in samples:
+        try:
+            with Image.open(s.path) as image:
+                sizes.append(image.size)
+        except Exception:  # an unreadable image is reported by the fit that skips it
+            continue
+    defects = [s for s in samples if s.label == 1]
+    return plan_sizes(sizes, [s.mask for s in defects if s.mask], len(defects), default or DEFAULT_IMAGE_SIZE[method])
+
+
+def fit_best_size(options, samples: list[Sample], fit_at, default: int | None = None) -> tuple[AnomalyModel, list[dict], list[str]]:
+    """``fit_at(options)`` at each planned size (``options.image_size`` None: chosen here; ``plan_for``
+    from ``default``); the best fit's model, history and notes, its config holding every trial."""
+    plan = plan_for(samples, options.method, default)
+    log.info(f"input size: {plan.reason}")
+    trials: list[Trial] = []
+    fits = {}
+    for size in plan.candidates:
+        if trials and trials[0].ms_per_image * (size / plan.default) ** 2 > options.max_ms_per_image:
+            log.info(
+                f"input size {size} px not tried: about {trials[0].ms_per_image * (size / plan.default) ** 2:.0f} ms an image at least "
+                f"(from {plan.default} px's), over the budget of {options.max_ms_per_image:g} ms (--max-ms-per-image)"
+            )
+            continue
+        if len(plan.candidates) > 1:
+            log.info(f"input size {size} px: fitting")
+        start = time.perf_counter()
+        fits[size] = fit_at(replace(options, image_size=size))
+        trials.append(_trial(fits[size][0], samples, size, time.perf_counter() - start))
+    chosen = _choose(trials, options.max_ms_per_image)
+    model, history, notes = fits[chosen.size]
+    model.config["input_size"] = {
+        "chosen": chosen.size,
+        "why": _why(chosen, trials, options.max_ms_per_image),
+        "plan": plan.to_dict(),
+        "trials": [t.to_dict() for t in trials],
+        "max_ms_per_image": options.max_ms_per_image,
+    }
+    return model, history, notes
+
+
+def _choose(trials: list[Trial], budget: float) -> Trial:
+    base = trials[0]
+    better = [t for t in trials[1:] if t.ms_per_image <= budget and _beats(t, base)]
+    return max(better, key=lambda t: (t.merit(), t.auroc)) if better else base
+
+
+def _beats(trial: Trial, base: Trial) -> bool:
+    one_image = 1 / max(base.n_anomaly, 1) + 1 / max(base.n_normal, 1)
+    return trial.auroc is not None and base.auroc is not None and trial.auroc > base.auroc and trial.merit() >= base.merit() - one_image
+
+
+def _why(chosen: Trial, trials: list[Trial], budget: float) -> str:
+    if len(trials) == 1:
+        return "the only size planned"
+    base = trials[0]
+    if chosen is not base:
+        return f"higher out-of-fold AUROC than {base.size} px and verdicts at the announced point no worse (within one image)"
+    reasons = []
+    for t in trials[1:]:
+        if t.ms_per_image > budget:
+            reasons.append(f"{t.size} px over the budget of {budget:g} ms an image")
+        elif not _beats(t, base):
+            reasons.append(f"{t.size} px no better out of fold")
+    return "; ".join(reasons)
+
+
+def _trial(model: AnomalyModel, samples: list[Sample], size: int, fit_seconds: float) -> Trial:
+    calibration = model.calibration
+    expected = calibration.expected or {}
+    return Trial(
+        size,
+        auroc(np.asarray(calibration.labels), np.asarray(calibration.scores)),
+        expected.get("recall"),
+        expected.get("false_alarm_rate"),
+        _ms_per_image(model, samples, size),
+        fit_seconds,
+        int(model.config.get("bank_size", 0)),
+        calibration.n_normal,
+        calibration.n_anomaly,
+    )
+
+
+def _ms_per_image(model: AnomalyModel, samples: list[Sample], size: int) -> float:
+    """The model's scoring with maps, as predict scores, on a few training images: ms an image on
+    this CPU (the images' decoding not counted: predict overlaps it)."""
+    images, _, _ = load_all(samples[:TIMED_IMAGES], size, framing_of(model.config))
+    if not len(images):
+        return float("nan")
+    with torch.inference_mode():
+        model.score(images[:TIMED_BATCH], with_maps=True)  # warm
+        start = time.perf_counter()
+        for i in range(0, len(images), TIMED_BATCH):
+            model.score(images[i : i + TIMED_BATCH], with_maps=True)
+    return 1000 * (time.perf_counter() - start) / len(images)
