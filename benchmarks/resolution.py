@@ -104,16 +104,16 @@ def run(given: list[Path], quick: bool, log=print) -> dict:
 
 
 def headline(result: dict, data: str) -> dict:
-    rows = {}
-    for r in result["runs"]:
-        if r["data"] != f"{data}-512" and r["data"] != data:
-            continue
-        d = r["rows"][DEFAULT]
-        rows[f"resolution, {r['data']}: the size train chose (5 folds) / AUROC / held-out recall, false alarms / fit"] = (
+    r = next((r for r in result["runs"] if r["data"] == data), None)
+    if r is None:
+        return {}
+    d = r["rows"][DEFAULT]
+    return {
+        "input size train chose (5 folds) / AUROC / held-out recall, false alarms / fit, median of folds": (
             f"{', '.join(f'{s} px' for s in sorted(set(r['chosen_sizes'])))} / {fmt(d['auroc'])} / {percent(d['measured_recall'])}, "
             f"{percent(d['measured_fpr'])} / {d['fit_seconds']:.0f} s"
         )
-    return rows
+    }
 
 
 def section(result: dict) -> str:

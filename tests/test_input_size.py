@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from anomalycli.detection.methods import AnomalyModel
-from anomalycli.workflows.input_size import Trial, _choose
+from anomalycli.workflows.input_size import Trial, _choose, recall_at
 from tests.conftest import run_cli
 
 SIZE = 416  # large enough to plan a second size (over 1.25 x 320), small enough for a quick fit
@@ -75,12 +75,22 @@ def test_a_larger_size_over_the_time_budget_is_not_fitted_and_the_line_says_so(d
     assert f"input size {SIZE} px not tried" in " ".join(result.output.split())
 
 
-def test_the_rule_keeps_a_larger_size_only_where_it_ranks_better_and_judges_no_worse_within_one_image():
-    base = Trial(320, 0.95, 0.90, 0.05, 40.0, 10.0, 100, n_normal=200, n_anomaly=40)
-    larger = dict(ms_per_image=90.0, fit_seconds=30.0, bank_patches=250, n_normal=200, n_anomaly=40)
-    assert _choose([base, Trial(512, 0.97, 0.92, 0.05, **larger)], 250).size == 512
-    assert _choose([base, Trial(512, 0.97, 0.875, 0.05, **larger)], 250).size == 512  # one defect fewer: within one image
-    assert _choose([base, Trial(512, 0.97, 0.84, 0.05, **larger)], 250).size == 320  # ranks better, catches fewer at its point
-    assert _choose([base, Trial(512, 0.97, 0.90, 0.09, **larger)], 250).size == 320  # ... or flags more goods
-    assert _choose([base, Trial(512, 0.94, 0.95, 0.05, **larger)], 250).size == 320  # judges better, ranks worse
-    assert _choose([base, Trial(512, 0.97, 0.92, 0.05, **{**larger, "ms_per_image": 300.0})], 250).size == 320  # over the budget
+def test_the_rule_keeps_a_larger_size_only_where_it_ranks_better_and_catches_as_many_at_the_default_point():
+    base = Trial(320, 0.95, 0.90, 0.05, 40.0, 10.0, 100, recall_at_default_point=0.90)
+    larger = dict(recall=0.85, false_alarms=0.03, ms_per_image=90.0, fit_seconds=30.0, bank_patches=250)  # its own point: no matter
+    assert _choose([base, Trial(512, 0.97, **larger, recall_at_default_point=0.92)], 250).size == 512
+    assert _choose([base, Trial(512, 0.97, **larger, recall_at_default_point=0.90)], 250).size == 512  # as many
+    assert _choose([base, Trial(512, 0.97, **larger, recall_at_default_point=0.875)], 250).size == 320  # ranks better, catches fewer there
+    assert _choose([base, Trial(512, 0.94, **larger, recall_at_default_point=0.95)], 250).size == 320  # catches more, ranks worse
+    assert _choose([base, Trial(512, 0.97, **{**larger, "ms_per_image": 300.0}, recall_at_default_point=0.95)], 250).size == 320  # over the budget
+
+
+def test_recall_at_a_false_alarm_rate_counts_the_defects_above_the_goods_it_lets_through():
+    class Calibration:
+        labels = [0] * 10 + [1] * 4
+        scores = [float(i) for i in range(10)] + [9.5, 8.5, 7.5, 2.0]  # goods 0..9
+
+    model = type("Model", (), {"calibration": Calibration})()
+    assert recall_at(model, 0.0) == 0.25  # above 9: only 9.5
+    assert recall_at(model, 0.1) == 0.5  # one good may pass (9): above 8
+    assert recall_at(model, 0.25) == 0.75  # two goods: above 7

@@ -177,10 +177,12 @@ def input_size_lines(choice: dict | None) -> list[str]:
         return []
     lines = [f"input size {choice['chosen']} px: {choice['plan']['reason']}" + (f"; {choice['why']}" if len(choice["trials"]) > 1 else "")]
     if len(choice["trials"]) > 1:
+        base = choice["trials"][0]
         for t in choice["trials"]:
             lines.append(
-                f"  {t['size']} px: out-of-fold AUROC {_number(t['auroc'], 3)}, recall {_number(t['recall'], 2)}, false alarms {_number(t['false_alarms'], 2)} "
-                f"at its own point; scoring {t['ms_per_image']:.0f} ms an image on this CPU; bank {t['bank_patches']} patches; fitted in {t['fit_seconds']:.0f} s"
+                f"  {t['size']} px: out-of-fold AUROC {_number(t['auroc'], 3)}; recall {_number(t['recall'], 2)}, false alarms {_number(t['false_alarms'], 2)} "
+                f"at its own point; recall {_number(t.get('recall_at_default_point'), 2)} at {base['size']} px's false alarms; "
+                f"scoring {t['ms_per_image']:.0f} ms an image on this CPU; bank {t['bank_patches']} patches; fitted in {t['fit_seconds']:.0f} s"
             )
     return lines
 
