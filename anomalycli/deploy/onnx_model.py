@@ -29,9 +29,12 @@ INPUT = "images"
 SCORE, RAW_SCORE, ANOMALY_MAP, DEFECT_MASK = "score", "raw_score", "anomaly_map", "defect_mask"
 META_KEY = "anomalycli"  # the same JSON a model file keeps
 PROBE_KEY = "probe"  # an int8 file's probe image and its raw score where it was exported (export._probe)
-# Images per ONNX Runtime call: the exported search holds one (patches x bank) distance block per
-# call, about 33 MB an image at 320 px, so a few images at a time keep memory flat.
-ONNX_BATCH = 8
+# Images per ONNX Runtime call. The exported search holds one (patches x bank rows) block of
+# products per call (33 MB an image for a 320 px screws model, 215 MB at 512 px), and ONNX Runtime
+# keeps an arena as large as its largest call: with 8 images a call a warm screws model held 924 MB
+# after a burst, with one 237 MB, and scored faster too (26 against 30 ms an image; at 512 px 501
+# against 2,648 MB, 116 against 104 ms). BENCHMARKS.md, "On the line".
+ONNX_BATCH = 1
 # An int8 file's probe image scored on another machine: within this share of the calibration's
 # score range of the export machine's score (the same kernels give the same score to the bit);
 # on the reference kernels, within REFERENCE_SCORE_TOL (a screws model's probe: 0.75 %, while the
