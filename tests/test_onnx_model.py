@@ -104,3 +104,15 @@ def test_an_anomalycli_from_before_stored_graphs_asks_for_an_upgrade_not_a_retra
     monkeypatch.setattr(modelfile, "FORMAT_VERSION", 1)  # what the version before reads
     message = one_clear_line(run_cli("predict", patchcore_model, parts / "good", expect=1))
     assert "newer than this anomalycli reads (1); upgrade anomalycli" in message
+
+
+def test_a_graph_scores_an_image_the_same_alone_or_in_a_batch(patchcore_model, parts):
+    # One image an ONNX Runtime call: the arena keeps one image's bank products whatever the
+    # caller's batch, and each image's int8 queries are quantised on their own scale.
+    model = onnx_model.stored_in(patchcore_model)
+    images, _, _ = load_all(discover(parts).samples[:6], model.config["image_size"])
+    pixels = images.numpy()
+    together, maps = model.score(pixels)
+    alone = [model.score(pixels[i : i + 1]) for i in range(len(pixels))]
+    assert np.array_equal(together, np.concatenate([raw for raw, _ in alone]))
+    assert np.array_equal(maps, np.concatenate([m for _, m in alone]))
