@@ -175,7 +175,7 @@ def input_size_lines(choice: dict | None) -> list[str]:
     """What size train chose and why, with each size's measured trade-off (a few lines)."""
     if not choice:
         return []
-    lines = [f"input size {choice['chosen']} px: {choice['plan']['reason']}" + (f"; {choice['why']}" if len(choice["trials"]) > 1 else "")]
+    lines = [f"input size {choice['chosen']} px: {choice['plan']['reason']}" + (f"; {choice['why']}" if len(choice["plan"]["candidates"]) > 1 else "")]
     if len(choice["trials"]) > 1:
         base = choice["trials"][0]
         for t in choice["trials"]:

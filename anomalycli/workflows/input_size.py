@@ -42,7 +42,7 @@ class Trial:
     auroc: float | None
     recall: float | None
     false_alarms: float | None
-    ms_per_image: float
+    ms_per_image: float | None  # None where only one size was planned: nothing to weigh it against
     fit_seconds: float
     bank_patches: int
     recall_at_default_point: float | None = None  # out of fold, at the default size's announced false-alarm rate
@@ -71,19 +71,20 @@ def fit_best_size(options, samples: list[Sample], fit_at, default: int | None = 
     plan = plan_for(samples, options.method, default)
     log.info(f"input size: {plan.reason}")
     trials: list[Trial] = []
-    fits = {}
+    fits, not_tried = {}, []
     for size in plan.candidates:
         if trials and trials[0].ms_per_image * (size / plan.default) ** 2 > options.max_ms_per_image:
-            log.info(
-                f"input size {size} px not tried: about {trials[0].ms_per_image * (size / plan.default) ** 2:.0f} ms an image at least "
+            not_tried.append(
+                f"{size} px not tried: about {trials[0].ms_per_image * (size / plan.default) ** 2:.0f} ms an image at least "
                 f"(from {plan.default} px's), over the budget of {options.max_ms_per_image:g} ms (--max-ms-per-image)"
             )
+            log.info(f"input size {not_tried[-1]}")
             continue
         if len(plan.candidates) > 1:
             log.info(f"input size {size} px: fitting")
         start = time.perf_counter()
         fits[size] = fit_at(replace(options, image_size=size))
-        trials.append(_trial(fits[size][0], samples, size, time.perf_counter() - start))
+        trials.append(_trial(fits[size][0], samples, size, time.perf_counter() - start, timed=len(plan.candidates) > 1))
     point = trials[0].false_alarms
     for trial in trials:
         trial.recall_at_default_point = None if point is None else recall_at(fits[trial.size][0], point)
@@ -91,7 +92,7 @@ def fit_best_size(options, samples: list[Sample], fit_at, default: int | None = 
     model, history, notes = fits[chosen.size]
     model.config["input_size"] = {
         "chosen": chosen.size,
-        "why": _why(chosen, trials, options.max_ms_per_image),
+        "why": "; ".join([_why(chosen, trials, options.max_ms_per_image), *not_tried]),
         "plan": plan.to_dict(),
         "trials": [t.to_dict() for t in trials],
         "max_ms_per_image": options.max_ms_per_image,
@@ -124,7 +125,7 @@ def _beats(trial: Trial, base: Trial) -> bool:
 
 def _why(chosen: Trial, trials: list[Trial], budget: float) -> str:
     if len(trials) == 1:
-        return "the only size planned"
+        return "the only size fitted"
     base = trials[0]
     if chosen is not base:
         return f"higher out-of-fold AUROC than {base.size} px, and as many defects caught or more at {base.size} px's announced false alarms"
@@ -137,7 +138,7 @@ def _why(chosen: Trial, trials: list[Trial], budget: float) -> str:
     return "; ".join(reasons)
 
 
-def _trial(model: AnomalyModel, samples: list[Sample], size: int, fit_seconds: float) -> Trial:
+def _trial(model: AnomalyModel, samples: list[Sample], size: int, fit_seconds: float, timed: bool) -> Trial:
     calibration = model.calibration
     expected = calibration.expected or {}
     return Trial(
@@ -145,7 +146,7 @@ def _trial(model: AnomalyModel, samples: list[Sample], size: int, fit_seconds: f
         auroc(np.asarray(calibration.labels), np.asarray(calibration.scores)),
         expected.get("recall"),
         expected.get("false_alarm_rate"),
-        _ms_per_image(model, samples, size),
+        _ms_per_image(model, samples, size) if timed else None,
         fit_seconds,
         int(model.config.get("bank_size", 0)),
     )
