@@ -95,7 +95,7 @@ def run_faults(model: Path, images: list[Path], tmp: Path, n: int, station_file,
     for row in rows:
         expected = truth[int(row["recipe"])][images[(int(row["part_id"]) - 1) % len(images)].name]
         wrong_verdict += row["verdict"] != expected["verdict"]
-        # predict scores in batches, the station one image at a time: an int8 search quantises a batch as a whole
+        # the same scores but for the journal's and the CSV's rounding (each image is its own ONNX Runtime call)
         score_diff = max(score_diff, abs(float(row["score"]) - float(expected["score"])))
     return {
         "faults_parts": n,
