@@ -19,6 +19,7 @@ from anomalycli.workflows import train
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = [REPO.parent / "shared" / "data" / name for name in ("screws", "magtiles")]
+CAMERA = {"screws": REPO.parent / "shared" / "data" / "screws-1024" / "good"}  # a set's images at the camera's own resolution, where there are such
 QUICK_MAX_IMAGES = 60  # --quick works on a stratified subset this large, so the smoke test stays short
 
 

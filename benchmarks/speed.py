@@ -1,8 +1,11 @@
 """Speed and engines: fit, predict's stages one by one, and the whole predict process.
 
 On each data set: ``anomaly train DATA`` (the default method, all images), the same with
-``--precision fp32``, and both with ``--fast``, each a whole process timed with its peak memory; then 1024 x 1024 PNG
-copies of the first images (as a line camera writes them) and, median of the repeats:
+``--precision fp32``, and both with ``--fast``, each a whole process timed with its peak memory; then
+the images a line gives it: a camera's own 1024 px images where ``../shared/data/screws-1024`` has
+them for the set (its 64 repeated to the count), else the set's own images at their own sizes; and
+beside them 1024 x 1024 PNG copies upscaled from the set's images (smooth, so they decode faster
+than a camera's: the whole default predict is timed on them too, to say how much). Median of the repeats:
 
   decode     reading and resizing the PNGs alone (predict's loader, default workers)
   backbone   the frozen extractor alone, batch 16, every map the model reads: PyTorch fp32 (the
@@ -31,6 +34,7 @@ import torch
 from PIL import Image
 
 from benchmarks.common import (
+    CAMERA,
     QUICK_IMAGE_SIZE,
     REPO,
     anomaly_command,
@@ -48,6 +52,23 @@ BATCH = 16
 ONE_IMAGE = ("default", "export", "baseline", "export_baseline")
 ONE_IMAGE_REPEATS = 5
 SEARCH_KINDS = ("float32", "bfloat16", "int8")
+
+
+def line_images(data: Path, folder: Path, n: int, quick: bool) -> tuple[list[Path], str]:
+    """``n`` images as the line gives them, copied into ``folder``: the camera's own where there are
+    such for ``data`` (repeated to ``n``), else the set's own at their own sizes; and what they are."""
+    camera = CAMERA.get(data.name)
+    own = [s.path for s in samples_of(data, False)]
+    if camera is not None and camera.is_dir() and not quick:
+        sources, what = sorted(camera.glob("*.png")), "camera images, 1024 x 1024 px"
+    else:
+        sources, what = own, "the set's own images at their own sizes"
+    copies = []
+    for i in range(n):
+        source = sources[i % len(sources)]
+        copies.append(folder / f"{i:04d}{source.suffix}")
+        shutil.copy(source, copies[-1])
+    return copies, what + (f" ({len(sources)} repeated)" if len(sources) < n else "")
 
 
 def upscaled_copies(paths: list[Path], folder: Path, size: int = 1024) -> list[Path]:
@@ -123,14 +144,17 @@ def run(data_sets: list[Path], quick: bool, images: int = 320, repeats: int = 3,
                 out[f"fit_{name}"], out[f"fit_{name}_rss"] = fit_process(data, tmp / name, *options, *size)
             log(f"  {data.name}: fit {out['fit_default']:.1f} s (fp32 {out['fit_fp32']:.1f} s, --fast {out['fit_fast']:.1f} s)")
             models = {name: tmp / name / "model.safetensors" for name in FITS}
-            folder = tmp / "pngs"
+            folder, upscaled = tmp / "line", tmp / "upscaled"
             folder.mkdir()
-            paths = upscaled_copies([s.path for s in samples_of(data, False)][: 8 if quick else images], folder)
+            upscaled.mkdir()
+            paths, out["images"] = line_images(data, folder, 8 if quick else images, quick)
+            upscaled_copies([s.path for s in samples_of(data, False)][: len(paths)], upscaled)
             out["n_predicted"] = len(paths)
             out.update(stages(models["default"], paths, 1 if quick else repeats))
             with contextlib.ExitStack() as stack:
                 commands = {name: (anomaly_command("predict", str(model), str(folder)), None, None) for name, model in models.items()}
                 commands["export"] = (anomaly_command("predict", str(exported(models["default"], tmp / "default.onnx")), str(folder)), None, None)
+                commands["default_upscaled"] = (anomaly_command("predict", str(models["default"]), str(upscaled)), None, None)
                 if baseline:
                     out["baseline"] = baseline
                     tree = stack.enter_context(worktree_of(baseline, tmp / "baseline"))
@@ -175,8 +199,9 @@ def headline(result: dict, data: str) -> dict:
         return {}
     return {
         "fit on every image (whole `anomaly train`)": f"{r['fit_default']:.1f} s, peak {r['fit_default_rss']:.0f} MiB",
-        "predict from 1024 px PNGs, whole process": f"{1000 * r['process_default']:.1f} ms an image ({1 / r['process_default']:.1f} images/s), "
-        f"{r['backbone_torch'] / r['process_default']:.2f} of the raw PyTorch forward",
+        "predict, whole process, on the line's images (screws: camera images, 1024 px; magtiles: their own sizes)": f"{1000 * r['process_default']:.1f} ms an image "
+        f"({1 / r['process_default']:.1f} images/s), {r['backbone_torch'] / r['process_default']:.2f} of the raw PyTorch forward"
+        + (f"; on 1024 px upscaled copies {1000 * r['process_default_upscaled']:.1f} ms" if "process_default_upscaled" in r else ""),
         "predict stages: decode / backbone / bank search, ms an image": f"{1000 * r['decode']:.1f} / {1000 * r.get('backbone_int8', r['backbone_onnx_fp32']):.1f} / {1000 * r['search_' + r['search_default']]:.1f}",
         "predict peak memory (whole process)": f"{r['predict_default_rss']:.0f} MiB",
         **(
@@ -199,6 +224,10 @@ ROWS = [  # key, what
     ("search_bfloat16", "bank search and score alone, bfloat16 products (PyTorch; the default where native and int8 is not)"),
     ("search_int8", "bank search and score alone, int8 products (ONNX Runtime; the default where the CPU has VNNI)"),
     ("process_default", "whole `anomaly predict` process, default model (the scoring graph its file carries, on ONNX Runtime, no PyTorch)"),
+    (
+        "process_default_upscaled",
+        "whole `anomaly predict` process, default model, on 1024 px copies upscaled from the set's images (smooth: they decode faster)",
+    ),
     ("process_fp32", "whole `anomaly predict` process, the model fitted with `--precision fp32`"),
     ("process_baseline", "whole `anomaly predict` process, fp32 model, the baseline revision's code"),
     ("process_fast", "whole `anomaly predict` process, `--fast` model (Lite0 at 224 px; its file's scoring graph too)"),
@@ -212,7 +241,8 @@ ROWS = [  # key, what
 def section(result: dict) -> str:
     runs = result["runs"]
     lines = [
-        f"{runs[0]['n_predicted']} PNG copies at 1024 x 1024 px, the default model of each set ({runs[0]['method']}, "
+        "Images: " + "; ".join(f"{r['data']}, {r.get('images', '1024 px upscaled copies')}" for r in runs) + f" ({runs[0]['n_predicted']} a run); "
+        f"the default model of each set ({runs[0]['method']}, "
         f"{runs[0]['image_size']} px, {runs[0]['precision']} backbone); ms per image, images/s in brackets, median of the repeats. "
         "Stages alone run in one process; whole processes start cold (files in the page cache).",
         "",

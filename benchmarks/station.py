@@ -31,13 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import REPO, anomaly_command, csv_rows, rss_mib, runs_table, samples_of, wait_until
+from benchmarks.common import CAMERA, REPO, anomaly_command, csv_rows, rss_mib, runs_table, samples_of, wait_until
 from benchmarks.speed import fit_process, upscaled_copies
 from benchmarks.station_faults import run_faults
 
 TITLE = "The station: a PLC's view"
 SIMULATOR = REPO / "tests" / "plc_simulator.py"
-CAMERA = {"screws": REPO.parent / "shared" / "data" / "screws-1024" / "good"}  # the camera's own resolution, where there are such images
 COUNTS = {"latency": 60, "switches": 20, "memory": 1000, "faults": 1000}
 QUICK_COUNTS = {"latency": 6, "switches": 4, "memory": 40, "faults": 24}
 

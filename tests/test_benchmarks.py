@@ -67,7 +67,8 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
     for row in (
         "| 2-fold AUROC | ",
         "| recall at the announced point: announced → measured |",
-        "| predict from 1024 px PNGs, whole process |",
+        "| predict, whole process, on the line's images (screws: camera images, 1024 px; magtiles: their own sizes) |",
+        "| whole `anomaly predict` process, default model, on 1024 px copies upscaled from the set's images (smooth: they decode faster) |",
         "| whole `anomaly predict` process, default model (the scoring graph its file carries, on ONNX Runtime, no PyTorch) |",
         "| whole `anomaly predict` process, `--fast` model (Lite0 at 224 px; its file's scoring graph too) |",
         "| whole `anomaly predict` process, the default model's `anomaly export` file (int8 backbone and search) |",
