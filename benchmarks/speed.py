@@ -54,11 +54,10 @@ ONE_IMAGE_REPEATS = 5
 SEARCH_KINDS = ("float32", "bfloat16", "int8")
 
 
-def line_images(data: Path, folder: Path, n: int, quick: bool) -> tuple[list[Path], str]:
+def line_images(data: Path, own: list[Path], folder: Path, n: int, quick: bool) -> tuple[list[Path], str]:
     """``n`` images as the line gives them, copied into ``folder``: the camera's own where there are
-    such for ``data`` (repeated to ``n``), else the set's own at their own sizes; and what they are."""
+    such for ``data`` (repeated to ``n``), else ``own`` (the set's images, at their own sizes); and what they are."""
     camera = CAMERA.get(data.name)
-    own = [s.path for s in samples_of(data, False)]
     if camera is not None and camera.is_dir() and not quick:
         sources, what = sorted(camera.glob("*.png")), "camera images, 1024 x 1024 px"
     else:
@@ -139,7 +138,8 @@ def run(data_sets: list[Path], quick: bool, images: int = 320, repeats: int = 3,
         with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
             tmp = Path(tmp)
             size = ("--image-size", str(QUICK_IMAGE_SIZE)) if quick else ()
-            out = {"data": data.name, "n_images": len(samples_of(data, False))}
+            own = [s.path for s in samples_of(data, False)]
+            out = {"data": data.name, "n_images": len(own)}
             for name, options in FITS.items():
                 out[f"fit_{name}"], out[f"fit_{name}_rss"] = fit_process(data, tmp / name, *options, *size)
             log(f"  {data.name}: fit {out['fit_default']:.1f} s (fp32 {out['fit_fp32']:.1f} s, --fast {out['fit_fast']:.1f} s)")
@@ -147,8 +147,8 @@ def run(data_sets: list[Path], quick: bool, images: int = 320, repeats: int = 3,
             folder, upscaled = tmp / "line", tmp / "upscaled"
             folder.mkdir()
             upscaled.mkdir()
-            paths, out["images"] = line_images(data, folder, 8 if quick else images, quick)
-            upscaled_copies([s.path for s in samples_of(data, False)][: len(paths)], upscaled)
+            paths, out["images"] = line_images(data, own, folder, 8 if quick else images, quick)
+            upscaled_copies(own[: len(paths)], upscaled)
             out["n_predicted"] = len(paths)
             out.update(stages(models["default"], paths, 1 if quick else repeats))
             with contextlib.ExitStack() as stack:
