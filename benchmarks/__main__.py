@@ -21,7 +21,7 @@ from anomalycli import runtime
 
 runtime.idle_threads_sleep()  # before PyTorch is imported, as the anomaly command does: the stages are timed as predict runs them
 
-from benchmarks import accuracy, ignore, line, localisation, peer, precision, report, resolution, scale, shift, speed, station  # noqa: E402
+from benchmarks import accuracy, ignore, line, localisation, peer, precision, precision_shift, report, resolution, scale, shift, speed, station  # noqa: E402
 from benchmarks.common import DATA, REPO  # noqa: E402
 
 
@@ -48,6 +48,8 @@ def measure(topic: str, args, log) -> dict:
         return scale.run(args.data[0], args.quick, args.scale_sizes, log=log)
     if topic == "peer":
         return peer.run(args.data[0], args.peer_python, args.quick, log=log)
+    if topic == "precision_shift":
+        return {"runs": [precision_shift.run(data, args.quick, log=log) for data in args.data]}
     return {"runs": [shift.run(data, args.quick, log=log) for data in args.data]}
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from anomalycli import files
-from benchmarks import accuracy, ignore, levers, line, localisation, operating_point, peer, precision, resolution, scale, shift, speed, station
+from benchmarks import accuracy, ignore, levers, line, localisation, operating_point, peer, precision, precision_shift, resolution, scale, shift, speed, station
 from benchmarks.common import machine
 
 # topic -> its module; operating_point reads the accuracy topic's results (same fits)
@@ -27,6 +27,7 @@ TOPICS = {
     "scale": scale,
     "peer": peer,
     "shift": shift,
+    "precision_shift": precision_shift,
 }
 # (section title, the topic whose results it reads, the module that writes it), in the report's order
 SECTIONS = [
@@ -42,6 +43,7 @@ SECTIONS = [
     (scale.TITLE, "scale", scale),
     (peer.TITLE, "peer", peer),
     (shift.TITLE, "shift", shift),
+    (precision_shift.TITLE, "precision_shift", precision_shift),
 ]
 HEADLINE = [
     ("accuracy", accuracy),
@@ -56,6 +58,7 @@ HEADLINE = [
     ("scale", scale),
     ("peer", peer),
     ("shift", shift),
+    ("precision_shift", precision_shift),
 ]
 
 

@@ -41,6 +41,7 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
         "line",
         "localisation",
         "precision",
+        "precision_shift",
         "resolution",
         "scale",
         "shift",
@@ -61,6 +62,7 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
         "Don't-care regions",
         "Resolution: the input size chosen from the data",
         "Levers tried and not shipped",
+        "int8 on a changed line",
     ):
         assert f"## {title}" in text
     assert "Not measured yet: `python -m benchmarks --topics peer`" in text

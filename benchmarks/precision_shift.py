@@ -1,0 +1,104 @@
+"""int8 on a changed line: the default int8 model's AUROC beside the fp32 one's under each shift.
+
+Per data set, on the shift topic's line (fold 0 of the accuracy topic's 5 folds held out, the
+default model fitted on the other four): the model fitted with the int8 backbone (the default) and
+with ``--precision fp32``, each with seeds 0 and 1, score the unshifted line and each shifted copy
+of it (``shift.SHIFTS``, mild and strong: the same PNG files for all four models). The seeds are
+the control: two fp32 fits that differ only in their cross-fitting folds and coreset start say how
+far a refit alone moves an AUROC on these few images, against which int8's difference is read.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from anomalycli.judgement.metrics import auroc
+from benchmarks import folds, shift
+from benchmarks.common import samples_of, shipped_options
+
+TITLE = "int8 on a changed line"
+# name -> the fit's options beyond the defaults
+FITS = {
+    "int8": {"precision": "int8"},
+    "fp32": {"precision": "fp32"},
+    "int8 seed 1": {"precision": "int8", "seed": 1},
+    "fp32 seed 1": {"precision": "fp32", "seed": 1},
+}
+
+
+def run(data: Path, quick: bool, log=print) -> dict:
+    shifts = shift.QUICK_SHIFTS if quick else shift.SHIFTS
+    samples = samples_of(data, quick)
+    fold = folds.cv_folds(samples, 5)[0]
+    models = {name: folds.fit(shipped_options(data, fold.training, quick=quick, **changes), fold.training)[0] for name, changes in FITS.items()}
+    conditions = [("none", "", None, None)] + [
+        (name, level_name, transform, level)
+        for name, (transform, *levels) in shifts.items()
+        for level_name, level in zip(("mild", "strong"), levels)
+        if level is not None
+    ]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, level_name, transform, level in conditions:
+            folder = Path(tmp) / f"{name}-{level_name}".replace(" ", "_")
+            line = fold.held_out if transform is None else shift.shifted_copies(fold.held_out, transform, level, folder, name in shift.GEOMETRIC)
+            labels = np.array([s.label for s in line])
+            row = {"shift": name, "level": level_name, "value": level, "auroc": {}}
+            for fit_name, model in models.items():
+                scored, _, _ = shift.score(model, line)
+                row["auroc"][fit_name] = auroc(labels, np.array([r.raw for r in scored]))
+            rows.append(row)
+            log(f"  {data.name} {name} {level_name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row["auroc"].items()))
+    return {"data": data.name, "method": models["int8"].method, "n_good": int((labels == 0).sum()), "n_defect": int((labels == 1).sum()), "rows": rows}
+
+
+def gaps(run: dict) -> dict:
+    """Per seed, int8's AUROC less fp32's on every condition; and the refit control, fp32 seed 1 less seed 0."""
+    rows = run["rows"]
+    return {
+        "seed 0": [r["auroc"]["int8"] - r["auroc"]["fp32"] for r in rows],
+        "seed 1": [r["auroc"]["int8 seed 1"] - r["auroc"]["fp32 seed 1"] for r in rows],
+        "refit": [r["auroc"]["fp32 seed 1"] - r["auroc"]["fp32"] for r in rows],
+    }
+
+
+def headline(result: dict, data: str) -> dict:
+    run = next((r for r in result["runs"] if r["data"] == data), None)
+    if run is None:
+        return {}
+    g = gaps(run)
+    within = sum(abs(a) <= 0.003 and abs(b) <= 0.003 for a, b in zip(g["seed 0"], g["seed 1"]))
+    return {
+        f"int8 against fp32 on a changed line ({len(run['rows'])} conditions): AUROC change, mean over conditions (seeds 0 / 1); "
+        "conditions within 0.003 on both seeds; a refit's own change (fp32 seed 1 against 0), mean of its size": f"{np.mean(g['seed 0']):+.4f} / {np.mean(g['seed 1']):+.4f}; "
+        f"{within} of {len(run['rows'])}; {np.mean(np.abs(g['refit'])):.4f}",
+    }
+
+
+def section(result: dict) -> str:
+    parts = []
+    for run in result["runs"]:
+        g = gaps(run)
+        lines = [
+            f"**{run['data']} ({run['method']})**: {run['n_good']} good and {run['n_defect']} defective line images; AUROC of each fit.",
+            "",
+            "| shift | level | int8 | fp32 | int8 - fp32 | int8, seed 1 | fp32, seed 1 | int8 - fp32, seed 1 | fp32 seed 1 - seed 0 (a refit alone) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for i, row in enumerate(run["rows"]):
+            a = row["auroc"]
+            level = f"{row['level']} ({row['value']})" if row["level"] else "-"
+            lines.append(
+                f"| {row['shift']} | {level} | {a['int8']:.3f} | {a['fp32']:.3f} | {g['seed 0'][i]:+.3f} | {a['int8 seed 1']:.3f} | {a['fp32 seed 1']:.3f} | "
+                f"{g['seed 1'][i]:+.3f} | {g['refit'][i]:+.3f} |"
+            )
+        lines += [
+            "",
+            f"Mean over the {len(run['rows'])} conditions: int8 - fp32 {np.mean(g['seed 0']):+.4f} (seed 0), {np.mean(g['seed 1']):+.4f} (seed 1); "
+            f"mean size of the change: int8 against fp32 {np.mean(np.abs(g['seed 0'] + g['seed 1'])):.4f}, a refit alone {np.mean(np.abs(g['refit'])):.4f}.",
+        ]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
