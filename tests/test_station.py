@@ -98,9 +98,9 @@ def test_check_says_every_mistake_in_one_line_each(patchcore_model, tmp_path):
     assert station is None and "does not exist" in mistakes[0]
 
 
-def test_a_section_not_in_this_anomalycli_yet_is_refused_in_one_line_never_ignored(patchcore_model, tmp_path):
+def test_a_camera_section_in_the_wrong_place_is_refused_in_one_line_never_ignored(patchcore_model, tmp_path):
     path = write_station(tmp_path, {1: patchcore_model}, extra='[camera]\ncti = "producer.cti"')
-    assert "a camera source is not in this anomalycli yet" in one_clear_line(run_cli("station", path, expect=None))
+    assert "unknown section [camera]" in one_clear_line(run_cli("station", path, expect=None))
 
 
 # --- the whole station, against the PLC simulator ---------------------------------------------

@@ -27,6 +27,7 @@ VERBS = {
     "watch": ("watch", "watch_command", False),
     "serve": ("serve", "serve_command", False),
     "station": ("station", "station_command", False),
+    "cameras": ("cameras", "cameras_command", False),
 }
 
 # Each verb's line in `anomaly --help`: its command's first paragraph (tests/test_cli.py checks
@@ -44,6 +45,7 @@ SUMMARIES = {
     "watch": "Judge every image that arrives in a folder, once, as it arrives; each verdict a row in a journal.",
     "serve": "Judge images sent over HTTP (POST /predict), with /health and Prometheus /metrics, the model kept loaded.",
     "station": "Run an inspection station a PLC talks to (Modbus TCP, OPC UA; MQTT out): recipes kept warm, a handshake that never shows a stale result.",
+    "cameras": "List the GenICam cameras a GenTL producer sees: index, serial number, model, vendor.",
 }
 
 

@@ -44,9 +44,10 @@ def identity(row: dict) -> tuple[str, str, str]:
 class Journal:
     """An open journal file: the identities of the images it holds, and ``append``."""
 
-    def __init__(self, path: Path, columns: tuple[str, ...] = COLUMNS):
+    def __init__(self, path: Path, columns: tuple[str, ...] = COLUMNS, older: tuple[tuple[str, ...], ...] = ()):
         self.path = Path(path)
         self.columns = columns  # COLUMNS, then any a program adds after them (the station's)
+        self.older = older  # the columns of this program's journals before its last ones were added: such a journal gets them, empty
         self.last: dict | None = None  # the last whole row, as read when it was opened
         self.repaired = 0  # rows cut by a crash, dropped when it was opened
         self.rows = 0
@@ -69,12 +70,16 @@ class Journal:
             return
         text = self.path.read_bytes().decode("utf-8", errors="replace")
         lines = text.split("\n")
-        if lines[0].rstrip("\r").split(",") != list(self.columns):
+        header = lines[0].rstrip("\r").split(",")
+        if header != list(self.columns) and tuple(header) not in self.older:
             kind = "anomaly watch or serve" if self.columns == COLUMNS else "anomaly station"
             raise JournalError(f"{self.path} is not a journal of {kind} (its first line is not {','.join(self.columns)}); give another journal file")
+        # A journal from before the last columns were added: its rows get them, empty.
+        padding = "," * (len(self.columns) - len(header))
         complete, torn = lines[1:-1], lines[-1]  # the text after the last line end is a cut row
         kept = []
         for line in complete:
+            line += padding
             fields = next(csv.reader([line]), [])
             if len(fields) != len(self.columns) or "\x00" in line or fields[4] not in VERDICTS:
                 self.repaired += 1
@@ -84,8 +89,8 @@ class Journal:
             self.judged[identity(self.last)] = fields[4]
         self.repaired += bool(torn)
         self.rows = len(kept)
-        if self.repaired:
-            files.write_text(self.path, "\n".join([lines[0], *kept]) + "\n")
+        if self.repaired or padding:
+            files.write_text(self.path, "\n".join([",".join(self.columns), *kept]) + "\n")
 
     def __contains__(self, key: tuple[str, str, str]) -> bool:
         return key in self.judged

@@ -21,22 +21,30 @@ from typing import Callable
 
 import numpy as np
 
-from anomalycli.data.images import ImageError, original_size, read_image_array
+from anomalycli.data.images import ImageError, load_image, original_size, read_image_array, resized_array
 from anomalycli.data.inbox import Inbox
 from anomalycli.deploy import journal as journals
+from anomalycli.deploy.archive import Archive, ArchivePolicy
+from anomalycli.deploy.camera.acquisition import Acquisition
+from anomalycli.deploy.camera.frames import Frame
+from anomalycli.deploy.camera.genicam_camera import GenICamCamera
+from anomalycli.deploy.camera.video import VideoCamera
 from anomalycli.deploy.line import Judged, Line
 from anomalycli.deploy.scoring import scored_row
 from anomalycli.deploy.station import config, signals
-from anomalycli.deploy.station.handshake import Handshake, Result
+from anomalycli.deploy.station.handshake import Handshake, Result, Trigger
 from anomalycli.deploy.station.http import HttpServer, StationMetrics, make_app
 from anomalycli.deploy.station.modbus import ModbusServer
 from anomalycli.deploy.station.mqtt import MqttPublisher
 from anomalycli.deploy.station.opcua import OpcUaServer
 from anomalycli.errors import UserError
+from anomalycli.views.heatmaps import map_scale, overlay
 
 # The journal's columns: watch's, then the part, its place in the PLC's sequence, the recipe and
-# model that judged it, and the error code the PLC was shown.
-COLUMNS = (*journals.COLUMNS, "part_id", "seq", "recipe", "model_sha256", "error_code")
+# model that judged it, the error code the PLC was shown, the camera frame's ID and timestamp (from
+# a camera), and the image's file in the archive (where it was kept).
+BEFORE_CAMERAS = (*journals.COLUMNS, "part_id", "seq", "recipe", "model_sha256", "error_code")
+COLUMNS = (*BEFORE_CAMERAS, "frame_id", "frame_timestamp_ns", "archived")
 MODEL_CHECK_SECONDS = 1.0  # how often the recipes' model files are looked at for a replacement
 
 
@@ -52,7 +60,7 @@ def check(path: Path) -> list[str]:
         except UserError as exc:
             mistakes.append(f"recipe {number}: {exc}")
     try:
-        journals.Journal(station.journal, COLUMNS).close()
+        journals.Journal(station.journal, COLUMNS, (BEFORE_CAMERAS,)).close()
     except UserError as exc:
         mistakes.append(str(exc))
     for section, server in (("modbus", station.modbus), ("opcua", station.opcua), ("http", station.http)):
@@ -67,7 +75,7 @@ class Station:
 
     def __init__(self, station: config.StationFile, say: Callable[[str], None] = print, clock: Callable[[], float] = time.monotonic):
         self.file, self.say, self.clock = station, say, clock
-        self.journal = journals.Journal(station.journal, COLUMNS)
+        self.journal = journals.Journal(station.journal, COLUMNS, (BEFORE_CAMERAS,))
         last_seq = (self.journal.last or {}).get("seq", "")
         self.handshake = Handshake(station.recipe, int(last_seq) + 1 if str(last_seq).isdigit() else 1, station.queue, station.trigger_timeout, clock)
         self.modbus = ModbusServer(self.handshake, station.modbus["host"], station.modbus["port"]) if station.modbus else None
@@ -86,6 +94,10 @@ class Station:
         self.loading: dict[int, tuple[threading.Thread, list]] = {}  # replacements loading beside the serving model
         self.next_check = 0.0
         self.inbox: Inbox | None = None
+        self.acquisition: Acquisition | None = None
+        self.archive: Archive | None = None
+        self.heatmaps = bool(station.archive and station.archive["heatmaps"])
+        self.fired: Trigger | None = None  # the trigger the camera was last fired for (software triggers)
         self.counts = {"judged": 0, "ng": 0, "errors": 0}
         self.closed = False
 
@@ -102,10 +114,22 @@ class Station:
             self.say(f"opcua: {self.opcua.endpoint} ({security}; {access})")
         for number, model in sorted(self.file.recipes.items()):
             self.stamps[number] = _stamp(model)
-            self.lines[number] = Line(model, with_regions=self.file.regions)
+            self.lines[number] = Line(model, with_maps=self.heatmaps, with_regions=self.file.regions)
             identity = self.lines[number].identity
             self.say(f"recipe {number}: {model.name} ({identity['method']}, sha256 {identity['sha256']}), {identity['engine']}")
-        self.inbox = Inbox(self.file.inbox, polling=self.file.polling)
+        if self.file.archive:
+            a = self.file.archive
+            policy = ArchivePolicy(Path(a["path"]), a["keep_good_every"], a["max_bytes"], a["max_files"], a["max_age_days"], a["min_free_mb"])
+            self.archive = Archive(policy, self.say)
+            self.say(f"archive: {policy.path} ({len(self.archive)} images kept; every flagged and error image, one good in {policy.keep_good_every})")
+        camera = self._camera()
+        if camera is None:
+            self.inbox = Inbox(self.file.inbox, polling=self.file.polling)
+        else:
+            source = self.file.camera or self.file.video
+            self.handshake.set_station_error(signals.CAMERA_DISCONNECTED)  # until the camera is acquiring
+            self.acquisition = Acquisition(camera, self.say, source["queue"], source["every"], self._camera_state)
+            self.acquisition.start(wait=5.0)
         if self.http is not None:
             self.http.start()
             self.say(f"http: /health and /metrics at http://{self.file.http['host']}:{self.file.http['port']}")
@@ -114,13 +138,27 @@ class Station:
             self.say(f"mqtt: results to {self.mqtt.results_topic} on {self.file.mqtt['broker']} (QoS 1), status on {self.mqtt.status_topic}")
         self.handshake.set_ready(True)
         self.say(
-            f"station ready: recipe {self.handshake.recipe_active} active; images from {self.file.inbox} ({self.file.mode}); "
+            f"station ready: recipe {self.handshake.recipe_active} active; images from {self.file.source_name} ({self.file.mode}); "
             f"journal {self.file.journal} ({self.journal.rows} rows); Ctrl-C or SIGTERM stops"
         )
 
+    def _camera(self):
+        """The station file's camera source, not yet opened; None for an inbox."""
+        if self.file.camera:
+            c = self.file.camera
+            return GenICamCamera(Path(c["cti"]), c["index"], c["serial"], c["model"], c["trigger"], c["features"])
+        if self.file.video:
+            return VideoCamera(self.file.video["url"])
+        return None
+
+    def _camera_state(self, connected: bool) -> None:
+        """The camera came or went (the acquisition thread says): ``ready`` and ``station_error`` follow."""
+        self.handshake.set_station_error(0 if connected else signals.CAMERA_DISCONNECTED)
+
     def run(self, stop: threading.Event) -> dict:
-        for path in self.inbox.present():  # what arrived while no station ran
-            self._consider(path)
+        if self.inbox is not None:
+            for path in self.inbox.present():  # what arrived while no station ran
+                self._consider(path)
         while not stop.is_set():
             self._step(timeout=0.01)
         return dict(self.counts)
@@ -130,8 +168,63 @@ class Station:
         self._replace_models()
         for result in self.handshake.tick():
             self._record(result, None, self.lines[result.recipe].identity["sha256"] if result.recipe in self.lines else "")
-        for path in self.inbox.arrived(timeout=timeout):
-            self._consider(path)
+        if self.acquisition is None:
+            for path in self.inbox.arrived(timeout=timeout):
+                self._consider(path)
+            return
+        self._fire_for_trigger()
+        while self.acquisition.dropped:
+            self._consider_frame(self.acquisition.dropped.popleft(), signals.FRAME_DROPPED)
+        frame = self.acquisition.get(timeout)
+        if frame is not None:
+            self._consider_frame(frame, signals.FRAME_LOST)
+
+    def _fire_for_trigger(self) -> None:
+        """With a software-triggered camera: fire it once for each trigger the PLC gave."""
+        if self.file.camera is None or self.file.camera["trigger"] != "software":
+            return
+        waiting = self.handshake.next_trigger()
+        if waiting is not None and waiting is not self.fired:
+            self.fired = waiting
+            self.acquisition.fire()
+
+    def _consider_frame(self, frame: Frame, error_code: int) -> None:
+        """Judge a camera frame as one part (a frame lost, incomplete or dropped: an error result
+        with ``error_code``). In trigger mode a free-running camera's frames between triggers are no parts."""
+        free_running = self.file.video is not None or self.file.camera["trigger"] == "free"
+        if self.file.mode == "trigger" and free_running and self.handshake.next_trigger() is None:
+            return
+        name = f"{frame.camera}/frame {frame.frame_id}"
+        trigger, recipe, part_id, shown = self._part(name)
+        line = self.lines[recipe]
+        self.handshake.job_started()
+        try:
+            if frame.image is None:
+                scored = scored_row(Path(name), float("nan"), float("nan"), frame.error, 0.5)
+                judged, code = Judged(name, scored, 1000 * (time.monotonic() - frame.arrived)), error_code
+            else:
+                pixels = resized_array(frame.image, line.image_size, line.framing).transpose(2, 0, 1)
+                judged, code = self._judge_pixels(line, name, pixels, "", frame.arrived, [frame.image.size] if line.wants_sizes else None)
+            archived = self._archive(frame.image, judged, part_id, recipe)
+            judged.name = archived or name
+            extra = {"frame_id": frame.frame_id, "frame_timestamp_ns": frame.timestamp_ns or "", "archived": archived}
+            result = self.handshake.new_result(part_id, recipe, judged.scored.score, judged.verdict == "anomaly", code)
+            self._record(result, judged, line.identity["sha256"], shown=shown, extra=extra)
+            self.journal.forget(lambda key: False)  # a frame never comes again: nothing to remember it by
+        finally:
+            self.handshake.job_done()
+
+    def _archive(self, image, judged: Judged, part_id: int, recipe: int) -> str:
+        """The part's image kept in the archive where its policy says; its name there, or ""."""
+        if self.archive is None or image is None:
+            return ""
+        heatmap = None
+        if self.heatmaps and judged.verdict == "anomaly" and judged.scored.map is not None:
+            model = self.lines[recipe].model
+            rgb = image if not isinstance(image, Path) else None
+            heatmap = overlay(rgb.convert("RGB") if rgb is not None else load_image(image), judged.scored.map, map_scale(model))
+        judged.scored.map = None
+        return self.archive.keep(image, judged.verdict, judged.scored.score, part_id, recipe, heatmap)
 
     def _switch_recipe(self) -> None:
         wanted = self.handshake.recipe_wanted()
@@ -171,7 +264,7 @@ class Station:
             if stamp != self.stamps[number] and number not in self.loading:
                 self.stamps[number] = stamp
                 outcome: list = []
-                thread = threading.Thread(target=_load_line, args=(model, outcome, self.file.regions), daemon=True)
+                thread = threading.Thread(target=_load_line, args=(model, outcome, self.file.regions, self.heatmaps), daemon=True)
                 thread.start()
                 self.loading[number] = (thread, outcome)
 
@@ -186,22 +279,30 @@ class Station:
         if identity in self.journal:
             return
         arrived = time.monotonic()
-        trigger = self.handshake.claim_trigger() if self.file.mode == "trigger" else None
-        if self.file.mode == "trigger" and trigger is None:
-            self.say(f"warning: {name} arrived with no trigger waiting for it; judged into the journal, not shown to the PLC")
-        recipe = trigger.recipe if trigger else self.handshake.recipe_active
-        part_id = trigger.part_id if trigger else self._part_id(name)
+        trigger, recipe, part_id, shown = self._part(name)
         line = self.lines[recipe]
         self.handshake.job_started()
         try:
             judged, code = self._judge(line, path, name, arrived)
             if judged is None:  # still being written: looked at again once settled
+                if trigger is not None:
+                    self.handshake.unclaim_trigger(trigger)
                 return
             judged.bytes, judged.mtime_ns = identity[1], identity[2]
+            archived = self._archive(path if judged.verdict != "error" else None, judged, part_id, recipe)
             result = self.handshake.new_result(part_id, recipe, judged.scored.score, judged.verdict == "anomaly", code)
-            self._record(result, judged, line.identity["sha256"], shown=self.file.mode == "arrival" or trigger is not None)
+            self._record(result, judged, line.identity["sha256"], shown=shown, extra={"archived": archived})
         finally:
             self.handshake.job_done()
+
+    def _part(self, name: str) -> tuple[Trigger | None, int, int, bool]:
+        """Whose image ``name`` is: (its trigger, its recipe, its part ID, whether the PLC is shown its result)."""
+        trigger = self.handshake.claim_trigger() if self.file.mode == "trigger" else None
+        if self.file.mode == "trigger" and trigger is None:
+            self.say(f"warning: {name} arrived with no trigger waiting for it; judged into the journal, not shown to the PLC")
+        recipe = trigger.recipe if trigger else self.handshake.recipe_active
+        part_id = trigger.part_id if trigger else self._part_id(name)
+        return trigger, recipe, part_id, self.file.mode == "arrival" or trigger is not None
 
     def _part_id(self, name: str) -> int:
         """The part ID of an arriving image: from its file name by the station file's pattern, else the PLC's last ``part_id``."""
@@ -227,22 +328,26 @@ class Station:
                 return None, 0
             pixels, error = np.zeros((3, size, size), np.uint8), str(exc)
         sizes = [original_size(path)] if line.wants_sizes and not error else None
+        return self._judge_pixels(line, name, pixels, error, arrived, sizes)
+
+    def _judge_pixels(self, line: Line, name: str, pixels: np.ndarray, error: str, arrived: float, sizes: list | None) -> tuple[Judged, int]:
+        """Decoded pixels (uint8 3 x S x S; ``error``: why there are none) judged by ``line``, and the error code."""
         try:
             (judged,), said = line.judge([name], pixels[None], [error], [arrived], sizes)
         except Exception as exc:  # a model that fails is an NG with an error code, never a silent pass
-            scored = scored_row(path, float("nan"), float("nan"), f"the model failed: {type(exc).__name__}: {exc}", 0.5)
+            scored = scored_row(Path(name), float("nan"), float("nan"), f"the model failed: {type(exc).__name__}: {exc}", 0.5)
             return Judged(name, scored, 1000 * (time.monotonic() - arrived)), signals.MODEL_FAILED
         for text in said:
             self.say(text)
         return judged, signals.UNREADABLE if judged.verdict == "error" else 0
 
-    def _record(self, result: Result, judged: Judged | None, sha256: str, shown: bool = True) -> None:
-        """The result's journal row (on disk first), then its place in the PLC's queue."""
+    def _record(self, result: Result, judged: Judged | None, sha256: str, shown: bool = True, extra: dict | None = None) -> None:
+        """The result's journal row (on disk first; ``extra``: its camera and archive columns), then its place in the PLC's queue."""
         if judged is None:  # a result without an image (a trigger's error)
             row = {"time": journals.now(), "path": "", "verdict": "error", "error": signals.ERROR_CODES[result.error_code]}
         else:
             row = judged.row()
-        row.update(part_id=result.part_id, seq=result.seq, recipe=result.recipe, model_sha256=sha256, error_code=result.error_code)
+        row.update(part_id=result.part_id, seq=result.seq, recipe=result.recipe, model_sha256=sha256, error_code=result.error_code, **(extra or {}))
         self.journal.append([row])
         if self.mqtt is not None:
             regions = judged.regions if judged is not None else None
@@ -261,6 +366,8 @@ class Station:
             return
         self.closed = True
         self.handshake.set_ready(False)
+        if self.acquisition is not None:
+            self.acquisition.stop()
         if self.modbus is not None:
             self.modbus.stop()
         if self.mqtt is not None:
@@ -303,10 +410,10 @@ def _stamp(path: Path) -> tuple:
     return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
-def _load_line(path: Path, outcome: list, regions: bool = False) -> None:
+def _load_line(path: Path, outcome: list, regions: bool = False, maps: bool = False) -> None:
     """``Line(path)`` (loaded, probed, warm) into ``outcome``, or the one-line reason it failed."""
     try:
-        outcome.append(Line(path, with_regions=regions))
+        outcome.append(Line(path, with_maps=maps, with_regions=regions))
     except Exception as exc:  # any failure leaves the serving model in place; its reason is said
         outcome.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 

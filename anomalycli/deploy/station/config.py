@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from anomalycli.deploy.station import sections
 from anomalycli.deploy.station.handshake import QUEUE_SIZE, TRIGGER_TIMEOUT
 from anomalycli.deploy.station.mqtt import parse_broker
 from anomalycli.errors import UserError
@@ -24,7 +25,7 @@ else:  # pragma: no cover - Python 3.10
 MODES = ("arrival", "trigger")
 # Each section's keys; a key or section not here is a mistake (a typo would otherwise be ignored).
 KNOWN = {
-    "source": {"inbox", "mode", "part_id_pattern", "settle_seconds", "polling"},
+    "source": {"inbox", "mode", "part_id_pattern", "settle_seconds", "polling", "camera", "video"},
     "recipes": None,  # recipe number -> model file
     "station": {"recipe", "queue", "trigger_timeout", "regions"},
     "modbus": {"host", "port"},
@@ -32,10 +33,10 @@ KNOWN = {
     "mqtt": {"broker", "topic", "client_id"},
     "http": {"host", "port", "token"},
     "opcua": {"host", "port", "users", "certificate", "private_key"},
+    "archive": {"path", "keep_good_every", "max_bytes", "max_files", "max_age_days", "min_free_mb", "heatmaps"},
 }
+
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-# Sections a station file may name that this anomalycli does not run yet: refused in one line, never ignored.
-NOT_YET = {"camera": "a camera source"}
 
 
 @dataclass
@@ -56,6 +57,20 @@ class StationFile:
     mqtt: dict | None = field(default=None)  # {"broker", "topic", "client_id"}, or None: no MQTT messages
     http: dict | None = field(default=None)  # {"host", "port", "token"}: /health and /metrics, or None
     opcua: dict | None = field(default=None)  # {"host", "port", "users"}: the OPC UA server, or None
+    camera: dict | None = field(default=None)  # [source.camera]: {"cti", "index", "serial", "model", "trigger", "features", "every", "queue"}
+    video: dict | None = field(default=None)  # [source.video]: {"url", "every", "queue"}
+    archive: dict | None = field(default=None)  # [archive]: archive.ArchivePolicy's fields and "heatmaps"
+
+    @property
+    def source_name(self) -> str:
+        """Where the images come from, in words."""
+        if self.camera:
+            c = self.camera
+            which = f"serial {c['serial']}" if c.get("serial") else f"model {c['model']}" if c.get("model") else f"index {c['index']}"
+            return f"GenICam camera {which} ({c['trigger']} trigger) through {Path(c['cti']).name}"
+        if self.video:
+            return f"video {self.video['url']}"
+        return str(self.inbox)
 
 
 def read(path: Path) -> StationFile:
@@ -78,9 +93,7 @@ def parse(path: Path) -> tuple[StationFile | None, list[str]]:
         return None, [f"{name} is not valid TOML: {exc}"]
     mistakes = []
     for section in raw:
-        if section in NOT_YET:
-            mistakes.append(f"{name}: [{section}]: {NOT_YET[section]} is not in this anomalycli yet; remove the section (Modbus TCP and the journal are)")
-        elif section not in KNOWN:
+        if section not in KNOWN:
             mistakes.append(f"{name}: unknown section [{section}]; the sections are {', '.join(f'[{s}]' for s in KNOWN)}")
         elif KNOWN[section] is not None:
             if not isinstance(raw[section], dict):
@@ -91,8 +104,13 @@ def parse(path: Path) -> tuple[StationFile | None, list[str]]:
                     mistakes.append(f"{name}: unknown key {key} in [{section}]; it takes {', '.join(sorted(KNOWN[section]))}")
     base = path.parent
     source, recipes_raw = raw.get("source", {}), raw.get("recipes", {})
-    if "inbox" not in source:
-        mistakes.append(f'{name}: [source] needs inbox = "FOLDER", where the images arrive')
+    camera, video = sections.camera(source, base, name, mistakes), sections.video(source, name, mistakes)
+    given = [k for k in ("inbox", "camera", "video") if k in source]
+    if len(given) != 1:
+        mistakes.append(
+            f'{name}: [source] needs one of inbox = "FOLDER" (where the images arrive), [source.camera] or [source.video]'
+            + (f" (it has {' and '.join(given)})" if given else "")
+        )
     recipes: dict[int, Path] = {}
     if not isinstance(recipes_raw, dict) or not recipes_raw:
         mistakes.append(f'{name}: [recipes] needs at least one line: 1 = "model.safetensors" (product number = model file)')
@@ -107,6 +125,10 @@ def parse(path: Path) -> tuple[StationFile | None, list[str]]:
     mode = source.get("mode", "arrival")
     if mode not in MODES:
         mistakes.append(f"{name}: [source] mode must be {' or '.join(MODES)} (got {mode!r})")
+    if camera and camera["trigger"] == "software" and mode != "trigger":
+        mistakes.append(f'{name}: [source.camera] trigger = "software" takes a frame on the station\'s trigger: set mode = "trigger" in [source]')
+    if video and mode != "arrival":
+        mistakes.append(f'{name}: [source.video] runs free: every frame is a part, so [source] mode must be "arrival"')
     pattern = None
     if "part_id_pattern" in source:
         try:
@@ -169,13 +191,14 @@ def parse(path: Path) -> tuple[StationFile | None, list[str]]:
             mistakes.append(
                 f'{name}: [opcua] is bound to {opcua["host"]}, off this machine: give users = {{ NAME = "PASSWORD" }}; anonymous access is for 127.0.0.1 only'
             )
+    archive = sections.archive(raw.get("archive"), base, name, mistakes)
     journal = raw.get("journal", {}).get("path", "verdicts.csv") if isinstance(raw.get("journal", {}), dict) else "verdicts.csv"
     if mistakes:
         return None, mistakes
     return (
         StationFile(
             path=path,
-            inbox=(base / source["inbox"]).resolve(),
+            inbox=(base / source["inbox"]).resolve() if "inbox" in source else base,
             recipes=recipes,
             journal=(base / journal).resolve(),
             mode=mode,
@@ -190,6 +213,9 @@ def parse(path: Path) -> tuple[StationFile | None, list[str]]:
             mqtt=mqtt,
             http=http,
             opcua=opcua,
+            camera=camera,
+            video=video,
+            archive=archive,
         ),
         [],
     )

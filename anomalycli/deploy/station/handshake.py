@@ -76,6 +76,7 @@ class Handshake:
         self._triggers: collections.deque[Trigger] = collections.deque()
         self._flags = {"ready": False, "overrun": False, "recipe_failed": False, "heartbeat": False}
         self._recipe_active, self._recipe_error, self._recipe_wanted = recipe, 0, None
+        self._station_error = 0  # signals.STATION_ERRORS: what keeps ready low
         self._jobs = 0  # images in hand
         self._made: list[Result] = []  # error results the handshake made itself, for the station to journal, then publish
         self._next_beat = clock() + HEARTBEAT_SECONDS
@@ -112,7 +113,17 @@ class Handshake:
 
     def set_ready(self, ready: bool) -> None:
         with self._lock:
-            self._flags["ready"] = ready and self._recipe_wanted is None
+            self._flags["ready"] = ready and self._recipe_wanted is None and not self._station_error
+
+    def set_station_error(self, code: int) -> None:
+        """Something keeps the station from judging (``signals.STATION_ERRORS``; 0: nothing any more):
+        ``ready`` falls with it, and rises again with 0."""
+        with self._lock:
+            before, self._station_error = self._station_error, code
+            if code:
+                self._flags["ready"] = False
+            elif before:
+                self._flags["ready"] = self._recipe_wanted is None
 
     def part_id(self) -> int:
         """The PLC's last written part ID (an arriving image's, without triggers)."""
@@ -132,17 +143,27 @@ class Handshake:
     def recipe_switched(self, recipe: int) -> None:
         with self._lock:
             self._recipe_active, self._recipe_error, self._recipe_wanted = recipe, 0, None
-            self._flags["recipe_failed"], self._flags["ready"] = False, True
+            self._flags["recipe_failed"], self._flags["ready"] = False, not self._station_error
 
     def recipe_refused(self, code: int) -> None:
         with self._lock:
             self._recipe_error, self._recipe_wanted = code, None
-            self._flags["recipe_failed"], self._flags["ready"] = True, True
+            self._flags["recipe_failed"], self._flags["ready"] = True, not self._station_error
 
     def claim_trigger(self) -> Trigger | None:
         """The earliest trigger still waiting for its image (now taken), or None."""
         with self._lock:
             return self._triggers.popleft() if self._triggers else None
+
+    def next_trigger(self) -> Trigger | None:
+        """The earliest trigger still waiting for its image (left waiting), or None."""
+        with self._lock:
+            return self._triggers[0] if self._triggers else None
+
+    def unclaim_trigger(self, trigger: Trigger) -> None:
+        """A claimed trigger back at the front: its image was not judged yet (still being written)."""
+        with self._lock:
+            self._triggers.appendleft(trigger)
 
     def job_started(self) -> None:
         with self._lock:
@@ -214,6 +235,7 @@ class Handshake:
                 "result_recipe": shown.recipe if shown else 0,
                 "recipe_active": self._recipe_active,
                 "recipe_error": self._recipe_error,
+                "station_error": self._station_error,
             }
             return {**out, **self._inputs}
 

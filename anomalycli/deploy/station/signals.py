@@ -29,6 +29,7 @@ TO_PLC = (
     "recipe_error",
     "overrun",
     "heartbeat",
+    "station_error",
 )
 WORD_ORDER = "big"
 
@@ -67,6 +68,7 @@ MODBUS_MAP = {
     "recipe_active": Signal("input", 7, "uint16"),
     "recipe_error": Signal("input", 8, "uint16"),
     "result_recipe": Signal("input", 9, "uint16"),  # the recipe that judged the result shown
+    "station_error": Signal("input", 10, "uint16"),  # why ready is low, where something is wrong (STATION_ERRORS); 0 otherwise
 }
 
 # error_code (with ng and error set) and recipe_error: what went wrong, by number. Documented in the README.
@@ -77,9 +79,15 @@ ERROR_CODES = {
     3: "a trigger got no image within the trigger timeout",
     4: "a trigger came while an earlier one still waited for its image",
     5: "a trigger came while the station was not ready (starting, or switching recipes)",
+    6: "the camera's frame was lost or incomplete",
+    7: "the frame was dropped: frames came faster than they were judged",
     10: "recipe_request names a recipe the station file does not have",
 }
 UNREADABLE, MODEL_FAILED, TRIGGER_TIMEOUT, DOUBLE_TRIGGER, NOT_READY, UNKNOWN_RECIPE = 1, 2, 3, 4, 5, 10
+FRAME_LOST, FRAME_DROPPED = 6, 7
+# station_error: what keeps ready low, by number (0: nothing is wrong). Documented in the README.
+STATION_ERRORS = {0: "none", 20: "the camera is not connected (the station reconnects by itself)"}
+CAMERA_DISCONNECTED = 20
 
 
 def modbus_map() -> dict:
@@ -91,4 +99,5 @@ def modbus_map() -> dict:
         },
         "word_order": WORD_ORDER,
         "error_codes": {str(code): text for code, text in ERROR_CODES.items()},
+        "station_errors": {str(code): text for code, text in STATION_ERRORS.items()},
     }
