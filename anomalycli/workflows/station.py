@@ -127,9 +127,8 @@ class Station:
             self.inbox = Inbox(self.file.inbox, polling=self.file.polling)
         else:
             source = self.file.camera or self.file.video
-            self.handshake.set_station_error(signals.CAMERA_DISCONNECTED)  # until the camera is acquiring
+            self.handshake.set_station_error(signals.CAMERA_DISCONNECTED)  # ready rises once the camera is acquiring
             self.acquisition = Acquisition(camera, self.say, source["queue"], source["every"], self._camera_state)
-            self.acquisition.start(wait=5.0)
         if self.http is not None:
             self.http.start()
             self.say(f"http: /health and /metrics at http://{self.file.http['host']}:{self.file.http['port']}")
@@ -137,6 +136,8 @@ class Station:
             self.mqtt.start()
             self.say(f"mqtt: results to {self.mqtt.results_topic} on {self.file.mqtt['broker']} (QoS 1), status on {self.mqtt.status_topic}")
         self.handshake.set_ready(True)
+        if self.acquisition is not None:  # last: the frames come once the station can judge them
+            self.acquisition.start(wait=5.0)
         self.say(
             f"station ready: recipe {self.handshake.recipe_active} active; images from {self.file.source_name} ({self.file.mode}); "
             f"journal {self.file.journal} ({self.journal.rows} rows); Ctrl-C or SIGTERM stops"
@@ -148,7 +149,10 @@ class Station:
             c = self.file.camera
             return GenICamCamera(Path(c["cti"]), c["index"], c["serial"], c["model"], c["trigger"], c["features"])
         if self.file.video:
-            return VideoCamera(self.file.video["url"])
+            last = self.journal.last or {}
+            url = self.file.video["url"]
+            after = int(last["frame_id"]) if str(last.get("frame_id", "")).isdigit() and last.get("path", "").startswith(url + "/") else 0
+            return VideoCamera(url, after)
         return None
 
     def _camera_state(self, connected: bool) -> None:
@@ -173,9 +177,9 @@ class Station:
                 self._consider(path)
             return
         self._fire_for_trigger()
-        while self.acquisition.dropped:
-            self._consider_frame(self.acquisition.dropped.popleft(), signals.FRAME_DROPPED)
-        frame = self.acquisition.get(timeout)
+        frame, dropped = self.acquisition.get(timeout), self.acquisition.dropped
+        while dropped and (frame is None or dropped[0].arrived <= frame.arrived):  # in the order the frames came
+            self._consider_frame(dropped.popleft(), signals.FRAME_DROPPED)
         if frame is not None:
             self._consider_frame(frame, signals.FRAME_LOST)
 
@@ -206,7 +210,6 @@ class Station:
                 pixels = resized_array(frame.image, line.image_size, line.framing).transpose(2, 0, 1)
                 judged, code = self._judge_pixels(line, name, pixels, "", frame.arrived, [frame.image.size] if line.wants_sizes else None)
             archived = self._archive(frame.image, judged, part_id, recipe)
-            judged.name = archived or name
             extra = {"frame_id": frame.frame_id, "frame_timestamp_ns": frame.timestamp_ns or "", "archived": archived}
             result = self.handshake.new_result(part_id, recipe, judged.scored.score, judged.verdict == "anomaly", code)
             self._record(result, judged, line.identity["sha256"], shown=shown, extra=extra)

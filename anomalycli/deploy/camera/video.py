@@ -2,7 +2,8 @@
 USB camera by its index ("0"). Free-running only: every frame (or one in N) is a part.
 
 A stream that breaks is a lost camera (reopened with back-off by ``acquisition.py``); a file that
-ends is done: it is said once and gives no more frames (opened again, it would judge its frames twice).
+ends is done: it gives no more frames. A file is read on from ``after`` (the last frame a journal
+holds of it), so a station killed and started again judges none of its frames twice.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from anomalycli.errors import UserError
 class VideoCamera:
     """``Camera`` of ``frames.py`` over ``cv2.VideoCapture``."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, after: int = 0):
         self.url = str(url)
         self.name = self.url
         self.is_file = "://" not in self.url and not self.url.isdigit()
         self._capture = None
         self._count = 0
+        self._after = after if self.is_file else 0
         self._ended = False
 
     def open(self) -> list[str]:
@@ -41,12 +43,16 @@ class VideoCamera:
             capture.release()
             raise CameraGone(f"OpenCV cannot open {self.url}")
         self._capture = capture
+        if not self.is_file:
+            self._count = 0  # a stream's frames are counted from its opening
         return []
 
     def grab(self, timeout: float) -> Frame | None:
         if self._ended:
             time.sleep(timeout)
             return None
+        while self._count < self._after and self._capture.grab():  # frames judged before a restart
+            self._count += 1
         ok, pixels = self._capture.read()
         if not ok:
             if self.is_file:
