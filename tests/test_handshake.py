@@ -103,3 +103,26 @@ def test_the_heartbeat_toggles_while_the_station_ticks():
         handshake.tick()
         beats.append(handshake.snapshot()["heartbeat"])
     assert beats == [True, False, True, False, True]
+
+
+def test_a_station_error_holds_ready_low_through_a_recipe_switch_and_ready_returns_with_it_cleared():
+    handshake = ready_handshake()
+    handshake.set_station_error(signals.CAMERA_DISCONNECTED)
+    assert not handshake.snapshot()["ready"] and handshake.snapshot()["station_error"] == signals.CAMERA_DISCONNECTED
+    handshake.write("recipe_request", 2)
+    handshake.recipe_switched(2)
+    handshake.set_ready(True)
+    assert not handshake.snapshot()["ready"], "a camera that is gone keeps ready low whatever else happens"
+    handshake.set_station_error(0)
+    assert handshake.snapshot()["ready"] and handshake.snapshot()["station_error"] == 0 and handshake.snapshot()["recipe_active"] == 2
+
+
+def test_a_trigger_looked_at_stays_waiting_and_one_given_back_is_the_next_again():
+    handshake = ready_handshake()
+    handshake.write("part_id", 7)
+    handshake.write("trigger", True)
+    assert handshake.next_trigger().part_id == 7 and handshake.next_trigger().part_id == 7 and handshake.snapshot()["busy"]
+    first = handshake.claim_trigger()
+    assert first.part_id == 7 and handshake.next_trigger() is None
+    handshake.unclaim_trigger(first)
+    assert handshake.next_trigger() is first and handshake.claim_trigger() is first

@@ -103,6 +103,20 @@ def test_a_camera_section_in_the_wrong_place_is_refused_in_one_line_never_ignore
     assert "unknown section [camera]" in one_clear_line(run_cli("station", path, expect=None))
 
 
+def test_a_journal_of_a_station_before_cameras_gets_the_new_columns_and_a_watch_journal_is_still_refused(patchcore_model, tmp_path):
+    from anomalycli.deploy.journal import COLUMNS as WATCH_COLUMNS
+    from anomalycli.workflows.station import BEFORE_CAMERAS
+
+    path = write_station(tmp_path, {1: patchcore_model})
+    old_row = ["2026-12-01T10:00:00.000+00:00", "part1.png", "0.1", "0.2", "normal", "", "10", "20", "30.0", "", "", "1", "41", "1", "abc", "0"]
+    (tmp_path / "verdicts.csv").write_text(",".join(BEFORE_CAMERAS) + "\n" + ",".join(old_row) + "\n")
+    assert "no mistakes" in run_cli("station", "--check", path).output
+    rows = journal_rows(tmp_path / "verdicts.csv")
+    assert list(rows[0]) == list(COLUMNS) and rows[0]["seq"] == "41" and rows[0]["archived"] == "" and len(rows) == 1
+    (tmp_path / "verdicts.csv").write_text(",".join(WATCH_COLUMNS) + "\n")
+    assert "is not a journal of anomaly station" in one_clear_line(run_cli("station", "--check", path, expect=1))
+
+
 # --- the whole station, against the PLC simulator ---------------------------------------------
 
 
@@ -332,6 +346,23 @@ def test_a_double_trigger_and_a_trigger_without_an_image_each_reach_the_plc_as_a
         (32, signals.DOUBLE_TRIGGER, True, True),
         (31, signals.TRIGGER_TIMEOUT, True, True),
     ]
+
+
+def test_a_trigger_keeps_its_part_while_its_image_is_still_being_written(patchcore_model, parts, running_station, tmp_path):
+    path = write_station(tmp_path, {1: patchcore_model}, extra="[station]\ntrigger_timeout = 10.0")
+    path.write_text(path.read_text().replace("[source]\n", '[source]\nmode = "trigger"\n').replace("settle_seconds = 0.5", "settle_seconds = 2.0"))
+    station = running_station(path)
+    station.handshake.write("part_id", 61)
+    station.handshake.write("trigger", True)
+    image = sorted(parts.glob("good/*.png"))[0].read_bytes()
+    (tmp_path / "inbox" / "part0.png").write_bytes(image[: len(image) // 3])  # the camera program is still writing it
+    time.sleep(0.8)
+    (tmp_path / "inbox" / "part0.png").write_bytes(image)
+    deadline = time.monotonic() + 20
+    while not station.handshake.snapshot()["result_valid"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    shown = station.handshake.snapshot()
+    assert shown["result_valid"] and shown["part_id_echo"] == 61 and shown["error_code"] == 0
 
 
 def test_the_plc_dropping_its_connection_and_coming_back_misses_no_result_and_sees_none_twice(parts, patchcore_model, running_station, tmp_path):
