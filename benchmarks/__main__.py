@@ -21,7 +21,7 @@ from anomalycli import runtime
 
 runtime.idle_threads_sleep()  # before PyTorch is imported, as the anomaly command does: the stages are timed as predict runs them
 
-from benchmarks import accuracy, ignore, line, localisation, peer, precision, precision_shift, report, resolution, scale, shift, speed, station  # noqa: E402
+from benchmarks import accuracy, camera, ignore, line, localisation, peer, precision, precision_shift, report, resolution, scale, shift, speed, station  # noqa: E402
 from benchmarks.common import DATA, REPO  # noqa: E402
 
 
@@ -44,6 +44,8 @@ def measure(topic: str, args, log) -> dict:
         return line.run(args.data, args.quick, log=log)
     if topic == "station":
         return station.run(args.data, args.quick, log=log)
+    if topic == "camera":
+        return camera.run(args.data[0], args.quick, log=log)
     if topic == "scale":
         return scale.run(args.data[0], args.quick, args.scale_sizes, log=log)
     if topic == "peer":

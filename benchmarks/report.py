@@ -11,7 +11,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from anomalycli import files
-from benchmarks import accuracy, ignore, levers, line, localisation, operating_point, peer, precision, precision_shift, resolution, scale, shift, speed, station
+from benchmarks import (
+    accuracy,
+    camera,
+    ignore,
+    levers,
+    line,
+    localisation,
+    operating_point,
+    peer,
+    precision,
+    precision_shift,
+    resolution,
+    scale,
+    shift,
+    speed,
+    station,
+)
 from benchmarks.common import machine
 
 # topic -> its module; operating_point reads the accuracy topic's results (same fits)
@@ -24,6 +40,7 @@ TOPICS = {
     "speed": speed,
     "line": line,
     "station": station,
+    "camera": camera,
     "scale": scale,
     "peer": peer,
     "shift": shift,
@@ -39,6 +56,7 @@ SECTIONS = [
     (speed.TITLE, "speed", speed),
     (line.TITLE, "line", line),
     (station.TITLE, "station", station),
+    (camera.TITLE, "camera", camera),
     (precision.TITLE, "precision", precision),
     (scale.TITLE, "scale", scale),
     (peer.TITLE, "peer", peer),
@@ -55,6 +73,7 @@ HEADLINE = [
     ("speed", speed),
     ("line", line),
     ("station", station),
+    ("camera", camera),
     ("scale", scale),
     ("peer", peer),
     ("shift", shift),

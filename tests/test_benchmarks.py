@@ -37,6 +37,7 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
     assert "peer: skipped, no Python at" in done.stdout
     assert sorted(p.stem for p in results.glob("*.json")) == [
         "accuracy",
+        "camera",
         "ignore",
         "line",
         "localisation",
@@ -63,6 +64,7 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
         "Resolution: the input size chosen from the data",
         "Levers tried and not shipped",
         "int8 on a changed line",
+        "Straight from the camera",
     ):
         assert f"## {title}" in text
     assert "Not measured yet: `python -m benchmarks --topics peer`" in text

@@ -309,3 +309,99 @@ def test_camera_and_archive_mistakes_are_one_line_each(patchcore_model, tmp_path
         assert "Traceback" not in result.output and any(expected in e for e in errors), (expected, errors)
     counted = collections.Counter(e.split(":")[1].strip() for e in errors)
     assert all(n >= 1 for n in counted.values())
+
+
+# --- the GenICam camera's own logic, on a stand-in producer with the same feature names ----------
+
+
+class Node:
+    def __init__(self, value, accepts=lambda v: v):
+        self._value, self.accepts, self.executed = value, accepts, 0
+
+    @property
+    def value(self):
+        return self._value
+
+    @value.setter
+    def value(self, wanted):
+        self._value = self.accepts(wanted)
+
+    def execute(self):
+        self.executed += 1
+
+
+class NodeMap:
+    def __init__(self, nodes: dict):
+        self.nodes = nodes
+
+    def has_node(self, name):
+        return name in self.nodes
+
+    def get_node(self, name):
+        return self.nodes[name]
+
+
+class Buffer:
+    def __init__(self, frame_id: int, data=None, width=8, height=4, pixel_format="Mono8"):
+        self.frame_id, self.timestamp_ns = frame_id, 10 * frame_id
+        part = type(
+            "Part",
+            (),
+            {"data": np.arange(width * height, dtype=np.uint8) if data is None else data, "width": width, "height": height, "data_format": pixel_format},
+        )
+        self.payload = type("Payload", (), {"components": [part]})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+class Acquirer:
+    def __init__(self, nodes: dict, buffers: list):
+        self.remote_device = type("Device", (), {"node_map": NodeMap(nodes)})
+        self.buffers = collections.deque(buffers)
+
+    def try_fetch(self, timeout):
+        return self.buffers.popleft() if self.buffers else None
+
+
+def standin_genicam(nodes: dict, buffers: list, **options) -> GenICamCamera:
+    camera = GenICamCamera(CTI, **options)
+    camera._acquirer = Acquirer(nodes, buffers)
+    return camera
+
+
+def test_each_trigger_sets_genicams_trigger_features_and_each_mismatch_is_one_line():
+    def whole_microseconds(v):
+        return float(round(v))
+
+    nodes = {
+        "TriggerSelector": Node("AcquisitionStart"),
+        "TriggerMode": Node("Off"),
+        "TriggerSource": Node("Line1"),
+        "ExposureTime": Node(1000.0, whole_microseconds),
+        "Gain": Node(0.0, lambda v: (_ for _ in ()).throw(ValueError("Gain is read-only"))),
+    }
+    camera = standin_genicam(nodes, [], trigger="hardware", features={"TriggerSource": "Line2", "ExposureTime": 5000.4, "Gain": 3.0, "BlackLevel": 1})
+    said = camera.apply({**{"TriggerSelector": "FrameStart", "TriggerMode": "On", "TriggerSource": "Line0"}, **camera.features})
+    assert nodes["TriggerMode"].value == "On" and nodes["TriggerSelector"].value == "FrameStart" and nodes["TriggerSource"].value == "Line2"
+    assert said == [
+        "camera camera 0: ExposureTime set to 5000.4, the camera took 5000.0",
+        "camera camera 0: Gain = 3.0 refused (ValueError: Gain is read-only)",
+        "camera camera 0: it has no feature BlackLevel; BlackLevel = 1 not set",
+    ]
+    camera = standin_genicam({"TriggerSoftware": Node(None)}, [], trigger="software")
+    camera.fire()
+    assert camera._acquirer.remote_device.node_map.get_node("TriggerSoftware").executed == 1
+
+
+def test_frames_missing_between_frame_ids_and_incomplete_buffers_are_each_an_error_frame_in_order():
+    camera = standin_genicam({}, [Buffer(1), Buffer(2), Buffer(5), Buffer(6, data=np.zeros(3, np.uint8))])
+    frames = [camera.grab(0.01) for _ in range(6)]
+    assert [(f.frame_id, f.image is not None) for f in frames] == [(1, True), (2, True), (3, False), (4, False), (5, True), (6, False)]
+    assert frames[2].error == "lost: the camera's frame never arrived" and frames[5].error.startswith("incomplete frame: 3 values for 8 x 4 Mono8")
+    assert camera.grab(0.01) is None
+    camera._incomplete = 1  # what harvesters' INCOMPLETE_BUFFER callback counts
+    assert camera.grab(0.01).error == "incomplete frame: the producer discarded the camera's buffer"
