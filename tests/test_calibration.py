@@ -60,11 +60,11 @@ def test_max_false_alarm_rate_is_met_with_the_most_recall_it_allows(max_fpr):
         assert low <= operating_point(held_labels, held_scores, calibration.threshold)["false_alarm_rate"] <= high
 
 
-def test_no_anomalies_gives_a_percentile_threshold_and_a_warning():
+def test_no_anomalies_gives_a_threshold_over_the_goods_and_a_warning_with_its_interval():
     scores = np.linspace(0, 1, 200)
     for rule in (OperatingRule(), OperatingRule("recall", 0.9)):
         calibration, warning = calibrate(np.zeros(200), scores, rule)
-        assert "no anomalous images" in warning
+        assert "no labelled defects: the threshold is set on 200 good images alone" in warning
         assert np.mean(scores >= calibration.threshold) <= NO_ANOMALY_FPR
     calibration, _ = calibrate(np.zeros(200), scores, OperatingRule("fpr", 0.05))
     assert 0.04 <= np.mean(scores >= calibration.threshold) <= 0.05
@@ -119,3 +119,25 @@ def test_the_announced_recall_pays_for_choosing_the_threshold_on_few_defects():
     optimism = np.mean(in_sample) - np.mean(true)
     assert optimism > 0.02  # the in-sample point is optimistic ...
     assert abs(np.mean(announced) - np.mean(true)) < optimism / 2  # ... the announced one much less
+
+
+def test_a_few_goods_threshold_announces_an_interval_that_holds_and_says_how_many_more_goods_would_tighten_it():
+    from anomalycli.judgement.thresholds import goods_needed, goods_only_point
+
+    _, warning = calibrate(np.zeros(16), np.linspace(0, 1, 16))
+    assert "flags about 5.9% of good parts (95% interval 0.2%-20.6%)" in warning and "83 more good images would bring it to 1.0%" in warning
+    assert goods_needed(0.01) == 99 and goods_needed(0.05) == 19
+    # Whatever the goods' scores look like, the share of new goods over the threshold lies in the
+    # announced interval in about 95 % of fits (its mean at the announced rate).
+    rng = np.random.default_rng(0)
+    for n, max_fpr in ((4, 0.01), (16, 0.01), (60, 0.05)):
+        inside, rates = 0, []
+        for _ in range(400):
+            goods = rng.lognormal(0, 0.5, n)
+            calibration, _ = calibrate(np.zeros(n), goods, OperatingRule("fpr", max_fpr))
+            rate = float(np.mean(rng.lognormal(0, 0.5, 4000) >= calibration.threshold))
+            low, high = calibration.expected["false_alarm_rate_ci"]
+            inside += low <= rate <= high
+            rates.append(rate)
+        assert 0.92 <= inside / 400 <= 0.98, (n, inside)
+        assert abs(np.mean(rates) - goods_only_point(n, max_fpr)["false_alarm_rate"]) < 0.02

@@ -63,3 +63,14 @@ def test_greedy_reports_every_kept_patch_to_the_progress_bar():
         reported = []
         ApproximateGreedyCoresetSampler(n_keep / 2000, projection_dim=8).run(torch.randn(2000, 16), progress=reported.append)
         assert sum(reported) == n_keep
+
+
+def test_the_bank_keeps_every_patch_of_a_few_goods_and_a_coreset_of_many():
+    from anomalycli.detection.defaults import CORESET_RATIO, MIN_BANK_PATCHES, bank_ratio
+
+    assert bank_ratio(4 * 1600, 4) == 1.0  # 4 goods at 320 px: every patch
+    assert bank_ratio(16 * 1600, 16) * 16 * 1600 == MIN_BANK_PATCHES  # 16 goods: the floor
+    assert bank_ratio(16 * 24 * 1600, 16) * 16 * 24 * 1600 == MIN_BANK_PATCHES  # the same 16 learnt at 24 turns
+    assert round(bank_ratio(64 * 1600, 64) * 64 * 1600) == MIN_BANK_PATCHES // 2  # the floor fades as goods come
+    assert bank_ratio(320 * 1600, 320) == CORESET_RATIO  # a full data set: 1 %, 5,120 patches, as it always was
+    assert bank_ratio(4 * 1600, 4, 0.1) == 0.1  # the user's --coreset-ratio is kept as given

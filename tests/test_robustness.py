@@ -132,7 +132,7 @@ def test_one_class_only_patchcore_warns_and_uses_a_percentile(parts, tmp_path):
 
     shutil.copytree(parts / "good", tmp_path / "only/good")
     result = run_cli("train", tmp_path / "only", "--image-size", "64", "--run-dir", tmp_path / "r")
-    assert "warning:" in result.output and "no anomalous images" in result.output
+    assert "warning:" in result.output and "no labelled defects" in result.output
     assert "--method hybrid" not in result.output  # nothing for the hybrid to learn from
 
 

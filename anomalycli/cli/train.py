@@ -66,7 +66,14 @@ def train_command(
     sampler: str = typer.Option("shuffle", help="[classifier] shuffle, or balanced (WeightedRandomSampler)."),
     select: str = typer.Option("auroc", help="[classifier] Keep the epoch best by validation auroc, f1 or loss."),
     patience: int = typer.Option(10, help="[classifier] Stop after this many epochs without improvement."),
-    coreset_ratio: float = typer.Option(DEFAULTS["coreset_ratio"], help="[patchcore, hybrid] Share of patches kept in the memory bank."),
+    coreset_ratio: Optional[float] = typer.Option(
+        DEFAULTS["coreset_ratio"],
+        help="[patchcore, hybrid] Share of patches kept in the memory bank (default: every patch of a few good images, up to 8,192; 1 % of many).",
+    ),
+    orientation: str = typer.Option(
+        DEFAULTS["orientation"],
+        help="[patchcore] auto (measured from the good images), free (the bank learns the goods turned: parts that come at any angle) or fixed.",
+    ),
     reweight: bool = typer.Option(False, "--reweight", help="[patchcore] The paper's re-weighting of the image score."),
     cv_folds: int = typer.Option(
         5,
@@ -138,6 +145,7 @@ def train_command(
             select=select,
             patience=patience,
             coreset_ratio=coreset_ratio,
+            orientation=orientation,
             reweight=reweight,
             cv_folds=cv_folds,
             run_dir=str(run_dir) if run_dir else None,

@@ -86,6 +86,63 @@ def choose_threshold(labels, scores, rule: OperatingRule) -> float:
     return _below(scores, float(thresholds[tied[len(tied) // 2]]))
 
 
+# With goods only, a threshold just above the r-th highest of n good scores flags a new good part
+# with probability r / (n + 1) whatever the scores' distribution (the goods are exchangeable), and
+# that probability is Beta(r, n + 1 - r) distributed: the announced rate and its interval. With 16
+# goods and --max-fpr 0.01, r is 1: 5.9 % (0.2-20.6 %), not the 1 % a percentile would claim.
+INTERVAL = 0.95
+
+
+def goods_only_rank(n_normal: int, max_fpr: float) -> int:
+    """r: the threshold sits just above the r-th highest good score, the most whose expected rate r / (n + 1) stays within ``max_fpr`` (at least 1)."""
+    return max(1, min(n_normal, int(np.floor(max_fpr * (n_normal + 1) + 1e-9))))
+
+
+def goods_only_point(n_normal: int, max_fpr: float) -> dict:
+    """The false-alarm rate a goods-only threshold announces, and its interval (see above)."""
+    from scipy import stats
+
+    rank = goods_only_rank(n_normal, max_fpr)
+    tail = (1 - INTERVAL) / 2
+    low, high = stats.beta.ppf([tail, 1 - tail], rank, n_normal + 1 - rank)
+    return {
+        "false_alarm_rate": rank / (n_normal + 1),
+        "false_alarm_rate_ci": [float(low), float(high)],
+        "false_alarm_rate_basis": "order statistic of the goods' scores",
+    }
+
+
+def goods_needed(max_fpr: float) -> int:
+    """The fewest good images whose highest score alone sets a threshold of at most ``max_fpr``."""
+    return int(np.ceil(1 / max_fpr - 1 - 1e-9))
+
+
+def goods_only_line(n_normal: int, max_fpr: float) -> str:
+    """What a goods-only threshold means, and how many more goods would bring it to ``max_fpr``."""
+    point = goods_only_point(n_normal, max_fpr)
+    low, high = point["false_alarm_rate_ci"]
+    said = (
+        f"no labelled defects: the threshold is set on {n_normal} good images alone, and flags about {point['false_alarm_rate']:.1%} "
+        f"of good parts ({INTERVAL:.0%} interval {low:.1%}-{high:.1%}); it knows nothing of what a defect scores"
+    )
+    more = goods_needed(max_fpr) - n_normal
+    if more > 0:
+        then = goods_only_point(n_normal + more, max_fpr)
+        said += (
+            f". {more} more good images would bring it to {then['false_alarm_rate']:.1%} ({then['false_alarm_rate_ci'][0]:.1%}-"
+            f"{then['false_alarm_rate_ci'][1]:.1%}), the --max-fpr {max_fpr:g} asked"
+        )
+    return said + "; labelled defects would let it choose for recall too"
+
+
+def _ordinal(n: int) -> str:
+    """'' for 1 (the highest), '2nd ', '3rd ', '11th ', '21st '..."""
+    if n == 1:
+        return ""
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix} "
+
+
 # The announced point is cross-validated over at most this many stratified folds of the calibration scores.
 SELECTION_FOLDS = 5
 
@@ -135,17 +192,17 @@ def calibrate(
         threshold = choose_threshold(labels, scores, rule)
         rule_text = f"{rule.describe()} on {len(normal)} normal and {len(anomaly)} anomalous images ({source} scores)"
     else:
-        # With no anomalies, only the false-alarm rate can be chosen.
+        # With no anomalies, only the false-alarm rate can be chosen: see goods_only_point.
         max_fpr = rule.value if rule.name == "fpr" else NO_ANOMALY_FPR
-        threshold = float(np.quantile(normal, 1 - max_fpr, method="higher")) + 1e-9
-        rule_text = f"{100 * (1 - max_fpr):g}th percentile of {len(normal)} normal images ({source} scores)"
-        warning = (
-            f"the calibration data has no anomalous images: threshold set so about {100 * max_fpr:g}% of good "
-            "images are flagged (--max-fpr); add labelled defects for a threshold that knows what a defect scores"
-        )
+        rank = goods_only_rank(len(normal), max_fpr)
+        threshold = float(np.sort(normal)[::-1][rank - 1]) + 1e-9
+        rule_text = f"just above the {_ordinal(rank)}highest of {len(normal)} normal images' scores ({source}), for at most {max_fpr:g} false alarms"
+        warning = goods_only_line(len(normal), max_fpr)
     if min_area_px:
         rule_text += f"; {describe_size_rule(min_area_px)}"
-    expected = operating_point(labels, scores, threshold)
+    expected = (
+        operating_point(labels, scores, threshold) if len(anomaly) else {**operating_point(labels, scores, threshold), **goods_only_point(len(normal), max_fpr)}
+    )
     if len(anomaly) >= 2 and len(normal) >= 2:
         select = select or (lambda fit: (scores, choose_threshold(labels[fit], scores[fit], rule)))
         expected = cross_validated_point(labels, select)

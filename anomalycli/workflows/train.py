@@ -12,11 +12,12 @@ import torch
 from anomalycli import files, project
 from anomalycli.data.framing import SQUASH
 from anomalycli.data.layouts import Sample, discover
+from anomalycli.data.resolution import FEATURE_STRIDE
 from anomalycli.data.splits import k_folds
 from anomalycli.data.tensors import load_all, load_framed_mask, load_mask
 from anomalycli.deploy import export
 from anomalycli.detection import backbones, ignore, int8_backbone, region_maps
-from anomalycli.detection.defaults import PIXEL_FALSE_POSITIVE_RATE
+from anomalycli.detection.defaults import LEAVE_ONE_OUT_GOODS, PIXEL_FALSE_POSITIVE_RATE, bank_ratio
 from anomalycli.detection.device import resolve_device
 from anomalycli.detection.methods import AnomalyModel, classifier, hybrid, patchcore, pixel_head
 from anomalycli.detection.methods.classifier_training import fit_classifier
@@ -40,6 +41,7 @@ from anomalycli.workflows.train_options import (  # noqa: F401 (the options are 
     prepare_run_dir,
     write_history,
 )
+from anomalycli.workflows.turned_goods import turned_goods
 
 log = logging.getLogger("anomalycli")
 
@@ -294,7 +296,9 @@ def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[st
     return int8, {"precision": "int8", **int8_backbone.config_of(int8)}
 
 
-def _embed(options, extractor, samples: list[Sample], show_progress, notes: list[str], keep, framing: str, with_descriptors: bool = False):
+def _embed(
+    options, extractor, samples: list[Sample], show_progress, notes: list[str], keep, framing: str, with_descriptors: bool = False, copy_of: dict | None = None
+):
     """The patch features of every readable sample from ``extractor`` (streamed: pixels are
     never all held) and, ``with_descriptors``, their pooled descriptors: a ``patchcore.LocalFeatures``,
     or on Ray a ``ray_fit.RayFeatures`` whose patch features stay on the cluster. Then their
@@ -302,8 +306,9 @@ def _embed(options, extractor, samples: list[Sample], show_progress, notes: list
 
     The samples are put in fold order first, so that each fold's images are consecutive: a fold's
     coreset parts and its out-of-fold scores then read consecutive features, on one machine or many.
+    ``copy_of``: turned copies of goods (``turned_goods``), each in its original's fold.
     """
-    all_folds = _cross_fit_folds(options, samples)
+    all_folds = _cross_fit_folds(options, samples, copy_of)
     order = np.argsort(all_folds, kind="stable")
     samples, all_folds = [samples[i] for i in order], all_folds[order]
     paths = [s.path for s in samples]
@@ -330,12 +335,21 @@ def _embed(options, extractor, samples: list[Sample], show_progress, notes: list
     return features, labels, kept, folds
 
 
-def _cross_fit_folds(options, samples: list[Sample]) -> np.ndarray:
-    n_good = sum(s.label == 0 for s in samples)
+def _cross_fit_folds(options, samples: list[Sample], copy_of: dict | None = None) -> np.ndarray:
+    copy_of = copy_of or {}
+    originals = [s for s in samples if s.path not in copy_of]
+    n_good = sum(s.label == 0 for s in originals)
     if n_good < 2:
         raise UserError(f"only {n_good} good image(s); cross-fitting needs at least 2 (add good images)")
     # A few defects are spread over fewer folds; fewer good images than folds lowers the fold count.
-    return np.array([s.fold for s in k_folds(samples, min(options.cv_folds, n_good), options.seed, small_classes=True)])
+    n_folds = min(options.cv_folds, n_good)
+    if options.method == "patchcore" and n_good <= LEAVE_ONE_OUT_GOODS and not any(s.label == 1 for s in originals):
+        n_folds = n_good  # see LEAVE_ONE_OUT_GOODS
+    folded = k_folds(originals, n_folds, options.seed, small_classes=True)
+    fold_of = {}
+    for sample in folded:
+        fold_of.setdefault(sample.path, sample.fold)
+    return np.array([fold_of[copy_of.get(s.path, s.path)] for s in samples])
 
 
 def _train_patchcore(options, config, samples, device, show_progress):
@@ -343,11 +357,22 @@ def _train_patchcore(options, config, samples, device, show_progress):
     # model and scored, out of fold, by the banks of the other folds; defects are scored alike.
     notes: list[str] = []
     extractor, precision = _backbone(options, samples, device, False, notes, config["framing"])
-    features, labels, kept, folds = _embed(options, extractor, samples, show_progress, notes, ignore.keep_of(config), config["framing"])
-    coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
-    out_of_fold = features.out_of_fold(folds, coresets, options.reweight, with_grids=True, show_progress=show_progress)
+    with turned_goods(samples, options.orientation, bool(options.ignore)) as turned:
+        features, labels, kept, folds = _embed(
+            options, extractor, turned.samples, show_progress, notes, ignore.keep_of(config), config["framing"], copy_of=turned.copy_of
+        )
+        n_good = sum(s.label == 0 for s in samples)
+        ratio = bank_ratio(int((labels == 0).sum()) * _patches_per_image(options), n_good, options.coreset_ratio)
+        coresets = features.fold_coresets(labels, folds, ratio, options.coreset_sampler, options.seed, show_progress)
+        out_of_fold = features.out_of_fold(folds, coresets, options.reweight, with_grids=True, show_progress=show_progress)
+    # The copies taught the bank; what the threshold and the pixel threshold know is the originals.
+    original = np.array([s.path not in turned.copy_of for s in kept])
+    labels, kept = labels[torch.from_numpy(original)], [s for s, o in zip(kept, original) if o]
+    out_of_fold = patchcore.Scores(out_of_fold.scores[torch.from_numpy(original)], None if out_of_fold.grids is None else out_of_fold.grids[original])
     net = patchcore.union_of(extractor, coresets, options.reweight)
-    log.info(f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {int((labels == 0).sum())} good images")
+    log.info(
+        f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {int((labels == 0).sum())} good images ({ratio:.1%} of their patches)"
+    )
     config = {
         **config,
         "bank_size": int(net.bank.shape[0]),
@@ -355,16 +380,23 @@ def _train_patchcore(options, config, samples, device, show_progress):
         "score_blur": net.score_blur,
         "map_blur": net.map_blur,
         "reweight": options.reweight,
-        "coreset_ratio": options.coreset_ratio,
+        "coreset_ratio": ratio,
         "cv_folds": options.cv_folds,
         "batch_norm_folded": extractor.folded,
-        "drift": _drift_reference(features.stats, labels),
+        "drift": _drift_reference(features.stats[original], labels),
+        **turned.config(),
         **precision,
     }
+    if turned.orientation.kind == "free":
+        notes.append(f"orientation: {turned.orientation.reason}")
     pixel, areas = _pixel_threshold(out_of_fold, labels, kept, options.image_size, net.map_blur, config["framing"])
     model = AnomalyModel("patchcore", net, {**config, **pixel}, calibration=None)
     _calibrate(model, labels, out_of_fold.scores, options.operating_rule(), "out-of-fold", notes, areas=areas)
     return model, [], notes
+
+
+def _patches_per_image(options) -> int:
+    return (options.image_size // FEATURE_STRIDE) ** 2
 
 
 def _train_hybrid(options, config, samples, device, show_progress):
@@ -375,7 +407,9 @@ def _train_hybrid(options, config, samples, device, show_progress):
     features, labels, kept, folds = _embed(options, extractor, samples, show_progress, notes, ignore.keep_of(config), config["framing"], with_descriptors=True)
     if not (labels == 1).any():
         raise UserError("none of the labelled anomalous images could be read, and the hybrid method needs them; use --method patchcore")
-    coresets = features.fold_coresets(labels, folds, options.coreset_ratio, options.coreset_sampler, options.seed, show_progress)
+    n_good = int((labels == 0).sum())
+    ratio = bank_ratio(n_good * _patches_per_image(options), n_good, options.coreset_ratio)
+    coresets = features.fold_coresets(labels, folds, ratio, options.coreset_sampler, options.seed, show_progress)
     one_class_fold = features.out_of_fold(folds, coresets, reweight=False, with_grids=True, show_progress=show_progress)
     one_class = one_class_fold.scores
     net, out_of_fold, supervised = hybrid.fit(extractor, coresets, one_class, features.descriptors, labels, folds)
@@ -396,7 +430,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
         "pixel_head": pixel_head_settings,
         "descriptor_size": int(net.head.weight.shape[0]),
         "fusion": [*net.stats.tolist(), float(net.alpha)],
-        "coreset_ratio": options.coreset_ratio,
+        "coreset_ratio": ratio,
         "cv_folds": options.cv_folds,
         "batch_norm_folded": extractor.folded,
         "drift": _drift_reference(features.stats, labels),

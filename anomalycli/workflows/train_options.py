@@ -15,6 +15,7 @@ import torch
 from anomalycli import files, project
 from anomalycli.data.framing import FRAMINGS, LETTERBOX, SQUASH
 from anomalycli.data.layouts import Dataset, Sample
+from anomalycli.data.orientation import ORIENTATIONS
 from anomalycli.data.splits import train_val_split
 from anomalycli.detection import backbones, ignore
 from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE, FAST_BACKBONE, FAST_IMAGE_SIZE, MAX_MS_PER_IMAGE
@@ -63,9 +64,10 @@ class TrainOptions:
     select: str = "auroc"
     patience: int = 10
     # patchcore
-    coreset_ratio: float = 0.01
+    coreset_ratio: float | None = None  # None: detection/defaults.bank_ratio's rule (every patch of a few goods, 1 % of many)
     coreset_sampler: str = "greedy"
     reweight: bool = False
+    orientation: str = "auto"  # patchcore: auto (measured from the goods), free (the bank learns them turned) or fixed (data/orientation.py)
     # patchcore and hybrid: cross-fitting folds for the calibration scores (and the hybrid's fusion)
     cv_folds: int = 5
     run_dir: str | None = None
@@ -96,7 +98,12 @@ class TrainOptions:
             (self.lr > 0, f"--lr must be positive (got {self.lr})"),
             (self.weight_decay >= 0, f"--weight-decay must be 0 or more (got {self.weight_decay})"),
             (0 < self.val_ratio < 1, f"--val-ratio must be between 0 and 1 (got {self.val_ratio})"),
-            (0 < self.coreset_ratio <= 1, f"--coreset-ratio must be in (0, 1] (got {self.coreset_ratio})"),
+            (self.coreset_ratio is None or 0 < self.coreset_ratio <= 1, f"--coreset-ratio must be in (0, 1] (got {self.coreset_ratio})"),
+            (self.orientation in ORIENTATIONS, f"--orientation must be {', '.join(ORIENTATIONS)} (got {self.orientation})"),
+            (
+                self.orientation == "auto" or self.method == "patchcore",
+                "--orientation is patchcore's (a few good images, no defects); drop it for the hybrid and the classifier",
+            ),
             (self.cv_folds >= 2, f"--cv-folds must be at least 2 (got {self.cv_folds})"),
             (self.patience >= 1, f"--patience must be at least 1 (got {self.patience})"),
             (self.sampler in ("shuffle", "balanced"), f"--sampler must be shuffle or balanced (got {self.sampler})"),

@@ -1,0 +1,61 @@
+"""The good images a patchcore bank learns: as they are, or turned (and mirrored) where the goods
+show the part at many orientations (``data/orientation.py`` decides, or ``--orientation``).
+
+The copies are written as PNG files to a folder that lasts the fit, and read like any image. They
+enter the bank only: each copy is in its original's cross-fitting fold (a good is never scored by
+its own turned copies), and the calibration, the pixel threshold and the drift reference are made
+of the originals alone, whose count is what the threshold's interval knows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
+
+from anomalycli.data.images import load_image
+from anomalycli.data.layouts import Sample
+from anomalycli.data.orientation import FIXED, Orientation, orientation, turned_copies, turns
+
+log = logging.getLogger("anomalycli")
+
+
+@dataclass
+class TurnedGoods:
+    samples: list[Sample]  # the originals, then the copies
+    copy_of: dict[Path, Path]  # each copy's path -> its original's
+    orientation: Orientation
+    turns: int  # orientations each good is learnt at (1: as it is)
+
+    def config(self) -> dict:
+        """What the model's config keeps of it."""
+        return {"orientation": {**self.orientation.to_dict(), "turns": self.turns}}
+
+
+@contextlib.contextmanager
+def turned_goods(samples: list[Sample], wanted: str, ignore_masks: bool = False) -> Iterator[TurnedGoods]:
+    """``samples`` with the turned copies of their goods where the orientation says so; the copies'
+    folder goes when the block ends."""
+    goods = [s for s in samples if s.label == 0]
+    if ignore_masks and wanted != FIXED:
+        # A don't-care mask is in the goods' own frame: a turned copy would put it elsewhere.
+        found = Orientation(FIXED, False, None, "--ignore masks are in the images' own frame: the goods are used as they are")
+    else:
+        found = orientation([load_image(s.path) for s in goods], wanted)
+    count = turns(len(goods), found.kind)
+    if count == 1 and not found.mirrored:
+        yield TurnedGoods(list(samples), {}, found, 1)
+        return
+    with tempfile.TemporaryDirectory(prefix="anomalycli-turned-") as folder:
+        copies, copy_of = [], {}
+        for i, good in enumerate(goods):
+            for k, image in enumerate(turned_copies(load_image(good.path), count, found.mirrored)[1:], start=1):
+                path = Path(folder) / f"{i:05d}-{k:02d}.png"
+                image.save(path)
+                copies.append(replace(good, path=path, mask=None))
+                copy_of[path] = good.path
+        log.info(f"orientation: {found.reason}; {len(goods)} goods learnt at {count} orientations" + (" and mirrored" if found.mirrored else ""))
+        yield TurnedGoods(list(samples) + copies, copy_of, found, count)
