@@ -21,7 +21,23 @@ from anomalycli import runtime
 
 runtime.idle_threads_sleep()  # before PyTorch is imported, as the anomaly command does: the stages are timed as predict runs them
 
-from benchmarks import accuracy, camera, ignore, line, localisation, peer, precision, precision_shift, report, resolution, scale, shift, speed, station  # noqa: E402
+from benchmarks import (  # noqa: E402
+    accuracy,
+    camera,
+    few_shot,
+    ignore,
+    line,
+    localisation,
+    peer,
+    precision,
+    precision_shift,
+    report,
+    resolution,
+    scale,
+    shift,
+    speed,
+    station,
+)
 from benchmarks.common import DATA, REPO  # noqa: E402
 
 
@@ -50,6 +66,8 @@ def measure(topic: str, args, log) -> dict:
         return scale.run(args.data[0], args.quick, args.scale_sizes, log=log)
     if topic == "peer":
         return peer.run(args.data[0], args.peer_python, args.quick, log=log)
+    if topic == "few_shot":
+        return {"runs": [few_shot.run(data, args.quick, log=log) for data in args.data]}
     if topic == "precision_shift":
         return {"runs": [precision_shift.run(data, args.quick, log=log) for data in args.data]}
     return {"runs": [shift.run(data, args.quick, log=log) for data in args.data]}

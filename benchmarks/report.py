@@ -14,6 +14,7 @@ from anomalycli import files
 from benchmarks import (
     accuracy,
     camera,
+    few_shot,
     ignore,
     levers,
     line,
@@ -45,6 +46,7 @@ TOPICS = {
     "peer": peer,
     "shift": shift,
     "precision_shift": precision_shift,
+    "few_shot": few_shot,
 }
 # (section title, the topic whose results it reads, the module that writes it), in the report's order
 SECTIONS = [
@@ -62,6 +64,7 @@ SECTIONS = [
     (peer.TITLE, "peer", peer),
     (shift.TITLE, "shift", shift),
     (precision_shift.TITLE, "precision_shift", precision_shift),
+    (few_shot.TITLE, "few_shot", few_shot),
 ]
 HEADLINE = [
     ("accuracy", accuracy),
@@ -78,6 +81,7 @@ HEADLINE = [
     ("peer", peer),
     ("shift", shift),
     ("precision_shift", precision_shift),
+    ("few_shot", few_shot),
 ]
 
 

@@ -38,6 +38,7 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
     assert sorted(p.stem for p in results.glob("*.json")) == [
         "accuracy",
         "camera",
+        "few_shot",
         "ignore",
         "line",
         "localisation",
@@ -65,6 +66,7 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
         "Levers tried and not shipped",
         "int8 on a changed line",
         "Straight from the camera",
+        "A new product from a few goods",
     ):
         assert f"## {title}" in text
     assert "Not measured yet: `python -m benchmarks --topics peer`" in text

@@ -80,6 +80,8 @@ class StandIn:
     """A camera with GenICam's trigger behaviour: free-running every ``period`` s, or (software) a
     frame per ``fire``; ``gone`` makes it lost (grab raises) and unreachable for ``unreachable`` opens."""
 
+    live = True
+
     def __init__(self, trigger: str = "free", period: float = 0.02, size: int = 48, deaf: bool = False):
         self.name, self.trigger, self.period, self.size, self.deaf = "standin-7", trigger, period, size, deaf
         self.frame_id, self.fired, self.opens, self.unreachable = 0, 0, 0, 0
@@ -271,9 +273,9 @@ def write_video(path: Path, frames: int) -> Path:
     return path
 
 
-def test_a_video_file_is_judged_frame_by_frame_and_once_through_a_kill_and_a_restart(patchcore_model, tmp_path):
+def test_a_video_file_is_judged_frame_by_frame_none_dropped_and_once_through_a_kill_and_a_restart(patchcore_model, tmp_path):
     video = write_video(tmp_path / "line.avi", 60)
-    path = station_file(tmp_path, patchcore_model, f'[source.video]\nurl = "{video}"')
+    path = station_file(tmp_path, patchcore_model, f'[source.video]\nurl = "{video}"\nqueue = 2')
     journal = tmp_path / "verdicts.csv"
     command = [sys.executable, "-m", "anomalycli", "station", str(path)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -291,6 +293,7 @@ def test_a_video_file_is_judged_frame_by_frame_and_once_through_a_kill_and_a_res
     rows = rows_of(journal)
     assert [int(r["frame_id"]) for r in rows] == list(range(1, 61))
     assert [int(r["seq"]) for r in rows] == list(range(1, 61))
+    assert all(r["error_code"] == "0" for r in rows)  # a file waits for the model: no frame dropped
 
 
 def test_camera_and_archive_mistakes_are_one_line_each(patchcore_model, tmp_path):

@@ -3,7 +3,8 @@
 The thread opens the camera, takes frames as they come and hands them on in order. What it never
 does is grow: a frame that finds the queue full (frames arriving faster than they are judged) is
 dropped, counted, and kept as a marker (``dropped``) for the station to journal as an error result,
-so a part is never passed by silence. A camera that disappears is said once, closed, and opened
+so a part is never passed by silence. A source that can wait (a video file) is not dropped from:
+the thread waits for room instead. A camera that disappears is said once, closed, and opened
 again with back-off (``BACKOFF_SECONDS``, doubling to ``BACKOFF_MOST``), and said again when back.
 Software triggers are fired from this thread too: a producer's objects stay on one thread.
 """
@@ -40,7 +41,8 @@ class Acquisition:
     ):
         self.camera, self.say, self.every, self.on_state, self.clock = camera, say, max(1, every), on_state, clock
         self.frames: queue.Queue[Frame] = queue.Queue(queue_frames)
-        self.dropped: collections.deque[Frame] = collections.deque(maxlen=10_000)  # markers, for the journal
+        # Markers of dropped frames, for the journal (about 100 bytes each; the station takes them as it judges).
+        self.dropped: collections.deque[Frame] = collections.deque(maxlen=100_000)
         self.counts = collections.Counter()  # frames, kept, dropped, losses, reconnects
         self.connected = False
         self._fires = 0  # software triggers asked for and not yet fired
@@ -115,6 +117,15 @@ class Acquisition:
     def _hand_on(self, frame: Frame) -> None:
         self.counts["frames"] += 1
         if (self.counts["frames"] - 1) % self.every:
+            return
+        if not self.camera.live:  # a file: wait for room, never drop
+            while not self._stop.is_set():
+                try:
+                    self.frames.put(frame, timeout=0.1)
+                    self.counts["kept"] += 1
+                    return
+                except queue.Full:
+                    continue
             return
         try:
             self.frames.put_nowait(frame)

@@ -30,6 +30,7 @@ class Camera(Protocol):
     """What a source does; ``acquisition.Acquisition`` drives it."""
 
     name: str
+    live: bool  # frames come whether or not they are taken (dropped when the queue is full); False: a file, read as it is judged
 
     def open(self) -> list[str]:
         """Connect and start acquiring; the lines to say (each feature the camera did not take as written).

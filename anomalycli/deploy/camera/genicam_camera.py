@@ -72,6 +72,8 @@ def list_cameras(cti: Path) -> list[dict]:
 class GenICamCamera:
     """One camera of a GenTL producer; ``Camera`` of ``frames.py``."""
 
+    live = True
+
     def __init__(
         self, cti: Path, index: int | None = None, serial: str | None = None, model: str | None = None, trigger: str = "free", features: dict | None = None
     ):

@@ -67,6 +67,11 @@ class VideoCamera:
         return Frame(image, self._count, int(position_ms * 1e6), self.name, time.monotonic(), "", "BGR8")
 
     @property
+    def live(self) -> bool:
+        """Whether frames come whether or not they are taken (a stream, a camera), or wait to be read (a file)."""
+        return not self.is_file
+
+    @property
     def ended(self) -> bool:
         """Whether a video file has given its last frame."""
         return self._ended

@@ -1,0 +1,140 @@
+"""A new product from a few goods: what `anomaly train` gives from 1 to 16 good images and no defects.
+
+Per data set: a fixed test set (every defect, and 1.5 times as many goods, drawn once), and from the
+other goods, ``DRAWS`` random draws of k good images for each k. Each draw is fitted as ``anomaly
+train`` fits goods alone (patchcore, the defaults: the bank rule, the orientation check and its
+turned copies, leave-one-out cross-fitting, the goods-only threshold) and scored on the test set:
+- AUROC, and recall and the false-alarm rate at the model's own threshold;
+- the false-alarm rate it announced and its 95 % interval, and whether the test goods' false alarms
+  are inside the interval that announcement gives for that many test goods (the count of n new goods
+  over the r-th highest of k is Beta-binomial: the interval of the rate, widened by the test's own
+  sampling);
+- the orientation decision, the turns learnt, the bank's size and the fit's time.
+One good image is refused (cross-fitting needs two): said, not fitted.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from anomalycli.data.layouts import discover
+from anomalycli.errors import UserError
+from anomalycli.judgement.metrics import auroc
+from anomalycli.judgement.thresholds import goods_only_rank
+from anomalycli.workflows import evaluate, train
+from benchmarks.common import QUICK_IMAGE_SIZE, shipped_options
+
+TITLE = "A new product from a few goods"
+SHOTS, DRAWS = (1, 2, 4, 8, 16), 5
+QUICK_SHOTS, QUICK_DRAWS = (1, 2, 4), 2
+TEST_GOODS_PER_DEFECT = 1.5
+
+
+def predictive_interval(n_goods: int, n_test: int, max_fpr: float = 0.01, level: float = 0.95) -> tuple[int, int]:
+    """The central ``level`` interval of the number of ``n_test`` new goods over a goods-only threshold set on ``n_goods``."""
+    from scipy import stats
+
+    rank = goods_only_rank(n_goods, max_fpr)
+    tail = (1 - level) / 2
+    low, high = stats.betabinom.ppf([tail, 1 - tail], n_test, rank, n_goods + 1 - rank)
+    return int(low), int(high)
+
+
+def run(data: Path, quick: bool, log=print) -> dict:
+    shots, draws = (QUICK_SHOTS, QUICK_DRAWS) if quick else (SHOTS, DRAWS)
+    samples = discover(data).samples
+    goods, defects = [s for s in samples if s.label == 0], [s for s in samples if s.label == 1]
+    random.Random(0).shuffle(goods)
+    n_test_goods = min(len(goods) // 2, int(round(TEST_GOODS_PER_DEFECT * len(defects))))
+    test, pool = goods[:n_test_goods] + defects, goods[n_test_goods:]
+    labels = np.array([s.label for s in test])
+    rows = []
+    for k in shots:
+        for draw in range(draws):
+            picked = random.Random(1000 * k + draw).sample(pool, k)
+            options = shipped_options(data, picked, method="patchcore", image_size=QUICK_IMAGE_SIZE if quick else 320)
+            row = {"k": k, "draw": draw}
+            start = time.perf_counter()
+            try:
+                model, _, _ = train.fit(options, picked, [], show_progress=False)
+            except UserError as exc:
+                rows.append({**row, "refused": str(exc)})
+                log(f"  {data.name} k={k} draw {draw}: refused ({exc})")
+                continue
+            row["fit_seconds"] = time.perf_counter() - start
+            _, scored = evaluate.evaluate(model, test, n_boot=0, show_progress=False)
+            raw = np.array([r.raw for r in scored])
+            flagged = raw >= model.calibration.threshold
+            expected = model.calibration.expected
+            low, high = predictive_interval(k, int((labels == 0).sum()))
+            false_alarms = int(flagged[labels == 0].sum())
+            row.update(
+                auroc=auroc(labels, raw),
+                recall=float(flagged[labels == 1].mean()),
+                false_alarm_rate=false_alarms / int((labels == 0).sum()),
+                announced=expected["false_alarm_rate"],
+                announced_ci=expected["false_alarm_rate_ci"],
+                false_alarms_inside=low <= false_alarms <= high,
+                orientation=model.config["orientation"]["kind"],
+                mirrored=model.config["orientation"]["mirrored"],
+                turns=model.config["orientation"]["turns"],
+                bank=model.config["bank_size"],
+            )
+            rows.append(row)
+            log(
+                f"  {data.name} k={k} draw {draw}: AUROC {row['auroc']:.3f}, recall {row['recall']:.2f}, false alarms {row['false_alarm_rate']:.3f} "
+                f"(announced {row['announced']:.3f}, {row['announced_ci'][0]:.3f}-{row['announced_ci'][1]:.3f}; inside: {row['false_alarms_inside']}), "
+                f"{row['orientation']}{' mirrored' if row['mirrored'] else ''} x{row['turns']}, bank {row['bank']}, fit {row['fit_seconds']:.1f} s"
+            )
+    return {"data": data.name, "test_goods": int((labels == 0).sum()), "test_defects": int((labels == 1).sum()), "rows": rows}
+
+
+def by_shot(run: dict) -> dict[int, list[dict]]:
+    out: dict[int, list[dict]] = {}
+    for row in run["rows"]:
+        out.setdefault(row["k"], []).append(row)
+    return out
+
+
+def headline(result: dict, data: str) -> dict:
+    run = next((r for r in result["runs"] if r["data"] == data), None)
+    if run is None:
+        return {}
+    cells = []
+    for k, rows in by_shot(run).items():
+        fitted = [r for r in rows if "auroc" in r]
+        if fitted:
+            cells.append(f"{k}: {np.mean([r['auroc'] for r in fitted]):.3f} ({sum(r['false_alarms_inside'] for r in fitted)}/{len(fitted)})")
+    return {"a few goods, no defects: AUROC by goods, mean of draws (draws whose false alarms are inside the announced interval)": "; ".join(cells)}
+
+
+def section(result: dict) -> str:
+    parts = []
+    for run in result["runs"]:
+        lines = [
+            f"**{run['data']}**: test set {run['test_goods']} good and {run['test_defects']} defective images; each k drawn {len(by_shot(run)[max(by_shot(run))])} times from the other goods.",
+            "",
+            "| good images | AUROC, mean (each draw) | recall at the model's threshold, mean | false alarms measured, mean | announced (95 % interval), first draw | draws inside it | orientation (turns), bank | fit, median |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for k, rows in by_shot(run).items():
+            fitted = [r for r in rows if "auroc" in r]
+            if not fitted:
+                lines.append(f"| {k} | refused: {rows[0]['refused']} | | | | | | |")
+                continue
+            first = fitted[0]
+            kinds = sorted({f"{r['orientation']}{' mirrored' if r['mirrored'] else ''} ({r['turns']})" for r in fitted})
+            each = ", ".join(f"{r['auroc']:.3f}" for r in fitted)
+            lines.append(
+                f"| {k} | {np.mean([r['auroc'] for r in fitted]):.3f} ({each}) | "
+                f"{np.mean([r['recall'] for r in fitted]):.2f} | {np.mean([r['false_alarm_rate'] for r in fitted]):.3f} | "
+                f"{first['announced']:.3f} ({first['announced_ci'][0]:.3f}-{first['announced_ci'][1]:.3f}) | "
+                f"{sum(r['false_alarms_inside'] for r in fitted)} of {len(fitted)} | {', '.join(kinds)}, {first['bank']:,} | "
+                f"{np.median([r['fit_seconds'] for r in fitted]):.1f} s |"
+            )
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
