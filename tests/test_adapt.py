@@ -92,3 +92,23 @@ def test_adapt_and_calibrate_on_data_refuse_a_cpu_whose_int8_kernels_differ_from
     assert "int8 kernels give other features" in message and not (tmp_path / "a.safetensors").exists()
     message = one_clear_line(run_cli("calibrate", patchcore_model, parts, "--target-recall", "0.9", "--out", tmp_path / "c.safetensors", expect=1))
     assert "a threshold chosen on DATA here would not hold" in message
+
+
+def test_a_model_of_a_few_goods_adapted_with_more_goods_grows_its_bank_and_tightens_its_threshold(tmp_path):
+    from anomalycli.workflows.train import TrainOptions, train
+    from tests.test_orientation import key
+
+    rng = np.random.default_rng(6)
+    (tmp_path / "first" / "good").mkdir(parents=True)
+    for i in range(4):
+        key(rng.uniform(0, 360), rng, size=64).save(tmp_path / "first" / "good" / f"{i}.png")
+    few = train(TrainOptions(data=str(tmp_path / "first"), method="patchcore", image_size=64, run_dir=str(tmp_path / "run")), show_progress=False).model
+    more = []
+    for i in range(12):
+        more.append(tmp_path / f"more{i}.png")
+        key(rng.uniform(0, 360), rng, size=64).save(more[-1])
+    grown = adapt(few, [Sample(p, "good", 0) for p in more]).model
+    assert grown.config["bank_size"] > few.config["bank_size"]
+    before, after = few.calibration.expected["false_alarm_rate_ci"], grown.calibration.expected["false_alarm_rate_ci"]
+    assert after[1] - after[0] < before[1] - before[0]  # 16 goods say more than 4 about the threshold
+    assert grown.calibration.n_normal == 16 and grown.calibration.n_anomaly == 0

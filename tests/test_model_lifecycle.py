@@ -36,6 +36,7 @@ from anomalycli.workflows.evaluate import evaluate
 from anomalycli.workflows.train import TrainOptions, train
 from anomalycli.workflows.watch import WatchOptions, watch
 from tests.conftest import one_clear_line, run_cli
+from tests.test_orientation import key
 
 SMALL = {"image_size": 64, "cv_folds": 3, "coreset_ratio": 0.1, "seed": 0}
 # name -> (data set, TrainOptions changes): every kind of model a user can have.
@@ -49,6 +50,7 @@ KINDS = {
     "hybrid fp32": ("parts", {"method": "hybrid", "precision": "fp32", **SMALL}),
     "hybrid --ignore": ("parts", {"method": "hybrid", "ignore": "corner mask", **SMALL}),
     "hybrid --framing letterbox": ("wide", {"method": "hybrid", "framing": "letterbox", **SMALL}),
+    "patchcore, a few goods learnt turned": ("keys", {"method": "patchcore", "image_size": 64, "seed": 0}),
 }
 WRITERS = ("train", "calibrate", "adapt", "export")
 
@@ -65,6 +67,11 @@ def data(tmp_path_factory) -> dict[str, Path]:
     for image in sets["wide"].rglob("*.png"):  # images (and masks) of another shape, that letterboxing keeps
         with Image.open(image) as opened:
             opened.resize((96, 64)).save(image)
+    rng = np.random.default_rng(5)  # a few goods lying at any angle: the bank learns them turned
+    (root / "keys" / "good").mkdir(parents=True)
+    for i in range(5):
+        key(rng.uniform(0, 360), rng, size=64).save(root / "keys" / "good" / f"{i}.png")
+    sets["keys"] = root / "keys"
     mask = np.zeros((64, 64), np.uint8)
     mask[:10, :10] = 255
     Image.fromarray(mask).save(root / "corner.png")
@@ -83,6 +90,8 @@ def trained(data, tmp_path_factory):
             changes = {**changes, **({"ignore": [str(data[changes["ignore"]])]} if "ignore" in changes else {})}
             run = tmp_path_factory.mktemp("runs") / "run"
             result = train(TrainOptions(data=str(data[data_set]), run_dir=str(run), **changes), show_progress=False)
+            if data_set == "keys":
+                assert result.model.config["orientation"]["kind"] == "free" and result.model.config["orientation"]["turns"] > 1
             made[kind] = result.model_path
         return made[kind]
 

@@ -174,6 +174,14 @@ def train_command(
         )
     for line in input_size_lines(result.model.config.get("input_size")):
         console.print(line)
+    turned = result.model.config.get("orientation")
+    if turned:
+        learnt = (
+            f"; the bank learnt each good at {turned['turns']} orientations" + (" and mirrored" if turned["mirrored"] else "")
+            if turned["kind"] == "free"
+            else ""
+        )
+        console.print(f"orientation: {turned['kind']}: {turned['reason']}{learnt}; bank {result.model.config['bank_size']:,} patches")
     console.print(f"model: {result.model_path}")
     if method_defaulted or method == AUTO:
         console.print(_auto_note(result.model.method, cal.n_anomaly, result.model.config.get("cv_folds", DEFAULTS["cv_folds"])))

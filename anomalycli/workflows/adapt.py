@@ -20,7 +20,9 @@ handful of new goods (a threshold above all ten of them, and half the defects mi
    to the new goods' median (after adaptation) and widened to their spread where that is wider
    (``moved``), and pooled with the new goods;
    against them stand the stored defect scores and any new labelled defects, scored by the adapted
-   model. The operating rule (balanced accuracy by default) then picks the threshold.
+   model. The operating rule (balanced accuracy by default) then picks the threshold; a model of
+   goods alone (a new product's first few) keeps the goods-only rule over all of its goods, so
+   adapting it with more goods of the same line grows it toward the full-data model.
 4. **What the new point means**, with intervals, cross-validated as at training; the false-alarm
    interval also spans the uncertainty of the new goods' scores, bootstrapped over them.
 
@@ -71,8 +73,8 @@ def check_adaptable(model: AnomalyModel) -> None:
         raise UserError(f"adapt teaches a memory bank new good parts; a {model.method} model has none (train with --method patchcore or hybrid)")
     if not _one_class(model).part_sizes or (model.method == "hybrid" and not isinstance(model.net.head, GlobalHead)):
         raise UserError("this model file predates the cross-fitted bank and head that adapt extends; train it again with this anomalycli")
-    if not model.calibration.scores or 1 not in model.calibration.labels:
-        raise UserError("this model file keeps no calibration scores of defects to set the new threshold against; train it again with labelled defects")
+    if not model.calibration.scores:
+        raise UserError("this model file keeps no calibration scores to set the new threshold against; train it again with this anomalycli")
     int8_backbone.require_training_features(model.net, "the new good parts would not match its bank")
 
 

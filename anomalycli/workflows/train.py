@@ -387,8 +387,6 @@ def _train_patchcore(options, config, samples, device, show_progress):
         **turned.config(),
         **precision,
     }
-    if turned.orientation.kind == "free":
-        notes.append(f"orientation: {turned.orientation.reason}")
     pixel, areas = _pixel_threshold(out_of_fold, labels, kept, options.image_size, net.map_blur, config["framing"])
     model = AnomalyModel("patchcore", net, {**config, **pixel}, calibration=None)
     _calibrate(model, labels, out_of_fold.scores, options.operating_rule(), "out-of-fold", notes, areas=areas)
