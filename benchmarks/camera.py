@@ -30,7 +30,7 @@ from benchmarks.station import _start, predict_per_image
 TITLE = "Straight from the camera: frames judged, and the archive over a long run"
 COUNTS = {"seconds": 20, "latency": 100, "pngs": 200, "parts": 20_000}
 QUICK_COUNTS = {"seconds": 3, "latency": 10, "pngs": 10, "parts": 300}
-ARCHIVE_BYTES = 25_000_000
+ARCHIVE_BYTES = 15_000_000
 ARCHIVE_GOOD_EVERY = 10
 
 

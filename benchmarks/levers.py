@@ -122,6 +122,27 @@ LEVERS = [
         "2026-12-05",
     ),
     (
+        "few goods",
+        "a bank of 6,144 or 12,288 rows instead of 8,192 (16 screws learnt at 24 turns)",
+        "screws AUROC 0.914 / 0.917 (6,144), 0.925 / 0.943 (12,288) against 0.925 / 0.937 (8,192), two draws",
+        "6,144 loses 0.015; 12,288 gains 0.003 for a search 1.5x as long",
+        "2026-12-05",
+    ),
+    (
+        "few goods",
+        "12 turns of 30 degrees instead of 24 of 15 (16 screws)",
+        "screws AUROC 0.921 / 0.900 against 0.925 / 0.937, two draws; fit 17 against 26 s",
+        "0.02 AUROC for 9 s of fit",
+        "2026-12-05",
+    ),
+    (
+        "few goods",
+        "the magnetic tiles' goods learnt turned (24 turns), or their 8 quarter turns and mirror images",
+        "magtiles AUROC at 16 goods 0.837 / 0.814 (24 turns), 0.856 / 0.833 (8 copies) against 0.838 / 0.825 as they are, two draws",
+        "a surface of varied shapes is not a part lying at an angle: the few-goods gap there is not orientation",
+        "2026-12-05",
+    ),
+    (
         "speed",
         "OpenVINO for the int8 backbone",
         "5.7 ms an image against ONNX Runtime's 9.4",
