@@ -348,6 +348,30 @@ def test_a_double_trigger_and_a_trigger_without_an_image_each_reach_the_plc_as_a
     ]
 
 
+def test_an_inbox_stations_archive_keeps_the_flagged_and_unreadable_files_with_heat_maps_and_the_journal_names_them(
+    parts, patchcore_model, running_station, tmp_path
+):
+    path = write_station(tmp_path, {1: patchcore_model}, extra='[archive]\npath = "kept"\nkeep_good_every = 0\nmin_free_mb = 0')
+    station = running_station(path)
+    bad = sorted(parts.glob("not-good/*.png"))[:3]
+    good = sorted(parts.glob("good/*.png"))[:3]
+    drop(good + bad, tmp_path / "inbox", [f"part{i}.png" for i in range(6)])
+    (tmp_path / "inbox" / "part9.png").write_bytes(b"not an image")
+    deadline = time.monotonic() + 30
+    while len(journal_rows(tmp_path / "verdicts.csv")) < 7 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    station.stop_running()
+    rows = journal_rows(tmp_path / "verdicts.csv")
+    for row in rows:
+        kept = tmp_path / "kept" / row["archived"]
+        if row["verdict"] == "normal":
+            assert row["archived"] == ""  # keep_good_every = 0: no good image kept
+        else:
+            assert row["archived"] and kept.is_file(), row
+            assert kept.with_name(kept.stem + ".heatmap.png").is_file() == (row["verdict"] == "anomaly")
+    assert any(r["verdict"] == "error" and r["archived"].endswith("_ERR_nan.png") for r in rows)
+
+
 def test_a_trigger_keeps_its_part_while_its_image_is_still_being_written(patchcore_model, parts, running_station, tmp_path):
     path = write_station(tmp_path, {1: patchcore_model}, extra="[station]\ntrigger_timeout = 10.0")
     path.write_text(path.read_text().replace("[source]\n", '[source]\nmode = "trigger"\n').replace("settle_seconds = 0.5", "settle_seconds = 2.0"))

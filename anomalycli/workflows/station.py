@@ -223,9 +223,8 @@ class Station:
             return ""
         heatmap = None
         if self.heatmaps and judged.verdict == "anomaly" and judged.scored.map is not None:
-            model = self.lines[recipe].model
-            rgb = image if not isinstance(image, Path) else None
-            heatmap = overlay(rgb.convert("RGB") if rgb is not None else load_image(image), judged.scored.map, map_scale(model))
+            pixels = load_image(image) if isinstance(image, Path) else image.convert("RGB")
+            heatmap = overlay(pixels, judged.scored.map, map_scale(self.lines[recipe].model))
         judged.scored.map = None
         return self.archive.keep(image, judged.verdict, judged.scored.score, part_id, recipe, heatmap)
 
@@ -292,7 +291,7 @@ class Station:
                     self.handshake.unclaim_trigger(trigger)
                 return
             judged.bytes, judged.mtime_ns = identity[1], identity[2]
-            archived = self._archive(path if judged.verdict != "error" else None, judged, part_id, recipe)
+            archived = self._archive(path, judged, part_id, recipe)
             result = self.handshake.new_result(part_id, recipe, judged.scored.score, judged.verdict == "anomaly", code)
             self._record(result, judged, line.identity["sha256"], shown=shown, extra={"archived": archived})
         finally:

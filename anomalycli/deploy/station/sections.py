@@ -17,17 +17,25 @@ def _whole_number(value, least: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
-def camera(source: dict, base: Path, name: str, mistakes: list[str]) -> dict | None:
-    """[source.camera], checked; its mistakes appended."""
-    raw = source.get("camera")
+def _subsection(source: dict, section: str, known: set[str], name: str, mistakes: list[str]) -> dict | None:
+    """[source.SECTION] as written, or None where absent or not a section; unknown keys are mistakes."""
+    raw = source.get(section)
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        mistakes.append(f"{name}: camera must be a section, [source.camera]")
+        mistakes.append(f"{name}: {section} must be a section, [source.{section}]")
         return None
     for key in raw:
-        if key not in CAMERA_KEYS:
-            mistakes.append(f"{name}: unknown key {key} in [source.camera]; it takes {', '.join(sorted(CAMERA_KEYS))}")
+        if key not in known:
+            mistakes.append(f"{name}: unknown key {key} in [source.{section}]; it takes {', '.join(sorted(known))}")
+    return raw
+
+
+def camera(source: dict, base: Path, name: str, mistakes: list[str]) -> dict | None:
+    """[source.camera], checked; its mistakes appended."""
+    raw = _subsection(source, "camera", CAMERA_KEYS, name, mistakes)
+    if raw is None:
+        return None
     camera = {
         "cti": raw.get("cti"),
         "index": raw.get("index", 0),
@@ -59,15 +67,9 @@ def camera(source: dict, base: Path, name: str, mistakes: list[str]) -> dict | N
 
 def video(source: dict, name: str, mistakes: list[str]) -> dict | None:
     """[source.video], checked; its mistakes appended."""
-    raw = source.get("video")
+    raw = _subsection(source, "video", VIDEO_KEYS, name, mistakes)
     if raw is None:
         return None
-    if not isinstance(raw, dict):
-        mistakes.append(f"{name}: video must be a section, [source.video]")
-        return None
-    for key in raw:
-        if key not in VIDEO_KEYS:
-            mistakes.append(f"{name}: unknown key {key} in [source.video]; it takes {', '.join(sorted(VIDEO_KEYS))}")
     video = {"url": raw.get("url"), "every": raw.get("every", 1), "queue": raw.get("queue", 8)}
     if not isinstance(video["url"], str) or not video["url"]:
         mistakes.append(f'{name}: [source.video] needs url = "rtsp://..." (a stream), a video file\'s path, or "0" (a USB camera\'s index)')
