@@ -9,6 +9,7 @@ import typer
 from anomalycli.cli.common import ENGINE_HELP, check_threshold, model_and_target, say_line, user_errors
 from anomalycli.errors import UsageError
 from anomalycli.workflows import watch as line_watch
+from anomalycli.workflows import watch_camera
 
 
 @user_errors
@@ -41,12 +42,21 @@ def watch_command(
         False, "--regions", help="Each row also counts the image's defect regions and gives the largest one's area (about 8 % more time)."
     ),
     engine: str = typer.Option("auto", help=ENGINE_HELP),
+    camera: Optional[Path] = typer.Option(
+        None,
+        "--camera",
+        metavar="SOURCE.toml",
+        help="Judge a camera's frames instead of a folder: a file with [source.camera] (GenICam) or [source.video], and [archive] (README: From the camera).",
+    ),
 ) -> None:
     """Judge every image that arrives in a folder, once, as it arrives; each verdict a row in a journal.
 
     Stops cleanly on Ctrl-C or SIGTERM, after the image in hand; started again with the same
     journal, it judges what arrived meanwhile and nothing twice.
     """
+    if camera is not None:
+        _watch_camera(args, model_option, camera, journal, threshold, regions, engine)
+        return
     model_path, inbox = model_and_target(args, model_option, "INBOX")
     if inbox is None:
         raise UsageError("give the folder to watch: anomaly watch [MODEL] INBOX --journal FILE.csv")
@@ -57,3 +67,14 @@ def watch_command(
     stop = threading.Event()
     with line_watch.stop_on_signals(stop):
         line_watch.watch(model_path, engine, options, say_line, stop)
+
+
+def _watch_camera(args, model_option, camera: Path, journal, threshold, regions: bool, engine: str) -> None:
+    model_path, target = model_and_target(args, model_option, "INBOX")
+    if target is not None:
+        raise UsageError("--camera judges the camera's frames: give the model only, not a folder as well")
+    if journal is None:
+        raise UsageError("give the journal every verdict is written to: --journal FILE.csv")
+    stop = threading.Event()
+    with line_watch.stop_on_signals(stop):
+        watch_camera.watch_camera(model_path, engine, camera, journal, check_threshold(threshold), say_line, stop, regions)

@@ -44,8 +44,9 @@ def identity(row: dict) -> tuple[str, str, str]:
 class Journal:
     """An open journal file: the identities of the images it holds, and ``append``."""
 
-    def __init__(self, path: Path, columns: tuple[str, ...] = COLUMNS, older: tuple[tuple[str, ...], ...] = ()):
+    def __init__(self, path: Path, columns: tuple[str, ...] = COLUMNS, older: tuple[tuple[str, ...], ...] = (), kind: str = "anomaly watch or serve"):
         self.path = Path(path)
+        self.kind = kind  # which program's journal, for the line that refuses another's
         self.columns = columns  # COLUMNS, then any a program adds after them (the station's)
         self.older = older  # the columns of this program's journals before its last ones were added: such a journal gets them, empty
         self.last: dict | None = None  # the last whole row, as read when it was opened
@@ -72,8 +73,7 @@ class Journal:
         lines = text.split("\n")
         header = lines[0].rstrip("\r").split(",")
         if header != list(self.columns) and tuple(header) not in self.older:
-            kind = "anomaly watch or serve" if self.columns == COLUMNS else "anomaly station"
-            raise JournalError(f"{self.path} is not a journal of {kind} (its first line is not {','.join(self.columns)}); give another journal file")
+            raise JournalError(f"{self.path} is not a journal of {self.kind} (its first line is not {','.join(self.columns)}); give another journal file")
         # A journal from before the last columns were added: its rows get them, empty.
         padding = "," * (len(self.columns) - len(header))
         complete, torn = lines[1:-1], lines[-1]  # the text after the last line end is a cut row

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from anomalycli.data.images import ImageError, load_image, original_size, read_image_array, resized_array
+from anomalycli.data.images import ImageError, original_size, read_image_array
 from anomalycli.data.inbox import Inbox
 from anomalycli.deploy import journal as journals
 from anomalycli.deploy.archive import Archive, ArchivePolicy
@@ -38,13 +38,13 @@ from anomalycli.deploy.station.modbus import ModbusServer
 from anomalycli.deploy.station.mqtt import MqttPublisher
 from anomalycli.deploy.station.opcua import OpcUaServer
 from anomalycli.errors import UserError
-from anomalycli.views.heatmaps import map_scale, overlay
+from anomalycli.workflows.camera_frames import FRAME_COLUMNS, frame_name, judge_frame, keep, next_frames
 
 # The journal's columns: watch's, then the part, its place in the PLC's sequence, the recipe and
 # model that judged it, the error code the PLC was shown, the camera frame's ID and timestamp (from
 # a camera), and the image's file in the archive (where it was kept).
 BEFORE_CAMERAS = (*journals.COLUMNS, "part_id", "seq", "recipe", "model_sha256", "error_code")
-COLUMNS = (*BEFORE_CAMERAS, "frame_id", "frame_timestamp_ns", "archived")
+COLUMNS = (*BEFORE_CAMERAS, *FRAME_COLUMNS)
 MODEL_CHECK_SECONDS = 1.0  # how often the recipes' model files are looked at for a replacement
 
 
@@ -60,7 +60,7 @@ def check(path: Path) -> list[str]:
         except UserError as exc:
             mistakes.append(f"recipe {number}: {exc}")
     try:
-        journals.Journal(station.journal, COLUMNS, (BEFORE_CAMERAS,)).close()
+        journals.Journal(station.journal, COLUMNS, (BEFORE_CAMERAS,), "anomaly station").close()
     except UserError as exc:
         mistakes.append(str(exc))
     for section, server in (("modbus", station.modbus), ("opcua", station.opcua), ("http", station.http)):
@@ -75,7 +75,7 @@ class Station:
 
     def __init__(self, station: config.StationFile, say: Callable[[str], None] = print, clock: Callable[[], float] = time.monotonic):
         self.file, self.say, self.clock = station, say, clock
-        self.journal = journals.Journal(station.journal, COLUMNS, (BEFORE_CAMERAS,))
+        self.journal = journals.Journal(station.journal, COLUMNS, (BEFORE_CAMERAS,), "anomaly station")
         last_seq = (self.journal.last or {}).get("seq", "")
         self.handshake = Handshake(station.recipe, int(last_seq) + 1 if str(last_seq).isdigit() else 1, station.queue, station.trigger_timeout, clock)
         self.modbus = ModbusServer(self.handshake, station.modbus["host"], station.modbus["port"]) if station.modbus else None
@@ -177,11 +177,8 @@ class Station:
                 self._consider(path)
             return
         self._fire_for_trigger()
-        frame, dropped = self.acquisition.get(timeout), self.acquisition.dropped
-        while dropped and (frame is None or dropped[0].arrived <= frame.arrived):  # in the order the frames came
-            self._consider_frame(dropped.popleft(), signals.FRAME_DROPPED)
-        if frame is not None:
-            self._consider_frame(frame, signals.FRAME_LOST)
+        for frame, dropped in next_frames(self.acquisition, timeout):
+            self._consider_frame(frame, signals.FRAME_DROPPED if dropped else signals.FRAME_LOST)
 
     def _fire_for_trigger(self) -> None:
         """With a software-triggered camera: fire it once for each trigger the PLC gave."""
@@ -198,35 +195,25 @@ class Station:
         free_running = self.file.video is not None or self.file.camera["trigger"] == "free"
         if self.file.mode == "trigger" and free_running and self.handshake.next_trigger() is None:
             return
-        name = f"{frame.camera}/frame {frame.frame_id}"
-        trigger, recipe, part_id, shown = self._part(name)
+        trigger, recipe, part_id, shown = self._part(frame_name(frame))
         line = self.lines[recipe]
         self.handshake.job_started()
         try:
-            if frame.image is None:
-                scored = scored_row(Path(name), float("nan"), float("nan"), frame.error, 0.5)
-                judged, code = Judged(name, scored, 1000 * (time.monotonic() - frame.arrived)), error_code
-            else:
-                pixels = resized_array(frame.image, line.image_size, line.framing).transpose(2, 0, 1)
-                judged, code = self._judge_pixels(line, name, pixels, "", frame.arrived, [frame.image.size] if line.wants_sizes else None)
-            archived = self._archive(frame.image, judged, part_id, recipe)
+            try:
+                judged, said = judge_frame(line, frame)
+                code = error_code if judged.verdict == "error" else 0
+            except Exception as exc:  # a model that fails is an NG with an error code, never a silent pass
+                failed = scored_row(Path(frame_name(frame)), float("nan"), float("nan"), f"the model failed: {type(exc).__name__}: {exc}", 0.5)
+                judged, said, code = Judged(frame_name(frame), failed, 1000 * (time.monotonic() - frame.arrived)), [], signals.MODEL_FAILED
+            for text in said:
+                self.say(text)
+            archived = keep(self.archive, frame.image, judged, line, self.heatmaps, part_id, recipe)
             extra = {"frame_id": frame.frame_id, "frame_timestamp_ns": frame.timestamp_ns or "", "archived": archived}
             result = self.handshake.new_result(part_id, recipe, judged.scored.score, judged.verdict == "anomaly", code)
             self._record(result, judged, line.identity["sha256"], shown=shown, extra=extra)
             self.journal.forget(lambda key: False)  # a frame never comes again: nothing to remember it by
         finally:
             self.handshake.job_done()
-
-    def _archive(self, image, judged: Judged, part_id: int, recipe: int) -> str:
-        """The part's image kept in the archive where its policy says; its name there, or ""."""
-        if self.archive is None or image is None:
-            return ""
-        heatmap = None
-        if self.heatmaps and judged.verdict == "anomaly" and judged.scored.map is not None:
-            pixels = load_image(image) if isinstance(image, Path) else image.convert("RGB")
-            heatmap = overlay(pixels, judged.scored.map, map_scale(self.lines[recipe].model))
-        judged.scored.map = None
-        return self.archive.keep(image, judged.verdict, judged.scored.score, part_id, recipe, heatmap)
 
     def _switch_recipe(self) -> None:
         wanted = self.handshake.recipe_wanted()
@@ -291,7 +278,7 @@ class Station:
                     self.handshake.unclaim_trigger(trigger)
                 return
             judged.bytes, judged.mtime_ns = identity[1], identity[2]
-            archived = self._archive(path, judged, part_id, recipe)
+            archived = keep(self.archive, path, judged, line, self.heatmaps, part_id, recipe)
             result = self.handshake.new_result(part_id, recipe, judged.scored.score, judged.verdict == "anomaly", code)
             self._record(result, judged, line.identity["sha256"], shown=shown, extra={"archived": archived})
         finally:

@@ -1,0 +1,62 @@
+"""What ``anomaly station`` and ``anomaly watch --camera`` both do with a camera's frames: take them
+in the order they came (dropped ones as error markers among them), judge one, keep its image in the
+archive. No PyTorch here, as in both."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from PIL import Image
+
+from anomalycli.data.images import load_image, resized_array
+from anomalycli.deploy.archive import Archive
+from anomalycli.deploy.camera.acquisition import Acquisition
+from anomalycli.deploy.camera.frames import Frame
+from anomalycli.deploy.line import Judged, Line
+from anomalycli.deploy.scoring import scored_row
+from anomalycli.views.heatmaps import map_scale, overlay
+
+# Journal columns a frame adds to a row: the camera's frame ID and timestamp, and the archived file.
+FRAME_COLUMNS = ("frame_id", "frame_timestamp_ns", "archived")
+
+
+def next_frames(acquisition: Acquisition, timeout: float) -> list[tuple[Frame, bool]]:
+    """The frames to judge now, in the order they came: (frame, dropped) each; the markers of frames
+    dropped before the next frame first, then that frame (waiting ``timeout`` for it)."""
+    frame, dropped = acquisition.get(timeout), acquisition.dropped
+    out = []
+    while dropped and (frame is None or dropped[0].arrived <= frame.arrived):
+        out.append((dropped.popleft(), True))
+    if frame is not None:
+        out.append((frame, False))
+    return out
+
+
+def frame_name(frame: Frame) -> str:
+    """A frame's name in the journal: its camera and frame ID."""
+    return f"{frame.camera}/frame {frame.frame_id}"
+
+
+def judge_frame(line: Line, frame: Frame) -> tuple[Judged, list[str]]:
+    """The frame judged by ``line`` (a frame without an image: its error), and the lines to say."""
+    name = frame_name(frame)
+    if frame.image is None:
+        return Judged(name, scored_row(Path(name), float("nan"), float("nan"), frame.error, 0.5), 1000 * (time.monotonic() - frame.arrived)), []
+    pixels = resized_array(frame.image, line.image_size, line.framing).transpose(2, 0, 1)
+    (judged,), said = line.judge([name], pixels[None], [""], [frame.arrived], [frame.image.size] if line.wants_sizes else None)
+    return judged, said
+
+
+def keep(archive: Archive | None, image: Image.Image | Path | None, judged: Judged, line: Line, heatmaps: bool, part_id="", recipe="") -> str:
+    """The part's image kept where the archive's policy says, with its heat map beside a flagged one
+    where ``heatmaps``; its name in the archive, or "". The map is let go either way."""
+    if archive is None or image is None:
+        judged.scored.map = None
+        return ""
+    heatmap = None
+    if heatmaps and judged.verdict == "anomaly" and judged.scored.map is not None:
+        pixels = load_image(image) if isinstance(image, Path) else image.convert("RGB")
+        heatmap = overlay(pixels, judged.scored.map, map_scale(line.model))
+    judged.scored.map = None
+    return archive.keep(image, judged.verdict, judged.scored.score, part_id, recipe, heatmap)
