@@ -273,24 +273,28 @@ def write_video(path: Path, frames: int) -> Path:
     return path
 
 
+def killed_and_restarted(command: list[str], journal: Path, kill_after: int, all_rows: int) -> list[dict]:
+    """The journal's rows after ``command`` is killed (SIGKILL) once it has ``kill_after`` rows,
+    started again, and stopped (SIGTERM) once it has ``all_rows``."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    assert wait_for(lambda: journal.exists() and len(rows_of(journal)) >= kill_after, timeout=60)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    assert len(rows_of(journal)) < all_rows, "killed too late to test a restart"
+    second = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    assert wait_for(lambda: len(rows_of(journal)) >= all_rows, timeout=60)
+    time.sleep(0.5)
+    second.send_signal(signal.SIGTERM)
+    second.wait(20)
+    return rows_of(journal)
+
+
 def test_a_video_file_is_judged_frame_by_frame_none_dropped_and_once_through_a_kill_and_a_restart(patchcore_model, tmp_path):
     video = write_video(tmp_path / "line.avi", 60)
     path = station_file(tmp_path, patchcore_model, f'[source.video]\nurl = "{video}"\nqueue = 2')
     journal = tmp_path / "verdicts.csv"
-    command = [sys.executable, "-m", "anomalycli", "station", str(path)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    assert wait_for(lambda: journal.exists() and len(rows_of(journal)) >= 10, timeout=60)
-    first.send_signal(signal.SIGKILL)
-    first.wait(10)
-    before = len(rows_of(journal))
-    assert before < 60
-    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    assert wait_for(lambda: len(rows_of(journal)) >= 60, timeout=60)
-    time.sleep(0.5)
-    second.send_signal(signal.SIGTERM)
-    second.wait(20)
-    rows = rows_of(journal)
+    rows = killed_and_restarted([sys.executable, "-m", "anomalycli", "station", str(path)], journal, 10, 60)
     assert [int(r["frame_id"]) for r in rows] == list(range(1, 61))
     assert [int(r["seq"]) for r in rows] == list(range(1, 61))
     assert all(r["error_code"] == "0" for r in rows)  # a file waits for the model: no frame dropped
@@ -441,17 +445,7 @@ def test_watch_reads_a_video_file_once_through_a_kill_and_a_restart(patchcore_mo
     source.write_text(f'[source.video]\nurl = "{video}"\nqueue = 2\n')
     journal = tmp_path / "journal.csv"
     command = [sys.executable, "-m", "anomalycli", "watch", str(patchcore_model), "--camera", str(source), "--journal", str(journal)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    assert wait_for(lambda: journal.exists() and len(rows_of(journal)) >= 5, timeout=60)
-    first.send_signal(signal.SIGKILL)
-    first.wait(10)
-    second = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    assert wait_for(lambda: len(rows_of(journal)) >= 40, timeout=60)
-    time.sleep(0.5)
-    second.send_signal(signal.SIGTERM)
-    second.wait(20)
-    rows = rows_of(journal)
+    rows = killed_and_restarted(command, journal, 5, 40)
     assert [int(r["frame_id"]) for r in rows] == list(range(1, 41)) and all(r["verdict"] != "error" for r in rows)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from anomalycli.data.images import load_image, resized_array
-from anomalycli.deploy.archive import Archive
+from anomalycli.deploy.archive import Archive, ArchivePolicy
 from anomalycli.deploy.camera.acquisition import Acquisition
 from anomalycli.deploy.camera.frames import Frame
 from anomalycli.deploy.line import Judged, Line
@@ -19,6 +19,22 @@ from anomalycli.views.heatmaps import map_scale, overlay
 
 # Journal columns a frame adds to a row: the camera's frame ID and timestamp, and the archived file.
 FRAME_COLUMNS = ("frame_id", "frame_timestamp_ns", "archived")
+
+
+def archive_of(section: dict | None, say) -> Archive | None:
+    """The archive an [archive] section (``sections.archive``) describes, opened; None without one."""
+    if not section:
+        return None
+    keys = ("keep_good_every", "max_bytes", "max_files", "max_age_days", "min_free_mb")
+    return Archive(ArchivePolicy(Path(section["path"]), **{k: section[k] for k in keys}), say)
+
+
+def video_read_after(url: str, last_row: dict | None) -> int:
+    """The last frame of the video file ``url`` a journal holds (its last row's, where that row is
+    of this file), so that a restart reads on after it; 0 where none is."""
+    last = last_row or {}
+    of_this_file = str(last.get("path", "")).startswith(url + "/")
+    return int(last["frame_id"]) if of_this_file and str(last.get("frame_id", "")).isdigit() else 0
 
 
 def next_frames(acquisition: Acquisition, timeout: float) -> list[tuple[Frame, bool]]:

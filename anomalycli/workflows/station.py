@@ -24,7 +24,7 @@ import numpy as np
 from anomalycli.data.images import ImageError, original_size, read_image_array
 from anomalycli.data.inbox import Inbox
 from anomalycli.deploy import journal as journals
-from anomalycli.deploy.archive import Archive, ArchivePolicy
+from anomalycli.deploy.archive import Archive
 from anomalycli.deploy.camera.acquisition import Acquisition
 from anomalycli.deploy.camera.frames import Frame
 from anomalycli.deploy.camera.genicam_camera import GenICamCamera
@@ -38,7 +38,7 @@ from anomalycli.deploy.station.modbus import ModbusServer
 from anomalycli.deploy.station.mqtt import MqttPublisher
 from anomalycli.deploy.station.opcua import OpcUaServer
 from anomalycli.errors import UserError
-from anomalycli.workflows.camera_frames import FRAME_COLUMNS, frame_name, judge_frame, keep, next_frames
+from anomalycli.workflows.camera_frames import FRAME_COLUMNS, archive_of, frame_name, judge_frame, keep, next_frames, video_read_after
 
 # The journal's columns: watch's, then the part, its place in the PLC's sequence, the recipe and
 # model that judged it, the error code the PLC was shown, the camera frame's ID and timestamp (from
@@ -117,10 +117,9 @@ class Station:
             self.lines[number] = Line(model, with_maps=self.heatmaps, with_regions=self.file.regions)
             identity = self.lines[number].identity
             self.say(f"recipe {number}: {model.name} ({identity['method']}, sha256 {identity['sha256']}), {identity['engine']}")
-        if self.file.archive:
-            a = self.file.archive
-            policy = ArchivePolicy(Path(a["path"]), a["keep_good_every"], a["max_bytes"], a["max_files"], a["max_age_days"], a["min_free_mb"])
-            self.archive = Archive(policy, self.say)
+        self.archive = archive_of(self.file.archive, self.say)
+        if self.archive is not None:
+            policy = self.archive.policy
             self.say(f"archive: {policy.path} ({len(self.archive)} images kept; every flagged and error image, one good in {policy.keep_good_every})")
         camera = self._camera()
         if camera is None:
@@ -149,10 +148,7 @@ class Station:
             c = self.file.camera
             return GenICamCamera(Path(c["cti"]), c["index"], c["serial"], c["model"], c["trigger"], c["features"])
         if self.file.video:
-            last = self.journal.last or {}
-            url = self.file.video["url"]
-            after = int(last["frame_id"]) if str(last.get("frame_id", "")).isdigit() and last.get("path", "").startswith(url + "/") else 0
-            return VideoCamera(url, after)
+            return VideoCamera(self.file.video["url"], video_read_after(self.file.video["url"], self.journal.last))
         return None
 
     def _camera_state(self, connected: bool) -> None:

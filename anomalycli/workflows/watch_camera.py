@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Callable
 
 from anomalycli.deploy import journal as journals
-from anomalycli.deploy.archive import Archive, ArchivePolicy
 from anomalycli.deploy.camera.acquisition import Acquisition
 from anomalycli.deploy.camera.genicam_camera import GenICamCamera
 from anomalycli.deploy.camera.video import VideoCamera
 from anomalycli.deploy.line import Line
 from anomalycli.deploy.station import sections
 from anomalycli.errors import UsageError, UserError
-from anomalycli.workflows.camera_frames import FRAME_COLUMNS, judge_frame, keep, next_frames
+from anomalycli.workflows.camera_frames import FRAME_COLUMNS, archive_of, judge_frame, keep, next_frames, video_read_after
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -81,16 +80,11 @@ def watch_camera(
     heatmaps = bool(archive_section and archive_section["heatmaps"])
     line = Line(model_path, engine, threshold, with_maps=heatmaps, with_regions=regions)
     journal = journals.Journal(journal_path, COLUMNS, kind=KIND)
-    archive = None
-    if archive_section:
-        a = archive_section
-        archive = Archive(ArchivePolicy(Path(a["path"]), a["keep_good_every"], a["max_bytes"], a["max_files"], a["max_age_days"], a["min_free_mb"]), say)
+    archive = archive_of(archive_section, say)
     if camera:
         source, settings = GenICamCamera(Path(camera["cti"]), camera["index"], camera["serial"], camera["model"], camera["trigger"], camera["features"]), camera
     else:
-        last = journal.last or {}
-        after = int(last["frame_id"]) if str(last.get("frame_id", "")).isdigit() and str(last.get("path", "")).startswith(video["url"] + "/") else 0
-        source, settings = VideoCamera(video["url"], after), video
+        source, settings = VideoCamera(video["url"], video_read_after(video["url"], journal.last)), video
     acquisition = Acquisition(source, say, settings["queue"], settings["every"])
     counts = collections.Counter()
     for text in line.engine_lines:
