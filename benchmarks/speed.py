@@ -13,7 +13,8 @@ than a camera's: the whole default predict is timed on them too, to say how much
              timed in turn, round after round
   search     the memory-bank search and score alone on those maps, its products in float32,
              bfloat16 (PyTorch) and int8 (ONNX Runtime)
-  process    the whole ``anomaly predict MODEL FOLDER`` command: the default model, the fp32 one,
+  process    the whole ``anomaly predict MODEL FOLDER`` command: the default model (also on the
+             images saved as JPEG at quality 90, with how far its scores move), the fp32 one,
              the same two with ``--fast``, and the default model's ``anomaly export`` file; with
              ``--baseline REV`` also the code of git revision REV on the fp32 models (its default
              then) and on the file it exports from the fp32 model; each repeat runs them all in turn
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -79,6 +81,36 @@ def upscaled_copies(paths: list[Path], folder: Path, size: int = 1024) -> list[P
             image.resize((size, size), Image.BICUBIC).save(copy)
         copies.append(copy)
     return copies
+
+
+JPEG_QUALITY = 90
+
+
+def jpeg_copies(paths: list[Path], folder: Path) -> list[Path]:
+    """The line's images saved as JPEG at ``JPEG_QUALITY`` (as a camera program may save them), same names."""
+    folder.mkdir()
+    copies = []
+    for path in paths:
+        copies.append(folder / (path.stem + ".jpg"))
+        with Image.open(path) as image:
+            image.save(copies[-1], quality=JPEG_QUALITY)
+    return copies
+
+
+def jpeg_scores(model: Path, pngs: Path, jpegs: Path, tmp: Path) -> dict:
+    """How far the default model's 0..1 scores of the JPEG copies lie from the PNGs', and how many verdicts differ."""
+    import csv
+
+    rows = {}
+    for name, folder in (("png", pngs), ("jpeg", jpegs)):
+        out = tmp / f"scores-{name}.csv"
+        subprocess.run(anomaly_command("predict", str(model), str(folder), "--output", str(out)), check=True, capture_output=True)
+        with open(out, newline="") as handle:
+            rows[name] = {Path(r["path"]).stem: r for r in csv.DictReader(handle)}
+    both = [stem for stem in rows["png"] if stem in rows["jpeg"]]
+    moved = [abs(float(rows["png"][s]["score"]) - float(rows["jpeg"][s]["score"])) for s in both]
+    flipped = sum(rows["png"][s]["verdict"] != rows["jpeg"][s]["verdict"] for s in both)
+    return {"jpeg_score_change_median": statistics.median(moved), "jpeg_score_change_max": max(moved), "jpeg_verdicts_changed": flipped, "jpeg_n": len(both)}
 
 
 def fit_process(data: Path, run_dir: Path, *options: str) -> tuple[float, float]:
@@ -169,12 +201,14 @@ def run(data_sets: list[Path], quick: bool, images: int = 320, repeats: int = 3,
             upscaled.mkdir()
             paths, out["images"] = line_images(data, own, folder, 8 if quick else images, quick)
             upscaled_copies(own[: len(paths)], upscaled)
+            jpeg_copies(paths, tmp / "jpeg")
             out["n_predicted"] = len(paths)
             out.update(stages(models["default"], paths, 1 if quick else repeats))
             with contextlib.ExitStack() as stack:
                 commands = {name: (anomaly_command("predict", str(model), str(folder)), None, None) for name, model in models.items()}
                 commands["export"] = (anomaly_command("predict", str(exported(models["default"], tmp / "default.onnx")), str(folder)), None, None)
                 commands["default_upscaled"] = (anomaly_command("predict", str(models["default"]), str(upscaled)), None, None)
+                commands["default_jpeg"] = (anomaly_command("predict", str(models["default"]), str(tmp / "jpeg")), None, None)
                 if baseline:
                     out["baseline"] = baseline
                     tree = stack.enter_context(worktree_of(baseline, tmp / "baseline"))
@@ -192,6 +226,7 @@ def run(data_sets: list[Path], quick: bool, images: int = 320, repeats: int = 3,
                 starts = {name: ([*commands[name][0][:-1], str(one)], *commands[name][1:]) for name in ONE_IMAGE if name in commands}
                 for name, (seconds, _) in interleaved_process_seconds(starts, 1 if quick else ONE_IMAGE_REPEATS).items():
                     out[f"one_image_{name}"] = seconds
+            out.update(jpeg_scores(models["default"], folder, tmp / "jpeg", tmp))
             log(f"  {data.name}: predict {1000 * out['process_default']:.1f} ms an image, whole process")
             runs.append(out)
     return {"runs": runs}
@@ -255,6 +290,7 @@ ROWS = [  # key, what
     ("search_bfloat16", "bank search and score alone, bfloat16 products (PyTorch; the default where native and int8 is not)"),
     ("search_int8", "bank search and score alone, int8 products (ONNX Runtime; the default where the CPU has VNNI)"),
     ("process_default", "whole `anomaly predict` process, default model (the scoring graph its file carries, on ONNX Runtime, no PyTorch)"),
+    ("process_default_jpeg", f"whole `anomaly predict` process, default model, on the same images saved as JPEG (quality {JPEG_QUALITY})"),
     (
         "process_default_upscaled",
         "whole `anomaly predict` process, default model, on 1024 px copies upscaled from the set's images (smooth: they decode faster)",
@@ -315,6 +351,11 @@ def section(result: dict) -> str:
         ]
         if "core_limit" in r:
             ratios.append(f"default whole process / the core-time limit: **{r['core_limit'] / r['process_default']:.0%}**")
+        if "process_default_jpeg" in r:
+            ratios.append(
+                f"JPEG (quality {JPEG_QUALITY}) / PNG, whole process: **{r['process_default'] / r['process_default_jpeg']:.2f}x**; its 0..1 scores moved "
+                f"{r['jpeg_score_change_median']:.3f} (median), {r['jpeg_score_change_max']:.3f} at most; verdicts changed {r['jpeg_verdicts_changed']} of {r['jpeg_n']}"
+            )
         if "process_baseline" in r:
             ratios.insert(0, f"default / revision {r['baseline']}'s default: **{r['process_baseline'] / r['process_default']:.2f}x**")
         if "process_fast_baseline" in r:
