@@ -57,3 +57,16 @@ def test_one_size_is_one_line(parts):
     result = run_cli("inspect", parts)
     lines = result.output.splitlines()
     assert lines[lines.index("image sizes") + 1] == "64x64, all 36 images"
+
+
+def test_inspect_says_how_train_would_take_the_goods_orientation(parts, tmp_path):
+    from tests.test_orientation import key
+
+    run_cli("inspect", parts, "--json", tmp_path / "facts.json")
+    assert json.loads((tmp_path / "facts.json").read_text())["orientation"]["kind"] == "fixed"  # the synthetic disks lie alike
+    rng = np.random.default_rng(0)
+    (tmp_path / "keys" / "good").mkdir(parents=True)
+    for i in range(6):
+        key(rng.uniform(0, 360), rng).save(tmp_path / "keys" / "good" / f"{i}.png")
+    output = run_cli("inspect", tmp_path / "keys").output
+    assert "orientation (patchcore, from a few goods): free" in " ".join(output.split())

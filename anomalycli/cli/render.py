@@ -53,6 +53,9 @@ def inspection_tables(facts: dict) -> list:
     ratio = facts["imbalance_ratio"]
     imbalance = f"imbalance {ratio:.1f}:1 — {facts['imbalance_verdict']}" if ratio else facts["imbalance_verdict"]
     out = [_heading(f"{facts['root']}: {facts['layout']}"), counts, Text(imbalance)]
+    turned = facts.get("orientation")
+    if turned:
+        out.append(Text(f"orientation (patchcore, from a few goods): {turned['kind']}: {turned['reason']}"))
 
     if facts["defect_types"]:
         types = Table()

@@ -10,8 +10,10 @@ from PIL import Image
 from anomalycli import files
 from anomalycli.data.images import ImageError, load_image
 from anomalycli.data.layouts import Dataset
+from anomalycli.data.orientation import orientation
 from anomalycli.data.resolution import plan_sizes
 from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE
+from anomalycli.errors import UserError
 
 MOST_COMMON_SIZES = 3
 # Areas further apart than this count as sizes that "vary a lot" (a 2x difference in each side).
@@ -135,9 +137,27 @@ def inspect_dataset(dataset: Dataset) -> dict:
             n_anomaly,
             DEFAULT_IMAGE_SIZE["patchcore"],
         ).to_dict(),
+        # How train (patchcore) would take the goods' orientation: measured on a few of them (data/orientation.py).
+        "orientation": _orientation(dataset.samples),
         "image_modes": dict(modes.most_common()),
         "masks": sum(1 for s in dataset.samples if s.mask),
         "unreadable": unreadable,
         "duplicates": duplicates,
         "skipped_files": [str(p) for p in dataset.skipped],
     }
+
+
+ORIENTATION_SAMPLE = 16  # goods the orientation is measured on: enough to tell, quick on any data set
+
+
+def _orientation(samples) -> dict | None:
+    """What ``data/orientation.py`` says of the first ``ORIENTATION_SAMPLE`` readable goods (None with fewer than 2)."""
+    images = []
+    for sample in (s for s in samples if s.label == 0):
+        try:
+            images.append(load_image(sample.path))
+        except UserError:
+            continue
+        if len(images) == ORIENTATION_SAMPLE:
+            break
+    return orientation(images).to_dict() if len(images) >= 2 else None
