@@ -200,9 +200,9 @@ def calibrate(
         warning = goods_only_line(len(normal), max_fpr)
     if min_area_px:
         rule_text += f"; {describe_size_rule(min_area_px)}"
-    expected = (
-        operating_point(labels, scores, threshold) if len(anomaly) else {**operating_point(labels, scores, threshold), **goods_only_point(len(normal), max_fpr)}
-    )
+    expected = operating_point(labels, scores, threshold)
+    if not len(anomaly):
+        expected.update(goods_only_point(len(normal), max_fpr))
     if len(anomaly) >= 2 and len(normal) >= 2:
         select = select or (lambda fit: (scores, choose_threshold(labels[fit], scores[fit], rule)))
         expected = cross_validated_point(labels, select)

@@ -199,8 +199,7 @@ class Station:
                 judged, said = judge_frame(line, frame)
                 code = error_code if judged.verdict == "error" else 0
             except Exception as exc:  # a model that fails is an NG with an error code, never a silent pass
-                failed = scored_row(Path(frame_name(frame)), float("nan"), float("nan"), f"the model failed: {type(exc).__name__}: {exc}", 0.5)
-                judged, said, code = Judged(frame_name(frame), failed, 1000 * (time.monotonic() - frame.arrived)), [], signals.MODEL_FAILED
+                judged, said, code = _model_failed(frame_name(frame), frame.arrived, exc), [], signals.MODEL_FAILED
             for text in said:
                 self.say(text)
             archived = keep(self.archive, frame.image, judged, line, self.heatmaps, part_id, recipe)
@@ -313,15 +312,10 @@ class Station:
                 return None, 0
             pixels, error = np.zeros((3, size, size), np.uint8), str(exc)
         sizes = [original_size(path)] if line.wants_sizes and not error else None
-        return self._judge_pixels(line, name, pixels, error, arrived, sizes)
-
-    def _judge_pixels(self, line: Line, name: str, pixels: np.ndarray, error: str, arrived: float, sizes: list | None) -> tuple[Judged, int]:
-        """Decoded pixels (uint8 3 x S x S; ``error``: why there are none) judged by ``line``, and the error code."""
         try:
             (judged,), said = line.judge([name], pixels[None], [error], [arrived], sizes)
         except Exception as exc:  # a model that fails is an NG with an error code, never a silent pass
-            scored = scored_row(Path(name), float("nan"), float("nan"), f"the model failed: {type(exc).__name__}: {exc}", 0.5)
-            return Judged(name, scored, 1000 * (time.monotonic() - arrived)), signals.MODEL_FAILED
+            return _model_failed(name, arrived, exc), signals.MODEL_FAILED
         for text in said:
             self.say(text)
         return judged, signals.UNREADABLE if judged.verdict == "error" else 0
@@ -384,6 +378,12 @@ def message(result: Result, row: dict, regions: list | None = None) -> dict:
     if regions is not None:
         out["regions"] = [r.to_dict() for r in regions]
     return out
+
+
+def _model_failed(name: str, arrived: float, exc: Exception) -> Judged:
+    """The part whose model raised ``exc``: an error verdict saying so."""
+    scored = scored_row(Path(name), float("nan"), float("nan"), f"the model failed: {type(exc).__name__}: {exc}", 0.5)
+    return Judged(name, scored, 1000 * (time.monotonic() - arrived))
 
 
 def _stamp(path: Path) -> tuple:
