@@ -100,3 +100,14 @@ def test_a_few_goods_give_a_model_that_works_aligned_parts_keep_a_rotation_a_def
     for sample, row in zip(test, rows):
         raw[sample.path.parent.name].append(row.raw)
     assert min(raw["bad"]) > max(raw["good"]), raw
+
+
+def test_an_unreadable_good_is_skipped_by_the_orientation_and_its_copies_and_reported_by_the_fit(tmp_path):
+    from anomalycli.workflows.train import TrainOptions, train
+
+    rng = np.random.default_rng(7)
+    write_parts(tmp_path / "data" / "good", [key(rng.uniform(0, 360), rng, size=64) for _ in range(5)])
+    (tmp_path / "data" / "good" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    result = train(TrainOptions(data=str(tmp_path / "data"), method="patchcore", image_size=64, run_dir=str(tmp_path / "run")), show_progress=False)
+    assert result.model.config["orientation"]["kind"] == FREE and result.model.calibration.n_normal == 5
+    assert any("unreadable" in warning for warning in result.warnings)

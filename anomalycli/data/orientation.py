@@ -20,9 +20,12 @@ No PyTorch here: ``anomaly inspect`` says the decision too.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from anomalycli.data.images import ImageError, load_image
 
 FREE, FIXED, AUTO = "free", "fixed", "auto"
 ORIENTATIONS = (AUTO, FREE, FIXED)
@@ -44,6 +47,20 @@ class Orientation:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "mirrored": self.mirrored, "spread_degrees": self.spread_degrees, "reason": self.reason}
+
+
+def readable_images(paths: list[Path], most: int | None = None) -> list[Image.Image]:
+    """The images at ``paths`` that decode (up to ``most``), skipping the others: an unreadable good
+    is the fit's to report, not a reason to stop measuring."""
+    images = []
+    for path in paths:
+        try:
+            images.append(load_image(path))
+        except ImageError:
+            continue
+        if most is not None and len(images) == most:
+            break
+    return images
 
 
 def part_of(image: Image.Image) -> np.ndarray:

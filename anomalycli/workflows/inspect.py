@@ -10,10 +10,9 @@ from PIL import Image
 from anomalycli import files
 from anomalycli.data.images import ImageError, load_image
 from anomalycli.data.layouts import Dataset
-from anomalycli.data.orientation import orientation
+from anomalycli.data.orientation import orientation, readable_images
 from anomalycli.data.resolution import plan_sizes
 from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE
-from anomalycli.errors import UserError
 
 MOST_COMMON_SIZES = 3
 # Areas further apart than this count as sizes that "vary a lot" (a 2x difference in each side).
@@ -152,12 +151,5 @@ ORIENTATION_SAMPLE = 16  # goods the orientation is measured on: enough to tell,
 
 def _orientation(samples) -> dict | None:
     """What ``data/orientation.py`` says of the first ``ORIENTATION_SAMPLE`` readable goods (None with fewer than 2)."""
-    images = []
-    for sample in (s for s in samples if s.label == 0):
-        try:
-            images.append(load_image(sample.path))
-        except UserError:
-            continue
-        if len(images) == ORIENTATION_SAMPLE:
-            break
+    images = readable_images([s.path for s in samples if s.label == 0], ORIENTATION_SAMPLE)
     return orientation(images).to_dict() if len(images) >= 2 else None

@@ -329,7 +329,9 @@ def _embed(
         notes.append(f"{len(errors)} unreadable training image(s) skipped")
     kept, folds = [samples[i] for i in readable], all_folds[readable]
     labels = torch.tensor([s.label for s in kept])
-    lacking = sorted(set(all_folds.tolist()) - set(folds[labels.numpy() == 0].tolist()))
+    # A fold left with no image at all (its only good unreadable: leave-one-out) is no fold; one left
+    # with defects and no good has no bank part of its own to be the complement of.
+    lacking = sorted(set(folds.tolist()) - set(folds[labels.numpy() == 0].tolist()))
     if lacking:
         raise UserError(f"cross-fitting fold {lacking[0]} has no readable good image; remove the unreadable files or lower --cv-folds")
     return features, labels, kept, folds

@@ -16,9 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-from anomalycli.data.images import load_image
 from anomalycli.data.layouts import Sample
-from anomalycli.data.orientation import FIXED, Orientation, orientation, turned_copies, turns
+from anomalycli.data.orientation import FIXED, Orientation, orientation, readable_images, turned_copies, turns
 
 log = logging.getLogger("anomalycli")
 
@@ -44,7 +43,7 @@ def turned_goods(samples: list[Sample], wanted: str, ignore_masks: bool = False)
         # A don't-care mask is in the goods' own frame: a turned copy would put it elsewhere.
         found = Orientation(FIXED, False, None, "--ignore masks are in the images' own frame: the goods are used as they are")
     else:
-        found = orientation([load_image(s.path) for s in goods], wanted)
+        found = orientation(readable_images([s.path for s in goods]), wanted)
     count = turns(len(goods), found.kind)
     if count == 1 and not found.mirrored:
         yield TurnedGoods(list(samples), {}, found, 1)
@@ -52,7 +51,8 @@ def turned_goods(samples: list[Sample], wanted: str, ignore_masks: bool = False)
     with tempfile.TemporaryDirectory(prefix="anomalycli-turned-") as folder:
         copies, copy_of = [], {}
         for i, good in enumerate(goods):
-            for k, image in enumerate(turned_copies(load_image(good.path), count, found.mirrored)[1:], start=1):
+            readable = readable_images([good.path])  # an unreadable good has no copies; the fit reports it
+            for k, image in enumerate(turned_copies(readable[0], count, found.mirrored)[1:] if readable else [], start=1):
                 path = Path(folder) / f"{i:05d}-{k:02d}.png"
                 image.save(path)
                 copies.append(replace(good, path=path, mask=None))
