@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -140,13 +141,15 @@ def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
     out = {"method": model.method, "image_size": size, "bank": int(model.config["bank_size"]), "precision": model.config.get("precision", "fp32")}
     out["decode"] = median_time(lambda: sum(1 for _ in image_batches(paths, size, 32)), repeats) / n
     # The limit the stages' core time allows: decoding's CPU time and the scoring graph's (its
-    # threads' together), each an image, over the cores. Whole predict runs both at once.
+    # threads' together, its calls as predict makes them), each an image, over the cores. Whole
+    # predict runs both at once.
     few = paths[:BATCH]
-    decoded = [decode(p, size)[0].transpose(2, 0, 1) for p in few]
-    out["decode_core"] = median_time(lambda: _cpu_seconds(lambda: [decode(p, size) for p in few]), repeats) / len(few)
+    decoded = np.stack([decode(p, size)[0].transpose(2, 0, 1) for p in few])
+    out["decode_core"] = _median_cpu_seconds(lambda: [decode(p, size) for p in few], repeats) / len(few)
     graph = onnx_model.stored_in(model_path)
     if graph is not None:
-        out["model_core"] = median_time(lambda: _cpu_seconds(lambda: [graph.score(image[None], with_maps=False) for image in decoded]), repeats) / len(few)
+        graph.calls_in_flight = onnx_model.CALLS_IN_FLIGHT
+        out["model_core"] = _median_cpu_seconds(lambda: graph.score(decoded, with_maps=False), repeats) / len(few)
         out["cores"] = os.cpu_count() or 1
         out["core_limit"] = (out["decode_core"] + out["model_core"]) / out["cores"]
     images, _, _ = next(image_batches(paths[:BATCH], size, BATCH))
@@ -173,11 +176,15 @@ def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
     return out
 
 
-def _cpu_seconds(work) -> float:
-    """The CPU time (every thread of this process) that ``work()`` takes."""
-    start = time.process_time()
+def _median_cpu_seconds(work, repeats: int) -> float:
+    """The median CPU time (every thread of this process) that ``work()`` takes, after one call to warm up."""
     work()
-    return time.process_time() - start
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        work()
+        times.append(time.process_time() - start)
+    return statistics.median(times)
 
 
 # The models fitted on each set: name -> ``anomaly train`` options.
@@ -281,7 +288,7 @@ def headline(result: dict, data: str) -> dict:
 ROWS = [  # key, what
     ("decode", "decode + resize alone (loader, default workers)"),
     ("decode_core", "decode + resize, CPU time an image (one core)"),
-    ("model_core", "the scoring graph, CPU time an image (its threads together; one image a call, as predict)"),
+    ("model_core", "the scoring graph, CPU time an image (its threads together; its calls as predict makes them: one image each, two in flight)"),
     ("core_limit", "the limit the stages' core time allows: (decode + scoring graph CPU time) / cores"),
     ("backbone_torch", f"backbone alone, PyTorch fp32, batch norm folded (the raw forward; batch {BATCH})"),
     ("backbone_onnx_fp32", f"backbone alone, ONNX Runtime fp32 (batch {BATCH})"),

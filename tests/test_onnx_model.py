@@ -116,3 +116,18 @@ def test_a_graph_scores_an_image_the_same_alone_or_in_a_batch(patchcore_model, p
     alone = [model.score(pixels[i : i + 1]) for i in range(len(pixels))]
     assert np.array_equal(together, np.concatenate([raw for raw, _ in alone]))
     assert np.array_equal(maps, np.concatenate([m for _, m in alone]))
+
+
+def test_calls_in_flight_score_a_batch_as_one_call_at_a_time(patchcore_model, parts, monkeypatch):
+    # predict scores two images at once, each on its share of the cores: the same numbers, in order.
+    monkeypatch.setattr(onnx_model, "available_cores", lambda: 2)
+    one_at_a_time = onnx_model.stored_in(patchcore_model)
+    images, _, _ = load_all(discover(parts).samples[:7], one_at_a_time.config["image_size"])
+    pixels = images.numpy()
+    in_flight = onnx_model.stored_in(patchcore_model)
+    in_flight.calls_in_flight = 2
+    raw, maps = in_flight.score(pixels)
+    expected_raw, expected_maps = one_at_a_time.score(pixels)
+    assert in_flight._in_flight is not None and one_at_a_time._in_flight is None
+    assert np.allclose(raw, expected_raw, rtol=1e-6, atol=0) and np.allclose(maps, expected_maps, rtol=1e-5, atol=1e-6)
+    assert np.argsort(raw).tolist() == np.argsort(expected_raw).tolist()

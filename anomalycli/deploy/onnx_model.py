@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from anomalycli import modelfile
 from anomalycli.deploy import engine_choice
 from anomalycli.errors import UsageError, UserError
 from anomalycli.judgement.calibration import Calibration
-from anomalycli.onnx_runtime import INT8_KERNELS, REFERENCE_KERNELS, session
+from anomalycli.onnx_runtime import INT8_KERNELS, REFERENCE_KERNELS, available_cores, session
 
 SUFFIX = ".onnx"
 # The graph's input and outputs, and the metadata keys the file carries.
@@ -35,6 +36,13 @@ PROBE_KEY = "probe"  # an int8 file's probe image and its raw score where it was
 # after a burst, with one 237 MB, and scored faster too (26 against 30 ms an image; at 512 px 501
 # against 2,648 MB, 116 against 104 ms). BENCHMARKS.md, "On the line".
 ONNX_BATCH = 1
+# Calls in flight where a batch job (predict) scores several images at once, each on its share of
+# the cores. One image's graph keeps two cores busy only part of the time (its layers are small):
+# on 2 cores one call at a time took 23.9 ms an image, two at once on a thread each 17.6 ms, with
+# the same CPU time. A single image still runs on every core. Each call in flight holds its own
+# buffers (68 MB for a 320 px screws model), so a resident watch or serve keeps one: its memory
+# bound. BENCHMARKS.md, Speed.
+CALLS_IN_FLIGHT = 2
 # An int8 file's probe image scored on another machine: within this share of the calibration's
 # score range of the export machine's score (the same kernels give the same score to the bit);
 # on the reference kernels, within REFERENCE_SCORE_TOL (a screws model's probe: 0.75 %, while the
@@ -66,7 +74,10 @@ class OnnxModel:
     # The graph (bytes or a file's path) the session runs, to open it again on other kernels.
     source: bytes | str | None = field(default=None, repr=False)
     kernels: str = INT8_KERNELS
+    calls_in_flight: int = 1  # images scored at once when given several (CALLS_IN_FLIGHT for a batch job)
     _mismatch: float | None = field(default=None, init=False, repr=False)
+    # For several images: a session whose calls run on a share of the cores, and the threads that call it.
+    _in_flight: tuple | None = field(default=None, init=False, repr=False)
 
     @property
     def has_maps(self) -> bool:
@@ -77,10 +88,23 @@ class OnnxModel:
         (or None), as numpy arrays: ``AnomalyModel.score``'s results, without PyTorch."""
         wanted = [RAW_SCORE, ANOMALY_MAP] if with_maps and self.has_maps else [RAW_SCORE]
         pixels = np.asarray(images)
-        runs = [self.session.run(wanted, {INPUT: pixels[i : i + ONNX_BATCH]}) for i in range(0, len(pixels), ONNX_BATCH)]
+        starts = range(0, len(pixels), ONNX_BATCH)
+        if len(starts) > 1 and self.source is not None and min(self.calls_in_flight, available_cores()) > 1:
+            shared, callers = self._calls_in_flight()
+            runs = list(callers.map(lambda i: shared.run(wanted, {INPUT: pixels[i : i + ONNX_BATCH]}), starts))
+        else:
+            runs = [self.session.run(wanted, {INPUT: pixels[i : i + ONNX_BATCH]}) for i in starts]
         raw = np.concatenate([r[0] for r in runs])
         maps = np.concatenate([r[1] for r in runs]) if len(wanted) > 1 else None
         return raw, maps
+
+    def _calls_in_flight(self) -> tuple:
+        """(a session of the same graph and kernels whose calls run on their share of the cores, and
+        ``calls_in_flight`` threads to call it), made on first use: a single image never needs them."""
+        if self._in_flight is None:
+            calls = min(self.calls_in_flight, available_cores())
+            self._in_flight = session(self.source, self.kernels, available_cores() // calls), ThreadPoolExecutor(calls, thread_name_prefix="onnx-call")
+        return self._in_flight
 
     def probe_mismatch(self) -> float:
         """How far this machine's raw score of an int8 graph's probe image lies from the export
