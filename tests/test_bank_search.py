@@ -87,3 +87,44 @@ def test_the_two_pass_minimum_is_the_first_minimum_ties_included():
     values = torch.randint(0, 50, (300, 3, 4 * bank_search.MINIMUM_BLOCK)).float()  # many ties
     assert torch.equal(bank_search._first_minimum(values), values.min(-1).indices)
     assert torch.equal(bank_search._first_minimum(values), values.argmin(-1))
+
+
+class _NearestGraph(torch.nn.Module):
+    """An int8 index's search as an exported graph traces it: the index made within the trace."""
+
+    def __init__(self, bank, parts):
+        super().__init__()
+        self.bank, self.parts = bank, parts
+
+    def forward(self, queries):
+        return BankIndex(self.bank, self.parts, kind="int8").nearest(queries)[0]
+
+
+def _exported_nearest(bank, parts, queries):
+    import io
+
+    from anomalycli import onnx_runtime
+    from anomalycli.deploy.export import INT8_OPSETS, OPSET
+
+    buffer = io.BytesIO()
+    torch.onnx.export(_NearestGraph(bank, parts), (queries,), buffer, dynamo=False, opset_version=OPSET, custom_opsets=INT8_OPSETS,
+                      input_names=["q"], output_names=["nearest"], dynamic_axes={"q": {0: "n"}, "nearest": {0: "n"}})  # fmt: skip
+    return torch.from_numpy(onnx_runtime.session(buffer.getvalue()).run(None, {"q": queries.numpy()})[0])
+
+
+def test_an_exported_search_by_slices_of_the_bank_picks_what_the_whole_bank_picks(monkeypatch):
+    # A call holds one slice's products at a time; the first slice holding the minimum, then its
+    # first index there, is the whole bank's first minimum, ties across slices included.
+    if not bank_search.int8_native():
+        pytest.skip("no VNNI on this CPU")
+    torch.manual_seed(6)
+    bank, parts = torch.randn(700, 24) * 3, [400, 300]
+    bank[300] = bank[10]  # the same row in two slices of part 0: the first copy is the nearest
+    queries = torch.cat([bank + 0.05 * torch.randn(700, 24), torch.randn(100, 24) * 3])
+    monkeypatch.setattr(bank_search, "EXPORT_SLICE_ROWS", 10_000)
+    whole = _exported_nearest(bank, parts, queries)
+    monkeypatch.setattr(bank_search, "EXPORT_SLICE_ROWS", 2 * 2 * bank_search.MINIMUM_BLOCK)  # two blocks of each part a slice
+    sliced = _exported_nearest(bank, parts, queries)
+    assert len(bank_search._exported_slices(bank_search._int8_rows(torch.randn(2 * 448, 25)), 2, 448)) == 4
+    assert torch.equal(sliced, whole)
+    assert int(sliced[300, 0]) == 10
