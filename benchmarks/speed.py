@@ -148,6 +148,7 @@ def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
     out["decode_core"] = _median_cpu_seconds(lambda: [decode(p, size) for p in few], repeats) / len(few)
     graph = onnx_model.stored_in(model_path)
     if graph is not None:
+        graph.calls_in_flight = onnx_model.CALLS_IN_FLIGHT
         out["model_core"] = _median_cpu_seconds(lambda: graph.score(decoded, with_maps=False), repeats) / len(few)
         out["cores"] = os.cpu_count() or 1
         out["core_limit"] = (out["decode_core"] + out["model_core"]) / out["cores"]

@@ -119,14 +119,13 @@ def test_a_graph_scores_an_image_the_same_alone_or_in_a_batch(patchcore_model, p
 
 
 def test_calls_in_flight_score_a_batch_as_one_call_at_a_time(patchcore_model, parts, monkeypatch):
-    # Several images are scored two at once, each on its share of the cores: the same numbers, in order.
+    # predict scores two images at once, each on its share of the cores: the same numbers, in order.
     monkeypatch.setattr(onnx_model, "available_cores", lambda: 2)
     one_at_a_time = onnx_model.stored_in(patchcore_model)
-    one_at_a_time.calls_in_flight = 1
     images, _, _ = load_all(discover(parts).samples[:7], one_at_a_time.config["image_size"])
     pixels = images.numpy()
     in_flight = onnx_model.stored_in(patchcore_model)
-    assert in_flight.calls_in_flight == 2
+    in_flight.calls_in_flight = 2
     raw, maps = in_flight.score(pixels)
     expected_raw, expected_maps = one_at_a_time.score(pixels)
     assert in_flight._in_flight is not None and one_at_a_time._in_flight is None

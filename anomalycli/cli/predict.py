@@ -91,7 +91,7 @@ def predict_command(
             err_console.print("regions: not made on Ray (the maps stay on the workers); predict without --ray for them", highlight=False)
         with_maps = heatmaps is not None or with_regions
         if ray is None:
-            model, engine_notes = loading.on_engine(model, engine, len(paths), with_maps=with_maps)
+            model, engine_notes = loading.on_engine(model, engine, len(paths), with_maps=with_maps, calls_in_flight=onnx_model.CALLS_IN_FLIGHT)
             scored_rows = iter_scores(model, paths, batch_size, threshold, with_maps=with_maps, decoded=decoded)
         else:
             from anomalycli.deploy.ray_cluster import connect

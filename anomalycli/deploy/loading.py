@@ -28,9 +28,10 @@ def load(model_path: Path, engine: str):
     return load_model(path, engine)
 
 
-def on_engine(model, engine: str, n_images: int, with_maps: bool) -> tuple[object, list[str]]:
+def on_engine(model, engine: str, n_images: int, with_maps: bool, calls_in_flight: int = 1) -> tuple[object, list[str]]:
     """``engines.on_engine`` here (without PyTorch for a graph on ONNX Runtime): the model where it
-    runs, and the lines to print: where that is, and why where it is not the model's fast path."""
+    runs, a scoring graph's with ``calls_in_flight`` images scored at once (``OnnxModel``), and the
+    lines to print: where that is, and why where it is not the model's fast path."""
     if isinstance(model, onnx_model.OnnxModel):
         model, note = model.where_probe_holds()
         where = model.describe()
@@ -40,4 +41,6 @@ def on_engine(model, engine: str, n_images: int, with_maps: bool) -> tuple[objec
 
         model, note = placed(model, engine, n_images, with_maps)
         where = describe(model)
+    if isinstance(model, onnx_model.OnnxModel):
+        model.calls_in_flight = calls_in_flight
     return model, [f"runs on: {where}", *([note] if note else [])]

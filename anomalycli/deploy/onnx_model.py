@@ -36,12 +36,12 @@ PROBE_KEY = "probe"  # an int8 file's probe image and its raw score where it was
 # after a burst, with one 237 MB, and scored faster too (26 against 30 ms an image; at 512 px 501
 # against 2,648 MB, 116 against 104 ms). BENCHMARKS.md, "On the line".
 ONNX_BATCH = 1
-# Calls in flight where several images are scored at once, each on its share of the cores. One
-# image's graph keeps two cores busy only part of the time (its layers are small): on 2 cores one
-# call at a time took 23.9 ms an image, two at once on a thread each 17.6 ms, with the same CPU
-# time. A single image still runs on every core. Each call in flight holds its own buffers, one
-# slice of the bank's products (``bank_search.EXPORT_SLICE_ROWS``): a warm screws model held 234 MB
-# after bursts with two, as it held with one before the slices. BENCHMARKS.md, Speed.
+# Calls in flight where a batch job (predict) scores several images at once, each on its share of
+# the cores. One image's graph keeps two cores busy only part of the time (its layers are small):
+# on 2 cores one call at a time took 23.9 ms an image, two at once on a thread each 17.6 ms, with
+# the same CPU time. A single image still runs on every core. Each call in flight holds its own
+# buffers (68 MB for a 320 px screws model), so a resident watch or serve keeps one: its memory
+# bound. BENCHMARKS.md, Speed.
 CALLS_IN_FLIGHT = 2
 # An int8 file's probe image scored on another machine: within this share of the calibration's
 # score range of the export machine's score (the same kernels give the same score to the bit);
@@ -74,7 +74,7 @@ class OnnxModel:
     # The graph (bytes or a file's path) the session runs, to open it again on other kernels.
     source: bytes | str | None = field(default=None, repr=False)
     kernels: str = INT8_KERNELS
-    calls_in_flight: int = CALLS_IN_FLIGHT  # images scored at once when given several
+    calls_in_flight: int = 1  # images scored at once when given several (CALLS_IN_FLIGHT for a batch job)
     _mismatch: float | None = field(default=None, init=False, repr=False)
     # For several images: a session whose calls run on a share of the cores, and the threads that call it.
     _in_flight: tuple | None = field(default=None, init=False, repr=False)

@@ -42,10 +42,6 @@ def int8_native() -> bool:
 # product adds pairs in 16 bits, which 255 x 127 x 2 overflows and 255 x 63 x 2 does not. This
 # machine has VNNI and no check runs where the file does.
 EXPORT_INT8_LEVELS = 63
-# Bank rows an exported graph multiplies at once: the products of a call (an image's patches
-# against a slice) and the kernel's own buffer are held one slice at a time. The whole bank at once
-# held 2 x 61 MB a call for magnetic tiles' 9,600 rows (BENCHMARKS.md, Speed).
-EXPORT_SLICE_ROWS = 2048
 
 
 def search_kind(device: torch.device) -> str:
@@ -80,7 +76,7 @@ class BankIndex:
         if self.kind == "int8" and torch.onnx.is_in_onnx_export():
             # Made outside the trace (through numpy), they enter the graph as constants, not as
             # steps that would quantise the bank again on every call. No session and no check here.
-            self._int8_slices = _exported_slices(_int8_rows(rows.detach(), EXPORT_INT8_LEVELS), len(self.part_sizes), self.size)
+            self._int8_rows = [torch.from_numpy(t.numpy()) for t in _int8_rows(rows.detach(), EXPORT_INT8_LEVELS)]
         elif self.kind == "int8":
             self._session = _int8_search(rows, len(self.part_sizes))
             if not self._agrees_with_float32(rows):
@@ -103,26 +99,11 @@ class BankIndex:
     def _nearest_within(self, q: torch.Tensor) -> torch.Tensor:
         """Each centred query's nearest row in each part, as an index into its padded part: (Q, parts)."""
         if self.kind == "int8" and torch.onnx.is_in_onnx_export():
-            return self._first_minima_by_slice(q)
+            products = _Int8Products.apply(q, *self._int8_rows)
+            return _first_minimum(products.view(q.shape[0], len(self.part_sizes), self.size))
         if self.kind == "int8":
             return torch.from_numpy(self._session.run(None, {"q": q.numpy()})[0])
         return self._first_minima(q, self._rows)
-
-    def _first_minima_by_slice(self, q: torch.Tensor) -> torch.Tensor:
-        """``_nearest_within`` in an exported graph: each slice of the parts' rows multiplied and
-        reduced before the next, so a call holds one slice's products, not the whole bank's; the
-        first slice holding the minimum, then its first index there, is the first minimum."""
-        parts = len(self.part_sizes)
-        starts, minima, indices = [], [], []
-        for start, (int8, scale, bias) in self._int8_slices:
-            products = _Int8Products.apply(q, int8, scale, bias).view(q.shape[0], parts, -1)
-            index, value = _first_minimum_and_value(products)
-            starts.append(start)
-            minima.append(value)
-            indices.append(index)
-        best = torch.stack(minima, -1).argmin(-1, keepdim=True)  # the first slice holding the minimum, (Q, parts, 1)
-        offsets = torch.tensor(starts).view(1, 1, -1)
-        return (torch.stack(indices, -1) + offsets).gather(-1, best).squeeze(-1)
 
     def _first_minima(self, q: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """``_nearest_within`` from PyTorch's product of the centred queries with ``rows`` (C + 1, rows)."""
@@ -235,31 +216,11 @@ def _padded_parts(part_sizes: list[int], device: torch.device) -> tuple[torch.Te
 def _first_minimum(values: torch.Tensor) -> torch.Tensor:
     """The index of the first minimum along the last axis (a multiple of ``MINIMUM_BLOCK`` long), as
     ``values.min(-1).indices``: each block's minimum first, then the position in the best block."""
-    return _first_minimum_and_value(values)[0]
-
-
-def _first_minimum_and_value(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``_first_minimum`` and the minimum itself."""
     values = values.float()
     blocks = values.view(*values.shape[:-1], -1, MINIMUM_BLOCK)
-    block_minima = blocks.amin(-1)
-    best = block_minima.argmin(-1, keepdim=True)
+    best = blocks.amin(-1).argmin(-1, keepdim=True)
     picked = blocks.gather(-2, best.unsqueeze(-1).expand(*best.shape, MINIMUM_BLOCK)).squeeze(-2)
-    return (best.squeeze(-1) * MINIMUM_BLOCK) + picked.argmin(-1), block_minima.amin(-1)
-
-
-def _exported_slices(int8_rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor], parts: int, size: int) -> list:
-    """``_int8_rows``' (weights C x parts*size, scales, biases) cut along each part into slices of at
-    most ``EXPORT_SLICE_ROWS`` rows in all: [(start within a part, (weights, scales, biases))], as
-    constants (through numpy: no steps that would cut them again on every call)."""
-    weights, scale, bias = int8_rows
-    width = MINIMUM_BLOCK * max(1, EXPORT_SLICE_ROWS // (parts * MINIMUM_BLOCK))
-    by_part = weights.view(weights.shape[0], parts, size), scale.view(parts, size), bias.view(parts, size)
-    slices = []
-    for start in range(0, size, width):
-        w, sc, b = (t[..., start : start + width] for t in by_part)
-        slices.append((start, tuple(torch.from_numpy(t.reshape(*t.shape[:-2], -1).numpy().copy()) for t in (w, sc, b))))
-    return slices
+    return (best.squeeze(-1) * MINIMUM_BLOCK) + picked.argmin(-1)
 
 
 def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, k: int, chunk: int = CHUNK):
