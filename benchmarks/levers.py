@@ -144,9 +144,9 @@ LEVERS = [
     ),
     (
         "speed",
-        "the exported bank search by slices of 1,024 or 4,096 rows instead of 2,048",
-        "magtiles' default graph, one call at a time / two in flight, ms an image: 1,024 rows 51.2 / 32.4 and 49.4 / 32.5; 4,096 rows 42.2 / 31.5 and 41.8 / 28.7, a call holding 70 MB; 2,048 rows 40.4 / 27.1 and 42.3 / 27.5, 35 MB (the whole bank at once 40.0 / 29.4 and 38.3 / 29.0, 147 MB)",
-        "1,024 is slower; 4,096 holds twice the memory for no gain",
+        "the exported bank search by slices of 2,048 bank rows (each multiplied and reduced before the next), and then two calls in flight in watch and serve too",
+        "the same picks; a call held 40 instead of 85 MB (screws' bank) and 35 instead of 147 (magnetic tiles'); predict's peak 323 / 345 MiB against 387 / 575; a watch with two calls in flight 256.8 -> 256.3 MiB over 20,000 images; but one image alone 35.4 against 32.2 ms (screws' graph, 2 threads, 5 interleaved rounds of 40); slices of 1,024 rows slower still, of 4,096 twice the memory",
+        "the line waits for one image at a time, and the memory bounds hold without it (watch and serve keep one call in flight)",
         "2026-12-05",
     ),
     (
