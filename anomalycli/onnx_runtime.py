@@ -6,6 +6,7 @@ session is made.
 from __future__ import annotations
 
 import os
+import threading
 
 # How a graph's quantised layers run: ONNX Runtime's int8 kernels (fused QDQ, the fast path), or
 # the same quantised network computed in float32 (``session.disable_quant_qdq``): every
@@ -45,12 +46,15 @@ def session(model: bytes | str, kernels: str = INT8_KERNELS, threads: int = 0):
 def _share_one_arena(onnxruntime) -> None:
     """Register, once a process, the CPU arena every session here allocates from. Each session
     kept an arena of its own as large as its largest call: a second session of the same graph
-    (two calls in flight) added 160 MB, a shared one 68 MB (BENCHMARKS.md, Speed)."""
+    (two calls in flight) added 160 MB, a shared one 68 MB; five screws models judging in turn (a
+    station's recipes) held 676 MB, sharing one 283 MB (README, "How fast and how safe")."""
     global _arena_shared
-    if not _arena_shared:
-        memory = onnxruntime.OrtMemoryInfo("Cpu", onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, onnxruntime.OrtMemType.DEFAULT)
-        onnxruntime.create_and_register_allocator(memory, onnxruntime.OrtArenaCfg(0, -1, -1, -1))
-        _arena_shared = True
+    with _arena_lock:  # a station loads its recipes' models in threads
+        if not _arena_shared:
+            memory = onnxruntime.OrtMemoryInfo("Cpu", onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, onnxruntime.OrtMemType.DEFAULT)
+            onnxruntime.create_and_register_allocator(memory, onnxruntime.OrtArenaCfg(0, -1, -1, -1))
+            _arena_shared = True
 
 
-_arena_shared = False  # ONNX Runtime's environment is one a process: so is its registered arena
+# ONNX Runtime's environment is one a process: so is its registered arena.
+_arena_shared, _arena_lock = False, threading.Lock()
