@@ -145,11 +145,11 @@ def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
     # predict runs both at once.
     few = paths[:BATCH]
     decoded = np.stack([decode(p, size)[0].transpose(2, 0, 1) for p in few])
-    out["decode_core"] = _median_cpu_seconds(lambda: [decode(p, size) for p in few], repeats) / len(few)
+    out["decode_core"] = median_time(lambda: [decode(p, size) for p in few], repeats, clock=time.process_time) / len(few)
     graph = onnx_model.stored_in(model_path)
     if graph is not None:
         graph.calls_in_flight = onnx_model.CALLS_IN_FLIGHT
-        out["model_core"] = _median_cpu_seconds(lambda: graph.score(decoded, with_maps=False), repeats) / len(few)
+        out["model_core"] = median_time(lambda: graph.score(decoded, with_maps=False), repeats, clock=time.process_time) / len(few)
         out["cores"] = os.cpu_count() or 1
         out["core_limit"] = (out["decode_core"] + out["model_core"]) / out["cores"]
     images, _, _ = next(image_batches(paths[:BATCH], size, BATCH))
@@ -174,17 +174,6 @@ def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
 
     out["search_default"] = search_kind(torch.device("cpu"))
     return out
-
-
-def _median_cpu_seconds(work, repeats: int) -> float:
-    """The median CPU time (every thread of this process) that ``work()`` takes, after one call to warm up."""
-    work()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        work()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
 
 
 # The models fitted on each set: name -> ``anomaly train`` options.
