@@ -133,6 +133,7 @@ def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
     from anomalycli.deploy import onnx_model
     from anomalycli.detection import backbones, int8_backbone
     from anomalycli.detection.methods import AnomalyModel
+    from anomalycli.onnx_runtime import available_cores
 
     model = AnomalyModel.load(model_path)
     size, n = model.config["image_size"], len(paths)
@@ -150,7 +151,7 @@ def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
     if graph is not None:
         graph.calls_in_flight = onnx_model.CALLS_IN_FLIGHT
         out["model_core"] = median_time(lambda: graph.score(decoded, with_maps=False), repeats, clock=time.process_time) / len(few)
-        out["cores"] = os.cpu_count() or 1
+        out["cores"] = available_cores()  # what predict splits its calls over
         out["core_limit"] = (out["decode_core"] + out["model_core"]) / out["cores"]
     images, _, _ = next(image_batches(paths[:BATCH], size, BATCH))
     x = backbones.preprocess(images, model.config["backbone"])

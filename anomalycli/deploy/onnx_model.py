@@ -89,11 +89,11 @@ class OnnxModel:
         wanted = [RAW_SCORE, ANOMALY_MAP] if with_maps and self.has_maps else [RAW_SCORE]
         pixels = np.asarray(images)
         starts = range(0, len(pixels), ONNX_BATCH)
+        run, over = self.session.run, map
         if len(starts) > 1 and self.source is not None and min(self.calls_in_flight, available_cores()) > 1:
             shared, callers = self._calls_in_flight()
-            runs = list(callers.map(lambda i: shared.run(wanted, {INPUT: pixels[i : i + ONNX_BATCH]}), starts))
-        else:
-            runs = [self.session.run(wanted, {INPUT: pixels[i : i + ONNX_BATCH]}) for i in starts]
+            run, over = shared.run, callers.map
+        runs = list(over(lambda i: run(wanted, {INPUT: pixels[i : i + ONNX_BATCH]}), starts))
         raw = np.concatenate([r[0] for r in runs])
         maps = np.concatenate([r[1] for r in runs]) if len(wanted) > 1 else None
         return raw, maps
