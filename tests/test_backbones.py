@@ -98,3 +98,20 @@ def test_wide_resnet_trains_offline_from_a_weights_file(parts, tmp_path):
     # The default method on labelled defects: the hybrid, whose head pools layers 3 and 4.
     assert model.config["backbone"] == "wide_resnet50_2" and model.method == "hybrid"
     assert model.net.patchcore.bank.shape[1] == 512 + 1024 and model.config["descriptor_size"] == 2 * (1024 + 2048)
+
+
+def test_stretched_levels_take_away_exposure_and_leave_a_flat_image_flat():
+    torch.manual_seed(0)
+    surface = 100 + 20 * torch.randn(1, 1, 64, 64).expand(1, 3, 64, 64)
+    dim, bright = (surface - 100) * 0.4 + 50, (surface - 100) * 1.5 + 170
+    stretched = backbones.stretch_levels(torch.cat([surface, dim, bright]).clamp(0, 255))
+    low, high = backbones.LEVELS_RANGE
+    assert float((stretched[1] - stretched[0]).abs().mean()) < 2 and float((stretched[2] - stretched[0]).abs().mean()) < 4
+    inner = stretched[0].flatten().sort().values[int(0.02 * stretched[0].numel()) : int(0.98 * stretched[0].numel())]
+    assert low - 1 <= float(inner[0]) and float(inner[-1]) <= high + 1
+    # A flat grey with a little noise: its range counts as LEVELS_LEAST_RANGE, not stretched to a surface.
+    flat = 120 + torch.randn(1, 3, 64, 64)
+    # Its 1st-99th percentile span is about 4.7 levels: stretched onto 200 it would spread by 43, floored at 8 by 25.
+    assert float(backbones.stretch_levels(flat).std()) < 30
+    x = backbones.preprocess(torch.cat([surface, dim]).round().to(torch.uint8), "efficientnet_lite0", stretch=True)
+    assert float((x[0] - x[1]).abs().mean()) < 0.05

@@ -96,6 +96,11 @@ def train_command(
         help="[patchcore, hybrid] How images become the square input: squash, or letterbox (each image's shape kept, the rest mirrored; "
         "not with --ignore). On tiles of many shapes letterbox sharpened the maps but found fewer defect regions (BENCHMARKS.md).",
     ),
+    levels: str = typer.Option(
+        DEFAULTS["levels"],
+        help="[patchcore, hybrid] auto (measured from the good images: stretched where their exposure varies), stretch (each image's "
+        "1st to 99th percentile of grey onto one range before the backbone) or as-is.",
+    ),
     pixel_head: bool = typer.Option(
         True,
         "--pixel-head/--no-pixel-head",
@@ -154,6 +159,7 @@ def train_command(
             ray=ray,
             ignore=[str(p) for p in ignore] if ignore else None,
             framing=framing,
+            levels=levels,
             pixel_head=pixel_head,
         )
         result = _run(options, None)
@@ -182,6 +188,9 @@ def train_command(
             else ""
         )
         console.print(f"orientation: {turned['kind']}: {turned['reason']}{learnt}; bank {result.model.config['bank_size']:,} patches")
+    stretch = result.model.config.get("levels")
+    if stretch:
+        console.print(f"levels: {stretch['kind']}: {stretch['reason']}")
     console.print(f"model: {result.model_path}")
     if method_defaulted or method == AUTO:
         console.print(_auto_note(result.model.method, cal.n_anomaly, result.model.config.get("cv_folds", DEFAULTS["cv_folds"])))

@@ -21,6 +21,7 @@ from torch import nn
 
 from anomalycli import __version__, modelfile
 from anomalycli.data.framing import LETTERBOX, framing_of
+from anomalycli.data.levels import stretched
 from anomalycli.deploy import onnx_model
 from anomalycli.deploy.engine_choice import ONNX_INSTALL_HINT
 from anomalycli.deploy.onnx_model import ANOMALY_MAP, DEFECT_MASK, INPUT, META_KEY, PROBE_KEY, RAW_SCORE, SCORE
@@ -39,15 +40,18 @@ INT8_OPSETS = {"com.microsoft": 1}  # the int8 search's DynamicQuantizeMatMul
 class Preprocess(nn.Module):
     """uint8 images -> the backbone's input, as ``backbones.preprocess`` (a module, so that it is traced)."""
 
-    def __init__(self, backbone: str, keep=None):
+    def __init__(self, backbone: str, keep=None, stretch: bool = False):
         super().__init__()
+        self.stretch = stretch  # each image's levels stretched first (data/levels.py)
         mean, std = backbones.normaliser(backbone)
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
         self.register_buffer("keep", None if keep is None else torch.as_tensor(keep))  # the don't-care mask's 0s (ignore.keep_of), or None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images.float() / 255.0 - self.mean) / self.std
+        x = images.float()
+        x = (backbones.stretch_levels(x) if self.stretch else x) / 255.0
+        x = (x - self.mean) / self.std
         return x if self.keep is None else x * self.keep
 
 
@@ -59,7 +63,7 @@ class ScoringGraph(nn.Module):
         super().__init__()
         self.net = model.net.eval()
         self.with_maps = with_maps and model.has_maps
-        self.preprocess = Preprocess(model.config["backbone"], ignore.keep_of(model.config))
+        self.preprocess = Preprocess(model.config["backbone"], ignore.keep_of(model.config), stretched(model.config))
         cal = model.calibration
         self.low, self.threshold, self.high = float(cal.low), float(cal.threshold), float(cal.high)
 
@@ -143,7 +147,7 @@ def _joined_to_int8(model: AnomalyModel, int8: int8_backbone.Int8Extractor, with
 
     size = model.config["image_size"]
     images = torch.zeros(2, 3, size, size, dtype=torch.uint8)
-    preprocess = Preprocess(int8.name, ignore.keep_of(model.config))
+    preprocess = Preprocess(int8.name, ignore.keep_of(model.config), stretched(model.config))
     maps = tuple(int8(preprocess(images), deep=int8.deep))
     map_names = int8.output_names
     parts = [

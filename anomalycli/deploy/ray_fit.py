@@ -28,11 +28,11 @@ EMBED_CHUNK = 8 * patchcore.EMBED_BATCH
 SCORE_CHUNK = 8 * patchcore.SCORE_BATCH
 
 
-def _embed_task(extractor, paths: list, image_size: int, with_descriptors: bool, keep, framing: str) -> tuple[np.ndarray, tuple]:
+def _embed_task(extractor, paths: list, image_size: int, with_descriptors: bool, keep, framing: str, stretch: bool) -> tuple[np.ndarray, tuple]:
     """The chunk's patch features (they stay in the object store) and what this machine needs of
     them: readable indices, errors, patches per image and the (small) descriptors."""
     features, descriptors, stats, readable, errors = patchcore.embed_images(
-        extractor, paths, image_size, num_workers=0, with_descriptors=with_descriptors, keep=keep, framing=framing
+        extractor, paths, image_size, num_workers=0, with_descriptors=with_descriptors, keep=keep, framing=framing, stretch=stretch
     )
     return features.numpy(), (readable, errors, features.shape[1] if readable else 0, descriptors, stats)
 
@@ -74,14 +74,23 @@ class RayFeatures:
 
     @classmethod
     def embed(
-        cls, ray, extractor, paths: list[Path], image_size: int, show_progress: bool = False, with_descriptors: bool = False, keep=None, framing: str = SQUASH
+        cls,
+        ray,
+        extractor,
+        paths: list[Path],
+        image_size: int,
+        show_progress: bool = False,
+        with_descriptors: bool = False,
+        keep=None,
+        framing: str = SQUASH,
+        stretch: bool = False,
     ) -> tuple["RayFeatures", list[int], list[str]]:
         """Embed ``paths`` in chunks of ``EMBED_CHUNK``; the readable indices and errors as
-        ``embed_images`` (``keep`` and ``framing`` as there)."""
+        ``embed_images`` (``keep``, ``framing`` and ``stretch`` as there)."""
         extractor_ref = ray.put(extractor.cpu())
         starts = range(0, len(paths), EMBED_CHUNK)
         task = ray.remote(num_cpus=1, num_returns=2, max_retries=MAX_RETRIES)(_embed_task)
-        refs = [task.remote(extractor_ref, paths[s : s + EMBED_CHUNK], image_size, with_descriptors, keep, framing) for s in starts]
+        refs = [task.remote(extractor_ref, paths[s : s + EMBED_CHUNK], image_size, with_descriptors, keep, framing, stretch) for s in starts]
         _wait(
             ray,
             [meta for _, meta in refs],

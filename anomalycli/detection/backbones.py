@@ -244,14 +244,35 @@ def normaliser(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(backbone.mean).view(1, 3, 1, 1), torch.tensor(backbone.std).view(1, 3, 1, 1)
 
 
-def preprocess(images: torch.Tensor, name: str, keep=None) -> torch.Tensor:
+# Where a model stretches its images' levels (data/levels.py): each image's 1st to 99th percentile of
+# grey (LEVELS_SHARE at either end, on every second pixel) goes onto LEVELS_RANGE, grey levels, and
+# a flat image's range counts as at least LEVELS_LEAST_RANGE (its noise is not stretched to a surface).
+LEVELS_SHARE, LEVELS_RANGE, LEVELS_LEAST_RANGE = 0.01, (28.0, 228.0), 8.0
+
+
+def stretch_levels(pixels: torch.Tensor) -> torch.Tensor:
+    """Float pixels N x 3 x H x W in 0..255 with each image's levels stretched (a new tensor); traced
+    into an exported graph as it is (two TopK)."""
+    grey = pixels.mean(1)[:, ::2, ::2].flatten(1)
+    share = max(1, int(grey.shape[1] * LEVELS_SHARE))
+    high = grey.topk(share, dim=1).values[:, -1:]
+    low = -(-grey).topk(share, dim=1).values[:, -1:]
+    bottom, top = LEVELS_RANGE
+    scale = (top - bottom) / (high - low).clamp_min(LEVELS_LEAST_RANGE)
+    return ((pixels - low.view(-1, 1, 1, 1)) * scale.view(-1, 1, 1, 1) + bottom).clamp_(0.0, 255.0)
+
+
+def preprocess(images: torch.Tensor, name: str, keep=None, stretch: bool = False) -> torch.Tensor:
     """uint8 N x 3 x H x W -> float input of backbone ``name``, in the same (contiguous) layout;
-    ``keep`` (1 x 1 x H x W, 0 where a don't-care mask ignores: ``ignore.keep_of``) blanks it there."""
+    ``keep`` (1 x 1 x H x W, 0 where a don't-care mask ignores: ``ignore.keep_of``) blanks it there;
+    ``stretch``: each image's levels stretched first (``stretch_levels``)."""
     mean, std = normaliser(name)
     # (x / 255 - mean) / std to the bit, in place on one new tensor: 0.5 against 2.4 ms an image
     # at 320 px with the expression's temporaries and a channels-last copy (2 cores). A
     # channels-last backbone converts its input itself, to the same features; ONNX Runtime's
     # int8 backbone takes this layout as it is.
     x = images.to(torch.float32, copy=True)
+    if stretch:
+        x = stretch_levels(x)
     x = x.div_(255.0).sub_(mean.to(x.device)).div_(std.to(x.device))
     return x if keep is None else x.mul_(torch.as_tensor(keep).to(x.device))

@@ -255,14 +255,21 @@ def _leading_nodes(graph_path: Path, convs_kept: int) -> list[str]:
 
 
 def quantize(
-    extractor: backbones.FeatureExtractor, images: torch.Tensor, deep: bool, seven_bit_weights: bool = True, fp32_leading_convs: int = FP32_LEADING_CONVS
+    extractor: backbones.FeatureExtractor,
+    images: torch.Tensor,
+    deep: bool,
+    stretch: bool = False,
+    seven_bit_weights: bool = True,
+    fp32_leading_convs: int = FP32_LEADING_CONVS,
 ) -> tuple[Int8Extractor, float]:
     """``extractor`` in int8, its activation ranges taken from ``images`` (uint8 N x 3 x S x S, good
-    parts), and the median cosine of its patch features to the fp32 ones on those images. The two
-    options are the recipe's (see above); the benchmarks set them to measure the graph before it."""
+    parts; their levels stretched first where the model does: ``stretch``), and the median cosine of
+    its patch features to the fp32 ones on those images. The last two options are the recipe's (see
+    above); the benchmarks set them to measure the graph before it. The probe is preprocessed
+    without a stretch, here and on every machine that checks it: it checks the kernels, not the model."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    x = backbones.preprocess(images, extractor.name)
+    x = backbones.preprocess(images, extractor.name, stretch=stretch)
     # The calibration keeps every intermediate tensor of every batch until it takes their ranges:
     # batches of 2 make the same graph (min and max do not depend on the batching) with half the
     # peak memory of batches of 8 (1.5 against 3.2 GB for Lite1 at 320 px).

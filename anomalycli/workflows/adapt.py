@@ -38,6 +38,7 @@ import torch
 
 from anomalycli.data.framing import framing_of
 from anomalycli.data.layouts import Sample
+from anomalycli.data.levels import stretched
 from anomalycli.deploy.regions import pixel_threshold_of
 from anomalycli.detection import ignore, int8_backbone, region_maps
 from anomalycli.detection.methods import AnomalyModel, patchcore
@@ -94,6 +95,7 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
         with_descriptors=hybrid,
         keep=ignore.keep_of(model.config),
         framing=framing_of(model.config),
+        stretch=stretched(model.config),
     )
     warnings = [f"skipped unreadable image: {e}" for e in errors]
     labels = np.array([samples[i].label for i in readable], dtype=int)

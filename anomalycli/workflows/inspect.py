@@ -10,6 +10,7 @@ from PIL import Image
 from anomalycli import files
 from anomalycli.data.images import ImageError, load_image
 from anomalycli.data.layouts import Dataset
+from anomalycli.data.levels import goods_sample, levels
 from anomalycli.data.orientation import orientation, readable_images
 from anomalycli.data.resolution import plan_sizes
 from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE
@@ -138,6 +139,8 @@ def inspect_dataset(dataset: Dataset) -> dict:
         ).to_dict(),
         # How train (patchcore) would take the goods' orientation: measured on a few of them (data/orientation.py).
         "orientation": _orientation(dataset.samples),
+        # Whether train (patchcore, hybrid) would stretch each image's levels (data/levels.py).
+        "levels": _levels(dataset.samples),
         "image_modes": dict(modes.most_common()),
         "masks": sum(1 for s in dataset.samples if s.mask),
         "unreadable": unreadable,
@@ -153,3 +156,9 @@ def _orientation(samples) -> dict | None:
     """What ``data/orientation.py`` says of the first ``ORIENTATION_SAMPLE`` readable goods (None with fewer than 2)."""
     images = readable_images([s.path for s in samples if s.label == 0], ORIENTATION_SAMPLE)
     return orientation(images).to_dict() if len(images) >= 2 else None
+
+
+def _levels(samples) -> dict | None:
+    """What ``data/levels.py`` says of the goods train would measure (None with fewer than 2 readable)."""
+    images = readable_images(goods_sample([s.path for s in samples if s.label == 0]))
+    return levels(images).to_dict() if len(images) >= 2 else None

@@ -12,6 +12,8 @@ import torch
 from anomalycli import files, project
 from anomalycli.data.framing import SQUASH
 from anomalycli.data.layouts import Sample, discover
+from anomalycli.data.levels import goods_sample, levels, stretched
+from anomalycli.data.orientation import readable_images
 from anomalycli.data.resolution import FEATURE_STRIDE
 from anomalycli.data.splits import k_folds
 from anomalycli.data.tensors import load_all, load_framed_mask, load_mask
@@ -119,6 +121,9 @@ def fit(
         config["framing"] = options.framing
         if options.framing != SQUASH:
             log.info(f"framing: {options.framing} (each image's shape kept, the square's rest mirrored)")
+        goods = goods_sample([s.path for s in train_samples + val_samples if s.label == 0])
+        config["levels"] = levels(readable_images(goods), options.levels).to_dict()
+        log.info(f"levels: {config['levels']['kind']}: {config['levels']['reason']}")
     if options.method == "classifier":
         return _train_classifier(options, config, train_samples, val_samples, device, run_dir, state, show_progress)
     if options.method == "hybrid":
@@ -270,7 +275,7 @@ def _train_classifier(options, config, train_samples, val_samples, device, run_d
     return model, checkpoint["history"], notes
 
 
-def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[str], framing: str):
+def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[str], config: dict):
     """The frozen extractor a fit takes its features from, and what the model's config records of its precision.
 
     ``auto`` is int8 on a CPU (``int8_backbone.py``: about twice as fast, there and at predict), unless
@@ -282,8 +287,8 @@ def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[st
     if options.precision == "auto" and device.type != "cpu":
         return extractor, {"precision": "fp32", "precision_note": f"trained on {device.type}, where the fp32 backbone is the fast one"}
     good = [s for s in samples if s.label == 0][: int8_backbone.CALIBRATION_IMAGES]
-    images, _, _ = load_all(good, options.image_size, framing)
-    int8, cosine = int8_backbone.quantize(extractor.cpu(), images, deep)
+    images, _, _ = load_all(good, options.image_size, config["framing"])
+    int8, cosine = int8_backbone.quantize(extractor.cpu(), images, deep, stretch=stretched(config))
     if cosine < int8_backbone.MIN_COSINE:
         note = (
             f"{int8_backbone.DISAGREED} on {len(images)} training images (median cosine "
@@ -297,7 +302,7 @@ def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[st
 
 
 def _embed(
-    options, extractor, samples: list[Sample], show_progress, notes: list[str], keep, framing: str, with_descriptors: bool = False, copy_of: dict | None = None
+    options, extractor, samples: list[Sample], show_progress, notes: list[str], config: dict, with_descriptors: bool = False, copy_of: dict | None = None
 ):
     """The patch features of every readable sample from ``extractor`` (streamed: pixels are
     never all held) and, ``with_descriptors``, their pooled descriptors: a ``patchcore.LocalFeatures``,
@@ -312,15 +317,16 @@ def _embed(
     order = np.argsort(all_folds, kind="stable")
     samples, all_folds = [samples[i] for i in order], all_folds[order]
     paths = [s.path for s in samples]
+    keep, framing, stretch = ignore.keep_of(config), config["framing"], stretched(config)
     if options.ray is not None:
         from anomalycli.deploy import ray_cluster, ray_fit
 
         features, readable, errors = ray_fit.RayFeatures.embed(
-            ray_cluster.connect(options.ray), extractor, paths, options.image_size, show_progress, with_descriptors, keep, framing
+            ray_cluster.connect(options.ray), extractor, paths, options.image_size, show_progress, with_descriptors, keep, framing, stretch
         )
     else:
         embedded, descriptors, stats, readable, errors = patchcore.embed_images(
-            extractor, paths, options.image_size, show_progress=show_progress, with_descriptors=with_descriptors, keep=keep, framing=framing
+            extractor, paths, options.image_size, show_progress=show_progress, with_descriptors=with_descriptors, keep=keep, framing=framing, stretch=stretch
         )
         features = patchcore.LocalFeatures(extractor, embedded, descriptors, stats)
     for error in errors:
@@ -358,11 +364,9 @@ def _train_patchcore(options, config, samples, device, show_progress):
     # Cross-fitting replaces a validation split: every good image is in the bank of the final
     # model and scored, out of fold, by the banks of the other folds; defects are scored alike.
     notes: list[str] = []
-    extractor, precision = _backbone(options, samples, device, False, notes, config["framing"])
+    extractor, precision = _backbone(options, samples, device, False, notes, config)
     with turned_goods(samples, options.orientation, bool(options.ignore)) as turned:
-        features, labels, kept, folds = _embed(
-            options, extractor, turned.samples, show_progress, notes, ignore.keep_of(config), config["framing"], copy_of=turned.copy_of
-        )
+        features, labels, kept, folds = _embed(options, extractor, turned.samples, show_progress, notes, config, copy_of=turned.copy_of)
         n_good = sum(s.label == 0 for s in samples)
         ratio = bank_ratio(int((labels == 0).sum()) * _patches_per_image(options), n_good, options.coreset_ratio)
         coresets = features.fold_coresets(labels, folds, ratio, options.coreset_sampler, options.seed, show_progress)
@@ -403,8 +407,8 @@ def _train_hybrid(options, config, samples, device, show_progress):
     notes: list[str] = []
     if not any(s.label == 1 for s in samples):
         raise UserError("the hybrid method needs labelled anomalous images, and there are none; use --method patchcore")
-    extractor, precision = _backbone(options, samples, device, True, notes, config["framing"])
-    features, labels, kept, folds = _embed(options, extractor, samples, show_progress, notes, ignore.keep_of(config), config["framing"], with_descriptors=True)
+    extractor, precision = _backbone(options, samples, device, True, notes, config)
+    features, labels, kept, folds = _embed(options, extractor, samples, show_progress, notes, config, with_descriptors=True)
     if not (labels == 1).any():
         raise UserError("none of the labelled anomalous images could be read, and the hybrid method needs them; use --method patchcore")
     n_good = int((labels == 0).sum())

@@ -15,6 +15,8 @@ import torch
 from anomalycli import files, project
 from anomalycli.data.framing import FRAMINGS, LETTERBOX, SQUASH
 from anomalycli.data.layouts import Dataset, Sample
+from anomalycli.data.levels import AUTO as AUTO_LEVELS
+from anomalycli.data.levels import LEVELS
 from anomalycli.data.orientation import ORIENTATIONS
 from anomalycli.data.splits import train_val_split
 from anomalycli.detection import backbones, ignore
@@ -76,6 +78,7 @@ class TrainOptions:
     ray: str | None = None  # patchcore and hybrid: fit on this Ray cluster ("local", "auto" or an address)
     ignore: list[str] | None = None  # patchcore and hybrid: don't-care masks (white = ignore), in the images' frame
     framing: str = SQUASH  # patchcore and hybrid: squash or letterbox (data/framing.py)
+    levels: str = AUTO_LEVELS  # patchcore and hybrid: auto (measured from the goods), stretch or as-is (data/levels.py)
     pixel_head: bool = True  # hybrid: learn where defects lie from their masks, where 5 or more have one (methods/pixel_head.py)
     pixel_head_kinds: tuple[int, ...] = HEAD_KINDS  # hybrid: the pixel heads fitted (by hidden units, 0: linear); train keeps the best
 
@@ -113,6 +116,11 @@ class TrainOptions:
             (self.ray is None or self.method in CROSS_FITTED, "--ray fits patchcore and hybrid models; the classifier trains on one machine (drop --ray)"),
             (not self.ignore or self.method in CROSS_FITTED, "--ignore is for patchcore and hybrid models, whose maps it masks; the classifier has none"),
             (self.framing in FRAMINGS, f"--framing must be {' or '.join(FRAMINGS)} (got {self.framing})"),
+            (self.levels in LEVELS, f"--levels must be {', '.join(LEVELS)} (got {self.levels})"),
+            (
+                self.levels == AUTO_LEVELS or self.method in CROSS_FITTED,
+                "--levels is for patchcore and hybrid models; the classifier learns from the images as they are",
+            ),
             (self.framing == SQUASH or self.method in CROSS_FITTED, "--framing letterbox is for patchcore and hybrid models; the classifier squashes"),
             (
                 self.framing != LETTERBOX or not self.ignore,

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from anomalycli import modelfile
+from anomalycli.data.levels import stretched
 from anomalycli.detection import backbones, ignore
 from anomalycli.detection.methods import classifier, hybrid, patchcore
 from anomalycli.errors import UserError
@@ -44,7 +45,8 @@ class AnomalyModel:
         self.net.eval()
         device = next(self.net.parameters(), torch.empty(0)).device
         keep = ignore.keep_of(self.config)
-        return self.net(backbones.preprocess(torch.as_tensor(images).to(device), self.config["backbone"], keep), with_maps)
+        pixels = backbones.preprocess(torch.as_tensor(images).to(device), self.config["backbone"], keep, stretched(self.config))
+        return self.net(pixels, with_maps)
 
     def save(self, path: str | Path, overwrite: bool = True, scoring_graph: tuple[torch.Tensor, dict] | None = None) -> Path:
         """The model file, with ``scoring_graph`` (its bytes and their check, ``export.stored_graph``)

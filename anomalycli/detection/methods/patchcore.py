@@ -251,12 +251,13 @@ def embed_images(
     with_descriptors: bool = False,
     keep=None,
     framing: str = SQUASH,
+    stretch: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray, list[int], list[str]]:
     """Patch features (and descriptors) of the readable images among ``paths``, as ``embed_all``;
     their ``drift.image_stats``, their indices, and the errors of the others. Batches of
     ``EMBED_BATCH`` from the first path: the same paths give the same features wherever they are
-    embedded. ``keep``: a don't-care mask's, as ``backbones.preprocess`` takes it; ``framing``: the
-    model's (``data/framing.py``)."""
+    embedded. ``keep`` and ``stretch``: as ``backbones.preprocess`` takes them (a don't-care mask's,
+    and whether the model stretches levels: ``data/levels.py``); ``framing``: the model's (``data/framing.py``)."""
     readable: list[int] = []
     errors: list[str] = []
     stats: list[np.ndarray] = [np.empty((0, len(drift.STATS)))]
@@ -269,7 +270,7 @@ def embed_images(
             readable.extend(indices[ok].tolist())
             if ok.any():
                 stats.append(drift.image_stats(images[ok]))
-                yield backbones.preprocess(images[ok].to(device), extractor.name, keep)
+                yield backbones.preprocess(images[ok].to(device), extractor.name, keep, stretch)
 
     features, descriptors = embed_all(extractor, batches(), len(paths), show_progress, with_descriptors)
     return features, descriptors, np.concatenate(stats), readable, errors
