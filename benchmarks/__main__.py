@@ -81,6 +81,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results", help="where each topic's results are kept")
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md", help="the report to write")
     parser.add_argument("--report-only", action="store_true", help="measure nothing; write the report from --results")
+    parser.add_argument(
+        "--keep-other-data",
+        action="store_true",
+        help="with --data: keep the last results of the data sets not measured (a change that moves one set's figures only)",
+    )
     parser.add_argument("--reuse-fp32-fits", action="store_true", help="precision: keep the last run's fp32 paths (for a change to the int8 path only)")
     parser.add_argument("--baseline", default=None, help="speed: also time the whole predict with the code of this git revision (before/after a change)")
     parser.add_argument("--scale-sizes", type=int, nargs="+", default=None, help=f"scale: training images (default {' '.join(map(str, scale.SIZES))})")
@@ -110,14 +115,18 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("anomalycli").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore")
         command = "python -m benchmarks" + (f" --topics {','.join(args.topics)}" if len(args.topics) < len(report.TOPICS) else "")
-        command += "".join(f" {shlex.quote(a)}" for a in argv if a in ("--quick", "--reuse-fp32-fits"))
+        command += "".join(f" {shlex.quote(a)}" for a in argv if a in ("--quick", "--reuse-fp32-fits", "--keep-other-data"))
+        command += "".join(f" --data ../shared/data/{d.name}" for d in args.data) if args.data != [d.resolve() for d in DATA] else ""
         for topic in args.topics:
             if topic == "peer" and not args.peer_python.exists():
                 print(f"peer: skipped, no Python at {args.peer_python} (--peer-python names one with anomalib)", flush=True)
                 continue
             print(f"{topic}", flush=True)
             result = measure(topic, args, log=lambda line: print(line, flush=True))
-            report.save(args.results, topic, result, command)
+            if args.keep_other_data and "runs" in result:
+                report.save_keeping_other_data(args.results, topic, result, command)
+            else:
+                report.save(args.results, topic, result, command)
             report.write(args.results, args.out)  # a long run that stops early keeps what it finished
     report.write(args.results, args.out)
     print(f"wrote {args.out}")

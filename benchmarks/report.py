@@ -90,6 +90,23 @@ def save(results: Path, topic: str, result: dict, command: str) -> None:
     files.write_text(results / f"{topic}.json", json.dumps(record, indent=1) + "\n")
 
 
+def save_keeping_other_data(results: Path, topic: str, result: dict, command: str) -> None:
+    """``save``, keeping the runs of the data sets this run did not measure from the topic's last
+    record (``--keep-other-data``), and saying in the record's note where they come from."""
+    path = results / f"{topic}.json"
+    old = json.loads(path.read_text()) if path.exists() else None
+    measured = {run["data"] for run in result["runs"]}
+    kept = [run for run in old["result"]["runs"] if run["data"] not in measured] if old else []
+    save(results, topic, {**result, "runs": kept + result["runs"]}, command)
+    if kept:
+        record = json.loads(path.read_text())
+        record["note"] = (
+            f"This run measured {', '.join(sorted(measured))} only; the {', '.join(sorted({run['data'] for run in kept}))} rows "
+            f"are from the run of {old['date']} on {old['machine']} (`{old['command']}`)."
+        )
+        files.write_text(path, json.dumps(record, indent=1) + "\n")
+
+
 def load(results: Path) -> dict:
     return {path.stem: json.loads(path.read_text()) for path in sorted(results.glob("*.json")) if path.stem in TOPICS}
 
@@ -139,7 +156,10 @@ def markdown(records: dict) -> str:
         lines += ["", f"## {title}", ""]
         if topic in records:
             record = records[topic]
-            lines += [f"`{record['command']}`, {record['date']}, on {record['machine']}.", "", module.section(record["result"])]
+            lines += [f"`{record['command']}`, {record['date']}, on {record['machine']}.", ""]
+            # A topic rerun on some data sets only keeps the others' runs, and says so (``save_keeping_other_data``).
+            lines += [record["note"], ""] if record.get("note") else []
+            lines += [module.section(record["result"])]
         else:
             lines += [f"Not measured yet: `python -m benchmarks --topics {topic}`."]
     lines += ["", f"## {levers.TITLE}", "", levers.NOTE, "", levers.section()]

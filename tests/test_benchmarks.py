@@ -165,6 +165,15 @@ def test_the_report_says_which_topics_were_not_measured(tmp_path):
     assert "| recall at the announced point: announced → measured | 50.0 % → 50.0 % (1/1 folds consistent) |" in text
     assert "Not measured yet: `python -m benchmarks --topics speed`." in text and "| fit on every image" not in text
 
+    # A rerun on one data set keeps the other's rows and says where they come from.
+    other = {**run, "data": "other", "n_good": 3}
+    report.save(tmp_path, "accuracy", {"runs": [run, other]}, "python -m benchmarks --topics accuracy")
+    report.save_keeping_other_data(tmp_path, "accuracy", {"runs": [{**run, "n_good": 7}]}, "python -m benchmarks --topics accuracy --data set")
+    report.write(tmp_path, tmp_path / "B.md")
+    text = (tmp_path / "B.md").read_text()
+    assert "| other (3 good, 2 defective) |" in text and "| set (7 good, 2 defective) |" in text and "| set (2 good" not in text
+    assert "This run measured set only; the other rows are from the run of" in text
+
 
 def test_the_perturbation_control_moves_every_feature_map_by_its_size_and_only_inside():
     import torch
