@@ -21,6 +21,7 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from anomalycli.data.layouts import Sample, discover
+from anomalycli.data.levels import levels_of
 from anomalycli.data.synthetic import make_dataset
 from anomalycli.deploy import engines, export, loading, onnx_model
 from anomalycli.deploy.http_api import make_app
@@ -181,6 +182,8 @@ def test_every_file_a_verb_writes_gives_the_same_scores_in_every_verb_that_reads
     reference = _raw(iter_scores(source, images, show_progress=False))
     if writer == "train":
         assert source.config.get("precision", "fp32") == ("int8" if int8 else "fp32")
+    # Every file says whether its images' levels are stretched (the export in its metadata, for a line program).
+    assert levels_of(loading.load(model_file, "auto").config) == KINDS[kind][1].get("levels", "as-is")
     tolerance = _tolerance(source, graph=exported)
 
     def same(scores, where: str, graph: bool = False) -> None:

@@ -21,7 +21,7 @@ from torch import nn
 
 from anomalycli import __version__, modelfile
 from anomalycli.data.framing import LETTERBOX, framing_of
-from anomalycli.data.levels import stretched
+from anomalycli.data.levels import levels_of, stretched
 from anomalycli.deploy import onnx_model
 from anomalycli.deploy.engine_choice import ONNX_INSTALL_HINT
 from anomalycli.deploy.onnx_model import ANOMALY_MAP, DEFECT_MASK, INPUT, META_KEY, PROBE_KEY, RAW_SCORE, SCORE
@@ -203,8 +203,10 @@ def metadata(model: AnomalyModel) -> dict[str, str]:
             if framing_of(model.config) == LETTERBOX
             else f"resize to {size} x {size} first"
         )
+        + ("; the graph stretches each image's grey levels itself" if stretched(model.config) else "")
         + ")",
         "framing": framing_of(model.config),
+        "levels": levels_of(model.config),
         "outputs": f"{SCORE} (0..1, anomaly at >= 0.5), {RAW_SCORE}"
         + (f", {ANOMALY_MAP} (N x {size} x {size}, raw units)" if model.has_maps else "")
         + (f", {DEFECT_MASK} (N x {size} x {size}, uint8: 1 where {ANOMALY_MAP} >= pixel_threshold)" if pixel else ""),
