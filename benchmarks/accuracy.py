@@ -69,6 +69,11 @@ def headline(result: dict, data: str) -> dict:
     }
 
 
+def _size(image_size: int | None) -> str:
+    """The input size a run fitted at: the shipped default leaves it to train (data/resolution.py)."""
+    return f"{image_size} px" if image_size else "the size train chose"
+
+
 def section(result: dict) -> str:
     lines = [
         "Stratified 5-fold cross-validation (`splits.k_folds`, seed 0): each fold is fitted by `train.fit` on the other four "
@@ -83,7 +88,7 @@ def section(result: dict) -> str:
     summaries = [(run, summary(run)) for run in result["runs"]]
     for run, s in summaries:
         lines.append(
-            f"| {run['data']} ({run['n_good']} good, {run['n_defective']} defective) | {run['method']} ({run['backbone']}, {run['image_size']} px) "
+            f"| {run['data']} ({run['n_good']} good, {run['n_defective']} defective) | {run['method']} ({run['backbone']}, {_size(run['image_size'])}) "
             f"| {pm(s['auroc'])} | {pm(s['pixel_auroc'])} | {pm(s['loto_auroc'])} | {pm(s['loto_recall'], 2)} |"
         )
     lines += [
