@@ -107,6 +107,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def _shown(data: Path) -> str:
+    """A data set's folder as the command line names it: beside the repository's development sets
+    as ``../shared/data/NAME``, elsewhere its own path."""
+    shared = (REPO.parent / "shared" / "data").resolve()
+    return f"../shared/data/{data.name}" if data.parent == shared else shlex.quote(str(data))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
@@ -116,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore")
         command = "python -m benchmarks" + (f" --topics {','.join(args.topics)}" if len(args.topics) < len(report.TOPICS) else "")
         command += "".join(f" {shlex.quote(a)}" for a in argv if a in ("--quick", "--reuse-fp32-fits", "--keep-other-data"))
-        command += "".join(f" --data ../shared/data/{d.name}" for d in args.data) if args.data != [d.resolve() for d in DATA] else ""
+        command += "".join(f" --data {_shown(d)}" for d in args.data) if args.data != [d.resolve() for d in DATA] else ""
         for topic in args.topics:
             if topic == "peer" and not args.peer_python.exists():
                 print(f"peer: skipped, no Python at {args.peer_python} (--peer-python names one with anomalib)", flush=True)

@@ -89,7 +89,10 @@ def test_quick_run_measures_every_topic_and_the_report_is_written_from_their_res
     ):
         assert row in text
     accuracy = json.loads((results / "accuracy.json").read_text())
-    assert accuracy["command"] == "python -m benchmarks --quick" and {r["method"] for r in accuracy["result"]["runs"]} == {"hybrid", "patchcore"}
+    assert accuracy["command"] == f"python -m benchmarks --quick --data {data.resolve()}" and {r["method"] for r in accuracy["result"]["runs"]} == {
+        "hybrid",
+        "patchcore",
+    }
     for run in accuracy["result"]["runs"]:
         assert len(run["cv"]) == 2 and sum(len(o["labels"]) for o in run["cv"]) == 52  # every image held out once
         assert all(len(o["raw"]) == len(o["labels"]) for o in run["cv"] + run["loto"])
