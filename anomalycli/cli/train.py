@@ -188,9 +188,9 @@ def train_command(
             else ""
         )
         console.print(f"orientation: {turned['kind']}: {turned['reason']}{learnt}; bank {result.model.config['bank_size']:,} patches")
-    stretch = result.model.config.get("levels")
-    if stretch:
-        console.print(f"levels: {stretch['kind']}: {stretch['reason']}")
+    chosen_levels = result.model.config.get("levels")
+    if chosen_levels:
+        console.print(f"levels: {chosen_levels['kind']}: {chosen_levels['reason']}")
     console.print(f"model: {result.model_path}")
     if method_defaulted or method == AUTO:
         console.print(_auto_note(result.model.method, cal.n_anomaly, result.model.config.get("cv_folds", DEFAULTS["cv_folds"])))
