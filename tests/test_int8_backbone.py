@@ -45,6 +45,17 @@ def test_the_int8_graph_cannot_overflow_on_a_cpu_without_vnni(patchcore_model, h
         assert all(any(name in dequantised for name in conv.input) for conv in convs[int8_backbone.FP32_LEADING_CONVS :])
 
 
+def test_the_int8_graph_pads_inside_its_convolutions(patchcore_model, hybrid_model):
+    # A strided convolution's "same" padding as a Pad node ran in float between a dequantise and a
+    # quantise: half the int8 backbone's time. Folded, no float tensor is left between int8 layers.
+    for path in (patchcore_model, hybrid_model):
+        graph = onnx.load_from_string(int8_backbone.int8_of(AnomalyModel.load(path).net).graph.numpy().tobytes()).graph
+        ops = [node.op_type for node in graph.node]
+        assert "Pad" not in ops and not {"Shape", "Gather"} & set(ops)
+        strided = [node for node in graph.node if node.op_type == "Conv" and any(a.name == "strides" and max(a.ints) > 1 for a in node.attribute)]
+        assert strided and all(any(a.name == "pads" and max(a.ints) > 0 for a in node.attribute) for node in strided)
+
+
 def test_int8_and_fp32_backbones_give_close_but_different_features(patchcore_model, parts):
     model = AnomalyModel.load(patchcore_model)
     int8 = int8_backbone.int8_of(model.net)

@@ -267,7 +267,7 @@ def quantize(
     its patch features to the fp32 ones on those images. The last two options are the recipe's (see
     above); the benchmarks set them to measure the graph before it. The probe is preprocessed
     without a stretch, here and on every machine that checks it: it checks the kernels, not the model."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     x = backbones.preprocess(images, extractor.name, stretch=stretch)
     # The calibration keeps every intermediate tensor of every batch until it takes their ranges:
@@ -280,8 +280,13 @@ def quantize(
             return batches.pop(0) if batches else None
 
     with tempfile.TemporaryDirectory(prefix="anomalycli-int8-") as tmp:
-        fp32_path, int8_path = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        fp32_path.write_bytes(fp32_graph(extractor, images.shape[-1], deep))
+        traced_path, fp32_path, int8_path = Path(tmp) / "traced.onnx", Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        traced_path.write_bytes(fp32_graph(extractor, images.shape[-1], deep))
+        # ONNX Runtime's basic rewrites first, as its quantiser's documentation advises: they fold the
+        # strided convolutions' "same" padding into the convolutions, where the quantised graph
+        # otherwise ran each Pad in float between a dequantise and a quantise (the int8 backbone 2-3x
+        # faster, the same features; BENCHMARKS.md, "Speed").
+        quant_pre_process(traced_path, fp32_path, skip_symbolic_shape=True)
         with _quantizer_advice_dropped():
             quantize_static(
                 fp32_path,
