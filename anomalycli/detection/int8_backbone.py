@@ -1,4 +1,4 @@
-"""The frozen backbone in int8, on ONNX Runtime: 1.6-1.7x its fp32 speed there on a CPU (BENCHMARKS.md).
+"""The frozen backbone in int8, on ONNX Runtime: 1.8-2x its fp32 speed there on a CPU (BENCHMARKS.md, "Speed").
 
 EfficientNet-Lite was designed to be quantised (ReLU6, no squeeze-excite). ``quantize`` exports
 the feature extractor to ONNX and quantises it statically (QDQ, per-channel int8 weights, uint8
