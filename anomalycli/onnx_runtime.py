@@ -5,7 +5,6 @@ session is made.
 
 from __future__ import annotations
 
-import os
 import threading
 
 # How a graph's quantised layers run: ONNX Runtime's int8 kernels (fused QDQ, the fast path), or
@@ -15,14 +14,6 @@ import threading
 # BENCHMARKS.md: within a rounding step of the int8 kernels' features; a screws model's whole
 # graph 49 against 36 ms an image on an AVX-512 VNNI CPU).
 INT8_KERNELS, REFERENCE_KERNELS = "int8", "reference"
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity where the OS says, else every core)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def session(model: bytes | str, kernels: str = INT8_KERNELS, threads: int = 0):

@@ -37,3 +37,11 @@ def idle_threads_sleep() -> None:
     (BENCHMARKS.md, Levers tried and not shipped: the threads spinning). Read once, when OpenMP starts: set before PyTorch is imported.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity where the OS says, else every core)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1

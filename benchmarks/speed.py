@@ -133,7 +133,7 @@ def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
     from anomalycli.deploy import onnx_model
     from anomalycli.detection import backbones, int8_backbone
     from anomalycli.detection.methods import AnomalyModel
-    from anomalycli.onnx_runtime import available_cores
+    from anomalycli.runtime import available_cores
 
     model = AnomalyModel.load(model_path)
     size, n = model.config["image_size"], len(paths)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from anomalycli.data import decoding
 from anomalycli.data.decoding import DecodeAhead
 from anomalycli.data.images import read_image_array
 from anomalycli.data.tensors import image_batches
@@ -69,6 +70,7 @@ from pathlib import Path
 import numpy as np
 from onnx import TensorProto, helper
 from anomalycli.detection import int8_backbone
+from anomalycli.data import decoding
 from anomalycli.data.decoding import DecodeAhead
 
 x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])
@@ -110,3 +112,12 @@ def test_workers_started_afresh_decode_the_same(files, monkeypatch):
         spawned = list(decoder)
     assert [error == "" for _, error in spawned] == [path.name != "cut.png" for path in files]
     assert all(np.array_equal(pixels, read_image_array(path, 24)) for path, (pixels, _) in zip(files, spawned) if pixels is not None)
+
+
+def test_the_decoding_workers_follow_the_cores_this_process_may_use(monkeypatch):
+    # A line PC may pin the process to some of its cores: one worker per two of those, not of the machine's.
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert decoding.default_workers() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    assert decoding.default_workers() == 3

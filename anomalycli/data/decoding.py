@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import gc
 import multiprocessing
-import os
 import signal
 import sys
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -22,6 +21,7 @@ import numpy as np
 
 from anomalycli.data.framing import SQUASH
 from anomalycli.data.images import ImageError, read_image_array
+from anomalycli.runtime import available_cores
 
 # Batches of images decoded ahead of the one the model asks for: memory stays flat in the number
 # of images (4 batches of 32 at 320 px are 39 MB).
@@ -34,8 +34,9 @@ def images_ahead(batch_size: int) -> int:
 
 
 def default_workers() -> int:
-    # One decoding worker per two cores overlaps PNG decoding with the network on a small CPU.
-    return min(4, max(1, (os.cpu_count() or 2) // 2))
+    # One decoding worker per two cores overlaps PNG decoding with the network on a small CPU; the
+    # cores this process may use (a line PC may pin it to some), not the machine's.
+    return min(4, max(1, available_cores() // 2))
 
 
 def decode(path: Path, image_size: int, framing: str = SQUASH) -> tuple[np.ndarray | None, str]:

@@ -22,7 +22,8 @@ from anomalycli import modelfile
 from anomalycli.deploy import engine_choice
 from anomalycli.errors import UsageError, UserError
 from anomalycli.judgement.calibration import Calibration
-from anomalycli.onnx_runtime import INT8_KERNELS, REFERENCE_KERNELS, available_cores, session
+from anomalycli.onnx_runtime import INT8_KERNELS, REFERENCE_KERNELS, session
+from anomalycli.runtime import available_cores
 
 SUFFIX = ".onnx"
 # The graph's input and outputs, and the metadata keys the file carries.
