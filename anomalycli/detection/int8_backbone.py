@@ -285,7 +285,8 @@ def quantize(
         # ONNX Runtime's basic rewrites first, as its quantiser's documentation advises: they fold the
         # strided convolutions' "same" padding into the convolutions, where the quantised graph
         # otherwise ran each Pad in float between a dequantise and a quantise (the int8 backbone 2-3x
-        # faster, the same features; BENCHMARKS.md, "Speed").
+        # faster, the same features to the bit: that quantise gave the padded zeros back unchanged;
+        # BENCHMARKS.md, "Speed").
         quant_pre_process(traced_path, fp32_path, skip_symbolic_shape=True)
         with _quantizer_advice_dropped():
             quantize_static(
