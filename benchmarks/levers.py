@@ -206,6 +206,20 @@ LEVERS = [
         "2026-12-05",
     ),
     (
+        "few goods",
+        "the image score taken relative to the image's own patch distances: the highest less the median, over the median, less the mean, less the 90th percentile, or less the median over the interquartile range (a bright, contrasty good tile's patches all lie further from the bank)",
+        "magtiles AUROC at 16 goods, 3 draws (fp32, levels stretched, every good patch in the bank, offline): 0.835 / 0.776 / 0.837 / 0.815 / 0.709 against 0.855 for the highest alone (strides 8 and 16); with stride 16 alone 0.838 / 0.770 / 0.839 / 0.802 / 0.680 against 0.866",
+        "worse: a defect that spreads over a tile raises its median too",
+        "2026-12-05",
+    ),
+    (
+        "int8 on a changed line",
+        "fewer convolutions kept in fp32: the first 9 or 12 (the stem, the first block and part of the stride-4 stage) instead of the blocks that begin at stride 4 or finer (15)",
+        "screws fold 0, int8 less fp32 AUROC, seed 0 with 9: none +0.003, strong sensor noise -0.006, strong JPEG -0.103, mild blur -0.008; seed 1 with 12: -0.006, -0.016, +0.019, +0.005; with 15 (shipped): seed 0 +0.000, +0.017, +0.003, -0.002, seed 1 +0.005, +0.027, +0.005, +0.003. Backbone one image / batch 16, ms: 8.9 / 8.1 (9), 9.1 / 8.6 (12), 9.3 / 9.1 (15), 7.7 / 5.9 (3)",
+        "9 leaves strong JPEG 0.10 behind; 12 saves 0.5 ms an image for a larger noise gap",
+        "2026-12-05",
+    ),
+    (
         "speed",
         "the exported bank search by slices of 2,048 bank rows (each multiplied and reduced before the next), and then two calls in flight in watch and serve too",
         "the same picks; a call held 40 instead of 85 MB (screws' bank) and 35 instead of 147 (magnetic tiles'); predict's peak 323 / 345 MiB against 387 / 575; a watch with two calls in flight 256.8 -> 256.3 MiB over 20,000 images; but one image alone 35.4 against 32.2 ms (screws' graph, 2 threads, 5 interleaved rounds of 40); slices of 1,024 rows slower still, of 4,096 twice the memory",
