@@ -1,4 +1,4 @@
-"""The frozen backbone in int8, on ONNX Runtime: 1.8-2x its fp32 speed there on a CPU (BENCHMARKS.md, "Speed").
+"""The frozen backbone in int8, on ONNX Runtime: 1.4x its fp32 speed there on a CPU, and about 4x PyTorch's fp32 forward (BENCHMARKS.md, "Speed").
 
 EfficientNet-Lite was designed to be quantised (ReLU6, no squeeze-excite). ``quantize`` exports
 the feature extractor to ONNX and quantises it statically (QDQ, per-channel int8 weights, uint8
@@ -19,11 +19,11 @@ One graph gives the same features on every CPU ("Precision on any CPU" in BENCHM
 
 Every block that begins on a map at stride 4 or finer stays in fp32 (``FP32_FINEST_STRIDE``: the
 stem and first block above, the stride-4 stage, and the block that takes it to stride 8; 15 of
-Lite1's 63 convolutions at 320 px): with only
-the stem and first block in fp32, int8 separated worse than fp32 on a line with sensor noise or
-strong JPEG (screws AUROC 0.061 and 0.089 lower), because the ranges of those fine layers come
-from clean images; kept in fp32, int8 tracks fp32 within a refit's own change there (the cosine
-0.999), for 1.5-3 ms an image of backbone (BENCHMARKS.md, "int8 on a changed line").
+Lite1's 63 convolutions at 320 px): with only the stem and first block in fp32, int8 separated
+worse than fp32 on a line with sensor noise or strong JPEG (screws AUROC 0.061 and 0.089 lower),
+because the ranges of those fine layers come from clean images; kept in fp32, int8 tracks fp32
+within a refit's own change there (cosine 0.997-0.999), for 1.5-3 ms an image of backbone
+(BENCHMARKS.md, "int8 on a changed line").
 
 Two checks keep a wrong int8 path from scoring silently:
 - at training, the int8 patch features must agree with the fp32 ones on the calibration images
@@ -295,7 +295,8 @@ def quantize(
     """``extractor`` in int8, its activation ranges taken from ``images`` (uint8 N x 3 x S x S, good
     parts; their levels stretched first where the model does: ``stretch``), and the median cosine of
     its patch features to the fp32 ones on those images. The last two options are the recipe's (see
-    above); the benchmarks set them to measure the graph before it. The probe is preprocessed
+    above; ``fp32_leading_convs`` None: the blocks that begin at ``FP32_FINEST_STRIDE`` or finer);
+    the benchmarks set them to measure the graphs before it. The probe is preprocessed
     without a stretch, here and on every machine that checks it: it checks the kernels, not the model."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 
