@@ -32,30 +32,17 @@ def test_a_patchcore_model_fitted_on_a_cpu_takes_its_features_from_its_int8_back
 
 def test_the_int8_graph_cannot_overflow_on_a_cpu_without_vnni(patchcore_model, hybrid_model):
     """Without VNNI, ONNX Runtime adds pairs of uint8 x int8 products in 16 bits: 255 x 64 x 2 fits
-    in 32,767, 255 x 127 x 2 does not. Every int8 weight lies in -64..64, and the blocks that begin
-    at stride 4 or finer stay in fp32 (the stem and first block among them)."""
+    in 32,767, 255 x 127 x 2 does not. Every int8 weight lies in -64..64, and the stem stays in fp32."""
     from onnx import numpy_helper
 
     for path in (patchcore_model, hybrid_model):
-        model = AnomalyModel.load(path)
-        int8 = int8_backbone.int8_of(model.net)
-        graph = onnx.load_from_string(int8.graph.numpy().tobytes()).graph
+        graph = onnx.load_from_string(int8_backbone.int8_of(AnomalyModel.load(path).net).graph.numpy().tobytes()).graph
         weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
         assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
         dequantised = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
         convs = [node for node in graph.node if node.op_type == "Conv"]
-        kept = int8_backbone.fine_convs(int8.fp32, model.config["image_size"])
-        assert 3 <= kept < len(convs)
-        assert all(name not in dequantised for conv in convs[:kept] for name in conv.input)
-        assert all(any(name in dequantised for name in conv.input) for conv in convs[kept:])
-
-
-def test_the_blocks_kept_in_fp32_are_those_that_begin_at_stride_4_or_finer():
-    # Lite1: the stem, block 0 (stride 2), blocks 1-3 (to stride 4), block 4 (stride 4 to 8): 1 + 2 + 3 x 4 convolutions.
-    lite1 = backbones.FeatureExtractor("efficientnet_lite1", backbones.build("efficientnet_lite1", "none")).eval()
-    assert int8_backbone.fine_convs(lite1, 320) == int8_backbone.fine_convs(lite1, 64) == 15
-    lite0 = backbones.FeatureExtractor("efficientnet_lite0", backbones.build("efficientnet_lite0", "none")).eval()
-    assert int8_backbone.fine_convs(lite0, 224) == 1 + 2 + 3 * 3
+        assert all(name not in dequantised for conv in convs[: int8_backbone.FP32_LEADING_CONVS] for name in conv.input)
+        assert all(any(name in dequantised for name in conv.input) for conv in convs[int8_backbone.FP32_LEADING_CONVS :])
 
 
 def test_the_int8_graph_pads_inside_its_convolutions(patchcore_model, hybrid_model):

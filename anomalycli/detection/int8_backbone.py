@@ -1,4 +1,4 @@
-"""The frozen backbone in int8, on ONNX Runtime: 1.4x its fp32 speed there on a CPU, and about 4x PyTorch's fp32 forward (BENCHMARKS.md, "Speed").
+"""The frozen backbone in int8, on ONNX Runtime: 1.8-2x its fp32 speed there on a CPU (BENCHMARKS.md, "Speed").
 
 EfficientNet-Lite was designed to be quantised (ReLU6, no squeeze-excite). ``quantize`` exports
 the feature extractor to ONNX and quantises it statically (QDQ, per-channel int8 weights, uint8
@@ -13,17 +13,10 @@ One graph gives the same features on every CPU ("Precision on any CPU" in BENCHM
   Runtime's uint8 x int8 kernels add pairs of products in 16 bits (VPMADDUBSW), which
   255 x 127 x 2 overflows and 255 x 64 x 2 does not, so AVX2, AVX-512 and VNNI kernels compute
   the same integers (8-bit weights gave features at median cosine 0.52 to fp32 on an AVX2 CPU);
-- the stem and the first block stay in fp32: their batch-norm-folded filters nearly cancel on
-  flat backgrounds, where 7-bit weights alone took the screws' cosine to 0.87; kept in fp32 the
-  cosine is 0.985 / 0.993 on screws / magnetic tiles, above the 8-bit graph's 0.966 / 0.983.
-
-Every block that begins on a map at stride 4 or finer stays in fp32 (``FP32_FINEST_STRIDE``: the
-stem and first block above, the stride-4 stage, and the block that takes it to stride 8; 15 of
-Lite1's 63 convolutions at 320 px): with only the stem and first block in fp32, int8 separated
-worse than fp32 on a line with sensor noise or strong JPEG (screws AUROC 0.061 and 0.089 lower),
-because the ranges of those fine layers come from clean images; kept in fp32, int8 tracks fp32
-within a refit's own change there (cosine 0.997-0.999), for 1.5-3 ms an image of backbone
-(BENCHMARKS.md, "int8 on a changed line").
+- the stem and the first block stay in fp32 (``FP32_LEADING_CONVS``): their batch-norm-folded
+  filters nearly cancel on flat backgrounds, where 7-bit weights alone took the screws' cosine to
+  0.87; kept in fp32 they cost little (a few channels at the largest size) and the cosine is
+  0.985 / 0.993 on screws / magnetic tiles, above the 8-bit graph's 0.966 / 0.983.
 
 Two checks keep a wrong int8 path from scoring silently:
 - at training, the int8 patch features must agree with the fp32 ones on the calibration images
@@ -39,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import itertools
 import logging
 import os
 import tempfile
@@ -68,8 +60,8 @@ PROBE_RTOL = 1e-3
 # features' distance to training's, relative to their norm (0.014-0.027 on both development sets'
 # probes, where fp32 features lie 0.07-0.10 away).
 REFERENCE_RTOL = 0.04
-# The blocks kept in fp32, in the graph's order: those that begin on a map at this stride or finer (see above).
-FP32_FINEST_STRIDE = 4
+# Convolutions (in the graph's order) kept in fp32: the stem and the first block (see above).
+FP32_LEADING_CONVS = 3
 OPSET = 17
 INPUT = "x"
 # How a model's config begins its precision note when training kept the fp32 backbone for this.
@@ -252,28 +244,6 @@ def _quantizer_advice_dropped():
         root.removeFilter(not_the_quantisers)
 
 
-def fine_convs(extractor: backbones.FeatureExtractor, image_size: int) -> int:
-    """How many of ``extractor``'s convolutions, in the order they run on ``image_size`` px images,
-    belong to blocks that begin on a map at stride ``FP32_FINEST_STRIDE`` or finer (a block: the
-    module holding the convolution). The traced graph runs them in the same order."""
-    runs: list[tuple[str, int]] = []  # (the convolution's block, the width of the map it read)
-    hooks = [
-        conv.register_forward_hook(lambda module, inputs, output, block=name.rpartition(".")[0]: runs.append((block, inputs[0].shape[-1])))
-        for name, conv in extractor.named_modules()
-        if isinstance(conv, nn.Conv2d)
-    ]
-    try:
-        with torch.no_grad():
-            extractor(torch.zeros(1, 3, image_size, image_size), deep=True)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    first_width: dict[str, int] = {}
-    for block, width in runs:
-        first_width.setdefault(block, width)
-    return sum(1 for _ in itertools.takewhile(lambda run: first_width[run[0]] * FP32_FINEST_STRIDE >= image_size, runs))
-
-
 def _leading_nodes(graph_path: Path, convs_kept: int) -> list[str]:
     """The nodes before the graph's ``convs_kept + 1``-th convolution, kept in fp32 (with
     the activations and paddings between them, which would otherwise take the float outputs' ranges)."""
@@ -290,13 +260,12 @@ def quantize(
     deep: bool,
     stretch: bool = False,
     seven_bit_weights: bool = True,
-    fp32_leading_convs: int | None = None,
+    fp32_leading_convs: int = FP32_LEADING_CONVS,
 ) -> tuple[Int8Extractor, float]:
     """``extractor`` in int8, its activation ranges taken from ``images`` (uint8 N x 3 x S x S, good
     parts; their levels stretched first where the model does: ``stretch``), and the median cosine of
     its patch features to the fp32 ones on those images. The last two options are the recipe's (see
-    above; ``fp32_leading_convs`` None: the blocks that begin at ``FP32_FINEST_STRIDE`` or finer);
-    the benchmarks set them to measure the graphs before it. The probe is preprocessed
+    above); the benchmarks set them to measure the graph before it. The probe is preprocessed
     without a stretch, here and on every machine that checks it: it checks the kernels, not the model."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 
@@ -329,7 +298,7 @@ def quantize(
                 reduce_range=seven_bit_weights,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
-                nodes_to_exclude=_leading_nodes(fp32_path, fine_convs(extractor, images.shape[-1]) if fp32_leading_convs is None else fp32_leading_convs),
+                nodes_to_exclude=_leading_nodes(fp32_path, fp32_leading_convs),
             )
         graph = torch.frombuffer(bytearray(int8_path.read_bytes()), dtype=torch.uint8)
     probe = images.float().mean(0).round().to(torch.uint8)
