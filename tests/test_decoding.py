@@ -70,7 +70,6 @@ from pathlib import Path
 import numpy as np
 from onnx import TensorProto, helper
 from anomalycli.detection import int8_backbone
-from anomalycli.data import decoding
 from anomalycli.data.decoding import DecodeAhead
 
 x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])
