@@ -99,6 +99,15 @@ def test_image_stats_tell_brightness_contrast_and_blur_apart(parts):
     assert flatter[1] < 0.6 * base[1] and abs(flatter[2] - base[2]) < 0.2 * base[2]
 
 
+def test_image_stats_of_a_batch_are_each_image_s_own(parts):
+    # Computed an image at a time (the speed): a batch's rows are those of its images alone, and an empty batch has none.
+    pictures = [np.array(Image.open(p).convert("RGB")).transpose(2, 0, 1) for p in sorted((parts / "good").glob("*.png"))[:3]]
+    batch = drift.image_stats(np.stack(pictures))
+    assert batch.shape == (3, len(drift.STATS)) and len({tuple(row) for row in batch}) == 3
+    assert np.array_equal(batch, np.concatenate([drift.image_stats(p[None]) for p in pictures]))
+    assert drift.image_stats(np.zeros((0, 3, 8, 8), np.uint8)).shape == (0, len(drift.STATS))
+
+
 def test_predict_warns_on_a_darker_line_and_not_on_the_training_line(parts, patchcore_model, tmp_path):
     darker = tmp_path / "darker"
     darker.mkdir()

@@ -131,3 +131,19 @@ def test_calls_in_flight_score_a_batch_as_one_call_at_a_time(patchcore_model, pa
     assert in_flight._in_flight is not None and one_at_a_time._in_flight is None
     assert np.allclose(raw, expected_raw, rtol=1e-6, atol=0) and np.allclose(maps, expected_maps, rtol=1e-5, atol=1e-6)
     assert np.argsort(raw).tolist() == np.argsort(expected_raw).tolist()
+
+
+def test_a_model_loaded_for_calls_in_flight_makes_one_session(patchcore_model, parts, monkeypatch):
+    # predict loads the graph for its calls in flight: the probe and the batches share one session.
+    monkeypatch.setattr(onnx_model, "available_cores", lambda: 2)
+    made = []
+    real_session = onnx_model.session
+    monkeypatch.setattr(onnx_model, "session", lambda *args: made.append(args) or real_session(*args))
+    in_flight = onnx_model.stored_in(patchcore_model, calls_in_flight=2)
+    images, _, _ = load_all(discover(parts).samples[:5], in_flight.config["image_size"])
+    assert in_flight.probe_holds()
+    raw, _ = in_flight.score(images.numpy(), with_maps=False)
+    assert len(made) == 1 and made[0][2] == 1  # one session, one thread a call
+    assert in_flight._in_flight[0] is in_flight.session
+    alone, _ = onnx_model.stored_in(patchcore_model).score(images.numpy(), with_maps=False)
+    assert np.allclose(raw, alone, rtol=1e-6, atol=0)

@@ -76,7 +76,7 @@ def predict_command(
     with _decode_ahead(model_path, paths, batch_size) if ray is None else contextlib.nullcontext() as decoded:
         from anomalycli.deploy.scoring import check_drift, iter_scores
 
-        model = loading.load(model_path, engine)
+        model = loading.load(model_path, engine, min(onnx_model.CALLS_IN_FLIGHT, len(paths)))
         if heatmaps is not None and not model.has_maps:
             raise UsageError(f"a {model.method} model has no anomaly maps; --heatmaps needs a patchcore model")
         pixel_threshold, min_area = pixel_threshold_of(model), min_area_of(model)
@@ -91,7 +91,7 @@ def predict_command(
             err_console.print("regions: not made on Ray (the maps stay on the workers); predict without --ray for them", highlight=False)
         with_maps = heatmaps is not None or with_regions
         if ray is None:
-            model, engine_notes = loading.on_engine(model, engine, len(paths), with_maps=with_maps, calls_in_flight=onnx_model.CALLS_IN_FLIGHT)
+            model, engine_notes = loading.on_engine(model, engine, len(paths), with_maps=with_maps)
             scored_rows = iter_scores(model, paths, batch_size, threshold, with_maps=with_maps, decoded=decoded)
         else:
             from anomalycli.deploy.ray_cluster import connect

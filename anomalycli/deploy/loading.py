@@ -13,14 +13,16 @@ from anomalycli import project
 from anomalycli.deploy import onnx_model
 
 
-def load(model_path: Path, engine: str):
-    """The model at ``model_path`` (a file or a run folder). Where an int8 graph does not score its
-    probe image here as where it was trained, ``on_engine`` moves it to the kernels that do."""
+def load(model_path: Path, engine: str, calls_in_flight: int = 1):
+    """The model at ``model_path`` (a file or a run folder), a scoring graph's to score
+    ``calls_in_flight`` images at once where given several (``onnx_model.CALLS_IN_FLIGHT`` for a
+    batch job). Where an int8 graph does not score its probe image here as where it was trained,
+    ``on_engine`` moves it to the kernels that do."""
     path = project.model_file(model_path)
     if onnx_model.is_exported(path):
-        return onnx_model.load(path, engine)
+        return onnx_model.load(path, engine, calls_in_flight)
     if engine in ("auto", "onnx"):
-        graph = onnx_model.stored_in(path)
+        graph = onnx_model.stored_in(path, calls_in_flight)
         if graph is not None:
             return graph
     from anomalycli.deploy.engines import load_model
@@ -28,10 +30,9 @@ def load(model_path: Path, engine: str):
     return load_model(path, engine)
 
 
-def on_engine(model, engine: str, n_images: int, with_maps: bool, calls_in_flight: int = 1) -> tuple[object, list[str]]:
+def on_engine(model, engine: str, n_images: int, with_maps: bool) -> tuple[object, list[str]]:
     """``engines.on_engine`` here (without PyTorch for a graph on ONNX Runtime): the model where it
-    runs, a scoring graph's with ``calls_in_flight`` images scored at once (``OnnxModel``), and the
-    lines to print: where that is, and why where it is not the model's fast path."""
+    runs, and the lines to print: where that is, and why where it is not the model's fast path."""
     if isinstance(model, onnx_model.OnnxModel):
         model, note = model.where_probe_holds()
         where = model.describe()
@@ -41,6 +42,4 @@ def on_engine(model, engine: str, n_images: int, with_maps: bool, calls_in_fligh
 
         model, note = placed(model, engine, n_images, with_maps)
         where = describe(model)
-    if isinstance(model, onnx_model.OnnxModel):
-        model.calls_in_flight = calls_in_flight
     return model, [f"runs on: {where}", *([note] if note else [])]

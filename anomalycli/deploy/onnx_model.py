@@ -55,11 +55,18 @@ def is_exported(path: Path) -> bool:
     return path.suffix.lower() == SUFFIX
 
 
-def whole_graph_session(model: bytes | str, kernels: str = INT8_KERNELS):
+def whole_graph_session(model: bytes | str, kernels: str = INT8_KERNELS, threads: int = 0):
     """``session`` for a whole scoring graph, or one line saying how to install ONNX Runtime."""
     if not engine_choice.onnxruntime_installed():
         raise UserError(f"an .onnx model runs on ONNX Runtime, which is not installed; run: {engine_choice.ONNX_INSTALL_HINT}")
-    return session(model, kernels)
+    return session(model, kernels, threads)
+
+
+def threads_a_call(calls_in_flight: int) -> int:
+    """ONNX Runtime threads of each call where ``calls_in_flight`` calls share this process's cores
+    (0: ONNX Runtime's choice, one a core, for one call at a time)."""
+    calls = min(calls_in_flight, available_cores())
+    return available_cores() // calls if calls > 1 else 0
 
 
 @dataclass
@@ -76,6 +83,7 @@ class OnnxModel:
     source: bytes | str | None = field(default=None, repr=False)
     kernels: str = INT8_KERNELS
     calls_in_flight: int = 1  # images scored at once when given several (CALLS_IN_FLIGHT for a batch job)
+    threads: int = 0  # each call's ONNX Runtime threads in ``session`` (threads_a_call)
     _mismatch: float | None = field(default=None, init=False, repr=False)
     # For several images: a session whose calls run on a share of the cores, and the threads that call it.
     _in_flight: tuple | None = field(default=None, init=False, repr=False)
@@ -103,8 +111,10 @@ class OnnxModel:
         """(a session of the same graph and kernels whose calls run on their share of the cores, and
         ``calls_in_flight`` threads to call it), made on first use: a single image never needs them."""
         if self._in_flight is None:
-            calls = min(self.calls_in_flight, available_cores())
-            self._in_flight = session(self.source, self.kernels, available_cores() // calls), ThreadPoolExecutor(calls, thread_name_prefix="onnx-call")
+            threads = threads_a_call(self.calls_in_flight)
+            # A model loaded for a batch job has its session so already: one graph's session less to make (0.1 s) and hold.
+            shared = self.session if self.threads == threads else session(self.source, self.kernels, threads)
+            self._in_flight = shared, ThreadPoolExecutor(min(self.calls_in_flight, available_cores()), thread_name_prefix="onnx-call")
         return self._in_flight
 
     def probe_mismatch(self) -> float:
@@ -136,7 +146,7 @@ class OnnxModel:
         if self.probe_holds():
             return self, ""
         mismatch = self.probe_mismatch()
-        reference = replace(self, session=whole_graph_session(self.source, REFERENCE_KERNELS), kernels=REFERENCE_KERNELS)
+        reference = replace(self, session=whole_graph_session(self.source, REFERENCE_KERNELS, self.threads), kernels=REFERENCE_KERNELS)
         if reference.probe_holds():
             return reference, (
                 f"this CPU's int8 kernels score the model's probe image {mismatch:.1%} of the score range away from the machine "
@@ -150,8 +160,9 @@ class OnnxModel:
         )
 
 
-def load(path: str | Path, engine: str = "auto") -> OnnxModel:
-    """An exported file. Opening it runs no Python code from it: ONNX Runtime reads the graph only."""
+def load(path: str | Path, engine: str = "auto", calls_in_flight: int = 1) -> OnnxModel:
+    """An exported file, to score ``calls_in_flight`` images at once where given several. Opening it
+    runs no Python code from it: ONNX Runtime reads the graph only."""
     path = Path(path)
     if engine == "torch":
         raise UsageError(f"{path.name} is an exported ONNX model, which runs on ONNX Runtime only; drop --engine torch or pass the .safetensors model")
@@ -159,7 +170,7 @@ def load(path: str | Path, engine: str = "auto") -> OnnxModel:
     if not path.is_file():
         raise UserError(f"model file {path} does not exist; pass the .onnx file that anomaly export wrote")
     try:
-        graph = whole_graph_session(str(path))
+        graph = whole_graph_session(str(path), threads=threads_a_call(calls_in_flight))
     except UserError:
         raise
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / InvalidProtobuf
@@ -170,7 +181,15 @@ def load(path: str | Path, engine: str = "auto") -> OnnxModel:
     try:
         meta = json.loads(properties[META_KEY])
         modelfile.check_version(path, meta)
-        model = OnnxModel(meta["method"], meta["config"], Calibration(**meta["calibration"]), graph, source=str(path))
+        model = OnnxModel(
+            meta["method"],
+            meta["config"],
+            Calibration(**meta["calibration"]),
+            graph,
+            source=str(path),
+            calls_in_flight=calls_in_flight,
+            threads=threads_a_call(calls_in_flight),
+        )
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         raise UserError(f"{not_a_model}: its metadata is incomplete") from None
     if PROBE_KEY in properties:
@@ -182,8 +201,9 @@ def load(path: str | Path, engine: str = "auto") -> OnnxModel:
     return model
 
 
-def stored_in(path: Path) -> OnnxModel | None:
-    """The scoring graph a model file carries (``export.stored_graph``), loaded without PyTorch;
+def stored_in(path: Path, calls_in_flight: int = 1) -> OnnxModel | None:
+    """The scoring graph a model file carries (``export.stored_graph``), loaded without PyTorch to
+    score ``calls_in_flight`` images at once where given several;
     None where it carries none, where its network's tensors are not those the graph was exported
     from (the file was changed since), or where ONNX Runtime is not installed."""
     meta = modelfile.read_meta(path)
@@ -200,7 +220,17 @@ def stored_in(path: Path) -> OnnxModel | None:
         calibration = Calibration(**meta["calibration"])
     except (KeyError, TypeError, ValueError, struct.error):  # a damaged file is loading's to say, on PyTorch
         return None
-    return OnnxModel(meta["method"], meta["config"], calibration, whole_graph_session(graph), probe, source=graph)
+    threads = threads_a_call(calls_in_flight)
+    return OnnxModel(
+        meta["method"],
+        meta["config"],
+        calibration,
+        whole_graph_session(graph, threads=threads),
+        probe,
+        source=graph,
+        calls_in_flight=calls_in_flight,
+        threads=threads,
+    )
 
 
 def probe_image(probe: dict) -> np.ndarray:
