@@ -217,10 +217,15 @@ def _first_minimum(values: torch.Tensor) -> torch.Tensor:
     """The index of the first minimum along the last axis (a multiple of ``MINIMUM_BLOCK`` long), as
     ``values.min(-1).indices``: each block's minimum first, then the position in the best block."""
     values = values.float()
-    blocks = values.view(*values.shape[:-1], -1, MINIMUM_BLOCK)
-    best = blocks.amin(-1).argmin(-1, keepdim=True)
-    picked = blocks.gather(-2, best.unsqueeze(-1).expand(*best.shape, MINIMUM_BLOCK)).squeeze(-2)
-    return (best.squeeze(-1) * MINIMUM_BLOCK) + picked.argmin(-1)
+    lead = values.shape[:-1]
+    blocks = values.reshape(-1, MINIMUM_BLOCK)  # every block of every row, one a row
+    minima = blocks.amin(-1).view(*lead, -1)
+    best = minima.argmin(-1)
+    # The best blocks taken as whole rows (a Gather in an exported graph, which copies rows: its
+    # GatherElements with an expanded index took 3.5 ms of a screws image's 42; BENCHMARKS.md, Speed).
+    first_rows = torch.arange(best.numel(), device=values.device).view(lead) * minima.shape[-1]
+    picked = blocks.index_select(0, (first_rows + best).reshape(-1)).view(*lead, MINIMUM_BLOCK)
+    return best * MINIMUM_BLOCK + picked.argmin(-1)
 
 
 def nearest_distances(queries: torch.Tensor, bank: torch.Tensor, k: int, chunk: int = CHUNK):
