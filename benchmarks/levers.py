@@ -213,6 +213,13 @@ LEVERS = [
         "2026-12-05",
     ),
     (
+        "few goods",
+        "each patch's neighbourhood (the average over k x k patches before the search) of 1 (none), 5 or 7 instead of 3, and the map blurred by 0.5 or 2 patches instead of 1",
+        "magtiles AUROC at 16 goods, first draw (fp32, levels stretched, every good patch in the bank, offline), strides 8 and 16 / stride 16 alone: k = 1 0.632-0.663 / 0.674-0.689, k = 5 0.819-0.824 / 0.838, k = 7 0.786-0.791 / 0.808 against k = 3 0.856 / 0.868; blur 0.5 0.857 / 0.868, blur 2 0.833 / 0.860",
+        "the shipped 3 x 3 neighbourhood and 1-patch blur are the best of these on the tiles: the few-goods gap is not the patch's context",
+        "2026-12-05",
+    ),
+    (
         "int8 on a changed line",
         "every block that begins at stride 4 or finer kept in fp32 (15 of Lite1's 63 convolutions) instead of the stem and first block (3); or the first 9 or 12",
         "precision_shift topic, both sets, seeds 0 and 1: int8's AUROC difference to fp32 over 19 shifts, mean size 0.0164 on screws (0.0359 with 3; a refit of fp32 alone 0.0138) and 0.0040 on magtiles (0.0097; a refit 0.0060); screws strong sensor noise +0.017 / +0.027 (-0.061 / -0.072 with 3), strong JPEG +0.003 / +0.005 (-0.089 / -0.109); conditions within 0.003 on both seeds 0 and 5 of 19. With 9 (seed 0) strong JPEG still -0.103. Cosine to fp32 0.997 / 0.998 against 0.986 / 0.99. Speed topic: int8 backbone 9.0 against 6.8 ms an image (batch 16), default / fp32 whole predict 1.42x / 1.47x against 1.48x / 1.66x",
@@ -303,6 +310,13 @@ LEVERS = [
         "int8 backbone 11.0-17.3 ms an image against 11.2-19.3, the same cosine to fp32 (screws, 32 images, 3 rounds)",
         "the same graph: the depthwise convolutions' Pad nodes (a tenth of the backbone's time) stay unfused",
         "2026-11-30",
+    ),
+    (
+        "speed",
+        "predict: the next batch's scoring started before the rows of the one before are made (a scoring thread); a first batch of 8 instead of 32; two decoding workers; the heavy imports (regions, SciPy) after the decoding starts, the decoding worker forked or spawned",
+        "whole predict of 320 camera screws, 5 alternated rounds each against the code before: 1.00x; within noise; 0.99x; +1-2 % forked but one image 0.84 -> 0.90 s (imports after the fork copy the pages they touch), spawned 0.98x and one image 0.82 -> 0.95 s",
+        "the cores are already busy (16.9 of 17.8 core-seconds used): what is left of the limit is start-up (1.0 s of CPU) and the two stages sharing two cores",
+        "2026-12-05",
     ),
 ]
 
