@@ -42,7 +42,8 @@ def cpu_class() -> str:
     """This CPU's architecture and the instruction sets that choose ONNX Runtime's int8 kernels, in
     words (predict's first line and every timing in BENCHMARKS.md name it)."""
     try:
-        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
     except OSError:
         flags = []
     return int8_class(platform.machine().lower(), flags)
