@@ -169,8 +169,9 @@ def load(path: str | Path, engine: str = "auto", calls_in_flight: int = 1) -> On
     not_a_model = f"{path} is not an anomalycli model file (or it is damaged)"
     if not path.is_file():
         raise UserError(f"model file {path} does not exist; pass the .onnx file that anomaly export wrote")
+    threads = threads_a_call(calls_in_flight)
     try:
-        graph = whole_graph_session(str(path), threads=threads_a_call(calls_in_flight))
+        graph = whole_graph_session(str(path), threads=threads)
     except UserError:
         raise
     except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / InvalidProtobuf
@@ -188,7 +189,7 @@ def load(path: str | Path, engine: str = "auto", calls_in_flight: int = 1) -> On
             graph,
             source=str(path),
             calls_in_flight=calls_in_flight,
-            threads=threads_a_call(calls_in_flight),
+            threads=threads,
         )
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         raise UserError(f"{not_a_model}: its metadata is incomplete") from None
