@@ -220,13 +220,6 @@ LEVERS = [
         "2026-12-05",
     ),
     (
-        "int8 on a changed line",
-        "every block that begins at stride 4 or finer kept in fp32 (15 of Lite1's 63 convolutions) instead of the stem and first block (3); or the first 9 or 12",
-        "precision_shift topic, both sets, seeds 0 and 1: int8's AUROC difference to fp32 over 19 shifts, mean size 0.0164 on screws (0.0359 with 3; a refit of fp32 alone 0.0138) and 0.0040 on magtiles (0.0097; a refit 0.0060); screws strong sensor noise +0.017 / +0.027 (-0.061 / -0.072 with 3), strong JPEG +0.003 / +0.005 (-0.089 / -0.109); conditions within 0.003 on both seeds 0 and 5 of 19. With 9 (seed 0) strong JPEG still -0.103. Cosine to fp32 0.997 / 0.998 against 0.986 / 0.99. Speed topic: int8 backbone 9.0 against 6.8 ms an image (batch 16), default / fp32 whole predict 1.42x / 1.47x against 1.48x / 1.66x",
-        "the exported scoring graph then scored the tests' hybrid 2e-4 of the scores' scale away from the model in process (the parity bound 1e-4), and a model recalibrated with --min-area changed verdicts it should have kept: 15 float layers before the first quantise let rounding differences between the two paths move int8 levels. The next lever, with the exported path computing the preprocessing as PyTorch does",
-        "2026-12-05",
-    ),
-    (
         "speed",
         "the exported bank search by slices of 2,048 bank rows (each multiplied and reduced before the next), and then two calls in flight in watch and serve too",
         "the same picks; a call held 40 instead of 85 MB (screws' bank) and 35 instead of 147 (magnetic tiles'); predict's peak 323 / 345 MiB against 387 / 575; a watch with two calls in flight 256.8 -> 256.3 MiB over 20,000 images; but one image alone 35.4 against 32.2 ms (screws' graph, 2 threads, 5 interleaved rounds of 40); slices of 1,024 rows slower still, of 4,096 twice the memory",

@@ -132,10 +132,11 @@ def run(data_sets: list[Path], quick: bool, log=print, reused: dict | None = Non
     return {"runs": runs}
 
 
-# The int8 graph's recipes: the shipped one, and the 8-bit one before it (int8_backbone.quantize's options).
+# The int8 graph's recipes: the shipped one, and the two before it (int8_backbone.quantize's options).
 RECIPES = {
-    "7-bit weights, stem and first block in fp32 (shipped)": {},
-    "8-bit weights, every convolution in int8 (before)": {"seven_bit_weights": False, "fp32_leading_convs": 0},
+    "7-bit weights, the blocks at stride 4 or finer in fp32 (shipped)": {},
+    "7-bit weights, stem and first block in fp32 (before)": {"fp32_leading_convs": 3},
+    "8-bit weights, every convolution in int8 (the first)": {"seven_bit_weights": False, "fp32_leading_convs": 0},
 }
 
 
