@@ -83,7 +83,7 @@ def headline(result: dict, data: str) -> dict:
 RECIPE_BEFORE = (
     "The int8 graph keeps every block at stride 4 or finer in fp32 (15 of Lite1's 63 convolutions; int8_backbone.py). "
     "The recipe before it kept the stem and first block alone (3), and on this protocol (2026-12-05, same machine) int8's change "
-    "against fp32 had a mean size of 0.0359 on screws and 0.0097 on magtiles; on screws strong sensor noise cost it -0.061 / -0.072 "
+    "against fp32 had a mean size of 0.0359 on screws (a refit alone 0.0138) and 0.0097 on magtiles (before their levels were stretched; a refit 0.0050); on screws strong sensor noise cost it -0.061 / -0.072 "
     "(seeds 0 / 1), strong JPEG -0.089 / -0.109, defocus -0.027 / -0.014."
 )
 
