@@ -27,8 +27,8 @@ from benchmarks import folds
 from benchmarks.common import fmt, mean, samples_of, shipped_options
 
 TITLE = "What int8 changes in the scores"
-# Relative size of the perturbation control's noise; int8's features differ from fp32's by about
-# 0.13-0.17 of their norm (median cosine 0.986-0.992, "Precision on any CPU").
+# Relative size of the perturbation control's noise; int8's features differ from fp32's by a few
+# hundredths of their norm (median cosine 0.999, "Precision on any CPU").
 PERTURBATION = 1e-4
 DEFAULT, FP32 = "default (int8 backbone, int8 search)", "fp32 backbone (before)"
 REFIT_SEEDS = (1, 2, 3)
@@ -267,12 +267,12 @@ def section(result: dict) -> str:
         "on, which no rule for choosing a threshold can go under. "
         f"The controls are fp32 fits too: refitted with seeds {', '.join(map(str, REFIT_SEEDS))} (other cross-fitting folds and "
         f"coreset starts), and with every feature map multiplied by 1 + {PERTURBATION:.0e} x normal noise in the fit and the "
-        "scoring, a change thousands of times smaller than int8's (whose features are at median cosine 0.986-0.992 of fp32's, table below). "
+        "scoring, a change hundreds of times smaller than int8's (whose features are at median cosine 0.999 of fp32's, table below). "
         "The refits say what a refit alone flips, the perturbation what the smallest change of the features flips (the coreset's "
         "greedy picks and the threshold's best cut follow it). "
         "The fit times of int8 and fp32 are in the speed table.",
         *[
-            f"On {run['data']}, the fp32 paths' fits are those of the run before (their code unchanged): {', '.join(run['reused'])}."
+            f"On {run['data']}, the fp32 paths' fits are kept from an earlier run (--reuse-fp32-fits, for a change to the int8 path only): {', '.join(run['reused'])}."
             for run in result["runs"]
             if run.get("reused")
         ],
