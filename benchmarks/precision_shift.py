@@ -84,7 +84,7 @@ RECIPE_BEFORE = (
     "The int8 graph keeps every block at stride 4 or finer in fp32 (15 of Lite1's 63 convolutions; int8_backbone.py). "
     "The recipe before it kept the stem and first block alone (3), and on this protocol (2026-12-05, same machine) int8's change "
     "against fp32 had a mean size of 0.0359 on screws (a refit alone 0.0138) and 0.0097 on magtiles (before their levels were stretched; a refit 0.0050); on screws strong sensor noise cost it -0.061 / -0.072 "
-    "(seeds 0 / 1), strong JPEG -0.089 / -0.109, defocus -0.027 / -0.014, while a strong drop of exposure gained it +0.158 / +0.219 "
+    "(seeds 0 / 1), strong JPEG -0.089 / -0.109, mild defocus -0.027 / -0.014, while a strong drop of exposure gained it +0.158 / +0.219 "
     "(its mean change -0.0015 / +0.0144): its int8 steps moved the scores away from fp32's both ways. It also scored the tiles' "
     "goods-only model (all 364 goods of the few-goods topic's pool, on that topic's test set) 0.956, where fp32 scores 0.936 and "
     "the shipped recipe 0.935. The shipped recipe follows fp32, so what fp32 does on a changed line is what int8 does."
