@@ -59,18 +59,13 @@ def run(data: Path, quick: bool, log=print) -> dict:
     for k in shots:
         for draw in range(draws):
             picked = random.Random(1000 * k + draw).sample(pool, k)
-            options = shipped_options(data, picked, method="patchcore", image_size=QUICK_IMAGE_SIZE if quick else 320)
             row = {"k": k, "draw": draw}
-            start = time.perf_counter()
             try:
-                model, _, _ = train.fit(options, picked, [], show_progress=False)
+                model, raw, row["fit_seconds"] = _fitted_and_scored(data, picked, test, quick)
             except UserError as exc:
                 rows.append({**row, "refused": str(exc)})
                 log(f"  {data.name} k={k} draw {draw}: refused ({exc})")
                 continue
-            row["fit_seconds"] = time.perf_counter() - start
-            _, scored = evaluate.evaluate(model, test, n_boot=0, show_progress=False)
-            raw = np.array([r.raw for r in scored])
             flagged = raw >= model.calibration.threshold
             expected = model.calibration.expected
             low, high = predictive_interval(k, int((labels == 0).sum()))
@@ -93,16 +88,22 @@ def run(data: Path, quick: bool, log=print) -> dict:
                 f"(announced {row['announced']:.3f}, {row['announced_ci'][0]:.3f}-{row['announced_ci'][1]:.3f}; inside: {row['false_alarms_inside']}), "
                 f"{row['orientation']}{' mirrored' if row['mirrored'] else ''} x{row['turns']}, bank {row['bank']}, fit {row['fit_seconds']:.1f} s"
             )
-    full = {"goods": len(pool)}
-    options = shipped_options(data, pool, method="patchcore", image_size=QUICK_IMAGE_SIZE if quick else 320)
-    start = time.perf_counter()
-    model, _, _ = train.fit(options, pool, [], show_progress=False)
-    full["fit_seconds"] = time.perf_counter() - start
-    _, scored = evaluate.evaluate(model, test, n_boot=0, show_progress=False)
-    raw = np.array([r.raw for r in scored])
-    full.update(auroc=auroc(labels, raw), recall=float((raw >= model.calibration.threshold)[labels == 1].mean()))
+    model, raw, fit_seconds = _fitted_and_scored(data, pool, test, quick)
+    full = {"goods": len(pool), "fit_seconds": fit_seconds, "auroc": auroc(labels, raw)}
+    full["recall"] = float((raw >= model.calibration.threshold)[labels == 1].mean())
     log(f"  {data.name} all {len(pool)} goods: AUROC {full['auroc']:.3f}, recall {full['recall']:.2f}, fit {full['fit_seconds']:.1f} s")
     return {"data": data.name, "test_goods": int((labels == 0).sum()), "test_defects": int((labels == 1).sum()), "rows": rows, "full_data": full}
+
+
+def _fitted_and_scored(data: Path, goods: list, test: list, quick: bool):
+    """``goods`` fitted as ``anomaly train`` fits goods alone (patchcore, the defaults), and
+    ``test`` scored: the model, its raw scores on ``test`` and the fit's seconds."""
+    options = shipped_options(data, goods, method="patchcore", image_size=QUICK_IMAGE_SIZE if quick else 320)
+    start = time.perf_counter()
+    model, _, _ = train.fit(options, goods, [], show_progress=False)
+    fit_seconds = time.perf_counter() - start
+    _, scored = evaluate.evaluate(model, test, n_boot=0, show_progress=False)
+    return model, np.array([r.raw for r in scored]), fit_seconds
 
 
 def by_shot(run: dict) -> dict[int, list[dict]]:
@@ -133,11 +134,13 @@ def section(result: dict) -> str:
             "| good images | AUROC, mean (each draw) | recall at the model's threshold, mean | false alarms measured, mean | announced (95 % interval), first draw | draws inside it | orientation (turns), bank | fit, median |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
+        most = None  # (k, mean AUROC) of the most goods fitted
         for k, rows in by_shot(run).items():
             fitted = [r for r in rows if "auroc" in r]
             if not fitted:
                 lines.append(f"| {k} | refused: {rows[0]['refused']} | | | | | | |")
                 continue
+            most = (k, float(np.mean([r["auroc"] for r in fitted])))
             first = fitted[0]
             kinds = sorted({f"{r['orientation']}{' mirrored' if r['mirrored'] else ''} ({r['turns']})" for r in fitted})
             each = ", ".join(f"{r['auroc']:.3f}" for r in fitted)
@@ -149,15 +152,13 @@ def section(result: dict) -> str:
                 f"{np.median([r['fit_seconds'] for r in fitted]):.1f} s |"
             )
         full = run.get("full_data")
-        fitted_by_k = {k: [r for r in rows if "auroc" in r] for k, rows in by_shot(run).items()}
-        most = max((k for k, fitted in fitted_by_k.items() if fitted), default=None)
         if full and most is not None:
-            most_auroc = float(np.mean([r["auroc"] for r in fitted_by_k[most]]))
+            most_k, most_auroc = most
             lines += [
                 "",
                 f"All {full['goods']} goods of the pool, fitted the same way and scored on the same test set (the full-data model): "
                 f"AUROC {full['auroc']:.3f}, recall {full['recall']:.2f} at its threshold, fit {full['fit_seconds']:.0f} s. "
-                f"{most} goods (the most above), mean AUROC {most_auroc:.3f}: {most_auroc - full['auroc']:+.3f} against it (the few-goods "
+                f"{most_k} goods (the most above), mean AUROC {most_auroc:.3f}: {most_auroc - full['auroc']:+.3f} against it (the few-goods "
                 f"issue's bar on the tiles: {-FULL_DATA_MARGIN:+.2f}).",
             ]
         parts.append("\n".join(lines))
