@@ -111,3 +111,27 @@ def test_an_unreadable_good_is_skipped_by_the_orientation_and_its_copies_and_rep
     result = train(TrainOptions(data=str(tmp_path / "data"), method="patchcore", image_size=64, run_dir=str(tmp_path / "run")), show_progress=False)
     assert result.model.config["orientation"]["kind"] == FREE and result.model.calibration.n_normal == 5
     assert any("unreadable" in warning for warning in result.warnings)
+
+
+def test_many_goods_are_measured_on_a_spread_sample_and_decide_as_all_of_them(tmp_path, monkeypatch):
+    """The pairs compared grow with the square of the goods: train measures at most SAMPLE of them,
+    spread over the set, and many keys at any angle are still free (and aligned ones fixed)."""
+    from anomalycli.data import orientation as orientation_module
+    from anomalycli.data.layouts import Sample
+    from anomalycli.workflows import turned_goods as turned_goods_module
+
+    measured = []
+
+    def counting(images, wanted="auto"):
+        measured.append(len(images))
+        return orientation_module.orientation(images, wanted)
+
+    monkeypatch.setattr(turned_goods_module, "orientation", counting)
+    rng = np.random.default_rng(8)
+    n = orientation_module.SAMPLE + 16
+    for name, angle in (("free", lambda: rng.uniform(0, 360)), ("aligned", lambda: rng.uniform(-3, 3))):
+        write_parts(tmp_path / name, [key(angle(), rng, size=48) for _ in range(n)])
+        goods = [Sample(path=p, class_name="good", label=0) for p in sorted((tmp_path / name).glob("*.png"))]
+        with turned_goods_module.turned_goods(goods, "auto") as turned:
+            assert turned.orientation.kind == (FREE if name == "free" else FIXED) and turned.turns == turns(n, turned.orientation.kind)
+    assert measured == [orientation_module.SAMPLE, orientation_module.SAMPLE]

@@ -11,6 +11,7 @@ from anomalycli import files
 from anomalycli.data.images import ImageError, load_image
 from anomalycli.data.layouts import Dataset
 from anomalycli.data.levels import goods_sample, levels
+from anomalycli.data.orientation import SAMPLE as ORIENTATION_SAMPLE
 from anomalycli.data.orientation import orientation, readable_images
 from anomalycli.data.resolution import plan_sizes
 from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE
@@ -149,12 +150,9 @@ def inspect_dataset(dataset: Dataset) -> dict:
     }
 
 
-ORIENTATION_SAMPLE = 16  # goods the orientation is measured on: enough to tell, quick on any data set
-
-
 def _orientation(samples) -> dict | None:
-    """What ``data/orientation.py`` says of the first ``ORIENTATION_SAMPLE`` readable goods (None with fewer than 2)."""
-    images = readable_images([s.path for s in samples if s.label == 0], ORIENTATION_SAMPLE)
+    """What ``data/orientation.py`` says of the goods train would measure (None with fewer than 2 readable)."""
+    images = readable_images(goods_sample([s.path for s in samples if s.label == 0], ORIENTATION_SAMPLE))
     return orientation(images).to_dict() if len(images) >= 2 else None
 
 
