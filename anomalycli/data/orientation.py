@@ -31,8 +31,8 @@ FREE, FIXED, AUTO = "free", "fixed", "auto"
 ORIENTATIONS = (AUTO, FREE, FIXED)
 SIDE = 96  # the goods are measured at this size: enough for a part's outline
 # Goods measured at most, spread over them: the pairs compared grow with the square of the goods
-# (every good of 2,000 took 7 of a fit's 8.5 minutes; BENCHMARKS.md, "Scale and Ray"), and 64 tell
-# the screws from the tiles as clearly as all of them do.
+# (a fit of 2,000 goods took 507 s comparing them all, 181 s comparing 64; BENCHMARKS.md, "Scale
+# and Ray"), and 64 tell the screws from the tiles as clearly as all of them do.
 SAMPLE = 64
 # Free where the goods turned onto their axes correlate at least ALIKE on average, and by GAIN more
 # than as they lie (screws: 0.91-0.98 turned against 0.01-0.46; magnetic tiles: 0.00-0.06 both ways).
