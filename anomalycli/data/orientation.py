@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from anomalycli.data.images import ImageError, load_image
+from anomalycli.data.levels import goods_sample
 
 FREE, FIXED, AUTO = "free", "fixed", "auto"
 ORIENTATIONS = (AUTO, FREE, FIXED)
@@ -65,6 +66,12 @@ def readable_images(paths: list[Path], most: int | None = None) -> list[Image.Im
         if most is not None and len(images) == most:
             break
     return images
+
+
+def measured_goods(paths: list[Path]) -> list[Image.Image]:
+    """The goods the orientation is measured on, for train and inspect alike: the readable ones of
+    at most ``SAMPLE`` spread over ``paths``."""
+    return readable_images(goods_sample(paths, SAMPLE))
 
 
 def part_of(image: Image.Image) -> np.ndarray:

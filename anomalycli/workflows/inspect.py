@@ -11,8 +11,7 @@ from anomalycli import files
 from anomalycli.data.images import ImageError, load_image
 from anomalycli.data.layouts import Dataset
 from anomalycli.data.levels import goods_sample, levels
-from anomalycli.data.orientation import SAMPLE as ORIENTATION_SAMPLE
-from anomalycli.data.orientation import orientation, readable_images
+from anomalycli.data.orientation import measured_goods, orientation, readable_images
 from anomalycli.data.resolution import plan_sizes
 from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE
 
@@ -152,7 +151,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
 
 def _orientation(samples) -> dict | None:
     """What ``data/orientation.py`` says of the goods train would measure (None with fewer than 2 readable)."""
-    images = readable_images(goods_sample([s.path for s in samples if s.label == 0], ORIENTATION_SAMPLE))
+    images = measured_goods([s.path for s in samples if s.label == 0])
     return orientation(images).to_dict() if len(images) >= 2 else None
 
 

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from anomalycli.data.layouts import Sample
-from anomalycli.data.levels import goods_sample
-from anomalycli.data.orientation import FIXED, SAMPLE, Orientation, orientation, readable_images, turned_copies, turns
+from anomalycli.data.orientation import FIXED, Orientation, measured_goods, orientation, readable_images, turned_copies, turns
 
 log = logging.getLogger("anomalycli")
 
@@ -44,7 +43,7 @@ def turned_goods(samples: list[Sample], wanted: str, ignore_masks: bool = False)
         # A don't-care mask is in the goods' own frame: a turned copy would put it elsewhere.
         found = Orientation(FIXED, False, None, "--ignore masks are in the images' own frame: the goods are used as they are")
     else:
-        found = orientation(readable_images(goods_sample([s.path for s in goods], SAMPLE)), wanted)
+        found = orientation(measured_goods([s.path for s in goods]), wanted)
     count = turns(len(goods), found.kind)
     if count == 1 and not found.mirrored:
         yield TurnedGoods(list(samples), {}, found, 1)
