@@ -7,6 +7,7 @@ from those files alone (``write``), so a topic rerun alone updates its rows and 
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -85,9 +86,39 @@ HEADLINE = [
 ]
 
 
+# Topics whose figures depend on the CPU's instruction sets: a run on a CPU of another class (AMX,
+# AVX-512 VNNI, AVX2 ...) does not replace the last run on this one but moves it aside as
+# ``TOPIC.CLASS.json``, and the report shows every class's last run (a line PC need not have the
+# instruction sets of the machine that measured last).
+PER_CPU = ("speed",)
+
+
 def save(results: Path, topic: str, result: dict, command: str) -> None:
     record = {"topic": topic, "command": command, "date": f"{datetime.now(timezone.utc):%Y-%m-%d}", "machine": machine(), "result": result}
-    files.write_text(results / f"{topic}.json", json.dumps(record, indent=1) + "\n")
+    path = results / f"{topic}.json"
+    if topic in PER_CPU and path.exists():
+        old = json.loads(path.read_text())
+        if cpu_of(old) != cpu_of(record):
+            files.write_text(results / f"{topic}.{_slug(cpu_of(old))}.json", json.dumps(old, indent=1) + "\n")
+        (results / f"{topic}.{_slug(cpu_of(record))}.json").unlink(missing_ok=True)  # this run is that class's last
+    files.write_text(path, json.dumps(record, indent=1) + "\n")
+
+
+def cpu_of(record: dict) -> str:
+    """The CPU class a record was measured on (``engine_choice.cpu_class``: its architecture and
+    int8 instruction sets), as ``machine()`` names it in brackets after the CPU's model."""
+    found = re.search(r"\(([^()]*)\), \d+ cores", record["machine"])
+    return found.group(1) if found else record["machine"]
+
+
+def _slug(cpu: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", cpu.lower()).strip("-")
+
+
+def other_cpus(results: Path, topic: str) -> list[dict]:
+    """The last records of ``topic`` on other CPU classes than its main record's (``PER_CPU``), oldest first."""
+    records = [json.loads(path.read_text()) for path in sorted(results.glob(f"{topic}.*.json"))]
+    return sorted(records, key=lambda record: record["date"])
 
 
 def save_keeping_other_data(results: Path, topic: str, result: dict, command: str) -> None:
@@ -108,7 +139,12 @@ def save_keeping_other_data(results: Path, topic: str, result: dict, command: st
 
 
 def load(results: Path) -> dict:
-    return {path.stem: json.loads(path.read_text()) for path in sorted(results.glob("*.json")) if path.stem in TOPICS}
+    """Each topic's last record; a ``PER_CPU`` topic's records on other CPU classes under ``other_cpus``."""
+    records = {path.stem: json.loads(path.read_text()) for path in sorted(results.glob("*.json")) if path.stem in TOPICS}
+    for topic in PER_CPU:
+        if topic in records:
+            records[topic]["other_cpus"] = other_cpus(results, topic)
+    return records
 
 
 def headline(records: dict, data_sets: list[str]) -> str:
@@ -121,6 +157,11 @@ def headline(records: dict, data_sets: list[str]) -> str:
         for key in dict.fromkeys(k for values in per_data.values() for k in values):
             cells = [per_data[data].get(key, "-") for data in data_sets]
             lines.append(f"| {key} | " + " | ".join(cells) + f" | `{record['command']}`, {record['date']} |")
+        for other in record.get("other_cpus", []):  # the key rows only; the topic's section has the rest
+            per_data = {data: module.headline(other["result"], data) for data in data_sets}
+            for key in dict.fromkeys(k for values in per_data.values() for k in values if k in module.OTHER_CPU_HEADLINE):
+                cells = [per_data[data].get(key, "-") for data in data_sets]
+                lines.append(f"| {key}, on {cpu_of(other)} | " + " | ".join(cells) + f" | `{other['command']}`, {other['date']} |")
     return "\n".join(lines)
 
 
@@ -160,6 +201,9 @@ def markdown(records: dict) -> str:
             # A topic rerun on some data sets only keeps the others' runs, and says so (``save_keeping_other_data``).
             lines += [record["note"], ""] if record.get("note") else []
             lines += [module.section(record["result"])]
+            for other in record.get("other_cpus", []):
+                lines += ["", f"### The same on {cpu_of(other)}", "", f"`{other['command']}`, {other['date']}, on {other['machine']}.", ""]
+                lines += [module.section(other["result"])]
         else:
             lines += [f"Not measured yet: `python -m benchmarks --topics {topic}`."]
     lines += ["", f"## {levers.TITLE}", "", levers.NOTE, "", levers.section()]

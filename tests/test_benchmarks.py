@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from anomalycli.data.synthetic import make_dataset
-from benchmarks import folds, report
+from benchmarks import folds, report, speed
 from benchmarks.operating_point import consistent
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,3 +204,26 @@ def test_fewest_flips_is_the_best_any_threshold_does_and_cannot_cut_between_ties
     assert fewest_flips([0.1, 0.2, 0.3, 0.4], [False, True, False, True]) == 1  # ranked differently: one must flip
     assert fewest_flips([0.4, 0.3, 0.2, 0.1], [False, False, True, True]) == 2  # reversed: flag none, or all
     assert fewest_flips([0.5, 0.5, 0.5], [True, False, False]) == 1  # a tie is flagged or not together
+
+
+def test_a_speed_run_on_another_cpu_class_keeps_the_last_run_of_this_one(tmp_path, monkeypatch):
+    timings = {"process_default": 0.030, "process_fp32": 0.045, "backbone_torch": 0.032, "backbone_onnx_fp32": 0.011, "decode": 0.014}
+    run = {"data": "set", "images": "camera images", "n_predicted": 8, "method": "hybrid", "image_size": 64, "precision": "int8", "bank": 100}
+    run.update(timings, search_float32=0.015, search_default="float32", predict_default_rss=300.0)
+    run.update({f"fit_{name}": 10.0 for name in speed.FITS} | {f"fit_{name}_rss": 900.0 for name in speed.FITS})
+
+    def save_on(cpu: str, process_default: float) -> str:
+        monkeypatch.setattr(report, "machine", lambda: f"Some CPU ({cpu}), 2 cores, Python 3, torch 2 (2 threads)")
+        report.save(tmp_path, "speed", {"runs": [{**run, "process_default": process_default}]}, "python -m benchmarks --topics speed")
+        report.write(tmp_path, tmp_path / "B.md")
+        return (tmp_path / "B.md").read_text()
+
+    save_on("x86_64, AMX", 0.030)
+    text = save_on("x86_64, AVX2, no VNNI", 0.100)
+    assert sorted(p.name for p in tmp_path.glob("speed*.json")) == ["speed.json", "speed.x86-64-amx.json"]
+    assert "| 100.0 (10.0) |" in text and "### The same on x86_64, AMX" in text and "| 30.0 (33.3) |" in text
+    assert f"| {speed.PREDICT_ROW}, on x86_64, AMX | 30.0 ms an image" in text
+    # Back on the first class: its new run is the main one, the other class's last run is kept.
+    text = save_on("x86_64, AMX", 0.025)
+    assert sorted(p.name for p in tmp_path.glob("speed*.json")) == ["speed.json", "speed.x86-64-avx2-no-vnni.json"]
+    assert "### The same on x86_64, AVX2, no VNNI" in text and "| 25.0 (40.0) |" in text and "30.0 (33.3)" not in text
