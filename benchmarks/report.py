@@ -153,16 +153,20 @@ def headline(records: dict, data_sets: list[str]) -> str:
         if topic not in records:
             continue
         record = records[topic]
-        per_data = {data: module.headline(record["result"], data) for data in data_sets}
-        for key in dict.fromkeys(k for values in per_data.values() for k in values):
-            cells = [per_data[data].get(key, "-") for data in data_sets]
-            lines.append(f"| {key} | " + " | ".join(cells) + f" | `{record['command']}`, {record['date']} |")
+        lines += _headline_rows(record, module, data_sets)
         for other in record.get("other_cpus", []):  # the key rows only; the topic's section has the rest
-            per_data = {data: module.headline(other["result"], data) for data in data_sets}
-            for key in dict.fromkeys(k for values in per_data.values() for k in values if k in module.OTHER_CPU_HEADLINE):
-                cells = [per_data[data].get(key, "-") for data in data_sets]
-                lines.append(f"| {key}, on {cpu_of(other)} | " + " | ".join(cells) + f" | `{other['command']}`, {other['date']} |")
+            lines += _headline_rows(other, module, data_sets, keys=module.OTHER_CPU_HEADLINE, suffix=f", on {cpu_of(other)}")
     return "\n".join(lines)
+
+
+def _headline_rows(record: dict, module, data_sets: list[str], keys: tuple[str, ...] | None = None, suffix: str = "") -> list[str]:
+    """A record's headline rows (those of ``keys``, where given), one cell per data set."""
+    per_data = {data: module.headline(record["result"], data) for data in data_sets}
+    rows = []
+    for key in dict.fromkeys(k for values in per_data.values() for k in values if keys is None or k in keys):
+        cells = [per_data[data].get(key, "-") for data in data_sets]
+        rows.append(f"| {key}{suffix} | " + " | ".join(cells) + f" | `{record['command']}`, {record['date']} |")
+    return rows
 
 
 def data_sets_in(records: dict) -> list[str]:
