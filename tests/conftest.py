@@ -5,13 +5,18 @@ import threading
 from pathlib import Path
 
 import pytest
-import torch
-from typer.testing import CliRunner
 
-from anomalycli.cli import app
-from anomalycli.data.synthetic import make_dataset
-from anomalycli.deploy.station.config import read as read_station
-from anomalycli.workflows.station import Station
+from anomalycli import runtime
+
+runtime.idle_threads_sleep()  # as the anomaly command does, before PyTorch starts: the workers of pytest -n share the cores
+
+import torch  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from anomalycli.cli import app  # noqa: E402
+from anomalycli.data.synthetic import make_dataset  # noqa: E402
+from anomalycli.deploy.station.config import read as read_station  # noqa: E402
+from anomalycli.workflows.station import Station  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -23,7 +28,8 @@ def parts(tmp_path_factory):
 
 
 def run_cli(*args: str, expect: int | None = 0):
-    result = CliRunner().invoke(app, [str(a) for a in args])
+    # A wide terminal: a long temporary path (a worker's, under pytest -n) is not folded mid-word.
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "400"})
     if expect is not None:
         assert result.exit_code == expect, result.output + repr(result.exception)
     return result

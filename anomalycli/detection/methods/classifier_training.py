@@ -10,7 +10,6 @@ import torch
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
-from torchvision.transforms import v2
 from tqdm import tqdm
 
 from anomalycli.detection import backbones
@@ -31,7 +30,9 @@ class ClassifierSettings:
     seed: int = 0
 
 
-def augmentation() -> v2.Compose:
+def augmentation():
+    from torchvision.transforms import v2  # here, not above: torchvision takes about 3 s to import, and only the classifier augments
+
     return v2.Compose(
         [
             v2.RandomHorizontalFlip(),
