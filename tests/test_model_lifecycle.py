@@ -40,19 +40,19 @@ from tests.conftest import one_clear_line, run_cli
 from tests.test_orientation import key
 
 SMALL = {"image_size": 64, "cv_folds": 3, "coreset_ratio": 0.1, "seed": 0}
-# name -> (data set, TrainOptions changes): every kind of model a user can have.
+# name -> (data set, TrainOptions changes): every kind of model a user can have. Where two parts
+# are independent they share a kind, to keep the matrix's time (each kind is 4 cells of 10-20 s).
 KINDS = {
     "classifier": ("parts", {"method": "classifier", "weights": "none", "image_size": 64, "epochs": 2, "batch_size": 16}),
     "patchcore int8": ("parts", {"method": "patchcore", **SMALL}),
-    "patchcore fp32": ("parts", {"method": "patchcore", "precision": "fp32", **SMALL}),
+    # fp32, and a bank that learnt a few goods turned (data/orientation.py).
+    "patchcore fp32, a few goods learnt turned": ("keys", {"method": "patchcore", "precision": "fp32", "image_size": 64, "seed": 0}),
     "hybrid without masks": ("unmasked", {"method": "hybrid", **SMALL}),
     "hybrid, linear pixel head": ("parts", {"method": "hybrid", "pixel_head_kinds": (0,), **SMALL}),
-    # Two parts in one kind, to keep the matrix's time: the hidden-layer head, and levels stretched (data/levels.py).
+    # The hidden-layer head, and levels stretched (data/levels.py).
     "hybrid, hidden-layer pixel head, --levels stretch": ("parts", {"method": "hybrid", "pixel_head_kinds": (64,), "levels": "stretch", **SMALL}),
-    "hybrid fp32": ("parts", {"method": "hybrid", "precision": "fp32", **SMALL}),
-    "hybrid --ignore": ("parts", {"method": "hybrid", "ignore": "corner mask", **SMALL}),
+    "hybrid fp32 --ignore": ("parts", {"method": "hybrid", "precision": "fp32", "ignore": "corner mask", **SMALL}),
     "hybrid --framing letterbox": ("wide", {"method": "hybrid", "framing": "letterbox", **SMALL}),
-    "patchcore, a few goods learnt turned": ("keys", {"method": "patchcore", "image_size": 64, "seed": 0}),
 }
 WRITERS = ("train", "calibrate", "adapt", "export")
 
@@ -167,7 +167,7 @@ def _journal(path: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("writer", WRITERS)
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", [pytest.param(kind, marks=pytest.mark.xdist_group(kind)) for kind in KINDS])  # a kind's cells on one worker: one fit
 def test_every_file_a_verb_writes_gives_the_same_scores_in_every_verb_that_reads_it(kind, writer, trained, data, tmp_path):
     if writer == "adapt" and KINDS[kind][1]["method"] == "classifier":
         result = run_cli("adapt", trained(kind), data["line"], "--out", tmp_path / "a.safetensors", expect=None)
@@ -244,6 +244,7 @@ def test_every_file_a_verb_writes_gives_the_same_scores_in_every_verb_that_reads
         assert again.calibration.min_area_px == source.calibration.min_area_px, "adapt keeps the size rule"
 
 
+@pytest.mark.xdist_group("hybrid, linear pixel head")  # beside that kind's cells: its fit is theirs
 def test_a_damaged_file_is_refused_in_one_line_that_names_what_is_missing(trained, data, tmp_path):
     from safetensors import safe_open
     from safetensors.torch import save_file
