@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 import threading
 from pathlib import Path
@@ -9,6 +10,9 @@ import pytest
 from anomalycli import runtime
 
 runtime.idle_threads_sleep()  # as the anomaly command does, before PyTorch starts: the workers of pytest -n share the cores
+# A wide terminal for the CLI's console, made when it is imported: pytest -n's workers get COLUMNS=80,
+# where a long temporary path was folded mid-word in the lines the tests read.
+os.environ["COLUMNS"] = "400"
 
 import torch  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
@@ -28,8 +32,7 @@ def parts(tmp_path_factory):
 
 
 def run_cli(*args: str, expect: int | None = 0):
-    # A wide terminal: a long temporary path (a worker's, under pytest -n) is not folded mid-word.
-    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "400"})
+    result = CliRunner().invoke(app, [str(a) for a in args])
     if expect is not None:
         assert result.exit_code == expect, result.output + repr(result.exception)
     return result

@@ -72,7 +72,7 @@ def test_a_quick_run_measures_its_topics_and_the_report_is_written_from_their_re
         assert "peer: skipped, no Python at" in done.stdout and "Not measured yet: `python -m benchmarks --topics peer`" in text
     if "accuracy" in topics:
         accuracy = json.loads((tmp_path / "results" / "accuracy.json").read_text())
-        assert accuracy["command"] == f"python -m benchmarks --quick --topics {topics} --data {tiny.resolve()}"
+        assert accuracy["command"] == f"python -m benchmarks --topics {topics} --quick --data {tiny.resolve()}"
         assert {r["method"] for r in accuracy["result"]["runs"]} == {"hybrid", "patchcore"}
         for run in accuracy["result"]["runs"]:
             assert len(run["cv"]) == 2 and sum(len(o["labels"]) for o in run["cv"]) == 52  # every image held out once

@@ -223,6 +223,8 @@ def test_every_file_a_verb_writes_gives_the_same_scores_in_every_verb_that_reads
             result = run_cli(verb, model_file, data["line"], expect=None)
             assert result.exit_code != 0 and "already an ONNX export" in one_clear_line(result)
         return
+    if writer == "train":  # the trained file goes through export, calibrate and adapt in those writers' own cells
+        return
 
     # export, then predict on the export.
     onnx_file = export.export_onnx(AnomalyModel.load(model_file), tmp_path / "again.onnx")
