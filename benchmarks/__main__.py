@@ -3,7 +3,7 @@
 python -m benchmarks                         # every topic on screws and magtiles (about three hours on 2 cores)
 python -m benchmarks --topics speed,shift    # some topics; the report keeps the others' last results
 python -m benchmarks --report-only           # rewrite BENCHMARKS.md from benchmarks/results/
-python -m benchmarks --quick --data DIR --results /tmp/r --out /tmp/B.md   # a smoke run in about a minute
+python -m benchmarks --quick --data DIR --results /tmp/r --out /tmp/B.md   # a smoke run (about 10 minutes on 2 cores)
 """
 
 from __future__ import annotations
