@@ -48,10 +48,25 @@ def tiny(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("bench") / "tiny", n_good=40, n_per_defect=6, size=64, seed=0)
 
 
-def _quick(topics: str, data: Path, folder: Path, *more: str) -> tuple[subprocess.CompletedProcess, list[str]]:
-    command = [sys.executable, "-m", "benchmarks", "--quick", "--topics", topics, "--data", str(data)]
-    command += ["--results", str(folder / "results"), "--out", str(folder / "BENCH.md"), "--peer-python", str(folder / "no-such-python"), *more]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO), command
+def _benchmarks(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """``python -m benchmarks ARGS`` from the repository, its output captured."""
+    return subprocess.run([sys.executable, "-m", "benchmarks", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def _quick_args(topics: str, data: Path, folder: Path) -> list[str]:
+    return [
+        "--quick",
+        "--topics",
+        topics,
+        "--data",
+        str(data),
+        "--results",
+        str(folder / "results"),
+        "--out",
+        str(folder / "BENCH.md"),
+        "--peer-python",
+        str(folder / "no-such-python"),
+    ]
 
 
 def test_every_topic_has_a_quick_run_here():
@@ -60,7 +75,7 @@ def test_every_topic_has_a_quick_run_here():
 
 @pytest.mark.parametrize("topics", list(QUICK_GROUPS))
 def test_a_quick_run_measures_its_topics_and_the_report_is_written_from_their_results(topics, tiny, tmp_path):
-    done, command = _quick(topics, tiny, tmp_path)
+    done = _benchmarks(*_quick_args(topics, tiny, tmp_path), timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     measured = [t for t in topics.split(",") if t != "peer"]
     assert sorted(p.stem for p in (tmp_path / "results").glob("*.json")) == sorted(measured)
@@ -79,7 +94,7 @@ def test_a_quick_run_measures_its_topics_and_the_report_is_written_from_their_re
             assert all(len(o["raw"]) == len(o["labels"]) for o in run["cv"] + run["loto"])
         # The report is the results' output: rewritten from them alone, it is the same text.
         (tmp_path / "BENCH.md").unlink()
-        again = subprocess.run([*command, "--report-only"], capture_output=True, text=True, timeout=120, cwd=REPO)
+        again = _benchmarks(*_quick_args(topics, tiny, tmp_path), "--report-only")
         assert again.returncode == 0, again.stderr
         assert (tmp_path / "BENCH.md").read_text() == text
 
@@ -87,13 +102,7 @@ def test_a_quick_run_measures_its_topics_and_the_report_is_written_from_their_re
 def test_benchmarks_md_is_the_report_of_the_repositorys_results(tmp_path):
     """BENCHMARKS.md is written from benchmarks/results/ alone, by this code: a change to the report
     or to a result that did not regenerate it fails here. And it has every topic's section."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--report-only", "--results", str(REPO / "benchmarks" / "results"), "--out", str(tmp_path / "B.md")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
+    done = _benchmarks("--report-only", "--results", str(REPO / "benchmarks" / "results"), "--out", str(tmp_path / "B.md"))
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "B.md").read_text()
     assert text == (REPO / "BENCHMARKS.md").read_text(), "BENCHMARKS.md is stale: python -m benchmarks --report-only"
@@ -118,13 +127,7 @@ def test_benchmarks_md_is_the_report_of_the_repositorys_results(tmp_path):
 
 
 def test_an_unknown_topic_is_one_line_and_exit_2(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--topics", "speed,sped", "--report-only", "--results", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
+    done = _benchmarks("--topics", "speed,sped", "--report-only", "--results", str(tmp_path))
     assert done.returncode == 2 and "--topics: unknown sped; choose from accuracy" in done.stderr and "Traceback" not in done.stderr
 
 
