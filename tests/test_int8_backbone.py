@@ -89,6 +89,25 @@ def test_calibrating_in_small_batches_makes_the_same_graph(parts, monkeypatch):
     assert torch.equal(small.graph, whole.graph)
 
 
+@pytest.mark.parametrize("seven_bit_weights", [True, False])
+def test_the_weight_scales_given_to_the_quantiser_make_its_own_graph_to_the_bit(parts, monkeypatch, seven_bit_weights):
+    # quantize hands ONNX Runtime the convolutions' per-channel weight scales it would compute itself (slowly):
+    # with them and without them, the same graph; and they cover every quantised convolution.
+    images, _, _ = load_all(discover(parts).samples[:6], 64)
+    extractor = backbones.FeatureExtractor("efficientnet_lite0", backbones.build("efficientnet_lite0", "imagenet")).eval()
+    given = []
+    scales = int8_backbone._weight_scales
+    monkeypatch.setattr(int8_backbone, "_weight_scales", lambda *args: given.append(scales(*args)) or given[-1])
+    ours, _ = int8_backbone.quantize(extractor, images, deep=True, seven_bit_weights=seven_bit_weights)
+    monkeypatch.setattr(int8_backbone, "_weight_scales", lambda *args: {})
+    its_own, _ = int8_backbone.quantize(extractor, images, deep=True, seven_bit_weights=seven_bit_weights)
+    assert torch.equal(ours.graph, its_own.graph)
+    nodes = onnx.load_from_string(ours.graph.numpy().tobytes()).graph.node
+    dequantized = {node.output[0] for node in nodes if node.op_type == "DequantizeLinear"}
+    quantised_convs = [node for node in nodes if node.op_type == "Conv" and node.input[1] in dequantized]
+    assert len(quantised_convs) > 30 and len(given[0]) == len(quantised_convs)
+
+
 def test_a_cpu_whose_int8_kernels_differ_runs_the_int8_network_in_float_and_says_so(patchcore_model, parts, tmp_path, monkeypatch):
     # Such a CPU fails the int8 kernels' check: the file's scoring graph on its probe's score, the
     # int8 backbone on its features. The reference kernels (the same quantised network in float32)
