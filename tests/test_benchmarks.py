@@ -36,7 +36,11 @@ QUICK_GROUPS = {
         "| tiny (hybrid) | fp32, refitted with --seed 3 (control) |",
         "| tiny (hybrid) | fp32, features perturbed by 1e-04 (control) |",
     ],
-    "line,few_shot": ["| watch killed at random and restarted: verdicts lost / repeated | 0 / 0 of 40", "| watch memory from the 100th to the 400th image"],
+    "line,few_shot": [
+        "| watch killed at random and restarted: verdicts lost / repeated | 0 / 0 of 40",
+        "| watch memory from the 100th to the 400th image",
+        "Whole `anomaly predict` on the test set, processes in turn: the first draw of 4 goods",
+    ],
     "station": [],
     "camera,scale,peer": [],
     "resolution,precision_shift": ["| tiny (52 images) | 32 px and 64 px (", "| exposure | mild (0.6) |"],
