@@ -94,6 +94,17 @@ def test_cross_fitting_scores_every_image_without_its_own_patches(exact_search):
     assert torch.allclose(final[:12], out_of_fold[:12] / 3, rtol=0.02)
 
 
+def test_out_of_fold_scores_of_chosen_images_are_theirs_among_all(exact_search):
+    # A fit on goods learnt turned scores only the originals out of fold: each as scored among all, in the order asked.
+    extractor, features, folds, _, _ = _cross_fitted(coreset_ratio=0.25)
+    coresets = patchcore.fold_coresets(features, torch.tensor([0] * 12 + [1] * 3), folds, 0.25)
+    every = patchcore.out_of_fold(extractor, features, folds, coresets, with_grids=True)
+    chosen = np.array([13, 3, 7, 0])
+    some = patchcore.out_of_fold(extractor, features, folds, coresets, with_grids=True, images=chosen)
+    assert some.scores.shape == (4,) and torch.allclose(some.scores, every.scores[chosen]) and np.allclose(some.grids, every.grids[chosen])
+    assert len(set(folds[chosen].tolist())) == 2  # and fold 2 has none of them
+
+
 def test_a_cross_fitted_model_scores_new_images_as_calibration_did(exact_search):
     extractor, features, folds, model, _ = _cross_fitted(coreset_ratio=0.25)
     new, _ = _batch(n=4, seed=9)

@@ -147,16 +147,19 @@ class RayFeatures:
         _wait(self.ray, flat, "coreset", show_progress, lambda i: f"{names[i]} did not finish")
         return {fold: torch.cat(self.ray.get(parts)) for fold, parts in refs.items()}
 
-    def out_of_fold(self, folds: np.ndarray, coresets: dict, reweight: bool = False, with_grids: bool = False, show_progress: bool = False) -> patchcore.Scores:
+    def out_of_fold(
+        self, folds: np.ndarray, coresets: dict, reweight: bool = False, with_grids: bool = False, show_progress: bool = False, images: np.ndarray | None = None
+    ) -> patchcore.Scores:
         """``patchcore.out_of_fold`` on the cluster: one task per ``SCORE_CHUNK`` images of a fold,
         the same scores and patch scores as in one process."""
+        images = np.arange(len(folds)) if images is None else np.asarray(images)
         task = self.ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_score_task)
         refs, scored_index = [], []
-        for fold in np.unique(folds).tolist():
+        for fold in np.unique(folds[images]).tolist():
             bank = self.ray.put(torch.cat([coreset for f, coreset in coresets.items() if f != fold]))
-            scored = np.flatnonzero(folds == fold)
+            scored = np.flatnonzero(folds[images] == fold)
             for s in range(0, len(scored), SCORE_CHUNK):
-                refs.append(task.remote(self.extractor_ref, bank, reweight, with_grids, self._parts(scored[s : s + SCORE_CHUNK])))
+                refs.append(task.remote(self.extractor_ref, bank, reweight, with_grids, self._parts(images[scored[s : s + SCORE_CHUNK]])))
                 scored_index.append(scored[s : s + SCORE_CHUNK])
         _wait(self.ray, refs, "scores", show_progress, lambda i: f"the out-of-fold scores of {len(scored_index[i])} images did not finish")
-        return patchcore.Scores.gathered(len(folds), list(zip(scored_index, self.ray.get(refs))))
+        return patchcore.Scores.gathered(len(images), list(zip(scored_index, self.ray.get(refs))))

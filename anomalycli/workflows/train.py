@@ -370,11 +370,11 @@ def _train_patchcore(options, config, samples, device, show_progress):
         n_good = sum(s.label == 0 for s in samples)
         ratio = bank_ratio(int((labels == 0).sum()) * _patches_per_image(options), n_good, options.coreset_ratio)
         coresets = features.fold_coresets(labels, folds, ratio, options.coreset_sampler, options.seed, show_progress)
-        out_of_fold = features.out_of_fold(folds, coresets, options.reweight, with_grids=True, show_progress=show_progress)
-    # The copies taught the bank; what the threshold and the pixel threshold know is the originals.
-    original = np.array([s.path not in turned.copy_of for s in kept])
+        # The copies taught the bank; what the threshold and the pixel threshold know is the originals,
+        # so only they are scored (16 goods learnt at 24 turns: 16 images scored out of fold, not 384).
+        original = np.array([s.path not in turned.copy_of for s in kept])
+        out_of_fold = features.out_of_fold(folds, coresets, options.reweight, with_grids=True, show_progress=show_progress, images=np.flatnonzero(original))
     labels, kept = labels[torch.from_numpy(original)], [s for s, o in zip(kept, original) if o]
-    out_of_fold = patchcore.Scores(out_of_fold.scores[torch.from_numpy(original)], None if out_of_fold.grids is None else out_of_fold.grids[original])
     net = patchcore.union_of(extractor, coresets, options.reweight)
     log.info(
         f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {int((labels == 0).sum())} good images ({ratio:.1%} of their patches)"

@@ -361,15 +361,19 @@ def scores_and_grids(model: PatchCore, features: torch.Tensor, with_grids: bool,
     return Scores(torch.cat(scores), np.concatenate(grids) if grids else None)
 
 
-def out_of_fold(extractor, features: torch.Tensor, folds: np.ndarray, coresets: dict, reweight: bool = False, with_grids: bool = False) -> Scores:
-    """Every image scored by the bank of the folds it is not in (its good patches never score it),
-    with the patch scores of its map there, ``with_grids`` (``scores_and_grids``)."""
+def out_of_fold(
+    extractor, features: torch.Tensor, folds: np.ndarray, coresets: dict, reweight: bool = False, with_grids: bool = False, images: np.ndarray | None = None
+) -> Scores:
+    """Every image (or those ``images`` indexes, in that order) scored by the bank of the folds it
+    is not in (its good patches never score it), with the patch scores of its map there,
+    ``with_grids`` (``scores_and_grids``)."""
+    images = np.arange(len(features)) if images is None else np.asarray(images)
     parts = []
-    for fold in np.unique(folds):
-        scored = np.flatnonzero(folds == fold)
+    for fold in np.unique(folds[images]):
+        scored = np.flatnonzero(folds[images] == fold)
         bank = torch.cat([coreset for f, coreset in coresets.items() if f != fold])
-        parts.append((scored, scores_and_grids(PatchCore(extractor, bank, reweight=reweight), features[scored], with_grids)))
-    return Scores.gathered(len(features), parts)
+        parts.append((scored, scores_and_grids(PatchCore(extractor, bank, reweight=reweight), features[images[scored]], with_grids)))
+    return Scores.gathered(len(images), parts)
 
 
 @dataclass
@@ -386,8 +390,10 @@ class LocalFeatures:
     ) -> dict:
         return fold_coresets(self.features, labels, folds, coreset_ratio, sampler, seed, show_progress)
 
-    def out_of_fold(self, folds: np.ndarray, coresets: dict, reweight: bool = False, with_grids: bool = False, show_progress: bool = False) -> Scores:
-        return out_of_fold(self.extractor, self.features, folds, coresets, reweight, with_grids)
+    def out_of_fold(
+        self, folds: np.ndarray, coresets: dict, reweight: bool = False, with_grids: bool = False, show_progress: bool = False, images: np.ndarray | None = None
+    ) -> Scores:
+        return out_of_fold(self.extractor, self.features, folds, coresets, reweight, with_grids, images)
 
     def patches(self, images: np.ndarray) -> torch.Tensor:
         """The patch features (n, h*w, C) of the images at ``images``."""
