@@ -128,7 +128,7 @@ def _predict_ms(models: dict, test: list, repeats: int) -> dict[str, float]:
         commands = {}
         for name, model in models.items():
             path = export.save_model(model, Path(tmp) / f"{name}.safetensors")
-            commands[name] = (anomaly_command("predict", str(path), str(listing), "--output", str(Path(tmp) / f"{name}.csv")), None, None)
+            commands[name] = (anomaly_command("predict", str(path), str(listing), "--output", str(Path(tmp) / f"{name}.csv"), "--overwrite"), None, None)
         return {name: 1000 * seconds / len(test) for name, (seconds, _) in interleaved_process_seconds(commands, repeats).items()}
 
 
