@@ -188,11 +188,12 @@ def section(result: dict) -> str:
                 f"issue's bar on the tiles: {-FULL_DATA_MARGIN:+.2f}).",
             ]
             if "predict_ms" in full:
-                lines.append(
+                lines += [
+                    "",
                     f"Whole `anomaly predict` on the test set, processes in turn: the first draw of {full['few_predict_goods']} goods "
                     f"(bank {full['few_bank']:,}) {full['few_predict_ms']:.1f} ms an image against the full-data model's "
                     f"{full['predict_ms']:.1f} (bank {full['bank']:,}): **{full['few_predict_ms'] / full['predict_ms']:.2f}x** (the bar: "
-                    f"within {PREDICT_RATIO_BAR}x)."
-                )
+                    f"within {PREDICT_RATIO_BAR}x).",
+                ]
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
