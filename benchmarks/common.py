@@ -84,6 +84,20 @@ def anomaly_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "anomalycli", *args]
 
 
+def predict_commands(models: dict, samples: list, folder: Path) -> dict[str, list[str]]:
+    """For each model (name -> an in-memory model), saved into ``folder`` as train saves it, a whole
+    ``anomaly predict`` of ``samples``' files (listed in one file) that writes its rows over its last run's."""
+    from anomalycli.deploy import export
+
+    listing = folder / "images.txt"
+    listing.write_text("\n".join(str(s.path) for s in samples) + "\n")
+    commands = {}
+    for name, model in models.items():
+        path = export.save_model(model, folder / f"{name}.safetensors")
+        commands[name] = anomaly_command("predict", str(path), str(listing), "--output", str(folder / f"{name}.csv"), "--overwrite")
+    return commands
+
+
 # Runs a command and prints the peak resident memory of the largest process it waited for, in KiB.
 _PEAK_RSS = "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
 

@@ -27,12 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from anomalycli.data.layouts import discover
-from anomalycli.deploy import export
 from anomalycli.errors import UserError
 from anomalycli.judgement.metrics import auroc
 from anomalycli.judgement.thresholds import goods_only_rank
 from anomalycli.workflows import evaluate, train
-from benchmarks.common import QUICK_IMAGE_SIZE, anomaly_command, interleaved_process_seconds, shipped_options
+from benchmarks.common import QUICK_IMAGE_SIZE, interleaved_process_seconds, predict_commands, shipped_options
 
 TITLE = "A new product from a few goods"
 SHOTS, DRAWS = (1, 2, 4, 8, 16), 5
@@ -123,12 +122,7 @@ def _predict_ms(models: dict, test: list, repeats: int) -> dict[str, float]:
     """ms an image of a whole ``anomaly predict`` process of each model (saved as train saves it) over
     ``test``, the processes run in turn, ``repeats`` rounds (medians)."""
     with tempfile.TemporaryDirectory(prefix="bench-few-shot-") as tmp:
-        listing = Path(tmp) / "images.txt"
-        listing.write_text("\n".join(str(s.path) for s in test) + "\n")
-        commands = {}
-        for name, model in models.items():
-            path = export.save_model(model, Path(tmp) / f"{name}.safetensors")
-            commands[name] = (anomaly_command("predict", str(path), str(listing), "--output", str(Path(tmp) / f"{name}.csv"), "--overwrite"), None, None)
+        commands = {name: (command, None, None) for name, command in predict_commands(models, test, Path(tmp)).items()}
         return {name: 1000 * seconds / len(test) for name, (seconds, _) in interleaved_process_seconds(commands, repeats).items()}
 
 

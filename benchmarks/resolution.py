@@ -20,10 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from anomalycli.deploy import export
 from anomalycli.workflows import input_size, train
 from benchmarks import folds
-from benchmarks.common import DATA, anomaly_command, fmt, mean, percent, run_measured, samples_of, shipped_options
+from benchmarks.common import DATA, fmt, mean, percent, predict_commands, run_measured, samples_of, shipped_options
 
 TITLE = "Resolution: the input size chosen from the data"
 SCREWS_512 = DATA[0].parent / "screws-512"
@@ -74,12 +73,9 @@ def run_set(data: Path, quick: bool, log=print) -> dict:
         )
     out = {"data": data.name, "plan": plan.to_dict(), "plan_seconds": plan_seconds, "chosen_sizes": chosen_sizes, "trials": trials, "rows": {}}
     with tempfile.TemporaryDirectory(prefix="bench-resolution-") as tmp:
-        listing = Path(tmp) / "images.txt"
-        listing.write_text("\n".join(str(s.path) for s in samples) + "\n")
         predict = {}
-        for size, model in fold_zero.items():
-            path = export.save_model(model, Path(tmp) / f"model-{size}.safetensors")
-            seconds, peak = run_measured(anomaly_command("predict", str(path), str(listing), "--output", str(Path(tmp) / f"p{size}.csv")))
+        for size, command in predict_commands(fold_zero, samples, Path(tmp)).items():
+            seconds, peak = run_measured(command)
             predict[f"{size} px"] = (1000 * seconds / len(samples), peak)
     for name, results in outcomes.items():
         size = chosen_sizes[0] if name == DEFAULT and len(set(chosen_sizes)) == 1 else None
