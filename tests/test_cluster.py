@@ -77,6 +77,21 @@ def test_fit_on_ray_makes_the_model_one_process_makes(ray, parts, tmp_path, monk
     assert len(modelfile.read_meta(tmp_path / "ray/model.safetensors")["config"]["bank_parts"]) == 3
 
 
+def test_a_few_goods_learnt_turned_fit_on_ray_as_in_one_process(ray, parts, tmp_path):
+    # Only the originals are scored out of fold; their turned copies teach the bank, on the workers as here.
+    few = tmp_path / "few"
+    (few / "good").mkdir(parents=True)
+    for path in sorted((parts / "good").iterdir())[:3]:
+        shutil.copy(path, few / "good" / path.name)
+    common = ["--method", "patchcore", "--image-size", "64", "--orientation", "free"]
+    with one_thread():
+        run_cli("train", few, *common, "--run-dir", tmp_path / "here")
+    run_cli("train", few, *common, "--run-dir", tmp_path / "ray", "--ray")
+    _same_model(tmp_path / "here/model.safetensors", tmp_path / "ray/model.safetensors")
+    config = modelfile.read_meta(tmp_path / "ray/model.safetensors")["config"]
+    assert config["orientation"]["turns"] > 1 and len(config["bank_parts"]) == 3
+
+
 def test_predict_on_ray_gives_the_same_rows_in_the_same_order(ray, parts, patchcore_model, tmp_path):
     images = tmp_path / "images"
     shutil.copytree(parts / "not-good", images)
