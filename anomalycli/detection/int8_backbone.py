@@ -247,18 +247,16 @@ def _quantizer_advice_dropped():
         root.removeFilter(not_the_quantisers)
 
 
-def _leading_nodes(graph_path: Path, convs_kept: int) -> list[str]:
-    """The nodes before the graph's ``convs_kept + 1``-th convolution, kept in fp32 (with
-    the activations and paddings between them, which would otherwise take the float outputs' ranges)."""
-    import onnx
-
-    nodes = onnx.load(graph_path).graph.node
+def _leading_nodes(graph, convs_kept: int) -> list[str]:
+    """The nodes before the ``graph``'s (an ONNX model) ``convs_kept + 1``-th convolution, kept in fp32
+    (with the activations and paddings between them, which would otherwise take the float outputs' ranges)."""
+    nodes = graph.graph.node
     convs = [i for i, node in enumerate(nodes) if node.op_type == "Conv"]
     return [node.name for node in nodes[: convs[convs_kept]]] if 0 < convs_kept < len(convs) else []
 
 
-def _weight_scales(graph_path: Path, excluded: list[str], seven_bit_weights: bool) -> dict[str, list[dict]]:
-    """Every quantised convolution's per-channel weight scales and zero points, as ONNX Runtime's
+def _weight_scales(graph, excluded: list[str], seven_bit_weights: bool) -> dict[str, list[dict]]:
+    """Every quantised convolution's (of the ONNX model ``graph``) per-channel weight scales and zero points, as ONNX Runtime's
     quantiser computes them (symmetric int8, each channel's largest magnitude over the int8 span, in
     float64 then stored in float32), given to it as ``TensorQuantOverrides``: its own loop over the
     channels in Python took 2.2 of a deep Lite1 graph's 5.2 s of quantising. The graph is the same
@@ -268,12 +266,11 @@ def _weight_scales(graph_path: Path, excluded: list[str], seven_bit_weights: boo
     from onnx import numpy_helper
     from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
 
-    model = onnx.load(graph_path)
-    weights = {tensor.name: tensor for tensor in model.graph.initializer}
+    weights = {tensor.name: tensor for tensor in graph.graph.initializer}
     qmin, qmax = get_qmin_qmax_for_qType(onnx.TensorProto.INT8, reduce_range=seven_bit_weights, symmetric=True)
     zero_point = np.round((np.float64(qmin) + np.float64(qmax)) / 2.0).astype(np.int8)
     overrides = {}
-    for node in model.graph.node:
+    for node in graph.graph.node:
         if node.op_type != "Conv" or node.name in excluded or node.input[1] not in weights:
             continue
         weight = numpy_helper.to_array(weights[node.input[1]])
@@ -300,6 +297,7 @@ def quantize(
     its patch features to the fp32 ones on those images. The last two options are the recipe's (see
     above); the benchmarks set them to measure the graph before it. The probe is preprocessed
     without a stretch, here and on every machine that checks it: it checks the kernels, not the model."""
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     x = backbones.preprocess(images, extractor.name, stretch=stretch)
@@ -321,7 +319,8 @@ def quantize(
         # faster, the same features to the bit: that quantise gave the padded zeros back unchanged;
         # BENCHMARKS.md, "Speed").
         quant_pre_process(traced_path, fp32_path, skip_symbolic_shape=True)
-        fp32_nodes = _leading_nodes(fp32_path, fp32_leading_convs)
+        fp32_model = onnx.load(fp32_path)  # read once: the nodes kept in fp32 and the weight scales both come from it
+        fp32_nodes = _leading_nodes(fp32_model, fp32_leading_convs)
         with _quantizer_advice_dropped():
             quantize_static(
                 fp32_path,
@@ -333,7 +332,7 @@ def quantize(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=fp32_nodes,
-                extra_options={"TensorQuantOverrides": _weight_scales(fp32_path, fp32_nodes, seven_bit_weights)},
+                extra_options={"TensorQuantOverrides": _weight_scales(fp32_model, fp32_nodes, seven_bit_weights)},
             )
         graph = torch.frombuffer(bytearray(int8_path.read_bytes()), dtype=torch.uint8)
     probe = images.float().mean(0).round().to(torch.uint8)
