@@ -38,7 +38,7 @@ from benchmarks import (  # noqa: E402
     speed,
     station,
 )
-from benchmarks.common import DATA, REPO  # noqa: E402
+from benchmarks.common import DATA, REPO, compile_bytecode  # noqa: E402
 
 
 def measure(topic: str, args, log) -> dict:
@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if not args.report_only:
         runtime.keep_memory_flat()  # as the anomaly command does
+        compile_bytecode(REPO / "anomalycli")
         logging.getLogger("anomalycli").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore")
         command = "python -m benchmarks" + (f" --topics {','.join(args.topics)}" if len(args.topics) < len(report.TOPICS) else "")

@@ -42,6 +42,7 @@ from benchmarks.common import (
     QUICK_IMAGE_SIZE,
     REPO,
     anomaly_command,
+    compile_bytecode,
     interleaved_median_times,
     interleaved_process_seconds,
     median_time,
@@ -237,6 +238,7 @@ def exported(model: Path, out: Path, cwd: Path | None = None, env: dict | None =
 def worktree_of(revision: str, path: Path):
     """A git worktree of ``revision`` at ``path`` while the block runs, for before/after ratios."""
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), revision], check=True, capture_output=True)
+    compile_bytecode(path / "anomalycli")
     try:
         yield path
     finally:

@@ -2,6 +2,7 @@
 runs it without PyTorch; an exported file's own loading is in test_export."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -147,3 +148,14 @@ def test_a_model_loaded_for_calls_in_flight_makes_one_session(patchcore_model, p
     assert in_flight._in_flight[0] is in_flight.session
     alone, _ = onnx_model.stored_in(patchcore_model).score(images.numpy(), with_maps=False)
     assert np.allclose(raw, alone, rtol=1e-6, atol=0)
+
+
+def test_predict_without_regions_or_heatmaps_imports_no_scipy(hybrid_model, parts):
+    # SciPy's import was 0.3 s of a one-image predict's start (BENCHMARKS.md, "Speed"): only the
+    # regions' labelling needs it (made where rows go to a file), and the drift check's binomial
+    # tails are judgement.binomial's.
+    script = PREDICT_WITHOUT_TORCH.replace("'torch' in sys.modules", "'scipy' in sys.modules")
+    done = subprocess.run([sys.executable, "-c", script, str(hybrid_model), str(parts)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("torch imported: False")
+    assert re.search(r"[1-9]\d* of 36 images flagged as anomalies", done.stdout)  # defects judged (and the drift check run: predict always runs it)

@@ -7,7 +7,9 @@
 - ``regions``: the connected areas of one map above a threshold, with their boxes and areas in the
   original image's pixels.
 
-numpy and scipy.ndimage only: no PyTorch, no scikit-learn.
+numpy and scipy.ndimage only: no PyTorch, no scikit-learn. ``ndimage`` is imported where a map
+is first labelled, not with this module: its import took 0.3 s of a one-image predict's start
+(BENCHMARKS.md, "Speed"), and a good image's map, with nothing above the threshold, needs none.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import ndimage
 
 MAX_FPR = 0.3  # AUPRO's limit, as MVTec's evaluation
 EIGHT_CONNECTED = np.ones((3, 3))  # a region's pixels touch by an edge or a corner, as MVTec's
+
+
+def _ndimage():
+    from scipy import ndimage
+
+    return ndimage
 
 
 def aupro(masks: list[np.ndarray], maps: list[np.ndarray], max_fpr: float = MAX_FPR) -> float | None:
@@ -35,7 +42,7 @@ def aupro(masks: list[np.ndarray], maps: list[np.ndarray], max_fpr: float = MAX_
     n_regions, n_good = 0, 0
     labelled = []
     for mask in masks:
-        components, count = ndimage.label(np.asarray(mask, dtype=bool), structure=EIGHT_CONNECTED)
+        components, count = _ndimage().label(np.asarray(mask, dtype=bool), structure=EIGHT_CONNECTED)
         labelled.append((components, count))
         n_regions += count
         n_good += int((components == 0).sum())
@@ -93,7 +100,11 @@ def regions(anomaly_map: np.ndarray, threshold: float, original_size: tuple[int,
     rows, cols = anomaly_map.shape
     width, height = original_size or (cols, rows)
     sx, sy = width / cols, height / rows
-    components, count = ndimage.label(anomaly_map >= threshold, structure=EIGHT_CONNECTED)
+    above = anomaly_map >= threshold
+    if not above.any():
+        return []
+    ndimage = _ndimage()
+    components, count = ndimage.label(above, structure=EIGHT_CONNECTED)
     found = []
     for index, box in enumerate(ndimage.find_objects(components), start=1):
         inside = components[box] == index
@@ -125,13 +136,13 @@ def touched_and_false(masks: list[np.ndarray], predicted: list[np.ndarray]) -> d
     touched = total = false_regions = goods = 0
     for truth, guess in zip(masks, predicted):
         truth, guess = np.asarray(truth, dtype=bool), np.asarray(guess, dtype=bool)
-        true_parts, n_true = ndimage.label(truth, structure=EIGHT_CONNECTED)
+        true_parts, n_true = _ndimage().label(truth, structure=EIGHT_CONNECTED)
         total += n_true
         if n_true:
             touched += len(set(np.unique(true_parts[guess]).tolist()) - {0})
         else:
             goods += 1
-            false_regions += ndimage.label(guess, structure=EIGHT_CONNECTED)[1]
+            false_regions += _ndimage().label(guess, structure=EIGHT_CONNECTED)[1]
     return {
         "regions_touched": touched / total if total else None,
         "false_regions_per_good_image": false_regions / goods if goods else None,
