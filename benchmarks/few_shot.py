@@ -59,6 +59,7 @@ def run(data: Path, quick: bool, log=print) -> dict:
     n_test_goods = min(len(goods) // 2, int(round(TEST_GOODS_PER_DEFECT * len(defects))))
     test, pool = goods[:n_test_goods] + defects, goods[n_test_goods:]
     labels = np.array([s.label for s in test])
+    types = [s.defect_type for s in test]
     rows = []
     most_goods = None  # (k, the model) of the first fitted draw of the most goods
     for k in shots:
@@ -79,6 +80,7 @@ def run(data: Path, quick: bool, log=print) -> dict:
             false_alarms = int(flagged[labels == 0].sum())
             row.update(
                 auroc=auroc(labels, raw),
+                auroc_by_type=auroc_by_type(types, raw),
                 recall=float(flagged[labels == 1].mean()),
                 false_alarm_rate=false_alarms / int((labels == 0).sum()),
                 announced=expected["false_alarm_rate"],
@@ -96,7 +98,7 @@ def run(data: Path, quick: bool, log=print) -> dict:
                 f"{row['orientation']}{' mirrored' if row['mirrored'] else ''} x{row['turns']}, bank {row['bank']}, fit {row['fit_seconds']:.1f} s"
             )
     model, raw, fit_seconds = _fitted_and_scored(data, pool, test, quick)
-    full = {"goods": len(pool), "fit_seconds": fit_seconds, "auroc": auroc(labels, raw)}
+    full = {"goods": len(pool), "fit_seconds": fit_seconds, "auroc": auroc(labels, raw), "auroc_by_type": auroc_by_type(types, raw)}
     full["recall"] = float((raw >= model.calibration.threshold)[labels == 1].mean())
     log(f"  {data.name} all {len(pool)} goods: AUROC {full['auroc']:.3f}, recall {full['recall']:.2f}, fit {full['fit_seconds']:.1f} s")
     if most_goods is not None:
@@ -105,6 +107,16 @@ def run(data: Path, quick: bool, log=print) -> dict:
         full.update(predict_ms=ms["full"], few_predict_ms=ms["few"], few_predict_goods=k, few_bank=few.config["bank_size"], bank=model.config["bank_size"])
         log(f"  {data.name} predict: {k} goods' model {ms['few']:.1f} ms an image, the full-data model's {ms['full']:.1f} ms")
     return {"data": data.name, "test_goods": int((labels == 0).sum()), "test_defects": int((labels == 1).sum()), "rows": rows, "full_data": full}
+
+
+def auroc_by_type(types: list[str | None], raw: np.ndarray) -> dict[str, float]:
+    """The AUROC of each defect type (``types``: None for a good image) against all the goods: where a gap lies."""
+    goods = np.array([t is None for t in types])
+    out = {}
+    for kind in sorted({t for t in types if t is not None}):
+        chosen = goods | np.array([t == kind for t in types])
+        out[kind] = auroc((~goods[chosen]).astype(int), raw[chosen])
+    return out
 
 
 def _fitted_and_scored(data: Path, goods: list, test: list, quick: bool):
@@ -181,6 +193,12 @@ def section(result: dict) -> str:
                 f"{most_k} goods (the most above), mean AUROC {most_auroc:.3f}: {most_auroc - full['auroc']:+.3f} against it (the few-goods "
                 f"issue's bar on the tiles: {-FULL_DATA_MARGIN:+.2f}).",
             ]
+            fitted = [r for r in by_shot(run)[most_k] if "auroc_by_type" in r]
+            if fitted and "auroc_by_type" in full:
+                by_type = ", ".join(
+                    f"{kind} {np.mean([r['auroc_by_type'][kind] for r in fitted]):.3f} against {value:.3f}" for kind, value in full["auroc_by_type"].items()
+                )
+                lines += ["", f"AUROC by defect type (against all the test goods), {most_k} goods (mean of draws) against the full-data model: {by_type}."]
             if "predict_ms" in full:
                 lines += [
                     "",

@@ -40,6 +40,7 @@ QUICK_GROUPS = {
         "| watch killed at random and restarted: verdicts lost / repeated | 0 / 0 of 40",
         "| watch memory from the 100th to the 400th image",
         "Whole `anomaly predict` on the test set, processes in turn: the first draw of 4 goods",
+        "AUROC by defect type (against all the test goods), 4 goods (mean of draws) against the full-data model: ",
     ],
     "station": [],
     "camera,scale,peer": [],
