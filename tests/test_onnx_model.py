@@ -154,8 +154,8 @@ def test_predict_without_regions_or_heatmaps_imports_no_scipy(hybrid_model, part
     # SciPy's import was 0.3 s of a one-image predict's start (BENCHMARKS.md, "Speed"): only the
     # regions' labelling needs it (made where rows go to a file), and the drift check's binomial
     # tails are judgement.binomial's.
-    script = PREDICT_WITHOUT_TORCH.replace("'torch' in sys.modules", "'scipy' in sys.modules")
+    script = PREDICT_WITHOUT_TORCH.replace("print('torch imported:', 'torch' in sys.modules)", "print('scipy imported:', 'scipy' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", script, str(hybrid_model), str(parts)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().endswith("torch imported: False")
+    assert done.stdout.strip().endswith("scipy imported: False")
     assert re.search(r"[1-9]\d* of 36 images flagged as anomalies", done.stdout)  # defects judged (and the drift check run: predict always runs it)

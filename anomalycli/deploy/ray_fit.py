@@ -155,9 +155,8 @@ class RayFeatures:
         images = np.arange(len(folds)) if images is None else np.asarray(images)
         task = self.ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_score_task)
         refs, scored_index = [], []
-        for fold in np.unique(folds[images]).tolist():
-            bank = self.ray.put(torch.cat([coreset for f, coreset in coresets.items() if f != fold]))
-            scored = np.flatnonzero(folds[images] == fold)
+        for scored, fold_bank in patchcore.held_out_banks(folds, images, coresets):
+            bank = self.ray.put(fold_bank)
             for s in range(0, len(scored), SCORE_CHUNK):
                 refs.append(task.remote(self.extractor_ref, bank, reweight, with_grids, self._parts(images[scored[s : s + SCORE_CHUNK]])))
                 scored_index.append(scored[s : s + SCORE_CHUNK])

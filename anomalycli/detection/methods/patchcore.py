@@ -369,11 +369,17 @@ def out_of_fold(
     ``with_grids`` (``scores_and_grids``)."""
     images = np.arange(len(features)) if images is None else np.asarray(images)
     parts = []
-    for fold in np.unique(folds[images]):
-        scored = np.flatnonzero(folds[images] == fold)
-        bank = torch.cat([coreset for f, coreset in coresets.items() if f != fold])
+    for scored, bank in held_out_banks(folds, images, coresets):
         parts.append((scored, scores_and_grids(PatchCore(extractor, bank, reweight=reweight), features[images[scored]], with_grids)))
     return Scores.gathered(len(images), parts)
+
+
+def held_out_banks(folds: np.ndarray, images: np.ndarray, coresets: dict):
+    """For each fold among ``images`` (indexes into ``folds``): the positions in ``images`` of its
+    images, and the bank that scores them out of fold (the other folds' coresets)."""
+    image_folds = folds[images]
+    for fold in np.unique(image_folds).tolist():
+        yield np.flatnonzero(image_folds == fold), torch.cat([coreset for f, coreset in coresets.items() if f != fold])
 
 
 @dataclass
