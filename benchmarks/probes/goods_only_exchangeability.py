@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from anomalycli.data.layouts import discover
 from anomalycli.data.levels import STRETCH, goods_sample, levels
+from anomalycli.data.orientation import readable_images
 from anomalycli.detection import backbones
 from anomalycli.detection.defaults import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, bank_ratio
 from anomalycli.detection.methods import patchcore
@@ -34,7 +34,7 @@ GOODS, NEW_GOODS, HELD_OUT, DRAWS = 16, 60, 4, 24
 
 def main(data: Path, draws: int = DRAWS) -> None:
     goods = [s.path for s in discover(data).samples if s.label == 0]
-    stretch = levels([Image.open(p) for p in goods_sample(goods)]).kind == STRETCH
+    stretch = levels(readable_images(goods_sample(goods))).kind == STRETCH
     size, name = DEFAULT_IMAGE_SIZE["patchcore"], DEFAULT_BACKBONE["patchcore"]
     extractor = backbones.FeatureExtractor(name, backbones.build(name)).eval()
     features, *_ = patchcore.embed_images(extractor, goods, size, stretch=stretch)
@@ -52,7 +52,7 @@ def main(data: Path, draws: int = DRAWS) -> None:
     print(
         f"{data.name}: {len(shares)} held-out goods, levels {'stretched' if stretch else 'as they are'}: "
         f"new goods above a held-out good's score {np.mean(shares):.3f} +- {np.std(shares) / np.sqrt(len(shares)):.3f} "
-        "(0.5: exchangeable, the announced rate holds)"
+        "(a naive standard error: a draw's held-out goods share its new goods; 0.5: exchangeable, the announced rate holds)"
     )
 
 
