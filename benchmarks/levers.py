@@ -208,6 +208,27 @@ LEVERS = [
     ),
     (
         "few goods",
+        "each patch's distance taken relative to the goods' own distances at that place: the 16 goods' leave-one-out maps (each good against the bank of the other 15) give a mean and spread per patch position, and the image score is the highest of the map less that mean, or over that spread",
+        "magtiles AUROC at 16 goods, 3 draws (fp32, levels stretched, the shipped bank rule, offline): 0.849 (less the mean, smoothed), 0.818 (over the spread) against 0.853; uneven 0.856-0.899 against 0.786-0.836, but crack 0.581-0.755 against 0.618-0.816; the goods' highest patch lies on the tile's border (within 2 patches) in 60 % of goods, 38 % of defects",
+        "uneven surfaces gain what cracks and edge defects lose: a defect at the border is where goods already score high",
+        "2026-12-06",
+    ),
+    (
+        "few goods",
+        "each patch's distance divided by how spread the bank is around its nearest row (the distance from that row to its 1st, 3rd or 5th nearest other row, plus 0.5 or 1 times their mean): a local density, as the paper's reweighting is",
+        "magtiles AUROC at 16 goods, 3 draws (fp32, levels stretched, the shipped bank rule, offline): 0.845-0.855 against 0.853",
+        "no gain",
+        "2026-12-06",
+    ),
+    (
+        "few goods",
+        "other stages of Lite1 in the patch descriptor: the stride-4 stage (24 channels, pooled to stride 8) beside strides 8 and 16, or the first stride-16 stage (80 channels) beside the last",
+        "magtiles AUROC at 16 goods, 3 draws (fp32, levels stretched, the shipped bank rule, offline): 0.844 (with stride 4), 0.841 (with both stride-16 stages) against 0.853; cracks 0.616-0.802 and 0.580-0.805 against 0.618-0.816",
+        "no gain: finer or more features do not find the cracks a few goods miss",
+        "2026-12-06",
+    ),
+    (
+        "few goods",
         "the deeper patch descriptor again, with the shipped bank rule (each good's coreset, 8,192 rows for 16 goods) instead of every good patch: strides 8 and 16 and one stride-32 map, stage 5 (192 channels) or stage 6 (320)",
         "magtiles AUROC at 16 goods, 2 draws (fp32, levels stretched, offline): 0.877 / 0.836 (stage 5), 0.872 / 0.830 (stage 6) against 0.870 / 0.843 (strides 8 and 16); cracks 0.777 / 0.628 against 0.816 / 0.660, blowholes 0.922 / 0.894 against 0.871 / 0.862",
         "no gain on average: the +0.013 measured with every good patch in the bank (below) does not carry over to the bank the fit keeps, and the features are 2.3x as long",

@@ -205,6 +205,7 @@ def markdown(records: dict) -> str:
             # A topic rerun on some data sets only keeps the others' runs, and says so (``save_keeping_other_data``).
             lines += [record["note"], ""] if record.get("note") else []
             lines += [module.section(record["result"])]
+            lines += ["", module.RECORD] if hasattr(module, "RECORD") else []
             for other in record.get("other_cpus", []):
                 lines += ["", f"### The same on {cpu_of(other)}", "", f"`{other['command']}`, {other['date']}, on {other['machine']}.", ""]
                 lines += [module.section(other["result"])]

@@ -302,6 +302,14 @@ ROWS = [  # key, what
 ]
 
 
+# Measured once, beside the topic's table (report.py prints it under the section, not under each CPU's).
+RECORD = (
+    "Every command's start: typer is held below 0.29 (pyproject.toml), whose option parsing through pydantic "
+    "added 0.17 s to each one (the default screws model's whole predict of one camera image 1.15 against 0.99 s, "
+    "medians of 6 alternated runs; AMD EPYC, AVX2, 2 cores, 2026-12-06)."
+)
+
+
 def section(result: dict) -> str:
     runs = result["runs"]
     lines = [
