@@ -107,17 +107,29 @@ def predict_commands(models: dict, samples: list, folder: Path) -> dict[str, lis
 
 
 # Runs a command and prints the peak resident memory of the largest process it waited for, in KiB.
-_PEAK_RSS = "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+# The wrapper's children's peak RSS (KiB) and their CPU seconds, user and system (its descendants
+# that ended: the decoding workers too).
+_PEAK_RSS = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+    "used = resource.getrusage(resource.RUSAGE_CHILDREN); print(used.ru_maxrss, used.ru_utime + used.ru_stime)"
+)
 
 
 def run_measured(command: list[str], cwd: Path | None = None, env: dict | None = None) -> tuple[float, float]:
     """(wall seconds, peak RSS MiB of its largest process) of one whole command."""
+    seconds, peak, _ = run_measured_with_cpu(command, cwd, env)
+    return seconds, peak
+
+
+def run_measured_with_cpu(command: list[str], cwd: Path | None = None, env: dict | None = None) -> tuple[float, float, float]:
+    """``run_measured``'s wall seconds and peak RSS, and the CPU seconds of the command's processes together."""
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", _PEAK_RSS, *command], capture_output=True, text=True, cwd=cwd, env=env)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return seconds, int(done.stdout.split()[-1]) / 1024
+    peak, cpu = done.stdout.split()[-2:]
+    return seconds, int(peak) / 1024, float(cpu)
 
 
 def interleaved_process_seconds(commands: dict, repeats: int) -> dict:

@@ -30,6 +30,7 @@ QUICK_GROUPS = {
         "| whole `anomaly predict` process, `--fast` model (Lite0 at 224 px; its file's scoring graph too) |",
         "| whole `anomaly predict` process, the default model's `anomaly export` file (int8 backbone and search) |",
         "| whole `anomaly predict` process on one image, s (median of 5): default model / its exported file |",
+        "the default whole process's CPU time over its wall time x cores (cores busy): ",
     ],
     "precision,localisation": [
         "| tiny (hybrid) | fp32, refitted with --seed 1 (control) |",
