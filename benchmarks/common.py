@@ -106,10 +106,9 @@ def predict_commands(models: dict, samples: list, folder: Path) -> dict[str, lis
     return commands
 
 
-# Runs a command and prints the peak resident memory of the largest process it waited for, in KiB.
-# The wrapper's children's peak RSS (KiB) and their CPU seconds, user and system (its descendants
-# that ended: the decoding workers too).
-_PEAK_RSS = (
+# Runs a command and prints the peak resident memory of the largest process it waited for, in KiB,
+# and the CPU seconds, user and system, of every process under it that ended (decoding workers too).
+_MEASURED = (
     "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
     "used = resource.getrusage(resource.RUSAGE_CHILDREN); print(used.ru_maxrss, used.ru_utime + used.ru_stime)"
 )
@@ -124,7 +123,7 @@ def run_measured(command: list[str], cwd: Path | None = None, env: dict | None =
 def run_measured_with_cpu(command: list[str], cwd: Path | None = None, env: dict | None = None) -> tuple[float, float, float]:
     """``run_measured``'s wall seconds and peak RSS, and the CPU seconds of the command's processes together."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", _PEAK_RSS, *command], capture_output=True, text=True, cwd=cwd, env=env)
+    done = subprocess.run([sys.executable, "-c", _MEASURED, *command], capture_output=True, text=True, cwd=cwd, env=env)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
@@ -133,14 +132,17 @@ def run_measured_with_cpu(command: list[str], cwd: Path | None = None, env: dict
 
 
 def interleaved_process_seconds(commands: dict, repeats: int) -> dict:
-    """(median wall seconds, peak RSS MiB) of each of ``commands`` (name -> (command, cwd, env)), each a
-    whole process started cold, run in turn repeat after repeat: the ratios between them then hold
-    while the machine's speed drifts (by a fifth between three runs in one day)."""
+    """(median wall seconds, peak RSS MiB, median CPU seconds) of each of ``commands`` (name -> (command,
+    cwd, env)), each a whole process started cold, run in turn repeat after repeat: the ratios between
+    them then hold while the machine's speed drifts (by a fifth between three runs in one day)."""
     runs = {name: [] for name in commands}
     for _ in range(repeats):
         for name, (command, cwd, env) in commands.items():
-            runs[name].append(run_measured(command, cwd, env))
-    return {name: (statistics.median(r[0] for r in measured), max(r[1] for r in measured)) for name, measured in runs.items()}
+            runs[name].append(run_measured_with_cpu(command, cwd, env))
+    return {
+        name: (statistics.median(r[0] for r in measured), max(r[1] for r in measured), statistics.median(r[2] for r in measured))
+        for name, measured in runs.items()
+    }
 
 
 def machine() -> str:

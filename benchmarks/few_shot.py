@@ -135,7 +135,7 @@ def _predict_ms(models: dict, test: list, repeats: int) -> dict[str, float]:
     ``test``, the processes run in turn, ``repeats`` rounds (medians)."""
     with tempfile.TemporaryDirectory(prefix="bench-few-shot-") as tmp:
         commands = {name: (command, None, None) for name, command in predict_commands(models, test, Path(tmp)).items()}
-        return {name: 1000 * seconds / len(test) for name, (seconds, _) in interleaved_process_seconds(commands, repeats).items()}
+        return {name: 1000 * seconds / len(test) for name, (seconds, _, _) in interleaved_process_seconds(commands, repeats).items()}
 
 
 def by_shot(run: dict) -> dict[int, list[dict]]:

@@ -47,7 +47,6 @@ from benchmarks.common import (
     interleaved_process_seconds,
     median_time,
     run_measured,
-    run_measured_with_cpu,
     samples_of,
 )
 from benchmarks.precision import forced_search
@@ -215,17 +214,17 @@ def run(data_sets: list[Path], quick: bool, images: int = 320, repeats: int = 3,
                     commands["fast_baseline"] = (anomaly_command("predict", str(models["fast_fp32"]), str(folder)), tree, env)
                     baseline_onnx = exported(models["fp32"], tmp / "baseline.onnx", tree, env)
                     commands["export_baseline"] = (anomaly_command("predict", str(baseline_onnx), str(folder)), tree, env)
-                for name, (seconds, peak) in interleaved_process_seconds(commands, 1 if quick else repeats).items():
+                for name, (seconds, peak, cpu) in interleaved_process_seconds(commands, 1 if quick else repeats).items():
                     out[f"process_{name}"], out[f"predict_{name}_rss"] = seconds / len(paths), peak
-                # Whether the whole process keeps the cores busy: where it runs under the core-time
-                # limit with the cores busy, its stages cost more CPU together than alone.
-                seconds, _, cpu = run_measured_with_cpu(commands["default"][0])
-                out["process_default_cores_busy"] = cpu / (seconds * out["cores"])
+                    if name == "default":
+                        # Whether the whole process keeps the cores busy: where it runs under the core-time
+                        # limit with the cores busy, its stages cost more CPU together than alone.
+                        out["process_default_cores_busy"] = cpu / (seconds * out["cores"])
                 one = tmp / "one"
                 one.mkdir()
                 shutil.copy(paths[0], one)
                 starts = {name: ([*commands[name][0][:-1], str(one)], *commands[name][1:]) for name in ONE_IMAGE if name in commands}
-                for name, (seconds, _) in interleaved_process_seconds(starts, 1 if quick else ONE_IMAGE_REPEATS).items():
+                for name, (seconds, _, _) in interleaved_process_seconds(starts, 1 if quick else ONE_IMAGE_REPEATS).items():
                     out[f"one_image_{name}"] = seconds
             out.update(jpeg_scores(models["default"], folder, tmp / "jpeg", tmp))
             log(f"  {data.name}: predict {1000 * out['process_default']:.1f} ms an image, whole process")
