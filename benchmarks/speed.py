@@ -214,12 +214,13 @@ def run(data_sets: list[Path], quick: bool, images: int = 320, repeats: int = 3,
                     commands["fast_baseline"] = (anomaly_command("predict", str(models["fast_fp32"]), str(folder)), tree, env)
                     baseline_onnx = exported(models["fp32"], tmp / "baseline.onnx", tree, env)
                     commands["export_baseline"] = (anomaly_command("predict", str(baseline_onnx), str(folder)), tree, env)
-                for name, (seconds, peak, cpu) in interleaved_process_seconds(commands, 1 if quick else repeats).items():
+                measured = interleaved_process_seconds(commands, 1 if quick else repeats)
+                for name, (seconds, peak, _) in measured.items():
                     out[f"process_{name}"], out[f"predict_{name}_rss"] = seconds / len(paths), peak
-                    if name == "default":
-                        # Whether the whole process keeps the cores busy: where it runs under the core-time
-                        # limit with the cores busy, its stages cost more CPU together than alone.
-                        out["process_default_cores_busy"] = cpu / (seconds * out["cores"])
+                # Whether the whole process keeps the cores busy: where it runs under the core-time limit
+                # with the cores busy, its stages cost more CPU together than alone.
+                seconds, _, cpu = measured["default"]
+                out["process_default_cores_busy"] = cpu / (seconds * out["cores"])
                 one = tmp / "one"
                 one.mkdir()
                 shutil.copy(paths[0], one)
