@@ -14,6 +14,16 @@ import threading
 # BENCHMARKS.md: within a rounding step of the int8 kernels' features; a screws model's whole
 # graph 49 against 36 ms an image on an AVX-512 VNNI CPU).
 INT8_KERNELS, REFERENCE_KERNELS = "int8", "reference"
+# The CPU features (as /proc/cpuinfo and ``torch.cpu.get_capabilities`` name them), best first, for
+# which ONNX Runtime multiplies uint8 by int8 with dot-product instructions: its kernel library
+# (MLAS, ``platform.cpp``) picks its AMX, AVX-512 VNNI or AVX-VNNI kernels by them. Without them its
+# AVX2 and AVX-512 kernels add pairs of products in 16 bits, at about the float32 rate (BENCHMARKS.md, Speed).
+INT8_DOT_PRODUCTS = (("amx_int8", "AMX"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"))
+
+
+def has_int8_dot_products(features) -> bool:
+    """Whether a CPU with ``features`` (the names of its CPU features) gets ONNX Runtime's int8 dot-product kernels."""
+    return any(flag in features for flag, _ in INT8_DOT_PRODUCTS)
 
 
 def session(model: bytes | str, kernels: str = INT8_KERNELS, threads: int = 0):

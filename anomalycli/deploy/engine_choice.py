@@ -12,6 +12,7 @@ import importlib.util
 import platform
 
 from anomalycli.errors import UsageError
+from anomalycli.onnx_runtime import INT8_DOT_PRODUCTS
 
 ENGINES = ("auto", "torch", "onnx", "onnx-fp32")
 # Exporting in memory takes about 2 s, which ONNX Runtime wins back after about this many images.
@@ -55,18 +56,6 @@ def int8_class(machine: str, flags: list[str]) -> str:
     of products in 16 bits."""
     if not flags:
         return machine or "unknown CPU"
-    best = next(
-        (
-            name
-            for flag, name in (
-                ("amx_int8", "AMX"),
-                ("avx512_vnni", "AVX-512 VNNI"),
-                ("avx_vnni", "AVX-VNNI"),
-                ("avx512bw", "AVX-512, no VNNI"),
-                ("avx2", "AVX2, no VNNI"),
-            )
-            if flag in flags
-        ),
-        "no AVX2",
-    )
+    without_dot_products = (("avx512bw", "AVX-512, no VNNI"), ("avx2", "AVX2, no VNNI"))
+    best = next((name for flag, name in (*INT8_DOT_PRODUCTS, *without_dot_products) if flag in flags), "no AVX2")
     return f"{machine}, {best}"

@@ -13,6 +13,8 @@ import math
 import numpy as np
 import torch
 
+from anomalycli.onnx_runtime import has_int8_dot_products
+
 # Queries per block of the search: a block of distances to a bank of a few thousand rows stays in
 # cache for the minimum that reads it (512 was the fastest of 64 to 1,024, 2 cores).
 CHUNK = 512
@@ -33,9 +35,17 @@ def bfloat16_native() -> bool:
 
 @functools.cache
 def int8_native() -> bool:
-    """Whether this CPU has int8 dot-product instructions (VNNI), where ONNX Runtime multiplies int8
-    at 1.8x PyTorch's bfloat16 rate (on the Speed section's machine of BENCHMARKS.md), and ONNX Runtime is installed."""
-    return getattr(torch.cpu, "_is_vnni_supported", lambda: False)() and importlib.util.find_spec("onnxruntime") is not None
+    """Whether this CPU has int8 dot-product instructions (AMX, AVX-512 VNNI or AVX-VNNI), where ONNX
+    Runtime multiplies int8 at 1.8x PyTorch's bfloat16 rate (on the Speed section's machine of
+    BENCHMARKS.md), and ONNX Runtime is installed."""
+    return has_int8_dot_products(cpu_features()) and importlib.util.find_spec("onnxruntime") is not None
+
+
+def cpu_features() -> set[str]:
+    """This CPU's features as PyTorch detects them. (``torch.cpu._is_vnni_supported`` looks for
+    AVX-512 VNNI alone, so it missed the AVX-VNNI of Intel's client CPUs from Alder Lake on.)"""
+    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    return {name for name, present in capabilities.items() if present is True}
 
 
 # An exported graph's int8 rows use 7 bits: on CPUs without VNNI, ONNX Runtime's uint8 x int8
