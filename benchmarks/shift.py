@@ -12,7 +12,11 @@ the line's images only, written as PNG files and read by the product's own path
   other shifted goods (never those used to adapt) against the announced upper bound, and the recall
   on the shifted defects;
 - the pixel AUROC of the maps on the shifted line before adapting, and on the images left out of
-  each adaptation after it (the masks moved with the image where a shift moves it).
+  each adaptation after it (the masks moved with the image where a shift moves it);
+- whether ``adapt`` warned that its good images may hold defects (``Adapted.suspect``).
+
+And the wrong folder: the line's defective images given to ``adapt`` as goods (``DEFECT_DRAWS``
+random draws of each of ``ADAPT_SIZES`` that the line has, and all of them): whether it warned.
 
 The in-distribution rate of drift warnings comes from the unshifted line: batches of 20, 50 and
 200 with 0, 10 and 30 % defects (drawn with replacement where the fold holds too few images).
@@ -33,7 +37,7 @@ from anomalycli.data.layouts import Sample
 from anomalycli.data.tensors import load_mask
 from anomalycli.deploy.scoring import check_drift, iter_scores
 from anomalycli.judgement.metrics import pixel_auroc
-from anomalycli.workflows.adapt import adapt
+from anomalycli.workflows.adapt import SUSPECT_FLAGGED_SHARE, adapt
 from benchmarks import folds
 from benchmarks.common import samples_of, shipped_options
 
@@ -41,6 +45,7 @@ TITLE = "The changed line: drift check and `anomaly adapt`"
 SHARES = (0.0, 0.1, 0.3)
 ADAPT_SIZES = (5, 10, 20)
 BATCHES = 50  # random batches per (size, defect share)
+DEFECT_DRAWS = 3
 
 
 def _noise(image: Image.Image, sigma: float) -> Image.Image:
@@ -195,7 +200,8 @@ def run(data: Path, quick: bool, log=print) -> dict:
                     # A draw of its own per shift: one unlucky set of look-alike goods must not decide every row.
                     draw = np.random.default_rng(zlib.crc32(f"{name} {level_name} {k}".encode()))
                     chosen = set(draw.choice(goods, k, replace=False).tolist())
-                    adapted = adapt(model, [moved[i] for i in sorted(chosen)]).model
+                    result = adapt(model, [moved[i] for i in sorted(chosen)])
+                    adapted = result.model
                     rest = [s for i, s in enumerate(moved) if i not in chosen]
                     rest_rows, rest_labels, rest_flagged = score(adapted, rest, with_maps=True)
                     fpr_k, recall_k = rates(rest_labels, rest_flagged)
@@ -207,6 +213,7 @@ def run(data: Path, quick: bool, log=print) -> dict:
                         "announced_fpr_upper": point["false_alarm_rate_ci"][1],
                         "announced_recall": point["recall"],
                         "pixel_auroc": map_auroc(rest_rows, rest),
+                        "suspect": result.suspect,
                     }
                 out["shifts"].append(row)
                 log(
@@ -217,6 +224,20 @@ def run(data: Path, quick: bool, log=print) -> dict:
                         for k, v in row["adapted"].items()
                     )
                 )
+    out["defects_as_goods"] = defects_as_goods(model, [s for s in line if s.label == 1], adapt_sizes)
+    log(f"  the line's defects given to adapt as goods: {out['defects_as_goods']}")
+    return out
+
+
+def defects_as_goods(model, defects: list[Sample], sizes) -> list[dict]:
+    """``adapt`` given ``defects`` as good images: random draws of each size the line has, then all of them."""
+    rng = np.random.default_rng(0)
+    draws = [(k, rng.choice(len(defects), k, replace=False)) for k in sizes if k < len(defects) for _ in range(DEFECT_DRAWS)]
+    draws += [(len(defects), np.arange(len(defects)))] if len(defects) >= min(sizes) else []
+    out = []
+    for k, chosen in draws:
+        result = adapt(model, [Sample(defects[i].path, defects[i].class_name, 0) for i in chosen])
+        out.append({"k": k, "flagged_before": result.flagged_before, "suspect": result.suspect})
     return out
 
 
@@ -235,11 +256,30 @@ def headline(result: dict, data: str) -> dict:
     restored = sum(row["adapted"][k]["fpr"] <= row["adapted"][k]["announced_fpr_upper"] for row in shifts)
     caught = sum(h and n for h, n in zip(harmful, noticed))
     cried = sum(n and not h for h, n in zip(harmful, noticed))
+    suspect = _suspect_counts(run)
     return {
+        **(
+            {"adapt given the line's defective images as goods: warned (draws) / given a changed line's goods it mostly flags: warned anyway (shifts)": suspect}
+            if suspect
+            else {}
+        ),
         f"a changed line ({len(shifts)} shifts): false alarms over the announced bound / called drift (batches of 50 goods) / "
         f"within it after adapting with {k} good images": f"{sum(harmful)} / {sum(noticed)} / {restored} of {len(shifts)}",
         "the drift call on those shifts: over the bound and called / within it and called anyway": f"{caught} of {sum(harmful)} / {cried} of {len(shifts) - sum(harmful)}",
     }
+
+
+def _suspect_counts(run: dict) -> str:
+    """adapt's "defects among the goods?" warning: on the line's defects given as goods, and on the
+    shifted goods (adapted with the most) where the model flagged at least half before; "" for
+    results from before the warning."""
+    draws = run.get("defects_as_goods")
+    k = max(run["shifts"][0]["adapted"], key=int)
+    flagged = [row for row in run["shifts"] if row["fpr_before"] >= SUSPECT_FLAGGED_SHARE and "suspect" in row["adapted"][k]]
+    if not draws:
+        return ""
+    warned = sum(row["adapted"][k]["suspect"] for row in flagged)
+    return f"{sum(d['suspect'] for d in draws)} of {len(draws)} / {warned} of {len(flagged)}"
 
 
 def section(result: dict) -> str:
@@ -272,6 +312,19 @@ def section(result: dict) -> str:
             lines += [
                 "",
                 f"Pixel AUROC, mean over the {len(run['shifts'])} shifts: {np.mean([row['pixel_auroc_before'] for row in run['shifts']]):.3f} before adapting; {means}.",
+            ]
+        if run.get("defects_as_goods"):
+            k = max(sizes, key=int)
+            moved = [f"{row['shift']} {row['level']}" for row in run["shifts"] if row["adapted"][k].get("suspect")]
+            draws = ", ".join(
+                f"{d['k']} ({'warned' if d['suspect'] else 'not warned'}, {100 * d['flagged_before']:.0f} % flagged)" for d in run["defects_as_goods"]
+            )
+            lines += [
+                "",
+                f"`adapt` given the line's defective images as goods (a wrong folder), by the number given: {draws}. "
+                f"Its warning (the model flags at least {100 * SUSPECT_FLAGGED_SHARE:.0f} % of the images, yet they are as bright, contrasted and sharp as the training goods) "
+                f"on the shifted goods, adapting with {k}: {', '.join(moved) or 'none'} "
+                f"(of the {sum(row['fpr_before'] >= SUSPECT_FLAGGED_SHARE for row in run['shifts'])} shifts where the model flagged at least {100 * SUSPECT_FLAGGED_SHARE:.0f} % of the goods before).",
             ]
         rates_in = ", ".join(f"{k.replace('@', ' images, ')} defects: {100 * v:.0f} %" for k, v in un["drift_rate"].items())
         lines += ["", f"Drift warnings on the unshifted line (batches of N images, defect share): {rates_in}."]

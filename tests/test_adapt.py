@@ -1,6 +1,6 @@
 import numpy as np
 import torch
-from PIL import ImageEnhance
+from PIL import Image, ImageEnhance
 
 from anomalycli.data.layouts import Sample
 from anomalycli.data.synthetic import make_part
@@ -27,6 +27,7 @@ def test_adapt_writes_a_new_model_that_flags_fewer_new_goods_and_leaves_the_inpu
     result = run_cli("adapt", patchcore_model, new_goods, "--out", tmp_path / "adapted.safetensors")
     assert patchcore_model.read_bytes() == before
     assert "10 new good images joined the memory bank" in result.output and "expected on the new line" in result.output
+    assert "if some are defective parts" not in result.output  # flagged, but the light changed: a changed line
     flagged_after = run_cli("predict", tmp_path / "adapted.safetensors", later, "--output", tmp_path / "after.csv").output
     count = lambda text: int(text.split(" of 60 images flagged")[0].split()[-1])  # noqa: E731
     assert count(flagged_after) < count(flagged_before)
@@ -54,6 +55,29 @@ def test_new_goods_are_never_scored_by_a_bank_that_holds_them(hybrid_model, tmp_
         # The bank that holds their own patches scores them lower: it was not used.
         fused_in_bank = result.model.net.fuse(whole_bank[mine], head[mine])
         assert (fused_in_bank < expected - 1e-6).all()
+
+
+def _varied_parts(folder, n, seed, defect=None):
+    """Synthetic parts whose light, contrast and noise vary from image to image, as a real line's do."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        image = ImageEnhance.Brightness(make_part(64, rng, defect)[0]).enhance(rng.uniform(0.8, 1.2))
+        pixels = np.asarray(ImageEnhance.Contrast(image).enhance(rng.uniform(0.8, 1.2)), dtype=np.float32)
+        Image.fromarray(np.clip(pixels + rng.normal(0, rng.uniform(0, 5), pixels.shape), 0, 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def test_adapt_warns_when_the_good_images_it_is_given_are_flagged_yet_look_like_the_training_goods(tmp_path):
+    goods = _varied_parts(tmp_path / "data" / "good", 24, seed=0)
+    run_cli("train", goods.parent, "--method", "patchcore", "--image-size", "64", "--run-dir", tmp_path / "run", "--coreset-ratio", "0.1")
+    model = tmp_path / "run" / "model.safetensors"
+    # Defective parts of the same line in the folder of goods: flagged, with the training goods' light and focus.
+    spots = run_cli("adapt", model, _varied_parts(tmp_path / "spots", 8, seed=1, defect="spot"), "--out", tmp_path / "a.safetensors")
+    assert "the model flags 100% of these good images, yet they are as bright, contrasted and sharp as its training goods" in spots.output
+    assert "if some are defective parts, the adapted model passes such defects" in spots.output
+    more_goods = run_cli("adapt", model, _varied_parts(tmp_path / "more", 8, seed=2), "--out", tmp_path / "b.safetensors")
+    assert "if some are defective parts" not in more_goods.output
 
 
 def test_adapt_mistakes_are_one_clear_line(patchcore_model, classifier_model, tmp_path):

@@ -54,6 +54,15 @@ def test_a_change_the_scores_do_not_follow_is_a_note_not_drift():
     assert "Verdicts may not hold" not in darker.message and "the verdicts hold" in darker.message
 
 
+def test_good_images_like_the_training_goods_are_told_from_darker_ones_and_no_reference_says_so():
+    model, rng = _model(), np.random.default_rng(5)
+    like = [drift.like_training_goods(model, _batch(rng, 10, 0.0)[1]) for _ in range(50)]
+    assert sum(like) >= 48  # ALPHA: a batch like the training goods' rarely reads as changed
+    assert drift.like_training_goods(model, _batch(rng, 10, 0.0, brightness_shift=-0.2)[1]) is False
+    assert drift.like_training_goods(SimpleNamespace(config={}), _batch(rng, 10, 0.0)[1]) is None  # a file from before the check
+    assert drift.like_training_goods(_model(n_good=8), _batch(rng, 10, 0.0)[1]) is None  # too few training goods to have a range
+
+
 def test_with_labels_a_test_set_full_of_defects_is_no_finding():
     """The issue's case: a test set of 63 % defects whose good parts score as in training. Without
     labels the share flagged is more than 30 % defects explain; eval knows which are good."""

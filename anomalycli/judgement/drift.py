@@ -215,10 +215,7 @@ def check(
     tests = score_tests(raw, model.calibration, defect_share)
     if stats is not None and len(stats) == len(raw):
         tests += stat_tests(np.asarray(stats, dtype=float), ref, defect_share)
-    level = alpha / len(tests)
-    for test in tests:
-        beyond = test.bound - test.share if test.what == "score" else test.share - test.bound
-        test.drift = test.p_value < level and beyond >= MIN_EFFECT
+    _judge(tests, alpha)
     fired = [t for t in tests if t.drift]
     grounds = ("score", "flagged")  # what says the verdicts moved; the image statistics alone do not
     report = DriftReport(True, len(raw), any(t.what in grounds for t in fired), tests)
@@ -237,6 +234,26 @@ def check(
     else:
         report.message = f"note: {what} differ from the training images ({said}), but their scores do not follow: the verdicts hold"
     return report
+
+
+def _judge(tests: list[Test], alpha: float) -> None:
+    """Set each test's ``drift``: significant at ``alpha`` over the tests (Bonferroni), and beyond the null by ``MIN_EFFECT``."""
+    level = alpha / len(tests)
+    for test in tests:
+        beyond = test.bound - test.share if test.what == "score" else test.share - test.bound
+        test.drift = test.p_value < level and beyond >= MIN_EFFECT
+
+
+def like_training_goods(model, good_stats: np.ndarray, alpha: float = ALPHA) -> bool | None:
+    """Whether images known to be good are as bright, contrasted and sharp as the model's training
+    goods (none of ``stat_tests`` fires, no defects allowed); None where the model keeps no reference
+    to tell by (a file from before the drift check, or fewer than 10 training goods)."""
+    ref = model.config.get("drift")
+    tests = stat_tests(np.asarray(good_stats, dtype=float), ref, defect_share=0.0) if ref is not None and len(good_stats) else []
+    if not tests:
+        return None
+    _judge(tests, alpha)
+    return not any(t.drift for t in tests)
 
 
 # The live stream's check (``Rolling``): its window, how often it is judged, and its chance of a

@@ -49,6 +49,9 @@ from anomalycli.judgement import drift, pixel_threshold
 from anomalycli.judgement.thresholds import OperatingRule, calibrate
 
 MIN_NEW_GOODS = 5
+# Good images of a changed line that the model mostly flags are expected (that is why one adapts);
+# mostly flagged while they look like the training goods, they may be defects in the wrong folder.
+SUSPECT_FLAGGED_SHARE = 0.5
 BOOTSTRAP = 1000
 
 
@@ -59,6 +62,7 @@ class Adapted:
     n_defect: int  # new labelled defects used
     shift: float  # median raw-score shift of the new goods over the training goods, after adaptation
     flagged_before: float  # share of the new goods the input model flagged
+    suspect: bool  # mostly flagged, yet like the training goods' light and focus: defects in the good images?
     folds: np.ndarray = field(repr=False)  # each new good's fold (its own part of the bank)
     out_of_fold: np.ndarray = field(repr=False)  # the new goods' out-of-fold scores
     warnings: list[str] = field(default_factory=list)
@@ -110,6 +114,15 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
 
     before = scored_by(model.net, goods).scores
     flagged_before = float((before >= model.calibration.threshold).float().mean())
+    # A bank taught defects passes them, and the stored defect scores the threshold stands on cannot
+    # show it. A part or camera that moved looks so too, so this is a warning, not a refusal
+    # (BENCHMARKS.md, "The changed line": defects passed as goods, and each shift's goods).
+    suspect = flagged_before >= SUSPECT_FLAGGED_SHARE and bool(drift.like_training_goods(model, stats[goods]))
+    if suspect:
+        warnings.append(
+            f"the model flags {flagged_before:.0%} of these good images, yet they are as bright, contrasted and sharp as its training goods: "
+            "if the part or camera moved, adapting is right; if some are defective parts, the adapted model passes such defects (check them, adapt again without them)"
+        )
 
     # 1. Deal the new goods into the bank's folds; each fold's coreset joins its part.
     parts = list(torch.split(net.bank.cpu(), net.part_sizes))
@@ -174,7 +187,7 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     else:
         config["drift"] = drift.reference(stats[goods], stats[defects])
     new_model = replace(model, net=adapted_net.eval(), config=config, calibration=calibration)
-    return Adapted(new_model, len(goods), len(defects), shift, flagged_before, folds, new_goods, warnings)
+    return Adapted(new_model, len(goods), len(defects), shift, flagged_before, suspect, folds, new_goods, warnings)
 
 
 def _regions_of_new_line(model: AnomalyModel, goods: patchcore.Scores, defects: patchcore.Scores, good_paths: list, defect_paths: list):
