@@ -259,7 +259,7 @@ def headline(result: dict, data: str) -> dict:
     suspect = _suspect_counts(run)
     return {
         **(
-            {"adapt given the line's defective images as goods: warned (draws) / given a changed line's goods it mostly flags: warned anyway (shifts)": suspect}
+            {"adapt given the line's defective images as goods: warned (draws) / given a changed line's goods: warned anyway (shifts)": suspect}
             if suspect
             else {}
         ),
@@ -270,16 +270,14 @@ def headline(result: dict, data: str) -> dict:
 
 
 def _suspect_counts(run: dict) -> str:
-    """adapt's "defects among the goods?" warning: on the line's defects given as goods, and on the
-    shifted goods (adapted with the most) where the model flagged at least half before; "" for
-    results from before the warning."""
+    """adapt's "defects among the goods?" warning: on the line's defects given as goods, and on
+    each shift's goods (adapted with the most); "" for results from before the warning."""
     draws = run.get("defects_as_goods")
-    k = max(run["shifts"][0]["adapted"], key=int)
-    flagged = [row for row in run["shifts"] if row["fpr_before"] >= SUSPECT_FLAGGED_SHARE and "suspect" in row["adapted"][k]]
     if not draws:
         return ""
-    warned = sum(row["adapted"][k]["suspect"] for row in flagged)
-    return f"{sum(d['suspect'] for d in draws)} of {len(draws)} / {warned} of {len(flagged)}"
+    k = max(run["shifts"][0]["adapted"], key=int)
+    warned = sum(row["adapted"][k].get("suspect", False) for row in run["shifts"])
+    return f"{sum(d['suspect'] for d in draws)} of {len(draws)} / {warned} of {len(run['shifts'])}"
 
 
 def section(result: dict) -> str:
@@ -323,8 +321,8 @@ def section(result: dict) -> str:
                 "",
                 f"`adapt` given the line's defective images as goods (a wrong folder), by the number given: {draws}. "
                 f"Its warning (the model flags at least {100 * SUSPECT_FLAGGED_SHARE:.0f} % of the images, yet they are as bright, contrasted and sharp as the training goods) "
-                f"on the shifted goods, adapting with {k}: {', '.join(moved) or 'none'} "
-                f"(of the {sum(row['fpr_before'] >= SUSPECT_FLAGGED_SHARE for row in run['shifts'])} shifts where the model flagged at least {100 * SUSPECT_FLAGGED_SHARE:.0f} % of the goods before).",
+                f"on the shifted goods, adapting with {k}: {', '.join(moved) or 'none'} ({len(moved)} of the {len(run['shifts'])} shifts; "
+                f"in {sum(row['fpr_before'] >= SUSPECT_FLAGGED_SHARE for row in run['shifts'])} of them the model flagged at least {100 * SUSPECT_FLAGGED_SHARE:.0f} % of all the line's shifted goods).",
             ]
         rates_in = ", ".join(f"{k.replace('@', ' images, ')} defects: {100 * v:.0f} %" for k, v in un["drift_rate"].items())
         lines += ["", f"Drift warnings on the unshifted line (batches of N images, defect share): {rates_in}."]

@@ -25,6 +25,10 @@ handful of new goods (a threshold above all ten of them, and half the defects mi
    adapting it with more goods of the same line grows it toward the full-data model.
 4. **What the new point means**, with intervals, cross-validated as at training; the false-alarm
    interval also spans the uncertainty of the new goods' scores, bootstrapped over them.
+5. **Defects among the goods?** The bank would learn them as good, and the stored defect scores
+   cannot show it (the file keeps no training images to score again). Where the model flags most
+   of the new goods although their light, contrast and sharpness are the training goods', a
+   warning says so (``Adapted.suspect``).
 
 The input model file is only read; the result is a new model.
 """
