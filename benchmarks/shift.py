@@ -258,14 +258,14 @@ def headline(result: dict, data: str) -> dict:
     cried = sum(n and not h for h, n in zip(harmful, noticed))
     suspect = _suspect_counts(run)
     return {
+        f"a changed line ({len(shifts)} shifts): false alarms over the announced bound / called drift (batches of 50 goods) / "
+        f"within it after adapting with {k} good images": f"{sum(harmful)} / {sum(noticed)} / {restored} of {len(shifts)}",
+        "the drift call on those shifts: over the bound and called / within it and called anyway": f"{caught} of {sum(harmful)} / {cried} of {len(shifts) - sum(harmful)}",
         **(
             {"adapt given the line's defective images as goods: warned (draws) / given a changed line's goods: warned anyway (shifts)": suspect}
             if suspect
             else {}
         ),
-        f"a changed line ({len(shifts)} shifts): false alarms over the announced bound / called drift (batches of 50 goods) / "
-        f"within it after adapting with {k} good images": f"{sum(harmful)} / {sum(noticed)} / {restored} of {len(shifts)}",
-        "the drift call on those shifts: over the bound and called / within it and called anyway": f"{caught} of {sum(harmful)} / {cried} of {len(shifts) - sum(harmful)}",
     }
 
 
