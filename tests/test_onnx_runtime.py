@@ -1,7 +1,6 @@
-from pathlib import Path
-
 import pytest
 
+from anomalycli.deploy import engine_choice
 from anomalycli.onnx_runtime import has_int8_dot_products
 
 
@@ -23,10 +22,7 @@ def test_int8_dot_products_are_the_features_onnx_runtime_picks_its_vnni_and_amx_
 def test_this_cpus_features_as_pytorch_detects_them_give_what_proc_cpuinfo_gives():
     from anomalycli.detection import bank_search
 
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        pytest.skip("no /proc/cpuinfo here")
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), None)
-    if flags is None:
-        pytest.skip("/proc/cpuinfo names no CPU flags here (not x86)")
+    flags = engine_choice.cpu_flags()
+    if not flags:
+        pytest.skip("/proc/cpuinfo names no CPU flags here (not Linux, or not x86)")
     assert has_int8_dot_products(bank_search.cpu_features()) == has_int8_dot_products(set(flags))

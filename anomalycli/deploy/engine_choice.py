@@ -42,12 +42,16 @@ def resolve_engine(engine: str) -> str:
 def cpu_class() -> str:
     """This CPU's architecture and the instruction sets that choose ONNX Runtime's int8 kernels, in
     words (predict's first line and every timing in BENCHMARKS.md name it)."""
+    return int8_class(platform.machine().lower(), cpu_flags())
+
+
+def cpu_flags() -> list[str]:
+    """This CPU's feature flags as /proc/cpuinfo names them; none where it has none (not Linux, not x86)."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+            return next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
     except OSError:
-        flags = []
-    return int8_class(platform.machine().lower(), flags)
+        return []
 
 
 def int8_class(machine: str, flags: list[str]) -> str:
