@@ -131,12 +131,16 @@ def run_measured_with_cpu(command: list[str], cwd: Path | None = None, env: dict
     return seconds, int(peak) / 1024, float(cpu)
 
 
-def interleaved_process_seconds(commands: dict, repeats: int) -> dict:
+def interleaved_process_seconds(commands: dict, repeats: int, each_round=None) -> dict:
     """(median wall seconds, peak RSS MiB, median CPU seconds) of each of ``commands`` (name -> (command,
     cwd, env)), each a whole process started cold, run in turn repeat after repeat: the ratios between
-    them then hold while the machine's speed drifts (by a fifth between three runs in one day)."""
+    them then hold while the machine's speed drifts (by a fifth between three runs in one day).
+    ``each_round()``, where given, runs before each round's commands: a measurement in this process
+    that the processes' times are compared with."""
     runs = {name: [] for name in commands}
     for _ in range(repeats):
+        if each_round is not None:
+            each_round()
         for name, (command, cwd, env) in commands.items():
             runs[name].append(run_measured_with_cpu(command, cwd, env))
     return {

@@ -129,12 +129,9 @@ def scoring_parts(model):
 
 def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
     """Seconds per image of each stage alone, in this process."""
-    from anomalycli.data.decoding import decode
     from anomalycli.data.tensors import image_batches
-    from anomalycli.deploy import onnx_model
     from anomalycli.detection import backbones, bank_search, int8_backbone
     from anomalycli.detection.methods import AnomalyModel
-    from anomalycli.runtime import available_cores
 
     model = AnomalyModel.load(model_path)
     size, n = model.config["image_size"], len(paths)
@@ -142,17 +139,6 @@ def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
     int8 = int8_backbone.int8_of(model.net)
     out = {"method": model.method, "image_size": size, "bank": int(model.config["bank_size"]), "precision": model.config.get("precision", "fp32")}
     out["decode"] = median_time(lambda: sum(1 for _ in image_batches(paths, size, 32)), repeats) / n
-    # The limit the stages' core time allows: decoding's CPU time and the scoring graph's (its
-    # threads' together, its calls as predict makes them), each an image, over the cores. Whole
-    # predict runs both at once.
-    few = paths[:BATCH]
-    decoded = np.stack([decode(p, size)[0].transpose(2, 0, 1) for p in few])
-    out["decode_core"] = median_time(lambda: [decode(p, size) for p in few], repeats, clock=time.process_time) / len(few)
-    out["cores"] = available_cores()  # what predict splits its calls over
-    graph = onnx_model.stored_in(model_path, onnx_model.CALLS_IN_FLIGHT)  # loaded as predict loads it
-    if graph is not None:
-        out["model_core"] = median_time(lambda: graph.score(decoded, with_maps=False), repeats, clock=time.process_time) / len(few)
-        out["core_limit"] = (out["decode_core"] + out["model_core"]) / out["cores"]
     images, _, _ = next(image_batches(paths[:BATCH], size, BATCH))
     x = backbones.preprocess(images, model.config["backbone"])
     with torch.inference_mode():
@@ -174,6 +160,39 @@ def stages(model_path: Path, paths: list[Path], repeats: int) -> dict:
                 out[f"search_{kind}"] = median_time(lambda: net.score_maps(maps), repeats * 3) / BATCH
     out["search_default"] = bank_search.search_kind(torch.device("cpu"))
     return out
+
+
+class CoreTimes:
+    """The stages' core time an image, measured once a round beside the whole processes (this
+    machine's speed drifts by a third within minutes: the limit measured before the processes ran
+    put one run's predict at 107 % of it): decoding's CPU time (one core) and the scoring graph's
+    (its threads' together, its calls as predict makes them). The limit they allow is their sum
+    over the cores: whole predict runs both at once."""
+
+    def __init__(self, model_path: Path, paths: list[Path], size: int):
+        from anomalycli.data.decoding import decode
+        from anomalycli.deploy import onnx_model
+        from anomalycli.runtime import available_cores
+
+        self.size, self.few = size, paths[:BATCH]
+        self.decode = decode
+        self.decoded = np.stack([decode(p, self.size)[0].transpose(2, 0, 1) for p in self.few])
+        self.graph = onnx_model.stored_in(model_path, onnx_model.CALLS_IN_FLIGHT)  # loaded as predict loads it
+        self.cores = available_cores()  # what predict splits its calls over
+        self.rounds: list[tuple[float, float | None]] = []
+
+    def measure(self) -> None:
+        per_image = len(self.few)
+        decoding = median_time(lambda: [self.decode(p, self.size) for p in self.few], 1, clock=time.process_time) / per_image
+        scoring = None if self.graph is None else median_time(lambda: self.graph.score(self.decoded, with_maps=False), 1, clock=time.process_time) / per_image
+        self.rounds.append((decoding, scoring))
+
+    def medians(self) -> dict:
+        out = {"cores": self.cores, "decode_core": statistics.median(d for d, _ in self.rounds)}
+        if self.graph is not None:
+            out["model_core"] = statistics.median(s for _, s in self.rounds)
+            out["core_limit"] = statistics.median((d + s) / self.cores for d, s in self.rounds)
+        return out
 
 
 # The models fitted on each set: name -> ``anomaly train`` options.
@@ -214,7 +233,9 @@ def run(data_sets: list[Path], quick: bool, images: int = 320, repeats: int = 3,
                     commands["fast_baseline"] = (anomaly_command("predict", str(models["fast_fp32"]), str(folder)), tree, env)
                     baseline_onnx = exported(models["fp32"], tmp / "baseline.onnx", tree, env)
                     commands["export_baseline"] = (anomaly_command("predict", str(baseline_onnx), str(folder)), tree, env)
-                measured = interleaved_process_seconds(commands, 1 if quick else repeats)
+                core_times = CoreTimes(models["default"], paths, out["image_size"])
+                measured = interleaved_process_seconds(commands, 1 if quick else repeats, each_round=core_times.measure)
+                out.update(core_times.medians())
                 for name, (seconds, peak, _) in measured.items():
                     out[f"process_{name}"], out[f"predict_{name}_rss"] = seconds / len(paths), peak
                 # Whether the whole process keeps the cores busy: where it runs under the core-time limit
