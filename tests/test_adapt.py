@@ -5,7 +5,8 @@ from PIL import Image, ImageEnhance
 from anomalycli.data.layouts import Sample
 from anomalycli.data.synthetic import make_part
 from anomalycli.detection.methods import AnomalyModel
-from anomalycli.detection.methods.patchcore import PatchCore, embed_images, score_all
+from anomalycli.detection.methods.patchcore import PatchCore
+from anomalycli.detection.methods.patchcore_fitting import embed_images, score_all
 from anomalycli.workflows.adapt import adapt
 from tests.conftest import one_clear_line, run_cli
 

@@ -3,7 +3,7 @@ import torch
 
 from anomalycli.data.synthetic import make_part
 from anomalycli.detection import backbones
-from anomalycli.detection.methods import hybrid, patchcore
+from anomalycli.detection.methods import hybrid, patchcore, patchcore_fitting
 
 
 def _images(kinds, seed):
@@ -18,9 +18,9 @@ def _extractor():
 
 def _fit(extractor, images, labels, folds):
     """hybrid.fit as train.py calls it: fold coresets, their out-of-fold scores, the descriptors."""
-    features, descriptors = patchcore.embed_all(extractor, [images], len(images), with_descriptors=True)
-    coresets = patchcore.fold_coresets(features, labels, folds, 0.25)
-    one_class = patchcore.out_of_fold(extractor, features, folds, coresets).scores
+    features, descriptors = patchcore_fitting.embed_all(extractor, [images], len(images), with_descriptors=True)
+    coresets = patchcore_fitting.fold_coresets(features, labels, folds, 0.25)
+    one_class = patchcore_fitting.out_of_fold(extractor, features, folds, coresets).scores
     return hybrid.fit(extractor, coresets, one_class, descriptors, labels, folds)[:2]
 
 
@@ -42,8 +42,8 @@ def test_seen_defects_caught_and_unseen_kind_still_scored_above_normals():
 def test_descriptors_come_from_the_same_pass_as_the_patch_features():
     extractor = _extractor()
     images = _images([None, "spot", "scratch"], seed=4)
-    features, descriptors = patchcore.embed_all(extractor, [images[:2], images[2:]], 3, with_descriptors=True)
-    plain, none = patchcore.embed_all(extractor, [images[:2], images[2:]], 3)
+    features, descriptors = patchcore_fitting.embed_all(extractor, [images[:2], images[2:]], 3, with_descriptors=True)
+    plain, none = patchcore_fitting.embed_all(extractor, [images[:2], images[2:]], 3)
     assert none is None and torch.equal(features, plain)
     with torch.no_grad():
         maps = extractor(images, deep=True)
@@ -106,7 +106,7 @@ def test_the_deployed_head_scores_the_mean_of_the_fold_heads(tmp_path):
     labels = torch.tensor([int(k is not None) for k in kinds])
     folds = np.arange(len(kinds)) % 3
     model, out_of_fold = _fit(extractor, images, labels, folds)
-    _, descriptors = patchcore.embed_all(extractor, [images], len(images), with_descriptors=True)
+    _, descriptors = patchcore_fitting.embed_all(extractor, [images], len(images), with_descriptors=True)
     _, heads, _ = hybrid.cross_fit(descriptors, labels, folds)
     with torch.no_grad():
         assert torch.allclose(model.head(descriptors), torch.stack([h(descriptors) for h in heads]).mean(0), atol=1e-4)
@@ -137,7 +137,7 @@ def test_older_hybrid_files_with_patch_heads_still_load(tmp_path):
     torch.manual_seed(0)
     extractor = _extractor()
     images = _images([None, "spot", None, "scratch"], seed=6)
-    bank = patchcore.embed_all(extractor, [images], 4)[0][0].float()
+    bank = patchcore_fitting.embed_all(extractor, [images], 4)[0][0].float()
     channels = bank.shape[1]
 
     def patch_head():

@@ -220,7 +220,7 @@ def test_int8_features_agree_with_fp32_on_real_images(name):
 @pytest.mark.parametrize("name", ["screws", "magtiles"])
 def test_the_int8_bank_search_picks_rows_as_near_as_float32_on_real_images(name):
     from anomalycli.detection import bank_search
-    from anomalycli.detection.methods.patchcore import embed_all
+    from anomalycli.detection.methods.patchcore_fitting import embed_all
 
     good, judged = _development_set(name, 4)
     size, backbone = defaults.DEFAULT_IMAGE_SIZE["patchcore"], backbones.DEFAULT_BACKBONE["patchcore"]

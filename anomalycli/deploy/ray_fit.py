@@ -1,6 +1,6 @@
 """fit cuts the work where one process already cuts it: features are embedded in runs of
-``patchcore.EMBED_BATCH`` images, each fold's coreset in the sampler's parts, and the
-out-of-fold scores in runs of ``patchcore.SCORE_BATCH`` images of one fold. Each unit is a Ray
+``patchcore_fitting.EMBED_BATCH`` images, each fold's coreset in the sampler's parts, and the
+out-of-fold scores in runs of ``patchcore_fitting.SCORE_BATCH`` images of one fold. Each unit is a Ray
 task on the same tensors as in one process, so the same data, seed and parts give the same model
 (tested). The features stay in the object store where they were made; this machine gets only
 each fold's coreset and the scores.
@@ -20,18 +20,18 @@ import torch
 from anomalycli.data.framing import SQUASH
 from anomalycli.deploy.ray_cluster import MAX_RETRIES, _wait
 from anomalycli.detection.coreset import SAMPLERS
-from anomalycli.detection.methods import patchcore
+from anomalycli.detection.methods import patchcore, patchcore_fitting
 
 # Images per embedding task and per scoring task of a fit: multiples of the one-process batches,
 # large enough that a task's start (a second or so) is small against its work.
-EMBED_CHUNK = 8 * patchcore.EMBED_BATCH
-SCORE_CHUNK = 8 * patchcore.SCORE_BATCH
+EMBED_CHUNK = 8 * patchcore_fitting.EMBED_BATCH
+SCORE_CHUNK = 8 * patchcore_fitting.SCORE_BATCH
 
 
 def _embed_task(extractor, paths: list, image_size: int, with_descriptors: bool, keep, framing: str, stretch: bool) -> tuple[np.ndarray, tuple]:
     """The chunk's patch features (they stay in the object store) and what this machine needs of
     them: readable indices, errors, patches per image and the (small) descriptors."""
-    features, descriptors, stats, readable, errors = patchcore.embed_images(
+    features, descriptors, stats, readable, errors = patchcore_fitting.embed_images(
         extractor, paths, image_size, num_workers=0, with_descriptors=with_descriptors, keep=keep, framing=framing, stretch=stretch
     )
     return features.numpy(), (readable, errors, features.shape[1] if readable else 0, descriptors, stats)
@@ -51,8 +51,8 @@ def _coreset_task(sampler, parts: list, start: int, stop: int) -> torch.Tensor:
     return patches[sampler.run_part(patches)].float()
 
 
-def _score_task(extractor, bank: torch.Tensor, reweight: bool, with_grids: bool, parts: list) -> patchcore.Scores:
-    return patchcore.scores_and_grids(patchcore.PatchCore(extractor, bank, reweight=reweight), _rows(parts).float(), with_grids)
+def _score_task(extractor, bank: torch.Tensor, reweight: bool, with_grids: bool, parts: list) -> patchcore_fitting.Scores:
+    return patchcore_fitting.scores_and_grids(patchcore.PatchCore(extractor, bank, reweight=reweight), _rows(parts).float(), with_grids)
 
 
 @dataclass
@@ -60,7 +60,7 @@ class RayFeatures:
     """Patch features of a fit's readable images, held in Ray's object store in chunks.
 
     ``where[k]`` is the (chunk, row) of the k-th readable image. The methods are those of
-    ``patchcore.LocalFeatures``, run unit for unit as Ray tasks; the descriptors, a few KB an
+    ``patchcore_fitting.LocalFeatures``, run unit for unit as Ray tasks; the descriptors, a few KB an
     image, come to this machine.
     """
 
@@ -149,16 +149,16 @@ class RayFeatures:
 
     def out_of_fold(
         self, folds: np.ndarray, coresets: dict, reweight: bool = False, with_grids: bool = False, show_progress: bool = False, images: np.ndarray | None = None
-    ) -> patchcore.Scores:
-        """``patchcore.out_of_fold`` on the cluster: one task per ``SCORE_CHUNK`` images of a fold,
+    ) -> patchcore_fitting.Scores:
+        """``patchcore_fitting.out_of_fold`` on the cluster: one task per ``SCORE_CHUNK`` images of a fold,
         the same scores and patch scores as in one process."""
         images = np.arange(len(folds)) if images is None else np.asarray(images)
         task = self.ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_score_task)
         refs, scored_index = [], []
-        for scored, fold_bank in patchcore.held_out_banks(folds, images, coresets):
+        for scored, fold_bank in patchcore_fitting.held_out_banks(folds, images, coresets):
             bank = self.ray.put(fold_bank)
             for s in range(0, len(scored), SCORE_CHUNK):
                 refs.append(task.remote(self.extractor_ref, bank, reweight, with_grids, self._parts(images[scored[s : s + SCORE_CHUNK]])))
                 scored_index.append(scored[s : s + SCORE_CHUNK])
         _wait(self.ray, refs, "scores", show_progress, lambda i: f"the out-of-fold scores of {len(scored_index[i])} images did not finish")
-        return patchcore.Scores.gathered(len(images), list(zip(scored_index, self.ray.get(refs))))
+        return patchcore_fitting.Scores.gathered(len(images), list(zip(scored_index, self.ray.get(refs))))

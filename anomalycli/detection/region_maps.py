@@ -3,7 +3,7 @@ them: the pixel threshold's sampled pixels and peaks, and each image's largest r
 
 ``train`` chooses the pixel threshold and the size rule's areas on its images' out-of-fold maps;
 ``adapt`` measures a changed line's new goods the same way, so both read maps alike. The maps are
-made from patch scores (``patchcore.Scores``) a batch at a time: memory stays flat.
+made from patch scores (``patchcore_fitting.Scores``) a batch at a time: memory stays flat.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from anomalycli.data.framing import unframed
 from anomalycli.data.images import original_size
-from anomalycli.detection.methods.patchcore import MAP_STEP, Scores
+from anomalycli.detection.methods.patchcore_fitting import MAP_STEP, Scores
 from anomalycli.judgement.localisation import largest_areas
 
 

@@ -45,9 +45,10 @@ from anomalycli.data.layouts import Sample
 from anomalycli.data.levels import stretched
 from anomalycli.deploy.regions import pixel_threshold_of
 from anomalycli.detection import ignore, int8_backbone, region_maps
-from anomalycli.detection.methods import AnomalyModel, patchcore
+from anomalycli.detection.methods import AnomalyModel, patchcore_fitting
 from anomalycli.detection.methods.hybrid import GlobalHead, Hybrid, scores_and_grids
-from anomalycli.detection.methods.patchcore import PatchCore, build_bank, embed_images
+from anomalycli.detection.methods.patchcore import PatchCore
+from anomalycli.detection.methods.patchcore_fitting import build_bank, embed_images
 from anomalycli.errors import UserError
 from anomalycli.judgement import drift, pixel_threshold
 from anomalycli.judgement.thresholds import OperatingRule, calibrate
@@ -111,10 +112,10 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     if len(goods) < MIN_NEW_GOODS:
         raise UserError(f"only {len(goods)} of the good images could be read; adapt needs at least {MIN_NEW_GOODS}")
 
-    def scored_by(net, index: np.ndarray, with_grids: bool = False) -> patchcore.Scores:
+    def scored_by(net, index: np.ndarray, with_grids: bool = False) -> patchcore_fitting.Scores:
         if hybrid:
             return scores_and_grids(net, features[index], descriptors[index], with_grids)
-        return patchcore.scores_and_grids(net, features[index], with_grids)
+        return patchcore_fitting.scores_and_grids(net, features[index], with_grids)
 
     before = scored_by(model.net, goods).scores
     flagged_before = float((before >= model.calibration.threshold).float().mean())
@@ -139,7 +140,7 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
 
     # 2. Each new good scored out of fold: by the bank without its own fold's part.
     with_maps = pixel_threshold_of(model) is not None
-    out_of_fold = patchcore.Scores.gathered(
+    out_of_fold = patchcore_fitting.Scores.gathered(
         len(goods),
         [
             (np.flatnonzero(folds == f), scored_by(model.net.with_bank(torch.cat([p for i, p in enumerate(parts) if i != f])), goods[folds == f], with_maps))
@@ -147,7 +148,7 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
         ],
     )
     adapted_net = model.net.with_bank(torch.cat(parts), [len(p) for p in parts])
-    new_defects = scored_by(adapted_net, defects, with_maps) if len(defects) else patchcore.Scores(torch.empty(0), None)
+    new_defects = scored_by(adapted_net, defects, with_maps) if len(defects) else patchcore_fitting.Scores(torch.empty(0), None)
     config = dict(model.config)
     areas = None
     if with_maps:
@@ -194,7 +195,7 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     return Adapted(new_model, len(goods), len(defects), shift, flagged_before, suspect, folds, new_goods, warnings)
 
 
-def _regions_of_new_line(model: AnomalyModel, goods: patchcore.Scores, defects: patchcore.Scores, good_paths: list, defect_paths: list):
+def _regions_of_new_line(model: AnomalyModel, goods: patchcore_fitting.Scores, defects: patchcore_fitting.Scores, good_paths: list, defect_paths: list):
     """The pixel threshold for the new line, and the largest region areas of its goods and defects
     there (for the size rule, beside the training images' stored areas).
 

@@ -19,7 +19,7 @@ from anomalycli.deploy.regions import pixel_threshold_of
 from anomalycli.deploy.scoring import iter_scores
 from anomalycli.detection import int8_backbone
 from anomalycli.detection.methods import AnomalyModel
-from anomalycli.detection.methods.patchcore import MAP_STEP
+from anomalycli.detection.methods.patchcore_fitting import MAP_STEP
 from anomalycli.errors import UserError
 from anomalycli.judgement import pixel_threshold
 from anomalycli.judgement.localisation import largest_areas

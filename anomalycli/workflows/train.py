@@ -21,7 +21,7 @@ from anomalycli.deploy import export
 from anomalycli.detection import backbones, ignore, int8_backbone, region_maps
 from anomalycli.detection.defaults import LEAVE_ONE_OUT_GOODS, PIXEL_FALSE_POSITIVE_RATE, bank_ratio
 from anomalycli.detection.device import resolve_device
-from anomalycli.detection.methods import AnomalyModel, classifier, hybrid, patchcore, pixel_head
+from anomalycli.detection.methods import AnomalyModel, classifier, hybrid, patchcore_fitting, pixel_head
 from anomalycli.detection.methods.classifier_training import fit_classifier
 from anomalycli.errors import UserError
 from anomalycli.judgement import drift, pixel_threshold
@@ -156,7 +156,7 @@ def _drift_reference(stats: np.ndarray, labels: torch.Tensor) -> dict:
 
 
 def _pixel_head(
-    features, out_of_fold: patchcore.Scores, labels: torch.Tensor, samples: list[Sample], folds: np.ndarray, options, framing: str, map_blur: float
+    features, out_of_fold: patchcore_fitting.Scores, labels: torch.Tensor, samples: list[Sample], folds: np.ndarray, options, framing: str, map_blur: float
 ):
     """The hybrid's pixel head (``pixel_head``) and the settings its config keeps, where 5 or more
     training defects have masks (and ``--no-pixel-head`` was not given), else (None, False); and the
@@ -176,7 +176,7 @@ def _pixel_head(
         head, fused = pixel_head.cross_fit(
             features.patches, out_of_fold.grids.reshape(len(samples), -1), cover, (classes == 0) | masked, classes, folds, options.seed, hidden
         )
-        maps = patchcore.Scores(out_of_fold.scores, fused.reshape(shape))
+        maps = patchcore_fitting.Scores(out_of_fold.scores, fused.reshape(shape))
         chosen, peaks = _choose_pixel_threshold(maps, labels, samples, sampled_masks, options.image_size, map_blur, framing)
         tried.append((chosen["regions_merit"], head, maps, chosen, peaks))
     _, head, maps, chosen, peaks = max(tried, key=lambda t: t[0])  # ties: the first kind
@@ -196,7 +196,7 @@ def _head_kind(head) -> str:
 
 
 def _pixel_threshold(
-    out_of_fold: patchcore.Scores, labels: torch.Tensor, samples: list[Sample], image_size: int, map_blur: float, framing: str
+    out_of_fold: patchcore_fitting.Scores, labels: torch.Tensor, samples: list[Sample], image_size: int, map_blur: float, framing: str
 ) -> tuple[dict, list[float]]:
     """The model's pixel threshold (``pixel_threshold`` in its config), chosen on every
     ``MAP_STEP``-th pixel of the out-of-fold maps (in the images' frames, as predict's) and the
@@ -209,12 +209,12 @@ def _pixel_threshold(
 
 def _sampled_masks(samples: list[Sample], image_size: int) -> list:
     """Each defect's mask at every ``MAP_STEP``-th pixel (None for a good image or no mask)."""
-    step = patchcore.MAP_STEP
+    step = patchcore_fitting.MAP_STEP
     return [load_mask(s.mask, image_size).numpy()[::step, ::step] if s.label == 1 and s.mask else None for s in samples]
 
 
 def _choose_pixel_threshold(
-    out_of_fold: patchcore.Scores, labels: torch.Tensor, samples: list[Sample], masks: list, image_size: int, map_blur: float, framing: str
+    out_of_fold: patchcore_fitting.Scores, labels: torch.Tensor, samples: list[Sample], masks: list, image_size: int, map_blur: float, framing: str
 ) -> tuple[dict, np.ndarray]:
     """``pixel_threshold.choose`` on every ``MAP_STEP``-th pixel of the out-of-fold maps and
     ``masks`` (``_sampled_masks``), and each map's peak."""
@@ -223,7 +223,7 @@ def _choose_pixel_threshold(
 
 
 def _region_areas(
-    out_of_fold: patchcore.Scores, peaks: np.ndarray, level: float, samples: list[Sample], image_size: int, map_blur: float, framing: str
+    out_of_fold: patchcore_fitting.Scores, peaks: np.ndarray, level: float, samples: list[Sample], image_size: int, map_blur: float, framing: str
 ) -> list[float]:
     return region_maps.region_areas(out_of_fold, peaks, level, [s.path for s in samples], image_size, map_blur, framing)
 
@@ -305,7 +305,7 @@ def _embed(
     options, extractor, samples: list[Sample], show_progress, notes: list[str], config: dict, with_descriptors: bool = False, copy_of: dict | None = None
 ):
     """The patch features of every readable sample from ``extractor`` (streamed: pixels are
-    never all held) and, ``with_descriptors``, their pooled descriptors: a ``patchcore.LocalFeatures``,
+    never all held) and, ``with_descriptors``, their pooled descriptors: a ``patchcore_fitting.LocalFeatures``,
     or on Ray a ``ray_fit.RayFeatures`` whose patch features stay on the cluster. Then their
     labels, the samples kept and their cross-fitting folds.
 
@@ -325,10 +325,10 @@ def _embed(
             ray_cluster.connect(options.ray), extractor, paths, options.image_size, show_progress, with_descriptors, keep, framing, stretch
         )
     else:
-        embedded, descriptors, stats, readable, errors = patchcore.embed_images(
+        embedded, descriptors, stats, readable, errors = patchcore_fitting.embed_images(
             extractor, paths, options.image_size, show_progress=show_progress, with_descriptors=with_descriptors, keep=keep, framing=framing, stretch=stretch
         )
-        features = patchcore.LocalFeatures(extractor, embedded, descriptors, stats)
+        features = patchcore_fitting.LocalFeatures(extractor, embedded, descriptors, stats)
     for error in errors:
         log.warning(f"skipped unreadable training image: {error}")
     if errors:
@@ -375,7 +375,7 @@ def _train_patchcore(options, config, samples, device, show_progress):
         original = np.array([s.path not in turned.copy_of for s in kept])
         out_of_fold = features.out_of_fold(folds, coresets, options.reweight, with_grids=True, show_progress=show_progress, images=np.flatnonzero(original))
     labels, kept = labels[torch.from_numpy(original)], [s for s, o in zip(kept, original) if o]
-    net = patchcore.union_of(extractor, coresets, options.reweight)
+    net = patchcore_fitting.union_of(extractor, coresets, options.reweight)
     log.info(
         f"memory bank: {net.bank.shape[0]} patches of {net.bank.shape[1]} features from {int((labels == 0).sum())} good images ({ratio:.1%} of their patches)"
     )

@@ -27,7 +27,7 @@ from anomalycli.data.levels import STRETCH, goods_sample, levels
 from anomalycli.data.orientation import readable_images
 from anomalycli.detection import backbones
 from anomalycli.detection.defaults import DEFAULT_BACKBONE, DEFAULT_IMAGE_SIZE, bank_ratio
-from anomalycli.detection.methods import patchcore
+from anomalycli.detection.methods import patchcore, patchcore_fitting
 
 GOODS, NEW_GOODS, HELD_OUT, DRAWS = 16, 60, 4, 24
 
@@ -37,16 +37,16 @@ def main(data: Path, draws: int = DRAWS) -> None:
     stretch = levels(readable_images(goods_sample(goods))).kind == STRETCH
     size, name = DEFAULT_IMAGE_SIZE["patchcore"], DEFAULT_BACKBONE["patchcore"]
     extractor = backbones.FeatureExtractor(name, backbones.build(name)).eval()
-    features, *_ = patchcore.embed_images(extractor, goods, size, stretch=stretch)
+    features, *_ = patchcore_fitting.embed_images(extractor, goods, size, stretch=stretch)
     ratio = bank_ratio(GOODS * features.shape[1], GOODS)
     shares = []
     for draw in range(draws):
         picked = random.Random(draw).sample(range(len(features)), GOODS + NEW_GOODS)
         bank_of, new = picked[:GOODS], picked[GOODS:]
-        coresets = [patchcore.build_bank(features[i], ratio) for i in bank_of]
+        coresets = [patchcore_fitting.build_bank(features[i], ratio) for i in bank_of]
         for held in range(HELD_OUT):
             scorer = patchcore.PatchCore(extractor, torch.cat([c for j, c in enumerate(coresets) if j != held]))
-            scores = patchcore.score_all(scorer, features[[bank_of[held], *new]])
+            scores = patchcore_fitting.score_all(scorer, features[[bank_of[held], *new]])
             shares.append(float((scores[1:] > scores[0]).float().mean()))
         print(f"{data.name} draw {draw}: shares {np.round(shares[-HELD_OUT:], 2).tolist()}", flush=True)
     print(

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from anomalycli.detection import backbones
-from anomalycli.detection.methods import patchcore
+from anomalycli.detection.methods import patchcore_fitting
 from anomalycli.detection.methods.fitting import fit_logistic
-from anomalycli.detection.methods.patchcore import PatchCore, embed_maps, maps_from_patches, union_of
+from anomalycli.detection.methods.patchcore import PatchCore, embed_maps, maps_from_patches
 from anomalycli.detection.methods.patchcore import build_net as build_patchcore
 from anomalycli.detection.methods.pixel_head import PixelHead, build_pixel_head
 from anomalycli.judgement.thresholds import OperatingRule, choose_threshold
@@ -150,19 +150,19 @@ class Hybrid(nn.Module):
 
 
 @torch.no_grad()
-def scores_and_grids(model: Hybrid, features: torch.Tensor, descriptors: torch.Tensor, with_grids: bool) -> patchcore.Scores:
-    """``patchcore.scores_and_grids`` for the hybrid: its raw image scores of cached patch features
+def scores_and_grids(model: Hybrid, features: torch.Tensor, descriptors: torch.Tensor, with_grids: bool) -> patchcore_fitting.Scores:
+    """``patchcore_fitting.scores_and_grids`` for the hybrid: its raw image scores of cached patch features
     (N, h*w, C) and descriptors (N, D) and, ``with_grids``, the patch scores of its maps (the pixel
     head's fused scores where it has one), as ``Hybrid.score_maps`` makes them from images."""
-    one_class = patchcore.scores_and_grids(model.patchcore, features, with_grids)
+    one_class = patchcore_fitting.scores_and_grids(model.patchcore, features, with_grids)
     grids = one_class.grids
     if grids is not None and model.pixel_head is not None:
         fused = [
-            model.pixel_head.fused(torch.from_numpy(grids[i : i + patchcore.SCORE_BATCH]).flatten(1), features[i : i + patchcore.SCORE_BATCH])
-            for i in range(0, len(grids), patchcore.SCORE_BATCH)
+            model.pixel_head.fused(torch.from_numpy(grids[i : i + patchcore_fitting.SCORE_BATCH]).flatten(1), features[i : i + patchcore_fitting.SCORE_BATCH])
+            for i in range(0, len(grids), patchcore_fitting.SCORE_BATCH)
         ]
         grids = torch.cat(fused).reshape(grids.shape).numpy()
-    return patchcore.Scores(model.fuse(one_class.scores, model.head(descriptors)), grids)
+    return patchcore_fitting.Scores(model.fuse(one_class.scores, model.head(descriptors)), grids)
 
 
 def build_net(config: dict) -> Hybrid:
@@ -234,5 +234,5 @@ def fit(extractor, coresets: dict, one_class: torch.Tensor, descriptors: torch.T
     """
     supervised, heads, _ = cross_fit(descriptors, labels, folds)
     stats, alpha = choose_fusion(one_class, supervised, labels)
-    model = Hybrid(union_of(extractor, coresets), mean_head(heads), stats, alpha)
+    model = Hybrid(patchcore_fitting.union_of(extractor, coresets), mean_head(heads), stats, alpha)
     return model, model.fuse(one_class, supervised).detach(), supervised
