@@ -332,7 +332,14 @@ ROWS = [  # key, what
 RECORD = (
     "Every command's start: typer is held below 0.29 (pyproject.toml), whose option parsing through pydantic "
     "added 0.17 s to each one (the default screws model's whole predict of one camera image 1.15 against 0.99 s, "
-    "medians of 6 alternated runs; AMD EPYC, AVX2, 2 cores, 2026-12-06)."
+    "medians of 6 alternated runs; AMD EPYC, AVX2, 2 cores, 2026-12-06).\n\n"
+    "Why whole predict stays under the core-time limit where decoding is heavy (the screws' camera images): "
+    "side by side, as whole predict runs them, each stage costs more CPU an image than alone. "
+    "`python -m benchmarks.probes.stages_side_by_side MODEL FOLDER` (the default screws model, the 64 camera images), "
+    "4 runs of 6 alternated rounds on Intel Xeon (AMX), 2 cores, 2026-12-06: the scoring graph +4 % to +23 % "
+    "(46-50 ms CPU an image alone), decoding +4 % to +16 % (19-22 ms). With a tenth more CPU for each stage "
+    "and the start (0.65 s of one image's whole predict, 4-5 % of 320 images'), about 85 % of the limit is what "
+    "the cores allow; the cores were 94 % busy."
 )
 
 
