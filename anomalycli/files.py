@@ -32,6 +32,18 @@ def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def unwritable_reason(folder: str | Path) -> str | None:
+    """Why files cannot be written in ``folder`` (made first where it is missing), or None where
+    they can; checked without making anything, so that a verb says it before its work, not after."""
+    folder = Path(folder).absolute()
+    for nearest in (folder, *folder.parents):
+        if nearest.is_dir():
+            return None if os.access(nearest, os.W_OK | os.X_OK) else f"this user cannot write in {nearest}"
+        if nearest.exists() or nearest.is_symlink():
+            return f"{nearest} is a file, not a folder"
+    return None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -120,6 +120,31 @@ def test_user_errors_are_one_line(parts, tmp_path, args, code, words):
     assert words in message
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["predict", "{model}", "{parts}", "--output", "{file}/rows.csv"],
+        ["predict", "{model}", "{parts}", "--heatmaps", "{file}"],
+        ["predict", "{model}", "{parts}", "--masks", "{file}/masks"],
+        ["eval", "{model}", "{parts}", "--json", "{file}/metrics.json"],
+        ["eval", "{model}", "{parts}", "--report", "{file}/report"],
+        ["export", "{model}", "--out", "{file}/model.onnx"],
+        ["calibrate", "{model}", "{parts}", "--out", "{file}/model.safetensors"],
+        ["adapt", "{model}", "{parts}/good", "--out", "{file}/model.safetensors"],
+        ["train", "{parts}", "--run-dir", "{file}/run"],
+        ["inspect", "{parts}", "--json", "{file}/facts.json"],
+    ],
+)
+def test_an_output_path_through_a_file_is_one_line_before_any_work(parts, patchcore_model, tmp_path, args):
+    # A typo that makes a folder of a file: said at once (not after the scoring), nothing written.
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    args = [a.format(model=patchcore_model, parts=parts, file=a_file) for a in args]
+    message = one_clear_line(run_cli(*args, expect=2))
+    assert f"{a_file} is a file, not a folder" in message and "scoring" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"] and a_file.read_text() == "not a folder"
+
+
 def test_one_class_only_for_the_classifier(parts, tmp_path):
 
     shutil.copytree(parts / "good", tmp_path / "only/good")

@@ -1,5 +1,6 @@
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +37,15 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("interrupted")
     assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["rows.csv"]
+
+
+def test_a_folder_is_writable_where_its_nearest_existing_folder_is(tmp_path, monkeypatch):
+    assert files.unwritable_reason(tmp_path / "new" / "deeper") is None  # made when written, not by the check
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "notes.txt").write_text("x")
+    assert files.unwritable_reason(tmp_path / "notes.txt" / "out") == f"{tmp_path / 'notes.txt'} is a file, not a folder"
+    assert files.unwritable_reason(tmp_path / "notes.txt") == f"{tmp_path / 'notes.txt'} is a file, not a folder"
+    # A folder this user may not write in (root may write anywhere, so the permission is asked of a stand-in).
+    monkeypatch.setattr(files.os, "access", lambda path, mode: Path(path) != tmp_path)
+    assert files.unwritable_reason(tmp_path / "new") == f"this user cannot write in {tmp_path}"
+    assert files.unwritable_reason(tmp_path / "notes.txt" / "out") == f"{tmp_path / 'notes.txt'} is a file, not a folder"

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from anomalycli import project
-from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, model_and_target, require_model_file, user_errors
+from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, check_writable, model_and_target, require_model_file, user_errors
 from anomalycli.cli.render import console, operating_point_text
 from anomalycli.data.images import list_source
 from anomalycli.data.layouts import Sample, discover
@@ -52,6 +52,7 @@ def adapt_command(
         raise UserError(f"--out {out} is the model being adapted; adapt never replaces it, choose another name")
     if out is not None and out.exists() and not overwrite:
         raise UserError(f"{out} already exists; choose another name or pass --overwrite to replace it")
+    check_writable(out, "--out")
     model = AnomalyModel.load(model_path)
     samples = line_samples(data, normal_class or model.config["normal_class"], labels)
     result = adapt(model, samples, rule, seed=seed, show_progress=True)

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from anomalycli import project
-from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, model_and_target, require_model_file, user_errors
+from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, check_writable, model_and_target, require_model_file, user_errors
 from anomalycli.cli.render import console, operating_point_text
 from anomalycli.data.layouts import discover
 from anomalycli.deploy import export
@@ -80,6 +80,7 @@ def calibrate_command(
         source = str(data)
     if out is not None and out.resolve() == model_path.resolve():
         raise UserError(f"--out {out} is the model being recalibrated; calibrate never replaces it, choose another name")
+    check_writable(out, "--out")
     new_model, warning = recalibrate(model, rule, samples, source, pixel=pixel)
     if warning:
         log.warning(warning)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import ENGINE_HELP, check_threshold, command_line, data_folder, model_and_target, user_errors
+from anomalycli.cli.common import ENGINE_HELP, check_threshold, check_writable, command_line, data_folder, model_and_target, user_errors
 from anomalycli.cli.render import confusion_table, console, defect_table, err_console, metrics_table, operating_point_text, trade_off_table, write_json
 from anomalycli.data.layouts import attach_masks, discover
 from anomalycli.deploy.engines import describe, load_model, on_engine
@@ -44,6 +44,8 @@ def eval_command(
     threshold = check_threshold(threshold)
     model_path, data = model_and_target(args, model_option, "DATA")
     data = data_folder(data)
+    check_writable(json_out, "--json")
+    check_writable(report_dir, "--report")  # built beside the folder, then renamed into place
     if report_dir is not None:
         check_folder(report_dir, overwrite)
     model = load_model(model_path, engine)

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import model_and_target, require_model_file, user_errors
+from anomalycli.cli.common import check_writable, model_and_target, require_model_file, user_errors
 from anomalycli.cli.render import console
 from anomalycli.deploy import export
 from anomalycli.detection import int8_backbone
@@ -41,6 +41,7 @@ def export_command(
     out = out or model_path.with_name(f"{model_path.stem}.onnx")
     if out.suffix.lower() != ".onnx":
         raise UsageError(f"--out must end in .onnx (got {out.name})")
+    check_writable(out, "--out")
     model = AnomalyModel.load(model_path)
     if fp32 and int8_backbone.int8_of(model.net) is not None:
         raise UsageError(

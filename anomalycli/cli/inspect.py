@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import data_folder, user_errors
+from anomalycli.cli.common import check_writable, data_folder, user_errors
 from anomalycli.cli.render import console, inspection_tables, write_json
 from anomalycli.data.layouts import discover
 from anomalycli.workflows.inspect import inspect_dataset
@@ -22,6 +22,7 @@ def inspect_command(
 ) -> None:
     """What is in a data set: counts, imbalance, defect types, sizes, unreadable files, duplicates."""
     data = data_folder(data)
+    check_writable(json_out, "--json")
     facts = inspect_dataset(discover(data, normal_class, labels, manifest))
     for table in inspection_tables(facts):
         console.print(table)

@@ -9,7 +9,7 @@ import typer
 
 # Nothing imported here imports PyTorch: the images start decoding before it loads (_decode_ahead).
 from anomalycli import modelfile, project
-from anomalycli.cli.common import ENGINE_HELP, RAY_HELP, check_threshold, model_and_target, user_errors
+from anomalycli.cli.common import ENGINE_HELP, RAY_HELP, check_threshold, check_writable, model_and_target, user_errors
 from anomalycli.cli.render import console, err_console, prediction_table, save_png, write_rows
 from anomalycli.data.decoding import DecodeAhead, images_ahead
 from anomalycli.data.framing import framing_of
@@ -69,6 +69,9 @@ def predict_command(
             raise UsageError(f"--output must end in .csv or .json (got {output.name})")
         if output.exists() and not overwrite:
             raise UserError(f"{output} already exists; choose another name or pass --overwrite to replace it")
+    check_writable(output, "--output")
+    check_writable(heatmaps, "--heatmaps", folder=True)
+    check_writable(masks, "--masks", folder=True)
     engine_choice.resolve_engine(engine)  # the option's mistakes before the files'
     paths, skipped, base = list_source(source)
     if not paths:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import EXIT_INTERRUPTED, RAY_HELP, data_folder, fail, user_errors
+from anomalycli.cli.common import EXIT_INTERRUPTED, RAY_HELP, check_writable, data_folder, fail, user_errors
 from anomalycli.cli.render import console, curves_png, err_console, operating_point_text
 from anomalycli.detection import backbones
 from anomalycli.detection.defaults import MAX_MS_PER_IMAGE
@@ -117,6 +117,7 @@ def train_command(
         result = _run(None, resume)
     else:
         data = data_folder(data)
+        check_writable(run_dir, "--run-dir", folder=True)
         given = {k for k in CLASSIFIER_ONLY if ctx.get_parameter_source(k).name != "DEFAULT"}
         if method is None:
             method_defaulted = not given
