@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from anomalycli.errors import UserError
+from anomalycli.errors import UsageError, UserError
 
 
 @contextlib.contextmanager
@@ -42,6 +42,16 @@ def unwritable_reason(folder: str | Path) -> str | None:
         if nearest.exists() or nearest.is_symlink():
             return f"{nearest} is a file, not a folder"
     return None
+
+
+def check_writable(path: Path | None, option: str, folder: bool = False) -> None:
+    """One line, before any work, where the file ``path`` (a folder, with ``folder``) that ``option``
+    names cannot be written: a typo through a file, or a folder this user may not write in."""
+    if path is None:
+        return
+    reason = unwritable_reason(path if folder else path.parent)
+    if reason is not None:
+        raise UsageError(f"{option} {path}: {reason}; choose a path this user can write to")
 
 
 def _umask() -> int:

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from anomalycli import files
+from anomalycli.errors import UsageError
 
 
 def mode(path) -> int:
@@ -49,3 +50,14 @@ def test_a_folder_is_writable_where_its_nearest_existing_folder_is(tmp_path, mon
     monkeypatch.setattr(files.os, "access", lambda path, mode: Path(path) != tmp_path)
     assert files.unwritable_reason(tmp_path / "new") == f"this user cannot write in {tmp_path}"
     assert files.unwritable_reason(tmp_path / "notes.txt" / "out") == f"{tmp_path / 'notes.txt'} is a file, not a folder"
+
+
+def test_an_option_naming_an_unwritable_path_is_a_usage_error_naming_the_option(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    files.check_writable(None, "--output")  # not given: nothing to check
+    files.check_writable(tmp_path / "new" / "rows.csv", "--output")
+    with pytest.raises(UsageError, match=r"^--output .*rows.csv: .*notes.txt is a file, not a folder; choose a path"):
+        files.check_writable(tmp_path / "notes.txt" / "rows.csv", "--output")
+    with pytest.raises(UsageError, match="--heatmaps"):
+        files.check_writable(tmp_path / "notes.txt", "--heatmaps", folder=True)
+    files.check_writable(tmp_path / "notes.txt", "--output")  # a file replaced where it stands: its folder is what counts

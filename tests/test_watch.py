@@ -243,6 +243,9 @@ def test_a_journal_that_cannot_be_written_stops_the_watch_with_one_line_and_keep
         (["{inbox}", "--journal", "{inbox}/j.csv"], "inside the watched folder"),
         (["{tmp}/nowhere", "--journal", "{tmp}/j.csv"], "does not exist"),
         (["{inbox}"], "give the journal"),
+        (["{inbox}", "--journal", "{tmp}/j.csv", "--sort-into", "{inbox}"], "must be a folder other than the watched one"),
+        (["{inbox}", "--journal", "{tmp}/j.csv", "--sort-into", "{tmp}/file.txt"], "file.txt is a file, not a folder"),
+        (["{inbox}", "--journal", "{tmp}/j.csv", "--keep-flagged", "{tmp}/file.txt/kept"], "file.txt is a file, not a folder"),
     ],
 )
 def test_watch_mistakes_are_one_clear_line(patchcore_model, tmp_path, arguments, expected):

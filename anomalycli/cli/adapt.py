@@ -7,13 +7,14 @@ from typing import Optional
 import typer
 
 from anomalycli import project
-from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, check_writable, model_and_target, require_model_file, user_errors
+from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, model_and_target, require_model_file, user_errors
 from anomalycli.cli.render import console, operating_point_text
 from anomalycli.data.images import list_source
 from anomalycli.data.layouts import Sample, discover
 from anomalycli.deploy import export
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.errors import UsageError, UserError
+from anomalycli.files import check_writable
 from anomalycli.workflows.adapt import adapt
 from anomalycli.workflows.train_options import operating_rule
 

@@ -12,7 +12,7 @@ import typer
 from rich.logging import RichHandler
 from typer.core import TyperCommand
 
-from anomalycli import files, project
+from anomalycli import project
 from anomalycli.cli.render import err_console
 from anomalycli.deploy import engine_choice, ray_cluster
 from anomalycli.errors import UsageError, UserError
@@ -126,16 +126,6 @@ def user_errors(command):
             raise fail("interrupted", EXIT_INTERRUPTED) from None
 
     return wrapper
-
-
-def check_writable(path: Path | None, option: str, folder: bool = False) -> None:
-    """One line, before any work, where the file ``path`` (a folder, with ``folder``) that ``option``
-    names cannot be written: a typo through a file, or a folder this user may not write in."""
-    if path is None:
-        return
-    reason = files.unwritable_reason(path if folder else path.parent)
-    if reason is not None:
-        raise UsageError(f"{option} {path}: {reason}; choose a path this user can write to")
 
 
 def require_model_file(model_path: Path, verb: str) -> None:

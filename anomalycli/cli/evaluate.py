@@ -6,11 +6,12 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import ENGINE_HELP, check_threshold, check_writable, command_line, data_folder, model_and_target, user_errors
+from anomalycli.cli.common import ENGINE_HELP, check_threshold, command_line, data_folder, model_and_target, user_errors
 from anomalycli.cli.render import confusion_table, console, defect_table, err_console, metrics_table, operating_point_text, trade_off_table, write_json
 from anomalycli.data.layouts import attach_masks, discover
 from anomalycli.deploy.engines import describe, load_model, on_engine
 from anomalycli.errors import UsageError
+from anomalycli.files import check_writable
 from anomalycli.judgement.size_rule import describe as describe_size_rule
 from anomalycli.views.report import check_folder, write_report
 from anomalycli.workflows.evaluate import evaluate

@@ -5,12 +5,13 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import check_writable, model_and_target, require_model_file, user_errors
+from anomalycli.cli.common import model_and_target, require_model_file, user_errors
 from anomalycli.cli.render import console
 from anomalycli.deploy import export
 from anomalycli.detection import int8_backbone
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.errors import UsageError
+from anomalycli.files import check_writable
 
 FORMATS = ("onnx",)
 

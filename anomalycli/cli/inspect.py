@@ -5,9 +5,10 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import check_writable, data_folder, user_errors
+from anomalycli.cli.common import data_folder, user_errors
 from anomalycli.cli.render import console, inspection_tables, write_json
 from anomalycli.data.layouts import discover
+from anomalycli.files import check_writable
 from anomalycli.workflows.inspect import inspect_dataset
 
 

@@ -9,7 +9,7 @@ import typer
 
 # Nothing imported here imports PyTorch: the images start decoding before it loads (_decode_ahead).
 from anomalycli import modelfile, project
-from anomalycli.cli.common import ENGINE_HELP, RAY_HELP, check_threshold, check_writable, model_and_target, user_errors
+from anomalycli.cli.common import ENGINE_HELP, RAY_HELP, check_threshold, model_and_target, user_errors
 from anomalycli.cli.render import console, err_console, prediction_table, save_png, write_rows
 from anomalycli.data.decoding import DecodeAhead, images_ahead
 from anomalycli.data.framing import framing_of
@@ -17,6 +17,7 @@ from anomalycli.data.images import list_source, load_image
 from anomalycli.deploy import engine_choice, loading, onnx_model
 from anomalycli.deploy.regions import judge_regions, min_area_of, pixel_threshold_of, regions_in_columns, save_mask
 from anomalycli.errors import UsageError, UserError
+from anomalycli.files import check_writable
 from anomalycli.judgement.size_rule import describe as describe_size_rule
 from anomalycli.views.heatmaps import map_scale, overlay, panel
 

@@ -6,10 +6,11 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import EXIT_INTERRUPTED, RAY_HELP, check_writable, data_folder, fail, user_errors
+from anomalycli.cli.common import EXIT_INTERRUPTED, RAY_HELP, data_folder, fail, user_errors
 from anomalycli.cli.render import console, curves_png, err_console, operating_point_text
 from anomalycli.detection import backbones
 from anomalycli.detection.defaults import MAX_MS_PER_IMAGE
+from anomalycli.files import check_writable
 from anomalycli.workflows.train import AUTO, CHECKPOINT_NAME, CROSS_FITTED, TrainOptions, train
 
 DEFAULTS = {f.name: f.default for f in fields(TrainOptions)}

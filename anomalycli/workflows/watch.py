@@ -74,8 +74,9 @@ def check_options(options: WatchOptions) -> None:
     if inbox in options.journal.resolve().parents:
         raise UsageError(f"--journal {options.journal} is inside the watched folder; put it beside {options.inbox}")
     for flag, folder in (("--sort-into", options.sort_into), ("--keep-flagged", options.keep_flagged)):
-        if folder is not None and (folder.resolve() == inbox or folder.exists() and not folder.is_dir()):
+        if folder is not None and folder.resolve() == inbox:
             raise UsageError(f"{flag} {folder} must be a folder other than the watched one")
+        files.check_writable(folder, flag, folder=True)
     if options.batch_size < 1 or options.settle_seconds < 0 or options.min_free_mb < 0:
         raise UsageError("--batch-size must be at least 1, and --settle and --min-free at least 0")
 
