@@ -17,7 +17,7 @@ def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` once the block succeeds."""
     path = Path(path)
     if not overwrite and path.exists():
-        raise UserError(f"{path} already exists; choose another name or pass --overwrite to replace it")
+        raise UserError(already_there(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -44,11 +44,18 @@ def unwritable_reason(folder: str | Path) -> str | None:
     return None
 
 
-def check_writable(path: Path | None, option: str, folder: bool = False) -> None:
+def already_there(path: Path) -> str:
+    return f"{path} already exists; choose another name or pass --overwrite to replace it"
+
+
+def check_writable(path: Path | None, option: str, folder: bool = False, overwrite: bool = True) -> None:
     """One line, before any work, where the file ``path`` (a folder, with ``folder``) that ``option``
-    names cannot be written: a typo through a file, or a folder this user may not write in."""
+    names cannot be written: a typo through a file, a folder this user may not write in, or (not
+    ``overwrite``) a file already there, which ``atomic_path`` would refuse only after the work."""
     if path is None:
         return
+    if not overwrite and not folder and path.exists():
+        raise UserError(already_there(path))
     reason = unwritable_reason(path if folder else path.parent)
     if reason is not None:
         raise UsageError(f"{option} {path}: {reason}; choose a path this user can write to")

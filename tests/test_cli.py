@@ -145,6 +145,27 @@ def test_an_output_path_through_a_file_is_one_line_before_any_work(parts, patchc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"] and a_file.read_text() == "not a folder"
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval", "{model}", "{parts}", "--json", "{file}"],
+        ["calibrate", "{model}", "{parts}", "--out", "{file}"],
+        ["export", "{model}", "--out", "{file}"],
+        ["inspect", "{parts}", "--json", "{file}"],
+    ],
+)
+def test_an_output_file_already_there_is_refused_before_any_work(parts, patchcore_model, tmp_path, args):
+    # Without --overwrite the file is kept; said before the scoring, not after it.
+    suffix = {"eval": ".json", "inspect": ".json", "calibrate": ".safetensors", "export": ".onnx"}[args[0]]
+    there = tmp_path / f"there{suffix}"
+    there.write_text("kept")
+    args = [a.format(model=patchcore_model, parts=parts, file=there) for a in args]
+    result = run_cli(*args, expect=1)
+    message = one_clear_line(result)
+    assert "already exists" in message and "--overwrite" in message and there.read_text() == "kept"
+    assert result.output.index("error:") == 0  # nothing printed before it: no table, no scores
+
+
 def test_one_class_only_for_the_classifier(parts, tmp_path):
 
     shutil.copytree(parts / "good", tmp_path / "only/good")

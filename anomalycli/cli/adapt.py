@@ -51,9 +51,7 @@ def adapt_command(
     require_model_file(model_path, "adapt")
     if out is not None and out.resolve() == model_path.resolve():
         raise UserError(f"--out {out} is the model being adapted; adapt never replaces it, choose another name")
-    if out is not None and out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; choose another name or pass --overwrite to replace it")
-    check_writable(out, "--out")
+    check_writable(out, "--out", overwrite=overwrite)
     model = AnomalyModel.load(model_path)
     samples = line_samples(data, normal_class or model.config["normal_class"], labels)
     result = adapt(model, samples, rule, seed=seed, show_progress=True)

@@ -81,7 +81,7 @@ def calibrate_command(
         source = str(data)
     if out is not None and out.resolve() == model_path.resolve():
         raise UserError(f"--out {out} is the model being recalibrated; calibrate never replaces it, choose another name")
-    check_writable(out, "--out")
+    check_writable(out, "--out", overwrite=overwrite)
     new_model, warning = recalibrate(model, rule, samples, source, pixel=pixel)
     if warning:
         log.warning(warning)

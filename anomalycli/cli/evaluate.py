@@ -45,7 +45,7 @@ def eval_command(
     threshold = check_threshold(threshold)
     model_path, data = model_and_target(args, model_option, "DATA")
     data = data_folder(data)
-    check_writable(json_out, "--json")
+    check_writable(json_out, "--json", overwrite=overwrite)
     check_writable(report_dir, "--report")  # built beside the folder, then renamed into place
     if report_dir is not None:
         check_folder(report_dir, overwrite)

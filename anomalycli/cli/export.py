@@ -42,7 +42,7 @@ def export_command(
     out = out or model_path.with_name(f"{model_path.stem}.onnx")
     if out.suffix.lower() != ".onnx":
         raise UsageError(f"--out must end in .onnx (got {out.name})")
-    check_writable(out, "--out")
+    check_writable(out, "--out", overwrite=overwrite)
     model = AnomalyModel.load(model_path)
     if fp32 and int8_backbone.int8_of(model.net) is not None:
         raise UsageError(

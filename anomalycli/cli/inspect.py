@@ -23,7 +23,7 @@ def inspect_command(
 ) -> None:
     """What is in a data set: counts, imbalance, defect types, sizes, unreadable files, duplicates."""
     data = data_folder(data)
-    check_writable(json_out, "--json")
+    check_writable(json_out, "--json", overwrite=overwrite)
     facts = inspect_dataset(discover(data, normal_class, labels, manifest))
     for table in inspection_tables(facts):
         console.print(table)

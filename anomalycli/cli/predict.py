@@ -68,9 +68,7 @@ def predict_command(
     if output is not None:
         if output.suffix.lower() not in (".csv", ".json"):
             raise UsageError(f"--output must end in .csv or .json (got {output.name})")
-        if output.exists() and not overwrite:
-            raise UserError(f"{output} already exists; choose another name or pass --overwrite to replace it")
-    check_writable(output, "--output")
+    check_writable(output, "--output", overwrite=overwrite)
     check_writable(heatmaps, "--heatmaps", folder=True)
     check_writable(masks, "--masks", folder=True)
     engine_choice.resolve_engine(engine)  # the option's mistakes before the files'
