@@ -16,17 +16,17 @@ from anomalycli.data.levels import goods_sample, levels, stretched
 from anomalycli.data.orientation import readable_images
 from anomalycli.data.resolution import FEATURE_STRIDE
 from anomalycli.data.splits import k_folds
-from anomalycli.data.tensors import load_all, load_framed_mask, load_mask
+from anomalycli.data.tensors import load_all
 from anomalycli.deploy import export
-from anomalycli.detection import backbones, ignore, int8_backbone, region_maps
-from anomalycli.detection.defaults import LEAVE_ONE_OUT_GOODS, PIXEL_FALSE_POSITIVE_RATE, bank_ratio
+from anomalycli.detection import backbones, ignore, int8_backbone
+from anomalycli.detection.defaults import LEAVE_ONE_OUT_GOODS, bank_ratio
 from anomalycli.detection.device import resolve_device
-from anomalycli.detection.methods import AnomalyModel, classifier, hybrid, patchcore_fitting, pixel_head
+from anomalycli.detection.methods import AnomalyModel, classifier, hybrid, patchcore_fitting
 from anomalycli.detection.methods.classifier_training import fit_classifier
 from anomalycli.errors import UserError
-from anomalycli.judgement import drift, pixel_threshold
+from anomalycli.judgement import drift
 from anomalycli.judgement.thresholds import OperatingRule, calibrate
-from anomalycli.workflows import input_size
+from anomalycli.workflows import input_size, train_pixels
 from anomalycli.workflows.train_options import (  # noqa: F401 (the options are train's too)
     AUTO,
     CHECKPOINT_NAME,
@@ -153,79 +153,6 @@ def _drift_reference(stats: np.ndarray, labels: torch.Tensor) -> dict:
     """The drift check's reference (``drift.reference``) from the fitted images' ``drift.image_stats``."""
     labels = labels.numpy()
     return drift.reference(stats[labels == 0], stats[labels == 1])
-
-
-def _pixel_head(
-    features, out_of_fold: patchcore_fitting.Scores, labels: torch.Tensor, samples: list[Sample], folds: np.ndarray, options, framing: str, map_blur: float
-):
-    """The hybrid's pixel head (``pixel_head``) and the settings its config keeps, where 5 or more
-    training defects have masks (and ``--no-pixel-head`` was not given), else (None, False); and the
-    pixel threshold and region areas of its out-of-fold maps (``_pixel_threshold``). Of the kinds of
-    head (``pixel_head.HEAD_KINDS``), the one whose out-of-fold regions serve best at their
-    threshold: true regions touched less false regions per good image, as the threshold is chosen."""
-    masked = np.array([s.label == 1 and bool(s.mask) for s in samples])
-    if not options.pixel_head or masked.sum() < pixel_threshold.MIN_MASKED_DEFECTS:
-        return None, False, *_pixel_threshold(out_of_fold, labels, samples, options.image_size, map_blur, framing)
-    shape = out_of_fold.grids.shape
-    masks = [load_framed_mask(s.mask, options.image_size, framing) if m else None for s, m in zip(samples, masked)]
-    cover = pixel_head.mask_cover(masks, shape[1:])
-    classes = labels.numpy()
-    sampled_masks = _sampled_masks(samples, options.image_size)
-    tried = []
-    for hidden in options.pixel_head_kinds:
-        head, fused = pixel_head.cross_fit(
-            features.patches, out_of_fold.grids.reshape(len(samples), -1), cover, (classes == 0) | masked, classes, folds, options.seed, hidden
-        )
-        maps = patchcore_fitting.Scores(out_of_fold.scores, fused.reshape(shape))
-        chosen, peaks = _choose_pixel_threshold(maps, labels, samples, sampled_masks, options.image_size, map_blur, framing)
-        tried.append((chosen["regions_merit"], head, maps, chosen, peaks))
-    _, head, maps, chosen, peaks = max(tried, key=lambda t: t[0])  # ties: the first kind
-    areas = _region_areas(maps, peaks, chosen["value"], samples, options.image_size, map_blur, framing)  # the kept kind's only
-    kinds = ", ".join(f"{_head_kind(t[1])} {t[0]:.3f}" for t in tried)
-    log.info(
-        f"pixel head: learned from the masks of {int(masked.sum())} defects ({int((cover >= pixel_head.POSITIVE_COVER).sum())} defect patches), "
-        f"cross-fitted; {_head_kind(head)} kept (out-of-fold regions touched less false ones per good image: {kinds})"
-    )
-    settings = {**head.settings(), "tried": [[t[1].settings()["hidden"], t[0]] for t in tried]}  # (hidden units, merit)
-    return head, settings, {"pixel_threshold": chosen}, areas
-
-
-def _head_kind(head) -> str:
-    hidden = head.settings()["hidden"]
-    return f"{hidden} hidden units" if hidden else "linear"
-
-
-def _pixel_threshold(
-    out_of_fold: patchcore_fitting.Scores, labels: torch.Tensor, samples: list[Sample], image_size: int, map_blur: float, framing: str
-) -> tuple[dict, list[float]]:
-    """The model's pixel threshold (``pixel_threshold`` in its config), chosen on every
-    ``MAP_STEP``-th pixel of the out-of-fold maps (in the images' frames, as predict's) and the
-    defects' masks where there are enough (``judgement/pixel_threshold.py``), and each image's
-    largest region area above it in its own pixels, on the whole maps as predict measures them
-    (the calibration's ``areas``, which ``calibrate --min-area`` chooses on)."""
-    chosen, peaks = _choose_pixel_threshold(out_of_fold, labels, samples, _sampled_masks(samples, image_size), image_size, map_blur, framing)
-    return {"pixel_threshold": chosen}, _region_areas(out_of_fold, peaks, chosen["value"], samples, image_size, map_blur, framing)
-
-
-def _sampled_masks(samples: list[Sample], image_size: int) -> list:
-    """Each defect's mask at every ``MAP_STEP``-th pixel (None for a good image or no mask)."""
-    step = patchcore_fitting.MAP_STEP
-    return [load_mask(s.mask, image_size).numpy()[::step, ::step] if s.label == 1 and s.mask else None for s in samples]
-
-
-def _choose_pixel_threshold(
-    out_of_fold: patchcore_fitting.Scores, labels: torch.Tensor, samples: list[Sample], masks: list, image_size: int, map_blur: float, framing: str
-) -> tuple[dict, np.ndarray]:
-    """``pixel_threshold.choose`` on every ``MAP_STEP``-th pixel of the out-of-fold maps and
-    ``masks`` (``_sampled_masks``), and each map's peak."""
-    sampled, peaks = region_maps.sampled_and_peaks(out_of_fold, [s.path for s in samples], image_size, map_blur, framing)
-    return pixel_threshold.choose(sampled, labels.numpy(), masks, PIXEL_FALSE_POSITIVE_RATE), peaks
-
-
-def _region_areas(
-    out_of_fold: patchcore_fitting.Scores, peaks: np.ndarray, level: float, samples: list[Sample], image_size: int, map_blur: float, framing: str
-) -> list[float]:
-    return region_maps.region_areas(out_of_fold, peaks, level, [s.path for s in samples], image_size, map_blur, framing)
 
 
 def _scores(model: AnomalyModel, images: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -393,7 +320,7 @@ def _train_patchcore(options, config, samples, device, show_progress):
         **turned.config(),
         **precision,
     }
-    pixel, areas = _pixel_threshold(out_of_fold, labels, kept, options.image_size, net.map_blur, config["framing"])
+    pixel, areas = train_pixels.pixel_threshold_of(out_of_fold, labels, kept, options.image_size, net.map_blur, config["framing"])
     model = AnomalyModel("patchcore", net, {**config, **pixel}, calibration=None)
     _calibrate(model, labels, out_of_fold.scores, options.operating_rule(), "out-of-fold", notes, areas=areas)
     return model, [], notes
@@ -417,7 +344,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
     one_class_fold = features.out_of_fold(folds, coresets, reweight=False, with_grids=True, show_progress=show_progress)
     one_class = one_class_fold.scores
     net, out_of_fold, supervised = hybrid.fit(extractor, coresets, one_class, features.descriptors, labels, folds)
-    net.pixel_head, pixel_head_settings, pixel, areas = _pixel_head(
+    net.pixel_head, pixel_head_settings, pixel, areas = train_pixels.pixel_head_and_threshold(
         features, one_class_fold, labels, kept, folds, options, config["framing"], net.patchcore.map_blur
     )
     log.info(
