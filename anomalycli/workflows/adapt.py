@@ -46,7 +46,8 @@ from anomalycli.data.levels import stretched
 from anomalycli.deploy.regions import pixel_threshold_of
 from anomalycli.detection import ignore, int8_backbone, region_maps
 from anomalycli.detection.methods import AnomalyModel, patchcore_fitting
-from anomalycli.detection.methods.hybrid import GlobalHead, Hybrid, scores_and_grids
+from anomalycli.detection.methods.hybrid import GlobalHead, Hybrid
+from anomalycli.detection.methods.hybrid_fitting import scores_and_grids
 from anomalycli.detection.methods.patchcore import PatchCore
 from anomalycli.detection.methods.patchcore_fitting import build_bank, embed_images
 from anomalycli.errors import UserError

@@ -21,7 +21,7 @@ from anomalycli.deploy import export
 from anomalycli.detection import backbones, ignore, int8_backbone
 from anomalycli.detection.defaults import LEAVE_ONE_OUT_GOODS, bank_ratio
 from anomalycli.detection.device import resolve_device
-from anomalycli.detection.methods import AnomalyModel, classifier, hybrid, patchcore_fitting
+from anomalycli.detection.methods import AnomalyModel, classifier, hybrid_fitting, patchcore_fitting
 from anomalycli.detection.methods.classifier_training import fit_classifier
 from anomalycli.errors import UserError
 from anomalycli.judgement import drift
@@ -343,7 +343,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
     coresets = features.fold_coresets(labels, folds, ratio, options.coreset_sampler, options.seed, show_progress)
     one_class_fold = features.out_of_fold(folds, coresets, reweight=False, with_grids=True, show_progress=show_progress)
     one_class = one_class_fold.scores
-    net, out_of_fold, supervised = hybrid.fit(extractor, coresets, one_class, features.descriptors, labels, folds)
+    net, out_of_fold, supervised = hybrid_fitting.fit(extractor, coresets, one_class, features.descriptors, labels, folds)
     net.pixel_head, pixel_head_settings, pixel, areas = train_pixels.pixel_head_and_threshold(
         features, one_class_fold, labels, kept, folds, options, config["framing"], net.patchcore.map_blur
     )
@@ -369,5 +369,5 @@ def _train_hybrid(options, config, samples, device, show_progress):
     }
     model = AnomalyModel("hybrid", net, {**config, **pixel}, calibration=None)
     rule = options.operating_rule()
-    _calibrate(model, labels, out_of_fold, rule, "out-of-fold", notes, hybrid.selection(one_class, supervised, labels, rule), areas)
+    _calibrate(model, labels, out_of_fold, rule, "out-of-fold", notes, hybrid_fitting.selection(one_class, supervised, labels, rule), areas)
     return model, [], notes

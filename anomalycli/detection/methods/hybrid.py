@@ -8,35 +8,21 @@ whole surface that no single patch shows, and the two make different mistakes (B
 Separation). It trains in well under a second on a CPU.
 
 Fusion weight and threshold come from out-of-fold scores (cross-fitting over all labelled
-training images): no image is scored by a model that saw it. At least half of the weight stays
-on the one-class score, so a defect kind absent from training is still flagged.
+training images, ``hybrid_fitting``): no image is scored by a model that saw it. At least half of
+the weight stays on the one-class score, so a defect kind absent from training is still flagged.
 Where 5 or more training defects have masks, the map gets a supervised part too (``pixel_head``).
 Model files from before the global head hold a linear head on patch features (``PatchHead``).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
 from anomalycli.detection import backbones
-from anomalycli.detection.methods import patchcore_fitting
-from anomalycli.detection.methods.fitting import fit_logistic
 from anomalycli.detection.methods.patchcore import PatchCore, embed_maps, maps_from_patches
 from anomalycli.detection.methods.patchcore import build_net as build_patchcore
 from anomalycli.detection.methods.pixel_head import PixelHead, build_pixel_head
-from anomalycli.judgement.thresholds import OperatingRule, choose_threshold
-
-# Weight of the one-class score. Half at least: on a defect type left out of training, a weight
-# of 0.25 ranked it far worse than 0.5 (screws' manipulated_front 0.836 vs 0.921 AUROC, magnetic
-# tiles' uneven 0.807 vs 0.907), while on the types seen the CV AUROC moved by 0.002 at most
-# (BENCHMARKS.md, Separation).
-FUSION_WEIGHTS = np.linspace(0.5, 1.0, 5)
-# Inverse L2 strength of the head's logistic regression, on standardised descriptors: 0.01, 0.1
-# and 1 were measured on both development sets (BENCHMARKS.md, Levers); 0.1 is within 0.001 of
-# the best fused AUROC on each.
-HEAD_C = 0.1
 
 
 class GlobalHead(nn.Module):
@@ -49,25 +35,6 @@ class GlobalHead(nn.Module):
 
     def forward(self, descriptors: torch.Tensor) -> torch.Tensor:
         return (descriptors.float() @ self.weight).squeeze(1) + self.bias
-
-
-def train_global_head(descriptors: torch.Tensor, labels: torch.Tensor, c: float = HEAD_C) -> GlobalHead:
-    """Fit the head on (N, D) descriptors, classes balanced. With one class only it scores every image 0."""
-    head = GlobalHead(descriptors.shape[1])
-    if labels.unique().numel() < 2:
-        return head
-    weight, bias = fit_logistic(descriptors.double().numpy(), labels.numpy(), c, max_iter=1000, class_weight="balanced")
-    head.weight.copy_(torch.from_numpy(weight).unsqueeze(1))
-    head.bias.fill_(bias)
-    return head.eval()
-
-
-def mean_head(heads: list[GlobalHead]) -> GlobalHead:
-    """One head that scores the mean of ``heads``' scores (they are linear), as each scored its own fold."""
-    head = GlobalHead(heads[0].weight.shape[0])
-    head.weight.copy_(torch.stack([h.weight for h in heads]).mean(0))
-    head.bias.copy_(torch.stack([h.bias for h in heads]).mean(0))
-    return head.eval()
 
 
 class PatchHead(nn.Module):
@@ -149,22 +116,6 @@ class Hybrid(nn.Module):
         return self.fuse(one_class, supervised), anomaly_maps
 
 
-@torch.no_grad()
-def scores_and_grids(model: Hybrid, features: torch.Tensor, descriptors: torch.Tensor, with_grids: bool) -> patchcore_fitting.Scores:
-    """``patchcore_fitting.scores_and_grids`` for the hybrid: its raw image scores of cached patch features
-    (N, h*w, C) and descriptors (N, D) and, ``with_grids``, the patch scores of its maps (the pixel
-    head's fused scores where it has one), as ``Hybrid.score_maps`` makes them from images."""
-    one_class = patchcore_fitting.scores_and_grids(model.patchcore, features, with_grids)
-    grids = one_class.grids
-    if grids is not None and model.pixel_head is not None:
-        fused = [
-            model.pixel_head.fused(torch.from_numpy(grids[i : i + patchcore_fitting.SCORE_BATCH]).flatten(1), features[i : i + patchcore_fitting.SCORE_BATCH])
-            for i in range(0, len(grids), patchcore_fitting.SCORE_BATCH)
-        ]
-        grids = torch.cat(fused).reshape(grids.shape).numpy()
-    return patchcore_fitting.Scores(model.fuse(one_class.scores, model.head(descriptors)), grids)
-
-
 def build_net(config: dict) -> Hybrid:
     one_class = build_patchcore(config)  # its old-file rules (no bank parts, plain max) hold here too
     if config.get("head") == "global":
@@ -177,62 +128,7 @@ def build_net(config: dict) -> Hybrid:
     return Hybrid(one_class, head, torch.ones(4), 1.0, build_pixel_head(config.get("pixel_head"), one_class.bank.shape[1]))
 
 
-def cross_fit(descriptors: torch.Tensor, labels: torch.Tensor, folds: np.ndarray):
-    """Out-of-fold head scores of every image, the fold heads, and the (fit, scored) index sets used."""
-    supervised = torch.empty(len(labels))
-    heads, used = [], []
-    for fold in np.unique(folds):
-        scored = np.flatnonzero(folds == fold)
-        fitted = np.flatnonzero(folds != fold)
-        heads.append(train_global_head(descriptors[fitted], labels[fitted]))
-        with torch.no_grad():
-            supervised[scored] = heads[-1](descriptors[scored])
-        used.append((fitted, scored))
-    return supervised, heads, used
-
-
 def fuse(stats: torch.Tensor, alpha, one_class: torch.Tensor, supervised: torch.Tensor) -> torch.Tensor:
     """The fused score: ``alpha`` times the z-scored one-class score plus the rest times the z-scored head score."""
     m0, s0, m1, s1 = stats
     return alpha * (one_class - m0) / s0 + (1 - alpha) * (supervised - m1) / s1
-
-
-def choose_fusion(one_class: torch.Tensor, supervised: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """z-score statistics on normal out-of-fold scores, and the weight with the best out-of-fold AUROC."""
-    from sklearn.metrics import roc_auc_score  # fitting only: predict starts without scikit-learn
-
-    normal = labels == 0
-    stats = torch.stack(
-        [one_class[normal].mean(), one_class[normal].std().clamp_min(1e-6), supervised[normal].mean(), supervised[normal].std().clamp_min(1e-6)]
-    )
-    aurocs = [roc_auc_score(labels.numpy(), fuse(stats, a, one_class, supervised).numpy()) for a in FUSION_WEIGHTS]
-    return stats, float(FUSION_WEIGHTS[int(np.argmax(aurocs))])
-
-
-def selection(one_class: torch.Tensor, supervised: torch.Tensor, labels: torch.Tensor, rule: OperatingRule):
-    """What the hybrid chooses on calibration scores, for ``calibration.cross_validated_point``: the
-    fusion statistics and weight, then the threshold, all on the ``fit`` part only."""
-
-    def select(fit: np.ndarray) -> tuple[np.ndarray, float]:
-        fit = torch.from_numpy(fit)
-        stats, alpha = choose_fusion(one_class[fit], supervised[fit], labels[fit])
-        fused = fuse(stats, alpha, one_class, supervised).numpy()
-        return fused, choose_threshold(labels.numpy()[fit.numpy()], fused[fit.numpy()], rule)
-
-    return select
-
-
-def fit(extractor, coresets: dict, one_class: torch.Tensor, descriptors: torch.Tensor, labels: torch.Tensor, folds: np.ndarray):
-    """The final model, out-of-fold fused scores and out-of-fold head scores, from the folds'
-    coresets, the one-class out-of-fold scores they gave, and every image's descriptor.
-
-    Like PatchCore's bank parts, the deployed head is the mean of the fold heads, not one head
-    trained on every image: a new image is then scored as the out-of-fold scores were, so the
-    fusion statistics and the threshold chosen on them hold (with the earlier patch head, one
-    head on all the data scored new good parts higher and flagged up to twice the false alarms
-    calibration expected).
-    """
-    supervised, heads, _ = cross_fit(descriptors, labels, folds)
-    stats, alpha = choose_fusion(one_class, supervised, labels)
-    model = Hybrid(patchcore_fitting.union_of(extractor, coresets), mean_head(heads), stats, alpha)
-    return model, model.fuse(one_class, supervised).detach(), supervised
