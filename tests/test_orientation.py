@@ -132,6 +132,6 @@ def test_many_goods_are_measured_on_a_spread_sample_and_decide_as_all_of_them(tm
     for name, angle in (("free", lambda: rng.uniform(0, 360)), ("aligned", lambda: rng.uniform(-3, 3))):
         write_parts(tmp_path / name, [key(angle(), rng, size=48) for _ in range(n)])
         goods = [Sample(path=p, class_name="good", label=0) for p in sorted((tmp_path / name).glob("*.png"))]
-        with turned_goods_module.turned_goods(goods, "auto") as turned:
+        with turned_goods_module.turned_goods(goods, "auto", 48) as turned:
             assert turned.orientation.kind == (FREE if name == "free" else FIXED) and turned.turns == turns(n, turned.orientation.kind)
     assert measured == [orientation_module.SAMPLE, orientation_module.SAMPLE]

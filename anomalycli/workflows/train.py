@@ -292,7 +292,7 @@ def _train_patchcore(options, config, samples, device, show_progress):
     # model and scored, out of fold, by the banks of the other folds; defects are scored alike.
     notes: list[str] = []
     extractor, precision = _backbone(options, samples, device, False, notes, config)
-    with turned_goods(samples, options.orientation, bool(options.ignore)) as turned:
+    with turned_goods(samples, options.orientation, options.image_size, bool(options.ignore)) as turned:
         features, labels, kept, folds = _embed(options, extractor, turned.samples, show_progress, notes, config, copy_of=turned.copy_of)
         n_good = sum(s.label == 0 for s in samples)
         ratio = bank_ratio(int((labels == 0).sum()) * _patches_per_image(options), n_good, options.coreset_ratio)

@@ -1,8 +1,9 @@
 """The good images a patchcore bank learns: as they are, or turned (and mirrored) where the goods
 show the part at many orientations (``data/orientation.py`` decides, or ``--orientation``).
 
-The copies are written as PNG files to a folder that lasts the fit, and read like any image. They
-enter the bank only: each copy is in its original's cross-fitting fold (a good is never scored by
+The copies are written as PNG files to a folder that lasts the fit, and read like any image: each
+no larger than the fit's input needs (``COPY_DETAIL``) and quickly compressed, since a camera's
+large images made writing them most of a fit's time (BENCHMARKS.md, "Speed"). They enter the bank only: each copy is in its original's cross-fitting fold (a good is never scored by
 its own turned copies), and the calibration, the pixel threshold and the drift reference are made
 of the originals alone, whose count is what the threshold's interval knows.
 """
@@ -16,10 +17,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
+from PIL import Image
+
 from anomalycli.data.layouts import Sample
 from anomalycli.data.orientation import FIXED, Orientation, measured_goods, orientation, readable_images, turned_copies, turns
 
 log = logging.getLogger("anomalycli")
+
+# A copy keeps COPY_DETAIL x the fit's input size on its short side (any framing resizes it further
+# down), and is written at zlib level 1: a 1024 px camera screw's copy took 230 ms to turn and
+# write at full size and level 6, 30 ms so.
+COPY_DETAIL, COPY_COMPRESSION = 2, 1
 
 
 @dataclass
@@ -35,9 +43,9 @@ class TurnedGoods:
 
 
 @contextlib.contextmanager
-def turned_goods(samples: list[Sample], wanted: str, ignore_masks: bool = False) -> Iterator[TurnedGoods]:
-    """``samples`` with the turned copies of their goods where the orientation says so; the copies'
-    folder goes when the block ends."""
+def turned_goods(samples: list[Sample], wanted: str, image_size: int, ignore_masks: bool = False) -> Iterator[TurnedGoods]:
+    """``samples`` with the turned copies of their goods where the orientation says so, for a fit at
+    ``image_size``; the copies' folder goes when the block ends."""
     goods = [s for s in samples if s.label == 0]
     if ignore_masks and wanted != FIXED:
         # A don't-care mask is in the goods' own frame: a turned copy would put it elsewhere.
@@ -52,10 +60,20 @@ def turned_goods(samples: list[Sample], wanted: str, ignore_masks: bool = False)
         copies, copy_of = [], {}
         for i, good in enumerate(goods):
             readable = readable_images([good.path])  # an unreadable good has no copies; the fit reports it
-            for k, image in enumerate(turned_copies(readable[0], count, found.mirrored)[1:] if readable else [], start=1):
+            for k, image in enumerate(turned_copies(shrunk(readable[0], image_size), count, found.mirrored)[1:] if readable else [], start=1):
                 path = Path(folder) / f"{i:05d}-{k:02d}.png"
-                image.save(path)
+                image.save(path, compress_level=COPY_COMPRESSION)
                 copies.append(replace(good, path=path, mask=None))
                 copy_of[path] = good.path
         log.info(f"orientation: {found.reason}; {len(goods)} goods learnt at {count} orientations" + (" and mirrored" if found.mirrored else ""))
         yield TurnedGoods(list(samples) + copies, copy_of, found, count)
+
+
+def shrunk(image: Image.Image, image_size: int) -> Image.Image:
+    """``image`` resized (as the fit resizes) so that its short side is at most ``COPY_DETAIL`` x
+    ``image_size``, its shape kept; a smaller image as it is."""
+    scale = COPY_DETAIL * image_size / min(image.size)
+    if scale >= 1:
+        return image
+    width, height = (max(1, round(side * scale)) for side in image.size)
+    return image.resize((width, height), Image.BILINEAR, reducing_gap=3.0)
