@@ -10,7 +10,7 @@ import typer
 # Nothing imported here imports PyTorch: the images start decoding before it loads (_decode_ahead).
 from anomalycli import modelfile, project
 from anomalycli.cli.common import ENGINE_HELP, RAY_HELP, check_threshold, model_and_target, user_errors
-from anomalycli.cli.render import console, err_console, prediction_table, save_png, write_rows
+from anomalycli.cli.render import console, err_console, prediction_table, write_rows
 from anomalycli.data.decoding import DecodeAhead, images_ahead
 from anomalycli.data.framing import framing_of
 from anomalycli.data.images import list_source, load_image
@@ -19,7 +19,7 @@ from anomalycli.deploy.regions import judge_regions, min_area_of, pixel_threshol
 from anomalycli.errors import UsageError, UserError
 from anomalycli.files import check_writable
 from anomalycli.judgement.size_rule import describe as describe_size_rule
-from anomalycli.views.heatmaps import map_scale, overlay, panel
+from anomalycli.views.heatmaps import map_scale, overlay, panel, save_heatmap
 
 
 @user_errors
@@ -116,7 +116,7 @@ def predict_command(
             if heatmaps is not None and scored.map is not None:
                 image = load_image(scored.path)
                 heat = overlay(image, scored.map, scale)
-                save_png(panel(image, heat) if side_by_side else heat, heatmaps / _relative(scored.path, base).with_suffix(".png"), overwrite)
+                save_heatmap(panel(image, heat) if side_by_side else heat, heatmaps / _relative(scored.path, base).with_suffix(".png"), overwrite)
             scored.map = None  # memory stays flat in the number of images
             kept.append(scored)
     n_bad = sum(r["verdict"] == "unreadable" for r in rows)

@@ -7,7 +7,6 @@ import json
 import math
 from pathlib import Path
 
-from PIL import Image
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -215,11 +214,6 @@ def write_rows(path: str | Path, rows: list[dict], overwrite: bool, about: dict 
             writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path", "score", "raw_score", "verdict", "error"])
             writer.writeheader()
             writer.writerows(rows)
-
-
-def save_png(image: Image.Image, path: Path, overwrite: bool = True) -> None:
-    with files.atomic_path(path, overwrite) as tmp:
-        image.save(tmp, format="PNG")
 
 
 # --- train -------------------------------------------------------------------------------

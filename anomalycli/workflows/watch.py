@@ -37,7 +37,7 @@ from anomalycli.data.inbox import RESCAN_SECONDS, Inbox
 from anomalycli.deploy.journal import Journal
 from anomalycli.deploy.line import Judged, Line
 from anomalycli.errors import UsageError
-from anomalycli.views.heatmaps import map_scale, overlay
+from anomalycli.views.heatmaps import map_scale, overlay, save_heatmap
 
 SORTED = {"normal": "good", "anomaly": "anomaly", "error": "error"}  # --sort-into's folders per verdict
 
@@ -272,8 +272,7 @@ class _Watch:
             shutil.copyfile(path, tmp)
         if judged.scored.map is not None:
             heat = overlay(load_image(path), judged.scored.map, self.scale)
-            with files.atomic_path((keep / "heatmaps" / target.relative_to(keep / "images")).with_suffix(".png")) as tmp:
-                heat.save(tmp, format="PNG")
+            save_heatmap(heat, (keep / "heatmaps" / target.relative_to(keep / "images")).with_suffix(".png"))
 
     def _disk_low(self) -> bool:
         """Whether a disk the watch writes to has less than ``min_free_mb`` free; says so once,
