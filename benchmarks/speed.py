@@ -346,7 +346,7 @@ RECORD = (
     "angle, so the bank learns each at 6 orientations) took 102.6 s, of which writing the 320 turned copies as "
     "full-size PNGs at zlib level 6 was more than half (68 of 116 s under cProfile). Each copy is now shrunk to twice the fit's input size "
     "before it is turned and written at level 1 (workflows/turned_goods.py): 42.5 s, 2.42x faster, peak memory "
-    "unchanged (1.82 GiB). `python -m benchmarks.probes.fit_against_revision 80c0e3b~1 ../shared/data/screws-1024`, "
+    "unchanged (1.82 GiB). `python -m benchmarks.probes.against_revision 80c0e3b~1 train ../shared/data/screws-1024` (the path made absolute), "
     "3 alternated rounds, medians, Intel Xeon (AMX), 2 cores, 2026-12-06. The fitted models judged the 256 goods "
     "of the development set that are not among those 64, and its 50 defects, at AUROC 0.944 (shrunk copies) "
     "against 0.912 (full-size), one fit each."
