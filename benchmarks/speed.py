@@ -349,7 +349,16 @@ RECORD = (
     "unchanged (1.82 GiB). `python -m benchmarks.probes.against_revision 80c0e3b~1 train ../shared/data/screws-1024` (the path made absolute), "
     "3 alternated rounds, medians, Intel Xeon (AMX), 2 cores, 2026-12-06. The fitted models judged the 256 goods "
     "of the development set that are not among those 64, and its 50 defects, at AUROC 0.944 (shrunk copies) "
-    "against 0.912 (full-size), one fit each."
+    "against 0.912 (full-size), one fit each.\n\n"
+    "Heat maps of a camera's own images: `anomaly predict MODEL ../shared/data/screws-1024/good --heatmaps hm` "
+    "(a patchcore model of those 64 screws) took 41.7 s, where the same predict without `--heatmaps` takes about "
+    "3 s: outlining the regions with Pillow's MinFilter took 195 ms a 1024 px image, and writing the overlay as a "
+    "PNG at zlib level 6 205 ms. The outline is now SciPy's "
+    "separable minimum filter (11 ms, the same pixels), the colours are blended only where there is heat, and the "
+    "PNG is written at level 1 (files a fifth larger): 13.1 s, 3.19x faster, every heat map pixel for pixel the "
+    "same (the 64 screws and 50 defects of a hybrid with a pixel head, side by side). `python -m "
+    "benchmarks.probes.against_revision 80c0e3b predict MODEL FOLDER --heatmaps hm --output rows.csv --overwrite`, "
+    "3 alternated rounds, medians, Intel Xeon (AMX), 2 cores, 2026-12-06."
 )
 
 
