@@ -26,7 +26,7 @@ MASK_COLOUR = (0, 255, 0)  # green: the ground-truth defect, where a mask is kno
 IGNORED_COLOUR = (128, 128, 128)  # grey: the model's don't-care region
 MAX_ALPHA = 0.65
 # Heat maps are written with fast PNG compression: level 6 took 205 ms a 1024 px overlay, level 1
-# about a fifth of that for files a sixth larger (BENCHMARKS.md, "Speed").
+# a third of that for files a fifth larger (BENCHMARKS.md, "Speed").
 PNG_LEVEL = 1
 
 

@@ -3,9 +3,10 @@ show the part at many orientations (``data/orientation.py`` decides, or ``--orie
 
 The copies are written as PNG files to a folder that lasts the fit, and read like any image: each
 no larger than the fit's input needs (``COPY_DETAIL``) and quickly compressed, since a camera's
-large images made writing them most of a fit's time (BENCHMARKS.md, "Speed"). They enter the bank only: each copy is in its original's cross-fitting fold (a good is never scored by
-its own turned copies), and the calibration, the pixel threshold and the drift reference are made
-of the originals alone, whose count is what the threshold's interval knows.
+large images made writing them most of a fit's time (BENCHMARKS.md, "Speed"). They enter the bank
+only: each copy is in its original's cross-fitting fold (a good is never scored by its own turned
+copies), and the calibration, the pixel threshold and the drift reference are made of the
+originals alone, whose count is what the threshold's interval knows.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ log = logging.getLogger("anomalycli")
 
 # A copy keeps COPY_DETAIL x the fit's input size on its short side (any framing resizes it further
 # down), and is written at zlib level 1: a 1024 px camera screw's copy took 230 ms to turn and
-# write at full size and level 6, 30 ms so.
+# write at full size and level 6, about 40 ms so.
 COPY_DETAIL, COPY_COMPRESSION = 2, 1
 
 
