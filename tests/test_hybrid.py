@@ -1,22 +1,10 @@
 """The hybrid's network (detection/methods/hybrid.py): older model files' patch heads load and
 score as they did; how it is fitted: test_hybrid_fitting.py."""
 
-import numpy as np
 import torch
 
-from anomalycli.data.synthetic import make_part
-from anomalycli.detection import backbones
 from anomalycli.detection.methods import hybrid, patchcore, patchcore_fitting
-
-
-def _images(kinds, seed):
-    rng = np.random.default_rng(seed)
-    batch = [torch.from_numpy(np.array(make_part(64, rng, kind)[0].convert("RGB"))).permute(2, 0, 1) for kind in kinds]
-    return backbones.preprocess(torch.stack(batch), "efficientnet_lite0")
-
-
-def _extractor():
-    return backbones.FeatureExtractor("efficientnet_lite0", backbones.build("efficientnet_lite0", "imagenet")).eval()
+from tests.test_hybrid_fitting import lite0_extractor, synthetic_batch
 
 
 def test_older_hybrid_files_with_patch_heads_still_load(tmp_path):
@@ -25,8 +13,8 @@ def test_older_hybrid_files_with_patch_heads_still_load(tmp_path):
     from anomalycli.judgement.calibration import Calibration
 
     torch.manual_seed(0)
-    extractor = _extractor()
-    images = _images([None, "spot", None, "scratch"], seed=6)
+    extractor = lite0_extractor()
+    images = synthetic_batch([None, "spot", None, "scratch"], seed=6)
     bank = patchcore_fitting.embed_all(extractor, [images], 4)[0][0].float()
     channels = bank.shape[1]
 

@@ -9,13 +9,15 @@ from anomalycli.detection import backbones
 from anomalycli.detection.methods import hybrid_fitting, patchcore_fitting
 
 
-def _images(kinds, seed):
+def synthetic_batch(kinds, seed):
+    """Preprocessed 64 px synthetic parts, one of each ``kinds`` (None: a good part)."""
     rng = np.random.default_rng(seed)
     batch = [torch.from_numpy(np.array(make_part(64, rng, kind)[0].convert("RGB"))).permute(2, 0, 1) for kind in kinds]
     return backbones.preprocess(torch.stack(batch), "efficientnet_lite0")
 
 
-def _extractor():
+def lite0_extractor():
+    """Lite0 with its ImageNet weights: small and quick for synthetic parts."""
     return backbones.FeatureExtractor("efficientnet_lite0", backbones.build("efficientnet_lite0", "imagenet")).eval()
 
 
@@ -28,23 +30,23 @@ def _fit(extractor, images, labels, folds):
 
 
 def test_seen_defects_caught_and_unseen_kind_still_scored_above_normals():
-    extractor = _extractor()
+    extractor = lite0_extractor()
     kinds = [None] * 24 + ["scratch"] * 8  # spots are never seen in training
-    images = _images(kinds, seed=0)
+    images = synthetic_batch(kinds, seed=0)
     labels = torch.tensor([int(k is not None) for k in kinds])
     model, out_of_fold = _fit(extractor, images, labels, np.arange(len(kinds)) % 4)
     assert 0.5 <= float(model.alpha) <= 1.0
     with torch.no_grad():
-        normal = model(_images([None] * 8, seed=1))[0]
-        scratches = model(_images(["scratch"] * 6, seed=2))[0]
-        spots = model(_images(["spot"] * 6, seed=3))[0]
+        normal = model(synthetic_batch([None] * 8, seed=1))[0]
+        scratches = model(synthetic_batch(["scratch"] * 6, seed=2))[0]
+        spots = model(synthetic_batch(["spot"] * 6, seed=3))[0]
     assert scratches.min() > normal.max()
     assert spots.min() > normal.max(), "a defect kind never seen in training must still stand out"
 
 
 def test_descriptors_come_from_the_same_pass_as_the_patch_features():
-    extractor = _extractor()
-    images = _images([None, "spot", "scratch"], seed=4)
+    extractor = lite0_extractor()
+    images = synthetic_batch([None, "spot", "scratch"], seed=4)
     features, descriptors = patchcore_fitting.embed_all(extractor, [images[:2], images[2:]], 3, with_descriptors=True)
     plain, none = patchcore_fitting.embed_all(extractor, [images[:2], images[2:]], 3)
     assert none is None and torch.equal(features, plain)
@@ -103,9 +105,9 @@ def test_the_deployed_head_scores_the_mean_of_the_fold_heads(tmp_path):
     from anomalycli.detection.methods import AnomalyModel
     from anomalycli.judgement.thresholds import calibrate
 
-    extractor = _extractor()
+    extractor = lite0_extractor()
     kinds = [None] * 12 + ["spot"] * 6
-    images = _images(kinds, seed=5)
+    images = synthetic_batch(kinds, seed=5)
     labels = torch.tensor([int(k is not None) for k in kinds])
     folds = np.arange(len(kinds)) % 3
     model, out_of_fold = _fit(extractor, images, labels, folds)
