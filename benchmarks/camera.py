@@ -25,7 +25,7 @@ import numpy as np
 
 from benchmarks.common import anomaly_command, csv_rows, rss_mib, run_measured, wait_until
 from benchmarks.speed import fit_process
-from benchmarks.station import _start, predict_per_image
+from benchmarks.station import _start, _stop, predict_per_image
 
 TITLE = "Straight from the camera: frames judged, and the archive over a long run"
 COUNTS = {"seconds": 20, "latency": 100, "pngs": 200, "parts": 20_000}
@@ -56,8 +56,7 @@ def throughput(model: Path, tmp: Path, seconds: float) -> dict:
     path = _station(tmp / "throughput", model, _camera_source(100.0))
     station = _start(path)
     time.sleep(seconds)
-    station.terminate()
-    station.wait(60)
+    _stop(station)
     rows = csv_rows(path.parent / "verdicts.csv")
     judged = [r for r in rows if r["error_code"] == "0"]
     span = _seconds(judged[-1]["time"]) - _seconds(judged[0]["time"])
@@ -87,8 +86,7 @@ def latency(model: Path, tmp: Path, n: int) -> dict:
     path = _station(tmp / "latency", model, _camera_source(10.0))
     station = _start(path)
     wait_until(lambda: len(csv_rows(path.parent / "verdicts.csv")) >= n, 60 + n)
-    station.terminate()
-    station.wait(60)
+    _stop(station)
     rows = [r for r in csv_rows(path.parent / "verdicts.csv") if r["error_code"] == "0"]
     times = [float(r["latency_ms"]) for r in rows]
     return {"latency_median_ms": statistics.median(times), "latency_p99_ms": float(np.percentile(times, 99)), "latency_n": len(times)}
@@ -133,8 +131,7 @@ def long_run(tmp: Path, parts: int) -> dict:
     wait_until(lambda: len(csv_rows(journal)) >= parts, 60 + parts)
     memory_end = rss_mib(station.pid)
     seconds = time.perf_counter() - started
-    station.terminate()
-    station.wait(60)
+    _stop(station)
     rows = csv_rows(journal)
     root = path.parent / "archive"
     on_disk = [p for p in root.glob("*/*") if p.is_file()]

@@ -63,8 +63,19 @@ def _start(path: Path) -> subprocess.Popen:
         if line.startswith("station ready"):
             break
     process.said = []  # what it says once ready, its pipe kept drained
-    threading.Thread(target=lambda: process.said.extend(process.stdout), daemon=True).start()
+    process.drain = threading.Thread(target=lambda: process.said.extend(process.stdout), daemon=True)
+    process.drain.start()
     return process
+
+
+def _stop(process: subprocess.Popen, kill: bool = False) -> list[str]:
+    """Stop a station ``_start`` started (SIGTERM, or SIGKILL with ``kill``) and return all it said
+    once ready: its pipe read to the end and closed."""
+    process.kill() if kill else process.terminate()
+    process.wait(60)
+    process.drain.join(10)
+    process.stdout.close()
+    return process.said
 
 
 def _simulator(port: int, *options) -> subprocess.Popen:
@@ -176,8 +187,7 @@ def latency(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
         time.sleep(0.5)  # the last messages
     finally:
         listeners.close()  # the clients leave first, as a line's would
-        station.terminate()
-        station.wait(60)
+        _stop(station)
     to_plc = [r["t"] - closed[r["part_id"] - 1] for r in results]
     rows = csv_rows(path.parent / "verdicts.csv")
     own = [float(r["latency_ms"]) / 1000 for r in rows]
@@ -203,8 +213,7 @@ def switches(model: Path, tmp: Path, n: int) -> dict:
     try:
         seconds = [r["switch_s"] for r in _lines(_simulator(port, "--switch", "2,1", "--switches", n), 120) if "switch_s" in r]
     finally:
-        station.terminate()
-        station.wait(60)
+        _stop(station)
     return {"switch_median": statistics.median(seconds), "switch_max": max(seconds), "switch_n": len(seconds)}
 
 
@@ -235,8 +244,7 @@ def memory(model: Path, images: list[Path], tmp: Path, n: int) -> dict:
         final_rss = rss_mib(station.pid)
     finally:
         simulator.terminate()  # it may wait for results an overrun kept from it (parts were sent 4 ahead): the journal has them
-        station.terminate()
-        station.wait(60)
+        _stop(station)
     recipes = {r["recipe"] for r in csv_rows(journal)}
     return {"memory_ready": ready_rss, "memory_after": final_rss, "memory_parts": n, "memory_recipes_used": len(recipes)}
 
@@ -269,7 +277,7 @@ def run(data_sets: list[Path], quick: bool, log=print) -> dict:
             if index == 0:
                 out.update(memory(model, images, tmp, counts["memory"]))
                 log(f"  {data.name}: 5 recipes: {out['memory_ready']:.0f} MiB ready, {out['memory_after']:.0f} MiB after {out['memory_parts']} parts")
-                out.update(run_faults(model, images, tmp, counts["faults"], _station_file, _start, _simulator, _port(), _port()))
+                out.update(run_faults(model, images, tmp, counts["faults"], _station_file, _start, _stop, _simulator, _port(), _port()))
                 log(f"  {data.name}: faults: " + ", ".join(f"{k.removeprefix('faults_')} {v}" for k, v in out.items() if k.startswith("faults_")))
             runs.append(out)
     return {"runs": runs}

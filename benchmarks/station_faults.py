@@ -31,8 +31,8 @@ from pathlib import Path
 from benchmarks.common import anomaly_command, csv_rows, wait_until
 
 
-def run_faults(model: Path, images: list[Path], tmp: Path, n: int, station_file, start, simulator, port: int, broker_port: int) -> dict:
-    """``station_file``, ``start`` and ``simulator`` are the station topic's helpers (``station.py``)."""
+def run_faults(model: Path, images: list[Path], tmp: Path, n: int, station_file, start, stop, simulator, port: int, broker_port: int) -> dict:
+    """``station_file``, ``start``, ``stop`` and ``simulator`` are the station topic's helpers (``station.py``)."""
     from pyModbusTCP.client import ModbusClient
 
     other = tmp / "recalibrated.safetensors"
@@ -63,9 +63,7 @@ def run_faults(model: Path, images: list[Path], tmp: Path, n: int, station_file,
                 handle.write(image.read_bytes())
             wait_until(lambda: len(csv_rows(journal)) > i, 60, 0.01)
             if i in kills:
-                os.kill(station.pid, signal.SIGKILL)
-                station.wait()
-                said += station.said
+                said += stop(station, kill=True)
                 station = start(path)
             if i in drops or i in no_ack:  # the PLC's connection gone, and a new one (not acknowledging, or again)
                 plc.terminate()
@@ -82,9 +80,7 @@ def run_faults(model: Path, images: list[Path], tmp: Path, n: int, station_file,
     finally:
         plc.terminate()
         seen += _results(plc)
-        station.terminate()
-        station.wait(60)
-        said += station.said
+        said += stop(station)
         mes.close()
         broker.stop()
     rows = csv_rows(journal)
