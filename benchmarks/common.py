@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import compileall
+import contextlib
 import csv
 import math
 import os
@@ -223,3 +224,14 @@ def runs_table(runs: list[dict]):
         lines.append(f"| {what} | " + " | ".join(cell(r) for r in runs) + " |")
 
     return lines, row
+
+
+@contextlib.contextmanager
+def worktree_of(revision: str, path: Path):
+    """A git worktree of ``revision`` at ``path`` while the block runs, for before/after ratios."""
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), revision], check=True, capture_output=True)
+    compile_bytecode(path / "anomalycli")
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)], capture_output=True)

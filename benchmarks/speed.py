@@ -43,14 +43,13 @@ from anomalycli.runtime import available_cores
 from benchmarks.common import (
     CAMERA,
     QUICK_IMAGE_SIZE,
-    REPO,
     anomaly_command,
-    compile_bytecode,
     interleaved_median_times,
     interleaved_process_seconds,
     median_time,
     run_measured,
     samples_of,
+    worktree_of,
 )
 from benchmarks.precision import forced_search
 
@@ -260,17 +259,6 @@ def exported(model: Path, out: Path, cwd: Path | None = None, env: dict | None =
     """``anomaly export MODEL --out OUT`` (with the code at ``cwd``, as ``env`` says): the ONNX file."""
     subprocess.run(anomaly_command("export", str(model), "--out", str(out)), cwd=cwd, env=env, check=True, capture_output=True)
     return out
-
-
-@contextlib.contextmanager
-def worktree_of(revision: str, path: Path):
-    """A git worktree of ``revision`` at ``path`` while the block runs, for before/after ratios."""
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), revision], check=True, capture_output=True)
-    compile_bytecode(path / "anomalycli")
-    try:
-        yield path
-    finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)], capture_output=True)
 
 
 PREDICT_ROW = "predict, whole process, on the line's images (screws: camera images, 1024 px; magtiles: their own sizes)"

@@ -16,8 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import REPO, anomaly_command, interleaved_process_seconds, machine
-from benchmarks.speed import worktree_of
+from benchmarks.common import REPO, anomaly_command, interleaved_process_seconds, machine, worktree_of
 
 ROUNDS = 3
 
