@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from anomalycli.data.images import load_image, resized_array
+from anomalycli.data.images import load_image, open_image, resized_array
 from anomalycli.data.layouts import Sample
 from anomalycli.data.orientation import turned_copies
 from anomalycli.workflows.turned_goods import COPY_DETAIL, shrunk, turned_goods
@@ -30,8 +30,8 @@ def test_copies_of_large_goods_are_small_and_read_as_the_full_size_goods_turned(
         assert turned.turns > 1 and len(copies) == len(goods) * (turned.turns - 1)
         folder = copies[0].path.parent
         for copy in copies[: turned.turns - 1]:  # the first good's
-            written = load_image(copy.path)
-            assert min(written.size) == COPY_DETAIL * input_size
+            written = open_image(copy.path)
+            assert min(written.size) == COPY_DETAIL * input_size and written.mode == "L"  # a grey good's copies stay grey
         # What the fit reads of a copy is what it would read of the full-size good turned.
         full = turned_copies(load_image(goods[0].path), turned.turns, False)[1:]
         for copy, expected in zip(copies, full):

@@ -20,8 +20,9 @@ from typing import Iterator
 
 from PIL import Image
 
+from anomalycli.data.images import ImageError, open_image, to_grey_or_rgb
 from anomalycli.data.layouts import Sample
-from anomalycli.data.orientation import FIXED, Orientation, measured_goods, orientation, readable_images, turned_copies, turns
+from anomalycli.data.orientation import FIXED, Orientation, measured_goods, orientation, turned_copies, turns
 
 log = logging.getLogger("anomalycli")
 
@@ -60,8 +61,8 @@ def turned_goods(samples: list[Sample], wanted: str, image_size: int, ignore_mas
     with tempfile.TemporaryDirectory(prefix="anomalycli-turned-") as folder:
         copies, copy_of = [], {}
         for i, good in enumerate(goods):
-            readable = readable_images([good.path])  # an unreadable good has no copies; the fit reports it
-            for k, image in enumerate(turned_copies(shrunk(readable[0], image_size), count, found.mirrored)[1:] if readable else [], start=1):
+            original = _original(good.path)  # an unreadable good has no copies; the fit reports it
+            for k, image in enumerate(turned_copies(shrunk(original, image_size), count, found.mirrored)[1:] if original else [], start=1):
                 path = Path(folder) / f"{i:05d}-{k:02d}.png"
                 image.save(path, compress_level=COPY_COMPRESSION)
                 copies.append(replace(good, path=path, mask=None))
@@ -78,3 +79,12 @@ def shrunk(image: Image.Image, image_size: int) -> Image.Image:
         return image
     width, height = (max(1, round(side * scale)) for side in image.size)
     return image.resize((width, height), Image.BILINEAR, reducing_gap=3.0)
+
+
+def _original(path: Path) -> Image.Image | None:
+    """A good as the fit reads it, a grey one kept grey (its copies a third of the bytes to write:
+    the fit reads an L image exactly as its RGB copy); None where it does not decode."""
+    try:
+        return to_grey_or_rgb(open_image(path))
+    except ImageError:
+        return None
