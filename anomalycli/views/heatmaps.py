@@ -107,9 +107,9 @@ def overlay(image: Image.Image, anomaly_map: np.ndarray, scale: MapScale, truth:
     heat = alpha > 0
     position = np.clip((level[heat] - scale.floor) / (scale.top - scale.floor), 0, 1)
     colours = colormaps[COLOURS](0.25 + 0.75 * position)[..., :3] * 255
-    pixels = np.asarray(rgb, dtype=np.float32)
-    blended = pixels.astype(np.float64)
-    blended[heat] = pixels[heat] * (1 - alpha[heat][:, None]) + colours * alpha[heat][:, None]
+    weight = alpha[heat][:, None]
+    blended = np.array(rgb, dtype=np.float64)
+    blended[heat] = np.asarray(rgb)[heat].astype(np.float32) * (1 - weight) + colours * weight
     width = max(1, round(max(size) / 200))
     blended[_outline(level >= (scale.threshold if scale.region_level is None else scale.region_level), width)] = REGION_COLOUR
     if truth is not None:
