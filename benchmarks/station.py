@@ -71,7 +71,10 @@ def _start(path: Path) -> subprocess.Popen:
 def _stop(process: subprocess.Popen, kill: bool = False) -> list[str]:
     """Stop a station ``_start`` started (SIGTERM, or SIGKILL with ``kill``) and return all it said
     once ready: its pipe read to the end and closed."""
-    process.kill() if kill else process.terminate()
+    if kill:
+        process.kill()
+    else:
+        process.terminate()
     process.wait(60)
     process.drain.join(10)
     process.stdout.close()
