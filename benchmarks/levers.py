@@ -346,6 +346,13 @@ LEVERS = [
         "2026-12-05",
     ),
     (
+        "few goods",
+        "a whole-image score beside the patch score, for surfaces that are uneven all over: each image's pooled descriptor (the hybrid head's: the mean and maximum of the stride-16 and stride-32 maps; or the patch features' own mean and maximum), standardised by the 16 goods' spread, scored as the distance to the nearest good, a Ledoit-Wolf Mahalanobis distance, or the distance to the goods' mean, and added at weight 0.25 or 0.5 to the patch score (each standardised by the goods' leave-one-out scores)",
+        "AUROC at 16 goods (the shipped fit, int8, levels stretched on the tiles, offline): magtiles, 3 draws, the whole-image score alone 0.726-0.824, added 0.851 (Mahalanobis, 0.25: 0.875 / 0.829 / 0.848) and at best 0.856 (the patch features' pooled distance to the mean, 0.25: 0.866 / 0.841 / 0.861) against 0.851 (0.866 / 0.841 / 0.846); screws, 2 draws, alone 0.53-0.71, the same two added 0.911 (Mahalanobis) and 0.916 (distance to the mean) against 0.928 (0.931 / 0.924)",
+        "+0.005 at best on the tiles and -0.012 to -0.017 on the screws: what 16 goods say of a whole tile is no surer than what their patches say",
+        "2026-12-07",
+    ),
+    (
         "speed",
         "the exported bank search by slices of 2,048 bank rows (each multiplied and reduced before the next), and then two calls in flight in watch and serve too",
         "the same picks; a call held 40 instead of 85 MB (screws' bank) and 35 instead of 147 (magnetic tiles'); predict's peak 323 / 345 MiB against 387 / 575; a watch with two calls in flight 256.8 -> 256.3 MiB over 20,000 images; but one image alone 35.4 against 32.2 ms (screws' graph, 2 threads, 5 interleaved rounds of 40); slices of 1,024 rows slower still, of 4,096 twice the memory",
