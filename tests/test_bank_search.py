@@ -110,3 +110,33 @@ def test_the_exported_two_pass_minimum_copies_whole_blocks_and_keeps_the_first_m
     session = onnxruntime.InferenceSession(graph.getvalue(), providers=["CPUExecutionProvider"])
     for rows in (values, values[:7]):
         assert np.array_equal(session.run(None, {"values": rows.numpy()})[0], rows.min(-1).indices.numpy())
+
+
+def test_an_exported_search_over_its_budget_searches_each_images_positions_in_blocks(monkeypatch):
+    # Blocks of patch positions, not of queries: the graph takes any number of images, and each
+    # image's nearest rows in each part come out in its own order, however many images a call holds.
+    import io
+
+    import onnx
+    import onnxruntime
+
+    torch.manual_seed(6)
+    bank, parts, per_image = torch.randn(70, 24), [30, 25, 15], 50
+    index = BankIndex(bank, parts, kind="float32")
+
+    class Search(torch.nn.Module):
+        def forward(self, queries):
+            return index.nearest(queries, per_image=per_image)
+
+    monkeypatch.setattr(bank_search, "EXPORT_PRODUCTS_BYTES", per_image * index.padded.numel() * 4 // 4)  # 4 blocks: 13, 13, 13, 11 positions
+    graph = io.BytesIO()
+    queries = torch.randn(3 * per_image, 24)
+    torch.onnx.export(Search(), (queries,), graph, input_names=["q"], dynamic_axes={"q": {0: "n"}}, dynamo=False)
+    assert sum(node.op_type == "MatMul" for node in onnx.load_from_string(graph.getvalue()).graph.node) == 4
+    session = onnxruntime.InferenceSession(graph.getvalue(), providers=["CPUExecutionProvider"])
+    bounds = [0, 30, 55, 70]
+    for q in (queries, queries[: 2 * per_image]):
+        nearest, distances = session.run(None, {"q": q.numpy()})
+        reference = torch.stack([torch.cdist(q, bank[a:b]).min(1).indices + a for a, b in zip(bounds[:-1], bounds[1:])], dim=1)
+        assert np.array_equal(nearest, reference.numpy())
+        np.testing.assert_allclose(distances, torch.cdist(q, bank).gather(1, reference).numpy(), rtol=1e-4, atol=1e-4)

@@ -15,7 +15,7 @@ from anomalycli.data.tensors import load_all
 from anomalycli.deploy import export, onnx_model
 from anomalycli.deploy.onnx_model import OnnxModel
 from anomalycli.deploy.scoring import iter_scores
-from anomalycli.detection import int8_backbone
+from anomalycli.detection import bank_search, int8_backbone
 from anomalycli.detection.methods import AnomalyModel
 
 pytest.importorskip("onnxruntime")
@@ -61,16 +61,25 @@ def test_exported_file_scores_as_the_model_does(fixture, parts, tmp_path, reques
 @pytest.mark.parametrize("fixture", ["patchcore_model", "hybrid_model"])
 def test_an_int8_files_graph_apart_from_its_bank_search_scores_to_float32s_rounding(fixture, parts, tmp_path, request, exact_search, monkeypatch):
     """Preprocessing, the int8 backbone (its leading convolutions in fp32) and the head as the model
-    computes them: exported with a float32 bank search, the file's scores are the model's to 1e-5."""
+    computes them: exported with a float32 bank search, the file's scores are the model's to 1e-5,
+    its search in one block, and where an image's products are over the budget, in blocks of its
+    patch positions (every image of a call blocked alike)."""
+    import onnx
+
     model = AnomalyModel.load(request.getfixturevalue(fixture))
     assert int8_backbone.int8_of(model.net) is not None
     monkeypatch.setattr(export, "_searching_in_int8", lambda model: model)
-    exported = onnx_model.load(export.export_onnx(model, tmp_path / "m.onnx"))
     images = _images(parts, model.config["image_size"])
     raw, maps = model.score(images)
-    raw_onnx, maps_onnx = exported.score(images)
-    assert torch.allclose(torch.from_numpy(raw_onnx), raw, rtol=1e-5, atol=1e-5 * float(raw.abs().max()))
-    assert torch.allclose(torch.from_numpy(maps_onnx), maps, rtol=1e-5, atol=1e-5 * float(maps.abs().max()))
+    products, shipped = {}, bank_search.EXPORT_PRODUCTS_BYTES
+    for budget in (shipped, 4096):
+        monkeypatch.setattr(bank_search, "EXPORT_PRODUCTS_BYTES", budget)
+        path = export.export_onnx(model, tmp_path / f"{budget}.onnx")
+        products[budget] = sum(node.op_type == "MatMul" for node in onnx.load(path).graph.node)
+        raw_onnx, maps_onnx = onnx_model.load(path).score(images)
+        assert torch.allclose(torch.from_numpy(raw_onnx), raw, rtol=1e-5, atol=1e-5 * float(raw.abs().max()))
+        assert torch.allclose(torch.from_numpy(maps_onnx), maps, rtol=1e-5, atol=1e-5 * float(maps.abs().max()))
+    assert products[4096] > products[shipped] + 1  # the tiny budget's blocks
 
 
 def test_the_readme_recipe_runs_the_file_in_a_bare_onnxruntime_session(patchcore_model, onnx_file, parts, tmp_path, exact_search):

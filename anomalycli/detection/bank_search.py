@@ -26,6 +26,12 @@ MINIMUM_BLOCK = 64
 # and the relative excess of the picked rows' distances it allows at their 99th percentile (about
 # 3e-4 on both development sets' banks; an int8 product that saturates picks far rows).
 CHECK_QUERIES, INT8_SEARCH_RTOL = 512, 1e-2
+# The most bytes of products an exported graph's search holds at once for one image: above it, an
+# image's patch positions are searched in blocks, each multiplied and reduced before the next. One
+# block held a 320 px screws image's 33 MB, a magnetic tile's 61 MB and a 512 px model's 215 MB;
+# in blocks of 16 MB predict's peak fell 312 -> 249, 445 -> 289 and 883 -> 498 MiB, no slower (8 MB
+# blocks: slower on the tiles; BENCHMARKS.md, Speed).
+EXPORT_PRODUCTS_BYTES = 16 * 2**20
 
 
 def bfloat16_native() -> bool:
@@ -94,17 +100,36 @@ class BankIndex:
         if self.kind != "int8":
             self._rows = rows.T.to(torch.bfloat16 if self.kind == "bfloat16" else torch.float32).contiguous()
 
-    def nearest(self, queries: torch.Tensor, chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
-        """Index of each query's nearest row in each part, and the distance to it: (Q, parts) each."""
-        # An exported ONNX graph takes any batch size: one block, not a loop unrolled at trace time.
-        blocks = [queries] if torch.onnx.is_in_onnx_export() else (queries[i : i + chunk] for i in range(0, queries.shape[0], chunk))
+    def nearest(self, queries: torch.Tensor, chunk: int = CHUNK, per_image: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Index of each query's nearest row in each part, and the distance to it: (Q, parts) each.
+        ``per_image``: the queries are images' patches, this many an image, in order (an exported
+        graph then blocks them by position where one image's products are large)."""
+        if torch.onnx.is_in_onnx_export():
+            return self._nearest_exported(queries, per_image)
         indices, distances = [], []
-        for q in blocks:
-            q = q.float() - self.centre
-            nearest, distance = self._picked(q, self._nearest_within(q))
+        for i in range(0, queries.shape[0], chunk):
+            nearest, distance = self._searched(queries[i : i + chunk])
             indices.append(nearest)
             distances.append(distance)
         return torch.cat(indices), torch.cat(distances)
+
+    def _searched(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = queries.float() - self.centre
+        return self._picked(q, self._nearest_within(q))
+
+    def _nearest_exported(self, queries: torch.Tensor, per_image: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``nearest`` as an exported graph computes it: the graph takes any number of images, so
+        its blocks are not of queries but of each image's patch positions, as many as keep one
+        image's products within ``EXPORT_PRODUCTS_BYTES`` (one, for most models)."""
+        blocks = 1 if per_image is None else math.ceil(per_image * self.padded.numel() * 4 / EXPORT_PRODUCTS_BYTES)
+        if blocks <= 1:
+            return self._searched(queries)
+        step = math.ceil(per_image / blocks)
+        by_image = queries.view(-1, per_image, queries.shape[1])
+        found = [self._searched(by_image[:, start : start + step].reshape(-1, queries.shape[1])) for start in range(0, per_image, step)]
+        width = [min(step, per_image - start) for start in range(0, per_image, step)]
+        parts = len(self.part_sizes)
+        return tuple(torch.cat([f[k].view(-1, n, parts) for f, n in zip(found, width)], dim=1).view(-1, parts) for k in (0, 1))
 
     def _nearest_within(self, q: torch.Tensor) -> torch.Tensor:
         """Each centred query's nearest row in each part, as an index into its padded part: (Q, parts)."""

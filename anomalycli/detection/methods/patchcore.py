@@ -122,7 +122,7 @@ class PatchCore(nn.Module):
         if self.part_sizes:
             patch_scores, scores, worst = self._leave_one_part_out(flat, grid)
         else:
-            _, dist = self.index.nearest(flat)
+            _, dist = self.index.nearest(flat, per_image=h * w)
             patch_scores = dist[:, 0].view(n, h * w)
             scores, worst = self._image_scores(patch_scores.unsqueeze(2), grid)
             scores = scores.squeeze(1)
@@ -144,7 +144,7 @@ class PatchCore(nn.Module):
     def _leave_one_part_out(self, flat: torch.Tensor, grid: tuple[int, int]):
         """Patch scores (N, P), image scores [N] and deciding patches [N], each from the mean over
         parts of the bank without that part."""
-        _, per_part = self.index.nearest(flat)  # (N*P, parts)
+        _, per_part = self.index.nearest(flat, per_image=grid[0] * grid[1])  # (N*P, parts)
         two = per_part.topk(2, dim=1, largest=False)
         # Without part f, the nearest is the nearest of all unless that lay in f; then the second nearest.
         nearest_is_f = F.one_hot(two.indices[:, 0], per_part.shape[1]).bool()
