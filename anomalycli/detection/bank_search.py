@@ -28,9 +28,9 @@ MINIMUM_BLOCK = 64
 CHECK_QUERIES, INT8_SEARCH_RTOL = 512, 1e-2
 # The most bytes of products an exported graph's search holds at once for one image: above it, an
 # image's patch positions are searched in blocks, each multiplied and reduced before the next. One
-# block held a 320 px screws image's 33 MB, a magnetic tile's 61 MB and a 512 px model's 215 MB;
-# in blocks of 16 MB predict's peak fell 312 -> 249, 445 -> 289 and 883 -> 498 MiB, no slower (8 MB
-# blocks: slower on the tiles; BENCHMARKS.md, Speed).
+# block held a 320 px screws image's 33 MB, a magnetic tile's 61 MB and a 512 px model's 215 MB; in
+# blocks of 16 MB predict's peak fell 310 -> 250, 436 -> 284 and 861 -> 488 MiB, and predict was no
+# slower (8 MB: less memory, no faster; BENCHMARKS.md, Speed).
 EXPORT_PRODUCTS_BYTES = 16 * 2**20
 
 
