@@ -125,3 +125,71 @@ def test_every_result_is_one_message_through_a_broker_restart_and_the_status_say
     finally:
         subscriber.close()
         broker.stop()
+
+
+def test_a_station_killed_with_messages_unconfirmed_sends_them_again_when_it_starts(parts, patchcore_model, tmp_path):
+    """The broker away, the station judges on and is SIGKILLed with those messages in its queue:
+    restarted, it sends the journal's results the broker never confirmed, in order, marked as sent
+    again; none the broker had confirmed is sent twice."""
+    import sys
+
+    port = _free_port()
+    broker = Broker(tmp_path / "broker", port)
+    broker.start()
+    subscriber = Subscriber(port, "line1/anomaly")
+    extra = f'[mqtt]\nbroker = "127.0.0.1:{port}"\ntopic = "line1/anomaly"\nclient_id = "station-killed"'
+    path = write_station(tmp_path, {1: patchcore_model}, extra=extra)
+    images = sorted(parts.glob("*/*.png"))[::3][:10]
+    inbox, journal = tmp_path / "inbox", tmp_path / "verdicts.csv"
+    delivered = tmp_path / "verdicts.csv.mqtt-delivered"
+
+    def delivered_through(seq: int) -> bool:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if delivered.exists() and delivered.read_text().strip() == str(seq):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def start_station() -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-m", "anomalycli", "station", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        said = []
+        for line in process.stdout:
+            said.append(line)
+            if line.startswith("station ready"):
+                break
+        threading.Thread(target=lambda: said.extend(process.stdout), daemon=True).start()
+        process.said = said
+        return process
+
+    station = start_station()
+    try:
+        drop(images[:5], inbox, [f"part{i}.png" for i in range(5)])
+        assert wait_for_rows(journal, 5)
+        assert delivered_through(5), "the broker confirmed the first five"
+        broker.stop()
+        drop(images[5:], inbox, [f"part{i}.png" for i in range(5, 10)])
+        assert wait_for_rows(journal, 10)
+        station.kill()  # SIGKILL: the five messages waiting for the broker die with it
+        station.wait(10)
+        broker.start()
+        station = start_station()
+        assert any("5 results the broker had not confirmed" in line for line in station.said), station.said
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len({m["seq"] for m in subscriber.results()}) < 10:
+            time.sleep(0.1)
+        results = subscriber.results()
+        rows = {int(r["seq"]): r for r in journal_rows(journal)}
+        assert sorted({m["seq"] for m in results}) == sorted(rows) == list(range(1, 11)), "no result lost through the kill"
+        resent = [m for m in results if m.get("resent")]
+        assert [m["seq"] for m in resent] == [6, 7, 8, 9, 10], "only the unconfirmed ones, in order"
+        for message in resent:
+            row = rows[message["seq"]]
+            assert message["part_id"] == int(row["part_id"]) and message["image"] == row["path"] and message["model_sha256"] == row["model_sha256"]
+            assert message["verdict"] == ("NG" if row["verdict"] != "normal" else "OK") and message["score"] == pytest.approx(float(row["score"]), abs=1e-5)
+        assert delivered_through(10)
+    finally:
+        station.kill()
+        station.wait(10)
+        subscriber.close()
+        broker.stop()

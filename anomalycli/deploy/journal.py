@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,6 +35,12 @@ class JournalError(UserError):
 def now() -> str:
     """The row's time: UTC, to the millisecond, sortable as text."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def rows_of(path: Path) -> Iterator[dict]:
+    """A journal's rows as dicts, named by its header, one at a time (a long journal is not held whole)."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        yield from csv.DictReader(handle)
 
 
 def identity(row: dict) -> tuple[str, str, str]:

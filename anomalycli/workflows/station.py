@@ -35,7 +35,7 @@ from anomalycli.deploy.station import config, signals
 from anomalycli.deploy.station.handshake import Handshake, Result, Trigger
 from anomalycli.deploy.station.http import HttpServer, StationMetrics, make_app
 from anomalycli.deploy.station.modbus import ModbusServer
-from anomalycli.deploy.station.mqtt import MqttPublisher
+from anomalycli.deploy.station.mqtt import MqttPublisher, delivered_file, read_delivered, write_delivered
 from anomalycli.deploy.station.opcua import OpcUaServer
 from anomalycli.errors import UserError
 from anomalycli.workflows.camera_frames import FRAME_COLUMNS, archive_of, frame_name, judge_frame, keep, next_frames, video_read_after
@@ -88,7 +88,9 @@ class Station:
         if station.http:
             app = make_app(self.handshake, self.metrics, self._models, station.http["token"])
             self.http = HttpServer(app, station.http["host"], station.http["port"])
-        self.mqtt = MqttPublisher(station.mqtt["broker"], station.mqtt["topic"], station.mqtt["client_id"]) if station.mqtt else None
+        self.mqtt = None
+        if station.mqtt:
+            self.mqtt = MqttPublisher(station.mqtt["broker"], station.mqtt["topic"], station.mqtt["client_id"], delivered_file(station.journal))
         self.lines: dict[int, Line] = {}
         self.stamps: dict[int, tuple] = {}  # each recipe's model file as last loaded (or tried)
         self.loading: dict[int, tuple[threading.Thread, list]] = {}  # replacements loading beside the serving model
@@ -134,6 +136,7 @@ class Station:
         if self.mqtt is not None:
             self.mqtt.start()
             self.say(f"mqtt: results to {self.mqtt.results_topic} on {self.file.mqtt['broker']} (QoS 1), status on {self.mqtt.status_topic}")
+            self._resend_unconfirmed()
         self.handshake.set_ready(True)
         if self.acquisition is not None:  # last: the frames come once the station can judge them
             self.acquisition.start(wait=5.0)
@@ -340,6 +343,23 @@ class Station:
         verdict = "error " + str(result.error_code) if result.error_code else ("NG" if result.ng else "OK")
         self.say(f"{verdict} part {result.part_id} seq {result.seq} recipe {result.recipe} score {result.score:.3f} {row['path']}")
 
+    def _resend_unconfirmed(self) -> None:
+        """The journal's results the broker had not confirmed when the station last stopped (killed
+        with messages waiting, or the broker away), sent again in order before any new one."""
+        last = str((self.journal.last or {}).get("seq", ""))
+        last_seq = int(last) if last.isdigit() else 0
+        delivered = read_delivered(self.mqtt.delivered)
+        if delivered is None or delivered > last_seq:  # MQTT new to this journal, or the journal new: nothing owed
+            write_delivered(self.mqtt.delivered, last_seq)
+            return
+        owed = [row for row in journals.rows_of(self.journal.path) if str(row.get("seq", "")).isdigit() and int(row["seq"]) > delivered]
+        for row in owed:
+            self.mqtt.publish({**message(_result_of(row), row), "resent": True})
+        if owed:
+            self.say(
+                f"mqtt: {len(owed)} results the broker had not confirmed before this start are sent again (at least once: an MES may see one twice, with its seq)"
+            )
+
     def close(self) -> None:
         if self.closed:
             return
@@ -378,6 +398,16 @@ def message(result: Result, row: dict, regions: list | None = None) -> dict:
     if regions is not None:
         out["regions"] = [r.to_dict() for r in regions]
     return out
+
+
+def _result_of(row: dict) -> Result:
+    """A journal row's result, as the PLC was shown it."""
+    error_code = int(row.get("error_code") or 0)
+    try:
+        score = 0.0 if error_code else float(row["score"])
+    except ValueError:
+        score = 0.0
+    return Result(int(row["seq"]), int(row["part_id"]), int(row["recipe"]), score, row["verdict"] != "normal" or bool(error_code), error_code)
 
 
 def _model_failed(name: str, arrived: float, exc: Exception) -> Judged:

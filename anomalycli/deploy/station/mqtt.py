@@ -5,13 +5,21 @@ its journal row is on disk. ``{topic}/status``: retained ``online`` once the sta
 ``offline`` when it stops, and the broker's last will says ``offline`` when it dies. While the
 broker is away, messages wait in the client's queue (unbounded) and go out, in order, when it
 reconnects: the broker restarting loses none. The client runs its own network thread.
+
+What the broker has confirmed (its PUBACK) is kept in a file beside the journal (``delivered_file``):
+the last ``seq`` up to which every message was confirmed. A station killed with messages still in
+its queue or unconfirmed sends those rows again from the journal when it starts (``resend``): QoS 1
+is at least once, so an MES may see a result twice, never miss one; ``seq`` tells them apart.
 """
 
 from __future__ import annotations
 
+import collections
 import json
+import os
 import socket
 import threading
+from pathlib import Path
 
 from anomalycli.errors import UserError
 
@@ -27,14 +35,37 @@ def parse_broker(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class MqttPublisher:
-    """The station's MQTT client: ``start`` (connects in the background), ``publish``, ``stop``."""
+def delivered_file(journal: Path) -> Path:
+    """Where a station with this journal keeps the last ``seq`` the broker confirmed."""
+    return journal.with_name(journal.name + ".mqtt-delivered")
 
-    def __init__(self, broker: str, topic: str, client_id: str | None = None):
+
+def read_delivered(path: Path) -> int | None:
+    """The last ``seq`` confirmed, as ``path`` keeps it; None where there is no such file (or it is unreadable)."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+class MqttPublisher:
+    """The station's MQTT client: ``start`` (connects in the background), ``publish``, ``stop``;
+    with ``delivered``, the file where it keeps the last ``seq`` the broker confirmed."""
+
+    def __init__(self, broker: str, topic: str, client_id: str | None = None, delivered: Path | None = None):
         import paho.mqtt.client as mqtt
 
         self.host, self.port = parse_broker(broker)
         self.topic = topic.rstrip("/")
+        self.delivered = delivered
+        # Messages in the order they were published, (message id, seq), until the broker confirms
+        # each; the confirmed ids (paho's network thread adds them). ``publish`` holds ``_order``
+        # while paho takes its own lock; paho calls ``on_publish`` holding that one, so the
+        # callback only tries for ``_order``: never two locks taken in two orders.
+        self._unconfirmed: collections.deque[tuple[int, int]] = collections.deque()
+        self._confirmed: set[int] = set()
+        self._order = threading.Lock()
         self.connected = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"anomalycli-station-{socket.gethostname()}", clean_session=False)
         self.client.max_queued_messages_set(0)  # unbounded: the journal bounds what a run makes
@@ -42,6 +73,7 @@ class MqttPublisher:
         self.client.will_set(self.status_topic, "offline", qos=QOS, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *args: self.connected.clear()
+        self.client.on_publish = self._on_publish
 
     @property
     def status_topic(self) -> str:
@@ -62,7 +94,29 @@ class MqttPublisher:
         self.client.loop_start()
 
     def publish(self, message: dict) -> None:
-        self.client.publish(self.results_topic, json.dumps(message, separators=(",", ":")), qos=QOS)
+        with self._order:  # a confirmation that comes back meanwhile is taken in by the advance below
+            info = self.client.publish(self.results_topic, json.dumps(message, separators=(",", ":")), qos=QOS)
+            self._unconfirmed.append((info.mid, int(message["seq"])))
+            self._advance()
+
+    def _on_publish(self, client, userdata, mid, reason_code=None, properties=None) -> None:
+        self._confirmed.add(mid)
+        if self._order.acquire(blocking=False):  # else publish, holding it, advances next
+            try:
+                self._advance()
+            finally:
+                self._order.release()
+
+    def _advance(self) -> None:
+        """Drop the confirmed messages at the head of the order; the last one's seq into the file."""
+        last = None
+        while self._unconfirmed and self._unconfirmed[0][0] in self._confirmed:
+            mid, last = self._unconfirmed.popleft()
+            self._confirmed.discard(mid)
+        if not self._unconfirmed:
+            self._confirmed.clear()  # the status messages' ids: none of a result is waiting
+        if last is not None and self.delivered is not None:
+            write_delivered(self.delivered, last)
 
     def stop(self, timeout: float = 5.0) -> None:
         """``offline`` on the status topic, what waits sent where the broker is there, then disconnect."""
@@ -74,3 +128,11 @@ class MqttPublisher:
                 pass
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def write_delivered(path: Path, seq: int) -> None:
+    """``seq`` into ``path``, replacing it whole. Not synced: a file a crash left older only sends
+    more rows again."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(f"{seq}\n")
+    os.replace(partial, path)
