@@ -358,6 +358,9 @@ RECORD = (
     "blocks) 6.87 against 6.44 s, 436 against 284 MiB; the 512 px model on the 373 screws-512 images (13 "
     "blocks) 24.3 against 20.0 s, 861 against 488 MiB; scores moved 1.2e-4 at most (the queries are quantised "
     "per block), no verdict changed. 8 MB blocks took less memory again (231, 263, 490 MiB) but were no faster. "
+    "One image a call, as watch, serve and the station call the graph (40 images, 5 rounds in turn; a second run of "
+    "the probe, whose whole predicts took 8.86 against 8.83 s and 8.16 against 7.29 s): screws 17.1 against 16.9 ms, "
+    "magnetic tiles 22.7 against 21.4. "
     "`python -m benchmarks.probes.search_blocks MODEL FOLDER --budgets 1024 16 8` (it stores the model's graph "
     "afresh at each budget), 3 alternated rounds, medians, Intel Xeon (AMX), 2 cores, 2026-12-07."
 )

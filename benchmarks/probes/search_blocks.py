@@ -1,7 +1,8 @@
 """Probe (a record, not a topic): a model's scoring graph stored afresh with its bank search in blocks
 of each budget (``bank_search.EXPORT_PRODUCTS_BYTES``, MB), then whole ``anomaly predict`` processes
 of each file over FOLDER, run in turn round after round: medians of wall and CPU seconds, each one's
-peak memory, and how far its scores lie from the first budget's.
+peak memory, and how far its scores lie from the first budget's; then each file's graph called on one
+image at a time, as watch, serve and the station call it (ms a call, the files in turn, medians).
 
     python -m benchmarks.probes.search_blocks MODEL FOLDER [--rounds N] [--budgets MB ...]
     python -m benchmarks.probes.search_blocks runs/train-1 /abs/path/screws-1024/good --budgets 1024 16 8
@@ -53,14 +54,39 @@ def main(model_path: str, folder: str, rounds: int, budgets: list[float]) -> Non
             rows = tmp / f"{budget:g}.csv"
             commands[name] = (anomaly_command("predict", str(path), str(Path(folder).resolve()), "--output", str(rows), "--overwrite"), tmp, None)
         measured = interleaved_process_seconds(commands, rounds)
+        one_image = _one_image_ms({name: tmp / f"{name.split()[0]}.safetensors" for name in commands}, folder)
         scores = {name: {row["path"]: float(row["score"]) for row in csv.DictReader(open(tmp / f"{name.split()[0]}.csv"))} for name in commands}
     first = next(iter(scores.values()))
     print(f"{machine()}; {model_path} ({model.config['image_size']} px, bank {model.config.get('bank_size')}), predict {folder}, {rounds} rounds in turn:")
     for name, (seconds, peak, cpu) in measured.items():
         moved = max(abs(scores[name][p] - s) for p, s in first.items())
         print(
-            f"  {name} (an image's positions in {blocks[name]} blocks): {seconds:.2f} s wall (median), {cpu:.1f} s CPU, peak {peak:.0f} MiB; scores moved {moved:.1e} at most"
+            f"  {name} (an image's positions in {blocks[name]} blocks): {seconds:.2f} s wall (median), {cpu:.1f} s CPU, peak {peak:.0f} MiB; "
+            f"scores moved {moved:.1e} at most; one image a call {one_image[name]:.1f} ms"
         )
+
+
+def _one_image_ms(files: dict[str, Path], folder: str, images: int = 40, rounds: int = 5) -> dict[str, float]:
+    """ms a call of each file's stored graph on one image a call, over ``images`` of ``folder``, the files in turn."""
+    import statistics
+    import time
+
+    from anomalycli.data.images import list_images, read_image_array
+    from anomalycli.deploy.onnx_model import stored_in
+
+    models = {name: stored_in(path) for name, path in files.items()}
+    size = next(iter(models.values())).config["image_size"]
+    pixels = [read_image_array(p, size).transpose(2, 0, 1)[None].copy() for p in list_images(folder)[0][:images]]
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for model in models.values():
+        model.score(pixels[0])  # warm
+    for _ in range(rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            for image in pixels:
+                model.score(image)
+            times[name].append(1000 * (time.perf_counter() - start) / len(pixels))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 if __name__ == "__main__":
