@@ -8,8 +8,9 @@ reconnects: the broker restarting loses none. The client runs its own network th
 
 What the broker has confirmed (its PUBACK) is kept in a file beside the journal (``delivered_file``):
 the last ``seq`` up to which every message was confirmed. A station killed with messages still in
-its queue or unconfirmed sends those rows again from the journal when it starts (``resend``): QoS 1
-is at least once, so an MES may see a result twice, never miss one; ``seq`` tells them apart.
+its queue or unconfirmed sends those rows again from the journal when it starts (the station's
+``_resend_unconfirmed``): QoS 1 is at least once, so an MES may see a result twice, never miss one;
+``seq`` tells them apart.
 """
 
 from __future__ import annotations
