@@ -352,6 +352,8 @@ class Station:
         if delivered is None or delivered > last_seq:  # MQTT new to this journal, or the journal new: nothing owed
             write_delivered(self.mqtt.delivered, last_seq)
             return
+        if delivered == last_seq:  # every result confirmed: the journal is not read again
+            return
         owed = [row for row in journals.rows_of(self.journal.path) if str(row.get("seq", "")).isdigit() and int(row["seq"]) > delivered]
         for row in owed:
             self.mqtt.publish({**message(_result_of(row), row), "resent": True})

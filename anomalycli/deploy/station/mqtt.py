@@ -60,12 +60,15 @@ class MqttPublisher:
         self.host, self.port = parse_broker(broker)
         self.topic = topic.rstrip("/")
         self.delivered = delivered
-        # Messages in the order they were published, (message id, seq), until the broker confirms
-        # each; the confirmed ids (paho's network thread adds them). ``publish`` holds ``_order``
-        # while paho takes its own lock; paho calls ``on_publish`` holding that one, so the
-        # callback only tries for ``_order``: never two locks taken in two orders.
+        # Results in the order they were published, (message id, seq), until the broker confirms
+        # each, and their ids; the ids confirmed but not yet taken off the head; how many
+        # publishes are between paho's ``publish`` and their entry here (a confirmation can come
+        # back first). ``_order`` guards them all and is never held while calling paho, which
+        # calls ``on_publish`` holding its own lock: no two locks are ever taken in two orders.
         self._unconfirmed: collections.deque[tuple[int, int]] = collections.deque()
+        self._waiting: set[int] = set()
         self._confirmed: set[int] = set()
+        self._publishing = 0
         self._order = threading.Lock()
         self.connected = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"anomalycli-station-{socket.gethostname()}", clean_session=False)
@@ -95,27 +98,34 @@ class MqttPublisher:
         self.client.loop_start()
 
     def publish(self, message: dict) -> None:
-        with self._order:  # a confirmation that comes back meanwhile is taken in by the advance below
+        with self._order:
+            self._publishing += 1
+        try:
             info = self.client.publish(self.results_topic, json.dumps(message, separators=(",", ":")), qos=QOS)
+        except BaseException:
+            with self._order:
+                self._publishing -= 1
+            raise
+        with self._order:  # in one step with the count: a confirmation of this id is kept until then
+            self._publishing -= 1
             self._unconfirmed.append((info.mid, int(message["seq"])))
+            self._waiting.add(info.mid)
             self._advance()
 
     def _on_publish(self, client, userdata, mid, reason_code=None, properties=None) -> None:
-        self._confirmed.add(mid)
-        if self._order.acquire(blocking=False):  # else publish, holding it, advances next
-            try:
-                self._advance()
-            finally:
-                self._order.release()
+        with self._order:
+            self._confirmed.add(mid)
+            self._advance()
 
     def _advance(self) -> None:
-        """Drop the confirmed messages at the head of the order; the last one's seq into the file."""
+        """Take the confirmed results off the head of the order; the last one's seq into the file."""
         last = None
         while self._unconfirmed and self._unconfirmed[0][0] in self._confirmed:
             mid, last = self._unconfirmed.popleft()
+            self._waiting.discard(mid)
             self._confirmed.discard(mid)
-        if not self._unconfirmed:
-            self._confirmed.clear()  # the status messages' ids: none of a result is waiting
+        if not self._publishing:  # an id confirmed and not waiting is no result's (the status messages')
+            self._confirmed &= self._waiting
         if last is not None and self.delivered is not None:
             write_delivered(self.delivered, last)
 
