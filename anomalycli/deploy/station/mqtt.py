@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import socket
 import threading
 from pathlib import Path
 
+from anomalycli import files
 from anomalycli.errors import UserError
 
 QOS = 1
@@ -142,8 +142,6 @@ class MqttPublisher:
 
 
 def write_delivered(path: Path, seq: int) -> None:
-    """``seq`` into ``path``, replacing it whole. Not synced: a file a crash left older only sends
-    more rows again."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(f"{seq}\n")
-    os.replace(partial, path)
+    """``seq`` into ``path``, replacing it whole (``files.write_text``). Not synced: a file a crash
+    left older only sends more rows again."""
+    files.write_text(path, f"{seq}\n")
