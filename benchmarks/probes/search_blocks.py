@@ -11,7 +11,6 @@ image at a time, as watch, serve and the station call it (ms a call, the files i
 from __future__ import annotations
 
 import argparse
-import csv
 import tempfile
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from anomalycli.deploy.export import save_model
 from anomalycli.detection import bank_search
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.project import model_file
-from benchmarks.common import anomaly_command, interleaved_process_seconds, machine
+from benchmarks.common import anomaly_command, csv_rows, interleaved_process_seconds, machine
 
 ROUNDS, BUDGETS_MB = 3, (1024, 16)
 
@@ -46,16 +45,16 @@ def main(model_path: str, folder: str, rounds: int, budgets: list[float]) -> Non
     model = AnomalyModel.load(model_file(model_path))
     with tempfile.TemporaryDirectory(prefix="probe-blocks-") as tmp:
         tmp = Path(tmp)
-        commands, blocks = {}, {}
+        commands, blocks, model_files, rows = {}, {}, {}, {}
         for budget in budgets:
             name = f"{budget:g} MB"
-            path = tmp / f"{budget:g}.safetensors"
-            blocks[name] = stored_with_blocks(model, path, budget)
-            rows = tmp / f"{budget:g}.csv"
-            commands[name] = (anomaly_command("predict", str(path), str(Path(folder).resolve()), "--output", str(rows), "--overwrite"), tmp, None)
+            model_files[name], rows[name] = tmp / f"{budget:g}.safetensors", tmp / f"{budget:g}.csv"
+            blocks[name] = stored_with_blocks(model, model_files[name], budget)
+            predict = anomaly_command("predict", str(model_files[name]), str(Path(folder).resolve()), "--output", str(rows[name]), "--overwrite")
+            commands[name] = (predict, tmp, None)
         measured = interleaved_process_seconds(commands, rounds)
-        one_image = _one_image_ms({name: tmp / f"{name.split()[0]}.safetensors" for name in commands}, folder)
-        scores = {name: {row["path"]: float(row["score"]) for row in csv.DictReader(open(tmp / f"{name.split()[0]}.csv"))} for name in commands}
+        one_image = _one_image_ms(model_files, folder)
+        scores = {name: {row["path"]: float(row["score"]) for row in csv_rows(rows[name])} for name in commands}
     first = next(iter(scores.values()))
     print(f"{machine()}; {model_path} ({model.config['image_size']} px, bank {model.config.get('bank_size')}), predict {folder}, {rounds} rounds in turn:")
     for name, (seconds, peak, cpu) in measured.items():
