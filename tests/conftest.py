@@ -31,6 +31,13 @@ def parts(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("data") / "parts", n_good=24, n_per_defect=6, size=64, masks=True)
 
 
+@pytest.fixture(scope="session")
+def new_parts(tmp_path_factory):
+    """Parts made as ``parts`` are, other images of them: labelled images from the line that the
+    models trained on ``parts`` never saw (calibrate leaves out images a model was trained on)."""
+    return make_dataset(tmp_path_factory.mktemp("data") / "new_parts", n_good=24, n_per_defect=6, size=64, seed=1, masks=True)
+
+
 def run_cli(*args: str, expect: int | None = 0):
     result = CliRunner().invoke(app, [str(a) for a in args])
     if expect is not None:

@@ -108,14 +108,14 @@ def test_adapt_takes_labelled_defects_of_the_new_line_and_a_path_list(patchcore_
     assert "8 new good images joined the memory bank" in result.output
 
 
-def test_adapt_and_calibrate_on_data_refuse_a_cpu_whose_int8_kernels_differ_from_training(patchcore_model, parts, tmp_path, monkeypatch):
+def test_adapt_and_calibrate_on_data_refuse_a_cpu_whose_int8_kernels_differ_from_training(patchcore_model, new_parts, tmp_path, monkeypatch):
     from anomalycli.detection import int8_backbone
 
     monkeypatch.setattr(int8_backbone.Int8Extractor, "probe_mismatch", lambda self: 0.05)
     enough = _darker_line(tmp_path / "enough", 6, seed=6)
     message = one_clear_line(run_cli("adapt", patchcore_model, enough, "--out", tmp_path / "a.safetensors", expect=1))
     assert "int8 kernels give other features" in message and not (tmp_path / "a.safetensors").exists()
-    message = one_clear_line(run_cli("calibrate", patchcore_model, parts, "--target-recall", "0.9", "--out", tmp_path / "c.safetensors", expect=1))
+    message = one_clear_line(run_cli("calibrate", patchcore_model, new_parts, "--target-recall", "0.9", "--out", tmp_path / "c.safetensors", expect=1))
     assert "a threshold chosen on DATA here would not hold" in message
 
 

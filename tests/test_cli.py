@@ -293,7 +293,7 @@ def test_eval_reports_the_trade_off_and_the_models_point(parts, patchcore_model,
     assert "trade-off on these images" in result.output and "calibration expected" in result.output
 
 
-def test_calibrate_writes_a_new_model_and_leaves_the_old_one_byte_identical(parts, patchcore_model, tmp_path, monkeypatch):
+def test_calibrate_writes_a_new_model_and_leaves_the_old_one_byte_identical(parts, new_parts, patchcore_model, tmp_path, monkeypatch):
     from anomalycli.detection.methods import AnomalyModel
 
     before = patchcore_model.read_bytes()
@@ -306,9 +306,9 @@ def test_calibrate_writes_a_new_model_and_leaves_the_old_one_byte_identical(part
     assert new.calibration.expected["recall"] == 1.0 and new.calibration.scores == old.calibration.scores
     assert torch.equal(new.net.bank, old.net.bank)
     # New labelled images: the threshold is chosen on their scores.
-    run_cli("calibrate", "--model", patchcore_model, parts, "--max-fpr", "0.05", "--out", "line.safetensors")
+    run_cli("calibrate", "--model", patchcore_model, new_parts, "--max-fpr", "0.05", "--out", "line.safetensors")
     line = AnomalyModel.load(tmp_path / "line.safetensors").calibration
-    assert line.n_normal == 24 and line.expected["false_alarm_rate"] <= 0.05 and str(parts) in line.rule
+    assert line.n_normal == 24 and line.expected["false_alarm_rate"] <= 0.05 and str(new_parts) in line.rule
     assert patchcore_model.read_bytes() == before
     # A later eval and predict use the recalibrated run: it is the newest.
     assert "runs/train-1/model.safetensors" in run_cli("predict", parts / "good").output

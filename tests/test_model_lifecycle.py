@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
+from anomalycli.data import trained_on
 from anomalycli.data.layouts import Sample, discover
 from anomalycli.data.levels import levels_of
 from anomalycli.data.synthetic import make_dataset
@@ -204,8 +205,12 @@ def test_every_file_a_verb_writes_gives_the_same_scores_in_every_verb_that_reads
     # eval, with the maps and masks it reads, and review's scoring of the page.
     samples = [Sample(p, "x", int(i >= 3)) for i, p in enumerate(images)]
     model, _ = engines.on_engine(engines.load_model(model_file), "auto", len(samples))
-    _, rows = evaluate(model, samples, with_masks=True, n_boot=10, show_progress=False)
+    report, rows = evaluate(model, samples, with_masks=True, n_boot=10, show_progress=False)
     same(_raw(rows), "eval", graph=isinstance(model, onnx_model.OnnxModel))
+    # Every file keeps which images its model was trained on (adapt adds the new line's): eval says so.
+    assert report["trained_on"]["seen"] == len(samples), f"{writer} lost the record of the images its model was trained on"
+    if writer == "adapt":
+        assert all(trained_on.seen(loaded.config, sorted(data["line"].glob("*.png")))), "adapt did not add the new line's goods"
     items, _ = review_server.scored_items(engines.load_model(model_file), images, images[0].parent.parent)
     assert [i.score for i in items] == pytest.approx([r.score for r in rows], abs=0.02), "review"
 

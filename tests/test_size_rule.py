@@ -105,14 +105,14 @@ def test_size_rule_mistakes_are_one_line(parts, patchcore_model, classifier_mode
     assert "--pixel-fpr" in one_clear_line(run_cli("calibrate", patchcore_model, "--pixel-fpr", "2", expect=2))
 
 
-def test_a_new_pixel_threshold_on_data_moves_the_regions_and_their_areas(parts, patchcore_model, tmp_path):
+def test_a_new_pixel_threshold_on_data_moves_the_regions_and_their_areas(new_parts, patchcore_model, tmp_path):
     from anomalycli.detection.methods import AnomalyModel
 
     old = AnomalyModel.load(patchcore_model)
-    run_cli("calibrate", patchcore_model, parts, "--pixel-fpr", "0.05", "--out", tmp_path / "loose.safetensors")
+    run_cli("calibrate", patchcore_model, new_parts, "--pixel-fpr", "0.05", "--out", tmp_path / "loose.safetensors")
     new = AnomalyModel.load(tmp_path / "loose.safetensors")
     assert new.config["pixel_threshold"]["value"] < old.config["pixel_threshold"]["value"]
-    assert new.config["pixel_threshold"]["false_positive_rate"] == 0.05 and str(parts) in new.config["pixel_threshold"]["rule"]
+    assert new.config["pixel_threshold"]["false_positive_rate"] == 0.05 and str(new_parts) in new.config["pixel_threshold"]["rule"]
     assert len(new.calibration.areas) == len(new.calibration.scores) == 36
     # A lower pixel threshold makes each defect's largest region larger.
     defects = [(a, label) for a, label in zip(new.calibration.areas, new.calibration.labels) if label == 1]

@@ -82,8 +82,8 @@ def calibrate_command(
     if out is not None and out.resolve() == model_path.resolve():
         raise UserError(f"--out {out} is the model being recalibrated; calibrate never replaces it, choose another name")
     check_writable(out, "--out", overwrite=overwrite)
-    new_model, warning = recalibrate(model, rule, samples, source, pixel=pixel)
-    if warning:
+    new_model, warnings = recalibrate(model, rule, samples, source, pixel=pixel)
+    for warning in warnings:
         log.warning(warning)
     if out is None:
         made = {"recalibrated_from": str(model_path), "data": str(data) if data else None, "rule": rule.name, "value": rule.value}

@@ -83,6 +83,8 @@ def eval_command(
             "if they come from a changed line, see the drift check and anomaly adapt[/yellow]",
             highlight=False,
         )
+    if (report["trained_on"] or {}).get("message"):
+        console.print(f"[yellow]{report['trained_on']['message']}[/yellow]", highlight=False)
     if report["trade_off"]:
         console.print(trade_off_table(report["trade_off"], report["operating_point"]))
     if report["drift"]["message"]:

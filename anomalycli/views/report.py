@@ -218,6 +218,7 @@ def page(report: dict, plots: dict[str, str], items: list[GalleryItem], pictures
 <p>{report["n_images"]} images of {html.escape(str(about["data"]))}; the model calls an image defective at a score of
 {report["threshold"]:.3f} or more ({html.escape(str(report["calibration"]["rule"]))}).</p>
 {_drift_html(report.get("drift"))}
+{_trained_on_html(report.get("trained_on"))}
 <h2>Headline</h2>{headline}
 <h2>Confusion matrix</h2>{confusion}
 {"<h2>Recall per defect type</h2>" + per_type if per_type else ""}
@@ -242,6 +243,13 @@ def _drift_html(drift: dict | None) -> str:
         text = drift["message"] or f"Drift check: these {drift['n_images']} images look like the training data (no test significant)."
         return f"<p>{html.escape(text)}</p>"
     return f'<p class="alarm">{html.escape(drift["message"])}</p>'
+
+
+def _trained_on_html(trained_on: dict | None) -> str:
+    """Above the headline too: figures on images the model has seen are optimistic."""
+    if not trained_on or not trained_on["message"]:
+        return ""
+    return f'<p class="alarm">{html.escape(trained_on["message"][0].upper() + trained_on["message"][1:])}.</p>'
 
 
 def check_folder(folder: Path, overwrite: bool) -> None:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from anomalycli.data import trained_on
 from anomalycli.data.framing import framing_of
 from anomalycli.data.layouts import Sample
 from anomalycli.data.levels import stretched
@@ -188,6 +189,7 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
         "bank_parts": [len(p) for p in parts],
         "adapted": [*model.config.get("adapted", []), {"new_good": int(len(goods)), "new_defect": int(len(defects)), "shift": shift}],
     }
+    config = trained_on.added(config, [samples[i].path for i in readable])
     if "drift" in model.config:
         config["drift"] = drift.adapted_reference(model.config["drift"], stats[goods])
     else:

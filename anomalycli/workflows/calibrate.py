@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from anomalycli.data import trained_on
 from anomalycli.data.images import original_size
 from anomalycli.data.layouts import Sample
 from anomalycli.deploy.regions import pixel_threshold_of
@@ -44,12 +45,12 @@ def recalibrate(
     show_progress: bool = True,
     pixel: PixelChoices = PixelChoices(),
 ) -> tuple[AnomalyModel, str | None]:
-    """A copy of ``model`` with a threshold chosen by ``rule``, and a warning for the user, if any.
+    """A copy of ``model`` with a threshold chosen by ``rule``, and warnings for the user.
 
-    With ``samples`` (labelled images the model never saw, named ``source``) they are scored and
+    With ``samples`` (labelled images, named ``source``) those the model never saw are scored and
     the threshold is chosen on them; without, on the scores stored in the model file.
     """
-    stored = model.calibration
+    stored, warnings = model.calibration, []
     min_area = stored.min_area_px if pixel.min_area_px is None else pixel.min_area_px
     config = dict(model.config)
     if pixel.pixel_size_mm is not None:
@@ -65,9 +66,28 @@ def recalibrate(
             raise UserError("this model file keeps no region areas of its calibration images (trained before the size rule); give DATA or train it again")
         labels, scores, areas, source = np.array(stored.labels), np.array(stored.scores), stored.areas, stored.source or "calibration"
     else:
+        samples, left_out = _not_trained_on(model, samples, source)
+        warnings.extend(left_out)
         labels, scores, areas, config = _score_data(model, config, samples, source, batch_size, show_progress, pixel.pixel_fpr)
     calibration, warning = calibrate(labels, scores, rule, source, areas=areas, min_area_px=min_area)
-    return replace(model, config=config, calibration=calibration), warning
+    return replace(model, config=config, calibration=calibration), [*warnings, *([warning] if warning else [])]
+
+
+def _not_trained_on(model: AnomalyModel, samples: list[Sample], source: str) -> tuple[list[Sample], list[str]]:
+    """The samples the model was not trained on, and a note of those left out: the model scores
+    images it has seen lower than new ones, so a threshold chosen on them would flag new goods."""
+    seen = trained_on.seen(model.config, [s.path for s in samples])
+    if not seen or not any(seen):
+        return samples, []
+    kept = [s for s, was_seen in zip(samples, seen) if not was_seen]
+    if not kept:
+        raise UserError(
+            f"the model was trained on every image of {source}: a threshold chosen on their scores would not hold on new parts; "
+            "give labelled images it has not seen, or leave DATA out to choose on the calibration scores the model keeps"
+        )
+    return kept, [
+        f"left out {len(samples) - len(kept)} of the {len(samples)} images of {source}: the model was trained on them; the threshold rests on the other {len(kept)}"
+    ]
 
 
 def _score_data(model: AnomalyModel, config: dict, samples: list[Sample], source: str, batch_size: int, show_progress: bool, pixel_fpr: float | None):

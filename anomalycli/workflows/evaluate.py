@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from anomalycli.data import trained_on
 from anomalycli.data.layouts import Sample
 from anomalycli.data.tensors import load_mask
 from anomalycli.deploy.regions import judge_regions, min_area_of, pixel_threshold_of
@@ -75,4 +76,6 @@ def evaluate(
     report["calibration"] = model.calibration.summary()
     report["announcement_misses"] = against_announced(model.calibration.expected, report["operating_point"]) if threshold == 0.5 else []
     report["drift"] = check_drift(model, rows, model_name, labels=[s.label for s in samples]).to_dict()
+    seen = trained_on.seen(model.config, [s.path for s in samples])
+    report["trained_on"] = None if seen is None else {"seen": sum(seen), "images": len(samples), "message": trained_on.seen_message(sum(seen), len(samples))}
     return report, rows

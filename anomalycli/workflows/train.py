@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from anomalycli import files, project
+from anomalycli.data import trained_on
 from anomalycli.data.framing import SQUASH
 from anomalycli.data.layouts import Sample, discover
 from anomalycli.data.levels import goods_sample, levels, stretched
@@ -79,8 +80,9 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
         run_dir = prepare_run_dir(options.run_dir)
         project.write_args(run_dir, asdict(options))
     model, history, notes = fit(options, train_samples, val_samples, run_dir, state, show_progress)
-    model_path = export.save_model(model, run_dir / MODEL_NAME)
     everything = train_samples + val_samples
+    model = replace(model, config=trained_on.recorded(model.config, [s.path for s in everything]))
+    model_path = export.save_model(model, run_dir / MODEL_NAME)
     # PatchCore's bank holds the good images only.
     n_fit = {"patchcore": sum(s.label == 0 for s in everything), "hybrid": len(everything)}.get(options.method, len(train_samples))
     return TrainResult(run_dir, model_path, model, source, n_fit, len(val_samples), history, notes)

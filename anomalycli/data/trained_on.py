@@ -1,0 +1,62 @@
+"""Which images a model was trained on, known by their content.
+
+A model scores the images it was fitted on better than new ones (PatchCore's bank holds their
+patches; a classifier has learnt them), so figures measured on them are optimistic and a
+threshold chosen on their scores sits too low for new parts. ``train`` keeps a short digest of
+every image it read in the model's config, ``adapt`` adds its new images'; ``eval`` says when
+it is given such images and ``calibrate`` leaves them out.
+
+A digest is the first 16 hex digits of the file's sha256: a copy or a renamed file is still
+known, a re-encoded one is not. A model file from before keeps no record, and nothing is said.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from anomalycli import files
+
+KEY = "trained_on"
+DIGEST_HEX = 16
+
+
+def digest(path: str | Path) -> str | None:
+    """The file's content digest; None for a file that cannot be read."""
+    try:
+        return files.file_sha256(path)[:DIGEST_HEX]
+    except OSError:
+        return None
+
+
+def recorded(config: dict, paths: Iterable[str | Path]) -> dict:
+    """``config`` with the digests of ``paths`` as its record of the images trained on."""
+    return {**config, KEY: sorted({d for d in map(digest, paths) if d})}
+
+
+def added(config: dict, paths: Iterable[str | Path]) -> dict:
+    """``config`` with the digests of ``paths`` added to its record; a config that keeps no record
+    stays so (its training images are unknown, and a record of the new ones alone would miss them)."""
+    if KEY not in config:
+        return config
+    return {**config, KEY: sorted(set(config[KEY]) | {d for d in map(digest, paths) if d})}
+
+
+def seen(config: dict, paths: Iterable[str | Path]) -> list[bool] | None:
+    """For each path, whether the model was trained on that image; None where the model keeps
+    no record."""
+    if KEY not in config:
+        return None
+    known = set(config[KEY])
+    return [digest(p) in known for p in paths]
+
+
+def seen_message(seen: int, images: int) -> str | None:
+    """What eval says when it is given images the model was trained on; None when none were."""
+    if not seen:
+        return None
+    how_many = f"all {images}" if seen == images else f"{seen} of the {images}"
+    return (
+        f"the model was trained on {how_many} images evaluated here: it has seen them, so the figures on them are optimistic; "
+        "on new parts expect the calibration's point, and measure it on images held out (anomaly split, then train and eval --split test)"
+    )
