@@ -55,6 +55,21 @@ def test_split_writes_a_stratified_manifest(parts, tmp_path):
     assert {r["fold"] for r in csv.DictReader(out.open())} == {"0", "1", "2"}
 
 
+def test_a_test_split_is_held_out_of_training_and_is_what_eval_reads(parts, tmp_path):
+    manifest = tmp_path / "split.csv"
+    run_cli("split", parts, "--test-ratio", "0.25", "--out", manifest)
+    rows = list(csv.DictReader(manifest.open()))
+    test = [r for r in rows if r["split"] == "test"]
+    assert len(test) == 10 and {r["defect_type"] for r in test} == {"", "scratch", "spot"}  # 6 goods, 2 of each type
+    run_cli("train", parts, "--manifest", manifest, "--method", "patchcore", "--image-size", "64", "--coreset-ratio", "0.1", "--run-dir", tmp_path / "run")
+    result = run_cli("eval", tmp_path / "run", parts, "--manifest", manifest, "--json", tmp_path / "m.json")
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["split"] == "test" and report["n_images"] == 10 and report["trained_on"]["seen"] == 0
+    assert "trained on" not in result.output
+    assert "give one" in one_clear_line(run_cli("split", parts, "--folds", "3", "--test-ratio", "0.2", "--out", tmp_path / "f.csv", expect=2))
+    assert "--test-ratio" in one_clear_line(run_cli("split", parts, "--test-ratio", "1", "--out", tmp_path / "f.csv", expect=2))
+
+
 def test_train_patchcore_eval_predict(parts, patchcore_model, tmp_path):
     run_dir = patchcore_model.parent
     assert (run_dir / "args.json").exists()

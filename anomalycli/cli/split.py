@@ -9,7 +9,8 @@ from rich.table import Table
 from anomalycli.cli.common import data_folder, user_errors
 from anomalycli.cli.render import console
 from anomalycli.data.layouts import discover, write_manifest
-from anomalycli.data.splits import k_folds, train_val_split
+from anomalycli.data.splits import held_out_split, k_folds
+from anomalycli.errors import UsageError
 
 
 @user_errors
@@ -17,6 +18,9 @@ def split_command(
     data: Optional[Path] = typer.Argument(None, help="Data folder to split (no image is copied; default: ./data)."),
     out: Path = typer.Option(Path("split.csv"), help="Manifest CSV to write: path,label,defect_type,split (or fold)."),
     val_ratio: float = typer.Option(0.1, help="Share of images held out for validation."),
+    test_ratio: float = typer.Option(
+        0.0, help="Share of images held out for testing first (split 'test'): train never reads them, eval reads them by default."
+    ),
     folds: Optional[int] = typer.Option(None, help="Write K stratified folds (column 'fold') instead of train/val."),
     seed: int = typer.Option(0, help="Random seed."),
     normal_class: str = typer.Option("good", help="Class name of good parts."),
@@ -24,6 +28,8 @@ def split_command(
     overwrite: bool = typer.Option(False, help="Replace an existing --out file."),
 ) -> None:
     """Stratified (by class and defect type) train/validation split or k folds, as a manifest CSV."""
+    if folds is not None and test_ratio:
+        raise UsageError("--folds and --test-ratio are two ways to hold images out: give one")
     data = data_folder(data)
     dataset = discover(data, normal_class, labels)
     samples = dataset.samples
@@ -31,8 +37,8 @@ def split_command(
         samples = k_folds(samples, folds, seed)
         column, groups = "fold", [str(f) for f in range(folds)]
     else:
-        train, val = train_val_split(samples, val_ratio, seed)
-        samples, column, groups = train + val, "split", ["train", "val"]
+        samples, column = held_out_split(samples, val_ratio, test_ratio, seed), "split"
+        groups = ["train", "val"] + (["test"] if test_ratio else [])
     write_manifest(out, dataset.root, samples, column, overwrite)
 
     keys = sorted({(s.class_name, s.defect_type or "") for s in samples})

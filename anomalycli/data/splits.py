@@ -44,6 +44,17 @@ def train_val_split(samples: list[Sample], val_ratio: float, seed: int = 0) -> t
     return train, val
 
 
+def held_out_split(samples: list[Sample], val_ratio: float, test_ratio: float = 0.0, seed: int = 0) -> list[Sample]:
+    """Each sample marked train, val or test: a stratified ``test_ratio`` held out first (none at
+    0), then ``val_ratio`` of the rest. ``train`` never reads the test split, and ``eval`` reads it
+    by default: figures on images the model has not seen."""
+    if not 0 <= test_ratio < 1:
+        raise UsageError(f"--test-ratio must be at least 0 and below 1 (got {test_ratio})")
+    rest, test = train_val_split(samples, test_ratio, seed) if test_ratio else (samples, [])
+    train, val = train_val_split(rest, val_ratio, seed)
+    return train + val + [replace(s, split="test") for s in test]
+
+
 def k_folds(samples: list[Sample], k: int, seed: int = 0, small_classes: bool = False) -> list[Sample]:
     """Assign each sample a fold 0..k-1, stratified by class and defect type.
 

@@ -58,5 +58,5 @@ def seen_message(seen: int, images: int) -> str | None:
     how_many = f"all {images}" if seen == images else f"{seen} of the {images}"
     return (
         f"the model was trained on {how_many} images evaluated here: it has seen them, so the figures on them are optimistic; "
-        "on new parts expect the calibration's point, and measure it on images held out (anomaly split, then train and eval --split test)"
+        "on new parts expect the calibration's point, and measure it on images held out (anomaly split --test-ratio 0.2, then train and eval with --manifest split.csv)"
     )
