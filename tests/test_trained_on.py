@@ -59,3 +59,14 @@ def _mixed(parts, new_parts, folder):
     for image in sorted((parts / "good").glob("*.png"))[:12]:
         shutil.copy(image, folder / "good" / f"old-{image.name}")
     return folder
+
+
+def test_adapt_leaves_out_the_images_the_model_was_trained_on_and_records_the_new_ones(parts, new_parts, patchcore_model, tmp_path):
+    message = one_clear_line(run_cli("adapt", patchcore_model, parts / "good", "--out", tmp_path / "a.safetensors", expect=1))
+    assert "got 0; 24 more were images it was trained on" in message
+    goods = _mixed(parts, new_parts, tmp_path / "mixed") / "good"
+    result = run_cli("adapt", patchcore_model, goods, "--out", tmp_path / "b.safetensors")
+    assert "left out 12 images the model was trained on" in " ".join(result.output.split())
+    assert "24 new good images joined the memory bank" in " ".join(result.output.split())
+    adapted = AnomalyModel.load(tmp_path / "b.safetensors")
+    assert all(trained_on.seen(adapted.config, sorted((new_parts / "good").glob("*.png"))))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 from anomalycli import files
+from anomalycli.data.layouts import Sample
 
 KEY = "trained_on"
 DIGEST_HEX = 16
@@ -49,6 +50,13 @@ def seen(config: dict, paths: Iterable[str | Path]) -> list[bool] | None:
         return None
     known = set(config[KEY])
     return [digest(p) in known for p in paths]
+
+
+def not_trained_on(config: dict, samples: list[Sample]) -> tuple[list[Sample], int]:
+    """The samples the model was not trained on, in order, and how many were left out."""
+    was_seen = seen(config, [s.path for s in samples]) or [False] * len(samples)
+    kept = [s for s, was in zip(samples, was_seen) if not was]
+    return kept, len(samples) - len(kept)
 
 
 def seen_message(seen: int, images: int) -> str | None:

@@ -94,8 +94,13 @@ def check_adaptable(model: AnomalyModel) -> None:
 def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = OperatingRule(), seed: int = 0, show_progress: bool = False) -> Adapted:
     """A new model that knows ``samples``' good images (and, where labelled, defects) of a changed line."""
     check_adaptable(model)
+    # Images the model was trained on are not the new line's: their scores would pull its threshold down.
+    samples, left_out = trained_on.not_trained_on(model.config, samples)
+    already = f"; {left_out} more were images it was trained on" if left_out else ""
     if sum(s.label == 0 for s in samples) < MIN_NEW_GOODS:
-        raise UserError(f"adapt needs at least {MIN_NEW_GOODS} good images from the line (got {sum(s.label == 0 for s in samples)}); 10 to 20 is better")
+        raise UserError(
+            f"adapt needs at least {MIN_NEW_GOODS} good images from the line (got {sum(s.label == 0 for s in samples)}{already}); 10 to 20 is better"
+        )
     net = _one_class(model)
     hybrid = model.method == "hybrid"
     features, descriptors, stats, readable, errors = embed_images(
@@ -109,6 +114,8 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
         stretch=stretched(model.config),
     )
     warnings = [f"skipped unreadable image: {e}" for e in errors]
+    if left_out:
+        warnings.append(f"left out {left_out} images the model was trained on: they show it nothing of the new line")
     labels = np.array([samples[i].label for i in readable], dtype=int)
     goods, defects = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
     if len(goods) < MIN_NEW_GOODS:

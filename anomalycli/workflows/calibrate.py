@@ -76,18 +76,15 @@ def recalibrate(
 def _not_trained_on(model: AnomalyModel, samples: list[Sample], source: str) -> tuple[list[Sample], list[str]]:
     """The samples the model was not trained on, and a note of those left out: the model scores
     images it has seen lower than new ones, so a threshold chosen on them would flag new goods."""
-    seen = trained_on.seen(model.config, [s.path for s in samples])
-    if not seen or not any(seen):
+    kept, left_out = trained_on.not_trained_on(model.config, samples)
+    if not left_out:
         return samples, []
-    kept = [s for s, was_seen in zip(samples, seen) if not was_seen]
     if not kept:
         raise UserError(
             f"the model was trained on every image of {source}: a threshold chosen on their scores would not hold on new parts; "
             "give labelled images it has not seen, or leave DATA out to choose on the calibration scores the model keeps"
         )
-    return kept, [
-        f"left out {len(samples) - len(kept)} of the {len(samples)} images of {source}: the model was trained on them; the threshold rests on the other {len(kept)}"
-    ]
+    return kept, [f"left out {left_out} of the {len(samples)} images of {source}: the model was trained on them; the threshold rests on the other {len(kept)}"]
 
 
 def _score_data(model: AnomalyModel, config: dict, samples: list[Sample], source: str, batch_size: int, show_progress: bool, pixel_fpr: float | None):
