@@ -88,6 +88,12 @@ def test_train_patchcore_eval_predict(parts, patchcore_model, tmp_path):
     assert len(rows) == 12 and all(0 <= float(r["score"]) <= 1 for r in rows)
     assert sum(r["verdict"] == "anomaly" for r in rows) >= 10
     assert len(list(heat.glob("*.png"))) == 12
+    # One image file is a SOURCE too: the same row as in its folder.
+    one = rows[0]["path"]
+    result = run_cli("predict", patchcore_model, one, "--output", tmp_path / "one.csv")
+    (row,) = list(csv.DictReader((tmp_path / "one.csv").open()))
+    assert row["verdict"] == rows[0]["verdict"] and float(row["score"]) == pytest.approx(float(rows[0]["score"]), abs=0.01)
+    assert "of 1 image flagged" in result.output
 
 
 def test_classifier_round_trip_and_same_eval_keys(parts, classifier_model, tmp_path):

@@ -116,5 +116,7 @@ def test_a_path_list_keeps_its_order_and_repeats_and_skips_comments(tmp_path):
     assert paths == [tmp_path / "lists/b.png", Path("/abs/a.png"), tmp_path / "lists/b.png", tmp_path / "lists/sub/c.jpg"]
     assert skipped == [] and base == tmp_path / "lists"
     (tmp_path / "model.safetensors").write_bytes(b"x")
-    with pytest.raises(UserError, match="give a folder of images or a .txt list"):
+    with pytest.raises(UserError, match="is not an image; give an image, a folder of images or a .txt list"):
         list_source(tmp_path / "model.safetensors")
+    _png(tmp_path / "one.png")
+    assert list_source(tmp_path / "one.png") == ([tmp_path / "one.png"], [], tmp_path)

@@ -27,7 +27,7 @@ def predict_command(
     args: Optional[list[Path]] = typer.Argument(
         None,
         metavar="[MODEL] SOURCE",
-        help="Model file or run folder (default: the newest runs/train-N), then the images: a folder (searched recursively) or a .txt file listing image paths, one a line.",
+        help="Model file or run folder (default: the newest runs/train-N), then the images: one image, a folder (searched recursively) or a .txt file listing image paths, one a line.",
     ),
     model_option: Optional[Path] = typer.Option(None, "--model", help="Model file or run folder to use (default: the newest runs/train-N)."),
     output: Optional[Path] = typer.Option(None, help="Write the rows to FILE.csv, or to FILE.json with the drift check beside them."),
@@ -50,7 +50,7 @@ def predict_command(
     threshold = check_threshold(threshold)
     model_path, source = model_and_target(args, model_option, "SOURCE")
     if source is None:
-        raise UsageError("give the images to score, a FOLDER or a .txt list of paths: anomaly predict [MODEL] SOURCE")
+        raise UsageError("give the images to score, an IMAGE, a FOLDER or a .txt list of paths: anomaly predict [MODEL] SOURCE")
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1 (got {batch_size})")
     if pixel_size is not None and not pixel_size > 0:
@@ -124,7 +124,7 @@ def predict_command(
         raise UserError(f"none of the {n_bad} image file(s) in {source} could be read (first: {rows[0]['error']}); check that they are images")
     console.print(prediction_table(rows))
     n_anomaly = sum(r["verdict"] == "anomaly" for r in rows)
-    summary = f"{n_anomaly} of {len(rows)} images flagged as anomalies"
+    summary = f"{n_anomaly} of {len(rows)} image{'' if len(rows) == 1 else 's'} flagged as anomalies"
     if n_bad:
         summary += f"; {n_bad} unreadable"
     if min_area:

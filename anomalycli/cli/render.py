@@ -193,7 +193,7 @@ def defect_table(report: dict) -> Table:
 
 
 def prediction_table(rows: list[dict], limit: int = 200) -> Table:
-    table = Table(title=f"{len(rows)} images" + (f" (first {limit} shown; use --output for all)" if len(rows) > limit else ""))
+    table = Table(title=f"{len(rows)} image{'' if len(rows) == 1 else 's'}" + (f" (first {limit} shown; use --output for all)" if len(rows) > limit else ""))
     table.add_column("path", overflow="fold")
     table.add_column("score", justify="right")
     table.add_column("verdict")

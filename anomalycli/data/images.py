@@ -71,16 +71,19 @@ PATH_LIST_SUFFIXES = (".txt", ".lst")
 
 def list_source(source: str | Path) -> tuple[list[Path], list[Path], Path]:
     """The images a SOURCE names, the non-image files skipped, and the folder their paths are
-    relative to: a folder (searched as ``list_images``) or a text file of paths, one a line.
+    relative to: one image file, a folder (searched as ``list_images``) or a text file of paths,
+    one a line.
 
     A list keeps its order and repeats; relative lines are relative to the list's folder, blank
     lines and lines starting with ``#`` are skipped, and a listed file that is missing or not an
     image is kept, to be reported as unreadable like any other.
     """
     source = Path(source)
+    if source.is_file() and is_image_file(source):
+        return [source], [], source.parent
     if source.is_file():
         if source.suffix.lower() not in PATH_LIST_SUFFIXES:
-            raise UserError(f"{source} is a file; give a folder of images or a .txt list of image paths, one a line")
+            raise UserError(f"{source} is not an image; give an image, a folder of images or a .txt list of image paths, one a line")
         try:
             lines = source.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
