@@ -153,4 +153,4 @@ def test_eval_on_a_darker_line_says_so_in_its_json_and_report(parts, patchcore_m
     assert "drift: these 24 good images do not look like the training data" in result.output
     assert json.loads((tmp_path / "m.json").read_text())["drift"]["drift"]
     page = (tmp_path / "report" / "index.html").read_text()
-    assert '<p class="alarm">drift: these 24 good images' in page
+    assert '<p class="warning">drift: these 24 good images' in page

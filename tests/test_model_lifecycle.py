@@ -66,6 +66,7 @@ def data(tmp_path_factory) -> dict[str, Path]:
         "unmasked": make_dataset(root / "unmasked", n_good=18, n_per_defect=5, size=64, masks=False),
         "wide": make_dataset(root / "wide", n_good=18, n_per_defect=5, size=64, masks=True),
         "line": make_dataset(root / "line", n_good=8, n_per_defect=0, size=64, seed=7) / "good",
+        "later line": make_dataset(root / "later line", n_good=8, n_per_defect=0, size=64, seed=8) / "good",
     }
     for image in sets["wide"].rglob("*.png"):  # images (and masks) of another shape, that letterboxing keeps
         with Image.open(image) as opened:
@@ -236,12 +237,12 @@ def test_every_file_a_verb_writes_gives_the_same_scores_in_every_verb_that_reads
     onnx_loaded, _ = loading.on_engine(loading.load(onnx_file, "auto"), "auto", len(images), with_maps=True)
     same(_raw(iter_scores(onnx_loaded, images, show_progress=False)), "export, then predict on the export", graph=True)
 
-    # calibrate moves the threshold, never the scores; adapt again keeps every part.
+    # calibrate moves the threshold, never the scores; adapt again (to goods it has not seen) keeps every part.
     calibrated, _ = recalibrate(AnomalyModel.load(model_file), OperatingRule("fpr", 0.2), show_progress=False, pixel=PixelChoices())
     calibrated_file = export.save_model(calibrated, tmp_path / "recalibrated.safetensors")
     same(_raw(iter_scores(AnomalyModel.load(calibrated_file), images, show_progress=False)), "calibrate")
     if source.method != "classifier":
-        line_goods = [Sample(p, "good", 0) for p in sorted(data["line"].glob("*.png"))]
+        line_goods = [Sample(p, "good", 0) for p in sorted(data["later line"].glob("*.png"))]
         adapted = adapt(AnomalyModel.load(model_file), line_goods).model
         again = AnomalyModel.load(export.save_model(adapted, tmp_path / "readapted.safetensors"))
         assert set(again.net.state_dict()) == set(source.net.state_dict()), "adapt keeps every tensor"

@@ -102,7 +102,7 @@ def test_non_image_files_are_skipped_with_a_count(patchcore_model, tmp_path):
 def test_symlink_loop_does_not_hang(patchcore_model, tmp_path):
     _make(tmp_path, "a/x.png", "plain")
     (tmp_path / "a/loop").symlink_to(tmp_path / "a")
-    assert "of 1 images" in run_cli("predict", patchcore_model, tmp_path).output
+    assert "of 1 image flagged" in run_cli("predict", patchcore_model, tmp_path).output
 
 
 def test_empty_folder(patchcore_model, tmp_path):

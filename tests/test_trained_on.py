@@ -35,7 +35,7 @@ def test_eval_says_when_it_is_given_the_images_the_model_was_trained_on(parts, n
     report = json.loads((tmp_path / "seen.json").read_text())
     assert report["trained_on"]["seen"] == report["trained_on"]["images"] == 36
     assert "the model was trained on all 36 images evaluated here" in " ".join(seen.output.split())
-    assert "was trained on all 36 images" in (tmp_path / "page" / "index.html").read_text()
+    assert '<p class="warning">The model was trained on all 36 images' in (tmp_path / "page" / "index.html").read_text()
     fresh = run_cli("eval", patchcore_model, new_parts, "--json", tmp_path / "new.json")
     assert json.loads((tmp_path / "new.json").read_text())["trained_on"] == {"seen": 0, "images": 36, "message": None}
     assert "trained on" not in fresh.output

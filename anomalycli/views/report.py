@@ -151,7 +151,7 @@ th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 .plots img { max-width: 32%; margin-right: 1%; } .wide img { max-width: 60%; }
 .gallery { display: flex; flex-wrap: wrap; gap: 16px; } figure { margin: 0; width: 520px; }
 figure img { max-width: 100%; border: 1px solid #ccc; } figcaption { font-size: .9em; }
-.missed, .alarm { color: #b00020; font-weight: bold; } .settings td { text-align: left; } code { background: #f3f3f3; padding: 0 .3em; }
+.missed, .alarm, .warning { color: #b00020; font-weight: bold; } .settings td { text-align: left; } code { background: #f3f3f3; padding: 0 .3em; }
 """
 
 
@@ -242,14 +242,14 @@ def _drift_html(drift: dict | None) -> str:
     if not drift["checked"] or not drift["drift"]:
         text = drift["message"] or f"Drift check: these {drift['n_images']} images look like the training data (no test significant)."
         return f"<p>{html.escape(text)}</p>"
-    return f'<p class="alarm">{html.escape(drift["message"])}</p>'
+    return f'<p class="warning">{html.escape(drift["message"])}</p>'
 
 
 def _trained_on_html(trained_on: dict | None) -> str:
     """Above the headline too: figures on images the model has seen are optimistic."""
     if not trained_on or not trained_on["message"]:
         return ""
-    return f'<p class="alarm">{html.escape(trained_on["message"][0].upper() + trained_on["message"][1:])}.</p>'
+    return f'<p class="warning">{html.escape(trained_on["message"][0].upper() + trained_on["message"][1:])}.</p>'
 
 
 def check_folder(folder: Path, overwrite: bool) -> None:
