@@ -59,11 +59,11 @@ def not_trained_on(config: dict, samples: list[Sample]) -> tuple[list[Sample], i
     return kept, len(samples) - len(kept)
 
 
-def seen_message(seen: int, images: int) -> str | None:
+def seen_message(n_seen: int, images: int) -> str | None:
     """What eval says when it is given images the model was trained on; None when none were."""
-    if not seen:
+    if not n_seen:
         return None
-    how_many = f"all {images}" if seen == images else f"{seen} of the {images}"
+    how_many = f"all {images}" if n_seen == images else f"{n_seen} of the {images}"
     return (
         f"the model was trained on {how_many} images evaluated here: it has seen them, so the figures on them are optimistic; "
         "on new parts expect the calibration's point, and measure it on images held out (anomaly split --test-ratio 0.2, then train and eval with --manifest split.csv)"

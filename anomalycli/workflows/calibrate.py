@@ -44,7 +44,7 @@ def recalibrate(
     batch_size: int = 32,
     show_progress: bool = True,
     pixel: PixelChoices = PixelChoices(),
-) -> tuple[AnomalyModel, str | None]:
+) -> tuple[AnomalyModel, list[str]]:
     """A copy of ``model`` with a threshold chosen by ``rule``, and warnings for the user.
 
     With ``samples`` (labelled images, named ``source``) those the model never saw are scored and

@@ -77,5 +77,8 @@ def evaluate(
     report["announcement_misses"] = against_announced(model.calibration.expected, report["operating_point"]) if threshold == 0.5 else []
     report["drift"] = check_drift(model, rows, model_name, labels=[s.label for s in samples]).to_dict()
     seen = trained_on.seen(model.config, [s.path for s in samples])
-    report["trained_on"] = None if seen is None else {"seen": sum(seen), "images": len(samples), "message": trained_on.seen_message(sum(seen), len(samples))}
+    if seen is None:
+        report["trained_on"] = None
+    else:
+        report["trained_on"] = {"seen": sum(seen), "images": len(samples), "message": trained_on.seen_message(sum(seen), len(samples))}
     return report, rows
