@@ -70,3 +70,9 @@ def test_inspect_says_how_train_would_take_the_goods_orientation(parts, tmp_path
         key(rng.uniform(0, 360), rng).save(tmp_path / "keys" / "good" / f"{i}.png")
     output = run_cli("inspect", tmp_path / "keys").output
     assert "orientation (patchcore, from a few goods): free" in " ".join(output.split())
+
+
+def test_inspect_says_how_to_hold_a_test_split_out_where_there_is_none(parts, tmp_path):
+    assert "no test split: train fits on every image here" in " ".join(run_cli("inspect", parts).output.split())
+    run_cli("split", parts, "--test-ratio", "0.2", "--out", tmp_path / "split.csv")
+    assert "no test split" not in run_cli("inspect", parts, "--manifest", tmp_path / "split.csv").output

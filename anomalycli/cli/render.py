@@ -52,6 +52,13 @@ def inspection_tables(facts: dict) -> list:
     ratio = facts["imbalance_ratio"]
     imbalance = f"imbalance {ratio:.1f}:1 — {facts['imbalance_verdict']}" if ratio else facts["imbalance_verdict"]
     out = [_heading(f"{facts['root']}: {facts['layout']}"), counts, Text(imbalance)]
+    if "test" not in facts["counts"]:
+        out.append(
+            _note(
+                "no test split: train fits on every image here, so eval on them would be optimistic; to measure a model on images "
+                "it has not seen, hold some out: anomaly split --test-ratio 0.2, then train and eval with --manifest split.csv"
+            )
+        )
     turned = facts.get("orientation")
     if turned:
         out.append(Text(f"orientation (patchcore, from a few goods): {turned['kind']}: {turned['reason']}"))
