@@ -41,6 +41,21 @@ def test_regions_and_masks_are_in_each_images_own_pixels(patchcore_model, source
     assert int((pixels == 255).sum()) == pytest.approx(sum(r["area_px"] for r in wide), rel=0.1)
 
 
+def test_flagged_images_without_a_region_are_counted_in_one_line(patchcore_model, source, tmp_path):
+    from anomalycli.detection.methods import AnomalyModel
+
+    placed = run_cli("predict", patchcore_model, source, "--output", tmp_path / "p.json").output
+    assert "no region above the pixel threshold" not in placed  # every flagged part here says where
+    # A pixel threshold no map reaches: the image score still flags, and no region says where.
+    model = AnomalyModel.load(patchcore_model)
+    model.config["pixel_threshold"] = {**model.config["pixel_threshold"], "value": 1e9}
+    model.save(tmp_path / "high.safetensors")
+    rows = json.loads((tmp_path / "p.json").read_text())["images"]
+    flagged = sum(r["verdict"] == "anomaly" for r in rows)
+    output = " ".join(run_cli("predict", tmp_path / "high.safetensors", source, "--output", tmp_path / "q.json").output.split())
+    assert flagged and f"{flagged} of the {flagged} flagged image(s) have no region above the pixel threshold" in output
+
+
 def test_csv_rows_carry_the_count_and_the_largest_area(patchcore_model, source, tmp_path):
     run_cli("predict", patchcore_model, source, "--output", tmp_path / "p.csv", "--pixel-size", "0.5")
     with open(tmp_path / "p.csv", newline="") as handle:

@@ -132,6 +132,12 @@ def predict_command(
     if skipped:
         summary += f"; {len(skipped)} non-image file(s) skipped"
     console.print(summary)
+    unplaced = sum(r["verdict"] == "anomaly" and not r["regions"] for r in rows) if with_regions else 0
+    if unplaced:
+        console.print(
+            f"{unplaced} of the {n_anomaly} flagged image(s) have no region above the pixel threshold: the image score flagged them, "
+            "so look at the whole part (a faint or thin defect, such as a crack, is outlined least)"
+        )
     drift = check_drift(model, kept, str(model_path))
     if drift.message:
         err_console.print(drift.message, highlight=False, markup=False, soft_wrap=True)
