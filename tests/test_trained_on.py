@@ -4,6 +4,8 @@ trained on by their content, so that figures on them are not taken for figures o
 import json
 import shutil
 
+import pytest
+
 from anomalycli.data import trained_on
 from anomalycli.detection.methods import AnomalyModel
 from tests.conftest import one_clear_line, run_cli
@@ -37,10 +39,18 @@ def test_eval_says_when_it_is_given_the_images_the_model_was_trained_on(parts, n
     assert "the model was trained on all 36 images evaluated here" in " ".join(seen.output.split())
     assert '<p class="warning">The model was trained on all 36 images' in (tmp_path / "page" / "index.html").read_text()
     fresh = run_cli("eval", patchcore_model, new_parts, "--json", tmp_path / "new.json")
-    assert json.loads((tmp_path / "new.json").read_text())["trained_on"] == {"seen": 0, "images": 36, "message": None}
+    assert json.loads((tmp_path / "new.json").read_text())["trained_on"] == {"seen": 0, "images": 36, "message": None, "unseen_point": None}
     assert "trained on" not in fresh.output
+    # A mix: the point on the images the model has not seen is new_parts' own.
     mixed = _mixed(parts, new_parts, tmp_path / "mixed")
-    assert "trained on 12 of the 48 images" in " ".join(run_cli("eval", patchcore_model, mixed).output.split())
+    output = " ".join(run_cli("eval", patchcore_model, mixed, "--json", tmp_path / "mixed.json", "--report", tmp_path / "mixed-page").output.split())
+    assert "trained on 12 of the 48 images" in output and "measured on the 36 images it was not trained on" in output
+    unseen = json.loads((tmp_path / "mixed.json").read_text())["trained_on"]["unseen_point"]
+    alone = json.loads((tmp_path / "new.json").read_text())["operating_point"]
+    assert (unseen["n_normal"], unseen["n_anomaly"]) == (alone["n_normal"], alone["n_anomaly"]) == (24, 12)
+    # The same images, scored in other batches (an int8 search quantises each batch): within one image.
+    assert unseen["recall"] == pytest.approx(alone["recall"], abs=1 / 12) and unseen["false_alarm_rate"] == pytest.approx(alone["false_alarm_rate"], abs=1 / 24)
+    assert "Measured on the 36 images it was not trained on" in (tmp_path / "mixed-page" / "index.html").read_text()
 
 
 def test_calibrate_on_data_leaves_out_the_images_the_model_was_trained_on(parts, new_parts, patchcore_model, tmp_path):

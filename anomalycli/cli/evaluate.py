@@ -83,8 +83,12 @@ def eval_command(
             "if they come from a changed line, see the drift check and anomaly adapt[/yellow]",
             highlight=False,
         )
-    if (report["trained_on"] or {}).get("message"):
-        console.print(f"[yellow]{report['trained_on']['message']}[/yellow]", highlight=False)
+    seen = report["trained_on"] or {}
+    if seen.get("message"):
+        console.print(f"[yellow]{seen['message']}[/yellow]", highlight=False)
+    if seen.get("unseen_point"):
+        fresh = seen["unseen_point"]["n_normal"] + seen["unseen_point"]["n_anomaly"]
+        console.print(operating_point_text(seen["unseen_point"], f"measured on the {fresh} images it was not trained on"))
     if report["trade_off"]:
         console.print(trade_off_table(report["trade_off"], report["operating_point"]))
     if report["drift"]["message"]:

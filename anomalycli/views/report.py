@@ -249,7 +249,14 @@ def _trained_on_html(trained_on: dict | None) -> str:
     """Above the headline too: figures on images the model has seen are optimistic."""
     if not trained_on or not trained_on["message"]:
         return ""
-    return f'<p class="warning">{html.escape(trained_on["message"][0].upper() + trained_on["message"][1:])}.</p>'
+    text = f'<p class="warning">{html.escape(trained_on["message"][0].upper() + trained_on["message"][1:])}.</p>'
+    point = trained_on.get("unseen_point")
+    if point:
+        text += (
+            f"<p>Measured on the {point['n_normal'] + point['n_anomaly']} images it was not trained on: recall {_fmt(point['recall'])}"
+            f"{_interval(point['recall_ci'])}, false-alarm rate {_fmt(point['false_alarm_rate'])}{_interval(point['false_alarm_rate_ci'])}.</p>"
+        )
+    return text
 
 
 def check_folder(folder: Path, overwrite: bool) -> None:

@@ -76,9 +76,18 @@ def evaluate(
     report["calibration"] = model.calibration.summary()
     report["announcement_misses"] = against_announced(model.calibration.expected, report["operating_point"]) if threshold == 0.5 else []
     report["drift"] = check_drift(model, rows, model_name, labels=[s.label for s in samples]).to_dict()
+    report["trained_on"] = _trained_on(model, samples, rows, labels, judged, raw_threshold)
+    return report, rows
+
+
+def _trained_on(model: AnomalyModel, samples: list[Sample], rows: list[Scored], labels: list[int], judged: list[float], raw_threshold: float) -> dict | None:
+    """How many of the images the model was trained on, and the point measured on the others
+    (where there are both): the figure that is not optimistic."""
     seen = trained_on.seen(model.config, [s.path for s in samples])
     if seen is None:
-        report["trained_on"] = None
-    else:
-        report["trained_on"] = {"seen": sum(seen), "images": len(samples), "message": trained_on.seen_message(sum(seen), len(samples))}
-    return report, rows
+        return None
+    n_seen = sum(seen)
+    readable_seen = [was for was, row in zip(seen, rows) if row.verdict != "unreadable"]
+    fresh = [i for i, was in enumerate(readable_seen) if not was]
+    unseen_point = operating_point([labels[i] for i in fresh], [judged[i] for i in fresh], raw_threshold) if n_seen and fresh else None
+    return {"seen": n_seen, "images": len(samples), "message": trained_on.seen_message(n_seen, len(samples)), "unseen_point": unseen_point}
