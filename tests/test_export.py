@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import one_clear_line, run_cli
+from PIL import Image
 
 from anomalycli.data.decoding import DecodeAhead
 from anomalycli.data.layouts import discover
@@ -89,15 +90,20 @@ def test_the_readme_recipe_runs_the_file_in_a_bare_onnxruntime_session(patchcore
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     recipe = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "onnxruntime.InferenceSession" in block)
     image = next((parts / "not-good").glob("*.png"))
+    # The same part as a camera's JPEG four times the model's size: decoded at a draft scale, as predict does.
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    Image.open(image).resize((256, 256), Image.BICUBIC).save(camera / "part.png", format="JPEG", quality=90)
     shutil.copy(image, tmp_path / "part.png")
-    shutil.copy(onnx_file, tmp_path / "model.onnx")
-    # A fresh interpreter that never imports anomalycli or torch.
-    script = recipe + "\nimport sys\nassert 'anomalycli' not in sys.modules and 'torch' not in sys.modules\n"
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    verdict, score = done.stdout.split()
-    (expected,) = iter_scores(AnomalyModel.load(patchcore_model), [image], show_progress=False)
-    assert verdict == expected.verdict and abs(float(score) - expected.score) < 1e-4
+    for folder in (tmp_path, camera):
+        shutil.copy(onnx_file, folder / "model.onnx")
+        # A fresh interpreter that never imports anomalycli or torch.
+        script = recipe + "\nimport sys\nassert 'anomalycli' not in sys.modules and 'torch' not in sys.modules\n"
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=folder)
+        assert done.returncode == 0, done.stderr
+        verdict, score = done.stdout.split()
+        (expected,) = iter_scores(AnomalyModel.load(patchcore_model), [folder / "part.png"], show_progress=False)
+        assert verdict == expected.verdict and abs(float(score) - expected.score) < 1e-4, folder.name
 
 
 def test_predict_and_eval_take_the_exported_file_and_agree_with_the_model(parts, patchcore_model, onnx_file, tmp_path, exact_search):
