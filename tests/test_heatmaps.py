@@ -22,6 +22,18 @@ def test_heat_only_above_the_floor_and_the_flagged_region_outlined():
     assert not (out[30, 30] == REGION_COLOUR).all(), "an outline, not a filled square"
 
 
+def test_a_flagged_image_without_a_region_is_framed_whole_and_one_with_a_region_is_not():
+    faint = np.full((64, 64), 1.5, dtype=np.float32)  # heat, but nowhere the region's level
+    scale = MapScale(floor=1.0, threshold=2.0, top=3.0)
+    framed = np.asarray(overlay(_grey(), faint, scale, flagged=True))
+    assert (framed[0, :] == REGION_COLOUR).all() and (framed[:, -1] == REGION_COLOUR).all()
+    assert not (framed[32, 32] == REGION_COLOUR).all(), "a frame, not a fill"
+    assert not (np.asarray(overlay(_grey(), faint, scale))[0, 0] == REGION_COLOUR).all(), "not flagged: no frame"
+    placed = faint.copy()
+    placed[20:40, 20:40] = 3.0
+    assert not (np.asarray(overlay(_grey(), placed, scale, flagged=True))[0, 0] == REGION_COLOUR).all(), "its region says where"
+
+
 def test_ground_truth_outlined_and_panel_puts_the_image_first():
     truth = np.zeros((16, 16), dtype=bool)
     truth[4:12, 4:12] = True  # at another size than the image: scaled to it

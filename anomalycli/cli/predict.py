@@ -115,7 +115,7 @@ def predict_command(
                     save_mask(scored, pixel_threshold, masks / _relative(scored.path, base).with_name(f"{scored.path.stem}_mask.png"), overwrite)
             if heatmaps is not None and scored.map is not None:
                 image = load_image(scored.path)
-                heat = overlay(image, scored.map, scale)
+                heat = overlay(image, scored.map, scale, flagged=scored.verdict == "anomaly")
                 save_heatmap(panel(image, heat) if side_by_side else heat, heatmaps / _relative(scored.path, base).with_suffix(".png"), overwrite)
             scored.map = None  # memory stays flat in the number of images
             kept.append(scored)

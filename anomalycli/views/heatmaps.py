@@ -44,7 +44,7 @@ class MapScale:
             if self.region_level is not None
             else f"outlined where it exceeds {self.threshold:.3g}, the level that alone flags an image"
         )
-        return f"heat from {self.floor:.3g} (what good parts score) to {self.top:.3g}; {outlined}"
+        return f"heat from {self.floor:.3g} (what good parts score) to {self.top:.3g}; {outlined}; a flagged image with no such region is framed whole"
 
 
 def map_scale(model) -> MapScale:
@@ -93,10 +93,11 @@ def _outline(mask: np.ndarray, width: int = 2) -> np.ndarray:
     return mask & ~ndimage.minimum_filter(mask, size=2 * width + 1)
 
 
-def overlay(image: Image.Image, anomaly_map: np.ndarray, scale: MapScale, truth: np.ndarray | None = None) -> Image.Image:
+def overlay(image: Image.Image, anomaly_map: np.ndarray, scale: MapScale, truth: np.ndarray | None = None, flagged: bool = False) -> Image.Image:
     """``image`` with heat where the map is above the floor, the defect regions (the model's
     ``regions``: above its pixel threshold) outlined in cyan, and ``truth`` (a defect mask at any
-    size) outlined in green."""
+    size) outlined in green. A ``flagged`` image whose map has no region (the image score flagged
+    it; a faint or thin defect) is framed whole in cyan: look at all of it."""
     from matplotlib import colormaps
 
     rgb = image.convert("RGB")
@@ -111,7 +112,10 @@ def overlay(image: Image.Image, anomaly_map: np.ndarray, scale: MapScale, truth:
     blended = np.array(rgb, dtype=np.float64)
     blended[heat] = np.asarray(rgb)[heat].astype(np.float32) * (1 - weight) + colours * weight
     width = max(1, round(max(size) / 200))
-    blended[_outline(level >= (scale.threshold if scale.region_level is None else scale.region_level), width)] = REGION_COLOUR
+    regions = level >= (scale.threshold if scale.region_level is None else scale.region_level)
+    blended[_outline(regions, width)] = REGION_COLOUR
+    if flagged and not regions.any():
+        blended[:width], blended[-width:], blended[:, :width], blended[:, -width:] = (REGION_COLOUR,) * 4
     if truth is not None:
         mask = np.asarray(Image.fromarray(truth.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
         blended[_outline(mask, width)] = MASK_COLOUR

@@ -120,7 +120,7 @@ def gallery_files(folder: Path, model, items: list[GalleryItem]) -> list[str]:
         anomaly_map = maps.get(item.sample.path)
         if anomaly_map is not None:
             truth = load_mask(item.sample.mask, anomaly_map.shape[-1]).numpy() if item.sample.mask else None
-            picture = heatmaps.panel(image, heatmaps.overlay(image, anomaly_map, scale, truth))
+            picture = heatmaps.panel(image, heatmaps.overlay(image, anomaly_map, scale, truth, flagged=item.scored.verdict == "anomaly"))
         name = f"gallery/{i:03d}.png"
         picture.save(folder / name)
         names.append(name)

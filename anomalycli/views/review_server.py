@@ -99,7 +99,7 @@ class Review:
         (scored,) = score_decoded(self.model, [path], pixels.transpose(2, 0, 1)[None], [""], with_maps=True)
         image = load_image(path)
         image.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE))
-        return _png(overlay(image, np.asarray(scored.map), self.scale))
+        return _png(overlay(image, np.asarray(scored.map), self.scale, flagged=scored.verdict == "anomaly"))
 
 
 def scored_items(model, paths: list[Path], base: Path, engine: str = "auto") -> tuple[list[review_labels.Item], str]:

@@ -73,6 +73,6 @@ def keep(archive: Archive | None, image: Image.Image | Path | None, judged: Judg
     heatmap = None
     if heatmaps and judged.verdict == "anomaly" and judged.scored.map is not None:
         pixels = load_image(image) if isinstance(image, Path) else image.convert("RGB")
-        heatmap = overlay(pixels, judged.scored.map, map_scale(line.model))
+        heatmap = overlay(pixels, judged.scored.map, map_scale(line.model), flagged=True)
     judged.scored.map = None
     return archive.keep(image, judged.verdict, judged.scored.score, part_id, recipe, heatmap)

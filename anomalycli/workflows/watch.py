@@ -271,7 +271,7 @@ class _Watch:
         with files.atomic_path(target) as tmp:
             shutil.copyfile(path, tmp)
         if judged.scored.map is not None:
-            heat = overlay(load_image(path), judged.scored.map, self.scale)
+            heat = overlay(load_image(path), judged.scored.map, self.scale, flagged=judged.verdict == "anomaly")
             save_heatmap(heat, (keep / "heatmaps" / target.relative_to(keep / "images")).with_suffix(".png"))
 
     def _disk_low(self) -> bool:
