@@ -30,9 +30,14 @@ def digest(path: str | Path) -> str | None:
         return None
 
 
+def _digests(paths: Iterable[str | Path]) -> set[str]:
+    """The digests of the files that can be read."""
+    return {d for d in map(digest, paths) if d}
+
+
 def recorded(config: dict, paths: Iterable[str | Path]) -> dict:
     """``config`` with the digests of ``paths`` as its record of the images trained on."""
-    return {**config, KEY: sorted({d for d in map(digest, paths) if d})}
+    return {**config, KEY: sorted(_digests(paths))}
 
 
 def added(config: dict, paths: Iterable[str | Path]) -> dict:
@@ -40,7 +45,7 @@ def added(config: dict, paths: Iterable[str | Path]) -> dict:
     stays so (its training images are unknown, and a record of the new ones alone would miss them)."""
     if KEY not in config:
         return config
-    return {**config, KEY: sorted(set(config[KEY]) | {d for d in map(digest, paths) if d})}
+    return {**config, KEY: sorted(set(config[KEY]) | _digests(paths))}
 
 
 def seen(config: dict, paths: Iterable[str | Path]) -> list[bool] | None:

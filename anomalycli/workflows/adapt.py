@@ -96,11 +96,10 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     check_adaptable(model)
     # Images the model was trained on are not the new line's: their scores would pull its threshold down.
     samples, left_out = trained_on.not_trained_on(model.config, samples)
-    already = f"; {left_out} more were images it was trained on" if left_out else ""
-    if sum(s.label == 0 for s in samples) < MIN_NEW_GOODS:
-        raise UserError(
-            f"adapt needs at least {MIN_NEW_GOODS} good images from the line (got {sum(s.label == 0 for s in samples)}{already}); 10 to 20 is better"
-        )
+    n_new_goods = sum(s.label == 0 for s in samples)
+    if n_new_goods < MIN_NEW_GOODS:
+        already = f"; {left_out} more were images it was trained on" if left_out else ""
+        raise UserError(f"adapt needs at least {MIN_NEW_GOODS} good images from the line (got {n_new_goods}{already}); 10 to 20 is better")
     net = _one_class(model)
     hybrid = model.method == "hybrid"
     features, descriptors, stats, readable, errors = embed_images(
