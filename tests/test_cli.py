@@ -380,6 +380,25 @@ def test_the_verbs_list_is_each_commands_first_paragraph_and_imports_none_of_the
     assert run_cli("predict", "--help").exit_code == 0  # a verb's own help still comes from its module
 
 
+def test_every_verbs_help_shows_its_bracketed_words():
+    import importlib
+    import inspect
+    import re
+
+    from anomalycli.cli import VERBS
+
+    shown = 0
+    for verb, (module, function, _) in VERBS.items():
+        command = getattr(importlib.import_module(f"anomalycli.cli.{module}"), function)
+        options = (parameter.default for parameter in inspect.signature(command).parameters.values())
+        written = " ".join([command.__doc__, *(option.help for option in options if getattr(option, "help", None))])
+        output = " ".join(run_cli(verb, "--help").output.split())
+        for bracketed in set(re.findall(r"\[[a-z][^\]]*\]", written)):  # what Rich would read as a style
+            assert bracketed in output, (verb, bracketed)
+            shown += 1
+    assert shown >= 5  # train's [classifier], [patchcore], ..., watch's [source.camera]
+
+
 def test_version_is_the_installed_packages():
     from importlib import metadata
 

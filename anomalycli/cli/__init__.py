@@ -80,7 +80,20 @@ class Verbs(TyperGroup):
             verb.command(name, cls=OptionalRayAddress)(command)
         else:
             verb.command(name)(command)
-        return typer.main.get_command(verb)
+        return _brackets_kept(typer.main.get_command(verb))
+
+
+def _brackets_kept(command):
+    """Escape the square brackets of a command's help texts, which say what they say.
+
+    Rich reads "[classifier]" or "[source.camera]" as a style and drops it from ``--help``.
+    """
+    from rich.markup import escape
+
+    for item in (command, *command.params):
+        if getattr(item, "help", None):
+            item.help = escape(item.help)
+    return command
 
 
 app = typer.Typer(
