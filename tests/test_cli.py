@@ -194,6 +194,13 @@ def test_one_class_only_for_the_classifier(parts, tmp_path):
     assert "patchcore" in message
 
 
+def test_one_good_image_is_refused_with_why_and_what_to_add(parts, tmp_path):
+    (tmp_path / "new/good").mkdir(parents=True)
+    shutil.copy(next((parts / "good").iterdir()), tmp_path / "new/good")
+    message = one_clear_line(run_cli("train", tmp_path / "new", expect=1))
+    assert "only 1 good image:" in message and "at least 2 (add good images;" in message
+
+
 def test_hybrid_trains_and_reports_like_the_others(parts, hybrid_model, tmp_path):
     out = tmp_path / "m.json"
     result = run_cli("eval", hybrid_model, parts, "--json", out)

@@ -69,7 +69,10 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
         options.method = choose_method(dataset.samples, options.cv_folds)
     if resume is None:
         options.validate()
-    log.info(f"data: {dataset.root} ({dataset.layout}), {len(dataset.samples)} images")
+    n_images = len(dataset.samples)
+    log.info(f"data: {dataset.root} ({dataset.layout}), {n_images} image{'' if n_images == 1 else 's'}")
+    if options.method in CROSS_FITTED:
+        _check_enough_goods(sum(s.label == 0 for s in dataset.samples if s.split in (None, "train", "val")))
     train_samples, val_samples, source = choose_validation(dataset, options.val_ratio, options.seed)
     _check_classes(train_samples, val_samples, options.method, options.normal_class)
     if options.method in CROSS_FITTED:
@@ -272,12 +275,19 @@ def _embed(
     return features, labels, kept, folds
 
 
+def _check_enough_goods(n_good: int) -> None:
+    if n_good < 2:
+        raise UserError(
+            f"only {n_good} good image{'' if n_good == 1 else 's'}: the threshold is set on each good's score from a bank "
+            "fitted on the others, so it needs at least 2 (add good images; a new photo of a good part, placed again, is one)"
+        )
+
+
 def _cross_fit_folds(options, samples: list[Sample], copy_of: dict | None = None) -> np.ndarray:
     copy_of = copy_of or {}
     originals = [s for s in samples if s.path not in copy_of]
     n_good = sum(s.label == 0 for s in originals)
-    if n_good < 2:
-        raise UserError(f"only {n_good} good image(s); cross-fitting needs at least 2 (add good images)")
+    _check_enough_goods(n_good)
     # A few defects are spread over fewer folds; fewer good images than folds lowers the fold count.
     n_folds = min(options.cv_folds, n_good)
     if options.method == "patchcore" and n_good <= LEAVE_ONE_OUT_GOODS and not any(s.label == 1 for s in originals):
