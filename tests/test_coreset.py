@@ -58,11 +58,12 @@ def test_greedy_with_one_part_is_the_plain_greedy():
     assert torch.equal(ApproximateGreedyCoresetSampler(0.02, seed=0, projection_dim=8, part_size=3000).run(features), plain)
 
 
-def test_greedy_reports_every_kept_patch_to_the_progress_bar():
-    for n_keep in (1, 256, 257, 512):
+def test_every_sampler_reports_every_kept_patch_to_the_progress_bar():
+    greedy = [(lambda ratio: ApproximateGreedyCoresetSampler(ratio, projection_dim=8), n) for n in (1, 256, 257, 512, 2000)]
+    for sampler, n_keep in [*greedy, (RandomSampler, 300)]:
         reported = []
-        ApproximateGreedyCoresetSampler(n_keep / 2000, projection_dim=8).run(torch.randn(2000, 16), progress=reported.append)
-        assert sum(reported) == n_keep
+        sampler(n_keep / 2000).run(torch.randn(2000, 16), progress=reported.append)
+        assert sum(reported) == n_keep, (sampler, n_keep)  # all 2,000 kept: the bar still ends full
 
 
 def test_the_bank_keeps_every_patch_of_a_few_goods_and_a_coreset_of_many():

@@ -32,6 +32,8 @@ class RandomSampler:
     def run(self, features: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor:
         n_keep = max(1, int(round(self.ratio * features.shape[0])))
         generator = torch.Generator().manual_seed(self.seed)
+        if progress:
+            progress(n_keep)
         return torch.randperm(features.shape[0], generator=generator)[:n_keep].sort().values
 
 
@@ -74,6 +76,8 @@ class ApproximateGreedyCoresetSampler:
         n = features.shape[0]
         n_keep = max(1, int(round(self.ratio * n)))
         if n_keep >= n:
+            if progress:
+                progress(n)  # every patch kept: nothing to choose, done at once
             return torch.arange(n)
         # One column per patch: the matrix-vector product of every step streams this layout
         # about twice as fast as one row per patch (measured, 2 cores).

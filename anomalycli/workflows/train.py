@@ -76,7 +76,7 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
     train_samples, val_samples, source = choose_validation(dataset, options.val_ratio, options.seed)
     _check_classes(train_samples, val_samples, options.method, options.normal_class)
     if options.method in CROSS_FITTED:
-        source = f"none held out: every image scored out of fold over {options.cv_folds} folds"
+        source = f"none held out: every image scored out of fold over {_fold_count(options, train_samples + val_samples)} folds"
     else:
         log.info(f"validation: {len(val_samples)} images from {source}")
     if resume is None:
@@ -283,16 +283,19 @@ def _check_enough_goods(n_good: int) -> None:
         )
 
 
+def _fold_count(options, originals: list[Sample]) -> int:
+    n_good = sum(s.label == 0 for s in originals)
+    _check_enough_goods(n_good)
+    if options.method == "patchcore" and n_good <= LEAVE_ONE_OUT_GOODS and not any(s.label == 1 for s in originals):
+        return n_good  # see LEAVE_ONE_OUT_GOODS
+    # A few defects are spread over fewer folds; fewer good images than folds lowers the fold count.
+    return min(options.cv_folds, n_good)
+
+
 def _cross_fit_folds(options, samples: list[Sample], copy_of: dict | None = None) -> np.ndarray:
     copy_of = copy_of or {}
     originals = [s for s in samples if s.path not in copy_of]
-    n_good = sum(s.label == 0 for s in originals)
-    _check_enough_goods(n_good)
-    # A few defects are spread over fewer folds; fewer good images than folds lowers the fold count.
-    n_folds = min(options.cv_folds, n_good)
-    if options.method == "patchcore" and n_good <= LEAVE_ONE_OUT_GOODS and not any(s.label == 1 for s in originals):
-        n_folds = n_good  # see LEAVE_ONE_OUT_GOODS
-    folded = k_folds(originals, n_folds, options.seed, small_classes=True)
+    folded = k_folds(originals, _fold_count(options, originals), options.seed, small_classes=True)
     fold_of = {}
     for sample in folded:
         fold_of.setdefault(sample.path, sample.fold)
@@ -361,7 +364,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
     )
     log.info(
         f"hybrid: one-class weight {float(net.alpha):.2f}, memory bank {net.patchcore.bank.shape[0]} patches, "
-        f"cross-fitted over {options.cv_folds} folds of {len(kept)} images"
+        f"cross-fitted over {len(np.unique(folds))} folds of {len(kept)} images"
     )
     config = {
         **config,
