@@ -10,7 +10,9 @@ turned copies, leave-one-out cross-fitting, the goods-only threshold) and scored
   over the r-th highest of k is Beta-binomial: the interval of the rate, widened by the test's own
   sampling);
 - the orientation decision, the turns learnt, the bank's size and the fit's time.
-One good image is refused (cross-fitting needs two): said, not fitted. Last, every good image of
+The draws of the most goods are also grown: their first quarter fitted, then `anomaly adapt` given
+the rest, as a new product's model learns the goods that arrive later; scored beside the fit on
+them all. One good image is refused (cross-fitting needs two): said, not fitted. Last, every good image of
 the pool fitted the same way and scored on the same test set: the full-data model the few-goods
 bar is measured against (its AUROC less ``FULL_DATA_MARGIN``), and whole `anomaly predict`
 processes of it and of the first draw of the most goods on the test set, in turn (the bar: the
@@ -30,12 +32,12 @@ from anomalycli.data.layouts import discover
 from anomalycli.errors import UserError
 from anomalycli.judgement.metrics import auroc
 from anomalycli.judgement.thresholds import goods_only_rank
-from anomalycli.workflows import evaluate, train
+from anomalycli.workflows import adapt, evaluate, train
 from benchmarks.common import QUICK_IMAGE_SIZE, interleaved_process_seconds, predict_commands, shipped_options
 
 TITLE = "A new product from a few goods"
 SHOTS, DRAWS = (1, 2, 4, 8, 16), 5
-QUICK_SHOTS, QUICK_DRAWS = (1, 2, 4), 2
+QUICK_SHOTS, QUICK_DRAWS = (1, 2, 8), 2
 TEST_GOODS_PER_DEFECT = 1.5
 FULL_DATA_MARGIN = 0.05  # the few-goods issue's bar: 16 goods within this of the full-data model
 PREDICT_RATIO_BAR = 1.5  # and its predict's time an image within this of the full-data model's
@@ -62,9 +64,14 @@ def run(data: Path, quick: bool, log=print) -> dict:
     types = [s.defect_type for s in test]
     rows = []
     most_goods = None  # (k, the model) of the first fitted draw of the most goods
+    grown = []
     for k in shots:
         for draw in range(draws):
             picked = random.Random(1000 * k + draw).sample(pool, k)
+            if k == max(shots):  # the most goods' draws also grown from their first quarter by adapt
+                first = max(2, k // 4)
+                grown.append(_grown(data, picked[:first], picked[first:], test, labels, quick, draw))
+                log(f"  {data.name} k={k} draw {draw} grown from {first} by adapt: AUROC {grown[-1]['auroc']:.3f}, bank {grown[-1]['bank']}")
             row = {"k": k, "draw": draw}
             try:
                 model, raw, row["fit_seconds"] = _fitted_and_scored(data, picked, test, quick)
@@ -106,7 +113,41 @@ def run(data: Path, quick: bool, log=print) -> dict:
         ms = _predict_ms({"few": few, "full": model}, test, 1 if quick else 3)
         full.update(predict_ms=ms["full"], few_predict_ms=ms["few"], few_predict_goods=k, few_bank=few.config["bank_size"], bank=model.config["bank_size"])
         log(f"  {data.name} predict: {k} goods' model {ms['few']:.1f} ms an image, the full-data model's {ms['full']:.1f} ms")
-    return {"data": data.name, "test_goods": int((labels == 0).sum()), "test_defects": int((labels == 1).sum()), "rows": rows, "full_data": full}
+    return {
+        "data": data.name,
+        "test_goods": int((labels == 0).sum()),
+        "test_defects": int((labels == 1).sum()),
+        "rows": rows,
+        "full_data": full,
+        "grown": grown,
+    }
+
+
+def _grown(data: Path, first: list, more: list, test: list, labels: np.ndarray, quick: bool, draw: int) -> dict:
+    """``first`` goods fitted, then `anomaly adapt` given ``more``: what a model of a new product's
+    first goods becomes as more arrive, beside the fit on them all."""
+    model, _, _ = _fitted_and_scored(data, first, test, quick)
+    start = time.perf_counter()
+    adapted = adapt.adapt(model, more).model
+    seconds = time.perf_counter() - start
+    _, scored = evaluate.evaluate(adapted, test, n_boot=0, show_progress=False)
+    raw = np.array([r.raw for r in scored])
+    flagged = raw >= adapted.calibration.threshold
+    low, high = predictive_interval(len(first) + len(more), int((labels == 0).sum()))
+    false_alarms = int(flagged[labels == 0].sum())
+    return {
+        "draw": draw,
+        "first": len(first),
+        "added": len(more),
+        "auroc": auroc(labels, raw),
+        "recall": float(flagged[labels == 1].mean()),
+        "false_alarm_rate": false_alarms / int((labels == 0).sum()),
+        "announced": adapted.calibration.expected["false_alarm_rate"],
+        "false_alarms_inside": low <= false_alarms <= high,
+        "bank": adapted.config["bank_size"],
+        "turns": adapted.config["orientation"]["turns"],
+        "adapt_seconds": seconds,
+    }
 
 
 def auroc_by_type(types: list[str | None], raw: np.ndarray) -> dict[str, float]:
@@ -157,6 +198,21 @@ def headline(result: dict, data: str) -> dict:
     return {"a few goods, no defects: AUROC by goods, mean of draws (draws whose false alarms are inside the announced interval)": "; ".join(cells)}
 
 
+def grown_line(grown: list[dict], fitted: dict[int, dict]) -> str:
+    """One sentence: the models grown by adapt against the same draws fitted at once (``fitted`` by draw)."""
+    at_once = [fitted[g["draw"]]["auroc"] for g in grown]
+    each = ", ".join(f"{g['auroc']:.3f} against {a:.3f}" for g, a in zip(grown, at_once))
+    banks = ", ".join(sorted({f"{g['bank']:,}" for g in grown}))
+    k = grown[0]["first"] + grown[0]["added"]
+    return (
+        f"As goods arrive: each draw of {k} goods also fitted on its first {grown[0]['first']} and given the other {grown[0]['added']} by "
+        f"`anomaly adapt`: mean AUROC {np.mean([g['auroc'] for g in grown]):.3f} against {np.mean(at_once):.3f} fitted on all {k} at once ({each}); "
+        f"recall {np.mean([g['recall'] for g in grown]):.2f}, false alarms {np.mean([g['false_alarm_rate'] for g in grown]):.3f} measured against "
+        f"{grown[0]['announced']:.3f} announced (inside its interval: {sum(g['false_alarms_inside'] for g in grown)} of {len(grown)}); bank {banks}, "
+        f"the new goods learnt at {grown[0]['turns']} orientation(s); adapt {np.median([g['adapt_seconds'] for g in grown]):.1f} s (median)."
+    )
+
+
 def section(result: dict) -> str:
     parts = []
     for run in result["runs"]:
@@ -183,6 +239,9 @@ def section(result: dict) -> str:
                 f"{sum(r['false_alarms_inside'] for r in fitted)} of {len(fitted)} | {', '.join(kinds)}, {first['bank']:,} | "
                 f"{np.median([r['fit_seconds'] for r in fitted]):.1f} s |"
             )
+        grown = run.get("grown") or []
+        if grown and most is not None:
+            lines += ["", grown_line(grown, {r["draw"]: r for r in by_shot(run)[most[0]] if "auroc" in r})]
         full = run.get("full_data")
         if full and most is not None:
             most_k, most_auroc = most

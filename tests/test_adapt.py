@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance
@@ -137,3 +139,30 @@ def test_a_model_of_a_few_goods_adapted_with_more_goods_grows_its_bank_and_tight
     before, after = few.calibration.expected["false_alarm_rate_ci"], grown.calibration.expected["false_alarm_rate_ci"]
     assert after[1] - after[0] < before[1] - before[0]  # 16 goods say more than 4 about the threshold
     assert grown.calibration.n_normal == 16 and grown.calibration.n_anomaly == 0
+    # It grows as a fit on all 16 would: the new keys learnt turned too, and the bank at the rule's
+    # size for 16 goods (4 keys at 24 turns kept every patch; 16 keep a third of theirs).
+    for path in more:
+        shutil.copy(path, tmp_path / "first" / "good")
+    at_once = train(TrainOptions(data=str(tmp_path / "first"), method="patchcore", image_size=64, run_dir=str(tmp_path / "all")), show_progress=False).model
+    assert few.config["coreset_ratio"] == 1.0 and grown.config["coreset_ratio"] == at_once.config["coreset_ratio"] < 0.5
+    assert grown.config["orientation"]["turns"] == at_once.config["orientation"]["turns"] == 24
+    assert abs(grown.config["bank_size"] - at_once.config["bank_size"]) <= len(grown.config["bank_parts"])
+
+
+def test_adapt_keeps_the_share_of_patches_the_user_gave_train(tmp_path):
+    from anomalycli.workflows.train import TrainOptions, train
+    from tests.test_orientation import key
+
+    rng = np.random.default_rng(7)
+    (tmp_path / "first" / "good").mkdir(parents=True)
+    for i in range(4):
+        key(rng.uniform(-3, 3), rng, size=64).save(tmp_path / "first" / "good" / f"{i}.png")
+    options = TrainOptions(data=str(tmp_path / "first"), method="patchcore", image_size=64, run_dir=str(tmp_path / "run"), coreset_ratio=0.5)
+    few = train(options, show_progress=False).model
+    more = []
+    for i in range(8):
+        more.append(tmp_path / f"more{i}.png")
+        key(rng.uniform(-3, 3), rng, size=64).save(more[-1])
+    grown = adapt(few, [Sample(p, "good", 0) for p in more]).model
+    assert few.config["orientation"]["turns"] == grown.config["orientation"]["turns"] == 1  # aligned keys: none turned
+    assert grown.config["coreset_ratio"] == 0.5 and grown.config["bank_size"] == few.config["bank_size"] + 8 * 64 // 2

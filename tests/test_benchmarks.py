@@ -40,8 +40,9 @@ QUICK_GROUPS = {
     "line,few_shot": [
         "| watch killed at random and restarted: verdicts lost / repeated | 0 / 0 of 40",
         "| watch memory from the 100th to the 400th image",
-        "Whole `anomaly predict` on the test set, processes in turn: the first draw of 4 goods",
-        "AUROC by defect type (against all the test goods), 4 goods (mean of draws) against the full-data model: ",
+        "Whole `anomaly predict` on the test set, processes in turn: the first draw of 8 goods",
+        "AUROC by defect type (against all the test goods), 8 goods (mean of draws) against the full-data model: ",
+        "As goods arrive: each draw of 8 goods also fitted on its first 2 and given the other 6 by `anomaly adapt`: mean AUROC ",
     ],
     "station": [],
     "camera,scale,peer": [],

@@ -8,8 +8,12 @@ handful of new goods (a threshold above all ten of them, and half the defects mi
 
 1. **The bank learns the new goods.** PatchCore's bank is a union of per-fold coresets, and
    coresets compose: the new good images are dealt into the same folds, and each fold's coreset of
-   their patches, at the training's coreset ratio, joins that fold's part of the bank. Nothing
-   else is refitted (backbone, the hybrid's head and fusion). A denser coreset of the new goods
+   their patches joins that fold's part of the bank. The share kept is the bank rule's for all
+   the goods the model now knows (``detection/defaults.bank_ratio``; a share given to train
+   stays), the old parts thinned to it where it fell, and where the model learnt its goods turned
+   the new ones are learnt turned too: a new product's first few goods' model grows as a fit on
+   all its goods would (BENCHMARKS.md, "A new product from a few goods"). Nothing else is
+   refitted (backbone, the hybrid's head and fusion). A denser coreset of the new goods
    (10 %) lowered their scores more but the defects' too, below the stored defect scores the
    threshold is chosen against: on screws it missed one or two more of 10 defects at most shifts
    (BENCHMARKS.md, "The changed line", and Levers).
@@ -44,8 +48,10 @@ from anomalycli.data import trained_on
 from anomalycli.data.framing import framing_of
 from anomalycli.data.layouts import Sample
 from anomalycli.data.levels import stretched
+from anomalycli.data.orientation import FIXED, Orientation, turns
 from anomalycli.deploy.regions import pixel_threshold_of
 from anomalycli.detection import ignore, int8_backbone, region_maps
+from anomalycli.detection.defaults import CORESET_RATIO, bank_ratio
 from anomalycli.detection.methods import AnomalyModel, patchcore_fitting
 from anomalycli.detection.methods.hybrid import GlobalHead, Hybrid
 from anomalycli.detection.methods.hybrid_fitting import scores_and_grids
@@ -54,6 +60,7 @@ from anomalycli.detection.methods.patchcore_fitting import build_bank, embed_ima
 from anomalycli.errors import UserError
 from anomalycli.judgement import drift, pixel_threshold
 from anomalycli.judgement.thresholds import OperatingRule, calibrate
+from anomalycli.workflows.turned_goods import goods_turned
 
 MIN_NEW_GOODS = 5
 # Good images of a changed line that the model mostly flags are expected (that is why one adapts);
@@ -102,16 +109,20 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
         raise UserError(f"adapt needs at least {MIN_NEW_GOODS} good images from the line (got {n_new_goods}{already}); 10 to 20 is better")
     net = _one_class(model)
     hybrid = model.method == "hybrid"
-    features, descriptors, stats, readable, errors = embed_images(
-        net.extractor,
-        [s.path for s in samples],
-        model.config["image_size"],
-        show_progress=show_progress,
-        with_descriptors=hybrid,
-        keep=ignore.keep_of(model.config),
-        framing=framing_of(model.config),
-        stretch=stretched(model.config),
-    )
+
+    def embedded(paths: list, progress: bool):
+        return embed_images(
+            net.extractor,
+            paths,
+            model.config["image_size"],
+            show_progress=progress,
+            with_descriptors=hybrid,
+            keep=ignore.keep_of(model.config),
+            framing=framing_of(model.config),
+            stretch=stretched(model.config),
+        )
+
+    features, descriptors, stats, readable, errors = embedded([s.path for s in samples], show_progress)
     warnings = [f"skipped unreadable image: {e}" for e in errors]
     if left_out:
         warnings.append(f"left out {left_out} images the model was trained on: they show it nothing of the new line")
@@ -137,14 +148,24 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
             "if the part or camera moved, adapting is right; if some are defective parts, the adapted model passes such defects (check them, adapt again without them)"
         )
 
-    # 1. Deal the new goods into the bank's folds; each fold's coreset joins its part.
+    # 1. Deal the new goods into the bank's folds; each fold's coreset joins its part, their turned
+    # copies with them where the model learnt its goods turned, at the share of patches the bank
+    # rule gives all the goods it has now (a few goods' model then grows as a fit on them all would).
     parts = list(torch.split(net.bank.cpu(), net.part_sizes))
     folds = np.empty(len(goods), dtype=int)
     folds[np.random.default_rng(seed).permutation(len(goods))] = np.arange(len(goods)) % len(parts)
+    found, count, old_ratio, ratio = _bank_growth(model, len(goods), features.shape[1])
+    if ratio < old_ratio:
+        parts = [build_bank(part, ratio / old_ratio, seed=seed) for part in parts]
+    good_paths = [samples[readable[i]].path for i in goods]
+    with goods_turned([samples[readable[i]] for i in goods], found, count, model.config["image_size"]) as turned:
+        copies = [s.path for s in turned.samples[len(goods) :]]
+        copy_features = embedded(copies, False)[0] if copies else features[:0]
+    copy_fold = np.array([folds[good_paths.index(turned.copy_of[path])] for path in copies], dtype=int)
     channels = features.shape[-1]
     for f in np.unique(folds):
-        patches = features[goods[folds == f]].reshape(-1, channels)
-        parts[f] = torch.cat([parts[f], build_bank(patches, model.config.get("coreset_ratio", 0.01), seed=seed)])
+        patches = torch.cat([features[goods[folds == f]], copy_features[copy_fold == f]]).reshape(-1, channels)
+        parts[f] = torch.cat([parts[f], build_bank(patches, ratio, seed=seed)])
 
     # 2. Each new good scored out of fold: by the bank without its own fold's part.
     with_maps = pixel_threshold_of(model) is not None
@@ -191,6 +212,8 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
 
     config = {
         **config,
+        "coreset_ratio": ratio,
+        **({"orientation": {**model.config["orientation"], "turns": count}} if "orientation" in model.config else {}),
         "bank_size": int(sum(len(p) for p in parts)),
         "bank_parts": [len(p) for p in parts],
         "adapted": [*model.config.get("adapted", []), {"new_good": int(len(goods)), "new_defect": int(len(defects)), "shift": shift}],
@@ -202,6 +225,21 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
         config["drift"] = drift.reference(stats[goods], stats[defects])
     new_model = replace(model, net=adapted_net.eval(), config=config, calibration=calibration)
     return Adapted(new_model, len(goods), len(defects), shift, flagged_before, suspect, folds, new_goods, warnings)
+
+
+def _bank_growth(model: AnomalyModel, n_new_goods: int, patches_per_image: int) -> tuple[Orientation, int, float, float]:
+    """How the bank learns ``n_new_goods`` more: the model's orientation and the turns each new good
+    is learnt at, the share of patches its bank kept, and the share it keeps now (the bank rule
+    over all its goods, where train chose by the rule; a share the user gave stays)."""
+    stored = model.config.get("orientation", {"kind": FIXED, "mirrored": False, "spread_degrees": None, "reason": "", "turns": 1})
+    found = Orientation(stored["kind"], stored["mirrored"], stored["spread_degrees"], stored["reason"])
+    n_old_goods = int((np.asarray(model.calibration.labels) == 0).sum())
+    count = turns(n_old_goods + n_new_goods, found.kind)
+    views = (2 if found.mirrored else 1) * (n_old_goods * stored["turns"] + n_new_goods * count)  # what each good and copy gives
+    good_patches = patches_per_image * views
+    old_ratio = model.config.get("coreset_ratio", CORESET_RATIO)
+    # A file from before the rule was kept keeps its share.
+    return found, count, old_ratio, bank_ratio(good_patches, n_old_goods + n_new_goods, model.config.get("coreset_ratio_given", old_ratio))
 
 
 def _regions_of_new_line(model: AnomalyModel, goods: patchcore_fitting.Scores, defects: patchcore_fitting.Scores, good_paths: list, defect_paths: list):

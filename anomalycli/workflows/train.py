@@ -329,6 +329,7 @@ def _train_patchcore(options, config, samples, device, show_progress):
         "map_blur": net.map_blur,
         "reweight": options.reweight,
         "coreset_ratio": ratio,
+        "coreset_ratio_given": options.coreset_ratio,  # None: the bank rule chose, and adapt applies it again
         "cv_folds": options.cv_folds,
         "batch_norm_folded": extractor.folded,
         "drift": _drift_reference(features.stats[original], labels),
@@ -377,6 +378,7 @@ def _train_hybrid(options, config, samples, device, show_progress):
         "descriptor_size": int(net.head.weight.shape[0]),
         "fusion": [*net.stats.tolist(), float(net.alpha)],
         "coreset_ratio": ratio,
+        "coreset_ratio_given": options.coreset_ratio,  # None: the bank rule chose, and adapt applies it again
         "cv_folds": options.cv_folds,
         "batch_norm_folded": extractor.folded,
         "drift": _drift_reference(features.stats, labels),

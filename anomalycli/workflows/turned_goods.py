@@ -54,20 +54,28 @@ def turned_goods(samples: list[Sample], wanted: str, image_size: int, ignore_mas
         found = Orientation(FIXED, False, None, "--ignore masks are in the images' own frame: the goods are used as they are")
     else:
         found = orientation(measured_goods([s.path for s in goods]), wanted)
-    count = turns(len(goods), found.kind)
+    with goods_turned(samples, found, turns(len(goods), found.kind), image_size) as turned:
+        if turned.copy_of:
+            log.info(f"orientation: {found.reason}; {len(goods)} goods learnt at {turned.turns} orientations" + (" and mirrored" if found.mirrored else ""))
+        yield turned
+
+
+@contextlib.contextmanager
+def goods_turned(samples: list[Sample], found: Orientation, count: int, image_size: int) -> Iterator[TurnedGoods]:
+    """``samples`` with each good's copies at ``count`` orientations (mirrored too where ``found``
+    says), as decided already: by ``turned_goods``, or by the model that ``adapt`` teaches more goods."""
     if count == 1 and not found.mirrored:
         yield TurnedGoods(list(samples), {}, found, 1)
         return
     with tempfile.TemporaryDirectory(prefix="anomalycli-turned-") as folder:
         copies, copy_of = [], {}
-        for i, good in enumerate(goods):
+        for i, good in enumerate(s for s in samples if s.label == 0):
             original = _original(good.path)  # an unreadable good has no copies; the fit reports it
             for k, image in enumerate(turned_copies(shrunk(original, image_size), count, found.mirrored)[1:] if original else [], start=1):
                 path = Path(folder) / f"{i:05d}-{k:02d}.png"
                 image.save(path, compress_level=COPY_COMPRESSION)
                 copies.append(replace(good, path=path, mask=None))
                 copy_of[path] = good.path
-        log.info(f"orientation: {found.reason}; {len(goods)} goods learnt at {count} orientations" + (" and mirrored" if found.mirrored else ""))
         yield TurnedGoods(list(samples) + copies, copy_of, found, count)
 
 
