@@ -195,6 +195,11 @@ def headline(result: dict, data: str) -> dict:
         fitted = [r for r in rows if "auroc" in r]
         if fitted:
             cells.append(f"{k}: {np.mean([r['auroc'] for r in fitted]):.3f} ({sum(r['false_alarms_inside'] for r in fitted)}/{len(fitted)})")
+    grown = run.get("grown") or []
+    if grown:
+        k = grown[0]["first"] + grown[0]["added"]
+        inside = sum(g["false_alarms_inside"] for g in grown)
+        cells.append(f"{k} grown from {grown[0]['first']} by adapt: {np.mean([g['auroc'] for g in grown]):.3f} ({inside}/{len(grown)})")
     return {"a few goods, no defects: AUROC by goods, mean of draws (draws whose false alarms are inside the announced interval)": "; ".join(cells)}
 
 

@@ -160,8 +160,8 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     good_paths = [samples[readable[i]].path for i in goods]
     with goods_turned([samples[readable[i]] for i in goods], found, count, model.config["image_size"]) as turned:
         copies = [s.path for s in turned.samples[len(goods) :]]
-        copy_features = embedded(copies, False)[0] if copies else features[:0]
-    copy_fold = np.array([folds[good_paths.index(turned.copy_of[path])] for path in copies], dtype=int)
+        copy_features, _, _, copies_read, _ = embedded(copies, False) if copies else (features[:0], None, None, [], [])
+    copy_fold = np.array([folds[good_paths.index(turned.copy_of[copies[i]])] for i in copies_read], dtype=int)
     channels = features.shape[-1]
     for f in np.unique(folds):
         patches = torch.cat([features[goods[folds == f]], copy_features[copy_fold == f]]).reshape(-1, channels)
