@@ -201,6 +201,17 @@ def test_one_good_image_is_refused_with_why_and_what_to_add(parts, tmp_path):
     assert "only 1 good image:" in message and "at least 2 (add good images;" in message
 
 
+def test_a_recall_target_without_labelled_defects_is_refused_before_fitting_and_by_calibrate(parts, tmp_path):
+    shutil.copytree(parts / "good", tmp_path / "new/good")
+    message = one_clear_line(run_cli("train", tmp_path / "new", "--target-recall", "0.9", "--run-dir", tmp_path / "run", expect=1))
+    assert "--target-recall needs labelled defective images" in message and not (tmp_path / "run" / "model.safetensors").exists()
+    run_cli("train", tmp_path / "new", "--image-size", "64", "--run-dir", tmp_path / "goods")
+    model = tmp_path / "goods" / "model.safetensors"
+    message = one_clear_line(run_cli("calibrate", model, "--defect-rate", "0.05", "--out", tmp_path / "c.safetensors", expect=1))
+    assert "--defect-rate needs labelled defective images" in message and "--max-fpr" in message and not (tmp_path / "c.safetensors").exists()
+    run_cli("calibrate", model, "--max-fpr", "0.2", "--out", tmp_path / "c.safetensors")
+
+
 def test_hybrid_trains_and_reports_like_the_others(parts, hybrid_model, tmp_path):
     out = tmp_path / "m.json"
     result = run_cli("eval", hybrid_model, parts, "--json", out)

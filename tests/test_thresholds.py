@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from anomalycli.errors import UserError
 from anomalycli.judgement.metrics import operating_point
 from anomalycli.judgement.thresholds import NO_ANOMALY_FPR, OperatingRule, calibrate, trade_off
 
@@ -62,12 +63,20 @@ def test_max_false_alarm_rate_is_met_with_the_most_recall_it_allows(max_fpr):
 
 def test_no_anomalies_gives_a_threshold_over_the_goods_and_a_warning_with_its_interval():
     scores = np.linspace(0, 1, 200)
-    for rule in (OperatingRule(), OperatingRule("recall", 0.9)):
-        calibration, warning = calibrate(np.zeros(200), scores, rule)
-        assert "no labelled defects: the threshold is set on 200 good images alone" in warning
-        assert np.mean(scores >= calibration.threshold) <= NO_ANOMALY_FPR
+    calibration, warning = calibrate(np.zeros(200), scores, OperatingRule())
+    assert "no labelled defects: the threshold is set on 200 good images alone" in warning
+    assert np.mean(scores >= calibration.threshold) <= NO_ANOMALY_FPR
     calibration, _ = calibrate(np.zeros(200), scores, OperatingRule("fpr", 0.05))
     assert 0.04 <= np.mean(scores >= calibration.threshold) <= 0.05
+
+
+def test_a_rule_that_measures_defects_is_refused_where_none_are_labelled_not_swapped_for_another():
+    scores = np.linspace(0, 1, 200)
+    for rule, option in ((OperatingRule("recall", 0.9), "--target-recall"), (OperatingRule("f1", 0.1), "--defect-rate")):
+        with pytest.raises(UserError, match=f"{option} needs labelled defective images to measure, and there are none \\(200 good"):
+            calibrate(np.zeros(200), scores, rule)
+        labels = np.r_[np.zeros(200), np.ones(3)]
+        assert calibrate(labels, np.r_[scores, [2.0, 2.1, 2.2]], rule)[0].threshold <= 2.0  # with defects it measures them
 
 
 def test_trade_off_rows_and_raw_threshold_round_trip():

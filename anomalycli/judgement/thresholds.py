@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from anomalycli.errors import UserError
 from anomalycli.judgement.calibration import Calibration
 from anomalycli.judgement.metrics import operating_point, sklearn_metrics
 from anomalycli.judgement.size_rule import describe as describe_size_rule
@@ -38,6 +39,19 @@ class OperatingRule:
             "f1": "max F1 at a {:g} defect rate (--defect-rate)",
         }
         return what[self.name].format(self.value)
+
+
+def require_defects_for(rule: OperatingRule, n_anomalies: int, n_normal: int) -> None:
+    """Refuse a rule that measures the defects (--target-recall, --defect-rate) where none are
+    labelled: with goods alone only the false-alarm rate can be chosen, and silently choosing that
+    instead would hand the user a threshold they did not ask for."""
+    if n_anomalies or rule.name not in ("recall", "f1"):
+        return
+    option = "--target-recall" if rule.name == "recall" else "--defect-rate"
+    raise UserError(
+        f"{option} needs labelled defective images to measure, and there are none ({n_normal} good images alone): "
+        "give labelled defective images, or choose by --max-fpr"
+    )
 
 
 def _below(scores: np.ndarray, cut: float) -> float:
@@ -188,6 +202,7 @@ def calibrate(
     warning = None
     if not len(normal):
         raise ValueError("calibration needs at least one normal score")
+    require_defects_for(rule, len(anomaly), len(normal))
     if len(anomaly):
         threshold = choose_threshold(labels, scores, rule)
         rule_text = f"{rule.describe()} on {len(normal)} normal and {len(anomaly)} anomalous images ({source} scores)"

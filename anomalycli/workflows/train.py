@@ -26,7 +26,7 @@ from anomalycli.detection.methods import AnomalyModel, classifier, hybrid_fittin
 from anomalycli.detection.methods.classifier_training import fit_classifier
 from anomalycli.errors import UserError
 from anomalycli.judgement import drift
-from anomalycli.judgement.thresholds import OperatingRule, calibrate
+from anomalycli.judgement.thresholds import OperatingRule, calibrate, require_defects_for
 from anomalycli.workflows import input_size, train_pixels
 from anomalycli.workflows.train_options import (  # noqa: F401 (the options are train's too)
     AUTO,
@@ -71,8 +71,10 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
         options.validate()
     n_images = len(dataset.samples)
     log.info(f"data: {dataset.root} ({dataset.layout}), {n_images} image{'' if n_images == 1 else 's'}")
+    fitted_on = [s for s in dataset.samples if s.split in (None, "train", "val")]
     if options.method in CROSS_FITTED:
-        _check_enough_goods(sum(s.label == 0 for s in dataset.samples if s.split in (None, "train", "val")))
+        _check_enough_goods(sum(s.label == 0 for s in fitted_on))
+    require_defects_for(options.operating_rule(), sum(s.label == 1 for s in fitted_on), sum(s.label == 0 for s in fitted_on))
     train_samples, val_samples, source = choose_validation(dataset, options.val_ratio, options.seed)
     _check_classes(train_samples, val_samples, options.method, options.normal_class)
     if options.method in CROSS_FITTED:
