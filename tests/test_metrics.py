@@ -13,6 +13,8 @@ def test_report_matches_scikit_learn():
     types = ["a" if i % 2 else "b" for i in range(100)]
     report = binary_report(labels, scores, predicted, types, n_boot=200)
     assert report["f1"] == pytest.approx(skm.f1_score(labels, predicted))
+    assert report["precision"] == pytest.approx(skm.precision_score(labels, predicted))
+    assert report["recall"] == pytest.approx(skm.recall_score(labels, predicted))
     assert report["auroc"] == pytest.approx(skm.roc_auc_score(labels, scores))
     assert report["average_precision"] == pytest.approx(skm.average_precision_score(labels, scores))
     assert report["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(labels, predicted))
@@ -21,6 +23,14 @@ def test_report_matches_scikit_learn():
     assert report["per_defect_type"]["a"]["recall"] == pytest.approx(predicted[(labels == 1) & (np.arange(100) % 2 == 1)].mean())
     low, high = report["auroc_ci"]
     assert low < report["auroc"] < high and high - low < 0.5
+
+
+def test_on_good_images_alone_recall_and_f1_are_undefined_not_zero():
+    scores = np.linspace(0, 1, 30)
+    report = binary_report(np.zeros(30, int), scores, (scores > 0.95).astype(int), n_boot=50)
+    assert report["recall"] is None and report["f1"] is None and report["f1_ci"] is None and report["auroc"] is None
+    assert report["precision"] == 0.0 and report["accuracy"] == pytest.approx(28 / 30)  # 2 flagged, neither a defect
+    assert binary_report(np.zeros(30, int), scores, np.zeros(30, int), n_boot=0)["precision"] is None  # nothing flagged
 
 
 def test_operating_point_counts_and_wilson_intervals():

@@ -71,15 +71,19 @@ def binary_report(labels, scores, predicted, defect_types=None, n_boot: int = 10
         "n_images": int(len(labels)),
         "accuracy": float(sklearn_metrics().accuracy_score(labels, predicted)),
         "balanced_accuracy": float(sklearn_metrics().balanced_accuracy_score(labels, predicted)) if both else None,
-        "precision": float(sklearn_metrics().precision_score(labels, predicted, zero_division=0)),
-        "recall": float(sklearn_metrics().recall_score(labels, predicted, zero_division=0)),
-        "f1": _f1(labels, predicted),
+        # Undefined, not 0, where nothing was flagged (precision) or no defect was given (recall, F1):
+        # a recall of 0.000 on good images alone reads as every defect missed.
+        "precision": float(tp / (tp + fp)) if tp + fp else None,
+        "recall": float(tp / (tp + fn)) if tp + fn else None,
+        "f1": _f1(labels, predicted) if tp + fn else None,
         "auroc": auroc(labels, scores),
         "average_precision": float(sklearn_metrics().average_precision_score(labels, scores)) if both else None,
         "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
         "per_defect_type": per_defect_recall(labels, predicted, defect_types) if defect_types is not None else {},
     }
     report.update(bootstrap_ci(labels, scores, predicted, n_boot=n_boot))
+    if not tp + fn:
+        report["f1_ci"] = None
     return report
 
 
