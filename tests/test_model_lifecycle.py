@@ -210,6 +210,8 @@ def test_every_file_a_verb_writes_gives_the_same_scores_in_every_verb_that_reads
     same(_raw(rows), "eval", graph=isinstance(model, onnx_model.OnnxModel))
     # Every file keeps which images its model was trained on (adapt adds the new line's): eval says so.
     assert report["trained_on"]["seen"] == len(samples), f"{writer} lost the record of the images its model was trained on"
+    # And how those images were saved (PNG here: lossless), for the drift check to name a lossier line.
+    assert sum(loaded.config["encoding"].values()) >= len(samples), f"{writer} lost how its training images were saved"
     if writer == "adapt":
         assert all(trained_on.seen(loaded.config, sorted(data["line"].glob("*.png")))), "adapt did not add the new line's goods"
     items, _ = review_server.scored_items(engines.load_model(model_file), images, images[0].parent.parent)

@@ -13,6 +13,7 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
+from anomalycli.data import encoding
 from anomalycli.data.decoding import DecodeAhead, batches
 from anomalycli.data.framing import SQUASH, framing_of, unframed
 from anomalycli.data.images import original_size
@@ -103,4 +104,8 @@ def check_drift(model, rows: list[Scored], model_name: str = "MODEL", labels: li
     with_stats = readable and all(rows[i].stats is not None for i in readable)
     stats = np.stack([rows[i].stats for i in readable]) if with_stats else None
     known = None if labels is None else np.array([labels[i] for i in readable], dtype=int)
-    return drift.check(model, np.array([rows[i].raw for i in readable]), stats, model_name, labels=known)
+    report = drift.check(model, np.array([rows[i].raw for i in readable]), stats, model_name, labels=known)
+    if report.drift:  # the files' headers, read only then: where they were saved lossier than the training images, that is a cause to name
+        cause = encoding.lossier_line(model.config.get("encoding"), encoding.summary([rows[i].path for i in readable]))
+        report.message += f" Likely {cause}" if cause else ""
+    return report

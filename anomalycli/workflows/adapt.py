@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from anomalycli.data import trained_on
+from anomalycli.data import encoding, trained_on
 from anomalycli.data.framing import framing_of
 from anomalycli.data.layouts import Sample
 from anomalycli.data.levels import stretched
@@ -219,6 +219,8 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
         "adapted": [*model.config.get("adapted", []), {"new_good": int(len(goods)), "new_defect": int(len(defects)), "shift": shift}],
     }
     config = trained_on.added(config, [samples[i].path for i in readable])
+    if "encoding" in model.config:
+        config["encoding"] = encoding.added(model.config["encoding"], [samples[readable[i]].path for i in goods])
     if "drift" in model.config:
         config["drift"] = drift.adapted_reference(model.config["drift"], stats[goods])
     else:

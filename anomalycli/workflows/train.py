@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from anomalycli import files, project
-from anomalycli.data import trained_on
+from anomalycli.data import encoding, trained_on
 from anomalycli.data.framing import SQUASH
 from anomalycli.data.layouts import Sample, discover
 from anomalycli.data.levels import goods_sample, levels, stretched
@@ -86,7 +86,8 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
         project.write_args(run_dir, asdict(options))
     model, history, notes = fit(options, train_samples, val_samples, run_dir, state, show_progress)
     everything = train_samples + val_samples
-    model = replace(model, config=trained_on.recorded(model.config, [s.path for s in everything]))
+    paths = [s.path for s in everything]
+    model = replace(model, config={**trained_on.recorded(model.config, paths), "encoding": encoding.summary(paths)})
     model_path = export.save_model(model, run_dir / MODEL_NAME)
     # PatchCore's bank holds the good images only.
     n_fit = {"patchcore": sum(s.label == 0 for s in everything), "hybrid": len(everything)}.get(options.method, len(train_samples))
