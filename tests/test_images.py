@@ -27,6 +27,14 @@ def test_any_mode_loads_as_rgb(tmp_path, mode):
         assert np.asarray(image).min() == 255, "16-bit white must stay white, not clip or wrap"
 
 
+@pytest.mark.parametrize("top", [1.0, 255.0, 65535.0])
+def test_a_float_tiff_is_scaled_from_its_own_range_not_clipped(tmp_path, top):
+    ramp = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    Image.fromarray(ramp * np.float32(top), "F").save(tmp_path / "f.tiff")
+    grey = np.asarray(load_image(tmp_path / "f.tiff"))[..., 0].astype(int)
+    assert abs(grey - np.round(ramp * 255)).max() <= 1  # 0..1 is not a black image, 0..65535 not a white one
+
+
 def test_exif_orientation_is_applied(tmp_path):
     image = Image.new("RGB", (40, 20), (255, 0, 0))
     exif = image.getexif()

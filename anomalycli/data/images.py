@@ -170,10 +170,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def to_grey_or_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode as 'L' (grey) or 'RGB', the same way: 16-bit and float images are scaled, not clipped."""
+    """Any Pillow mode as 'L' (grey) or 'RGB', the same way: 16-bit and float images are scaled, not
+    clipped (floats from 0..1, 0..255 or 0..65535, by their largest value)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        if image.mode == "F" and array.max() <= 1.0:
+            top = 1.0  # a float image on the 0..1 scale (a normalised export) is not a black one
         image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
