@@ -93,6 +93,17 @@ def test_the_stream_check_says_drift_once_and_when_it_is_over():
     assert said[1] == "drift over: the last 200 images look like the training data again"
 
 
+def test_the_stream_check_names_a_lossier_encoding_as_the_likely_cause():
+    model, rng = _model(), np.random.default_rng(6)
+    model.config["encoding"] = {"lossless": 300}
+    for saved_as, named in (("JPEG q75", True), ("lossless", False), (None, False)):
+        stream = drift.Rolling(model)
+        raw, stats = _batch(rng, 200, 0.05, score_shift=2.0)
+        said = [line for r, s in zip(raw, stats) if (line := stream.add(float(r), s, saved_as))]
+        assert said and said[0].startswith("drift: the last")
+        assert ("Likely cause: these images are JPEG at quality 75 (" in said[0]) == named, said[0]
+
+
 def test_image_stats_tell_brightness_contrast_and_blur_apart(parts):
     image = Image.open(next((parts / "good").glob("*.png"))).convert("RGB")
 

@@ -315,7 +315,8 @@ def test_watch_of_an_int8_model_never_imports_pytorch(patchcore_model, tmp_path)
     assert "stopped: 0 images judged" in done.stdout and "imported: []" in done.stdout, done.stdout + done.stderr
 
 
-def test_the_drift_check_runs_on_the_stream_and_its_state_lies_beside_the_journal(parts, patchcore_model, tmp_path):
+@pytest.mark.parametrize("change", ["darker", "jpeg"])
+def test_the_drift_check_runs_on_the_stream_and_its_state_lies_beside_the_journal(change, parts, patchcore_model, tmp_path):
     from PIL import Image, ImageEnhance
 
     inbox, journal = tmp_path / "inbox", tmp_path / "journal.csv"
@@ -323,12 +324,16 @@ def test_the_drift_check_runs_on_the_stream_and_its_state_lies_beside_the_journa
     process = start(patchcore_model, inbox, journal)
     wait_started(process, journal)
     goods = sorted((parts / "good").glob("*.png"))
-    for i in range(60):  # the lamp has aged: every part darker
-        ImageEnhance.Brightness(Image.open(goods[i % len(goods)])).enhance(0.5).save(inbox / f"dark{i:02d}.png")
+    for i in range(60):
+        if change == "darker":  # the lamp has aged: every part darker
+            ImageEnhance.Brightness(Image.open(goods[i % len(goods)])).enhance(0.5).save(inbox / f"dark{i:02d}.png")
+        else:  # the line PC saves JPEG, and at a low quality
+            Image.open(goods[i % len(goods)]).save(inbox / f"saved{i:02d}.jpg", quality=20)
     assert wait_for(lambda: len(rows(journal)) == 60)
     code, out = stop(process)
     said = [line for line in out.splitlines() if line.startswith("drift:")]
     assert code == 0 and len(said) == 1 and said[0].startswith("drift: the last 50 images do not look like the training data"), out
+    assert ("Likely cause: these images are JPEG at quality 20 (50 of the 50 looked at), the training images lossless" in said[0]) == (change == "jpeg")
     state = json.loads((tmp_path / "journal.drift.json").read_text())
     assert state["state"] == "drift" and state["message"] == said[0]
 

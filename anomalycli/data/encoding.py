@@ -5,7 +5,8 @@ A model trained on lossless images flags goods saved as JPEG at Pillow's default
 as lossy WebP: the compression smooths a surface's fine texture and leaves blocks, and the drift
 check then says only that the images are blurrier (BENCHMARKS.md, "The changed line"). Train keeps
 the encodings of its images, and where the drift check calls drift, the encodings of the images
-judged are compared with them, to name the cause.
+judged (a batch's files; on the line, each image's as it is judged: 0.05-0.08 ms a header) are
+compared with them, to name the cause.
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ MOST_FILES = 64
 GOOD_JPEG_QUALITY = 90
 
 
-def encoding_of(path: str | Path) -> str | None:
-    """'lossless', 'JPEG q75', 'WebP lossy'; None where the file does not open."""
+def encoding_of(path: str | Path, data: bytes | None = None) -> str | None:
+    """'lossless', 'JPEG q75', 'WebP lossy' (the file at ``path``, or the bytes ``data`` it names);
+    None where it does not open."""
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data) if data is not None else path) as image:
             if image.format == "JPEG":
                 return f"JPEG q{jpeg_quality(image.quantization)}"
             if image.format == "WEBP":
-                return LOSSLESS if _webp_lossless(path) else WEBP_LOSSY
+                return LOSSLESS if _webp_lossless(path, data) else WEBP_LOSSY
             return LOSSLESS
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
@@ -42,7 +44,12 @@ def encoding_of(path: str | Path) -> str | None:
 def summary(paths: list) -> dict[str, int]:
     """How many of (a spread sample of) ``paths`` were saved each way."""
     step = max(1, len(paths) // MOST_FILES)
-    return dict(Counter(e for e in map(encoding_of, paths[::step]) if e is not None))
+    return counted(map(encoding_of, paths[::step]))
+
+
+def counted(encodings) -> dict[str, int]:
+    """How many of ``encodings`` (None: unknown) are each one."""
+    return dict(Counter(e for e in encodings if e is not None))
 
 
 def lossier_line(trained: dict[str, int] | None, judged: dict[str, int]) -> str | None:
@@ -96,8 +103,10 @@ def _reference_tables() -> np.ndarray:
     return np.asarray(tables, dtype=float)
 
 
-def _webp_lossless(path: str | Path) -> bool:
+def _webp_lossless(path: str | Path, data: bytes | None = None) -> bool:
     """A WebP file's first image chunk: VP8L is lossless, VP8 lossy (an extended file lists chunks)."""
-    with open(path, "rb") as f:
-        head = f.read(4096)
-    return b"VP8L" in head[12:] and b"VP8 " not in head[12:]
+    if data is None:
+        with open(path, "rb") as f:
+            data = f.read(4096)
+    head = data[12:4096]
+    return b"VP8L" in head and b"VP8 " not in head

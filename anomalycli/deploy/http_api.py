@@ -24,6 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from anomalycli.data.encoding import encoding_of
 from anomalycli.data.images import ImageError, original_size, read_image_array
 from anomalycli.deploy.journal import Journal, JournalError
 from anomalycli.deploy.line import Line
@@ -70,7 +71,7 @@ def make_app(line: Line, journal: Journal | None = None, token: str | None = Non
         pixels = read_image_array(name, line.image_size, data=data, framing=line.framing)  # ImageError: the caller's 400
         size = original_size(name, data) if line.wants_sizes else None
         with lock:
-            (judged,), said = line.judge([name], pixels.transpose(2, 0, 1)[None], [""], [arrived], [size])
+            (judged,), said = line.judge([name], pixels.transpose(2, 0, 1)[None], [""], [arrived], [size], [encoding_of(name, data)])
             if journal is not None:
                 journal.append([judged.row()])
             metrics.judged.labels(judged.verdict).inc()

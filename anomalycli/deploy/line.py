@@ -107,11 +107,18 @@ class Line:
             regions(np.ones((2, 2)), 0.0)
 
     def judge(
-        self, names: list[str], images: np.ndarray, errors: list[str], arrived: list[float], sizes: list[tuple[int, int] | None] | None = None
+        self,
+        names: list[str],
+        images: np.ndarray,
+        errors: list[str],
+        arrived: list[float],
+        sizes: list[tuple[int, int] | None] | None = None,
+        saved_as: list[str | None] | None = None,
     ) -> tuple[list[Judged], list[str]]:
         """Verdicts for decoded images (uint8 B x 3 x S x S; ``errors``: '' where decoded; ``arrived``:
         each one's time.monotonic() of arrival; ``sizes``: each one's own (width, height), where
-        ``wants_sizes``), and the drift check's lines where its state changed."""
+        ``wants_sizes``; ``saved_as``: how each file was saved, ``encoding.encoding_of``, where it
+        was a file), and the drift check's lines where its state changed."""
         scored = score_decoded(self.model, [Path(n) for n in names], images, errors, self.threshold, self.with_maps, sizes)
         found = [None] * len(scored)
         if self.makes_regions:  # the size rule's verdicts need them; the rows only where asked
@@ -119,7 +126,8 @@ class Line:
             found = made if self.with_regions else found
         done = time.monotonic()
         judged = [Judged(n, s, 1000 * (done - t), regions=r) for n, s, t, r in zip(names, scored, arrived, found)]
-        said = [line for j in judged if j.verdict != "error" and (line := self.drift.add(j.scored.raw, j.scored.stats))]
+        saved_as = saved_as or [None] * len(judged)
+        said = [line for j, how in zip(judged, saved_as) if j.verdict != "error" and (line := self.drift.add(j.scored.raw, j.scored.stats, how))]
         return judged, said
 
     def drift_state(self) -> dict:

@@ -105,7 +105,5 @@ def check_drift(model, rows: list[Scored], model_name: str = "MODEL", labels: li
     stats = np.stack([rows[i].stats for i in readable]) if with_stats else None
     known = None if labels is None else np.array([labels[i] for i in readable], dtype=int)
     report = drift.check(model, np.array([rows[i].raw for i in readable]), stats, model_name, labels=known)
-    if report.drift:  # the files' headers, read only then: where they were saved lossier than the training images, that is a cause to name
-        cause = encoding.lossier_line(model.config.get("encoding"), encoding.summary([rows[i].path for i in readable]))
-        report.message += f" Likely {cause}" if cause else ""
-    return report
+    # The files' headers are read only where drift is called: a lossier encoding is a cause to name.
+    return drift.with_cause(report, model, encoding.summary([rows[i].path for i in readable])) if report.drift else report

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from anomalycli.data import encoding
 from anomalycli.judgement import binomial
 
 STATS = ("brightness", "contrast", "sharpness")
@@ -269,11 +270,13 @@ class Rolling:
         self.model, self.model_name = model, model_name
         self.raw: collections.deque = collections.deque(maxlen=WINDOW)
         self.stats: collections.deque = collections.deque(maxlen=WINDOW)
+        self.encodings: collections.deque = collections.deque(maxlen=WINDOW)  # how each was saved (data/encoding.py), None unknown
         self.state, self.report, self._unchecked = "ok", DriftReport(False), 0
 
-    def add(self, raw: float, stats: np.ndarray | None) -> str:
+    def add(self, raw: float, stats: np.ndarray | None, saved_as: str | None = None) -> str:
         self.raw.append(raw)
         self.stats.append(stats)
+        self.encodings.append(saved_as)
         self._unchecked += 1
         if len(self.raw) < FIRST_CHECK or self._unchecked < CHECK_EVERY:
             return ""
@@ -281,6 +284,7 @@ class Rolling:
         with_stats = all(s is not None for s in self.stats)
         name = f"the last {len(self.raw)} images"
         report = check(self.model, np.array(self.raw), np.stack(self.stats) if with_stats else None, self.model_name, alpha=STREAM_ALPHA, name=name)
+        with_cause(report, self.model, encoding.counted(self.encodings))
         state = "drift" if report.drift else "note" if report.message.startswith("note:") else "ok"
         before, self.state, self.report = self.state, state, report
         if state == before or not report.checked:
@@ -288,6 +292,14 @@ class Rolling:
         if state == "ok":
             return f"{'drift' if before == 'drift' else 'note'} over: {name} look like the training data again"
         return report.message
+
+
+def with_cause(report: DriftReport, model, judged: dict[str, int]) -> DriftReport:
+    """``report`` with a likely cause named where drift is called and most images ``judged`` (their
+    encodings, counted) were saved lossier than every training image."""
+    cause = encoding.lossier_line(model.config.get("encoding"), judged) if report.drift else None
+    report.message += f" Likely {cause}" if cause else ""
+    return report
 
 
 def adapted_reference(ref: dict, new_good_stats: np.ndarray) -> dict:

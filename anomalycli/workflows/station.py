@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from anomalycli.data.encoding import encoding_of
 from anomalycli.data.images import ImageError, original_size, read_image_array
 from anomalycli.data.inbox import Inbox
 from anomalycli.deploy import journal as journals
@@ -316,7 +317,7 @@ class Station:
             pixels, error = np.zeros((3, size, size), np.uint8), str(exc)
         sizes = [original_size(path)] if line.wants_sizes and not error else None
         try:
-            (judged,), said = line.judge([name], pixels[None], [error], [arrived], sizes)
+            (judged,), said = line.judge([name], pixels[None], [error], [arrived], sizes, [None if error else encoding_of(path)])
         except Exception as exc:  # a model that fails is an NG with an error code, never a silent pass
             return _model_failed(name, arrived, exc), signals.MODEL_FAILED
         for text in said:

@@ -32,6 +32,7 @@ import numpy as np
 
 from anomalycli import files
 from anomalycli.data import decoding
+from anomalycli.data.encoding import encoding_of
 from anomalycli.data.images import existing_folder, load_image, original_size
 from anomalycli.data.inbox import RESCAN_SECONDS, Inbox
 from anomalycli.deploy.journal import Journal
@@ -201,7 +202,8 @@ class _Watch:
         if not ready:
             return
         sizes = [original_size(i.path) for i in ready] if self.line.wants_sizes else None
-        judged, said = self.line.judge([i.name for i in ready], np.stack(images), errors, [i.arrived for i in ready], sizes)
+        saved_as = [encoding_of(i.path) if not e else None for i, e in zip(ready, errors)]
+        judged, said = self.line.judge([i.name for i in ready], np.stack(images), errors, [i.arrived for i in ready], sizes, saved_as)
         for item, verdict in zip(ready, judged):
             verdict.bytes, verdict.mtime_ns = item.identity[1], item.identity[2]
         self.journal.append([j.row() for j in judged])  # on disk: from here on, these images are judged
