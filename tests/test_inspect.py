@@ -1,4 +1,5 @@
 import json
+import shutil
 from collections import Counter
 
 import numpy as np
@@ -57,6 +58,15 @@ def test_one_size_is_one_line(parts):
     result = run_cli("inspect", parts)
     lines = result.output.splitlines()
     assert lines[lines.index("image sizes") + 1] == "64x64, all 36 images"
+
+
+def test_inspect_says_how_the_images_were_saved(parts, tmp_path):
+    assert "modes: L (36); saved as: lossless (36); masks found: 12" in " ".join(run_cli("inspect", parts).output.split())
+    for i, path in enumerate(sorted((parts / "good").glob("*.png"))[:5]):
+        (tmp_path / "good").mkdir(exist_ok=True)
+        Image.open(path).save(tmp_path / "good" / f"{i}.jpg", quality=75)
+    shutil.copy(sorted((parts / "good").glob("*.png"))[5], tmp_path / "good")
+    assert "saved as: JPEG q75 (5), lossless (1)" in " ".join(run_cli("inspect", tmp_path).output.split())
 
 
 def test_inspect_says_how_train_would_take_the_goods_orientation(parts, tmp_path):

@@ -95,7 +95,9 @@ def inspection_tables(facts: dict) -> list:
 def size_lines(facts: dict) -> list:
     """The sizes section: a few lines whatever the number of sizes (``--json`` lists every one)."""
     summary = facts["size_summary"]
-    modes = "modes: " + ", ".join(f"{m} ({n})" for m, n in facts["image_modes"].items()) + f"; masks found: {facts['masks']}"
+    modes = "modes: " + ", ".join(f"{m} ({n})" for m, n in facts["image_modes"].items())
+    saved_as = ", ".join(f"{e} ({n})" for e, n in facts.get("saved_as", {}).items())
+    modes += (f"; saved as: {saved_as}" if saved_as else "") + f"; masks found: {facts['masks']}"
     if summary is None:
         return [Text("no readable images"), Text(modes)]
     if summary["n_distinct"] == 1:

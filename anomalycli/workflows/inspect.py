@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from PIL import Image
 
 from anomalycli import files
+from anomalycli.data.encoding import encoding_of
 from anomalycli.data.images import ImageError, load_image
 from anomalycli.data.layouts import Dataset
 from anomalycli.data.levels import goods_sample, levels
@@ -80,6 +81,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
     defect_types: Counter = Counter()
     sizes: Counter = Counter()
     modes: Counter = Counter()
+    saved_as: Counter = Counter()
     unreadable = []
     by_hash: dict[str, list] = defaultdict(list)
     for s in dataset.samples:
@@ -91,6 +93,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
             with Image.open(s.path) as im:
                 sizes[(im.width, im.height)] += 1
                 modes[im.mode] += 1
+            saved_as[encoding_of(s.path)] += 1
             load_image(s.path)  # a full decode: truncated files fail only here
         except ImageError as exc:
             unreadable.append({"path": str(s.path), "error": str(exc)})
@@ -142,6 +145,8 @@ def inspect_dataset(dataset: Dataset) -> dict:
         # Whether train (patchcore, hybrid) would stretch each image's levels (data/levels.py).
         "levels": _levels(dataset.samples),
         "image_modes": dict(modes.most_common()),
+        # How the images were saved (data/encoding.py): a line that saves lossier than these drifts.
+        "saved_as": {str(e): n for e, n in saved_as.most_common() if e is not None},
         "masks": sum(1 for s in dataset.samples if s.mask),
         "unreadable": unreadable,
         "duplicates": duplicates,
