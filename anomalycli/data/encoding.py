@@ -1,9 +1,10 @@
 """How image files were saved: lossless, or lossy JPEG (at what quality) or WebP, read from their
 headers without decoding them.
 
-A model trained on lossless images flags goods saved as JPEG at Pillow's default quality (75) or
-as lossy WebP: the compression smooths a surface's fine texture and leaves blocks, and the drift
-check then says only that the images are blurrier (BENCHMARKS.md, "The changed line"). Train keeps
+A model trained on lossless images flags goods saved as JPEG at quality 60 (every good screw:
+BENCHMARKS.md, "The changed line"), at Pillow's default 75, or as lossy WebP: the compression
+smooths a surface's fine texture and leaves blocks, and the drift check's image tests say only
+that the images are blurrier. Train keeps
 the encodings of its images, and where the drift check calls drift, the encodings of the images
 judged (a batch's files; on the line, each image's as it is judged: 0.05-0.08 ms a header) are
 compared with them, to name the cause.
