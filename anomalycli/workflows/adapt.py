@@ -220,7 +220,7 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     }
     config = trained_on.added(config, [samples[i].path for i in readable])
     if "encoding" in model.config:
-        config["encoding"] = encoding.added(model.config["encoding"], [samples[readable[i]].path for i in goods])
+        config["encoding"] = encoding.added(model.config["encoding"], good_paths)
     if "drift" in model.config:
         config["drift"] = drift.adapted_reference(model.config["drift"], stats[goods])
     else:
