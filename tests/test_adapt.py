@@ -166,3 +166,14 @@ def test_adapt_keeps_the_share_of_patches_the_user_gave_train(tmp_path):
     grown = adapt(few, [Sample(p, "good", 0) for p in more]).model
     assert few.config["orientation"]["turns"] == grown.config["orientation"]["turns"] == 1  # aligned keys: none turned
     assert grown.config["coreset_ratio"] == 0.5 and grown.config["bank_size"] == few.config["bank_size"] + 8 * 64 // 2
+
+
+def test_adapt_says_how_its_bank_grew():
+    from anomalycli.cli.adapt import _bank_change
+
+    assert _bank_change({"bank_size": 5120, "coreset_ratio": 0.01}, {"bank_size": 5280, "coreset_ratio": 0.01}) == "5,120 -> 5,280 patches"
+    grown = _bank_change({"bank_size": 6144, "coreset_ratio": 1.0}, {"bank_size": 8192, "coreset_ratio": 0.33, "orientation": {"turns": 24}})
+    assert (
+        grown
+        == "6,144 -> 8,192 patches: 33% of all the goods' patches kept, as a fit on them all would; the new goods learnt at 24 orientations, as the model's were"
+    )

@@ -63,13 +63,22 @@ def adapt_command(
     export.save_model(result.model, out, overwrite=overwrite)
     cal = result.model.calibration
     console.print(
-        f"{result.n_good} new good images joined the memory bank ({result.model.config['bank_size']} patches now)"
+        f"{result.n_good} new good images joined the memory bank ({_bank_change(model.config, result.model.config)})"
         + (f", and {result.n_defect} new defects the calibration scores" if result.n_defect else "")
         + f"; before adapting, the model flagged {100 * result.flagged_before:.0f}% of the new good images"
     )
     console.print(f"threshold by {cal.rule}")
     console.print(operating_point_text(cal.expected, "expected on the new line"))
     console.print(f"model: {out} (adapted from {model_path}, which is unchanged)")
+
+
+def _bank_change(before: dict, after: dict) -> str:
+    """'5,120 -> 5,280 patches', and where the bank rule's share fell or the goods were turned, so."""
+    text = f"{before['bank_size']:,} -> {after['bank_size']:,} patches"
+    if after.get("coreset_ratio", 0) < before.get("coreset_ratio", 0):
+        text += f": {after['coreset_ratio']:.0%} of all the goods' patches kept, as a fit on them all would"
+    turns = after.get("orientation", {}).get("turns", 1)
+    return text + (f"; the new goods learnt at {turns} orientations, as the model's were" if turns > 1 else "")
 
 
 def line_samples(data: Path, normal_class: str, labels: Path | None) -> list[Sample]:
