@@ -174,3 +174,16 @@ def test_with_regions_each_answer_says_where(parts, patchcore_model, classifier_
     assert "regions" not in TestClient(make_app(Line(patchcore_model))).post("/predict", content=defect.read_bytes()).json()
     with pytest.raises(UsageError, match="no pixel threshold"):
         Line(classifier_model, with_regions=True)
+
+
+def test_a_port_already_taken_is_one_clear_line_before_serving_is_announced(patchcore_model):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "anomalycli", "serve", str(patchcore_model), "--port", str(port)], capture_output=True, text=True, timeout=60
+        )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 1 and errors == [f"error: cannot listen on 127.0.0.1:{port} (Address already in use); choose another --port"], done.stderr
+    assert "serving" not in done.stdout + done.stderr and "Traceback" not in done.stderr

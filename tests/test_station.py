@@ -98,6 +98,21 @@ def test_check_says_every_mistake_in_one_line_each(patchcore_model, tmp_path):
     assert station is None and "does not exist" in mistakes[0]
 
 
+@pytest.mark.parametrize("server", ["modbus", "opcua", "http"])
+def test_a_port_already_taken_is_one_clear_line_and_nothing_else(server, patchcore_model, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        extra = "" if server == "modbus" else f"[{server}]\nport = {port}"
+        path = write_station(tmp_path, {1: patchcore_model}, port=port if server == "modbus" else _free_port(), extra=extra)
+        done = subprocess.run([sys.executable, "-m", "anomalycli", "station", str(path)], capture_output=True, text=True, timeout=60)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 1 and len(errors) == 1 and f"listen on 127.0.0.1:{port}" in errors[0] and f"[{server}] port" in errors[0], done.stderr
+    assert done.stderr.strip().splitlines()[-1] == errors[0] and "Traceback" not in done.stderr, done.stderr  # nothing else said
+    assert "Failed to start server" not in done.stderr and "Warning" not in done.stderr
+
+
 def test_a_camera_section_in_the_wrong_place_is_refused_in_one_line_never_ignored(patchcore_model, tmp_path):
     path = write_station(tmp_path, {1: patchcore_model}, extra='[camera]\ncti = "producer.cti"')
     assert "unknown section [camera]" in one_clear_line(run_cli("station", path, expect=None))

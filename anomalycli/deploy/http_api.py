@@ -14,6 +14,7 @@ oversubscribed.
 from __future__ import annotations
 
 import secrets
+import socket
 import threading
 import time
 
@@ -28,6 +29,22 @@ from anomalycli.data.encoding import encoding_of
 from anomalycli.data.images import ImageError, original_size, read_image_array
 from anomalycli.deploy.journal import Journal, JournalError
 from anomalycli.deploy.line import Line
+from anomalycli.errors import UserError
+
+
+def listening_socket(host: str, port: int, option: str) -> socket.socket:
+    """A socket bound to ``host``:``port`` for uvicorn to serve on, or one line saying why not and
+    which ``option`` to change (uvicorn alone prints its own error after the server said it serves)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another {option}") from None
+    return sock
+
 
 MAX_BODY_MB = 50  # the default largest body; a larger one gets 413 before it is read whole
 DRIFT_STATES = {"ok": 0, "note": 1, "drift": 2}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from anomalycli.deploy.http_api import MAX_BODY_MB, make_app
+from anomalycli.deploy.http_api import MAX_BODY_MB, listening_socket, make_app
 from anomalycli.deploy.journal import Journal
 from anomalycli.deploy.line import Line
 from anomalycli.errors import UsageError
@@ -48,6 +48,7 @@ def serve(model_path: Path, engine: str, options: ServeOptions, say: Callable[[s
 
     check_options(options)
     line = Line(model_path, engine, options.threshold, with_regions=options.regions)
+    sock = listening_socket(options.host, options.port, "--port")
     journal = Journal(options.journal) if options.journal is not None else None
     token = options.token
     if token is None and options.host not in LOCAL_HOSTS:
@@ -66,7 +67,7 @@ def serve(model_path: Path, engine: str, options: ServeOptions, say: Callable[[s
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, lambda signum, frame: None)
     try:
-        uvicorn.Server(uvicorn.Config(app, host=options.host, port=options.port, log_level="warning", access_log=False)).run()
+        uvicorn.Server(uvicorn.Config(app, host=options.host, port=options.port, log_level="warning", access_log=False)).run(sockets=[sock])
     finally:
         if journal is not None:
             journal.close()

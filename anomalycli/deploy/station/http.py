@@ -9,6 +9,7 @@ request asks the file's token (``Authorization: Bearer TOKEN``).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
@@ -17,7 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from anomalycli.deploy.http_api import listening_socket
 from anomalycli.deploy.station.handshake import Handshake
+from anomalycli.errors import UserError
 
 
 class StationMetrics:
@@ -70,12 +73,22 @@ class HttpServer:
     def __init__(self, app: Starlette, host: str, port: int):
         import uvicorn
 
+        self.host, self.port = host, port
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, name="station-http", daemon=True)
+        self.thread: threading.Thread | None = None
 
-    def start(self) -> None:
+    def start(self, timeout: float = 10.0) -> None:
+        """Serve, once listening; one line where the port is taken (the station does not run without it)."""
+        sock = listening_socket(self.host, self.port, "[http] port")
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, name="station-http", daemon=True)
         self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self.server.started:
+            raise UserError(f"the station's HTTP server did not start on {self.host}:{self.port}; choose another [http] port")
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(10)
+        if self.thread is not None:
+            self.thread.join(10)

@@ -11,6 +11,7 @@ import asyncio
 import struct
 import threading
 
+from anomalycli import runtime
 from anomalycli.deploy.station import signals
 from anomalycli.deploy.station.handshake import Handshake
 from anomalycli.errors import UserError
@@ -114,7 +115,8 @@ class ModbusServer:
             self._loop = asyncio.get_running_loop()
             self._server = ModbusTcpServer(device, address=(self.host, self.port))
             try:
-                await self._server.serve_forever(background=True)
+                with runtime.library_quiet("pymodbus.logging"):  # a port it cannot listen on is start()'s one line
+                    await self._server.serve_forever(background=True)
             except (OSError, RuntimeError) as exc:  # the port is taken, or the address is not this machine's
                 self._error = getattr(exc, "strerror", None) or exc
                 self._started.set()
@@ -129,7 +131,7 @@ class ModbusServer:
             self._started.set()
 
     def stop(self) -> None:
-        if self._loop is not None and self._server is not None:
+        if self._loop is not None and self._server is not None and self._loop.is_running():  # not after a failed start
             asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop)
         if self._thread is not None:
             self._thread.join(10)

@@ -19,10 +19,12 @@ DER) the server offers Basic256Sha256 with signing and encryption, and then only
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import threading
 
+from anomalycli import runtime
 from anomalycli.deploy.station import signals
 from anomalycli.deploy.station.handshake import Handshake
 from anomalycli.errors import UserError
@@ -78,7 +80,8 @@ class OpcUaServer:
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+            with contextlib.suppress(RuntimeError):  # its loop is closed: it never started, or has stopped
+                self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(15)
 
@@ -129,7 +132,8 @@ class OpcUaServer:
                 [ua.VariantType.String, ua.VariantType.String, ua.VariantType.UInt16, ua.VariantType.String],
                 [ua.VariantType.String],
             )
-            await server.start()
+            with runtime.library_quiet("asyncua.server.server"):  # a port it cannot listen on is start()'s one line
+                await server.start()
         except OSError as exc:
             self._error = exc.strerror or str(exc)
             self._started.set()
