@@ -5,6 +5,8 @@ stand-in producer with the same feature names."""
 from __future__ import annotations
 
 import collections
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -23,6 +25,9 @@ def test_the_cameras_a_producer_sees_are_listed_and_a_wrong_producer_is_one_line
     assert "GenTL producer" in one_clear_line(run_cli("cameras", "--cti", tmp_path / "missing.cti", expect=1))
     (tmp_path / "broken.cti").write_bytes(b"not a library")
     assert "cannot be loaded" in one_clear_line(run_cli("cameras", "--cti", tmp_path / "broken.cti", expect=1))
+    # As a user runs it: harvesters' own log of the failure (with its traceback) is not said as well.
+    done = subprocess.run([sys.executable, "-m", "anomalycli", "cameras", "--cti", str(tmp_path / "broken.cti")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.startswith("error: GenTL producer") and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_a_camera_chosen_by_serial_takes_the_features_and_says_each_it_lacks_or_refuses():

@@ -14,6 +14,7 @@ import collections
 import time
 from pathlib import Path
 
+from anomalycli import runtime
 from anomalycli.data.pixel_formats import CAMERA_INSTALL_HINT, frame_image
 from anomalycli.deploy.camera.frames import CameraGone, Frame
 from anomalycli.errors import UserError
@@ -49,8 +50,9 @@ def harvester(cti: Path):
         raise UserError(f"GenTL producer {cti} does not exist; give the .cti file your camera's vendor installed (its SDK's GenTL folder)")
     found = Harvester()
     try:
-        found.add_file(str(cti), check_validity=True)
-        found.update()
+        with runtime.library_quiet("harvesters.core"):  # a producer that fails to load is the one line below, not its traceback
+            found.add_file(str(cti), check_validity=True)
+            found.update()
     except Exception as exc:  # the producer's own failures come as genicam's exceptions, or OSError for a broken library
         found.reset()
         raise UserError(f"GenTL producer {cti} cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
