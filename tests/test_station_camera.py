@@ -119,6 +119,8 @@ def test_camera_and_archive_mistakes_are_one_line_each(patchcore_model, tmp_path
         f'inbox = "in"\n[source.camera]\ncti = "{CTI}"': "(it has inbox and camera)",
         '[source.video]\nurl = "line.avi"\nevery = 0': "[source.video] every must be a whole number, 1 or more",
         f'[source.camera]\ncti = "{CTI}"\nshutter = 3': "unknown key shutter in [source.camera]",
+        # the file is right, but the producer shows no such camera now (listed, not opened)
+        f'[source.camera]\ncti = "{CTI}"\nserial = "7"': "[source.camera] no camera with serial 7 among the producer's (0: Viky serial 0,",
     }
     for source, expected in cases.items():
         path = station_file(tmp_path, patchcore_model, source, "[archive]\nkeep_good_every = -1" if "every = 0" in source else "")
@@ -127,3 +129,5 @@ def test_camera_and_archive_mistakes_are_one_line_each(patchcore_model, tmp_path
         assert "Traceback" not in result.output and any(expected in e for e in errors), (expected, errors)
     counted = collections.Counter(e.split(":")[1].strip() for e in errors)
     assert all(n >= 1 for n in counted.values())
+    there = station_file(tmp_path, patchcore_model, f'[source.camera]\ncti = "{CTI}"\nserial = "1"', "")
+    assert "no mistakes found" in run_cli("station", "--check", there).output

@@ -67,7 +67,19 @@ def check(path: Path) -> list[str]:
     for section, server in (("modbus", station.modbus), ("opcua", station.opcua), ("http", station.http)):
         if server and (why := config.port_free(server["host"], server["port"])):
             mistakes.append(f"[{section}] port {server['port']} on {server['host']} cannot be listened on ({why}); choose another port")
+    if station.camera:  # found by the producer now: listed, not opened (the station waits for one that is off)
+        try:
+            missing = _genicam_camera(station.camera).missing()
+        except UserError as exc:
+            missing = str(exc)
+        if missing:
+            mistakes.append(f"[source.camera] {missing}; see anomaly cameras --cti FILE")
     return mistakes
+
+
+def _genicam_camera(c: dict) -> GenICamCamera:
+    """The station file's [source.camera], not yet opened."""
+    return GenICamCamera(Path(c["cti"]), c["index"], c["serial"], c["model"], c["trigger"], c["features"])
 
 
 class Station:
@@ -149,8 +161,7 @@ class Station:
     def _camera(self):
         """The station file's camera source, not yet opened; None for an inbox."""
         if self.file.camera:
-            c = self.file.camera
-            return GenICamCamera(Path(c["cti"]), c["index"], c["serial"], c["model"], c["trigger"], c["features"])
+            return _genicam_camera(self.file.camera)
         if self.file.video:
             return VideoCamera(self.file.video["url"], video_read_after(self.file.video["url"], self.journal.last))
         return None

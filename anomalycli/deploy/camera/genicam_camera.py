@@ -94,9 +94,8 @@ class GenICamCamera:
         cameras = self._harvester.device_info_list
         chosen = self._choose(cameras)
         if chosen is None:
-            seen = ", ".join(f"{i}: {d.model} serial {d.serial_number}" for i, d in enumerate(cameras)) or "none"
             self.close()
-            raise CameraGone(f"no camera {self._wanted()} among the producer's ({seen})")
+            raise CameraGone(self._not_among(cameras))
         try:
             self._acquirer = self._harvester.create(chosen)
         except Exception as exc:  # busy (another program holds it), gone meanwhile
@@ -109,6 +108,20 @@ class GenICamCamera:
         self._acquirer.start()
         self._last_frame, self._last_id = time.monotonic(), 0
         return said
+
+    def missing(self) -> str | None:
+        """Why the producer does not show this camera now (None where it does), without opening it:
+        for ``anomaly station --check``. ``UserError`` where the producer itself does not load."""
+        found = harvester(self.cti)
+        try:
+            cameras = found.device_info_list
+            return None if self._choose(cameras) is not None else self._not_among(cameras)
+        finally:
+            found.reset()
+
+    def _not_among(self, cameras) -> str:
+        seen = ", ".join(f"{i}: {d.model} serial {d.serial_number}" for i, d in enumerate(cameras)) or "none"
+        return f"no camera {self._wanted()} among the producer's ({seen})"
 
     def _choose(self, cameras) -> int | None:
         for i, info in enumerate(cameras):
