@@ -69,6 +69,17 @@ def test_inspect_says_how_the_images_were_saved(parts, tmp_path):
     assert "saved as: JPEG q75 (5), lossless (1)" in " ".join(run_cli("inspect", tmp_path).output.split())
 
 
+def test_inspect_warns_of_a_mask_of_another_shape_than_its_image_and_not_of_a_smaller_one(parts, tmp_path):
+    shutil.copytree(parts, tmp_path / "parts")
+    masks = sorted((tmp_path / "parts").rglob("*_mask.png"))
+    Image.new("L", (32, 32)).save(masks[0])  # the same shape, smaller: resized onto the image, it still fits
+    assert "warning" not in run_cli("inspect", tmp_path / "parts").output
+    Image.new("L", (64, 32)).save(masks[1])
+    said = " ".join(run_cli("inspect", tmp_path / "parts", "--json", tmp_path / "f.json").output.split())
+    assert f"warning: 1 mask(s) have another shape than their image (first: {masks[1]}, 64x32 against 64x64)" in said
+    assert json.loads((tmp_path / "f.json").read_text())["misshapen_masks"] == [{"path": str(masks[1]), "mask": "64x32", "image": "64x64"}]
+
+
 def test_inspect_says_how_train_would_take_the_goods_orientation(parts, tmp_path):
     from tests.test_orientation import key
 

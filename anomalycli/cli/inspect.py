@@ -29,6 +29,16 @@ def inspect_command(
         console.print(table)
     if facts["skipped_files"]:
         console.print(f"skipped {len(facts['skipped_files'])} file(s) that are not images")
+    if facts["misshapen_masks"]:
+        first = facts["misshapen_masks"][0]
+        console.print(
+            f"warning: {len(facts['misshapen_masks'])} mask(s) have another shape than their image (first: {first['path']}, "
+            f"{first['mask']} against {first['image']}): masks are resized onto their image, so these outline the wrong pixels; "
+            "give each image its own mask (--json lists them)",
+            style="yellow",
+            markup=False,
+            highlight=False,
+        )
     if json_out:
         write_json(json_out, facts, overwrite)
         console.print(f"facts written to {json_out}")

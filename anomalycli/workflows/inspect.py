@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
+from pathlib import Path
 
 from PIL import Image
 
@@ -82,6 +83,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
     sizes: Counter = Counter()
     modes: Counter = Counter()
     saved_as: Counter = Counter()
+    misshapen_masks = []
     unreadable = []
     by_hash: dict[str, list] = defaultdict(list)
     for s in dataset.samples:
@@ -93,6 +95,8 @@ def inspect_dataset(dataset: Dataset) -> dict:
             with Image.open(s.path) as im:
                 sizes[(im.width, im.height)] += 1
                 modes[im.mode] += 1
+                if s.mask and (shape := _mask_shape_differs(s.mask, im.size)):
+                    misshapen_masks.append({"path": str(s.mask), "mask": shape, "image": f"{im.width}x{im.height}"})
             saved_as[encoding_of(s.path)] += 1
             load_image(s.path)  # a full decode: truncated files fail only here
         except ImageError as exc:
@@ -148,10 +152,23 @@ def inspect_dataset(dataset: Dataset) -> dict:
         # How the images were saved (data/encoding.py): a line that saves lossier than these drifts.
         "saved_as": {str(e): n for e, n in saved_as.most_common() if e is not None},
         "masks": sum(1 for s in dataset.samples if s.mask),
+        # Masks are resized onto their image: one of another shape outlines the wrong pixels.
+        "misshapen_masks": misshapen_masks,
         "unreadable": unreadable,
         "duplicates": duplicates,
         "skipped_files": [str(p) for p in dataset.skipped],
     }
+
+
+def _mask_shape_differs(mask: Path, image_size: tuple[int, int]) -> str | None:
+    """The mask's 'WxH' where its width / height differs from its image's by over 1 %, else None."""
+    try:
+        with Image.open(mask) as m:
+            width, height = m.size
+    except (OSError, ValueError):
+        return None  # an unreadable mask is eval's to report, where it is read
+    same = abs(width / height - image_size[0] / image_size[1]) <= 0.01 * image_size[0] / image_size[1]
+    return None if same else f"{width}x{height}"
 
 
 def _orientation(samples) -> dict | None:
