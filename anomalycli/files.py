@@ -34,11 +34,17 @@ def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
 
 def unwritable_reason(folder: str | Path) -> str | None:
     """Why files cannot be written in ``folder`` (made first where it is missing), or None where
-    they can; checked without making anything, so that a verb says it before its work, not after."""
+    they can; checked before a verb's work (a nameless file made and gone at once), not after it."""
     folder = Path(folder).absolute()
     for nearest in (folder, *folder.parents):
         if nearest.is_dir():
-            return None if os.access(nearest, os.W_OK | os.X_OK) else f"this user cannot write in {nearest}"
+            if not os.access(nearest, os.W_OK | os.X_OK):
+                return f"this user cannot write in {nearest}"
+            try:  # permissions are not all: a read-only or pseudo file system (/proc) refuses files too
+                with tempfile.TemporaryFile(dir=nearest):
+                    return None
+            except OSError as exc:
+                return f"no file can be made in {nearest} ({exc.strerror or exc})"
         if nearest.exists() or nearest.is_symlink():
             return f"{nearest} is a file, not a folder"
     return None

@@ -52,6 +52,13 @@ def test_a_folder_is_writable_where_its_nearest_existing_folder_is(tmp_path, mon
     assert files.unwritable_reason(tmp_path / "notes.txt" / "out") == f"{tmp_path / 'notes.txt'} is a file, not a folder"
 
 
+def test_a_file_system_that_refuses_files_whatever_the_permissions_is_unwritable(tmp_path):
+    # /proc takes no new file, even from root whose permission check passes everywhere.
+    assert files.unwritable_reason("/proc/anomalycli-rows") is not None
+    assert not list(tmp_path.iterdir()) and files.unwritable_reason(tmp_path) is None
+    assert not list(tmp_path.iterdir())  # the probe file is gone
+
+
 def test_an_option_naming_an_unwritable_path_is_a_usage_error_naming_the_option(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     files.check_writable(None, "--output")  # not given: nothing to check
