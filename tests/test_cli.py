@@ -194,6 +194,26 @@ def test_one_class_only_for_the_classifier(parts, tmp_path):
     assert "patchcore" in message
 
 
+def test_a_full_disk_mid_work_is_one_line_and_any_other_os_error_still_a_traceback(parts, tmp_path, monkeypatch):
+    import errno
+
+    from anomalycli.cli import split
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "s.csv"))
+
+    monkeypatch.setattr(split, "write_manifest", full)
+    message = one_clear_line(run_cli("split", parts, "--out", tmp_path / "s.csv", expect=1))
+    assert message.startswith(f"error: No space left on device ({tmp_path / 's.csv'}): nothing half-written was kept; free space")
+
+    def broken(*args, **kwargs):
+        raise OSError(errno.EBADF, "Bad file descriptor")  # not the user's to mend: a bug to see whole
+
+    monkeypatch.setattr(split, "write_manifest", broken)
+    result = run_cli("split", parts, "--out", tmp_path / "s.csv", expect=1)
+    assert isinstance(result.exception, OSError) and result.exception.errno == errno.EBADF
+
+
 def test_one_good_image_is_refused_with_why_and_what_to_add(parts, tmp_path):
     (tmp_path / "new/good").mkdir(parents=True)
     shutil.copy(next((parts / "good").iterdir()), tmp_path / "new/good")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import shlex
@@ -112,6 +113,11 @@ def model_and_target(args: list[Path] | None, model: Path | None, target: str) -
     return path, chosen
 
 
+# The disk or the system refusing a write (full, over quota, read-only, not allowed) is the user's to
+# mend, found mid-work: one line, as a mistake is; every output was being written atomically.
+WRITE_REFUSED = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def user_errors(command):
     """Turn a ``UserError`` into 'error: ...' and its exit code; Ctrl-C into exit 130."""
 
@@ -122,6 +128,12 @@ def user_errors(command):
             return command(*args, **kwargs)
         except UserError as exc:
             raise fail(str(exc).replace("[", r"\["), exc.exit_code) from None
+        except OSError as exc:
+            if exc.errno not in WRITE_REFUSED:
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            message = f"{exc.strerror}{where}: nothing half-written was kept; free space or choose a path this user can write to"
+            raise fail(message.replace("[", r"\["), 1) from None
         except KeyboardInterrupt:
             raise fail("interrupted", EXIT_INTERRUPTED) from None
 
