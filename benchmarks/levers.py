@@ -467,13 +467,6 @@ LEVERS = [
     ),
     (
         "speed",
-        "two decoding workers instead of one (2 cores)",
-        "whole predict, medians of 3 alternating pairs: `--fast` magtiles 8.2 s against 8.8, `--fast` screws 8.2 against 7.2, magtiles 16.8 against 14.4, screws 12.7 against 13.3",
-        "no consistent gain: the model's two threads need the second core",
-        "2026-11-30",
-    ),
-    (
-        "speed",
         "the exported file scored in ONNX Runtime calls of 1 or 2 images instead of 8",
         "whole predict from the int8 export, 2 rounds: magtiles 13.7-16.9 s against 15.4-16.8, screws 11.5-14.0 against 12.8-14.4",
         "within noise",
@@ -495,8 +488,8 @@ LEVERS = [
     ),
     (
         "speed",
-        "predict: the next batch's scoring started before the rows of the one before are made (a scoring thread); a first batch of 8 instead of 32; two decoding workers; the heavy imports (regions, SciPy) after the decoding starts, the decoding worker forked or spawned",
-        "whole predict of 320 camera screws, 5 alternated rounds each against the code before: 1.00x; within noise; 0.99x; +1-2 % forked but one image 0.84 -> 0.90 s (imports after the fork copy the pages they touch), spawned 0.98x and one image 0.82 -> 0.95 s",
+        "predict: the next batch's scoring started before the rows of the one before are made (a scoring thread); a first batch of 8 instead of 32; the heavy imports (regions, SciPy) after the decoding starts, the decoding worker forked or spawned",
+        "whole predict of 320 camera screws, 5 alternated rounds each against the code before: 1.00x; within noise; +1-2 % forked but one image 0.84 -> 0.90 s (imports after the fork copy the pages they touch), spawned 0.98x and one image 0.82 -> 0.95 s",
         "the cores are already busy (16.9 of 17.8 core-seconds used): what is left of the limit is start-up (1.0 s of CPU) and the two stages sharing two cores",
         "2026-12-05",
     ),

@@ -114,9 +114,12 @@ def test_workers_started_afresh_decode_the_same(files, monkeypatch):
 
 
 def test_the_decoding_workers_follow_the_cores_this_process_may_use(monkeypatch):
-    # A line PC may pin the process to some of its cores: one worker per two of those, not of the machine's.
+    # A line PC may pin the process to some of its cores: one worker per two of those, not of the
+    # machine's, and two at least (on 2 cores the second fills the scoring graph's gaps).
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert decoding.default_workers() == 1
+    assert decoding.default_workers() == 2
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
     assert decoding.default_workers() == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert decoding.default_workers() == 4

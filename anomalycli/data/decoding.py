@@ -34,9 +34,11 @@ def images_ahead(batch_size: int) -> int:
 
 
 def default_workers() -> int:
-    # One decoding worker per two cores overlaps PNG decoding with the network on a small CPU; the
-    # cores this process may use (a line PC may pin it to some), not the machine's.
-    return min(4, max(1, available_cores() // 2))
+    # One decoding worker per two cores overlaps PNG decoding with the network, and two at least: on
+    # 2 cores a second worker fills the gaps the scoring graph leaves (camera screws' whole predict
+    # 1.09x, magnetic tiles' 1.00x, one image the same; BENCHMARKS.md, "Speed"). The cores this
+    # process may use (a line PC may pin it to some), not the machine's.
+    return min(4, max(2, available_cores() // 2))
 
 
 def decode(path: Path, image_size: int, framing: str = SQUASH) -> tuple[np.ndarray | None, str]:
