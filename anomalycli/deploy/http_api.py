@@ -36,7 +36,9 @@ def listening_socket(host: str, port: int, option: str) -> socket.socket:
     """A socket bound to ``host``:``port`` for uvicorn to serve on, or one line saying why not and
     which ``option`` to change (uvicorn alone prints its own error after the server said it serves)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # Named TCP, as asyncio's own sockets are: asyncio turns Nagle's algorithm off only on those, and
+    # with it on every answer waited for the client's delayed ack (serve's requests 68 against 24 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
