@@ -105,5 +105,4 @@ def check_drift(model, rows: list[Scored], model_name: str = "MODEL", labels: li
     stats = np.stack([rows[i].stats for i in readable]) if with_stats else None
     known = None if labels is None else np.array([labels[i] for i in readable], dtype=int)
     report = drift.check(model, np.array([rows[i].raw for i in readable]), stats, model_name, labels=known)
-    # The files' headers are read only where drift is called: a lossier encoding is a cause to name.
-    return drift.with_cause(report, model, encoding.summary([rows[i].path for i in readable])) if report.drift else report
+    return drift.with_cause(report, model, lambda: encoding.summary([rows[i].path for i in readable]))

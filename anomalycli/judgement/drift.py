@@ -35,6 +35,7 @@ from __future__ import annotations
 import collections
 import functools
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -284,7 +285,7 @@ class Rolling:
         with_stats = all(s is not None for s in self.stats)
         name = f"the last {len(self.raw)} images"
         report = check(self.model, np.array(self.raw), np.stack(self.stats) if with_stats else None, self.model_name, alpha=STREAM_ALPHA, name=name)
-        with_cause(report, self.model, encoding.counted(self.encodings))
+        with_cause(report, self.model, lambda: encoding.counted(self.encodings))
         state = "drift" if report.drift else "note" if report.message.startswith("note:") else "ok"
         before, self.state, self.report = self.state, state, report
         if state == before or not report.checked:
@@ -294,10 +295,10 @@ class Rolling:
         return report.message
 
 
-def with_cause(report: DriftReport, model, judged: dict[str, int]) -> DriftReport:
-    """``report`` with a likely cause named where drift is called and most images ``judged`` (their
-    encodings, counted) were saved lossier than every training image."""
-    cause = encoding.lossier_line(model.config.get("encoding"), judged) if report.drift else None
+def with_cause(report: DriftReport, model, judged: Callable[[], dict[str, int]]) -> DriftReport:
+    """``report`` with a likely cause named where drift is called and most images were saved lossier
+    than every training image; ``judged`` counts their encodings, asked only then (it may read files)."""
+    cause = encoding.lossier_line(model.config.get("encoding"), judged()) if report.drift else None
     report.message += f" Likely {cause}" if cause else ""
     return report
 
