@@ -146,7 +146,25 @@ def test_a_model_of_a_few_goods_adapted_with_more_goods_grows_its_bank_and_tight
     at_once = train(TrainOptions(data=str(tmp_path / "first"), method="patchcore", image_size=64, run_dir=str(tmp_path / "all")), show_progress=False).model
     assert few.config["coreset_ratio"] == 1.0 and grown.config["coreset_ratio"] == at_once.config["coreset_ratio"] < 0.5
     assert grown.config["orientation"]["turns"] == at_once.config["orientation"]["turns"] == 24
+    assert grown.config["orientation"]["views"] == at_once.config["orientation"]["views"] == 16 * 24
     assert abs(grown.config["bank_size"] - at_once.config["bank_size"]) <= len(grown.config["bank_parts"])
+
+
+def test_adapt_counts_the_views_its_bank_learnt_across_adaptations_at_other_turns():
+    from types import SimpleNamespace
+
+    from anomalycli.data.orientation import FREE
+    from anomalycli.workflows.adapt import _bank_growth
+
+    free = {"kind": FREE, "mirrored": False, "spread_degrees": 180.0, "reason": "", "turns": 4}
+    # 16 goods learnt at 24 turns, then 80 at 4: the stored count is what the next share is of.
+    adapted_once = SimpleNamespace(config={"orientation": {**free, "views": 16 * 24 + 80 * 4}, "coreset_ratio": 0.1, "coreset_ratio_given": None}, calibration=SimpleNamespace(labels=[0] * 96))
+    growth = _bank_growth(adapted_once, 10, 100)
+    assert (growth.turns, growth.views) == (3, 16 * 24 + 80 * 4 + 10 * 3)
+    # A file from before the count: each good at the turns it keeps, mirrored copies doubling them.
+    older = SimpleNamespace(config={"orientation": {**free, "mirrored": True}, "coreset_ratio": 0.1, "coreset_ratio_given": None}, calibration=SimpleNamespace(labels=[0] * 96))
+    assert _bank_growth(older, 10, 100).views == 2 * (96 * 4 + 10 * 3)
+    assert growth.ratio < _bank_growth(SimpleNamespace(config={"orientation": free, "coreset_ratio": 0.1, "coreset_ratio_given": None}, calibration=adapted_once.calibration), 10, 100).ratio
 
 
 def test_adapt_keeps_the_share_of_patches_the_user_gave_train(tmp_path):

@@ -60,7 +60,7 @@ from anomalycli.detection.methods.patchcore_fitting import build_bank, embed_ima
 from anomalycli.errors import UserError
 from anomalycli.judgement import drift, pixel_threshold
 from anomalycli.judgement.thresholds import OperatingRule, calibrate
-from anomalycli.workflows.turned_goods import goods_turned
+from anomalycli.workflows.turned_goods import goods_turned, learnt_views
 
 MIN_NEW_GOODS = 5
 # Good images of a changed line that the model mostly flags are expected (that is why one adapts);
@@ -154,11 +154,12 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     parts = list(torch.split(net.bank.cpu(), net.part_sizes))
     folds = np.empty(len(goods), dtype=int)
     folds[np.random.default_rng(seed).permutation(len(goods))] = np.arange(len(goods)) % len(parts)
-    found, count, old_ratio, ratio = _bank_growth(model, len(goods), features.shape[1])
-    if ratio < old_ratio:
-        parts = [build_bank(part, ratio / old_ratio, seed=seed) for part in parts]
+    growth = _bank_growth(model, len(goods), features.shape[1])
+    ratio = growth.ratio
+    if ratio < growth.old_ratio:
+        parts = [build_bank(part, ratio / growth.old_ratio, seed=seed) for part in parts]
     good_paths = [samples[readable[i]].path for i in goods]
-    with goods_turned([samples[readable[i]] for i in goods], found, count, model.config["image_size"]) as turned:
+    with goods_turned([samples[readable[i]] for i in goods], growth.orientation, growth.turns, model.config["image_size"]) as turned:
         copies = [s.path for s in turned.samples[len(goods) :]]
         copy_features, _, _, copies_read, _ = embedded(copies, False) if copies else (features[:0], None, None, [], [])
     copy_fold = np.array([folds[good_paths.index(turned.copy_of[copies[i]])] for i in copies_read], dtype=int)
@@ -213,7 +214,7 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     config = {
         **config,
         "coreset_ratio": ratio,
-        **({"orientation": {**model.config["orientation"], "turns": count}} if "orientation" in model.config else {}),
+        **({"orientation": {**model.config["orientation"], "turns": growth.turns, "views": growth.views}} if "orientation" in model.config else {}),
         "bank_size": int(sum(len(p) for p in parts)),
         "bank_parts": [len(p) for p in parts],
         "adapted": [*model.config.get("adapted", []), {"new_good": int(len(goods)), "new_defect": int(len(defects)), "shift": shift}],
@@ -229,7 +230,18 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     return Adapted(new_model, len(goods), len(defects), shift, flagged_before, suspect, folds, new_goods, warnings)
 
 
-def _bank_growth(model: AnomalyModel, n_new_goods: int, patches_per_image: int) -> tuple[Orientation, int, float, float]:
+@dataclass
+class BankGrowth:
+    """How the bank learns more goods (``_bank_growth``)."""
+
+    orientation: Orientation  # the model's, kept
+    turns: int  # the orientations each new good is learnt at
+    views: int  # the good images (goods and copies) the bank will have learnt
+    old_ratio: float  # the share of patches the bank kept
+    ratio: float  # the share it keeps now
+
+
+def _bank_growth(model: AnomalyModel, n_new_goods: int, patches_per_image: int) -> BankGrowth:
     """How the bank learns ``n_new_goods`` more: the model's orientation and the turns each new good
     is learnt at, the share of patches its bank kept, and the share it keeps now (the bank rule
     over all its goods, where train chose by the rule; a share the user gave stays)."""
@@ -237,11 +249,12 @@ def _bank_growth(model: AnomalyModel, n_new_goods: int, patches_per_image: int) 
     found = Orientation(stored["kind"], stored["mirrored"], stored["spread_degrees"], stored["reason"])
     n_old_goods = int((np.asarray(model.calibration.labels) == 0).sum())
     count = turns(n_old_goods + n_new_goods, found.kind)
-    views = (2 if found.mirrored else 1) * (n_old_goods * stored["turns"] + n_new_goods * count)  # what each good and copy gives
-    good_patches = patches_per_image * views
+    # Counted, not recomputed from the turns: goods adapted in before may have been learnt at other turns.
+    views = learnt_views(stored, n_old_goods) + (2 if found.mirrored else 1) * n_new_goods * count
     old_ratio = model.config.get("coreset_ratio", CORESET_RATIO)
     # A file from before the rule was kept keeps its share.
-    return found, count, old_ratio, bank_ratio(good_patches, n_old_goods + n_new_goods, model.config.get("coreset_ratio_given", old_ratio))
+    ratio = bank_ratio(patches_per_image * views, n_old_goods + n_new_goods, model.config.get("coreset_ratio_given", old_ratio))
+    return BankGrowth(found, count, views, old_ratio, ratio)
 
 
 def _regions_of_new_line(model: AnomalyModel, goods: patchcore_fitting.Scores, defects: patchcore_fitting.Scores, good_paths: list, defect_paths: list):

@@ -40,8 +40,18 @@ class TurnedGoods:
     turns: int  # orientations each good is learnt at (1: as it is)
 
     def config(self) -> dict:
-        """What the model's config keeps of it."""
-        return {"orientation": {**self.orientation.to_dict(), "turns": self.turns}}
+        """What the model's config keeps of it: ``views`` counts the goods and their copies, the
+        images the bank's share of patches is a share of (``adapt`` adds to it)."""
+        views = sum(s.label == 0 for s in self.samples)
+        return {"orientation": {**self.orientation.to_dict(), "turns": self.turns, "views": int(views)}}
+
+
+def learnt_views(orientation: dict, n_goods: int) -> int:
+    """How many good images (goods and their copies) a model's bank learnt: as its config counts
+    them, or, in a file from before that count, each of ``n_goods`` at the turns it keeps."""
+    if "views" in orientation:
+        return int(orientation["views"])
+    return n_goods * orientation["turns"] * (2 if orientation["mirrored"] else 1)
 
 
 @contextlib.contextmanager
