@@ -158,13 +158,23 @@ def test_adapt_counts_the_views_its_bank_learnt_across_adaptations_at_other_turn
 
     free = {"kind": FREE, "mirrored": False, "spread_degrees": 180.0, "reason": "", "turns": 4}
     # 16 goods learnt at 24 turns, then 80 at 4: the stored count is what the next share is of.
-    adapted_once = SimpleNamespace(config={"orientation": {**free, "views": 16 * 24 + 80 * 4}, "coreset_ratio": 0.1, "coreset_ratio_given": None}, calibration=SimpleNamespace(labels=[0] * 96))
+    adapted_once = SimpleNamespace(
+        config={"orientation": {**free, "views": 16 * 24 + 80 * 4}, "coreset_ratio": 0.1, "coreset_ratio_given": None},
+        calibration=SimpleNamespace(labels=[0] * 96),
+    )
     growth = _bank_growth(adapted_once, 10, 100)
     assert (growth.turns, growth.views) == (3, 16 * 24 + 80 * 4 + 10 * 3)
     # A file from before the count: each good at the turns it keeps, mirrored copies doubling them.
-    older = SimpleNamespace(config={"orientation": {**free, "mirrored": True}, "coreset_ratio": 0.1, "coreset_ratio_given": None}, calibration=SimpleNamespace(labels=[0] * 96))
+    older = SimpleNamespace(
+        config={"orientation": {**free, "mirrored": True}, "coreset_ratio": 0.1, "coreset_ratio_given": None}, calibration=SimpleNamespace(labels=[0] * 96)
+    )
     assert _bank_growth(older, 10, 100).views == 2 * (96 * 4 + 10 * 3)
-    assert growth.ratio < _bank_growth(SimpleNamespace(config={"orientation": free, "coreset_ratio": 0.1, "coreset_ratio_given": None}, calibration=adapted_once.calibration), 10, 100).ratio
+    assert (
+        growth.ratio
+        < _bank_growth(
+            SimpleNamespace(config={"orientation": free, "coreset_ratio": 0.1, "coreset_ratio_given": None}, calibration=adapted_once.calibration), 10, 100
+        ).ratio
+    )
 
 
 def test_adapt_keeps_the_share_of_patches_the_user_gave_train(tmp_path):
