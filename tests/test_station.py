@@ -113,6 +113,17 @@ def test_a_port_already_taken_is_one_clear_line_and_nothing_else(server, patchco
     assert "Failed to start server" not in done.stderr and "Warning" not in done.stderr
 
 
+def test_check_names_a_port_already_taken_as_the_station_would_refuse_it(patchcore_model, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = write_station(tmp_path, {1: patchcore_model}, extra=f"[http]\nport = {port}")
+        errors = [line for line in run_cli("station", "--check", path, expect=1).output.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: cannot listen on 127.0.0.1:{port} (Address already in use); choose another [http] port"]
+    assert "no mistakes" in run_cli("station", "--check", path).output  # let go: free again
+
+
 def test_a_camera_section_in_the_wrong_place_is_refused_in_one_line_never_ignored(patchcore_model, tmp_path):
     path = write_station(tmp_path, {1: patchcore_model}, extra='[camera]\ncti = "producer.cti"')
     assert "unknown section [camera]" in one_clear_line(run_cli("station", path, expect=None))

@@ -30,6 +30,7 @@ from anomalycli.deploy.camera.acquisition import Acquisition
 from anomalycli.deploy.camera.frames import Frame
 from anomalycli.deploy.camera.genicam_camera import GenICamCamera
 from anomalycli.deploy.camera.video import VideoCamera
+from anomalycli.deploy.http_api import listening_socket
 from anomalycli.deploy.line import Judged, Line
 from anomalycli.deploy.scoring import scored_row
 from anomalycli.deploy.station import config, signals
@@ -65,8 +66,11 @@ def check(path: Path) -> list[str]:
     except UserError as exc:
         mistakes.append(str(exc))
     for section, server in (("modbus", station.modbus), ("opcua", station.opcua), ("http", station.http)):
-        if server and (why := config.port_free(server["host"], server["port"])):
-            mistakes.append(f"[{section}] port {server['port']} on {server['host']} cannot be listened on ({why}); choose another port")
+        if server:
+            try:  # bound as the station's servers bind, and let go: a port in TIME_WAIT is free to them
+                listening_socket(server["host"], server["port"], f"[{section}] port").close()
+            except UserError as exc:
+                mistakes.append(str(exc))
     if station.camera:  # found by the producer now: listed, not opened (the station waits for one that is off)
         try:
             missing = _genicam_camera(station.camera).missing()

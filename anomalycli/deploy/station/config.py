@@ -7,7 +7,6 @@ Every mistake is one line naming the key and what to write instead; ``problems``
 from __future__ import annotations
 
 import re
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,13 +218,3 @@ def parse(path: Path) -> tuple[StationFile | None, list[str]]:
         ),
         [],
     )
-
-
-def port_free(host: str, port: int) -> str:
-    """ "" where ``host``:``port`` can be listened on now, else why not."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            return exc.strerror or str(exc)
-    return ""
