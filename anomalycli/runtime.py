@@ -8,6 +8,8 @@ import logging
 import os
 import sys
 
+from tqdm import tqdm
+
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number
 
 
@@ -60,3 +62,9 @@ def library_quiet(logger: str):
         yield
     finally:
         log.setLevel(level)
+
+
+def progress_bar(iterable=None, shown: bool = True, **options):
+    """A tqdm bar where ``shown`` and stderr is a terminal: a log file or a pipe gets no bar (each of
+    a bar's redraws is a carriage return, hundreds of them a fit in one line of the log)."""
+    return tqdm(iterable, disable=None if shown else True, **options)

@@ -27,3 +27,16 @@ def test_predict_starts_decoding_before_pytorch_loads():
     code = "import sys, anomalycli.cli.predict; assert 'torch' not in sys.modules, 'torch imported by predict before decoding starts'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_progress_bar_is_drawn_on_a_terminal_only():
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for file, shown, drawn in ((io.StringIO(), True, False), (Terminal(), True, True), (Terminal(), False, False)):
+        with runtime.progress_bar(total=3, desc="scoring", file=file, shown=shown) as bar:
+            bar.update(3)
+        assert ("scoring" in file.getvalue()) == drawn

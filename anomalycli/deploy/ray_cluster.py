@@ -11,9 +11,8 @@ import logging
 import socket
 from collections.abc import Callable
 
-from tqdm import tqdm
-
 from anomalycli.errors import UsageError, UserError
+from anomalycli.runtime import progress_bar
 
 INSTALL_HINT = 'pip install "anomalycli[ray]"'
 LOCAL = "local"  # --ray without an address: a Ray instance on this machine, started and stopped here
@@ -94,7 +93,7 @@ def _wait(ray, refs: list, desc: str, show_progress: bool, missing: Callable[[in
     """Wait for every task, counting them on a bar; a task that failed past its retries is one UserError."""
     position = {ref: i for i, ref in enumerate(refs)}
     pending = list(refs)
-    with tqdm(total=len(refs), desc=f"{desc} on Ray", unit="task", disable=not show_progress) as bar:
+    with progress_bar(total=len(refs), desc=f"{desc} on Ray", unit="task", shown=show_progress) as bar:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             try:

@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from anomalycli.data import decoding
 from anomalycli.data.framing import framing_of
@@ -21,6 +20,7 @@ from anomalycli.deploy.ray_cluster import _reason, workers
 from anomalycli.deploy.scoring import Scored, score_batch, scored_row
 from anomalycli.errors import UserError
 from anomalycli.judgement import drift
+from anomalycli.runtime import progress_bar
 
 
 class _Scorer:
@@ -73,7 +73,7 @@ def score_paths(
     rows: dict[int, Scored] = {}
     notes: dict[str, None] = {}  # in the order they came
     try:
-        with tqdm(total=len(paths), desc="scoring on Ray", unit="img", disable=not show_progress) as bar:
+        with progress_bar(total=len(paths), desc="scoring on Ray", unit="img", shown=show_progress) as bar:
             for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
                 for index, raw, score, error, stats in zip(batch["index"], batch["raw"], batch["score"], batch["error"], batch["stats"]):
                     rows[int(index)] = scored_row(paths[index], float(raw), float(score), str(error), threshold, stats=stats)

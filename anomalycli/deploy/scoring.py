@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from tqdm import tqdm
 
 from anomalycli.data import encoding
 from anomalycli.data.decoding import DecodeAhead, batches
 from anomalycli.data.framing import SQUASH, framing_of, unframed
 from anomalycli.data.images import original_size
 from anomalycli.judgement import drift
+from anomalycli.runtime import progress_bar
 
 
 @dataclass
@@ -44,7 +44,7 @@ def iter_scores(
 ) -> Iterator[Scored]:
     """Yield one ``Scored`` per path, in order. ``threshold`` is on the calibrated [0, 1] scale;
     ``decoded``: ``paths`` already decoding at the model's input size."""
-    with tqdm(total=len(paths), desc="scoring", unit="img", disable=not show_progress) as bar:
+    with progress_bar(total=len(paths), desc="scoring", unit="img", shown=show_progress) as bar:
         for images, indices, errors in batches(paths, model.config["image_size"], batch_size, num_workers, decoded, framing_of(model.config)):
             yield from score_decoded(model, [paths[i] for i in indices.tolist()], images, errors, threshold, with_maps)
             bar.update(len(errors))

@@ -10,10 +10,10 @@ import torch
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
-from tqdm import tqdm
 
 from anomalycli.detection import backbones
 from anomalycli.judgement.metrics import binary_report
+from anomalycli.runtime import progress_bar
 
 
 @dataclass
@@ -79,7 +79,7 @@ def make_criterion(settings: ClassifierSettings, train_labels: torch.Tensor, dev
 def train_one_epoch(model, criterion, optimizer, loader, device, backbone: str, epoch: int, show_progress=True) -> dict:
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
-    for images, labels in tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not show_progress, unit="batch"):
+    for images, labels in progress_bar(loader, desc=f"epoch {epoch}", leave=False, shown=show_progress, unit="batch"):
         images, labels = backbones.preprocess(images.to(device), backbone), labels.to(device)
         logits = model(images)
         loss = criterion(logits, labels)

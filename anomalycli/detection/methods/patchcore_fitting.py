@@ -22,6 +22,7 @@ from anomalycli.detection import backbones
 from anomalycli.detection.coreset import SAMPLERS
 from anomalycli.detection.methods.patchcore import MAP_BLUR, PatchCore, embed_maps, maps_from_patches
 from anomalycli.judgement import drift
+from anomalycli.runtime import progress_bar
 
 # Images per backbone call when fitting, and per scoring call on cached features. Part of what
 # makes a fit reproducible: a distributed fit cuts its work on these boundaries (deploy/ray_fit.py).
@@ -47,7 +48,7 @@ def embed_all(
     features, descriptors = None, None
     filled = 0
     extractor.eval()
-    with tqdm(total=n_images, desc="features", unit="img", disable=not show_progress) as bar:
+    with progress_bar(total=n_images, desc="features", unit="img", shown=show_progress) as bar:
         for batch in batches:
             maps = extractor(batch, deep=with_descriptors)
             patches, _ = embed_maps(maps)
@@ -100,7 +101,7 @@ def embed_images(
 
 
 def coreset_bar(total: int, show_progress: bool) -> tqdm:
-    return tqdm(total=max(1, total), desc="coreset", unit="patch", disable=not show_progress)
+    return progress_bar(total=max(1, total), desc="coreset", unit="patch", shown=show_progress)
 
 
 def build_bank(
