@@ -221,6 +221,15 @@ def test_one_good_image_is_refused_with_why_and_what_to_add(parts, tmp_path):
     assert "only 1 good image:" in message and "at least 2 (add good images;" in message
 
 
+def test_the_good_images_counted_before_fitting_are_those_the_fit_draws_on(parts, tmp_path):
+    # A manifest naming one good for training leaves the rest, with no split, out of the fit.
+    goods = sorted((parts / "good").iterdir())[:6]
+    rows = ["path,label,defect_type,split", f"good/{goods[0].name},good,,train"] + [f"good/{g.name},good,," for g in goods[1:]]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    message = one_clear_line(run_cli("train", parts, "--manifest", tmp_path / "m.csv", "--method", "patchcore", expect=1))
+    assert "only 1 good image:" in message
+
+
 def test_a_recall_target_without_labelled_defects_is_refused_before_fitting_and_by_calibrate(parts, tmp_path):
     shutil.copytree(parts / "good", tmp_path / "new/good")
     message = one_clear_line(run_cli("train", tmp_path / "new", "--target-recall", "0.9", "--run-dir", tmp_path / "run", expect=1))

@@ -39,6 +39,7 @@ from anomalycli.workflows.train_options import (  # noqa: F401 (the options are 
     TrainResult,
     choose_method,
     choose_validation,
+    fitting_pool,
     load_resume,
     operating_rule,
     prepare_run_dir,
@@ -71,7 +72,7 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
         options.validate()
     n_images = len(dataset.samples)
     log.info(f"data: {dataset.root} ({dataset.layout}), {n_images} image{'' if n_images == 1 else 's'}")
-    fitted_on = [s for s in dataset.samples if s.split in (None, "train", "val")]
+    fitted_on = fitting_pool(dataset)  # checked before it is split: a split of too few images has its own error
     if options.method in CROSS_FITTED:
         _check_enough_goods(sum(s.label == 0 for s in fitted_on))
     require_defects_for(options.operating_rule(), sum(s.label == 1 for s in fitted_on), sum(s.label == 0 for s in fitted_on))
