@@ -1,4 +1,4 @@
-"""Process-wide settings for long runs on a CPU."""
+"""Process-wide settings for long runs on a CPU, and how they show their progress."""
 
 from __future__ import annotations
 
