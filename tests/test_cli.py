@@ -446,6 +446,17 @@ def test_every_verbs_help_shows_its_bracketed_words():
     assert shown >= 5  # train's [classifier], [patchcore], ..., watch's [source.camera]
 
 
+def test_a_verbs_help_paragraph_is_one_line_on_a_wide_terminal_not_the_sources_lines(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "240")
+    lines = [line.strip() for line in run_cli("watch", "--help").output.splitlines()]
+    assert (
+        "Stops cleanly on Ctrl-C or SIGTERM, after the image in hand; started again with the same journal, it judges what arrived meanwhile and nothing twice."
+        in lines
+    )
+    calibrate = [line.strip() for line in run_cli("calibrate", "--help").output.splitlines()]
+    assert "anomaly calibrate --target-recall 0.95 re-chooses the threshold on the scores the model keeps." in calibrate  # two paragraphs stay two
+
+
 def test_version_is_the_installed_packages():
     from importlib import metadata
 

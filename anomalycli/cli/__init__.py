@@ -7,6 +7,7 @@ without the imports only training needs (scikit-learn, torchvision; about 3 s of
 from __future__ import annotations
 
 import importlib
+from inspect import cleandoc
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -80,19 +81,23 @@ class Verbs(TyperGroup):
             verb.command(name, cls=OptionalRayAddress)(command)
         else:
             verb.command(name)(command)
-        return _brackets_kept(typer.main.get_command(verb))
+        return _help_as_written(typer.main.get_command(verb))
 
 
-def _brackets_kept(command):
-    """Escape the square brackets of a command's help texts, which say what they say.
+def _help_as_written(command):
+    """A command's help texts shown as their docstrings write them, at any terminal's width.
 
-    Rich reads "[classifier]" or "[source.camera]" as a style and drops it from ``--help``.
+    Rich reads "[classifier]" or "[source.camera]" as a style and drops it from ``--help``: the
+    brackets are escaped. Typer keeps every line break of a paragraph after the first, so a
+    paragraph wrapped at the source's width broke again at the terminal's: its lines are joined
+    (a blank line still parts two paragraphs).
     """
     from rich.markup import escape
 
     for item in (command, *command.params):
         if getattr(item, "help", None):
-            item.help = escape(item.help)
+            paragraphs = cleandoc(item.help).split("\n\n")
+            item.help = escape("\n\n".join(" ".join(paragraph.split("\n")) for paragraph in paragraphs))
     return command
 
 

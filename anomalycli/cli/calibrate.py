@@ -59,7 +59,8 @@ def calibrate_command(
 ) -> None:
     """Move a trained model's operating point without refitting: a new model file; the old one is untouched.
 
-    anomaly calibrate --target-recall 0.95 re-chooses the threshold on the scores the model keeps;
+    anomaly calibrate --target-recall 0.95 re-chooses the threshold on the scores the model keeps.
+
     anomaly calibrate MODEL NEW_DATA chooses it on labelled images from the line the model never saw.
     """
     rule = operating_rule(target_recall, max_fpr, defect_rate)
