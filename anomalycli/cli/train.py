@@ -88,7 +88,7 @@ def train_command(
     ignore: Optional[list[Path]] = typer.Option(
         None,
         "--ignore",
-        metavar="MASK.png|SHAPES.json",
+        metavar="MASK",
         help="[patchcore, hybrid] A don't-care mask, white where a label, date code or fixture must never count, in the images' frame, "
         "or LabelMe's JSON of polygons and rectangles drawn on one image; repeat for several.",
     ),
