@@ -298,6 +298,13 @@ LEVERS = [
     ),
     (
         "few goods",
+        "every patch of 16 tiles in the bank (25,600 rows, `--coreset-ratio 1.0`) instead of the bank rule's 8,192",
+        "magtiles AUROC at 16 goods, 3 draws (the shipped fit otherwise; Intel Xeon, AMX): 0.867 / 0.842 / 0.848 against 0.866 / 0.841 / 0.846",
+        "+0.001 for a search 3.1x as long: the rule's coreset already holds what the 16 tiles show",
+        "2026-12-07",
+    ),
+    (
+        "few goods",
         "the image score's blur at other sigmas (0.5, 2 or 3 patches instead of 1), or several together (the ranks of the sigma-1 and sigma-2 or -3 maxima added, or their larger): broad uneven surfaces and thin cracks each at their own scale",
         "16 goods, the shipped fit (3 draws, offline; Intel Xeon, AMX): magtiles 0.866 / 0.841 / 0.847 (sigma 1) against 0.873 / 0.845 / 0.852 (0.5), 0.843 / 0.820 / 0.823 (2), 0.817 / 0.796 / 0.788 (3); sigmas 1 and 2 together 0.857 / 0.832 / 0.838, 1 and 3 0.847 / 0.822 / 0.824",
         "+0.005 at sigma 0.5, which the full data chose against (the score blur's own row); a broader blur loses on every draw",
