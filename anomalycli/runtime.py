@@ -8,8 +8,6 @@ import logging
 import os
 import sys
 
-from tqdm import tqdm
-
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number
 
 
@@ -67,4 +65,6 @@ def library_quiet(logger: str):
 def progress_bar(iterable=None, shown: bool = True, **options):
     """A tqdm bar where ``shown`` and stderr is a terminal: a log file or a pipe gets no bar (each of
     a bar's redraws is a carriage return, hundreds of them a fit in one line of the log)."""
+    from tqdm import tqdm  # here, not at every command's start (4 ms)
+
     return tqdm(iterable, disable=None if shown else True, **options)
