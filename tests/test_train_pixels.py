@@ -15,7 +15,7 @@ from anomalycli.data.tensors import load_all, load_mask
 from anomalycli.detection import backbones, ignore
 from anomalycli.detection.methods import AnomalyModel, pixel_head
 from anomalycli.detection.methods.patchcore import embed_maps, maps_from_patches
-from tests.conftest import run_cli
+from tests.conftest import one_clear_line, run_cli
 
 
 def test_a_trained_hybrid_makes_its_maps_with_the_pixel_head(parts, hybrid_model):
@@ -81,3 +81,13 @@ def test_no_pixel_head_makes_the_maps_of_the_distances_alone(parts, tmp_path):
 def test_no_pixel_head_on_another_method_is_a_warning(parts, tmp_path):
     result = run_cli("train", parts, "--method", "patchcore", "--image-size", "64", "--coreset-ratio", "0.1", "--no-pixel-head", "--run-dir", tmp_path / "run")
     assert "--no-pixel-head only applies to the hybrid (a patchcore model has no pixel head); ignored" in " ".join(result.output.split())
+
+
+def test_the_pixel_head_is_turned_off_by_one_flag_and_its_default_still_taken(parts, tmp_path):
+    # Help shows --no-pixel-head alone: a flag pair's second column narrowed every option's text.
+    shown = run_cli("train", "--help").output
+    assert "--no-pixel-head" in shown and "--pixel-head " not in shown.replace("--no-pixel-head", "")
+    assert "contradict" in one_clear_line(run_cli("train", parts, "--pixel-head", "--no-pixel-head", "--run-dir", tmp_path / "both", expect=2))
+    assert not (tmp_path / "both").exists()
+    run_cli("train", parts, "--method", "patchcore", "--image-size", "64", "--coreset-ratio", "0.1", "--pixel-head", "--run-dir", tmp_path / "run")
+    assert (tmp_path / "run" / "model.safetensors").exists()
