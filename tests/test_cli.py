@@ -462,3 +462,12 @@ def test_version_is_the_installed_packages():
 
     result = run_cli("--version")
     assert result.output.strip() == f"anomaly {metadata.version('anomalycli')}"
+
+
+def test_no_verb_shows_a_flag_pair_whose_second_half_is_its_default():
+    # "--overwrite --no-overwrite" held a column of its own in every row of a verb's options.
+    from anomalycli.cli import VERBS
+
+    for verb in VERBS:
+        output = run_cli(verb, "--help").output
+        assert "--no-overwrite" not in output, verb

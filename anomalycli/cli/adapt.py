@@ -36,7 +36,7 @@ def adapt_command(
     normal_class: Optional[str] = typer.Option(None, help="Class name of good parts in DATA's class folders (default: the model's)."),
     labels: Optional[Path] = typer.Option(None, help="Labels CSV (filename,label[,defect_type]) for a flat DATA folder."),
     out: Optional[Path] = typer.Option(None, help="Model file to write (default: a new run folder runs/train-N, which eval and predict then use)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing --out file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     seed: int = typer.Option(0, help="Seed of the folds the new images are dealt into."),
 ) -> None:
     """Adapt a model to a changed line (light, focus, camera) with 5 to 50 of its good images, without refitting.

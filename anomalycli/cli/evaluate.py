@@ -35,7 +35,7 @@ def eval_command(
     report_dir: Optional[Path] = typer.Option(
         None, "--report", help="Also write an HTML report (plots, a gallery of mistakes and close calls) into this folder."
     ),
-    overwrite: bool = typer.Option(False, help="Replace an existing --json file or --report folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --json file or --report folder."),
     engine: str = typer.Option("auto", help=ENGINE_HELP),
 ) -> None:
     """Confusion matrix, accuracy, precision, recall, F1, AUROC (with 95% CIs), recall per defect type.

@@ -21,7 +21,7 @@ def export_command(
     args: Optional[list[Path]] = typer.Argument(None, metavar="[MODEL]", help="Model file or run folder (default: the newest runs/train-N)."),
     out: Optional[Path] = typer.Option(None, help="File to write (default: model.onnx beside the model file)."),
     format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
-    overwrite: bool = typer.Option(False, help="Replace an existing --out file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     fp32: bool = typer.Option(
         False,
         "--fp32",

@@ -19,7 +19,7 @@ def inspect_command(
     labels: Optional[Path] = typer.Option(None, help="Labels CSV (filename,label[,defect_type]) for a flat folder."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV written by 'anomaly split'."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the facts to this JSON file."),
-    overwrite: bool = typer.Option(False, help="Replace an existing --json file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --json file."),
 ) -> None:
     """What is in a data set: counts, imbalance, defect types, sizes, unreadable files, duplicates."""
     data = data_folder(data)

@@ -35,7 +35,7 @@ def predict_command(
     side_by_side: bool = typer.Option(False, "--side-by-side", help="Heat maps as a panel: the image, then the overlay."),
     threshold: Optional[float] = typer.Option(None, help="Decision threshold on the 0..1 score (default: the model's, 0.5)."),
     batch_size: int = typer.Option(32, help="Images per batch."),
-    overwrite: bool = typer.Option(False, help="Replace existing --output and heat-map files."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --output and heat-map files."),
     engine: str = typer.Option("auto", help=ENGINE_HELP),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help=RAY_HELP + " Every node must read SOURCE's paths."),
     masks: Optional[Path] = typer.Option(None, help="Write <stem>_mask.png here, at the image's own size, for every image with a defect region."),

@@ -25,7 +25,7 @@ def split_command(
     seed: int = typer.Option(0, help="Random seed."),
     normal_class: str = typer.Option("good", help="Class name of good parts."),
     labels: Optional[Path] = typer.Option(None, help="Labels CSV for a flat folder."),
-    overwrite: bool = typer.Option(False, help="Replace an existing --out file."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
     """Stratified (by class and defect type) train/validation split or k folds, as a manifest CSV."""
     if folds is not None and test_ratio:
