@@ -93,6 +93,18 @@ def test_inspect_says_how_train_would_take_the_goods_orientation(parts, tmp_path
     assert "orientation (patchcore, from a few goods): free" in " ".join(output.split())
 
 
+def test_inspect_says_whether_train_would_stretch_the_goods_levels(tmp_path):
+    from tests.test_levels import surface
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "tiles" / "good").mkdir(parents=True)
+    for i in range(8):
+        surface(rng, rng.uniform(60, 200), rng.uniform(8, 30)).save(tmp_path / "tiles" / "good" / f"{i}.png")
+    output = " ".join(run_cli("inspect", tmp_path / "tiles", "--json", tmp_path / "facts.json").output.split())
+    assert "levels (patchcore, hybrid): stretch: the goods' exposure varies" in output
+    assert json.loads((tmp_path / "facts.json").read_text())["levels"]["kind"] == "stretch"
+
+
 def test_inspect_says_how_to_hold_a_test_split_out_where_there_is_none(parts, tmp_path):
     assert "no test split: train fits on every image here" in " ".join(run_cli("inspect", parts).output.split())
     run_cli("split", parts, "--test-ratio", "0.2", "--out", tmp_path / "split.csv")

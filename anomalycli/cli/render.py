@@ -62,6 +62,9 @@ def inspection_tables(facts: dict) -> list:
     turned = facts.get("orientation")
     if turned:
         out.append(Text(f"orientation (patchcore, from a few goods): {turned['kind']}: {turned['reason']}"))
+    levels = facts.get("levels")
+    if levels:
+        out.append(Text(f"levels (patchcore, hybrid): {levels['kind']}: {levels['reason']}"))
 
     if facts["defect_types"]:
         types = Table()
