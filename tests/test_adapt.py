@@ -208,5 +208,8 @@ def test_adapt_says_how_its_bank_grew():
     fewer_turns = _bank_change({"bank_size": 8192, "orientation": {"turns": 24}}, {"bank_size": 11264, "orientation": {"turns": 4}})
     assert fewer_turns.startswith("8,192 -> 11,264 patches; the new goods learnt at 4 orientations, the rule for this many goods, the first ones at 24:")
     assert "a fit on all of them at once would learn every good so and keep a smaller bank" in fewer_turns
+    assert _bank_change({"bank_size": 8192, "coreset_ratio": 0.053}, {"bank_size": 8192, "coreset_ratio": 0.0133}).startswith(
+        "8,192 -> 8,192 patches: 1.3% of all the goods' patches kept"
+    )
     unturned = _bank_change({"bank_size": 8192, "orientation": {"turns": 4}}, {"bank_size": 9000, "orientation": {"turns": 1}})
     assert "the new goods learnt as they are, the rule for this many goods, the first ones at 4:" in unturned

@@ -76,7 +76,7 @@ def _bank_change(before: dict, after: dict) -> str:
     """'5,120 -> 5,280 patches', and where the bank rule's share fell or the goods were turned, so."""
     text = f"{before['bank_size']:,} -> {after['bank_size']:,} patches"
     if after.get("coreset_ratio", 0) < before.get("coreset_ratio", 0):
-        text += f": {after['coreset_ratio']:.0%} of all the goods' patches kept, as a fit on them all would"
+        text += f": {100 * after['coreset_ratio']:.2g}% of all the goods' patches kept, as a fit on them all would"  # 1.3%, not 1%
     turns, turns_before = (config.get("orientation", {}).get("turns", 1) for config in (after, before))
     if turns < turns_before:  # the first goods keep their turns: only a fit at once learns every good at today's
         learnt = f"at {turns} orientations" if turns > 1 else "as they are"
