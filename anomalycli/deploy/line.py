@@ -64,9 +64,18 @@ def _number(value: float) -> str:
 class Line:
     """The model of ``model_path`` on ``engine``, warm; ``judge`` scores decoded images."""
 
-    def __init__(self, model_path: Path, engine: str = "auto", threshold: float = 0.5, with_maps: bool = False, with_regions: bool = False):
+    def __init__(
+        self,
+        model_path: Path,
+        engine: str = "auto",
+        threshold: float = 0.5,
+        with_maps: bool = False,
+        with_regions: bool = False,
+        calls_in_flight: int = 1,
+    ):
+        """``calls_in_flight``: images a scoring graph scores at once when ``judge`` is given several (a burst's batch)."""
         self.model_path = project.model_file(model_path)
-        model = loading.load(model_path, engine)
+        model = loading.load(model_path, engine, calls_in_flight)
         self.pixel_threshold, self.min_area = pixel_threshold_of(model), min_area_of(model)
         if with_regions and self.pixel_threshold is None:
             raise UsageError("this model has no pixel threshold (a classifier, or trained before regions existed); train it again for --regions")

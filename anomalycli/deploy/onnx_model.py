@@ -37,12 +37,13 @@ PROBE_KEY = "probe"  # an int8 file's probe image and its raw score where it was
 # after a burst, with one 237 MB, and scored faster too (26 against 30 ms an image; at 512 px 501
 # against 2,648 MB, 116 against 104 ms). BENCHMARKS.md, "On the line".
 ONNX_BATCH = 1
-# Calls in flight where a batch job (predict) scores several images at once, each on its share of
-# the cores. One image's graph keeps two cores busy only part of the time (its layers are small):
-# on 2 cores one call at a time took 23.9 ms an image, two at once on a thread each 17.6 ms, with
-# the same CPU time. A single image still runs on every core. Each call in flight holds its own
-# buffers (68 MB for a 320 px screws model), so a resident watch or serve keeps one: its memory
-# bound. BENCHMARKS.md, Speed.
+# Calls in flight where a batch job (predict) or a watch's burst scores several images at once, each
+# on its share of the cores. One image's graph keeps two cores busy only part of the time (its
+# layers are small): on 2 cores one call at a time took 23.9 ms an image, two at once on a thread
+# each 17.6 ms, with the same CPU time. A single image still runs on every core. The calls share a
+# second session: a warm watch held 193 against 174 MB after three bursts of camera screws, and
+# judged them 1.08x as fast (BENCHMARKS.md, "On the line"). serve and the station judge one image a
+# call, and keep one.
 CALLS_IN_FLIGHT = 2
 # An int8 file's probe image scored on another machine: within this share of the calibration's
 # score range of the export machine's score (the same kernels give the same score to the bit);

@@ -37,6 +37,7 @@ from anomalycli.data.images import existing_folder, load_image, original_size
 from anomalycli.data.inbox import RESCAN_SECONDS, Inbox
 from anomalycli.deploy.journal import Journal
 from anomalycli.deploy.line import Judged, Line
+from anomalycli.deploy.onnx_model import CALLS_IN_FLIGHT
 from anomalycli.errors import UsageError
 from anomalycli.views.heatmaps import map_scale, overlay, save_heatmap
 
@@ -90,7 +91,10 @@ def watch(model_path: Path, engine: str, options: WatchOptions, say: Callable[[s
     pool = ProcessPoolExecutor(decoding.default_workers(), mp_context=decoding.process_context(), initializer=_ignore_stops)
     pool.submit(os.getpid).result()
     try:
-        line = Line(model_path, engine, options.threshold, with_maps=options.keep_flagged is not None, with_regions=options.regions)
+        # A burst's batch scored two images at once, as predict does; one image alone still runs on every core.
+        line = Line(
+            model_path, engine, options.threshold, with_maps=options.keep_flagged is not None, with_regions=options.regions, calls_in_flight=CALLS_IN_FLIGHT
+        )
         opened = Journal(options.journal)
         skip = tuple(p for p in (options.sort_into, options.keep_flagged) if p is not None)
         inbox = Inbox(options.inbox, skip=skip, polling=options.polling)
