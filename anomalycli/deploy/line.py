@@ -16,7 +16,7 @@ import numpy as np
 
 from anomalycli import files, project
 from anomalycli.data.framing import SQUASH, framing_of
-from anomalycli.deploy import journal, loading
+from anomalycli.deploy import journal, loading, onnx_model
 from anomalycli.deploy.regions import judge_regions, min_area_of, pixel_threshold_of
 from anomalycli.deploy.scoring import Scored, score_decoded
 from anomalycli.errors import UsageError
@@ -73,9 +73,10 @@ class Line:
         with_regions: bool = False,
         calls_in_flight: int = 1,
     ):
-        """``calls_in_flight``: images a scoring graph scores at once when ``judge`` is given several (a burst's batch)."""
+        """``calls_in_flight``: images a scoring graph scores at once when ``judge`` is given several (a
+        burst's batch), each on its share of the cores; one image alone keeps every core."""
         self.model_path = project.model_file(model_path)
-        model = loading.load(model_path, engine, calls_in_flight)
+        model = loading.load(model_path, engine)
         self.pixel_threshold, self.min_area = pixel_threshold_of(model), min_area_of(model)
         if with_regions and self.pixel_threshold is None:
             raise UsageError("this model has no pixel threshold (a classifier, or trained before regions existed); train it again for --regions")
@@ -83,6 +84,7 @@ class Line:
         # The size rule decides verdicts from the regions: the maps are made for it, asked or not.
         self.with_maps = (with_maps or with_regions or bool(self.min_area)) and model.has_maps
         self.model, self.engine_lines = loading.on_engine(model, engine, 1_000_000, self.with_maps)
+        self.model = onnx_model.in_bursts(self.model, calls_in_flight)
         self.threshold = threshold
         self.image_size = int(self.model.config["image_size"])
         self.framing = framing_of(self.model.config)

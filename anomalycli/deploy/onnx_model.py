@@ -203,6 +203,13 @@ def load(path: str | Path, engine: str = "auto", calls_in_flight: int = 1) -> On
     return model
 
 
+def in_bursts(model, calls_in_flight: int):
+    """``model`` (loaded for one image at a time: every core a call) scoring a batch of several images
+    ``calls_in_flight`` at once, each on its share of the cores, in a second session made on the
+    first such batch; a model that is no scoring graph, or ``calls_in_flight`` 1, as it is."""
+    return replace(model, calls_in_flight=calls_in_flight) if isinstance(model, OnnxModel) and calls_in_flight > 1 else model
+
+
 def stored_in(path: Path, calls_in_flight: int = 1) -> OnnxModel | None:
     """The scoring graph a model file carries (``export.stored_graph``), loaded without PyTorch to
     score ``calls_in_flight`` images at once where given several;
