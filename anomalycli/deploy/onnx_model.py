@@ -40,10 +40,10 @@ ONNX_BATCH = 1
 # Calls in flight where a batch job (predict) or a watch's burst scores several images at once, each
 # on its share of the cores. One image's graph keeps two cores busy only part of the time (its
 # layers are small): on 2 cores one call at a time took 23.9 ms an image, two at once on a thread
-# each 17.6 ms, with the same CPU time. A single image still runs on every core. The calls share a
-# second session: a warm watch held 193 against 174 MB after three bursts of camera screws, and
-# judged them 1.08x as fast (BENCHMARKS.md, "On the line"). serve and the station judge one image a
-# call, and keep one.
+# each 17.6 ms, with the same CPU time. A single image still runs on every core: a watch's burst
+# calls share a second session of one core a call, which a warm watch holds beside the first (206
+# against 177 MB after 20,000 images, its bursts 0.98x batch predict's rate against 0.89x;
+# BENCHMARKS.md, "On the line"). serve and the station judge one image a call.
 CALLS_IN_FLIGHT = 2
 # An int8 file's probe image scored on another machine: within this share of the calibration's
 # score range of the export machine's score (the same kernels give the same score to the bit);
