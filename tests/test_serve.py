@@ -212,38 +212,3 @@ def test_the_listening_socket_is_tcp_so_each_connection_answers_without_nagles_w
         return value
 
     assert asyncio.run(accepted_nodelay()) != 0
-
-
-def test_images_decoded_while_one_is_scored_are_scored_together_each_with_its_own_answer(parts, patchcore_model, truth):
-    slow = Line(patchcore_model, calls_in_flight=2)
-    batches, first = [], threading.Event()
-    real_judge = slow.judge
-
-    def judge(names, *args, **kwargs):
-        batches.append(list(names))
-        if not first.is_set():  # the first image holds the scorer while the others arrive
-            first.set()
-            time.sleep(0.5)
-        return real_judge(names, *args, **kwargs)
-
-    slow.judge = judge
-    images = sorted(parts.glob("*/*.png"))[:5]
-    answers = {}
-    with TestClient(make_app(slow, say=lambda text: None)) as client:
-
-        def post(path):
-            answers[path.name] = client.post("/predict", content=path.read_bytes(), headers={"X-Image-Name": path.name}).json()
-
-        threads = [threading.Thread(target=post, args=(images[0],))]
-        threads[0].start()
-        first.wait(10)
-        threads += [threading.Thread(target=post, args=(path,)) for path in images[1:]]
-        for t in threads[1:]:
-            t.start()
-        for t in threads:
-            t.join(60)
-    assert batches[0] == [images[0].name] and sorted(sum(batches[1:], [])) == sorted(p.name for p in images[1:])
-    assert len(batches) < len(images)  # the four that waited were not scored one by one
-    for path in images:
-        assert answers[path.name]["name"] == path.name and answers[path.name]["verdict"] == truth[path.name]["verdict"]
-        assert answers[path.name]["score"] == pytest.approx(float(truth[path.name]["score"]), abs=1e-4)

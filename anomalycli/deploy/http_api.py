@@ -7,10 +7,8 @@
 - ``GET /metrics``: Prometheus' text format (``prometheus-client``), from a registry of this app's own.
 
 Images decode in Starlette's thread pool, several at once; scoring, the drift window and the
-journal take one batch at a time (a lock), so answers never mix and the cores are not
-oversubscribed. The batch is every image decoded while the one before was scored: with several
-clients it is scored as predict scores a batch, two images at once on a core each (``Line``'s
-``calls_in_flight``); one client's image alone is scored on every core.
+journal take one image at a time (a lock), so answers never mix and the two cores are not
+oversubscribed.
 """
 
 from __future__ import annotations
@@ -19,9 +17,7 @@ import secrets
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 
-import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -32,7 +28,7 @@ from starlette.routing import Route
 from anomalycli.data.encoding import encoding_of
 from anomalycli.data.images import ImageError, original_size, read_image_array
 from anomalycli.deploy.journal import Journal, JournalError
-from anomalycli.deploy.line import Judged, Line
+from anomalycli.deploy.line import Line
 from anomalycli.errors import UserError
 
 
@@ -53,22 +49,6 @@ def listening_socket(host: str, port: int, option: str) -> socket.socket:
 
 
 MAX_BODY_MB = 50  # the default largest body; a larger one gets 413 before it is read whole
-
-
-@dataclass
-class _Waiting:
-    """A decoded request waiting to be judged, and what judging it gave."""
-
-    name: str
-    pixels: np.ndarray  # uint8 3 x S x S
-    size: tuple[int, int] | None
-    saved_as: str | None
-    arrived: float
-    judged: Judged | None = None
-    said: list[str] = field(default_factory=list)
-    error: Exception | None = None
-
-
 DRIFT_STATES = {"ok": 0, "note": 1, "drift": 2}
 
 
@@ -93,8 +73,7 @@ def make_app(line: Line, journal: Journal | None = None, token: str | None = Non
     """The app serving ``line``; every request but /health needs ``token`` where one is given
     (``Authorization: Bearer TOKEN`` or ``X-Token``)."""
     metrics = Metrics(line)
-    lock = threading.Lock()  # one batch scored, journaled and counted at a time
-    waiting_lock, waiting = threading.Lock(), []  # decoded requests the next holder of ``lock`` scores
+    lock = threading.Lock()
     max_bytes = int(max_body_mb * 2**20)
 
     def allowed(request: Request) -> bool:
@@ -107,44 +86,18 @@ def make_app(line: Line, journal: Journal | None = None, token: str | None = Non
         metrics.rejected.labels(str(status)).inc()
         return JSONResponse({"error": error}, status_code=status)
 
-    def score(batch: list[_Waiting]) -> None:
-        """Judge ``batch`` in one call, in arrival order: its verdicts, journal rows and counts, or the
-        error every one of its requests answers with."""
-        sizes = [w.size for w in batch] if line.wants_sizes else None
-        try:
-            judged, said = line.judge(
-                [w.name for w in batch], np.stack([w.pixels for w in batch]), [""] * len(batch), [w.arrived for w in batch], sizes, [w.saved_as for w in batch]
-            )
-            if journal is not None:
-                journal.append([j.row() for j in judged])
-        except Exception as exc:  # each request of the batch answers with it, as it would alone
-            for w in batch:
-                w.error = exc
-            return
-        for w, j in zip(batch, judged):
-            w.judged = j
-            metrics.judged.labels(j.verdict).inc()
-            metrics.latency.observe(j.latency_ms / 1000)
-        metrics.drift.set(DRIFT_STATES[line.drift.state])
-        batch[0].said = said
-
     def judge(name: str, data: bytes, arrived: float) -> dict:
         pixels = read_image_array(name, line.image_size, data=data, framing=line.framing)  # ImageError: the caller's 400
         size = original_size(name, data) if line.wants_sizes else None
-        mine = _Waiting(name, pixels.transpose(2, 0, 1), size, encoding_of(name, data), arrived)
-        with waiting_lock:
-            waiting.append(mine)
-        with lock:  # whoever holds it scores what waits; mine is scored by the time it is mine
-            with waiting_lock:
-                batch = waiting[:]
-                waiting.clear()
-            if batch:
-                score(batch)
-        if mine.error is not None:
-            raise mine.error
-        for text in mine.said:
+        with lock:
+            (judged,), said = line.judge([name], pixels.transpose(2, 0, 1)[None], [""], [arrived], [size], [encoding_of(name, data)])
+            if journal is not None:
+                journal.append([judged.row()])
+            metrics.judged.labels(judged.verdict).inc()
+            metrics.latency.observe(judged.latency_ms / 1000)
+            metrics.drift.set(DRIFT_STATES[line.drift.state])
+        for text in said:
             say(text)
-        judged = mine.judged
         s = judged.scored
         return {
             "name": name,

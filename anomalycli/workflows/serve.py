@@ -15,7 +15,6 @@ from typing import Callable
 from anomalycli.deploy.http_api import MAX_BODY_MB, listening_socket, make_app
 from anomalycli.deploy.journal import Journal
 from anomalycli.deploy.line import Line
-from anomalycli.deploy.onnx_model import CALLS_IN_FLIGHT
 from anomalycli.errors import UsageError
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -48,7 +47,7 @@ def serve(model_path: Path, engine: str, options: ServeOptions, say: Callable[[s
     import uvicorn
 
     check_options(options)
-    line = Line(model_path, engine, options.threshold, with_regions=options.regions, calls_in_flight=CALLS_IN_FLIGHT)  # clients' images waiting together
+    line = Line(model_path, engine, options.threshold, with_regions=options.regions)
     sock = listening_socket(options.host, options.port, "--port")
     journal = Journal(options.journal) if options.journal is not None else None
     token = options.token
