@@ -410,6 +410,13 @@ LEVERS = [
     ),
     (
         "speed",
+        "serve: the images decoded while the one before was scored judged together, two ONNX Runtime calls at once on a core each (as watch's bursts and batch predict), one client's image alone still on every core",
+        "the line topic's 4 clients at once (Intel Xeon, AMX, 2 cores): screws 52.4 images/s, 0.84x batch predict, against 51.1, 0.83x the run before; magtiles 41.6 against 41.0 (0.85x / 0.84x); sequential requests 23.7 / 30.0 ms against 23.5 / 30.0",
+        "no gain: the gap to batch predict is the HTTP work and the clients' own, on the same two cores, not how the images are scored; it would have cost serve a second session",
+        "2026-12-07",
+    ),
+    (
+        "speed",
         "the exported bank search by slices of 2,048 bank rows (each multiplied and reduced before the next), and then two calls in flight in watch and serve too",
         "the same picks; a call held 40 instead of 85 MB (screws' bank) and 35 instead of 147 (magnetic tiles'); predict's peak 323 / 345 MiB against 387 / 575; a watch with two calls in flight 256.8 -> 256.3 MiB over 20,000 images; but one image alone 35.4 against 32.2 ms (screws' graph, 2 threads, 5 interleaved rounds of 40); slices of 1,024 rows slower still, of 4,096 twice the memory",
         "the line waits for one image at a time, and the memory bounds hold without it (watch and serve keep one call in flight)",
