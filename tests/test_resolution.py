@@ -28,7 +28,9 @@ def test_a_scratch_is_as_thick_as_its_width_scaled_to_the_input_size(tmp_path):
 
 def test_small_images_keep_the_default_size():
     plan = plan_sizes([(256, 256)] * 10, [], 3, 320)
-    assert plan.candidates == [320] and "near 320" in plan.reason
+    assert plan.candidates == [320] and "256 px (median), at most 320: a larger input would only upscale them" in plan.reason
+    near = plan_sizes([(380, 380)] * 10, [], 3, 320)
+    assert near.candidates == [320] and "380 px (median), near 320: a larger input would add little detail" in near.reason
 
 
 def test_large_images_with_thin_defects_try_a_larger_size_up_to_their_own(tmp_path):

@@ -83,8 +83,12 @@ def plan_sizes(image_sizes: list[tuple[int, int]], mask_paths: list[str | Path],
     def plan(candidates: list[int], reason: str) -> SizePlan:
         return SizePlan(default, candidates, native, small, len(thickness), reason)
 
-    if native is None or native <= default * NEAR_NATIVE:
-        return plan([default], f"the images' short side is {native} px (median), near {default}: a larger input would only upscale them")
+    if native is None:
+        return plan([default], f"no image's size could be read: {default} px")
+    if native <= default:
+        return plan([default], f"the images' short side is {native} px (median), at most {default}: a larger input would only upscale them")
+    if native <= default * NEAR_NATIVE:
+        return plan([default], f"the images' short side is {native} px (median), near {default}: a larger input would add little detail")
     if not n_defects:
         return plan([default], f"no labelled defects to measure a larger input's gain against {default} px; --image-size N sets one")
     larger = min(MAX_SIZE, native // SIZE_STEP * SIZE_STEP)

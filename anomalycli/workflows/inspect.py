@@ -27,9 +27,10 @@ def imbalance_verdict(ratio: float | None) -> str:
         return "only one class: a classifier cannot be trained; patchcore can"
     if ratio < 1.5:
         return "balanced"
+    # train's own methods take it as it is (patchcore learns the goods; the hybrid's head weighs the classes evenly).
     if ratio < 5:
-        return "moderately imbalanced: use --weighted-loss or --sampler balanced for the classifier"
-    return "heavily imbalanced: prefer patchcore, or the classifier with --weighted-loss / --sampler balanced"
+        return "moderately imbalanced: train's default takes it as it is; with --method classifier add --weighted-loss or --sampler balanced"
+    return "heavily imbalanced: train's default takes it as it is; with --method classifier add --weighted-loss or --sampler balanced"
 
 
 def size_summary(sizes: Counter) -> dict | None:
