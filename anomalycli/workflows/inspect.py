@@ -28,9 +28,8 @@ def imbalance_verdict(ratio: float | None) -> str:
     if ratio < 1.5:
         return "balanced"
     # train's own methods take it as it is (patchcore learns the goods; the hybrid's head weighs the classes evenly).
-    if ratio < 5:
-        return "moderately imbalanced: train's default takes it as it is; with --method classifier add --weighted-loss or --sampler balanced"
-    return "heavily imbalanced: train's default takes it as it is; with --method classifier add --weighted-loss or --sampler balanced"
+    how = "moderately" if ratio < 5 else "heavily"
+    return f"{how} imbalanced: train's default takes it as it is; with --method classifier add --weighted-loss or --sampler balanced"
 
 
 def size_summary(sizes: Counter) -> dict | None:
