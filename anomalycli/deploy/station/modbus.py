@@ -112,17 +112,19 @@ class ModbusServer:
         device = SimDevice(self.device_id, simdata=blocks, action=self._action)
 
         async def serve():
-            self._loop = asyncio.get_running_loop()
-            self._server = ModbusTcpServer(device, address=(self.host, self.port))
+            server = ModbusTcpServer(device, address=(self.host, self.port))
             try:
                 with runtime.library_quiet("pymodbus.logging"):  # a port it cannot listen on is start()'s one line
-                    await self._server.serve_forever(background=True)
+                    await server.serve_forever(background=True)
             except (OSError, RuntimeError) as exc:  # the port is taken, or the address is not this machine's
                 self._error = getattr(exc, "strerror", None) or exc
                 self._started.set()
                 return
+            # Known to stop() only once listening: a shutdown sent to a loop that is closing after a
+            # failed start is never awaited, and Python prints that after start()'s one line.
+            self._loop, self._server = asyncio.get_running_loop(), server
             self._started.set()
-            await self._server.serving
+            await server.serving
 
         try:
             asyncio.run(serve())
@@ -131,7 +133,7 @@ class ModbusServer:
             self._started.set()
 
     def stop(self) -> None:
-        if self._loop is not None and self._server is not None and self._loop.is_running():  # not after a failed start
+        if self._loop is not None and self._loop.is_running():  # not after a failed start
             asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop)
         if self._thread is not None:
             self._thread.join(10)
