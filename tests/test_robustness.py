@@ -237,6 +237,23 @@ def _wait_for(path, process, timeout=120):
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("method", ["patchcore", "classifier"])
+def test_a_fit_interrupted_before_anything_is_kept_says_so_and_offers_no_resume(parts, tmp_path, monkeypatch, method):
+    """Ctrl-C before a checkpoint (any patchcore or hybrid fit, a classifier's first epoch) leaves
+    nothing to resume: the line says to start again, where it once named a checkpoint that was not there."""
+    from anomalycli.workflows import train as training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "fit", interrupted)
+    run_dir = tmp_path / "run"
+    result = run_cli("train", parts, "--method", method, "--image-size", "32", "--run-dir", run_dir, expect=130)
+    line = one_clear_line(result)
+    assert "holds no model and nothing to resume from; start the fit again" in line and "--resume" not in line, line
+    assert not (run_dir / "model.safetensors").exists() and not (run_dir / "checkpoint.pt").exists()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_training_keeps_a_consistent_run_and_resumes(parts, tmp_path, sig):
     run_dir = tmp_path / "run"
@@ -246,6 +263,7 @@ def test_interrupted_training_keeps_a_consistent_run_and_resumes(parts, tmp_path
     output = process.communicate(timeout=120)[0]
     if sig == signal.SIGINT:
         assert process.returncode == 130 and "--resume" in output and "Traceback" not in output
+        assert "checkpoint.pt" in output and "RUN_DIR" not in output  # the run's own folder, not a placeholder
         assert not list(run_dir.glob(".*.tmp"))  # Ctrl-C cleans up; SIGKILL mid-write cannot
     else:
         (run_dir / ".history.csv.killed.tmp").write_text("epoch,train_loss\n1,0.6")  # as a kill mid-write leaves

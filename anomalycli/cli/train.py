@@ -12,7 +12,7 @@ from anomalycli.detection import backbones
 from anomalycli.detection.defaults import MAX_MS_PER_IMAGE
 from anomalycli.errors import UsageError
 from anomalycli.files import check_writable
-from anomalycli.workflows.train import AUTO, CHECKPOINT_NAME, CROSS_FITTED, TrainOptions, train
+from anomalycli.workflows.train import AUTO, CHECKPOINT_NAME, CROSS_FITTED, Interrupted, TrainOptions, train
 
 DEFAULTS = {f.name: f.default for f in fields(TrainOptions)}
 CLASSIFIER_ONLY = ("epochs", "lr", "weight_decay", "weighted_loss", "sampler", "select", "patience")
@@ -238,8 +238,9 @@ def _auto_note(method: str, n_anomaly: int, folds: int) -> str:
 def _run(options, resume):
     try:
         return train(options, resume=resume)
-    except KeyboardInterrupt:
-        raise fail(
-            f"interrupted; the last finished epoch is kept in the run folder's {CHECKPOINT_NAME}: continue with anomaly train --resume RUN_DIR",
-            EXIT_INTERRUPTED,
-        ) from None
+    except Interrupted as stopped:
+        if stopped.resumable:
+            said = f"the last finished epoch is kept in {stopped.run_dir / CHECKPOINT_NAME}: continue with anomaly train --resume {stopped.run_dir}"
+        else:
+            said = f"{stopped.run_dir} holds no model and nothing to resume from; start the fit again"
+        raise fail(f"interrupted; {said}".replace("[", r"\["), EXIT_INTERRUPTED) from None

@@ -61,6 +61,15 @@ def _check_classes(train: list[Sample], val: list[Sample], method: str, normal_c
         raise UserError("no validation images; add a val split or lower --val-ratio's rounding by adding images")
 
 
+class Interrupted(Exception):
+    """Ctrl-C during a fit: its run folder, and whether it holds a checkpoint to resume from (a
+    classifier after its first epoch) or no model at all (patchcore and the hybrid fit in one go)."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(f"interrupted: {run_dir}")
+        self.run_dir, self.resumable = run_dir, (run_dir / CHECKPOINT_NAME).is_file()
+
+
 def train(options: TrainOptions, resume: str | None = None, show_progress: bool = True) -> TrainResult:
     state = None
     if resume is not None:
@@ -85,7 +94,10 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
     if resume is None:
         run_dir = prepare_run_dir(options.run_dir)
         project.write_args(run_dir, asdict(options))
-    model, history, notes = fit(options, train_samples, val_samples, run_dir, state, show_progress)
+    try:
+        model, history, notes = fit(options, train_samples, val_samples, run_dir, state, show_progress)
+    except KeyboardInterrupt:
+        raise Interrupted(run_dir) from None
     everything = train_samples + val_samples
     paths = [s.path for s in everything]
     model = replace(model, config={**trained_on.recorded(model.config, paths), "encoding": encoding.summary(paths)})
