@@ -214,6 +214,29 @@ def test_a_full_disk_mid_work_is_one_line_and_any_other_os_error_still_a_traceba
     assert isinstance(result.exception, OSError) and result.exception.errno == errno.EBADF
 
 
+def test_predict_interrupted_says_how_far_it_got_and_what_it_kept(parts, patchcore_model, tmp_path, monkeypatch):
+    from anomalycli.deploy import scoring
+
+    real = scoring.iter_scores
+
+    def stopped_after_three(*args, **kwargs):
+        for done, scored in enumerate(real(*args, **kwargs)):
+            if done == 3:
+                raise KeyboardInterrupt
+            yield scored
+
+    monkeypatch.setattr(scoring, "iter_scores", stopped_after_three)
+    rows, maps = tmp_path / "rows.csv", tmp_path / "maps"
+    total = len(list((parts / "good").iterdir()))
+    result = run_cli("predict", patchcore_model, parts / "good", "--output", rows, "--heatmaps", maps, expect=130)
+    message = one_clear_line(result)
+    assert message.startswith(
+        f"error: interrupted after 3 of {total} images; nothing written to {rows}; the files written so far stay in {maps}: pass --overwrite"
+    ), message
+    assert not rows.exists() and len(list(maps.iterdir())) == 3
+    assert one_clear_line(run_cli("predict", patchcore_model, parts / "good", expect=130)).strip() == f"error: interrupted after 3 of {total} images"
+
+
 def test_one_good_image_is_refused_with_why_and_what_to_add(parts, tmp_path):
     (tmp_path / "new/good").mkdir(parents=True)
     shutil.copy(next((parts / "good").iterdir()), tmp_path / "new/good")

@@ -16,7 +16,7 @@ from anomalycli.data.framing import framing_of
 from anomalycli.data.images import list_source, load_image
 from anomalycli.deploy import engine_choice, loading, onnx_model
 from anomalycli.deploy.regions import judge_regions, min_area_of, pixel_threshold_of, regions_in_columns, save_mask
-from anomalycli.errors import UsageError, UserError
+from anomalycli.errors import Interrupted, UsageError, UserError
 from anomalycli.files import check_writable
 from anomalycli.judgement.size_rule import describe as describe_size_rule
 from anomalycli.views.heatmaps import map_scale, overlay, panel, save_heatmap
@@ -104,21 +104,24 @@ def predict_command(
             err_console.print(note, highlight=False, markup=False, soft_wrap=True)
         rows, kept = [], []
         scale = map_scale(model) if heatmaps is not None else None
-        for scored in scored_rows:
-            found = judge_regions(scored, pixel_threshold, min_area) if with_regions else []
-            rows.append({"path": str(scored.path), "score": scored.score, "raw_score": scored.raw, "verdict": scored.verdict, "error": scored.error})
-            if min_area:
-                rows[-1]["passed_by_size"] = scored.passed_by_size
-            if with_regions:
-                rows[-1]["regions"] = [r.to_dict(pixel_size) for r in found]
-                if masks is not None and found:
-                    save_mask(scored, pixel_threshold, masks / _relative(scored.path, base).with_name(f"{scored.path.stem}_mask.png"), overwrite)
-            if heatmaps is not None and scored.map is not None:
-                image = load_image(scored.path)
-                heat = overlay(image, scored.map, scale, flagged=scored.verdict == "anomaly")
-                save_heatmap(panel(image, heat) if side_by_side else heat, heatmaps / _relative(scored.path, base).with_suffix(".png"), overwrite)
-            scored.map = None  # memory stays flat in the number of images
-            kept.append(scored)
+        try:
+            for scored in scored_rows:
+                found = judge_regions(scored, pixel_threshold, min_area) if with_regions else []
+                rows.append({"path": str(scored.path), "score": scored.score, "raw_score": scored.raw, "verdict": scored.verdict, "error": scored.error})
+                if min_area:
+                    rows[-1]["passed_by_size"] = scored.passed_by_size
+                if with_regions:
+                    rows[-1]["regions"] = [r.to_dict(pixel_size) for r in found]
+                    if masks is not None and found:
+                        save_mask(scored, pixel_threshold, masks / _relative(scored.path, base).with_name(f"{scored.path.stem}_mask.png"), overwrite)
+                if heatmaps is not None and scored.map is not None:
+                    image = load_image(scored.path)
+                    heat = overlay(image, scored.map, scale, flagged=scored.verdict == "anomaly")
+                    save_heatmap(panel(image, heat) if side_by_side else heat, heatmaps / _relative(scored.path, base).with_suffix(".png"), overwrite)
+                scored.map = None  # memory stays flat in the number of images
+                kept.append(scored)
+        except KeyboardInterrupt:
+            raise Interrupted(_interrupted_line(len(rows), len(paths), output, [heatmaps, masks])) from None
     n_bad = sum(r["verdict"] == "unreadable" for r in rows)
     if n_bad == len(rows):
         raise UserError(f"none of the {n_bad} image file(s) in {source} could be read (first: {rows[0]['error']}); check that they are images")
@@ -150,6 +153,18 @@ def predict_command(
         console.print(f"heat maps written to {heatmaps}: {scale.describe()}")
     if masks:
         console.print(f"masks of {sum(bool(r.get('regions')) for r in rows)} images with a defect region written to {masks}")
+
+
+def _interrupted_line(done: int, total: int, output: Path | None, folders: list[Path | None]) -> str:
+    """What a predict stopped by Ctrl-C leaves: no rows (they are written whole at the end), and the
+    heat maps and masks of the images judged so far, each file whole."""
+    line = f"interrupted after {done} of {total} images"
+    if output is not None:
+        line += f"; nothing written to {output}"
+    written = [str(folder) for folder in folders if folder is not None and folder.is_dir() and any(folder.iterdir())]
+    if written:
+        line += f"; the files written so far stay in {' and '.join(written)}: pass --overwrite to write them again"
+    return line
 
 
 def _decode_ahead(model_path: Path, paths: list[Path], batch_size: int) -> DecodeAhead | contextlib.nullcontext:

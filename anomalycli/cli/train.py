@@ -6,13 +6,13 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import EXIT_INTERRUPTED, RAY_HELP, data_folder, fail, user_errors
+from anomalycli.cli.common import RAY_HELP, data_folder, user_errors
 from anomalycli.cli.render import console, curves_png, err_console, operating_point_text
 from anomalycli.detection import backbones
 from anomalycli.detection.defaults import MAX_MS_PER_IMAGE
 from anomalycli.errors import UsageError
 from anomalycli.files import check_writable
-from anomalycli.workflows.train import AUTO, CHECKPOINT_NAME, CROSS_FITTED, Interrupted, TrainOptions, train
+from anomalycli.workflows.train import AUTO, CROSS_FITTED, TrainOptions, train
 
 DEFAULTS = {f.name: f.default for f in fields(TrainOptions)}
 CLASSIFIER_ONLY = ("epochs", "lr", "weight_decay", "weighted_loss", "sampler", "select", "patience")
@@ -118,7 +118,7 @@ def train_command(
     """
     method_defaulted = False
     if resume is not None:
-        result = _run(None, resume)
+        result = train(None, resume=resume)
     else:
         data = data_folder(data)
         check_writable(run_dir, "--run-dir", folder=True)
@@ -170,7 +170,7 @@ def train_command(
             levels=levels,
             pixel_head=pixel_head,
         )
-        result = _run(options, None)
+        result = train(options)
     if result.history:
         curves_png(result.history, result.run_dir / "curves.png")
     cal = result.model.calibration
@@ -233,14 +233,3 @@ def _auto_note(method: str, n_anomaly: int, folds: int) -> str:
     if n_anomaly:
         return f"method: patchcore; the {n_anomaly} defective image(s) only set the threshold. With {folds} or more the default also learns from them (hybrid)"
     return "method: patchcore (no labelled defects to learn from)"
-
-
-def _run(options, resume):
-    try:
-        return train(options, resume=resume)
-    except Interrupted as stopped:
-        if stopped.resumable:
-            said = f"the last finished epoch is kept in {stopped.run_dir / CHECKPOINT_NAME}: continue with anomaly train --resume {stopped.run_dir}"
-        else:
-            said = f"{stopped.run_dir} holds no model and nothing to resume from; start the fit again"
-        raise fail(f"interrupted; {said}".replace("[", r"\["), EXIT_INTERRUPTED) from None

@@ -24,7 +24,7 @@ from anomalycli.detection.defaults import LEAVE_ONE_OUT_GOODS, bank_ratio
 from anomalycli.detection.device import resolve_device
 from anomalycli.detection.methods import AnomalyModel, classifier, hybrid_fitting, patchcore_fitting
 from anomalycli.detection.methods.classifier_training import fit_classifier
-from anomalycli.errors import UserError
+from anomalycli.errors import Interrupted, UserError
 from anomalycli.judgement import drift
 from anomalycli.judgement.thresholds import OperatingRule, calibrate, require_defects_for
 from anomalycli.workflows import input_size, train_pixels
@@ -61,15 +61,6 @@ def _check_classes(train: list[Sample], val: list[Sample], method: str, normal_c
         raise UserError("no validation images; add a val split or lower --val-ratio's rounding by adding images")
 
 
-class Interrupted(Exception):
-    """Ctrl-C during a fit: its run folder, and whether it holds a checkpoint to resume from (a
-    classifier after its first epoch) or no model at all (patchcore and the hybrid fit in one go)."""
-
-    def __init__(self, run_dir: Path):
-        super().__init__(f"interrupted: {run_dir}")
-        self.run_dir, self.resumable = run_dir, (run_dir / CHECKPOINT_NAME).is_file()
-
-
 def train(options: TrainOptions, resume: str | None = None, show_progress: bool = True) -> TrainResult:
     state = None
     if resume is not None:
@@ -97,7 +88,7 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
     try:
         model, history, notes = fit(options, train_samples, val_samples, run_dir, state, show_progress)
     except KeyboardInterrupt:
-        raise Interrupted(run_dir) from None
+        raise Interrupted(_interrupted_line(run_dir)) from None
     everything = train_samples + val_samples
     paths = [s.path for s in everything]
     model = replace(model, config={**trained_on.recorded(model.config, paths), "encoding": encoding.summary(paths)})
@@ -105,6 +96,14 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
     # PatchCore's bank holds the good images only.
     n_fit = {"patchcore": sum(s.label == 0 for s in everything), "hybrid": len(everything)}.get(options.method, len(train_samples))
     return TrainResult(run_dir, model_path, model, source, n_fit, len(val_samples), history, notes)
+
+
+def _interrupted_line(run_dir: Path) -> str:
+    """What a fit stopped by Ctrl-C leaves: a classifier's checkpoint after its first epoch; else
+    (patchcore and the hybrid fit in one go) no model and nothing to resume from."""
+    if (run_dir / CHECKPOINT_NAME).is_file():
+        return f"interrupted; the last finished epoch is kept in {run_dir / CHECKPOINT_NAME}: continue with anomaly train --resume {run_dir}"
+    return f"interrupted; {run_dir} holds no model and nothing to resume from; start the fit again"
 
 
 def fit(
