@@ -49,9 +49,19 @@ def model_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         if not (path / MODEL_NAME).is_file():
-            raise UserError(f"{path} is a folder without {MODEL_NAME}; pass a run folder that train finished, or the model file")
+            raise UserError(
+                f"{path} is a folder without {MODEL_NAME}"
+                + (" (a run that was interrupted or failed)" if is_run_folder(path) else "")
+                + "; pass a run folder that train finished, or the model file"
+            )
         return path / MODEL_NAME
     return path
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder train, calibrate or adapt made (its ``args.json``), finished or not: given alone,
+    it is the model the user meant, so one that holds none is said as such, not searched for images."""
+    return path.is_dir() and (path / ARGS_NAME).is_file()
 
 
 def is_model_path(path: Path) -> bool:
@@ -67,7 +77,7 @@ def model_and_target(args: list[Path], model: Path | None, target: str) -> tuple
     """
     if len(args) > 2:
         raise UsageError(f"too many arguments: give [MODEL] {target}")
-    if len(args) == 2 or (len(args) == 1 and is_model_path(args[0])):
+    if len(args) == 2 or (len(args) == 1 and (is_model_path(args[0]) or is_run_folder(args[0]))):
         if model is not None:
             raise UsageError(f"give the model once: either --model or MODEL before {target}")
         return model_file(args[0]), (args[1] if len(args) == 2 else None), False

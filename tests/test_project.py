@@ -46,8 +46,20 @@ def test_data_defaults_to_the_data_folder_only_when_it_exists(tmp_path, monkeypa
 def test_a_run_folder_means_its_model_file(tmp_path):
     run = _run(tmp_path, "train-1")
     assert project.model_file(run) == run / project.MODEL_NAME
-    with pytest.raises(UserError, match="without model.safetensors"):
+    with pytest.raises(UserError, match="without model.safetensors; pass"):
         project.model_file(tmp_path)
+
+
+def test_a_run_folder_given_alone_without_a_model_is_said_so_not_searched_for_images(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _run(tmp_path, "train-1")
+    unfinished = _run(tmp_path, "train-2", with_model=False)
+    (unfinished / project.ARGS_NAME).write_text("{}")
+    with pytest.raises(UserError, match=r"train-2 is a folder without model.safetensors \(a run that was interrupted or failed\)"):
+        project.model_and_target([unfinished], None, "DATA")
+    images = tmp_path / "images"  # a folder of images is still the target
+    images.mkdir()
+    assert project.model_and_target([images], None, "DATA") == (project.RUNS / "train-1" / project.MODEL_NAME, images, True)
 
 
 @pytest.mark.parametrize(
