@@ -34,6 +34,29 @@ def test_a_flagged_image_without_a_region_is_framed_whole_and_one_with_a_region_
     assert not (np.asarray(overlay(_grey(), placed, scale, flagged=True))[0, 0] == REGION_COLOUR).all(), "its region says where"
 
 
+def test_an_overlay_drawn_in_bands_of_rows_is_the_one_drawn_whole(monkeypatch):
+    """Bands keep a large image's overlay in bounded memory (24 megapixels peaked at 2.9 GB whole);
+    every mark that crosses a band's edge (outlines, the frame, the don't-care region) is the same."""
+    from anomalycli.views import heatmaps
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (101, 77, 3), dtype=np.uint8))
+    anomaly_map = rng.normal(1.5, 0.6, (20, 20)).astype(np.float32)
+    truth = np.zeros((30, 25), dtype=bool)
+    truth[8:22, 6:18] = rng.random((14, 12)) > 0.7  # inside: its outline never covers the frame
+    ignored = np.zeros((20, 20), dtype=bool)
+    ignored[5:12, 3:9] = True
+    pictures = {}
+    for band in (7, 10_000):
+        monkeypatch.setattr(heatmaps, "OVERLAY_BAND", band)
+        for flagged, level in ((False, None), (True, 99.0)):  # outlined regions; none, so framed
+            scale = MapScale(floor=1.0, threshold=2.0, top=3.0, ignored=ignored, region_level=level)
+            pictures[band, flagged] = np.asarray(overlay(image, anomaly_map, scale, truth=truth, flagged=flagged))
+    for flagged in (False, True):
+        assert (pictures[7, flagged] == pictures[10_000, flagged]).all()
+    assert (pictures[7, True][:, 0] == REGION_COLOUR).all(), "the frame runs through every band"
+
+
 def test_ground_truth_outlined_and_panel_puts_the_image_first():
     truth = np.zeros((16, 16), dtype=bool)
     truth[4:12, 4:12] = True  # at another size than the image: scaled to it

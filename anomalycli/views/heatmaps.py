@@ -25,6 +25,9 @@ REGION_COLOUR = (0, 255, 255)  # cyan: the defect regions (above the pixel thres
 MASK_COLOUR = (0, 255, 0)  # green: the ground-truth defect, where a mask is known
 IGNORED_COLOUR = (128, 128, 128)  # grey: the model's don't-care region
 MAX_ALPHA = 0.65
+# Rows of an overlay coloured and blended at a time: a 24-megapixel image's overlay peaked at 2.9 GB
+# blended whole (its colours as float64 RGBA); in bands the full-size arrays are the map and masks.
+OVERLAY_BAND = 256
 # Heat maps are written with fast PNG compression: level 6 took 205 ms a 1024 px overlay, level 1
 # a third of that for files a fifth larger (BENCHMARKS.md, "Speed").
 PNG_LEVEL = 1
@@ -98,32 +101,54 @@ def overlay(image: Image.Image, anomaly_map: np.ndarray, scale: MapScale, truth:
     ``regions``: above its pixel threshold) outlined in cyan, and ``truth`` (a defect mask at any
     size) outlined in green. A ``flagged`` image whose map has no region (the image score flagged
     it; a faint or thin defect) is framed whole in cyan: look at all of it."""
+    rgb = np.asarray(image.convert("RGB"))
+    size = image.size
+    level = np.asarray(Image.fromarray(anomaly_map.astype(np.float32)).resize(size, Image.BILINEAR))
+    width = max(1, round(max(size) / 200))
+    regions = level >= (scale.threshold if scale.region_level is None else scale.region_level)
+    # Each mark in the order it is drawn, as (pixels, colour) full-size masks: the blending below
+    # goes band by band, and a mark's outline needs the pixels around it.
+    marks = [(_outline(regions, width), REGION_COLOUR)]
+    if flagged and not regions.any():
+        frame = np.zeros(regions.shape, dtype=bool)
+        frame[:width], frame[-width:], frame[:, :width], frame[:, -width:] = True, True, True, True
+        marks.append((frame, REGION_COLOUR))
+    if truth is not None:
+        mask = np.asarray(Image.fromarray(truth.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+        marks.append((_outline(mask, width), MASK_COLOUR))
+    greyed = None
+    if scale.ignored is not None:  # the don't-care region: greyed, outlined in grey
+        greyed = np.asarray(Image.fromarray(scale.ignored.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
+    greyed_outline = None if greyed is None else _outline(greyed, width)
+    out = np.empty_like(rgb)
+    for top in range(0, rgb.shape[0], OVERLAY_BAND):
+        rows = slice(top, top + OVERLAY_BAND)
+        band_marks = [(pixels[rows], colour) for pixels, colour in marks]
+        band_greyed = None if greyed is None else (greyed[rows], greyed_outline[rows])
+        out[rows] = _blended(rgb[rows], level[rows], scale, band_marks, band_greyed)
+    return Image.fromarray(out)
+
+
+def _blended(rgb: np.ndarray, level: np.ndarray, scale: MapScale, marks: list, greyed: tuple | None) -> np.ndarray:
+    """A band of ``overlay``'s rows: the heat blended in, the marks drawn, then the don't-care
+    region (``greyed``: its pixels, then its outline) greyed and outlined."""
     from matplotlib import colormaps
 
-    rgb = image.convert("RGB")
-    size = rgb.size
-    level = np.asarray(Image.fromarray(anomaly_map.astype(np.float32)).resize(size, Image.BILINEAR))
     alpha = MAX_ALPHA * np.clip((level - scale.floor) / (scale.threshold - scale.floor), 0, 1)
     # Colour and blend only where there is heat: most of a good part's pixels have none.
     heat = alpha > 0
     position = np.clip((level[heat] - scale.floor) / (scale.top - scale.floor), 0, 1)
     colours = colormaps[COLOURS](0.25 + 0.75 * position)[..., :3] * 255
     weight = alpha[heat][:, None]
-    blended = np.array(rgb, dtype=np.float64)
-    blended[heat] = np.asarray(rgb)[heat].astype(np.float32) * (1 - weight) + colours * weight
-    width = max(1, round(max(size) / 200))
-    regions = level >= (scale.threshold if scale.region_level is None else scale.region_level)
-    blended[_outline(regions, width)] = REGION_COLOUR
-    if flagged and not regions.any():
-        blended[:width], blended[-width:], blended[:, :width], blended[:, -width:] = (REGION_COLOUR,) * 4
-    if truth is not None:
-        mask = np.asarray(Image.fromarray(truth.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
-        blended[_outline(mask, width)] = MASK_COLOUR
-    if scale.ignored is not None:  # the don't-care region: greyed, outlined in grey
-        ignored = np.asarray(Image.fromarray(scale.ignored.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 0
-        blended[ignored] = 0.4 * blended[ignored] + 0.6 * np.array(IGNORED_COLOUR, dtype=np.float32)
-        blended[_outline(ignored, width)] = IGNORED_COLOUR
-    return Image.fromarray(blended.round().astype(np.uint8))
+    blended = rgb.astype(np.float64)
+    blended[heat] = rgb[heat].astype(np.float32) * (1 - weight) + colours * weight
+    for pixels, colour in marks:
+        blended[pixels] = colour
+    if greyed is not None:
+        pixels, outline = greyed
+        blended[pixels] = 0.4 * blended[pixels] + 0.6 * np.array(IGNORED_COLOUR, dtype=np.float32)
+        blended[outline] = IGNORED_COLOUR
+    return blended.round().astype(np.uint8)
 
 
 def panel(image: Image.Image, heat: Image.Image, gap: int = 8) -> Image.Image:
