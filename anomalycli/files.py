@@ -67,6 +67,15 @@ def check_writable(path: Path | None, option: str, folder: bool = False, overwri
         raise UsageError(f"{option} {path}: {reason}; choose a path this user can write to")
 
 
+def staging_folder(folder: Path) -> Path:
+    """A new empty folder beside ``folder`` to build it in and rename into place, with the mode
+    ``mkdir`` gives: mkdtemp's own is private (0700), and a report renamed from it opened for
+    this user alone."""
+    build = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    os.chmod(build, 0o777 & ~_umask())
+    return build
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -1,5 +1,7 @@
 import json
+import os
 import re
+import stat
 
 from conftest import one_clear_line, run_cli
 
@@ -58,3 +60,13 @@ def test_report_never_replaces_a_folder_unasked(parts, patchcore_model, tmp_path
     run_cli("eval", patchcore_model, parts, "--report", folder, "--overwrite")
     assert (folder / "index.html").is_file() and not (folder / "keep.txt").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_report_folder_gets_the_mode_mkdir_gives_not_a_temporary_folders_private_one(parts, patchcore_model, tmp_path):
+    old = os.umask(0o022)
+    try:
+        run_cli("eval", patchcore_model, parts, "--report", tmp_path / "report")
+        (tmp_path / "plain").mkdir()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "report").stat().st_mode) == stat.S_IMODE((tmp_path / "plain").stat().st_mode) == 0o755

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anomalycli import __version__
+from anomalycli import __version__, files
 from anomalycli.data.images import load_image
 from anomalycli.data.layouts import Sample
 from anomalycli.data.tensors import load_mask
@@ -270,7 +270,7 @@ def write_report(folder: str | Path, report: dict, samples: list[Sample], rows: 
     folder = Path(folder)
     check_folder(folder, overwrite)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    build = files.staging_folder(folder)
     try:
         (build / "gallery").mkdir()
         readable = [(s, r) for s, r in zip(samples, rows) if r.verdict != "unreadable"]
