@@ -67,14 +67,14 @@ def plot_files(folder: Path, labels: np.ndarray, raw: np.ndarray, raw_threshold:
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     flagged = raw >= raw_threshold
-    files = {}
+    saved = {}
     both = labels.min() != labels.max()
 
     def save(fig, name: str) -> None:
         fig.tight_layout()
         fig.savefig(folder / f"{name}.png", dpi=110)
         plt.close(fig)
-        files[name] = f"{name}.png"
+        saved[name] = f"{name}.png"
 
     if both:
         fpr, tpr, _ = roc_curve(labels, raw)
@@ -102,7 +102,7 @@ def plot_files(folder: Path, labels: np.ndarray, raw: np.ndarray, raw_threshold:
     ax.set(xlabel="raw score", ylabel="images", title="scores")
     ax.legend()
     save(fig, "scores")
-    return files
+    return saved
 
 
 def gallery_files(folder: Path, model, items: list[GalleryItem]) -> list[str]:
