@@ -290,6 +290,17 @@ def test_the_default_method_learns_from_labelled_defects_once_every_fold_can_hol
     assert "method:" not in chosen.output
 
 
+def test_the_default_method_counts_only_the_defects_it_can_fit_on_not_a_test_splits(parts, tmp_path):
+    """MVTec AD's own layout: goods alone under train/, every defect under test/. The defects it
+    cannot learn from once chose the hybrid, which then refused for want of them."""
+    mvtec = tmp_path / "mvtec"
+    shutil.copytree(parts / "good", mvtec / "train" / "good")
+    shutil.copytree(parts / "not-good", mvtec / "test" / "scratch")
+    result = run_cli("train", mvtec, "--image-size", "64", "--coreset-ratio", "0.1", "--run-dir", tmp_path / "run")
+    assert "method: patchcore (no labelled defects to learn from)" in " ".join(result.output.split())
+    assert json.loads((tmp_path / "run/args.json").read_text())["method"] == "patchcore"
+
+
 # --- the short forms: a project folder holding data/ and runs/ ------------------------------
 
 

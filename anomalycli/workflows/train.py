@@ -66,13 +66,13 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
     if resume is not None:
         options, state, run_dir = load_resume(resume)
     dataset = discover(options.data, options.normal_class, options.labels, options.manifest)
-    if options.method == AUTO:
-        options.method = choose_method(dataset.samples, options.cv_folds)
+    fitted_on = fitting_pool(dataset)  # checked before it is split: a split of too few images has its own error
+    if options.method == AUTO:  # on the defects it can learn from: a test split's are never fitted on
+        options.method = choose_method(fitted_on, options.cv_folds)
     if resume is None:
         options.validate()
     n_images = len(dataset.samples)
     log.info(f"data: {dataset.root} ({dataset.layout}), {n_images} image{'' if n_images == 1 else 's'}")
-    fitted_on = fitting_pool(dataset)  # checked before it is split: a split of too few images has its own error
     if options.method in CROSS_FITTED:
         _check_enough_goods(sum(s.label == 0 for s in fitted_on))
     require_defects_for(options.operating_rule(), sum(s.label == 1 for s in fitted_on), sum(s.label == 0 for s in fitted_on))
