@@ -105,6 +105,18 @@ def test_inspect_says_whether_train_would_stretch_the_goods_levels(tmp_path):
     assert json.loads((tmp_path / "facts.json").read_text())["levels"]["kind"] == "stretch"
 
 
+def test_inspect_decides_as_train_would_from_the_images_it_fits_on_not_a_test_split(tmp_path):
+    """MVTec AD's layout: goods alone under train/, the defects and their masks under test/. train
+    plans its input size from the masks of the defects it fits on: none here."""
+    from anomalycli.data.synthetic import make_dataset
+
+    make_dataset(tmp_path / "mvtec", n_good=10, n_per_defect=0, split="train")
+    make_dataset(tmp_path / "mvtec", n_good=4, n_per_defect=3, split="test", masks=True, seed=1)
+    run_cli("inspect", tmp_path / "mvtec", "--json", tmp_path / "facts.json")
+    facts = json.loads((tmp_path / "facts.json").read_text())
+    assert facts["masks"] == 6 and facts["input_sizes"]["masks_measured"] == 0
+
+
 def test_inspect_says_how_to_hold_a_test_split_out_where_there_is_none(parts, tmp_path):
     assert "no test split: train fits on every image here" in " ".join(run_cli("inspect", parts).output.split())
     run_cli("split", parts, "--test-ratio", "0.2", "--out", tmp_path / "split.csv")

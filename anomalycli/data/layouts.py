@@ -50,6 +50,13 @@ class Dataset:
     def in_split(self, split: str) -> list[Sample]:
         return [s for s in self.samples if s.split == split]
 
+    def fitting_pool(self) -> list[Sample]:
+        """The images a fit draws on, training and validation together (never a test split's):
+        what train splits, and what its decisions (method, input size, orientation, levels) see."""
+        if self.in_split("val"):
+            return self.in_split("train") + self.in_split("val")
+        return self.in_split("train") or [s for s in self.samples if s.split is None]
+
     @property
     def splits(self) -> list[str]:
         return sorted({s.split for s in self.samples if s.split})

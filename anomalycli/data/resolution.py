@@ -73,6 +73,19 @@ def defect_thickness(mask_path: str | Path, size: int) -> float | None:
     return thickness * size / np.sqrt(height * width)  # squashed: each axis scaled to size
 
 
+def plan_for_samples(samples: list, default: int) -> SizePlan:
+    """``plan_sizes`` for data set samples: their files' headers and their defects' masks only."""
+    sizes = []
+    for s in samples:
+        try:
+            with Image.open(s.path) as image:
+                sizes.append(image.size)
+        except Exception:  # an unreadable image is reported by the fit that skips it
+            continue
+    defects = [s for s in samples if s.label == 1]
+    return plan_sizes(sizes, [s.mask for s in defects if s.mask], len(defects), default)
+
+
 def plan_sizes(image_sizes: list[tuple[int, int]], mask_paths: list[str | Path], n_defects: int, default: int) -> SizePlan:
     """The sizes worth fitting for images of ``image_sizes`` (width, height) with ``n_defects``
     labelled defects, ``mask_paths`` of which have masks."""

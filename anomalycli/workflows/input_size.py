@@ -20,11 +20,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from PIL import Image
 
 from anomalycli.data.framing import framing_of
 from anomalycli.data.layouts import Sample
-from anomalycli.data.resolution import SizePlan, plan_sizes
+from anomalycli.data.resolution import SizePlan, plan_for_samples
 from anomalycli.data.tensors import load_all
 from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE
 from anomalycli.detection.methods import AnomalyModel
@@ -52,17 +51,9 @@ class Trial:
 
 
 def plan_for(samples: list[Sample], method: str, default: int | None = None) -> SizePlan:
-    """The sizes to try for these samples (their files' headers and defect masks only), from
-    ``default`` (the method's default size unless given: the benchmarks' quick run starts small)."""
-    sizes = []
-    for s in samples:
-        try:
-            with Image.open(s.path) as image:
-                sizes.append(image.size)
-        except Exception:  # an unreadable image is reported by the fit that skips it
-            continue
-    defects = [s for s in samples if s.label == 1]
-    return plan_sizes(sizes, [s.mask for s in defects if s.mask], len(defects), default or DEFAULT_IMAGE_SIZE[method])
+    """The sizes to try for these samples, from ``default`` (the method's default size unless
+    given: the benchmarks' quick run starts small)."""
+    return plan_for_samples(samples, default or DEFAULT_IMAGE_SIZE[method])
 
 
 def fit_best_size(options, samples: list[Sample], fit_at, default: int | None = None) -> tuple[AnomalyModel, list[dict], list[str]]:

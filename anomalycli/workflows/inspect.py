@@ -14,7 +14,7 @@ from anomalycli.data.images import ImageError, load_image
 from anomalycli.data.layouts import Dataset
 from anomalycli.data.levels import goods_sample, levels
 from anomalycli.data.orientation import measured_goods, orientation, readable_images
-from anomalycli.data.resolution import plan_sizes
+from anomalycli.data.resolution import plan_for_samples
 from anomalycli.detection.defaults import DEFAULT_IMAGE_SIZE
 
 MOST_COMMON_SIZES = 3
@@ -108,6 +108,8 @@ def inspect_dataset(dataset: Dataset) -> dict:
         by_hash[files.file_sha256(s.path)].append(s)
     n_normal = sum(1 for s in dataset.samples if s.label == 0)
     n_anomaly = len(dataset.samples) - n_normal
+    # train decides from the images it fits on, never a test split's (a data set of test images alone: all of them)
+    fitted_on = dataset.fitting_pool() or dataset.samples
     ratio = (max(n_normal, n_anomaly) / min(n_normal, n_anomaly)) if n_normal and n_anomaly else None
     summary = size_summary(sizes)
     duplicates = []
@@ -138,16 +140,11 @@ def inspect_dataset(dataset: Dataset) -> dict:
         "size_summary": summary,
         "resize_note": resize_note(summary),
         # What anomaly train would try for patchcore and hybrid models (data/resolution.py).
-        "input_sizes": plan_sizes(
-            [size for size, n in sizes.items() for _ in range(n)],
-            [s.mask for s in dataset.samples if s.label and s.mask],
-            n_anomaly,
-            DEFAULT_IMAGE_SIZE["patchcore"],
-        ).to_dict(),
+        "input_sizes": plan_for_samples(fitted_on, DEFAULT_IMAGE_SIZE["patchcore"]).to_dict(),
         # How train (patchcore) would take the goods' orientation: measured on a few of them (data/orientation.py).
-        "orientation": _orientation(dataset.samples),
+        "orientation": _orientation(fitted_on),
         # Whether train (patchcore, hybrid) would stretch each image's levels (data/levels.py).
-        "levels": _levels(dataset.samples),
+        "levels": _levels(fitted_on),
         "image_modes": dict(modes.most_common()),
         # How the images were saved (data/encoding.py): a line that saves lossier than these drifts.
         "saved_as": {str(e): n for e, n in saved_as.most_common() if e is not None},

@@ -39,7 +39,6 @@ from anomalycli.workflows.train_options import (  # noqa: F401 (the options are 
     TrainResult,
     choose_method,
     choose_validation,
-    fitting_pool,
     load_resume,
     operating_rule,
     prepare_run_dir,
@@ -66,7 +65,7 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
     if resume is not None:
         options, state, run_dir = load_resume(resume)
     dataset = discover(options.data, options.normal_class, options.labels, options.manifest)
-    fitted_on = fitting_pool(dataset)  # checked before it is split: a split of too few images has its own error
+    fitted_on = dataset.fitting_pool()  # checked before it is split: a split of too few images has its own error
     if options.method == AUTO:  # on the defects it can learn from: a test split's are never fitted on
         options.method = choose_method(fitted_on, options.cv_folds)
     if resume is None:

@@ -183,19 +183,12 @@ def choose_method(samples: list[Sample], cv_folds: int) -> str:
     return "hybrid" if sum(s.label == 1 for s in samples) >= cv_folds else "patchcore"
 
 
-def fitting_pool(dataset: Dataset) -> list[Sample]:
-    """The images a fit draws on, training and validation together: what ``choose_validation`` splits."""
-    if dataset.in_split("val"):
-        return dataset.in_split("train") + dataset.in_split("val")
-    return dataset.in_split("train") or [s for s in dataset.samples if s.split is None]
-
-
 def choose_validation(dataset: Dataset, val_ratio: float, seed: int) -> tuple[list[Sample], list[Sample], str]:
     """Train and validation samples, and a sentence saying where validation came from."""
     if dataset.in_split("val"):
         source = "the val split folder" if not dataset.layout.startswith("manifest") else "the manifest's split column"
         return dataset.in_split("train"), dataset.in_split("val"), source
-    pool = fitting_pool(dataset)
+    pool = dataset.fitting_pool()
     if not pool:
         raise UserError(f"{dataset.root} has no training images (no train split); add DATA/train/<class>/ folders")
     train, val = train_val_split(pool, val_ratio, seed)
