@@ -290,6 +290,20 @@ def test_the_default_method_learns_from_labelled_defects_once_every_fold_can_hol
     assert "method:" not in chosen.output
 
 
+def test_ok_and_ng_folders_train_and_evaluate_without_naming_the_good_class(parts, tmp_path):
+    shutil.copytree(parts / "good", tmp_path / "line" / "OK")
+    shutil.copytree(parts / "not-good", tmp_path / "line" / "NG")
+    trained = run_cli("train", tmp_path / "line", "--method", "patchcore", "--image-size", "64", "--coreset-ratio", "0.1", "--run-dir", tmp_path / "run")
+    assert "good parts: OK" in " ".join(trained.output.split())
+    assert json.loads((tmp_path / "run/args.json").read_text())["normal_class"] == "OK"
+    metrics = tmp_path / "m.json"
+    run_cli("eval", tmp_path / "run", tmp_path / "line", "--json", metrics)
+    assert json.loads(metrics.read_text())["confusion_matrix"]["tn"] + json.loads(metrics.read_text())["confusion_matrix"]["fp"] == 24
+    (tmp_path / "line" / "NG").rename(tmp_path / "line" / "normal")  # two names a line gives good parts: not guessed
+    message = one_clear_line(run_cli("train", tmp_path / "line", "--run-dir", tmp_path / "run2", expect=1))
+    assert "no image of the good parts' class 'good' to train on (classes: OK, normal); pass --normal-class NAME" in message
+
+
 def test_the_default_method_counts_only_the_defects_it_can_fit_on_not_a_test_splits(parts, tmp_path):
     """MVTec AD's own layout: goods alone under train/, every defect under test/. The defects it
     cannot learn from once chose the hybrid, which then refused for want of them."""

@@ -54,6 +54,29 @@ def test_defect_type_from_file_name():
     assert defect_type_from_name("007") is None
 
 
+@pytest.mark.parametrize("good", ["OK", "ok", "Normal", "pass", "iO", "Good"])
+def test_the_good_parts_are_found_under_the_names_lines_give_them(tmp_path, good):
+    _png(tmp_path / "train" / good / "a.png")
+    _png(tmp_path / "train" / "NG" / "b.png")
+    _png(tmp_path / "test" / good / "c.png")
+    dataset = discover(tmp_path)
+    assert dataset.normal_class == good and sorted((s.class_name == good, s.label) for s in dataset.samples) == [(False, 1), (True, 0), (True, 0)]
+    assert dataset.layout.endswith(f"good parts: {good} (--normal-class names another)")
+
+
+def test_the_good_parts_class_is_not_guessed_between_two_names_nor_over_good_or_the_users(tmp_path):
+    for name in ("OK", "normal", "NG"):
+        _png(tmp_path / name / "a.png")
+    assert discover(tmp_path).normal_class == "good"  # two candidates: the errors ask for --normal-class
+    assert [s.label for s in discover(tmp_path, normal_class="NG").samples if s.class_name == "NG"] == [0]
+    _png(tmp_path / "good" / "b.png")
+    dataset = discover(tmp_path)
+    assert dataset.normal_class == "good" and dataset.layout == "class folders (class/)"
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filename,label\ngood/b.png,OK\nNG/a.png,NG\n")
+    assert [s.label for s in discover(tmp_path, labels=labels).samples] == [0, 1]
+
+
 def test_labels_csv_for_a_flat_folder(tmp_path):
     _png(tmp_path / "img1.png")
     _png(tmp_path / "img2.png")
@@ -69,7 +92,7 @@ def test_labels_csv_for_a_flat_folder(tmp_path):
         ("name,class\nimg1.png,good\n", "needs the columns filename,label"),
         ("filename,label\nimg1.png,good\nmissing.png,nok\n", "missing"),
         ("filename,label\nimg1.png,good\nimg1.png,nok\n", "listed twice"),
-        ("filename,label\nimg1.png,ok\n", "no image labelled 'good'"),
+        ("filename,label\nimg1.png,bad\n", "no image labelled 'good'"),
         ("filename,label\nimg1.png,\n", "empty label"),
     ],
 )

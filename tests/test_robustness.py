@@ -140,7 +140,7 @@ def test_one_class_only_patchcore_warns_and_uses_a_percentile(parts, tmp_path):
     "content, words",
     [
         ("filename,label\ngood/good001.png,good\nnope.png,bad\n", "missing"),
-        ("filename,label\ngood/good001.png,ok\n", "--normal-class"),
+        ("filename,label\ngood/good001.png,fine\n", "--normal-class"),
         ("filename,label\ngood/good001.png,good\ngood/good001.png,bad\n", "listed twice"),
         ("file;label\ngood/good001.png;good\n", "header"),
     ],

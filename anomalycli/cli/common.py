@@ -25,6 +25,10 @@ ENGINE_HELP = (
     "ONNX Runtime; onnx-fp32: fp32 models only)."
 )
 
+NORMAL_CLASS_HELP = (
+    "Class name of good parts; every other class is an anomaly (default: good, else the one class named OK, normal, pass, iO or the like, in any case)."
+)
+
 
 # The operating-point options of the verbs that choose a threshold again (calibrate, adapt).
 TARGET_RECALL = typer.Option(None, "--target-recall", help="Catch at least this share of the defects (e.g. 0.95).")

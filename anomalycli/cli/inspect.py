@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import data_folder, user_errors
+from anomalycli.cli.common import NORMAL_CLASS_HELP, data_folder, user_errors
 from anomalycli.cli.render import console, inspection_tables, write_json
 from anomalycli.data.layouts import discover
 from anomalycli.files import check_writable
@@ -15,7 +15,7 @@ from anomalycli.workflows.inspect import inspect_dataset
 @user_errors
 def inspect_command(
     data: Optional[Path] = typer.Argument(None, help="Data folder: class folders, split/class folders or MVTec AD (default: ./data)."),
-    normal_class: str = typer.Option("good", help="Class name of good parts; every other class is an anomaly."),
+    normal_class: Optional[str] = typer.Option(None, help=NORMAL_CLASS_HELP),
     labels: Optional[Path] = typer.Option(None, help="Labels CSV (filename,label[,defect_type]) for a flat folder."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV written by 'anomaly split'."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the facts to this JSON file."),

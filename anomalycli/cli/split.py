@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from anomalycli.cli.common import data_folder, user_errors
+from anomalycli.cli.common import NORMAL_CLASS_HELP, data_folder, user_errors
 from anomalycli.cli.render import console
 from anomalycli.data.layouts import discover, write_manifest
 from anomalycli.data.splits import held_out_split, k_folds
@@ -23,7 +23,7 @@ def split_command(
     ),
     folds: Optional[int] = typer.Option(None, help="Write K stratified folds (column 'fold') instead of train/val."),
     seed: int = typer.Option(0, help="Random seed."),
-    normal_class: str = typer.Option("good", help="Class name of good parts."),
+    normal_class: Optional[str] = typer.Option(None, help=NORMAL_CLASS_HELP),
     labels: Optional[Path] = typer.Option(None, help="Labels CSV for a flat folder."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:

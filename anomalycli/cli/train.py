@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import RAY_HELP, data_folder, user_errors
+from anomalycli.cli.common import NORMAL_CLASS_HELP, RAY_HELP, data_folder, user_errors
 from anomalycli.cli.render import console, curves_png, err_console, operating_point_text
 from anomalycli.detection import backbones
 from anomalycli.detection.defaults import MAX_MS_PER_IMAGE
@@ -46,7 +46,7 @@ def train_command(
         "auto",
         help="patchcore and hybrid: the backbone's precision, auto (int8 on a CPU: predict about 1.5x as fast, fit faster; fp32 where int8 features disagree, or on a GPU), int8 or fp32.",
     ),
-    normal_class: str = typer.Option("good", help="Class name of good parts; every other class is an anomaly."),
+    normal_class: Optional[str] = typer.Option(None, help=NORMAL_CLASS_HELP),
     labels: Optional[Path] = typer.Option(None, help="Labels CSV (filename,label[,defect_type]) for a flat folder."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV from 'anomaly split' (its split column picks validation)."),
     val_ratio: float = typer.Option(0.1, help="Validation share when the data has no val split."),

@@ -24,6 +24,10 @@ from anomalycli.data.images import (
 from anomalycli.errors import UserError
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+DEFAULT_NORMAL_CLASS = "good"
+# What lines call their good parts besides "good" (in any case): without --normal-class, the one
+# class folder or label so named is the good parts' (OK/NG folders are the commonest on a line).
+GOOD_NAMES = ("good", "ok", "normal", "pass", "passed", "io", "i.o.", "defect-free", "defect_free", "no-defect", "no_defect", "non-defective", "nondefective")
 LABELS_HEADER = ("filename", "label")
 MANIFEST_HEADER = ("path", "label", "defect_type")
 
@@ -110,17 +114,36 @@ def _class_folder(root, class_dir: Path, normal_class: str, split, masks) -> tup
     return samples, skipped
 
 
+def normal_class_among(names, given: str | None) -> str:
+    """The class of good parts among the class ``names``: ``given`` where the user named it; else
+    "good" where a class is so named; else the one class named as lines call good parts (OK,
+    normal, pass, iO, ...); else "good", which the verbs' errors then ask to name."""
+    if given is not None:
+        return given
+    names = set(names)
+    if DEFAULT_NORMAL_CLASS in names:
+        return DEFAULT_NORMAL_CLASS
+    alike = [name for name in names if name.lower() in GOOD_NAMES]
+    return alike[0] if len(alike) == 1 else DEFAULT_NORMAL_CLASS
+
+
+def _taken_as_good(layout: str, normal_class: str, given: str | None) -> str:
+    """The layout's description, saying which class was taken for the good parts where it was not asked for."""
+    return layout if given is not None or normal_class == DEFAULT_NORMAL_CLASS else f"{layout}; good parts: {normal_class} (--normal-class names another)"
+
+
 def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in MASK_FOLDERS)
 
 
 def discover(
     data: str | Path,
-    normal_class: str = "good",
+    normal_class: str | None = None,
     labels: str | Path | None = None,
     manifest: str | Path | None = None,
 ) -> Dataset:
-    """Find the labelled images under ``data`` and say which layout they are in."""
+    """Find the labelled images under ``data`` and say which layout they are in. ``normal_class``
+    None: the good parts' class as ``normal_class_among`` finds it."""
     root = existing_folder(data)
     if manifest is not None:
         return read_manifest(root, manifest, normal_class)
@@ -130,31 +153,29 @@ def discover(
     masks = _mask_index(root)
     folders = _subfolders(root)
     split_folders = [f for f in folders if f.name.lower() in SPLIT_FOLDERS]
-    samples, skipped = [], []
     if split_folders:
         layout = "MVTec AD (split folders with ground_truth masks)" if masks else "split folders (split/class/)"
-        for split_dir in split_folders:
-            for class_dir in _subfolders(split_dir):
-                found, other = _class_folder(root, class_dir, normal_class, SPLIT_FOLDERS[split_dir.name.lower()], masks)
-                samples += found
-                skipped += other
+        class_dirs = [(SPLIT_FOLDERS[split_dir.name.lower()], class_dir) for split_dir in split_folders for class_dir in _subfolders(split_dir)]
     elif folders:
         layout = "class folders (class/)"
-        for class_dir in folders:
-            found, other = _class_folder(root, class_dir, normal_class, None, masks)
-            samples += found
-            skipped += other
+        class_dirs = [(None, class_dir) for class_dir in folders]
     else:
         images, _ = list_images(root)
         if images:
             raise UserError(
-                f"{root} holds images but no class folders; put them in {root}/{normal_class}/ and "
+                f"{root} holds images but no class folders; put them in {root}/{normal_class or DEFAULT_NORMAL_CLASS}/ and "
                 f"{root}/<defect class>/, or pass --labels CSV with columns filename,label"
             )
         raise UserError(f"no images found in {root}; point DATA at the folder with the class folders")
+    chosen = normal_class_among((class_dir.name for _, class_dir in class_dirs), normal_class)
+    samples, skipped = [], []
+    for split, class_dir in class_dirs:
+        found, other = _class_folder(root, class_dir, chosen, split, masks)
+        samples += found
+        skipped += other
     if not samples:
         raise UserError(f"no images found in {root}; supported files: {', '.join(sorted(IMAGE_EXTENSIONS))}")
-    return Dataset(root, layout, samples, normal_class, skipped)
+    return Dataset(root, _taken_as_good(layout, chosen, normal_class), samples, chosen, skipped)
 
 
 def _read_csv(path: str | Path, required: tuple[str, ...], what: str) -> list[dict[str, str]]:
@@ -222,16 +243,18 @@ def _samples_from_rows(root, rows, key, csv_path, normal_class, what) -> list[Sa
     return samples
 
 
-def read_labels_csv(root: Path, labels: str | Path, normal_class: str) -> Dataset:
+def read_labels_csv(root: Path, labels: str | Path, normal_class: str | None = None) -> Dataset:
     rows = _read_csv(labels, LABELS_HEADER, "labels CSV")
-    samples = _samples_from_rows(root, rows, "filename", labels, normal_class, "labels CSV")
-    return Dataset(root, f"flat folder with labels CSV {labels}", samples, normal_class)
+    chosen = normal_class_among((row["label"] for row in rows), normal_class)
+    samples = _samples_from_rows(root, rows, "filename", labels, chosen, "labels CSV")
+    return Dataset(root, _taken_as_good(f"flat folder with labels CSV {labels}", chosen, normal_class), samples, chosen)
 
 
-def read_manifest(root: Path, manifest: str | Path, normal_class: str) -> Dataset:
+def read_manifest(root: Path, manifest: str | Path, normal_class: str | None = None) -> Dataset:
     rows = _read_csv(manifest, MANIFEST_HEADER, "manifest")
-    samples = _samples_from_rows(root, rows, "path", manifest, normal_class, "manifest")
-    return Dataset(root, f"manifest {manifest}", samples, normal_class)
+    chosen = normal_class_among((row["label"] for row in rows), normal_class)
+    samples = _samples_from_rows(root, rows, "path", manifest, chosen, "manifest")
+    return Dataset(root, _taken_as_good(f"manifest {manifest}", chosen, normal_class), samples, chosen)
 
 
 def write_manifest(path: str | Path, root: Path, samples: list[Sample], column: str, overwrite: bool = True) -> None:

@@ -65,7 +65,14 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
     if resume is not None:
         options, state, run_dir = load_resume(resume)
     dataset = discover(options.data, options.normal_class, options.labels, options.manifest)
+    options.normal_class = dataset.normal_class  # as given, or as discover found it (OK/NG folders)
     fitted_on = dataset.fitting_pool()  # checked before it is split: a split of too few images has its own error
+    if not any(s.label == 0 for s in fitted_on):
+        classes = ", ".join(sorted({s.class_name for s in fitted_on}))
+        raise UserError(
+            f"no image of the good parts' class {dataset.normal_class!r} to train on (classes: {classes}); "
+            "pass --normal-class NAME to say which class holds the good parts"
+        )
     if options.method == AUTO:  # on the defects it can learn from: a test split's are never fitted on
         options.method = choose_method(fitted_on, options.cv_folds)
     if resume is None:

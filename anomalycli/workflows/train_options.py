@@ -46,7 +46,7 @@ class TrainOptions:
     weights: str = "imagenet"
     image_size: int | None = None  # None: the classifier's default; patchcore and hybrid choose from the data (input_size.py)
     max_ms_per_image: float = MAX_MS_PER_IMAGE  # patchcore and hybrid: the budget of scoring time an image a chosen size keeps within
-    normal_class: str = "good"
+    normal_class: str | None = "good"  # None: as discover finds it (train sets the class it found)
     labels: str | None = None
     manifest: str | None = None
     val_ratio: float = 0.1
