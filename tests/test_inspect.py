@@ -117,6 +117,19 @@ def test_inspect_decides_as_train_would_from_the_images_it_fits_on_not_a_test_sp
     assert facts["masks"] == 6 and facts["input_sizes"]["masks_measured"] == 0
 
 
+def test_inspect_warns_of_16_bit_files_whose_values_use_only_their_low_bits(tmp_path):
+    rng = np.random.default_rng(0)
+    for top, folder in ((4095, "mono12"), (65535, "mono16")):
+        for i, name in enumerate(("good/a", "good/b", "bad/c")):
+            (tmp_path / folder / name).parent.mkdir(parents=True, exist_ok=True)
+            values = rng.normal(top / 2, top / 8, (32, 32)).clip(0, top).astype(np.uint16)
+            Image.fromarray(values).save(tmp_path / folder / f"{name}.png")
+    said = " ".join(run_cli("inspect", tmp_path / "mono12", "--json", tmp_path / "f.json").output.split())
+    assert "warning: the 3 16-bit image(s) use only their low 12 bits" in said and "at most 16 grey levels of 256" in said
+    assert json.loads((tmp_path / "f.json").read_text())["low_bits_16"]["bits"] == 12
+    assert "use only their low" not in " ".join(run_cli("inspect", tmp_path / "mono16").output.split())
+
+
 def test_inspect_says_how_to_hold_a_test_split_out_where_there_is_none(parts, tmp_path):
     assert "no test split: train fits on every image here" in " ".join(run_cli("inspect", parts).output.split())
     run_cli("split", parts, "--test-ratio", "0.2", "--out", tmp_path / "split.csv")

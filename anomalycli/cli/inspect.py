@@ -39,6 +39,16 @@ def inspect_command(
             markup=False,
             highlight=False,
         )
+    low = facts["low_bits_16"]
+    if low:
+        console.print(
+            f"warning: the {low['images']} 16-bit image(s) use only their low {low['bits']} bits (largest value {low['largest']} of 65535): "
+            f"they are read as 16-bit, which leaves them at most {low['grey_levels']} grey levels of 256; save them with their values "
+            "in the top bits (a camera's 'shift to MSB' or its PNG export) or as 8-bit images",
+            style="yellow",
+            markup=False,
+            highlight=False,
+        )
     if json_out:
         write_json(json_out, facts, overwrite)
         console.print(f"facts written to {json_out}")

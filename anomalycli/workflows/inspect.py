@@ -84,6 +84,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
     modes: Counter = Counter()
     saved_as: Counter = Counter()
     misshapen_masks = []
+    sixteen_bit_top = []  # the largest value of each 16-bit image
     unreadable = []
     by_hash: dict[str, list] = defaultdict(list)
     for s in dataset.samples:
@@ -97,6 +98,8 @@ def inspect_dataset(dataset: Dataset) -> dict:
                 modes[im.mode] += 1
                 if s.mask and (shape := _mask_shape_differs(s.mask, im.size)):
                     misshapen_masks.append({"path": str(s.mask), "mask": shape, "image": f"{im.width}x{im.height}"})
+                if im.mode.startswith("I;16"):
+                    sixteen_bit_top.append(int(im.getextrema()[1]))
             saved_as[encoding_of(s.path)] += 1
             load_image(s.path)  # a full decode: truncated files fail only here
         except ImageError as exc:
@@ -151,10 +154,21 @@ def inspect_dataset(dataset: Dataset) -> dict:
         "masks": sum(1 for s in dataset.samples if s.mask),
         # Masks are resized onto their image: one of another shape outlines the wrong pixels.
         "misshapen_masks": misshapen_masks,
+        "low_bits_16": _low_bits(sixteen_bit_top),
         "unreadable": unreadable,
         "duplicates": duplicates,
         "skipped_files": [str(p) for p in dataset.skipped],
     }
+
+
+def _low_bits(tops: list[int]) -> dict | None:
+    """Where every 16-bit image's values fit in 10, 12 or 14 bits (a camera's raw data in the low
+    bits of a 16-bit file): how many images and the bits used. They are read as 16-bit (scaled by
+    65535), so 12-bit data keeps 16 grey levels at most; None where the files use their 16 bits."""
+    if not tops:
+        return None
+    bits = max(int(top).bit_length() for top in tops)
+    return {"images": len(tops), "bits": bits, "largest": max(tops), "grey_levels": 2 ** max(bits - 8, 0)} if bits <= 14 else None
 
 
 def _mask_shape_differs(mask: Path, image_size: tuple[int, int]) -> str | None:
