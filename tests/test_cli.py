@@ -290,7 +290,7 @@ def test_the_default_method_learns_from_labelled_defects_once_every_fold_can_hol
     assert "method:" not in chosen.output
 
 
-def test_ok_and_ng_folders_train_and_evaluate_without_naming_the_good_class(parts, tmp_path):
+def test_ok_and_ng_folders_train_and_evaluate_without_naming_the_good_class(parts, patchcore_model, tmp_path):
     shutil.copytree(parts / "good", tmp_path / "line" / "OK")
     shutil.copytree(parts / "not-good", tmp_path / "line" / "NG")
     trained = run_cli("train", tmp_path / "line", "--method", "patchcore", "--image-size", "64", "--coreset-ratio", "0.1", "--run-dir", tmp_path / "run")
@@ -299,6 +299,14 @@ def test_ok_and_ng_folders_train_and_evaluate_without_naming_the_good_class(part
     metrics = tmp_path / "m.json"
     run_cli("eval", tmp_path / "run", tmp_path / "line", "--json", metrics)
     assert json.loads(metrics.read_text())["confusion_matrix"]["tn"] + json.loads(metrics.read_text())["confusion_matrix"]["fp"] == 24
+    metrics.unlink()
+    renamed = tmp_path / "renamed"  # a model trained on good/ measured on a line's OK/NG folders
+    shutil.copytree(parts / "good", renamed / "OK")
+    shutil.copytree(parts / "not-good", renamed / "NG")
+    result = run_cli("eval", patchcore_model, renamed, "--json", metrics)
+    assert f"good parts: OK in {renamed} (the model's own were named 'good')" in " ".join(result.output.split())
+    cm = json.loads(metrics.read_text())["confusion_matrix"]
+    assert cm["tn"] + cm["fp"] == 24 and cm["tp"] + cm["fn"] == 12
     (tmp_path / "line" / "NG").rename(tmp_path / "line" / "normal")  # two names a line gives good parts: not guessed
     message = one_clear_line(run_cli("train", tmp_path / "line", "--run-dir", tmp_path / "run2", expect=1))
     assert "no image of the good parts' class 'good' to train on (classes: OK, normal); pass --normal-class NAME" in message

@@ -61,7 +61,7 @@ def test_the_good_parts_are_found_under_the_names_lines_give_them(tmp_path, good
     _png(tmp_path / "test" / good / "c.png")
     dataset = discover(tmp_path)
     assert dataset.normal_class == good and sorted((s.class_name == good, s.label) for s in dataset.samples) == [(False, 1), (True, 0), (True, 0)]
-    assert dataset.layout.endswith(f"good parts: {good} (--normal-class names another)")
+    assert dataset.layout.endswith(f"; good parts: {good}")
 
 
 def test_the_good_parts_class_is_not_guessed_between_two_names_nor_over_good_or_the_users(tmp_path):
@@ -75,6 +75,16 @@ def test_the_good_parts_class_is_not_guessed_between_two_names_nor_over_good_or_
     labels = tmp_path / "labels.csv"
     labels.write_text("filename,label\ngood/b.png,OK\nNG/a.png,NG\n")
     assert [s.label for s in discover(tmp_path, labels=labels).samples] == [0, 1]
+
+
+def test_a_models_own_good_class_comes_first_and_a_line_named_otherwise_is_still_found(tmp_path):
+    for name in ("OK", "NG", "pass"):
+        _png(tmp_path / name / "a.png")
+    assert discover(tmp_path, model_class="pass").normal_class == "pass"  # before the two candidates
+    assert discover(tmp_path, model_class="good").normal_class == "good"  # two candidates: not guessed
+    (tmp_path / "pass").rename(tmp_path / "bad")
+    assert discover(tmp_path, model_class="good").normal_class == "OK"
+    assert discover(tmp_path, normal_class="NG", model_class="OK").normal_class == "NG"  # the user's word first
 
 
 def test_labels_csv_for_a_flat_folder(tmp_path):

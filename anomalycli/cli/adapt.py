@@ -7,10 +7,10 @@ from typing import Optional
 import typer
 
 from anomalycli import project
-from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, model_and_target, require_model_file, user_errors
+from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, data_for_model, model_and_target, require_model_file, user_errors
 from anomalycli.cli.render import console, operating_point_text
 from anomalycli.data.images import list_source
-from anomalycli.data.layouts import Sample, discover
+from anomalycli.data.layouts import Sample
 from anomalycli.deploy import export
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.errors import UsageError, UserError
@@ -53,7 +53,7 @@ def adapt_command(
         raise UserError(f"--out {out} is the model being adapted; adapt never replaces it, choose another name")
     check_writable(out, "--out", overwrite=overwrite)
     model = AnomalyModel.load(model_path)
-    samples = line_samples(data, normal_class or model.config["normal_class"], labels)
+    samples = line_samples(data, model.config, normal_class, labels)
     result = adapt(model, samples, rule, seed=seed, show_progress=True)
     for warning in result.warnings:
         log.warning(warning)
@@ -89,12 +89,12 @@ def _bank_change(before: dict, after: dict) -> str:
     return text
 
 
-def line_samples(data: Path, normal_class: str, labels: Path | None) -> list[Sample]:
+def line_samples(data: Path, model_config: dict, normal_class: str | None, labels: Path | None) -> list[Sample]:
     """DATA's images: labelled where DATA has class folders or a labels CSV, else all good."""
     folder_of_images = data.is_dir() and not any(p.is_dir() and not p.name.startswith(".") for p in data.iterdir())
     if labels is None and (data.is_file() or folder_of_images):
         paths, _, _ = list_source(data)
         if not paths:
             raise UserError(f"no images found in {data}")
-        return [Sample(path, normal_class, 0) for path in paths]
-    return discover(data, normal_class, labels).samples
+        return [Sample(path, normal_class or model_config["normal_class"], 0) for path in paths]
+    return data_for_model(data, model_config, normal_class, labels).samples

@@ -7,9 +7,8 @@ from typing import Optional
 import typer
 
 from anomalycli import project
-from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, model_and_target, require_model_file, user_errors
+from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, data_for_model, model_and_target, require_model_file, user_errors
 from anomalycli.cli.render import console, operating_point_text
-from anomalycli.data.layouts import discover
 from anomalycli.deploy import export
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.errors import UsageError, UserError
@@ -75,7 +74,7 @@ def calibrate_command(
     pixel = PixelChoices(None if min_area is None else parse_area(min_area, pixel_size), pixel_size, pixel_fpr)
     samples, source = None, ""
     if data is not None:
-        dataset = discover(data, normal_class or model.config["normal_class"], labels, manifest)
+        dataset = data_for_model(data, model.config, normal_class, labels, manifest)
         samples = dataset.in_split(split) if split else dataset.samples
         if not samples:
             raise UsageError(f"no images in split {split!r}; splits here: {', '.join(dataset.splits) or 'none'}")

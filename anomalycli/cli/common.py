@@ -15,6 +15,7 @@ from typer.core import TyperCommand
 
 from anomalycli import project
 from anomalycli.cli.render import err_console
+from anomalycli.data.layouts import Dataset, discover
 from anomalycli.deploy import engine_choice, ray_cluster
 from anomalycli.errors import UsageError, UserError
 
@@ -142,6 +143,21 @@ def user_errors(command):
             raise fail("interrupted", EXIT_INTERRUPTED) from None
 
     return wrapper
+
+
+def data_for_model(data, model_config: dict, normal_class: str | None = None, labels=None, manifest=None) -> Dataset:
+    """DATA's labelled images as a model judges them: its good parts in ``normal_class`` where
+    given, else in the model's own good class where DATA has one, else as ``discover`` finds them
+    (a model trained on good/ measured on a line's OK/NG folders), which is then said."""
+    dataset = discover(data, normal_class, labels, manifest, model_class=model_config["normal_class"])
+    if normal_class is None and dataset.normal_class != model_config["normal_class"]:
+        err_console.print(
+            f"good parts: {dataset.normal_class} in {data} (the model's own were named {model_config['normal_class']!r})",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    return dataset
 
 
 def require_model_file(model_path: Path, verb: str) -> None:

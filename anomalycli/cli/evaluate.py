@@ -6,9 +6,9 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import ENGINE_HELP, check_threshold, command_line, data_folder, model_and_target, user_errors
+from anomalycli.cli.common import ENGINE_HELP, check_threshold, command_line, data_folder, data_for_model, model_and_target, user_errors
 from anomalycli.cli.render import confusion_table, console, defect_table, err_console, metrics_table, operating_point_text, trade_off_table, write_json
-from anomalycli.data.layouts import attach_masks, discover
+from anomalycli.data.layouts import attach_masks
 from anomalycli.deploy.engines import describe, load_model, on_engine
 from anomalycli.errors import UsageError
 from anomalycli.files import check_writable
@@ -50,7 +50,7 @@ def eval_command(
     if report_dir is not None:
         check_folder(report_dir, overwrite)
     model = load_model(model_path, engine)
-    dataset = discover(data, model.config["normal_class"], labels, manifest)
+    dataset = data_for_model(data, model.config, None, labels, manifest)
     samples = dataset.samples
     chosen = split or ("test" if dataset.in_split("test") else None)
     if chosen:

@@ -114,22 +114,24 @@ def _class_folder(root, class_dir: Path, normal_class: str, split, masks) -> tup
     return samples, skipped
 
 
-def normal_class_among(names, given: str | None) -> str:
+def normal_class_among(names, given: str | None, model_class: str | None = None) -> str:
     """The class of good parts among the class ``names``: ``given`` where the user named it; else
-    "good" where a class is so named; else the one class named as lines call good parts (OK,
-    normal, pass, iO, ...); else "good", which the verbs' errors then ask to name."""
+    the model's (``model_class``, eval and calibrate) or "good", where a class is so named; else the
+    one class named as lines call good parts (OK, normal, pass, iO, ...); else the model's or
+    "good", which the verbs' errors then ask to name."""
     if given is not None:
         return given
     names = set(names)
-    if DEFAULT_NORMAL_CLASS in names:
-        return DEFAULT_NORMAL_CLASS
+    fallback = model_class or DEFAULT_NORMAL_CLASS
+    if fallback in names:
+        return fallback
     alike = [name for name in names if name.lower() in GOOD_NAMES]
-    return alike[0] if len(alike) == 1 else DEFAULT_NORMAL_CLASS
+    return alike[0] if len(alike) == 1 else fallback
 
 
 def _taken_as_good(layout: str, normal_class: str, given: str | None) -> str:
     """The layout's description, saying which class was taken for the good parts where it was not asked for."""
-    return layout if given is not None or normal_class == DEFAULT_NORMAL_CLASS else f"{layout}; good parts: {normal_class} (--normal-class names another)"
+    return layout if given is not None or normal_class == DEFAULT_NORMAL_CLASS else f"{layout}; good parts: {normal_class}"
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -141,14 +143,16 @@ def discover(
     normal_class: str | None = None,
     labels: str | Path | None = None,
     manifest: str | Path | None = None,
+    model_class: str | None = None,
 ) -> Dataset:
     """Find the labelled images under ``data`` and say which layout they are in. ``normal_class``
-    None: the good parts' class as ``normal_class_among`` finds it."""
+    None: the good parts' class as ``normal_class_among`` finds it (``model_class``: the good
+    class of the model that will judge them, first)."""
     root = existing_folder(data)
     if manifest is not None:
-        return read_manifest(root, manifest, normal_class)
+        return read_manifest(root, manifest, normal_class, model_class)
     if labels is not None:
-        return read_labels_csv(root, labels, normal_class)
+        return read_labels_csv(root, labels, normal_class, model_class)
 
     masks = _mask_index(root)
     folders = _subfolders(root)
@@ -167,7 +171,7 @@ def discover(
                 f"{root}/<defect class>/, or pass --labels CSV with columns filename,label"
             )
         raise UserError(f"no images found in {root}; point DATA at the folder with the class folders")
-    chosen = normal_class_among((class_dir.name for _, class_dir in class_dirs), normal_class)
+    chosen = normal_class_among((class_dir.name for _, class_dir in class_dirs), normal_class, model_class)
     samples, skipped = [], []
     for split, class_dir in class_dirs:
         found, other = _class_folder(root, class_dir, chosen, split, masks)
@@ -243,16 +247,16 @@ def _samples_from_rows(root, rows, key, csv_path, normal_class, what) -> list[Sa
     return samples
 
 
-def read_labels_csv(root: Path, labels: str | Path, normal_class: str | None = None) -> Dataset:
+def read_labels_csv(root: Path, labels: str | Path, normal_class: str | None = None, model_class: str | None = None) -> Dataset:
     rows = _read_csv(labels, LABELS_HEADER, "labels CSV")
-    chosen = normal_class_among((row["label"] for row in rows), normal_class)
+    chosen = normal_class_among((row["label"] for row in rows), normal_class, model_class)
     samples = _samples_from_rows(root, rows, "filename", labels, chosen, "labels CSV")
     return Dataset(root, _taken_as_good(f"flat folder with labels CSV {labels}", chosen, normal_class), samples, chosen)
 
 
-def read_manifest(root: Path, manifest: str | Path, normal_class: str | None = None) -> Dataset:
+def read_manifest(root: Path, manifest: str | Path, normal_class: str | None = None, model_class: str | None = None) -> Dataset:
     rows = _read_csv(manifest, MANIFEST_HEADER, "manifest")
-    chosen = normal_class_among((row["label"] for row in rows), normal_class)
+    chosen = normal_class_among((row["label"] for row in rows), normal_class, model_class)
     samples = _samples_from_rows(root, rows, "path", manifest, chosen, "manifest")
     return Dataset(root, _taken_as_good(f"manifest {manifest}", chosen, normal_class), samples, chosen)
 
