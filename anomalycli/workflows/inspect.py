@@ -162,7 +162,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
 
 
 def _low_bits(tops: list[int]) -> dict | None:
-    """Where every 16-bit image's values fit in 10, 12 or 14 bits (a camera's raw data in the low
+    """Where every 16-bit image's values fit in 14 bits or fewer (a camera's raw data in the low
     bits of a 16-bit file): how many images and the bits used. They are read as 16-bit (scaled by
     65535), so 12-bit data keeps 16 grey levels at most; None where the files use their 16 bits."""
     if not tops:
