@@ -1,6 +1,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -235,6 +236,20 @@ def test_predict_interrupted_says_how_far_it_got_and_what_it_kept(parts, patchco
     ), message
     assert not rows.exists() and len(list(maps.iterdir())) == 3
     assert one_clear_line(run_cli("predict", patchcore_model, parts / "good", expect=130)).strip() == f"error: interrupted after 3 of {total} images"
+
+
+def test_heat_maps_written_inside_the_source_are_not_judged_by_the_next_predict(parts, patchcore_model, tmp_path):
+    inbox = tmp_path / "inbox"
+    shutil.copytree(parts / "good", inbox)
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    run_cli("predict", patchcore_model, inbox, "--heatmaps", inbox / "maps", "--output", first)
+    assert (inbox / "maps" / ".anomalycli-heatmaps").is_file() and len(list((inbox / "maps").glob("*.png"))) == 24
+    run_cli("predict", patchcore_model, inbox, "--heatmaps", inbox / "maps2", "--output", second)
+    rows = list(csv.DictReader(second.open()))
+    assert len(rows) == 24 and all(Path(row["path"]).parent == inbox for row in rows)
+    assert len(list(csv.DictReader((tmp_path / "first.csv").open()))) == 24
+    alone = run_cli("predict", patchcore_model, inbox / "maps")  # the folder itself, asked for: judged
+    assert "24 images" in " ".join(alone.output.split())
 
 
 def test_one_good_image_is_refused_with_why_and_what_to_add(parts, tmp_path):

@@ -19,7 +19,7 @@ from anomalycli.deploy.regions import judge_regions, min_area_of, pixel_threshol
 from anomalycli.errors import Interrupted, UsageError, UserError
 from anomalycli.files import check_writable
 from anomalycli.judgement.size_rule import describe as describe_size_rule
-from anomalycli.views.heatmaps import map_scale, overlay, panel, save_heatmap
+from anomalycli.views.heatmaps import map_scale, mark_heatmaps_folder, overlay, panel, save_heatmap
 
 
 @user_errors
@@ -104,6 +104,8 @@ def predict_command(
             err_console.print(note, highlight=False, markup=False, soft_wrap=True)
         rows, kept = [], []
         scale = map_scale(model) if heatmaps is not None else None
+        if heatmaps is not None:
+            mark_heatmaps_folder(heatmaps)
         try:
             for scored in scored_rows:
                 found = judge_regions(scored, pixel_threshold, min_area) if with_regions else []

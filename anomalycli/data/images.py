@@ -35,8 +35,14 @@ def is_mask(path: Path, root: Path | None = None) -> bool:
     return path.stem.endswith("_mask") or any(p in MASK_FOLDERS for p in parts[:-1])
 
 
+# A file in a folder of heat maps anomalycli wrote: a search for images below a folder above it
+# skips that folder, or a second predict over a folder would judge the first's heat maps as parts.
+HEATMAPS_MARKER = ".anomalycli-heatmaps"
+
+
 def walk_files(folder: Path) -> list[Path]:
-    """All files under ``folder``, sorted; follows symlinks but never loops."""
+    """All files under ``folder``, sorted, but for folders of anomalycli's own heat maps below it
+    (``HEATMAPS_MARKER``); follows symlinks but never loops."""
     seen: set[str] = set()
     files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
@@ -45,7 +51,7 @@ def walk_files(folder: Path) -> list[Path]:
             dirnames[:] = []
             continue
         seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not os.path.exists(os.path.join(dirpath, d, HEATMAPS_MARKER)))
         files += [Path(dirpath) / f for f in sorted(filenames)]
     return files
 

@@ -13,11 +13,13 @@ hybrid's pixel head that distance and the head's logit, each z-scored on good pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from anomalycli import files
+from anomalycli.data.images import HEATMAPS_MARKER
 from anomalycli.detection import ignore
 
 COLOURS = "inferno"
@@ -158,6 +160,14 @@ def panel(image: Image.Image, heat: Image.Image, gap: int = 8) -> Image.Image:
     out.paste(image.convert("RGB"), (0, 0))
     out.paste(heat, (width + gap, 0))
     return out
+
+
+def mark_heatmaps_folder(folder: Path) -> None:
+    """Mark ``folder`` as heat maps anomalycli writes: searches for images skip it (``HEATMAPS_MARKER``)."""
+    marker = Path(folder) / HEATMAPS_MARKER
+    if not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        files.write_text(marker, "Heat maps written by anomalycli: a search for images in a folder above this one skips it.\n")
 
 
 def save_heatmap(heat: Image.Image, path, overwrite: bool = True) -> None:

@@ -39,7 +39,7 @@ from anomalycli.deploy.journal import Journal
 from anomalycli.deploy.line import Judged, Line
 from anomalycli.deploy.onnx_model import CALLS_IN_FLIGHT
 from anomalycli.errors import UsageError
-from anomalycli.views.heatmaps import map_scale, overlay, save_heatmap
+from anomalycli.views.heatmaps import map_scale, mark_heatmaps_folder, overlay, save_heatmap
 
 SORTED = {"normal": "good", "anomaly": "anomaly", "error": "error"}  # --sort-into's folders per verdict
 
@@ -278,6 +278,7 @@ class _Watch:
             shutil.copyfile(path, tmp)
         if judged.scored.map is not None:
             heat = overlay(load_image(path), judged.scored.map, self.scale, flagged=judged.verdict == "anomaly")
+            mark_heatmaps_folder(keep / "heatmaps")
             save_heatmap(heat, (keep / "heatmaps" / target.relative_to(keep / "images")).with_suffix(".png"))
 
     def _disk_low(self) -> bool:
