@@ -285,7 +285,7 @@ def test_flagged_images_are_kept_with_their_heat_maps_and_their_regions_counted(
     flagged = sorted(r["path"] for r in rows(journal) if r["verdict"] == "anomaly")
     assert flagged and sorted(p.name for p in (keep / "images").iterdir()) == flagged
     assert all(int(r["regions"]) >= 1 and float(r["largest_area_px"]) > 0 for r in rows(journal) if r["verdict"] == "anomaly")
-    assert sorted(p.name for p in (keep / "heatmaps").iterdir()) == [Path(n).with_suffix(".png").name for n in flagged]
+    assert sorted(p.name for p in (keep / "heatmaps").iterdir()) == sorted([".anomalycli-heatmaps"] + [Path(n).with_suffix(".png").name for n in flagged])
 
 
 def test_the_journal_is_plain_csv_a_spreadsheet_reads(tmp_path):
