@@ -66,7 +66,10 @@ def test_the_byte_bound_holds_counting_heat_maps_and_a_restart_goes_on_with_the_
         on_disk = sum(p.stat().st_size for p in (tmp_path / "a").glob("*/*"))
         assert on_disk == kept.bytes <= policy.max_bytes
     heatmaps = [p for p in (tmp_path / "a").glob("*/*.heatmap.png")]
-    assert heatmaps and all(p.with_name(p.name.replace(archives.HEATMAP, "")).is_file() for p in heatmaps)
+    assert heatmaps and all(p.with_name(p.name.replace(archives.HEATMAP_SUFFIX, ".png")).is_file() for p in heatmaps)
+    from anomalycli.data.images import list_images  # predict or review over the archive: its images, never their heat maps
+
+    assert sorted(list_images(tmp_path / "a")[0]) == sorted(p for p in (tmp_path / "a").glob("*/*.png") if p not in heatmaps)
     again = Archive(policy, clock=clock)  # started again: it knows what is there, and in which order
     assert len(again) == len(kept) and again.bytes == kept.bytes
     assert [k.name for k in again.kept["NG"]] == [k.name for k in kept.kept["NG"]]

@@ -35,6 +35,15 @@ def is_mask(path: Path, root: Path | None = None) -> bool:
     return path.stem.endswith("_mask") or any(p in MASK_FOLDERS for p in parts[:-1])
 
 
+# A station archive's heat map lies beside its image under this suffix (deploy/archive.py): a
+# search for images never takes it for a part's.
+HEATMAP_SUFFIX = ".heatmap.png"
+
+
+def is_heatmap(path: Path) -> bool:
+    return path.name.lower().endswith(HEATMAP_SUFFIX)
+
+
 # A file in a folder of heat maps anomalycli wrote: a search for images below a folder above it
 # skips that folder, or a second predict over a folder would judge the first's heat maps as parts.
 HEATMAPS_MARKER = ".anomalycli-heatmaps"
@@ -64,7 +73,7 @@ def list_images(folder: str | Path) -> tuple[list[Path], list[Path]]:
         if not path.is_file() and not path.is_symlink():
             continue
         if is_image_file(path):
-            if not is_mask(path, folder):
+            if not is_mask(path, folder) and not is_heatmap(path):
                 images.append(path)
         else:
             skipped.append(path)

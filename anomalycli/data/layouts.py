@@ -16,6 +16,7 @@ from anomalycli.data.images import (
     IMAGE_EXTENSIONS,
     MASK_FOLDERS,
     existing_folder,
+    is_heatmap,
     is_image_file,
     is_mask,
     list_images,
@@ -104,7 +105,7 @@ def _class_folder(root, class_dir: Path, normal_class: str, split, masks) -> tup
         if not is_image_file(path):
             skipped.append(path)
             continue
-        if is_mask(path, root):
+        if is_mask(path, root) or is_heatmap(path):
             continue
         defect = None
         if label:

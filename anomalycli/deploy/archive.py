@@ -26,10 +26,10 @@ from typing import Callable
 from PIL import Image
 
 from anomalycli import files
+from anomalycli.data.images import HEATMAP_SUFFIX, is_heatmap
 
 VERDICT_NAMES = {"normal": "OK", "anomaly": "NG", "error": "ERR"}
 EVICTION_ORDER = ("OK", "ERR", "NG")  # the kinds that go first when a bound is reached
-HEATMAP = ".heatmap"
 PNG_LEVEL = 1  # fast PNG compression: the archive is written between a part's verdict and its row
 
 
@@ -60,7 +60,7 @@ class Archive:
         self.counts = collections.Counter()  # kept, evicted, refused (disk low)
         self._disk_low = False
         for path in sorted(self.root.glob("*/*"), key=lambda p: p.name):
-            if path.name.endswith(HEATMAP + ".png") or not path.is_file():
+            if is_heatmap(path) or not path.is_file():
                 continue
             kind = kind_of(path.name)
             if kind is not None:
@@ -171,7 +171,7 @@ def kind_of(name: str) -> str | None:
 
 def heatmap_name(name: str) -> str:
     """The heat map's file beside an archived image's."""
-    return Path(name).with_suffix("").as_posix() + HEATMAP + ".png"
+    return Path(name).with_suffix("").as_posix() + HEATMAP_SUFFIX
 
 
 def _size(path: Path) -> int:
