@@ -163,7 +163,7 @@ def _interrupted_line(done: int, total: int, output: Path | None, folders: list[
     line = f"interrupted after {done} of {total} images"
     if output is not None:
         line += f"; nothing written to {output}"
-    written = [str(folder) for folder in folders if folder is not None and folder.is_dir() and any(folder.iterdir())]
+    written = [str(folder) for folder in folders if folder is not None and folder.is_dir() and any(not p.name.startswith(".") for p in folder.iterdir())]
     if written:
         line += f"; the files written so far stay in {' and '.join(written)}: pass --overwrite to write them again"
     return line
