@@ -322,7 +322,16 @@ def test_ok_and_ng_folders_train_and_evaluate_without_naming_the_good_class(part
     assert f"good parts: OK in {renamed} (the model's own were named 'good')" in " ".join(result.output.split())
     cm = json.loads(metrics.read_text())["confusion_matrix"]
     assert cm["tn"] + cm["fp"] == 24 and cm["tp"] + cm["fn"] == 12
-    (tmp_path / "line" / "NG").rename(tmp_path / "line" / "normal")  # two names a line gives good parts: not guessed
+    shutil.copytree(parts / "good", renamed / "normal")  # two names a line gives good parts: not guessed, said
+    metrics.unlink()
+    result = run_cli("eval", patchcore_model, renamed, "--json", metrics)
+    warned = " ".join(result.output.split())
+    assert f"warning: no image of the good parts' class 'good' in {renamed}, every image counted a defect, though OK and normal look like good parts" in warned
+    metrics.unlink()
+    run_cli("eval", patchcore_model, renamed, "--normal-class", "OK", "--json", metrics)
+    cm = json.loads(metrics.read_text())["confusion_matrix"]
+    assert cm["tn"] + cm["fp"] == 24 and cm["tp"] + cm["fn"] == 36
+    (tmp_path / "line" / "NG").rename(tmp_path / "line" / "normal")  # the same for train: one line, asking
     message = one_clear_line(run_cli("train", tmp_path / "line", "--run-dir", tmp_path / "run2", expect=1))
     assert "no image of the good parts' class 'good' to train on (classes: OK, normal); pass --normal-class NAME" in message
 

@@ -15,7 +15,7 @@ from typer.core import TyperCommand
 
 from anomalycli import project
 from anomalycli.cli.render import err_console
-from anomalycli.data.layouts import Dataset, discover
+from anomalycli.data.layouts import GOOD_NAMES, Dataset, discover
 from anomalycli.deploy import engine_choice, ray_cluster
 from anomalycli.errors import UsageError, UserError
 
@@ -150,13 +150,17 @@ def data_for_model(data, model_config: dict, normal_class: str | None = None, la
     given, else in the model's own good class where DATA has one, else as ``discover`` finds them
     (a model trained on good/ measured on a line's OK/NG folders), which is then said."""
     dataset = discover(data, normal_class, labels, manifest, model_class=model_config["normal_class"])
+    said = None
     if normal_class is None and dataset.normal_class != model_config["normal_class"]:
-        err_console.print(
-            f"good parts: {dataset.normal_class} in {data} (the model's own were named {model_config['normal_class']!r})",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
+        said = f"good parts: {dataset.normal_class} in {data} (the model's own were named {model_config['normal_class']!r})"
+    alike = sorted({s.class_name for s in dataset.samples if s.class_name.lower() in GOOD_NAMES})
+    if normal_class is None and not any(s.label == 0 for s in dataset.samples) and alike:
+        said = (
+            f"warning: no image of the good parts' class {dataset.normal_class!r} in {data}, every image counted a defect, "
+            f"though {' and '.join(alike)} look like good parts: pass --normal-class NAME"
         )
+    if said:
+        err_console.print(said, highlight=False, markup=False, soft_wrap=True)
     return dataset
 
 

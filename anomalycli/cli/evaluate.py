@@ -25,6 +25,9 @@ def eval_command(
         help="Model file or run folder (default: the newest runs/train-N), then the labelled data folder (default: ./data).",
     ),
     model_option: Optional[Path] = typer.Option(None, "--model", help="Model file or run folder to evaluate (default: the newest runs/train-N)."),
+    normal_class: Optional[str] = typer.Option(
+        None, help="Class name of good parts in DATA (default: the model's where DATA has it, else the one named OK, normal, pass, iO or the like)."
+    ),
     labels: Optional[Path] = typer.Option(None, help="Labels CSV (filename,label[,defect_type]) for a flat folder."),
     manifest: Optional[Path] = typer.Option(None, help="Manifest CSV from 'anomaly split'."),
     split: Optional[str] = typer.Option(None, help="Evaluate only this split (default: test if there is one, else all)."),
@@ -50,7 +53,7 @@ def eval_command(
     if report_dir is not None:
         check_folder(report_dir, overwrite)
     model = load_model(model_path, engine)
-    dataset = data_for_model(data, model.config, None, labels, manifest)
+    dataset = data_for_model(data, model.config, normal_class, labels, manifest)
     samples = dataset.samples
     chosen = split or ("test" if dataset.in_split("test") else None)
     if chosen:
