@@ -85,6 +85,7 @@ def test_a_models_own_good_class_comes_first_and_a_line_named_otherwise_is_still
     (tmp_path / "pass").rename(tmp_path / "bad")
     assert discover(tmp_path, model_class="good").normal_class == "OK"
     assert discover(tmp_path, normal_class="NG", model_class="OK").normal_class == "NG"  # the user's word first
+    assert discover(tmp_path, normal_class="ng").normal_class == "NG"  # in any case
 
 
 def test_labels_csv_for_a_flat_folder(tmp_path):

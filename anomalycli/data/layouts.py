@@ -116,13 +116,14 @@ def _class_folder(root, class_dir: Path, normal_class: str, split, masks) -> tup
 
 
 def normal_class_among(names, given: str | None, model_class: str | None = None) -> str:
-    """The class of good parts among the class ``names``: ``given`` where the user named it; else
-    the model's (``model_class``, eval and calibrate) or "good", where a class is so named; else the
-    one class named as lines call good parts (OK, normal, pass, iO, ...); else the model's or
-    "good", which the verbs' errors then ask to name."""
-    if given is not None:
-        return given
+    """The class of good parts among the class ``names``: ``given`` where the user named it (in any
+    case); else the model's (``model_class``, eval and calibrate) or "good", where a class is so
+    named; else the one class named as lines call good parts (OK, normal, pass, iO, ...); else the
+    model's or "good", which the verbs' errors then ask to name."""
     names = set(names)
+    if given is not None:  # as written, or the one class that differs from it only in case (--normal-class ok for OK/)
+        same = [name for name in names if name.lower() == given.lower()]
+        return given if given in names or len(same) != 1 else same[0]
     fallback = model_class or DEFAULT_NORMAL_CLASS
     if fallback in names:
         return fallback
