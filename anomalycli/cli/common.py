@@ -15,7 +15,7 @@ from typer.core import TyperCommand
 
 from anomalycli import project
 from anomalycli.cli.render import err_console
-from anomalycli.data.layouts import GOOD_NAMES, Dataset, discover
+from anomalycli.data.layouts import Dataset, discover, good_like
 from anomalycli.deploy import engine_choice, ray_cluster
 from anomalycli.errors import UsageError, UserError
 
@@ -153,7 +153,7 @@ def data_for_model(data, model_config: dict, normal_class: str | None = None, la
     said = None
     if normal_class is None and dataset.normal_class != model_config["normal_class"]:
         said = f"good parts: {dataset.normal_class} in {data} (the model's own were named {model_config['normal_class']!r})"
-    alike = sorted({s.class_name for s in dataset.samples if s.class_name.lower() in GOOD_NAMES})
+    alike = good_like(s.class_name for s in dataset.samples)
     if normal_class is None and not any(s.label == 0 for s in dataset.samples) and alike:
         said = (
             f"warning: no image of the good parts' class {dataset.normal_class!r} in {data}, every image counted a defect, "

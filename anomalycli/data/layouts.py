@@ -115,6 +115,11 @@ def _class_folder(root, class_dir: Path, normal_class: str, split, masks) -> tup
     return samples, skipped
 
 
+def good_like(names) -> list[str]:
+    """The class ``names`` that lines give good parts (``GOOD_NAMES``, in any case), sorted."""
+    return sorted(name for name in set(names) if name.lower() in GOOD_NAMES)
+
+
 def normal_class_among(names, given: str | None, model_class: str | None = None) -> str:
     """The class of good parts among the class ``names``: ``given`` where the user named it (in any
     case); else the model's (``model_class``, eval and calibrate) or "good", where a class is so
@@ -127,7 +132,7 @@ def normal_class_among(names, given: str | None, model_class: str | None = None)
     fallback = model_class or DEFAULT_NORMAL_CLASS
     if fallback in names:
         return fallback
-    alike = [name for name in names if name.lower() in GOOD_NAMES]
+    alike = good_like(names)
     return alike[0] if len(alike) == 1 else fallback
 
 
