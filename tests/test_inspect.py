@@ -117,17 +117,21 @@ def test_inspect_decides_as_train_would_from_the_images_it_fits_on_not_a_test_sp
     assert facts["masks"] == 6 and facts["input_sizes"]["masks_measured"] == 0
 
 
-def test_inspect_warns_of_16_bit_files_whose_values_use_only_their_low_bits(tmp_path):
+def test_inspect_says_the_bits_train_reads_16_bit_files_on_and_warns_of_brighter_images(tmp_path):
     rng = np.random.default_rng(0)
     for top, folder in ((4095, "mono12"), (65535, "mono16")):
         for i, name in enumerate(("good/a", "good/b", "bad/c")):
             (tmp_path / folder / name).parent.mkdir(parents=True, exist_ok=True)
             values = rng.normal(top / 2, top / 8, (32, 32)).clip(0, top).astype(np.uint16)
+            values[0, 0] = top if name != "bad/c" else 5000  # a defect brighter than every good
             Image.fromarray(values).save(tmp_path / folder / f"{name}.png")
     said = " ".join(run_cli("inspect", tmp_path / "mono12", "--json", tmp_path / "f.json").output.split())
-    assert "warning: the 3 16-bit image(s) use only their low 12 bits" in said and "at most 16 grey levels of 256" in said
-    assert json.loads((tmp_path / "f.json").read_text())["low_bits_16"]["bits"] == 12
-    assert "use only their low" not in " ".join(run_cli("inspect", tmp_path / "mono16").output.split())
+    assert "bit depth: the 2 16-bit good(s) hold their values in the low 12 bits (largest value 4095 of 65535)" in said
+    assert "warning: 1 16-bit image(s) go above the goods' 12 bits (first:" in said and "bad/c.png" in said
+    facts = json.loads((tmp_path / "f.json").read_text())["bit_depth"]
+    assert facts["bits"] == 12 and facts["saturated"] == [str(tmp_path / "mono12" / "bad" / "c.png")]
+    said = " ".join(run_cli("inspect", tmp_path / "mono16").output.split())
+    assert "use their 16 bits" in said and "warning" not in said
 
 
 def test_inspect_says_how_to_hold_a_test_split_out_where_there_is_none(parts, tmp_path):

@@ -21,6 +21,7 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from anomalycli.data import trained_on
+from anomalycli.data.bit_depth import significant_bits_of
 from anomalycli.data.layouts import Sample, discover
 from anomalycli.data.levels import levels_of
 from anomalycli.data.synthetic import make_dataset
@@ -38,6 +39,7 @@ from anomalycli.workflows.evaluate import evaluate
 from anomalycli.workflows.train import TrainOptions, train
 from anomalycli.workflows.watch import WatchOptions, watch
 from tests.conftest import one_clear_line, run_cli
+from tests.test_bit_depth import as_low_bits
 from tests.test_orientation import key
 
 SMALL = {"image_size": 64, "cv_folds": 3, "coreset_ratio": 0.1, "seed": 0}
@@ -48,7 +50,8 @@ KINDS = {
     "patchcore int8": ("parts", {"method": "patchcore", **SMALL}),
     # fp32, and a bank that learnt a few goods turned (data/orientation.py).
     "patchcore fp32, a few goods learnt turned": ("keys", {"method": "patchcore", "precision": "fp32", "image_size": 64, "seed": 0}),
-    "hybrid without masks": ("unmasked", {"method": "hybrid", **SMALL}),
+    # A camera's 12-bit values in the low bits of 16-bit files (data/bit_depth.py).
+    "hybrid without masks, 12-bit files": ("unmasked 12-bit", {"method": "hybrid", **SMALL}),
     "hybrid, linear pixel head": ("parts", {"method": "hybrid", "pixel_head_kinds": (0,), **SMALL}),
     # The hidden-layer head, and levels stretched (data/levels.py).
     "hybrid, hidden-layer pixel head, --levels stretch": ("parts", {"method": "hybrid", "pixel_head_kinds": (64,), "levels": "stretch", **SMALL}),
@@ -63,11 +66,12 @@ def data(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lifecycle")
     sets = {
         "parts": make_dataset(root / "parts", n_good=18, n_per_defect=5, size=64, masks=True),
-        "unmasked": make_dataset(root / "unmasked", n_good=18, n_per_defect=5, size=64, masks=False),
+        "unmasked 12-bit": make_dataset(root / "unmasked", n_good=18, n_per_defect=5, size=64, masks=False),
         "wide": make_dataset(root / "wide", n_good=18, n_per_defect=5, size=64, masks=True),
         "line": make_dataset(root / "line", n_good=8, n_per_defect=0, size=64, seed=7) / "good",
         "later line": make_dataset(root / "later line", n_good=8, n_per_defect=0, size=64, seed=8) / "good",
     }
+    as_low_bits(sets["unmasked 12-bit"])
     for image in sets["wide"].rglob("*.png"):  # images (and masks) of another shape, that letterboxing keeps
         with Image.open(image) as opened:
             opened.resize((96, 64)).save(image)
@@ -184,8 +188,10 @@ def test_every_file_a_verb_writes_gives_the_same_scores_in_every_verb_that_reads
     reference = _raw(iter_scores(source, images, show_progress=False))
     if writer == "train":
         assert source.config.get("precision", "fp32") == ("int8" if int8 else "fp32")
-    # Every file says whether its images' levels are stretched (the export in its metadata, for a line program).
+    # Every file says whether its images' levels are stretched, and the bits it reads 16-bit files
+    # on (the export in its metadata, for a line program).
     assert levels_of(loading.load(model_file, "auto").config) == KINDS[kind][1].get("levels", "as-is")
+    assert significant_bits_of(loading.load(model_file, "auto").config) == (12 if "12-bit" in kind else 16)
     tolerance = _tolerance(source, graph=exported)
 
     def same(scores, where: str, graph: bool = False) -> None:

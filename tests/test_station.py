@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from anomalycli.data.synthetic import make_dataset
 from anomalycli.deploy.station import signals
 from anomalycli.deploy.station.config import parse
 from anomalycli.deploy.station.modbus import ModbusServer, table_size, value_of
 from anomalycli.workflows.station import COLUMNS
 from tests.conftest import one_clear_line, run_cli
+from tests.test_bit_depth import as_low_bits
 from tests.test_handshake import ready_handshake
 
 SIMULATOR = Path(__file__).with_name("plc_simulator.py")
@@ -234,6 +236,21 @@ def test_a_plc_that_never_acknowledges_gets_overrun_and_the_journal_keeps_every_
     results, done = plc_lines(simulator)
     assert len(journal_rows(tmp_path / "verdicts.csv")) == len(images)
     assert done["overrun"] and [r["seq"] for r in results] == [1], "without an ack, the first result stays shown and nothing replaces it"
+
+
+def test_a_model_fitted_on_12_bit_files_judges_them_at_the_station_as_predict_does(running_station, tmp_path):
+    """The station reads a file on the bits its model records (data/bit_depth.py), as predict does."""
+    data = make_dataset(tmp_path / "data" / "mono12", n_good=12, n_per_defect=2, size=48, masks=False)
+    images = as_low_bits(data)[-6:]  # two goods and the four defects, as 16-bit files
+    run_cli("train", data, "--method", "patchcore", "--image-size", "48", "--coreset-ratio", "0.2", "--run-dir", tmp_path / "run")
+    model = tmp_path / "run" / "model.safetensors"
+    truth = predicted(model, data, tmp_path)
+    port = _free_port()
+    running_station(write_station(tmp_path, {1: model}, port))
+    simulator = plc(port, "--results", len(images), "--seconds", 60)
+    drop(images, tmp_path / "inbox", [f"part{i}.png" for i in range(len(images))], pause=0.05)
+    results, _ = plc_lines(simulator)
+    assert [r["score"] for r in results] == pytest.approx([float(truth[p.name]["score"]) for p in images], abs=1e-3)
 
 
 def test_an_unreadable_image_is_an_ng_with_its_error_code(patchcore_model, running_station, tmp_path):

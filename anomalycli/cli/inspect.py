@@ -39,12 +39,13 @@ def inspect_command(
             markup=False,
             highlight=False,
         )
-    low = facts["low_bits_16"]
-    if low:
+    depth = facts["bit_depth"]
+    if depth:
+        console.print(f"bit depth: {depth['reason']}", markup=False, highlight=False)
+    if depth and depth["saturated"]:
         console.print(
-            f"warning: the {low['images']} 16-bit image(s) use only their low {low['bits']} bits (largest value {low['largest']} of 65535): "
-            f"they are read as 16-bit, which leaves them at most {low['grey_levels']} grey levels of 256; save them with their values "
-            "in the top bits (a camera's 'shift to MSB' or its PNG export) or as 8-bit images",
+            f"warning: {len(depth['saturated'])} 16-bit image(s) go above the goods' {depth['bits']} bits (first: {depth['saturated'][0]}): "
+            "their brightest pixels saturate; add goods as bright to the training images (--json lists them)",
             style="yellow",
             markup=False,
             highlight=False,

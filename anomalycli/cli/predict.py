@@ -11,6 +11,7 @@ import typer
 from anomalycli import modelfile, project
 from anomalycli.cli.common import ENGINE_HELP, RAY_HELP, check_threshold, model_and_target, user_errors
 from anomalycli.cli.render import console, err_console, prediction_table, write_rows
+from anomalycli.data.bit_depth import significant_bits_of
 from anomalycli.data.decoding import DecodeAhead, images_ahead
 from anomalycli.data.framing import framing_of
 from anomalycli.data.images import list_source, load_image
@@ -117,7 +118,7 @@ def predict_command(
                     if masks is not None and found:
                         save_mask(scored, pixel_threshold, masks / _relative(scored.path, base).with_name(f"{scored.path.stem}_mask.png"), overwrite)
                 if heatmaps is not None and scored.map is not None:
-                    image = load_image(scored.path)
+                    image = load_image(scored.path, significant_bits_of(model.config))
                     heat = overlay(image, scored.map, scale, flagged=scored.verdict == "anomaly")
                     save_heatmap(panel(image, heat) if side_by_side else heat, heatmaps / _relative(scored.path, base).with_suffix(".png"), overwrite)
                 scored.map = None  # memory stays flat in the number of images
@@ -179,7 +180,7 @@ def _decode_ahead(model_path: Path, paths: list[Path], batch_size: int) -> Decod
     size = config.get("image_size") if isinstance(config, dict) else None
     if not isinstance(size, int):
         return contextlib.nullcontext()
-    return DecodeAhead(paths, size, ahead=images_ahead(batch_size), framing=framing_of(config))
+    return DecodeAhead(paths, size, ahead=images_ahead(batch_size), framing=framing_of(config), significant_bits=significant_bits_of(config))
 
 
 def _exported_config(path: Path) -> dict | None:

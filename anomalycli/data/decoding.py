@@ -19,6 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
+from anomalycli.data.bit_depth import FULL_BITS
 from anomalycli.data.framing import SQUASH
 from anomalycli.data.images import ImageError, read_image_array
 from anomalycli.runtime import available_cores
@@ -41,10 +42,10 @@ def default_workers() -> int:
     return min(4, max(2, available_cores() // 2))
 
 
-def decode(path: Path, image_size: int, framing: str = SQUASH) -> tuple[np.ndarray | None, str]:
+def decode(path: Path, image_size: int, framing: str = SQUASH, significant_bits: int = FULL_BITS) -> tuple[np.ndarray | None, str]:
     """(pixels S x S x 3, "") or (None, the error's one line) for one image file."""
     try:
-        return read_image_array(path, image_size, framing=framing), ""
+        return read_image_array(path, image_size, framing=framing, significant_bits=significant_bits), ""
     except ImageError as exc:
         return None, str(exc)
 
@@ -54,8 +55,17 @@ class DecodeAhead:
     ``workers`` processes (none: here, when asked for). Use it in a ``with`` block, or ``close`` it:
     that stops the workers."""
 
-    def __init__(self, paths: list[Path], image_size: int, workers: int | None = None, ahead: int = images_ahead(32), framing: str = SQUASH):
-        self.paths, self.image_size, self.ahead, self.framing = list(paths), image_size, max(1, ahead), framing
+    def __init__(
+        self,
+        paths: list[Path],
+        image_size: int,
+        workers: int | None = None,
+        ahead: int = images_ahead(32),
+        framing: str = SQUASH,
+        significant_bits: int = FULL_BITS,
+    ):
+        self.paths, self.image_size, self.ahead = list(paths), image_size, max(1, ahead)
+        self.framing, self.significant_bits = framing, significant_bits
         workers = default_workers() if workers is None else workers
         self._in_process = not workers
         self._pool = None if self._in_process else ProcessPoolExecutor(workers, mp_context=process_context(), initializer=_ignore_interrupts)
@@ -72,12 +82,12 @@ class DecodeAhead:
 
     def _fill(self) -> None:
         while self._pool and self._next < len(self.paths) and len(self._pending) < self.ahead:
-            self._pending.append(self._pool.submit(decode, self.paths[self._next], self.image_size, self.framing))
+            self._pending.append(self._pool.submit(decode, self.paths[self._next], self.image_size, self.framing, self.significant_bits))
             self._next += 1
 
     def __iter__(self) -> Iterator[tuple[np.ndarray | None, str]]:
         if self._in_process:
-            yield from (decode(path, self.image_size, self.framing) for path in self.paths)
+            yield from (decode(path, self.image_size, self.framing, self.significant_bits) for path in self.paths)
             return
         while self._pending:
             result = self._pending.popleft().result()
@@ -97,13 +107,21 @@ class DecodeAhead:
         self.close()
 
 
-def batches(paths: list[Path], image_size: int, batch_size: int = 32, workers: int | None = None, decoded: DecodeAhead | None = None, framing: str = SQUASH):
+def batches(
+    paths: list[Path],
+    image_size: int,
+    batch_size: int = 32,
+    workers: int | None = None,
+    decoded: DecodeAhead | None = None,
+    framing: str = SQUASH,
+    significant_bits: int = FULL_BITS,
+):
     """Yield (uint8 images B x 3 x S x S, indices into ``paths``, errors) per batch, as numpy
     arrays, decoded ahead by ``workers`` processes (or by ``decoded``, one already started).
 
     An unreadable file gives a zero image and its error message ('' for the readable ones).
     """
-    with decoded or DecodeAhead(paths, image_size, workers, images_ahead(batch_size), framing) as images:
+    with decoded or DecodeAhead(paths, image_size, workers, images_ahead(batch_size), framing, significant_bits) as images:
         batch, errors = [], []
         for index, (pixels, error) in enumerate(images):
             batch.append(np.zeros((3, image_size, image_size), np.uint8) if pixels is None else pixels.transpose(2, 0, 1))

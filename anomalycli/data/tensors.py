@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from anomalycli.data.bit_depth import FULL_BITS
 from anomalycli.data.decoding import DecodeAhead, batches
 from anomalycli.data.framing import SQUASH, framed
 from anomalycli.data.images import ImageError, read_image_array, resized_array
@@ -29,16 +30,22 @@ def load_framed_mask(path: Path, size: int, framing: str) -> np.ndarray:
 
 
 def image_batches(
-    paths: list[Path], image_size: int, batch_size: int = 32, num_workers: int | None = None, decoded: DecodeAhead | None = None, framing: str = SQUASH
+    paths: list[Path],
+    image_size: int,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    decoded: DecodeAhead | None = None,
+    framing: str = SQUASH,
+    significant_bits: int = FULL_BITS,
 ):
     """``decoding.batches`` as tensors: (uint8 images B x 3 x S x S, indices into ``paths``, errors) per batch."""
-    for images, indices, errors in batches(paths, image_size, batch_size, num_workers, decoded, framing):
+    for images, indices, errors in batches(paths, image_size, batch_size, num_workers, decoded, framing, significant_bits):
         yield torch.from_numpy(images), torch.from_numpy(indices), errors
 
 
-def read_image_tensor(path: str | Path, image_size: int, framing: str = SQUASH) -> torch.Tensor:
+def read_image_tensor(path: str | Path, image_size: int, framing: str = SQUASH, significant_bits: int = FULL_BITS) -> torch.Tensor:
     """The file at ``path`` as a uint8 tensor (3, S, S), as ``images.read_image_array`` reads it."""
-    return torch.from_numpy(read_image_array(path, image_size, framing=framing)).permute(2, 0, 1)
+    return torch.from_numpy(read_image_array(path, image_size, framing=framing, significant_bits=significant_bits)).permute(2, 0, 1)
 
 
 def image_to_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
@@ -46,12 +53,12 @@ def image_to_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
     return torch.from_numpy(resized_array(image, image_size)).permute(2, 0, 1)
 
 
-def load_all(samples: list[Sample], image_size: int, framing: str = SQUASH) -> tuple[torch.Tensor, list[Sample], list[str]]:
+def load_all(samples: list[Sample], image_size: int, framing: str = SQUASH, significant_bits: int = FULL_BITS) -> tuple[torch.Tensor, list[Sample], list[str]]:
     """Decode and resize every sample once: (uint8 N x 3 x S x S, samples kept, errors of those dropped)."""
     tensors, kept, errors = [], [], []
     for sample in samples:
         try:
-            tensors.append(read_image_tensor(sample.path, image_size, framing))
+            tensors.append(read_image_tensor(sample.path, image_size, framing, significant_bits))
             kept.append(sample)
         except ImageError as exc:
             errors.append(str(exc))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from anomalycli.data.bit_depth import FULL_BITS
 from anomalycli.data.framing import SQUASH
 from anomalycli.deploy.ray_cluster import MAX_RETRIES, _wait
 from anomalycli.detection.coreset import SAMPLERS
@@ -28,11 +29,21 @@ EMBED_CHUNK = 8 * patchcore_fitting.EMBED_BATCH
 SCORE_CHUNK = 8 * patchcore_fitting.SCORE_BATCH
 
 
-def _embed_task(extractor, paths: list, image_size: int, with_descriptors: bool, keep, framing: str, stretch: bool) -> tuple[np.ndarray, tuple]:
+def _embed_task(
+    extractor, paths: list, image_size: int, with_descriptors: bool, keep, framing: str, stretch: bool, significant_bits: int
+) -> tuple[np.ndarray, tuple]:
     """The chunk's patch features (they stay in the object store) and what this machine needs of
     them: readable indices, errors, patches per image and the (small) descriptors."""
     features, descriptors, stats, readable, errors = patchcore_fitting.embed_images(
-        extractor, paths, image_size, num_workers=0, with_descriptors=with_descriptors, keep=keep, framing=framing, stretch=stretch
+        extractor,
+        paths,
+        image_size,
+        num_workers=0,
+        with_descriptors=with_descriptors,
+        keep=keep,
+        framing=framing,
+        stretch=stretch,
+        significant_bits=significant_bits,
     )
     return features.numpy(), (readable, errors, features.shape[1] if readable else 0, descriptors, stats)
 
@@ -84,13 +95,14 @@ class RayFeatures:
         keep=None,
         framing: str = SQUASH,
         stretch: bool = False,
+        significant_bits: int = FULL_BITS,
     ) -> tuple["RayFeatures", list[int], list[str]]:
         """Embed ``paths`` in chunks of ``EMBED_CHUNK``; the readable indices and errors as
-        ``embed_images`` (``keep``, ``framing`` and ``stretch`` as there)."""
+        ``embed_images`` (``keep``, ``framing``, ``stretch`` and ``significant_bits`` as there)."""
         extractor_ref = ray.put(extractor.cpu())
         starts = range(0, len(paths), EMBED_CHUNK)
         task = ray.remote(num_cpus=1, num_returns=2, max_retries=MAX_RETRIES)(_embed_task)
-        refs = [task.remote(extractor_ref, paths[s : s + EMBED_CHUNK], image_size, with_descriptors, keep, framing, stretch) for s in starts]
+        refs = [task.remote(extractor_ref, paths[s : s + EMBED_CHUNK], image_size, with_descriptors, keep, framing, stretch, significant_bits) for s in starts]
         _wait(
             ray,
             [meta for _, meta in refs],

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from anomalycli.data import decoding
+from anomalycli.data.bit_depth import significant_bits_of
 from anomalycli.data.framing import framing_of
 from anomalycli.deploy.ray_cluster import _reason, workers
 from anomalycli.deploy.scoring import Scored, score_batch, scored_row
@@ -41,7 +42,16 @@ class _Scorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [Path(p) for p in batch["path"]]
         # The batch is decoded here, in the actor, as one batch without worker processes.
-        images, _, errors = next(decoding.batches(paths, self.model.config["image_size"], len(paths), workers=0, framing=framing_of(self.model.config)))
+        images, _, errors = next(
+            decoding.batches(
+                paths,
+                self.model.config["image_size"],
+                len(paths),
+                workers=0,
+                framing=framing_of(self.model.config),
+                significant_bits=significant_bits_of(self.model.config),
+            )
+        )
         raw, _ = score_batch(self.model, images, errors)
         return {
             "index": batch["index"],

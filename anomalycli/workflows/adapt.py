@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from anomalycli.data import encoding, trained_on
+from anomalycli.data.bit_depth import significant_bits_of
 from anomalycli.data.framing import framing_of
 from anomalycli.data.layouts import Sample
 from anomalycli.data.levels import stretched
@@ -120,6 +121,7 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
             keep=ignore.keep_of(model.config),
             framing=framing_of(model.config),
             stretch=stretched(model.config),
+            significant_bits=significant_bits_of(model.config),
         )
 
     features, descriptors, stats, readable, errors = embedded([s.path for s in samples], show_progress)
@@ -159,7 +161,9 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     if ratio < growth.old_ratio:
         parts = [build_bank(part, ratio / growth.old_ratio, seed=seed) for part in parts]
     good_paths = [samples[readable[i]].path for i in goods]
-    with goods_turned([samples[readable[i]] for i in goods], growth.orientation, growth.turns, model.config["image_size"]) as turned:
+    with goods_turned(
+        [samples[readable[i]] for i in goods], growth.orientation, growth.turns, model.config["image_size"], significant_bits_of(model.config)
+    ) as turned:
         copies = [s.path for s in turned.samples[len(goods) :]]
         copy_features, _, _, copies_read, _ = embedded(copies, False) if copies else (features[:0], None, None, [], [])
     copy_fold = np.array([folds[good_paths.index(turned.copy_of[copies[i]])] for i in copies_read], dtype=int)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from anomalycli.data.images import load_image, resized_array
+from anomalycli.data.images import load_image, resized_array, to_rgb
 from anomalycli.deploy.archive import Archive, ArchivePolicy
 from anomalycli.deploy.camera.acquisition import Acquisition
 from anomalycli.deploy.camera.frames import Frame
@@ -72,7 +72,8 @@ def keep(archive: Archive | None, image: Image.Image | Path | None, judged: Judg
         return ""
     heatmap = None
     if heatmaps and judged.verdict == "anomaly" and judged.scored.map is not None:
-        pixels = load_image(image) if isinstance(image, Path) else image.convert("RGB")
+        # a frame is scaled by its own pixel format's bits; a file by the model's (data/bit_depth.py)
+        pixels = load_image(image, line.significant_bits) if isinstance(image, Path) else to_rgb(image)
         heatmap = overlay(pixels, judged.scored.map, map_scale(line.model), flagged=True)
     judged.scored.map = None
     return archive.keep(image, judged.verdict, judged.scored.score, part_id, recipe, heatmap)

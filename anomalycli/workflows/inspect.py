@@ -9,6 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from anomalycli import files
+from anomalycli.data.bit_depth import FULL_BITS, bit_depth_of_tops
 from anomalycli.data.encoding import encoding_of
 from anomalycli.data.images import ImageError, load_image
 from anomalycli.data.layouts import Dataset
@@ -84,7 +85,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
     modes: Counter = Counter()
     saved_as: Counter = Counter()
     misshapen_masks = []
-    sixteen_bit_top = []  # the largest value of each 16-bit image
+    sixteen_bit_tops: dict[Path, int] = {}  # the largest value of each 16-bit image
     unreadable = []
     by_hash: dict[str, list] = defaultdict(list)
     for s in dataset.samples:
@@ -99,7 +100,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
                 if s.mask and (shape := _mask_shape_differs(s.mask, im.size)):
                     misshapen_masks.append({"path": str(s.mask), "mask": shape, "image": f"{im.width}x{im.height}"})
                 if im.mode.startswith("I;16"):
-                    sixteen_bit_top.append(int(im.getextrema()[1]))
+                    sixteen_bit_tops[s.path] = int(im.getextrema()[1])
             saved_as[encoding_of(s.path)] += 1
             load_image(s.path)  # a full decode: truncated files fail only here
         except ImageError as exc:
@@ -115,6 +116,8 @@ def inspect_dataset(dataset: Dataset) -> dict:
     fitted_on = dataset.fitting_pool() or dataset.samples
     ratio = (max(n_normal, n_anomaly) / min(n_normal, n_anomaly)) if n_normal and n_anomaly else None
     summary = size_summary(sizes)
+    depth = _bit_depth(sixteen_bit_tops, fitted_on)
+    bits = depth["bits"] if depth else FULL_BITS
     duplicates = []
     for digest, group in by_hash.items():
         if len(group) > 1:
@@ -145,30 +148,30 @@ def inspect_dataset(dataset: Dataset) -> dict:
         # What anomaly train would try for patchcore and hybrid models (data/resolution.py).
         "input_sizes": plan_for_samples(fitted_on, DEFAULT_IMAGE_SIZE["patchcore"]).to_dict(),
         # How train (patchcore) would take the goods' orientation: measured on a few of them (data/orientation.py).
-        "orientation": _orientation(fitted_on),
+        "orientation": _orientation(fitted_on, bits),
         # Whether train (patchcore, hybrid) would stretch each image's levels (data/levels.py).
-        "levels": _levels(fitted_on),
+        "levels": _levels(fitted_on, bits),
         "image_modes": dict(modes.most_common()),
         # How the images were saved (data/encoding.py): a line that saves lossier than these drifts.
         "saved_as": {str(e): n for e, n in saved_as.most_common() if e is not None},
         "masks": sum(1 for s in dataset.samples if s.mask),
         # Masks are resized onto their image: one of another shape outlines the wrong pixels.
         "misshapen_masks": misshapen_masks,
-        "low_bits_16": _low_bits(sixteen_bit_top),
+        # How train would read 16-bit files (data/bit_depth.py), and the images brighter than that.
+        "bit_depth": depth,
         "unreadable": unreadable,
         "duplicates": duplicates,
         "skipped_files": [str(p) for p in dataset.skipped],
     }
 
 
-def _low_bits(tops: list[int]) -> dict | None:
-    """Where every 16-bit image's values fit in 14 bits or fewer (a camera's raw data in the low
-    bits of a 16-bit file): how many images and the bits used. They are read as 16-bit (scaled by
-    65535), so 12-bit data keeps 16 grey levels at most; None where the files use their 16 bits."""
-    if not tops:
+def _bit_depth(tops: dict[Path, int], fitted_on) -> dict | None:
+    """The bits train would read 16-bit files on, from the goods it fits on, and the 16-bit images
+    whose values go above them (they saturate); None where no good is a 16-bit file."""
+    depth = bit_depth_of_tops([tops[s.path] for s in fitted_on if s.label == 0 and s.path in tops])
+    if not depth.reason:
         return None
-    bits = max(int(top).bit_length() for top in tops)
-    return {"images": len(tops), "bits": bits, "largest": max(tops), "grey_levels": 2 ** max(bits - 8, 0)} if bits <= 14 else None
+    return {**depth.to_dict(), "saturated": sorted(str(path) for path, top in tops.items() if top >= 2**depth.bits)}
 
 
 def _mask_shape_differs(mask: Path, image_size: tuple[int, int]) -> str | None:
@@ -182,13 +185,13 @@ def _mask_shape_differs(mask: Path, image_size: tuple[int, int]) -> str | None:
     return None if same else f"{width}x{height}"
 
 
-def _orientation(samples) -> dict | None:
+def _orientation(samples, bits: int) -> dict | None:
     """What ``data/orientation.py`` says of the goods train would measure (None with fewer than 2 readable)."""
-    images = measured_goods([s.path for s in samples if s.label == 0])
+    images = measured_goods([s.path for s in samples if s.label == 0], bits)
     return orientation(images).to_dict() if len(images) >= 2 else None
 
 
-def _levels(samples) -> dict | None:
+def _levels(samples, bits: int) -> dict | None:
     """What ``data/levels.py`` says of the goods train would measure (None with fewer than 2 readable)."""
-    images = readable_images(goods_sample([s.path for s in samples if s.label == 0]))
+    images = readable_images(goods_sample([s.path for s in samples if s.label == 0]), significant_bits=bits)
     return levels(images).to_dict() if len(images) >= 2 else None

@@ -321,7 +321,7 @@ class Station:
         image, a model that failed), or None where it is too new to call unreadable."""
         size = line.image_size
         try:
-            pixels, error = read_image_array(path, size, framing=line.framing).transpose(2, 0, 1), ""
+            pixels, error = read_image_array(path, size, framing=line.framing, significant_bits=line.significant_bits).transpose(2, 0, 1), ""
         except (ImageError, OSError) as exc:
             try:
                 age = time.time() - path.stat().st_mtime

@@ -184,7 +184,11 @@ class _Watch:
         burst of thousands waits as paths, not as decoded pixels (memory stays flat)."""
         while self.waiting and len(self.pending) < decoding.images_ahead(self.options.batch_size):
             path, name, identity, arrived = self.waiting.popleft()
-            self.pending.append(_Pending(path, name, identity, arrived, self.pool.submit(decoding.decode, path, self.line.image_size, self.line.framing)))
+            self.pending.append(
+                _Pending(
+                    path, name, identity, arrived, self.pool.submit(decoding.decode, path, self.line.image_size, self.line.framing, self.line.significant_bits)
+                )
+            )
 
     def _judge_ready(self) -> None:
         """Score the first waiting image with those decoded behind it (up to a batch), then write,
@@ -277,7 +281,7 @@ class _Watch:
         with files.atomic_path(target) as tmp:
             shutil.copyfile(path, tmp)
         if judged.scored.map is not None:
-            heat = overlay(load_image(path), judged.scored.map, self.scale, flagged=judged.verdict == "anomaly")
+            heat = overlay(load_image(path, self.line.significant_bits), judged.scored.map, self.scale, flagged=judged.verdict == "anomaly")
             mark_heatmaps_folder(keep / "heatmaps")
             save_heatmap(heat, (keep / "heatmaps" / target.relative_to(keep / "images")).with_suffix(".png"))
 

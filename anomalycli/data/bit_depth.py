@@ -1,0 +1,75 @@
+"""How many bits of a 16-bit image file hold its values: decided once, from the goods, at the fit.
+
+A line camera's raw 10-, 12- or 14-bit values saved in the low bits of a 16-bit file (an SDK's
+raw export, a uint16 array saved as it is) read as nearly black when scaled by 65535, as a 16-bit
+file's are: 12-bit values keep 16 grey levels of 256, and a defect's faint shade is gone before
+the backbone sees it. One file alone cannot say which it holds: a dark 16-bit image and 12-bit
+data look alike, and a rule per file would scale two images of one line 4x apart where their
+brightest pixel crosses a bit boundary. So the fit measures the largest value of the goods'
+16-bit files, keeps the fewest of ``CANDIDATE_BITS`` that hold it, and the model records it: every
+verb then reads each 16-bit file with those bits (a value above them saturates, as a brighter
+exposure would). Files of 8 bits and camera frames are not touched: a frame is scaled by its own
+pixel format's bits (``pixel_formats.py``).
+
+No PyTorch here: predict reads files with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+FULL_BITS = 16
+CANDIDATE_BITS = (8, 10, 12, 14)  # what cameras give (Mono8 ... Mono14): a range between them is one of them, underexposed
+
+
+@dataclass(frozen=True)
+class BitDepth:
+    bits: int  # the 16-bit files' values are read on 0 .. 2**bits - 1
+    reason: str  # one line: what was measured ("" where the goods hold no 16-bit file)
+
+    def to_dict(self) -> dict:
+        return {"bits": self.bits, "reason": self.reason}
+
+
+def significant_bits_of(config: dict) -> int:
+    """The bits a model reads 16-bit files with; files from before the rule have none and read 16."""
+    return int(config.get("significant_bits", FULL_BITS))
+
+
+def sixteen_bit_top(path: Path) -> int | None:
+    """The largest value of a 16-bit grey image file, None for any other file (or an unreadable one)."""
+    try:
+        with Image.open(path) as image:
+            if not image.mode.startswith("I;16"):
+                return None
+            return int(image.getextrema()[1])
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def fewest_bits(largest: int) -> int:
+    """The fewest of ``CANDIDATE_BITS`` that hold ``largest``, else ``FULL_BITS``."""
+    return next((bits for bits in CANDIDATE_BITS if largest < 2**bits), FULL_BITS)
+
+
+def bit_depth(paths: list[Path]) -> BitDepth:
+    """The bits the goods at ``paths`` hold their 16-bit values in (every good's file is measured:
+    one brighter than a sample's would saturate)."""
+    return bit_depth_of_tops([top for top in map(sixteen_bit_top, paths) if top is not None])
+
+
+def bit_depth_of_tops(tops: list[int]) -> BitDepth:
+    """``bit_depth`` from the goods' 16-bit files' largest values (``sixteen_bit_top``)."""
+    if not tops:
+        return BitDepth(FULL_BITS, "")
+    bits = fewest_bits(max(tops))
+    if bits == FULL_BITS:
+        return BitDepth(bits, f"the {len(tops)} 16-bit good(s) use their 16 bits (largest value {max(tops)})")
+    return BitDepth(
+        bits,
+        f"the {len(tops)} 16-bit good(s) hold their values in the low {bits} bits (largest value {max(tops)} of 65535): "
+        f"every 16-bit image is read on 0-{2**bits - 1}",
+    )

@@ -1,0 +1,80 @@
+"""A 16-bit file's bits, decided from the goods at the fit (data/bit_depth.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anomalycli.data.bit_depth import FULL_BITS, bit_depth, fewest_bits, significant_bits_of
+from anomalycli.data.images import read_image_array
+from anomalycli.data.synthetic import make_dataset
+from anomalycli.deploy.scoring import iter_scores
+from anomalycli.detection.methods import AnomalyModel
+from anomalycli.workflows.train import TrainOptions, train
+
+
+def as_low_bits(folder: Path, bits: int = 12) -> list[Path]:
+    """Every PNG under ``folder`` (masks too) rewritten as a camera's raw ``bits``-bit values in the
+    low bits of a 16-bit file: each grey level v as round(v * (2**bits - 1) / 255), which reads back
+    as v on 0..2**bits - 1. Returns the images rewritten."""
+    rewritten = []
+    for path in sorted(folder.rglob("*.png")):
+        if "_mask" in path.stem or "ground_truth" in path.parts:
+            continue
+        grey = np.asarray(Image.open(path).convert("L"), dtype=np.float64)
+        Image.fromarray(np.round(grey * (2**bits - 1) / 255).astype(np.uint16)).save(path)
+        rewritten.append(path)
+    return rewritten
+
+
+def test_the_fewest_camera_bits_that_hold_the_largest_value():
+    assert [fewest_bits(v) for v in (0, 255, 256, 1023, 1024, 4095, 4096, 16383, 16384, 65535)] == [8, 8, 10, 10, 12, 12, 14, 14, 16, 16]
+
+
+def test_the_goods_files_decide_and_8_bit_files_have_no_say(tmp_path):
+    def save(name: str, values: np.ndarray) -> Path:
+        Image.fromarray(values).save(tmp_path / name)
+        return tmp_path / name
+
+    grey = save("grey.png", np.full((8, 8), 250, np.uint8))
+    twelve = [save(f"m12_{v}.png", np.full((8, 8), v, np.uint16)) for v in (100, 4000)]
+    full = save("m16.png", np.full((8, 8), 60000, np.uint16))
+    assert bit_depth([grey]).bits == FULL_BITS and bit_depth([grey]).reason == ""
+    found = bit_depth([grey, *twelve])
+    assert found.bits == 12 and "the 2 16-bit good(s) hold their values in the low 12 bits (largest value 4000 of 65535)" in found.reason
+    assert bit_depth([*twelve, full]).bits == FULL_BITS, "one good using 16 bits: every file is read on 16"
+    assert significant_bits_of({}) == FULL_BITS, "a model from before the rule reads 16 bits as it did"
+
+
+def test_a_16_bit_file_is_read_on_the_models_bits_and_brighter_values_saturate(tmp_path):
+    values = np.array([[0, 1000, 2047, 4095, 8000]], dtype=np.uint16).repeat(5, axis=0)
+    Image.fromarray(values).save(tmp_path / "row.png")
+    read = lambda bits: read_image_array(tmp_path / "row.png", 5, significant_bits=bits)[0, :, 0].tolist()  # noqa: E731
+    assert read(12) == [0, 62, 127, 255, 255]
+    assert read(FULL_BITS) == [0, 4, 8, 16, 31], "16-bit files keep the 0..65535 scale"
+
+
+@pytest.mark.parametrize("method", ["patchcore", "classifier"])
+def test_a_model_fitted_on_12_bit_files_scores_them_as_one_fitted_on_their_8_bit_copies(tmp_path, method):
+    """The fit reads the low-bit files on 12 bits, and so does every image it is given after: the
+    model and its scores are those of the same images saved as 8-bit files."""
+    eight = make_dataset(tmp_path / "data" / "eight", n_good=12, n_per_defect=3, size=48, masks=False)
+    low = make_dataset(tmp_path / "data" / "low", n_good=12, n_per_defect=3, size=48, masks=False)
+    for path in low.rglob("*.png"):  # the same scenes, grey, as 8-bit and as 12-bit files
+        Image.open(path).convert("L").save(eight / path.relative_to(low))
+    images = as_low_bits(low)
+    options = {"method": method, "image_size": 48, "seed": 0, "cv_folds": 3, "coreset_ratio": 0.2}
+    if method == "classifier":
+        options = {"method": method, "weights": "imagenet", "image_size": 48, "epochs": 1, "batch_size": 8, "seed": 0}
+    fitted = {
+        name: train(TrainOptions(data=str(root), run_dir=str(tmp_path / "runs" / name), **options), show_progress=False).model_path
+        for name, root in (("eight", eight), ("low", low))
+    }
+    low_model, eight_model = AnomalyModel.load(fitted["low"]), AnomalyModel.load(fitted["eight"])
+    assert significant_bits_of(low_model.config) == 12 and "significant_bits" not in eight_model.config
+    low_scores = [r.raw for r in iter_scores(low_model, images, show_progress=False)]
+    eight_scores = [r.raw for r in iter_scores(eight_model, [eight / p.relative_to(low) for p in images], show_progress=False)]
+    assert np.allclose(low_scores, eight_scores, rtol=1e-6, atol=1e-6)
