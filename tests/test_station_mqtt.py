@@ -193,3 +193,52 @@ def test_a_station_killed_with_messages_unconfirmed_sends_them_again_when_it_sta
         station.wait(10)
         subscriber.close()
         broker.stop()
+
+
+def test_results_published_while_the_broker_comes_back_never_overtake_those_held_during_its_absence(tmp_path):
+    """Results made while the broker is away wait in the client; once it is back, results published
+    as it reconnects go after them, never before (an MES may read ``seq`` order as the line's)."""
+    from anomalycli.deploy.station.mqtt import MqttPublisher
+
+    port = _free_port()
+    broker = Broker(tmp_path / "broker", port)
+    broker.start()
+    subscriber = Subscriber(port, "line1/anomaly")
+    publisher = MqttPublisher(f"127.0.0.1:{port}", "line1/anomaly", "publisher-under-test")
+    publisher.start()
+    seq = 0
+
+    def publish() -> None:
+        nonlocal seq
+        seq += 1
+        publisher.publish({"seq": seq})
+
+    try:
+        assert publisher.connected.wait(10)
+        publish()
+        for restart in range(5):
+            broker.stop()
+            deadline = time.monotonic() + 10
+            while publisher.connected.is_set() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            for _ in range(3):  # held while the broker is away
+                publish()
+            broker.start()
+            deadline = time.monotonic() + 10
+            while not publisher.connected.is_set() and time.monotonic() < deadline:
+                publish()  # published as the client reconnects: the window a live result could overtake in
+                time.sleep(0.001)
+            for _ in range(20):
+                publish()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len({m["seq"] for m in subscriber.results()}) < seq:
+            time.sleep(0.05)
+        arrived = [m["seq"] for m in subscriber.results()]
+        assert sorted(set(arrived)) == list(range(1, seq + 1)), "none lost"
+        firsts = [s for i, s in enumerate(arrived) if s not in arrived[:i]]
+        overtaken = next((i for i in range(1, len(firsts)) if firsts[i] < firsts[i - 1]), None)
+        assert overtaken is None, f"out of order: {firsts[max(0, overtaken - 3) : overtaken + 3]} of {len(firsts)}"
+    finally:
+        publisher.stop()
+        subscriber.close()
+        broker.stop()

@@ -48,7 +48,6 @@ from anomalycli.workflows.camera_frames import FRAME_COLUMNS, archive_of, frame_
 BEFORE_CAMERAS = (*journals.COLUMNS, "part_id", "seq", "recipe", "model_sha256", "error_code")
 COLUMNS = (*BEFORE_CAMERAS, *FRAME_COLUMNS)
 MODEL_CHECK_SECONDS = 1.0  # how often the recipes' model files are looked at for a replacement
-MQTT_RESEND_CONNECT_WAIT = 2.0  # seconds a start with results owed to the broker waits for it (_resend_unconfirmed)
 
 
 def check(path: Path) -> list[str]:
@@ -372,11 +371,6 @@ class Station:
         if delivered == last_seq:  # every result confirmed: the journal is not read again
             return
         owed = [row for row in journals.rows_of(self.journal.path) if str(row.get("seq", "")).isdigit() and int(row["seq"]) > delivered]
-        if owed:
-            # paho sends what was queued before the connection once it is up, but a publish made while
-            # it comes up can go first: the resent results reached an MES out of order (9, 6, 7, 8, 10,
-            # once under load). Sent on a connection that is up, or queued whole while the broker is away.
-            self.mqtt.connected.wait(MQTT_RESEND_CONNECT_WAIT)
         for row in owed:
             self.mqtt.publish({**message(_result_of(row), row), "resent": True})
         if owed:

@@ -3,8 +3,9 @@
 ``{topic}/results``: one JSON message a part (``docs/station-result.schema.json``) at QoS 1, after
 its journal row is on disk. ``{topic}/status``: retained ``online`` once the station is ready and
 ``offline`` when it stops, and the broker's last will says ``offline`` when it dies. While the
-broker is away, messages wait in the client's queue (unbounded) and go out, in order, when it
-reconnects: the broker restarting loses none. The client runs its own network thread.
+broker is away, results wait in the publisher's queue (unbounded) and go out, in order, when it
+reconnects: the broker restarting loses none. The client runs its own network thread, and the
+results their own sender thread.
 
 What the broker has confirmed (its PUBACK) is kept in a file beside the journal (``delivered_file``):
 the last ``seq`` up to which every message was confirmed. A station killed with messages still in
@@ -52,7 +53,14 @@ def read_delivered(path: Path) -> int | None:
 
 class MqttPublisher:
     """The station's MQTT client: ``start`` (connects in the background), ``publish``, ``stop``;
-    with ``delivered``, the file where it keeps the last ``seq`` the broker confirmed."""
+    with ``delivered``, the file where it keeps the last ``seq`` the broker confirmed.
+
+    Results go out one at a time, in the order published: each is handed to paho once the one
+    before it is confirmed, by a thread of its own. paho alone does not keep that order across a
+    reconnect: a message published from opening the socket to paho's resending of what it held
+    (after the broker's CONNACK) went out at once, ahead of those (an MES received ..., 136, 288,
+    137, ... on every broker restart of a test, whatever paho's in-flight limit). One round trip a
+    result: 127.0.0.1 confirms thousands a second."""
 
     def __init__(self, broker: str, topic: str, client_id: str | None = None, delivered: Path | None = None):
         import paho.mqtt.client as mqtt
@@ -60,24 +68,23 @@ class MqttPublisher:
         self.host, self.port = parse_broker(broker)
         self.topic = topic.rstrip("/")
         self.delivered = delivered
-        # Results in the order they were published, (message id, seq), until the broker confirms
-        # each, and their ids; the ids confirmed but not yet taken off the head; how many
-        # publishes are between paho's ``publish`` and their entry here (a confirmation can come
-        # back first). ``_order`` guards them all and is never held while calling paho, which
-        # calls ``on_publish`` holding its own lock: no two locks are ever taken in two orders.
-        self._unconfirmed: collections.deque[tuple[int, int]] = collections.deque()
-        self._waiting: set[int] = set()
+        # The results not yet confirmed, in order (the head is the one handed to paho), and the
+        # message ids paho has confirmed since. ``_turn`` guards them and is never held while
+        # calling paho, which calls ``on_publish`` holding its own lock: no two locks are ever
+        # taken in two orders.
+        self._queue: collections.deque[dict] = collections.deque()
         self._confirmed: set[int] = set()
-        self._publishing = 0
-        self._order = threading.Lock()
+        self._stopping = False
+        self._turn = threading.Condition()
         self.connected = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"anomalycli-station-{socket.gethostname()}", clean_session=False)
         self.client.max_queued_messages_set(0)  # unbounded: the journal bounds what a run makes
         self.client.reconnect_delay_set(*RECONNECT_SECONDS)
         self.client.will_set(self.status_topic, "offline", qos=QOS, retain=True)
         self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *args: self.connected.clear()
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self._sender = threading.Thread(target=self._send_in_order, name="mqtt-results", daemon=True)
 
     @property
     def status_topic(self) -> str:
@@ -91,46 +98,58 @@ class MqttPublisher:
         if not reason_code.is_failure:
             client.publish(self.status_topic, "online", qos=QOS, retain=True)
             self.connected.set()
+            with self._turn:
+                self._turn.notify_all()
+
+    def _on_disconnect(self, *args) -> None:
+        self.connected.clear()
+        with self._turn:
+            self._turn.notify_all()
 
     def start(self) -> None:
         """Connect in the background: a broker that is not up yet is retried, never waited for."""
         self.client.connect_async(self.host, self.port, keepalive=10)
         self.client.loop_start()
+        self._sender.start()
 
     def publish(self, message: dict) -> None:
-        with self._order:
-            self._publishing += 1
-        try:
+        """Queue ``message`` (a result with its ``seq``) to go out after every one published before it."""
+        with self._turn:
+            self._queue.append(message)
+            self._turn.notify_all()
+
+    def _send_in_order(self) -> None:
+        while True:
+            with self._turn:
+                self._turn.wait_for(lambda: self._stopping or (self._queue and self.connected.is_set()))
+                if self._stopping:
+                    return
+                message = self._queue[0]
+            # Handed to paho on a connection that may drop meanwhile: paho keeps it and sends it
+            # again once the broker is back (clean_session=False); the next waits for it either way.
             info = self.client.publish(self.results_topic, json.dumps(message, separators=(",", ":")), qos=QOS)
-        except BaseException:
-            with self._order:
-                self._publishing -= 1
-            raise
-        with self._order:  # in one step with the count: a confirmation of this id is kept until then
-            self._publishing -= 1
-            self._unconfirmed.append((info.mid, int(message["seq"])))
-            self._waiting.add(info.mid)
-            self._advance()
+            with self._turn:
+                self._turn.wait_for(lambda: self._stopping or info.mid in self._confirmed)
+                if info.mid not in self._confirmed:
+                    return
+                self._confirmed.clear()  # the status messages' ids with it: one result is in flight at a time
+                self._queue.popleft()
+                self._turn.notify_all()
+            if self.delivered is not None:
+                write_delivered(self.delivered, int(message["seq"]))
 
     def _on_publish(self, client, userdata, mid, reason_code=None, properties=None) -> None:
-        with self._order:
+        with self._turn:
             self._confirmed.add(mid)
-            self._advance()
-
-    def _advance(self) -> None:
-        """Take the confirmed results off the head of the order; the last one's seq into the file."""
-        last = None
-        while self._unconfirmed and self._unconfirmed[0][0] in self._confirmed:
-            mid, last = self._unconfirmed.popleft()
-            self._waiting.discard(mid)
-            self._confirmed.discard(mid)
-        if not self._publishing:  # an id confirmed and not waiting is no result's (the status messages')
-            self._confirmed &= self._waiting
-        if last is not None and self.delivered is not None:
-            write_delivered(self.delivered, last)
+            self._turn.notify_all()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """``offline`` on the status topic, what waits sent where the broker is there, then disconnect."""
+        """The results waiting sent where the broker is there (for ``timeout`` at most), ``offline``
+        on the status topic, then disconnect. What is left is the journal's to send at the next start."""
+        with self._turn:
+            self._turn.wait_for(lambda: not self._queue or not self.connected.is_set(), timeout)
+            self._stopping = True
+            self._turn.notify_all()
         info = self.client.publish(self.status_topic, "offline", qos=QOS, retain=True)
         if self.connected.is_set():
             try:
@@ -139,6 +158,8 @@ class MqttPublisher:
                 pass
         self.client.disconnect()
         self.client.loop_stop()
+        if self._sender.is_alive():
+            self._sender.join(timeout)
 
 
 def write_delivered(path: Path, seq: int) -> None:
