@@ -98,6 +98,22 @@ def test_labels_csv_for_a_flat_folder(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "text, encoding",
+    [
+        ("filename;label;defect_type\r\nSchraube_ä.png;good;\r\nimg2.png;nok;Delle\r\n", "cp1252"),  # Excel's "CSV", German Windows
+        ("\ufefffilename;label;defect_type\r\nSchraube_ä.png;good;\r\nimg2.png;nok;Delle\r\n", "utf-8"),  # Excel's "CSV UTF-8"
+        ("filename\tlabel\tdefect_type\nSchraube_ä.png\tgood\t\nimg2.png\tnok\tDelle\n", "utf-8"),  # tab-separated
+    ],
+)
+def test_a_labels_csv_as_a_spreadsheet_saves_it_is_read(tmp_path, text, encoding):
+    _png(tmp_path / "Schraube_ä.png")
+    _png(tmp_path / "img2.png")
+    (tmp_path / "labels.csv").write_bytes(text.encode(encoding))
+    dataset = discover(tmp_path, labels=tmp_path / "labels.csv")
+    assert [(s.path.name, s.label, s.defect_type) for s in dataset.samples] == [("Schraube_ä.png", 0, None), ("img2.png", 1, "Delle")]
+
+
+@pytest.mark.parametrize(
     "content, message",
     [
         ("name,class\nimg1.png,good\n", "needs the columns filename,label"),

@@ -8,6 +8,7 @@ manifest) into a list of ``Sample``; ``image_batches`` decodes images into uint8
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -189,16 +190,25 @@ def discover(
     return Dataset(root, _taken_as_good(layout, chosen, normal_class), samples, chosen, skipped)
 
 
+# What a spreadsheet writes a CSV in: UTF-8 (with Excel's byte-order mark or without), else
+# Excel's "CSV" on a Western European Windows (cp1252); commas, or the semicolons of locales whose
+# decimal mark is a comma, or tabs. The header line tells which.
+CSV_ENCODINGS = ("utf-8-sig", "cp1252")
+CSV_DELIMITERS = ",;\t"
+
+
 def _read_csv(path: str | Path, required: tuple[str, ...], what: str) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist; check the path")
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    except (UnicodeDecodeError, csv.Error) as exc:
+        text = _decoded(path.read_bytes())
+        first = text.split("\n", 1)[0]
+        delimiter = max(CSV_DELIMITERS, key=first.count) if any(d in first for d in CSV_DELIMITERS) else ","
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"{what} {path} is not a readable CSV file ({exc})") from None
     missing = [c for c in required if c not in header]
     if missing:
@@ -206,6 +216,15 @@ def _read_csv(path: str | Path, required: tuple[str, ...], what: str) -> list[di
     if not rows:
         raise UserError(f"{what} {path} has a header but no rows")
     return rows
+
+
+def _decoded(data: bytes) -> str:
+    for encoding in CSV_ENCODINGS[:-1]:
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return data.decode(CSV_ENCODINGS[-1])
 
 
 def _sample_from_row(root: Path, rel: str, row: dict, normal_class: str, csv_path, line: int, masks) -> Sample:
