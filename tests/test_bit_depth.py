@@ -78,3 +78,20 @@ def test_a_model_fitted_on_12_bit_files_scores_them_as_one_fitted_on_their_8_bit
     low_scores = [r.raw for r in iter_scores(low_model, images, show_progress=False)]
     eight_scores = [r.raw for r in iter_scores(eight_model, [eight / p.relative_to(low) for p in images], show_progress=False)]
     assert np.allclose(low_scores, eight_scores, rtol=1e-6, atol=1e-6)
+
+
+def test_adapt_says_where_the_new_lines_16_bit_images_go_above_the_models_bits(tmp_path):
+    from anomalycli.data.layouts import Sample
+    from anomalycli.workflows.adapt import adapt
+
+    data = make_dataset(tmp_path / "data" / "mono12", n_good=10, n_per_defect=0, size=48, masks=False)
+    as_low_bits(data)
+    fitted = train(TrainOptions(data=str(data), run_dir=str(tmp_path / "run"), method="patchcore", image_size=48, coreset_ratio=0.2), show_progress=False)
+    line = make_dataset(tmp_path / "data" / "line", n_good=6, n_per_defect=0, size=48, seed=3, masks=False)
+    brighter = as_low_bits(line, bits=13)  # the new line's exposure is twice as long
+    adapted = adapt(AnomalyModel.load(fitted.model_path), [Sample(p, "good", 0) for p in brighter])
+    said = " ".join(adapted.warnings)
+    assert "6 of the new images go above the 12 bits the model reads 16-bit files on" in said and "saturate" in said
+    as_bright = as_low_bits(make_dataset(tmp_path / "data" / "line2", n_good=6, n_per_defect=0, size=48, seed=3, masks=False))
+    again = adapt(AnomalyModel.load(fitted.model_path), [Sample(p, "good", 0) for p in as_bright])  # as bright as the goods it knows
+    assert "saturate" not in " ".join(again.warnings)

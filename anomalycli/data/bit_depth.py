@@ -73,3 +73,11 @@ def bit_depth_of_tops(tops: list[int]) -> BitDepth:
         f"the {len(tops)} 16-bit good(s) hold their values in the low {bits} bits (largest value {max(tops)} of 65535): "
         f"every 16-bit image is read on 0-{2**bits - 1}",
     )
+
+
+def saturated(paths: list[Path], significant_bits: int) -> list[Path]:
+    """The 16-bit files among ``paths`` with values above ``significant_bits`` (none where a model
+    reads 16-bit files on all 16): their brightest pixels saturate."""
+    if significant_bits >= FULL_BITS:
+        return []
+    return [path for path in paths if (top := sixteen_bit_top(path)) is not None and top >= 2**significant_bits]
