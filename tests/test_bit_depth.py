@@ -35,17 +35,25 @@ def test_the_fewest_camera_bits_that_hold_the_largest_value():
 
 
 def test_the_goods_files_decide_and_8_bit_files_have_no_say(tmp_path):
-    def save(name: str, values: np.ndarray) -> Path:
-        Image.fromarray(values).save(tmp_path / name)
+    rng = np.random.default_rng(0)
+
+    def save(name: str, largest: int, shift: int = 0) -> Path:
+        """A noisy 16-bit image whose largest value is ``largest``, its values moved up ``shift`` bits."""
+        values = rng.integers(0, (largest >> shift) + 1, (8, 8))
+        values.flat[0] = largest >> shift
+        Image.fromarray((values << shift).astype(np.uint16)).save(tmp_path / name)
         return tmp_path / name
 
-    grey = save("grey.png", np.full((8, 8), 250, np.uint8))
-    twelve = [save(f"m12_{v}.png", np.full((8, 8), v, np.uint16)) for v in (100, 4000)]
-    full = save("m16.png", np.full((8, 8), 60000, np.uint16))
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((8, 8), 250, np.uint8)).save(grey)
+    twelve = [save(f"m12_{v}.png", v) for v in (100, 4000)]
     assert bit_depth([grey]).bits == FULL_BITS and bit_depth([grey]).reason == ""
     found = bit_depth([grey, *twelve])
     assert found.bits == 12 and "the 2 16-bit good(s) hold their values in the low 12 bits (largest value 4000 of 65535)" in found.reason
-    assert bit_depth([*twelve, full]).bits == FULL_BITS, "one good using 16 bits: every file is read on 16"
+    assert bit_depth([*twelve, save("m16.png", 60000)]).bits == FULL_BITS, "one good using 16 bits: every file is read on 16"
+    # A dark Mono12 camera's frames as the station's archive keeps them: values in the top bits, on the 16-bit scale already.
+    top = bit_depth([save("dark_a.png", 900 << 4, shift=4), save("dark_b.png", 1000 << 4, shift=4)])
+    assert top.bits == FULL_BITS and "hold a 12-bit camera's values in their top bits" in top.reason
     assert significant_bits_of({}) == FULL_BITS, "a model from before the rule reads 16 bits as it did"
 
 

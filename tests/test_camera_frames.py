@@ -26,3 +26,27 @@ def test_a_12_bit_frames_kept_heat_map_shows_the_part_as_its_8_bit_twin_does(pat
         assert kept and judged.scored.map is None
         pictures.append(np.asarray(Image.open(heat_map).convert("L"), dtype=float))
     assert np.abs(pictures[0] - pictures[1]).max() <= 2
+
+
+def test_a_model_fitted_on_dark_low_bit_files_judges_the_cameras_frames_of_them_as_the_files(tmp_path):
+    """Goods saved as a Mono12 camera's values in the low bits of 16-bit files, darker than 1024:
+    the model reads files on 10 bits, and the camera's own frames of the same values the same way."""
+    from anomalycli.data.synthetic import make_dataset
+    from anomalycli.deploy.camera.frames import Frame
+    from anomalycli.deploy.scoring import iter_scores
+    from anomalycli.workflows.camera_frames import judge_frame
+    from anomalycli.workflows.train import TrainOptions, train
+    from tests.test_bit_depth import as_low_bits
+
+    data = make_dataset(tmp_path / "data" / "dark", n_good=10, n_per_defect=2, size=48, masks=False)
+    images = as_low_bits(data, bits=10)  # a 12-bit camera's values, none above 1023
+    fitted = train(TrainOptions(data=str(data), run_dir=str(tmp_path / "run"), method="patchcore", image_size=48, coreset_ratio=0.2), show_progress=False)
+    line = Line(fitted.model_path)
+    assert line.significant_bits == 10
+    files = [r.raw for r in iter_scores(line.model, images, show_progress=False)]
+    frames = []
+    for i, path in enumerate(images):
+        values = np.asarray(Image.open(path))
+        frame = Frame(frame_image(values.ravel(), values.shape[1], values.shape[0], "Mono12"), i, 0, "cam", pixel_format="Mono12")
+        frames.append(judge_frame(line, frame)[0].scored.raw)
+    assert np.allclose(frames, files, atol=0.01 * (line.model.calibration.high - line.model.calibration.low))

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from anomalycli.data.images import read_image_array, resized_array
-from anomalycli.data.pixel_formats import BAYER_PATTERNS, SUPPORTED, frame_image
+from anomalycli.data.pixel_formats import BAYER_PATTERNS, SUPPORTED, frame_image, frame_significant_bits
 from anomalycli.errors import UserError
 
 WIDTH, HEIGHT, SIZE = 96, 80, 64
@@ -50,6 +50,21 @@ def buffer_and_reference(pixel_format: str, tmp_path) -> tuple[np.ndarray, objec
         order = np.concatenate([order, np.full((HEIGHT, WIDTH, 1), 255, np.uint8)], -1)
     Image.fromarray(rgb, "RGB").save(png)
     return order.ravel(), png
+
+
+@pytest.mark.parametrize("model_bits, pixel_format", [(10, "Mono12"), (12, "Mono12"), (8, "Mono12"), (12, "Mono14"), (10, "Mono10")])
+def test_a_frame_is_read_as_the_model_read_its_cameras_values_saved_in_the_low_bits(model_bits, pixel_format, tmp_path):
+    """A model fitted on a camera's n-bit values saved in the low bits of 16-bit files, read on
+    ``model_bits`` (data/bit_depth.py; fewer than n where the goods were dark), sees a frame of the
+    same values as it saw the file."""
+    n = int(pixel_format[4:])
+    values = np.random.default_rng(0).integers(0, min(2**model_bits, 2**n), (HEIGHT, WIDTH))
+    frame = frame_image(values.astype(np.uint16).ravel(), WIDTH, HEIGHT, pixel_format)
+    Image.fromarray(values.astype(np.uint16)).save(tmp_path / "low.png")
+    from_file = read_image_array(tmp_path / "low.png", SIZE, significant_bits=model_bits)
+    from_frame = resized_array(frame, SIZE, significant_bits=frame_significant_bits(pixel_format, model_bits))
+    assert np.abs(from_frame.astype(int) - from_file).max() <= 1
+    assert frame_significant_bits("Mono8", model_bits) == frame_significant_bits("RGB8", model_bits) == 16, "8-bit frames: their own range"
 
 
 @pytest.mark.parametrize("pixel_format", [f for f in SUPPORTED if not f.startswith("Bayer")])

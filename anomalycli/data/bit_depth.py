@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 FULL_BITS = 16
@@ -39,13 +40,28 @@ def significant_bits_of(config: dict) -> int:
     return int(config.get("significant_bits", FULL_BITS))
 
 
-def sixteen_bit_top(path: Path) -> int | None:
-    """The largest value of a 16-bit grey image file, None for any other file (or an unreadable one)."""
+@dataclass(frozen=True)
+class SixteenBit:
+    """What a 16-bit file's values say of the bits they were made with."""
+
+    largest: int
+    low_zero_bits: int  # the low bits every value leaves at 0: 4 for a Mono12 camera's values moved to the top bits
+
+
+def sixteen_bit_values(image: Image.Image) -> SixteenBit | None:
+    """``SixteenBit`` of an opened image; None for one that is not 16-bit grey."""
+    if not image.mode.startswith("I;16"):
+        return None
+    values = np.asarray(image)
+    every = int(np.bitwise_or.reduce(values, axis=None))
+    return SixteenBit(int(values.max()), min((every & -every).bit_length() - 1, FULL_BITS) if every else FULL_BITS)
+
+
+def sixteen_bit_file(path: Path) -> SixteenBit | None:
+    """``sixteen_bit_values`` of the file at ``path``; None for any other file (or an unreadable one)."""
     try:
         with Image.open(path) as image:
-            if not image.mode.startswith("I;16"):
-                return None
-            return int(image.getextrema()[1])
+            return sixteen_bit_values(image)
     except (OSError, ValueError, SyntaxError):
         return None
 
@@ -58,19 +74,27 @@ def fewest_bits(largest: int) -> int:
 def bit_depth(paths: list[Path]) -> BitDepth:
     """The bits the goods at ``paths`` hold their 16-bit values in (every good's file is measured:
     one brighter than a sample's would saturate)."""
-    return bit_depth_of_tops([top for top in map(sixteen_bit_top, paths) if top is not None])
+    return bit_depth_of([found for found in map(sixteen_bit_file, paths) if found is not None])
 
 
-def bit_depth_of_tops(tops: list[int]) -> BitDepth:
-    """``bit_depth`` from the goods' 16-bit files' largest values (``sixteen_bit_top``)."""
-    if not tops:
+def bit_depth_of(goods: list[SixteenBit]) -> BitDepth:
+    """``bit_depth`` from what the goods' 16-bit files' values say.
+
+    Values a camera moved to the top bits (a Mono12 frame as a 16-bit PNG, as the station's archive
+    keeps it) leave their low bits at 0 in every pixel: they are on the 16-bit scale already,
+    however dark, and are read on 16 bits as the camera's frames are. Values in the low bits fill
+    them with noise."""
+    if not goods:
         return BitDepth(FULL_BITS, "")
-    bits = fewest_bits(max(tops))
+    largest, shift = max(good.largest for good in goods), min(good.low_zero_bits for good in goods)
+    if shift >= 2:
+        return BitDepth(FULL_BITS, f"the {len(goods)} 16-bit good(s) hold a {FULL_BITS - shift}-bit camera's values in their top bits: read on their 16 bits")
+    bits = fewest_bits(largest)
     if bits == FULL_BITS:
-        return BitDepth(bits, f"the {len(tops)} 16-bit good(s) use their 16 bits (largest value {max(tops)})")
+        return BitDepth(bits, f"the {len(goods)} 16-bit good(s) use their 16 bits (largest value {largest})")
     return BitDepth(
         bits,
-        f"the {len(tops)} 16-bit good(s) hold their values in the low {bits} bits (largest value {max(tops)} of 65535): "
+        f"the {len(goods)} 16-bit good(s) hold their values in the low {bits} bits (largest value {largest} of 65535): "
         f"every 16-bit image is read on 0-{2**bits - 1}",
     )
 
@@ -80,4 +104,4 @@ def saturated(paths: list[Path], significant_bits: int) -> list[Path]:
     reads 16-bit files on all 16): their brightest pixels saturate."""
     if significant_bits >= FULL_BITS:
         return []
-    return [path for path in paths if (top := sixteen_bit_top(path)) is not None and top >= 2**significant_bits]
+    return [path for path in paths if (found := sixteen_bit_file(path)) is not None and found.largest >= 2**significant_bits]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from anomalycli.data.bit_depth import FULL_BITS
 from anomalycli.errors import UserError
 
 MONO_BITS = {"Mono8": 8, "Mono10": 10, "Mono12": 12, "Mono14": 14, "Mono16": 16}
@@ -52,6 +53,16 @@ def frame_image(data: np.ndarray, width: int, height: int, pixel_format: str) ->
             pixels = pixels[..., ::-1]
         return Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "RGB")
     return Image.fromarray(_demosaic(values.reshape(height, width), pixel_format), "RGB")
+
+
+def frame_significant_bits(pixel_format: str, model_bits: int) -> int:
+    """The bits to read a frame's 16-bit image on (its n-bit values moved to the top bits) so that the
+    model sees it as it saw its goods: a model that reads 16-bit files on ``model_bits`` fewer than
+    n (``bit_depth.py``: goods saved with their values in the low bits, darker than the camera's
+    range) read a value v as v / (2**model_bits - 1), and so must a frame's v << (16 - n) be read.
+    Otherwise, or for any other format, on 16 bits: the frame's own range."""
+    n = MONO_BITS.get(pixel_format)
+    return FULL_BITS - n + model_bits if n is not None and model_bits < n else FULL_BITS
 
 
 def _demosaic(plane: np.ndarray, pixel_format: str) -> np.ndarray:

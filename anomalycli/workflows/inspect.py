@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from anomalycli import files
-from anomalycli.data.bit_depth import FULL_BITS, bit_depth_of_tops
+from anomalycli.data.bit_depth import FULL_BITS, SixteenBit, bit_depth_of, sixteen_bit_values
 from anomalycli.data.encoding import encoding_of
 from anomalycli.data.images import ImageError, load_image
 from anomalycli.data.layouts import Dataset
@@ -85,7 +85,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
     modes: Counter = Counter()
     saved_as: Counter = Counter()
     misshapen_masks = []
-    sixteen_bit_tops: dict[Path, int] = {}  # the largest value of each 16-bit image
+    sixteen_bit: dict[Path, SixteenBit] = {}  # what each 16-bit image's values say of their bits
     unreadable = []
     by_hash: dict[str, list] = defaultdict(list)
     for s in dataset.samples:
@@ -99,8 +99,8 @@ def inspect_dataset(dataset: Dataset) -> dict:
                 modes[im.mode] += 1
                 if s.mask and (shape := _mask_shape_differs(s.mask, im.size)):
                     misshapen_masks.append({"path": str(s.mask), "mask": shape, "image": f"{im.width}x{im.height}"})
-                if im.mode.startswith("I;16"):
-                    sixteen_bit_tops[s.path] = int(im.getextrema()[1])
+                if (values := sixteen_bit_values(im)) is not None:
+                    sixteen_bit[s.path] = values
             saved_as[encoding_of(s.path)] += 1
             load_image(s.path)  # a full decode: truncated files fail only here
         except ImageError as exc:
@@ -116,7 +116,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
     fitted_on = dataset.fitting_pool() or dataset.samples
     ratio = (max(n_normal, n_anomaly) / min(n_normal, n_anomaly)) if n_normal and n_anomaly else None
     summary = size_summary(sizes)
-    depth = _bit_depth(sixteen_bit_tops, fitted_on)
+    depth = _bit_depth(sixteen_bit, fitted_on)
     bits = depth["bits"] if depth else FULL_BITS
     duplicates = []
     for digest, group in by_hash.items():
@@ -165,13 +165,13 @@ def inspect_dataset(dataset: Dataset) -> dict:
     }
 
 
-def _bit_depth(tops: dict[Path, int], fitted_on) -> dict | None:
+def _bit_depth(sixteen_bit: dict[Path, SixteenBit], fitted_on) -> dict | None:
     """The bits train would read 16-bit files on, from the goods it fits on, and the 16-bit images
     whose values go above them (they saturate); None where no good is a 16-bit file."""
-    depth = bit_depth_of_tops([tops[s.path] for s in fitted_on if s.label == 0 and s.path in tops])
+    depth = bit_depth_of([sixteen_bit[s.path] for s in fitted_on if s.label == 0 and s.path in sixteen_bit])
     if not depth.reason:
         return None
-    return {**depth.to_dict(), "saturated": sorted(str(path) for path, top in tops.items() if top >= 2**depth.bits)}
+    return {**depth.to_dict(), "saturated": sorted(str(path) for path, values in sixteen_bit.items() if values.largest >= 2**depth.bits)}
 
 
 def _mask_shape_differs(mask: Path, image_size: tuple[int, int]) -> str | None:
