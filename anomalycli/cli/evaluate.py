@@ -98,6 +98,8 @@ def eval_command(
         err_console.print(report["drift"]["message"], highlight=False, markup=False, soft_wrap=True)
     if report["n_unreadable"]:
         console.print(f"[yellow]{report['n_unreadable']} unreadable image(s) left out[/yellow]")
+    if report["taken_differently"]:
+        console.print(f"warning: {report['taken_differently']}", style="yellow", markup=False, highlight=False)
     if json_out:
         write_json(json_out, report, overwrite)
         console.print(f"metrics written to {json_out}")

@@ -39,6 +39,8 @@ def inspect_command(
             markup=False,
             highlight=False,
         )
+    if facts["taken_differently"]:
+        console.print(f"warning: {facts['taken_differently']}", style="yellow", markup=False, highlight=False)
     depth = facts["bit_depth"]
     if depth:
         console.print(f"bit depth: {depth['reason']}", markup=False, highlight=False)

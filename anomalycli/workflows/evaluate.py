@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from anomalycli.data import trained_on
+from anomalycli.data.confounds import taken_differently
 from anomalycli.data.layouts import Sample
 from anomalycli.data.tensors import load_mask
 from anomalycli.deploy.regions import judge_regions, min_area_of, pixel_threshold_of
@@ -59,6 +60,8 @@ def evaluate(
         n_boot=n_boot,
     )
     report["n_unreadable"] = len(rows) - len(readable)
+    # Figures measured on goods and defects taken differently measure that difference too (data/confounds.py).
+    report["taken_differently"] = taken_differently([s.path for s in samples if s.label == 0], [s.path for s in samples if s.label == 1])
     # Pixel AUROC on every fourth pixel, AUPRO (its connected regions want the finer grid) on every second.
     report["pixel_auroc"] = (
         pixel_auroc(np.concatenate([t[::2, ::2].ravel() for t in pixel_truth]), np.concatenate([m[::2, ::2].ravel() for m in pixel_scores]))

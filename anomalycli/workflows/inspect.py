@@ -10,6 +10,7 @@ from PIL import Image
 
 from anomalycli import files
 from anomalycli.data.bit_depth import FULL_BITS, SixteenBit, bit_depth_of, sixteen_bit_values
+from anomalycli.data.confounds import taken_differently
 from anomalycli.data.encoding import encoding_of
 from anomalycli.data.images import ImageError, load_image
 from anomalycli.data.layouts import Dataset
@@ -159,6 +160,8 @@ def inspect_dataset(dataset: Dataset) -> dict:
         "misshapen_masks": misshapen_masks,
         # How train would read 16-bit files (data/bit_depth.py), and the images brighter than that.
         "bit_depth": depth,
+        # Goods and defects taken differently: a model can learn that instead of the defect (data/confounds.py).
+        "taken_differently": taken_differently([s.path for s in dataset.samples if s.label == 0], [s.path for s in dataset.samples if s.label == 1]),
         "unreadable": unreadable,
         "duplicates": duplicates,
         "skipped_files": [str(p) for p in dataset.skipped],

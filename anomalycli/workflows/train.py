@@ -12,6 +12,7 @@ import torch
 from anomalycli import files, project
 from anomalycli.data import encoding, trained_on
 from anomalycli.data.bit_depth import bit_depth, significant_bits_of
+from anomalycli.data.confounds import taken_differently
 from anomalycli.data.framing import SQUASH
 from anomalycli.data.layouts import Sample, discover
 from anomalycli.data.levels import goods_sample, levels, stretched
@@ -83,6 +84,8 @@ def train(options: TrainOptions, resume: str | None = None, show_progress: bool 
     if options.method in CROSS_FITTED:
         _check_enough_goods(sum(s.label == 0 for s in fitted_on))
     require_defects_for(options.operating_rule(), sum(s.label == 1 for s in fitted_on), sum(s.label == 0 for s in fitted_on))
+    if differently := taken_differently([s.path for s in fitted_on if s.label == 0], [s.path for s in fitted_on if s.label == 1]):
+        log.warning(differently)
     train_samples, val_samples, source = choose_validation(dataset, options.val_ratio, options.seed)
     _check_classes(train_samples, val_samples, options.method, options.normal_class)
     if options.method in CROSS_FITTED:
