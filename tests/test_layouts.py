@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomalycli.data.layouts import defect_type_from_name, discover, read_manifest, write_manifest
+from anomalycli.data.layouts import defect_type_from_name, discover, is_good_name, read_manifest, write_manifest
 from anomalycli.data.synthetic import make_part
 from anomalycli.errors import UserError
 
@@ -86,6 +86,38 @@ def test_a_models_own_good_class_comes_first_and_a_line_named_otherwise_is_still
     assert discover(tmp_path, model_class="good").normal_class == "OK"
     assert discover(tmp_path, normal_class="NG", model_class="OK").normal_class == "NG"  # the user's word first
     assert discover(tmp_path, normal_class="ng").normal_class == "NG"  # in any case
+
+
+@pytest.mark.parametrize(
+    "name, good",
+    [
+        ("gut (iO)", True),
+        ("OK parts", True),
+        ("01_OK", True),
+        ("Gutteile", True),
+        ("i.O.", True),
+        ("no-defect", True),
+        ("not-good", False),
+        ("n.i.O.", False),
+        ("NIO-Teile", False),
+        ("NOK", False),
+        ("good_and_bad", False),
+        ("Kratzer & Dellen", False),
+        ("goodness", False),
+    ],
+)
+def test_the_names_lines_give_good_parts_word_by_word(name, good):
+    assert is_good_name(name) == good
+
+
+def test_a_german_lines_folders_are_read_with_their_good_class_found(tmp_path):
+    _png(tmp_path / "gut (iO)" / "a.png")
+    _png(tmp_path / "gut (iO)" / "b.png")
+    _png(tmp_path / "Kratzer & Dellen" / "c.png")
+    _png(tmp_path / "n.i.O. sonstige" / "d.png")
+    dataset = discover(tmp_path)
+    assert dataset.normal_class == "gut (iO)"
+    assert {s.path.name: s.label for s in dataset.samples} == {"a.png": 0, "b.png": 0, "c.png": 1, "d.png": 1}
 
 
 def test_labels_csv_for_a_flat_folder(tmp_path):

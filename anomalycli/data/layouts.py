@@ -116,9 +116,25 @@ def _class_folder(root, class_dir: Path, normal_class: str, split, masks) -> tup
     return samples, skipped
 
 
+# Words in a class name that say good parts ("gut (iO)", "OK parts", "01_good", "Gutteile"), and
+# words that say the opposite or negate them ("not-good", "n.i.O.", "NOK", "bad_ok_mixed").
+GOOD_WORDS = {"good", "ok", "okay", "normal", "pass", "passed", "io", "gut", "gutteil", "gutteile"}
+NOT_GOOD_WORDS = {"not", "no", "non", "nicht", "n", "nio", "nok", "ng", "bad", "fail", "failed", "reject", "rejected", "defect", "defective", "defects"}
+NOT_GOOD_WORDS |= {"schlecht", "ausschuss", "fehler", "anomaly", "anomalous", "scrap"}
+
+
+def is_good_name(name: str) -> bool:
+    """Whether a class name is one lines give good parts: one of ``GOOD_NAMES`` (in any case), or
+    with a word of ``GOOD_WORDS`` and none of ``NOT_GOOD_WORDS`` (dots dropped: i.O. is io, n.i.O. nio)."""
+    if name.lower() in GOOD_NAMES:
+        return True
+    words = set(re.split(r"[^0-9a-zäöüß]+", name.lower().replace(".", "")))
+    return bool(words & GOOD_WORDS) and not words & NOT_GOOD_WORDS
+
+
 def good_like(names) -> list[str]:
-    """The class ``names`` that lines give good parts (``GOOD_NAMES``, in any case), sorted."""
-    return sorted(name for name in set(names) if name.lower() in GOOD_NAMES)
+    """The class ``names`` that lines give good parts (``is_good_name``), sorted."""
+    return sorted(name for name in set(names) if is_good_name(name))
 
 
 def normal_class_among(names, given: str | None, model_class: str | None = None) -> str:
