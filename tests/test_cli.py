@@ -471,6 +471,9 @@ def test_calibrate_errors_are_one_line(parts, patchcore_model, tmp_path):
     assert "keeps no calibration scores" in one_clear_line(run_cli("calibrate", tmp_path / "old.safetensors", expect=1))
     assert "calibrate never replaces it" in one_clear_line(run_cli("calibrate", patchcore_model, "--out", patchcore_model, expect=1))
     assert "give one of" in one_clear_line(run_cli("calibrate", patchcore_model, "--max-fpr", "0.1", "--defect-rate", "0.1", expect=2))
+    # A folder of unlabelled images: what calibrate needs instead, and the verb for a changed line's goods.
+    said = one_clear_line(run_cli("calibrate", patchcore_model, parts / "good", expect=2))
+    assert "holds images but no class folders: calibrate chooses the threshold on labelled images" in said and "anomaly adapt" in said
 
 
 def test_fast_trains_lite0_at_224_unless_a_size_is_given(parts, tmp_path):

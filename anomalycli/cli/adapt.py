@@ -7,7 +7,16 @@ from typing import Optional
 import typer
 
 from anomalycli import project
-from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, data_for_model, model_and_target, require_model_file, user_errors
+from anomalycli.cli.common import (
+    DEFECT_RATE,
+    MAX_FPR,
+    TARGET_RECALL,
+    data_for_model,
+    is_folder_of_images,
+    model_and_target,
+    require_model_file,
+    user_errors,
+)
 from anomalycli.cli.render import console, operating_point_text
 from anomalycli.data.images import list_source
 from anomalycli.data.layouts import Sample
@@ -91,8 +100,7 @@ def _bank_change(before: dict, after: dict) -> str:
 
 def line_samples(data: Path, model_config: dict, normal_class: str | None, labels: Path | None) -> list[Sample]:
     """DATA's images: labelled where DATA has class folders or a labels CSV, else all good."""
-    folder_of_images = data.is_dir() and not any(p.is_dir() and not p.name.startswith(".") for p in data.iterdir())
-    if labels is None and (data.is_file() or folder_of_images):
+    if labels is None and (data.is_file() or is_folder_of_images(data)):
         paths, _, _ = list_source(data)
         if not paths:
             raise UserError(f"no images found in {data}")

@@ -7,7 +7,16 @@ from typing import Optional
 import typer
 
 from anomalycli import project
-from anomalycli.cli.common import DEFECT_RATE, MAX_FPR, TARGET_RECALL, data_for_model, model_and_target, require_model_file, user_errors
+from anomalycli.cli.common import (
+    DEFECT_RATE,
+    MAX_FPR,
+    TARGET_RECALL,
+    data_for_model,
+    is_folder_of_images,
+    model_and_target,
+    require_model_file,
+    user_errors,
+)
 from anomalycli.cli.render import console, operating_point_text
 from anomalycli.deploy import export
 from anomalycli.detection.methods import AnomalyModel
@@ -73,6 +82,11 @@ def calibrate_command(
     pixel_size = pixel_size or model.config.get("pixel_size_mm")
     pixel = PixelChoices(None if min_area is None else parse_area(min_area, pixel_size), pixel_size, pixel_fpr)
     samples, source = None, ""
+    if data is not None and labels is None and manifest is None and is_folder_of_images(data):
+        raise UsageError(
+            f"{data} holds images but no class folders: calibrate chooses the threshold on labelled images (good/ and a folder per "
+            f"defect class, or --labels CSV); to teach the model good images of a changed line, run: anomaly adapt {model_path} {data}"
+        )
     if data is not None:
         dataset = data_for_model(data, model.config, normal_class, labels, manifest)
         samples = dataset.in_split(split) if split else dataset.samples

@@ -145,6 +145,11 @@ def user_errors(command):
     return wrapper
 
 
+def is_folder_of_images(data: Path) -> bool:
+    """A folder with no subfolders (images alone, unlabelled), as against class folders."""
+    return data.is_dir() and not any(p.is_dir() and not p.name.startswith(".") for p in data.iterdir())
+
+
 def data_for_model(data, model_config: dict, normal_class: str | None = None, labels=None, manifest=None) -> Dataset:
     """DATA's labelled images as a model judges them: its good parts in ``normal_class`` where
     given, else in the model's own good class where DATA has one, else as ``discover`` finds them
