@@ -8,8 +8,9 @@ data look alike, and a rule per file would scale two images of one line 4x apart
 brightest pixel crosses a bit boundary. So the fit measures the largest value of the goods'
 16-bit files, keeps the fewest of ``CANDIDATE_BITS`` that hold it, and the model records it: every
 verb then reads each 16-bit file with those bits (a value above them saturates, as a brighter
-exposure would). Files of 8 bits and camera frames are not touched: a frame is scaled by its own
-pixel format's bits (``pixel_formats.py``).
+exposure would). Values a camera moved to the top bits are on the 16-bit scale already (see
+``bit_depth_of``). Files of 8 bits are not touched, and a camera's frames are read as the model
+read its goods' files (``pixel_formats.frame_significant_bits``).
 
 No PyTorch here: predict reads files with it.
 """
