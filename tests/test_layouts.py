@@ -176,6 +176,23 @@ def test_manifest_round_trip_and_outside_paths(parts, tmp_path):
         read_manifest(parts, bad, "good")
 
 
+def test_a_data_set_of_links_to_images_elsewhere_reads_its_own_manifest(tmp_path):
+    """A data set gathered by links, not copies: its files are inside DATA where they lie."""
+    for name in ("a.png", "b.png", "c.png"):
+        _png(tmp_path / "store" / name)
+    (tmp_path / "data" / "good").mkdir(parents=True)
+    (tmp_path / "data" / "dent").mkdir()
+    for name, folder in (("a.png", "good"), ("b.png", "good"), ("c.png", "dent")):
+        (tmp_path / "data" / folder / name).symlink_to(tmp_path / "store" / name)
+    data = tmp_path / "data"
+    write_manifest(tmp_path / "m.csv", data, discover(data).samples, "fold")
+    again = read_manifest(data, tmp_path / "m.csv", "good")
+    assert [(s.path, s.label) for s in again.samples] == [(data / "dent" / "c.png", 1), (data / "good" / "a.png", 0), (data / "good" / "b.png", 0)]
+    (tmp_path / "out.csv").write_text("path,label,defect_type,fold\ngood/../../store/a.png,good,,0\n")
+    with pytest.raises(UserError, match="outside"):
+        read_manifest(data, tmp_path / "out.csv", "good")
+
+
 def test_missing_and_empty_folders_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         discover(tmp_path / "nope")

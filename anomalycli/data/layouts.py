@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -247,8 +248,10 @@ def _sample_from_row(root: Path, rel: str, row: dict, normal_class: str, csv_pat
     label_name = row["label"]
     if not label_name:
         raise UserError(f"{csv_path} line {line}: empty label for {rel}; every row needs a class name")
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root.resolve()):
+    # Lexically, '..' taken out: a file that is a link to images elsewhere (a data set gathered by
+    # links, not copies) is still inside DATA where it lies.
+    path = Path(os.path.normpath(root.absolute() / rel))
+    if not path.is_relative_to(Path(os.path.normpath(root.absolute()))):
         raise UserError(f"{csv_path} line {line}: {rel} points outside {root}; paths must stay inside DATA")
     label = int(label_name != normal_class)
     defect = (row.get("defect_type") or defect_type_from_name(path.stem) or label_name) if label else None
