@@ -235,3 +235,17 @@ def test_review_mistakes_are_one_line(patchcore_model, parts, tmp_path):
     assert "no decisions to copy" in one_clear_line(
         run_cli("review", patchcore_model, parts, "--labels", tmp_path / "none.csv", "--into", tmp_path / "d", expect=1)
     )
+
+
+def test_two_links_named_alike_in_two_folders_keep_two_names(tmp_path):
+    """Images gathered by links, not copies: each keeps the name it has below the folder reviewed."""
+    from anomalycli.views.review_server import relative_name
+
+    for camera in ("cam1", "cam2"):
+        (tmp_path / "store" / camera).mkdir(parents=True)
+        (tmp_path / "store" / camera / "001.png").write_bytes(b"")
+        (tmp_path / "review" / camera).mkdir(parents=True)
+        (tmp_path / "review" / camera / "001.png").symlink_to(tmp_path / "store" / camera / "001.png")
+    base = tmp_path / "review"
+    assert [relative_name(base / c / "001.png", base) for c in ("cam1", "cam2")] == ["cam1/001.png", "cam2/001.png"]
+    assert relative_name(tmp_path / "elsewhere" / "002.png", base) == "002.png"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import math
+import os
 import secrets
 from importlib import resources
 from pathlib import Path
@@ -214,7 +215,9 @@ def serve(app, host: str, port: int) -> None:
 
 
 def relative_name(path: Path, base: Path) -> str:
+    """``path`` below ``base``, where it lies (a link to an image elsewhere keeps its own name and
+    folder: two links named alike stay two); its file name where it is not below."""
     try:
-        return path.resolve().relative_to(base.resolve()).as_posix()
+        return Path(os.path.normpath(path.absolute())).relative_to(os.path.normpath(base.absolute())).as_posix()
     except ValueError:
         return path.name
