@@ -11,7 +11,7 @@ import torch
 
 from anomalycli import files, project
 from anomalycli.data import encoding, trained_on
-from anomalycli.data.bit_depth import bit_depth, significant_bits_of
+from anomalycli.data.bit_depth import BitDepth, bit_depth, significant_bits_of
 from anomalycli.data.confounds import taken_differently
 from anomalycli.data.framing import SQUASH
 from anomalycli.data.layouts import Sample, discover
@@ -123,16 +123,22 @@ def fit(
     run_dir: Path | None = None,
     state: dict | None = None,
     show_progress: bool = True,
+    depth: BitDepth | None = None,
 ) -> tuple[AnomalyModel, list[dict], list[str]]:
     """Fit ``options.method`` and calibrate it; the benchmark calls this per fold.
 
     Patchcore and the hybrid fit and cross-fit on both lists together (nothing is held out);
     the classifier fits on ``train_samples`` and calibrates on ``val_samples``. Returns the model, the classifier's per-epoch history (empty for patchcore) and warnings.
-    With a ``run_dir`` the classifier saves a checkpoint there after every epoch.
+    With a ``run_dir`` the classifier saves a checkpoint there after every epoch. ``depth``: the
+    goods' ``bit_depth``, where measured already (each input size tried fits again).
     """
+    if depth is None:
+        depth = bit_depth([s.path for s in train_samples + val_samples if s.label == 0])
+        if depth.reason:
+            log.info(f"bit depth: {depth.reason}")
     if options.method in CROSS_FITTED and options.image_size is None:
         return input_size.fit_best_size(
-            options, train_samples + val_samples, lambda sized: fit(sized, train_samples, val_samples, run_dir, state, show_progress)
+            options, train_samples + val_samples, lambda sized: fit(sized, train_samples, val_samples, run_dir, state, show_progress, depth)
         )
     device = resolve_device(options.device)
     torch.manual_seed(options.seed)
@@ -145,10 +151,8 @@ def fit(
         # What review offers as number keys; it changes no score.
         "defect_types": sorted({s.defect_type for s in train_samples + val_samples if s.label == 1 and s.defect_type}),
     }
-    depth = bit_depth([s.path for s in train_samples + val_samples if s.label == 0])
     if depth.reason:  # the goods hold 16-bit files
         config["significant_bits"] = depth.bits
-        log.info(f"bit depth: {depth.reason}")
     bits = significant_bits_of(config)
     if options.ignore:
         config["ignore"] = ignore.to_config(ignore.read_masks([Path(p) for p in options.ignore], options.image_size))
