@@ -128,3 +128,5 @@ def test_a_path_list_keeps_its_order_and_repeats_and_skips_comments(tmp_path):
         list_source(tmp_path / "model.safetensors")
     _png(tmp_path / "one.png")
     assert list_source(tmp_path / "one.png") == ([tmp_path / "one.png"], [], tmp_path)
+    (tmp_path / "notepad.txt").write_bytes("\ufeffone.png\r\none.png\r\n".encode())  # Windows Notepad: a byte-order mark, CRLF
+    assert list_source(tmp_path / "notepad.txt")[0] == [tmp_path / "one.png", tmp_path / "one.png"]

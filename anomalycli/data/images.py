@@ -101,7 +101,7 @@ def list_source(source: str | Path) -> tuple[list[Path], list[Path], Path]:
         if source.suffix.lower() not in PATH_LIST_SUFFIXES:
             raise UserError(f"{source} is not an image; give an image, a folder of images or a .txt list of image paths, one a line")
         try:
-            lines = source.read_text(encoding="utf-8").splitlines()
+            lines = source.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark (Notepad) is no part of a path
         except (OSError, UnicodeDecodeError) as exc:
             raise UserError(f"cannot read the path list {source} ({type(exc).__name__}); it must be UTF-8 text, one path a line") from None
         base = source.parent
