@@ -124,6 +124,9 @@ def test_check_says_every_mistake_in_one_line_each(patchcore_model, tmp_path):
     assert "no mistakes" in run_cli("station", "--check", write_station(tmp_path, {1: patchcore_model}, port=_free_port())).output
     station, mistakes = parse(tmp_path / "nope.toml")
     assert station is None and "does not exist" in mistakes[0]
+    notepad = write_station(tmp_path, {1: patchcore_model}, port=_free_port())
+    notepad.write_bytes("\ufeff".encode() + notepad.read_bytes().replace(b"\n", b"\r\n"))  # saved by Windows Notepad
+    assert "no mistakes" in run_cli("station", "--check", notepad).output
 
 
 @pytest.mark.parametrize("server", ["modbus", "opcua", "http"])

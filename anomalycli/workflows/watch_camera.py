@@ -42,7 +42,7 @@ def read_source(path: Path) -> tuple[dict | None, dict | None, dict | None]:
     if not path.is_file():
         raise UserError(f"camera source file {path} does not exist; write one with [source.camera] or [source.video] (README: From the camera)")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark (Notepad) is no TOML
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path.name} is not valid TOML: {exc}") from None
     mistakes: list[str] = []

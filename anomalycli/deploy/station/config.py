@@ -87,7 +87,7 @@ def parse(path: Path) -> tuple[StationFile | None, list[str]]:
     if not path.is_file():
         return None, [f"station file {path} does not exist; write one (see the README's station section)"]
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark (Notepad) is no TOML
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         return None, [f"{name} is not valid TOML: {exc}"]
     mistakes = []
