@@ -93,3 +93,21 @@ def test_the_exported_file_outputs_the_defect_mask_at_its_pixel_threshold(patchc
     assert defect_mask.dtype == np.uint8 and defect_mask.shape == anomaly_map.shape
     assert np.array_equal(defect_mask, (anomaly_map >= float(meta["pixel_threshold"])).astype(np.uint8))
     assert defect_mask.any() and "defect_mask" in meta["outputs"]
+
+
+def test_two_images_of_one_name_get_two_heat_maps_and_masks_and_a_repeat_one(patchcore_model, parts, tmp_path):
+    """a.png and a.jpg in one folder, and a list naming one image twice: each image's own files,
+    none written over another's or refused as already there."""
+    defects = sorted((parts / "not-good").glob("*.png"))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.open(defects[0]).save(folder / "a.png")
+    Image.open(defects[1]).convert("RGB").save(folder / "a.jpg", quality=95)
+    Image.open(defects[2]).save(folder / "b.png")
+    run_cli("predict", patchcore_model, folder, "--heatmaps", tmp_path / "heat", "--masks", tmp_path / "masks", "--threshold", "0.01")
+    assert sorted(p.name for p in (tmp_path / "heat").glob("*.png")) == ["a.jpg.png", "a.png.png", "b.png"]
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["a.jpg_mask.png", "a.png_mask.png", "b_mask.png"]
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"{folder / 'b.png'}\n{folder / 'b.png'}\n")
+    run_cli("predict", patchcore_model, listed, "--heatmaps", tmp_path / "heat2", "--masks", tmp_path / "masks2", "--threshold", "0.01")
+    assert [p.name for p in (tmp_path / "heat2").rglob("*.png")] == ["b.png"] and [p.name for p in (tmp_path / "masks2").rglob("*.png")] == ["b_mask.png"]

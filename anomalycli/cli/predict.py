@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -107,6 +108,8 @@ def predict_command(
         scale = map_scale(model) if heatmaps is not None else None
         if heatmaps is not None:
             mark_heatmaps_folder(heatmaps)
+        names = _output_names(paths, base) if heatmaps is not None or masks is not None else {}
+        written: set[Path] = set()  # a path listed twice is drawn once
         try:
             for scored in scored_rows:
                 found = judge_regions(scored, pixel_threshold, min_area) if with_regions else []
@@ -115,12 +118,16 @@ def predict_command(
                     rows[-1]["passed_by_size"] = scored.passed_by_size
                 if with_regions:
                     rows[-1]["regions"] = [r.to_dict(pixel_size) for r in found]
-                    if masks is not None and found:
-                        save_mask(scored, pixel_threshold, masks / _relative(scored.path, base).with_name(f"{scored.path.stem}_mask.png"), overwrite)
-                if heatmaps is not None and scored.map is not None:
+                    target = masks / names[scored.path].with_name(f"{names[scored.path].name}_mask.png") if masks is not None else None
+                    if target is not None and found and target not in written:
+                        save_mask(scored, pixel_threshold, target, overwrite)
+                        written.add(target)
+                target = heatmaps / names[scored.path].with_name(f"{names[scored.path].name}.png") if heatmaps is not None else None
+                if target is not None and scored.map is not None and target not in written:
                     image = load_image(scored.path, significant_bits_of(model.config))
                     heat = overlay(image, scored.map, scale, flagged=scored.verdict == "anomaly")
-                    save_heatmap(panel(image, heat) if side_by_side else heat, heatmaps / _relative(scored.path, base).with_suffix(".png"), overwrite)
+                    save_heatmap(panel(image, heat) if side_by_side else heat, target, overwrite)
+                    written.add(target)
                 scored.map = None  # memory stays flat in the number of images
                 kept.append(scored)
         except KeyboardInterrupt:
@@ -192,6 +199,22 @@ def _exported_config(path: Path) -> dict | None:
         return json.loads(properties[onnx_model.META_KEY])["config"]
     except Exception:  # anything wrong with the file is loading's to say, in its one line
         return None
+
+
+def _output_names(paths: list[Path], base: Path) -> dict[Path, Path]:
+    """Each image's name under --heatmaps and --masks, less the ".png" or "_mask.png" it gets: its
+    path below SOURCE without its extension; with it where two images differ only by it (a.png and
+    a.jpg: a.png.png and a.jpg.png, not one a.png written over the other), and numbered where still
+    alike (two listed files of one name from two folders)."""
+    plain = {path: _relative(path, base).with_suffix("") for path in dict.fromkeys(paths)}
+    shared = Counter(plain.values())
+    names = {path: _relative(path, base) if shared[name] > 1 else name for path, name in plain.items()}
+    seen: Counter = Counter()
+    for path, name in names.items():
+        seen[name] += 1
+        if seen[name] > 1:
+            names[path] = name.with_name(f"{name.name}-{seen[name]}")
+    return names
 
 
 def _relative(path: Path, base: Path) -> Path:
