@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from anomalycli.deploy.journal import COLUMNS
 from tests.conftest import run_cli
@@ -278,14 +279,17 @@ def test_flagged_images_are_kept_with_their_heat_maps_and_their_regions_counted(
     inbox.mkdir()
     process = start(patchcore_model, inbox, journal, "--keep-flagged", keep, "--regions")
     wait_started(process, journal)
-    for source in sorted((parts / "not-good").glob("*.png"))[:4]:
+    defects = sorted((parts / "not-good").glob("*.png"))[:4]
+    for source in defects:
         shutil.copy(source, inbox / source.name)
-    assert wait_for(lambda: len(rows(journal)) == 4)
+    Image.open(defects[0]).convert("RGB").save(inbox / defects[0].with_suffix(".jpg").name, quality=95)  # one name, two images
+    assert wait_for(lambda: len(rows(journal)) == 5)
     stop(process)
     flagged = sorted(r["path"] for r in rows(journal) if r["verdict"] == "anomaly")
-    assert flagged and sorted(p.name for p in (keep / "images").iterdir()) == flagged
+    assert defects[0].with_suffix(".jpg").name in flagged and sorted(p.name for p in (keep / "images").iterdir()) == flagged
     assert all(int(r["regions"]) >= 1 and float(r["largest_area_px"]) > 0 for r in rows(journal) if r["verdict"] == "anomaly")
-    assert sorted(p.name for p in (keep / "heatmaps").iterdir()) == sorted([".anomalycli-heatmaps"] + [Path(n).with_suffix(".png").name for n in flagged])
+    expected = [n if n.endswith(".png") else f"{n}.png" for n in flagged]  # a.jpg's a.jpg.png beside a.png's a.png
+    assert sorted(p.name for p in (keep / "heatmaps").iterdir()) == sorted([".anomalycli-heatmaps", *expected])
 
 
 def test_the_journal_is_plain_csv_a_spreadsheet_reads(tmp_path):

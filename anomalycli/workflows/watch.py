@@ -283,7 +283,7 @@ class _Watch:
         if judged.scored.map is not None:
             heat = overlay(load_image(path, self.line.significant_bits), judged.scored.map, self.scale, flagged=judged.verdict == "anomaly")
             mark_heatmaps_folder(keep / "heatmaps")
-            save_heatmap(heat, (keep / "heatmaps" / target.relative_to(keep / "images")).with_suffix(".png"))
+            save_heatmap(heat, keep / "heatmaps" / heatmap_name(target.relative_to(keep / "images")))
 
     def _disk_low(self) -> bool:
         """Whether a disk the watch writes to has less than ``min_free_mb`` free; says so once,
@@ -303,6 +303,11 @@ class _Watch:
             self.say("disk guard: space again: judging resumes")
         self.paused = bool(low)
         return self.paused
+
+
+def heatmap_name(image: Path) -> Path:
+    """A kept image's heat map's name: the image's, as a PNG (a.jpg's a.jpg.png, never a.png's a.png)."""
+    return image if image.suffix.lower() == ".png" else image.with_name(f"{image.name}.png")
 
 
 def _free_name(path: Path) -> Path:
