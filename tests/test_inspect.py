@@ -138,3 +138,17 @@ def test_inspect_says_how_to_hold_a_test_split_out_where_there_is_none(parts, tm
     assert "no test split: train fits on every image here" in " ".join(run_cli("inspect", parts).output.split())
     run_cli("split", parts, "--test-ratio", "0.2", "--out", tmp_path / "split.csv")
     assert "no test split" not in run_cli("inspect", parts, "--manifest", tmp_path / "split.csv").output
+
+
+def test_inspect_warns_where_float_images_scaled_each_on_its_own_keep_few_grey_levels(tmp_path):
+    rng = np.random.default_rng(0)
+    for folder, centre, spread in (("height", 8.0, 0.5), ("normalised", 0.5, 0.2)):
+        for name in ("good/a", "good/b", "bad/c"):
+            (tmp_path / folder / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.normal(centre, spread, (32, 32)).clip(0, 1 if centre < 1 else None).astype(np.float32), "F").save(
+                tmp_path / folder / f"{name}.tif"
+            )
+    said = " ".join(run_cli("inspect", tmp_path / "height", "--json", tmp_path / "f.json").output.split())
+    assert "warning: 3 float or 32-bit image(s) are each scaled to 8 bits by their own largest value" in said and "grey levels" in said
+    assert json.loads((tmp_path / "f.json").read_text())["own_scale"]["fewest_grey_levels"] < 10
+    assert "float or 32-bit" not in run_cli("inspect", tmp_path / "normalised").output, "a float image on 0..1 keeps its levels"

@@ -192,12 +192,7 @@ def to_grey_or_rgb(image: Image.Image, significant_bits: int = FULL_BITS) -> Ima
     0..1, 0..255 or 0..65535, by their largest value)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         array = np.asarray(image, dtype=np.float64)
-        if image.mode.startswith("I;16"):
-            top = float(2**significant_bits - 1)
-        else:
-            top = 65535.0 if array.max() > 255 else 255.0
-        if image.mode == "F" and array.max() <= 1.0:
-            top = 1.0  # a float image on the 0..1 scale (a normalised export) is not a black one
+        top = float(2**significant_bits - 1) if image.mode.startswith("I;16") else own_scale_top(image.mode, float(array.max()))
         image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
@@ -206,6 +201,14 @@ def to_grey_or_rgb(image: Image.Image, significant_bits: int = FULL_BITS) -> Ima
     if image.mode in ("L", "RGB"):
         return image
     return image.convert("L" if image.mode == "1" else "RGB")
+
+
+def own_scale_top(mode: str, largest: float) -> float:
+    """The value a 32-bit integer or float image's white is, chosen per file from its largest value:
+    1 (a float image on the 0..1 scale, a normalised export, is not a black one), 255 or 65535."""
+    if mode == "F" and largest <= 1.0:
+        return 1.0
+    return 65535.0 if largest > 255 else 255.0
 
 
 def read_image_array(path: str | Path, image_size: int, data: bytes | None = None, framing: str = SQUASH, significant_bits: int = FULL_BITS) -> np.ndarray:

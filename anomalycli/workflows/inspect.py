@@ -12,7 +12,7 @@ from anomalycli import files
 from anomalycli.data.bit_depth import FULL_BITS, SixteenBit, bit_depth_of, sixteen_bit_values
 from anomalycli.data.confounds import taken_differently
 from anomalycli.data.encoding import encoding_of
-from anomalycli.data.images import ImageError, load_image
+from anomalycli.data.images import ImageError, load_image, own_scale_top
 from anomalycli.data.layouts import Dataset
 from anomalycli.data.levels import goods_sample, levels
 from anomalycli.data.orientation import measured_goods, orientation, readable_images
@@ -79,6 +79,10 @@ def resize_note(summary: dict | None) -> str | None:
     )
 
 
+# Fewer grey levels than this in a float or 32-bit image scaled on its own: worth a warning.
+OWN_SCALE_LEVELS = 64
+
+
 def inspect_dataset(dataset: Dataset) -> dict:
     counts: dict[str, Counter] = defaultdict(Counter)
     defect_types: Counter = Counter()
@@ -87,6 +91,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
     saved_as: Counter = Counter()
     misshapen_masks = []
     sixteen_bit: dict[Path, SixteenBit] = {}  # what each 16-bit image's values say of their bits
+    own_scale: dict[Path, int] = {}  # the grey levels each float or 32-bit image keeps, scaled on its own
     unreadable = []
     by_hash: dict[str, list] = defaultdict(list)
     for s in dataset.samples:
@@ -102,6 +107,9 @@ def inspect_dataset(dataset: Dataset) -> dict:
                     misshapen_masks.append({"path": str(s.mask), "mask": shape, "image": f"{im.width}x{im.height}"})
                 if (values := sixteen_bit_values(im)) is not None:
                     sixteen_bit[s.path] = values
+                if im.mode in ("I", "F"):
+                    low, high = im.getextrema()
+                    own_scale[s.path] = int((high - low) / own_scale_top(im.mode, high) * 255) + 1
             saved_as[encoding_of(s.path)] += 1
             load_image(s.path)  # a full decode: truncated files fail only here
         except ImageError as exc:
@@ -160,6 +168,8 @@ def inspect_dataset(dataset: Dataset) -> dict:
         "misshapen_masks": misshapen_masks,
         # How train would read 16-bit files (data/bit_depth.py), and the images brighter than that.
         "bit_depth": depth,
+        # Float and 32-bit images are scaled each by its own largest value (images.own_scale_top).
+        "own_scale": _own_scale(own_scale),
         # Goods and defects taken differently: a model can learn that instead of the defect (data/confounds.py).
         "taken_differently": taken_differently([s.path for s in dataset.samples if s.label == 0], [s.path for s in dataset.samples if s.label == 1]),
         "unreadable": unreadable,
@@ -175,6 +185,15 @@ def _bit_depth(sixteen_bit: dict[Path, SixteenBit], fitted_on) -> dict | None:
     if not depth.reason:
         return None
     return {**depth.to_dict(), "saturated": sorted(str(path) for path, values in sixteen_bit.items() if values.largest >= 2**depth.bits)}
+
+
+def _own_scale(levels: dict[Path, int]) -> dict | None:
+    """Where float or 32-bit images keep few grey levels, scaled each on its own (a height map in
+    mm: its values span a few units of 0..255): how many, the fewest levels, and that image."""
+    if not levels:
+        return None
+    fewest = min(levels, key=levels.get)
+    return {"images": len(levels), "fewest_grey_levels": levels[fewest], "first": str(fewest)} if levels[fewest] < OWN_SCALE_LEVELS else None
 
 
 def _mask_shape_differs(mask: Path, image_size: tuple[int, int]) -> str | None:
