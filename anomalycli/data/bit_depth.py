@@ -48,6 +48,10 @@ class SixteenBit:
     largest: int
     low_zero_bits: int  # the low bits every value leaves at 0: 4 for a Mono12 camera's values moved to the top bits
 
+    def saturates(self, bits: int) -> bool:
+        """Whether read on ``bits`` its brightest pixels saturate."""
+        return bits < FULL_BITS and self.largest >= 2**bits
+
 
 def sixteen_bit_values(image: Image.Image) -> SixteenBit | None:
     """``SixteenBit`` of an opened image; None for one that is not 16-bit grey."""
@@ -105,4 +109,4 @@ def saturated(paths: list[Path], significant_bits: int) -> list[Path]:
     reads 16-bit files on all 16): their brightest pixels saturate."""
     if significant_bits >= FULL_BITS:
         return []
-    return [path for path in paths if (found := sixteen_bit_file(path)) is not None and found.largest >= 2**significant_bits]
+    return [path for path in paths if (found := sixteen_bit_file(path)) is not None and found.saturates(significant_bits)]

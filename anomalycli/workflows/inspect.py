@@ -184,7 +184,7 @@ def _bit_depth(sixteen_bit: dict[Path, SixteenBit], fitted_on) -> dict | None:
     depth = bit_depth_of([sixteen_bit[s.path] for s in fitted_on if s.label == 0 and s.path in sixteen_bit])
     if not depth.reason:
         return None
-    return {**depth.to_dict(), "saturated": sorted(str(path) for path, values in sixteen_bit.items() if values.largest >= 2**depth.bits)}
+    return {**depth.to_dict(), "saturated": sorted(str(path) for path, values in sixteen_bit.items() if values.saturates(depth.bits))}
 
 
 def _own_scale(levels: dict[Path, int]) -> dict | None:
