@@ -152,3 +152,13 @@ def test_inspect_warns_where_float_images_scaled_each_on_its_own_keep_few_grey_l
     assert "warning: 3 float or 32-bit image(s) are each scaled to 8 bits by their own largest value" in said and "grey levels" in said
     assert json.loads((tmp_path / "f.json").read_text())["own_scale"]["fewest_grey_levels"] < 10
     assert "float or 32-bit" not in run_cli("inspect", tmp_path / "normalised").output, "a float image on 0..1 keeps its levels"
+
+
+def test_inspect_measures_a_folder_of_unlabelled_images_and_says_how_to_sort_them_for_train(tmp_path):
+    for i in range(3):
+        Image.fromarray(np.full((24, 32), 60 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    said = " ".join(run_cli("inspect", tmp_path, "--json", tmp_path / "facts.json").output.split())
+    assert "holds images but no class folders: they are measured as one unlabelled group" in said and f"{tmp_path}/good/" in said
+    facts = json.loads((tmp_path / "facts.json").read_text())
+    assert facts["n_images"] == 3 and facts["image_sizes"] == {"32x24": 3}
+    assert "no class folders" in run_cli("train", tmp_path, expect=1).output, "train still asks for them"

@@ -5,9 +5,9 @@ from typing import Optional
 
 import typer
 
-from anomalycli.cli.common import NORMAL_CLASS_HELP, data_folder, user_errors
+from anomalycli.cli.common import NORMAL_CLASS_HELP, data_folder, is_folder_of_images, user_errors
 from anomalycli.cli.render import console, inspection_tables, write_json
-from anomalycli.data.layouts import discover
+from anomalycli.data.layouts import discover, unlabelled
 from anomalycli.files import check_writable
 from anomalycli.workflows.inspect import inspect_dataset
 
@@ -24,7 +24,15 @@ def inspect_command(
     """What is in a data set: counts, imbalance, defect types, sizes, unreadable files, duplicates."""
     data = data_folder(data)
     check_writable(json_out, "--json", overwrite=overwrite)
-    facts = inspect_dataset(discover(data, normal_class, labels, manifest))
+    flat = labels is None and manifest is None and is_folder_of_images(data)
+    if flat:
+        console.print(
+            f"{data} holds images but no class folders: they are measured as one unlabelled group, taken for goods; to train, put "
+            f"the good ones in {data}/good/ and the defective ones in {data}/<defect class>/, or pass --labels CSV",
+            markup=False,
+            highlight=False,
+        )
+    facts = inspect_dataset(unlabelled(data) if flat else discover(data, normal_class, labels, manifest))
     for table in inspection_tables(facts):
         console.print(table)
     if facts["skipped_files"]:

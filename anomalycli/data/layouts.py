@@ -163,6 +163,18 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in MASK_FOLDERS)
 
 
+UNLABELLED = "unlabelled"
+
+
+def unlabelled(folder: str | Path) -> Dataset:
+    """A folder of images without class folders or labels, as one group taken for goods: what
+    ``inspect`` measures before the images are sorted (train never takes it so)."""
+    images, skipped = list_images(folder)
+    if not images:
+        raise UserError(f"no images found in {folder}; supported files: {', '.join(sorted(IMAGE_EXTENSIONS))}")
+    return Dataset(Path(folder), "a folder of unlabelled images", [Sample(path, UNLABELLED, 0) for path in images], UNLABELLED, skipped)
+
+
 def discover(
     data: str | Path,
     normal_class: str | None = None,
