@@ -129,6 +129,14 @@ def test_labels_csv_for_a_flat_folder(tmp_path):
     assert [(s.label, s.defect_type) for s in dataset.samples] == [(0, None), (1, "dent")]
 
 
+def test_a_manifest_written_on_windows_names_its_folders_with_backslashes(tmp_path):
+    _png(tmp_path / "good" / "a.png")
+    _png(tmp_path / "dent" / "b.png")
+    (tmp_path / "split.csv").write_text("path,label,defect_type,split\ngood\\a.png,good,,train\ndent\\b.png,dent,dent,test\n")
+    dataset = read_manifest(tmp_path, tmp_path / "split.csv", "good")
+    assert [(s.path, s.split) for s in dataset.samples] == [(tmp_path / "good" / "a.png", "train"), (tmp_path / "dent" / "b.png", "test")]
+
+
 @pytest.mark.parametrize(
     "text, encoding",
     [

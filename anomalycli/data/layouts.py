@@ -285,6 +285,8 @@ def _samples_from_rows(root, rows, key, csv_path, normal_class, what) -> list[Sa
     samples, missing = [], []
     for line, row in enumerate(rows, start=2):
         rel = row[key]
+        if "\\" in rel and not (root / rel).exists():  # written on Windows (good\a.png): its folders
+            rel = rel.replace("\\", "/")
         if rel in seen:
             raise UserError(f"{csv_path} line {line}: {rel} is listed twice (first on line {seen[rel]}); keep one row per image")
         seen[rel] = line
