@@ -130,3 +130,30 @@ def test_a_path_list_keeps_its_order_and_repeats_and_skips_comments(tmp_path):
     assert list_source(tmp_path / "one.png") == ([tmp_path / "one.png"], [], tmp_path)
     (tmp_path / "notepad.txt").write_bytes("\ufeffone.png\r\none.png\r\n".encode())  # Windows Notepad: a byte-order mark, CRLF
     assert list_source(tmp_path / "notepad.txt")[0] == [tmp_path / "one.png", tmp_path / "one.png"]
+
+
+def test_a_mask_marks_as_a_black_and_white_one_whatever_its_values_and_mode(tmp_path):
+    """0/255 (MVTec's), 0/1 (a bool array saved as it is), 16-bit 0/65535, red on black, a palette's
+    index 1 and a 1-bit image: the same pixels marked, at any size the verbs read them."""
+    from anomalycli.data.images import binary_mask
+    from anomalycli.data.tensors import load_mask
+
+    marked = np.zeros((16, 24), bool)
+    marked[4:9, 10:20] = True
+    red = np.zeros((16, 24, 3), np.uint8)
+    red[marked] = (255, 0, 0)
+    palette = Image.fromarray(marked.astype(np.uint8), "P")
+    palette.putpalette([0, 0, 0, 255, 0, 0])
+    masks = {
+        "255": Image.fromarray(marked.astype(np.uint8) * 255, "L"),
+        "01": Image.fromarray(marked.astype(np.uint8), "L"),
+        "16bit": Image.fromarray(marked.astype(np.uint16) * 65535),
+        "red": Image.fromarray(red, "RGB"),
+        "palette": palette,
+        "1bit": Image.fromarray(marked.astype(np.uint8) * 255, "L").convert("1"),
+    }
+    for name, mask in masks.items():
+        assert (np.asarray(binary_mask(mask)) == marked * 255).all(), name
+        mask.save(tmp_path / f"{name}.png")
+        assert (load_mask(tmp_path / f"{name}.png", 32).numpy() == load_mask(tmp_path / "255.png", 32).numpy()).all(), name
+    assert not np.asarray(binary_mask(Image.new("L", (8, 8)))).any(), "an empty mask marks nothing"

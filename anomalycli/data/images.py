@@ -36,6 +36,17 @@ def is_mask(path: Path, root: Path | None = None) -> bool:
     return path.stem.endswith("_mask") or any(p in MASK_FOLDERS for p in parts[:-1])
 
 
+def binary_mask(image: Image.Image) -> Image.Image:
+    """A mask of any mode as 'L', 255 where it marks and 0 elsewhere: above half its brightest value,
+    in its brightest channel. So a 0/1 mask (a bool array saved as it is, a palette's index 1), a
+    16-bit one and one drawn in colour (red on black, luminance 76) mark as 0/255 ones do."""
+    values = np.asarray(image.convert("L") if image.mode == "1" else image)
+    if values.ndim == 3:
+        values = values[..., :3].max(axis=-1)  # any colour channel lit; an alpha channel is no mark
+    top = values.max(initial=0)
+    return Image.fromarray(np.where(values > top / 2, 255, 0).astype(np.uint8) if top else np.zeros(values.shape, np.uint8), "L")
+
+
 # A station archive's heat map lies beside its image under this suffix (deploy/archive.py): a
 # search for images never takes it for a part's.
 HEATMAP_SUFFIX = ".heatmap.png"

@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from anomalycli.data.images import binary_mask
+
 # The patch features' grid step, in input pixels (the backbones' stride-8 map).
 FEATURE_STRIDE = 8
 # A defect thinner than two feature cells at the default size is worth a larger input: one cell
@@ -61,7 +63,7 @@ def defect_thickness(mask_path: str | Path, size: int) -> float | None:
     """The mask's largest defect's thickness at ``size`` x ``size`` (its area over its bounding
     box's longer side: a scratch's width, a spot's diameter), or None for an empty mask."""
     with Image.open(mask_path) as image:
-        mask = np.asarray(image.convert("L")) > 127
+        mask = np.asarray(binary_mask(image)) > 127
     components, n = ndimage.label(mask)
     if not n:
         return None

@@ -12,13 +12,13 @@ from PIL import Image
 from anomalycli.data.bit_depth import FULL_BITS
 from anomalycli.data.decoding import DecodeAhead, batches
 from anomalycli.data.framing import SQUASH, framed
-from anomalycli.data.images import ImageError, read_image_array, resized_array
+from anomalycli.data.images import ImageError, binary_mask, read_image_array, resized_array
 from anomalycli.data.layouts import Sample
 
 
 def load_mask(path: Path, size: int) -> torch.Tensor:
     with Image.open(path) as mask:
-        mask = mask.convert("L").resize((size, size), Image.NEAREST)
+        mask = binary_mask(mask).resize((size, size), Image.NEAREST)
         return torch.from_numpy(np.array(mask) > 127)
 
 
@@ -26,7 +26,7 @@ def load_framed_mask(path: Path, size: int, framing: str) -> np.ndarray:
     """A defect mask (bool S x S) in the frame the model's input has (``framing.framed``: a
     letterboxed mask is mirrored at its edges as the image is)."""
     with Image.open(path) as mask:
-        return framed(mask.convert("L"), size, framing)[..., 0] > 127
+        return framed(binary_mask(mask), size, framing)[..., 0] > 127
 
 
 def image_batches(

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
+from anomalycli.data.images import binary_mask
 from anomalycli.errors import UserError
 
 
@@ -37,7 +38,7 @@ def read_masks(paths: list[Path], image_size: int) -> np.ndarray:
 def _painted(path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
-            return image.convert("L")
+            return binary_mask(image)
     except (OSError, UnidentifiedImageError):
         raise UserError(f"--ignore {path}: not an image Pillow can read; give a black-and-white PNG, white where to ignore") from None
 
