@@ -72,7 +72,7 @@ def test_inspect_says_how_the_images_were_saved(parts, tmp_path):
 def test_inspect_warns_of_a_mask_of_another_shape_than_its_image_and_not_of_a_smaller_one(parts, tmp_path):
     shutil.copytree(parts, tmp_path / "parts")
     masks = sorted((tmp_path / "parts").rglob("*_mask.png"))
-    Image.new("L", (32, 32)).save(masks[0])  # the same shape, smaller: resized onto the image, it still fits
+    Image.fromarray(np.pad(np.full((8, 8), 255, np.uint8), 12)).save(masks[0])  # the same shape, smaller: resized onto the image, it still fits
     assert "warning" not in run_cli("inspect", tmp_path / "parts").output
     Image.new("L", (64, 32)).save(masks[1])
     said = " ".join(run_cli("inspect", tmp_path / "parts", "--json", tmp_path / "f.json").output.split())
@@ -162,3 +162,19 @@ def test_inspect_measures_a_folder_of_unlabelled_images_and_says_how_to_sort_the
     facts = json.loads((tmp_path / "facts.json").read_text())
     assert facts["n_images"] == 3 and facts["image_sizes"] == {"32x24": 3}
     assert "no class folders" in run_cli("train", tmp_path, expect=1).output, "train still asks for them"
+
+
+def test_inspect_warns_of_defect_masks_that_mark_nothing_or_most_of_their_image(tmp_path):
+    from anomalycli.data.synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "data", n_good=6, n_per_defect=3, size=32, masks=True)
+    assert "defect mask(s)" not in run_cli("inspect", data).output
+    masks = sorted(p for p in data.rglob("*.png") if p.stem.endswith("_mask"))
+    Image.new("L", (32, 32), 0).save(masks[0])  # saved before anything was drawn
+    inverted = 255 - np.asarray(Image.open(masks[1]).convert("L"))
+    Image.fromarray(inverted).save(masks[1])  # drawn black on white
+    said = " ".join(run_cli("inspect", data, "--json", tmp_path / "f.json").output.split())
+    assert f"warning: 1 defect mask(s) mark nothing (first: {masks[0]})" in said
+    assert f"warning: 1 defect mask(s) mark most of their image (drawn black on white?) (first: {masks[1]})" in said
+    facts = json.loads((tmp_path / "f.json").read_text())
+    assert facts["empty_masks"] == [str(masks[0])] and facts["masks_marking_most"] == [str(masks[1])]

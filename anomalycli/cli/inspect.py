@@ -47,6 +47,15 @@ def inspect_command(
             markup=False,
             highlight=False,
         )
+    for key, what in (("empty_masks", "mark nothing"), ("masks_marking_most", "mark most of their image (drawn black on white?)")):
+        if facts[key]:
+            console.print(
+                f"warning: {len(facts[key])} defect mask(s) {what} (first: {facts[key][0]}): a mask is white (or any bright value) "
+                "where the defect is, black elsewhere; eval's pixel figures and the pixel head learn from them (--json lists them)",
+                style="yellow",
+                markup=False,
+                highlight=False,
+            )
     if facts["taken_differently"]:
         console.print(f"warning: {facts['taken_differently']}", style="yellow", markup=False, highlight=False)
     own = facts["own_scale"]

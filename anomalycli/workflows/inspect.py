@@ -6,13 +6,14 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from anomalycli import files
 from anomalycli.data.bit_depth import FULL_BITS, SixteenBit, bit_depth_of, sixteen_bit_values
 from anomalycli.data.confounds import taken_differently
 from anomalycli.data.encoding import encoding_of
-from anomalycli.data.images import ImageError, load_image, own_scale_top
+from anomalycli.data.images import ImageError, binary_mask, load_image, own_scale_top
 from anomalycli.data.layouts import Dataset
 from anomalycli.data.levels import goods_sample, levels
 from anomalycli.data.orientation import measured_goods, orientation, readable_images
@@ -79,6 +80,8 @@ def resize_note(summary: dict | None) -> str | None:
     )
 
 
+# A defect's mask marking more of its image than this is likely drawn the other way round.
+MOST_OF_THE_IMAGE = 0.5
 # Fewer grey levels than this in a float or 32-bit image scaled on its own: worth a warning.
 OWN_SCALE_LEVELS = 64
 
@@ -90,6 +93,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
     modes: Counter = Counter()
     saved_as: Counter = Counter()
     misshapen_masks = []
+    mask_shares: dict[str, float] = {}  # the share of its image each defect's mask marks
     sixteen_bit: dict[Path, SixteenBit] = {}  # what each 16-bit image's values say of their bits
     own_scale: dict[Path, int] = {}  # the grey levels each float or 32-bit image keeps, scaled on its own
     unreadable = []
@@ -105,6 +109,8 @@ def inspect_dataset(dataset: Dataset) -> dict:
                 modes[im.mode] += 1
                 if s.mask and (shape := _mask_shape_differs(s.mask, im.size)):
                     misshapen_masks.append({"path": str(s.mask), "mask": shape, "image": f"{im.width}x{im.height}"})
+                if s.mask and s.label == 1 and (share := _marked_share(s.mask)) is not None:
+                    mask_shares[str(s.mask)] = share
                 if (values := sixteen_bit_values(im)) is not None:
                     sixteen_bit[s.path] = values
                 if im.mode in ("I", "F"):
@@ -166,6 +172,9 @@ def inspect_dataset(dataset: Dataset) -> dict:
         "masks": sum(1 for s in dataset.samples if s.mask),
         # Masks are resized onto their image: one of another shape outlines the wrong pixels.
         "misshapen_masks": misshapen_masks,
+        # A defect's mask that marks nothing, or most of its image (drawn black on white?): wrong pixels taught and measured.
+        "empty_masks": sorted(path for path, share in mask_shares.items() if share == 0),
+        "masks_marking_most": sorted(path for path, share in mask_shares.items() if share > MOST_OF_THE_IMAGE),
         # How train would read 16-bit files (data/bit_depth.py), and the images brighter than that.
         "bit_depth": depth,
         # Float and 32-bit images are scaled each by its own largest value (images.own_scale_top).
@@ -194,6 +203,15 @@ def _own_scale(levels: dict[Path, int]) -> dict | None:
         return None
     fewest = min(levels, key=levels.get)
     return {"images": len(levels), "fewest_grey_levels": levels[fewest], "first": str(fewest)} if levels[fewest] < OWN_SCALE_LEVELS else None
+
+
+def _marked_share(mask: Path) -> float | None:
+    """The share of its pixels a mask marks (``images.binary_mask``); None where it does not open."""
+    try:
+        with Image.open(mask) as m:
+            return float(np.mean(np.asarray(binary_mask(m)) > 0))
+    except (OSError, ValueError):
+        return None
 
 
 def _mask_shape_differs(mask: Path, image_size: tuple[int, int]) -> str | None:
