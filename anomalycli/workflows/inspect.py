@@ -107,9 +107,10 @@ def inspect_dataset(dataset: Dataset) -> dict:
             with Image.open(s.path) as im:
                 sizes[(im.width, im.height)] += 1
                 modes[im.mode] += 1
-                if s.mask and (shape := _mask_shape_differs(s.mask, im.size)):
+                shape, share = _mask_facts(s.mask, im.size) if s.mask else (None, None)
+                if shape:
                     misshapen_masks.append({"path": str(s.mask), "mask": shape, "image": f"{im.width}x{im.height}"})
-                if s.mask and s.label == 1 and (share := _marked_share(s.mask)) is not None:
+                if share is not None and s.label == 1:
                     mask_shares[str(s.mask)] = share
                 if (values := sixteen_bit_values(im)) is not None:
                     sixteen_bit[s.path] = values
@@ -205,24 +206,18 @@ def _own_scale(levels: dict[Path, int]) -> dict | None:
     return {"images": len(levels), "fewest_grey_levels": levels[fewest], "first": str(fewest)} if levels[fewest] < OWN_SCALE_LEVELS else None
 
 
-def _marked_share(mask: Path) -> float | None:
-    """The share of its pixels a mask marks (``images.binary_mask``); None where it does not open."""
-    try:
-        with Image.open(mask) as m:
-            return float(np.mean(np.asarray(binary_mask(m)) > 0))
-    except (OSError, ValueError):
-        return None
-
-
-def _mask_shape_differs(mask: Path, image_size: tuple[int, int]) -> str | None:
-    """The mask's 'WxH' where its width / height differs from its image's by over 1 %, else None."""
+def _mask_facts(mask: Path, image_size: tuple[int, int]) -> tuple[str | None, float | None]:
+    """From one read of a mask: its 'WxH' where its width / height differs from its image's by over
+    1 % (else None), and the share of its pixels it marks (``images.binary_mask``). (None, None)
+    where it does not open: an unreadable mask is eval's to report, where it is read."""
     try:
         with Image.open(mask) as m:
             width, height = m.size
+            share = float(np.mean(np.asarray(binary_mask(m)) > 0))
     except (OSError, ValueError):
-        return None  # an unreadable mask is eval's to report, where it is read
+        return None, None
     same = abs(width / height - image_size[0] / image_size[1]) <= 0.01 * image_size[0] / image_size[1]
-    return None if same else f"{width}x{height}"
+    return (None if same else f"{width}x{height}"), share
 
 
 def _orientation(samples, bits: int) -> dict | None:
