@@ -219,10 +219,8 @@ def discover(
     return Dataset(root, _taken_as_good(layout, chosen, normal_class), samples, chosen, skipped)
 
 
-# What a spreadsheet writes a CSV in: UTF-8 (with Excel's byte-order mark or without), else
-# Excel's "CSV" on a Western European Windows (cp1252); commas, or the semicolons of locales whose
+# What a spreadsheet separates a CSV's cells with: commas, or the semicolons of locales whose
 # decimal mark is a comma, or tabs. The header line tells which.
-CSV_ENCODINGS = ("utf-8-sig", "cp1252")
 CSV_DELIMITERS = ",;\t"
 
 
@@ -248,12 +246,12 @@ def _read_csv(path: str | Path, required: tuple[str, ...], what: str) -> list[di
 
 
 def _decoded(data: bytes) -> str:
-    for encoding in CSV_ENCODINGS[:-1]:
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return data.decode(CSV_ENCODINGS[-1])
+    """A CSV's text: UTF-8 (with Excel's byte-order mark or without), else Excel's "CSV" on a
+    Western European Windows (cp1252)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252")
 
 
 def _sample_from_row(root: Path, rel: str, row: dict, normal_class: str, csv_path, line: int, masks) -> Sample:
