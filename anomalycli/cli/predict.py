@@ -109,6 +109,7 @@ def predict_command(
         if heatmaps is not None:
             mark_heatmaps_folder(heatmaps)
         names = _output_names(paths, base) if heatmaps is not None or masks is not None else {}
+        bits = significant_bits_of(model.config)
         written: set[Path] = set()  # a path listed twice is drawn once
         try:
             for scored in scored_rows:
@@ -118,13 +119,13 @@ def predict_command(
                     rows[-1]["passed_by_size"] = scored.passed_by_size
                 if with_regions:
                     rows[-1]["regions"] = [r.to_dict(pixel_size) for r in found]
-                    target = masks / names[scored.path].with_name(f"{names[scored.path].name}_mask.png") if masks is not None else None
+                    target = _named(masks, names.get(scored.path), "_mask.png")
                     if target is not None and found and target not in written:
                         save_mask(scored, pixel_threshold, target, overwrite)
                         written.add(target)
-                target = heatmaps / names[scored.path].with_name(f"{names[scored.path].name}.png") if heatmaps is not None else None
+                target = _named(heatmaps, names.get(scored.path), ".png")
                 if target is not None and scored.map is not None and target not in written:
-                    image = load_image(scored.path, significant_bits_of(model.config))
+                    image = load_image(scored.path, bits)
                     heat = overlay(image, scored.map, scale, flagged=scored.verdict == "anomaly")
                     save_heatmap(panel(image, heat) if side_by_side else heat, target, overwrite)
                     written.add(target)
@@ -215,6 +216,11 @@ def _output_names(paths: list[Path], base: Path) -> dict[Path, Path]:
         if seen[name] > 1:
             names[path] = name.with_name(f"{name.name}-{seen[name]}")
     return names
+
+
+def _named(folder: Path | None, name: Path | None, ending: str) -> Path | None:
+    """``folder``/``name`` + ``ending`` (an image's heat map or mask), None without the folder."""
+    return None if folder is None else folder / name.with_name(name.name + ending)
 
 
 def _relative(path: Path, base: Path) -> Path:
