@@ -4,6 +4,7 @@ import math
 import multiprocessing
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -235,6 +236,16 @@ def test_review_mistakes_are_one_line(patchcore_model, parts, tmp_path):
     assert "no decisions to copy" in one_clear_line(
         run_cli("review", patchcore_model, parts, "--labels", tmp_path / "none.csv", "--into", tmp_path / "d", expect=1)
     )
+
+
+def test_a_port_already_taken_is_one_clear_line_before_any_image_is_scored(patchcore_model, parts):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli("review", patchcore_model, parts / "good", "--no-browser", "--port", port, expect=1)
+    assert one_clear_line(done).strip() == f"error: cannot listen on 127.0.0.1:{port} (Address already in use); choose another --port"
+    assert "scored" not in done.output
 
 
 def test_two_links_named_alike_in_two_folders_keep_two_names(tmp_path):

@@ -11,6 +11,7 @@ from anomalycli.cli.common import ENGINE_HELP, model_and_target, user_errors
 from anomalycli.cli.render import console, err_console
 from anomalycli.data.images import list_source
 from anomalycli.deploy.engines import load_model
+from anomalycli.deploy.http_api import listening_socket
 from anomalycli.errors import UsageError, UserError
 from anomalycli.views import review_labels, review_server
 
@@ -55,12 +56,13 @@ def review_command(
         raise UserError(f"no images found in {source}")
     store = review_labels.LabelStore(labels, model.config["normal_class"], model.config["class_names"][1])
     store.read()  # a labels file of another kind is refused before any scoring
+    sock = listening_socket(host, port, "--port")  # before the scoring: a port taken is said at once
+    port = sock.getsockname()[1]
     items, note = review_server.scored_items(model, paths, base, engine)
     if note:
         err_console.print(note, highlight=False, markup=False, soft_wrap=True)
     state = review_server.Review(items, store, model, model.config.get("defect_types", []), model.calibration.raw_threshold(0.5))
     token = secrets.token_urlsafe(16)
-    port = port or review_server.free_port(host)
     address = f"http://{host}:{port}/?token={token}"
     flagged = sum(i.verdict == "anomaly" for i in items)
     console.print(f"{len(items)} images scored, {flagged} flagged; decisions are saved to {labels}")
@@ -69,7 +71,7 @@ def review_command(
     console.print(f"review at {address}  (Ctrl-C to stop)", highlight=False, soft_wrap=True)
     if not no_browser:
         webbrowser.open(address)
-    review_server.serve(review_server.make_app(state, token), host, port)
+    review_server.serve(review_server.make_app(state, token), sock)
     console.print(f"review stopped; {len(store.read())} decisions in {labels}")
 
 

@@ -18,6 +18,7 @@ import io
 import math
 import os
 import secrets
+import socket
 from importlib import resources
 from pathlib import Path
 
@@ -199,19 +200,11 @@ def make_app(state: Review, token: str):
     return Starlette(routes=routes)
 
 
-def free_port(host: str) -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def serve(app, host: str, port: int) -> None:
-    """Serve until Ctrl-C."""
+def serve(app, sock: socket.socket) -> None:
+    """Serve on ``sock`` (bound before the images were scored: a port taken is one line, not a lost scoring) until Ctrl-C."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
 
 def relative_name(path: Path, base: Path) -> str:
