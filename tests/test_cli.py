@@ -1,5 +1,6 @@
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -554,3 +555,14 @@ def test_no_verb_shows_a_flag_pair_whose_second_half_is_its_default():
     for verb in VERBS:
         output = run_cli(verb, "--help").output
         assert "--no-overwrite" not in output, verb
+
+
+def test_every_verb_that_writes_a_file_takes_out_output_and_o_alike(tmp_path, parts, patchcore_model):
+    # A user guesses one of the three; predict had only --output, train only --run-dir, the others only --out.
+    run_cli("split", parts, "-o", tmp_path / "split.csv")
+    run_cli("predict", patchcore_model, parts / "good", "--out", tmp_path / "rows.csv")
+    run_cli("export", patchcore_model, "--output", tmp_path / "model.onnx")
+    assert all((tmp_path / name).is_file() for name in ("split.csv", "rows.csv", "model.onnx"))
+    for verb in ("train", "calibrate", "adapt"):
+        output = run_cli(verb, "--help").output
+        assert all(re.search(rf"(?<![\w-]){re.escape(name)}\b", output) for name in ("--out", "--output", "-o")), verb

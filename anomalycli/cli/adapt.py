@@ -44,7 +44,9 @@ def adapt_command(
     defect_rate: Optional[float] = DEFECT_RATE,
     normal_class: Optional[str] = typer.Option(None, help="Class name of good parts in DATA's class folders (default: the model's)."),
     labels: Optional[Path] = typer.Option(None, help="Labels CSV (filename,label[,defect_type]) for a flat DATA folder."),
-    out: Optional[Path] = typer.Option(None, help="Model file to write (default: a new run folder runs/train-N, which eval and predict then use)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "--output", "-o", help="Model file to write (default: a new run folder runs/train-N, which eval and predict then use)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     seed: int = typer.Option(0, help="Seed of the folds the new images are dealt into."),
 ) -> None:

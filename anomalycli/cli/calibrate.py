@@ -62,7 +62,9 @@ def calibrate_command(
         metavar="RATE",
         help="A new pixel threshold, which makes the regions: this share of DATA's good pixels above it (the model's: 0.001).",
     ),
-    out: Optional[Path] = typer.Option(None, help="Model file to write (default: a new run folder runs/train-N, which eval and predict then use)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "--output", "-o", help="Model file to write (default: a new run folder runs/train-N, which eval and predict then use)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
     """Move a trained model's operating point without refitting: a new model file; the old one is untouched.

@@ -19,7 +19,7 @@ FORMATS = ("onnx",)
 @user_errors
 def export_command(
     args: Optional[list[Path]] = typer.Argument(None, metavar="[MODEL]", help="Model file or run folder (default: the newest runs/train-N)."),
-    out: Optional[Path] = typer.Option(None, help="File to write (default: model.onnx beside the model file)."),
+    out: Optional[Path] = typer.Option(None, "--out", "--output", "-o", help="File to write (default: model.onnx beside the model file)."),
     format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     fp32: bool = typer.Option(

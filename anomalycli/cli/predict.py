@@ -32,7 +32,9 @@ def predict_command(
         help="Model file or run folder (default: the newest runs/train-N), then the images: one image, a folder (searched recursively) or a .txt file listing image paths, one a line.",
     ),
     model_option: Optional[Path] = typer.Option(None, "--model", help="Model file or run folder to use (default: the newest runs/train-N)."),
-    output: Optional[Path] = typer.Option(None, help="Write the rows to FILE.csv, or to FILE.json with the drift check beside them."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "--out", "-o", help="Write the rows to FILE.csv, or to FILE.json with the drift check beside them."
+    ),
     heatmaps: Optional[Path] = typer.Option(None, help="Write a heat-map overlay PNG per image here (patchcore, hybrid)."),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="Heat maps as a panel: the image, then the overlay."),
     threshold: Optional[float] = typer.Option(None, help="Decision threshold on the 0..1 score (default: the model's, 0.5)."),

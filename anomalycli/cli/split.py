@@ -16,7 +16,7 @@ from anomalycli.errors import UsageError
 @user_errors
 def split_command(
     data: Optional[Path] = typer.Argument(None, help="Data folder to split (no image is copied; default: ./data)."),
-    out: Path = typer.Option(Path("split.csv"), help="Manifest CSV to write: path,label,defect_type,split (or fold)."),
+    out: Path = typer.Option(Path("split.csv"), "--out", "--output", "-o", help="Manifest CSV to write: path,label,defect_type,split (or fold)."),
     val_ratio: float = typer.Option(0.1, help="Share of images held out for validation."),
     test_ratio: float = typer.Option(
         0.0, help="Share of images held out for testing first (split 'test'): train never reads them, eval reads them by default."

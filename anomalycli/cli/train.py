@@ -81,7 +81,9 @@ def train_command(
         5,
         help="[patchcore, hybrid] Cross-fitting folds: every labelled image is scored by a model that never saw it, for the threshold (and the hybrid's fusion weight).",
     ),
-    run_dir: Optional[Path] = typer.Option(None, help="Run folder to create (default runs/train-N; never overwritten)."),
+    run_dir: Optional[Path] = typer.Option(
+        None, "--run-dir", "--out", "--output", "-o", help="Run folder to create (default runs/train-N; never overwritten)."
+    ),
     resume: Optional[Path] = typer.Option(None, help="Continue an interrupted classifier run from its folder."),
     ray: Optional[str] = typer.Option(
         None, "--ray", metavar="[ADDRESS]", help="[patchcore, hybrid] " + RAY_HELP + " Every node must read DATA; the model is the one this machine would fit."
