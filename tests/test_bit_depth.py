@@ -55,6 +55,21 @@ def test_the_goods_files_decide_and_8_bit_files_have_no_say(tmp_path):
     top = bit_depth([save("dark_a.png", 900 << 4, shift=4), save("dark_b.png", 1000 << 4, shift=4)])
     assert top.bits == FULL_BITS and "hold a 12-bit camera's values in their top bits" in top.reason
     assert significant_bits_of({}) == FULL_BITS, "a model from before the rule reads 16 bits as it did"
+    assert found.warning == "" and bit_depth([save("m16.png", 60000)]).warning == ""
+    # Their values up to 1000 << 4 read on 16 bits: 16,000 of 65,535 keeps 62-63 grey levels of 256.
+    assert "and 16000 only: read on 16 bits they span 62 of the 256 grey levels" in top.warning
+
+
+def test_goods_on_an_offset_are_read_from_0_and_said_to_keep_few_grey_levels(tmp_path):
+    """A height map's values (30,000 +- 2,000) fill 16 bits: read from 0 they keep 16 grey levels."""
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"h{i}.png")
+        Image.fromarray(np.random.default_rng(i).integers(30000, 34001, (16, 16)).astype(np.uint16)).save(paths[-1])
+    found = bit_depth(paths)
+    assert found.bits == FULL_BITS and found.warning.startswith("the 16-bit goods' values lie between 300")
+    assert "read on 16 bits they span 16 of the 256 grey levels" in found.warning
+    assert len(np.unique(read_image_array(paths[0], 16, significant_bits=found.bits))) <= 17
 
 
 def test_a_16_bit_file_is_read_on_the_models_bits_and_brighter_values_saturate(tmp_path):

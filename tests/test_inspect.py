@@ -134,6 +134,17 @@ def test_inspect_says_the_bits_train_reads_16_bit_files_on_and_warns_of_brighter
     assert "use their 16 bits" in said and "warning" not in said
 
 
+def test_inspect_warns_of_16_bit_goods_on_an_offset_that_keep_few_grey_levels(tmp_path):
+    # A height map's values: 30,000 +- a few hundred, 6 of the 256 grey levels once read on 16 bits.
+    rng = np.random.default_rng(0)
+    for name in ("good/a", "good/b", "bad/c"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(30000, 31500, (32, 32)).astype(np.uint16)).save(tmp_path / f"{name}.png")
+    said = " ".join(run_cli("inspect", tmp_path, "--json", tmp_path / "f.json").output.split())
+    assert "warning: the 16-bit goods' values lie between 30000 and 314" in said and "they span 6 of the 256 grey levels" in said
+    assert json.loads((tmp_path / "f.json").read_text())["bit_depth"]["warning"].startswith("the 16-bit goods' values lie between")
+
+
 def test_inspect_says_how_to_hold_a_test_split_out_where_there_is_none(parts, tmp_path):
     assert "no test split: train fits on every image here" in " ".join(run_cli("inspect", parts).output.split())
     run_cli("split", parts, "--test-ratio", "0.2", "--out", tmp_path / "split.csv")

@@ -72,6 +72,8 @@ def inspect_command(
     depth = facts["bit_depth"]
     if depth:
         console.print(f"bit depth: {depth['reason']}", markup=False, highlight=False)
+    if depth and depth["warning"]:
+        console.print(f"warning: {depth['warning']}", style="yellow", markup=False, highlight=False)
     if depth and depth["saturated"]:
         console.print(
             f"warning: {len(depth['saturated'])} 16-bit image(s) go above the goods' {depth['bits']} bits (first: {depth['saturated'][0]}): "

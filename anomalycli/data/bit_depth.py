@@ -25,15 +25,18 @@ from PIL import Image
 
 FULL_BITS = 16
 CANDIDATE_BITS = (8, 10, 12, 14)  # what cameras give (Mono8 ... Mono14): a range between them is one of them, underexposed
+# Fewer grey levels than this between the goods' darkest and brightest values once read to 8 bits: worth a warning.
+FEW_GREY_LEVELS = 64
 
 
 @dataclass(frozen=True)
 class BitDepth:
     bits: int  # the 16-bit files' values are read on 0 .. 2**bits - 1
     reason: str  # one line: what was measured ("" where the goods hold no 16-bit file)
+    warning: str = ""  # one line where the goods' values span few of the grey levels the model sees
 
     def to_dict(self) -> dict:
-        return {"bits": self.bits, "reason": self.reason}
+        return {"bits": self.bits, "reason": self.reason, "warning": self.warning}
 
 
 def significant_bits_of(config: dict) -> int:
@@ -47,6 +50,7 @@ class SixteenBit:
 
     largest: int
     low_zero_bits: int  # the low bits every value leaves at 0: 4 for a Mono12 camera's values moved to the top bits
+    smallest: int = 0
 
     def saturates(self, bits: int) -> bool:
         """Whether read on ``bits`` its brightest pixels saturate."""
@@ -59,7 +63,7 @@ def sixteen_bit_values(image: Image.Image) -> SixteenBit | None:
         return None
     values = np.asarray(image)
     every = int(np.bitwise_or.reduce(values, axis=None))
-    return SixteenBit(int(values.max()), min((every & -every).bit_length() - 1, FULL_BITS) if every else FULL_BITS)
+    return SixteenBit(int(values.max()), min((every & -every).bit_length() - 1, FULL_BITS) if every else FULL_BITS, int(values.min()))
 
 
 def sixteen_bit_file(path: Path) -> SixteenBit | None:
@@ -93,14 +97,31 @@ def bit_depth_of(goods: list[SixteenBit]) -> BitDepth:
         return BitDepth(FULL_BITS, "")
     largest, shift = max(good.largest for good in goods), min(good.low_zero_bits for good in goods)
     if shift >= 2:
-        return BitDepth(FULL_BITS, f"the {len(goods)} 16-bit good(s) hold a {FULL_BITS - shift}-bit camera's values in their top bits: read on their 16 bits")
-    bits = fewest_bits(largest)
-    if bits == FULL_BITS:
-        return BitDepth(bits, f"the {len(goods)} 16-bit good(s) use their 16 bits (largest value {largest})")
-    return BitDepth(
-        bits,
-        f"the {len(goods)} 16-bit good(s) hold their values in the low {bits} bits (largest value {largest} of 65535): "
-        f"every 16-bit image is read on 0-{2**bits - 1}",
+        bits = FULL_BITS
+        reason = f"the {len(goods)} 16-bit good(s) hold a {FULL_BITS - shift}-bit camera's values in their top bits: read on their 16 bits"
+    else:
+        bits = fewest_bits(largest)
+        reason = (
+            f"the {len(goods)} 16-bit good(s) use their 16 bits (largest value {largest})"
+            if bits == FULL_BITS
+            else f"the {len(goods)} 16-bit good(s) hold their values in the low {bits} bits (largest value {largest} of 65535): "
+            f"every 16-bit image is read on 0-{2**bits - 1}"
+        )
+    return BitDepth(bits, reason, _narrow(min(good.smallest for good in goods), largest, bits))
+
+
+def _narrow(smallest: int, largest: int, bits: int) -> str:
+    """A warning where the goods' values, read on ``bits``, span fewer than ``FEW_GREY_LEVELS`` of the
+    model's 256 grey levels: values on an offset (a height map's, a sensor's with a dark level) or a
+    dark camera's in the top bits keep too few to show a faint defect. Reading scales from 0 on a
+    whole number of bits, so stretching them is the user's (the files say nothing of the line's range)."""
+    kept = int((largest - smallest) / (2**bits - 1) * 255) + 1
+    if kept >= FEW_GREY_LEVELS:
+        return ""
+    return (
+        f"the 16-bit goods' values lie between {smallest} and {largest} only: read on {bits} bits they span {kept} of the "
+        "256 grey levels the model sees, and a faint defect's shade is lost; save the images with their values stretched "
+        "over the 16 bits (less any offset), or as 8-bit images stretched over the line's range, then train again"
     )
 
 

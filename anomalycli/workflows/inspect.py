@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from anomalycli import files
-from anomalycli.data.bit_depth import FULL_BITS, SixteenBit, bit_depth_of, sixteen_bit_values
+from anomalycli.data.bit_depth import FEW_GREY_LEVELS, FULL_BITS, SixteenBit, bit_depth_of, sixteen_bit_values
 from anomalycli.data.confounds import taken_differently
 from anomalycli.data.encoding import encoding_of
 from anomalycli.data.images import ImageError, binary_mask, load_image, own_scale_top
@@ -82,8 +82,6 @@ def resize_note(summary: dict | None) -> str | None:
 
 # A defect's mask marking more of its image than this is likely drawn the other way round.
 MOST_OF_THE_IMAGE = 0.5
-# Fewer grey levels than this in a float or 32-bit image scaled on its own: worth a warning.
-OWN_SCALE_LEVELS = 64
 
 
 def inspect_dataset(dataset: Dataset) -> dict:
@@ -203,7 +201,7 @@ def _own_scale(levels: dict[Path, int]) -> dict | None:
     if not levels:
         return None
     fewest = min(levels, key=levels.get)
-    return {"images": len(levels), "fewest_grey_levels": levels[fewest], "first": str(fewest)} if levels[fewest] < OWN_SCALE_LEVELS else None
+    return {"images": len(levels), "fewest_grey_levels": levels[fewest], "first": str(fewest)} if levels[fewest] < FEW_GREY_LEVELS else None
 
 
 def _mask_facts(mask: Path, image_size: tuple[int, int]) -> tuple[str | None, float | None]:

@@ -136,6 +136,8 @@ def fit(
         depth = bit_depth([s.path for s in train_samples + val_samples if s.label == 0])
         if depth.reason:
             log.info(f"bit depth: {depth.reason}")
+        if depth.warning:
+            log.warning(depth.warning)
     if options.method in CROSS_FITTED and options.image_size is None:
         return input_size.fit_best_size(
             options, train_samples + val_samples, lambda sized: fit(sized, train_samples, val_samples, run_dir, state, show_progress, depth)
