@@ -4,6 +4,7 @@ python -m benchmarks                         # every topic on screws and magtile
 python -m benchmarks --topics speed,shift    # some topics; the report keeps the others' last results
 python -m benchmarks --report-only           # rewrite BENCHMARKS.md from benchmarks/results/
 python -m benchmarks --quick --data DIR --results /tmp/r --out /tmp/B.md   # a smoke run (about 10 minutes on 2 cores)
+python -m benchmarks --avx2-only --topics speed   # as an AVX2-only CPU runs it, here (hidden_isa.py)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from benchmarks import (  # noqa: E402
     accuracy,
     camera,
     few_shot,
+    hidden_isa,
     ignore,
     line,
     localisation,
@@ -87,6 +89,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="with --data: keep the last results of the data sets not measured (a change that moves one set's figures only)",
     )
     parser.add_argument("--reuse-fp32-fits", action="store_true", help="precision: keep the last run's fp32 paths (for a change to the int8 path only)")
+    parser.add_argument(
+        "--avx2-only", action="store_true", help="run with AVX-512, VNNI and AMX hidden from every process: an AVX2-only CPU's kernels, here (hidden_isa.py)"
+    )
     parser.add_argument("--baseline", default=None, help="speed: also time the whole predict with the code of this git revision (before/after a change)")
     parser.add_argument("--scale-sizes", type=int, nargs="+", default=None, help=f"scale: training images (default {' '.join(map(str, scale.SIZES))})")
     parser.add_argument(
@@ -100,6 +105,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     unknown = [t for t in args.topics if t not in report.TOPICS]
     if unknown:
         parser.error(f"--topics: unknown {', '.join(unknown)}; choose from {', '.join(report.TOPICS)}")
+    if args.avx2_only and (other := [t for t in args.topics if t not in report.PER_CPU]):
+        parser.error(f"--avx2-only measures the topics kept a run per CPU class ({', '.join(report.PER_CPU)}), not {', '.join(other)}")
     args.data = [d.resolve() for d in (args.data or DATA)]
     missing = [str(d) for d in args.data if not d.is_dir()]
     if missing and not args.report_only:
@@ -117,13 +124,18 @@ def _shown(data: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
+    if args.avx2_only and not hidden_isa.active():
+        if (problem := hidden_isa.problem()) is not None:
+            print(problem, file=sys.stderr)
+            return 2
+        hidden_isa.run_hidden(argv)
     if not args.report_only:
         runtime.keep_memory_flat()  # as the anomaly command does
         compile_bytecode(REPO / "anomalycli")
         logging.getLogger("anomalycli").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore")
         command = "python -m benchmarks" + (f" --topics {','.join(args.topics)}" if len(args.topics) < len(report.TOPICS) else "")
-        command += "".join(f" {shlex.quote(a)}" for a in argv if a in ("--quick", "--reuse-fp32-fits", "--keep-other-data"))
+        command += "".join(f" {shlex.quote(a)}" for a in argv if a in ("--quick", "--reuse-fp32-fits", "--keep-other-data", "--avx2-only"))
         command += "".join(f" --data {_shown(d)}" for d in args.data) if args.data != [d.resolve() for d in DATA] else ""
         for topic in args.topics:
             if topic == "peer" and not args.peer_python.exists():

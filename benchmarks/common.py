@@ -156,9 +156,13 @@ def machine() -> str:
     import torch
 
     from anomalycli.deploy.engine_choice import cpu_class
+    from benchmarks import hidden_isa
 
     cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), platform.machine())
-    return f"{cpu} ({cpu_class()}), {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    cpu_class_shown = f"{cpu_class()}; {hidden_isa.CPU_CLASS_NOTE}" if hidden_isa.active() else cpu_class()
+    return (
+        f"{cpu} ({cpu_class_shown}), {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    )
 
 
 def _cpuinfo() -> list[str]:

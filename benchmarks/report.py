@@ -16,6 +16,7 @@ from benchmarks import (
     accuracy,
     camera,
     few_shot,
+    hidden_isa,
     ignore,
     levers,
     line,
@@ -96,6 +97,9 @@ PER_CPU = ("speed",)
 def save(results: Path, topic: str, result: dict, command: str) -> None:
     record = {"topic": topic, "command": command, "date": f"{datetime.now(timezone.utc):%Y-%m-%d}", "machine": machine(), "result": result}
     path = results / f"{topic}.json"
+    if hidden_isa.active():  # another class's kernels on this machine: beside its own runs, never in their place
+        files.write_text(results / f"{topic}.{_slug(cpu_of(record))}.json", json.dumps(record, indent=1) + "\n")
+        return
     if topic in PER_CPU and path.exists():
         old = json.loads(path.read_text())
         if cpu_of(old) != cpu_of(record):

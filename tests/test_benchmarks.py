@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from anomalycli.data.synthetic import make_dataset
-from benchmarks import folds, report, speed
+from benchmarks import folds, hidden_isa, report, speed
 from benchmarks.operating_point import consistent
 
 REPO = Path(__file__).resolve().parents[1]
@@ -251,3 +251,23 @@ def test_a_speed_run_on_another_cpu_class_keeps_the_last_run_of_this_one(tmp_pat
     text = save_on("x86_64, AMX", 0.025)
     assert sorted(p.name for p in tmp_path.glob("speed*.json")) == ["speed.json", "speed.x86-64-avx2-no-vnni.json"]
     assert "### The same on x86_64, AVX2, no VNNI" in text and "| 25.0 (40.0) |" in text and "30.0 (33.3)" not in text
+    # A run with this machine's AVX-512, VNNI and AMX hidden (--avx2-only) goes beside the others, never in their place.
+    monkeypatch.setenv("LD_PRELOAD", "/tmp/avx2_only-0123.so")
+    text = save_on(f"x86_64, AVX2, no VNNI; {hidden_isa.CPU_CLASS_NOTE}", 0.040)
+    names = ["speed.json", "speed.x86-64-avx2-no-vnni-avx-512-vnni-and-amx-hidden-from-cpuid.json", "speed.x86-64-avx2-no-vnni.json"]
+    assert sorted(p.name for p in tmp_path.glob("speed*.json")) == names
+    assert "| 25.0 (40.0) |" in text and "| 100.0 (10.0) |" in text and "| 40.0 (25.0) |" in text
+
+
+def test_the_avx2_only_library_hides_avx_512_vnni_and_amx_from_every_reader():
+    if (problem := hidden_isa.problem()) is not None:
+        pytest.skip(problem)
+    seen = (
+        "import numpy, torch; from anomalycli.deploy.engine_choice import cpu_class; from anomalycli.detection.bank_search import int8_native;"
+        "from benchmarks import hidden_isa; flags = open('/proc/cpuinfo').read();"
+        "print(cpu_class(), torch.backends.cpu.get_cpu_capability(), int8_native(), hidden_isa.active(), 'avx512' in flags or 'amx' in flags)"
+    )
+    env = {"LD_PRELOAD": str(hidden_isa.library()), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", seen], capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["x86_64,", "AVX2,", "no", "VNNI", "AVX2", "False", "True", "False"]
