@@ -566,3 +566,9 @@ def test_every_verb_that_writes_a_file_takes_out_output_and_o_alike(tmp_path, pa
     for verb in ("train", "calibrate", "adapt"):
         output = run_cli(verb, "--help").output
         assert all(re.search(rf"(?<![\w-]){re.escape(name)}\b", output) for name in ("--out", "--output", "-o")), verb
+
+
+def test_a_mistyped_verb_is_refused_with_the_nearest_verb_named():
+    result = run_cli("trian", "data", expect=2)
+    assert "No such command 'trian'. Did you mean 'train'?" in " ".join(result.output.split())
+    assert "Did you mean" not in run_cli("xyz", expect=2).output

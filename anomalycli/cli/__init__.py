@@ -6,6 +6,7 @@ without the imports only training needs (scikit-learn, torchvision; about 3 s of
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from inspect import cleandoc
 
@@ -66,6 +67,12 @@ class Verbs(TyperGroup):
 
     def list_commands(self, ctx) -> list[str]:
         return list(VERBS)
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in VERBS and (close := difflib.get_close_matches(name, VERBS, n=1)):
+            ctx.fail(f"No such command {name!r}. Did you mean {close[0]!r}?")
+        return super().resolve_command(ctx, args)
 
     def get_command(self, ctx, name: str):
         if name not in VERBS:
