@@ -16,13 +16,17 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from anomalycli import __version__, project
+from anomalycli.data.bit_depth import WINDOW_KEY
 from anomalycli.errors import UserError
 from anomalycli.files import atomic_path
 
 # The newest format this anomalycli reads. 2: the file carries its scoring graph (GRAPH_TENSOR),
-# which an anomalycli before it would refuse as a mismatched part; written only where it does, so
-# files without one stay at 1 (BASE_FORMAT_VERSION), which every version reads, as do exported files.
-FORMAT_VERSION = 2
+# which an anomalycli before it would refuse as a mismatched part. 3: its 16-bit images are read on
+# a window on an offset (data/bit_depth.py), which one before it would read from 0, judging every
+# part on other grey levels. Each is written only where the file has what it names, so files
+# without either stay at 1 (BASE_FORMAT_VERSION), which every version reads, as do exported files.
+FORMAT_VERSION = 3
+GRAPH_FORMAT_VERSION = 2
 BASE_FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 _META_KEY = "anomalycli"
@@ -38,8 +42,7 @@ if TYPE_CHECKING:
 def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict, overwrite: bool = True) -> Path:
     from safetensors.torch import save_file  # imports PyTorch (see the module's doc)
 
-    version = FORMAT_VERSION if GRAPH_TENSOR in tensors else BASE_FORMAT_VERSION
-    meta = {**meta, "format_version": version, "package_version": __version__}
+    meta = {**meta, "format_version": format_version(meta.get("config", {}), GRAPH_TENSOR in tensors), "package_version": __version__}
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     with atomic_path(path, overwrite) as tmp:
         save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})
@@ -118,6 +121,13 @@ def file_digest(raw: dict[str, tuple[str, list[int], memoryview]], skip: str = G
             h.update(name.encode())
             h.update(raw[name][2])
     return h.hexdigest()
+
+
+def format_version(config: dict, with_graph: bool) -> int:
+    """The oldest format that holds a model of ``config`` (and its scoring graph, ``with_graph``)."""
+    if WINDOW_KEY in config:
+        return FORMAT_VERSION
+    return GRAPH_FORMAT_VERSION if with_graph else BASE_FORMAT_VERSION
 
 
 def check_version(path: Path, meta: dict) -> None:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from PIL import Image
 
-from anomalycli.data.bit_depth import FULL_BITS, bit_depth, fewest_bits, significant_bits_of
+from anomalycli import modelfile
+from anomalycli.data.bit_depth import FULL_WINDOW, SixteenBitWindow, bit_depth, fewest_bits, sixteen_bit_of
 from anomalycli.data.images import read_image_array
 from anomalycli.data.synthetic import make_dataset
+from anomalycli.deploy.export import export_onnx
 from anomalycli.deploy.scoring import iter_scores
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.workflows.train import TrainOptions, train
+from tests.conftest import one_clear_line, run_cli
 
 
 def as_low_bits(folder: Path, bits: int = 12) -> list[Path]:
@@ -26,6 +31,20 @@ def as_low_bits(folder: Path, bits: int = 12) -> list[Path]:
             continue
         grey = np.asarray(Image.open(path).convert("L"), dtype=np.float64)
         Image.fromarray(np.round(grey * (2**bits - 1) / 255).astype(np.uint16)).save(path)
+        rewritten.append(path)
+    return rewritten
+
+
+def on_an_offset(folder: Path, offset: int = 30000, step: int = 8) -> list[Path]:
+    """Every PNG under ``folder`` (masks too) rewritten as 16-bit values on an offset, as a height
+    map's: each grey level v as offset + v * step (its range 2,040 wide, 8 grey levels read from 0).
+    Returns the images rewritten."""
+    rewritten = []
+    for path in sorted(folder.rglob("*.png")):
+        if "_mask" in path.stem or "ground_truth" in path.parts:
+            continue
+        grey = np.asarray(Image.open(path).convert("L"), dtype=np.int64)
+        Image.fromarray((offset + grey * step).astype(np.uint16)).save(path)
         rewritten.append(path)
     return rewritten
 
@@ -47,37 +66,45 @@ def test_the_goods_files_decide_and_8_bit_files_have_no_say(tmp_path):
     grey = tmp_path / "grey.png"
     Image.fromarray(np.full((8, 8), 250, np.uint8)).save(grey)
     twelve = [save(f"m12_{v}.png", v) for v in (100, 4000)]
-    assert bit_depth([grey]).bits == FULL_BITS and bit_depth([grey]).reason == ""
+    assert bit_depth([grey]).window == FULL_WINDOW and bit_depth([grey]).reason == ""
     found = bit_depth([grey, *twelve])
-    assert found.bits == 12 and "the 2 16-bit good(s) hold their values in the low 12 bits (largest value 4000 of 65535)" in found.reason
-    assert bit_depth([*twelve, save("m16.png", 60000)]).bits == FULL_BITS, "one good using 16 bits: every file is read on 16"
+    assert found.window == SixteenBitWindow(0, 4095) and found.window.bits == 12
+    assert "the 2 16-bit good(s) hold their values in the low 12 bits (largest value 4000 of 65535)" in found.reason
+    assert bit_depth([*twelve, save("m16.png", 60000)]).window == FULL_WINDOW, "one good using 16 bits: every file is read on 16"
     # A dark Mono12 camera's frames as the station's archive keeps them: values in the top bits, on the 16-bit scale already.
     top = bit_depth([save("dark_a.png", 900 << 4, shift=4), save("dark_b.png", 1000 << 4, shift=4)])
-    assert top.bits == FULL_BITS and "hold a 12-bit camera's values in their top bits" in top.reason
-    assert significant_bits_of({}) == FULL_BITS, "a model from before the rule reads 16 bits as it did"
+    assert top.window == FULL_WINDOW and "hold a 12-bit camera's values in their top bits" in top.reason
+    assert sixteen_bit_of({}) == FULL_WINDOW, "a model from before the rule reads 16 bits as it did"
+    assert sixteen_bit_of({"significant_bits": 12}) == SixteenBitWindow(0, 4095)
     assert found.warning == "" and bit_depth([save("m16.png", 60000)]).warning == ""
-    # Their values up to 1000 << 4 read on 16 bits: 16,000 of 65,535 keeps 62-63 grey levels of 256.
-    assert "and 16000 only: read on 16 bits they span 62 of the 256 grey levels" in top.warning
+    # Their values up to 1000 << 4 from 0, on no offset: 16,000 of 65,535 keeps 62-63 grey levels of 256, said.
+    assert "and 16000 only: read on 0-65535 they span 62 of the 256 grey levels" in top.warning
 
 
-def test_goods_on_an_offset_are_read_from_0_and_said_to_keep_few_grey_levels(tmp_path):
-    """A height map's values (30,000 +- 2,000) fill 16 bits: read from 0 they keep 16 grey levels."""
+def test_goods_on_an_offset_are_read_on_a_window_of_their_own(tmp_path):
+    """A height map's values (30,000 to 34,000) fill no whole number of bits: read from 0 they keep
+    16 grey levels of 256; on their range and half its width again each side, 128."""
     paths = []
     for i in range(3):
         paths.append(tmp_path / f"h{i}.png")
-        Image.fromarray(np.random.default_rng(i).integers(30000, 34001, (16, 16)).astype(np.uint16)).save(paths[-1])
+        values = np.random.default_rng(i).integers(30000, 34001, (16, 16))
+        values.flat[:2] = 30000, 34000
+        Image.fromarray(values.astype(np.uint16)).save(paths[-1])
     found = bit_depth(paths)
-    assert found.bits == FULL_BITS and found.warning.startswith("the 16-bit goods' values lie between 300")
-    assert "read on 16 bits they span 16 of the 256 grey levels" in found.warning
-    assert len(np.unique(read_image_array(paths[0], 16, significant_bits=found.bits))) <= 17
+    assert found.window == SixteenBitWindow(28000, 36000) and found.window.bits is None and found.warning == ""
+    assert "hold values between 30000 and 34000 only, on an offset: every 16-bit image is read on 28000-36000 (128 grey levels" in found.reason
+    assert sixteen_bit_of(found.window.to_config()) == found.window and found.window.to_config() == {"sixteen_bit_window": [28000, 36000]}
+    assert len(np.unique(read_image_array(paths[0], 16, sixteen_bit=found.window))) > 64
+    assert len(np.unique(read_image_array(paths[0], 16))) <= 17, "read from 0, as before the window"
 
 
-def test_a_16_bit_file_is_read_on_the_models_bits_and_brighter_values_saturate(tmp_path):
+def test_a_16_bit_file_is_read_on_the_models_window_and_values_beyond_it_saturate(tmp_path):
     values = np.array([[0, 1000, 2047, 4095, 8000]], dtype=np.uint16).repeat(5, axis=0)
     Image.fromarray(values).save(tmp_path / "row.png")
-    read = lambda bits: read_image_array(tmp_path / "row.png", 5, significant_bits=bits)[0, :, 0].tolist()  # noqa: E731
-    assert read(12) == [0, 62, 127, 255, 255]
-    assert read(FULL_BITS) == [0, 4, 8, 16, 31], "16-bit files keep the 0..65535 scale"
+    read = lambda window: read_image_array(tmp_path / "row.png", 5, sixteen_bit=window)[0, :, 0].tolist()  # noqa: E731
+    assert read(SixteenBitWindow.of_bits(12)) == [0, 62, 127, 255, 255]
+    assert read(FULL_WINDOW) == [0, 4, 8, 16, 31], "16-bit files keep the 0..65535 scale"
+    assert read(SixteenBitWindow(1000, 5000)) == [0, 0, 67, 197, 255]
 
 
 @pytest.mark.parametrize("method", ["patchcore", "classifier"])
@@ -97,7 +124,7 @@ def test_a_model_fitted_on_12_bit_files_scores_them_as_one_fitted_on_their_8_bit
         for name, root in (("eight", eight), ("low", low))
     }
     low_model, eight_model = AnomalyModel.load(fitted["low"]), AnomalyModel.load(fitted["eight"])
-    assert significant_bits_of(low_model.config) == 12 and "significant_bits" not in eight_model.config
+    assert sixteen_bit_of(low_model.config) == SixteenBitWindow.of_bits(12) and "significant_bits" not in eight_model.config
     low_scores = [r.raw for r in iter_scores(low_model, images, show_progress=False)]
     eight_scores = [r.raw for r in iter_scores(eight_model, [eight / p.relative_to(low) for p in images], show_progress=False)]
     assert np.allclose(low_scores, eight_scores, rtol=1e-6, atol=1e-6)
@@ -114,7 +141,29 @@ def test_adapt_says_where_the_new_lines_16_bit_images_go_above_the_models_bits(t
     brighter = as_low_bits(line, bits=13)  # the new line's exposure is twice as long
     adapted = adapt(AnomalyModel.load(fitted.model_path), [Sample(p, "good", 0) for p in brighter])
     said = " ".join(adapted.warnings)
-    assert "6 of the new images go above the 12 bits the model reads 16-bit files on" in said and "saturate" in said
+    assert "6 of the new images go beyond the 12 bits the model reads 16-bit files on" in said and "saturate" in said
     as_bright = as_low_bits(make_dataset(tmp_path / "data" / "line2", n_good=6, n_per_defect=0, size=48, seed=3, masks=False))
     again = adapt(AnomalyModel.load(fitted.model_path), [Sample(p, "good", 0) for p in as_bright])  # as bright as the goods it knows
     assert "saturate" not in " ".join(again.warnings)
+
+
+def test_a_model_fitted_on_an_offset_reads_its_window_its_export_says_it_and_older_anomalycli_refuse_it(tmp_path, monkeypatch):
+    """Goods on an offset are read on a window of their own, which the model records; its export
+    tells a line program the window, and an anomalycli that reads no window asks for an upgrade
+    instead of reading the files from 0."""
+    data = make_dataset(tmp_path / "data" / "offset", n_good=12, n_per_defect=3, size=48, masks=False)
+    images = on_an_offset(data)
+    fitted = train(TrainOptions(data=str(data), run_dir=str(tmp_path / "run"), method="patchcore", image_size=48, coreset_ratio=0.2), show_progress=False)
+    model = AnomalyModel.load(fitted.model_path)
+    window = sixteen_bit_of(model.config)
+    assert window.bits is None and window.low < 30000 < 30000 + 255 * 8 < window.high
+    assert modelfile.read_meta(fitted.model_path)["format_version"] == modelfile.FORMAT_VERSION == 3
+    on_window = [len(np.unique(read_image_array(p, 48, sixteen_bit=window))) for p in images[:3]]
+    from_0 = [len(np.unique(read_image_array(p, 48))) for p in images[:3]]
+    assert min(on_window) > 4 * max(from_0), (on_window, from_0)
+    onnx_path = export_onnx(model, tmp_path / "m.onnx")
+    properties = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert properties["sixteen_bit_window"] == f"{window.low} {window.high}" and "significant_bits" not in properties
+    assert json.loads(properties["anomalycli"])["format_version"] == 3
+    monkeypatch.setattr(modelfile, "FORMAT_VERSION", 2)  # what an anomalycli before windows reads
+    assert "newer than this anomalycli reads (2); upgrade anomalycli" in one_clear_line(run_cli("predict", fitted.model_path, data / "good", expect=1))

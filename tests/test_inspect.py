@@ -127,65 +127,23 @@ def test_inspect_says_the_bits_train_reads_16_bit_files_on_and_warns_of_brighter
             Image.fromarray(values).save(tmp_path / folder / f"{name}.png")
     said = " ".join(run_cli("inspect", tmp_path / "mono12", "--json", tmp_path / "f.json").output.split())
     assert "bit depth: the 2 16-bit good(s) hold their values in the low 12 bits (largest value 4095 of 65535)" in said
-    assert "warning: 1 16-bit image(s) go above the goods' 12 bits (first:" in said and "bad/c.png" in said
+    assert "warning: 1 16-bit image(s) go beyond the goods' 12 bits (first:" in said and "bad/c.png" in said
     facts = json.loads((tmp_path / "f.json").read_text())["bit_depth"]
     assert facts["bits"] == 12 and facts["saturated"] == [str(tmp_path / "mono12" / "bad" / "c.png")]
     said = " ".join(run_cli("inspect", tmp_path / "mono16").output.split())
     assert "use their 16 bits" in said and "warning" not in said
 
 
-def test_inspect_warns_of_16_bit_goods_on_an_offset_that_keep_few_grey_levels(tmp_path):
-    # A height map's values: 30,000 +- a few hundred, 6 of the 256 grey levels once read on 16 bits.
+def test_inspect_says_16_bit_goods_on_an_offset_are_read_on_a_window_of_their_own(tmp_path):
+    # A height map's values: 30,000 to 31,500, 6 of the 256 grey levels once read from 0.
     rng = np.random.default_rng(0)
     for name in ("good/a", "good/b", "bad/c"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(30000, 31500, (32, 32)).astype(np.uint16)).save(tmp_path / f"{name}.png")
+        values = rng.integers(30000, 31501, (32, 32))
+        values.flat[:2] = (30000, 31500) if name != "bad/c" else (26000, 31500)  # a defect deeper than the window
+        Image.fromarray(values.astype(np.uint16)).save(tmp_path / f"{name}.png")
     said = " ".join(run_cli("inspect", tmp_path, "--json", tmp_path / "f.json").output.split())
-    assert "warning: the 16-bit goods' values lie between 30000 and 314" in said and "they span 6 of the 256 grey levels" in said
-    assert json.loads((tmp_path / "f.json").read_text())["bit_depth"]["warning"].startswith("the 16-bit goods' values lie between")
-
-
-def test_inspect_says_how_to_hold_a_test_split_out_where_there_is_none(parts, tmp_path):
-    assert "no test split: train fits on every image here" in " ".join(run_cli("inspect", parts).output.split())
-    run_cli("split", parts, "--test-ratio", "0.2", "--out", tmp_path / "split.csv")
-    assert "no test split" not in run_cli("inspect", parts, "--manifest", tmp_path / "split.csv").output
-
-
-def test_inspect_warns_where_float_images_scaled_each_on_its_own_keep_few_grey_levels(tmp_path):
-    rng = np.random.default_rng(0)
-    for folder, centre, spread in (("height", 8.0, 0.5), ("normalised", 0.5, 0.2)):
-        for name in ("good/a", "good/b", "bad/c"):
-            (tmp_path / folder / name).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.normal(centre, spread, (32, 32)).clip(0, 1 if centre < 1 else None).astype(np.float32), "F").save(
-                tmp_path / folder / f"{name}.tif"
-            )
-    said = " ".join(run_cli("inspect", tmp_path / "height", "--json", tmp_path / "f.json").output.split())
-    assert "warning: 3 float or 32-bit image(s) are each scaled to 8 bits by their own largest value" in said and "grey levels" in said
-    assert json.loads((tmp_path / "f.json").read_text())["own_scale"]["fewest_grey_levels"] < 10
-    assert "float or 32-bit" not in run_cli("inspect", tmp_path / "normalised").output, "a float image on 0..1 keeps its levels"
-
-
-def test_inspect_measures_a_folder_of_unlabelled_images_and_says_how_to_sort_them_for_train(tmp_path):
-    for i in range(3):
-        Image.fromarray(np.full((24, 32), 60 * i, np.uint8)).save(tmp_path / f"{i}.png")
-    said = " ".join(run_cli("inspect", tmp_path, "--json", tmp_path / "facts.json").output.split())
-    assert "holds images but no class folders: they are measured as one unlabelled group" in said and f"{tmp_path}/good/" in said
-    facts = json.loads((tmp_path / "facts.json").read_text())
-    assert facts["n_images"] == 3 and facts["image_sizes"] == {"32x24": 3}
-    assert "no class folders" in run_cli("train", tmp_path, expect=1).output, "train still asks for them"
-
-
-def test_inspect_warns_of_defect_masks_that_mark_nothing_or_most_of_their_image(tmp_path):
-    from anomalycli.data.synthetic import make_dataset
-
-    data = make_dataset(tmp_path / "data", n_good=6, n_per_defect=3, size=32, masks=True)
-    assert "defect mask(s)" not in run_cli("inspect", data).output
-    masks = sorted(p for p in data.rglob("*.png") if p.stem.endswith("_mask"))
-    Image.new("L", (32, 32), 0).save(masks[0])  # saved before anything was drawn
-    inverted = 255 - np.asarray(Image.open(masks[1]).convert("L"))
-    Image.fromarray(inverted).save(masks[1])  # drawn black on white
-    said = " ".join(run_cli("inspect", data, "--json", tmp_path / "f.json").output.split())
-    assert f"warning: 1 defect mask(s) mark nothing (first: {masks[0]})" in said
-    assert f"warning: 1 defect mask(s) mark most of their image (drawn black on white?) (first: {masks[1]})" in said
-    facts = json.loads((tmp_path / "f.json").read_text())
-    assert facts["empty_masks"] == [str(masks[0])] and facts["masks_marking_most"] == [str(masks[1])]
+    assert "bit depth: the 2 16-bit good(s) hold values between 30000 and 31500 only, on an offset: every 16-bit image is read on 29250-32250" in said
+    assert "warning: 1 16-bit image(s) go beyond the goods' window 29250-32250 (first:" in said and "bad/c.png" in said
+    facts = json.loads((tmp_path / "f.json").read_text())["bit_depth"]
+    assert facts["window"] == [29250, 32250] and facts["bits"] is None and facts["warning"] == ""

@@ -21,7 +21,7 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from anomalycli.data import trained_on
-from anomalycli.data.bit_depth import significant_bits_of
+from anomalycli.data.bit_depth import sixteen_bit_of
 from anomalycli.data.layouts import Sample, discover
 from anomalycli.data.levels import levels_of
 from anomalycli.data.synthetic import make_dataset
@@ -39,7 +39,7 @@ from anomalycli.workflows.evaluate import evaluate
 from anomalycli.workflows.train import TrainOptions, train
 from anomalycli.workflows.watch import WatchOptions, watch
 from tests.conftest import one_clear_line, run_cli
-from tests.test_bit_depth import as_low_bits
+from tests.test_bit_depth import as_low_bits, on_an_offset
 from tests.test_orientation import key
 
 SMALL = {"image_size": 64, "cv_folds": 3, "coreset_ratio": 0.1, "seed": 0}
@@ -47,7 +47,8 @@ SMALL = {"image_size": 64, "cv_folds": 3, "coreset_ratio": 0.1, "seed": 0}
 # are independent they share a kind, to keep the matrix's time (each kind is 4 cells of 10-20 s).
 KINDS = {
     "classifier": ("parts", {"method": "classifier", "weights": "none", "image_size": 64, "epochs": 2, "batch_size": 16}),
-    "patchcore int8": ("parts", {"method": "patchcore", **SMALL}),
+    # And 16-bit files on an offset, as a height map's, read on a window of their own (data/bit_depth.py).
+    "patchcore int8, 16-bit files on an offset": ("offset 16-bit", {"method": "patchcore", **SMALL}),
     # fp32, and a bank that learnt a few goods turned (data/orientation.py).
     "patchcore fp32, a few goods learnt turned": ("keys", {"method": "patchcore", "precision": "fp32", "image_size": 64, "seed": 0}),
     # A camera's 12-bit values in the low bits of 16-bit files (data/bit_depth.py).
@@ -67,11 +68,13 @@ def data(tmp_path_factory) -> dict[str, Path]:
     sets = {
         "parts": make_dataset(root / "parts", n_good=18, n_per_defect=5, size=64, masks=True),
         "unmasked 12-bit": make_dataset(root / "unmasked", n_good=18, n_per_defect=5, size=64, masks=False),
+        "offset 16-bit": make_dataset(root / "offset", n_good=18, n_per_defect=5, size=64, masks=True),
         "wide": make_dataset(root / "wide", n_good=18, n_per_defect=5, size=64, masks=True),
         "line": make_dataset(root / "line", n_good=8, n_per_defect=0, size=64, seed=7) / "good",
         "later line": make_dataset(root / "later line", n_good=8, n_per_defect=0, size=64, seed=8) / "good",
     }
     as_low_bits(sets["unmasked 12-bit"])
+    on_an_offset(sets["offset 16-bit"])
     for image in sets["wide"].rglob("*.png"):  # images (and masks) of another shape, that letterboxing keeps
         with Image.open(image) as opened:
             opened.resize((96, 64)).save(image)
@@ -191,7 +194,8 @@ def test_every_file_a_verb_writes_gives_the_same_scores_in_every_verb_that_reads
     # Every file says whether its images' levels are stretched, and the bits it reads 16-bit files
     # on (the export in its metadata, for a line program).
     assert levels_of(loading.load(model_file, "auto").config) == KINDS[kind][1].get("levels", "as-is")
-    assert significant_bits_of(loading.load(model_file, "auto").config) == (12 if "12-bit" in kind else 16)
+    window = sixteen_bit_of(loading.load(model_file, "auto").config)
+    assert window.bits == (12 if "12-bit" in kind else None if "offset" in kind else 16) and (window.low > 0) == ("offset" in kind)
     tolerance = _tolerance(source, graph=exported)
 
     def same(scores, where: str, graph: bool = False) -> None:

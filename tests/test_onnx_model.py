@@ -101,7 +101,7 @@ def test_a_model_whose_graph_cannot_be_exported_is_still_saved_and_predicts_on_p
 
 
 def test_an_anomalycli_from_before_stored_graphs_asks_for_an_upgrade_not_a_retrain(patchcore_model, parts, monkeypatch):
-    assert modelfile.read_meta(patchcore_model)["format_version"] == modelfile.FORMAT_VERSION == 2
+    assert modelfile.read_meta(patchcore_model)["format_version"] == modelfile.GRAPH_FORMAT_VERSION == 2
     monkeypatch.setattr(modelfile, "FORMAT_VERSION", 1)  # what the version before reads
     message = one_clear_line(run_cli("predict", patchcore_model, parts / "good", expect=1))
     assert "newer than this anomalycli reads (1); upgrade anomalycli" in message

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from anomalycli.data.bit_depth import FULL_WINDOW, SixteenBitWindow
 from anomalycli.data.images import read_image_array, resized_array
-from anomalycli.data.pixel_formats import BAYER_PATTERNS, SUPPORTED, frame_image, frame_significant_bits
+from anomalycli.data.pixel_formats import BAYER_PATTERNS, SUPPORTED, frame_image, frame_sixteen_bit
 from anomalycli.errors import UserError
 
 WIDTH, HEIGHT, SIZE = 96, 80, 64
@@ -52,19 +53,29 @@ def buffer_and_reference(pixel_format: str, tmp_path) -> tuple[np.ndarray, objec
     return order.ravel(), png
 
 
-@pytest.mark.parametrize("model_bits, pixel_format", [(10, "Mono12"), (12, "Mono12"), (8, "Mono12"), (12, "Mono14"), (10, "Mono10")])
-def test_a_frame_is_read_as_the_model_read_its_cameras_values_saved_in_the_low_bits(model_bits, pixel_format, tmp_path):
+@pytest.mark.parametrize(
+    "window, pixel_format",
+    [((0, 1023), "Mono12"), ((0, 4095), "Mono12"), ((0, 255), "Mono12"), ((0, 4095), "Mono14"), ((0, 1023), "Mono10"), ((200, 900), "Mono12")],
+)
+def test_a_frame_is_read_as_the_model_read_its_cameras_values_saved_in_the_low_bits(window, pixel_format, tmp_path):
     """A model fitted on a camera's n-bit values saved in the low bits of 16-bit files, read on
-    ``model_bits`` (data/bit_depth.py; fewer than n where the goods were dark), sees a frame of the
-    same values as it saw the file."""
-    n = int(pixel_format[4:])
-    values = np.random.default_rng(0).integers(0, min(2**model_bits, 2**n), (HEIGHT, WIDTH))
+    ``window`` (data/bit_depth.py: fewer bits than n where the goods were dark, a window of their
+    own where they lie on an offset), sees a frame of the same values as it saw the file."""
+    n, window = int(pixel_format[4:]), SixteenBitWindow(*window)
+    values = np.random.default_rng(0).integers(window.low, min(window.high + 1, 2**n), (HEIGHT, WIDTH))
     frame = frame_image(values.astype(np.uint16).ravel(), WIDTH, HEIGHT, pixel_format)
     Image.fromarray(values.astype(np.uint16)).save(tmp_path / "low.png")
-    from_file = read_image_array(tmp_path / "low.png", SIZE, significant_bits=model_bits)
-    from_frame = resized_array(frame, SIZE, significant_bits=frame_significant_bits(pixel_format, model_bits))
+    from_file = read_image_array(tmp_path / "low.png", SIZE, sixteen_bit=window)
+    from_frame = resized_array(frame, SIZE, sixteen_bit=frame_sixteen_bit(pixel_format, window))
     assert np.abs(from_frame.astype(int) - from_file).max() <= 1
-    assert frame_significant_bits("Mono8", model_bits) == frame_significant_bits("RGB8", model_bits) == 16, "8-bit frames: their own range"
+    assert frame_sixteen_bit("Mono8", window) == frame_sixteen_bit("RGB8", window) == FULL_WINDOW, "8-bit frames: their own range"
+
+
+def test_a_frame_is_read_on_a_window_of_16_bit_values_as_it_is():
+    """A window beyond the frame's bits was measured on the 16-bit scale (goods the archive kept,
+    their values in the top bits): a frame's values are on it already."""
+    assert frame_sixteen_bit("Mono12", SixteenBitWindow(30000, 40000)) == SixteenBitWindow(30000, 40000)
+    assert frame_sixteen_bit("Mono12", FULL_WINDOW) == frame_sixteen_bit("Mono12", SixteenBitWindow.of_bits(14)) == FULL_WINDOW
 
 
 @pytest.mark.parametrize("pixel_format", [f for f in SUPPORTED if not f.startswith("Bayer")])

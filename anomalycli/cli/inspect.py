@@ -76,8 +76,8 @@ def inspect_command(
         console.print(f"warning: {depth['warning']}", style="yellow", markup=False, highlight=False)
     if depth and depth["saturated"]:
         console.print(
-            f"warning: {len(depth['saturated'])} 16-bit image(s) go above the goods' {depth['bits']} bits (first: {depth['saturated'][0]}): "
-            "their brightest pixels saturate; add goods as bright to the training images (--json lists them)",
+            f"warning: {len(depth['saturated'])} 16-bit image(s) go beyond the goods' {depth['described']} (first: {depth['saturated'][0]}): "
+            "their brightest or darkest pixels saturate; add goods like them to the training images (--json lists them)",
             style="yellow",
             markup=False,
             highlight=False,

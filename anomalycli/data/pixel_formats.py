@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from anomalycli.data.bit_depth import FULL_BITS
+from anomalycli.data.bit_depth import FULL_BITS, FULL_WINDOW, SixteenBitWindow
 from anomalycli.errors import UserError
 
 MONO_BITS = {"Mono8": 8, "Mono10": 10, "Mono12": 12, "Mono14": 14, "Mono16": 16}
@@ -55,14 +55,20 @@ def frame_image(data: np.ndarray, width: int, height: int, pixel_format: str) ->
     return Image.fromarray(_demosaic(values.reshape(height, width), pixel_format), "RGB")
 
 
-def frame_significant_bits(pixel_format: str, model_bits: int) -> int:
-    """The bits to read a frame's 16-bit image on (its n-bit values moved to the top bits) so that the
-    model sees it as it saw its goods: a model that reads 16-bit files on ``model_bits`` fewer than
-    n (``bit_depth.py``: goods saved with their values in the low bits, darker than the camera's
-    range) read a value v as v / (2**model_bits - 1), and so must a frame's v << (16 - n) be read.
-    Otherwise, or for any other format, on 16 bits: the frame's own range."""
+def frame_sixteen_bit(pixel_format: str, model: SixteenBitWindow) -> SixteenBitWindow:
+    """The window to read a frame's 16-bit image on (its n-bit values moved to the top bits) so that
+    the model sees it as it saw its goods: a model whose window lies within n bits (``bit_depth.py``:
+    goods saved with their values in the low bits) read a value v on that window, and so must a
+    frame's v << (16 - n) be read, on the window moved up as far. A window beyond n bits is on the
+    16-bit scale, as the frame's values are: the frame is read on it (on 0..65535 from 0). Any other
+    format (an 8-bit one is no 16-bit image): its own range."""
     n = MONO_BITS.get(pixel_format)
-    return FULL_BITS - n + model_bits if n is not None and model_bits < n else FULL_BITS
+    if n is None or n <= 8:
+        return FULL_WINDOW
+    shift = FULL_BITS - n
+    if model.high < 2**n:
+        return SixteenBitWindow(model.low << shift, ((model.high + 1) << shift) - 1)
+    return model if model.low else FULL_WINDOW
 
 
 def _demosaic(plane: np.ndarray, pixel_format: str) -> np.ndarray:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from anomalycli import __version__, modelfile
-from anomalycli.data.bit_depth import FULL_BITS, significant_bits_of
+from anomalycli.data.bit_depth import FULL_WINDOW, sixteen_bit_of
 from anomalycli.data.framing import LETTERBOX, framing_of
 from anomalycli.data.levels import levels_of, stretched
 from anomalycli.deploy import onnx_model
@@ -175,10 +175,10 @@ def metadata(model: AnomalyModel) -> dict[str, str]:
         "method": model.method,
         "config": model.config,
         "calibration": cal.to_dict(),
-        "format_version": modelfile.BASE_FORMAT_VERSION,
+        "format_version": modelfile.format_version(model.config, with_graph=False),
         "package_version": __version__,
     }
-    size, bits = model.config["image_size"], significant_bits_of(model.config)
+    size, window = model.config["image_size"], sixteen_bit_of(model.config)
     pixel = model.config.get("pixel_threshold") if model.has_maps else None
     # What a line program needs to make regions and apply the size rule (connected components,
     # which ONNX has no operator for): the anomaly map above pixel_threshold, its areas in the
@@ -205,11 +205,13 @@ def metadata(model: AnomalyModel) -> dict[str, str]:
             else f"resize to {size} x {size} first"
         )
         + ("; the graph stretches each image's grey levels itself" if stretched(model.config) else "")
-        + (f"; a 16-bit image's values scaled to 8 bits from 0..{2**bits - 1}, not 0..65535" if bits < FULL_BITS else "")
+        + (f"; a 16-bit image's values scaled to 8 bits from {window.low}..{window.high}, not 0..65535" if window != FULL_WINDOW else "")
         + ")",
         "framing": framing_of(model.config),
         "levels": levels_of(model.config),
-        "significant_bits": str(bits),
+        # A line program reads a 16-bit image as the model read its goods: (value - low) / (high - low) * 255.
+        "sixteen_bit_window": f"{window.low} {window.high}",
+        **({"significant_bits": str(window.bits)} if window.bits is not None else {}),
         "outputs": f"{SCORE} (0..1, anomaly at >= 0.5), {RAW_SCORE}"
         + (f", {ANOMALY_MAP} (N x {size} x {size}, raw units)" if model.has_maps else "")
         + (f", {DEFECT_MASK} (N x {size} x {size}, uint8: 1 where {ANOMALY_MAP} >= pixel_threshold)" if pixel else ""),

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from anomalycli import files
-from anomalycli.data.bit_depth import FEW_GREY_LEVELS, FULL_BITS, SixteenBit, bit_depth_of, sixteen_bit_values
+from anomalycli.data.bit_depth import FEW_GREY_LEVELS, FULL_WINDOW, SixteenBit, SixteenBitWindow, bit_depth_of, sixteen_bit_values
 from anomalycli.data.confounds import taken_differently
 from anomalycli.data.encoding import encoding_of
 from anomalycli.data.images import ImageError, binary_mask, load_image, own_scale_top
@@ -131,7 +131,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
     ratio = (max(n_normal, n_anomaly) / min(n_normal, n_anomaly)) if n_normal and n_anomaly else None
     summary = size_summary(sizes)
     depth = _bit_depth(sixteen_bit, fitted_on)
-    bits = depth["bits"] if depth else FULL_BITS
+    window = SixteenBitWindow(*depth["window"]) if depth else FULL_WINDOW
     duplicates = []
     for digest, group in by_hash.items():
         if len(group) > 1:
@@ -162,9 +162,9 @@ def inspect_dataset(dataset: Dataset) -> dict:
         # What anomaly train would try for patchcore and hybrid models (data/resolution.py).
         "input_sizes": plan_for_samples(fitted_on, DEFAULT_IMAGE_SIZE["patchcore"]).to_dict(),
         # How train (patchcore) would take the goods' orientation: measured on a few of them (data/orientation.py).
-        "orientation": _orientation(fitted_on, bits),
+        "orientation": _orientation(fitted_on, window),
         # Whether train (patchcore, hybrid) would stretch each image's levels (data/levels.py).
-        "levels": _levels(fitted_on, bits),
+        "levels": _levels(fitted_on, window),
         "image_modes": dict(modes.most_common()),
         # How the images were saved (data/encoding.py): a line that saves lossier than these drifts.
         "saved_as": {str(e): n for e, n in saved_as.most_common() if e is not None},
@@ -187,12 +187,12 @@ def inspect_dataset(dataset: Dataset) -> dict:
 
 
 def _bit_depth(sixteen_bit: dict[Path, SixteenBit], fitted_on) -> dict | None:
-    """The bits train would read 16-bit files on, from the goods it fits on, and the 16-bit images
+    """The window train would read 16-bit files on, from the goods it fits on, and the 16-bit images
     whose values go above them (they saturate); None where no good is a 16-bit file."""
     depth = bit_depth_of([sixteen_bit[s.path] for s in fitted_on if s.label == 0 and s.path in sixteen_bit])
     if not depth.reason:
         return None
-    return {**depth.to_dict(), "saturated": sorted(str(path) for path, values in sixteen_bit.items() if values.saturates(depth.bits))}
+    return {**depth.to_dict(), "saturated": sorted(str(path) for path, values in sixteen_bit.items() if depth.window.saturates(values))}
 
 
 def _own_scale(levels: dict[Path, int]) -> dict | None:
@@ -218,13 +218,13 @@ def _mask_facts(mask: Path, image_size: tuple[int, int]) -> tuple[str | None, fl
     return (None if same else f"{width}x{height}"), share
 
 
-def _orientation(samples, bits: int) -> dict | None:
+def _orientation(samples, window: SixteenBitWindow) -> dict | None:
     """What ``data/orientation.py`` says of the goods train would measure (None with fewer than 2 readable)."""
-    images = measured_goods([s.path for s in samples if s.label == 0], bits)
+    images = measured_goods([s.path for s in samples if s.label == 0], window)
     return orientation(images).to_dict() if len(images) >= 2 else None
 
 
-def _levels(samples, bits: int) -> dict | None:
+def _levels(samples, window: SixteenBitWindow) -> dict | None:
     """What ``data/levels.py`` says of the goods train would measure (None with fewer than 2 readable)."""
-    images = readable_images(goods_sample([s.path for s in samples if s.label == 0]), significant_bits=bits)
+    images = readable_images(goods_sample([s.path for s in samples if s.label == 0]), sixteen_bit=window)
     return levels(images).to_dict() if len(images) >= 2 else None
