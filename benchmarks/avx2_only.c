@@ -111,16 +111,16 @@ static int cpuinfo_copy(void) {
 
 static int is_cpuinfo(const char *path) { return path != NULL && strcmp(path, "/proc/cpuinfo") == 0; }
 
+/* The mode an open's caller passed after its flags. Read always, as glibc's own wrappers do not: without
+   O_CREAT or O_TMPFILE the caller passed none, and the value read (a register's leftover on x86-64) is ignored. */
+#define MODE_AFTER(flags) ({ va_list rest; va_start(rest, flags); int mode = va_arg(rest, int); va_end(rest); mode; })
+
 #define OPEN_AS(name)                                                          \
     int name(const char *path, int flags, ...) {                               \
         static int (*next)(const char *, int, ...);                            \
         if (is_cpuinfo(path)) return cpuinfo_copy();                           \
         if (!next) next = dlsym(RTLD_NEXT, #name);                             \
-        va_list rest;                                                          \
-        va_start(rest, flags);                                                 \
-        int mode = va_arg(rest, int);                                          \
-        va_end(rest);                                                          \
-        return next(path, flags, mode);                                        \
+        return next(path, flags, MODE_AFTER(flags));                           \
     }
 OPEN_AS(open)
 OPEN_AS(open64)
@@ -130,11 +130,7 @@ OPEN_AS(open64)
         static int (*next)(int, const char *, int, ...);                       \
         if (is_cpuinfo(path)) return cpuinfo_copy();                           \
         if (!next) next = dlsym(RTLD_NEXT, #name);                             \
-        va_list rest;                                                          \
-        va_start(rest, flags);                                                 \
-        int mode = va_arg(rest, int);                                          \
-        va_end(rest);                                                          \
-        return next(folder, path, flags, mode);                                \
+        return next(folder, path, flags, MODE_AFTER(flags));                   \
     }
 OPENAT_AS(openat)
 OPENAT_AS(openat64)
