@@ -26,6 +26,7 @@ from anomalycli.files import atomic_path
 # part on other grey levels. Each is written only where the file has what it names, so files
 # without either stay at 1 (BASE_FORMAT_VERSION), which every version reads, as do exported files.
 FORMAT_VERSION = 3
+WINDOW_FORMAT_VERSION = 3
 GRAPH_FORMAT_VERSION = 2
 BASE_FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
@@ -126,7 +127,7 @@ def file_digest(raw: dict[str, tuple[str, list[int], memoryview]], skip: str = G
 def format_version(config: dict, with_graph: bool) -> int:
     """The oldest format that holds a model of ``config`` (and its scoring graph, ``with_graph``)."""
     if WINDOW_KEY in config:
-        return FORMAT_VERSION
+        return WINDOW_FORMAT_VERSION
     return GRAPH_FORMAT_VERSION if with_graph else BASE_FORMAT_VERSION
 
 

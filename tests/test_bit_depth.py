@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -77,8 +78,8 @@ def test_the_goods_files_decide_and_8_bit_files_have_no_say(tmp_path):
     assert sixteen_bit_of({}) == FULL_WINDOW, "a model from before the rule reads 16 bits as it did"
     assert sixteen_bit_of({"significant_bits": 12}) == SixteenBitWindow(0, 4095)
     assert found.warning == "" and bit_depth([save("m16.png", 60000)]).warning == ""
-    # Their values up to 1000 << 4 from 0, on no offset: 16,000 of 65,535 keeps 62-63 grey levels of 256, said.
-    assert "and 16000 only: read on 0-65535 they span 62 of the 256 grey levels" in top.warning
+    # Their values up to 1000 << 4 from 0, on no offset: under 16,000 of 65,535 keeps under 64 grey levels of 256, said.
+    assert re.search(r"lie between \d+ and 159\d\d only \(1st to 99th percentile\): read on 0-65535 they span [56]\d of the 256", top.warning)
 
 
 def test_goods_on_an_offset_are_read_on_a_window_of_their_own(tmp_path):
@@ -87,15 +88,20 @@ def test_goods_on_an_offset_are_read_on_a_window_of_their_own(tmp_path):
     paths = []
     for i in range(3):
         paths.append(tmp_path / f"h{i}.png")
-        values = np.random.default_rng(i).integers(30000, 34001, (16, 16))
-        values.flat[:2] = 30000, 34000
+        values = np.random.default_rng(i).choice([30000, 32000, 34000], (64, 64))
+        values[:16] = 34000 - 2000 * i  # every good has a quarter of one value, a quarter of the lowest
+        values[16:32] = 30000
+        values[0, 0] = 0  # a no-data pixel: no say in the window
         Image.fromarray(values.astype(np.uint16)).save(paths[-1])
     found = bit_depth(paths)
     assert found.window == SixteenBitWindow(28000, 36000) and found.window.bits is None and found.warning == ""
-    assert "hold values between 30000 and 34000 only, on an offset: every 16-bit image is read on 28000-36000 (128 grey levels" in found.reason
+    assert (
+        "hold values between 30000 and 34000 only (1st to 99th percentile), on an offset: every 16-bit image is read on 28000-36000 (128 grey levels"
+        in found.reason
+    )
     assert sixteen_bit_of(found.window.to_config()) == found.window and found.window.to_config() == {"sixteen_bit_window": [28000, 36000]}
-    assert len(np.unique(read_image_array(paths[0], 16, sixteen_bit=found.window))) > 64
-    assert len(np.unique(read_image_array(paths[0], 16))) <= 17, "read from 0, as before the window"
+    assert found.window.to_grey(np.array([30000, 34000])).tolist() == [64, 191]
+    assert FULL_WINDOW.to_grey(np.array([30000, 34000])).tolist() == [117, 132], "read from 0, as before the window: 16 levels apart"
 
 
 def test_a_16_bit_file_is_read_on_the_models_window_and_values_beyond_it_saturate(tmp_path):

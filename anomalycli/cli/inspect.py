@@ -64,7 +64,7 @@ def inspect_command(
             f"warning: {own['images']} float or 32-bit image(s) are each scaled to 8 bits by their own largest value (to 0..1, 0..255 "
             f"or 0..65535), and one keeps {own['fewest_grey_levels']} grey levels ({own['first']}): values in a narrow range, "
             "as a height map's in mm, lose their detail, and two images of one line can be scaled apart; save them as 16-bit PNG "
-            "stretched over the line's range, or as 8-bit images",
+            "on one scale for the whole line (in µm, say: train reads them on the goods' window), or as 8-bit images",
             style="yellow",
             markup=False,
             highlight=False,
