@@ -16,14 +16,14 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from anomalycli import __version__, project
-from anomalycli.data.bit_depth import WINDOW_KEY
+from anomalycli.data.bit_depth import FLOAT_WINDOW_KEY, WINDOW_KEY
 from anomalycli.errors import UserError
 from anomalycli.files import atomic_path
 
 # The newest format this anomalycli reads. 2: the file carries its scoring graph (GRAPH_TENSOR),
 # which an anomalycli before it would refuse as a mismatched part. 3: its 16-bit images are read on
-# a window on an offset (data/bit_depth.py), which one before it would read from 0, judging every
-# part on other grey levels. Each is written only where the file has what it names, so files
+# a window on an offset, or its float ones on one window (data/bit_depth.py), which one before it
+# would read from 0 or each on its own scale, judging every part on other grey levels. Each is written only where the file has what it names, so files
 # without either stay at 1 (BASE_FORMAT_VERSION), which every version reads, as do exported files.
 FORMAT_VERSION = 3
 WINDOW_FORMAT_VERSION = 3
@@ -126,7 +126,7 @@ def file_digest(raw: dict[str, tuple[str, list[int], memoryview]], skip: str = G
 
 def format_version(config: dict, with_graph: bool) -> int:
     """The oldest format that holds a model of ``config`` (and its scoring graph, ``with_graph``)."""
-    if WINDOW_KEY in config:
+    if WINDOW_KEY in config or FLOAT_WINDOW_KEY in config:
         return WINDOW_FORMAT_VERSION
     return GRAPH_FORMAT_VERSION if with_graph else BASE_FORMAT_VERSION
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from anomalycli import modelfile
-from anomalycli.data.bit_depth import FULL_WINDOW, SixteenBitWindow, bit_depth, fewest_bits, sixteen_bit_of
+from anomalycli.data.bit_depth import FULL_WINDOW, OWN_SCALES, ValueWindow, Windows, bit_depth, fewest_bits, windows_of
 from anomalycli.data.images import read_image_array
 from anomalycli.data.synthetic import make_dataset
 from anomalycli.deploy.export import export_onnx
@@ -69,14 +69,14 @@ def test_the_goods_files_decide_and_8_bit_files_have_no_say(tmp_path):
     twelve = [save(f"m12_{v}.png", v) for v in (100, 4000)]
     assert bit_depth([grey]).window == FULL_WINDOW and bit_depth([grey]).reason == ""
     found = bit_depth([grey, *twelve])
-    assert found.window == SixteenBitWindow(0, 4095) and found.window.bits == 12
+    assert found.window == ValueWindow(0, 4095) and found.window.bits == 12
     assert "the 2 16-bit good(s) hold their values in the low 12 bits (largest value 4000 of 65535)" in found.reason
     assert bit_depth([*twelve, save("m16.png", 60000)]).window == FULL_WINDOW, "one good using 16 bits: every file is read on 16"
     # A dark Mono12 camera's frames as the station's archive keeps them: values in the top bits, on the 16-bit scale already.
     top = bit_depth([save("dark_a.png", 900 << 4, shift=4), save("dark_b.png", 1000 << 4, shift=4)])
     assert top.window == FULL_WINDOW and "hold a 12-bit camera's values in their top bits" in top.reason
-    assert sixteen_bit_of({}) == FULL_WINDOW, "a model from before the rule reads 16 bits as it did"
-    assert sixteen_bit_of({"significant_bits": 12}) == SixteenBitWindow(0, 4095)
+    assert windows_of({}) == OWN_SCALES, "a model from before the rule reads 16 bits as it did"
+    assert windows_of({"significant_bits": 12}).sixteen_bit == ValueWindow(0, 4095)
     assert found.warning == "" and bit_depth([save("m16.png", 60000)]).warning == ""
     # Their values up to 1000 << 4 from 0, on no offset: under 16,000 of 65,535 keeps under 64 grey levels of 256, said.
     assert re.search(r"lie between \d+ and 159\d\d only \(1st to 99th percentile\): read on 0-65535 they span [56]\d of the 256", top.warning)
@@ -94,12 +94,12 @@ def test_goods_on_an_offset_are_read_on_a_window_of_their_own(tmp_path):
         values[0, 0] = 0  # a no-data pixel: no say in the window
         Image.fromarray(values.astype(np.uint16)).save(paths[-1])
     found = bit_depth(paths)
-    assert found.window == SixteenBitWindow(28000, 36000) and found.window.bits is None and found.warning == ""
+    assert found.window == ValueWindow(28000, 36000) and found.window.bits is None and found.warning == ""
     assert (
         "hold values between 30000 and 34000 only (1st to 99th percentile), on an offset: every 16-bit image is read on 28000-36000 (128 grey levels"
         in found.reason
     )
-    assert sixteen_bit_of(found.window.to_config()) == found.window and found.window.to_config() == {"sixteen_bit_window": [28000, 36000]}
+    assert windows_of(found.windows.to_config()) == found.windows and found.windows.to_config() == {"sixteen_bit_window": [28000, 36000]}
     assert found.window.to_grey(np.array([30000, 34000])).tolist() == [64, 191]
     assert FULL_WINDOW.to_grey(np.array([30000, 34000])).tolist() == [117, 132], "read from 0, as before the window: 16 levels apart"
 
@@ -107,10 +107,10 @@ def test_goods_on_an_offset_are_read_on_a_window_of_their_own(tmp_path):
 def test_a_16_bit_file_is_read_on_the_models_window_and_values_beyond_it_saturate(tmp_path):
     values = np.array([[0, 1000, 2047, 4095, 8000]], dtype=np.uint16).repeat(5, axis=0)
     Image.fromarray(values).save(tmp_path / "row.png")
-    read = lambda window: read_image_array(tmp_path / "row.png", 5, sixteen_bit=window)[0, :, 0].tolist()  # noqa: E731
-    assert read(SixteenBitWindow.of_bits(12)) == [0, 62, 127, 255, 255]
+    read = lambda window: read_image_array(tmp_path / "row.png", 5, windows=Windows(window))[0, :, 0].tolist()  # noqa: E731
+    assert read(ValueWindow.of_bits(12)) == [0, 62, 127, 255, 255]
     assert read(FULL_WINDOW) == [0, 4, 8, 16, 31], "16-bit files keep the 0..65535 scale"
-    assert read(SixteenBitWindow(1000, 5000)) == [0, 0, 67, 197, 255]
+    assert read(ValueWindow(1000, 5000)) == [0, 0, 67, 197, 255]
 
 
 @pytest.mark.parametrize("method", ["patchcore", "classifier"])
@@ -130,7 +130,7 @@ def test_a_model_fitted_on_12_bit_files_scores_them_as_one_fitted_on_their_8_bit
         for name, root in (("eight", eight), ("low", low))
     }
     low_model, eight_model = AnomalyModel.load(fitted["low"]), AnomalyModel.load(fitted["eight"])
-    assert sixteen_bit_of(low_model.config) == SixteenBitWindow.of_bits(12) and "significant_bits" not in eight_model.config
+    assert windows_of(low_model.config).sixteen_bit == ValueWindow.of_bits(12) and "significant_bits" not in eight_model.config
     low_scores = [r.raw for r in iter_scores(low_model, images, show_progress=False)]
     eight_scores = [r.raw for r in iter_scores(eight_model, [eight / p.relative_to(low) for p in images], show_progress=False)]
     assert np.allclose(low_scores, eight_scores, rtol=1e-6, atol=1e-6)
@@ -147,7 +147,7 @@ def test_adapt_says_where_the_new_lines_16_bit_images_go_above_the_models_bits(t
     brighter = as_low_bits(line, bits=13)  # the new line's exposure is twice as long
     adapted = adapt(AnomalyModel.load(fitted.model_path), [Sample(p, "good", 0) for p in brighter])
     said = " ".join(adapted.warnings)
-    assert "6 of the new images go beyond the 12 bits the model reads 16-bit files on" in said and "saturate" in said
+    assert "6 of the new images go beyond the 12 bits the model reads its goods on" in said and "saturate" in said
     as_bright = as_low_bits(make_dataset(tmp_path / "data" / "line2", n_good=6, n_per_defect=0, size=48, seed=3, masks=False))
     again = adapt(AnomalyModel.load(fitted.model_path), [Sample(p, "good", 0) for p in as_bright])  # as bright as the goods it knows
     assert "saturate" not in " ".join(again.warnings)
@@ -161,10 +161,11 @@ def test_a_model_fitted_on_an_offset_reads_its_window_its_export_says_it_and_old
     images = on_an_offset(data)
     fitted = train(TrainOptions(data=str(data), run_dir=str(tmp_path / "run"), method="patchcore", image_size=48, coreset_ratio=0.2), show_progress=False)
     model = AnomalyModel.load(fitted.model_path)
-    window = sixteen_bit_of(model.config)
+    windows = windows_of(model.config)
+    window = windows.sixteen_bit
     assert window.bits is None and window.low < 30000 < 30000 + 255 * 8 < window.high
     assert modelfile.read_meta(fitted.model_path)["format_version"] == modelfile.FORMAT_VERSION == 3
-    on_window = [len(np.unique(read_image_array(p, 48, sixteen_bit=window))) for p in images[:3]]
+    on_window = [len(np.unique(read_image_array(p, 48, windows=windows))) for p in images[:3]]
     from_0 = [len(np.unique(read_image_array(p, 48))) for p in images[:3]]
     assert min(on_window) > 4 * max(from_0), (on_window, from_0)
     onnx_path = export_onnx(model, tmp_path / "m.onnx")
@@ -173,3 +174,25 @@ def test_a_model_fitted_on_an_offset_reads_its_window_its_export_says_it_and_old
     assert json.loads(properties["anomalycli"])["format_version"] == 3
     monkeypatch.setattr(modelfile, "FORMAT_VERSION", 2)  # what an anomalycli before windows reads
     assert "newer than this anomalycli reads (2); upgrade anomalycli" in one_clear_line(run_cli("predict", fitted.model_path, data / "good", expect=1))
+
+
+def test_float_goods_are_read_on_one_window_for_the_line_not_each_on_its_own_scale(tmp_path):
+    """Height maps in mm (7.5 to 8.7; a no-data NaN): each on its own scale (0..255, by its largest
+    value) they kept 2 or 3 grey levels, and two images of one line could be scaled apart. The goods'
+    range and half its width each side is one window for every such image; NaN reads black."""
+    paths = []
+    for i in range(2):
+        values = np.random.default_rng(i).uniform(7.5, 8.7, (64, 64)).astype(np.float32)
+        values[0, 0] = np.nan
+        paths.append(tmp_path / f"h{i}.tif")
+        Image.fromarray(values, "F").save(paths[-1])
+    found = bit_depth(paths)
+    floats = found.windows.floats
+    assert found.window == FULL_WINDOW and floats is not None and floats.bits is None
+    assert (round(floats.low, 1), round(floats.high, 1)) == (6.9, 9.3)
+    assert "the 2 float or 32-bit good(s) hold values between 7.5" in found.reason and "every such image is read on 6.9" in found.reason
+    assert windows_of(found.windows.to_config()) == found.windows and set(found.windows.to_config()) == {"significant_bits", "float_window"}
+    assert ValueWindow(6.0, 10.0).to_grey(np.array([6.0, 8.0, 10.0, np.nan])).tolist() == [0, 128, 255, 0]
+    own = {len(np.unique(read_image_array(p, 64, windows=OWN_SCALES))) for p in paths}
+    on_window = {len(np.unique(read_image_array(p, 64, windows=found.windows))) for p in paths}
+    assert max(own) <= 3 and min(on_window) > 100, (own, on_window)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from anomalycli.data.bit_depth import SixteenBitWindow
+from anomalycli.data.bit_depth import ValueWindow
 from anomalycli.data.pixel_formats import frame_image
 from anomalycli.deploy.archive import Archive, ArchivePolicy
 from anomalycli.deploy.line import Judged, Line
@@ -43,7 +43,7 @@ def test_a_model_fitted_on_dark_low_bit_files_judges_the_cameras_frames_of_them_
     images = as_low_bits(data, bits=10)  # a 12-bit camera's values, none above 1023
     fitted = train(TrainOptions(data=str(data), run_dir=str(tmp_path / "run"), method="patchcore", image_size=48, coreset_ratio=0.2), show_progress=False)
     line = Line(fitted.model_path)
-    assert line.sixteen_bit == SixteenBitWindow.of_bits(10)
+    assert line.windows.sixteen_bit == ValueWindow.of_bits(10)
     files = [r.raw for r in iter_scores(line.model, images, show_progress=False)]
     frames = []
     for i, path in enumerate(images):

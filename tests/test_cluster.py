@@ -153,7 +153,7 @@ def test_predict_on_ray_that_cannot_finish_names_the_missing_images_and_writes_n
 
 
 def test_fit_on_ray_that_cannot_finish_writes_no_model(ray, parts, tmp_path, monkeypatch):
-    def fails(extractor, paths, image_size, with_descriptors, keep, framing, stretch, sixteen_bit):
+    def fails(extractor, paths, image_size, with_descriptors, keep, framing, stretch, windows):
         raise MemoryError("out of memory")
 
     monkeypatch.setattr(ray_fit, "_embed_task", fails)

@@ -129,7 +129,7 @@ def test_inspect_says_the_bits_train_reads_16_bit_files_on_and_warns_of_brighter
             Image.fromarray(values).save(tmp_path / folder / f"{name}.png")
     said = " ".join(run_cli("inspect", tmp_path / "mono12", "--json", tmp_path / "f.json").output.split())
     assert "bit depth: the 2 16-bit good(s) hold their values in the low 12 bits (largest value 4095 of 65535)" in said
-    assert "warning: 1 16-bit image(s) go beyond the goods' 12 bits (first:" in said and "bad/c.png" in said
+    assert "warning: 1 image(s) go beyond the goods' 12 bits (first:" in said and "bad/c.png" in said
     facts = json.loads((tmp_path / "f.json").read_text())["bit_depth"]
     assert facts["bits"] == 12 and facts["saturated"] == [str(tmp_path / "mono12" / "bad" / "c.png")]
     said = " ".join(run_cli("inspect", tmp_path / "mono16").output.split())
@@ -150,6 +150,6 @@ def test_inspect_says_16_bit_goods_on_an_offset_are_read_on_a_window_of_their_ow
         "bit depth: the 2 16-bit good(s) hold values between 30000 and 31500 only (1st to 99th percentile), on an offset: every 16-bit image is read on 29250-32250"
         in said
     )
-    assert "warning: 1 16-bit image(s) go beyond the goods' window 29250-32250 (first:" in said and "bad/c.png" in said
+    assert "warning: 1 image(s) go beyond the goods' window 29250-32250 (first:" in said and "bad/c.png" in said
     facts = json.loads((tmp_path / "f.json").read_text())["bit_depth"]
     assert facts["window"] == [29250, 32250] and facts["bits"] is None and facts["warning"] == ""

@@ -21,7 +21,7 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from anomalycli.data import trained_on
-from anomalycli.data.bit_depth import sixteen_bit_of
+from anomalycli.data.bit_depth import windows_of
 from anomalycli.data.layouts import Sample, discover
 from anomalycli.data.levels import levels_of
 from anomalycli.data.synthetic import make_dataset
@@ -49,8 +49,8 @@ KINDS = {
     "classifier": ("parts", {"method": "classifier", "weights": "none", "image_size": 64, "epochs": 2, "batch_size": 16}),
     # And 16-bit files on an offset, as a height map's, read on a window of their own (data/bit_depth.py).
     "patchcore int8, 16-bit files on an offset": ("offset 16-bit", {"method": "patchcore", **SMALL}),
-    # fp32, and a bank that learnt a few goods turned (data/orientation.py).
-    "patchcore fp32, a few goods learnt turned": ("keys", {"method": "patchcore", "precision": "fp32", "image_size": 64, "seed": 0}),
+    # fp32, and a bank that learnt a few goods turned (data/orientation.py), from float height maps (data/bit_depth.py).
+    "patchcore fp32, a few goods learnt turned, float height maps": ("keys", {"method": "patchcore", "precision": "fp32", "image_size": 64, "seed": 0}),
     # A camera's 12-bit values in the low bits of 16-bit files (data/bit_depth.py).
     "hybrid without masks, 12-bit files": ("unmasked 12-bit", {"method": "hybrid", **SMALL}),
     "hybrid, linear pixel head": ("parts", {"method": "hybrid", "pixel_head_kinds": (0,), **SMALL}),
@@ -80,8 +80,9 @@ def data(tmp_path_factory) -> dict[str, Path]:
             opened.resize((96, 64)).save(image)
     rng = np.random.default_rng(5)  # a few goods lying at any angle: the bank learns them turned
     (root / "keys" / "good").mkdir(parents=True)
-    for i in range(5):
-        key(rng.uniform(0, 360), rng, size=64).save(root / "keys" / "good" / f"{i}.png")
+    for i in range(5):  # as height maps in mm: 5.0 + 0.004 a grey level, on one float window for the line
+        grey = np.asarray(key(rng.uniform(0, 360), rng, size=64).convert("L"), dtype=np.float32)
+        Image.fromarray(5.0 + grey * np.float32(0.004), "F").save(root / "keys" / "good" / f"{i}.tif")
     sets["keys"] = root / "keys"
     mask = np.zeros((64, 64), np.uint8)
     mask[:10, :10] = 255
@@ -194,8 +195,10 @@ def test_every_file_a_verb_writes_gives_the_same_scores_in_every_verb_that_reads
     # Every file says whether its images' levels are stretched, and the bits it reads 16-bit files
     # on (the export in its metadata, for a line program).
     assert levels_of(loading.load(model_file, "auto").config) == KINDS[kind][1].get("levels", "as-is")
-    window = sixteen_bit_of(loading.load(model_file, "auto").config)
+    windows = windows_of(loading.load(model_file, "auto").config)
+    window = windows.sixteen_bit
     assert window.bits == (12 if "12-bit" in kind else None if "offset" in kind else 16) and (window.low > 0) == ("offset" in kind)
+    assert (windows.floats is not None) == ("float" in kind)
     tolerance = _tolerance(source, graph=exported)
 
     def same(scores, where: str, graph: bool = False) -> None:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomalycli.data.bit_depth import FULL_WINDOW, SixteenBitWindow
+from anomalycli.data.bit_depth import OWN_SCALES, ValueWindow, Windows
 from anomalycli.data.images import read_image_array, resized_array
-from anomalycli.data.pixel_formats import BAYER_PATTERNS, SUPPORTED, frame_image, frame_sixteen_bit
+from anomalycli.data.pixel_formats import BAYER_PATTERNS, SUPPORTED, frame_image, frame_windows
 from anomalycli.errors import UserError
 
 WIDTH, HEIGHT, SIZE = 96, 80, 64
@@ -61,21 +61,22 @@ def test_a_frame_is_read_as_the_model_read_its_cameras_values_saved_in_the_low_b
     """A model fitted on a camera's n-bit values saved in the low bits of 16-bit files, read on
     ``window`` (data/bit_depth.py: fewer bits than n where the goods were dark, a window of their
     own where they lie on an offset), sees a frame of the same values as it saw the file."""
-    n, window = int(pixel_format[4:]), SixteenBitWindow(*window)
+    n, window = int(pixel_format[4:]), ValueWindow(*window)
+    windows = Windows(window)
     values = np.random.default_rng(0).integers(window.low, min(window.high + 1, 2**n), (HEIGHT, WIDTH))
     frame = frame_image(values.astype(np.uint16).ravel(), WIDTH, HEIGHT, pixel_format)
     Image.fromarray(values.astype(np.uint16)).save(tmp_path / "low.png")
-    from_file = read_image_array(tmp_path / "low.png", SIZE, sixteen_bit=window)
-    from_frame = resized_array(frame, SIZE, sixteen_bit=frame_sixteen_bit(pixel_format, window))
+    from_file = read_image_array(tmp_path / "low.png", SIZE, windows=windows)
+    from_frame = resized_array(frame, SIZE, windows=frame_windows(pixel_format, windows))
     assert np.abs(from_frame.astype(int) - from_file).max() <= 1
-    assert frame_sixteen_bit("Mono8", window) == frame_sixteen_bit("RGB8", window) == FULL_WINDOW, "8-bit frames: their own range"
+    assert frame_windows("Mono8", windows) == frame_windows("RGB8", windows) == OWN_SCALES, "8-bit frames: their own range"
 
 
 def test_a_frame_is_read_on_a_window_of_16_bit_values_as_it_is():
     """A window beyond the frame's bits was measured on the 16-bit scale (goods the archive kept,
     their values in the top bits): a frame's values are on it already."""
-    assert frame_sixteen_bit("Mono12", SixteenBitWindow(30000, 40000)) == SixteenBitWindow(30000, 40000)
-    assert frame_sixteen_bit("Mono12", FULL_WINDOW) == frame_sixteen_bit("Mono12", SixteenBitWindow.of_bits(14)) == FULL_WINDOW
+    assert frame_windows("Mono12", Windows(ValueWindow(30000, 40000))).sixteen_bit == ValueWindow(30000, 40000)
+    assert frame_windows("Mono12", OWN_SCALES) == frame_windows("Mono12", Windows(ValueWindow.of_bits(14))) == OWN_SCALES
 
 
 @pytest.mark.parametrize("pixel_format", [f for f in SUPPORTED if not f.startswith("Bayer")])

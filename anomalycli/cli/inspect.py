@@ -58,17 +58,6 @@ def inspect_command(
             )
     if facts["taken_differently"]:
         console.print(f"warning: {facts['taken_differently']}", style="yellow", markup=False, highlight=False)
-    own = facts["own_scale"]
-    if own:
-        console.print(
-            f"warning: {own['images']} float or 32-bit image(s) are each scaled to 8 bits by their own largest value (to 0..1, 0..255 "
-            f"or 0..65535), and one keeps {own['fewest_grey_levels']} grey levels ({own['first']}): values in a narrow range, "
-            "as a height map's in mm, lose their detail, and two images of one line can be scaled apart; save them as 16-bit PNG "
-            "on one scale for the whole line (in µm, say: train reads them on the goods' window), or as 8-bit images",
-            style="yellow",
-            markup=False,
-            highlight=False,
-        )
     depth = facts["bit_depth"]
     if depth:
         console.print(f"bit depth: {depth['reason']}", markup=False, highlight=False)
@@ -76,8 +65,8 @@ def inspect_command(
         console.print(f"warning: {depth['warning']}", style="yellow", markup=False, highlight=False)
     if depth and depth["saturated"]:
         console.print(
-            f"warning: {len(depth['saturated'])} 16-bit image(s) go beyond the goods' {depth['described']} (first: {depth['saturated'][0]}): "
-            "their brightest or darkest pixels saturate; add goods like them to the training images (--json lists them)",
+            f"warning: {len(depth['saturated'])} image(s) go beyond the goods' {depth['described']} (first: {depth['saturated'][0]}): "
+            "their brightest or darkest parts saturate; add goods like them to the training images (--json lists them)",
             style="yellow",
             markup=False,
             highlight=False,

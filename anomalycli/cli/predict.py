@@ -12,7 +12,7 @@ import typer
 from anomalycli import modelfile, project
 from anomalycli.cli.common import ENGINE_HELP, RAY_HELP, check_threshold, model_and_target, user_errors
 from anomalycli.cli.render import console, err_console, prediction_table, write_rows
-from anomalycli.data.bit_depth import sixteen_bit_of
+from anomalycli.data.bit_depth import windows_of
 from anomalycli.data.decoding import DecodeAhead, images_ahead
 from anomalycli.data.framing import framing_of
 from anomalycli.data.images import list_source, load_image
@@ -111,7 +111,7 @@ def predict_command(
         if heatmaps is not None:
             mark_heatmaps_folder(heatmaps)
         names = _output_names(paths, base) if heatmaps is not None or masks is not None else {}
-        window = sixteen_bit_of(model.config)
+        windows = windows_of(model.config)
         written: set[Path] = set()  # a path listed twice is drawn once
         try:
             for scored in scored_rows:
@@ -127,7 +127,7 @@ def predict_command(
                         written.add(target)
                 target = _named(heatmaps, names.get(scored.path), ".png")
                 if target is not None and scored.map is not None and target not in written:
-                    image = load_image(scored.path, window)
+                    image = load_image(scored.path, windows)
                     heat = overlay(image, scored.map, scale, flagged=scored.verdict == "anomaly")
                     save_heatmap(panel(image, heat) if side_by_side else heat, target, overwrite)
                     written.add(target)
@@ -190,7 +190,7 @@ def _decode_ahead(model_path: Path, paths: list[Path], batch_size: int) -> Decod
     size = config.get("image_size") if isinstance(config, dict) else None
     if not isinstance(size, int):
         return contextlib.nullcontext()
-    return DecodeAhead(paths, size, ahead=images_ahead(batch_size), framing=framing_of(config), sixteen_bit=sixteen_bit_of(config))
+    return DecodeAhead(paths, size, ahead=images_ahead(batch_size), framing=framing_of(config), windows=windows_of(config))
 
 
 def _exported_config(path: Path) -> dict | None:

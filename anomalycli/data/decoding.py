@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from anomalycli.data.bit_depth import FULL_WINDOW, SixteenBitWindow
+from anomalycli.data.bit_depth import OWN_SCALES, Windows
 from anomalycli.data.framing import SQUASH
 from anomalycli.data.images import ImageError, read_image_array
 from anomalycli.runtime import available_cores
@@ -42,10 +42,10 @@ def default_workers() -> int:
     return min(4, max(2, available_cores() // 2))
 
 
-def decode(path: Path, image_size: int, framing: str = SQUASH, sixteen_bit: SixteenBitWindow = FULL_WINDOW) -> tuple[np.ndarray | None, str]:
+def decode(path: Path, image_size: int, framing: str = SQUASH, windows: Windows = OWN_SCALES) -> tuple[np.ndarray | None, str]:
     """(pixels S x S x 3, "") or (None, the error's one line) for one image file."""
     try:
-        return read_image_array(path, image_size, framing=framing, sixteen_bit=sixteen_bit), ""
+        return read_image_array(path, image_size, framing=framing, windows=windows), ""
     except ImageError as exc:
         return None, str(exc)
 
@@ -62,10 +62,10 @@ class DecodeAhead:
         workers: int | None = None,
         ahead: int = images_ahead(32),
         framing: str = SQUASH,
-        sixteen_bit: SixteenBitWindow = FULL_WINDOW,
+        windows: Windows = OWN_SCALES,
     ):
         self.paths, self.image_size, self.ahead = list(paths), image_size, max(1, ahead)
-        self.framing, self.sixteen_bit = framing, sixteen_bit
+        self.framing, self.windows = framing, windows
         workers = default_workers() if workers is None else workers
         self._in_process = not workers
         self._pool = None if self._in_process else ProcessPoolExecutor(workers, mp_context=process_context(), initializer=_ignore_interrupts)
@@ -82,12 +82,12 @@ class DecodeAhead:
 
     def _fill(self) -> None:
         while self._pool and self._next < len(self.paths) and len(self._pending) < self.ahead:
-            self._pending.append(self._pool.submit(decode, self.paths[self._next], self.image_size, self.framing, self.sixteen_bit))
+            self._pending.append(self._pool.submit(decode, self.paths[self._next], self.image_size, self.framing, self.windows))
             self._next += 1
 
     def __iter__(self) -> Iterator[tuple[np.ndarray | None, str]]:
         if self._in_process:
-            yield from (decode(path, self.image_size, self.framing, self.sixteen_bit) for path in self.paths)
+            yield from (decode(path, self.image_size, self.framing, self.windows) for path in self.paths)
             return
         while self._pending:
             result = self._pending.popleft().result()
@@ -114,14 +114,14 @@ def batches(
     workers: int | None = None,
     decoded: DecodeAhead | None = None,
     framing: str = SQUASH,
-    sixteen_bit: SixteenBitWindow = FULL_WINDOW,
+    windows: Windows = OWN_SCALES,
 ):
     """Yield (uint8 images B x 3 x S x S, indices into ``paths``, errors) per batch, as numpy
     arrays, decoded ahead by ``workers`` processes (or by ``decoded``, one already started).
 
     An unreadable file gives a zero image and its error message ('' for the readable ones).
     """
-    with decoded or DecodeAhead(paths, image_size, workers, images_ahead(batch_size), framing, sixteen_bit) as images:
+    with decoded or DecodeAhead(paths, image_size, workers, images_ahead(batch_size), framing, windows) as images:
         batch, errors = [], []
         for index, (pixels, error) in enumerate(images):
             batch.append(np.zeros((3, image_size, image_size), np.uint8) if pixels is None else pixels.transpose(2, 0, 1))

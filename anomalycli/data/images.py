@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from anomalycli.data.bit_depth import FULL_WINDOW, SixteenBitWindow
+from anomalycli.data.bit_depth import OWN_SCALES, ValueWindow, Windows
 from anomalycli.data.framing import SQUASH, framed
 from anomalycli.errors import UserError
 
@@ -134,10 +134,10 @@ def existing_folder(folder: str | Path) -> Path:
 # --- reading pixels -------------------------------------------------------------------
 
 
-def load_image(path: str | Path, sixteen_bit: SixteenBitWindow = FULL_WINDOW) -> Image.Image:
-    """Open any common image file as RGB with its EXIF orientation applied (a 16-bit one read on the
-    window ``sixteen_bit``, ``bit_depth.py``)."""
-    return to_rgb(open_image(path), sixteen_bit)
+def load_image(path: str | Path, windows: Windows = OWN_SCALES) -> Image.Image:
+    """Open any common image file as RGB with its EXIF orientation applied (a 16-bit or float one
+    read on the model's ``windows``, ``bit_depth.py``)."""
+    return to_rgb(open_image(path), windows)
 
 
 def open_image(path: str | Path, draft_size: int | None = None, data: bytes | None = None) -> Image.Image:
@@ -193,19 +193,20 @@ def _orientation(image: Image.Image) -> int:
     return image.getexif().get(0x0112, 1)
 
 
-def to_rgb(image: Image.Image, sixteen_bit: SixteenBitWindow = FULL_WINDOW) -> Image.Image:
-    return to_grey_or_rgb(image, sixteen_bit).convert("RGB")
+def to_rgb(image: Image.Image, windows: Windows = OWN_SCALES) -> Image.Image:
+    return to_grey_or_rgb(image, windows).convert("RGB")
 
 
-def to_grey_or_rgb(image: Image.Image, sixteen_bit: SixteenBitWindow = FULL_WINDOW) -> Image.Image:
+def to_grey_or_rgb(image: Image.Image, windows: Windows = OWN_SCALES) -> Image.Image:
     """Any Pillow mode as 'L' (grey) or 'RGB', the same way: 16-bit and float images are scaled, not
-    clipped (16-bit ones from ``sixteen_bit``, the model's window, ``bit_depth.py``; floats from
-    0..1, 0..255 or 0..65535, by their largest value)."""
+    clipped, on the model's ``windows`` (``bit_depth.py``); a float one where it has none (a model
+    from before them) from 0..1, 0..255 or 0..65535, by its own largest value."""
     if image.mode.startswith("I;16"):
-        image = Image.fromarray(sixteen_bit.to_grey(np.asarray(image)), "L")
+        image = Image.fromarray(windows.sixteen_bit.to_grey(np.asarray(image)), "L")
     elif image.mode in ("I", "F"):
         array = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.clip(array / own_scale_top(image.mode, float(array.max())) * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        window = windows.floats or ValueWindow(0.0, own_scale_top(image.mode, float(np.nanmax(array)) if not np.isnan(array).all() else 0.0))
+        image = Image.fromarray(window.to_grey(array), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
@@ -223,18 +224,16 @@ def own_scale_top(mode: str, largest: float) -> float:
     return 65535.0 if largest > 255 else 255.0
 
 
-def read_image_array(
-    path: str | Path, image_size: int, data: bytes | None = None, framing: str = SQUASH, sixteen_bit: SixteenBitWindow = FULL_WINDOW
-) -> np.ndarray:
+def read_image_array(path: str | Path, image_size: int, data: bytes | None = None, framing: str = SQUASH, windows: Windows = OWN_SCALES) -> np.ndarray:
     """The file at ``path`` (or the bytes ``data``, which ``path`` names) as uint8 RGB pixels
     (S, S, 3), ready for a model of input size ``image_size`` that frames images so (``framing.py``).
 
     A JPEG is decoded at the smallest 1/2, 1/4 or 1/8 scale still at least ``image_size``, and a
     grey image is resized before it becomes RGB (a third of the work).
     """
-    return resized_array(open_image(path, draft_size=image_size, data=data), image_size, framing, sixteen_bit)
+    return resized_array(open_image(path, draft_size=image_size, data=data), image_size, framing, windows)
 
 
-def resized_array(image: Image.Image, image_size: int, framing: str = SQUASH, sixteen_bit: SixteenBitWindow = FULL_WINDOW) -> np.ndarray:
+def resized_array(image: Image.Image, image_size: int, framing: str = SQUASH, windows: Windows = OWN_SCALES) -> np.ndarray:
     """Image of any mode -> uint8 RGB pixels (S, S, 3), resized with antialiasing and framed."""
-    return framed(to_grey_or_rgb(image, sixteen_bit), image_size, framing)
+    return framed(to_grey_or_rgb(image, windows), image_size, framing)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from anomalycli.data.bit_depth import FULL_WINDOW, SixteenBitWindow
+from anomalycli.data.bit_depth import OWN_SCALES, Windows
 from anomalycli.data.images import ImageError, load_image
 from anomalycli.data.levels import goods_sample
 
@@ -55,14 +55,14 @@ class Orientation:
         return {"kind": self.kind, "mirrored": self.mirrored, "spread_degrees": self.spread_degrees, "reason": self.reason}
 
 
-def readable_images(paths: list[Path], most: int | None = None, sixteen_bit: SixteenBitWindow = FULL_WINDOW) -> list[Image.Image]:
-    """The images at ``paths`` that decode (up to ``most``; 16-bit ones read on ``sixteen_bit``,
+def readable_images(paths: list[Path], most: int | None = None, windows: Windows = OWN_SCALES) -> list[Image.Image]:
+    """The images at ``paths`` that decode (up to ``most``; 16-bit ones read on ``windows``,
     ``bit_depth.py``), skipping the others: an unreadable good is the fit's to report, not a reason
     to stop measuring."""
     images = []
     for path in paths:
         try:
-            images.append(load_image(path, sixteen_bit))
+            images.append(load_image(path, windows))
         except ImageError:
             continue
         if most is not None and len(images) == most:
@@ -70,10 +70,10 @@ def readable_images(paths: list[Path], most: int | None = None, sixteen_bit: Six
     return images
 
 
-def measured_goods(paths: list[Path], sixteen_bit: SixteenBitWindow = FULL_WINDOW) -> list[Image.Image]:
+def measured_goods(paths: list[Path], windows: Windows = OWN_SCALES) -> list[Image.Image]:
     """The goods the orientation is measured on, for train and inspect alike: the readable ones of
     at most ``SAMPLE`` spread over ``paths``."""
-    return readable_images(goods_sample(paths, SAMPLE), sixteen_bit=sixteen_bit)
+    return readable_images(goods_sample(paths, SAMPLE), windows=windows)
 
 
 def part_of(image: Image.Image) -> np.ndarray:

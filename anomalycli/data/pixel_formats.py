@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from anomalycli.data.bit_depth import FULL_BITS, FULL_WINDOW, SixteenBitWindow
+from anomalycli.data.bit_depth import FULL_BITS, FULL_WINDOW, OWN_SCALES, ValueWindow, Windows
 from anomalycli.errors import UserError
 
 MONO_BITS = {"Mono8": 8, "Mono10": 10, "Mono12": 12, "Mono14": 14, "Mono16": 16}
@@ -55,20 +55,20 @@ def frame_image(data: np.ndarray, width: int, height: int, pixel_format: str) ->
     return Image.fromarray(_demosaic(values.reshape(height, width), pixel_format), "RGB")
 
 
-def frame_sixteen_bit(pixel_format: str, model: SixteenBitWindow) -> SixteenBitWindow:
-    """The window to read a frame's 16-bit image on (its n-bit values moved to the top bits) so that
-    the model sees it as it saw its goods: a model whose window lies within n bits (``bit_depth.py``:
-    goods saved with their values in the low bits) read a value v on that window, and so must a
-    frame's v << (16 - n) be read, on the window moved up as far. A window beyond n bits is on the
-    16-bit scale, as the frame's values are: the frame is read on it (on 0..65535 from 0). Any other
-    format (an 8-bit one is no 16-bit image): its own range."""
-    n = MONO_BITS.get(pixel_format)
+def frame_windows(pixel_format: str, model: Windows) -> Windows:
+    """The windows to read a frame's 16-bit image on (its n-bit values moved to the top bits) so
+    that the model sees it as it saw its goods: a model whose 16-bit window lies within n bits
+    (``bit_depth.py``: goods saved with their values in the low bits) read a value v on that window,
+    and so must a frame's v << (16 - n) be read, on the window moved up as far. A window beyond n
+    bits is on the 16-bit scale, as the frame's values are: the frame is read on it (on 0..65535
+    from 0). Any other format (an 8-bit one is no 16-bit image): its own range."""
+    n, window = MONO_BITS.get(pixel_format), model.sixteen_bit
     if n is None or n <= 8:
-        return FULL_WINDOW
+        return OWN_SCALES
     shift = FULL_BITS - n
-    if model.high < 2**n:
-        return SixteenBitWindow(model.low << shift, ((model.high + 1) << shift) - 1)
-    return model if model.low else FULL_WINDOW
+    if window.high < 2**n:
+        return Windows(ValueWindow(window.low << shift, ((window.high + 1) << shift) - 1))
+    return Windows(window if window.low else FULL_WINDOW)
 
 
 def _demosaic(plane: np.ndarray, pixel_format: str) -> np.ndarray:

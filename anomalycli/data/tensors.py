@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from anomalycli.data.bit_depth import FULL_WINDOW, SixteenBitWindow
+from anomalycli.data.bit_depth import OWN_SCALES, Windows
 from anomalycli.data.decoding import DecodeAhead, batches
 from anomalycli.data.framing import SQUASH, framed
 from anomalycli.data.images import ImageError, binary_mask, read_image_array, resized_array
@@ -36,16 +36,16 @@ def image_batches(
     num_workers: int | None = None,
     decoded: DecodeAhead | None = None,
     framing: str = SQUASH,
-    sixteen_bit: SixteenBitWindow = FULL_WINDOW,
+    windows: Windows = OWN_SCALES,
 ):
     """``decoding.batches`` as tensors: (uint8 images B x 3 x S x S, indices into ``paths``, errors) per batch."""
-    for images, indices, errors in batches(paths, image_size, batch_size, num_workers, decoded, framing, sixteen_bit):
+    for images, indices, errors in batches(paths, image_size, batch_size, num_workers, decoded, framing, windows):
         yield torch.from_numpy(images), torch.from_numpy(indices), errors
 
 
-def read_image_tensor(path: str | Path, image_size: int, framing: str = SQUASH, sixteen_bit: SixteenBitWindow = FULL_WINDOW) -> torch.Tensor:
+def read_image_tensor(path: str | Path, image_size: int, framing: str = SQUASH, windows: Windows = OWN_SCALES) -> torch.Tensor:
     """The file at ``path`` as a uint8 tensor (3, S, S), as ``images.read_image_array`` reads it."""
-    return torch.from_numpy(read_image_array(path, image_size, framing=framing, sixteen_bit=sixteen_bit)).permute(2, 0, 1)
+    return torch.from_numpy(read_image_array(path, image_size, framing=framing, windows=windows)).permute(2, 0, 1)
 
 
 def image_to_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
@@ -53,14 +53,12 @@ def image_to_tensor(image: Image.Image, image_size: int) -> torch.Tensor:
     return torch.from_numpy(resized_array(image, image_size)).permute(2, 0, 1)
 
 
-def load_all(
-    samples: list[Sample], image_size: int, framing: str = SQUASH, sixteen_bit: SixteenBitWindow = FULL_WINDOW
-) -> tuple[torch.Tensor, list[Sample], list[str]]:
+def load_all(samples: list[Sample], image_size: int, framing: str = SQUASH, windows: Windows = OWN_SCALES) -> tuple[torch.Tensor, list[Sample], list[str]]:
     """Decode and resize every sample once: (uint8 N x 3 x S x S, samples kept, errors of those dropped)."""
     tensors, kept, errors = [], [], []
     for sample in samples:
         try:
-            tensors.append(read_image_tensor(sample.path, image_size, framing, sixteen_bit))
+            tensors.append(read_image_tensor(sample.path, image_size, framing, windows))
             kept.append(sample)
         except ImageError as exc:
             errors.append(str(exc))

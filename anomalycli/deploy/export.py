@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from anomalycli import __version__, modelfile
-from anomalycli.data.bit_depth import FULL_WINDOW, sixteen_bit_of
+from anomalycli.data.bit_depth import FULL_WINDOW, windows_of
 from anomalycli.data.framing import LETTERBOX, framing_of
 from anomalycli.data.levels import levels_of, stretched
 from anomalycli.deploy import onnx_model
@@ -178,7 +178,8 @@ def metadata(model: AnomalyModel) -> dict[str, str]:
         "format_version": modelfile.format_version(model.config, with_graph=False),
         "package_version": __version__,
     }
-    size, window = model.config["image_size"], sixteen_bit_of(model.config)
+    size, windows = model.config["image_size"], windows_of(model.config)
+    window, floats = windows.sixteen_bit, windows.floats
     pixel = model.config.get("pixel_threshold") if model.has_maps else None
     # What a line program needs to make regions and apply the size rule (connected components,
     # which ONNX has no operator for): the anomaly map above pixel_threshold, its areas in the
@@ -206,12 +207,14 @@ def metadata(model: AnomalyModel) -> dict[str, str]:
         )
         + ("; the graph stretches each image's grey levels itself" if stretched(model.config) else "")
         + (f"; a 16-bit image's values scaled to 8 bits from {window.low}..{window.high}, not 0..65535" if window != FULL_WINDOW else "")
+        + (f"; a float or 32-bit image's values from {floats.low:g}..{floats.high:g}" if floats else "")
         + ")",
         "framing": framing_of(model.config),
         "levels": levels_of(model.config),
         # A line program reads a 16-bit image as the model read its goods: (value - low) / (high - low) * 255.
         "sixteen_bit_window": f"{window.low} {window.high}",
         **({"significant_bits": str(window.bits)} if window.bits is not None else {}),
+        **({"float_window": f"{floats.low!r} {floats.high!r}"} if floats else {}),
         "outputs": f"{SCORE} (0..1, anomaly at >= 0.5), {RAW_SCORE}"
         + (f", {ANOMALY_MAP} (N x {size} x {size}, raw units)" if model.has_maps else "")
         + (f", {DEFECT_MASK} (N x {size} x {size}, uint8: 1 where {ANOMALY_MAP} >= pixel_threshold)" if pixel else ""),

@@ -87,7 +87,7 @@ def make_app(line: Line, journal: Journal | None = None, token: str | None = Non
         return JSONResponse({"error": error}, status_code=status)
 
     def judge(name: str, data: bytes, arrived: float) -> dict:
-        pixels = read_image_array(name, line.image_size, data=data, framing=line.framing, sixteen_bit=line.sixteen_bit)  # ImageError: the caller's 400
+        pixels = read_image_array(name, line.image_size, data=data, framing=line.framing, windows=line.windows)  # ImageError: the caller's 400
         size = original_size(name, data) if line.wants_sizes else None
         with lock:
             (judged,), said = line.judge([name], pixels.transpose(2, 0, 1)[None], [""], [arrived], [size], [encoding_of(name, data)])

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from anomalycli import files, project
-from anomalycli.data.bit_depth import sixteen_bit_of
+from anomalycli.data.bit_depth import windows_of
 from anomalycli.data.framing import SQUASH, framing_of
 from anomalycli.deploy import journal, loading, onnx_model
 from anomalycli.deploy.regions import judge_regions, min_area_of, pixel_threshold_of
@@ -88,7 +88,7 @@ class Line:
         self.model = onnx_model.in_bursts(self.model, calls_in_flight)
         self.threshold = threshold
         self.image_size = int(self.model.config["image_size"])
-        self.framing, self.sixteen_bit = framing_of(self.model.config), sixteen_bit_of(self.model.config)
+        self.framing, self.windows = framing_of(self.model.config), windows_of(self.model.config)
         self.drift = drift.Rolling(self.model, str(model_path))
         self.identity = {
             "file": self.model_path.name,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anomalycli.data.bit_depth import FULL_WINDOW, SixteenBitWindow
+from anomalycli.data.bit_depth import OWN_SCALES, Windows
 from anomalycli.data.framing import SQUASH
 from anomalycli.deploy.ray_cluster import MAX_RETRIES, _wait
 from anomalycli.detection.coreset import SAMPLERS
@@ -30,7 +30,7 @@ SCORE_CHUNK = 8 * patchcore_fitting.SCORE_BATCH
 
 
 def _embed_task(
-    extractor, paths: list, image_size: int, with_descriptors: bool, keep, framing: str, stretch: bool, sixteen_bit: SixteenBitWindow
+    extractor, paths: list, image_size: int, with_descriptors: bool, keep, framing: str, stretch: bool, windows: Windows
 ) -> tuple[np.ndarray, tuple]:
     """The chunk's patch features (they stay in the object store) and what this machine needs of
     them: readable indices, errors, patches per image and the (small) descriptors."""
@@ -43,7 +43,7 @@ def _embed_task(
         keep=keep,
         framing=framing,
         stretch=stretch,
-        sixteen_bit=sixteen_bit,
+        windows=windows,
     )
     return features.numpy(), (readable, errors, features.shape[1] if readable else 0, descriptors, stats)
 
@@ -95,14 +95,14 @@ class RayFeatures:
         keep=None,
         framing: str = SQUASH,
         stretch: bool = False,
-        sixteen_bit: SixteenBitWindow = FULL_WINDOW,
+        windows: Windows = OWN_SCALES,
     ) -> tuple["RayFeatures", list[int], list[str]]:
         """Embed ``paths`` in chunks of ``EMBED_CHUNK``; the readable indices and errors as
-        ``embed_images`` (``keep``, ``framing``, ``stretch`` and ``sixteen_bit`` as there)."""
+        ``embed_images`` (``keep``, ``framing``, ``stretch`` and ``windows`` as there)."""
         extractor_ref = ray.put(extractor.cpu())
         starts = range(0, len(paths), EMBED_CHUNK)
         task = ray.remote(num_cpus=1, num_returns=2, max_retries=MAX_RETRIES)(_embed_task)
-        refs = [task.remote(extractor_ref, paths[s : s + EMBED_CHUNK], image_size, with_descriptors, keep, framing, stretch, sixteen_bit) for s in starts]
+        refs = [task.remote(extractor_ref, paths[s : s + EMBED_CHUNK], image_size, with_descriptors, keep, framing, stretch, windows) for s in starts]
         _wait(
             ray,
             [meta for _, meta in refs],

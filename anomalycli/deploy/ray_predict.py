@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from anomalycli.data import decoding
-from anomalycli.data.bit_depth import sixteen_bit_of
+from anomalycli.data.bit_depth import windows_of
 from anomalycli.data.framing import framing_of
 from anomalycli.deploy.ray_cluster import _reason, workers
 from anomalycli.deploy.scoring import Scored, score_batch, scored_row
@@ -49,7 +49,7 @@ class _Scorer:
                 len(paths),
                 workers=0,
                 framing=framing_of(self.model.config),
-                sixteen_bit=sixteen_bit_of(self.model.config),
+                windows=windows_of(self.model.config),
             )
         )
         raw, _ = score_batch(self.model, images, errors)

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from anomalycli.data import encoding
-from anomalycli.data.bit_depth import sixteen_bit_of
+from anomalycli.data.bit_depth import windows_of
 from anomalycli.data.decoding import DecodeAhead, batches
 from anomalycli.data.framing import SQUASH, framing_of, unframed
 from anomalycli.data.images import original_size
@@ -47,7 +47,7 @@ def iter_scores(
     ``decoded``: ``paths`` already decoding at the model's input size."""
     with progress_bar(total=len(paths), desc="scoring", unit="img", shown=show_progress) as bar:
         for images, indices, errors in batches(
-            paths, model.config["image_size"], batch_size, num_workers, decoded, framing_of(model.config), sixteen_bit_of(model.config)
+            paths, model.config["image_size"], batch_size, num_workers, decoded, framing_of(model.config), windows_of(model.config)
         ):
             yield from score_decoded(model, [paths[i] for i in indices.tolist()], images, errors, threshold, with_maps)
             bar.update(len(errors))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from anomalycli import __version__, files
-from anomalycli.data.bit_depth import sixteen_bit_of
+from anomalycli.data.bit_depth import windows_of
 from anomalycli.data.images import load_image
 from anomalycli.data.layouts import Sample
 from anomalycli.data.tensors import load_mask
@@ -115,7 +115,7 @@ def gallery_files(folder: Path, model, items: list[GalleryItem]) -> list[str]:
         maps = {r.path: r.map for r in iter_scores(model, paths, with_maps=True, show_progress=False)}
     scale = heatmaps.map_scale(model) if maps else None
     for i, item in enumerate(items):
-        image = load_image(item.sample.path, sixteen_bit_of(model.config))
+        image = load_image(item.sample.path, windows_of(model.config))
         image.thumbnail((GALLERY_SIZE, GALLERY_SIZE))
         picture = image.convert("RGB")
         anomaly_map = maps.get(item.sample.path)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anomalycli.data.bit_depth import sixteen_bit_of
+from anomalycli.data.bit_depth import windows_of
 from anomalycli.data.framing import framing_of
 from anomalycli.data.images import ImageError, load_image, read_image_array
 from anomalycli.deploy.engines import on_engine
@@ -91,17 +91,17 @@ class Review:
         return {"index": index, "label": label, "defect_type": kind}
 
     def image_png(self, index: int, size: int = DISPLAY_SIZE) -> bytes:
-        image = load_image(self.items[index].path, sixteen_bit_of(self.model.config))
+        image = load_image(self.items[index].path, windows_of(self.model.config))
         image.thumbnail((size, size))
         return _png(image)
 
     def heatmap_png(self, index: int) -> bytes:
         path = self.items[index].path
         # As predict scores it: framed as the model frames images, the map in the image's own frame.
-        window = sixteen_bit_of(self.model.config)
-        pixels = read_image_array(path, self.model.config["image_size"], framing=framing_of(self.model.config), sixteen_bit=window)
+        windows = windows_of(self.model.config)
+        pixels = read_image_array(path, self.model.config["image_size"], framing=framing_of(self.model.config), windows=windows)
         (scored,) = score_decoded(self.model, [path], pixels.transpose(2, 0, 1)[None], [""], with_maps=True)
-        image = load_image(path, window)
+        image = load_image(path, windows)
         image.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE))
         return _png(overlay(image, np.asarray(scored.map), self.scale, flagged=scored.verdict == "anomaly"))
 

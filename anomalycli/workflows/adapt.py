@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from anomalycli.data import encoding, trained_on
-from anomalycli.data.bit_depth import saturated, sixteen_bit_of
+from anomalycli.data.bit_depth import saturated, windows_of
 from anomalycli.data.framing import framing_of
 from anomalycli.data.layouts import Sample
 from anomalycli.data.levels import stretched
@@ -109,7 +109,7 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
         already = f"; {left_out} more were images it was trained on" if left_out else ""
         raise UserError(f"adapt needs at least {MIN_NEW_GOODS} good images from the line (got {n_new_goods}{already}); 10 to 20 is better")
     net = _one_class(model)
-    hybrid, window = model.method == "hybrid", sixteen_bit_of(model.config)
+    hybrid, windows = model.method == "hybrid", windows_of(model.config)
 
     def embedded(paths: list, progress: bool):
         return embed_images(
@@ -121,16 +121,16 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
             keep=ignore.keep_of(model.config),
             framing=framing_of(model.config),
             stretch=stretched(model.config),
-            sixteen_bit=window,
+            windows=windows,
         )
 
     features, descriptors, stats, readable, errors = embedded([s.path for s in samples], show_progress)
     warnings = [f"skipped unreadable image: {e}" for e in errors]
     if left_out:
         warnings.append(f"left out {left_out} images the model was trained on: they show it nothing of the new line")
-    if too_bright := saturated([s.path for s in samples], window):
+    if too_bright := saturated([s.path for s in samples], windows):
         warnings.append(
-            f"{len(too_bright)} of the new images go beyond the {window.described()} the model reads 16-bit files on (first: {too_bright[0]}): "
+            f"{len(too_bright)} of the new images go beyond the {windows.described()} the model reads its goods on (first: {too_bright[0]}): "
             "their brightest or darkest pixels saturate, and a defect there cannot show; train again on goods of the new line for its range"
         )
     labels = np.array([samples[i].label for i in readable], dtype=int)
@@ -166,7 +166,7 @@ def adapt(model: AnomalyModel, samples: list[Sample], rule: OperatingRule = Oper
     if ratio < growth.old_ratio:
         parts = [build_bank(part, ratio / growth.old_ratio, seed=seed) for part in parts]
     good_paths = [samples[readable[i]].path for i in goods]
-    with goods_turned([samples[readable[i]] for i in goods], growth.orientation, growth.turns, model.config["image_size"], window) as turned:
+    with goods_turned([samples[readable[i]] for i in goods], growth.orientation, growth.turns, model.config["image_size"], windows) as turned:
         copies = [s.path for s in turned.samples[len(goods) :]]
         copy_features, _, _, copies_read, _ = embedded(copies, False) if copies else (features[:0], None, None, [], [])
     copy_fold = np.array([folds[good_paths.index(turned.copy_of[copies[i]])] for i in copies_read], dtype=int)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from anomalycli.data.bit_depth import FULL_WINDOW, SixteenBitWindow
+from anomalycli.data import pixel_formats
+from anomalycli.data.bit_depth import OWN_SCALES, Windows
 from anomalycli.data.images import load_image, resized_array, to_rgb
-from anomalycli.data.pixel_formats import frame_sixteen_bit
 from anomalycli.deploy.archive import Archive, ArchivePolicy
 from anomalycli.deploy.camera.acquisition import Acquisition
 from anomalycli.deploy.camera.frames import Frame
@@ -61,14 +61,14 @@ def judge_frame(line: Line, frame: Frame) -> tuple[Judged, list[str]]:
     name = frame_name(frame)
     if frame.image is None:
         return Judged(name, scored_row(Path(name), float("nan"), float("nan"), frame.error, 0.5), 1000 * (time.monotonic() - frame.arrived)), []
-    pixels = resized_array(frame.image, line.image_size, line.framing, frame_window(line, frame)).transpose(2, 0, 1)
+    pixels = resized_array(frame.image, line.image_size, line.framing, frame_windows(line, frame)).transpose(2, 0, 1)
     (judged,), said = line.judge([name], pixels[None], [""], [frame.arrived], [frame.image.size] if line.wants_sizes else None)
     return judged, said
 
 
-def frame_window(line: Line, frame: Frame) -> SixteenBitWindow:
-    """The window ``line``'s model reads ``frame``'s 16-bit image on (``pixel_formats.frame_sixteen_bit``)."""
-    return frame_sixteen_bit(frame.pixel_format, line.sixteen_bit)
+def frame_windows(line: Line, frame: Frame) -> Windows:
+    """The windows ``line``'s model reads ``frame``'s 16-bit image on (``pixel_formats.frame_windows``)."""
+    return pixel_formats.frame_windows(frame.pixel_format, line.windows)
 
 
 def keep(
@@ -79,10 +79,10 @@ def keep(
     heatmaps: bool,
     part_id="",
     recipe="",
-    image_window: SixteenBitWindow = FULL_WINDOW,
+    image_windows: Windows = OWN_SCALES,
 ) -> str:
     """The part's image kept where the archive's policy says, with its heat map beside a flagged one
-    where ``heatmaps`` (a frame's image read on ``image_window``: ``frame_window``); its name in the
+    where ``heatmaps`` (a frame's image read on ``image_windows``: ``frame_windows``); its name in the
     archive, or "". The map is let go either way."""
     if archive is None or image is None:
         judged.scored.map = None
@@ -90,7 +90,7 @@ def keep(
     heatmap = None
     if heatmaps and judged.verdict == "anomaly" and judged.scored.map is not None:
         # a frame is scaled by its own pixel format's bits; a file by the model's (data/bit_depth.py)
-        pixels = load_image(image, line.sixteen_bit) if isinstance(image, Path) else to_rgb(image, image_window)
+        pixels = load_image(image, line.windows) if isinstance(image, Path) else to_rgb(image, image_windows)
         heatmap = overlay(pixels, judged.scored.map, map_scale(line.model), flagged=True)
     judged.scored.map = None
     return archive.keep(image, judged.verdict, judged.scored.score, part_id, recipe, heatmap)

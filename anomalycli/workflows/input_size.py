@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from anomalycli.data.bit_depth import sixteen_bit_of
+from anomalycli.data.bit_depth import windows_of
 from anomalycli.data.framing import framing_of
 from anomalycli.data.layouts import Sample
 from anomalycli.data.resolution import SizePlan, plan_for_samples
@@ -149,7 +149,7 @@ def _trial(model: AnomalyModel, samples: list[Sample], size: int, fit_seconds: f
 def _ms_per_image(model: AnomalyModel, samples: list[Sample], size: int) -> float:
     """The model's scoring with maps, as predict scores, on a few training images: ms an image on
     this CPU (the images' decoding not counted: predict overlaps it)."""
-    images, _, _ = load_all(samples[:TIMED_IMAGES], size, framing_of(model.config), sixteen_bit_of(model.config))
+    images, _, _ = load_all(samples[:TIMED_IMAGES], size, framing_of(model.config), windows_of(model.config))
     if not len(images):
         return float("nan")
     with torch.inference_mode():

@@ -10,10 +10,10 @@ import numpy as np
 from PIL import Image
 
 from anomalycli import files
-from anomalycli.data.bit_depth import FEW_GREY_LEVELS, FULL_WINDOW, SixteenBit, SixteenBitWindow, bit_depth_of, sixteen_bit_values
+from anomalycli.data.bit_depth import SixteenBit, Spread, Windows, bit_depth_of, float_spread, sixteen_bit_values
 from anomalycli.data.confounds import taken_differently
 from anomalycli.data.encoding import encoding_of
-from anomalycli.data.images import ImageError, binary_mask, load_image, own_scale_top
+from anomalycli.data.images import ImageError, binary_mask, load_image
 from anomalycli.data.layouts import Dataset
 from anomalycli.data.levels import goods_sample, levels
 from anomalycli.data.orientation import measured_goods, orientation, readable_images
@@ -92,8 +92,8 @@ def inspect_dataset(dataset: Dataset) -> dict:
     saved_as: Counter = Counter()
     misshapen_masks = []
     mask_shares: dict[str, float] = {}  # the share of its image each defect's mask marks
-    sixteen_bit: dict[Path, SixteenBit] = {}  # what each 16-bit image's values say of their bits
-    own_scale: dict[Path, int] = {}  # the grey levels each float or 32-bit image keeps, scaled on its own
+    sixteen_bit_found: dict[Path, SixteenBit] = {}  # what each 16-bit image's values say of their bits
+    float_found: dict[Path, Spread] = {}  # each float or 32-bit image's values, less stray pixels
     unreadable = []
     by_hash: dict[str, list] = defaultdict(list)
     for s in dataset.samples:
@@ -111,10 +111,9 @@ def inspect_dataset(dataset: Dataset) -> dict:
                 if share is not None and s.label == 1:
                     mask_shares[str(s.mask)] = share
                 if (values := sixteen_bit_values(im)) is not None:
-                    sixteen_bit[s.path] = values
-                if im.mode in ("I", "F"):
-                    low, high = im.getextrema()
-                    own_scale[s.path] = int((high - low) / own_scale_top(im.mode, high) * 255) + 1
+                    sixteen_bit_found[s.path] = values
+                if (spread := float_spread(im)) is not None:
+                    float_found[s.path] = spread
             saved_as[encoding_of(s.path)] += 1
             load_image(s.path)  # a full decode: truncated files fail only here
         except ImageError as exc:
@@ -130,8 +129,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
     fitted_on = dataset.fitting_pool() or dataset.samples
     ratio = (max(n_normal, n_anomaly) / min(n_normal, n_anomaly)) if n_normal and n_anomaly else None
     summary = size_summary(sizes)
-    depth = _bit_depth(sixteen_bit, fitted_on)
-    window = SixteenBitWindow(*depth["window"]) if depth else FULL_WINDOW
+    depth, windows = _bit_depth(sixteen_bit_found, float_found, fitted_on)
     duplicates = []
     for digest, group in by_hash.items():
         if len(group) > 1:
@@ -162,9 +160,9 @@ def inspect_dataset(dataset: Dataset) -> dict:
         # What anomaly train would try for patchcore and hybrid models (data/resolution.py).
         "input_sizes": plan_for_samples(fitted_on, DEFAULT_IMAGE_SIZE["patchcore"]).to_dict(),
         # How train (patchcore) would take the goods' orientation: measured on a few of them (data/orientation.py).
-        "orientation": _orientation(fitted_on, window),
+        "orientation": _orientation(fitted_on, windows),
         # Whether train (patchcore, hybrid) would stretch each image's levels (data/levels.py).
-        "levels": _levels(fitted_on, window),
+        "levels": _levels(fitted_on, windows),
         "image_modes": dict(modes.most_common()),
         # How the images were saved (data/encoding.py): a line that saves lossier than these drifts.
         "saved_as": {str(e): n for e, n in saved_as.most_common() if e is not None},
@@ -174,10 +172,8 @@ def inspect_dataset(dataset: Dataset) -> dict:
         # A defect's mask that marks nothing, or most of its image (drawn black on white?): wrong pixels taught and measured.
         "empty_masks": sorted(path for path, share in mask_shares.items() if share == 0),
         "masks_marking_most": sorted(path for path, share in mask_shares.items() if share > MOST_OF_THE_IMAGE),
-        # How train would read 16-bit files (data/bit_depth.py), and the images brighter than that.
+        # How train would read 16-bit and float files (data/bit_depth.py), and the images beyond that.
         "bit_depth": depth,
-        # Float and 32-bit images are scaled each by its own largest value (images.own_scale_top).
-        "own_scale": _own_scale(own_scale),
         # Goods and defects taken differently: a model can learn that instead of the defect (data/confounds.py).
         "taken_differently": taken_differently([s.path for s in dataset.samples if s.label == 0], [s.path for s in dataset.samples if s.label == 1]),
         "unreadable": unreadable,
@@ -186,22 +182,15 @@ def inspect_dataset(dataset: Dataset) -> dict:
     }
 
 
-def _bit_depth(sixteen_bit: dict[Path, SixteenBit], fitted_on) -> dict | None:
-    """The window train would read 16-bit files on, from the goods it fits on, and the 16-bit images
-    whose values go above them (they saturate); None where no good is a 16-bit file."""
-    depth = bit_depth_of([sixteen_bit[s.path] for s in fitted_on if s.label == 0 and s.path in sixteen_bit])
+def _bit_depth(sixteen_bit_found: dict[Path, SixteenBit], float_found: dict[Path, Spread], fitted_on) -> tuple[dict | None, Windows]:
+    """The windows train would read 16-bit and float files on, from the goods it fits on, with the
+    images whose values go beyond them (they saturate); the facts None where no good is such a file."""
+    goods = [s.path for s in fitted_on if s.label == 0]
+    depth = bit_depth_of([sixteen_bit_found[p] for p in goods if p in sixteen_bit_found], [float_found[p] for p in goods if p in float_found])
     if not depth.reason:
-        return None
-    return {**depth.to_dict(), "saturated": sorted(str(path) for path, values in sixteen_bit.items() if depth.window.saturates(values))}
-
-
-def _own_scale(levels: dict[Path, int]) -> dict | None:
-    """Where float or 32-bit images keep few grey levels, scaled each on its own (a height map in
-    mm: its values span a few units of 0..255): how many, the fewest levels, and that image."""
-    if not levels:
-        return None
-    fewest = min(levels, key=levels.get)
-    return {"images": len(levels), "fewest_grey_levels": levels[fewest], "first": str(fewest)} if levels[fewest] < FEW_GREY_LEVELS else None
+        return None, depth.windows
+    beyond = [path for path, found in [*sixteen_bit_found.items(), *float_found.items()] if depth.windows.saturates(found)]
+    return {**depth.to_dict(), "saturated": sorted(map(str, beyond))}, depth.windows
 
 
 def _mask_facts(mask: Path, image_size: tuple[int, int]) -> tuple[str | None, float | None]:
@@ -218,13 +207,13 @@ def _mask_facts(mask: Path, image_size: tuple[int, int]) -> tuple[str | None, fl
     return (None if same else f"{width}x{height}"), share
 
 
-def _orientation(samples, window: SixteenBitWindow) -> dict | None:
+def _orientation(samples, windows: Windows) -> dict | None:
     """What ``data/orientation.py`` says of the goods train would measure (None with fewer than 2 readable)."""
-    images = measured_goods([s.path for s in samples if s.label == 0], window)
+    images = measured_goods([s.path for s in samples if s.label == 0], windows)
     return orientation(images).to_dict() if len(images) >= 2 else None
 
 
-def _levels(samples, window: SixteenBitWindow) -> dict | None:
+def _levels(samples, windows: Windows) -> dict | None:
     """What ``data/levels.py`` says of the goods train would measure (None with fewer than 2 readable)."""
-    images = readable_images(goods_sample([s.path for s in samples if s.label == 0]), sixteen_bit=window)
+    images = readable_images(goods_sample([s.path for s in samples if s.label == 0]), windows=windows)
     return levels(images).to_dict() if len(images) >= 2 else None

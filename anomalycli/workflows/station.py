@@ -40,7 +40,7 @@ from anomalycli.deploy.station.modbus import ModbusServer
 from anomalycli.deploy.station.mqtt import MqttPublisher, delivered_file, read_delivered, write_delivered
 from anomalycli.deploy.station.opcua import OpcUaServer
 from anomalycli.errors import UserError
-from anomalycli.workflows.camera_frames import FRAME_COLUMNS, archive_of, frame_name, frame_window, judge_frame, keep, next_frames, video_read_after
+from anomalycli.workflows.camera_frames import FRAME_COLUMNS, archive_of, frame_name, frame_windows, judge_frame, keep, next_frames, video_read_after
 
 # The journal's columns: watch's, then the part, its place in the PLC's sequence, the recipe and
 # model that judged it, the error code the PLC was shown, the camera frame's ID and timestamp (from
@@ -221,7 +221,7 @@ class Station:
                 judged, said, code = _model_failed(frame_name(frame), frame.arrived, exc), [], signals.MODEL_FAILED
             for text in said:
                 self.say(text)
-            archived = keep(self.archive, frame.image, judged, line, self.heatmaps, part_id, recipe, frame_window(line, frame))
+            archived = keep(self.archive, frame.image, judged, line, self.heatmaps, part_id, recipe, frame_windows(line, frame))
             extra = {"frame_id": frame.frame_id, "frame_timestamp_ns": frame.timestamp_ns or "", "archived": archived}
             result = self.handshake.new_result(part_id, recipe, judged.scored.score, judged.verdict == "anomaly", code)
             self._record(result, judged, line.identity["sha256"], shown=shown, extra=extra)
@@ -320,7 +320,7 @@ class Station:
         image, a model that failed), or None where it is too new to call unreadable."""
         size = line.image_size
         try:
-            pixels, error = read_image_array(path, size, framing=line.framing, sixteen_bit=line.sixteen_bit).transpose(2, 0, 1), ""
+            pixels, error = read_image_array(path, size, framing=line.framing, windows=line.windows).transpose(2, 0, 1), ""
         except (ImageError, OSError) as exc:
             try:
                 age = time.time() - path.stat().st_mtime

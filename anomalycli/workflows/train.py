@@ -11,7 +11,7 @@ import torch
 
 from anomalycli import files, project
 from anomalycli.data import encoding, trained_on
-from anomalycli.data.bit_depth import BitDepth, bit_depth, sixteen_bit_of
+from anomalycli.data.bit_depth import BitDepth, bit_depth, windows_of
 from anomalycli.data.confounds import taken_differently
 from anomalycli.data.framing import SQUASH
 from anomalycli.data.layouts import Sample, discover
@@ -154,8 +154,8 @@ def fit(
         "defect_types": sorted({s.defect_type for s in train_samples + val_samples if s.label == 1 and s.defect_type}),
     }
     if depth.reason:  # the goods hold 16-bit files
-        config.update(depth.window.to_config())
-    window = sixteen_bit_of(config)
+        config.update(depth.windows.to_config())
+    windows = windows_of(config)
     if options.ignore:
         config["ignore"] = ignore.to_config(ignore.read_masks([Path(p) for p in options.ignore], options.image_size))
     if options.method in CROSS_FITTED:
@@ -163,7 +163,7 @@ def fit(
         if options.framing != SQUASH:
             log.info(f"framing: {options.framing} (each image's shape kept, the square's rest mirrored)")
         goods = goods_sample([s.path for s in train_samples + val_samples if s.label == 0])
-        config["levels"] = levels(readable_images(goods, sixteen_bit=window), options.levels).to_dict()
+        config["levels"] = levels(readable_images(goods, windows=windows), options.levels).to_dict()
         log.info(f"levels: {config['levels']['kind']}: {config['levels']['reason']}")
     if options.method == "classifier":
         return _train_classifier(options, config, train_samples, val_samples, device, run_dir, state, show_progress)
@@ -173,7 +173,7 @@ def fit(
 
 
 def _load_split(samples: list[Sample], image_size: int, what: str, notes: list[str], config: dict):
-    images, kept, errors = load_all(samples, image_size, sixteen_bit=sixteen_bit_of(config))
+    images, kept, errors = load_all(samples, image_size, windows=windows_of(config))
     for error in errors:
         log.warning(f"skipped unreadable {what} image: {error}")
     if errors:
@@ -255,7 +255,7 @@ def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[st
     if options.precision == "auto" and device.type != "cpu":
         return extractor, {"precision": "fp32", "precision_note": f"trained on {device.type}, where the fp32 backbone is the fast one"}
     good = [s for s in samples if s.label == 0][: int8_backbone.CALIBRATION_IMAGES]
-    images, _, _ = load_all(good, options.image_size, config["framing"], sixteen_bit_of(config))
+    images, _, _ = load_all(good, options.image_size, config["framing"], windows_of(config))
     int8, cosine = int8_backbone.quantize(extractor.cpu(), images, deep, stretch=stretched(config))
     if cosine < int8_backbone.MIN_COSINE:
         note = (
@@ -285,12 +285,12 @@ def _embed(
     order = np.argsort(all_folds, kind="stable")
     samples, all_folds = [samples[i] for i in order], all_folds[order]
     paths = [s.path for s in samples]
-    keep, framing, stretch, window = ignore.keep_of(config), config["framing"], stretched(config), sixteen_bit_of(config)
+    keep, framing, stretch, windows = ignore.keep_of(config), config["framing"], stretched(config), windows_of(config)
     if options.ray is not None:
         from anomalycli.deploy import ray_cluster, ray_fit
 
         features, readable, errors = ray_fit.RayFeatures.embed(
-            ray_cluster.connect(options.ray), extractor, paths, options.image_size, show_progress, with_descriptors, keep, framing, stretch, window
+            ray_cluster.connect(options.ray), extractor, paths, options.image_size, show_progress, with_descriptors, keep, framing, stretch, windows
         )
     else:
         embedded, descriptors, stats, readable, errors = patchcore_fitting.embed_images(
@@ -302,7 +302,7 @@ def _embed(
             keep=keep,
             framing=framing,
             stretch=stretch,
-            sixteen_bit=window,
+            windows=windows,
         )
         features = patchcore_fitting.LocalFeatures(extractor, embedded, descriptors, stats)
     for error in errors:
@@ -351,7 +351,7 @@ def _train_patchcore(options, config, samples, device, show_progress):
     # model and scored, out of fold, by the banks of the other folds; defects are scored alike.
     notes: list[str] = []
     extractor, precision = _backbone(options, samples, device, False, notes, config)
-    with turned_goods(samples, options.orientation, options.image_size, bool(options.ignore), sixteen_bit_of(config)) as turned:
+    with turned_goods(samples, options.orientation, options.image_size, bool(options.ignore), windows_of(config)) as turned:
         features, labels, kept, folds = _embed(options, extractor, turned.samples, show_progress, notes, config, copy_of=turned.copy_of)
         n_good = sum(s.label == 0 for s in samples)
         ratio = bank_ratio(int((labels == 0).sum()) * _patches_per_image(options), n_good, options.coreset_ratio)

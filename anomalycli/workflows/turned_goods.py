@@ -20,7 +20,7 @@ from typing import Iterator
 
 from PIL import Image
 
-from anomalycli.data.bit_depth import FULL_WINDOW, SixteenBitWindow
+from anomalycli.data.bit_depth import OWN_SCALES, Windows
 from anomalycli.data.images import ImageError, open_image, to_grey_or_rgb
 from anomalycli.data.layouts import Sample
 from anomalycli.data.orientation import FIXED, Orientation, measured_goods, orientation, turned_copies, turns
@@ -56,25 +56,23 @@ def learnt_views(orientation: dict, n_goods: int) -> int:
 
 
 @contextlib.contextmanager
-def turned_goods(
-    samples: list[Sample], wanted: str, image_size: int, ignore_masks: bool = False, sixteen_bit: SixteenBitWindow = FULL_WINDOW
-) -> Iterator[TurnedGoods]:
+def turned_goods(samples: list[Sample], wanted: str, image_size: int, ignore_masks: bool = False, windows: Windows = OWN_SCALES) -> Iterator[TurnedGoods]:
     """``samples`` with the turned copies of their goods where the orientation says so, for a fit at
-    ``image_size`` reading 16-bit goods on ``sixteen_bit``; the copies' folder goes when the block ends."""
+    ``image_size`` reading 16-bit goods on ``windows``; the copies' folder goes when the block ends."""
     goods = [s for s in samples if s.label == 0]
     if ignore_masks and wanted != FIXED:
         # A don't-care mask is in the goods' own frame: a turned copy would put it elsewhere.
         found = Orientation(FIXED, False, None, "--ignore masks are in the images' own frame: the goods are used as they are")
     else:
-        found = orientation(measured_goods([s.path for s in goods], sixteen_bit), wanted)
-    with goods_turned(samples, found, turns(len(goods), found.kind), image_size, sixteen_bit) as turned:
+        found = orientation(measured_goods([s.path for s in goods], windows), wanted)
+    with goods_turned(samples, found, turns(len(goods), found.kind), image_size, windows) as turned:
         if turned.copy_of:
             log.info(f"orientation: {found.reason}; {len(goods)} goods learnt at {turned.turns} orientations" + (" and mirrored" if found.mirrored else ""))
         yield turned
 
 
 @contextlib.contextmanager
-def goods_turned(samples: list[Sample], found: Orientation, count: int, image_size: int, sixteen_bit: SixteenBitWindow = FULL_WINDOW) -> Iterator[TurnedGoods]:
+def goods_turned(samples: list[Sample], found: Orientation, count: int, image_size: int, windows: Windows = OWN_SCALES) -> Iterator[TurnedGoods]:
     """``samples`` with each good's copies at ``count`` orientations (mirrored too where ``found``
     says), as decided already: by ``turned_goods``, or by the model that ``adapt`` teaches more goods."""
     if count == 1 and not found.mirrored:
@@ -83,7 +81,7 @@ def goods_turned(samples: list[Sample], found: Orientation, count: int, image_si
     with tempfile.TemporaryDirectory(prefix="anomalycli-turned-") as folder:
         copies, copy_of = [], {}
         for i, good in enumerate(s for s in samples if s.label == 0):
-            original = _original(good.path, sixteen_bit)  # an unreadable good has no copies; the fit reports it
+            original = _original(good.path, windows)  # an unreadable good has no copies; the fit reports it
             for k, image in enumerate(turned_copies(shrunk(original, image_size), count, found.mirrored)[1:] if original else [], start=1):
                 path = Path(folder) / f"{i:05d}-{k:02d}.png"
                 image.save(path, compress_level=COPY_COMPRESSION)
@@ -102,11 +100,11 @@ def shrunk(image: Image.Image, image_size: int) -> Image.Image:
     return image.resize((width, height), Image.BILINEAR, reducing_gap=3.0)
 
 
-def _original(path: Path, sixteen_bit: SixteenBitWindow) -> Image.Image | None:
+def _original(path: Path, windows: Windows) -> Image.Image | None:
     """A good as the fit reads it, a grey one kept grey (its copies a third of the bytes to write:
     the fit reads an L image exactly as its RGB copy; an 8-bit copy of a 16-bit good is read as it
     was written); None where it does not decode."""
     try:
-        return to_grey_or_rgb(open_image(path), sixteen_bit)
+        return to_grey_or_rgb(open_image(path), windows)
     except ImageError:
         return None

@@ -185,7 +185,7 @@ class _Watch:
         while self.waiting and len(self.pending) < decoding.images_ahead(self.options.batch_size):
             path, name, identity, arrived = self.waiting.popleft()
             self.pending.append(
-                _Pending(path, name, identity, arrived, self.pool.submit(decoding.decode, path, self.line.image_size, self.line.framing, self.line.sixteen_bit))
+                _Pending(path, name, identity, arrived, self.pool.submit(decoding.decode, path, self.line.image_size, self.line.framing, self.line.windows))
             )
 
     def _judge_ready(self) -> None:
@@ -279,7 +279,7 @@ class _Watch:
         with files.atomic_path(target) as tmp:
             shutil.copyfile(path, tmp)
         if judged.scored.map is not None:
-            heat = overlay(load_image(path, self.line.sixteen_bit), judged.scored.map, self.scale, flagged=judged.verdict == "anomaly")
+            heat = overlay(load_image(path, self.line.windows), judged.scored.map, self.scale, flagged=judged.verdict == "anomaly")
             mark_heatmaps_folder(keep / "heatmaps")
             save_heatmap(heat, keep / "heatmaps" / heatmap_name(target.relative_to(keep / "images")))
 

@@ -25,7 +25,7 @@ from anomalycli.deploy.camera.video import VideoCamera
 from anomalycli.deploy.line import Line
 from anomalycli.deploy.station import sections
 from anomalycli.errors import UsageError, UserError
-from anomalycli.workflows.camera_frames import FRAME_COLUMNS, archive_of, frame_window, judge_frame, keep, next_frames, video_read_after
+from anomalycli.workflows.camera_frames import FRAME_COLUMNS, archive_of, frame_windows, judge_frame, keep, next_frames, video_read_after
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -97,7 +97,7 @@ def watch_camera(
         while not stop.is_set():
             for frame, _dropped in next_frames(acquisition, 0.1):
                 judged, said = judge_frame(line, frame)
-                archived = keep(archive, frame.image, judged, line, heatmaps, image_window=frame_window(line, frame))
+                archived = keep(archive, frame.image, judged, line, heatmaps, image_windows=frame_windows(line, frame))
                 row = {**judged.row(), "frame_id": frame.frame_id, "frame_timestamp_ns": frame.timestamp_ns or "", "archived": archived}
                 journal.append([row])
                 journal.forget(lambda key: False)  # a frame never comes again

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from anomalycli.data.bit_depth import FULL_WINDOW, SixteenBitWindow
+from anomalycli.data.bit_depth import OWN_SCALES, Windows
 from anomalycli.data.framing import SQUASH
 from anomalycli.data.tensors import image_batches
 from anomalycli.detection import backbones
@@ -77,13 +77,13 @@ def embed_images(
     keep=None,
     framing: str = SQUASH,
     stretch: bool = False,
-    sixteen_bit: SixteenBitWindow = FULL_WINDOW,
+    windows: Windows = OWN_SCALES,
 ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray, list[int], list[str]]:
     """Patch features (and descriptors) of the readable images among ``paths``, as ``embed_all``;
     their ``drift.image_stats``, their indices, and the errors of the others. Batches of
     ``EMBED_BATCH`` from the first path: the same paths give the same features wherever they are
     embedded. ``keep`` and ``stretch``: as ``backbones.preprocess`` takes them (a don't-care mask's,
-    and whether the model stretches levels: ``data/levels.py``); ``framing`` and ``sixteen_bit``: the
+    and whether the model stretches levels: ``data/levels.py``); ``framing`` and ``windows``: the
     model's (``data/framing.py``, ``data/bit_depth.py``)."""
     readable: list[int] = []
     errors: list[str] = []
@@ -91,7 +91,7 @@ def embed_images(
     device = next(extractor.parameters()).device
 
     def batches():
-        for images, indices, batch_errors in image_batches(paths, image_size, EMBED_BATCH, num_workers, framing=framing, sixteen_bit=sixteen_bit):
+        for images, indices, batch_errors in image_batches(paths, image_size, EMBED_BATCH, num_workers, framing=framing, windows=windows):
             errors.extend(filter(None, batch_errors))
             ok = torch.tensor([not e for e in batch_errors])
             readable.extend(indices[ok].tolist())
