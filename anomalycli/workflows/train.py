@@ -153,7 +153,7 @@ def fit(
         # What review offers as number keys; it changes no score.
         "defect_types": sorted({s.defect_type for s in train_samples + val_samples if s.label == 1 and s.defect_type}),
     }
-    if depth.reason:  # the goods hold 16-bit files
+    if depth.reason:  # the goods hold 16-bit or float files
         config.update(depth.windows.to_config())
     windows = windows_of(config)
     if options.ignore:
