@@ -117,7 +117,7 @@ LEVERS = [
     (
         "height maps",
         "the window for float (and 16-bit offset) goods with a quarter or a tenth of their spread each side (data/bit_depth.OFFSET_MARGIN) instead of half",
-        "the development sets saved as float height maps (8.0 + (grey - 128) / 255 mm), held out, one fit each (patchcore or hybrid defaults; Intel Xeon, AMX): "
+        "the development sets saved as float height maps (8.0 + (grey - 128) / 255 mm), held out, one patchcore fit each on goods alone (the defaults; Intel Xeon, AMX): "
         "screws 0.937 (half), 0.951 (a quarter), 0.941 (a tenth); magtiles 0.939 (half), 0.936 (a quarter); their 8-bit screws 0.952",
         "no margin is better on both sets, within one fit's spread; half keeps the most room for a defect beyond the goods' values",
         "2026-12-07",
