@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
     if args.avx2_only and not hidden_isa.active():
-        if (problem := hidden_isa.problem()) is not None:
+        why = hidden_isa.refused()
+        problem = f"--avx2-only: the kernel refused CPUID faulting ({why})" if why else hidden_isa.problem()
+        if problem is not None:
             print(problem, file=sys.stderr)
             return 2
         hidden_isa.run_hidden(argv)

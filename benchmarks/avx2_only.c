@@ -11,6 +11,7 @@
 #include <asm/prctl.h>
 #include <cpuid.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -62,7 +63,8 @@ __attribute__((constructor)) static void start(void) {
     action.sa_sigaction = on_fault;
     action.sa_flags = SA_SIGINFO | SA_NODEFER;
     sigaction(SIGSEGV, &action, 0);
-    set_cpuid(0);
+    if (set_cpuid(0) != 0) /* a kernel or sandbox without it: say so to the process, which then hides nothing */
+        setenv("AVX2_ONLY_REFUSED", strerror(errno), 1);
 }
 
 /* /proc/cpuinfo without those flags, for what reads it instead of CPUID (anomalycli's labels). */

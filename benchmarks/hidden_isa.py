@@ -21,9 +21,18 @@ SOURCE = Path(__file__).with_name("avx2_only.c")
 CPU_CLASS_NOTE = "AVX-512, VNNI and AMX hidden from CPUID"
 
 
+REFUSED = "AVX2_ONLY_REFUSED"  # set by the library where the kernel refused it CPUID faulting
+
+
 def active() -> bool:
-    """Whether this process runs under the library (its CPUID hides those instruction sets)."""
-    return any(Path(entry).name.startswith("avx2_only") for entry in os.environ.get("LD_PRELOAD", "").split())
+    """Whether this process runs under the library and its CPUID hides those instruction sets."""
+    loaded = any(Path(entry).name.startswith("avx2_only") for entry in os.environ.get("LD_PRELOAD", "").split())
+    return loaded and REFUSED not in os.environ
+
+
+def refused() -> str | None:
+    """Why the library, loaded, could not hide them (the kernel's error); None where it did or is not loaded."""
+    return os.environ.get(REFUSED)
 
 
 def problem() -> str | None:

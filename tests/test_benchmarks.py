@@ -270,4 +270,7 @@ def test_the_avx2_only_library_hides_avx_512_vnni_and_amx_from_every_reader():
     env = {"LD_PRELOAD": str(hidden_isa.library()), "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-c", seen], capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
+    if done.stdout.split()[-2:-1] == ["False"]:  # hidden_isa.active(): the kernel (or a sandbox) refused CPUID faulting
+        refused = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('AVX2_ONLY_REFUSED'))"], capture_output=True, text=True, env=env)
+        pytest.skip(f"CPUID faulting refused here: {refused.stdout.strip()}")
     assert done.stdout.split() == ["x86_64,", "AVX2,", "no", "VNNI", "AVX2", "False", "True", "False"]
