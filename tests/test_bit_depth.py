@@ -67,14 +67,14 @@ def test_the_goods_files_decide_and_8_bit_files_have_no_say(tmp_path):
     grey = tmp_path / "grey.png"
     Image.fromarray(np.full((8, 8), 250, np.uint8)).save(grey)
     twelve = [save(f"m12_{v}.png", v) for v in (100, 4000)]
-    assert bit_depth([grey]).window == FULL_WINDOW and bit_depth([grey]).reason == ""
+    assert bit_depth([grey]).windows.sixteen_bit == FULL_WINDOW and bit_depth([grey]).reason == ""
     found = bit_depth([grey, *twelve])
-    assert found.window == ValueWindow(0, 4095) and found.window.bits == 12
+    assert found.windows.sixteen_bit == ValueWindow(0, 4095) and found.windows.sixteen_bit.bits == 12
     assert "the 2 16-bit good(s) hold their values in the low 12 bits (largest value 4000 of 65535)" in found.reason
-    assert bit_depth([*twelve, save("m16.png", 60000)]).window == FULL_WINDOW, "one good using 16 bits: every file is read on 16"
+    assert bit_depth([*twelve, save("m16.png", 60000)]).windows.sixteen_bit == FULL_WINDOW, "one good using 16 bits: every file is read on 16"
     # A dark Mono12 camera's frames as the station's archive keeps them: values in the top bits, on the 16-bit scale already.
     top = bit_depth([save("dark_a.png", 900 << 4, shift=4), save("dark_b.png", 1000 << 4, shift=4)])
-    assert top.window == FULL_WINDOW and "hold a 12-bit camera's values in their top bits" in top.reason
+    assert top.windows.sixteen_bit == FULL_WINDOW and "hold a 12-bit camera's values in their top bits" in top.reason
     assert windows_of({}) == OWN_SCALES, "a model from before the rule reads 16 bits as it did"
     assert windows_of({"significant_bits": 12}).sixteen_bit == ValueWindow(0, 4095)
     assert found.warning == "" and bit_depth([save("m16.png", 60000)]).warning == ""
@@ -94,13 +94,13 @@ def test_goods_on_an_offset_are_read_on_a_window_of_their_own(tmp_path):
         values[0, 0] = 0  # a no-data pixel: no say in the window
         Image.fromarray(values.astype(np.uint16)).save(paths[-1])
     found = bit_depth(paths)
-    assert found.window == ValueWindow(28000, 36000) and found.window.bits is None and found.warning == ""
+    assert found.windows.sixteen_bit == ValueWindow(28000, 36000) and found.windows.sixteen_bit.bits is None and found.warning == ""
     assert (
         "hold values between 30000 and 34000 only (1st to 99th percentile), on an offset: every 16-bit image is read on 28000-36000 (128 grey levels"
         in found.reason
     )
     assert windows_of(found.windows.to_config()) == found.windows and found.windows.to_config() == {"sixteen_bit_window": [28000, 36000]}
-    assert found.window.to_grey(np.array([30000, 34000])).tolist() == [64, 191]
+    assert found.windows.sixteen_bit.to_grey(np.array([30000, 34000])).tolist() == [64, 191]
     assert FULL_WINDOW.to_grey(np.array([30000, 34000])).tolist() == [117, 132], "read from 0, as before the window: 16 levels apart"
 
 
@@ -188,7 +188,7 @@ def test_float_goods_are_read_on_one_window_for_the_line_not_each_on_its_own_sca
         Image.fromarray(values, "F").save(paths[-1])
     found = bit_depth(paths)
     floats = found.windows.floats
-    assert found.window == FULL_WINDOW and floats is not None and floats.bits is None
+    assert found.windows.sixteen_bit == FULL_WINDOW and floats is not None and floats.bits is None
     assert (round(floats.low, 1), round(floats.high, 1)) == (6.9, 9.3)
     assert "the 2 float or 32-bit good(s) hold values between 7.5" in found.reason and "every such image is read on 6.9" in found.reason
     assert windows_of(found.windows.to_config()) == found.windows and set(found.windows.to_config()) == {"significant_bits", "float_window"}

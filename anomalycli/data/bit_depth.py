@@ -98,7 +98,7 @@ class Windows:
     def described(self) -> str:
         """'12 bits', 'window 28000-36000', 'float window 6.9-9.3', or both joined by 'and'."""
         parts = [self.sixteen_bit.described()] if self.sixteen_bit != FULL_WINDOW or self.floats is None else []
-        return " and ".join(parts + ([f"float window {self.floats.low:g}-{self.floats.high:g}"] if self.floats else []))
+        return " and ".join(parts + ([f"float {self.floats.described()}"] if self.floats else []))
 
     def saturates(self, found: SixteenBit | Spread) -> bool:
         """Whether a 16-bit file's values (``found``: ``SixteenBit``) or a float one's (``Spread``) go
@@ -119,10 +119,6 @@ class BitDepth:
     windows: Windows  # what 16-bit and float files' values are read on
     reason: str  # one line: what was measured ("" where the goods hold no 16-bit or float file)
     warning: str = ""  # one line where the goods' values, read so, span few of the grey levels the model sees
-
-    @property
-    def window(self) -> ValueWindow:
-        return self.windows.sixteen_bit
 
     def to_dict(self) -> dict:
         window, floats = self.windows.sixteen_bit, self.windows.floats
