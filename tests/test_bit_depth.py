@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from anomalycli import modelfile
-from anomalycli.data.bit_depth import FULL_WINDOW, OWN_SCALES, ValueWindow, Windows, bit_depth, fewest_bits, windows_of
+from anomalycli.data.bit_depth import FULL_WINDOW, OWN_SCALES, ValueWindow, Windows, bit_depth, fewest_bits, measured_file, windows_of
 from anomalycli.data.images import read_image_array
 from anomalycli.data.synthetic import make_dataset
 from anomalycli.deploy.export import export_onnx
@@ -196,3 +196,29 @@ def test_float_goods_are_read_on_one_window_for_the_line_not_each_on_its_own_sca
     own = {len(np.unique(read_image_array(p, 64, windows=OWN_SCALES))) for p in paths}
     on_window = {len(np.unique(read_image_array(p, 64, windows=found.windows))) for p in paths}
     assert max(own) <= 3 and min(on_window) > 100, (own, on_window)
+
+
+def test_16_bit_colour_goods_read_on_their_top_bits_are_measured_and_a_narrow_span_is_said(tmp_path):
+    """Pillow decodes a 48-bit PNG or a 16-bit RGB TIFF to each channel's top 8 bits: a 12-bit
+    camera's values in the low bits read 0-15 of 255. No window gives back the bits the decoder
+    dropped, so a narrow span is a warning; full-range 16-bit colour reads well and is only said."""
+    cv2 = pytest.importorskip("cv2")  # Pillow writes no 16-bit colour file
+    rng = np.random.default_rng(0)
+
+    def save(name: str, top: int) -> Path:
+        cv2.imwrite(str(tmp_path / name), rng.integers(0, top + 1, (32, 32, 3)).astype(np.uint16))
+        return tmp_path / name
+
+    low_bits = [save("a.png", 4095), save("b.tiff", 4095)]
+    full = [save("c.png", 65535), save("d.tiff", 65535)]
+    eight_bit = tmp_path / "e.png"
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)).save(eight_bit)
+    narrow = bit_depth(low_bits)
+    assert narrow.windows == OWN_SCALES and "the 2 colour good(s) of 16 bits a channel are read on the top 8 bits of each" in narrow.reason
+    assert re.search(r"the 16-bit colour goods read between \d and 1[45] of 255 only .*: 1[0-5] grey levels", narrow.warning), narrow.warning
+    wide = bit_depth(full)
+    assert "colour good(s) of 16 bits" in wide.reason and wide.warning == ""
+    assert bit_depth([eight_bit]).reason == "", "8-bit colour files have no say"
+    assert max(read_image_array(low_bits[0], 32).max(), read_image_array(low_bits[1], 32).max()) <= 16, "what the warning says: nearly black"
+    with_floats = Windows(FULL_WINDOW, ValueWindow(0.0, 1.0))
+    assert [with_floats.saturates(measured_file(p)) for p in low_bits + full] == [False] * 4, "no window of theirs to go beyond"

@@ -3,6 +3,7 @@ import shutil
 from collections import Counter
 
 import numpy as np
+import pytest
 from conftest import run_cli
 from PIL import Image
 
@@ -134,6 +135,19 @@ def test_inspect_says_the_bits_train_reads_16_bit_files_on_and_warns_of_brighter
     assert facts["bits"] == 12 and facts["saturated"] == [str(tmp_path / "mono12" / "bad" / "c.png")]
     said = " ".join(run_cli("inspect", tmp_path / "mono16").output.split())
     assert "use their 16 bits" in said and "warning" not in said
+
+
+def test_inspect_warns_of_16_bit_colour_goods_that_read_nearly_black(tmp_path):
+    # A 12-bit colour camera's values in the low bits of 48-bit PNGs: Pillow gives their top 8 bits, 0-15 of 255.
+    cv2 = pytest.importorskip("cv2")  # Pillow writes no 16-bit colour file
+    rng = np.random.default_rng(0)
+    for name in ("good/a", "good/b", "bad/c"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / f"{name}.png"), rng.integers(0, 4096, (32, 32, 3)).astype(np.uint16))
+    said = " ".join(run_cli("inspect", tmp_path, "--json", tmp_path / "f.json").output.split())
+    assert "bit depth: the 2 colour good(s) of 16 bits a channel are read on the top 8 bits of each" in said
+    assert "warning: the 16-bit colour goods read between" in said and "Save the images as 16-bit grey" in said
+    assert "16-bit colour goods" in json.loads((tmp_path / "f.json").read_text())["bit_depth"]["warning"]
 
 
 def test_inspect_says_16_bit_goods_on_an_offset_are_read_on_a_window_of_their_own(tmp_path):

@@ -23,6 +23,11 @@ Float and 32-bit images (a height map in mm) were read each on its own scale (``
 give one window the same way (``Windows.floats``); a missing value (NaN) reads black. The screws saved
 as 8.0 +- 0.5 mm, held out: AUROC 0.937 on the window, 0.500 each on its own scale (0.952 as 8-bit).
 
+Colour files of 16 bits a channel (48-bit PNGs, 16-bit RGB TIFFs) Pillow decodes to each channel's
+top 8 bits, as they are read on 16 bits: right where the values fill them, nearly black where a
+camera's 10-14 bits sit in the low ones (0-15 of 255 for 12 bits). No window can give back bits the
+decoder dropped, so the goods' grey levels are measured and a narrow span is a warning (``colour_warning``).
+
 No PyTorch here: predict reads files with it.
 """
 
@@ -100,12 +105,12 @@ class Windows:
         parts = [self.sixteen_bit.described()] if self.sixteen_bit != FULL_WINDOW or self.floats is None else []
         return " and ".join(parts + ([f"float {self.floats.described()}"] if self.floats else []))
 
-    def saturates(self, found: SixteenBit | Spread) -> bool:
+    def saturates(self, found: SixteenBit | Spread | SixteenBitColour) -> bool:
         """Whether a 16-bit file's values (``found``: ``SixteenBit``) or a float one's (``Spread``) go
-        beyond their window; never where it is read on 0..65535, or on its own scale."""
+        beyond their window; never where it is read on 0..65535, or on its own scale, nor a colour one's."""
         if isinstance(found, SixteenBit):
             return self.sixteen_bit != FULL_WINDOW and self.sixteen_bit.saturates(found.spread)
-        return self.floats is not None and self.floats.saturates(found)
+        return isinstance(found, Spread) and self.floats is not None and self.floats.saturates(found)
 
     def to_config(self) -> dict:
         return {**self.sixteen_bit.to_config(), **({FLOAT_WINDOW_KEY: [self.floats.low, self.floats.high]} if self.floats else {})}
@@ -186,6 +191,29 @@ def sixteen_bit_values(image: Image.Image) -> SixteenBit | None:
     return SixteenBit(int(values.max()), min((every & -every).bit_length() - 1, FULL_BITS) if every else FULL_BITS, int(spread.low), int(np.ceil(spread.high)))
 
 
+@dataclass(frozen=True)
+class SixteenBitColour:
+    """A colour file of 16 bits a channel as Pillow decodes it (each channel's top 8 bits): its grey
+    levels less a few stray pixels (1st and 99th percentiles, 0..255)."""
+
+    low: int
+    high: int
+
+
+def sixteen_bit_colour(image: Image.Image) -> SixteenBitColour | None:
+    """``SixteenBitColour`` of an opened image (not yet loaded); None for one that is not 16-bit colour.
+    Pillow has no 16-bit colour mode: its decoder's raw mode ("RGB;16B" in a PNG, "RGB;16N" in a
+    TIFF) is what says the file's depth."""
+    if image.mode not in ("RGB", "RGBA") or not image.tile:
+        return None
+    args = image.tile[0].args
+    raw_mode = args if isinstance(args, str) else args[0] if args and isinstance(args[0], str) else ""
+    if ";16" not in raw_mode:
+        return None
+    spread = spread_of(np.asarray(image.convert("L")))
+    return SixteenBitColour(int(spread.low), int(np.ceil(spread.high)))
+
+
 def fewest_bits(largest: int) -> int:
     """The fewest of ``CANDIDATE_BITS`` that hold ``largest``, else ``FULL_BITS``."""
     return next((bits for bits in CANDIDATE_BITS if largest < 2**bits), FULL_BITS)
@@ -196,12 +224,13 @@ def float_spread(image: Image.Image) -> Spread | None:
     return spread_of(np.asarray(image)) if image.mode in ("I", "F") else None
 
 
-def measured_file(path: Path) -> SixteenBit | Spread | None:
-    """What the file at ``path`` says of its values: ``SixteenBit`` for a 16-bit one, ``Spread`` for a
-    float or 32-bit one; None for any other file (or an unreadable one)."""
+def measured_file(path: Path) -> SixteenBit | Spread | SixteenBitColour | None:
+    """What the file at ``path`` says of its values: ``SixteenBit`` for a 16-bit grey one, ``Spread``
+    for a float or 32-bit one, ``SixteenBitColour`` for a 16-bit colour one; None for any other
+    file (or an unreadable one)."""
     try:
         with Image.open(path) as image:
-            return sixteen_bit_values(image) or float_spread(image)
+            return sixteen_bit_colour(image) or sixteen_bit_values(image) or float_spread(image)
     except (OSError, ValueError, SyntaxError):
         return None
 
@@ -210,10 +239,12 @@ def bit_depth(paths: list[Path]) -> BitDepth:
     """The windows the goods at ``paths`` are read on (every good's file is measured: one brighter
     than a sample's would saturate)."""
     found = [values for values in map(measured_file, paths) if values is not None]
-    return bit_depth_of([v for v in found if isinstance(v, SixteenBit)], [v for v in found if isinstance(v, Spread)])
+    return bit_depth_of(
+        [v for v in found if isinstance(v, SixteenBit)], [v for v in found if isinstance(v, Spread)], [v for v in found if isinstance(v, SixteenBitColour)]
+    )
 
 
-def bit_depth_of(goods: list[SixteenBit], float_goods: list[Spread] = ()) -> BitDepth:
+def bit_depth_of(goods: list[SixteenBit], float_goods: list[Spread] = (), colour_goods: list[SixteenBitColour] = ()) -> BitDepth:
     """``bit_depth`` from what the goods' 16-bit files' values say, and their float ones'.
 
     Values a camera moved to the top bits (a Mono12 frame as a 16-bit PNG, as the station's archive
@@ -233,7 +264,23 @@ def bit_depth_of(goods: list[SixteenBit], float_goods: list[Spread] = ()) -> Bit
             f"every such image is read on {floats.low:g}-{floats.high:g}"
         )
         reason = f"{reason}; {said}" if reason else said
+    if colour_goods:
+        said = f"the {len(colour_goods)} colour good(s) of 16 bits a channel are read on the top 8 bits of each"
+        reason = f"{reason}; {said}" if reason else said
+        warning = "; ".join(filter(None, [warning, colour_warning(colour_goods)]))
     return BitDepth(Windows(window, floats), reason, warning)
+
+
+def colour_warning(goods: list[SixteenBitColour]) -> str:
+    """A warning where 16-bit colour goods, as decoded, span fewer than ``FEW_GREY_LEVELS`` grey levels ("" otherwise)."""
+    low, high = min(good.low for good in goods), max(good.high for good in goods)
+    if high - low + 1 >= FEW_GREY_LEVELS:
+        return ""
+    return (
+        f"the 16-bit colour goods read between {low} and {high} of 255 only (the top 8 bits of each channel, all the decoder gives): "
+        f"{high - low + 1} grey levels, and a faint defect's shade is lost; a camera's 10-14-bit values saved in the low bits read so. "
+        "Save the images as 16-bit grey, or as 8-bit colour stretched over the line's range, then train again"
+    )
 
 
 def _sixteen_bit_window(goods: list[SixteenBit]) -> tuple[ValueWindow, str, str]:
