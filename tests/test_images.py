@@ -106,6 +106,13 @@ def test_broken_files_name_the_file(tmp_path):
         assert name in str(info.value)
 
 
+def test_a_colour_float_tiff_pillow_cannot_decode_is_named_with_what_to_save_instead(tmp_path):
+    cv2 = pytest.importorskip("cv2")  # Pillow writes no colour float TIFF, nor reads one
+    cv2.imwrite(str(tmp_path / "rgb.tiff"), np.random.default_rng(0).random((16, 16, 3)).astype(np.float32))
+    with pytest.raises(ImageError, match=r"rgb.tiff: a TIFF Pillow cannot decode \(a colour float one\?\); save it as 8- or 16-bit colour"):
+        load_image(tmp_path / "rgb.tiff")
+
+
 def test_list_images_skips_other_files_and_survives_symlink_loops(tmp_path):
     _png(tmp_path / "a/x.png")
     (tmp_path / "a/.DS_Store").write_bytes(b"\0")

@@ -159,12 +159,30 @@ def open_image(path: str | Path, draft_size: int | None = None, data: bytes | No
     except PermissionError:
         raise ImageError(f"{path}: permission denied; make the file readable") from None
     except UnidentifiedImageError:
-        size = len(data) if data is not None else path.stat().st_size if path.exists() else 0
-        problem = "empty file (0 bytes)" if size == 0 else "not an image Pillow can read"
+        head = data[:4] if data is not None else _first_bytes(path, 4)
+        problem = (
+            "empty file (0 bytes)"
+            if not head
+            # Pillow opens grey float TIFFs but no colour float (or other multi-sample float) one
+            else "a TIFF Pillow cannot decode (a colour float one?); save it as 8- or 16-bit colour, or as one float channel"
+            if head in TIFF_SIGNATURES
+            else "not an image Pillow can read"
+        )
         raise ImageError(f"{path}: {problem}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: damaged or truncated image ({exc})") from None
     return image
+
+
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
+
+
+def _first_bytes(path: Path, n: int) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read(n)
+    except OSError:
+        return b""
 
 
 def original_size(path: Path, data: bytes | None = None) -> tuple[int, int] | None:
