@@ -19,6 +19,10 @@ INT8_KERNELS, REFERENCE_KERNELS = "int8", "reference"
 # (MLAS, ``platform.cpp``) picks its AMX, AVX-512 VNNI or AVX-VNNI kernels by them. Without them its
 # AVX2 and AVX-512 kernels add pairs of products in 16 bits, at about the float32 rate (BENCHMARKS.md, Speed).
 INT8_DOT_PRODUCTS = (("amx_int8", "AMX"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"))
+# How a model's config begins its precision note where training kept the fp32 backbone because the
+# int8 graph's features disagreed (``detection.int8_backbone``); ``deploy`` reads it to say what
+# would make such a model faster.
+DISAGREED = "the int8 backbone's features disagreed with fp32 ones"
 
 
 def has_int8_dot_products(features) -> bool:

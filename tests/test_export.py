@@ -252,7 +252,7 @@ def fp32_model(parts, tmp_path_factory):
     return run / "model.safetensors"
 
 
-def test_auto_runs_the_stored_graph_or_the_int8_backbone_and_exports_fp32_models_for_many_images(parts, patchcore_model, fp32_model, monkeypatch):
+def test_auto_runs_the_stored_graph_or_the_int8_backbone_and_exports_fp32_files_without_one_for_many_images(parts, patchcore_model, fp32_model, monkeypatch):
     from anomalycli.deploy import engine_choice, engines
     from anomalycli.detection import int8_backbone
 
@@ -263,8 +263,14 @@ def test_auto_runs_the_stored_graph_or_the_int8_backbone_and_exports_fp32_models
     model.stored = None  # a file from before stored graphs: the int8 backbone, the rest on PyTorch
     assert engines.on_engine(model, "auto", 10_000) == (model, "") and int8_backbone.int8_of(model.net).kernels == onnx_model.INT8_KERNELS
     assert isinstance(engines.on_engine(model, "onnx", 1)[0], OnnxModel)
-    # An fp32 model: a few images do not pay for the export; --engine onnx exports whatever the number.
+    # An fp32 model runs the graph its file carries, for one image too, and says it is fp32.
     model = engines.load_model(fp32_model)
+    assert model.stored is not None and "probe_tensor" not in model.stored
+    graph, note = engines.on_engine(model, "auto", 1)
+    assert isinstance(graph, OnnxModel) and graph.probe is None and "trained with --precision fp32" in note
+    assert engines.on_engine(model, "torch", 1)[0] is model
+    # An fp32 file without a graph (from before): a few images do not pay for the export; --engine onnx exports whatever the number.
+    model.stored = None
     exported, note = engines.on_engine(model, "auto", engine_choice.AUTO_ONNX_MIN_IMAGES)
     assert isinstance(exported, OnnxModel) and "trained with --precision fp32" in note
     assert engines.on_engine(model, "auto", engine_choice.AUTO_ONNX_MIN_IMAGES - 1)[0] is model

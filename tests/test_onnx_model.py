@@ -1,5 +1,5 @@
-"""An int8 model file carries its scoring graph, checked against the file's tensors, and predict
-runs it without PyTorch; an exported file's own loading is in test_export."""
+"""A patchcore or hybrid model file (int8 or fp32) carries its scoring graph, checked against the
+file's tensors, and predict runs it without PyTorch; an exported file's own loading is in test_export."""
 
 import json
 import re
@@ -47,6 +47,25 @@ def test_an_int8_model_file_carries_its_graph_and_predict_runs_it_without_pytorc
     raw, raw_before = np.array([r["raw_score"] for r in rows]), np.array([r.raw for r in before])
     assert np.abs(raw - raw_before).max() <= 1e-2 * np.abs(raw_before).max()
     assert [r["verdict"] for r in rows] == [r.verdict for r in before]
+
+
+def test_an_fp32_model_file_carries_its_graph_too_and_predicts_one_image_without_pytorch(parts, tmp_path):
+    """An fp32 file's predict imported PyTorch and, from 64 images, exported the same fp32 graph in
+    memory at every start; the file now carries it, without a probe (fp32 kernels agree on every CPU)."""
+    run = tmp_path / "fp32"
+    run_cli("train", parts, "--method", "patchcore", "--image-size", "64", "--run-dir", run, "--coreset-ratio", "0.1", "--precision", "fp32")
+    path = run / "model.safetensors"
+    model = AnomalyModel.load(path)
+    assert model.stored is not None and "probe_tensor" not in model.stored and model.config["precision"] == "fp32"
+    one = next((parts / "not-good").rglob("*.png"))
+    done = subprocess.run(
+        [sys.executable, "-c", PREDICT_WITHOUT_TORCH, str(path), str(one), "--output", str(tmp_path / "rows.json")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("torch imported: False") and "int8" not in done.stdout
+    row = json.loads((tmp_path / "rows.json").read_text())["images"][0]
+    on_pytorch = next(iter_scores(_in_process(path), [one], show_progress=False))
+    assert np.isclose(row["raw_score"], on_pytorch.raw, rtol=1e-4) and row["verdict"] == on_pytorch.verdict
 
 
 def _with_bank_edited(path, out):

@@ -52,15 +52,18 @@ def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_
     An int8 model runs the scoring graph its file carries (``export.stored_graph``), or its int8
     backbone on ONNX Runtime with the rest on PyTorch, on the kernels that reproduce its training
     here (``OnnxModel.where_probe_holds``, ``Int8Extractor.hold_probe``): never its fp32 backbone,
-    whose features its bank was not fitted on. ``auto`` keeps PyTorch for fp32 models under
-    ``engine_choice.AUTO_ONNX_MIN_IMAGES`` images: exporting costs more than ONNX Runtime saves.
+    whose features its bank was not fitted on. An fp32 model runs the graph its file carries too;
+    a file without one (the classifier's, one from before) keeps PyTorch under ``auto`` for fewer
+    than ``engine_choice.AUTO_ONNX_MIN_IMAGES`` images: exporting costs more than ONNX Runtime saves.
     """
     if isinstance(model, OnnxModel):
         return model.where_probe_holds()
     chosen = engine_choice.resolve_engine(engine)
     int8 = int8_backbone.int8_of(model.net)
     if int8 is None:
-        note = fp32_note(model) if engine == "auto" else ""
+        note = engine_choice.fp32_note(model.method, model.config) if engine == "auto" else ""
+        if chosen != "torch" and model.stored is not None:
+            return stored_graph_model(model), note
         if chosen != "torch" and (engine != "auto" or n_images >= engine_choice.AUTO_ONNX_MIN_IMAGES):
             return in_memory(model, with_maps), note
         return model, note
@@ -76,20 +79,11 @@ def on_engine(model: AnomalyModel | OnnxModel, engine: str, n_images: int, with_
 
 
 def stored_graph_model(model: AnomalyModel) -> OnnxModel:
-    """The scoring graph ``model``'s file carried (``AnomalyModel.stored``), on ONNX Runtime, with its probe check."""
-    probe = int8_backbone.int8_of(model.net).probe.numpy(), float(model.stored["probe_raw_score"])
+    """The scoring graph ``model``'s file carried (``AnomalyModel.stored``), on ONNX Runtime, with an int8 graph's probe check."""
+    int8 = int8_backbone.int8_of(model.net)
+    probe = (int8.probe.numpy(), float(model.stored["probe_raw_score"])) if int8 is not None else None
     graph = model.stored["graph"]
     return OnnxModel(model.method, model.config, model.calibration, whole_graph_session(graph), probe, source=graph)
-
-
-def fp32_note(model: AnomalyModel) -> str:
-    """Why a patchcore or hybrid model runs its fp32 backbone, and what would make it faster ("" for the classifier)."""
-    if model.method == "classifier":
-        return ""
-    why = model.config.get("precision_note", "the model file is from before int8 backbones")
-    if why.startswith(int8_backbone.DISAGREED):
-        return f"this model runs its fp32 backbone ({why}); --fast would predict about twice as fast at some cost in accuracy"
-    return f"this model runs its fp32 backbone ({why}); trained on a CPU with --precision auto (the default) it gets an int8 backbone and predicts about 1.5x as fast"
 
 
 def describe(model: AnomalyModel | OnnxModel) -> str:

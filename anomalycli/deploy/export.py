@@ -239,22 +239,25 @@ def _probe(image: torch.Tensor, graph: bytes) -> dict:
 
 
 def save_model(model: AnomalyModel, path: str | Path, overwrite: bool = True) -> Path:
-    """``model``'s file, which carries its scoring graph, exported afresh, where it has an int8
-    backbone (``stored_graph``): what train, calibrate and adapt save."""
+    """``model``'s file, which carries its scoring graph, exported afresh, where it is a patchcore
+    or hybrid (``stored_graph``): what train, calibrate and adapt save."""
     return model.save(path, overwrite, stored_graph(model, model.net.state_dict()))
 
 
 def stored_graph(model: AnomalyModel, tensors: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict] | None:
     """What a model file carries so that predict scores it without PyTorch (``onnx_model.stored_in``):
     the scoring graph (with maps) as a uint8 tensor, and what it is checked by: the digests of the
-    network's ``tensors`` it was exported from and of the graph, its probe image's tensor and the
-    raw score the graph gives that image. None for a model without an int8 backbone in use (fp32, a GPU's, the
-    classifier), which predicts on PyTorch as before, and where the graph's score of the probe lies
-    over ``onnx_model.PROBE_SCORE_TOL`` of the score range from the model's own."""
-    int8 = int8_backbone.int8_of(model.net)
-    if int8 is None:
+    network's ``tensors`` it was exported from and of the graph, and the raw score the graph gives
+    an image (an int8 model's probe image, named by its tensor, which every machine scores again;
+    an fp32 model's ``check_image``, whose fp32 kernels agree everywhere). An fp32 patchcore or hybrid
+    carries one too: its predict otherwise imported PyTorch and exported the same graph in memory,
+    about 2 s more a process (BENCHMARKS.md, "Speed"). None for the classifier, which predicts on
+    PyTorch, and where the graph's score of the image lies over ``onnx_model.PROBE_SCORE_TOL`` of
+    the score range from the model's own."""
+    if model.method == "classifier":
         return None
-    probe = int8.probe.unsqueeze(0)
+    int8 = int8_backbone.int8_of(model.net)
+    probe = int8.probe.unsqueeze(0) if int8 is not None else check_image(model.config["image_size"])
     try:
         graph = onnx_bytes(model, with_maps=True)
         raw = float(onnx_model.session(graph).run([RAW_SCORE], {INPUT: probe.numpy()})[0][0])
@@ -263,9 +266,16 @@ def stored_graph(model: AnomalyModel, tensors: dict[str, torch.Tensor]) -> tuple
     spread = max(model.calibration.high - model.calibration.low, 1e-12)
     if abs(raw - float(model.score(probe, with_maps=False)[0][0])) > onnx_model.PROBE_SCORE_TOL * spread:
         return None
-    probe_name = next(name for name, buffer in model.net.named_buffers() if buffer is int8.probe)
-    check = {"digest": modelfile.digest(tensors), "graph_digest": modelfile.graph_digest(graph), "probe_tensor": probe_name, "probe_raw_score": raw}
+    check = {"digest": modelfile.digest(tensors), "graph_digest": modelfile.graph_digest(graph), "probe_raw_score": raw}
+    if int8 is not None:
+        check["probe_tensor"] = next(name for name, buffer in model.net.named_buffers() if buffer is int8.probe)
     return torch.frombuffer(bytearray(graph), dtype=torch.uint8), check
+
+
+def check_image(size: int) -> torch.Tensor:
+    """The image an fp32 model's stored graph is checked on when saved: grey noise, 1 x 3 x S x S uint8, the same every time."""
+    grey = torch.randint(0, 256, (size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return grey.expand(1, 3, size, size).contiguous()
 
 
 def _add_defect_mask(proto, pixel_threshold: float) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from anomalycli import project
-from anomalycli.deploy import onnx_model
+from anomalycli.deploy import engine_choice, onnx_model
 
 
 def load(model_path: Path, engine: str, calls_in_flight: int = 1):
@@ -35,6 +35,7 @@ def on_engine(model, engine: str, n_images: int, with_maps: bool) -> tuple[objec
     runs, and the lines to print: where that is, and why where it is not the model's fast path."""
     if isinstance(model, onnx_model.OnnxModel):
         model, note = model.where_probe_holds()
+        note = note or (engine_choice.fp32_note(model.method, model.config) if engine == "auto" else "")
         where = model.describe()
     else:
         from anomalycli.deploy.engines import describe

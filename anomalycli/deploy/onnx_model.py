@@ -224,8 +224,10 @@ def stored_in(path: Path, calls_in_flight: int = 1) -> OnnxModel | None:
         graph = bytes(raw[modelfile.GRAPH_TENSOR][2])
         if not modelfile.carried_graph_holds(check, modelfile.file_digest(raw), graph):
             return None
-        _, shape, pixels = raw[check["probe_tensor"]]
-        probe = np.frombuffer(pixels, np.uint8).reshape(shape).copy(), float(check["probe_raw_score"])  # a copy: the file's bytes go
+        probe = None  # an fp32 graph's: its kernels agree on every CPU
+        if "probe_tensor" in check:
+            _, shape, pixels = raw[check["probe_tensor"]]
+            probe = np.frombuffer(pixels, np.uint8).reshape(shape).copy(), float(check["probe_raw_score"])  # a copy: the file's bytes go
         calibration = Calibration(**meta["calibration"])
     except (KeyError, TypeError, ValueError, struct.error):  # a damaged file is loading's to say, on PyTorch
         return None

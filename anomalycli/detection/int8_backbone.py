@@ -67,8 +67,6 @@ REFERENCE_RTOL = 0.04
 FP32_LEADING_CONVS = 15
 OPSET = 17
 INPUT = "x"
-# How a model's config begins its precision note when training kept the fp32 backbone for this.
-DISAGREED = "the int8 backbone's features disagreed with fp32 ones"
 
 
 class Int8Extractor(nn.Module):

@@ -29,6 +29,7 @@ from anomalycli.detection.methods.classifier_training import fit_classifier
 from anomalycli.errors import Interrupted, UserError
 from anomalycli.judgement import drift
 from anomalycli.judgement.thresholds import OperatingRule, calibrate, require_defects_for
+from anomalycli.onnx_runtime import DISAGREED
 from anomalycli.workflows import input_size, train_pixels
 from anomalycli.workflows.train_options import (  # noqa: F401 (the options are train's too)
     AUTO,
@@ -258,10 +259,7 @@ def _backbone(options, samples: list[Sample], device, deep: bool, notes: list[st
     images, _, _ = load_all(good, options.image_size, config["framing"], windows_of(config))
     int8, cosine = int8_backbone.quantize(extractor.cpu(), images, deep, stretch=stretched(config))
     if cosine < int8_backbone.MIN_COSINE:
-        note = (
-            f"{int8_backbone.DISAGREED} on {len(images)} training images (median cosine "
-            f"{cosine:.3f}, below {int8_backbone.MIN_COSINE}); fitted with the fp32 backbone"
-        )
+        note = f"{DISAGREED} on {len(images)} training images (median cosine {cosine:.3f}, below {int8_backbone.MIN_COSINE}); fitted with the fp32 backbone"
         log.warning(note)
         notes.append(note)
         return extractor.to(device), {"precision": "fp32", "precision_note": note}
