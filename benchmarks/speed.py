@@ -18,7 +18,7 @@ than a camera's: the whole default predict is timed on them too, to say how much
              the same two with ``--fast``, and the default model's ``anomaly export`` file; with
              ``--baseline REV`` also the code of git revision REV on the fp32 models (its default
              then) and on the file it exports from the fp32 model; each repeat runs them all in turn
-  one image  the default model's, the fp32 one's, the exported file's (and the baseline's) whole predict of one
+  one image  the default model's, the exported file's (and the baseline's) whole predict of one
              image: the start-up a line program calling predict per part waits for
 """
 
@@ -56,7 +56,7 @@ from benchmarks.precision import forced_search
 TITLE = "Speed: fit, predict stage by stage, the whole process"
 BATCH = 16
 # The whole processes also timed on one image (what a line program calling predict per part waits).
-ONE_IMAGE = ("default", "fp32", "export", "baseline", "export_baseline")
+ONE_IMAGE = ("default", "export", "baseline", "export_baseline")
 ONE_IMAGE_REPEATS = 5
 SEARCH_KINDS = ("float32", "bfloat16", "int8")
 
@@ -406,7 +406,6 @@ def section(result: dict) -> str:
         names = [name for name in ONE_IMAGE if f"one_image_{name}" in runs[0]]
         what = {
             "default": "default model",
-            "fp32": "the `--precision fp32` model",
             "export": "its exported file",
             "baseline": "the baseline's default",
             "export_baseline": "the baseline's exported file",
