@@ -8,18 +8,24 @@ precisions (seed 0), and each condition's AUROC is read on all the held-out imag
 scored by the model that did not see it): every good and defect of the set, once.
 With ``--seeds 0 1`` each precision is fitted at both seeds, and the report adds a refit's own
 difference (fp32 seed 1 less seed 0) on the same images: what a gap of 0.003 is measured against.
+``--calibration`` quantises the int8 models' activation ranges another way than the shipped
+recipe's (``int8_backbone.quantize``); ``--conditions near`` reads the unshifted line, the mild
+shifts of exposure, gamma, contrast, defocus and noise and strong gamma alone (a third of the time).
 
-    python -m benchmarks.probes.precision_shift_pooled ../shared/data/screws [--seeds 0 1]
+    python -m benchmarks.probes.precision_shift_pooled ../shared/data/screws [--seeds 0 1] [--calibration percentile] [--conditions near]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from anomalycli.detection import int8_backbone
 from anomalycli.judgement.metrics import auroc
 from benchmarks import folds, shift
 from benchmarks.common import samples_of, shipped_options
@@ -36,15 +42,32 @@ def conditions() -> list[tuple]:
     ]
 
 
-def main(data: Path, seeds: list[int]) -> None:
+NEAR = {("none", ""), *((name, "mild") for name in ("exposure", "gamma", "contrast", "blur (defocus)", "sensor noise")), ("gamma", "strong")}
+
+
+@contextlib.contextmanager
+def calibrated(calibration: str | None):
+    """While inside, train's int8 graphs take their activation ranges by ``calibration`` (None: the shipped recipe's)."""
+    shipped = int8_backbone.quantize
+    if calibration is not None:
+        int8_backbone.quantize = functools.partial(shipped, calibration=calibration)
+    try:
+        yield
+    finally:
+        int8_backbone.quantize = shipped
+
+
+def main(data: Path, seeds: list[int], calibration: str | None = None, near: bool = False) -> None:
     samples = samples_of(data, False)
+    read = [c for c in conditions() if not near or (c[0], c[1]) in NEAR]
     fits = [(p, seed) for seed in seeds for p in PRECISIONS]
-    raw = {(c[0], c[1], fit): [] for c in conditions() for fit in fits}
-    labels = {(c[0], c[1]): [] for c in conditions()}
+    raw = {(c[0], c[1], fit): [] for c in read for fit in fits}
+    labels = {(c[0], c[1]): [] for c in read}
     for k, fold in enumerate(folds.cv_folds(samples, 5)):
-        models = {(p, seed): folds.fit(shipped_options(data, fold.training, precision=p, seed=seed), fold.training)[0] for p, seed in fits}
+        with calibrated(calibration):
+            models = {(p, seed): folds.fit(shipped_options(data, fold.training, precision=p, seed=seed), fold.training)[0] for p, seed in fits}
         with tempfile.TemporaryDirectory() as tmp:
-            for name, level_name, transform, level in conditions():
+            for name, level_name, transform, level in read:
                 folder = Path(tmp) / f"{name}-{level_name}".replace(" ", "_")
                 line = fold.held_out if transform is None else shift.shifted_copies(fold.held_out, transform, level, folder, name in shift.GEOMETRIC)
                 labels[(name, level_name)] += [s.label for s in line]
@@ -54,7 +77,7 @@ def main(data: Path, seeds: list[int]) -> None:
         print(f"{data.name}: fold {k} done", flush=True)
     print(f"{data.name}: {int((np.array(labels[('none', '')]) == 0).sum())} good and {int(np.array(labels[('none', '')]).sum())} defective images a condition")
     gaps = {f"int8 - fp32, seed {seed}": [] for seed in seeds} | ({f"fp32 seed {seeds[1]} - seed {seeds[0]} (a refit)": []} if len(seeds) > 1 else {})
-    for name, level_name, _, level in conditions():
+    for name, level_name, _, level in read:
         y = np.array(labels[(name, level_name)])
         a = {fit: auroc(y, np.array(raw[(name, level_name, fit)])) for fit in fits}
         row = [a[("int8", seed)] - a[("fp32", seed)] for seed in seeds] + ([a[("fp32", seeds[1])] - a[("fp32", seeds[0])]] if len(seeds) > 1 else [])
@@ -73,5 +96,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--calibration", choices=("minmax", "percentile"), default=None)
+    parser.add_argument("--conditions", choices=("all", "near"), default="all")
     arguments = parser.parse_args()
-    main(arguments.data, arguments.seeds)
+    main(arguments.data, arguments.seeds, arguments.calibration, arguments.conditions == "near")
