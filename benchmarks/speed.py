@@ -320,6 +320,14 @@ ROWS = [  # key, what
 
 # Measured once, beside the topic's table (report.py prints it under the section, not under each CPU's).
 RECORD = (
+    "An fp32 model's file carries its scoring graph too (export.stored_graph), as an int8 model's does: its predict "
+    "imported PyTorch and, from 64 images on, exported the same fp32 graph in memory at every start. The default screws "
+    "model fitted with `--precision fp32` on the whole set, whole predict of the 320 camera screws: 13.2 against 17.9 s "
+    "(**1.36x**), peak 324 against 971 MiB; of one camera image 0.68 against 3.40 s (**5.0x**), peak 191 against 818 MiB; "
+    "the default int8 model in the same rounds 9.9 s and 0.70 s, so int8's whole predict is now 1.33x fp32's where the "
+    "table's fp32 row (measured before) says more. `python -m benchmarks.probes.fp32_graph 62cbca5 FP32_MODEL INT8_MODEL "
+    "FOLDER ONE_IMAGE_FOLDER 5`, 5 rounds in turn, medians, Intel Xeon (AMX), 2 cores, 2026-12-07 (a slower hour of this "
+    "machine than the table's: the int8 model's 31 against 20 ms an image).\n\n"
     "Every command's start: typer is held below 0.29 (pyproject.toml), whose option parsing through pydantic "
     "added 0.17 s to each one (the default screws model's whole predict of one camera image 1.15 against 0.99 s, "
     "medians of 6 alternated runs; AMD EPYC, AVX2, 2 cores, 2026-12-06).\n\n"
