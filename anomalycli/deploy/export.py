@@ -250,8 +250,8 @@ def stored_graph(model: AnomalyModel, tensors: dict[str, torch.Tensor]) -> tuple
     network's ``tensors`` it was exported from and of the graph, and the raw score the graph gives
     an image (an int8 model's probe image, named by its tensor, which every machine scores again;
     an fp32 model's ``check_image``, whose fp32 kernels agree everywhere). An fp32 patchcore or hybrid
-    carries one too: its predict otherwise imported PyTorch and exported the same graph in memory,
-    about 2 s more a process (BENCHMARKS.md, "Speed"). None for the classifier, which predicts on
+    carries one too: its predict otherwise imported PyTorch and, from 64 images, exported the same
+    graph in memory (one image's whole predict 3.4 against 0.7 s; BENCHMARKS.md, "Speed"). None for the classifier, which predicts on
     PyTorch, and where the graph's score of the image lies over ``onnx_model.PROBE_SCORE_TOL`` of
     the score range from the model's own."""
     if model.method == "classifier":
