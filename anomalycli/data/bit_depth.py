@@ -224,13 +224,18 @@ def float_spread(image: Image.Image) -> Spread | None:
     return spread_of(np.asarray(image)) if image.mode in ("I", "F") else None
 
 
+def measured(image: Image.Image) -> SixteenBit | Spread | SixteenBitColour | None:
+    """What an opened (not yet loaded) image says of its values: ``SixteenBit`` for a 16-bit grey
+    one, ``Spread`` for a float or 32-bit one, ``SixteenBitColour`` for a 16-bit colour one; None
+    for any other."""
+    return sixteen_bit_colour(image) or sixteen_bit_values(image) or float_spread(image)
+
+
 def measured_file(path: Path) -> SixteenBit | Spread | SixteenBitColour | None:
-    """What the file at ``path`` says of its values: ``SixteenBit`` for a 16-bit grey one, ``Spread``
-    for a float or 32-bit one, ``SixteenBitColour`` for a 16-bit colour one; None for any other
-    file (or an unreadable one)."""
+    """``measured`` of the file at ``path``; None for an unreadable one."""
     try:
         with Image.open(path) as image:
-            return sixteen_bit_colour(image) or sixteen_bit_values(image) or float_spread(image)
+            return measured(image)
     except (OSError, ValueError, SyntaxError):
         return None
 
@@ -238,14 +243,11 @@ def measured_file(path: Path) -> SixteenBit | Spread | SixteenBitColour | None:
 def bit_depth(paths: list[Path]) -> BitDepth:
     """The windows the goods at ``paths`` are read on (every good's file is measured: one brighter
     than a sample's would saturate)."""
-    found = [values for values in map(measured_file, paths) if values is not None]
-    return bit_depth_of(
-        [v for v in found if isinstance(v, SixteenBit)], [v for v in found if isinstance(v, Spread)], [v for v in found if isinstance(v, SixteenBitColour)]
-    )
+    return bit_depth_of([values for values in map(measured_file, paths) if values is not None])
 
 
-def bit_depth_of(goods: list[SixteenBit], float_goods: list[Spread] = (), colour_goods: list[SixteenBitColour] = ()) -> BitDepth:
-    """``bit_depth`` from what the goods' 16-bit files' values say, and their float ones'.
+def bit_depth_of(found: list[SixteenBit | Spread | SixteenBitColour]) -> BitDepth:
+    """``bit_depth`` from what the goods' files say (``measured``): their 16-bit grey, float and 16-bit colour ones.
 
     Values a camera moved to the top bits (a Mono12 frame as a 16-bit PNG, as the station's archive
     keeps it) leave their low bits at 0 in every pixel: they are on the 16-bit scale already,
@@ -253,6 +255,9 @@ def bit_depth_of(goods: list[SixteenBit], float_goods: list[Spread] = (), colour
     them with noise. Float and 32-bit goods (a height map in mm) are read on their range and half
     its width again on each side, as 16-bit ones on an offset are: one scale for the whole line,
     not each file's own."""
+    goods = [v for v in found if isinstance(v, SixteenBit)]
+    float_goods = [v for v in found if isinstance(v, Spread)]
+    colour_goods = [v for v in found if isinstance(v, SixteenBitColour)]
     window, reason, warning = _sixteen_bit_window(goods) if goods else (FULL_WINDOW, "", "")
     floats = None
     if float_goods:

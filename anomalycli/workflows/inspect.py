@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from anomalycli import files
-from anomalycli.data.bit_depth import SixteenBit, SixteenBitColour, Spread, Windows, bit_depth_of, float_spread, sixteen_bit_colour, sixteen_bit_values
+from anomalycli.data.bit_depth import SixteenBit, SixteenBitColour, Spread, Windows, bit_depth_of, measured
 from anomalycli.data.confounds import taken_differently
 from anomalycli.data.encoding import encoding_of
 from anomalycli.data.images import ImageError, binary_mask, load_image
@@ -92,9 +92,8 @@ def inspect_dataset(dataset: Dataset) -> dict:
     saved_as: Counter = Counter()
     misshapen_masks = []
     mask_shares: dict[str, float] = {}  # the share of its image each defect's mask marks
-    sixteen_bit_found: dict[Path, SixteenBit] = {}  # what each 16-bit image's values say of their bits
-    float_found: dict[Path, Spread] = {}  # each float or 32-bit image's values, less stray pixels
-    colour_found: dict[Path, SixteenBitColour] = {}  # each 16-bit colour image's grey levels as decoded
+    # What each 16-bit, float or 32-bit image's values say (data/bit_depth.measured).
+    values_found: dict[Path, SixteenBit | Spread | SixteenBitColour] = {}
     unreadable = []
     by_hash: dict[str, list] = defaultdict(list)
     for s in dataset.samples:
@@ -111,12 +110,8 @@ def inspect_dataset(dataset: Dataset) -> dict:
                     misshapen_masks.append({"path": str(s.mask), "mask": shape, "image": f"{im.width}x{im.height}"})
                 if share is not None and s.label == 1:
                     mask_shares[str(s.mask)] = share
-                if (colour := sixteen_bit_colour(im)) is not None:
-                    colour_found[s.path] = colour
-                if (values := sixteen_bit_values(im)) is not None:
-                    sixteen_bit_found[s.path] = values
-                if (spread := float_spread(im)) is not None:
-                    float_found[s.path] = spread
+                if (values := measured(im)) is not None:
+                    values_found[s.path] = values
             saved_as[encoding_of(s.path)] += 1
             load_image(s.path)  # a full decode: truncated files fail only here
         except ImageError as exc:
@@ -132,7 +127,7 @@ def inspect_dataset(dataset: Dataset) -> dict:
     fitted_on = dataset.fitting_pool() or dataset.samples
     ratio = (max(n_normal, n_anomaly) / min(n_normal, n_anomaly)) if n_normal and n_anomaly else None
     summary = size_summary(sizes)
-    depth, windows = _bit_depth(sixteen_bit_found, float_found, colour_found, fitted_on)
+    depth, windows = _bit_depth(values_found, fitted_on)
     duplicates = []
     for digest, group in by_hash.items():
         if len(group) > 1:
@@ -185,16 +180,13 @@ def inspect_dataset(dataset: Dataset) -> dict:
     }
 
 
-def _bit_depth(
-    sixteen_bit_found: dict[Path, SixteenBit], float_found: dict[Path, Spread], colour_found: dict[Path, SixteenBitColour], fitted_on
-) -> tuple[dict | None, Windows]:
+def _bit_depth(values_found: dict[Path, SixteenBit | Spread | SixteenBitColour], fitted_on) -> tuple[dict | None, Windows]:
     """The windows train would read 16-bit and float files on, from the goods it fits on, with the
     images whose values go beyond them (they saturate); the facts None where no good is such a file."""
-    goods = [s.path for s in fitted_on if s.label == 0]
-    depth = bit_depth_of(*[[found[p] for p in goods if p in found] for found in (sixteen_bit_found, float_found, colour_found)])
+    depth = bit_depth_of([values_found[s.path] for s in fitted_on if s.label == 0 and s.path in values_found])
     if not depth.reason:
         return None, depth.windows
-    beyond = [path for path, found in [*sixteen_bit_found.items(), *float_found.items()] if depth.windows.saturates(found)]
+    beyond = [path for path, found in values_found.items() if depth.windows.saturates(found)]
     return {**depth.to_dict(), "saturated": sorted(map(str, beyond))}, depth.windows
 
 
