@@ -71,7 +71,8 @@ def measure(topic: str, args, log) -> dict:
     if topic == "few_shot":
         return {"runs": [few_shot.run(data, args.quick, log=log) for data in args.data]}
     if topic == "precision_shift":
-        return {"runs": [precision_shift.run(data, args.quick, log=log) for data in args.data]}
+        reused = json.loads((args.results / "precision_shift.json").read_text())["result"] if args.reuse_fp32_fits else None
+        return {"runs": [precision_shift.run(data, args.quick, log=log, reused=reused) for data in args.data]}
     return {"runs": [shift.run(data, args.quick, log=log) for data in args.data]}
 
 
@@ -88,7 +89,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="with --data: keep the last results of the data sets not measured (a change that moves one set's figures only)",
     )
-    parser.add_argument("--reuse-fp32-fits", action="store_true", help="precision: keep the last run's fp32 paths (for a change to the int8 path only)")
+    parser.add_argument(
+        "--reuse-fp32-fits", action="store_true", help="precision, precision_shift: keep the last run's fp32 fits (for a change to the int8 path only)"
+    )
     parser.add_argument(
         "--avx2-only", action="store_true", help="run with AVX-512, VNNI and AMX hidden from every process: an AVX2-only CPU's kernels, here (hidden_isa.py)"
     )

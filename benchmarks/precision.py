@@ -132,11 +132,12 @@ def run(data_sets: list[Path], quick: bool, log=print, reused: dict | None = Non
     return {"runs": runs}
 
 
-# The int8 graph's recipes: the shipped one, and the two before it (int8_backbone.quantize's options).
+# The int8 graph's recipes: the shipped one, and the three before it (int8_backbone.quantize's options).
 RECIPES = {
-    "7-bit weights, the blocks at stride 4 or finer in fp32 (shipped)": {},
-    "7-bit weights, stem and first block in fp32 (before)": {"fp32_leading_convs": 3},
-    "8-bit weights, every convolution in int8 (the first)": {"seven_bit_weights": False, "fp32_leading_convs": 0},
+    "7-bit weights, the blocks at stride 4 or finer in fp32, percentile ranges (shipped)": {},
+    "the same with min-max ranges (before)": {"calibration": "minmax"},
+    "7-bit weights, stem and first block in fp32, min-max ranges": {"fp32_leading_convs": 3, "calibration": "minmax"},
+    "8-bit weights, every convolution in int8, min-max ranges (the first)": {"seven_bit_weights": False, "fp32_leading_convs": 0, "calibration": "minmax"},
 }
 
 

@@ -29,11 +29,16 @@ FITS = {
 }
 
 
-def run(data: Path, quick: bool, log=print) -> dict:
+def run(data: Path, quick: bool, log=print, reused: dict | None = None) -> dict:
+    """Every fit's AUROC on every condition; ``reused`` (a previous result) keeps its fp32 fits'
+    AUROCs instead (their fits are deterministic), for a change to the int8 path only."""
     shifts = shift.QUICK_SHIFTS if quick else shift.SHIFTS
     samples = samples_of(data, quick)
     fold = folds.cv_folds(samples, 5)[0]
-    models = {name: folds.fit(shipped_options(data, fold.training, quick=quick, **changes), fold.training)[0] for name, changes in FITS.items()}
+    kept = {(r["shift"], r["level"]): r["auroc"] for r in next((r["rows"] for r in (reused or {}).get("runs", []) if r["data"] == data.name), [])}
+    fp32_kept = [name for name in FITS if name.startswith("fp32")] if kept else []
+    fits = {name: changes for name, changes in FITS.items() if name not in fp32_kept}
+    models = {name: folds.fit(shipped_options(data, fold.training, quick=quick, **changes), fold.training)[0] for name, changes in fits.items()}
     conditions = [("none", "", None, None)] + [
         (name, level_name, transform, level)
         for name, (transform, *levels) in shifts.items()
@@ -46,13 +51,20 @@ def run(data: Path, quick: bool, log=print) -> dict:
             folder = Path(tmp) / f"{name}-{level_name}".replace(" ", "_")
             line = fold.held_out if transform is None else shift.shifted_copies(fold.held_out, transform, level, folder, name in shift.GEOMETRIC)
             labels = np.array([s.label for s in line])
-            row = {"shift": name, "level": level_name, "value": level, "auroc": {}}
+            row = {"shift": name, "level": level_name, "value": level, "auroc": {k: kept[(name, level_name)][k] for k in fp32_kept}}
             for fit_name, model in models.items():
                 scored, _, _ = shift.score(model, line)
                 row["auroc"][fit_name] = auroc(labels, np.array([r.raw for r in scored]))
             rows.append(row)
             log(f"  {data.name} {name} {level_name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row["auroc"].items()))
-    return {"data": data.name, "method": models["int8"].method, "n_good": int((labels == 0).sum()), "n_defect": int((labels == 1).sum()), "rows": rows}
+    return {
+        "data": data.name,
+        "method": models["int8"].method,
+        "n_good": int((labels == 0).sum()),
+        "n_defect": int((labels == 1).sum()),
+        "rows": rows,
+        "reused": fp32_kept,
+    }
 
 
 def gaps(run: dict) -> dict:
@@ -164,6 +176,10 @@ def section(result: dict) -> str:
             f"{2 * len(run['rows'])} pairs {low:+.4f} to {high:+.4f}). Mean over the {len(run['rows'])} conditions: int8 - fp32 {np.mean(g['seed 0']):+.4f} (seed 0), {np.mean(g['seed 1']):+.4f} (seed 1); "
             f"mean size of the change: int8 against fp32 {np.mean(np.abs(g['seed 0'] + g['seed 1'])):.4f}, a refit alone {np.mean(np.abs(g['refit'])):.4f}.",
         ]
+        if run.get("reused"):
+            lines.append(
+                f"The fp32 fits' AUROCs ({', '.join(run['reused'])}) are kept from the run before (--reuse-fp32-fits, for a change to the int8 path only; their fits are deterministic)."
+            )
         parts.append("\n".join(lines))
     parts += [AT_THE_FILL, POOLED, PERCENTILE]
     return "\n\n".join(parts)

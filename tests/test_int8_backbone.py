@@ -79,14 +79,33 @@ def test_the_int8_backbone_run_in_parts_of_a_batch_gives_the_same_maps(hybrid_mo
     assert len(in_parts) == len(whole) == 4 and all(torch.equal(a, b) for a, b in zip(in_parts, whole))
 
 
-def test_calibrating_in_small_batches_makes_the_same_graph(parts, monkeypatch):
-    # Small batches only bound the calibration's memory: the ranges, and so the graph, are the same.
+def test_calibrating_in_small_batches_makes_the_same_min_max_graph_and_nearly_the_same_percentile_one(parts, monkeypatch):
+    # Small batches bound the calibration's memory. Min and max do not depend on them: the same graph.
+    # The percentile's histogram takes its bins' width from the first batch: ranges a bin apart.
     images, _, _ = load_all(discover(parts).samples[:6], 64)
     extractor = backbones.FeatureExtractor("efficientnet_lite0", backbones.build("efficientnet_lite0", "none")).eval()
-    small, _ = int8_backbone.quantize(extractor, images, deep=False)
+    x = backbones.preprocess(images, extractor.name)
+    small = {c: int8_backbone.quantize(extractor, images, deep=False, calibration=c)[0] for c in ("minmax", "percentile")}
     monkeypatch.setattr(int8_backbone, "CALIBRATION_BATCH", 6)
-    whole, _ = int8_backbone.quantize(extractor, images, deep=False)
-    assert torch.equal(small.graph, whole.graph)
+    whole = {c: int8_backbone.quantize(extractor, images, deep=False, calibration=c)[0] for c in ("minmax", "percentile")}
+    assert torch.equal(small["minmax"].graph, whole["minmax"].graph)
+    assert int8_backbone.median_cosine(small["percentile"](x), whole["percentile"](x)) > 0.999
+
+
+def test_percentile_ranges_stop_short_of_the_extremes(parts):
+    # The shipped recipe: an activation's range stops at its 99.999th percentile, never beyond the
+    # largest value the calibration images gave it (on these smooth images, a histogram bin short of it).
+    images, _, _ = load_all(discover(parts).samples[:6], 160)
+    extractor = backbones.FeatureExtractor("efficientnet_lite0", backbones.build("efficientnet_lite0", "imagenet")).eval()
+    widths = {}
+    for calibration in ("minmax", "percentile"):
+        graph = onnx.load_from_string(int8_backbone.quantize(extractor, images, deep=False, calibration=calibration)[0].graph.numpy().tobytes())
+        scales = {i.name: onnx.numpy_helper.to_array(i) for i in graph.graph.initializer}
+        widths[calibration] = {
+            n.input[0]: float(scales[n.input[1]]) for n in graph.graph.node if n.op_type == "QuantizeLinear" and scales[n.input[1]].ndim == 0
+        }
+    assert int8_backbone.CALIBRATION == "percentile" and widths["minmax"].keys() == widths["percentile"].keys()
+    assert all(widths["percentile"][k] < widths["minmax"][k] for k in widths["minmax"])
 
 
 @pytest.mark.parametrize("seven_bit_weights", [True, False])
