@@ -106,6 +106,24 @@ def test_a_quick_run_measures_its_topics_and_the_report_is_written_from_their_re
         assert (tmp_path / "BENCH.md").read_text() == text
 
 
+def test_reusing_fp32_fits_keeps_their_aurocs_and_refits_int8_alone(tiny, tmp_path):
+    # For a change to the int8 path only: precision_shift's fp32 columns come from the run before.
+    first = _benchmarks(*_quick_args("precision_shift", tiny, tmp_path), timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    results = tmp_path / "results" / "precision_shift.json"
+    before = json.loads(results.read_text())["result"]["runs"][0]
+    for row in before["rows"]:
+        row["auroc"]["fp32"] = 0.5  # marks what a reuse must carry over, where a refit would measure it
+    results.write_text(json.dumps({**json.loads(results.read_text()), "result": {"runs": [before]}}))
+    again = _benchmarks(*_quick_args("precision_shift", tiny, tmp_path), "--reuse-fp32-fits", timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    after = json.loads(results.read_text())["result"]["runs"][0]
+    assert after["reused"] == ["fp32", "fp32 seed 1"]
+    assert [r["auroc"]["fp32"] for r in after["rows"]] == [0.5] * len(before["rows"])
+    assert [r["auroc"]["int8"] for r in after["rows"]] == [r["auroc"]["int8"] for r in before["rows"]]  # refitted, deterministic
+    assert "are kept from the run before (--reuse-fp32-fits" in (tmp_path / "BENCH.md").read_text()
+
+
 def test_benchmarks_md_is_the_report_of_the_repositorys_results(tmp_path):
     """BENCHMARKS.md is written from benchmarks/results/ alone, by this code: a change to the report
     or to a result that did not regenerate it fails here. And it has every topic's section."""

@@ -12,7 +12,7 @@ difference (fp32 seed 1 less seed 0) on the same images: what a gap of 0.003 is 
 recipe's (``int8_backbone.quantize``); ``--conditions near`` reads the unshifted line, the mild
 shifts of exposure, gamma, contrast, defocus and noise and strong gamma alone (a third of the time).
 
-    python -m benchmarks.probes.precision_shift_pooled ../shared/data/screws [--seeds 0 1] [--calibration percentile] [--conditions near]
+    python -m benchmarks.probes.precision_shift_pooled ../shared/data/screws [--seeds 0 1] [--calibration minmax] [--conditions near]
 """
 
 from __future__ import annotations
