@@ -2,7 +2,7 @@
 
 EfficientNet-Lite was designed to be quantised (ReLU6, no squeeze-excite). ``quantize`` exports
 the feature extractor to ONNX and quantises it statically (QDQ, per-channel int8 weights, uint8
-activations with ranges from a few good training images). A model fitted this way takes its
+activations whose ranges are percentiles of what a few good training images give them). A model fitted this way takes its
 patch features from the int8 graph in ``fit`` as in ``predict``: the memory bank, the
 out-of-fold scores and the threshold all come from the features predict computes, so the
 quantisation noise is calibrated for instead of shifting the scores (measured on fp32 banks,
