@@ -10,7 +10,33 @@ from anomalycli.data.pixel_formats import frame_image
 from anomalycli.deploy.archive import Archive, ArchivePolicy
 from anomalycli.deploy.line import Judged, Line
 from anomalycli.deploy.scoring import scored_row
-from anomalycli.workflows.camera_frames import keep
+from anomalycli.workflows.camera_frames import keep, next_frames
+
+
+def test_frames_come_in_their_order_when_a_lost_frame_and_a_dropped_one_arrive_together():
+    """The camera skipped frame 12: its marker takes frame 13's arrival time, and frame 13, coming
+    while the queue holds that marker, is dropped. The lost 12 is judged before the dropped 13."""
+    import collections
+    import queue
+
+    from anomalycli.deploy.camera.frames import Frame
+
+    class Acquisition:
+        frames, dropped = queue.Queue(), collections.deque()
+
+        def get(self, timeout):
+            try:
+                return self.frames.get(timeout=timeout)
+            except queue.Empty:
+                return None
+
+    acquisition = Acquisition()
+    acquisition.frames.put(Frame(None, 12, 0, "0", 5.0, "lost: the camera's frame never arrived"))
+    acquisition.dropped.append(Frame(None, 13, 0, "0", 5.0, "dropped"))
+    acquisition.frames.put(Frame(None, 14, 0, "0", 5.1, ""))
+    acquisition.dropped.append(Frame(None, 15, 0, "0", 5.2, "dropped"))
+    taken = [next_frames(acquisition, 0.01) for _ in range(3)]
+    assert [[(f.frame_id, dropped) for f, dropped in batch] for batch in taken] == [[(12, False)], [(13, True), (14, False)], [(15, True)]]
 
 
 def test_a_12_bit_frames_kept_heat_map_shows_the_part_as_its_8_bit_twin_does(patchcore_model, tmp_path):

@@ -44,7 +44,9 @@ def next_frames(acquisition: Acquisition, timeout: float) -> list[tuple[Frame, b
     dropped before the next frame first, then that frame (waiting ``timeout`` for it)."""
     frame, dropped = acquisition.get(timeout), acquisition.dropped
     out = []
-    while dropped and (frame is None or dropped[0].arrived <= frame.arrived):
+    # By arrival, then by ID: a frame the camera lost comes with the next one's arrival time, and
+    # that next one may be dropped (a full queue) while the lost one's marker is judged.
+    while dropped and (frame is None or (dropped[0].arrived, dropped[0].frame_id) <= (frame.arrived, frame.frame_id)):
         out.append((dropped.popleft(), True))
     if frame is not None:
         out.append((frame, False))
