@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,16 @@ def features(graph: Path, inputs: Path, out: Path, emulated: bool) -> list[np.nd
     subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
     with np.load(out) as saved:
         return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+
+def here_and_there(graph: bytes, inputs: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The ONNX ``graph``'s outputs on ``inputs`` on this CPU and on the emulated one."""
+    with tempfile.TemporaryDirectory(prefix="emulated-cpu-") as tmp:
+        graph_path, inputs_path = Path(tmp) / "graph.onnx", Path(tmp) / "inputs.npy"
+        graph_path.write_bytes(graph)
+        np.save(inputs_path, inputs)
+        here = features(graph_path, inputs_path, Path(tmp) / "here.npz", emulated=False)
+        return here, features(graph_path, inputs_path, Path(tmp) / "there.npz", emulated=True)
 
 
 def main(graph: str, inputs: str, out: str) -> None:

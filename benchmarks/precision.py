@@ -144,8 +144,6 @@ RECIPES = {
 def cosines(samples, options, log=print) -> dict:
     """Median cosine of each recipe's int8 patch features to fp32 ones, on good images the graph was
     not calibrated on: on this CPU's kernels, its reference kernels, and an emulated AVX2 CPU's."""
-    import tempfile
-
     from anomalycli.data.tensors import load_all
     from anomalycli.detection import backbones, int8_backbone
     from benchmarks import emulated_cpu
@@ -158,25 +156,20 @@ def cosines(samples, options, log=print) -> dict:
     with torch.no_grad():
         fp32 = extractor(x)
     out = {"cpu": emulated_cpu_note()}
-    with tempfile.TemporaryDirectory(prefix="anomalycli-cosines-") as tmp:
-        inputs = Path(tmp) / "x.npy"
-        np.save(inputs, x[:2].numpy())  # two images: the emulator runs about a hundred times slower
-        for name, recipe in RECIPES.items():
-            int8, _ = int8_backbone.quantize(extractor, calibration, deep=False, **recipe)
-            row = {}
-            with torch.no_grad():
-                row["this CPU"] = int8_backbone.median_cosine(int8(x), fp32)
-                with reference_kernels():
-                    row["reference kernels"] = int8_backbone.median_cosine(int8(x), fp32)
-            if emulated_cpu.available():
-                graph = Path(tmp) / "int8.onnx"
-                graph.write_bytes(int8.graph.numpy().tobytes())
-                here = emulated_cpu.features(graph, inputs, Path(tmp) / "here.npz", emulated=False)
-                there = emulated_cpu.features(graph, inputs, Path(tmp) / "there.npz", emulated=True)
-                row["emulated AVX2"] = int8_backbone.median_cosine([torch.from_numpy(m) for m in there], [m[:2] for m in fp32])
-                row["emulated AVX2 = this CPU, to the bit"] = all(np.array_equal(a, b) for a, b in zip(here, there))
-            out[name] = row
-            log(f"    {name}: {row}")
+    for name, recipe in RECIPES.items():
+        int8, _ = int8_backbone.quantize(extractor, calibration, deep=False, **recipe)
+        row = {}
+        with torch.no_grad():
+            row["this CPU"] = int8_backbone.median_cosine(int8(x), fp32)
+            with reference_kernels():
+                row["reference kernels"] = int8_backbone.median_cosine(int8(x), fp32)
+        if emulated_cpu.available():
+            # two images: the emulator runs about a hundred times slower
+            here, there = emulated_cpu.here_and_there(int8.graph.numpy().tobytes(), x[:2].numpy())
+            row["emulated AVX2"] = int8_backbone.median_cosine([torch.from_numpy(m) for m in there], [m[:2] for m in fp32])
+            row["emulated AVX2 = this CPU, to the bit"] = all(np.array_equal(a, b) for a, b in zip(here, there))
+        out[name] = row
+        log(f"    {name}: {row}")
     return out
 
 

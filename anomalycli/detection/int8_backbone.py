@@ -346,7 +346,7 @@ def quantize(
                 fp32_path,
                 int8_path,
                 Reader(),
-                calibrate_method=CalibrationMethod.Percentile if calibration == "percentile" else CalibrationMethod.MinMax,
+                calibrate_method={"percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax}[calibration],
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 reduce_range=seven_bit_weights,

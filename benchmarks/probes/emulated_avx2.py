@@ -9,7 +9,6 @@ and under QEMU (``emulated_cpu``; needs ``qemu-x86_64``, Debian's qemu-user).
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +28,7 @@ def main(data: str) -> None:
     others, _, _ = load_all(goods[int8_backbone.CALIBRATION_IMAGES : int8_backbone.CALIBRATION_IMAGES + 2], SIZE)
     extractor = backbones.FeatureExtractor(BACKBONE, backbones.build(BACKBONE, "imagenet")).eval()
     int8, _ = int8_backbone.quantize(extractor, calibration, deep=True)
-    with tempfile.TemporaryDirectory(prefix="probe-avx2-") as tmp:
-        graph, inputs = Path(tmp) / "int8.onnx", Path(tmp) / "x.npy"
-        graph.write_bytes(int8.graph.numpy().tobytes())
-        np.save(inputs, backbones.preprocess(others, BACKBONE).numpy())
-        here = emulated_cpu.features(graph, inputs, Path(tmp) / "here.npz", emulated=False)
-        there = emulated_cpu.features(graph, inputs, Path(tmp) / "there.npz", emulated=True)
+    here, there = emulated_cpu.here_and_there(int8.graph.numpy().tobytes(), backbones.preprocess(others, BACKBONE).numpy())
     same = all(np.array_equal(a, b) for a, b in zip(here, there))
     print(f"{Path(data).name} ({emulated_cpu_note()}), {int8_backbone.CALIBRATION} ranges, {len(here)} maps: the same to the bit: {same}")
 
