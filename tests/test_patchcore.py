@@ -98,3 +98,16 @@ def test_with_bank_keeps_every_setting_and_shares_the_extractor():
     assert twin.extractor is net.extractor and twin.bank.shape == (30, 152) and net.bank.shape == (40, 152)
     assert (twin.reweight, twin.neighbours, twin.score_blur, twin.part_sizes) == (True, 5, 2.0, [10, 20])
     assert set(twin.state_dict()) == set(net.state_dict())
+
+
+def test_maps_from_patches_upsample_then_blur_as_the_two_steps_do_on_any_grid():
+    # The composed matrices must give what bilinear upsampling and then the reflect-padded Gaussian
+    # blur give; a wrong axis, padding or scale moves values by far more than float rounding.
+    torch.manual_seed(0)
+    for grid, size, sigma in [((40, 40), (320, 320), 8.0), ((6, 9), (48, 72), 4.0), ((5, 5), (40, 40), 1.5)]:
+        patch_scores = torch.rand(3, grid[0] * grid[1]) * 3
+        upsampled = torch.nn.functional.interpolate(patch_scores.view(3, 1, *grid), size=size, mode="bilinear", align_corners=False)
+        expected = patchcore._gaussian_blur(upsampled, sigma).squeeze(1)
+        made = patchcore.maps_from_patches(patch_scores, grid, size, sigma)
+        assert made.shape == expected.shape == (3, *size)
+        assert torch.allclose(made, expected, atol=1e-5, rtol=0)
