@@ -399,8 +399,8 @@ RECORD = (
     "this machine with AVX-512, VNNI and AMX hidden from every process's CPUID and /proc/cpuinfo "
     "(`benchmarks/avx2_only.c`, through the kernel's CPUID faulting): ONNX Runtime, PyTorch and anomalycli choose the "
     "kernels an AVX2-only line PC gets and run them natively (the 64 camera screws' scores equal the native run's within "
-    "3e-7). There whole predict is 1.05 / 0.99 of the raw forward and 94 % / 93 % of the core-time limit, and the "
-    "int8 backbone 1.26x ONNX Runtime's fp32: with AVX2 kernels on this Intel Xeon's cores the bars hold, so the "
+    "3e-7). There whole predict is 1.45 / 1.33 of the raw forward and 92 % / 91 % of the core-time limit, and the "
+    "int8 backbone 1.18x / 1.16x ONNX Runtime's fp32 (2026-12-08; the run before: 1.05 / 0.99, 94 % / 93 %, 1.26x): with AVX2 kernels on this Intel Xeon's cores the bars hold, so the "
     "EPYC's shortfall is that processor's (its int8 products), not AVX2's as such; which other AVX2 processors share "
     "it is not measured here."
 )
