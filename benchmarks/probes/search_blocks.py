@@ -53,7 +53,7 @@ def main(model_path: str, folder: str, rounds: int, budgets: list[float]) -> Non
             predict = anomaly_command("predict", str(model_files[name]), str(Path(folder).resolve()), "--output", str(rows[name]), "--overwrite")
             commands[name] = (predict, tmp, None)
         measured = interleaved_process_seconds(commands, rounds)
-        one_image = _one_image_ms(model_files, folder)
+        one_image = one_image_ms(model_files, folder)
         scores = {name: {row["path"]: float(row["score"]) for row in csv_rows(rows[name])} for name in commands}
     first = next(iter(scores.values()))
     print(f"{machine()}; {model_path} ({model.config['image_size']} px, bank {model.config.get('bank_size')}), predict {folder}, {rounds} rounds in turn:")
@@ -65,7 +65,7 @@ def main(model_path: str, folder: str, rounds: int, budgets: list[float]) -> Non
         )
 
 
-def _one_image_ms(files: dict[str, Path], folder: str, images: int = 40, rounds: int = 5) -> dict[str, float]:
+def one_image_ms(files: dict[str, Path], folder: str, images: int = 40, rounds: int = 5) -> dict[str, float]:
     """ms a call of each file's stored graph on one image a call, over ``images`` of ``folder``, the files in turn."""
     import statistics
     import time

@@ -18,7 +18,7 @@ from anomalycli.deploy.export import save_model
 from anomalycli.detection.methods import AnomalyModel
 from anomalycli.project import model_file
 from benchmarks.common import anomaly_command, csv_rows, interleaved_process_seconds, machine
-from benchmarks.probes.search_blocks import _one_image_ms
+from benchmarks.probes.search_blocks import one_image_ms
 
 ROUNDS = 3
 
@@ -35,7 +35,7 @@ def main(model_path: str, folder: str, rounds: int) -> None:
             for name, path in files.items()
         }
         measured = interleaved_process_seconds(commands, rounds)
-        one_image = _one_image_ms(files, folder)
+        one_image = one_image_ms(files, folder)
         before, after = ({row["path"]: row for row in csv_rows(rows[name])} for name in files)
     differing = sorted({column for path, row in before.items() for column, value in row.items() if after[path][column] != value})
     print(f"{machine()}; {model_path}, predict {folder} ({len(before)} images), {rounds} rounds in turn:")
