@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import collections
+import queue
+
 import numpy as np
 from PIL import Image
 
 from anomalycli.data.bit_depth import ValueWindow
 from anomalycli.data.pixel_formats import frame_image
 from anomalycli.deploy.archive import Archive, ArchivePolicy
+from anomalycli.deploy.camera.frames import Frame
 from anomalycli.deploy.line import Judged, Line
 from anomalycli.deploy.scoring import scored_row
 from anomalycli.workflows.camera_frames import keep, next_frames
@@ -16,13 +20,10 @@ from anomalycli.workflows.camera_frames import keep, next_frames
 def test_frames_come_in_their_order_when_a_lost_frame_and_a_dropped_one_arrive_together():
     """The camera skipped frame 12: its marker takes frame 13's arrival time, and frame 13, coming
     while the queue holds that marker, is dropped. The lost 12 is judged before the dropped 13."""
-    import collections
-    import queue
-
-    from anomalycli.deploy.camera.frames import Frame
 
     class Acquisition:
-        frames, dropped = queue.Queue(), collections.deque()
+        def __init__(self):
+            self.frames, self.dropped = queue.Queue(), collections.deque()
 
         def get(self, timeout):
             try:
